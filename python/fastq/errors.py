@@ -1,0 +1,96 @@
+"""Exceptions fastq raises. The Rust core raises these same classes (see ``_core.pyi``)."""
+
+from __future__ import annotations
+
+import builtins
+
+
+class FastqError(Exception):
+    """Base class of every fastq error."""
+
+
+class ConfigurationError(FastqError, ValueError):
+    """A setting is unknown, mistyped or has an invalid value."""
+
+
+# -- codec ---------------------------------------------------------------------------------------
+class DecodeError(FastqError, ValueError):
+    """A message body or envelope could not be decoded."""
+
+
+class EncodeError(FastqError, TypeError):
+    """A value cannot be serialized with the chosen serializer."""
+
+
+class ContentDisallowed(DecodeError):
+    """The content type is not in ``accept_content`` (pickle and yaml are refused by default)."""
+
+
+class UnknownContentType(DecodeError):
+    """No codec exists for this content type."""
+
+
+class InvalidMessage(DecodeError):
+    """Well-formed data that is not a valid task message (missing ``task`` header, bad body…)."""
+
+
+# -- runtime -------------------------------------------------------------------------------------
+class BrokerConnectionError(FastqError, ConnectionError):
+    """The broker cannot be reached or went away."""
+
+
+class BackendError(FastqError):
+    """The result backend failed or is not configured."""
+
+
+class NotRegistered(FastqError, KeyError):
+    """A message names a task this worker does not have."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else "task not registered"
+
+
+class TimeoutError(FastqError, builtins.TimeoutError):
+    """``AsyncResult.get()`` gave up waiting."""
+
+
+class TaskError(FastqError):
+    """A task raised an exception whose type cannot be imported here; names the original type."""
+
+    def __init__(self, exc_type: str, exc_module: str, message: str) -> None:
+        super().__init__(f"{exc_module}.{exc_type}: {message}")
+        self.exc_type = exc_type
+        self.exc_module = exc_module
+        self.message = message
+
+
+class SecurityError(FastqError):
+    """A result names an exception type that is not an exception (refused on decode)."""
+
+
+class TaskRevokedError(FastqError):
+    """The task was revoked or expired before it ran."""
+
+
+class Retry(FastqError):
+    """Raised by ``Task.retry()`` to end the current run; the worker re-publishes the task."""
+
+    def __init__(
+        self, message: str = "", exc: BaseException | None = None, when: float | None = None
+    ) -> None:
+        super().__init__(message)
+        self.exc = exc
+        self.when = when
+
+
+class Reject(FastqError):
+    """Raised by a task to reject its message, optionally requeueing it."""
+
+    def __init__(self, reason: str = "", requeue: bool = False) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.requeue = requeue
+
+
+class Ignore(FastqError):
+    """Raised by a task so that no state is stored for it."""

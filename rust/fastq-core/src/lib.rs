@@ -1,0 +1,13 @@
+//! fastq-core: the pure-Rust half of fastq.
+//!
+//! Celery protocol v2 messages, the kombu Redis envelope, the JSON/msgpack codecs and the Redis
+//! consumer. Nothing here knows Python; `fastq-py` binds it.
+
+pub mod codec;
+pub mod envelope;
+pub mod error;
+pub mod protocol;
+pub mod value;
+
+pub use error::{CodecError, Result};
+pub use value::Value;

@@ -1,0 +1,182 @@
+//! Python objects ↔ `fastq_core::Value`, the only place that walks Python values.
+
+use fastq_core::Value;
+use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::{
+    PyBool, PyByteArray, PyBytes, PyDate, PyDateTime, PyDict, PyFloat, PyInt, PyList, PyString,
+    PyTime, PyTuple,
+};
+
+use crate::errors::encode_error;
+
+/// Deeper than any real task argument; stops a self-referencing list from recursing forever.
+const MAX_DEPTH: usize = 256;
+
+struct Stdlib {
+    decimal: Py<PyAny>,
+    uuid: Py<PyAny>,
+    datetime_fromisoformat: Py<PyAny>,
+    date_fromisoformat: Py<PyAny>,
+    time_fromisoformat: Py<PyAny>,
+}
+
+static STDLIB: PyOnceLock<Stdlib> = PyOnceLock::new();
+
+fn stdlib(py: Python<'_>) -> PyResult<&Stdlib> {
+    STDLIB.get_or_try_init(py, || {
+        let dt = py.import("datetime")?;
+        Ok(Stdlib {
+            decimal: py.import("decimal")?.getattr("Decimal")?.unbind(),
+            uuid: py.import("uuid")?.getattr("UUID")?.unbind(),
+            datetime_fromisoformat: dt.getattr("datetime")?.getattr("fromisoformat")?.unbind(),
+            date_fromisoformat: dt.getattr("date")?.getattr("fromisoformat")?.unbind(),
+            time_fromisoformat: dt.getattr("time")?.getattr("fromisoformat")?.unbind(),
+        })
+    })
+}
+
+pub fn to_value(obj: &Bound<'_, PyAny>) -> PyResult<Value> {
+    to_value_at(obj, 0)
+}
+
+fn to_value_at(obj: &Bound<'_, PyAny>, depth: usize) -> PyResult<Value> {
+    let py = obj.py();
+    if depth > MAX_DEPTH {
+        return Err(encode_error(
+            py,
+            format!("value nested deeper than {MAX_DEPTH} levels"),
+        ));
+    }
+    if obj.is_none() {
+        return Ok(Value::Null);
+    }
+    if let Ok(s) = obj.cast::<PyString>() {
+        return Ok(Value::Str(s.to_str()?.to_owned()));
+    }
+    if let Ok(b) = obj.cast::<PyBool>() {
+        return Ok(Value::Bool(b.is_true()));
+    }
+    if let Ok(i) = obj.cast::<PyInt>() {
+        if let Ok(n) = i.extract::<i64>() {
+            return Ok(Value::Int(n));
+        }
+        if let Ok(n) = i.extract::<u64>() {
+            return Ok(Value::UInt(n));
+        }
+        return Err(encode_error(
+            py,
+            format!("integer {i} does not fit in 64 bits; send it as a string"),
+        ));
+    }
+    if let Ok(f) = obj.cast::<PyFloat>() {
+        return Ok(Value::Float(f.value()));
+    }
+    if let Ok(d) = obj.cast::<PyDict>() {
+        let mut entries = Vec::with_capacity(d.len());
+        for (k, v) in d.iter() {
+            entries.push((to_value_at(&k, depth + 1)?, to_value_at(&v, depth + 1)?));
+        }
+        return Ok(Value::Map(entries));
+    }
+    if let Ok(l) = obj.cast::<PyList>() {
+        return l
+            .iter()
+            .map(|v| to_value_at(&v, depth + 1))
+            .collect::<PyResult<_>>()
+            .map(Value::List);
+    }
+    if let Ok(t) = obj.cast::<PyTuple>() {
+        return t
+            .iter()
+            .map(|v| to_value_at(&v, depth + 1))
+            .collect::<PyResult<_>>()
+            .map(Value::List);
+    }
+    if let Ok(b) = obj.cast::<PyBytes>() {
+        return Ok(Value::Bytes(b.as_bytes().to_vec()));
+    }
+    if let Ok(b) = obj.cast::<PyByteArray>() {
+        return Ok(Value::Bytes(b.to_vec()));
+    }
+    if obj.cast::<PyDateTime>().is_ok() {
+        return Ok(Value::DateTime(isoformat(obj)?));
+    }
+    if obj.cast::<PyDate>().is_ok() {
+        return Ok(Value::Date(isoformat(obj)?));
+    }
+    if obj.cast::<PyTime>().is_ok() {
+        return Ok(Value::Time(isoformat(obj)?));
+    }
+    let std = stdlib(py)?;
+    if obj.is_instance(std.decimal.bind(py))? {
+        return Ok(Value::Decimal(obj.str()?.to_str()?.to_owned()));
+    }
+    if obj.is_instance(std.uuid.bind(py))? {
+        return Ok(Value::Uuid(obj.getattr("hex")?.extract()?));
+    }
+    if let Ok(reducer) = obj.getattr("__json__") {
+        return to_value_at(&reducer.call0()?, depth + 1);
+    }
+    // Sets, generators and mappings that are not dicts: convert the obvious ones like json would not.
+    Err(encode_error(
+        py,
+        format!(
+            "object of type {} cannot be serialized; pass JSON-like values \
+             (dict, list, str, int, float, bool, None, bytes, datetime, Decimal, UUID) \
+             or give it a __json__() method",
+            obj.get_type().name()?
+        ),
+    ))
+}
+
+fn isoformat(obj: &Bound<'_, PyAny>) -> PyResult<String> {
+    obj.call_method0("isoformat")?.extract()
+}
+
+pub fn to_py<'py>(py: Python<'py>, value: &Value) -> PyResult<Bound<'py, PyAny>> {
+    Ok(match value {
+        Value::Null => py.None().into_bound(py),
+        Value::Bool(b) => PyBool::new(py, *b).to_owned().into_any(),
+        Value::Int(i) => i.into_pyobject(py)?.into_any(),
+        Value::UInt(u) => u.into_pyobject(py)?.into_any(),
+        Value::Float(f) => PyFloat::new(py, *f).into_any(),
+        Value::Str(s) => PyString::new(py, s).into_any(),
+        Value::Bytes(b) => PyBytes::new(py, b).into_any(),
+        Value::List(items) => list(py, items)?.into_any(),
+        Value::Map(entries) => dict(py, entries)?.into_any(),
+        Value::DateTime(s) => stdlib(py)?.datetime_fromisoformat.bind(py).call1((s,))?,
+        Value::Date(s) => stdlib(py)?.date_fromisoformat.bind(py).call1((s,))?,
+        Value::Time(s) => stdlib(py)?.time_fromisoformat.bind(py).call1((s,))?,
+        Value::Decimal(s) => stdlib(py)?.decimal.bind(py).call1((s,))?,
+        Value::Uuid(hex) => {
+            let kwargs = PyDict::new(py);
+            kwargs.set_item("hex", hex)?;
+            stdlib(py)?.uuid.bind(py).call((), Some(&kwargs))?
+        }
+    })
+}
+
+pub fn list<'py>(py: Python<'py>, items: &[Value]) -> PyResult<Bound<'py, PyList>> {
+    let converted = items
+        .iter()
+        .map(|v| to_py(py, v))
+        .collect::<PyResult<Vec<_>>>()?;
+    PyList::new(py, converted)
+}
+
+pub fn tuple<'py>(py: Python<'py>, items: &[Value]) -> PyResult<Bound<'py, PyTuple>> {
+    let converted = items
+        .iter()
+        .map(|v| to_py(py, v))
+        .collect::<PyResult<Vec<_>>>()?;
+    PyTuple::new(py, converted)
+}
+
+pub fn dict<'py>(py: Python<'py>, entries: &[(Value, Value)]) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    for (k, v) in entries {
+        d.set_item(to_py(py, k)?, to_py(py, v)?)?;
+    }
+    Ok(d)
+}

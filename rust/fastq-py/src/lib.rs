@@ -1,0 +1,25 @@
+//! `fastq._core`: bindings only; the logic lives in the `fastq-core` crate.
+
+mod codec;
+mod convert;
+mod errors;
+mod message;
+
+use pyo3::prelude::*;
+
+#[pymodule]
+fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    m.add_class::<message::TaskMessage>()?;
+    m.add_class::<message::Envelope>()?;
+    m.add_function(wrap_pyfunction!(codec::dumps, m)?)?;
+    m.add_function(wrap_pyfunction!(codec::loads, m)?)?;
+    m.add_function(wrap_pyfunction!(codec::decode_envelope, m)?)?;
+    m.add_function(wrap_pyfunction!(codec::encode_envelope, m)?)?;
+    m.add_function(wrap_pyfunction!(codec::encode_task_envelope, m)?)?;
+    m.add_function(wrap_pyfunction!(codec::encode_task_message, m)?)?;
+    m.add_function(wrap_pyfunction!(codec::decode_task, m)?)?;
+    m.add_function(wrap_pyfunction!(codec::task_from_parts, m)?)?;
+    m.add_function(wrap_pyfunction!(codec::decode_task_envelope, m)?)?;
+    Ok(())
+}

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# The whole test suite from a bare machine: dependencies, build, services, cargo test, pytest.
+# Usage: scripts/test.sh [pytest args...]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH="$HOME/.cargo/bin:$PATH"
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/fastq/target}
+
+bash scripts/setup.sh
+bash scripts/services.sh redis rabbitmq
+
+echo "== cargo test"
+cargo test --workspace --exclude fastq-py -q
+
+echo "== lint"
+.venv/bin/ruff check python tests bench
+.venv/bin/mypy
+cargo clippy --workspace -q --all-targets -- -D warnings
+cargo fmt --all --check
+
+echo "== pytest"
+.venv/bin/python -m pytest -q "$@"
