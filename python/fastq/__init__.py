@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+from fastq import states
 from fastq._core import __version__
+from fastq.app import App, current_app
+from fastq.result import AsyncResult
+from fastq.task import Task
 
-__all__ = ["__version__"]
+Celery = App  #: Celery's name for the app, so ``from fastq import Celery`` works when migrating.
+
+__all__ = ["App", "AsyncResult", "Celery", "Task", "__version__", "current_app", "states"]

@@ -83,6 +83,10 @@ class Retry(FastqError):
         self.when = when
 
 
+class MaxRetriesExceededError(FastqError):
+    """``Task.retry()`` was called more than ``max_retries`` times."""
+
+
 class Reject(FastqError):
     """Raised by a task to reject its message, optionally requeueing it."""
 
@@ -94,3 +98,10 @@ class Reject(FastqError):
 
 class Ignore(FastqError):
     """Raised by a task so that no state is stored for it."""
+
+
+#: fastq errors that Celery also defines in ``celery.exceptions``; results name Celery's module
+#: so a Celery client re-creates its own type, and fastq maps them back by name.
+CELERY_EQUIVALENTS = frozenset(
+    {"NotRegistered", "TaskRevokedError", "MaxRetriesExceededError", "Retry", "Reject", "Ignore"}
+)

@@ -1,0 +1,309 @@
+"""``App``: configuration, the task registry and ``send_task``."""
+
+from __future__ import annotations
+
+import os
+import threading
+import uuid
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import datetime, timedelta
+from functools import cached_property
+from typing import Any, TypeVar, overload
+
+from fastq import protocol
+from fastq.backends import Backend, backend_from_url
+from fastq.brokers import Broker, broker_from_url
+from fastq.config import DEFAULT_BROKER_URL, Config
+from fastq.errors import ConfigurationError, NotRegistered
+from fastq.result import AsyncResult
+from fastq.routing import Router
+from fastq.task import Context, Task
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+_current: App | None = None
+_default: App | None = None
+
+
+def current_app() -> App:
+    """The most recently created app (Celery's ``current_app``)."""
+    global _default
+    if _current is not None:
+        return _current
+    if _default is None:
+        _default = App("default")
+    return _default
+
+
+class App:
+    """A fastq application::
+
+    app = App("proj", broker="redis://127.0.0.1:6379/0", backend="redis://127.0.0.1:6379/1")
+
+    @app.task
+    def add(x, y):
+        return x + y
+    """
+
+    def __init__(
+        self,
+        main: str | None = None,
+        *,
+        broker: str | None = None,
+        backend: str | None = None,
+        include: Iterable[str] = (),
+        config_source: object | str | None = None,
+        set_as_current: bool = True,
+        **settings: Any,
+    ) -> None:
+        global _current
+        self.main = main
+        self.conf = Config()
+        if config_source is not None:
+            self.conf.from_object(config_source)
+        self.conf.update(settings)
+        if broker is not None:
+            self.conf.broker_url = broker
+        if backend is not None:
+            self.conf.result_backend = backend
+        if include:
+            self.conf.include = [*self.conf.include, *include]
+        self.tasks: dict[str, Task] = {}
+        self._local = threading.local()
+        if set_as_current:
+            _current = self
+        os.register_at_fork(after_in_child=self._after_fork)
+
+    def __repr__(self) -> str:
+        return f"<App {self.main or '__main__'}>"
+
+    # -- configuration ---------------------------------------------------------------------------
+    def config_from_object(self, obj: object | str) -> None:
+        """Reads settings from an object or module (``"proj.celeryconfig"``), Celery-style."""
+        self.conf.from_object(obj)
+        self._reset_connections()
+
+    def _reset_connections(self) -> None:
+        for name in ("broker", "backend", "router"):
+            self.__dict__.pop(name, None)
+
+    def _after_fork(self) -> None:
+        # Connections and their locks belong to the parent; a child opens its own.
+        self._reset_connections()
+
+    @cached_property
+    def broker(self) -> Broker:
+        return broker_from_url(self.conf.broker_url or DEFAULT_BROKER_URL, self.conf)
+
+    @cached_property
+    def backend(self) -> Backend:
+        return backend_from_url(self, self.conf.result_backend)
+
+    @cached_property
+    def router(self) -> Router:
+        return Router(self.conf)
+
+    @cached_property
+    def oid(self) -> str:
+        """This client's id: the ``reply_to`` of the tasks it sends."""
+        return str(uuid.uuid4())
+
+    def close(self) -> None:
+        for name in ("broker", "backend"):
+            obj = self.__dict__.pop(name, None)
+            if obj is not None:
+                obj.close()
+
+    def __enter__(self) -> App:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- tasks -----------------------------------------------------------------------------------
+    @overload
+    def task(self, fun: F) -> Task: ...
+    @overload
+    def task(self, fun: None = None, **options: Any) -> Callable[[F], Task]: ...
+    def task(self, fun: Callable[..., Any] | None = None, **options: Any) -> Any:
+        """Registers a function as a task: ``@app.task`` or ``@app.task(name=..., bind=True)``."""
+        unknown = set(options) - Task.OPTIONS
+        if unknown:
+            raise ConfigurationError(
+                f"unknown task option(s) {sorted(unknown)}; known: {sorted(Task.OPTIONS)}"
+            )
+
+        def register(f: Callable[..., Any]) -> Task:
+            base: type[Task] = options.pop("base", None) or Task
+            name = options.pop("name", None) or self.gen_task_name(f)
+            task = base(self, f, name, **options)
+            self.tasks[name] = task
+            return task
+
+        return register(fun) if fun is not None else register
+
+    def gen_task_name(self, fun: Callable[..., Any]) -> str:
+        module = getattr(fun, "__module__", None) or "__main__"
+        if module == "__main__" and self.main:
+            module = self.main
+        return f"{module}.{fun.__qualname__}"
+
+    def get_task(self, name: str) -> Task:
+        try:
+            return self.tasks[name]
+        except KeyError:
+            raise NotRegistered(
+                f"task {name!r} is not registered; known tasks: {sorted(self.tasks)}"
+            ) from None
+
+    def import_modules(self) -> None:
+        """Imports ``imports``/``include`` so their tasks register."""
+        import importlib
+
+        for module in [*self.conf.imports, *self.conf.include]:
+            importlib.import_module(module)
+
+    # -- the current request (set by the worker while a task runs) -------------------------------
+    def current_request(self) -> Context | None:
+        stack = getattr(self._local, "requests", None)
+        return stack[-1] if stack else None
+
+    def push_request(self, request: Context) -> None:
+        stack = getattr(self._local, "requests", None)
+        if stack is None:
+            stack = self._local.requests = []
+        stack.append(request)
+
+    def pop_request(self) -> None:
+        self._local.requests.pop()
+
+    # -- sending ---------------------------------------------------------------------------------
+    def send_task(
+        self,
+        name: str,
+        args: Sequence[Any] | None = None,
+        kwargs: Mapping[str, Any] | None = None,
+        **options: Any,
+    ) -> AsyncResult:
+        """Sends a task by name (it need not be registered here); returns its ``AsyncResult``."""
+        message = self.build_message(name, args, kwargs, **options)
+        if not message.headers.get("ignore_result"):
+            self.backend.on_task_sent(message.id)
+        self.broker.publish(message)
+        return AsyncResult(message.id, app=self)
+
+    def send_many(
+        self,
+        calls: Iterable[tuple[str, Sequence[Any] | None, Mapping[str, Any] | None]],
+        **options: Any,
+    ) -> list[AsyncResult]:
+        """Sends many tasks in one pipelined round trip: ``[(name, args, kwargs), ...]``."""
+        messages = [self.build_message(n, a, k, **options) for n, a, k in calls]
+        self.broker.publish_many(messages)
+        return [AsyncResult(m.id, app=self) for m in messages]
+
+    def build_message(
+        self,
+        name: str,
+        args: Sequence[Any] | None = None,
+        kwargs: Mapping[str, Any] | None = None,
+        *,
+        task_id: str | None = None,
+        countdown: float | None = None,
+        eta: datetime | str | None = None,
+        expires: float | timedelta | datetime | str | None = None,
+        queue: str | None = None,
+        exchange: str | None = None,
+        routing_key: str | None = None,
+        priority: int | None = None,
+        serializer: str | None = None,
+        headers: Mapping[str, Any] | None = None,
+        retries: int = 0,
+        parent_id: str | None = None,
+        root_id: str | None = None,
+        group_id: str | None = None,
+        group_index: int | None = None,
+        time_limit: float | None = None,
+        soft_time_limit: float | None = None,
+        shadow: str | None = None,
+        ignore_result: bool | None = None,
+        link: Any = None,
+        link_error: Any = None,
+        chain: Any = None,
+        chord: Any = None,
+        reply_to: str | None = None,
+        **unknown: Any,
+    ) -> protocol.OutgoingMessage:
+        if unknown:
+            raise ConfigurationError(f"unknown send option(s): {sorted(unknown)}")
+        args = tuple(args) if args is not None else ()
+        if not isinstance(args, tuple):
+            raise TypeError("task args must be a list or tuple")
+        kwargs = dict(kwargs) if kwargs is not None else {}
+        task_id = task_id or str(uuid.uuid4())
+        eta_text = (
+            protocol.seconds_from_now(countdown) if countdown is not None else protocol.to_iso(eta)
+        )
+        properties: dict[str, Any] = {}
+        if isinstance(expires, timedelta):
+            expires = expires.total_seconds()
+        if isinstance(expires, (int, float)):
+            properties["expiration"] = str(int(expires * 1000))
+            expires_text: str | None = protocol.seconds_from_now(expires)
+        else:
+            expires_text = protocol.to_iso(expires)
+        if ignore_result is None:
+            ignore_result = self.conf.task_ignore_result
+        route = self.router.route(
+            name, {"queue": queue, "exchange": exchange, "routing_key": routing_key}, args, kwargs
+        )
+        message_headers = protocol.task_headers(
+            name,
+            task_id,
+            args,
+            kwargs,
+            eta=eta_text,
+            expires=expires_text,
+            retries=retries,
+            group=group_id,
+            group_index=group_index,
+            root_id=root_id,
+            parent_id=parent_id,
+            time_limit=time_limit,
+            soft_time_limit=soft_time_limit,
+            shadow=shadow,
+            ignore_result=bool(ignore_result),
+        )
+        if headers:
+            message_headers.update(headers)
+        embed = {
+            "callbacks": _as_list(link),
+            "errbacks": _as_list(link_error),
+            "chain": chain,
+            "chord": chord,
+        }
+        return protocol.OutgoingMessage(
+            headers=message_headers,
+            args=args,
+            kwargs=kwargs,
+            embed=embed,
+            queue=route.queue,
+            exchange=route.exchange,
+            routing_key=route.routing_key,
+            priority=priority if priority is not None else self.conf.task_default_priority,
+            serializer=serializer or self.conf.task_serializer,
+            reply_to=reply_to or self.oid,
+            delivery_mode=self.conf.task_default_delivery_mode,
+            properties=properties,
+        )
+
+    def AsyncResult(self, task_id: str) -> AsyncResult:
+        return AsyncResult(task_id, app=self)
+
+
+def _as_list(value: Any) -> list[Any] | None:
+    if value is None:
+        return None
+    if isinstance(value, (list, tuple)):
+        return [dict(v) for v in value]
+    return [dict(value)]

@@ -1,0 +1,27 @@
+"""Result backends by URL scheme."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from fastq.backends.base import Backend, DisabledBackend
+from fastq.errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from fastq.app import App
+
+__all__ = ["Backend", "DisabledBackend", "backend_from_url"]
+
+
+def backend_from_url(app: App, url: str | None) -> Backend:
+    """The backend for ``url``; ``None`` gives the disabled backend."""
+    if not url:
+        return DisabledBackend(app)
+    scheme = url.split("://", 1)[0].lower()
+    if scheme in ("redis", "rediss"):
+        from fastq.backends.redis import RedisBackend
+
+        return RedisBackend(app, url)
+    raise ConfigurationError(
+        f"result backend {scheme}:// is not supported; use redis:// or rediss://"
+    )

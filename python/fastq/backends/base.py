@@ -1,0 +1,246 @@
+"""The result backend interface and Celery's result meta format.
+
+A backend stores one meta document per task id (``{"status", "result", "traceback", "children",
+"date_done", "task_id"}``) and wakes up waiters when a task becomes ready. ``AsyncResult`` talks to
+nothing else.
+"""
+
+from __future__ import annotations
+
+import builtins
+import importlib
+import sys
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Mapping
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
+
+from fastq import errors, serialization, states
+
+if TYPE_CHECKING:
+    from fastq.app import App
+
+
+def exception_to_meta(exc: BaseException) -> dict[str, Any]:
+    """Celery's exception format: type name, module and the constructor arguments."""
+    cls = type(exc)
+    module = cls.__module__
+    if module == errors.__name__ and cls.__qualname__ in errors.CELERY_EQUIVALENTS:
+        module = "celery.exceptions"
+    args = list(exc.args)
+    try:
+        serialization.dumps(args, "json")
+    except errors.EncodeError:
+        args = [str(exc)]
+    return {"exc_type": cls.__qualname__, "exc_message": args, "exc_module": module}
+
+
+def meta_to_exception(value: Any) -> BaseException:
+    """Rebuilds an exception from its meta; never unpickles, refuses non-exception types."""
+    if not isinstance(value, Mapping) or "exc_type" not in value:
+        return errors.TaskError("Exception", "builtins", repr(value))
+    exc_type = str(value.get("exc_type"))
+    exc_module = str(value.get("exc_module") or "builtins")
+    message = value.get("exc_message")
+    args = tuple(message) if isinstance(message, (list, tuple)) else (message,)
+    cls = _find_class(exc_module, exc_type)
+    if cls is None:
+        return errors.TaskError(exc_type, exc_module, ", ".join(map(str, args)))
+    if not (isinstance(cls, type) and issubclass(cls, BaseException)):
+        raise errors.SecurityError(
+            f"result names {exc_module}.{exc_type}, which is not an exception type"
+        )
+    try:
+        return cls(*args)
+    except Exception:  # a constructor with another signature: keep type name and text
+        return errors.TaskError(exc_type, exc_module, ", ".join(map(str, args)))
+
+
+def _find_class(module_name: str, qualname: str) -> Any:
+    if module_name in ("builtins", "exceptions"):
+        obj: Any = builtins
+    elif module_name == "celery.exceptions" and qualname in errors.CELERY_EQUIVALENTS:
+        obj = errors
+    else:
+        obj = sys.modules.get(module_name)
+        if obj is None:
+            try:
+                obj = importlib.import_module(module_name)
+            except Exception:
+                return None
+    for part in qualname.split("."):
+        obj = getattr(obj, part, None)
+        if obj is None:
+            return None
+    return obj
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat()
+
+
+class Backend(ABC):
+    """Stores task outcomes and lets clients wait for them."""
+
+    def __init__(self, app: App, url: str) -> None:
+        self.app = app
+        self.url = url
+        conf = app.conf
+        self.serializer: str = conf.result_serializer
+        self.accept: list[str] = list(conf.result_accept_content or conf.accept_content)
+        self.expires: float | None = conf.result_expires
+
+    # -- meta ------------------------------------------------------------------------------------
+    def build_meta(
+        self,
+        task_id: str,
+        result: Any,
+        state: str,
+        traceback: str | None = None,
+        request: Any = None,
+    ) -> dict[str, Any]:
+        if state in states.EXCEPTION_STATES and isinstance(result, BaseException):
+            result = exception_to_meta(result)
+        meta: dict[str, Any] = {
+            "status": state,
+            "result": result,
+            "traceback": traceback,
+            "children": [],
+            "date_done": now_iso() if state in states.READY_STATES else None,
+            "task_id": task_id,
+        }
+        if request is not None:
+            group = getattr(request, "group", None)
+            parent = getattr(request, "parent_id", None)
+            if group:
+                meta["group_id"] = group
+            if parent:
+                meta["parent_id"] = parent
+            if self.app.conf.result_extended:
+                meta.update(
+                    name=getattr(request, "task", None),
+                    args=getattr(request, "args", None),
+                    kwargs=getattr(request, "kwargs", None),
+                    worker=getattr(request, "hostname", None),
+                    retries=getattr(request, "retries", 0),
+                    queue=(getattr(request, "delivery_info", None) or {}).get("routing_key"),
+                )
+        return meta
+
+    def encode_meta(self, meta: Mapping[str, Any]) -> bytes:
+        try:
+            return serialization.dumps(meta, self.serializer)[0]
+        except errors.EncodeError as exc:
+            if meta.get("status") == states.SUCCESS:
+                raise errors.EncodeError(
+                    f"the return value of task {meta.get('task_id')} cannot be stored: {exc}"
+                ) from None
+            raise
+
+    def decode_meta(self, data: bytes) -> dict[str, Any]:
+        content_type = serialization.content_type_of(self.serializer)
+        if data[:1] in (b"{", b"[") and content_type != "application/json":
+            content_type = "application/json"  # a Celery peer may use another result serializer
+        meta = serialization.loads(data, content_type, [*self.accept, content_type])
+        if not isinstance(meta, dict) or "status" not in meta:
+            raise errors.DecodeError(f"stored result is not a task meta document: {meta!r:.200}")
+        return meta
+
+    @staticmethod
+    def pending_meta(task_id: str) -> dict[str, Any]:
+        return {
+            "status": states.PENDING,
+            "result": None,
+            "traceback": None,
+            "children": [],
+            "date_done": None,
+            "task_id": task_id,
+        }
+
+    # -- storing ---------------------------------------------------------------------------------
+    def store_result(
+        self,
+        task_id: str,
+        result: Any,
+        state: str,
+        traceback: str | None = None,
+        request: Any = None,
+    ) -> None:
+        self.store_many([(task_id, self.build_meta(task_id, result, state, traceback, request))])
+
+    def mark_as_done(self, task_id: str, result: Any, request: Any = None) -> None:
+        self.store_result(task_id, result, states.SUCCESS, request=request)
+
+    def mark_as_failure(
+        self, task_id: str, exc: BaseException, traceback: str | None = None, request: Any = None
+    ) -> None:
+        self.store_result(task_id, exc, states.FAILURE, traceback, request)
+
+    def mark_as_started(self, task_id: str, request: Any = None, **meta: Any) -> None:
+        self.store_result(task_id, meta, states.STARTED, request=request)
+
+    def mark_as_retry(
+        self, task_id: str, exc: BaseException, traceback: str | None = None, request: Any = None
+    ) -> None:
+        self.store_result(task_id, exc, states.RETRY, traceback, request)
+
+    def mark_as_revoked(self, task_id: str, reason: str = "revoked", request: Any = None) -> None:
+        self.store_result(task_id, errors.TaskRevokedError(reason), states.REVOKED, None, request)
+
+    @abstractmethod
+    def store_many(self, metas: Iterable[tuple[str, dict[str, Any]]]) -> None:
+        """Stores several metas in one round trip where the store allows it."""
+
+    # -- reading ---------------------------------------------------------------------------------
+    @abstractmethod
+    def get_meta(self, task_id: str) -> dict[str, Any]:
+        """The stored meta, or a PENDING meta when nothing is stored."""
+
+    def wait_for(self, task_id: str, timeout: float | None = None, interval: float = 0.5) -> dict:
+        """Blocks until the task is ready; backends override this with a wake-up channel."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        delay = min(0.005, interval)
+        while True:
+            meta = self.get_meta(task_id)
+            if meta["status"] in states.READY_STATES:
+                return meta
+            if deadline is not None and time.monotonic() >= deadline:
+                raise errors.TimeoutError(f"task {task_id} not ready after {timeout}s")
+            time.sleep(delay)
+            delay = min(delay * 2, interval)
+
+    def on_task_sent(self, task_id: str) -> None:  # noqa: B027 - optional hook
+        """Called before a task is published (Redis subscribes to its channel here)."""
+
+    @abstractmethod
+    def forget(self, task_id: str) -> None:
+        """Removes the stored result."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Releases connections."""
+
+
+class DisabledBackend(Backend):
+    """No result backend configured: storing is a no-op and reading says how to enable one."""
+
+    def __init__(self, app: App, url: str = "disabled://") -> None:
+        super().__init__(app, url)
+
+    def _refuse(self) -> errors.BackendError:
+        return errors.BackendError(
+            "no result backend is configured: pass backend='redis://...' to App(), "
+            "or set result_backend / FASTQ_RESULT_BACKEND"
+        )
+
+    def store_many(self, metas: Iterable[tuple[str, dict[str, Any]]]) -> None:
+        return None
+
+    def get_meta(self, task_id: str) -> dict[str, Any]:
+        raise self._refuse()
+
+    def wait_for(self, task_id: str, timeout: float | None = None, interval: float = 0.5) -> dict:
+        raise self._refuse()
+
+    def forget(self, task_id: str) -> None:
+        raise self._refuse()

@@ -1,0 +1,18 @@
+"""Brokers by URL scheme."""
+
+from __future__ import annotations
+
+from fastq.brokers.base import Broker, Consumer, Delivery
+from fastq.config import Config
+from fastq.errors import ConfigurationError
+
+__all__ = ["Broker", "Consumer", "Delivery", "broker_from_url"]
+
+
+def broker_from_url(url: str, conf: Config) -> Broker:
+    scheme = url.split("://", 1)[0].lower()
+    if scheme in ("redis", "rediss"):
+        from fastq.brokers.redis import RedisBroker
+
+        return RedisBroker(url, conf)
+    raise ConfigurationError(f"broker {scheme}:// is not supported; use redis:// or rediss://")

@@ -1,0 +1,109 @@
+"""The broker interface: publish task messages, and hand workers a consumer.
+
+A broker knows queues, publishing, and how to get unacknowledged messages back; nothing above
+it knows Redis or AMQP commands.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from fastq._core import TaskMessage
+    from fastq.config import Config
+    from fastq.protocol import OutgoingMessage
+
+
+class Delivery(Protocol):
+    """One message handed to a worker (the Rust consumers' ``Delivery`` has these fields)."""
+
+    @property
+    def delivery_tag(self) -> str: ...
+    @property
+    def queue(self) -> str: ...
+    @property
+    def priority(self) -> int: ...
+    @property
+    def redelivered(self) -> bool: ...
+    @property
+    def content_type(self) -> str: ...
+    @property
+    def properties(self) -> dict[str, Any]: ...
+    @property
+    def reply_to(self) -> str | None: ...
+    @property
+    def correlation_id(self) -> str | None: ...
+    @property
+    def message(self) -> TaskMessage | None: ...
+    @property
+    def error(self) -> str | None: ...
+    @property
+    def error_kind(self) -> str | None: ...
+    @property
+    def task_id(self) -> str | None: ...
+    @property
+    def task_name(self) -> str | None: ...
+    @property
+    def raw(self) -> bytes: ...
+
+
+class Consumer(Protocol):
+    """A worker process's view of its queues, with a prefetch window."""
+
+    def fetch(self, timeout: float) -> Sequence[Delivery]:
+        """Up to the free part of the prefetch window; waits up to ``timeout`` when idle."""
+        ...
+
+    def ack(self, delivery_tags: list[str]) -> None: ...
+    def reject(self, delivery_tag: str, requeue: bool) -> None: ...
+    def restore_unacked(self) -> int:
+        """Puts every message this consumer holds back at the head of its queue."""
+        ...
+
+    @property
+    def in_flight(self) -> int: ...
+    def close(self) -> None: ...
+
+
+class Broker(ABC):
+    """A transport: publishes task messages and creates consumers."""
+
+    def __init__(self, url: str, conf: Config) -> None:
+        self.url = url
+        self.conf = conf
+
+    @abstractmethod
+    def publish(self, message: OutgoingMessage) -> None:
+        """Sends one task message."""
+
+    def publish_many(self, messages: Sequence[OutgoingMessage]) -> None:
+        """Sends several messages, pipelined where the transport allows it."""
+        for message in messages:
+            self.publish(message)
+
+    @abstractmethod
+    def consumer(
+        self, queues: list[str], *, prefetch: int, consumer_id: str, accept: list[str]
+    ) -> Consumer:
+        """A consumer of ``queues`` with a window of ``prefetch`` unacknowledged messages."""
+
+    @abstractmethod
+    def restore_consumer(self, consumer_id: str) -> int:
+        """Returns the unacknowledged messages of a consumer that died; how many came back."""
+
+    def restore_visible(self) -> int:
+        """Returns messages left unacknowledged past the visibility timeout (0 if n/a)."""
+        return 0
+
+    @abstractmethod
+    def purge(self, queue: str) -> int:
+        """Deletes the queue's waiting messages; returns how many."""
+
+    @abstractmethod
+    def queue_length(self, queue: str) -> int:
+        """How many messages wait in ``queue``."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Releases connections."""

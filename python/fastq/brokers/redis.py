@@ -1,0 +1,114 @@
+"""Redis broker in kombu's layout, so Celery clients, Celery workers and fastq share queues.
+
+Publishing goes through redis-py (one LPUSH, pipelined for batches); consuming is the Rust
+``RedisConsumer``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import redis
+
+from fastq import _core
+from fastq.brokers.base import Broker, Consumer
+from fastq.config import Config
+from fastq.errors import BrokerConnectionError
+from fastq.protocol import OutgoingMessage
+from fastq.urls import redact
+
+#: kombu's separator between a queue name and its priority step, and in binding entries.
+SEP = "\x06\x16"
+PRIORITY_STEPS = (0, 3, 6, 9)
+
+
+def priority_key(queue: str, priority: int | None) -> str:
+    """kombu's list key for a priority: the largest step <= p, 0-9, lower served first."""
+    p = min(max(int(priority or 0), 0), 9)
+    step = max(s for s in PRIORITY_STEPS if s <= p)
+    return queue if step == 0 else f"{queue}{SEP}{step}"
+
+
+class RedisBroker(Broker):
+    def __init__(self, url: str, conf: Config) -> None:
+        super().__init__(url, conf)
+        options = conf.broker_transport_options
+        self.prefix: str = str(options.get("global_keyprefix") or "")
+        self.visibility_timeout = float(options.get("visibility_timeout", 3600))
+        self.client = redis.Redis.from_url(url, socket_connect_timeout=5, health_check_interval=30)
+        self._bound: set[tuple[str, str, str]] = set()
+
+    def _encode(self, m: OutgoingMessage) -> bytes:
+        return _core.encode_task_envelope(
+            m.headers,
+            m.args,
+            m.kwargs,
+            m.embed,
+            serializer=m.serializer,
+            exchange=m.exchange,
+            routing_key=m.routing_key or m.queue,
+            priority=m.priority or 0,
+            delivery_mode=m.delivery_mode,
+            reply_to=m.reply_to,
+            properties=m.properties or None,
+        )
+
+    def _bind(self, pipe: Any, m: OutgoingMessage) -> None:
+        """Records the queue's binding as kombu does when it declares a queue, once per process."""
+        exchange = m.exchange or m.queue
+        binding = (exchange, m.routing_key or m.queue, m.queue)
+        if binding not in self._bound:
+            pipe.sadd(f"{self.prefix}_kombu.binding.{exchange}", f"{binding[1]}{SEP}{SEP}{m.queue}")
+            self._bound.add(binding)
+
+    def publish(self, message: OutgoingMessage) -> None:
+        self.publish_many((message,))
+
+    def publish_many(self, messages: Sequence[OutgoingMessage]) -> None:
+        try:
+            with self.client.pipeline(transaction=False) as pipe:
+                for m in messages:
+                    self._bind(pipe, m)
+                    pipe.lpush(self.prefix + priority_key(m.queue, m.priority), self._encode(m))
+                pipe.execute()
+        except redis.RedisError as exc:
+            self._bound.clear()
+            raise BrokerConnectionError(f"cannot publish to {redact(self.url)}: {exc}") from exc
+
+    def consumer(
+        self, queues: list[str], *, prefetch: int, consumer_id: str, accept: list[str]
+    ) -> Consumer:
+        return _core.RedisConsumer(
+            self.url,
+            queues,
+            accept=accept,
+            prefetch=prefetch,
+            consumer_id=consumer_id,
+            global_keyprefix=self.prefix,
+            visibility_timeout=self.visibility_timeout,
+        )
+
+    def restore_consumer(self, consumer_id: str) -> int:
+        return _core.restore_consumer(self.url, consumer_id, self.prefix)
+
+    def restore_visible(self) -> int:
+        return _core.restore_visible(self.url, self.visibility_timeout, self.prefix)
+
+    def purge(self, queue: str) -> int:
+        keys = [self.prefix + priority_key(queue, step) for step in PRIORITY_STEPS]
+        with self.client.pipeline() as pipe:
+            for key in keys:
+                pipe.llen(key)
+            pipe.delete(*keys)
+            *lengths, _ = pipe.execute()
+        return int(sum(lengths))
+
+    def queue_length(self, queue: str) -> int:
+        with self.client.pipeline(transaction=False) as pipe:
+            for step in PRIORITY_STEPS:
+                pipe.llen(self.prefix + priority_key(queue, step))
+            return int(sum(pipe.execute()))
+
+    def close(self) -> None:
+        self.client.close()

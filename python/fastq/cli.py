@@ -1,0 +1,139 @@
+"""The ``fastq`` command: ``worker``, ``call``, ``result``, ``purge``."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from fastq.app import App
+from fastq.errors import FastqError
+
+LOG_FORMAT = "[%(asctime)s: %(levelname)s/%(processName)s %(process)d] %(message)s"
+
+
+def find_app(spec: str) -> App:
+    """``module``, ``module:attribute``, or ``module.attribute`` → the ``App``."""
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    module_name, _, attr = spec.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        if attr or "." not in module_name:
+            raise SystemExit(f"fastq: cannot import {module_name!r}: {exc}") from exc
+        module_name, _, attr = module_name.rpartition(".")
+        module = importlib.import_module(module_name)
+    if attr:
+        app = getattr(module, attr, None)
+    else:
+        app = getattr(module, "app", None) or getattr(module, "celery", None)
+        if not isinstance(app, App):
+            app = next((v for v in vars(module).values() if isinstance(v, App)), None)
+    if not isinstance(app, App):
+        raise SystemExit(
+            f"fastq: no fastq App found in {spec!r} (name it 'app' or use module:attr)"
+        )
+    return app
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fastq", description=__doc__)
+    parser.add_argument("-A", "--app", help="module[:attribute] holding the App")
+    parser.add_argument("-b", "--broker", help="broker URL (overrides the app's)")
+    parser.add_argument("--result-backend", help="result backend URL (overrides the app's)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    w = sub.add_parser("worker", help="run a worker")
+    w.add_argument("-c", "--concurrency", type=int, help="processes/threads (default: CPUs)")
+    w.add_argument("-P", "--pool", choices=["prefork", "processes", "threads", "solo"])
+    w.add_argument("-Q", "--queues", help="comma-separated queues (default: task_default_queue)")
+    w.add_argument("-l", "--loglevel", default="INFO")
+    w.add_argument("--prefetch-multiplier", type=int)
+    w.add_argument("--max-tasks-per-child", type=int)
+    w.add_argument("-n", "--hostname")
+
+    c = sub.add_parser("call", help="send a task by name")
+    c.add_argument("name")
+    c.add_argument("args", nargs="*", help="positional arguments, each parsed as JSON if it can be")
+    c.add_argument("--kwargs", default="{}", help="keyword arguments as a JSON object")
+    c.add_argument("--queue")
+    c.add_argument("--countdown", type=float)
+    c.add_argument("--wait", action="store_true", help="wait for the result and print it")
+    c.add_argument("--timeout", type=float, default=60.0)
+
+    r = sub.add_parser("result", help="print a task's state and result")
+    r.add_argument("task_id")
+
+    p = sub.add_parser("purge", help="delete waiting messages")
+    p.add_argument("-Q", "--queues", help="comma-separated queues (default: task_default_queue)")
+    return parser
+
+
+def _json_arg(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    options = _parser().parse_args(argv)
+    app = find_app(options.app) if options.app else App("fastq")
+    if options.broker:
+        app.conf.broker_url = options.broker
+    if options.result_backend:
+        app.conf.result_backend = options.result_backend
+    try:
+        return _run(app, options)
+    except FastqError as exc:
+        print(f"fastq: {exc}", file=sys.stderr)
+        return 2
+
+
+def _run(app: App, options: argparse.Namespace) -> int:
+    if options.command == "worker":
+        from fastq.worker import run_worker
+
+        logging.basicConfig(level=options.loglevel.upper(), format=LOG_FORMAT)
+        return run_worker(
+            app,
+            concurrency=options.concurrency,
+            pool=options.pool,
+            queues=options.queues.split(",") if options.queues else None,
+            prefetch_multiplier=options.prefetch_multiplier,
+            max_tasks_per_child=options.max_tasks_per_child,
+            hostname=options.hostname,
+        )
+    if options.command == "call":
+        kwargs = json.loads(options.kwargs)
+        result = app.send_task(
+            options.name,
+            [_json_arg(a) for a in options.args],
+            kwargs,
+            queue=options.queue,
+            countdown=options.countdown,
+        )
+        print(result.id)
+        if options.wait:
+            print(json.dumps(result.get(timeout=options.timeout, propagate=False), default=repr))
+        return 0
+    if options.command == "result":
+        res = app.AsyncResult(options.task_id)
+        print(json.dumps({"state": res.state, "result": res.result}, default=repr))
+        return 0
+    if options.command == "purge":
+        queues = options.queues.split(",") if options.queues else [app.conf.task_default_queue]
+        total = sum(app.broker.purge(q) for q in queues)
+        print(f"purged {total} message(s) from {', '.join(queues)}")
+        return 0
+    raise AssertionError(options.command)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,116 @@
+"""Outgoing task messages: Celery protocol 2 headers, built in Python, encoded by ``_core``."""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+#: Celery cuts argsrepr/kwargsrepr to this many characters.
+REPR_MAXSIZE = 1024
+
+_ORIGIN: tuple[int, str] | None = None
+
+
+def origin() -> str:
+    """``gen<pid>@<host>``, recomputed after a fork."""
+    global _ORIGIN
+    pid = os.getpid()
+    if _ORIGIN is None or _ORIGIN[0] != pid:
+        _ORIGIN = (pid, f"gen{pid}@{socket.gethostname()}")
+    return _ORIGIN[1]
+
+
+def short_repr(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= REPR_MAXSIZE else text[: REPR_MAXSIZE - 3] + "..."
+
+
+def to_iso(when: datetime | str | None) -> str | None:
+    if when is None or isinstance(when, str):
+        return when
+    if when.tzinfo is None:  # naive values are in UTC, the default Celery timezone
+        when = when.replace(tzinfo=timezone.utc)
+    return when.isoformat()
+
+
+def seconds_from_now(seconds: float) -> str:
+    return (datetime.now(timezone.utc) + timedelta(seconds=seconds)).isoformat()
+
+
+def parse_iso(value: str | None) -> datetime | None:
+    """Reads an ``eta``/``expires`` header; naive values are taken as UTC."""
+    if not value:
+        return None
+    text = value[:-1] + "+00:00" if value.endswith("Z") else value
+    parsed = datetime.fromisoformat(text)
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+
+
+@dataclass(slots=True)
+class OutgoingMessage:
+    """A task message on its way to a broker; the broker encodes it in one ``_core`` call."""
+
+    headers: dict[str, Any]
+    args: tuple[Any, ...] | list[Any]
+    kwargs: dict[str, Any]
+    embed: dict[str, Any] | None
+    queue: str
+    exchange: str = ""
+    routing_key: str = ""
+    priority: int | None = None
+    serializer: str = "json"
+    reply_to: str | None = None
+    delivery_mode: int = 2
+    properties: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def id(self) -> str:
+        return str(self.headers["id"])
+
+
+def task_headers(
+    name: str,
+    task_id: str,
+    args: tuple[Any, ...] | list[Any],
+    kwargs: dict[str, Any],
+    *,
+    eta: str | None = None,
+    expires: str | None = None,
+    retries: int = 0,
+    group: str | None = None,
+    group_index: int | None = None,
+    root_id: str | None = None,
+    parent_id: str | None = None,
+    time_limit: float | None = None,
+    soft_time_limit: float | None = None,
+    shadow: str | None = None,
+    ignore_result: bool = False,
+    replaced_task_nesting: int = 0,
+    stamped_headers: list[str] | None = None,
+    stamps: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Every protocol 2 header, in Celery's order (``timelimit`` is ``[hard, soft]``)."""
+    return {
+        "lang": "py",
+        "task": name,
+        "id": task_id,
+        "shadow": shadow,
+        "eta": eta,
+        "expires": expires,
+        "group": group,
+        "group_index": group_index,
+        "retries": retries,
+        "timelimit": [time_limit, soft_time_limit],
+        "root_id": root_id or task_id,
+        "parent_id": parent_id,
+        "argsrepr": short_repr(args),
+        "kwargsrepr": short_repr(kwargs),
+        "origin": origin(),
+        "ignore_result": ignore_result,
+        "replaced_task_nesting": replaced_task_nesting,
+        "stamped_headers": stamped_headers,
+        "stamps": stamps or {},
+    }

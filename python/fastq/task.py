@@ -1,0 +1,247 @@
+"""``Task``: a registered function with Celery's calling API (``delay``, ``apply_async``)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from fastq.errors import MaxRetriesExceededError, Retry
+
+if TYPE_CHECKING:
+    from fastq.app import App
+    from fastq.result import AsyncResult
+
+
+class Context:
+    """The request a task is running for: ``self.request`` inside a bound task."""
+
+    id: str | None = None
+    task: str | None = None
+    args: tuple[Any, ...] = ()
+    kwargs: dict[str, Any] | None = None
+    retries: int = 0
+    eta: str | None = None
+    expires: str | None = None
+    group: str | None = None
+    group_index: int | None = None
+    root_id: str | None = None
+    parent_id: str | None = None
+    reply_to: str | None = None
+    correlation_id: str | None = None
+    hostname: str | None = None
+    delivery_info: dict[str, Any] | None = None
+    headers: dict[str, Any] | None = None
+    is_eager: bool = False
+    called_directly: bool = True
+    timelimit: tuple[float | None, float | None] = (None, None)
+    callbacks: list[Any] | None = None
+    errbacks: list[Any] | None = None
+    chain: list[Any] | None = None
+    chord: Any = None
+    ignore_result: bool = False
+
+    def __init__(self, **fields: Any) -> None:
+        self.__dict__.update(fields)
+
+    def __repr__(self) -> str:
+        return f"<Context {self.task} id={self.id}>"
+
+
+_DIRECT = Context()
+
+
+class Task:
+    """A task. Created by ``@app.task``; call it directly, or send it with ``delay``."""
+
+    name: str
+    app: App
+    #: Options that can be set with ``@app.task(...)``; others are refused with a clear error.
+    OPTIONS = frozenset(
+        {
+            "name",
+            "bind",
+            "queue",
+            "exchange",
+            "routing_key",
+            "priority",
+            "serializer",
+            "acks_late",
+            "acks_on_failure_or_timeout",
+            "reject_on_worker_lost",
+            "ignore_result",
+            "store_errors_even_if_ignored",
+            "track_started",
+            "max_retries",
+            "default_retry_delay",
+            "rate_limit",
+            "time_limit",
+            "soft_time_limit",
+            "autoretry_for",
+            "retry_kwargs",
+            "retry_backoff",
+            "retry_backoff_max",
+            "retry_jitter",
+            "expires",
+            "shadow",
+            "typing",
+            "base",
+            "throws",
+        }
+    )
+
+    bind = False
+    queue: str | None = None
+    exchange: str | None = None
+    routing_key: str | None = None
+    priority: int | None = None
+    serializer: str | None = None
+    acks_late: bool | None = None
+    acks_on_failure_or_timeout: bool | None = None
+    reject_on_worker_lost: bool | None = None
+    ignore_result: bool | None = None
+    store_errors_even_if_ignored: bool | None = None
+    track_started: bool | None = None
+    max_retries: int | None = 3
+    default_retry_delay: float = 180
+    rate_limit: str | float | None = None
+    time_limit: float | None = None
+    soft_time_limit: float | None = None
+    autoretry_for: tuple[type[BaseException], ...] = ()
+    retry_kwargs: Mapping[str, Any] = {}
+    retry_backoff: bool | float = False
+    retry_backoff_max: float = 600
+    retry_jitter: bool = True
+    expires: float | datetime | None = None
+    shadow: str | None = None
+    throws: tuple[type[BaseException], ...] = ()
+
+    def __init__(self, app: App, fun: Callable[..., Any], name: str, **options: Any) -> None:
+        self.app = app
+        self.run = fun
+        self.name = name
+        for key, value in options.items():
+            setattr(self, key, value)
+        self.__name__ = getattr(fun, "__name__", name)
+        self.__doc__ = getattr(fun, "__doc__", None)
+        self.__module__ = getattr(fun, "__module__", None) or __name__
+        self.__wrapped__ = fun
+        self._local = threading.local()
+
+    def __repr__(self) -> str:
+        return f"<@task: {self.name} of {self.app.main or 'fastq'}>"
+
+    # -- the request context -----------------------------------------------------------------
+    @property
+    def request(self) -> Context:
+        stack = getattr(self._local, "stack", None)
+        return stack[-1] if stack else _DIRECT
+
+    def push_request(self, request: Context) -> None:
+        stack = getattr(self._local, "stack", None)
+        if stack is None:
+            stack = self._local.stack = []
+        stack.append(request)
+
+    def pop_request(self) -> None:
+        self._local.stack.pop()
+
+    # -- calling -----------------------------------------------------------------------------
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if self.bind:
+            return self.run(self, *args, **kwargs)
+        return self.run(*args, **kwargs)
+
+    def delay(self, *args: Any, **kwargs: Any) -> AsyncResult:
+        """Sends the task with these arguments; returns its ``AsyncResult``."""
+        return self.apply_async(args, kwargs)
+
+    def apply_async(
+        self,
+        args: Sequence[Any] | None = None,
+        kwargs: Mapping[str, Any] | None = None,
+        **options: Any,
+    ) -> AsyncResult:
+        """Sends the task with options: ``countdown``, ``eta``, ``expires``, ``queue``,
+        ``priority``, ``task_id``, ``serializer``, ``ignore_result``, ``headers``…"""
+        for key in ("queue", "exchange", "routing_key", "priority", "serializer", "shadow"):
+            value = getattr(self, key)
+            if value is not None:
+                options.setdefault(key, value)
+        if self.expires is not None:
+            options.setdefault("expires", self.expires)
+        if self.time_limit is not None:
+            options.setdefault("time_limit", self.time_limit)
+        if self.soft_time_limit is not None:
+            options.setdefault("soft_time_limit", self.soft_time_limit)
+        ignore = self.ignore_result
+        options.setdefault(
+            "ignore_result", self.app.conf.task_ignore_result if ignore is None else ignore
+        )
+        parent = self.app.current_request()
+        if parent is not None and parent.id:
+            options.setdefault("parent_id", parent.id)
+            options.setdefault("root_id", parent.root_id or parent.id)
+        return self.app.send_task(self.name, args, kwargs, **options)
+
+    def retry(
+        self,
+        args: Sequence[Any] | None = None,
+        kwargs: Mapping[str, Any] | None = None,
+        exc: BaseException | None = None,
+        throw: bool = True,
+        eta: datetime | None = None,
+        countdown: float | None = None,
+        max_retries: int | None = None,
+        **options: Any,
+    ) -> Retry:
+        """Re-sends the running task (same id, ``retries`` + 1) and ends this run by raising
+        ``Retry``. Past ``max_retries`` it raises ``exc`` (or ``MaxRetriesExceededError``)."""
+        request = self.request
+        if request.called_directly:
+            if exc is not None:
+                raise exc
+            raise RuntimeError("retry() needs a task run by a worker (or apply/eager)")
+        limit = self.max_retries if max_retries is None else max_retries
+        if limit is not None and request.retries >= limit:
+            if exc is not None:
+                raise exc
+            raise MaxRetriesExceededError(
+                f"can't retry {self.name}[{request.id}]: max retries ({limit}) exceeded"
+            )
+        if eta is None and countdown is None:
+            countdown = self.default_retry_delay
+        delivery = request.delivery_info or {}
+        options.setdefault("queue", delivery.get("routing_key"))
+        self.app.send_task(
+            self.name,
+            request.args if args is None else args,
+            request.kwargs if kwargs is None else kwargs,
+            task_id=request.id,
+            retries=request.retries + 1,
+            countdown=countdown,
+            eta=eta,
+            root_id=request.root_id,
+            parent_id=request.id,
+            group_id=request.group,
+            group_index=request.group_index,
+            link=request.callbacks,
+            link_error=request.errbacks,
+            chain=request.chain,
+            chord=request.chord,
+            reply_to=request.reply_to,
+            ignore_result=request.ignore_result,
+            **options,
+        )
+        signal = Retry(
+            f"retry in {countdown}s" if countdown is not None else f"retry at {eta}", exc
+        )
+        if throw:
+            raise signal
+        return signal
+
+    def AsyncResult(self, task_id: str) -> AsyncResult:
+        from fastq.result import AsyncResult
+
+        return AsyncResult(task_id, app=self.app)

@@ -1,0 +1,309 @@
+"""The consumer loop one worker process (or thread) runs: fetch a batch, run, store, ack.
+
+The Rust consumer holds the prefetch window and decodes messages without the GIL; this loop only
+runs tasks. Results of a batch go to the backend in one round trip, before late acks.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import os
+import random
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from fastq import errors, states
+from fastq.app import App
+from fastq.backends import DisabledBackend
+from fastq.brokers.base import Consumer, Delivery
+from fastq.task import Context, Task
+from fastq.worker.request import build_context, eta_of, expired
+from fastq.worker.tracer import Outcome, Settle, run_task
+
+log = logging.getLogger("fastq.worker")
+
+#: Broker reconnect backoff: first wait and ceiling, in seconds.
+BACKOFF_START = 0.2
+BACKOFF_MAX = 10.0
+
+
+@dataclass(order=True)
+class _Scheduled:
+    when: float
+    seq: int
+    delivery: Any = field(compare=False)
+    context: Context = field(compare=False)
+
+
+class WorkerLoop:
+    """Consumes ``queues`` until asked to stop; warm stop finishes the running task first."""
+
+    def __init__(
+        self,
+        app: App,
+        queues: list[str],
+        *,
+        prefetch: int,
+        hostname: str,
+        consumer_id: str,
+        max_tasks: int | None = None,
+        on_task_done: Callable[[], None] | None = None,
+    ) -> None:
+        self.app = app
+        self.queues = queues
+        self.prefetch = max(1, prefetch)
+        self.hostname = hostname
+        self.consumer_id = consumer_id
+        self.max_tasks = max_tasks
+        self.on_task_done = on_task_done
+        self.stopping = threading.Event()
+        self.processed = 0
+        self._consumer: Consumer | None = None
+        self._scheduled: list[_Scheduled] = []
+        self._seq = itertools.count()
+        self._results: list[tuple[str, dict[str, Any]]] = []
+        self._late_acks: list[str] = []
+        self._next_restore = 0.0
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    def stop(self) -> None:
+        """Warm stop: no new tasks; the one running finishes and is acknowledged."""
+        self.stopping.set()
+
+    def install_signal_handlers(self) -> None:
+        """In a worker child: SIGTERM/SIGINT stop warm; the supervisor does cold stops."""
+        signal.signal(signal.SIGTERM, lambda *_: self.stop())
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+    def run(self) -> None:
+        accept = list(self.app.conf.accept_content)
+        backoff = BACKOFF_START
+        while not self.stopping.is_set():
+            try:
+                if self._consumer is None:
+                    self._consumer = self.app.broker.consumer(
+                        self.queues,
+                        prefetch=self.prefetch,
+                        consumer_id=self.consumer_id,
+                        accept=accept,
+                    )
+                self._cycle(self._consumer)
+                backoff = BACKOFF_START
+            except errors.BrokerConnectionError as exc:
+                log.error("broker unavailable (%s); retrying in %.1fs", exc, backoff)
+                self.stopping.wait(backoff + random.uniform(0, backoff / 4))
+                backoff = min(backoff * 2, BACKOFF_MAX)
+        self._shutdown()
+
+    def _shutdown(self) -> None:
+        consumer = self._consumer
+        if consumer is None:
+            return
+        try:
+            self._flush(consumer)
+            restored = consumer.restore_unacked()
+            if restored:
+                log.info("returned %d prefetched task(s) to the queue", restored)
+        except errors.BrokerConnectionError as exc:
+            log.error("could not return prefetched tasks (%s); the visibility timeout will", exc)
+        finally:
+            consumer.close()
+            self._consumer = None
+
+    # -- one cycle -------------------------------------------------------------------------------
+    def _cycle(self, consumer: Consumer) -> None:
+        self._maybe_restore_visible()
+        wait = 1.0
+        if self._scheduled:
+            wait = max(0.0, min(wait, self._scheduled[0].when - time.time()))
+        deliveries = consumer.fetch(wait)
+        for delivery in deliveries:
+            if self.stopping.is_set():
+                break  # the rest stay unacknowledged and are restored on shutdown
+            self._handle(consumer, delivery)
+        self._run_due(consumer)
+        self._flush(consumer)
+
+    def _maybe_restore_visible(self) -> None:
+        now = time.monotonic()
+        if now < self._next_restore:
+            return
+        self._next_restore = now + float(self.app.conf.worker_restore_interval)
+        try:
+            restored = self.app.broker.restore_visible()
+        except errors.FastqError as exc:
+            log.warning("visibility restore failed: %s", exc)
+            return
+        if restored:
+            log.warning("restored %d task(s) unacknowledged past the visibility timeout", restored)
+
+    def _flush(self, consumer: Consumer) -> None:
+        if self._results:
+            results, self._results = self._results, []
+            self._store(results)
+        if self._late_acks:
+            tags, self._late_acks = self._late_acks, []
+            consumer.ack(tags)
+
+    def _store(self, results: list[tuple[str, dict[str, Any]]]) -> None:
+        delay = 0.1
+        for attempt in range(4):
+            try:
+                self.app.backend.store_many(results)
+                return
+            except errors.BackendError as exc:
+                if attempt == 3:
+                    ids = ", ".join(task_id for task_id, _ in results)
+                    log.error("result backend failed 4 times (%s); results lost for: %s", exc, ids)
+                    return
+                log.warning("result backend failed (%s); retrying in %.1fs", exc, delay)
+                time.sleep(delay)
+                delay *= 3
+
+    # -- one message -----------------------------------------------------------------------------
+    def _handle(self, consumer: Consumer, delivery: Delivery) -> None:
+        message = delivery.message
+        if message is None:
+            self._refuse(consumer, delivery)
+            return
+        try:
+            task = self.app.get_task(message.task)
+        except errors.NotRegistered as exc:
+            log.error(
+                "received unregistered task %r (id %s); rejected. Is the module that defines it "
+                "imported by this worker (-A / include)?",
+                message.task,
+                message.id,
+            )
+            self._record(message.id, exc, states.FAILURE, None, None)
+            self._settle(consumer, delivery.delivery_tag, Settle.DROP)
+            return
+        context = build_context(delivery, self.hostname)
+        if expired(context):
+            self._revoke_expired(consumer, delivery.delivery_tag, context)
+            return
+        eta = eta_of(context)
+        if eta is not None and eta.timestamp() > time.time():
+            heapq.heappush(
+                self._scheduled, _Scheduled(eta.timestamp(), next(self._seq), delivery, context)
+            )
+            return
+        self._execute(consumer, task, delivery, context)
+
+    def _run_due(self, consumer: Consumer) -> None:
+        now = time.time()
+        while self._scheduled and self._scheduled[0].when <= now and not self.stopping.is_set():
+            item = heapq.heappop(self._scheduled)
+            context = item.context
+            if expired(context, datetime.now(timezone.utc)):
+                self._revoke_expired(consumer, item.delivery.delivery_tag, context)
+                continue
+            self._execute(consumer, self.app.get_task(context.task or ""), item.delivery, context)
+
+    def _revoke_expired(self, consumer: Consumer, tag: str, context: Context) -> None:
+        log.info("task %s[%s] expired before it ran; revoked", context.task, context.id)
+        self._record(context.id, errors.TaskRevokedError("expired"), states.REVOKED, None, context)
+        self._settle(consumer, tag, Settle.ACK)
+
+    def _execute(
+        self, consumer: Consumer, task: Task, delivery: Delivery, context: Context
+    ) -> None:
+        acks_late = task.acks_late if task.acks_late is not None else self.app.conf.task_acks_late
+        if not acks_late:
+            consumer.ack([delivery.delivery_tag])  # Celery's default: ack before running
+        if self._tracks_started(task):
+            self._store(
+                [
+                    (
+                        context.id or "",
+                        self.app.backend.build_meta(
+                            context.id or "",
+                            {"pid": os.getpid(), "hostname": self.hostname},
+                            states.STARTED,
+                            None,
+                            context,
+                        ),
+                    )
+                ]
+            )
+        outcome = run_task(task, context, acks_late)
+        self._record_outcome(task, context, outcome)
+        if acks_late:
+            self._settle(consumer, delivery.delivery_tag, outcome.settle)
+        elif outcome.settle is Settle.REQUEUE:
+            log.warning("task %s[%s] asked to requeue but was acked early", task.name, context.id)
+        self.processed += 1
+        if self.on_task_done is not None:
+            self.on_task_done()
+        if self.max_tasks is not None and self.processed >= self.max_tasks:
+            log.info("reached max tasks per child (%d); exiting", self.max_tasks)
+            self.stop()
+
+    def _tracks_started(self, task: Task) -> bool:
+        track = task.track_started
+        return bool(self.app.conf.task_track_started if track is None else track)
+
+    def _record_outcome(self, task: Task, context: Context, outcome: Outcome) -> None:
+        if outcome.state is None:
+            return
+        ignore = context.ignore_result or bool(
+            self.app.conf.task_ignore_result if task.ignore_result is None else task.ignore_result
+        )
+        if ignore and outcome.state == states.SUCCESS:
+            return
+        if ignore and not (
+            task.store_errors_even_if_ignored or self.app.conf.task_store_errors_even_if_ignored
+        ):
+            return
+        self._record(context.id, outcome.value, outcome.state, outcome.traceback, context)
+
+    def _record(
+        self,
+        task_id: str | None,
+        value: Any,
+        state: str,
+        traceback: str | None,
+        context: Context | None,
+    ) -> None:
+        backend = self.app.backend
+        if task_id is None or isinstance(backend, DisabledBackend):
+            return
+        meta = backend.build_meta(task_id, value, state, traceback, context)
+        try:
+            backend.encode_meta(meta)
+        except errors.EncodeError as exc:
+            log.error("%s", exc)
+            meta = backend.build_meta(task_id, exc, states.FAILURE, None, context)
+        self._results.append((task_id, meta))
+
+    def _settle(self, consumer: Consumer, tag: str, settle: Settle) -> None:
+        if not tag:
+            return
+        if settle is Settle.ACK:
+            self._late_acks.append(tag)
+        else:
+            self._flush(consumer)  # results first, then the reject
+            consumer.reject(tag, settle is Settle.REQUEUE)
+
+    def _refuse(self, consumer: Consumer, delivery: Delivery) -> None:
+        """A message that cannot be decoded: say why, record FAILURE if it has an id, drop it."""
+        what = f"task {delivery.task_name!r}" if delivery.task_name else "a message"
+        log.error(
+            "cannot process %s (id %s) from queue %r: %s [%s]",
+            what,
+            delivery.task_id or "unknown",
+            delivery.queue,
+            delivery.error,
+            delivery.error_kind,
+        )
+        if delivery.task_id:
+            kind = getattr(errors, delivery.error_kind or "", errors.DecodeError)
+            self._record(delivery.task_id, kind(delivery.error), states.FAILURE, None, None)
+        self._settle(consumer, delivery.delivery_tag, Settle.DROP)

@@ -1,0 +1,123 @@
+"""``run_worker``: the one function the CLI calls; picks the pool and runs until stopped."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import threading
+from collections.abc import Sequence
+
+from fastq.app import App
+from fastq.errors import ConfigurationError
+from fastq.urls import redact
+from fastq.worker.loop import WorkerLoop
+from fastq.worker.supervisor import Supervisor
+
+log = logging.getLogger("fastq.worker")
+
+POOLS = ("prefork", "threads", "solo")
+#: Celery's pool names that mean the same thing here.
+POOL_ALIASES = {"processes": "prefork", "thread": "threads", "threading": "threads"}
+
+
+def default_hostname() -> str:
+    return f"fastq@{socket.gethostname()}"
+
+
+def run_worker(
+    app: App,
+    *,
+    concurrency: int | None = None,
+    pool: str | None = None,
+    queues: Sequence[str] | None = None,
+    prefetch_multiplier: int | None = None,
+    max_tasks_per_child: int | None = None,
+    hostname: str | None = None,
+) -> int:
+    """Runs a worker in this process until SIGTERM/SIGINT; returns the exit code."""
+    conf = app.conf
+    pool = POOL_ALIASES.get(pool or conf.worker_pool, pool or conf.worker_pool)
+    if pool not in POOLS:
+        raise ConfigurationError(f"unknown pool {pool!r}; choose one of {', '.join(POOLS)}")
+    concurrency = concurrency or conf.worker_concurrency or os.cpu_count() or 1
+    if pool == "solo":
+        concurrency = 1
+    multiplier = (
+        prefetch_multiplier if prefetch_multiplier is not None else conf.worker_prefetch_multiplier
+    )
+    prefetch = max(1, multiplier)  # per consumer: every process/thread runs one task at a time
+    queue_list = list(queues or [conf.task_default_queue])
+    hostname = hostname or conf.worker_hostname or default_hostname()
+    max_tasks = max_tasks_per_child or conf.worker_max_tasks_per_child
+    app.import_modules()
+
+    log.info(
+        "fastq worker %s: broker %s, results %s, pool %s x%d, queues %s, prefetch %d, tasks: %s",
+        hostname,
+        redact(app.conf.broker_url or ""),
+        redact(app.conf.result_backend or "disabled"),
+        pool,
+        concurrency,
+        ",".join(queue_list),
+        prefetch,
+        ", ".join(sorted(app.tasks)) or "none",
+    )
+
+    def make_loop(index: int, consumer_id: str, limit: int | None) -> WorkerLoop:
+        return WorkerLoop(
+            app,
+            queue_list,
+            prefetch=prefetch,
+            hostname=hostname,
+            consumer_id=consumer_id,
+            max_tasks=limit,
+        )
+
+    def consumer_id(index: int, generation: int) -> str:
+        return f"{hostname}.{os.getpid()}.{index}.{generation}"
+
+    if pool == "prefork":
+
+        def child_main(index: int, cid: str) -> int:
+            loop = make_loop(index, cid, max_tasks)
+            loop.install_signal_handlers()
+            loop.run()
+            return 0
+
+        supervisor = Supervisor(concurrency, child_main, app.broker.restore_consumer, consumer_id)
+        app.close()  # nothing opened before the fork survives in the children
+        code = supervisor.run()
+        log.info("worker %s stopped", hostname)
+        return code
+
+    loops = [make_loop(i, consumer_id(i, 1), None) for i in range(concurrency)]
+    stop_count = 0
+
+    def on_term(signum: int, _frame: object) -> None:
+        nonlocal stop_count
+        stop_count += 1
+        if stop_count > 1 or signum == signal.SIGQUIT:
+            log.warning("cold shutdown")
+            os._exit(1)  # unacknowledged messages come back through restore / visibility
+        log.info("warm shutdown: waiting for running tasks (send the signal again for cold)")
+        for loop in loops:
+            loop.stop()
+
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
+        signal.signal(sig, on_term)
+    if pool == "solo":
+        loops[0].run()
+    else:
+        threads = [
+            threading.Thread(target=loop.run, name=f"fastq-worker-{i}", daemon=True)
+            for i, loop in enumerate(loops)
+        ]
+        for t in threads:
+            t.start()
+        while any(t.is_alive() for t in threads):
+            for t in threads:
+                t.join(timeout=0.5)
+    log.info("worker %s stopped", hostname)
+    return 0

@@ -1,0 +1,132 @@
+"""The Redis result backend: Celery's keys and meta, the SUCCESS guard, the pub/sub wake-up."""
+
+import json
+import threading
+import time
+
+import pytest
+import redis
+
+from fastq import App, states
+from fastq.backends.base import exception_to_meta, meta_to_exception
+from fastq.errors import BackendError, SecurityError, TaskError
+from fastq.errors import TimeoutError as FastqTimeout
+from fastq.result import AsyncResult
+
+
+def test_meta_layout_is_celerys(app: App, backend_redis: redis.Redis) -> None:
+    app.backend.mark_as_done("t1", {"answer": 42})
+    raw = backend_redis.get("celery-task-meta-t1")
+    assert raw is not None
+    meta = json.loads(raw)
+    assert meta["status"] == "SUCCESS"
+    assert meta["result"] == {"answer": 42}
+    assert meta["task_id"] == "t1"
+    assert meta["children"] == [] and meta["traceback"] is None
+    assert meta["date_done"].endswith("+00:00")
+    ttl = backend_redis.ttl("celery-task-meta-t1")
+    assert 86000 < ttl <= 86400
+
+
+def test_success_is_never_overwritten(app: App) -> None:
+    app.backend.mark_as_done("t2", 1)
+    app.backend.mark_as_failure("t2", ValueError("late duplicate"))
+    assert AsyncResult("t2", app=app).get(timeout=1) == 1
+
+
+def test_missing_key_is_pending(app: App) -> None:
+    result = AsyncResult("never-sent", app=app)
+    assert result.state == states.PENDING
+    assert not result.ready()
+
+
+def test_get_wakes_up_on_publish(app: App) -> None:
+    result = AsyncResult("t3", app=app)
+
+    def later() -> None:
+        time.sleep(0.3)
+        app.backend.mark_as_done("t3", "done")
+
+    threading.Thread(target=later).start()
+    started = time.monotonic()
+    assert result.get(timeout=5) == "done"
+    assert time.monotonic() - started < 2
+    assert result.successful() and result.ready()
+
+
+def test_get_times_out(app: App) -> None:
+    with pytest.raises(FastqTimeout, match="not ready after 0.2s"):
+        AsyncResult("t4", app=app).get(timeout=0.2)
+
+
+def test_failure_reraises_with_its_type(app: App) -> None:
+    app.backend.mark_as_failure("t5", KeyError("missing"), traceback="Traceback...")
+    result = AsyncResult("t5", app=app)
+    with pytest.raises(KeyError, match="missing"):
+        result.get(timeout=1)
+    assert result.failed()
+    assert isinstance(result.result, KeyError)
+    assert result.traceback == "Traceback..."
+    assert isinstance(result.get(propagate=False), KeyError)
+
+
+def test_forget(app: App, backend_redis: redis.Redis) -> None:
+    app.backend.mark_as_done("t6", 1)
+    AsyncResult("t6", app=app).forget()
+    assert backend_redis.get("celery-task-meta-t6") is None
+
+
+def test_keyprefix_gets_a_separator(backend_url: str, backend_redis: redis.Redis) -> None:
+    app = App(
+        "x",
+        backend=backend_url,
+        result_backend_transport_options={"global_keyprefix": "pfx"},
+        set_as_current=False,
+    )
+    app.backend.mark_as_done("t7", 1)
+    assert backend_redis.exists("pfx_celery-task-meta-t7")
+
+
+def test_exception_meta_is_celerys_format() -> None:
+    meta = exception_to_meta(ValueError("bad", 3))
+    assert meta == {"exc_type": "ValueError", "exc_message": ["bad", 3], "exc_module": "builtins"}
+    rebuilt = meta_to_exception(meta)
+    assert isinstance(rebuilt, ValueError) and rebuilt.args == ("bad", 3)
+
+
+def test_unimportable_exception_becomes_task_error() -> None:
+    exc = meta_to_exception(
+        {"exc_type": "Boom", "exc_message": ["x"], "exc_module": "no.such.module"}
+    )
+    assert isinstance(exc, TaskError)
+    assert "no.such.module.Boom" in str(exc)
+
+
+def test_non_exception_type_is_a_security_error() -> None:
+    with pytest.raises(SecurityError, match="os.system"):
+        meta_to_exception({"exc_type": "system", "exc_message": ["id"], "exc_module": "os"})
+
+
+def test_no_backend_configured_says_how(broker_url: str) -> None:
+    app = App("x", broker=broker_url, set_as_current=False)
+    with pytest.raises(BackendError, match="result_backend"):
+        AsyncResult("x", app=app).get(timeout=1)
+
+
+def test_dead_backend_is_a_clear_error() -> None:
+    app = App("x", backend="redis://:secret@127.0.0.1:6390/0", set_as_current=False)
+    with pytest.raises(BackendError) as info:
+        app.backend.mark_as_done("t", 1)
+    assert "secret" not in str(info.value)
+    assert "127.0.0.1:6390" in str(info.value)
+
+
+async def _await(result: AsyncResult) -> object:
+    return await result
+
+
+def test_await_in_asyncio(app: App) -> None:
+    import asyncio
+
+    app.backend.mark_as_done("t8", [1, 2])
+    assert asyncio.run(_await(AsyncResult("t8", app=app))) == [1, 2]

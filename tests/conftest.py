@@ -1,0 +1,53 @@
+"""Shared fixtures: real Redis on loopback, one database pair per test run, flushed per test."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+import redis
+
+from fastq import App
+
+REDIS_HOST = "redis://127.0.0.1:6379"
+#: Databases these tests own (flushed before each test that uses them).
+BROKER_DB = int(os.environ.get("FASTQ_TEST_BROKER_DB", "8"))
+BACKEND_DB = int(os.environ.get("FASTQ_TEST_BACKEND_DB", "9"))
+
+
+@pytest.fixture
+def broker_url() -> Iterator[str]:
+    client = redis.Redis.from_url(f"{REDIS_HOST}/{BROKER_DB}")
+    client.flushdb()
+    yield f"{REDIS_HOST}/{BROKER_DB}"
+    client.close()
+
+
+@pytest.fixture
+def backend_url() -> Iterator[str]:
+    client = redis.Redis.from_url(f"{REDIS_HOST}/{BACKEND_DB}")
+    client.flushdb()
+    yield f"{REDIS_HOST}/{BACKEND_DB}"
+    client.close()
+
+
+@pytest.fixture
+def broker_redis(broker_url: str) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(broker_url)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def backend_redis(backend_url: str) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(backend_url)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def app(broker_url: str, backend_url: str) -> Iterator[App]:
+    application = App("t", broker=broker_url, backend=backend_url, set_as_current=False)
+    yield application
+    application.close()

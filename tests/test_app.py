@@ -1,0 +1,91 @@
+"""App and Task: registration, names, and the message ``send_task`` publishes."""
+
+from datetime import datetime, timezone
+
+import pytest
+import redis
+
+from fastq import App, _core
+from fastq.errors import ConfigurationError, NotRegistered
+
+
+def test_task_names_default_to_module_and_function(app: App) -> None:
+    @app.task
+    def add(x: int, y: int) -> int:
+        return x + y
+
+    @app.task(name="custom.name")
+    def other() -> None: ...
+
+    assert add.name == f"{__name__}.test_task_names_default_to_module_and_function.<locals>.add"
+    assert add(2, 3) == 5
+    assert app.get_task("custom.name") is other
+    with pytest.raises(NotRegistered, match="nope"):
+        app.get_task("nope")
+
+
+def test_unknown_task_option_is_refused(app: App) -> None:
+    with pytest.raises(ConfigurationError, match="acks_lat"):
+        app.task(acks_lat=True)
+
+
+def _pop(client: redis.Redis, key: str = "celery") -> tuple[_core.Envelope, _core.TaskMessage]:
+    raw = client.rpop(key)
+    assert raw is not None, f"nothing on {key!r}"
+    return _core.decode_task_envelope(raw, ["json", "msgpack"])
+
+
+def test_delay_publishes_a_celery_v2_message(app: App, broker_redis: redis.Redis) -> None:
+    @app.task(name="proj.add")
+    def add(x: int, y: int) -> int:
+        return x + y
+
+    result = add.delay(2, y=3)
+    env, msg = _pop(broker_redis)
+    assert msg.id == result.id
+    assert msg.task == "proj.add"
+    assert msg.args == (2,) and msg.kwargs == {"y": 3}
+    assert msg.headers["root_id"] == result.id
+    assert msg.headers["argsrepr"] == "(2,)"
+    assert msg.headers["origin"].startswith("gen")
+    assert env.properties["correlation_id"] == result.id
+    assert env.properties["reply_to"] == app.oid
+    assert env.routing_key == "celery" and env.exchange == ""
+
+
+def test_apply_async_options(app: App, broker_redis: redis.Redis) -> None:
+    @app.task(name="proj.mul", queue="math")
+    def mul(x: int, y: int) -> int:
+        return x * y
+
+    eta = datetime(2030, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
+    mul.apply_async((2, 3), eta=eta, expires=60, priority=5, serializer="msgpack")
+    env, msg = _pop(broker_redis, "math\x06\x163")  # priority 5 -> kombu step 3
+    assert env.content_type == "application/x-msgpack"
+    assert msg.headers["eta"] == "2030-01-02T03:04:05+00:00"
+    assert msg.headers["expires"] is not None
+    assert env.properties["expiration"] == "60000"
+    assert env.priority == 5
+
+    app.send_task("proj.mul", (1, 1), countdown=10, queue="other", task_id="fixed-id")
+    _, msg = _pop(broker_redis, "other")
+    assert msg.id == "fixed-id"
+    sent = datetime.fromisoformat(msg.headers["eta"])
+    assert 5 < (sent - datetime.now(timezone.utc)).total_seconds() <= 10
+
+
+def test_send_many_is_one_pipeline(app: App, broker_redis: redis.Redis) -> None:
+    results = app.send_many([("proj.add", (i, i), None) for i in range(50)])
+    assert len({r.id for r in results}) == 50
+    assert broker_redis.llen("celery") == 50
+
+
+def test_unknown_send_option_is_refused(app: App) -> None:
+    with pytest.raises(ConfigurationError, match="cowntdown"):
+        app.send_task("x", cowntdown=5)
+
+
+def test_unsupported_broker_scheme() -> None:
+    app = App("x", broker="kafka://localhost", set_as_current=False)
+    with pytest.raises(ConfigurationError, match="kafka"):
+        app.send_task("x")
