@@ -7,7 +7,6 @@ from collections.abc import Iterator
 
 import pytest
 import redis
-
 from fastq import App
 
 REDIS_HOST = "redis://127.0.0.1:6379"

@@ -4,7 +4,6 @@ from datetime import datetime, timezone
 
 import pytest
 import redis
-
 from fastq import App, _core
 from fastq.errors import ConfigurationError, NotRegistered
 

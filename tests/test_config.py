@@ -1,7 +1,6 @@
 from datetime import timedelta
 
 import pytest
-
 from fastq import App
 from fastq.config import Config
 from fastq.errors import ConfigurationError

@@ -6,7 +6,6 @@ import time
 
 import pytest
 import redis
-
 from fastq import App, states
 from fastq.backends.base import exception_to_meta, meta_to_exception
 from fastq.errors import BackendError, SecurityError, TaskError
@@ -55,7 +54,7 @@ def test_get_wakes_up_on_publish(app: App) -> None:
 
 
 def test_get_times_out(app: App) -> None:
-    with pytest.raises(FastqTimeout, match="not ready after 0.2s"):
+    with pytest.raises(FastqTimeout, match=r"not ready after 0\.2s"):
         AsyncResult("t4", app=app).get(timeout=0.2)
 
 
@@ -103,7 +102,7 @@ def test_unimportable_exception_becomes_task_error() -> None:
 
 
 def test_non_exception_type_is_a_security_error() -> None:
-    with pytest.raises(SecurityError, match="os.system"):
+    with pytest.raises(SecurityError, match=r"os\.system"):
         meta_to_exception({"exc_type": "system", "exc_message": ["id"], "exc_module": "os"})
 
 

@@ -107,6 +107,7 @@ def run_worker(
 
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
         signal.signal(sig, on_term)
+    log.info("ready: %s pool with %d consumer(s)", pool, concurrency)
     if pool == "solo":
         loops[0].run()
     else:

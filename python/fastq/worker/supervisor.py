@@ -92,6 +92,7 @@ class Supervisor:
         signal.signal(signal.SIGQUIT, self._on_quit)
         for index in range(self.concurrency):
             self._spawn(index)
+        log.info("ready: %d worker children started", self.concurrency)
         fast_deaths = 0
         while self.children:
             try:
