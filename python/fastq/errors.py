@@ -83,6 +83,14 @@ class Retry(FastqError):
         self.when = when
 
 
+class SoftTimeLimitExceeded(FastqError):
+    """Raised inside a task when its ``soft_time_limit`` passes; it may clean up and return."""
+
+
+class TimeLimitExceeded(FastqError):
+    """The task ran past its hard ``time_limit``; its process was replaced."""
+
+
 class MaxRetriesExceededError(FastqError):
     """``Task.retry()`` was called more than ``max_retries`` times."""
 
@@ -103,5 +111,14 @@ class Ignore(FastqError):
 #: fastq errors that Celery also defines in ``celery.exceptions``; results name Celery's module
 #: so a Celery client re-creates its own type, and fastq maps them back by name.
 CELERY_EQUIVALENTS = frozenset(
-    {"NotRegistered", "TaskRevokedError", "MaxRetriesExceededError", "Retry", "Reject", "Ignore"}
+    {
+        "NotRegistered",
+        "TaskRevokedError",
+        "MaxRetriesExceededError",
+        "Retry",
+        "Reject",
+        "Ignore",
+        "SoftTimeLimitExceeded",
+        "TimeLimitExceeded",
+    }
 )
