@@ -1,4 +1,4 @@
-"""The ``fastq`` command: ``worker``, ``call``, ``result``, ``purge``."""
+"""The ``fastq`` command: ``worker``, ``call``, ``result``, ``purge``, ``bench``."""
 
 from __future__ import annotations
 
@@ -72,6 +72,10 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("purge", help="delete waiting messages")
     p.add_argument("-Q", "--queues", help="comma-separated queues (default: task_default_queue)")
+
+    from fastq.bench.cli import add_arguments as add_bench_arguments
+
+    add_bench_arguments(sub.add_parser("bench", help="measure throughput and latency"))
     return parser
 
 
@@ -84,6 +88,10 @@ def _json_arg(text: str) -> Any:
 
 def main(argv: Sequence[str] | None = None) -> int:
     options = _parser().parse_args(argv)
+    if options.command == "bench":  # starts its own workers and apps; -A does not apply
+        from fastq.bench.cli import run as run_bench
+
+        return run_bench(options, argv)
     app = find_app(options.app) if options.app else App("fastq")
     if options.broker:
         app.conf.broker_url = options.broker
