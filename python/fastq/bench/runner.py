@@ -96,13 +96,20 @@ class Run:
         try:
             self._measure()
         except (WorkerStartError, BenchError) as exc:
-            self.result.error = str(exc)
-        except Exception as exc:  # a broker error, a refused connection: a failed run, no figure
-            self.result.error = f"{type(exc).__name__}: {exc}"
+            self._fail(str(exc))
+        except Exception as exc:  # a broker error, a refused connection: a failed run
+            self._fail(f"{type(exc).__name__}: {exc}")
         finally:
             self._cleanup()
         self.result.loadavg_after = machine.loadavg()
         return self.result
+
+    def _fail(self, error: str) -> None:
+        """A failed run keeps no figure, not even those measured before the failure."""
+        failed = RunResult(self.system, self.result.params, error=error)
+        failed.loadavg_before = self.result.loadavg_before
+        failed.worker_command = self.result.worker_command
+        self.result = failed
 
     # -- the phases ------------------------------------------------------------------------------
     def _measure(self) -> None:
