@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -184,16 +185,34 @@ def print_report(report: dict[str, Any]) -> None:
         console.print(f"[red]error:[/red] {error}", highlight=False)
 
 
-def plot(report: dict[str, Any], path: str) -> None:
-    """Drain rate and p99 latency against the swept parameters, one line per system and per
-    value of the other parameters; x is the first swept parameter."""
+def _pyplot() -> Any:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def _title(report: dict[str, Any]) -> str:
+    load = report["machine"].get("loadavg") or []
+    config = report["config"]
+    return (
+        f"fastq bench: {config['tasks']:,} x {config['work']}, {report['machine']['nproc']} CPUs, "
+        f"load {load[0] if load else 'n/a'}"
+    )
+
+
+def plot(report: dict[str, Any], path: str) -> None:
+    """Drain rate and p99 latency against the swept parameters, one line per system and per
+    value of the other parameters (x is the first swept parameter); bars when nothing varies
+    or when only ``results`` does."""
+    params = varying_params(report["runs"])
+    if params in ([], ["results"]):
+        bars(report, path)
+        return
+    plt = _pyplot()
     runs = [r for r in report["runs"] if not r["error"]]
-    params = varying_params(report["runs"]) or ["concurrency"]
     x_name, others = params[0], params[1:]
     with_latency = any(r["latency"] for r in runs)
     fig, axes = plt.subplots(1, 2 if with_latency else 1, figsize=(11 if with_latency else 6, 4.2))
@@ -221,12 +240,59 @@ def plot(report: dict[str, Any], path: str) -> None:
         ax.grid(alpha=0.3)
         ax.set_ylim(bottom=0)
     axes[0].legend(fontsize=7)
-    load = report["machine"].get("loadavg") or []
-    fig.suptitle(
-        f"fastq bench: {report['config']['tasks']:,} x {report['config']['work']}, "
-        f"{report['machine']['nproc']} CPUs, load {load[0] if load else 'n/a'}",
-        fontsize=10,
-    )
+    fig.suptitle(_title(report), fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+BAR_METRICS = [
+    ("enqueue_per_s", "enqueue, .delay() loop (tasks/s)"),
+    ("batch_enqueue_per_s", "enqueue, batch send_many (tasks/s)"),
+    ("drain_per_s", "drain (tasks/s)"),
+]
+
+
+def bars(report: dict[str, Any], path: str) -> None:
+    """One panel per rate (enqueue, batch enqueue, drain), a group of bars per parameter point,
+    one bar per system, on a log scale so a 10x gap and a 2x gap both stay readable."""
+    plt = _pyplot()
+    from matplotlib.ticker import FuncFormatter
+
+    runs = [r for r in report["runs"] if not r["error"]]
+    params = varying_params(report["runs"])
+    points: list[str] = []
+    for r in runs:
+        label = ", ".join(f"{PARAM_LABELS[p]} {_param(r['params'][p])}" for p in params) or "all"
+        if label not in points:
+            points.append(label)
+    systems = sorted({r["system"] for r in runs}, key=lambda s: (s != "fastq", s))
+    fig, axes = plt.subplots(1, len(BAR_METRICS), figsize=(4.2 * len(BAR_METRICS), 4.2))
+    width = 0.8 / max(1, len(systems))
+    for ax, (metric, title) in zip(axes, BAR_METRICS, strict=True):
+        for i, system in enumerate(systems):
+            xs, heights = [], []
+            for r in runs:
+                label = ", ".join(
+                    f"{PARAM_LABELS[p]} {_param(r['params'][p])}" for p in params
+                ) or "all"
+                if r["system"] == system and r[metric]:
+                    xs.append(points.index(label) + (i - (len(systems) - 1) / 2) * width)
+                    heights.append(r[metric])
+            drawn = ax.bar(xs, heights, width, label=system)
+            ax.bar_label(drawn, labels=[f"{h:,.0f}" for h in heights], fontsize=7)
+        ax.set_title(title, fontsize=9)
+        ax.set_xticks(range(len(points)), points, fontsize=8)
+        values = [r[metric] for r in runs if r[metric]]
+        if not values:
+            ax.text(0.5, 0.5, "n/a", ha="center", transform=ax.transAxes)
+            continue
+        ax.set_yscale("log")  # from a power of ten below the smallest, with room for labels
+        ax.set_ylim(10 ** math.floor(math.log10(min(values))), max(values) * 3)
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}"))
+        ax.grid(alpha=0.3, axis="y")
+    axes[0].legend(fontsize=8)
+    fig.suptitle(_title(report), fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
