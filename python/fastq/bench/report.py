@@ -263,9 +263,8 @@ def bars(report: dict[str, Any], path: str) -> None:
     params = varying_params(report["runs"])
     points: list[str] = []
     for r in runs:
-        label = ", ".join(f"{PARAM_LABELS[p]} {_param(r['params'][p])}" for p in params) or "all"
-        if label not in points:
-            points.append(label)
+        if _point(r, params) not in points:
+            points.append(_point(r, params))
     systems = sorted({r["system"] for r in runs}, key=lambda s: (s != "fastq", s))
     fig, axes = plt.subplots(1, len(BAR_METRICS), figsize=(4.2 * len(BAR_METRICS), 4.2))
     width = 0.8 / max(1, len(systems))
@@ -273,11 +272,10 @@ def bars(report: dict[str, Any], path: str) -> None:
         for i, system in enumerate(systems):
             xs, heights = [], []
             for r in runs:
-                label = ", ".join(
-                    f"{PARAM_LABELS[p]} {_param(r['params'][p])}" for p in params
-                ) or "all"
                 if r["system"] == system and r[metric]:
-                    xs.append(points.index(label) + (i - (len(systems) - 1) / 2) * width)
+                    xs.append(
+                        points.index(_point(r, params)) + (i - (len(systems) - 1) / 2) * width
+                    )
                     heights.append(r[metric])
             drawn = ax.bar(xs, heights, width, label=system)
             ax.bar_label(drawn, labels=[f"{h:,.0f}" for h in heights], fontsize=7)
@@ -296,6 +294,10 @@ def bars(report: dict[str, Any], path: str) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def _point(run: dict[str, Any], params: list[str]) -> str:
+    return ", ".join(f"{PARAM_LABELS[p]} {_param(run['params'][p])}" for p in params) or "all"
 
 
 def _sort_key(value: str) -> tuple[int, float, str]:
