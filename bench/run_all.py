@@ -7,7 +7,7 @@ JSON in ``bench/data/``, draws the plots into ``bench/``, and rewrites only the 
 ``<!-- fastq-bench:NAME -->`` and ``<!-- /fastq-bench:NAME -->``; everything else in the file
 (other engineers' sections, hand-written analysis) is kept as it is.
 
-Options: ``--quick`` (small N, to check the pipeline), ``--only headline|sweep``,
+Options: ``--quick`` (small N, to check the pipeline), ``--only headline|sweep|micro``,
 ``--broker``/``--backend`` (default Redis databases 6 and 7 on 127.0.0.1).
 """
 
@@ -22,6 +22,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from fastq.bench import machine
 from fastq.bench import report as show
 
 HERE = Path(__file__).resolve().parent
@@ -166,6 +167,43 @@ def sweep_section(command: list[str], report: dict[str, Any], plot: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def micro_section() -> tuple[str, bool]:
+    """pytest-benchmark of the hot functions; a table of medians, fastq against kombu/Celery."""
+    out = DATA / "micro.json"
+    load = ", ".join(map(str, machine.loadavg()))
+    argv = ["bench/micro", "--benchmark-only", "--benchmark-json", str(out), "-q"]
+    shown = ["pytest", *[a.replace(str(ROOT) + "/", "") for a in argv]]
+    print("$", shlex.join(shown), file=sys.stderr, flush=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *argv], cwd=ROOT, check=False
+    )
+    groups: dict[str, dict[str, float]] = {}
+    for b in json.loads(out.read_text())["benchmarks"] if out.exists() else []:
+        side = "fastq" if b["name"].endswith("_fastq") else "other"
+        groups.setdefault(b["group"], {})[side] = b["stats"]["median"] * 1e6
+    rows = [
+        [group, f"{t['fastq']:.1f}", f"{t['other']:.1f}", f"{t['other'] / t['fastq']:.2f}x"]
+        for group, t in groups.items()
+        if "fastq" in t and "other" in t
+    ]
+    body = "\n".join(
+        [
+            "## Micro-benchmarks: the per-message functions",
+            "",
+            "Median microseconds per call (pytest-benchmark), fastq's Rust against what kombu and",
+            "Celery do for the same message; CPU only, no I/O. Same machine as above; load",
+            f"average at the start of this section: {load}.",
+            "",
+            "```sh",
+            shlex.join(shown),
+            "```",
+            "",
+            show.markdown_table(["job", "fastq µs", "kombu/Celery µs", "speed-up"], rows),
+        ]
+    )
+    return body + "\n", proc.returncode == 0 and bool(rows)
+
+
 def replace_section(text: str, name: str, body: str) -> str:
     """Rewrites the text between this section's markers, or appends the section."""
     start, end = f"<!-- fastq-bench:{name} -->", f"<!-- /fastq-bench:{name} -->"
@@ -179,7 +217,7 @@ def replace_section(text: str, name: str, body: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="small N: check the pipeline only")
-    parser.add_argument("--only", choices=["headline", "sweep"])
+    parser.add_argument("--only", choices=["headline", "sweep", "micro"])
     parser.add_argument("--broker", default="redis://127.0.0.1:6379/6")
     parser.add_argument("--backend", default="redis://127.0.0.1:6379/7")
     options = parser.parse_args(argv)
@@ -239,6 +277,10 @@ def main(argv: list[str] | None = None) -> int:
         )
         failed |= bool(report["errors"])
         text = replace_section(text, "sweep", sweep_section(command, report, "sweep.png"))
+    if options.only in (None, "micro"):
+        body, ok = micro_section()
+        failed |= not ok
+        text = replace_section(text, "micro", body)
     RESULTS.write_text(text)
     print(f"wrote {RESULTS}", file=sys.stderr)
     return 1 if failed else 0
