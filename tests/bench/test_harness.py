@@ -275,3 +275,10 @@ def test_no_keys_are_left_behind() -> None:
         leftovers = [k for k in client.scan_iter("*") if not k.startswith(b"_kombu.binding")]
         client.close()
         assert leftovers == [], url
+
+
+def test_bad_options_are_refused_before_anything_runs(tmp_path: Path) -> None:
+    for args in (["--work", "spin:3"], ["--sweep", "results=on,off"], ["--sweep", "colour=red"]):
+        code, output = fastq_bench("--broker", BROKER, "--tasks", "10", *args, cwd=tmp_path)
+        assert code == 2, (args, output)
+        assert output.startswith("fastq bench: "), output

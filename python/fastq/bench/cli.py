@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from fastq.bench.spec import POOLS, BenchConfig, parse_sweep
+from fastq.errors import FastqError
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -110,8 +111,12 @@ def run(options: argparse.Namespace, argv: Sequence[str] | None = None) -> int:
     from fastq.bench import report as show
     from fastq.bench.runner import exit_code, run_bench
 
-    config = config_from_options(options)
-    result = run_bench(config, show_progress=not options.quiet)
+    try:
+        config = config_from_options(options)
+        result = run_bench(config, show_progress=not options.quiet)
+    except FastqError as exc:
+        print(f"fastq bench: {exc}", file=sys.stderr)
+        return 2
     result["command"] = shlex.join(["fastq", *(sys.argv[1:] if argv is None else argv)])
     show.print_report(result)
     _write(options.json, json.dumps(result, indent=2, default=str) + "\n")

@@ -374,6 +374,9 @@ def run_bench(
     writes). A failed run is in the report with its ``error`` and no figures."""
     say = log or (lambda text: print(text, file=sys.stderr, flush=True))
     config.validate()
+    points = config.points()
+    for point in points:
+        point.validate()
     if "celery" in config.systems:
         require_celery()
     report: dict[str, Any] = {
@@ -397,7 +400,6 @@ def run_bench(
         report["errors"].append(str(exc))
         return report
     runs: list[RunResult] = []
-    points = config.points()
     total = len(points) * len(config.systems)
     for point in points:
         for system in config.systems:
