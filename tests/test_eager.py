@@ -1,7 +1,6 @@
 """Eager mode: tasks run in-process for users' own unit tests."""
 
 import pytest
-
 from fastq import App, signals, states
 from fastq.errors import MaxRetriesExceededError
 
@@ -131,3 +130,14 @@ def test_soft_time_limit_raises_inside_the_task(eager: App) -> None:
     started = time.monotonic()
     assert slow.delay().get() == "cleaned up"
     assert time.monotonic() - started < 2
+
+
+def test_async_def_tasks_run(eager: App) -> None:
+    import asyncio
+
+    @eager.task
+    async def fetch(x: int) -> int:
+        await asyncio.sleep(0.01)
+        return x * 2
+
+    assert fetch.delay(21).get() == 42

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import logging
 import random
+import threading
 import traceback as tb
 from dataclasses import dataclass
 from enum import Enum
@@ -70,6 +73,8 @@ def _call(task: Task, context: Context, acks_late: bool, enforce_hard_limit: boo
         try:
             with alarm(soft, hard, enforce_hard_limit):
                 value = task.run(task, *args, **kwargs) if task.bind else task.run(*args, **kwargs)
+                if inspect.iscoroutine(value):
+                    value = _event_loop().run_until_complete(value)
         except Exception as exc:
             if task.autoretry_for and isinstance(exc, task.autoretry_for):
                 task.retry(exc=exc, countdown=backoff(task, context.retries), **task.retry_kwargs)
@@ -107,6 +112,18 @@ def _call(task: Task, context: Context, acks_late: bool, enforce_hard_limit: boo
     if signals.task_success.receivers:
         signals.task_success.send(task, result=value)
     return Outcome(states.SUCCESS, value, None, Settle.ACK)
+
+
+_loops = threading.local()
+
+
+def _event_loop() -> asyncio.AbstractEventLoop:
+    """One event loop per worker thread for ``async def`` tasks, kept across tasks so that
+    clients bound to it (connection pools) stay usable."""
+    loop = getattr(_loops, "loop", None)
+    if loop is None or loop.is_closed():
+        loop = _loops.loop = asyncio.new_event_loop()
+    return loop
 
 
 def backoff(task: Task, retries: int) -> float | None:
