@@ -60,12 +60,13 @@ Sections between `fastq-bench` markers are generated; edit outside them.
 """
 
 
-def fastq_bench(args: list[str]) -> tuple[list[str], dict[str, Any]]:
-    """Runs one ``fastq bench`` command; returns the command as shown and its JSON report."""
-    out = DATA / f"{args[args.index('--json') + 1]}"
-    argv = [*args[: args.index("--json")], "--json", str(out), *args[args.index("--json") + 2 :]]
-    shown = ["fastq", "bench", *[a.replace(str(ROOT) + "/", "") for a in argv]]
-    print("$", shlex.join(shown), file=sys.stderr, flush=True)
+def fastq_bench(args: str, name: str) -> tuple[str, dict[str, Any]]:
+    """Runs one ``fastq bench`` command (its JSON goes to ``bench/data/NAME.json``); returns the
+    command as a user would type it, and the report."""
+    out = DATA / f"{name}.json"
+    argv = [*shlex.split(args), "--json", str(out.relative_to(ROOT)), "--quiet"]
+    shown = shlex.join(["fastq", "bench", *argv])
+    print("$", shown, file=sys.stderr, flush=True)
     subprocess.run([sys.executable, "-m", "fastq.cli", "bench", *argv], cwd=ROOT, check=False)
     return shown, json.loads(out.read_text())
 
@@ -104,28 +105,20 @@ def _git(*args: str) -> str:
     return out.stdout.strip()
 
 
-def headline_section(command: list[str], report: dict[str, Any], plot: str) -> str:
-    n = report["config"]["tasks"]
-    lines = [
-        f"## Redis: fastq vs Celery, {n:,} no-op tasks, prefork, concurrency 2",
-        "",
-        "Both on the same Redis, in one run: results off (no backend), then on (Redis backend).",
-        "Drain = from the workers' launch (process start) until every task has run and, with",
-        "results on, every result is stored; steady = from the first task's start. Load average",
-        "(1 min) is the one at each run's start; on this 2-core machine anything above ~0.5 means",
-        "other work shared the CPUs and the figures are low and noisy.",
-        "",
-        "```sh",
-        shlex.join(command),
-        "```",
-        "",
-        show.markdown(report).rstrip(),
-        "",
-        targets(report),
-        "",
-        f"![fastq vs Celery]({plot})",
-    ]
-    return "\n".join(lines) + "\n"
+def section(title: str, about: str, command: str, *parts: str) -> str:
+    """A generated section: title, what it measures, the exact command, then its tables."""
+    body = [f"## {title}", "", about.strip(), "", "```sh", command, "```"]
+    return "\n".join([*body, *(f"\n{p.rstrip()}" for p in parts)]) + "\n"
+
+
+HEADLINE_ABOUT = """
+Both on the same Redis, in one run: results off (no backend), then on (Redis backend).
+Drain = from the workers' launch (process start) until every task has run and, with
+results on, every result is stored; steady = from the first task's start. Load average
+(1 min) is the one at each run's start; on this 2-core machine anything above ~0.5 means
+other work shared the CPUs and the figures are low and noisy.
+"""
+SWEEP_ABOUT = "Where the knee is: drain rate and p99 latency (results on) for each combination."
 
 
 def targets(report: dict[str, Any]) -> str:
@@ -150,23 +143,6 @@ def targets(report: dict[str, Any]) -> str:
     return "\n".join(out)
 
 
-def sweep_section(command: list[str], report: dict[str, Any], plot: str) -> str:
-    lines = [
-        "## Sweep: concurrency x prefetch multiplier",
-        "",
-        "Where the knee is: drain rate and p99 latency (results on) for each combination.",
-        "",
-        "```sh",
-        shlex.join(command),
-        "```",
-        "",
-        show.markdown(report).rstrip(),
-        "",
-        f"![sweep]({plot})",
-    ]
-    return "\n".join(lines) + "\n"
-
-
 def micro_section() -> tuple[str, bool]:
     """pytest-benchmark of the hot functions; a table of medians, fastq against kombu/Celery."""
     out = DATA / "micro.json"
@@ -186,22 +162,14 @@ def micro_section() -> tuple[str, bool]:
         for group, t in groups.items()
         if "fastq" in t and "other" in t
     ]
-    body = "\n".join(
-        [
-            "## Micro-benchmarks: the per-message functions",
-            "",
-            "Median microseconds per call (pytest-benchmark), fastq's Rust against what kombu and",
-            "Celery do for the same message; CPU only, no I/O. Same machine as above; load",
-            f"average at the start of this section: {load}.",
-            "",
-            "```sh",
-            shlex.join(shown),
-            "```",
-            "",
-            show.markdown_table(["job", "fastq µs", "kombu/Celery µs", "speed-up"], rows),
-        ]
-    )
-    return body + "\n", proc.returncode == 0 and bool(rows)
+    about = f"""
+Median microseconds per call (pytest-benchmark), fastq's Rust against what kombu and
+Celery do for the same message; CPU only, no I/O. Same machine as above; load average at
+the start of this section: {load}.
+"""
+    table = show.markdown_table(["job", "fastq µs", "kombu/Celery µs", "speed-up"], rows)
+    body = section("Micro-benchmarks: the per-message functions", about, shlex.join(shown), table)
+    return body, proc.returncode == 0 and bool(rows)
 
 
 def replace_section(text: str, name: str, body: str) -> str:
@@ -222,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--backend", default="redis://127.0.0.1:6379/7")
     options = parser.parse_args(argv)
     DATA.mkdir(exist_ok=True)
-    urls = ["--broker", options.broker, "--backend", options.backend]
+    urls = shlex.join(["--broker", options.broker, "--backend", options.backend])
     n_head, n_sweep = ("1000", "500") if options.quick else ("20000", "5000")
     text = RESULTS.read_text() if RESULTS.exists() else ""
     if "<!-- fastq-bench:intro -->" in text:
@@ -232,51 +200,37 @@ def main(argv: list[str] | None = None) -> int:
     failed = False
     if options.only in (None, "headline"):
         command, report = fastq_bench(
-            [
-                *urls,
-                "--tasks",
-                n_head,
-                "--concurrency",
-                "2",
-                "--pool",
-                "prefork",
-                "--compare",
-                "celery",
-                "--sweep",
-                "results=off,on",
-                "--json",
-                "headline.json",
-                "--plot",
-                "bench/headline.png",
-                "--quiet",
-            ]
+            f"{urls} --tasks {n_head} --concurrency 2 --pool prefork --compare celery "
+            "--sweep results=off,on --plot bench/headline.png",
+            "headline",
         )
         failed |= bool(report["errors"])
         text = replace_section(text, "machine", machine_section(report))
-        text = replace_section(text, "headline", headline_section(command, report, "headline.png"))
+        n = report["config"]["tasks"]
+        body = section(
+            f"Redis: fastq vs Celery, {n:,} no-op tasks, prefork, concurrency 2",
+            HEADLINE_ABOUT,
+            command,
+            show.markdown(report),
+            targets(report),
+            "![fastq vs Celery](headline.png)",
+        )
+        text = replace_section(text, "headline", body)
     if options.only in (None, "sweep"):
         command, report = fastq_bench(
-            [
-                *urls,
-                "--tasks",
-                n_sweep,
-                "--results",
-                "--compare",
-                "celery",
-                "--sweep",
-                "concurrency=1,2,4",
-                "prefetch=1,4,16",
-                "--json",
-                "sweep.json",
-                "--plot",
-                "bench/sweep.png",
-                "--markdown",
-                "bench/data/sweep.md",
-                "--quiet",
-            ]
+            f"{urls} --tasks {n_sweep} --results --compare celery "
+            "--sweep concurrency=1,2,4 prefetch=1,4,16 --plot bench/sweep.png",
+            "sweep",
         )
         failed |= bool(report["errors"])
-        text = replace_section(text, "sweep", sweep_section(command, report, "sweep.png"))
+        body = section(
+            "Sweep: concurrency x prefetch multiplier",
+            SWEEP_ABOUT,
+            command,
+            show.markdown(report),
+            "![sweep](sweep.png)",
+        )
+        text = replace_section(text, "sweep", body)
     if options.only in (None, "micro"):
         body, ok = micro_section()
         failed |= not ok

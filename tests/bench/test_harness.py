@@ -43,17 +43,16 @@ RUN_FIELDS = {
     "worker_command",
     "error",
 }
-FIGURES = {
-    "enqueue_per_s",
-    "message_bytes",
-    "drain_s",
-    "drain_per_s",
-    "startup_s",
-    "steady_per_s",
-    "latency",
-    "cpu_s",
-    "cpu_s_per_1000",
-    "peak_rss_mib",
+#: Every figure a successful run has (batch enqueue and % of ceiling are fastq's only).
+FIGURES = RUN_FIELDS - {
+    "system",
+    "params",
+    "batch_enqueue_per_s",
+    "pct_of_ceiling",
+    "loadavg_before",
+    "loadavg_after",
+    "worker_command",
+    "error",
 }
 REPORT_FIELDS = {
     "schema",
