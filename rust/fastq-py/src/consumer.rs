@@ -7,6 +7,8 @@ use std::time::Duration;
 use fastq_core::redis::{self as core, ConsumerConfig};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
+
+use crate::signals::DeferSignals;
 use pyo3::types::{PyBytes, PyDict, PyList};
 
 use crate::errors::{codec_error_kind, IntoPyResult};
@@ -140,7 +142,11 @@ impl RedisConsumer {
                 "timeout must be a finite number of seconds >= 0, got {timeout}"
             ))
         })?;
-        let deliveries = self.with(py, |c| c.fetch(timeout)).py_err(py)?;
+        let deliveries = {
+            let _deferred = DeferSignals::new();
+            self.with(py, |c| c.fetch(timeout))
+        }
+        .py_err(py)?;
         let converted = deliveries
             .into_iter()
             .map(|d| Delivery::from_core(py, d))

@@ -5,6 +5,7 @@ mod consumer;
 mod convert;
 mod errors;
 mod message;
+mod signals;
 
 use pyo3::prelude::*;
 
