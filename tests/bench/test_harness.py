@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fastq import _core
 from fastq.bench import BenchConfig, run_bench
 from fastq.bench.spec import parse_sweep, parse_work
 from fastq.errors import ConfigurationError
@@ -90,9 +89,6 @@ RATIO_FIELDS = {
     "peak_rss",
 }
 
-needs_consumer = pytest.mark.skipif(
-    not hasattr(_core, "RedisConsumer"), reason="the Rust Redis consumer is not built in yet"
-)
 pytestmark = pytest.mark.redis
 
 
@@ -206,7 +202,6 @@ def test_celery_runs_end_to_end() -> None:
     assert report["ceiling"]["push_per_s"] > 0 and report["ceiling"]["pop_per_s"] > 0
 
 
-@needs_consumer
 def test_compare_end_to_end_through_the_cli(tmp_path: Path) -> None:
     out, png = tmp_path / "r.json", tmp_path / "r.png"
     code, output = fastq_bench(
@@ -242,7 +237,6 @@ def test_compare_end_to_end_through_the_cli(tmp_path: Path) -> None:
     assert "fastq / Celery" in output
 
 
-@needs_consumer
 def test_sweep_writes_a_table_and_a_plot(tmp_path: Path) -> None:
     md, png = tmp_path / "s.md", tmp_path / "s.png"
     code, output = fastq_bench(
