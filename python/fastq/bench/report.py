@@ -217,20 +217,24 @@ def plot(report: dict[str, Any], path: str) -> None:
     with_latency = any(r["latency"] for r in runs)
     fig, axes = plt.subplots(1, 2 if with_latency else 1, figsize=(11 if with_latency else 6, 4.2))
     axes = list(axes) if with_latency else [axes]
-    series: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    # One colour per value of the other parameters, one line style per system.
+    series: dict[tuple[str, tuple[Any, ...]], list[dict[str, Any]]] = {}
     for r in runs:
-        label = ", ".join(f"{PARAM_LABELS[o]}={_param(r['params'][o])}" for o in others)
-        series.setdefault((r["system"], label), []).append(r)
+        key = tuple(_sort_key(_param(r["params"][o])) for o in others)
+        series.setdefault((r["system"], key), []).append(r)
+    colours = {key: f"C{i}" for i, key in enumerate(sorted({k for _, k in series}))}
     xs_all = sorted({_param(r["params"][x_name]) for r in runs}, key=_sort_key)
-    for (system, label), points in sorted(series.items()):
+    for (system, key), points in sorted(series.items(), key=lambda s: (s[0][0] != "fastq", s[0])):
         points.sort(key=lambda r: _sort_key(_param(r["params"][x_name])))
         xs = [xs_all.index(_param(r["params"][x_name])) for r in points]
-        style = "-o" if system == "fastq" else "--s"
+        label = ", ".join(f"{PARAM_LABELS[o]}={_param(points[0]['params'][o])}" for o in others)
+        fmt, colour = ("-o" if system == "fastq" else "--s"), colours[key]
         name = f"{system} {label}".strip()
-        axes[0].plot(xs, [r["drain_per_s"] for r in points], style, label=name)
+        drain = [r["drain_per_s"] for r in points]
+        axes[0].plot(xs, drain, fmt, color=colour, label=name)
         if with_latency:
             lat = [r["latency"]["p99_ms"] if r["latency"] else None for r in points]
-            axes[1].plot(xs, lat, style, label=name)
+            axes[1].plot(xs, lat, fmt, color=colour, label=name)
     axes[0].set_ylabel("drain rate (tasks/s)")
     if with_latency:
         axes[1].set_ylabel("p99 latency (ms)")
