@@ -61,10 +61,11 @@ Sections between `fastq-bench` markers are generated; edit outside them.
 
 
 def fastq_bench(args: str, name: str) -> tuple[str, dict[str, Any]]:
-    """Runs one ``fastq bench`` command (its JSON goes to ``bench/data/NAME.json``); returns the
-    command as a user would type it, and the report."""
+    """Runs one ``fastq bench`` command (its JSON and Markdown go to ``bench/data/NAME.*``);
+    returns the command as a user would type it, and the report."""
     out = DATA / f"{name}.json"
-    argv = [*shlex.split(args), "--json", str(out.relative_to(ROOT)), "--quiet"]
+    json_out, md_out = (str(out.relative_to(ROOT)), str(out.with_suffix(".md").relative_to(ROOT)))
+    argv = [*shlex.split(args), "--json", json_out, "--markdown", md_out, "--quiet"]
     shown = shlex.join(["fastq", "bench", *argv])
     print("$", shown, file=sys.stderr, flush=True)
     subprocess.run([sys.executable, "-m", "fastq.cli", "bench", *argv], cwd=ROOT, check=False)
@@ -153,8 +154,12 @@ def micro_section() -> tuple[str, bool]:
     proc = subprocess.run(
         [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *argv], cwd=ROOT, check=False
     )
+    data = json.loads(out.read_text()) if out.exists() else {"benchmarks": []}
+    for b in data["benchmarks"]:
+        b["stats"].pop("data", None)  # every timing of every round: megabytes, not kept
+    out.write_text(json.dumps(data, indent=1) + "\n")
     groups: dict[str, dict[str, float]] = {}
-    for b in json.loads(out.read_text())["benchmarks"] if out.exists() else []:
+    for b in data["benchmarks"]:
         side = "fastq" if b["name"].endswith("_fastq") else "other"
         groups.setdefault(b["group"], {})[side] = b["stats"]["median"] * 1e6
     rows = [

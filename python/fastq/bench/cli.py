@@ -63,7 +63,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         nargs="+",
         metavar="NAME=V1,V2",
         help="e.g. concurrency=1,2,4 prefetch=1,4,16 (also pool, payload, work, "
-        "results=on,off, acks-late=on,off)",
+        "results=on,off, acks-late=on,off); writes --markdown and --plot, by default "
+        "fastq-bench-sweep.md and fastq-bench-sweep.png",
     )
     p.add_argument("--json", metavar="OUT", help="write the full report as JSON")
     p.add_argument("--plot", metavar="OUT.png", help="plot drain rate and p99 latency")

@@ -261,7 +261,7 @@ def bars(report: dict[str, Any], path: str) -> None:
     """One panel per rate (enqueue, batch enqueue, drain), a group of bars per parameter point,
     one bar per system, on a log scale so a 10x gap and a 2x gap both stay readable."""
     plt = _pyplot()
-    from matplotlib.ticker import FuncFormatter
+    from matplotlib.ticker import FuncFormatter, NullFormatter
 
     runs = [r for r in report["runs"] if not r["error"]]
     params = varying_params(report["runs"])
@@ -289,9 +289,10 @@ def bars(report: dict[str, Any], path: str) -> None:
         if not values:
             ax.text(0.5, 0.5, "n/a", ha="center", transform=ax.transAxes)
             continue
-        ax.set_yscale("log")  # from a power of ten below the smallest, with room for labels
-        ax.set_ylim(10 ** math.floor(math.log10(min(values))), max(values) * 3)
+        ax.set_yscale("log")  # from a decade below the smallest bar, with room for labels
+        ax.set_ylim(10 ** (math.floor(math.log10(min(values))) - 1), max(values) * 3)
         ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}"))
+        ax.yaxis.set_minor_formatter(NullFormatter())
         ax.grid(alpha=0.3, axis="y")
     axes[0].legend(fontsize=8)
     fig.suptitle(_title(report), fontsize=10)
