@@ -100,8 +100,20 @@ class Ignore(FastqError):
     """Raised by a task so that no state is stored for it."""
 
 
+class ChordError(FastqError):
+    """A chord's body did not run: a header task failed, or the body could not be sent."""
+
+
 #: fastq errors that Celery also defines in ``celery.exceptions``; results name Celery's module
 #: so a Celery client re-creates its own type, and fastq maps them back by name.
 CELERY_EQUIVALENTS = frozenset(
-    {"NotRegistered", "TaskRevokedError", "MaxRetriesExceededError", "Retry", "Reject", "Ignore"}
+    {
+        "NotRegistered",
+        "TaskRevokedError",
+        "MaxRetriesExceededError",
+        "Retry",
+        "Reject",
+        "Ignore",
+        "ChordError",
+    }
 )
