@@ -11,6 +11,7 @@ from fastq.errors import MaxRetriesExceededError, Retry
 
 if TYPE_CHECKING:
     from fastq.app import App
+    from fastq.canvas import Signature
     from fastq.result import AsyncResult
 
 
@@ -245,3 +246,24 @@ class Task:
         from fastq.result import AsyncResult
 
         return AsyncResult(task_id, app=self.app)
+
+    # -- signatures (canvas) -----------------------------------------------------------------
+    def signature(
+        self,
+        args: Sequence[Any] | None = None,
+        kwargs: Mapping[str, Any] | None = None,
+        **options: Any,
+    ) -> Signature:
+        """This task with arguments and options, to send later or combine (``fastq.canvas``)."""
+        from fastq.canvas import Signature
+
+        immutable = bool(options.pop("immutable", False))
+        return Signature(self, args, kwargs, options, immutable=immutable, app=self.app)
+
+    def s(self, *args: Any, **kwargs: Any) -> Signature:
+        """``add.s(2)``: a signature; in a chain or callback the parent's result comes first."""
+        return self.signature(args, kwargs)
+
+    def si(self, *args: Any, **kwargs: Any) -> Signature:
+        """``add.si(2, 2)``: an immutable signature, which ignores the parent's result."""
+        return self.signature(args, kwargs, immutable=True)
