@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 import time
+from typing import Any
 
 import redis
 
@@ -33,3 +35,28 @@ def record(token: str, seconds: float = 0.0) -> str:
         time.sleep(seconds)
     runs().hincrby("runs", token, 1)
     return token
+
+
+def mul(x: int, y: int) -> int:
+    return x * y
+
+
+def tsum(values: list[int]) -> int:
+    return sum(values)
+
+
+def tsum_once(values: list[int], token: str) -> int:
+    """A chord body that counts its runs, to check it ran exactly once."""
+    runs().hincrby("runs", token, 1)
+    return sum(values)
+
+
+def errback(task_id: str) -> str:
+    """An old-style errback: Celery and fastq send it the failed task's id."""
+    runs().rpush("errbacks", task_id)
+    return task_id
+
+
+def errback_request(request: Any, exc: BaseException, traceback: Any) -> None:
+    """A new-style errback (more than one argument): called in the worker with the request."""
+    runs().rpush("errbacks", json.dumps([request.id, type(exc).__name__, str(exc)]))

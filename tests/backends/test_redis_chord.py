@@ -103,6 +103,15 @@ def test_a_duplicate_part_is_counted_once(app: App) -> None:
     assert join.values() == [1, 2]
 
 
+def test_a_claimed_chord_is_not_sent_again_by_a_late_copy_of_its_last_part(app: App) -> None:
+    app.backend.set_chord_size("c5", 1)
+    (join,) = finish(app, "c5", [("t0", 0, "SUCCESS", 1)])
+    # Redelivered while the first worker is still sending the body: the claim turns it away.
+    assert finish(app, "c5", [("t0", 0, "SUCCESS", 1)]) == []
+    app.backend.chord_done(join)
+    assert finish(app, "c5", [("t0", 0, "SUCCESS", 1)]) == []
+
+
 def test_a_failed_part_fails_the_chord_with_celerys_message(app: App) -> None:
     app.backend.set_chord_size("c3", 2)
     (join,) = finish(
@@ -154,20 +163,19 @@ def test_unordered_chords_use_a_list(broker_url: str, backend_url: str) -> None:
     app.close()
 
 
-def test_celery_backend_completes_a_chord_fastq_started(app: App, celery_app: celery.Celery) -> None:
+def test_celery_completes_a_chord_fastq_counts(app: App, celery_app: celery.Celery) -> None:
     """A Celery 5 worker returning the last part finds fastq's counter and sees it complete."""
+    from celery.app.task import Context
+    from celery.canvas import Signature as CelerySignature
+
     app.backend.set_chord_size("mixed", 2)
     assert finish(app, "mixed", [("t0", 0, "SUCCESS", 5)]) == []
     sent = []
-
-    class Request:
-        id, group, group_index = "t1", "mixed", 1
-        chord = {"task": "t.body", "args": [], "kwargs": {}, "options": {}, "immutable": False}
-
-    from celery.canvas import Signature as CelerySignature
+    body = {"task": "t.body", "args": [], "kwargs": {}, "options": {}, "immutable": False}
+    request = Context(id="t1", group="mixed", group_index=1, chord=body)
 
     # Celery sends the body with ``callback.delay(results)``: catch it instead of publishing.
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(CelerySignature, "delay", lambda self, *args, **kw: sent.append(args))
-        celery_app.backend.on_chord_part_return(Request(), "SUCCESS", 6)
+        celery_app.backend.on_chord_part_return(request, "SUCCESS", 6)
     assert sent == [([5, 6],)]

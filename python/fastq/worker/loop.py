@@ -24,6 +24,7 @@ from fastq.app import App
 from fastq.backends import DisabledBackend
 from fastq.brokers.base import Consumer, Delivery
 from fastq.task import Context, Task
+from fastq.worker.followups import send_followups
 from fastq.worker.request import build_context, eta_of, expired
 from fastq.worker.tracer import Outcome, Settle, run_task
 
@@ -235,6 +236,7 @@ class WorkerLoop:
             )
         outcome = run_task(task, context, acks_late)
         self._record_outcome(task, context, outcome)
+        send_followups(self.app, context, outcome)  # callbacks, chain, chord, errbacks: canvas
         if acks_late:
             self._settle(consumer, delivery.delivery_tag, outcome.settle)
         elif outcome.settle is Settle.REQUEUE:
