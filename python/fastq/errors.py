@@ -83,6 +83,14 @@ class Retry(FastqError):
         self.when = when
 
 
+class SoftTimeLimitExceeded(FastqError):
+    """Raised inside a task when its ``soft_time_limit`` passes; it may clean up and return."""
+
+
+class TimeLimitExceeded(FastqError):
+    """The task ran past its hard ``time_limit``; its process was replaced."""
+
+
 class MaxRetriesExceededError(FastqError):
     """``Task.retry()`` was called more than ``max_retries`` times."""
 
@@ -115,5 +123,7 @@ CELERY_EQUIVALENTS = frozenset(
         "Reject",
         "Ignore",
         "ChordError",
+        "SoftTimeLimitExceeded",
+        "TimeLimitExceeded",
     }
 )

@@ -8,7 +8,7 @@ from collections.abc import Generator, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from fastq import errors, states
-from fastq.backends.base import meta_to_exception
+from fastq.backends.base import exception_to_meta, meta_to_exception
 
 if TYPE_CHECKING:
     from fastq.app import App
@@ -137,6 +137,32 @@ class AsyncResult:
     def as_tuple(self) -> list[Any]:
         """Celery's nested form, ``[[id, parent], None]``, as saved in a group's meta."""
         return [[self.id, self.parent.as_tuple() if self.parent else None], None]
+
+
+class EagerResult(AsyncResult):
+    """The outcome of a task run in this process by ``apply()`` / ``task_always_eager``."""
+
+    def __init__(
+        self, id: str, value: Any, state: str, traceback: str | None, app: App | None = None
+    ) -> None:
+        super().__init__(id, app=app)
+        if state in states.EXCEPTION_STATES and isinstance(value, BaseException):
+            value = exception_to_meta(value)
+        self._cache = {
+            "status": state,
+            "result": value,
+            "traceback": traceback,
+            "children": [],
+            "date_done": None,
+            "task_id": id,
+        }
+
+    def _get_meta(self) -> dict[str, Any]:
+        assert self._cache is not None
+        return self._cache
+
+    def forget(self) -> None:
+        return None
 
 
 class GroupResult:

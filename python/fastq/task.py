@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import threading
+import uuid
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from fastq import states
 from fastq.errors import MaxRetriesExceededError, Retry
 
 if TYPE_CHECKING:
     from fastq.app import App
     from fastq.canvas import Signature
-    from fastq.result import AsyncResult
+    from fastq.result import AsyncResult, EagerResult
 
 
 class Context:
@@ -180,11 +182,53 @@ class Task:
         options.setdefault(
             "ignore_result", self.app.conf.task_ignore_result if ignore is None else ignore
         )
+        if self.app.conf.task_always_eager:
+            return self.apply(args, kwargs, **options)
         parent = self.app.current_request()
         if parent is not None and parent.id:
             options.setdefault("parent_id", parent.id)
             options.setdefault("root_id", parent.root_id or parent.id)
         return self.app.send_task(self.name, args, kwargs, **options)
+
+    def apply(
+        self,
+        args: Sequence[Any] | None = None,
+        kwargs: Mapping[str, Any] | None = None,
+        task_id: str | None = None,
+        retries: int = 0,
+        throw: bool | None = None,
+        **options: Any,
+    ) -> EagerResult:
+        """Runs the task here and now (eager mode), retries included; returns an
+        ``EagerResult``. With ``throw`` (default: ``task_eager_propagates``) failures raise."""
+        from fastq.result import EagerResult
+        from fastq.worker.tracer import run_task
+
+        context = Context(
+            id=task_id or str(uuid.uuid4()),
+            task=self.name,
+            args=tuple(args or ()),
+            kwargs=dict(kwargs or {}),
+            retries=retries,
+            is_eager=True,
+            called_directly=False,
+            delivery_info={"is_eager": True},
+        )
+        while True:
+            outcome = run_task(self, context, acks_late=False, enforce_hard_limit=False)
+            if outcome.state != states.RETRY:
+                break
+            context.retries += 1  # eager retries run at once, as in Celery
+        propagate = self.app.conf.task_eager_propagates if throw is None else throw
+        if propagate and outcome.state == states.FAILURE:
+            raise outcome.value
+        return EagerResult(
+            context.id or "",
+            outcome.value,
+            outcome.state or states.SUCCESS,
+            outcome.traceback,
+            app=self.app,
+        )
 
     def retry(
         self,
@@ -211,6 +255,11 @@ class Task:
             raise MaxRetriesExceededError(
                 f"can't retry {self.name}[{request.id}]: max retries ({limit}) exceeded"
             )
+        signal = Retry(
+            f"retry in {countdown}s" if countdown is not None else f"retry at {eta}", exc
+        )
+        if request.is_eager:  # apply() runs the next attempt itself
+            raise signal
         if eta is None and countdown is None:
             countdown = self.default_retry_delay
         delivery = request.delivery_info or {}

@@ -97,6 +97,18 @@ class Broker(ABC):
         """Returns messages left unacknowledged past the visibility timeout (0 if n/a)."""
         return 0
 
+    def defer(self, raw: bytes, queue: str, priority: int, when: float) -> bool:
+        """Keeps an ETA message in the broker until ``when`` (unix time); False if unsupported,
+        in which case the worker holds it in memory, unacknowledged, as Celery does."""
+        return False
+
+    def move_due(self) -> int:
+        """Returns deferred messages whose time has come to their queues; how many."""
+        return 0
+
+    def discard(self, consumer_id: str, delivery_tag: str) -> None:  # noqa: B027 - optional
+        """Drops a message a dead consumer held (its task timed out and was recorded as failed)."""
+
     @abstractmethod
     def purge(self, queue: str) -> int:
         """Deletes the queue's waiting messages; returns how many."""

@@ -6,6 +6,7 @@ Publishing goes through redis-py (one LPUSH, pipelined for batches); consuming i
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -30,6 +31,23 @@ def priority_key(queue: str, priority: int | None) -> str:
     return queue if step == 0 else f"{queue}{SEP}{step}"
 
 
+#: Deferred ETA messages: a ZSET scored by due time, members ``<queue key>\x00<envelope>``.
+DELAYED_KEY = "fastq.delayed"
+
+# Moves due deferred messages to the head of their queues, atomically per batch.
+_MOVE_DUE = """
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
+for _, member in ipairs(due) do
+  local cut = string.find(member, '\0', 1, true)
+  if cut then
+    redis.call('RPUSH', ARGV[3] .. string.sub(member, 1, cut - 1), string.sub(member, cut + 1))
+  end
+  redis.call('ZREM', KEYS[1], member)
+end
+return #due
+"""
+
+
 class RedisBroker(Broker):
     def __init__(self, url: str, conf: Config) -> None:
         super().__init__(url, conf)
@@ -38,6 +56,7 @@ class RedisBroker(Broker):
         self.visibility_timeout = float(options.get("visibility_timeout", 3600))
         self.client = redis.Redis.from_url(url, socket_connect_timeout=5, health_check_interval=30)
         self._bound: set[tuple[str, str, str]] = set()
+        self._move_due = self.client.register_script(_MOVE_DUE)
 
     def _encode(self, m: OutgoingMessage) -> bytes:
         return _core.encode_task_envelope(
@@ -94,6 +113,30 @@ class RedisBroker(Broker):
 
     def restore_visible(self) -> int:
         return _core.restore_visible(self.url, self.visibility_timeout, self.prefix)
+
+    def defer(self, raw: bytes, queue: str, priority: int, when: float) -> bool:
+        member = priority_key(queue, priority).encode() + b"\x00" + raw
+        try:
+            self.client.zadd(self.prefix + DELAYED_KEY, {member: when})
+        except redis.RedisError as exc:
+            raise BrokerConnectionError(f"cannot defer to {redact(self.url)}: {exc}") from exc
+        return True
+
+    def move_due(self) -> int:
+        try:
+            moved = self._move_due(
+                keys=[self.prefix + DELAYED_KEY], args=[time.time(), 500, self.prefix]
+            )
+        except redis.RedisError as exc:
+            raise BrokerConnectionError(f"cannot reach {redact(self.url)}: {exc}") from exc
+        return int(moved)
+
+    def discard(self, consumer_id: str, delivery_tag: str) -> None:
+        with self.client.pipeline() as pipe:
+            pipe.hdel(self.prefix + "unacked", delivery_tag)
+            pipe.zrem(self.prefix + "unacked_index", delivery_tag)
+            pipe.srem(f"{self.prefix}fastq.consumer.{consumer_id}", delivery_tag)
+            pipe.execute()
 
     def purge(self, queue: str) -> int:
         keys = [self.prefix + priority_key(queue, step) for step in PRIORITY_STEPS]

@@ -14,10 +14,9 @@ import random
 import signal
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Protocol
 
 from fastq import errors, states
 from fastq.app import App
@@ -25,14 +24,26 @@ from fastq.backends import DisabledBackend
 from fastq.brokers.base import Consumer, Delivery
 from fastq.task import Context, Task
 from fastq.worker.followups import send_followups
+from fastq.worker.limits import effective_limits
+from fastq.worker.ratelimit import RateLimiter
 from fastq.worker.request import build_context, eta_of, expired
 from fastq.worker.tracer import Outcome, Settle, run_task
 
 log = logging.getLogger("fastq.worker")
 
+#: ETA tasks further away than this go back to the broker's schedule instead of waiting here,
+#: so they hold no prefetch slot and are not redelivered when the visibility timeout passes.
+DEFER_AFTER = 2.0
 #: Broker reconnect backoff: first wait and ceiling, in seconds.
 BACKOFF_START = 0.2
 BACKOFF_MAX = 10.0
+
+
+class TaskReporter(Protocol):
+    """Tells the prefork supervisor what a child runs, so it can enforce hard time limits."""
+
+    def started(self, task_id: str, delivery_tag: str, hard_deadline: float | None) -> None: ...
+    def finished(self) -> None: ...
 
 
 @dataclass(order=True)
@@ -55,7 +66,8 @@ class WorkerLoop:
         hostname: str,
         consumer_id: str,
         max_tasks: int | None = None,
-        on_task_done: Callable[[], None] | None = None,
+        reporter: TaskReporter | None = None,
+        enforce_hard_limit: bool = False,
     ) -> None:
         self.app = app
         self.queues = queues
@@ -63,7 +75,9 @@ class WorkerLoop:
         self.hostname = hostname
         self.consumer_id = consumer_id
         self.max_tasks = max_tasks
-        self.on_task_done = on_task_done
+        self.reporter = reporter
+        self.enforce_hard_limit = enforce_hard_limit
+        self.rate_limiter = RateLimiter(app.conf.task_default_rate_limit)
         self.stopping = threading.Event()
         self.processed = 0
         self._consumer: Consumer | None = None
@@ -72,6 +86,7 @@ class WorkerLoop:
         self._results: list[tuple[str, dict[str, Any]]] = []
         self._late_acks: list[str] = []
         self._next_restore = 0.0
+        self._next_due_move = 0.0
 
     # -- lifecycle -------------------------------------------------------------------------------
     def stop(self) -> None:
@@ -121,6 +136,7 @@ class WorkerLoop:
     # -- one cycle -------------------------------------------------------------------------------
     def _cycle(self, consumer: Consumer) -> None:
         self._maybe_restore_visible()
+        self._maybe_move_due()
         wait = 1.0
         if self._scheduled:
             wait = max(0.0, min(wait, self._scheduled[0].when - time.time()))
@@ -144,6 +160,16 @@ class WorkerLoop:
             return
         if restored:
             log.warning("restored %d task(s) unacknowledged past the visibility timeout", restored)
+
+    def _maybe_move_due(self) -> None:
+        now = time.monotonic()
+        if now < self._next_due_move:
+            return
+        self._next_due_move = now + 0.5
+        try:
+            self.app.broker.move_due()
+        except errors.FastqError as exc:
+            log.warning("could not move due ETA tasks: %s", exc)
 
     def _flush(self, consumer: Consumer) -> None:
         if self._results:
@@ -192,9 +218,32 @@ class WorkerLoop:
             return
         eta = eta_of(context)
         if eta is not None and eta.timestamp() > time.time():
-            heapq.heappush(
-                self._scheduled, _Scheduled(eta.timestamp(), next(self._seq), delivery, context)
-            )
+            when = eta.timestamp()
+            if when - time.time() > DEFER_AFTER and self._defer(consumer, delivery, when):
+                return
+            self._schedule(when, delivery, context)
+            return
+        self._maybe_execute(consumer, task, delivery, context)
+
+    def _defer(self, consumer: Consumer, delivery: Delivery, when: float) -> bool:
+        try:
+            deferred = self.app.broker.defer(delivery.raw, delivery.queue, delivery.priority, when)
+        except errors.FastqError as exc:
+            log.warning("could not hand an ETA task back to the broker (%s); holding it", exc)
+            return False
+        if deferred:
+            consumer.ack([delivery.delivery_tag])
+        return deferred
+
+    def _schedule(self, when: float, delivery: Delivery, context: Context) -> None:
+        heapq.heappush(self._scheduled, _Scheduled(when, next(self._seq), delivery, context))
+
+    def _maybe_execute(
+        self, consumer: Consumer, task: Task, delivery: Delivery, context: Context
+    ) -> None:
+        wait = self.rate_limiter.delay_for(task.name, task.rate_limit)
+        if wait > 0:
+            self._schedule(time.time() + wait, delivery, context)
             return
         self._execute(consumer, task, delivery, context)
 
@@ -206,7 +255,8 @@ class WorkerLoop:
             if expired(context, datetime.now(timezone.utc)):
                 self._revoke_expired(consumer, item.delivery.delivery_tag, context)
                 continue
-            self._execute(consumer, self.app.get_task(context.task or ""), item.delivery, context)
+            task = self.app.get_task(context.task or "")
+            self._maybe_execute(consumer, task, item.delivery, context)
 
     def _revoke_expired(self, consumer: Consumer, tag: str, context: Context) -> None:
         log.info("task %s[%s] expired before it ran; revoked", context.task, context.id)
@@ -234,7 +284,13 @@ class WorkerLoop:
                     )
                 ]
             )
-        outcome = run_task(task, context, acks_late)
+        if self.reporter is not None:
+            hard, _ = effective_limits(task, context)
+            deadline = time.time() + hard if hard else None
+            self.reporter.started(context.id or "", delivery.delivery_tag, deadline)
+        outcome = run_task(task, context, acks_late, self.enforce_hard_limit)
+        if self.reporter is not None:
+            self.reporter.finished()
         self._record_outcome(task, context, outcome)
         send_followups(self.app, context, outcome)  # callbacks, chain, chord, errbacks: canvas
         if acks_late:
@@ -242,8 +298,6 @@ class WorkerLoop:
         elif outcome.settle is Settle.REQUEUE:
             log.warning("task %s[%s] asked to requeue but was acked early", task.name, context.id)
         self.processed += 1
-        if self.on_task_done is not None:
-            self.on_task_done()
         if self.max_tasks is not None and self.processed >= self.max_tasks:
             log.info("reached max tasks per child (%d); exiting", self.max_tasks)
             self.stop()

@@ -9,11 +9,12 @@ import socket
 import threading
 from collections.abc import Sequence
 
+from fastq import signals
 from fastq.app import App
-from fastq.errors import ConfigurationError
+from fastq.errors import ConfigurationError, TimeLimitExceeded
 from fastq.urls import redact
 from fastq.worker.loop import WorkerLoop
-from fastq.worker.supervisor import Supervisor
+from fastq.worker.supervisor import PipeReporter, Supervisor
 
 log = logging.getLogger("fastq.worker")
 
@@ -65,7 +66,12 @@ def run_worker(
         ", ".join(sorted(app.tasks)) or "none",
     )
 
-    def make_loop(index: int, consumer_id: str, limit: int | None) -> WorkerLoop:
+    def make_loop(
+        consumer_id: str,
+        limit: int | None,
+        reporter: PipeReporter | None = None,
+        enforce_hard_limit: bool = False,
+    ) -> WorkerLoop:
         return WorkerLoop(
             app,
             queue_list,
@@ -73,6 +79,8 @@ def run_worker(
             hostname=hostname,
             consumer_id=consumer_id,
             max_tasks=limit,
+            reporter=reporter,
+            enforce_hard_limit=enforce_hard_limit,
         )
 
     def consumer_id(index: int, generation: int) -> str:
@@ -80,19 +88,35 @@ def run_worker(
 
     if pool == "prefork":
 
-        def child_main(index: int, cid: str) -> int:
-            loop = make_loop(index, cid, max_tasks)
+        def child_main(index: int, cid: str, reporter: PipeReporter) -> int:
+            signals.worker_process_init.send(None)
+            loop = make_loop(cid, max_tasks, reporter)
             loop.install_signal_handlers()
-            loop.run()
+            try:
+                loop.run()
+            finally:
+                signals.worker_process_shutdown.send(None, pid=os.getpid(), exitcode=0)
             return 0
 
-        supervisor = Supervisor(concurrency, child_main, app.broker.restore_consumer, consumer_id)
+        def on_time_limit(cid: str, task_id: str, delivery_tag: str) -> None:
+            app.backend.mark_as_failure(task_id, TimeLimitExceeded("hard time limit exceeded"))
+            if delivery_tag:
+                app.broker.discard(cid, delivery_tag)
+
+        supervisor = Supervisor(
+            concurrency, child_main, app.broker.restore_consumer, consumer_id, on_time_limit
+        )
         app.close()  # nothing opened before the fork survives in the children
+        signals.worker_ready.send(None)
         code = supervisor.run()
+        signals.worker_shutdown.send(None)
         log.info("worker %s stopped", hostname)
         return code
 
-    loops = [make_loop(i, consumer_id(i, 1), None) for i in range(concurrency)]
+    loops = [
+        make_loop(consumer_id(i, 1), None, enforce_hard_limit=pool == "solo")
+        for i in range(concurrency)
+    ]
     stop_count = 0
 
     def on_term(signum: int, _frame: object) -> None:
@@ -108,6 +132,7 @@ def run_worker(
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
         signal.signal(sig, on_term)
     log.info("ready: %s pool with %d consumer(s)", pool, concurrency)
+    signals.worker_ready.send(None)
     if pool == "solo":
         loops[0].run()
     else:
@@ -120,5 +145,6 @@ def run_worker(
         while any(t.is_alive() for t in threads):
             for t in threads:
                 t.join(timeout=0.5)
+    signals.worker_shutdown.send(None)
     log.info("worker %s stopped", hostname)
     return 0

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import logging
+import random
+import threading
 import traceback as tb
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
-from fastq import states
+from fastq import signals, states
 from fastq.errors import Ignore, Reject, Retry
 from fastq.task import Context, Task
+from fastq.worker.limits import alarm, effective_limits
 
 log = logging.getLogger("fastq.worker")
 
@@ -31,16 +36,54 @@ class Outcome:
     settle: Settle
 
 
-def run_task(task: Task, context: Context, acks_late: bool) -> Outcome:
-    """Calls the task with its request pushed, mapping what it raised to an outcome."""
+def run_task(task: Task, context: Context, acks_late: bool, enforce_hard_limit: bool) -> Outcome:
+    """Calls the task with its request pushed, mapping what it raised to an outcome.
+
+    ``enforce_hard_limit``: raise ``TimeLimitExceeded`` in-process (solo pool); under prefork the
+    supervisor enforces it by replacing the child.
+    """
     task.push_request(context)
     task.app.push_request(context)
+    args, kwargs = context.args, context.kwargs or {}
+    if signals.task_prerun.receivers:
+        signals.task_prerun.send(task, task_id=context.id, task=task, args=args, kwargs=kwargs)
+    outcome = Outcome(states.FAILURE, None, None, Settle.ACK)
     try:
-        args, kwargs = context.args, context.kwargs or {}
-        value = task.run(task, *args, **kwargs) if task.bind else task.run(*args, **kwargs)
-        return Outcome(states.SUCCESS, value, None, Settle.ACK)
+        outcome = _call(task, context, acks_late, enforce_hard_limit)
+    finally:
+        if signals.task_postrun.receivers:
+            signals.task_postrun.send(
+                task,
+                task_id=context.id,
+                task=task,
+                args=args,
+                kwargs=kwargs,
+                retval=outcome.value,
+                state=outcome.state,
+            )
+        task.app.pop_request()
+        task.pop_request()
+    return outcome
+
+
+def _call(task: Task, context: Context, acks_late: bool, enforce_hard_limit: bool) -> Outcome:
+    args, kwargs = context.args, context.kwargs or {}
+    hard, soft = effective_limits(task, context)
+    try:
+        try:
+            with alarm(soft, hard, enforce_hard_limit):
+                value = task.run(task, *args, **kwargs) if task.bind else task.run(*args, **kwargs)
+                if inspect.iscoroutine(value):
+                    value = _event_loop().run_until_complete(value)
+        except Exception as exc:
+            if task.autoretry_for and isinstance(exc, task.autoretry_for):
+                task.retry(exc=exc, countdown=backoff(task, context.retries), **task.retry_kwargs)
+            raise
     except Retry as exc:
         cause = exc.exc if exc.exc is not None else exc
+        log.info("task %s[%s] retry: %s", task.name, context.id, exc)
+        if signals.task_retry.receivers:
+            signals.task_retry.send(task, request=context, reason=cause, einfo=None)
         return Outcome(states.RETRY, cause, _format(exc.exc), Settle.ACK)
     except Ignore:
         return Outcome(None, None, None, Settle.ACK)
@@ -49,17 +92,49 @@ def run_task(task: Task, context: Context, acks_late: bool) -> Outcome:
         return Outcome(None, None, None, Settle.REQUEUE if exc.requeue else Settle.DROP)
     except Exception as exc:
         text = tb.format_exc()
-        expected = isinstance(exc, task.throws) if task.throws else False
-        if expected:
+        if task.throws and isinstance(exc, task.throws):
             log.info("task %s[%s] raised expected: %r", task.name, context.id, exc)
         else:
             log.error("task %s[%s] raised %r\n%s", task.name, context.id, exc, text)
+        if signals.task_failure.receivers:
+            signals.task_failure.send(
+                task,
+                task_id=context.id,
+                exception=exc,
+                args=args,
+                kwargs=kwargs,
+                traceback=exc.__traceback__,
+                einfo=text,
+            )
         acks_on_failure = _option(task, "acks_on_failure_or_timeout", True)
         settle = Settle.DROP if acks_late and not acks_on_failure else Settle.ACK
         return Outcome(states.FAILURE, exc, text, settle)
-    finally:
-        task.app.pop_request()
-        task.pop_request()
+    if signals.task_success.receivers:
+        signals.task_success.send(task, result=value)
+    return Outcome(states.SUCCESS, value, None, Settle.ACK)
+
+
+_loops = threading.local()
+
+
+def _event_loop() -> asyncio.AbstractEventLoop:
+    """One event loop per worker thread for ``async def`` tasks, kept across tasks so that
+    clients bound to it (connection pools) stay usable."""
+    loop = getattr(_loops, "loop", None)
+    if loop is None or loop.is_closed():
+        loop = _loops.loop = asyncio.new_event_loop()
+    return loop
+
+
+def backoff(task: Task, retries: int) -> float | None:
+    """Celery's exponential backoff: ``factor * 2**retries`` capped, with full jitter."""
+    if not task.retry_backoff:
+        return task.retry_kwargs.get("countdown") if task.retry_kwargs else None
+    factor = 1.0 if task.retry_backoff is True else float(task.retry_backoff)
+    countdown = min(float(task.retry_backoff_max), factor * (2**retries))
+    if task.retry_jitter:
+        countdown = random.uniform(0, countdown)
+    return max(0.0, countdown)
 
 
 def _format(exc: BaseException | None) -> str | None:

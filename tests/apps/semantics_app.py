@@ -1,0 +1,58 @@
+"""Tasks for worker-semantics tests: retries, time limits, rate limits, ETA."""
+
+import os
+import time
+
+from fastq import App
+from fastq.errors import SoftTimeLimitExceeded
+
+from tests.apps import shared
+
+app = App(
+    "semantics",
+    broker=os.environ.get("FASTQ_BROKER_URL", "redis://127.0.0.1:6379/8"),
+    backend=os.environ.get("FASTQ_RESULT_BACKEND", "redis://127.0.0.1:6379/9"),
+    broker_transport_options={"visibility_timeout": 2},
+)
+
+
+@app.task(name="sem.flaky", bind=True, max_retries=3, default_retry_delay=0.1)
+def flaky(self, token: str, fail_times: int) -> int:  # type: ignore[no-untyped-def]
+    shared.runs().hincrby("attempts", token, 1)
+    if self.request.retries < fail_times:
+        raise self.retry(exc=RuntimeError(f"attempt {self.request.retries}"))
+    return int(self.request.retries)
+
+
+@app.task(name="sem.soft", soft_time_limit=0.3)
+def soft() -> str:
+    try:
+        time.sleep(5)
+    except SoftTimeLimitExceeded:
+        return "soft limit caught"
+    return "not interrupted"
+
+
+@app.task(name="sem.hard", time_limit=0.5)
+def hard(seconds: float) -> str:
+    time.sleep(seconds)
+    return "finished"
+
+
+@app.task(name="sem.limited", rate_limit="4/s")
+def limited(token: str) -> float:
+    now = time.time()
+    shared.runs().rpush("limited", now)
+    return now
+
+
+@app.task(name="sem.stamp")
+def stamp(token: str) -> float:
+    shared.runs().rpush("order", token)
+    shared.record(token)
+    return time.time()
+
+
+@app.task(name="sem.pid")
+def pid() -> int:
+    return os.getpid()

@@ -1,0 +1,111 @@
+"""Retries, ETA, expiry, time limits, rate limits and priorities on a real worker and Redis."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import pytest
+import redis
+from fastq import App, states
+from fastq.errors import TimeLimitExceeded
+
+from tests.apps import shared
+from tests.processes import fastq_worker
+
+APP = "tests.apps.semantics_app"
+
+
+@pytest.fixture
+def client(broker_url: str, backend_url: str) -> Iterator[App]:
+    app = App("client", broker=broker_url, backend=backend_url, set_as_current=False)
+    yield app
+    app.close()
+
+
+@pytest.fixture(autouse=True)
+def runs() -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(shared.RUNS_URL)
+    client.flushdb()
+    yield client
+    client.close()
+
+
+def test_retry_keeps_the_id_and_counts(client: App, runs: redis.Redis) -> None:
+    with fastq_worker("--pool", "solo", app=APP):
+        ok = client.send_task("sem.flaky", ("ok", 2))
+        assert ok.get(timeout=20) == 2
+        assert int(runs.hget("attempts", "ok") or 0) == 3
+        exhausted = client.send_task("sem.flaky", ("never", 10))
+        with pytest.raises(RuntimeError, match="attempt 3"):
+            exhausted.get(timeout=20)
+        assert int(runs.hget("attempts", "never") or 0) == 4  # first run + max_retries=3
+
+
+def test_eta_tasks_wait_outside_the_window_and_are_not_redelivered(
+    client: App, broker_redis: redis.Redis, runs: redis.Redis
+) -> None:
+    # The app's visibility timeout is 2 s; the ETA is 4 s away: Celery would deliver it twice.
+    with fastq_worker("--pool", "prefork", "--concurrency", "1", "--prefetch-multiplier", "1",
+                      app=APP):  # fmt: skip
+        late = client.send_task("sem.stamp", ("late",), countdown=4)
+        time.sleep(1.0)
+        assert broker_redis.zcard("fastq.delayed") == 1  # parked in Redis, not in the window
+        now = client.send_task("sem.stamp", ("now",))
+        assert now.get(timeout=10)  # the window is free for ready tasks
+        sent = time.time()
+        ran_at = late.get(timeout=20)
+        assert ran_at >= sent + 2.0
+    assert int(runs.hget("runs", "late") or 0) == 1
+
+
+def test_expired_tasks_are_revoked_without_running(client: App, runs: redis.Redis) -> None:
+    stale = client.send_task("sem.stamp", ("stale",), expires=0.5)
+    time.sleep(1.0)
+    with fastq_worker("--pool", "solo", app=APP):
+        fresh = client.send_task("sem.stamp", ("fresh",))
+        fresh.get(timeout=10)
+        with pytest.raises(Exception, match="expired"):
+            stale.get(timeout=10)
+        assert stale.state == states.REVOKED
+    assert not runs.hexists("runs", "stale")
+
+
+def test_soft_limit_is_catchable(client: App) -> None:
+    with fastq_worker("--pool", "prefork", "--concurrency", "1", app=APP):
+        assert client.send_task("sem.soft").get(timeout=10) == "soft limit caught"
+
+
+def test_hard_limit_replaces_the_child_and_the_worker_keeps_serving(client: App) -> None:
+    with fastq_worker("--pool", "prefork", "--concurrency", "1", app=APP) as worker:
+        before = client.send_task("sem.pid").get(timeout=10)
+        stuck = client.send_task("sem.hard", (30,))
+        with pytest.raises(TimeLimitExceeded):
+            stuck.get(timeout=15)
+        after = client.send_task("sem.pid").get(timeout=15)
+        assert after != before, "the child that hit the hard limit was not replaced"
+        assert client.send_task("sem.hard", (0.01,)).get(timeout=10) == "finished"
+        assert "hard time limit" in worker.log()
+
+
+def test_rate_limit_spaces_tasks_without_blocking_others(client: App, runs: redis.Redis) -> None:
+    with fastq_worker("--pool", "solo", app=APP):
+        limited = [client.send_task("sem.limited", (str(i),)) for i in range(12)]
+        other = client.send_task("sem.stamp", ("other",))
+        other_at = other.get(timeout=10)
+        times = sorted(r.get(timeout=20) for r in limited)
+    assert other_at < times[-1], "an unlimited task waited behind the rate-limited ones"
+    # 4/s with a burst of 4: 12 tasks need at least (12 - 4) / 4 = 2 s.
+    assert times[-1] - times[0] >= 1.8
+
+
+def test_priorities_lower_number_first_on_redis(client: App, runs: redis.Redis) -> None:
+    for i, priority in enumerate([9, 6, 3, 0, 9, 0]):
+        client.send_task("sem.stamp", (f"p{priority}-{i}",), priority=priority)
+    with fastq_worker("--pool", "solo", "--prefetch-multiplier", "1", app=APP):
+        deadline = time.time() + 15
+        while runs.hlen("runs") < 6 and time.time() < deadline:
+            time.sleep(0.05)
+    order = [k.decode() for k in runs.lrange("order", 0, -1)]
+    priorities = [int(token.split("-")[0][1:]) for token in order]
+    assert priorities == sorted(priorities), order
