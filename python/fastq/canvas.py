@@ -342,6 +342,22 @@ class Signature(dict):  # type: ignore[type-arg]
         args, kwargs, options = self._merge(args, kwargs, options)
         return send(self.app, self.task, args, kwargs, options, self.type)
 
+    def apply(
+        self,
+        args: Iterable[Any] | None = None,
+        kwargs: Mapping[str, Any] | None = None,
+        **options: Any,
+    ) -> ResultNode:
+        """Runs the task here and now (eager), with its callbacks; returns an ``EagerResult``."""
+        options = {k: v for k, v in options.items() if v is not None}
+        args, kwargs, options = self._merge(args, kwargs, options)
+        task = self.type
+        if task is None:
+            from fastq.errors import NotRegistered
+
+            raise NotRegistered(f"task {self.task!r} is not registered in this process")
+        return task.apply(args, kwargs, **options)
+
 
 def send(
     app: App,
@@ -510,6 +526,8 @@ class chain(Signature):  # Celery's lower-case name
     ) -> ResultNode:
         """Sends the first task with the rest of the chain in its message; returns the result
         of the last task (its ``parent`` is the one of the task before, and so on)."""
+        if self.app.conf.task_always_eager:
+            return self.apply(args, kwargs, **options)
         options = {**self.options, **{k: v for k, v in options.items() if v is not None}}
         steps = self._steps()
         if not steps:
@@ -531,6 +549,27 @@ class chain(Signature):  # Celery's lower-case name
         remaining = [*(options.pop("chain", None) or ()), *reversed(rest)]
         first.apply_async(args, kwargs, chain=remaining or None, **options)
         return result
+
+    def apply(
+        self,
+        args: Iterable[Any] | None = None,
+        kwargs: Mapping[str, Any] | None = None,
+        **options: Any,
+    ) -> ResultNode:
+        """Runs the steps here, one after another; a failing step raises (as in Celery)."""
+        options = {**self.options, **{k: v for k, v in options.items() if v is not None}}
+        options.pop("task_id", None)
+        previous: ResultNode | None = None
+        for step in self._steps():
+            if previous is None:
+                result = step.apply((*tuple(args or ()), *self.args), kwargs, **options)
+            else:
+                result = step.apply((previous.get(),), **options)
+            result.parent = previous
+            previous = result
+        if previous is None:
+            raise ValueError("cannot run an empty chain")
+        return previous
 
 
 def _freeze_steps(
@@ -653,6 +692,8 @@ class group(Signature):  # Celery's lower-case name
         """Sends every task with the group's id and its index; returns a ``GroupResult``."""
         if options.get("link") or options.get("link_error"):
             raise TypeError("a group cannot have link/link_error: use a chord, or link the tasks")
+        if self.app.conf.task_always_eager:
+            return self.apply(args, kwargs, **options)
         options = {**self.options, **{k: v for k, v in options.items() if v is not None}}
         rest = options.pop("chain", None)
         if rest:
@@ -674,6 +715,19 @@ class group(Signature):  # Celery's lower-case name
             task.apply_async(args, kwargs, group_id=gid, group_index=i, chord=chord_body, **options)
             for i, task in enumerate(members)
         ]
+        return GroupResult(gid, results, app=self.app)
+
+    def apply(
+        self,
+        args: Iterable[Any] | None = None,
+        kwargs: Mapping[str, Any] | None = None,
+        **options: Any,
+    ) -> ResultNode:
+        """Runs every task here, in order; returns a ``GroupResult`` of ``EagerResult``."""
+        options = {**self.options, **{k: v for k, v in options.items() if v is not None}}
+        gid = options.pop("task_id", None) or str(uuid.uuid4())
+        args = (*tuple(args or ()), *self.args) if not self.immutable else self.args
+        results = [task.apply(args, kwargs, **options) for task in self._members()]
         return GroupResult(gid, results, app=self.app)
 
 
@@ -713,10 +767,13 @@ class chord(Signature):  # Celery's lower-case name
     ) -> None:
         if isinstance(header, Mapping):
             header_value: Any = maybe_signature(header, app)
+            members = [header_value]
         else:
-            header_value = [maybe_signature(t, app) for t in header]
+            header_value = members = [maybe_signature(t, app) for t in header]
         body_sig = maybe_signature(body, app) if body is not None else None
-        app = app or (body_sig._app if body_sig is not None else None)
+        if body_sig is not None:
+            members = [*members, body_sig]
+        app = app or next((s._app for s in members if s._app is not None), None)
         super().__init__(
             "celery.chord",
             (),
@@ -745,7 +802,8 @@ class chord(Signature):  # Celery's lower-case name
 
     @body.setter
     def body(self, value: Mapping[str, Any]) -> None:
-        self.kwargs["body"] = maybe_signature(value, self._app)
+        body = self.kwargs["body"] = maybe_signature(value, self._app)
+        self._app = self._app or body._app
 
     @property
     def tasks(self) -> list[Signature]:
@@ -829,6 +887,8 @@ class chord(Signature):  # Celery's lower-case name
     ) -> ResultNode:
         """Sets the chord's size in the backend, then sends the header tasks, each carrying the
         body; returns the body's result (``parent``: the header's ``GroupResult``)."""
+        if self.app.conf.task_always_eager:
+            return self.apply(args, kwargs, **options)
         options = {**self.options, **{k: v for k, v in options.items() if v is not None}}
         args = (*tuple(args or ()), *self.args) if not self.immutable else self.args
         body = self.body.clone()
@@ -858,3 +918,15 @@ class chord(Signature):  # Celery's lower-case name
             header_result = GroupResult(group_id, [], app=self.app)
         body_result.parent = header_result
         return body_result
+
+    def apply(
+        self,
+        args: Iterable[Any] | None = None,
+        kwargs: Mapping[str, Any] | None = None,
+        **options: Any,
+    ) -> ResultNode:
+        """Runs the header here, then the body on its results (a failure raises)."""
+        header = self._header().apply(args, kwargs)
+        result = self.body.apply((header.get(),), **options)
+        result.parent = header
+        return result

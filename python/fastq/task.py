@@ -202,6 +202,7 @@ class Task:
         """Runs the task here and now (eager mode), retries included; returns an
         ``EagerResult``. With ``throw`` (default: ``task_eager_propagates``) failures raise."""
         from fastq.result import EagerResult
+        from fastq.worker.followups import eager_embed, send_followups
         from fastq.worker.tracer import run_task
 
         context = Context(
@@ -213,12 +214,14 @@ class Task:
             is_eager=True,
             called_directly=False,
             delivery_info={"is_eager": True},
+            **eager_embed(options),
         )
         while True:
             outcome = run_task(self, context, acks_late=False, enforce_hard_limit=False)
             if outcome.state != states.RETRY:
                 break
             context.retries += 1  # eager retries run at once, as in Celery
+        send_followups(self.app, context, outcome)  # link, link_error, chain: run here too
         propagate = self.app.conf.task_eager_propagates if throw is None else throw
         if propagate and outcome.state == states.FAILURE:
             raise outcome.value

@@ -15,7 +15,7 @@ import logging
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from fastq import errors, states
@@ -45,6 +45,24 @@ def send_followups(app: App, context: Context, outcome: Outcome) -> None:
         return  # it returned its chord part
     if context.chord and state in (states.SUCCESS, states.REVOKED):
         _guard(context, "chord part", lambda: _chord_part(app, context, state, value))
+
+
+def eager_embed(options: dict[str, Any]) -> dict[str, Any]:
+    """For ``Task.apply`` (eager mode): the request fields that the sending options would have
+    put in a message, so callbacks, errbacks and the chain run in this process too."""
+
+    def as_list(value: Any) -> list[Any] | None:
+        if value is None:
+            return None
+        return [value] if isinstance(value, Mapping) else list(value)
+
+    return {
+        "callbacks": as_list(options.get("link")),
+        "errbacks": as_list(options.get("link_error")),
+        "chain": options.get("chain"),
+        "root_id": options.get("root_id"),
+        "parent_id": options.get("parent_id"),
+    }
 
 
 def on_failure(app: App, request: Context, exc: Any, traceback: str | None) -> None:
