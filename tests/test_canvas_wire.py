@@ -15,7 +15,7 @@ from typing import Any
 import celery
 import pytest
 import redis
-from fastq import App, GroupResult, _core, chain, chord, group, signature
+from fastq import App, GroupResult, _core, chain, chord, errors, group, signature
 from fastq.canvas import Signature
 
 UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
@@ -248,3 +248,13 @@ def test_chord_without_a_group_backend_says_so(broker_url: str) -> None:
     with pytest.raises(Exception, match="redis://"):
         chord([add.s(1, 1)])(add.s(1))
     app.close()
+
+
+def test_a_group_is_sent_all_or_nothing(fastq_app: App, broker_redis: redis.Redis) -> None:
+    add = fastq_app.tasks["t.add"]
+    # The tasks go out in one pipelined batch: one that cannot be encoded stops them all.
+    with pytest.raises(errors.EncodeError):
+        group(add.s(1, 1), add.s(object(), 1)).apply_async()
+    assert broker_redis.llen("celery") == 0
+    group(add.s(1, 1), add.s(2, 2)).apply_async()
+    assert broker_redis.llen("celery") == 2

@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 import threading
 import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 from functools import cached_property
 from typing import Any, TypeVar, overload
@@ -189,8 +190,28 @@ class App:
         message = self.build_message(name, args, kwargs, **options)
         if not message.headers.get("ignore_result"):
             self.backend.on_task_sent(message.id)
-        self.broker.publish(message)
+        batch = getattr(self._local, "batch", None)
+        if batch is not None:
+            batch.append(message)
+        else:
+            self.broker.publish(message)
         return AsyncResult(message.id, app=self)
+
+    @contextmanager
+    def publish_batch(self) -> Iterator[None]:
+        """Tasks sent in this block (by this thread) are published together when it ends, in
+        one pipelined round trip: how a group's tasks go out. Nothing is sent if it raises."""
+        if getattr(self._local, "batch", None) is not None:
+            yield  # nested: the outermost block publishes
+            return
+        batch: list[protocol.OutgoingMessage] = []
+        self._local.batch = batch
+        try:
+            yield
+        finally:
+            self._local.batch = None
+        if batch:
+            self.broker.publish_many(batch)
 
     def send_many(
         self,

@@ -711,10 +711,13 @@ class group(Signature):  # Celery's lower-case name
         if chord_body is not None:
             # Before any header task is sent, or the last one could finish first and find no size.
             self.app.backend.set_chord_size(gid, sum(_chord_size(m) for m in members))
-        results = [
-            task.apply_async(args, kwargs, group_id=gid, group_index=i, chord=chord_body, **options)
-            for i, task in enumerate(members)
-        ]
+        with self.app.publish_batch():
+            results = [
+                task.apply_async(
+                    args, kwargs, group_id=gid, group_index=i, chord=chord_body, **options
+                )
+                for i, task in enumerate(members)
+            ]
         return GroupResult(gid, results, app=self.app)
 
     def apply(
