@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Iterator
+from datetime import datetime, timedelta, timezone
 
 import pytest
 import redis
@@ -127,6 +128,14 @@ def test_failing_chord_part_fails_the_body(
     with pytest.raises(errors.ChordError, match=r"raised ValueError\('header'\)"):
         result.get(timeout=30)
     wait_until(lambda: errbacks(runs) == [result.id])
+
+
+def test_expired_chord_part_ends_the_chord(client: App, worker: WorkerProcess) -> None:
+    add, tsum = client.tasks["interop.add"], client.tasks["interop.tsum"]
+    gone = add.si(2, 2).set(expires=datetime.now(timezone.utc) - timedelta(seconds=1))
+    result = chord([add.s(1, 1), gone])(tsum.s())
+    with pytest.raises(errors.ChordError, match="TaskRevokedError"):
+        result.get(timeout=30)
 
 
 def test_chains_in_a_chord_header(client: App, worker: WorkerProcess) -> None:

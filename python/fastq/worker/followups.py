@@ -47,6 +47,14 @@ def send_followups(app: App, context: Context, outcome: Outcome) -> None:
         _guard(context, "chord part", lambda: _chord_part(app, context, state, value))
 
 
+def on_revoked(app: App, context: Context, reason: str) -> None:
+    """A task that will not run (expired, revoked) still returns its chord part, as in Celery,
+    or its chord would never finish."""
+    if context.chord:
+        error = errors.TaskRevokedError(reason)
+        _guard(context, "chord part", lambda: _chord_part(app, context, states.REVOKED, error))
+
+
 def eager_embed(options: dict[str, Any]) -> dict[str, Any]:
     """For ``Task.apply`` (eager mode): the request fields that the sending options would have
     put in a message, so callbacks, errbacks and the chain run in this process too."""

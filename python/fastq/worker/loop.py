@@ -23,7 +23,7 @@ from fastq.app import App
 from fastq.backends import DisabledBackend
 from fastq.brokers.base import Consumer, Delivery
 from fastq.task import Context, Task
-from fastq.worker.followups import send_followups
+from fastq.worker.followups import on_revoked, send_followups
 from fastq.worker.limits import effective_limits
 from fastq.worker.ratelimit import RateLimiter
 from fastq.worker.request import build_context, eta_of, expired
@@ -261,6 +261,7 @@ class WorkerLoop:
     def _revoke_expired(self, consumer: Consumer, tag: str, context: Context) -> None:
         log.info("task %s[%s] expired before it ran; revoked", context.task, context.id)
         self._record(context.id, errors.TaskRevokedError("expired"), states.REVOKED, None, context)
+        on_revoked(self.app, context, "expired")  # canvas: a chord still gets this part
         self._settle(consumer, tag, Settle.ACK)
 
     def _execute(
