@@ -13,9 +13,9 @@ from __future__ import annotations
 import inspect
 import logging
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from copy import deepcopy
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar, overload
 
 from fastq.result import AsyncResult, GroupResult, ResultNode
 
@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from fastq.task import Task
 
 log = logging.getLogger("fastq.canvas")
+T = TypeVar("T")
 
 #: Options a merge may not replace once set (Celery's ``_IMMUTABLE_OPTIONS``): a task counted by
 #: a chord must stay in that chord's group.
@@ -64,6 +65,27 @@ def _send_options() -> frozenset[str]:
 
 
 _SEND_OPTIONS: frozenset[str] | None = None
+
+
+class _Field(Generic[T]):
+    """A key of the signature dict that is also an attribute (``sig.args``), converted when set
+    so the dict keeps the types of the wire form."""
+
+    def __init__(self, key: str, convert: Callable[[Any], T]) -> None:
+        self.key = key
+        self.convert = convert
+
+    @overload
+    def __get__(self, obj: None, owner: type) -> _Field[T]: ...
+    @overload
+    def __get__(self, obj: dict[str, Any], owner: type) -> T: ...
+    def __get__(self, obj: dict[str, Any] | None, owner: type) -> _Field[T] | T:
+        if obj is None:
+            return self
+        return obj[self.key]  # type: ignore[no-any-return]
+
+    def __set__(self, obj: dict[str, Any], value: Any) -> None:
+        obj[self.key] = self.convert(value)
 
 
 class Signature(dict):  # type: ignore[type-arg]
@@ -132,48 +154,14 @@ class Signature(dict):  # type: ignore[type-arg]
                 return target.from_dict(d, app)
         return Signature(d, app=app)
 
-    # -- fields ----------------------------------------------------------------------------------
-    @property
-    def task(self) -> str:
-        return str(self["task"])
-
+    # -- fields (the dict's keys, also read and set as attributes) --------------------------------
+    task: _Field[str] = _Field("task", str)
     name = task
-
-    @property
-    def args(self) -> tuple[Any, ...]:
-        return tuple(self["args"])
-
-    @args.setter
-    def args(self, value: Iterable[Any]) -> None:
-        self["args"] = tuple(value)
-
-    @property
-    def kwargs(self) -> dict[str, Any]:
-        return self["kwargs"]  # type: ignore[no-any-return]
-
-    @kwargs.setter
-    def kwargs(self, value: Mapping[str, Any]) -> None:
-        self["kwargs"] = dict(value)
-
-    @property
-    def options(self) -> dict[str, Any]:
-        return self["options"]  # type: ignore[no-any-return]
-
-    @options.setter
-    def options(self, value: Mapping[str, Any]) -> None:
-        self["options"] = dict(value)
-
-    @property
-    def subtask_type(self) -> str | None:
-        return self["subtask_type"]  # type: ignore[no-any-return]
-
-    @property
-    def immutable(self) -> bool:
-        return bool(self["immutable"])
-
-    @immutable.setter
-    def immutable(self, value: bool) -> None:
-        self["immutable"] = bool(value)
+    args: _Field[tuple[Any, ...]] = _Field("args", tuple)
+    kwargs: _Field[dict[str, Any]] = _Field("kwargs", dict)
+    options: _Field[dict[str, Any]] = _Field("options", dict)
+    subtask_type: _Field[str | None] = _Field("subtask_type", lambda v: v)
+    immutable: _Field[bool] = _Field("immutable", bool)
 
     @property
     def id(self) -> str | None:
@@ -224,6 +212,14 @@ class Signature(dict):  # type: ignore[type-arg]
         if self.immutable:
             return self.args, dict(self.kwargs), merged
         return (*tuple(args or ()), *self.args), {**self.kwargs, **(kwargs or {})}, merged
+
+    def _call_args(
+        self, args: Iterable[Any] | None, options: Mapping[str, Any]
+    ) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        """For a workflow being sent or run: its partial args before its own (unless it is
+        immutable), and its options overridden by those given (``None`` means not given)."""
+        merged = {**self.options, **{k: v for k, v in options.items() if v is not None}}
+        return self._merge(args)[0], merged
 
     def clone(
         self,
@@ -528,11 +524,10 @@ class chain(Signature):  # Celery's lower-case name
         of the last task (its ``parent`` is the one of the task before, and so on)."""
         if self.app.conf.task_always_eager:
             return self.apply(args, kwargs, **options)
-        options = {**self.options, **{k: v for k, v in options.items() if v is not None}}
+        args, options = self._call_args(args, options)
         steps = self._steps()
         if not steps:
             raise ValueError("cannot send an empty chain")
-        args = (*tuple(args or ()), *self.args) if not self.immutable else self.args
         # The chain's result is its last task's: that task takes the chain's id and, in a
         # group or chord header, the group's place.
         last_id = options.pop("task_id", None)
@@ -557,12 +552,12 @@ class chain(Signature):  # Celery's lower-case name
         **options: Any,
     ) -> ResultNode:
         """Runs the steps here, one after another; a failing step raises (as in Celery)."""
-        options = {**self.options, **{k: v for k, v in options.items() if v is not None}}
+        args, options = self._call_args(args, options)
         options.pop("task_id", None)
         previous: ResultNode | None = None
         for step in self._steps():
             if previous is None:
-                result = step.apply((*tuple(args or ()), *self.args), kwargs, **options)
+                result = step.apply(args, kwargs, **options)
             else:
                 result = step.apply((previous.get(),), **options)
             result.parent = previous
@@ -644,7 +639,7 @@ class group(Signature):  # Celery's lower-case name
     ) -> Signature:
         copy = group(*(t.clone() for t in self.tasks), app=self._app, **deepcopy(self.options))
         copy.options.update(options)
-        copy.args = (*tuple(args or ()), *self.args)
+        copy.args = self._merge(args)[0]
         copy.immutable = self.immutable
         return copy
 
@@ -694,19 +689,19 @@ class group(Signature):  # Celery's lower-case name
             raise TypeError("a group cannot have link/link_error: use a chord, or link the tasks")
         if self.app.conf.task_always_eager:
             return self.apply(args, kwargs, **options)
-        options = {**self.options, **{k: v for k, v in options.items() if v is not None}}
+        args, options = self._call_args(args, options)
+        gid = options.pop("task_id", None) or str(uuid.uuid4())
         rest = options.pop("chain", None)
         if rest:
             # A worker finishing the step before this group, in a chain built without chords
             # (Celery upgrades group | task to a chord, so only an odd client gets here): the
             # group is then the header of a chord whose body is the next step.
             body = maybe_signature(rest[-1], self._app).clone(chain=list(rest[:-1]) or None)
-            return chord(self, body, app=self._app).apply_async(args, kwargs, **options)
-        gid = options.pop("task_id", None) or str(uuid.uuid4())
+            header = group(*self.tasks, app=self._app, task_id=gid)
+            return chord(header, body, app=self._app).apply_async(args, kwargs, **options)
         options.pop("group_index", None)
         options.pop("group_id", None)
         chord_body = options.pop("chord", None)
-        args = (*tuple(args or ()), *self.args) if not self.immutable else self.args
         members = self._members()
         if chord_body is not None:
             # Before any header task is sent, or the last one could finish first and find no size.
@@ -727,9 +722,8 @@ class group(Signature):  # Celery's lower-case name
         **options: Any,
     ) -> ResultNode:
         """Runs every task here, in order; returns a ``GroupResult`` of ``EagerResult``."""
-        options = {**self.options, **{k: v for k, v in options.items() if v is not None}}
+        args, options = self._call_args(args, options)
         gid = options.pop("task_id", None) or str(uuid.uuid4())
-        args = (*tuple(args or ()), *self.args) if not self.immutable else self.args
         results = [task.apply(args, kwargs, **options) for task in self._members()]
         return GroupResult(gid, results, app=self.app)
 
@@ -848,7 +842,7 @@ class chord(Signature):  # Celery's lower-case name
             **deepcopy(self.options),
         )
         copy.options.update(options)
-        copy.args = (*tuple(args or ()), *self.args)
+        copy.args = self._merge(args)[0]
         copy.immutable = self.immutable
         return copy
 
@@ -892,8 +886,7 @@ class chord(Signature):  # Celery's lower-case name
         body; returns the body's result (``parent``: the header's ``GroupResult``)."""
         if self.app.conf.task_always_eager:
             return self.apply(args, kwargs, **options)
-        options = {**self.options, **{k: v for k, v in options.items() if v is not None}}
-        args = (*tuple(args or ()), *self.args) if not self.immutable else self.args
+        args, options = self._call_args(args, options)
         body = self.body.clone()
         header = self._header().clone()
         assert isinstance(header, group)

@@ -15,6 +15,12 @@ if TYPE_CHECKING:
     from fastq.backends.base import Backend
 
 
+def _current_app() -> App:
+    from fastq.app import current_app
+
+    return current_app()
+
+
 class AsyncResult:
     """The outcome of a task by id: ``state``, ``ready()``, ``get(timeout)``, ``await``."""
 
@@ -25,12 +31,8 @@ class AsyncResult:
         backend: Backend | None = None,
         parent: ResultNode | None = None,
     ) -> None:
-        if app is None:
-            from fastq.app import current_app
-
-            app = current_app()
         self.id = id
-        self.app = app
+        self.app = app or _current_app()
         self._backend = backend
         self._cache: dict[str, Any] | None = None
         #: The result this one's task was started from, in a chain or chord (``None`` otherwise).
@@ -181,13 +183,9 @@ class GroupResult:
         backend: Backend | None = None,
         parent: ResultNode | None = None,
     ) -> None:
-        if app is None:
-            from fastq.app import current_app
-
-            app = current_app()
         self.id = id
         self.results: list[ResultNode] = list(results or [])
-        self.app = app
+        self.app = app or _current_app()
         self._backend = backend
         self.parent = parent
 
@@ -306,10 +304,7 @@ class GroupResult:
         cls, id: str, app: App | None = None, backend: Backend | None = None
     ) -> GroupResult | None:
         """The group saved under ``id``, or ``None`` when nothing is saved."""
-        if app is None:
-            from fastq.app import current_app
-
-            app = current_app()
+        app = app or _current_app()
         meta = (backend or app.backend).restore_group(id)
         if meta is None:
             return None

@@ -192,13 +192,21 @@ def chord_error(app: App, body: Signature, exc: BaseException) -> None:
                 task.link_error(errback)
             chord_error(app, task, exc)
         return
-    options = body.options
-    task_id = options.setdefault("task_id", str(uuid.uuid4()))
-    request = Context(
-        id=task_id,
-        task=body.task,
-        args=body.args,
-        kwargs=body.kwargs,
+    body.options.setdefault("task_id", str(uuid.uuid4()))
+    request = request_of(body)
+    app.backend.store_result(body.options["task_id"], exc, states.FAILURE, None, request)
+    on_failure(app, request, exc, None)
+
+
+def request_of(sig: Signature) -> Context:
+    """The request a frozen signature's task would have run with: what storing its result or
+    failing it in its place needs (its chord, chain and errbacks included)."""
+    options = sig.options
+    return Context(
+        id=options.get("task_id"),
+        task=sig.task,
+        args=sig.args,
+        kwargs=sig.kwargs,
         root_id=options.get("root_id"),
         parent_id=options.get("parent_id"),
         group=options.get("group_id"),
@@ -208,8 +216,6 @@ def chord_error(app: App, body: Signature, exc: BaseException) -> None:
         errbacks=options.get("link_error"),
         delivery_info={},
     )
-    app.backend.store_result(task_id, exc, states.FAILURE, None, request)
-    on_failure(app, request, exc, None)
 
 
 # -- failure -------------------------------------------------------------------------------------
@@ -226,18 +232,7 @@ def fail_chain(app: App, chain: list[Any] | None, exc: Any, traceback: str | Non
         if isinstance(step, chord):
             pending.append(step.body)  # its result is its body's
             continue
-        options = step.options
-        request = Context(
-            id=options.get("task_id"),
-            task=step.task,
-            args=step.args,
-            kwargs=step.kwargs,
-            root_id=options.get("root_id"),
-            parent_id=options.get("parent_id"),
-            group=options.get("group_id"),
-            group_index=options.get("group_index"),
-            chord=options.get("chord"),
-        )
+        request = request_of(step)
         if request.id is None:
             continue
         failed_before = request.chord and backend.get_meta(request.id)["status"] in (
