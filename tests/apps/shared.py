@@ -60,3 +60,19 @@ def errback(task_id: str) -> str:
 def errback_request(request: Any, exc: BaseException, traceback: Any) -> None:
     """A new-style errback (more than one argument): called in the worker with the request."""
     runs().rpush("errbacks", json.dumps([request.id, type(exc).__name__, str(exc)]))
+
+
+#: The tasks both test apps define, by their short name (``interop.<name>``).
+TASKS = ("add", "mul", "fail", "record", "tsum", "tsum_once", "errback", "errback_request")
+
+
+def register(app: Any) -> Any:
+    """Gives a client app (fastq or Celery) the test tasks, to build signatures with them."""
+    for name in TASKS:
+        app.task(name=f"interop.{name}")(globals()[name])
+    return app
+
+
+def errbacks() -> list[str]:
+    """What the errback tasks recorded, in order."""
+    return [v.decode() for v in runs().lrange("errbacks", 0, -1)]

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import json
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import celery
 import pytest
@@ -13,22 +12,9 @@ from celery.exceptions import ChordError as CeleryChordError
 from fastq import App, chain, chord, errors, group
 
 from tests.apps import shared
-from tests.processes import celery_worker, fastq_worker
+from tests.processes import celery_worker, fastq_worker, wait_until
 
-
-@pytest.fixture
-def worker_env(broker_url: str, backend_url: str) -> dict[str, str]:
-    return {"FASTQ_BROKER_URL": broker_url, "FASTQ_RESULT_BACKEND": backend_url}
-
-
-@pytest.fixture
-def fastq_client(broker_url: str, backend_url: str) -> Iterator[App]:
-    """A fastq client knowing the test tasks by name (their bodies never run here)."""
-    app = App("client", broker=broker_url, backend=backend_url, set_as_current=False)
-    for name in ("add", "mul", "fail", "tsum", "tsum_once", "errback", "errback_request"):
-        app.task(name=f"interop.{name}")(getattr(shared, name))
-    yield app
-    app.close()
+pytestmark = pytest.mark.usefixtures("runs")  # the tasks record into it: start it empty
 
 
 @pytest.fixture
@@ -37,27 +23,6 @@ def celery_client(broker_url: str, backend_url: str) -> Iterator[celery.Celery]:
     app = celery.Celery("client", broker=broker_url, backend=backend_url, set_as_current=False)
     yield app
     app.close()
-
-
-@pytest.fixture(autouse=True)
-def runs() -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(shared.RUNS_URL)
-    client.flushdb()
-    yield client
-    client.close()
-
-
-def errbacks(runs: redis.Redis) -> list[str]:
-    return [v.decode() for v in runs.lrange("errbacks", 0, -1)]
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError("condition not met in time")
 
 
 # -- started by Celery, run by fastq -------------------------------------------------------------
@@ -92,33 +57,35 @@ def test_celery_workflows_complete_on_fastq_workers(
         )
         with pytest.raises(ValueError, match="from celery"):
             failing.get(timeout=30)
-        wait_until(lambda: len(errbacks(runs)) == 2)
+        wait_until(lambda: len(shared.errbacks()) == 2)
         log = worker.log()
-    assert sorted(errbacks(runs)) == sorted(
+    assert sorted(shared.errbacks()) == sorted(
         [failing.id, json.dumps([failing.id, "ValueError", "from celery"])]
     )
     assert "could not send" not in log, log
 
 
 def test_celery_chord_with_a_failing_part_on_fastq_workers(
-    celery_client: celery.Celery, worker_env: dict[str, str], runs: redis.Redis
+    celery_client: celery.Celery, worker_env: dict[str, str]
 ) -> None:
     sig = celery_client.signature
     with fastq_worker("--concurrency", "2", env=worker_env):
         header = [sig("interop.add", (1, 1)), sig("interop.fail", ("part",))]
         body = sig("interop.tsum").on_error(sig("interop.errback"))
         result = celery.chord(header)(body)
+        wait_until(lambda: shared.errbacks() == [result.id])
+        # A fresh handle: Celery's get() on the original may raise the header's own error
+        # first, as it checks the parents while it waits.
         with pytest.raises(CeleryChordError, match=r"raised ValueError\('part'\)"):
-            result.get(timeout=30)
-        wait_until(lambda: errbacks(runs) == [result.id])
+            celery_client.AsyncResult(result.id).get(timeout=30)
 
 
 # -- started by fastq, run by Celery -------------------------------------------------------------
 def test_fastq_chain_completes_on_celery_workers(
-    fastq_client: App, worker_env: dict[str, str], runs: redis.Redis
+    task_client: App, worker_env: dict[str, str]
 ) -> None:
-    add, mul, fail = (fastq_client.tasks[f"interop.{n}"] for n in ("add", "mul", "fail"))
-    errback = fastq_client.tasks["interop.errback"]
+    add, mul, fail = (task_client.tasks[f"interop.{n}"] for n in ("add", "mul", "fail"))
+    errback = task_client.tasks["interop.errback"]
     with celery_worker("-P", "solo", env=worker_env):
         result = chain(add.s(1, 2), add.s(10), mul.s(2), add.si(100, 1)).apply_async()
         assert result.get(timeout=30) == 101
@@ -130,15 +97,15 @@ def test_fastq_chain_completes_on_celery_workers(
             broken.get(timeout=30)  # Celery fails the steps that will not run, like fastq
         assert broken.parent is not None
         failed_id = broken.parent.id
-        wait_until(lambda: errbacks(runs) == [failed_id])
+        wait_until(lambda: shared.errbacks() == [failed_id])
 
 
 def test_fastq_chord_runs_on_celery_workers(
-    fastq_client: App, worker_env: dict[str, str], runs: redis.Redis
+    task_client: App, worker_env: dict[str, str], runs: redis.Redis
 ) -> None:
-    add, tsum_once = fastq_client.tasks["interop.add"], fastq_client.tasks["interop.tsum_once"]
-    fail, tsum = fastq_client.tasks["interop.fail"], fastq_client.tasks["interop.tsum"]
-    errback = fastq_client.tasks["interop.errback"]
+    add, tsum_once = task_client.tasks["interop.add"], task_client.tasks["interop.tsum_once"]
+    fail, tsum = task_client.tasks["interop.fail"], task_client.tasks["interop.tsum"]
+    errback = task_client.tasks["interop.errback"]
     with celery_worker("-P", "threads", "-c", "4", env=worker_env):
         result = chord(add.s(i, i) for i in range(30))(tsum_once.s("fastq-chord"))
         assert result.get(timeout=60) == sum(2 * i for i in range(30))
@@ -147,14 +114,14 @@ def test_fastq_chord_runs_on_celery_workers(
         failing = chord([add.s(1, 1), fail.si("in celery")])(tsum.s().on_error(errback.s()))
         with pytest.raises(errors.ChordError, match=r"raised ValueError\('in celery'\)"):
             failing.get(timeout=30)
-        wait_until(lambda: errbacks(runs) == [failing.id])
+        wait_until(lambda: shared.errbacks() == [failing.id])
 
 
 # -- both kinds of workers on one queue ----------------------------------------------------------
 def test_mixed_workers_share_chains_and_chords(
-    fastq_client: App, worker_env: dict[str, str], runs: redis.Redis
+    task_client: App, worker_env: dict[str, str], runs: redis.Redis
 ) -> None:
-    add, tsum_once = fastq_client.tasks["interop.add"], fastq_client.tasks["interop.tsum_once"]
+    add, tsum_once = task_client.tasks["interop.add"], task_client.tasks["interop.tsum_once"]
     with (
         celery_worker("-P", "threads", "-c", "2", env=worker_env) as celery_side,
         fastq_worker("--concurrency", "2", env=worker_env) as fastq_side,
