@@ -243,6 +243,26 @@ def test_ack_removes_the_message_from_unacked(r: redis.Redis, make_consumer: Mak
     consumer.ack(["never-delivered"])
 
 
+def test_an_ack_without_waiting_lands_before_the_next_command(
+    r: redis.Redis, make_consumer: MakeConsumer
+) -> None:
+    publish(r, "m1", "m2", "m3")
+    consumer = make_consumer()
+    first, *rest = consumer.fetch(1.0)
+
+    consumer.ack([first.delivery_tag], wait=False)
+    time.sleep(0.05)  # the write is on the server already, though its reply is not read yet
+    assert not r.hexists("unacked", first.delivery_tag)
+    assert consumer.in_flight == 2
+
+    consumer.ack([d.delivery_tag for d in rest])  # reads the owed replies, then its own
+    assert r.hlen("unacked") == 0
+    publish(r, "m4")
+    assert ids(consumer.fetch(1.0)) == ["m4"]
+    consumer.ack(["m4-tag-unknown"], wait=False)
+    consumer.close()  # reads what is still owed before closing
+
+
 def test_reject_without_requeue_drops_the_message(
     r: redis.Redis, make_consumer: MakeConsumer
 ) -> None:
