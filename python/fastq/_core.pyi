@@ -92,3 +92,118 @@ def task_from_parts(headers: dict[str, Any] | None, body: Any) -> TaskMessage:
 
 def decode_task_envelope(data: bytes, accept: list[str]) -> tuple[Envelope, TaskMessage]:
     """Decode a kombu Redis envelope and the task message inside it."""
+
+# -- Redis consumer --------------------------------------------------------------------------
+# Broker calls raise ``fastq.errors.BrokerConnectionError`` when Redis cannot be reached, went
+# away or is not ready (the URL in the message has its password hidden; the next call
+# reconnects), ``fastq.errors.BrokerError`` when Redis refuses a command, and
+# ``fastq.errors.ConfigurationError`` for arguments that cannot work.
+
+@final
+class Delivery:
+    """One message fetched from a Redis queue, decoded as far as it goes.
+
+    A message that cannot be decoded still arrives, with ``message`` None and ``error`` saying
+    why, so the worker can store a failure for ``task_id`` and ack it.
+    """
+
+    delivery_tag: str
+    """The kombu delivery tag to ack or reject; "" only when the envelope could not be read
+    well enough to record it as unacknowledged (it was moved to the ``fastq.malformed`` list and
+    there is nothing to ack)."""
+    queue: str
+    """The queue it came from: no priority suffix, no key prefix."""
+    priority: int
+    """``properties.priority`` clamped to 0 to 9; on Redis lower numbers are served first."""
+    redelivered: bool
+    content_type: str
+    properties: dict[str, Any]
+    reply_to: str | None
+    correlation_id: str | None
+    message: TaskMessage | None
+    """The task message, or None when it could not be decoded (see ``error``)."""
+    error: str | None
+    """Why it could not be decoded, as a sentence."""
+    error_kind: str | None
+    """The ``fastq.errors`` class of ``error``: ``DecodeError``, ``InvalidMessage``,
+    ``ContentDisallowed`` or ``UnknownContentType``."""
+    task_id: str | None
+    """The task id, from the headers (or ``correlation_id``) even when the body is bad."""
+    task_name: str | None
+    raw: bytes
+    """The envelope exactly as it was in Redis."""
+
+@final
+class RedisConsumer:
+    """The worker's consumer of kombu-layout Redis queues, compatible with Celery.
+
+    Each fetched message is popped and recorded in kombu's ``unacked``/``unacked_index`` (and in
+    this consumer's own set ``fastq.consumer.<consumer_id>``) in one atomic script, so it is
+    always either in its queue or unacknowledged. Connects on first use; after a connection
+    error the next call reconnects. Meant for one thread.
+    """
+
+    def __new__(
+        cls,
+        url: str,
+        queues: list[str],
+        *,
+        accept: list[str],
+        prefetch: int,
+        consumer_id: str,
+        global_keyprefix: str = "",
+        visibility_timeout: float = 3600.0,
+    ) -> RedisConsumer:
+        """``url``: ``redis://[:password@]host[:port][/db]``; ``accept``: serializer names or MIME
+        types (``accept_content``); ``prefetch``: how many messages may be held unacknowledged;
+        ``consumer_id``: unique per live consumer (e.g. hostname and pid), for
+        ``restore_consumer``."""
+
+    def fetch(self, timeout: float) -> list[Delivery]:
+        """Up to ``prefetch - in_flight`` deliveries, the lowest priority number first, waiting
+        up to ``timeout`` seconds for the first one (0: do not wait). Returns [] at once when the
+        window is full. The GIL is released while waiting and decoding.
+
+        The one step that is not atomic: when the queues are empty it blocks in ``BRPOP`` and
+        records the popped message right after; if this process dies in between, that message
+        is lost (as in kombu)."""
+
+    def ack(self, delivery_tags: list[str], wait: bool = True) -> None:
+        """Acknowledge these tags in one round trip; unknown or empty tags are ignored.
+
+        ``wait=False`` writes the ack without waiting for the reply (read before the next
+        command): the early ack before a task runs, at no round trip's cost.
+        """
+
+    def reject(self, delivery_tag: str, requeue: bool = False) -> None:
+        """Without ``requeue``, the same as ``ack``. With it, the message goes to the back of its
+        queue marked redelivered."""
+
+    def restore_unacked(self) -> int:
+        """Warm shutdown: put every message this consumer holds back at the head of its queue,
+        marked redelivered, the first taken served first. Returns how many were restored."""
+
+    @property
+    def in_flight(self) -> int:
+        """Messages delivered and not yet acked, rejected or restored by this consumer."""
+
+    @property
+    def prefetch(self) -> int: ...
+    @property
+    def visibility_timeout(self) -> float:
+        """Seconds, for the worker's periodic ``restore_visible``; fetch does not use it."""
+
+    def close(self) -> None:
+        """Drop the connection (the next call opens a new one); held messages stay held."""
+
+def restore_consumer(url: str, consumer_id: str, global_keyprefix: str = "") -> int:
+    """Put every message a dead consumer held back at the head of its queue, marked
+    redelivered; returns how many. The supervisor calls it when a child exits."""
+
+def restore_visible(url: str, visibility_timeout: float, global_keyprefix: str = "") -> int:
+    """kombu's visibility restore: under kombu's ``unacked_mutex`` lock, put back every message
+    unacknowledged for longer than ``visibility_timeout`` seconds, whoever holds it. Returns how
+    many (0 when another process holds the lock).
+
+    Entries that cannot be restored (unreadable, or no queue bound for their exchange and
+    routing key) are moved to the ``fastq.unrestorable`` list rather than dropped."""

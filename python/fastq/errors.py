@@ -35,8 +35,12 @@ class InvalidMessage(DecodeError):
 
 
 # -- runtime -------------------------------------------------------------------------------------
-class BrokerConnectionError(FastqError, ConnectionError):
-    """The broker cannot be reached or went away."""
+class BrokerError(FastqError):
+    """The broker refused a command (a key of the wrong type, out of memory, a script error)."""
+
+
+class BrokerConnectionError(BrokerError, ConnectionError):
+    """The broker cannot be reached, went away or is not ready; retrying later may work."""
 
 
 class BackendError(FastqError):

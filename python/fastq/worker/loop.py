@@ -269,7 +269,9 @@ class WorkerLoop:
     ) -> None:
         acks_late = task.acks_late if task.acks_late is not None else self.app.conf.task_acks_late
         if not acks_late:
-            consumer.ack([delivery.delivery_tag])  # Celery's default: ack before running
+            # Celery's default: acked before it runs, so a task that kills its worker is not
+            # redelivered; written without waiting for the reply.
+            consumer.ack([delivery.delivery_tag], wait=False)
         if self._tracks_started(task):
             self._store(
                 [

@@ -7,6 +7,7 @@ pub mod codec;
 pub mod envelope;
 pub mod error;
 pub mod protocol;
+pub mod redis;
 pub mod value;
 
 pub use error::{CodecError, Result};

@@ -1,5 +1,6 @@
 //! The one place Rust errors become Python exceptions, all classes of `fastq.errors`.
 
+use fastq_core::redis::BrokerError;
 use fastq_core::CodecError;
 use pyo3::prelude::*;
 use pyo3::types::PyType;
@@ -14,13 +15,27 @@ fn raise(py: Python<'_>, class: &str, message: String) -> PyErr {
     }
 }
 
-pub fn codec_error(py: Python<'_>, err: CodecError) -> PyErr {
-    let class = match &err {
+/// The `fastq.errors` class a codec error is raised as (also reported on a failed delivery).
+pub fn codec_error_kind(err: &CodecError) -> &'static str {
+    match err {
         CodecError::Decode { .. } => "DecodeError",
         CodecError::Encode { .. } => "EncodeError",
         CodecError::ContentDisallowed { .. } => "ContentDisallowed",
         CodecError::UnknownContentType(_) => "UnknownContentType",
         CodecError::InvalidMessage(_) => "InvalidMessage",
+    }
+}
+
+pub fn codec_error(py: Python<'_>, err: CodecError) -> PyErr {
+    raise(py, codec_error_kind(&err), err.to_string())
+}
+
+/// Broker failures: unreachable (retry later), refused command, or unusable configuration.
+pub fn broker_error(py: Python<'_>, err: BrokerError) -> PyErr {
+    let class = match &err {
+        BrokerError::Connection { .. } => "BrokerConnectionError",
+        BrokerError::Command { .. } => "BrokerError",
+        BrokerError::Config(_) => "ConfigurationError",
     };
     raise(py, class, err.to_string())
 }
@@ -37,5 +52,11 @@ pub trait IntoPyResult<T> {
 impl<T> IntoPyResult<T> for fastq_core::Result<T> {
     fn py_err(self, py: Python<'_>) -> PyResult<T> {
         self.map_err(|e| codec_error(py, e))
+    }
+}
+
+impl<T> IntoPyResult<T> for fastq_core::redis::BrokerResult<T> {
+    fn py_err(self, py: Python<'_>) -> PyResult<T> {
+        self.map_err(|e| broker_error(py, e))
     }
 }

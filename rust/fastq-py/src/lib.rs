@@ -1,9 +1,11 @@
 //! `fastq._core`: bindings only; the logic lives in the `fastq-core` crate.
 
 mod codec;
+mod consumer;
 mod convert;
 mod errors;
 mod message;
+mod signals;
 
 use pyo3::prelude::*;
 
@@ -12,6 +14,8 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add_class::<message::TaskMessage>()?;
     m.add_class::<message::Envelope>()?;
+    m.add_class::<consumer::Delivery>()?;
+    m.add_class::<consumer::RedisConsumer>()?;
     m.add_function(wrap_pyfunction!(codec::dumps, m)?)?;
     m.add_function(wrap_pyfunction!(codec::loads, m)?)?;
     m.add_function(wrap_pyfunction!(codec::decode_envelope, m)?)?;
@@ -21,5 +25,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(codec::decode_task, m)?)?;
     m.add_function(wrap_pyfunction!(codec::task_from_parts, m)?)?;
     m.add_function(wrap_pyfunction!(codec::decode_task_envelope, m)?)?;
+    m.add_function(wrap_pyfunction!(consumer::restore_consumer, m)?)?;
+    m.add_function(wrap_pyfunction!(consumer::restore_visible, m)?)?;
     Ok(())
 }

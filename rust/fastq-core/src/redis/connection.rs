@@ -1,0 +1,286 @@
+//! One lazily opened Redis connection, dropped after any failure and reopened by the next call,
+//! and the mapping of every client error to a [`BrokerError`] that never carries the password.
+//!
+//! The caller (the worker's Python loop) owns retries and backoff: a failed call raises, the
+//! next call reconnects. Nothing here sleeps or loops.
+
+use std::time::Duration;
+
+use ::redis::{
+    Client, ClientTlsConfig, Connection, ErrorKind, RedisError, RedisResult, ServerErrorKind,
+    TlsCertificates,
+};
+use thiserror::Error;
+
+use super::url::{client_url, redact_url, scrub, TlsOptions};
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long any reply may take, apart from a blocking pop's own wait: a claim over a batch takes
+/// milliseconds, so a longer silence means the server or the network is gone.
+pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[derive(Debug, Clone, PartialEq, Error)]
+pub enum BrokerError {
+    /// Redis cannot be reached, went away, timed out, refused the credentials, or is not ready
+    /// (loading its data, a read-only replica after failover). Retrying later may work.
+    #[error("cannot reach the Redis broker at {url}: {reason}")]
+    Connection { url: String, reason: String },
+    /// Redis answered with an error (a key of the wrong type, out of memory, a script error).
+    #[error("the Redis broker at {url} refused a command: {reason}")]
+    Command { url: String, reason: String },
+    /// The URL or an argument cannot work; retrying will not help.
+    #[error("{0}")]
+    Config(String),
+}
+
+pub type BrokerResult<T> = std::result::Result<T, BrokerError>;
+
+pub struct Connector {
+    client: Client,
+    /// The URL with its password hidden: the only form that goes into messages.
+    url: String,
+    password: Option<String>,
+    /// `CLIENT SETNAME` on every connection, so `CLIENT LIST` shows which consumer it is.
+    client_name: String,
+    conn: Option<Connection>,
+    /// The socket read timeout currently set, to skip a system call on every command.
+    read_timeout: Option<Duration>,
+    /// Replies owed to commands sent without waiting (`send_unread`); read before the next call.
+    unread: usize,
+}
+
+impl Connector {
+    /// Parses `url` (`redis://`, `rediss://`, `unix://`; db number in the path); does not connect.
+    /// `client_name` is shown by `CLIENT LIST` (spaces become `_`, which Redis requires).
+    pub fn new(url: &str, client_name: &str) -> BrokerResult<Self> {
+        let redacted = redact_url(url);
+        let (target, tls) = client_url(url);
+        let client = match tls_certificates(&tls)? {
+            Some(certs) => Client::build_with_tls(target.as_str(), certs),
+            None => Client::open(target.as_str()),
+        }
+        .map_err(|e| {
+            BrokerError::Config(format!(
+                "the Redis URL {redacted} is not usable: {}",
+                scrub(&e.to_string(), password_in(url).as_deref())
+            ))
+        })?;
+        let password = client
+            .get_connection_info()
+            .redis_settings()
+            .password()
+            .map(str::to_owned);
+        Ok(Connector {
+            client,
+            url: redacted,
+            password,
+            client_name: client_name.replace(|c: char| c.is_whitespace(), "_"),
+            conn: None,
+            read_timeout: None,
+            unread: 0,
+        })
+    }
+
+    /// The URL with its password hidden.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Runs `op` with the usual reply timeout.
+    pub fn run<T>(
+        &mut self,
+        op: impl FnOnce(&mut Connection) -> RedisResult<T>,
+    ) -> BrokerResult<T> {
+        self.run_with_timeout(COMMAND_TIMEOUT, op)
+    }
+
+    /// Runs `op` on the connection, opening it first if needed, with the socket read timeout set
+    /// to `read_timeout` (a blocking pop waits longer than other commands). Any error drops the
+    /// connection: after a timeout or a half-read reply it may be out of step with the server,
+    /// and reconnecting is cheap.
+    pub fn run_with_timeout<T>(
+        &mut self,
+        read_timeout: Duration,
+        op: impl FnOnce(&mut Connection) -> RedisResult<T>,
+    ) -> BrokerResult<T> {
+        let mut conn = match self.conn.take() {
+            Some(conn) => conn,
+            None => self.connect()?,
+        };
+        let result = self
+            .set_read_timeout(&conn, read_timeout)
+            .and_then(|()| drain(&mut conn, std::mem::take(&mut self.unread)))
+            .and_then(|()| op(&mut conn));
+        match result {
+            Ok(value) => {
+                self.conn = Some(conn);
+                Ok(value)
+            }
+            Err(e) => {
+                self.read_timeout = None;
+                self.unread = 0;
+                Err(self.error(&e))
+            }
+        }
+    }
+
+    /// Writes an already packed command without reading its `replies`: they are read before
+    /// the next command. The bytes are in the server's socket before this returns, so the command
+    /// takes effect even if this process dies before reading the reply.
+    pub fn send_unread(&mut self, packed: &[u8], replies: usize) -> BrokerResult<()> {
+        let mut conn = match self.conn.take() {
+            Some(conn) => conn,
+            None => self.connect()?,
+        };
+        match conn.send_packed_command(packed) {
+            Ok(()) => {
+                self.unread += replies;
+                self.conn = Some(conn);
+                Ok(())
+            }
+            Err(e) => {
+                self.read_timeout = None;
+                self.unread = 0;
+                Err(self.error(&e))
+            }
+        }
+    }
+
+    /// Reads the replies still owed, then drops the connection. Unread replies would make the
+    /// kernel reset the socket, which can discard commands the server has not read yet.
+    pub fn close(&mut self) {
+        if let Some(mut conn) = self.conn.take() {
+            let _ = conn
+                .set_read_timeout(Some(Duration::from_secs(2)))
+                .and_then(|()| drain(&mut conn, self.unread));
+        }
+        self.unread = 0;
+        self.read_timeout = None;
+    }
+
+    fn connect(&mut self) -> BrokerResult<Connection> {
+        self.read_timeout = None;
+        let mut conn = self
+            .client
+            .get_connection_with_timeout(CONNECT_TIMEOUT)
+            .map_err(|e| match e.kind() {
+                // e.g. `rediss://` without TLS support compiled in.
+                ErrorKind::InvalidClientConfig => BrokerError::Config(format!(
+                    "cannot connect to the Redis broker at {}: {}",
+                    self.url,
+                    self.reason(&e)
+                )),
+                // Everything else while connecting (refused, timed out, AUTH, SELECT) is about
+                // reaching the broker, and may work on a later try.
+                _ => self.connection_error(&e),
+            })?;
+        conn.set_write_timeout(Some(COMMAND_TIMEOUT))
+            .and_then(|()| {
+                ::redis::cmd("CLIENT")
+                    .arg("SETNAME")
+                    .arg(&self.client_name)
+                    .exec(&mut conn)
+            })
+            .map_err(|e| self.connection_error(&e))?;
+        Ok(conn)
+    }
+
+    fn set_read_timeout(&mut self, conn: &Connection, timeout: Duration) -> RedisResult<()> {
+        if self.read_timeout != Some(timeout) {
+            conn.set_read_timeout(Some(timeout))?;
+            self.read_timeout = Some(timeout);
+        }
+        Ok(())
+    }
+
+    fn reason(&self, e: &RedisError) -> String {
+        scrub(&e.to_string(), self.password.as_deref())
+    }
+
+    fn connection_error(&self, e: &RedisError) -> BrokerError {
+        BrokerError::Connection {
+            url: self.url.clone(),
+            reason: self.reason(e),
+        }
+    }
+
+    fn error(&self, e: &RedisError) -> BrokerError {
+        if is_transient(e) {
+            self.connection_error(e)
+        } else {
+            BrokerError::Command {
+                url: self.url.clone(),
+                reason: self.reason(e),
+            }
+        }
+    }
+}
+
+/// Reads `replies` replies owed to commands sent by `send_unread`.
+fn drain(conn: &mut Connection, replies: usize) -> RedisResult<()> {
+    for _ in 0..replies {
+        conn.recv_response()?;
+    }
+    Ok(())
+}
+
+/// Errors that mean "the broker is not there (or not ready) right now", as opposed to a command
+/// Redis understood and refused.
+fn is_transient(e: &RedisError) -> bool {
+    e.is_io_error()
+        || e.is_timeout()
+        || e.is_connection_dropped()
+        || e.is_connection_refusal()
+        || matches!(
+            e.kind(),
+            ErrorKind::AuthenticationFailed
+                | ErrorKind::Parse
+                | ErrorKind::Server(
+                    ServerErrorKind::BusyLoading
+                        | ServerErrorKind::TryAgain
+                        | ServerErrorKind::MasterDown
+                        | ServerErrorKind::ReadOnly
+                        | ServerErrorKind::ClusterDown
+                )
+        )
+        || matches!(e.code(), Some("NOAUTH" | "WRONGPASS"))
+}
+
+/// Reads the PEM files the URL names; `None` when it names none (the system's CAs are trusted).
+fn tls_certificates(tls: &TlsOptions) -> BrokerResult<Option<TlsCertificates>> {
+    let read = |option: &str, path: &str| {
+        std::fs::read(path).map_err(|e| {
+            BrokerError::Config(format!("cannot read the {option} file {path:?}: {e}"))
+        })
+    };
+    let client_tls = match (&tls.certfile, &tls.keyfile) {
+        (Some(cert), Some(key)) => Some(ClientTlsConfig {
+            client_cert: read("ssl_certfile", cert)?,
+            client_key: read("ssl_keyfile", key)?,
+        }),
+        (None, None) => None,
+        _ => {
+            return Err(BrokerError::Config(
+                "ssl_certfile and ssl_keyfile must be given together (a client certificate and its key)"
+                    .into(),
+            ))
+        }
+    };
+    let root_cert = match &tls.ca_certs {
+        Some(path) => Some(read("ssl_ca_certs", path)?),
+        None => None,
+    };
+    Ok(
+        (client_tls.is_some() || root_cert.is_some()).then_some(TlsCertificates {
+            client_tls,
+            root_cert,
+        }),
+    )
+}
+
+/// The password as written in a URL that did not even parse, so it can still be scrubbed.
+fn password_in(url: &str) -> Option<String> {
+    let rest = &url[url.find("://")? + 3..];
+    let userinfo = &rest[..rest.rfind('@')?];
+    userinfo.split_once(':').map(|(_, p)| p.to_owned())
+}

@@ -1,0 +1,413 @@
+//! The worker's Redis consumer: a prefetch window of deliveries, claimed from kombu's queue lists
+//! and recorded as unacknowledged in one atomic step, acked, rejected or restored.
+//!
+//! Synchronous on purpose: no runtime and no threads, so the prefork supervisor can fork freely
+//! and each child builds its own consumer (the connection opens on first use).
+
+use std::collections::HashMap;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use ::redis::{Connection, RedisResult};
+
+use super::connection::{BrokerError, BrokerResult, Connector, COMMAND_TIMEOUT};
+use super::delivery::Delivery;
+use super::keys::{KeyLayout, QueueKey};
+use super::restore::{restore_tags, End, RestoreReport};
+use super::scripts::Scripts;
+use crate::codec::Accept;
+
+/// Envelopes kept in `fastq.malformed` at most; the oldest are trimmed, so a flood of garbage
+/// cannot fill Redis.
+const MALFORMED_CAP: usize = 10_000;
+/// Below this a fetch does not block: `BRPOP … 0` would wait forever.
+const MIN_BLOCK: Duration = Duration::from_millis(1);
+/// kombu's `unacked_mutex_expire`.
+const RESTORE_LOCK_MS: u64 = 300_000;
+
+/// One claim script result: the 1-based index of the list it came from, its tag (empty when it
+/// could not be recorded) and the envelope.
+type Claimed = (usize, Vec<u8>, Vec<u8>);
+
+/// What a consumer needs; the binding builds it from the Python arguments.
+#[derive(Debug, Clone)]
+pub struct ConsumerConfig {
+    pub url: String,
+    pub queues: Vec<String>,
+    pub accept: Vec<String>,
+    pub prefetch: usize,
+    pub consumer_id: String,
+    pub global_keyprefix: String,
+    /// Seconds; how long a message may stay unacknowledged before `restore_visible` restores it.
+    pub visibility_timeout: f64,
+}
+
+pub struct RedisConsumer {
+    conn: Connector,
+    scripts: Scripts,
+    keys: KeyLayout,
+    order: Vec<QueueKey>,
+    accept: Accept,
+    prefetch: usize,
+    consumer_key: String,
+    visibility_timeout: f64,
+    /// Tags delivered and not yet acked, rejected or restored, with their delivery sequence so
+    /// a restore can put them back in the order they were taken.
+    in_flight: HashMap<String, u64>,
+    sequence: u64,
+    /// An envelope a blocking pop took whose claim has not completed (the connection broke in
+    /// between): it is claimed first on the next fetch, so only the death of this process
+    /// between the pop and the claim can lose it — the one non-atomic step, see `fetch`.
+    popped: Option<(usize, Vec<u8>)>,
+}
+
+impl RedisConsumer {
+    /// Checks the configuration; does not connect.
+    pub fn new(config: ConsumerConfig) -> BrokerResult<Self> {
+        if config.queues.is_empty() || config.queues.iter().any(String::is_empty) {
+            return Err(BrokerError::Config(
+                "a consumer needs at least one queue, and queue names cannot be empty".into(),
+            ));
+        }
+        if config.prefetch == 0 {
+            return Err(BrokerError::Config(
+                "prefetch must be at least 1: it is how many messages the consumer may hold".into(),
+            ));
+        }
+        if config.consumer_id.is_empty() {
+            return Err(BrokerError::Config(
+                "consumer_id cannot be empty: it names the set of tags this consumer holds".into(),
+            ));
+        }
+        if !(config.visibility_timeout.is_finite() && config.visibility_timeout > 0.0) {
+            return Err(BrokerError::Config(format!(
+                "visibility_timeout must be a positive number of seconds, got {}",
+                config.visibility_timeout
+            )));
+        }
+        let accept = Accept::new(&config.accept).map_err(|e| BrokerError::Config(e.to_string()))?;
+        let keys = KeyLayout::new(&config.global_keyprefix);
+        Ok(RedisConsumer {
+            conn: Connector::new(
+                &config.url,
+                &format!("fastq-consumer:{}", config.consumer_id),
+            )?,
+            scripts: Scripts::new(),
+            order: keys.consume_order(&config.queues),
+            consumer_key: keys.consumer(&config.consumer_id),
+            keys,
+            accept,
+            prefetch: config.prefetch,
+            visibility_timeout: config.visibility_timeout,
+            in_flight: HashMap::new(),
+            sequence: 0,
+            popped: None,
+        })
+    }
+
+    /// Up to `prefetch - in_flight` deliveries; none, without any I/O, when the window is full.
+    ///
+    /// The claim script pops and records a batch atomically. When it finds nothing, this blocks
+    /// in `BRPOP` over every list (in consume order) for up to `timeout`, then claims the popped
+    /// envelope together with a top-up batch. That idle → busy pop is the only step where a
+    /// message is in neither a list nor `unacked`: if this process dies between the BRPOP reply
+    /// and the claim (one round trip), the message is lost, as it is in kombu. If instead the
+    /// connection breaks there, the envelope is kept here and claimed by the next fetch; and if
+    /// a claim's reply is lost, what it recorded is in `unacked` and in this consumer's set, so
+    /// `restore_unacked`/`restore_consumer` bring it back.
+    pub fn fetch(&mut self, timeout: Duration) -> BrokerResult<Vec<Delivery>> {
+        let window = self.prefetch.saturating_sub(self.in_flight.len());
+        if window == 0 {
+            return Ok(Vec::new());
+        }
+        let mut claimed = self.claim(window)?;
+        if claimed.is_empty() && timeout >= MIN_BLOCK {
+            if let Some(popped) = self.block(timeout)? {
+                self.popped = Some(popped);
+                claimed = self.claim(window)?;
+            }
+        }
+        let malformed = self.keys.malformed();
+        let mut deliveries = Vec::with_capacity(claimed.len());
+        for (index, tag, raw) in claimed {
+            let queue = self
+                .order
+                .get(index.wrapping_sub(1))
+                .map(|k| k.queue.clone())
+                .unwrap_or_default();
+            let tag = String::from_utf8_lossy(&tag).into_owned();
+            if !tag.is_empty() {
+                self.sequence += 1;
+                self.in_flight.insert(tag.clone(), self.sequence);
+            }
+            deliveries.push(Delivery::decode(raw, tag, queue, &self.accept, &malformed));
+        }
+        Ok(deliveries)
+    }
+
+    /// Runs the claim script for up to `want` envelopes, the popped one first if any.
+    fn claim(&mut self, want: usize) -> BrokerResult<Vec<Claimed>> {
+        let mut invocation = self.scripts.claim.prepare_invoke();
+        for k in &self.order {
+            invocation.key(&k.key);
+        }
+        invocation
+            .key(self.keys.unacked())
+            .key(self.keys.unacked_index())
+            .key(&self.consumer_key)
+            .key(self.keys.malformed())
+            .arg(want)
+            .arg(unix_now().to_string())
+            .arg(MALFORMED_CAP);
+        if let Some((index, raw)) = &self.popped {
+            invocation.arg(*index).arg(raw);
+        }
+        let claimed = self.conn.run(|c| invocation.invoke(c))?;
+        self.popped = None;
+        Ok(claimed)
+    }
+
+    /// BRPOP over every list; the 1-based index of the list and the envelope, or `None` on timeout.
+    fn block(&mut self, timeout: Duration) -> BrokerResult<Option<(usize, Vec<u8>)>> {
+        let mut cmd = ::redis::cmd("BRPOP");
+        for k in &self.order {
+            cmd.arg(&k.key);
+        }
+        cmd.arg(format!("{:.3}", timeout.as_secs_f64()));
+        let popped: Option<(String, Vec<u8>)> = self
+            .conn
+            .run_with_timeout(timeout + COMMAND_TIMEOUT, |c| cmd.query(c))?;
+        Ok(popped.map(|(key, raw)| {
+            let index = self
+                .order
+                .iter()
+                .position(|k| k.key == key)
+                .map_or(0, |i| i + 1);
+            (index, raw)
+        }))
+    }
+
+    /// Acknowledges `tags` in one round trip (kombu: `ZREM unacked_index` + `HDEL unacked`).
+    pub fn ack(&mut self, tags: &[String]) -> BrokerResult<()> {
+        let tags: Vec<&String> = tags.iter().filter(|t| !t.is_empty()).collect();
+        if tags.is_empty() {
+            return Ok(());
+        }
+        let (unacked, index) = (self.keys.unacked(), self.keys.unacked_index());
+        let set = &self.consumer_key;
+        self.conn.run(|c| forget(c, &unacked, &index, set, &tags))?;
+        for tag in tags {
+            self.in_flight.remove(tag);
+        }
+        Ok(())
+    }
+
+    /// Without `requeue`, the same as `ack`. With it, the message goes to the *back* of its
+    /// queue marked redelivered, as kombu's reject does, atomically.
+    pub fn reject(&mut self, tag: &str, requeue: bool) -> BrokerResult<()> {
+        if tag.is_empty() {
+            return Ok(());
+        }
+        let tags = [tag.to_owned()];
+        if !requeue {
+            return self.ack(&tags);
+        }
+        let set = self.consumer_key.clone();
+        restore_tags(
+            &mut self.conn,
+            &self.scripts,
+            &self.keys,
+            &tags,
+            Some(&set),
+            End::Back,
+        )?;
+        self.in_flight.remove(tag);
+        Ok(())
+    }
+
+    /// Warm shutdown: every tag this consumer holds (by its Redis set, so also what an earlier
+    /// run under the same id left) goes back to the head of its queue, the first taken served
+    /// first again.
+    pub fn restore_unacked(&mut self) -> BrokerResult<RestoreReport> {
+        let set = self.consumer_key.clone();
+        let mut tags: Vec<String> = self
+            .conn
+            .run(|c| ::redis::cmd("SMEMBERS").arg(&set).query(c))?;
+        for tag in self.in_flight.keys() {
+            if !tags.contains(tag) {
+                tags.push(tag.clone());
+            }
+        }
+        // RPUSH puts the last pushed at the head: push the latest taken first. Tags from an
+        // earlier run (unknown sequence) go deepest.
+        tags.sort_by_key(|t| std::cmp::Reverse(self.in_flight.get(t).copied().unwrap_or(u64::MAX)));
+        let report = restore_tags(
+            &mut self.conn,
+            &self.scripts,
+            &self.keys,
+            &tags,
+            Some(&set),
+            End::Head,
+        )?;
+        self.in_flight.clear();
+        Ok(report)
+    }
+
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.len()
+    }
+
+    pub fn prefetch(&self) -> usize {
+        self.prefetch
+    }
+
+    pub fn visibility_timeout(&self) -> f64 {
+        self.visibility_timeout
+    }
+
+    pub fn queues(&self) -> impl Iterator<Item = &str> {
+        self.order
+            .iter()
+            .filter(|k| k.step == 0)
+            .map(|k| k.queue.as_str())
+    }
+
+    /// The URL with its password hidden.
+    pub fn url(&self) -> &str {
+        self.conn.url()
+    }
+
+    /// Drops the connection; a later call opens a new one. Held tags stay held.
+    /// Acknowledges `tags` without waiting for the reply: for early acks, written before the
+    /// task runs (so a task that kills its worker is not redelivered, as in Celery) at no round
+    /// trip's cost. A lost write only means a redelivery, never a lost message.
+    pub fn ack_unread(&mut self, tags: &[String]) -> BrokerResult<()> {
+        let tags: Vec<&String> = tags.iter().filter(|t| !t.is_empty()).collect();
+        if tags.is_empty() {
+            return Ok(());
+        }
+        let packed = forget_pipeline(
+            &self.keys.unacked(),
+            &self.keys.unacked_index(),
+            &self.consumer_key,
+            &tags,
+        )
+        .get_packed_pipeline();
+        // MULTI, three commands, EXEC: five replies.
+        self.conn.send_unread(&packed, 5)?;
+        for tag in tags {
+            self.in_flight.remove(tag);
+        }
+        Ok(())
+    }
+
+    pub fn close(&mut self) {
+        self.conn.close();
+    }
+}
+
+fn forget(
+    c: &mut Connection,
+    unacked: &str,
+    index: &str,
+    set: &str,
+    tags: &[&String],
+) -> RedisResult<()> {
+    forget_pipeline(unacked, index, set, tags).query(c)
+}
+
+fn forget_pipeline(unacked: &str, index: &str, set: &str, tags: &[&String]) -> ::redis::Pipeline {
+    let mut pipe = ::redis::pipe();
+    pipe.atomic()
+        .cmd("HDEL")
+        .arg(unacked)
+        .arg(tags)
+        .ignore()
+        .cmd("ZREM")
+        .arg(index)
+        .arg(tags)
+        .ignore()
+        .cmd("SREM")
+        .arg(set)
+        .arg(tags)
+        .ignore();
+    pipe
+}
+
+/// Puts back every tag a consumer (typically a dead prefork child) held, to the head of its
+/// queue; the supervisor calls this when a child exits.
+pub fn restore_consumer(
+    url: &str,
+    consumer_id: &str,
+    global_keyprefix: &str,
+) -> BrokerResult<RestoreReport> {
+    if consumer_id.is_empty() {
+        return Err(BrokerError::Config("consumer_id cannot be empty".into()));
+    }
+    let mut conn = Connector::new(url, "fastq-restore")?;
+    let keys = KeyLayout::new(global_keyprefix);
+    let set = keys.consumer(consumer_id);
+    let tags: Vec<String> = conn.run(|c| ::redis::cmd("SMEMBERS").arg(&set).query(c))?;
+    restore_tags(
+        &mut conn,
+        &Scripts::new(),
+        &keys,
+        &tags,
+        Some(&set),
+        End::Head,
+    )
+}
+
+/// kombu's `QoS.restore_visible`: under kombu's `unacked_mutex` lock, restores every message
+/// unacknowledged for longer than `visibility_timeout` seconds, whoever holds it. Returns an
+/// empty report when another process holds the lock.
+pub fn restore_visible(
+    url: &str,
+    visibility_timeout: f64,
+    global_keyprefix: &str,
+) -> BrokerResult<RestoreReport> {
+    if !(visibility_timeout.is_finite() && visibility_timeout >= 0.0) {
+        return Err(BrokerError::Config(format!(
+            "visibility_timeout must be a non-negative number of seconds, got {visibility_timeout}"
+        )));
+    }
+    let mut conn = Connector::new(url, "fastq-restore")?;
+    let keys = KeyLayout::new(global_keyprefix);
+    let scripts = Scripts::new();
+    let mutex = keys.unacked_mutex();
+    let token = uuid::Uuid::new_v4().simple().to_string();
+    let locked: Option<String> = conn.run(|c| {
+        ::redis::cmd("SET")
+            .arg(&mutex)
+            .arg(&token)
+            .arg("NX")
+            .arg("PX")
+            .arg(RESTORE_LOCK_MS)
+            .query(c)
+    })?;
+    if locked.is_none() {
+        return Ok(RestoreReport::default());
+    }
+    let result = (|| {
+        let ceiling = unix_now() - visibility_timeout;
+        let mut tags: Vec<String> = conn.run(|c| {
+            ::redis::cmd("ZRANGEBYSCORE")
+                .arg(keys.unacked_index())
+                .arg("-inf")
+                .arg(ceiling.to_string())
+                .query(c)
+        })?;
+        // Newest first, as kombu does, so the oldest ends up at the head of its queue.
+        tags.reverse();
+        restore_tags(&mut conn, &scripts, &keys, &tags, None, End::Head)
+    })();
+    // The lock expires by itself; failing to release it early only delays the next restore.
+    let _ = conn.run(|c| scripts.unlock.key(&mutex).arg(&token).invoke::<i64>(c));
+    result
+}
+
+/// Unix time in seconds, as kombu scores `unacked_index` (`time.time()`).
+fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}

@@ -1,0 +1,170 @@
+//! Where things live in Redis: kombu's layout (queue lists per priority step, the ack-emulation
+//! hash and index, binding sets, the restore lock) and fastq's own additions (a set of tags per
+//! consumer and two dead-letter lists). Celery and fastq interoperate only because these match
+//! kombu's byte for byte.
+
+/// kombu's `Channel.sep`, between a queue name and its priority step.
+pub const SEP: &str = "\x06\x16";
+/// kombu's default `priority_steps`: a message of priority p waits in the list of the largest
+/// step ≤ p, and lower steps are served first.
+pub const PRIORITY_STEPS: [u8; 4] = [0, 3, 6, 9];
+const MAX_PRIORITY: i64 = 9;
+
+/// Clamps a message priority to kombu's range 0–9.
+pub fn clamp_priority(priority: i64) -> i64 {
+    priority.clamp(0, MAX_PRIORITY)
+}
+
+/// The step a message of `priority` is queued under (kombu's `Channel.priority`).
+pub fn priority_step(priority: i64) -> u8 {
+    let p = clamp_priority(priority);
+    PRIORITY_STEPS
+        .iter()
+        .copied()
+        .rev()
+        .find(|&step| i64::from(step) <= p)
+        .unwrap_or(0)
+}
+
+/// One queue list in the order a consumer polls them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueKey {
+    pub key: String,
+    /// The queue's name as the user wrote it: no priority suffix, no key prefix.
+    pub queue: String,
+    pub step: u8,
+}
+
+/// Every key fastq touches, with kombu's `global_keyprefix` applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyLayout {
+    prefix: String,
+}
+
+impl KeyLayout {
+    pub fn new(global_keyprefix: &str) -> Self {
+        KeyLayout {
+            prefix: global_keyprefix.to_owned(),
+        }
+    }
+
+    fn key(&self, name: &str) -> String {
+        format!("{}{name}", self.prefix)
+    }
+
+    /// kombu's `_q_for_pri`: `queue` for step 0, `queue + SEP + step` otherwise.
+    pub fn queue(&self, queue: &str, step: u8) -> String {
+        if step == 0 {
+            self.key(queue)
+        } else {
+            format!("{}{queue}{SEP}{step}", self.prefix)
+        }
+    }
+
+    /// The list a message of `priority` for `queue` goes to.
+    pub fn queue_for_priority(&self, queue: &str, priority: i64) -> String {
+        self.queue(queue, priority_step(priority))
+    }
+
+    /// kombu's BRPOP order: every queue at step 0, then every queue at step 3, and so on.
+    pub fn consume_order(&self, queues: &[String]) -> Vec<QueueKey> {
+        PRIORITY_STEPS
+            .iter()
+            .flat_map(|&step| {
+                queues.iter().map(move |q| QueueKey {
+                    key: self.queue(q, step),
+                    queue: q.clone(),
+                    step,
+                })
+            })
+            .collect()
+    }
+
+    /// HASH tag → `[envelope, exchange, routing_key]`.
+    pub fn unacked(&self) -> String {
+        self.key("unacked")
+    }
+
+    /// ZSET tag scored by the unix time it was delivered.
+    pub fn unacked_index(&self) -> String {
+        self.key("unacked_index")
+    }
+
+    /// The lock kombu's `restore_visible` takes (redis-py `Lock`, `SET NX PX`).
+    pub fn unacked_mutex(&self) -> String {
+        self.key("unacked_mutex")
+    }
+
+    /// SET of `routing_key SEP pattern SEP queue` for an exchange.
+    pub fn binding(&self, exchange: &str) -> String {
+        self.key(&format!("_kombu.binding.{exchange}"))
+    }
+
+    /// SET of the tags one fastq consumer holds, so a dead consumer's tags can be found without
+    /// waiting for the visibility timeout.
+    pub fn consumer(&self, consumer_id: &str) -> String {
+        self.key(&format!("fastq.consumer.{consumer_id}"))
+    }
+
+    /// LIST of envelopes that could not be read well enough to record them as unacknowledged.
+    pub fn malformed(&self) -> String {
+        self.key("fastq.malformed")
+    }
+
+    /// LIST of `unacked` entries that could not be put back on a queue (unreadable, or no queue
+    /// bound for their exchange and routing key); kombu would drop these.
+    pub fn unrestorable(&self) -> String {
+        self.key("fastq.unrestorable")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn priority_maps_to_the_largest_step_not_above_it() {
+        let steps: Vec<u8> = (-2..=12).map(priority_step).collect();
+        assert_eq!(steps, [0, 0, 0, 0, 0, 3, 3, 3, 6, 6, 6, 9, 9, 9, 9]);
+    }
+
+    #[test]
+    fn queue_keys_match_kombu() {
+        let keys = KeyLayout::new("");
+        assert_eq!(keys.queue("celery", 0), "celery");
+        assert_eq!(keys.queue("celery", 3), "celery\x06\x163");
+        assert_eq!(keys.queue_for_priority("celery", 8), "celery\x06\x166");
+        let prefixed = KeyLayout::new("pfx:");
+        assert_eq!(prefixed.queue("celery", 9), "pfx:celery\x06\x169");
+        assert_eq!(prefixed.queue("celery", 0), "pfx:celery");
+        assert_eq!(prefixed.unacked(), "pfx:unacked");
+        assert_eq!(prefixed.unacked_index(), "pfx:unacked_index");
+        assert_eq!(prefixed.unacked_mutex(), "pfx:unacked_mutex");
+        assert_eq!(prefixed.binding("celery"), "pfx:_kombu.binding.celery");
+        assert_eq!(prefixed.consumer("w1"), "pfx:fastq.consumer.w1");
+        assert_eq!(prefixed.malformed(), "pfx:fastq.malformed");
+    }
+
+    #[test]
+    fn consume_order_is_steps_outer_queues_inner() {
+        let keys = KeyLayout::new("p.");
+        let order: Vec<String> = keys
+            .consume_order(&["a".into(), "b".into()])
+            .into_iter()
+            .map(|k| k.key)
+            .collect();
+        assert_eq!(
+            order,
+            [
+                "p.a",
+                "p.b",
+                "p.a\x06\x163",
+                "p.b\x06\x163",
+                "p.a\x06\x166",
+                "p.b\x06\x166",
+                "p.a\x06\x169",
+                "p.b\x06\x169"
+            ]
+        );
+    }
+}

@@ -1,0 +1,28 @@
+//! The worker's side of kombu's Redis transport, wire-compatible with Celery: the same queue
+//! lists, the same ack emulation (`unacked` hash, `unacked_index` zset) and the same restore, so
+//! Celery and fastq workers and clients can share one Redis.
+//!
+//! Where fastq departs from kombu it is to lose less: popping and recording as unacknowledged
+//! is one atomic script (kombu: two round trips), envelopes that cannot be recorded are kept in
+//! `fastq.malformed`, and unacked entries that cannot be restored are kept in
+//! `fastq.unrestorable` (kombu drops both). Every script declares its keys but the layout, like
+//! kombu's, is for a single Redis (or Sentinel), not Redis Cluster.
+//!
+//! Each consumer also keeps the tags it holds in a set, so the supervisor can restore a dead
+//! child's messages at once instead of after the visibility timeout. A visibility restore does
+//! not know the holder and leaves its set alone: if a message outlives the timeout, is
+//! redelivered to another consumer and the first one then dies, restoring the first one puts
+//! it back a second time — one more duplicate in a case that is already at-least-once.
+
+mod connection;
+mod consumer;
+mod delivery;
+pub mod keys;
+mod restore;
+mod scripts;
+pub mod url;
+
+pub use connection::{BrokerError, BrokerResult};
+pub use consumer::{restore_consumer, restore_visible, ConsumerConfig, RedisConsumer};
+pub use delivery::Delivery;
+pub use restore::{route, topic_matches, Binding, RestoreReport};

@@ -1,0 +1,126 @@
+//! The Lua scripts that make each state change atomic on the server. Redis runs a script without
+//! interleaving other clients' commands, so a message is always either in a queue list or in
+//! `unacked` (or in a fastq dead-letter list), never in neither.
+//!
+//! Keys computed from message contents (a restored message's queue) are resolved by the caller
+//! and passed in KEYS, so the scripts declare every key they touch.
+
+use ::redis::Script;
+
+/// Pops up to `want` envelopes from the queue lists in order and records each as unacknowledged
+/// exactly as kombu's `QoS.append` does (`HSET unacked`, `ZADD unacked_index`), plus `SADD` to
+/// the consumer's own set. kombu does the pop and the record in two round trips; a worker dying
+/// between them loses the message, which this removes.
+///
+/// An envelope without a readable `properties.delivery_tag` cannot be acknowledged later, so it
+/// is not recorded: it goes to the capped `malformed` list and is still returned (with an empty
+/// tag) so the worker can report it.
+///
+/// The envelope is embedded into the `unacked` value as it is, not re-encoded: it is valid JSON
+/// (cjson just read it), and cjson would turn empty lists into objects and round floats.
+///
+/// KEYS: the queue lists in consume order, then unacked, unacked_index, consumer set, malformed.
+/// ARGV: want, now (unix seconds), malformed cap, and optionally the index (1-based) of the list
+/// a blocking pop already took an envelope from and that envelope, to be recorded first.
+/// Returns `{{list index, tag or "", envelope}, …}`.
+pub const CLAIM: &str = r#"
+local nq = #KEYS - 4
+local unacked, index, mine, malformed = KEYS[nq + 1], KEYS[nq + 2], KEYS[nq + 3], KEYS[nq + 4]
+local want, now, cap = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3])
+local out = {}
+
+local function claim(k, raw)
+  local ok, env = pcall(cjson.decode, raw)
+  local props = ok and type(env) == 'table' and env.properties
+  local tag = type(props) == 'table' and props.delivery_tag
+  if type(tag) ~= 'string' or tag == '' then
+    redis.call('LPUSH', malformed, raw)
+    redis.call('LTRIM', malformed, 0, cap - 1)
+    out[#out + 1] = {k, '', raw}
+    return
+  end
+  local info, ex, rk = props.delivery_info, '', ''
+  if type(info) == 'table' then
+    if type(info.exchange) == 'string' then ex = info.exchange end
+    if type(info.routing_key) == 'string' then rk = info.routing_key end
+  end
+  redis.call('HSET', unacked, tag,
+    '[' .. raw .. ', ' .. cjson.encode(ex) .. ', ' .. cjson.encode(rk) .. ']')
+  redis.call('ZADD', index, now, tag)
+  redis.call('SADD', mine, tag)
+  out[#out + 1] = {k, tag, raw}
+end
+
+if ARGV[4] then claim(tonumber(ARGV[4]), ARGV[5]) end
+local k = 1
+while #out < want and k <= nq do
+  local raw = redis.call('RPOP', KEYS[k])
+  if raw then claim(k, raw) else k = k + 1 end
+end
+return out
+"#;
+
+/// Moves `unacked` entries back onto queue lists, each only if its entry is still exactly what
+/// the caller read (a compare-and-set, in place of kombu's `WATCH unacked`): a tag acked or
+/// restored by someone else in between is left alone. The caller has already rewritten each
+/// envelope (marked redelivered) and resolved its destination lists; an entry that could not be
+/// routed arrives with the dead-letter list as its destination.
+///
+/// An empty expected value means the caller found no entry: the tag is then dropped from the
+/// index if it is still missing from `unacked`, as kombu's restore does, so an orphaned index
+/// entry cannot be restored over and over.
+///
+/// KEYS: unacked, unacked_index, [consumer set], then the destination lists of every tag in turn.
+/// ARGV: LPUSH (back of the queue: reject with requeue) or RPUSH (head: restore), "1" when a
+/// consumer set is given, then per tag: tag, expected entry, payload, number of destinations.
+/// Returns the tags that were moved.
+pub const MOVE_BACK: &str = r#"
+local push, has_set = ARGV[1], ARGV[2] == '1'
+local unacked, index = KEYS[1], KEYS[2]
+local k = has_set and 4 or 3
+local moved = {}
+for i = 3, #ARGV, 4 do
+  local tag, expected, payload, ndest = ARGV[i], ARGV[i + 1], ARGV[i + 2], tonumber(ARGV[i + 3])
+  local current = redis.call('HGET', unacked, tag)
+  if expected ~= '' and current == expected then
+    for d = k, k + ndest - 1 do redis.call(push, KEYS[d], payload) end
+    redis.call('HDEL', unacked, tag)
+    redis.call('ZREM', index, tag)
+    moved[#moved + 1] = tag
+  elseif expected == '' and not current then
+    redis.call('ZREM', index, tag)
+  end
+  if has_set then redis.call('SREM', KEYS[3], tag) end
+  k = k + ndest
+end
+return moved
+"#;
+
+/// Releases a lock only if this caller still holds it (redis-py `Lock.release`).
+pub const UNLOCK: &str = r#"
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"#;
+
+/// The scripts, hashed once (EVALSHA; loaded on the first NOSCRIPT).
+pub struct Scripts {
+    pub claim: Script,
+    pub move_back: Script,
+    pub unlock: Script,
+}
+
+impl Scripts {
+    pub fn new() -> Self {
+        Scripts {
+            claim: Script::new(CLAIM),
+            move_back: Script::new(MOVE_BACK),
+            unlock: Script::new(UNLOCK),
+        }
+    }
+}
+
+impl Default for Scripts {
+    fn default() -> Self {
+        Self::new()
+    }
+}

@@ -1,0 +1,238 @@
+//! `RedisConsumer`, `Delivery` and the restore functions over `fastq_core::redis`. The GIL is
+//! released for all I/O and decoding; only the finished deliveries are converted with it held.
+
+use std::sync::{Mutex, PoisonError};
+use std::time::Duration;
+
+use fastq_core::redis::{self as core, ConsumerConfig};
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+
+use crate::signals::DeferSignals;
+use pyo3::types::{PyBytes, PyDict, PyList};
+
+use crate::errors::{codec_error_kind, IntoPyResult};
+use crate::message::{map_or_empty, TaskMessage};
+
+/// One message from a queue, decoded as far as it goes.
+#[pyclass(frozen, get_all, module = "fastq._core")]
+pub struct Delivery {
+    pub delivery_tag: String,
+    pub queue: String,
+    pub priority: i64,
+    pub redelivered: bool,
+    pub content_type: String,
+    pub properties: Py<PyDict>,
+    pub reply_to: Option<String>,
+    pub correlation_id: Option<String>,
+    pub message: Option<Py<TaskMessage>>,
+    pub error: Option<String>,
+    pub error_kind: Option<String>,
+    pub task_id: Option<String>,
+    pub task_name: Option<String>,
+    pub raw: Py<PyBytes>,
+}
+
+impl Delivery {
+    fn from_core(py: Python<'_>, d: core::Delivery) -> PyResult<Self> {
+        let (message, error, error_kind) = match d.message {
+            Ok(msg) => (
+                Some(Py::new(py, TaskMessage::from_core(py, msg)?)?),
+                None,
+                None,
+            ),
+            Err(e) => (
+                None,
+                Some(e.to_string()),
+                Some(codec_error_kind(&e).to_owned()),
+            ),
+        };
+        Ok(Delivery {
+            delivery_tag: d.delivery_tag,
+            queue: d.queue,
+            priority: d.priority,
+            redelivered: d.redelivered,
+            content_type: d.content_type,
+            properties: map_or_empty(py, &d.properties)?,
+            reply_to: d.reply_to,
+            correlation_id: d.correlation_id,
+            message,
+            error,
+            error_kind,
+            task_id: d.task_id,
+            task_name: d.task_name,
+            raw: PyBytes::new(py, &d.raw).unbind(),
+        })
+    }
+}
+
+#[pymethods]
+impl Delivery {
+    fn __repr__(&self) -> String {
+        match &self.error_kind {
+            None => format!(
+                "<Delivery {:?} tag={:?} task={}>",
+                self.queue,
+                self.delivery_tag,
+                self.task_name.as_deref().unwrap_or("?")
+            ),
+            Some(kind) => format!(
+                "<Delivery {:?} tag={:?} error={kind}>",
+                self.queue, self.delivery_tag
+            ),
+        }
+    }
+}
+
+/// The worker's Redis consumer. Meant for one thread; calls from others wait their turn.
+#[pyclass(frozen, module = "fastq._core")]
+pub struct RedisConsumer {
+    inner: Mutex<core::RedisConsumer>,
+}
+
+impl RedisConsumer {
+    /// Runs `f` on the consumer without the GIL; the lock is taken and released inside, so a
+    /// thread waiting for it never holds the GIL.
+    fn with<T: Send>(
+        &self,
+        py: Python<'_>,
+        f: impl FnOnce(&mut core::RedisConsumer) -> T + Send,
+    ) -> T {
+        py.detach(|| f(&mut self.inner.lock().unwrap_or_else(PoisonError::into_inner)))
+    }
+}
+
+#[pymethods]
+impl RedisConsumer {
+    #[new]
+    #[pyo3(signature = (
+        url, queues, *, accept, prefetch, consumer_id, global_keyprefix = "",
+        visibility_timeout = 3600.0
+    ))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        py: Python<'_>,
+        url: String,
+        queues: Vec<String>,
+        accept: Vec<String>,
+        prefetch: usize,
+        consumer_id: String,
+        global_keyprefix: &str,
+        visibility_timeout: f64,
+    ) -> PyResult<Self> {
+        let consumer = core::RedisConsumer::new(ConsumerConfig {
+            url,
+            queues,
+            accept,
+            prefetch,
+            consumer_id,
+            global_keyprefix: global_keyprefix.to_owned(),
+            visibility_timeout,
+        })
+        .py_err(py)?;
+        Ok(RedisConsumer {
+            inner: Mutex::new(consumer),
+        })
+    }
+
+    /// Up to `prefetch - in_flight` deliveries, waiting up to `timeout` seconds for the first.
+    fn fetch<'py>(&self, py: Python<'py>, timeout: f64) -> PyResult<Bound<'py, PyList>> {
+        let timeout = Duration::try_from_secs_f64(timeout).map_err(|_| {
+            PyValueError::new_err(format!(
+                "timeout must be a finite number of seconds >= 0, got {timeout}"
+            ))
+        })?;
+        let deliveries = {
+            let _deferred = DeferSignals::new();
+            self.with(py, |c| c.fetch(timeout))
+        }
+        .py_err(py)?;
+        let converted = deliveries
+            .into_iter()
+            .map(|d| Delivery::from_core(py, d))
+            .collect::<PyResult<Vec<_>>>()?;
+        PyList::new(py, converted)
+    }
+
+    /// With `wait=False` the ack is written without waiting for Redis's reply (read later).
+    #[pyo3(signature = (delivery_tags, wait = true))]
+    fn ack(&self, py: Python<'_>, delivery_tags: Vec<String>, wait: bool) -> PyResult<()> {
+        if wait {
+            self.with(py, |c| c.ack(&delivery_tags)).py_err(py)
+        } else {
+            self.with(py, |c| c.ack_unread(&delivery_tags)).py_err(py)
+        }
+    }
+
+    #[pyo3(signature = (delivery_tag, requeue = false))]
+    fn reject(&self, py: Python<'_>, delivery_tag: &str, requeue: bool) -> PyResult<()> {
+        self.with(py, |c| c.reject(delivery_tag, requeue))
+            .py_err(py)
+    }
+
+    fn restore_unacked(&self, py: Python<'_>) -> PyResult<usize> {
+        let report = self.with(py, |c| c.restore_unacked()).py_err(py)?;
+        Ok(report.restored)
+    }
+
+    #[getter]
+    fn in_flight(&self, py: Python<'_>) -> usize {
+        self.with(py, |c| c.in_flight())
+    }
+
+    #[getter]
+    fn prefetch(&self, py: Python<'_>) -> usize {
+        self.with(py, |c| c.prefetch())
+    }
+
+    #[getter]
+    fn visibility_timeout(&self, py: Python<'_>) -> f64 {
+        self.with(py, |c| c.visibility_timeout())
+    }
+
+    fn close(&self, py: Python<'_>) {
+        self.with(py, |c| c.close());
+    }
+
+    fn __repr__(&self, py: Python<'_>) -> String {
+        self.with(py, |c| {
+            format!(
+                "<RedisConsumer {} queues={:?} in_flight={}/{}>",
+                c.url(),
+                c.queues().collect::<Vec<_>>(),
+                c.in_flight(),
+                c.prefetch()
+            )
+        })
+    }
+}
+
+/// Puts every message a (dead) consumer held back at the head of its queue; returns how many.
+#[pyfunction]
+#[pyo3(signature = (url, consumer_id, global_keyprefix = ""))]
+pub fn restore_consumer(
+    py: Python<'_>,
+    url: &str,
+    consumer_id: &str,
+    global_keyprefix: &str,
+) -> PyResult<usize> {
+    let report = py
+        .detach(|| core::restore_consumer(url, consumer_id, global_keyprefix))
+        .py_err(py)?;
+    Ok(report.restored)
+}
+
+/// kombu's visibility restore: messages unacknowledged for longer than `visibility_timeout`.
+#[pyfunction]
+#[pyo3(signature = (url, visibility_timeout, global_keyprefix = ""))]
+pub fn restore_visible(
+    py: Python<'_>,
+    url: &str,
+    visibility_timeout: f64,
+    global_keyprefix: &str,
+) -> PyResult<usize> {
+    let report = py
+        .detach(|| core::restore_visible(url, visibility_timeout, global_keyprefix))
+        .py_err(py)?;
+    Ok(report.restored)
+}
