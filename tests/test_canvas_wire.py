@@ -244,6 +244,7 @@ def test_group_refuses_link(fastq_app: App) -> None:
 
 def test_chord_without_a_group_backend_says_so(broker_url: str) -> None:
     app = App("nobackend", broker=broker_url, set_as_current=False)
+    app.conf.result_backend = None  # even when FASTQ_RESULT_BACKEND is set
     add = app.task(name="t.add")(TASKS["t.add"])
     with pytest.raises(Exception, match="redis://"):
         chord([add.s(1, 1)])(add.s(1))
