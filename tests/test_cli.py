@@ -80,9 +80,9 @@ def test_inspect(env: dict[str, str], worker: WorkerProcess) -> None:
     registered = fastq(env, "inspect", "registered")
     assert registered.returncode == 0, registered.stderr
     assert "embedded.add" in json.loads(registered.stdout)["cli@test"]
-    slow = fastq(env, "call", "embedded.sleep", "3")
+    slow = fastq(env, "call", "embedded.sleep", "8")
     slow_id = slow.stdout.strip()
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 8
     while True:  # answered by the supervisor while the child is inside the task
         active = json.loads(fastq(env, "inspect", "active", "-d", "cli@test").stdout)["cli@test"]
         if any(t["id"] == slow_id for t in active) or time.monotonic() > deadline:

@@ -12,13 +12,13 @@ import os
 import signal
 import sqlite3
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from fastq import App
 
-from tests.processes import WorkerProcess, children_of, fastq_worker
+from tests.processes import WorkerProcess, children_of, fastq_worker, wait_until
 
 APP = "tests.apps.embedded_app"
 
@@ -55,20 +55,11 @@ def site(tmp_path: Path) -> Iterator[Site]:
     s.client.close()
 
 
-def wait_until(predicate: Callable[[], bool], timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError("condition not met in time")
-
-
 def test_two_prefork_workers_run_2000_tasks_exactly_once(site: Site) -> None:
     tokens = [f"t{i}" for i in range(2000)]
-    results = site.client.send_many([("embedded.record", (t,), None) for t in tokens])
     with site.worker("--pool", "prefork", "--concurrency", "2", "-n", "one@test") as one:
         with site.worker("--pool", "prefork", "--concurrency", "2", "-n", "two@test") as two:
+            results = site.client.send_many([("embedded.record", (t,), None) for t in tokens])
             wait_until(lambda: len(site.lines()) >= len(tokens))
             assert [r.get(timeout=10) for r in results[::100]] == tokens[::100]
             time.sleep(0.3)  # a duplicate would show up now

@@ -31,7 +31,7 @@ from functools import cache
 from typing import Any
 
 from fastq.brokers.base import Broker, Consumer
-from fastq.brokers.stored import StoredDelivery, StoredMessage, deliver, undecodable
+from fastq.brokers.stored import StoredDelivery, StoredMessage, deliver
 from fastq.config import Config
 from fastq.control import (
     CONTROL_TTL,
@@ -347,6 +347,9 @@ class SQLiteConsumer:
                 previous,
                 self.broker.visibility_timeout,
             )
+        headers: dict[str, Any] | None = None
+        properties: dict[str, Any] = {}
+        damaged = None
         try:
             headers = json.loads(headers_text)
             properties = json.loads(properties_text)
@@ -354,15 +357,9 @@ class SQLiteConsumer:
                 raise DecodeError("headers and properties must be JSON objects")
             body = bytes(body)
         except (ValueError, TypeError) as exc:
-            return undecodable(
-                tag,
-                queue,
-                priority,
-                f"damaged row {id_} in fastq_messages: {exc}",
-                body if isinstance(body, bytes) else b"",
-                task_id,
-                task_name,
-            )
+            headers, properties = None, {}
+            damaged = f"damaged row {id_} in fastq_messages: {exc}"
+            body = body if isinstance(body, bytes) else b""
         return deliver(
             tag,
             queue,
@@ -375,6 +372,7 @@ class SQLiteConsumer:
             self.accept,
             task_id,
             task_name,
+            damaged,
         )
 
     def ack(self, delivery_tags: list[str]) -> None:

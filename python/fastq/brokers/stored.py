@@ -103,14 +103,19 @@ def deliver(
     accept: list[str],
     task_id: str | None,
     task_name: str | None,
+    damaged: str | None = None,
 ) -> StoredDelivery:
-    """Decodes a stored message; a body that does not decode gives a delivery with ``error``."""
+    """Decodes a stored message; a body that does not decode, or a message whose stored parts
+    are ``damaged`` (the reason), gives a delivery with ``error``."""
     message: _core.TaskMessage | None = None
     error = kind = None
-    try:
-        message = _core.decode_task(headers, body, content_type, accept)
-    except DecodeError as exc:
-        error, kind = str(exc), type(exc).__name__
+    if damaged is not None:
+        error, kind = damaged, DecodeError.__name__
+    else:
+        try:
+            message = _core.decode_task(headers, body, content_type, accept)
+        except DecodeError as exc:
+            error, kind = str(exc), type(exc).__name__
     if message is not None:
         task_id, task_name = message.id, message.task
     return StoredDelivery(
@@ -125,34 +130,6 @@ def deliver(
         message=message,
         error=error,
         error_kind=kind,
-        task_id=task_id,
-        task_name=task_name,
-        raw=body,
-    )
-
-
-def undecodable(
-    tag: str,
-    queue: str,
-    priority: int,
-    error: str,
-    body: bytes,
-    task_id: str | None,
-    task_name: str | None,
-) -> StoredDelivery:
-    """A delivery for a stored message whose own parts (headers, properties) are damaged."""
-    return StoredDelivery(
-        delivery_tag=tag,
-        queue=queue,
-        priority=priority,
-        redelivered=False,
-        content_type="",
-        properties={},
-        reply_to=None,
-        correlation_id=None,
-        message=None,
-        error=error,
-        error_kind=DecodeError.__name__,
         task_id=task_id,
         task_name=task_name,
         raw=body,
