@@ -1,7 +1,6 @@
 """Eager mode: tasks run in-process for users' own unit tests."""
 
 import pytest
-
 from fastq import App, signals, states
 from fastq.errors import MaxRetriesExceededError
 
