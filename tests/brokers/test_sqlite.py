@@ -8,6 +8,7 @@ import multiprocessing
 import sqlite3
 import time
 from collections.abc import Iterator
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
@@ -79,6 +80,15 @@ def test_publish_claim_ack(app: App) -> None:
     assert c.in_flight == 0
     rows = broker_of(app).db.execute("count", "SELECT count(*) FROM fastq_messages")
     assert rows[0][0] == 0
+
+
+def test_headers_keep_their_types(app: App) -> None:
+    when = datetime(2030, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
+    app.send_task("t", headers={"when": when}, expires=when)
+    [delivery] = consumer(app).fetch(1.0)
+    assert delivery.message is not None
+    assert delivery.message.headers["when"] == when
+    assert delivery.message.headers["expires"] == when.isoformat()
 
 
 def test_one_claim_takes_at_most_the_free_window(app: App) -> None:

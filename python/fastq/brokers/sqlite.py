@@ -23,13 +23,13 @@ when delivered.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Sequence
 from functools import cache
 from typing import Any
 
+from fastq import _core
 from fastq.brokers.base import Broker, Consumer
 from fastq.brokers.stored import StoredDelivery, StoredMessage, deliver
 from fastq.config import Config
@@ -235,10 +235,20 @@ def _row(s: StoredMessage) -> tuple[Any, ...]:
         s.task_name,
         s.content_type,
         s.content_encoding,
-        json.dumps(s.headers),
-        json.dumps(s.properties),
+        _json_text(s.headers),
+        _json_text(s.properties),
         s.body,
     )
+
+
+# Headers and properties are JSON text with kombu's type markers (a datetime in a header comes
+# back a datetime), read and written by the Rust codec as on the other transports.
+def _json_text(value: dict[str, Any]) -> str:
+    return _core.dumps(value, "json").decode()
+
+
+def _from_json_text(text: str | bytes) -> Any:
+    return _core.loads(text.encode() if isinstance(text, str) else bytes(text), "application/json")
 
 
 @cache
@@ -351,8 +361,8 @@ class SQLiteConsumer:
         properties: dict[str, Any] = {}
         damaged = None
         try:
-            headers = json.loads(headers_text)
-            properties = json.loads(properties_text)
+            headers = _from_json_text(headers_text)
+            properties = _from_json_text(properties_text)
             if not isinstance(headers, dict) or not isinstance(properties, dict):
                 raise DecodeError("headers and properties must be JSON objects")
             body = bytes(body)
