@@ -100,11 +100,11 @@ def children_of(pid: int) -> list[int]:
     return [int(p) for p in out.stdout.split()]
 
 
-def wait_until(predicate: Callable[[], bool], timeout: float = 30.0) -> None:
-    """Polls ``predicate`` until it holds; fails the test after ``timeout`` seconds."""
+def wait_until(predicate: Callable[[], bool], timeout: float = 60.0) -> None:
+    """Polls ``predicate`` every 50 ms until it holds; fails the test after ``timeout``."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if predicate():
             return
         time.sleep(0.05)
-    raise AssertionError(f"condition not met in {timeout}s")
+    raise AssertionError(f"condition not met within {timeout}s")

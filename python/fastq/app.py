@@ -14,7 +14,8 @@ from typing import Any, TypeVar, overload
 from fastq import protocol
 from fastq.backends import Backend, backend_from_url
 from fastq.brokers import Broker, broker_from_url
-from fastq.config import DEFAULT_BROKER_URL, Config
+from fastq.config import DEFAULT_BROKER_URL, Config, default_result_backend
+from fastq.control import Control
 from fastq.errors import ConfigurationError, NotRegistered
 from fastq.result import AsyncResult
 from fastq.routing import Router
@@ -98,7 +99,15 @@ class App:
 
     @cached_property
     def backend(self) -> Backend:
-        return backend_from_url(self, self.conf.result_backend)
+        url = self.conf.result_backend or default_result_backend(
+            self.conf.broker_url or DEFAULT_BROKER_URL
+        )
+        return backend_from_url(self, url)
+
+    @cached_property
+    def control(self) -> Control:
+        """Remote control of the live workers: ``app.control.inspect("active")``."""
+        return Control(self)
 
     @cached_property
     def router(self) -> Router:

@@ -8,11 +8,14 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+
+from fastq.errors import ConfigurationError
 
 if TYPE_CHECKING:
     from fastq._core import TaskMessage
     from fastq.config import Config
+    from fastq.control import ControlChannel
     from fastq.protocol import OutgoingMessage
 
 
@@ -73,6 +76,10 @@ class Consumer(Protocol):
 class Broker(ABC):
     """A transport: publishes task messages and creates consumers."""
 
+    #: Who can share its queues: "network" (any host), "machine" (processes of one host, as
+    #: SQLite) or "process" (threads of one process, as memory://).
+    reach: ClassVar[str] = "network"
+
     def __init__(self, url: str, conf: Config) -> None:
         self.url = url
         self.conf = conf
@@ -119,6 +126,16 @@ class Broker(ABC):
     @abstractmethod
     def queue_length(self, queue: str) -> int:
         """How many messages wait in ``queue``."""
+
+    def startup_note(self) -> str | None:
+        """What the worker should say at start about this transport's limits, if anything."""
+        return None
+
+    def control_channel(self) -> ControlChannel:
+        """The broadcast/reply channel of remote control (``fastq inspect``)."""
+        raise ConfigurationError(
+            f"the {self.url.split('://', 1)[0]}:// broker has no remote-control channel yet"
+        )
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Releases connections."""

@@ -42,7 +42,9 @@ BACKOFF_MAX = 10.0
 class TaskReporter(Protocol):
     """Tells the prefork supervisor what a child runs, so it can enforce hard time limits."""
 
-    def started(self, task_id: str, delivery_tag: str, hard_deadline: float | None) -> None: ...
+    def started(
+        self, task_id: str, delivery_tag: str, hard_deadline: float | None, name: str = ""
+    ) -> None: ...
     def finished(self) -> None: ...
 
 
@@ -290,7 +292,7 @@ class WorkerLoop:
         if self.reporter is not None:
             hard, _ = effective_limits(task, context)
             deadline = time.time() + hard if hard else None
-            self.reporter.started(context.id or "", delivery.delivery_tag, deadline)
+            self.reporter.started(context.id or "", delivery.delivery_tag, deadline, task.name)
         outcome = run_task(task, context, acks_late, self.enforce_hard_limit)
         if self.reporter is not None:
             self.reporter.finished()

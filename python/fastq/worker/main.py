@@ -13,7 +13,8 @@ from fastq import signals
 from fastq.app import App
 from fastq.errors import ConfigurationError, TimeLimitExceeded
 from fastq.urls import redact
-from fastq.worker.loop import WorkerLoop
+from fastq.worker.control import ControlServer, PoolInfo, SlotReporter, TaskTracker
+from fastq.worker.loop import TaskReporter, WorkerLoop
 from fastq.worker.supervisor import PipeReporter, Supervisor
 
 log = logging.getLogger("fastq.worker")
@@ -53,23 +54,37 @@ def run_worker(
     hostname = hostname or conf.worker_hostname or default_hostname()
     max_tasks = max_tasks_per_child or conf.worker_max_tasks_per_child
     app.import_modules()
+    broker = app.broker
+    if broker.reach == "process" and pool == "prefork":
+        raise ConfigurationError(
+            f"{redact(broker.url)} keeps its queues in this process's memory, which the children "
+            "of a prefork worker do not share: use --pool threads or --pool solo"
+        )
 
     log.info(
         "fastq worker %s: broker %s, results %s, pool %s x%d, queues %s, prefetch %d, tasks: %s",
         hostname,
-        redact(app.conf.broker_url or ""),
-        redact(app.conf.result_backend or "disabled"),
+        redact(broker.url),
+        redact(app.backend.url),
         pool,
         concurrency,
         ",".join(queue_list),
         prefetch,
         ", ".join(sorted(app.tasks)) or "none",
     )
+    note = broker.startup_note()
+    if note:
+        log.info("%s", note)
+    tracker = TaskTracker()
+    processes: list[int] = []
+    control = ControlServer(
+        app, hostname, tracker, PoolInfo(pool, concurrency, prefetch, lambda: list(processes))
+    )
 
     def make_loop(
         consumer_id: str,
         limit: int | None,
-        reporter: PipeReporter | None = None,
+        reporter: TaskReporter | None = None,
         enforce_hard_limit: bool = False,
     ) -> WorkerLoop:
         return WorkerLoop(
@@ -103,20 +118,41 @@ def run_worker(
             if delivery_tag:
                 app.broker.discard(cid, delivery_tag)
 
+        def on_tick() -> None:
+            processes[:] = [c.pid for c in supervisor.children.values()]
+            control.tick()
+
         supervisor = Supervisor(
-            concurrency, child_main, app.broker.restore_consumer, consumer_id, on_time_limit
+            concurrency,
+            child_main,
+            app.broker.restore_consumer,
+            consumer_id,
+            on_time_limit,
+            tracker=tracker,
+            on_tick=on_tick,
         )
         app.close()  # nothing opened before the fork survives in the children
         signals.worker_ready.send(None)
         code = supervisor.run()
+        control.close()
         signals.worker_shutdown.send(None)
         log.info("worker %s stopped", hostname)
         return code
 
     loops = [
-        make_loop(consumer_id(i, 1), None, enforce_hard_limit=pool == "solo")
+        make_loop(
+            consumer_id(i, 1),
+            None,
+            SlotReporter(tracker, i),
+            enforce_hard_limit=pool == "solo",
+        )
         for i in range(concurrency)
     ]
+    processes.append(os.getpid())
+    stop_control = threading.Event()
+    threading.Thread(
+        target=control.serve, args=(stop_control,), name="fastq-control", daemon=True
+    ).start()
     stop_count = 0
 
     def on_term(signum: int, _frame: object) -> None:
@@ -145,6 +181,7 @@ def run_worker(
         while any(t.is_alive() for t in threads):
             for t in threads:
                 t.join(timeout=0.5)
+    stop_control.set()
     signals.worker_shutdown.send(None)
     log.info("worker %s stopped", hostname)
     return 0

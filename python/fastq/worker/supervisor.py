@@ -15,8 +15,12 @@ import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from fastq import errors
+
+if TYPE_CHECKING:
+    from fastq.worker.control import TaskTracker
 
 log = logging.getLogger("fastq.worker")
 
@@ -32,9 +36,12 @@ class PipeReporter:
     def __init__(self, fd: int) -> None:
         self.fd = fd
 
-    def started(self, task_id: str, delivery_tag: str, hard_deadline: float | None) -> None:
+    def started(
+        self, task_id: str, delivery_tag: str, hard_deadline: float | None, name: str = ""
+    ) -> None:
         deadline = f"{hard_deadline:.3f}" if hard_deadline else "-"
-        self._write(f"S {task_id} {delivery_tag or '-'} {deadline}\n")
+        name = name.replace(" ", "_") or "-"
+        self._write(f"S {task_id} {delivery_tag or '-'} {deadline} {name}\n")
 
     def finished(self) -> None:
         self._write("D\n")
@@ -73,15 +80,21 @@ class Supervisor:
         restore: Callable[[str], int],
         consumer_id: Callable[[int, int], str],
         on_time_limit: Callable[[str, str, str], None] | None = None,
+        tracker: TaskTracker | None = None,
+        on_tick: Callable[[], None] | None = None,
     ) -> None:
         """``child_main(index, consumer_id, reporter)`` runs in each child and returns its exit
         code; ``restore(consumer_id)`` returns a dead child's messages to their queues;
-        ``on_time_limit(consumer_id, task_id, delivery_tag)`` records a killed task."""
+        ``on_time_limit(consumer_id, task_id, delivery_tag)`` records a killed task;
+        ``tracker`` learns what each child runs; ``on_tick()`` runs between ticks (remote
+        control)."""
         self.concurrency = concurrency
         self.child_main = child_main
         self.restore = restore
         self.consumer_id = consumer_id
         self.on_time_limit = on_time_limit
+        self.tracker = tracker
+        self.on_tick = on_tick
         self.children: dict[int, Child] = {}
         self.stopping = False
         self.cold = False
@@ -121,11 +134,18 @@ class Supervisor:
         child.buffer = lines.pop()
         for line in lines:
             parts = line.decode(errors="replace").split(" ")
-            if parts[0] == "S" and len(parts) == 4:
+            if parts[0] == "S" and len(parts) in (4, 5):
                 deadline = None if parts[3] == "-" else float(parts[3])
                 child.running = Running(parts[1], "" if parts[2] == "-" else parts[2], deadline)
+                if self.tracker is not None:
+                    name = parts[4] if len(parts) == 5 else "-"
+                    self.tracker.started(
+                        child.index, child.pid, parts[1], name, child.running.delivery_tag
+                    )
             elif parts[0] == "D":
                 child.running = None
+                if self.tracker is not None:
+                    self.tracker.finished(child.index)
 
     def _enforce_deadlines(self) -> None:
         now = time.time()
@@ -188,6 +208,8 @@ class Supervisor:
             for fd in readable:
                 self._read_reports(fds[fd])
             self._enforce_deadlines()
+            if self.on_tick is not None:
+                self.on_tick()
             while self.children:
                 try:
                     pid, status = os.waitpid(-1, os.WNOHANG)
@@ -205,6 +227,8 @@ class Supervisor:
         return 0
 
     def _on_death(self, child: Child, code: int, fast_deaths: int) -> int:
+        if self.tracker is not None:
+            self.tracker.gone(child.index)
         if child.timed_out and self.on_time_limit is not None:
             t = child.timed_out
             try:
