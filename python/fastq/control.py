@@ -138,5 +138,24 @@ class Control:
             merged.update(reply)
         return merged
 
+    def revoke(
+        self,
+        task_id: str | list[str],
+        *,
+        terminate: bool = False,
+        signal: str = "SIGTERM",
+        destination: list[str] | None = None,
+    ) -> None:
+        """Tells every worker not to run ``task_id`` (one or a list) when it arrives; with
+        ``terminate``, a prefork worker running it kills that child (the task ends REVOKED).
+        Workers keep revoked ids in memory, as Celery's do: one started later has not heard."""
+        ids = [task_id] if isinstance(task_id, str) else list(task_id)
+        self.broadcast(
+            "revoke",
+            {"task_id": ids, "terminate": terminate, "signal": signal},
+            destination=destination,
+            reply=False,
+        )
+
     def ping(self, *, destination: list[str] | None = None, timeout: float = 1.0) -> dict[str, Any]:
         return self.inspect("ping", destination=destination, timeout=timeout)

@@ -136,6 +136,10 @@ class AsyncResult:
         self._cache = None
         self.backend.forget(self.id)
 
+    def revoke(self, terminate: bool = False, signal: str = "SIGTERM") -> None:
+        """Asks the workers not to run this task (``terminate``: kill it if running)."""
+        self.app.control.revoke(self.id, terminate=terminate, signal=signal)
+
     def as_tuple(self) -> list[Any]:
         """Celery's nested form, ``[[id, parent], None]``, as saved in a group's meta."""
         return [[self.id, self.parent.as_tuple() if self.parent else None], None]

@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 from fastq.errors import ConfigurationError, FastqError
+from fastq.worker.revoke import revoke_arguments
 
 if TYPE_CHECKING:
     from fastq.app import App
@@ -94,8 +95,16 @@ class PoolInfo:
 class ControlServer:
     """Reads the broker's control channel and replies as ``hostname``."""
 
-    def __init__(self, app: App, hostname: str, tracker: TaskTracker, pool: PoolInfo) -> None:
+    def __init__(
+        self,
+        app: App,
+        hostname: str,
+        tracker: TaskTracker,
+        pool: PoolInfo,
+        on_revoke: Callable[[list[str], bool, str], None] | None = None,
+    ) -> None:
         self.app = app
+        self.on_revoke = on_revoke
         self.hostname = hostname
         self.tracker = tracker
         self.pool = pool
@@ -110,6 +119,7 @@ class ControlServer:
                 {**asdict(t), "hostname": self.hostname} for t in self.tracker.active()
             ],
             "stats": lambda _: self._stats(),
+            "revoke": self._revoke,
         }
 
     def poll(self, timeout: float = 0.0) -> None:
@@ -162,6 +172,13 @@ class ControlServer:
                 reply = {"error": f"{command.method} failed: {exc!r}"}
         if command.reply:
             listener.reply(command, self.hostname, reply)
+
+    def _revoke(self, command: ControlCommand) -> dict[str, str]:
+        ids, terminate, sig = revoke_arguments(command.arguments)
+        if self.on_revoke is not None:
+            self.on_revoke(ids, terminate, sig)
+        log.info("revoked %s%s", ", ".join(ids), " (terminate)" if terminate else "")
+        return {"ok": f"tasks {', '.join(ids)} flagged as revoked"}
 
     def _stats(self) -> dict[str, Any]:
         broker = self.app.broker

@@ -15,7 +15,8 @@ from fastq.errors import ConfigurationError, TimeLimitExceeded
 from fastq.urls import redact
 from fastq.worker.control import ControlServer, PoolInfo, SlotReporter, TaskTracker
 from fastq.worker.loop import TaskReporter, WorkerLoop
-from fastq.worker.supervisor import PipeReporter, Supervisor
+from fastq.worker.revoke import RevokedIds
+from fastq.worker.supervisor import PipeReporter, Running, Supervisor
 
 log = logging.getLogger("fastq.worker")
 
@@ -86,6 +87,7 @@ def run_worker(
         limit: int | None,
         reporter: TaskReporter | None = None,
         enforce_hard_limit: bool = False,
+        revoked: RevokedIds | None = None,
     ) -> WorkerLoop:
         return WorkerLoop(
             app,
@@ -96,6 +98,7 @@ def run_worker(
             max_tasks=limit,
             reporter=reporter,
             enforce_hard_limit=enforce_hard_limit,
+            revoked=revoked,
         )
 
     def consumer_id(index: int, generation: int) -> str:
@@ -103,9 +106,10 @@ def run_worker(
 
     if pool == "prefork":
 
-        def child_main(index: int, cid: str, reporter: PipeReporter) -> int:
+        def child_main(index: int, cid: str, reporter: PipeReporter, revoked_fd: int) -> int:
             signals.worker_process_init.send(None)
-            loop = make_loop(cid, max_tasks, reporter)
+            loop = make_loop(cid, max_tasks, reporter, revoked=supervisor.revoked)
+            loop.revoked_fd = revoked_fd
             loop.install_signal_handlers()
             try:
                 loop.run()
@@ -113,10 +117,14 @@ def run_worker(
                 signals.worker_process_shutdown.send(None, pid=os.getpid(), exitcode=0)
             return 0
 
-        def on_time_limit(cid: str, task_id: str, delivery_tag: str) -> None:
-            app.backend.mark_as_failure(task_id, TimeLimitExceeded("hard time limit exceeded"))
-            if delivery_tag:
-                app.broker.discard(cid, delivery_tag)
+        def on_killed(cid: str, running: Running, reason: str) -> None:
+            if reason == "time limit":
+                exc = TimeLimitExceeded("hard time limit exceeded")
+                app.backend.mark_as_failure(running.task_id, exc)
+            else:
+                app.backend.mark_as_revoked(running.task_id, reason)
+            if running.delivery_tag:
+                app.broker.discard(cid, running.delivery_tag)
 
         def on_tick() -> None:
             processes[:] = [c.pid for c in supervisor.children.values()]
@@ -127,10 +135,11 @@ def run_worker(
             child_main,
             app.broker.restore_consumer,
             consumer_id,
-            on_time_limit,
+            on_killed,
             tracker=tracker,
             on_tick=on_tick,
         )
+        control.on_revoke = supervisor.revoke
         app.close()  # nothing opened before the fork survives in the children
         signals.worker_ready.send(None)
         code = supervisor.run()
@@ -139,12 +148,21 @@ def run_worker(
         log.info("worker %s stopped", hostname)
         return code
 
+    revoked = RevokedIds()
+
+    def on_revoke(task_ids: list[str], terminate: bool, sig: str) -> None:
+        revoked.add(task_ids)
+        if terminate:
+            log.warning("revoke with terminate needs the prefork pool; %s only skip", pool)
+
+    control.on_revoke = on_revoke
     loops = [
         make_loop(
             consumer_id(i, 1),
             None,
             SlotReporter(tracker, i),
             enforce_hard_limit=pool == "solo",
+            revoked=revoked,
         )
         for i in range(concurrency)
     ]
