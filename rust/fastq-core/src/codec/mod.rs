@@ -15,6 +15,10 @@ pub const RAW_BYTES: &str = "application/data";
 pub const RAW_TEXT: &str = "application/text";
 pub const TEXT_PLAIN: &str = "text/plain";
 
+/// The deepest nesting of lists and maps (kombu markers included) fastq writes and reads: what
+/// serde_json's recursion limit allows, far beyond any real task message.
+pub const MAX_DEPTH: usize = 127;
+
 /// A serializer fastq runs natively in Rust.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Serializer {
