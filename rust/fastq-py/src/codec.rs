@@ -74,7 +74,7 @@ pub fn loads<'py>(
 #[pyfunction]
 pub fn decode_envelope(py: Python<'_>, data: &[u8]) -> PyResult<Envelope> {
     let env = py.detach(|| CoreEnvelope::decode(data)).py_err(py)?;
-    Envelope::from_core(py, &env)
+    Ok(Envelope::from_core(env))
 }
 
 /// Writes a kombu Redis envelope around an already-serialized body.
@@ -101,6 +101,10 @@ pub fn encode_envelope<'py>(
 
 fn optional_map(d: Option<&Bound<'_, PyDict>>) -> PyResult<Value> {
     d.map_or(Ok(Value::Map(vec![])), |d| to_value(d.as_any()))
+}
+
+fn optional_value(v: Option<&Bound<'_, PyAny>>) -> PyResult<Value> {
+    v.map_or(Ok(Value::Null), to_value)
 }
 
 fn core_message(
@@ -170,7 +174,7 @@ pub fn encode_task_message<'py>(
 ) -> PyResult<(Bound<'py, PyDict>, Bound<'py, PyBytes>)> {
     let ser = self::serializer(py, serializer)?;
     let msg = core_message(headers, args, kwargs, embed)?;
-    let body = py.detach(|| ser.encode(&msg.body())).py_err(py)?;
+    let body = py.detach(|| msg.encode_body(ser)).py_err(py)?;
     Ok((dict(py, &msg.headers)?, PyBytes::new(py, &body)))
 }
 
@@ -179,13 +183,14 @@ pub fn encode_task_message<'py>(
 #[pyo3(signature = (headers, body, content_type, accept))]
 pub fn decode_task(
     py: Python<'_>,
-    headers: Option<&Bound<'_, PyDict>>,
+    headers: Option<&Bound<'_, PyAny>>,
     body: &[u8],
     content_type: &str,
     accept: Vec<String>,
 ) -> PyResult<TaskMessage> {
     let accept = self::accept(py, &accept)?;
-    let headers = optional_map(headers)?;
+    // Any object is read; one that is not a mapping is an InvalidMessage naming its type.
+    let headers = optional_value(headers)?;
     let msg = py
         .detach(
             || match codec::decode_accepted(content_type, body, &accept)? {
@@ -203,10 +208,10 @@ pub fn decode_task(
 #[pyfunction]
 pub fn task_from_parts(
     py: Python<'_>,
-    headers: Option<&Bound<'_, PyDict>>,
+    headers: Option<&Bound<'_, PyAny>>,
     body: &Bound<'_, PyAny>,
 ) -> PyResult<TaskMessage> {
-    let msg = CoreMessage::parse(optional_map(headers)?, to_value(body)?).py_err(py)?;
+    let msg = CoreMessage::parse(optional_value(headers)?, to_value(body)?).py_err(py)?;
     TaskMessage::from_core(py, msg)
 }
 
@@ -225,8 +230,5 @@ pub fn decode_task_envelope(
             Ok::<_, CodecError>((env, msg))
         })
         .py_err(py)?;
-    Ok((
-        Envelope::from_core(py, &env)?,
-        TaskMessage::from_core(py, msg)?,
-    ))
+    Ok((Envelope::from_core(env), TaskMessage::from_core(py, msg)?))
 }
