@@ -702,6 +702,27 @@ def test_envelope_roundtrip() -> None:
     assert base64.b64decode(raw["body"]) == env.body
 
 
+def test_envelope_headers_are_the_sent_ones_and_the_message_has_celerys_defaults() -> None:
+    sent = {**HEADERS, "x-custom": [1], "retries": 2}
+    env, msg = _core.decode_task_envelope(_envelope(_body([], {}, {}), headers=sent), ["json"])
+    assert env.headers == sent
+    assert list(env.headers) == list(sent)
+    assert msg.headers["x-custom"] == [1]
+    assert msg.headers["retries"] == 2
+    assert msg.headers["stamps"] == {}
+    assert len(msg.headers) == 20
+    assert env.headers is not msg.headers
+    assert env.headers is env.headers  # converted once
+    assert _core.decode_envelope(_envelope(b"[]", headers=sent)).headers == sent
+
+
+def test_protocol_1_envelope_keeps_its_own_headers() -> None:
+    v1 = json.dumps({"task": "proj.add", "id": "v1", "args": [1], "kwargs": {}}).encode()
+    env, msg = _core.decode_task_envelope(_envelope(v1, headers={"x": 1}), ["json"])
+    assert env.headers == {"x": 1}
+    assert (msg.protocol, msg.task, msg.args, msg.headers["x"]) == (1, "proj.add", (1,), 1)
+
+
 def test_envelope_without_base64_body_encoding_is_read_as_text() -> None:
     data = json.dumps({"body": "[[1],{},{}]", "headers": HEADERS, "properties": {}}).encode()
     env, msg = _core.decode_task_envelope(data, ["json"])

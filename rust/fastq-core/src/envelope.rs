@@ -132,8 +132,25 @@ impl Envelope {
 
     /// Decodes the body and reads it as a task message (v2, or v1 converted).
     pub fn task_message(&self, accept: &crate::codec::Accept) -> Result<TaskMessage> {
+        TaskMessage::parse(self.headers.clone(), self.decode_body(accept)?)
+    }
+
+    /// Like `task_message`, but a protocol 2 message takes the headers instead of copying them:
+    /// `self.headers` is left `Null`, and the message's headers are the envelope's in the same
+    /// order followed by the defaults Celery would have sent.
+    pub fn take_task_message(&mut self, accept: &crate::codec::Accept) -> Result<TaskMessage> {
+        let body = self.decode_body(accept)?;
+        let headers = if self.headers.get("task").is_some() {
+            std::mem::take(&mut self.headers)
+        } else {
+            self.headers.clone()
+        };
+        TaskMessage::parse(headers, body)
+    }
+
+    fn decode_body(&self, accept: &crate::codec::Accept) -> Result<Value> {
         match crate::codec::decode_accepted(&self.content_type, &self.body, accept)? {
-            crate::codec::Decoded::Value(body) => TaskMessage::parse(self.headers.clone(), body),
+            crate::codec::Decoded::Value(body) => Ok(body),
             crate::codec::Decoded::Foreign { content_type } => Err(CodecError::invalid(format!(
                 "{content_type} bodies are decoded in Python, not by the Rust consumer"
             ))),
@@ -354,6 +371,26 @@ mod tests {
         assert_eq!(env.content_encoding, "binary");
         let accept = Accept::new(&["msgpack"]).unwrap();
         assert_eq!(env.task_message(&accept).unwrap(), message());
+    }
+
+    #[test]
+    fn take_task_message_moves_v2_headers_and_keeps_v1_ones() {
+        let bytes = encode_task_envelope(
+            &message(),
+            Serializer::Json,
+            &Routing::default(),
+            Value::Null,
+        )
+        .unwrap();
+        let mut env = Envelope::decode(&bytes).unwrap();
+        let accept = Accept::json_only();
+        assert_eq!(env.take_task_message(&accept).unwrap(), message());
+        assert_eq!(env.headers, Value::Null);
+
+        let v1 = br#"{"body": "{\"task\": \"t\", \"id\": \"i\"}", "headers": {"x": 1}}"#;
+        let mut env = Envelope::decode(v1).unwrap();
+        assert_eq!(env.take_task_message(&accept).unwrap().protocol, 1);
+        assert_eq!(env.headers, Value::map_from([("x", Value::Int(1))]));
     }
 
     #[test]

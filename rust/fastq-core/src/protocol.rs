@@ -232,6 +232,7 @@ pub fn complete_headers(mut headers: Entries) -> Result<Entries> {
             )));
         }
     }
+    headers.reserve(V2_HEADERS.len());
     for key in V2_HEADERS {
         if lookup(&headers, key).is_some() {
             continue;

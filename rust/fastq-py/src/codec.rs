@@ -223,12 +223,30 @@ pub fn decode_task_envelope(
     accept: Vec<String>,
 ) -> PyResult<(Envelope, TaskMessage)> {
     let accept = self::accept(py, &accept)?;
-    let (env, msg) = py
+    let (env, msg, sent_headers) = py
         .detach(|| {
-            let env = CoreEnvelope::decode(data)?;
-            let msg = env.task_message(&accept)?;
-            Ok::<_, CodecError>((env, msg))
+            let mut env = CoreEnvelope::decode(data)?;
+            let sent_headers = match &env.headers {
+                Value::Map(entries) => entries.len(),
+                _ => 0,
+            };
+            let msg = env.take_task_message(&accept)?;
+            Ok::<_, CodecError>((env, msg, sent_headers))
         })
         .py_err(py)?;
-    Ok((Envelope::from_core(env), TaskMessage::from_core(py, msg)?))
+    if msg.protocol == 1 {
+        return Ok((Envelope::from_core(env), TaskMessage::from_core(py, msg)?));
+    }
+    // The v2 headers moved into the message: the envelope's are the message's without the
+    // defaults appended after the ones sent.
+    let defaults: Vec<Value> = msg.headers[sent_headers..]
+        .iter()
+        .map(|(k, _)| k.clone())
+        .collect();
+    let msg = TaskMessage::from_core(py, msg)?;
+    let headers = msg.headers.bind(py).copy()?;
+    for key in &defaults {
+        headers.del_item(to_py(py, key)?)?;
+    }
+    Ok((Envelope::with_headers(py, env, headers.unbind()), msg))
 }

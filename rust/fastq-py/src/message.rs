@@ -78,6 +78,14 @@ pub struct Envelope {
 }
 
 impl Envelope {
+    /// An envelope whose headers are already a Python dict (`raw_headers` is then unused).
+    pub fn with_headers(py: Python<'_>, env: CoreEnvelope, headers: Py<PyDict>) -> Self {
+        let envelope = Self::from_core(env);
+        // A new cell is empty: `set` cannot fail.
+        let _ = envelope.headers.set(py, headers);
+        envelope
+    }
+
     pub fn from_core(env: CoreEnvelope) -> Self {
         let (exchange, routing_key) = env.delivery_info();
         let (exchange, routing_key) = (exchange.to_owned(), routing_key.to_owned());
