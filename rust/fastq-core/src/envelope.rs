@@ -24,8 +24,10 @@ pub struct Envelope {
 }
 
 #[derive(Deserialize)]
-struct RawEnvelope {
-    body: Option<String>,
+struct RawEnvelope<'a> {
+    /// Borrowed from the input when it has no escapes (base64 never does): no copy before decoding.
+    #[serde(borrow)]
+    body: Option<std::borrow::Cow<'a, str>>,
     #[serde(rename = "content-type")]
     content_type: Option<String>,
     #[serde(rename = "content-encoding")]
@@ -68,7 +70,7 @@ impl Envelope {
             Some("base64") => B64.decode(text.as_bytes()).map_err(|e| {
                 CodecError::invalid(format!("the envelope body is not valid base64: {e}"))
             })?,
-            _ => text.into_bytes(),
+            _ => text.into_owned().into_bytes(),
         };
         Ok(Envelope {
             body,
@@ -187,7 +189,7 @@ pub fn encode_task_envelope(
     let properties = TaskProperties {
         id: message.id(),
         routing,
-        delivery_tag: uuid::Uuid::new_v4().hyphenated().encode_lower(&mut tag),
+        delivery_tag: new_delivery_tag().hyphenated().encode_lower(&mut tag),
         extra,
     };
     let b64_len = base64::encoded_len(body.len(), true)
@@ -209,6 +211,36 @@ pub fn encode_task_envelope(
     serde_json::to_writer(&mut out, &properties).map_err(write_err)?;
     out.push(b'}');
     Ok(out)
+}
+
+/// A version 4 UUID, as kombu's `uuid4()` delivery tags, without a getrandom syscall per message:
+/// SipHash under per-thread random keys (std's `RandomState`) of (pid, counter). Tags need to be
+/// unique, not secret; the pid keeps a forked child's tags apart from its parent's.
+fn new_delivery_tag() -> uuid::Uuid {
+    use std::cell::Cell;
+    use std::collections::hash_map::RandomState;
+    use std::hash::{BuildHasher, Hasher};
+    thread_local! {
+        static KEYS: RandomState = RandomState::new();
+        static COUNTER: Cell<u64> = const { Cell::new(0) };
+    }
+    let n = COUNTER.with(|c| {
+        let n = c.get();
+        c.set(n.wrapping_add(1));
+        n
+    });
+    let pid = std::process::id();
+    let half = |salt: u8| {
+        KEYS.with(|keys| {
+            let mut h = keys.build_hasher();
+            h.write_u32(pid);
+            h.write_u64(n);
+            h.write_u8(salt);
+            h.finish()
+        })
+    };
+    let bits = (u128::from(half(0)) << 64) | u128::from(half(1));
+    uuid::Builder::from_random_bytes(bits.to_le_bytes()).into_uuid()
 }
 
 /// The properties kombu's Redis channel gives a published task message. Entries of `extra`
@@ -355,6 +387,18 @@ mod tests {
             tag
         );
         assert_eq!(text, expected);
+    }
+
+    #[test]
+    fn delivery_tags_are_distinct_version_4_uuids() {
+        let tags: std::collections::HashSet<uuid::Uuid> =
+            (0..10_000).map(|_| new_delivery_tag()).collect();
+        assert_eq!(tags.len(), 10_000);
+        assert!(tags
+            .iter()
+            .all(|t| t.get_version_num() == 4 && t.get_variant() == uuid::Variant::RFC4122));
+        let other_thread = std::thread::spawn(new_delivery_tag).join().unwrap();
+        assert!(!tags.contains(&other_thread));
     }
 
     #[test]

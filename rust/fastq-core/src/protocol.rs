@@ -179,7 +179,7 @@ impl TaskMessage {
     pub fn encode_body(&self, serializer: Serializer) -> Result<Vec<u8>> {
         match serializer {
             Serializer::Json => {
-                let mut out = Vec::with_capacity(256);
+                let mut out = Vec::with_capacity(512);
                 json::write_task_body(&mut out, &self.args, &self.kwargs, &self.embed)?;
                 Ok(out)
             }
@@ -232,11 +232,18 @@ pub fn complete_headers(mut headers: Entries) -> Result<Entries> {
             )));
         }
     }
-    headers.reserve(V2_HEADERS.len());
-    for key in V2_HEADERS {
-        if lookup(&headers, key).is_some() {
-            continue;
+    // One pass marks the headers present (lookups per key cost more than the rest of encoding).
+    let mut present = [false; V2_HEADERS.len()];
+    for (key, _) in &headers {
+        if let Some(i) = key
+            .as_str()
+            .and_then(|k| V2_HEADERS.iter().position(|h| *h == k))
+        {
+            present[i] = true;
         }
+    }
+    headers.reserve(present.iter().filter(|p| !**p).count());
+    for (&key, _) in V2_HEADERS.iter().zip(present).filter(|(_, p)| !p) {
         let default = match key {
             "lang" => "py".into(),
             "retries" | "replaced_task_nesting" => Value::Int(0),
@@ -245,7 +252,7 @@ pub fn complete_headers(mut headers: Entries) -> Result<Entries> {
             "stamps" => Value::Map(vec![]),
             _ => Value::Null,
         };
-        headers.push((key.into(), default));
+        headers.push((Value::from(key), default));
     }
     Ok(headers)
 }

@@ -3,7 +3,7 @@
 use std::fmt;
 
 use base64::Engine as _;
-use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde::de::{self, Deserialize, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::ser::{Error as _, Serialize, SerializeMap, SerializeSeq, Serializer};
 
 use super::MAX_DEPTH;
@@ -200,13 +200,52 @@ fn key_text(key: &Value) -> std::result::Result<std::borrow::Cow<'_, str>, Strin
 
 impl<'de> Deserialize<'de> for Value {
     fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Value, D::Error> {
-        d.deserialize_any(ValueVisitor)
+        // The thread's scratch stacks are taken for this document and given back, warm.
+        let mut scratch = SCRATCH.with(|s| s.take());
+        let result = ValueSeed(&mut scratch).deserialize(d);
+        scratch.reset();
+        SCRATCH.with(|s| s.replace(scratch));
+        result
     }
 }
 
-struct ValueVisitor;
+/// Items and entries of the containers being read, on two stacks: a finished list or map is
+/// moved off the top into a `Vec` of exactly its size, instead of growing one `Vec` per
+/// container by doubling (a Celery header map would be reallocated four times).
+#[derive(Default)]
+struct Scratch {
+    items: Vec<Value>,
+    entries: Vec<(Value, Value)>,
+}
 
-impl<'de> Visitor<'de> for ValueVisitor {
+impl Scratch {
+    /// Empties the stacks; one huge document does not keep its memory for the thread's lifetime.
+    fn reset(&mut self) {
+        const KEEP: usize = 1024;
+        self.items.clear();
+        self.entries.clear();
+        self.items.shrink_to(KEEP);
+        self.entries.shrink_to(KEEP);
+    }
+}
+
+thread_local! {
+    static SCRATCH: std::cell::Cell<Scratch> = std::cell::Cell::new(Scratch::default());
+}
+
+struct ValueSeed<'s>(&'s mut Scratch);
+
+impl<'de> DeserializeSeed<'de> for ValueSeed<'_> {
+    type Value = Value;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> std::result::Result<Value, D::Error> {
+        d.deserialize_any(ValueVisitor(self.0))
+    }
+}
+
+struct ValueVisitor<'s>(&'s mut Scratch);
+
+impl<'de> Visitor<'de> for ValueVisitor<'_> {
     type Value = Value;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
@@ -219,7 +258,7 @@ impl<'de> Visitor<'de> for ValueVisitor {
         Ok(Value::Null)
     }
     fn visit_some<D: Deserializer<'de>>(self, d: D) -> std::result::Result<Value, D::Error> {
-        Value::deserialize(d)
+        ValueSeed(self.0).deserialize(d)
     }
     fn visit_bool<E>(self, b: bool) -> std::result::Result<Value, E> {
         Ok(Value::Bool(b))
@@ -240,24 +279,27 @@ impl<'de> Visitor<'de> for ValueVisitor {
         Ok(Value::Str(s))
     }
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> std::result::Result<Value, A::Error> {
-        let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(4096));
-        while let Some(item) = seq.next_element()? {
-            items.push(item);
+        let start = self.0.items.len();
+        while let Some(item) = seq.next_element_seed(ValueSeed(self.0))? {
+            self.0.items.push(item);
         }
-        Ok(Value::List(items))
+        Ok(Value::List(self.0.items.drain(start..).collect()))
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> std::result::Result<Value, A::Error> {
-        let mut entries: Vec<(Value, Value)> = Vec::new();
+        let start = self.0.entries.len();
         while let Some(key) = map.next_key::<String>()? {
-            let value: Value = map.next_value()?;
-            entries.push((Value::Str(key), value));
+            let value = map.next_value_seed(ValueSeed(self.0))?;
+            self.0.entries.push((Value::Str(key), value));
         }
-        if entries.len() == 2 {
-            if let Some(converted) = from_marker(&entries).map_err(de::Error::custom)? {
+        if self.0.entries.len() - start == 2 {
+            if let Some(converted) =
+                from_marker(&self.0.entries[start..]).map_err(de::Error::custom)?
+            {
+                self.0.entries.truncate(start);
                 return Ok(converted);
             }
         }
-        Ok(Value::Map(entries))
+        Ok(Value::Map(self.0.entries.drain(start..).collect()))
     }
 }
 
@@ -419,6 +461,32 @@ mod tests {
         assert!(write_task_body(&mut Vec::new(), &deep, &[], &[]).is_ok());
         let deeper = [nested(MAX_DEPTH - 1, Value::Null)];
         assert!(write_task_body(&mut Vec::new(), &deeper, &[], &[]).is_err());
+    }
+
+    #[test]
+    fn nested_containers_keep_their_own_items() {
+        let v =
+            decode(br#"{"a":[1,{"b":[2,3],"c":{}},[]],"d":{"e":[4]},"f":[[5],[6,[7]]]}"#).unwrap();
+        let text = String::from_utf8(encode(&v).unwrap()).unwrap();
+        assert_eq!(
+            text,
+            r#"{"a":[1,{"b":[2,3],"c":{}},[]],"d":{"e":[4]},"f":[[5],[6,[7]]]}"#
+        );
+        // A failed document leaves nothing behind for the next one.
+        assert!(decode(br#"{"a":[1,2,{"b":3"#).is_err());
+        assert_eq!(
+            decode(b"[[]]").unwrap(),
+            Value::List(vec![Value::List(vec![])])
+        );
+        let marker = decode(br#"[{"x":1},{"__type__":"date","__value__":"2024-01-01"},{}]"#);
+        assert_eq!(
+            marker.unwrap(),
+            Value::List(vec![
+                Value::map_from([("x", Value::Int(1))]),
+                Value::Date("2024-01-01".into()),
+                Value::Map(vec![])
+            ])
+        );
     }
 
     #[test]
