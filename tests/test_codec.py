@@ -232,23 +232,14 @@ def test_content_type_parameters_and_case_are_ignored() -> None:
         (b"[01]", "invalid number"),
         (b"1e400", "out of range"),
         (b"[NaN]", "expected value"),
-    ],
-)
-def test_malformed_json_is_a_decode_error(data: bytes, fragment: str) -> None:
-    with raises(errors.DecodeError, "application/json", fragment):
-        _core.loads(data, JSON)
-
-
-@pytest.mark.parametrize(
-    ("data", "fragment"),
-    [
+        # not UTF-8
         (b"\xff\xfe[]", "expected value"),
         (b'"\xff"', "invalid unicode"),
         (b'"\xc3"', "invalid unicode"),
         (b'"\\ud800"', "hex escape"),
     ],
 )
-def test_json_that_is_not_utf8_is_a_decode_error(data: bytes, fragment: str) -> None:
+def test_malformed_json_is_a_decode_error(data: bytes, fragment: str) -> None:
     with raises(errors.DecodeError, "application/json", fragment):
         _core.loads(data, JSON)
 
@@ -714,6 +705,18 @@ def test_envelope_headers_are_the_sent_ones_and_the_message_has_celerys_defaults
     assert env.headers is not msg.headers
     assert env.headers is env.headers  # converted once
     assert _core.decode_envelope(_envelope(b"[]", headers=sent)).headers == sent
+
+
+def test_protocol_names_are_shared_python_strings() -> None:
+    # The Rust binding interns every v2 header, embed and property name (convert.rs keeps its own
+    # list of them): two decodes must hand out the very same key objects.
+    data = _core.encode_task_envelope(HEADERS, [], {})
+    first, second = (_core.decode_task_envelope(data, ["json"]) for _ in range(2))
+    for a, b in ((first[1].headers, second[1].headers), (first[1].embed, second[1].embed)):
+        assert len(a) >= 4
+        assert all(x is y for x, y in zip(a, b, strict=True)), [x for x in a]
+    props = zip(first[0].properties, second[0].properties, strict=True)
+    assert all(x is y for x, y in props)
 
 
 def test_protocol_1_envelope_keeps_its_own_headers() -> None:
