@@ -218,49 +218,45 @@ def test_content_type_parameters_and_case_are_ignored() -> None:
 
 
 # -- malformed input -----------------------------------------------------------------------------
-@pytest.mark.parametrize(
-    ("data", "fragment"),
-    [
-        (b"", "EOF"),
-        (b"[1, 2", "EOF"),
-        (b'{"a": ', "EOF"),
-        (b'"unterminated', "EOF"),
-        (b"[1] [2]", "trailing"),
-        (b"{'a': 1}", "key must be a string"),
-        (b"nul", "EOF"),
-        (b"nulx", "expected ident"),
-        (b"[01]", "invalid number"),
-        (b"1e400", "out of range"),
-        (b"[NaN]", "expected value"),
-        # not UTF-8
-        (b"\xff\xfe[]", "expected value"),
-        (b'"\xff"', "invalid unicode"),
-        (b'"\xc3"', "invalid unicode"),
-        (b'"\\ud800"', "hex escape"),
-    ],
-)
-def test_malformed_json_is_a_decode_error(data: bytes, fragment: str) -> None:
-    with raises(errors.DecodeError, "application/json", fragment):
-        _core.loads(data, JSON)
+MALFORMED_JSON = [
+    (b"", "EOF"),
+    (b"[1, 2", "EOF"),
+    (b'{"a": ', "EOF"),
+    (b'"unterminated', "EOF"),
+    (b"[1] [2]", "trailing"),
+    (b"{'a': 1}", "key must be a string"),
+    (b"nul", "EOF"),
+    (b"nulx", "expected ident"),
+    (b"[01]", "invalid number"),
+    (b"1e400", "out of range"),
+    (b"[NaN]", "expected value"),
+    # not UTF-8
+    (b"\xff\xfe[]", "expected value"),
+    (b'"\xff"', "invalid unicode"),
+    (b'"\xc3"', "invalid unicode"),
+    (b'"\\ud800"', "hex escape"),
+]
+MALFORMED_MSGPACK = [
+    (b"", "truncated"),
+    (b"\x92\x01", "truncated"),
+    (b"\xa5abc", "truncated: 5 more bytes needed"),
+    (b"\xdd\xff\xff\xff\xff", "truncated"),
+    (b"\x01\x02", "1 bytes after the end"),
+    (b"\xc1", "0xc1 is a reserved marker"),
+    (b"\x91\xc1", "0xc1 is a reserved marker"),
+    (b"\xa2\xff\xfe", "not valid UTF-8"),
+    (b"\xd4\x05\x00", "extension type 5"),
+    (b"\xc7\x02\xff\x00", "truncated"),
+]
 
 
 @pytest.mark.parametrize(
-    ("data", "fragment"),
-    [
-        (b"", "truncated"),
-        (b"\x92\x01", "truncated"),
-        (b"\xa5abc", "truncated: 5 more bytes needed"),
-        (b"\xdd\xff\xff\xff\xff", "truncated"),
-        (b"\x01\x02", "1 bytes after the end"),
-        (b"\xc1", "0xc1 is a reserved marker"),
-        (b"\x91\xc1", "0xc1 is a reserved marker"),
-        (b"\xa2\xff\xfe", "not valid UTF-8"),
-        (b"\xd4\x05\x00", "extension type 5"),
-    ],
+    ("content_type", "data", "fragment"),
+    [(JSON, *case) for case in MALFORMED_JSON] + [(MSGPACK, *case) for case in MALFORMED_MSGPACK],
 )
-def test_malformed_msgpack_is_a_decode_error(data: bytes, fragment: str) -> None:
-    with raises(errors.DecodeError, "application/x-msgpack", fragment):
-        _core.loads(data, MSGPACK)
+def test_malformed_input_is_a_decode_error(content_type: str, data: bytes, fragment: str) -> None:
+    with raises(errors.DecodeError, content_type, fragment):
+        _core.loads(data, content_type)
 
 
 @pytest.mark.parametrize(

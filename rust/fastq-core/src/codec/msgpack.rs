@@ -75,12 +75,13 @@ impl<'a> Reader<'a> {
         Ok(self.array::<1>()?[0])
     }
 
-    fn len16(&mut self) -> Result<usize> {
-        Ok(usize::from(u16::from_be_bytes(self.array()?)))
-    }
-
-    fn len32(&mut self) -> Result<usize> {
-        usize::try_from(u32::from_be_bytes(self.array()?)).map_err(error)
+    /// A big-endian length of 1, 2 or 4 bytes (`width` 0, 1 or 2, as the markers count them).
+    fn len(&mut self, width: u8) -> Result<usize> {
+        Ok(match width {
+            0 => usize::from(self.byte()?),
+            1 => usize::from(u16::from_be_bytes(self.array()?)),
+            _ => usize::try_from(u32::from_be_bytes(self.array()?)).map_err(error)?,
+        })
     }
 
     fn value(&mut self, depth: usize) -> Result<Value> {
@@ -94,28 +95,12 @@ impl<'a> Reader<'a> {
             0xc1 => return Err(error("0xc1 is a reserved marker, not a msgpack value")),
             0xc2 => Value::Bool(false),
             0xc3 => Value::Bool(true),
-            0xc4 => {
-                let len = usize::from(self.byte()?);
+            0xc4..=0xc6 => {
+                let len = self.len(marker - 0xc4)?;
                 Value::Bytes(self.take(len)?.to_vec())
             }
-            0xc5 => {
-                let len = self.len16()?;
-                Value::Bytes(self.take(len)?.to_vec())
-            }
-            0xc6 => {
-                let len = self.len32()?;
-                Value::Bytes(self.take(len)?.to_vec())
-            }
-            0xc7 => {
-                let len = usize::from(self.byte()?);
-                return Err(self.extension(len)?);
-            }
-            0xc8 => {
-                let len = self.len16()?;
-                return Err(self.extension(len)?);
-            }
-            0xc9 => {
-                let len = self.len32()?;
+            0xc7..=0xc9 => {
+                let len = self.len(marker - 0xc7)?;
                 return Err(self.extension(len)?);
             }
             0xca => Value::Float(f64::from(f32::from_be_bytes(self.array()?))),
@@ -132,32 +117,16 @@ impl<'a> Reader<'a> {
             0xd2 => Value::Int(i64::from(i32::from_be_bytes(self.array()?))),
             0xd3 => Value::Int(i64::from_be_bytes(self.array()?)),
             0xd4..=0xd8 => return Err(self.extension(1 << (marker - 0xd4))?),
-            0xd9 => {
-                let len = usize::from(self.byte()?);
+            0xd9..=0xdb => {
+                let len = self.len(marker - 0xd9)?;
                 self.text(len)?
             }
-            0xda => {
-                let len = self.len16()?;
-                self.text(len)?
-            }
-            0xdb => {
-                let len = self.len32()?;
-                self.text(len)?
-            }
-            0xdc => {
-                let len = self.len16()?;
+            0xdc | 0xdd => {
+                let len = self.len(marker - 0xdc + 1)?;
                 self.list(len, depth)?
             }
-            0xdd => {
-                let len = self.len32()?;
-                self.list(len, depth)?
-            }
-            0xde => {
-                let len = self.len16()?;
-                self.map(len, depth)?
-            }
-            0xdf => {
-                let len = self.len32()?;
+            0xde | 0xdf => {
+                let len = self.len(marker - 0xde + 1)?;
                 self.map(len, depth)?
             }
             0xe0..=0xff => Value::Int(i64::from(marker as i8)),
