@@ -1,15 +1,12 @@
 """Example tasks for the demo and the README: ``fastq worker -A examples.tasks``."""
 
-import os
 import time
 
 from fastq import App
 
-app = App(
-    "examples",
-    broker=os.environ.get("FASTQ_BROKER_URL", "redis://127.0.0.1:6379/0"),
-    backend=os.environ.get("FASTQ_RESULT_BACKEND", "redis://127.0.0.1:6379/1"),
-)
+# No broker named: FASTQ_BROKER_URL if set, else the embedded default sqlite:///fastq.db in the
+# working directory, which is also the result backend. No server needed.
+app = App("examples")
 
 
 @app.task

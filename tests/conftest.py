@@ -9,6 +9,8 @@ import pytest
 import redis
 from fastq import App
 
+from tests.apps import shared
+
 REDIS_HOST = "redis://127.0.0.1:6379"
 #: Databases these tests own (flushed before each test that uses them).
 BROKER_DB = int(os.environ.get("FASTQ_TEST_BROKER_DB", "8"))
@@ -50,3 +52,25 @@ def app(broker_url: str, backend_url: str) -> Iterator[App]:
     application = App("t", broker=broker_url, backend=backend_url, set_as_current=False)
     yield application
     application.close()
+
+
+@pytest.fixture
+def worker_env(broker_url: str, backend_url: str) -> dict[str, str]:
+    """Points worker subprocesses (``tests/apps``) at this run's databases."""
+    return {"FASTQ_BROKER_URL": broker_url, "FASTQ_RESULT_BACKEND": backend_url}
+
+
+@pytest.fixture
+def runs() -> Iterator[redis.Redis]:
+    """The side channel where the test apps' tasks record what ran, emptied for the test."""
+    client = redis.Redis.from_url(shared.RUNS_URL)
+    client.flushdb()
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def task_client(app: App) -> App:
+    """``app`` with the test apps' tasks (``interop.add``...) registered, to build signatures;
+    their bodies run in worker subprocesses, not here."""
+    return shared.register(app)

@@ -5,9 +5,24 @@ from __future__ import annotations
 from fastq import states
 from fastq._core import __version__
 from fastq.app import App, current_app
-from fastq.result import AsyncResult
+from fastq.canvas import Signature, chain, chord, group, signature
+from fastq.result import AsyncResult, GroupResult
 from fastq.task import Task
 
 Celery = App  #: Celery's name for the app, so ``from fastq import Celery`` works when migrating.
 
-__all__ = ["App", "AsyncResult", "Celery", "Task", "__version__", "current_app", "states"]
+__all__ = [
+    "App",
+    "AsyncResult",
+    "Celery",
+    "GroupResult",
+    "Signature",
+    "Task",
+    "__version__",
+    "chain",
+    "chord",
+    "current_app",
+    "group",
+    "signature",
+    "states",
+]

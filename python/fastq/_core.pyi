@@ -168,8 +168,12 @@ class RedisConsumer:
         records the popped message right after; if this process dies in between, that message
         is lost (as in kombu)."""
 
-    def ack(self, delivery_tags: list[str]) -> None:
-        """Acknowledge these tags in one round trip; unknown or empty tags are ignored."""
+    def ack(self, delivery_tags: list[str], wait: bool = True) -> None:
+        """Acknowledge these tags in one round trip; unknown or empty tags are ignored.
+
+        ``wait=False`` writes the ack without waiting for the reply (read before the next
+        command): the early ack before a task runs, at no round trip's cost.
+        """
 
     def reject(self, delivery_tag: str, requeue: bool = False) -> None:
         """Without ``requeue``, the same as ``ack``. With it, the message goes to the back of its

@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 import threading
 import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 from functools import cached_property
 from typing import Any, TypeVar, overload
@@ -13,7 +14,8 @@ from typing import Any, TypeVar, overload
 from fastq import protocol
 from fastq.backends import Backend, backend_from_url
 from fastq.brokers import Broker, broker_from_url
-from fastq.config import DEFAULT_BROKER_URL, Config
+from fastq.config import DEFAULT_BROKER_URL, Config, default_result_backend
+from fastq.control import Control
 from fastq.errors import ConfigurationError, NotRegistered
 from fastq.result import AsyncResult
 from fastq.routing import Router
@@ -97,7 +99,15 @@ class App:
 
     @cached_property
     def backend(self) -> Backend:
-        return backend_from_url(self, self.conf.result_backend)
+        url = self.conf.result_backend or default_result_backend(
+            self.conf.broker_url or DEFAULT_BROKER_URL
+        )
+        return backend_from_url(self, url)
+
+    @cached_property
+    def control(self) -> Control:
+        """Remote control of the live workers: ``app.control.inspect("active")``."""
+        return Control(self)
 
     @cached_property
     def router(self) -> Router:
@@ -189,8 +199,28 @@ class App:
         message = self.build_message(name, args, kwargs, **options)
         if not message.headers.get("ignore_result"):
             self.backend.on_task_sent(message.id)
-        self.broker.publish(message)
+        batch = getattr(self._local, "batch", None)
+        if batch is not None:
+            batch.append(message)
+        else:
+            self.broker.publish(message)
         return AsyncResult(message.id, app=self)
+
+    @contextmanager
+    def publish_batch(self) -> Iterator[None]:
+        """Tasks sent in this block (by this thread) are published together when it ends, in
+        one pipelined round trip: how a group's tasks go out. Nothing is sent if it raises."""
+        if getattr(self._local, "batch", None) is not None:
+            yield  # nested: the outermost block publishes
+            return
+        batch: list[protocol.OutgoingMessage] = []
+        self._local.batch = batch
+        try:
+            yield
+        finally:
+            self._local.batch = None
+        if batch:
+            self.broker.publish_many(batch)
 
     def send_many(
         self,

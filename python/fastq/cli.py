@@ -1,4 +1,4 @@
-"""The ``fastq`` command: ``worker``, ``call``, ``result``, ``purge``, ``bench``."""
+"""The ``fastq`` command: ``worker``, ``call``, ``result``, ``purge``, ``inspect``, ``bench``."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from fastq.app import App
-from fastq.errors import FastqError
+from fastq.errors import ConfigurationError, FastqError
 
 LOG_FORMAT = "[%(asctime)s: %(levelname)s/%(processName)s %(process)d] %(message)s"
 
@@ -64,6 +64,7 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--kwargs", default="{}", help="keyword arguments as a JSON object")
     c.add_argument("--queue")
     c.add_argument("--countdown", type=float)
+    c.add_argument("--priority", type=int, help="0-9; on Redis and SQLite lower runs first")
     c.add_argument("--wait", action="store_true", help="wait for the result and print it")
     c.add_argument("--timeout", type=float, default=60.0)
 
@@ -72,6 +73,11 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("purge", help="delete waiting messages")
     p.add_argument("-Q", "--queues", help="comma-separated queues (default: task_default_queue)")
+
+    i = sub.add_parser("inspect", help="ask the live workers (prints one JSON line per worker)")
+    i.add_argument("what", choices=["registered", "active", "stats", "ping"])
+    i.add_argument("-d", "--destination", help="comma-separated worker hostnames (default: all)")
+    i.add_argument("-t", "--timeout", type=float, default=1.0, help="seconds to wait for replies")
 
     from fastq.bench.cli import add_arguments as add_bench_arguments
 
@@ -119,17 +125,24 @@ def _run(app: App, options: argparse.Namespace) -> int:
             hostname=options.hostname,
         )
     if options.command == "call":
-        kwargs = json.loads(options.kwargs)
+        try:
+            kwargs = json.loads(options.kwargs)
+        except ValueError as exc:
+            raise ConfigurationError(f"--kwargs is not JSON ({exc}): {options.kwargs!r}") from None
+        if not isinstance(kwargs, dict):
+            raise ConfigurationError(f"--kwargs must be a JSON object, got {options.kwargs!r}")
         result = app.send_task(
             options.name,
             [_json_arg(a) for a in options.args],
             kwargs,
             queue=options.queue,
             countdown=options.countdown,
+            priority=options.priority,
         )
         print(result.id)
         if options.wait:
             print(json.dumps(result.get(timeout=options.timeout, propagate=False), default=repr))
+            return 1 if result.failed() else 0
         return 0
     if options.command == "result":
         res = app.AsyncResult(options.task_id)
@@ -139,6 +152,17 @@ def _run(app: App, options: argparse.Namespace) -> int:
         queues = options.queues.split(",") if options.queues else [app.conf.task_default_queue]
         total = sum(app.broker.purge(q) for q in queues)
         print(f"purged {total} message(s) from {', '.join(queues)}")
+        return 0
+    if options.command == "inspect":
+        destination = options.destination.split(",") if options.destination else None
+        replies = app.control.broadcast(
+            options.what, destination=destination, timeout=options.timeout
+        )
+        for reply in replies:
+            print(json.dumps(reply, default=repr))
+        if not replies:
+            print(f"fastq: no worker replied within {options.timeout:g}s", file=sys.stderr)
+            return 1
         return 0
     raise AssertionError(options.command)
 

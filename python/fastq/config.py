@@ -15,8 +15,16 @@ from typing import Any
 
 from fastq.errors import ConfigurationError
 
-#: The broker used when none is configured: Redis on loopback (the embedded broker replaces it).
-DEFAULT_BROKER_URL = "redis://127.0.0.1:6379/0"
+#: The broker used when none is configured: the embedded SQLite broker, in ``fastq.db`` in the
+#: working directory (so a client and its workers started in the same directory share it).
+DEFAULT_BROKER_URL = "sqlite:///fastq.db"
+
+
+def default_result_backend(broker_url: str) -> str | None:
+    """The backend used when none is set: the broker's own file/store for the embedded brokers
+    (one file to manage), none otherwise."""
+    scheme = broker_url.split("://", 1)[0].lower()
+    return broker_url if scheme in ("sqlite", "memory") else None
 
 
 def _seconds(value: Any) -> float | None:

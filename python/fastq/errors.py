@@ -112,6 +112,10 @@ class Ignore(FastqError):
     """Raised by a task so that no state is stored for it."""
 
 
+class ChordError(FastqError):
+    """A chord's body did not run: a header task failed, or the body could not be sent."""
+
+
 #: fastq errors that Celery also defines in ``celery.exceptions``; results name Celery's module
 #: so a Celery client re-creates its own type, and fastq maps them back by name.
 CELERY_EQUIVALENTS = frozenset(
@@ -122,6 +126,7 @@ CELERY_EQUIVALENTS = frozenset(
         "Retry",
         "Reject",
         "Ignore",
+        "ChordError",
         "SoftTimeLimitExceeded",
         "TimeLimitExceeded",
     }

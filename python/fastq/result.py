@@ -1,12 +1,13 @@
-"""``AsyncResult``: a handle on a task's outcome, read through the app's result backend."""
+"""``AsyncResult`` and ``GroupResult``: handles on outcomes, read through the result backend."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Generator
+import time
+from collections.abc import Generator, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
-from fastq import states
+from fastq import errors, states
 from fastq.backends.base import exception_to_meta, meta_to_exception
 
 if TYPE_CHECKING:
@@ -14,18 +15,28 @@ if TYPE_CHECKING:
     from fastq.backends.base import Backend
 
 
+def _current_app() -> App:
+    from fastq.app import current_app
+
+    return current_app()
+
+
 class AsyncResult:
     """The outcome of a task by id: ``state``, ``ready()``, ``get(timeout)``, ``await``."""
 
-    def __init__(self, id: str, app: App | None = None, backend: Backend | None = None) -> None:
-        if app is None:
-            from fastq.app import current_app
-
-            app = current_app()
+    def __init__(
+        self,
+        id: str,
+        app: App | None = None,
+        backend: Backend | None = None,
+        parent: ResultNode | None = None,
+    ) -> None:
         self.id = id
-        self.app = app
+        self.app = app or _current_app()
         self._backend = backend
         self._cache: dict[str, Any] | None = None
+        #: The result this one's task was started from, in a chain or chord (``None`` otherwise).
+        self.parent = parent
 
     @property
     def backend(self) -> Backend:
@@ -125,6 +136,14 @@ class AsyncResult:
         self._cache = None
         self.backend.forget(self.id)
 
+    def revoke(self, terminate: bool = False, signal: str = "SIGTERM") -> None:
+        """Asks the workers not to run this task (``terminate``: kill it if running)."""
+        self.app.control.revoke(self.id, terminate=terminate, signal=signal)
+
+    def as_tuple(self) -> list[Any]:
+        """Celery's nested form, ``[[id, parent], None]``, as saved in a group's meta."""
+        return [[self.id, self.parent.as_tuple() if self.parent else None], None]
+
 
 class EagerResult(AsyncResult):
     """The outcome of a task run in this process by ``apply()`` / ``task_always_eager``."""
@@ -150,3 +169,184 @@ class EagerResult(AsyncResult):
 
     def forget(self) -> None:
         return None
+
+
+class GroupResult:
+    """The results of a group's tasks, in the order they were given::
+
+    res = group(add.s(i, i) for i in range(10)).apply_async()
+    res.get(timeout=10)  # [0, 2, 4, ...]
+    res.save()  # later: GroupResult.restore(res.id)
+    """
+
+    def __init__(
+        self,
+        id: str,
+        results: Sequence[ResultNode] | None = None,
+        app: App | None = None,
+        backend: Backend | None = None,
+        parent: ResultNode | None = None,
+    ) -> None:
+        self.id = id
+        self.results: list[ResultNode] = list(results or [])
+        self.app = app or _current_app()
+        self._backend = backend
+        self.parent = parent
+
+    @property
+    def backend(self) -> Backend:
+        return self._backend if self._backend is not None else self.app.backend
+
+    @property
+    def children(self) -> list[ResultNode]:
+        return self.results
+
+    def __repr__(self) -> str:
+        return f"<GroupResult: {self.id} [{', '.join(r.id for r in self.results)}]>"
+
+    def __len__(self) -> int:
+        return len(self.results)
+
+    def __iter__(self) -> Iterator[ResultNode]:
+        return iter(self.results)
+
+    def __getitem__(self, index: int) -> ResultNode:
+        return self.results[index]
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, GroupResult):
+            return other.id == self.id and other.results == self.results
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(self.id)
+
+    # -- state -----------------------------------------------------------------------------------
+    def leaves(self) -> Iterator[AsyncResult]:
+        """The task results, with nested groups flattened."""
+        for result in self.results:
+            if isinstance(result, GroupResult):
+                yield from result.leaves()
+            else:
+                yield result
+
+    def _statuses(self) -> dict[str, str]:
+        """The state of every task, reading the ones not known to be ready in one MGET."""
+        leaves = list(self.leaves())
+        unknown = [r for r in leaves if r._cache is None]
+        ids = [r.id for r in unknown]
+        fresh = dict(zip(ids, self.backend.get_many(ids), strict=True))
+        statuses = {}
+        for result in leaves:
+            meta = result._cache or result._set_cache(fresh[result.id])
+            statuses[result.id] = str(meta["status"])
+        return statuses
+
+    def ready(self) -> bool:
+        """True when every task finished (succeeded, failed or was revoked)."""
+        return all(s in states.READY_STATES for s in self._statuses().values())
+
+    def successful(self) -> bool:
+        """True when every task succeeded."""
+        return all(s == states.SUCCESS for s in self._statuses().values())
+
+    def failed(self) -> bool:
+        """True when any task failed."""
+        return any(s == states.FAILURE for s in self._statuses().values())
+
+    def waiting(self) -> bool:
+        """True while any task has not finished."""
+        return not self.ready()
+
+    def completed_count(self) -> int:
+        """How many of the results succeeded (a nested group counts once, when all of it did)."""
+        statuses = self._statuses()
+
+        def succeeded(result: ResultNode) -> bool:
+            if isinstance(result, GroupResult):
+                return all(statuses[r.id] == states.SUCCESS for r in result.leaves())
+            return statuses[result.id] == states.SUCCESS
+
+        return sum(succeeded(r) for r in self.results)
+
+    # -- waiting ---------------------------------------------------------------------------------
+    def join(
+        self, timeout: float | None = None, propagate: bool = True, interval: float = 0.5, **_: Any
+    ) -> list[Any]:
+        """Waits for every task and returns their values in order; ``timeout`` is for the whole
+        group. With ``propagate``, the first failure (in order) is raised."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        self._statuses()  # one MGET fills the cache of the finished ones
+        values = []
+        for result in self.results:
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0 and not result.ready():
+                raise errors.TimeoutError(f"group {self.id} not ready after {timeout}s")
+            values.append(
+                result.get(
+                    timeout=None if remaining is None else max(remaining, 0.001),
+                    propagate=propagate,
+                    interval=interval,
+                )
+            )
+        return values
+
+    get = join
+
+    def __await__(self) -> Generator[Any, None, Any]:
+        return asyncio.to_thread(self.get).__await__()
+
+    # -- storing ---------------------------------------------------------------------------------
+    def save(self, backend: Backend | None = None) -> GroupResult:
+        """Stores the group under ``celery-taskset-meta-<id>``, so ``restore`` can rebuild it
+        (in this process or another, fastq or Celery)."""
+        (backend or self.backend).save_group(self.id, self.as_tuple())
+        return self
+
+    @classmethod
+    def restore(
+        cls, id: str, app: App | None = None, backend: Backend | None = None
+    ) -> GroupResult | None:
+        """The group saved under ``id``, or ``None`` when nothing is saved."""
+        app = app or _current_app()
+        meta = (backend or app.backend).restore_group(id)
+        if meta is None:
+            return None
+        restored = result_from_tuple(meta["result"], app)
+        if not isinstance(restored, GroupResult):
+            raise errors.DecodeError(f"saved group {id} holds a single result: {meta!r:.200}")
+        return restored
+
+    def delete(self, backend: Backend | None = None) -> None:
+        """Removes the saved group (not the tasks' results)."""
+        (backend or self.backend).delete_group(self.id)
+
+    def forget(self) -> None:
+        """Removes the tasks' results and the saved group."""
+        for result in self.results:
+            result.forget()
+        self.delete()
+
+    def as_tuple(self) -> list[Any]:
+        """Celery's nested form, ``[[id, parent], [child, ...]]``."""
+        return [
+            [self.id, self.parent.as_tuple() if self.parent else None],
+            [r.as_tuple() for r in self.results],
+        ]
+
+
+#: A node of a workflow's result tree.
+ResultNode = AsyncResult | GroupResult
+
+
+def result_from_tuple(value: Any, app: App | None = None) -> ResultNode:
+    """Rebuilds a result tree from Celery's nested form (``as_tuple``)."""
+    node, children = value
+    if isinstance(node, (list, tuple)):
+        id, parent_value = node
+    else:  # Celery before 4.0 saved a bare id
+        id, parent_value = node, None
+    parent = result_from_tuple(parent_value, app) if parent_value else None
+    if children is not None:
+        return GroupResult(id, [result_from_tuple(c, app) for c in children], app, parent=parent)
+    return AsyncResult(id, app, parent=parent)

@@ -13,6 +13,7 @@ from fastq.errors import MaxRetriesExceededError, Retry
 
 if TYPE_CHECKING:
     from fastq.app import App
+    from fastq.canvas import Signature
     from fastq.result import AsyncResult, EagerResult
 
 
@@ -201,6 +202,7 @@ class Task:
         """Runs the task here and now (eager mode), retries included; returns an
         ``EagerResult``. With ``throw`` (default: ``task_eager_propagates``) failures raise."""
         from fastq.result import EagerResult
+        from fastq.worker.followups import eager_embed, send_followups
         from fastq.worker.tracer import run_task
 
         context = Context(
@@ -212,12 +214,14 @@ class Task:
             is_eager=True,
             called_directly=False,
             delivery_info={"is_eager": True},
+            **eager_embed(options),
         )
         while True:
             outcome = run_task(self, context, acks_late=False, enforce_hard_limit=False)
             if outcome.state != states.RETRY:
                 break
             context.retries += 1  # eager retries run at once, as in Celery
+        send_followups(self.app, context, outcome)  # link, link_error, chain: run here too
         propagate = self.app.conf.task_eager_propagates if throw is None else throw
         if propagate and outcome.state == states.FAILURE:
             raise outcome.value
@@ -294,3 +298,24 @@ class Task:
         from fastq.result import AsyncResult
 
         return AsyncResult(task_id, app=self.app)
+
+    # -- signatures (canvas) -----------------------------------------------------------------
+    def signature(
+        self,
+        args: Sequence[Any] | None = None,
+        kwargs: Mapping[str, Any] | None = None,
+        **options: Any,
+    ) -> Signature:
+        """This task with arguments and options, to send later or combine (``fastq.canvas``)."""
+        from fastq.canvas import Signature
+
+        immutable = bool(options.pop("immutable", False))
+        return Signature(self, args, kwargs, options, immutable=immutable, app=self.app)
+
+    def s(self, *args: Any, **kwargs: Any) -> Signature:
+        """``add.s(2)``: a signature; in a chain or callback the parent's result comes first."""
+        return self.signature(args, kwargs)
+
+    def si(self, *args: Any, **kwargs: Any) -> Signature:
+        """``add.si(2, 2)``: an immutable signature, which ignores the parent's result."""
+        return self.signature(args, kwargs, immutable=True)

@@ -1,6 +1,7 @@
 """A fastq app for worker and interop tests: ``fastq -A tests.apps.fastq_app worker``."""
 
 import os
+from typing import Any
 
 from fastq import App
 
@@ -31,3 +32,28 @@ def record(token: str, seconds: float = 0.0) -> str:
 @app.task(name="interop.record_late", acks_late=True)
 def record_late(token: str, seconds: float = 0.0) -> str:
     return shared.record(token, seconds)
+
+
+@app.task(name="interop.mul")
+def mul(x: int, y: int) -> int:
+    return shared.mul(x, y)
+
+
+@app.task(name="interop.tsum")
+def tsum(values: list[int]) -> int:
+    return shared.tsum(values)
+
+
+@app.task(name="interop.tsum_once")
+def tsum_once(values: list[int], token: str) -> int:
+    return shared.tsum_once(values, token)
+
+
+@app.task(name="interop.errback")
+def errback(task_id: str) -> str:
+    return shared.errback(task_id)
+
+
+@app.task(name="interop.errback_request")
+def errback_request(request: Any, exc: BaseException, traceback: Any) -> None:
+    shared.errback_request(request, exc, traceback)

@@ -56,3 +56,8 @@ def stamp(token: str) -> float:
 @app.task(name="sem.pid")
 def pid() -> int:
     return os.getpid()
+
+
+@app.task(name="sem.sleep")
+def sleep(token: str, seconds: float) -> str:
+    return shared.record(token, seconds)

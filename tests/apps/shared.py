@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 import time
+from typing import Any
 
 import redis
 
@@ -33,3 +35,44 @@ def record(token: str, seconds: float = 0.0) -> str:
         time.sleep(seconds)
     runs().hincrby("runs", token, 1)
     return token
+
+
+def mul(x: int, y: int) -> int:
+    return x * y
+
+
+def tsum(values: list[int]) -> int:
+    return sum(values)
+
+
+def tsum_once(values: list[int], token: str) -> int:
+    """A chord body that counts its runs, to check it ran exactly once."""
+    runs().hincrby("runs", token, 1)
+    return sum(values)
+
+
+def errback(task_id: str) -> str:
+    """An old-style errback: Celery and fastq send it the failed task's id."""
+    runs().rpush("errbacks", task_id)
+    return task_id
+
+
+def errback_request(request: Any, exc: BaseException, traceback: Any) -> None:
+    """A new-style errback (more than one argument): called in the worker with the request."""
+    runs().rpush("errbacks", json.dumps([request.id, type(exc).__name__, str(exc)]))
+
+
+#: The tasks both test apps define, by their short name (``interop.<name>``).
+TASKS = ("add", "mul", "fail", "record", "tsum", "tsum_once", "errback", "errback_request")
+
+
+def register(app: Any) -> Any:
+    """Gives a client app (fastq or Celery) the test tasks, to build signatures with them."""
+    for name in TASKS:
+        app.task(name=f"interop.{name}")(globals()[name])
+    return app
+
+
+def errbacks() -> list[str]:
+    """What the errback tasks recorded, in order."""
+    return [v.decode() for v in runs().lrange("errbacks", 0, -1)]

@@ -142,7 +142,12 @@ def test_lower_priority_numbers_are_served_first_across_queues(
 
     # All queues at step 0, then all at step 3 (3 and 4 share it), then 6, then 9.
     assert [(d.queue, d.priority) for d in got] == [
-        ("a", 0), ("b", 0), ("a", 4), ("b", 3), ("b", 6), ("a", 9),
+        ("a", 0),
+        ("b", 0),
+        ("a", 4),
+        ("b", 3),
+        ("b", 6),
+        ("a", 9),
     ]
     assert [d.task_id for d in got] == [sent[(d.queue, d.priority)] for d in got]
 
@@ -243,6 +248,26 @@ def test_ack_removes_the_message_from_unacked(r: redis.Redis, make_consumer: Mak
     consumer.ack(["never-delivered"])
 
 
+def test_an_ack_without_waiting_lands_before_the_next_command(
+    r: redis.Redis, make_consumer: MakeConsumer
+) -> None:
+    publish(r, "m1", "m2", "m3")
+    consumer = make_consumer()
+    first, *rest = consumer.fetch(1.0)
+
+    consumer.ack([first.delivery_tag], wait=False)
+    time.sleep(0.05)  # the write is on the server already, though its reply is not read yet
+    assert not r.hexists("unacked", first.delivery_tag)
+    assert consumer.in_flight == 2
+
+    consumer.ack([d.delivery_tag for d in rest])  # reads the owed replies, then its own
+    assert r.hlen("unacked") == 0
+    publish(r, "m4")
+    assert ids(consumer.fetch(1.0)) == ["m4"]
+    consumer.ack(["m4-tag-unknown"], wait=False)
+    consumer.close()  # reads what is still owed before closing
+
+
 def test_reject_without_requeue_drops_the_message(
     r: redis.Redis, make_consumer: MakeConsumer
 ) -> None:
@@ -314,7 +339,9 @@ def test_restore_unacked_puts_back_in_the_order_taken(
     assert r.hlen("unacked") == 0
     got = consumer.fetch(1.0)
     assert [(d.task_id, d.redelivered) for d in got] == [
-        ("m1", True), ("m2", True), ("m3", True),
+        ("m1", True),
+        ("m2", True),
+        ("m3", True),
     ]
 
 
@@ -516,9 +543,7 @@ def test_bad_messages_become_deliveries_with_errors_and_the_next_one_arrives(
 
     # What could not be recorded is kept aside, newest first; the rest awaits an ack.
     assert r.lrange("fastq.malformed", 0, -1) == [untagged.raw, garbage.raw]
-    assert unacked_tags(r) == {
-        d.delivery_tag.encode() for d in (pickle_d, not_a_list, good)
-    }
+    assert unacked_tags(r) == {d.delivery_tag.encode() for d in (pickle_d, not_a_list, good)}
     assert consumer.in_flight == 3
     consumer.ack([d.delivery_tag for d in (pickle_d, garbage, not_a_list, untagged, good)])
     assert r.hlen("unacked") == 0 and consumer.in_flight == 0
@@ -529,9 +554,7 @@ def test_bad_messages_become_deliveries_with_errors_and_the_next_one_arrives(
 
 def test_an_unreachable_redis_raises_without_the_password() -> None:
     url = "redis://:hunter2-secret@127.0.0.1:6390/15"
-    consumer = _core.RedisConsumer(
-        url, ["celery"], accept=["json"], prefetch=1, consumer_id="c"
-    )
+    consumer = _core.RedisConsumer(url, ["celery"], accept=["json"], prefetch=1, consumer_id="c")
     for call in (
         lambda: consumer.fetch(0.1),
         lambda: consumer.ack(["t"]),
@@ -587,24 +610,74 @@ def tls_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, P
         subprocess.run(["openssl", *args], cwd=d, check=True, capture_output=True)
 
     ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
-    openssl("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.pem", "-days", "1",
-            "-subj", "/CN=fastq test CA", "-addext", "basicConstraints=critical,CA:TRUE",
-            "-addext", "keyUsage=critical,keyCertSign")
+    openssl(
+        "req",
+        "-x509",
+        *ec,
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "1",
+        "-subj",
+        "/CN=fastq test CA",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign",
+    )
     openssl("req", *ec, "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=127.0.0.1")
     (d / "server.ext").write_text(
         "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n"
     )
-    openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
-            "-CAcreateserial", "-out", "server.pem", "-days", "1", "-extfile", "server.ext")
+    openssl(
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.pem",
+        "-days",
+        "1",
+        "-extfile",
+        "server.ext",
+    )
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     server = subprocess.Popen(
-        ["redis-server", "--port", "0", "--tls-port", str(port), "--bind", "127.0.0.1",
-         "--tls-cert-file", "server.pem", "--tls-key-file", "server.key",
-         "--tls-ca-cert-file", "ca.pem", "--tls-auth-clients", "no",
-         "--save", "", "--appendonly", "no", "--dir", str(d)],
-        cwd=d, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            "redis-server",
+            "--port",
+            "0",
+            "--tls-port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--tls-cert-file",
+            "server.pem",
+            "--tls-key-file",
+            "server.key",
+            "--tls-ca-cert-file",
+            "ca.pem",
+            "--tls-auth-clients",
+            "no",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(d),
+        ],
+        cwd=d,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
         deadline = time.monotonic() + 10

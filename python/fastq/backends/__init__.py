@@ -22,6 +22,15 @@ def backend_from_url(app: App, url: str | None) -> Backend:
         from fastq.backends.redis import RedisBackend
 
         return RedisBackend(app, url)
+    if scheme == "sqlite":
+        from fastq.backends.sqlite import SQLiteBackend
+
+        return SQLiteBackend(app, url)
+    if scheme in ("memory", "cache+memory"):
+        from fastq.backends.memory import MemoryBackend
+
+        return MemoryBackend(app, url)
     raise ConfigurationError(
-        f"result backend {scheme}:// is not supported; use redis:// or rediss://"
+        f"result backend {scheme}:// is not supported; use redis://, rediss://, "
+        "sqlite:///path.db or cache+memory://"
     )

@@ -13,6 +13,7 @@ import sys
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
@@ -78,6 +79,28 @@ def _find_class(module_name: str, qualname: str) -> Any:
 
 def now_iso() -> str:
     return datetime.now(timezone.utc).isoformat()
+
+
+@dataclass(slots=True)
+class ChordJoin:
+    """The parts of a chord, handed to the one worker that won the right to send its body."""
+
+    group_id: str
+    #: ``(task_id, state, result)`` in header order; failures hold Celery's exception dict.
+    parts: list[tuple[str, str, Any]]
+    #: Proves the claim when the worker reports the body sent (``Backend.chord_done``).
+    token: str
+
+    def values(self) -> list[Any]:
+        """The header's results in order, or ``ChordError`` naming the first part that failed,
+        with Celery's message (``Dependency <id> raised ValueError('boom')``)."""
+        for task_id, state, result in self.parts:
+            if state in states.PROPAGATE_STATES:
+                cause = meta_to_exception(result)
+                error = errors.ChordError(f"Dependency {task_id} raised {cause!r}")
+                error.__cause__ = cause
+                raise error
+        return [result for _, _, result in self.parts]
 
 
 class Backend(ABC):
@@ -147,6 +170,15 @@ class Backend(ABC):
             raise errors.DecodeError(f"stored result is not a task meta document: {meta!r:.200}")
         return meta
 
+    def encode_value(self, value: Any) -> bytes:
+        return serialization.dumps(value, self.serializer)[0]
+
+    def decode_value(self, data: bytes) -> Any:
+        content_type = serialization.content_type_of(self.serializer)
+        if data[:1] in (b"{", b"[") and content_type != "application/json":
+            content_type = "application/json"  # written by a Celery peer with another serializer
+        return serialization.loads(data, content_type, [*self.accept, content_type])
+
     @staticmethod
     def pending_meta(task_id: str) -> dict[str, Any]:
         return {
@@ -197,6 +229,10 @@ class Backend(ABC):
     def get_meta(self, task_id: str) -> dict[str, Any]:
         """The stored meta, or a PENDING meta when nothing is stored."""
 
+    def get_many(self, task_ids: list[str]) -> list[dict[str, Any]]:
+        """The metas of several tasks; backends that can read them in one round trip do."""
+        return [self.get_meta(task_id) for task_id in task_ids]
+
     def wait_for(self, task_id: str, timeout: float | None = None, interval: float = 0.5) -> dict:
         """Blocks until the task is ready; backends override this with a wake-up channel."""
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -219,6 +255,40 @@ class Backend(ABC):
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Releases connections."""
+
+    # -- groups and chords -----------------------------------------------------------------------
+    # Only backends with atomic counters can join a chord; the others say so instead of hanging.
+    def _no_groups(self, what: str) -> errors.BackendError:
+        return errors.BackendError(
+            f"{what} needs a result backend that stores groups (redis://); "
+            f"this app's backend is {type(self).__name__}"
+        )
+
+    def save_group(self, group_id: str, result: list[Any]) -> None:
+        """Stores a group's result tree (``GroupResult.as_tuple()``)."""
+        raise self._no_groups("GroupResult.save()")
+
+    def restore_group(self, group_id: str) -> dict[str, Any] | None:
+        """The saved group meta ``{"result": tree}``, or ``None``."""
+        raise self._no_groups("GroupResult.restore()")
+
+    def delete_group(self, group_id: str) -> None:
+        raise self._no_groups("GroupResult.delete()")
+
+    def set_chord_size(self, group_id: str, size: int) -> None:
+        """Called by the client before it sends a chord's header."""
+        raise self._no_groups("a chord")
+
+    def chord_part_return(
+        self, group_id: str, task_id: str, group_index: int | None, state: str, result: Any
+    ) -> ChordJoin | None:
+        """Records one header task's outcome. Returns the parts to the single caller that
+        completes the chord and wins the right to send the body; ``None`` to every other."""
+        raise self._no_groups("a chord")
+
+    def chord_done(self, join: ChordJoin) -> None:
+        """The body was sent (or failed for good): drop the counter, refuse late duplicates."""
+        raise self._no_groups("a chord")
 
 
 class DisabledBackend(Backend):

@@ -15,4 +15,15 @@ def broker_from_url(url: str, conf: Config) -> Broker:
         from fastq.brokers.redis import RedisBroker
 
         return RedisBroker(url, conf)
-    raise ConfigurationError(f"broker {scheme}:// is not supported; use redis:// or rediss://")
+    if scheme == "sqlite":
+        from fastq.brokers.sqlite import SQLiteBroker
+
+        return SQLiteBroker(url, conf)
+    if scheme == "memory":
+        from fastq.brokers.memory import MemoryBroker
+
+        return MemoryBroker(url, conf)
+    raise ConfigurationError(
+        f"broker {scheme}:// is not supported; use redis://, rediss://, sqlite:///path.db "
+        "or memory://"
+    )

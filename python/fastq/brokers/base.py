@@ -8,11 +8,14 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+
+from fastq.errors import ConfigurationError
 
 if TYPE_CHECKING:
     from fastq._core import TaskMessage
     from fastq.config import Config
+    from fastq.control import ControlChannel
     from fastq.protocol import OutgoingMessage
 
 
@@ -56,7 +59,10 @@ class Consumer(Protocol):
         """Up to the free part of the prefetch window; waits up to ``timeout`` when idle."""
         ...
 
-    def ack(self, delivery_tags: list[str]) -> None: ...
+    def ack(self, delivery_tags: list[str], wait: bool = True) -> None:
+        """With ``wait=False`` the broker may confirm later (early acks before a task runs)."""
+        ...
+
     def reject(self, delivery_tag: str, requeue: bool) -> None: ...
     def restore_unacked(self) -> int:
         """Puts every message this consumer holds back at the head of its queue."""
@@ -69,6 +75,10 @@ class Consumer(Protocol):
 
 class Broker(ABC):
     """A transport: publishes task messages and creates consumers."""
+
+    #: Who can share its queues: "network" (any host), "machine" (processes of one host, as
+    #: SQLite) or "process" (threads of one process, as memory://).
+    reach: ClassVar[str] = "network"
 
     def __init__(self, url: str, conf: Config) -> None:
         self.url = url
@@ -116,6 +126,16 @@ class Broker(ABC):
     @abstractmethod
     def queue_length(self, queue: str) -> int:
         """How many messages wait in ``queue``."""
+
+    def startup_note(self) -> str | None:
+        """What the worker should say at start about this transport's limits, if anything."""
+        return None
+
+    def control_channel(self) -> ControlChannel:
+        """The broadcast/reply channel of remote control (``fastq inspect``)."""
+        raise ConfigurationError(
+            f"the {self.url.split('://', 1)[0]}:// broker has no remote-control channel yet"
+        )
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Releases connections."""

@@ -15,6 +15,7 @@ import redis
 from fastq import _core
 from fastq.brokers.base import Broker, Consumer
 from fastq.config import Config
+from fastq.control import ControlChannel
 from fastq.errors import BrokerConnectionError
 from fastq.protocol import OutgoingMessage
 from fastq.urls import redact
@@ -137,6 +138,11 @@ class RedisBroker(Broker):
             pipe.zrem(self.prefix + "unacked_index", delivery_tag)
             pipe.srem(f"{self.prefix}fastq.consumer.{consumer_id}", delivery_tag)
             pipe.execute()
+
+    def control_channel(self) -> ControlChannel:
+        from fastq.brokers.redis_control import RedisControlChannel
+
+        return RedisControlChannel(self.client, self.prefix, self.url)
 
     def purge(self, queue: str) -> int:
         keys = [self.prefix + priority_key(queue, step) for step in PRIORITY_STEPS]

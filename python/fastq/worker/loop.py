@@ -18,14 +18,16 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Protocol
 
-from fastq import errors, states
+from fastq import errors, signals, states
 from fastq.app import App
 from fastq.backends import DisabledBackend
 from fastq.brokers.base import Consumer, Delivery
 from fastq.task import Context, Task
+from fastq.worker.followups import on_revoked, send_followups
 from fastq.worker.limits import effective_limits
 from fastq.worker.ratelimit import RateLimiter
 from fastq.worker.request import build_context, eta_of, expired
+from fastq.worker.revoke import RevokedIds
 from fastq.worker.tracer import Outcome, Settle, run_task
 
 log = logging.getLogger("fastq.worker")
@@ -41,7 +43,9 @@ BACKOFF_MAX = 10.0
 class TaskReporter(Protocol):
     """Tells the prefork supervisor what a child runs, so it can enforce hard time limits."""
 
-    def started(self, task_id: str, delivery_tag: str, hard_deadline: float | None) -> None: ...
+    def started(
+        self, task_id: str, delivery_tag: str, hard_deadline: float | None, name: str = ""
+    ) -> None: ...
     def finished(self) -> None: ...
 
 
@@ -67,6 +71,8 @@ class WorkerLoop:
         max_tasks: int | None = None,
         reporter: TaskReporter | None = None,
         enforce_hard_limit: bool = False,
+        revoked: RevokedIds | None = None,
+        revoked_fd: int | None = None,
     ) -> None:
         self.app = app
         self.queues = queues
@@ -76,6 +82,8 @@ class WorkerLoop:
         self.max_tasks = max_tasks
         self.reporter = reporter
         self.enforce_hard_limit = enforce_hard_limit
+        self.revoked = revoked if revoked is not None else RevokedIds()
+        self.revoked_fd = revoked_fd
         self.rate_limiter = RateLimiter(app.conf.task_default_rate_limit)
         self.stopping = threading.Event()
         self.processed = 0
@@ -134,6 +142,8 @@ class WorkerLoop:
 
     # -- one cycle -------------------------------------------------------------------------------
     def _cycle(self, consumer: Consumer) -> None:
+        if self.revoked_fd is not None:
+            self.revoked.read_pipe(self.revoked_fd)
         self._maybe_restore_visible()
         self._maybe_move_due()
         wait = 1.0
@@ -213,7 +223,10 @@ class WorkerLoop:
             return
         context = build_context(delivery, self.hostname)
         if expired(context):
-            self._revoke_expired(consumer, delivery.delivery_tag, context)
+            self._revoke(consumer, delivery.delivery_tag, context, "expired")
+            return
+        if context.id in self.revoked:
+            self._revoke(consumer, delivery.delivery_tag, context, "revoked")
             return
         eta = eta_of(context)
         if eta is not None and eta.timestamp() > time.time():
@@ -252,14 +265,26 @@ class WorkerLoop:
             item = heapq.heappop(self._scheduled)
             context = item.context
             if expired(context, datetime.now(timezone.utc)):
-                self._revoke_expired(consumer, item.delivery.delivery_tag, context)
+                self._revoke(consumer, item.delivery.delivery_tag, context, "expired")
+                continue
+            if context.id in self.revoked:
+                self._revoke(consumer, item.delivery.delivery_tag, context, "revoked")
                 continue
             task = self.app.get_task(context.task or "")
             self._maybe_execute(consumer, task, item.delivery, context)
 
-    def _revoke_expired(self, consumer: Consumer, tag: str, context: Context) -> None:
-        log.info("task %s[%s] expired before it ran; revoked", context.task, context.id)
-        self._record(context.id, errors.TaskRevokedError("expired"), states.REVOKED, None, context)
+    def _revoke(self, consumer: Consumer, tag: str, context: Context, reason: str) -> None:
+        log.info("task %s[%s] %s before it ran; not running it", context.task, context.id, reason)
+        self._record(context.id, errors.TaskRevokedError(reason), states.REVOKED, None, context)
+        if signals.task_revoked.receivers:
+            signals.task_revoked.send(
+                self.app.tasks.get(context.task or ""),
+                request=context,
+                terminated=False,
+                signum=None,
+                expired=reason == "expired",
+            )
+        on_revoked(self.app, context, reason)  # canvas: a chord still gets this part
         self._settle(consumer, tag, Settle.ACK)
 
     def _execute(
@@ -267,7 +292,9 @@ class WorkerLoop:
     ) -> None:
         acks_late = task.acks_late if task.acks_late is not None else self.app.conf.task_acks_late
         if not acks_late:
-            consumer.ack([delivery.delivery_tag])  # Celery's default: ack before running
+            # Celery's default: acked before it runs, so a task that kills its worker is not
+            # redelivered; written without waiting for the reply.
+            consumer.ack([delivery.delivery_tag], wait=False)
         if self._tracks_started(task):
             self._store(
                 [
@@ -286,11 +313,12 @@ class WorkerLoop:
         if self.reporter is not None:
             hard, _ = effective_limits(task, context)
             deadline = time.time() + hard if hard else None
-            self.reporter.started(context.id or "", delivery.delivery_tag, deadline)
+            self.reporter.started(context.id or "", delivery.delivery_tag, deadline, task.name)
         outcome = run_task(task, context, acks_late, self.enforce_hard_limit)
         if self.reporter is not None:
             self.reporter.finished()
         self._record_outcome(task, context, outcome)
+        send_followups(self.app, context, outcome)  # callbacks, chain, chord, errbacks: canvas
         if acks_late:
             self._settle(consumer, delivery.delivery_tag, outcome.settle)
         elif outcome.settle is Settle.REQUEUE:

@@ -13,8 +13,10 @@ from fastq import signals
 from fastq.app import App
 from fastq.errors import ConfigurationError, TimeLimitExceeded
 from fastq.urls import redact
-from fastq.worker.loop import WorkerLoop
-from fastq.worker.supervisor import PipeReporter, Supervisor
+from fastq.worker.control import ControlServer, PoolInfo, SlotReporter, TaskTracker
+from fastq.worker.loop import TaskReporter, WorkerLoop
+from fastq.worker.revoke import RevokedIds
+from fastq.worker.supervisor import PipeReporter, Running, Supervisor
 
 log = logging.getLogger("fastq.worker")
 
@@ -53,24 +55,39 @@ def run_worker(
     hostname = hostname or conf.worker_hostname or default_hostname()
     max_tasks = max_tasks_per_child or conf.worker_max_tasks_per_child
     app.import_modules()
+    broker = app.broker
+    if broker.reach == "process" and pool == "prefork":
+        raise ConfigurationError(
+            f"{redact(broker.url)} keeps its queues in this process's memory, which the children "
+            "of a prefork worker do not share: use --pool threads or --pool solo"
+        )
 
     log.info(
         "fastq worker %s: broker %s, results %s, pool %s x%d, queues %s, prefetch %d, tasks: %s",
         hostname,
-        redact(app.conf.broker_url or ""),
-        redact(app.conf.result_backend or "disabled"),
+        redact(broker.url),
+        redact(app.backend.url),
         pool,
         concurrency,
         ",".join(queue_list),
         prefetch,
         ", ".join(sorted(app.tasks)) or "none",
     )
+    note = broker.startup_note()
+    if note:
+        log.info("%s", note)
+    tracker = TaskTracker()
+    processes: list[int] = []
+    control = ControlServer(
+        app, hostname, tracker, PoolInfo(pool, concurrency, prefetch, lambda: list(processes))
+    )
 
     def make_loop(
         consumer_id: str,
         limit: int | None,
-        reporter: PipeReporter | None = None,
+        reporter: TaskReporter | None = None,
         enforce_hard_limit: bool = False,
+        revoked: RevokedIds | None = None,
     ) -> WorkerLoop:
         return WorkerLoop(
             app,
@@ -81,6 +98,7 @@ def run_worker(
             max_tasks=limit,
             reporter=reporter,
             enforce_hard_limit=enforce_hard_limit,
+            revoked=revoked,
         )
 
     def consumer_id(index: int, generation: int) -> str:
@@ -88,9 +106,10 @@ def run_worker(
 
     if pool == "prefork":
 
-        def child_main(index: int, cid: str, reporter: PipeReporter) -> int:
+        def child_main(index: int, cid: str, reporter: PipeReporter, revoked_fd: int) -> int:
             signals.worker_process_init.send(None)
-            loop = make_loop(cid, max_tasks, reporter)
+            loop = make_loop(cid, max_tasks, reporter, revoked=supervisor.revoked)
+            loop.revoked_fd = revoked_fd
             loop.install_signal_handlers()
             try:
                 loop.run()
@@ -98,25 +117,60 @@ def run_worker(
                 signals.worker_process_shutdown.send(None, pid=os.getpid(), exitcode=0)
             return 0
 
-        def on_time_limit(cid: str, task_id: str, delivery_tag: str) -> None:
-            app.backend.mark_as_failure(task_id, TimeLimitExceeded("hard time limit exceeded"))
-            if delivery_tag:
-                app.broker.discard(cid, delivery_tag)
+        def on_killed(cid: str, running: Running, reason: str) -> None:
+            if reason == "time limit":
+                exc = TimeLimitExceeded("hard time limit exceeded")
+                app.backend.mark_as_failure(running.task_id, exc)
+            else:
+                app.backend.mark_as_revoked(running.task_id, reason)
+            if running.delivery_tag:
+                app.broker.discard(cid, running.delivery_tag)
+
+        def on_tick() -> None:
+            processes[:] = [c.pid for c in supervisor.children.values()]
+            control.tick()
 
         supervisor = Supervisor(
-            concurrency, child_main, app.broker.restore_consumer, consumer_id, on_time_limit
+            concurrency,
+            child_main,
+            app.broker.restore_consumer,
+            consumer_id,
+            on_killed,
+            tracker=tracker,
+            on_tick=on_tick,
         )
+        control.on_revoke = supervisor.revoke
         app.close()  # nothing opened before the fork survives in the children
         signals.worker_ready.send(None)
         code = supervisor.run()
+        control.close()
         signals.worker_shutdown.send(None)
         log.info("worker %s stopped", hostname)
         return code
 
+    revoked = RevokedIds()
+
+    def on_revoke(task_ids: list[str], terminate: bool, sig: str) -> None:
+        revoked.add(task_ids)
+        if terminate:
+            log.warning("revoke with terminate needs the prefork pool; %s only skip", pool)
+
+    control.on_revoke = on_revoke
     loops = [
-        make_loop(consumer_id(i, 1), None, enforce_hard_limit=pool == "solo")
+        make_loop(
+            consumer_id(i, 1),
+            None,
+            SlotReporter(tracker, i),
+            enforce_hard_limit=pool == "solo",
+            revoked=revoked,
+        )
         for i in range(concurrency)
     ]
+    processes.append(os.getpid())
+    stop_control = threading.Event()
+    threading.Thread(
+        target=control.serve, args=(stop_control,), name="fastq-control", daemon=True
+    ).start()
     stop_count = 0
 
     def on_term(signum: int, _frame: object) -> None:
@@ -145,6 +199,7 @@ def run_worker(
         while any(t.is_alive() for t in threads):
             for t in threads:
                 t.join(timeout=0.5)
+    stop_control.set()
     signals.worker_shutdown.send(None)
     log.info("worker %s stopped", hostname)
     return 0

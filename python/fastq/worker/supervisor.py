@@ -15,8 +15,13 @@ import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from fastq import errors
+from fastq.worker.revoke import RevokedIds
+
+if TYPE_CHECKING:
+    from fastq.worker.control import TaskTracker
 
 log = logging.getLogger("fastq.worker")
 
@@ -32,9 +37,12 @@ class PipeReporter:
     def __init__(self, fd: int) -> None:
         self.fd = fd
 
-    def started(self, task_id: str, delivery_tag: str, hard_deadline: float | None) -> None:
+    def started(
+        self, task_id: str, delivery_tag: str, hard_deadline: float | None, name: str = ""
+    ) -> None:
         deadline = f"{hard_deadline:.3f}" if hard_deadline else "-"
-        self._write(f"S {task_id} {delivery_tag or '-'} {deadline}\n")
+        name = name.replace(" ", "_") or "-"
+        self._write(f"S {task_id} {delivery_tag or '-'} {deadline} {name}\n")
 
     def finished(self) -> None:
         self._write("D\n")
@@ -60,28 +68,39 @@ class Child:
     consumer_id: str
     started: float
     fd: int
+    #: The supervisor's end of the pipe that carries revoked task ids to the child.
+    revoked_fd: int
     buffer: bytes = b""
     running: Running | None = None
-    timed_out: Running | None = None
+    #: What the supervisor killed the child for: the task and "time limit" or "terminated".
+    killed: tuple[Running, str] | None = None
 
 
 class Supervisor:
     def __init__(
         self,
         concurrency: int,
-        child_main: Callable[[int, str, PipeReporter], int],
+        child_main: Callable[[int, str, PipeReporter, int], int],
         restore: Callable[[str], int],
         consumer_id: Callable[[int, int], str],
-        on_time_limit: Callable[[str, str, str], None] | None = None,
+        on_killed: Callable[[str, Running, str], None] | None = None,
+        tracker: TaskTracker | None = None,
+        on_tick: Callable[[], None] | None = None,
     ) -> None:
-        """``child_main(index, consumer_id, reporter)`` runs in each child and returns its exit
-        code; ``restore(consumer_id)`` returns a dead child's messages to their queues;
-        ``on_time_limit(consumer_id, task_id, delivery_tag)`` records a killed task."""
+        """``child_main(index, consumer_id, reporter, revoked_fd)`` runs in each child and returns
+        its exit code; ``restore(consumer_id)`` returns a dead child's messages to their queues;
+        ``on_killed(consumer_id, running, reason)`` records a task whose child the supervisor
+        killed (reason "time limit" or "terminated");
+        ``tracker`` learns what each child runs; ``on_tick()`` runs between ticks (remote
+        control)."""
         self.concurrency = concurrency
         self.child_main = child_main
         self.restore = restore
         self.consumer_id = consumer_id
-        self.on_time_limit = on_time_limit
+        self.on_killed = on_killed
+        self.revoked = RevokedIds()
+        self.tracker = tracker
+        self.on_tick = on_tick
         self.children: dict[int, Child] = {}
         self.stopping = False
         self.cold = False
@@ -92,23 +111,53 @@ class Supervisor:
         self._generation += 1
         consumer_id = self.consumer_id(index, self._generation)
         read_fd, write_fd = os.pipe()
+        revoked_read, revoked_write = os.pipe()
         pid = os.fork()
-        if pid == 0:  # child
+        if pid == 0:  # child: inherits self.revoked, and hears of later revokes on its pipe
             os.close(read_fd)
+            os.close(revoked_write)
+            os.set_blocking(revoked_read, False)
             for other in self.children.values():
                 os.close(other.fd)
+                os.close(other.revoked_fd)
             code = 1
             try:
                 signal.signal(signal.SIGQUIT, signal.SIG_DFL)
-                code = self.child_main(index, consumer_id, PipeReporter(write_fd))
+                code = self.child_main(index, consumer_id, PipeReporter(write_fd), revoked_read)
             except BaseException:
                 log.exception("worker child %d crashed", index)
             finally:
                 logging.shutdown()
                 os._exit(code)
         os.close(write_fd)
+        os.close(revoked_read)
         os.set_blocking(read_fd, False)
-        self.children[pid] = Child(index, pid, consumer_id, time.monotonic(), read_fd)
+        os.set_blocking(revoked_write, False)
+        self.children[pid] = Child(
+            index, pid, consumer_id, time.monotonic(), read_fd, revoked_write
+        )
+
+    def revoke(self, task_ids: list[str], terminate: bool, sig: str) -> None:
+        """Tells every child to skip ``task_ids``; with ``terminate``, kills the child running
+        one of them (the task is recorded as REVOKED and the child replaced)."""
+        self.revoked.add(task_ids)
+        line = "".join(f"{t}\n" for t in task_ids).encode()
+        for child in self.children.values():
+            try:
+                os.write(child.revoked_fd, line)
+            except (BlockingIOError, BrokenPipeError):
+                log.warning("child %d did not take the revoke of %s", child.index, task_ids)
+        if not terminate:
+            return
+        signum = _signal_number(sig)
+        for child in self.children.values():
+            running = child.running
+            if running and running.task_id in task_ids and not child.killed:
+                log.warning(
+                    "terminating task %s (child %d) with %s", running.task_id, child.index, sig
+                )
+                child.killed = (running, "terminated")
+                _kill(child.pid, signum)
 
     def _read_reports(self, child: Child) -> None:
         try:
@@ -121,23 +170,30 @@ class Supervisor:
         child.buffer = lines.pop()
         for line in lines:
             parts = line.decode(errors="replace").split(" ")
-            if parts[0] == "S" and len(parts) == 4:
+            if parts[0] == "S" and len(parts) in (4, 5):
                 deadline = None if parts[3] == "-" else float(parts[3])
                 child.running = Running(parts[1], "" if parts[2] == "-" else parts[2], deadline)
+                if self.tracker is not None:
+                    name = parts[4] if len(parts) == 5 else "-"
+                    self.tracker.started(
+                        child.index, child.pid, parts[1], name, child.running.delivery_tag
+                    )
             elif parts[0] == "D":
                 child.running = None
+                if self.tracker is not None:
+                    self.tracker.finished(child.index)
 
     def _enforce_deadlines(self) -> None:
         now = time.time()
         for child in self.children.values():
             running = child.running
-            if running and running.deadline and now >= running.deadline and not child.timed_out:
+            if running and running.deadline and now >= running.deadline and not child.killed:
                 log.error(
                     "task %s on child %d ran past its hard time limit; killing the child",
                     running.task_id,
                     child.index,
                 )
-                child.timed_out = running
+                child.killed = (running, "time limit")
                 _kill(child.pid, signal.SIGKILL)
 
     def _next_wakeup(self) -> float:
@@ -188,6 +244,8 @@ class Supervisor:
             for fd in readable:
                 self._read_reports(fds[fd])
             self._enforce_deadlines()
+            if self.on_tick is not None:
+                self.on_tick()
             while self.children:
                 try:
                     pid, status = os.waitpid(-1, os.WNOHANG)
@@ -201,16 +259,19 @@ class Supervisor:
                     continue
                 self._read_reports(child)
                 os.close(child.fd)
+                os.close(child.revoked_fd)
                 fast_deaths = self._on_death(child, os.waitstatus_to_exitcode(status), fast_deaths)
         return 0
 
     def _on_death(self, child: Child, code: int, fast_deaths: int) -> int:
-        if child.timed_out and self.on_time_limit is not None:
-            t = child.timed_out
+        if self.tracker is not None:
+            self.tracker.gone(child.index)
+        if child.killed and self.on_killed is not None:
+            running, reason = child.killed
             try:
-                self.on_time_limit(child.consumer_id, t.task_id, t.delivery_tag)
+                self.on_killed(child.consumer_id, running, reason)
             except errors.FastqError as exc:
-                log.error("could not record the time limit of task %s: %s", t.task_id, exc)
+                log.error("could not record task %s (%s): %s", running.task_id, reason, exc)
         if code != 0 or self.cold:
             self._restore(child)
         if self.stopping:
@@ -247,6 +308,18 @@ def _kill(pid: int, sig: int) -> None:
         os.kill(pid, sig)
     except ProcessLookupError:
         pass
+
+
+def _signal_number(name: str) -> int:
+    try:
+        return int(
+            getattr(
+                signal, name.upper() if name.upper().startswith("SIG") else f"SIG{name.upper()}"
+            )
+        )
+    except (AttributeError, TypeError):
+        log.warning("unknown signal %r; using SIGTERM", name)
+        return int(signal.SIGTERM)
 
 
 def _describe(code: int) -> str:

@@ -3,10 +3,10 @@
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 
-use crate::codec::json::Json;
+use crate::codec::json::{JsonAt, JsonKey, JsonMap};
 use crate::codec::Serializer;
 use crate::error::{CodecError, Result};
-use crate::protocol::TaskMessage;
+use crate::protocol::{lookup, TaskMessage};
 use crate::value::Value;
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
@@ -24,8 +24,10 @@ pub struct Envelope {
 }
 
 #[derive(Deserialize)]
-struct RawEnvelope {
-    body: Option<String>,
+struct RawEnvelope<'a> {
+    /// Borrowed from the input when it has no escapes (base64 never does): no copy before decoding.
+    #[serde(borrow)]
+    body: Option<std::borrow::Cow<'a, str>>,
     #[serde(rename = "content-type")]
     content_type: Option<String>,
     #[serde(rename = "content-encoding")]
@@ -43,8 +45,8 @@ struct OutEnvelope<'a> {
     content_encoding: &'a str,
     #[serde(rename = "content-type")]
     content_type: &'a str,
-    headers: Json<'a>,
-    properties: Json<'a>,
+    headers: JsonAt<'a>,
+    properties: JsonAt<'a>,
 }
 
 impl Envelope {
@@ -68,7 +70,7 @@ impl Envelope {
             Some("base64") => B64.decode(text.as_bytes()).map_err(|e| {
                 CodecError::invalid(format!("the envelope body is not valid base64: {e}"))
             })?,
-            _ => text.into_bytes(),
+            _ => text.into_owned().into_bytes(),
         };
         Ok(Envelope {
             body,
@@ -90,8 +92,8 @@ impl Envelope {
             body: &body,
             content_encoding: &self.content_encoding,
             content_type: &self.content_type,
-            headers: Json(&self.headers),
-            properties: Json(&properties),
+            headers: JsonAt(&self.headers, 1),
+            properties: JsonAt(&properties, 1),
         };
         let mut bytes = Vec::with_capacity(body.len() + 512);
         serde_json::to_writer(&mut bytes, &out).map_err(|e| CodecError::encode("json", e))?;
@@ -132,44 +134,30 @@ impl Envelope {
 
     /// Decodes the body and reads it as a task message (v2, or v1 converted).
     pub fn task_message(&self, accept: &crate::codec::Accept) -> Result<TaskMessage> {
+        TaskMessage::parse(self.headers.clone(), self.decode_body(accept)?)
+    }
+
+    /// Like `task_message`, but a protocol 2 message takes the headers instead of copying them:
+    /// `self.headers` is left `Null`, and the message's headers are the envelope's in the same
+    /// order followed by the defaults Celery would have sent.
+    pub fn take_task_message(&mut self, accept: &crate::codec::Accept) -> Result<TaskMessage> {
+        let body = self.decode_body(accept)?;
+        let headers = if self.headers.get("task").is_some() {
+            std::mem::take(&mut self.headers)
+        } else {
+            self.headers.clone()
+        };
+        TaskMessage::parse(headers, body)
+    }
+
+    fn decode_body(&self, accept: &crate::codec::Accept) -> Result<Value> {
         match crate::codec::decode_accepted(&self.content_type, &self.body, accept)? {
-            crate::codec::Decoded::Value(body) => TaskMessage::parse(self.headers.clone(), body),
+            crate::codec::Decoded::Value(body) => Ok(body),
             crate::codec::Decoded::Foreign { content_type } => Err(CodecError::invalid(format!(
                 "{content_type} bodies are decoded in Python, not by the Rust consumer"
             ))),
         }
     }
-}
-
-/// Builds kombu's Redis `properties` for a task message; a missing delivery tag gets a new UUID.
-pub fn task_properties(message: &TaskMessage, routing: &Routing, extra: Value) -> Value {
-    let mut props: Vec<(Value, Value)> = vec![
-        ("correlation_id".into(), Value::from(message.id())),
-        ("reply_to".into(), Value::from(routing.reply_to.clone())),
-        ("delivery_mode".into(), Value::Int(routing.delivery_mode)),
-        (
-            "delivery_info".into(),
-            Value::map_from([
-                ("exchange", Value::from(routing.exchange.as_str())),
-                ("routing_key", Value::from(routing.routing_key.as_str())),
-            ]),
-        ),
-        ("priority".into(), Value::Int(routing.priority)),
-        ("body_encoding".into(), "base64".into()),
-        (
-            "delivery_tag".into(),
-            Value::Str(uuid::Uuid::new_v4().to_string()),
-        ),
-    ];
-    if let Value::Map(entries) = extra {
-        for (k, v) in entries {
-            match props.iter_mut().find(|(pk, _)| *pk == k) {
-                Some(slot) => slot.1 = v,
-                None => props.push((k, v)),
-            }
-        }
-    }
-    Value::Map(props)
 }
 
 /// Where a message goes and how it is marked.
@@ -183,20 +171,139 @@ pub struct Routing {
 }
 
 /// One call from task message to the bytes `LPUSH`ed onto a kombu Redis queue.
+///
+/// Writes the envelope straight into one buffer: the body is serialized once and base64-encoded
+/// in place; headers and properties are written from the message without copying them.
 pub fn encode_task_envelope(
     message: &TaskMessage,
     serializer: Serializer,
     routing: &Routing,
     extra_properties: Value,
 ) -> Result<Vec<u8>> {
-    let envelope = Envelope {
-        body: serializer.encode(&message.body())?,
-        content_type: serializer.content_type().into(),
-        content_encoding: serializer.content_encoding().into(),
-        headers: Value::Map(message.headers.clone()),
-        properties: task_properties(message, routing, extra_properties),
+    let body = message.encode_body(serializer)?;
+    let extra: &[(Value, Value)] = match &extra_properties {
+        Value::Map(entries) => entries,
+        _ => &[],
     };
-    envelope.encode()
+    let mut tag = uuid::Uuid::encode_buffer();
+    let properties = TaskProperties {
+        id: message.id(),
+        routing,
+        delivery_tag: new_delivery_tag().hyphenated().encode_lower(&mut tag),
+        extra,
+    };
+    let b64_len = base64::encoded_len(body.len(), true)
+        .ok_or_else(|| CodecError::encode("json", "the body is too large to base64-encode"))?;
+    let mut out = Vec::with_capacity(b64_len + 64 * message.headers.len() + 512);
+    out.extend_from_slice(br#"{"body":""#);
+    let start = out.len();
+    out.resize(start + b64_len, 0);
+    B64.encode_slice(&body, &mut out[start..])
+        .map_err(|e| CodecError::encode("json", e))?;
+    out.extend_from_slice(br#"","content-encoding":""#);
+    out.extend_from_slice(serializer.content_encoding().as_bytes());
+    out.extend_from_slice(br#"","content-type":""#);
+    out.extend_from_slice(serializer.content_type().as_bytes());
+    out.extend_from_slice(br#"","headers":"#);
+    let write_err = |e| CodecError::encode("json", e);
+    serde_json::to_writer(&mut out, &JsonMap(&message.headers, 1)).map_err(write_err)?;
+    out.extend_from_slice(br#","properties":"#);
+    serde_json::to_writer(&mut out, &properties).map_err(write_err)?;
+    out.push(b'}');
+    Ok(out)
+}
+
+/// A version 4 UUID, as kombu's `uuid4()` delivery tags, without a getrandom syscall per message:
+/// SipHash under per-thread random keys (std's `RandomState`) of (pid, counter). Tags need to be
+/// unique, not secret; the pid keeps a forked child's tags apart from its parent's.
+fn new_delivery_tag() -> uuid::Uuid {
+    use std::cell::Cell;
+    use std::collections::hash_map::RandomState;
+    use std::hash::{BuildHasher, Hasher};
+    thread_local! {
+        static KEYS: RandomState = RandomState::new();
+        static COUNTER: Cell<u64> = const { Cell::new(0) };
+    }
+    let n = COUNTER.with(|c| {
+        let n = c.get();
+        c.set(n.wrapping_add(1));
+        n
+    });
+    let pid = std::process::id();
+    let half = |salt: u8| {
+        KEYS.with(|keys| {
+            let mut h = keys.build_hasher();
+            h.write_u32(pid);
+            h.write_u64(n);
+            h.write_u8(salt);
+            h.finish()
+        })
+    };
+    let bits = (u128::from(half(0)) << 64) | u128::from(half(1));
+    uuid::Builder::from_random_bytes(bits.to_le_bytes()).into_uuid()
+}
+
+/// The properties kombu's Redis channel gives a published task message. Entries of `extra`
+/// replace the defaults in place (except `body_encoding`, which must match the body) or follow
+/// them.
+struct TaskProperties<'a> {
+    id: &'a str,
+    routing: &'a Routing,
+    delivery_tag: &'a str,
+    extra: &'a [(Value, Value)],
+}
+
+const TASK_PROPERTIES: [&str; 7] = [
+    "correlation_id",
+    "reply_to",
+    "delivery_mode",
+    "delivery_info",
+    "priority",
+    "body_encoding",
+    "delivery_tag",
+];
+
+#[derive(Serialize)]
+struct DeliveryInfo<'a> {
+    exchange: &'a str,
+    routing_key: &'a str,
+}
+
+impl Serialize for TaskProperties<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let routing = self.routing;
+        let mut map = s.serialize_map(None)?;
+        for key in TASK_PROPERTIES {
+            if key != "body_encoding" {
+                if let Some(value) = lookup(self.extra, key) {
+                    map.serialize_entry(key, &JsonAt(value, 2))?;
+                    continue;
+                }
+            }
+            match key {
+                "correlation_id" => map.serialize_entry(key, self.id)?,
+                "reply_to" => map.serialize_entry(key, &routing.reply_to)?,
+                "delivery_mode" => map.serialize_entry(key, &routing.delivery_mode)?,
+                "delivery_info" => map.serialize_entry(
+                    key,
+                    &DeliveryInfo {
+                        exchange: &routing.exchange,
+                        routing_key: &routing.routing_key,
+                    },
+                )?,
+                "priority" => map.serialize_entry(key, &routing.priority)?,
+                "body_encoding" => map.serialize_entry(key, "base64")?,
+                _ => map.serialize_entry(key, self.delivery_tag)?,
+            }
+        }
+        for (key, value) in self.extra {
+            if !key.as_str().is_some_and(|k| TASK_PROPERTIES.contains(&k)) {
+                map.serialize_entry(&JsonKey(key), &JsonAt(value, 2))?;
+            }
+        }
+        map.end()
+    }
 }
 
 fn set_property(properties: &mut Value, key: &str, value: Value) {
@@ -243,6 +350,91 @@ mod tests {
         assert!(!env.redelivered());
         let msg = env.task_message(&Accept::json_only()).unwrap();
         assert_eq!(msg, message());
+    }
+
+    #[test]
+    fn task_envelope_is_what_kombu_writes() {
+        let routing = Routing {
+            exchange: "ex".into(),
+            routing_key: "rk".into(),
+            priority: 0,
+            delivery_mode: 2,
+            reply_to: None,
+        };
+        let extra = Value::map_from([
+            ("priority", Value::Int(9)),
+            ("body_encoding", "utf-8".into()),
+            ("expiration", "60000".into()),
+        ]);
+        let bytes = encode_task_envelope(&message(), Serializer::Json, &routing, extra).unwrap();
+        let text = String::from_utf8(bytes).unwrap();
+        let tag_at = text.find(r#""delivery_tag":""#).unwrap() + 16;
+        let tag = &text[tag_at..tag_at + 36];
+        assert!(uuid::Uuid::try_parse(tag).is_ok(), "{tag}");
+        let body = B64
+            .encode(br#"[[2,3],{},{"callbacks":null,"errbacks":null,"chain":null,"chord":null}]"#);
+        let expected = format!(
+            concat!(
+                r#"{{"body":"{}","content-encoding":"utf-8","content-type":"application/json","#,
+                r#""headers":{},"properties":{{"correlation_id":"id-1","reply_to":null,"#,
+                r#""delivery_mode":2,"delivery_info":{{"exchange":"ex","routing_key":"rk"}},"#,
+                r#""priority":9,"body_encoding":"base64","delivery_tag":"{}","#,
+                r#""expiration":"60000"}}}}"#
+            ),
+            body,
+            String::from_utf8(crate::codec::json::encode(&Value::Map(message().headers)).unwrap())
+                .unwrap(),
+            tag
+        );
+        assert_eq!(text, expected);
+    }
+
+    #[test]
+    fn delivery_tags_are_distinct_version_4_uuids() {
+        let tags: std::collections::HashSet<uuid::Uuid> =
+            (0..10_000).map(|_| new_delivery_tag()).collect();
+        assert_eq!(tags.len(), 10_000);
+        assert!(tags
+            .iter()
+            .all(|t| t.get_version_num() == 4 && t.get_variant() == uuid::Variant::RFC4122));
+        let other_thread = std::thread::spawn(new_delivery_tag).join().unwrap();
+        assert!(!tags.contains(&other_thread));
+    }
+
+    #[test]
+    fn msgpack_task_envelope_roundtrips() {
+        let bytes = encode_task_envelope(
+            &message(),
+            Serializer::Msgpack,
+            &Routing::default(),
+            Value::Null,
+        )
+        .unwrap();
+        let env = Envelope::decode(&bytes).unwrap();
+        assert_eq!(env.content_type, "application/x-msgpack");
+        assert_eq!(env.content_encoding, "binary");
+        let accept = Accept::new(&["msgpack"]).unwrap();
+        assert_eq!(env.task_message(&accept).unwrap(), message());
+    }
+
+    #[test]
+    fn take_task_message_moves_v2_headers_and_keeps_v1_ones() {
+        let bytes = encode_task_envelope(
+            &message(),
+            Serializer::Json,
+            &Routing::default(),
+            Value::Null,
+        )
+        .unwrap();
+        let mut env = Envelope::decode(&bytes).unwrap();
+        let accept = Accept::json_only();
+        assert_eq!(env.take_task_message(&accept).unwrap(), message());
+        assert_eq!(env.headers, Value::Null);
+
+        let v1 = br#"{"body": "{\"task\": \"t\", \"id\": \"i\"}", "headers": {"x": 1}}"#;
+        let mut env = Envelope::decode(v1).unwrap();
+        assert_eq!(env.take_task_message(&accept).unwrap().protocol, 1);
+        assert_eq!(env.headers, Value::map_from([("x", Value::Int(1))]));
     }
 
     #[test]

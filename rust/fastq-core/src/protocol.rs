@@ -3,6 +3,7 @@
 //! A v2 message is headers (the task's metadata) plus the body `[args, kwargs, embed]`; a v1
 //! message has empty headers and everything in one body dict.
 
+use crate::codec::{json, msgpack, Serializer};
 use crate::error::{CodecError, Result};
 use crate::value::Value;
 
@@ -52,6 +53,12 @@ impl TaskMessage {
         let headers = into_entries(headers, "message headers")?;
         if lookup(&headers, "task").is_some() {
             Self::parse_v2(headers, body)
+        } else if matches!(body, Value::List(_)) {
+            // A protocol 1 body is a mapping; a list is a v2 body that lost its headers.
+            Err(CodecError::invalid(
+                "the `task` header is missing: a protocol 2 body [args, kwargs, embed] \
+                 needs `task` and `id` headers",
+            ))
         } else {
             Self::parse_v1(headers, body)
         }
@@ -168,6 +175,18 @@ impl TaskMessage {
         lookup(&self.headers, key)
     }
 
+    /// Serializes the v2 body `[args, kwargs, embed]` without copying it into one `Value`.
+    pub fn encode_body(&self, serializer: Serializer) -> Result<Vec<u8>> {
+        match serializer {
+            Serializer::Json => {
+                let mut out = Vec::with_capacity(512);
+                json::write_task_body(&mut out, &self.args, &self.kwargs, &self.embed)?;
+                Ok(out)
+            }
+            Serializer::Msgpack => msgpack::encode_task_body(&self.args, &self.kwargs, &self.embed),
+        }
+    }
+
     /// The v2 body `[args, kwargs, embed]`.
     pub fn body(&self) -> Value {
         Value::List(vec![
@@ -213,10 +232,18 @@ pub fn complete_headers(mut headers: Entries) -> Result<Entries> {
             )));
         }
     }
-    for key in V2_HEADERS {
-        if lookup(&headers, key).is_some() {
-            continue;
+    // One pass marks the headers present (lookups per key cost more than the rest of encoding).
+    let mut present = [false; V2_HEADERS.len()];
+    for (key, _) in &headers {
+        if let Some(i) = key
+            .as_str()
+            .and_then(|k| V2_HEADERS.iter().position(|h| *h == k))
+        {
+            present[i] = true;
         }
+    }
+    headers.reserve(present.iter().filter(|p| !**p).count());
+    for (&key, _) in V2_HEADERS.iter().zip(present).filter(|(_, p)| !p) {
         let default = match key {
             "lang" => "py".into(),
             "retries" | "replaced_task_nesting" => Value::Int(0),
@@ -225,7 +252,7 @@ pub fn complete_headers(mut headers: Entries) -> Result<Entries> {
             "stamps" => Value::Map(vec![]),
             _ => Value::Null,
         };
-        headers.push((key.into(), default));
+        headers.push((Value::from(key), default));
     }
     Ok(headers)
 }
@@ -242,11 +269,37 @@ fn complete_embed(embed: Value) -> Result<Entries> {
         }
     };
     for key in EMBED_KEYS {
-        if lookup(&entries, key).is_none() {
-            entries.push((key.into(), Value::Null));
+        match lookup(&entries, key) {
+            None => entries.push((key.into(), Value::Null)),
+            Some(value) => check_embedded(key, value)?,
         }
     }
     Ok(entries)
+}
+
+/// `callbacks`, `errbacks` and `chain` are lists of signatures, `chord` one signature; the worker
+/// would fail on anything else only after running the task.
+fn check_embedded(key: &str, value: &Value) -> Result<()> {
+    match (key, value) {
+        (_, Value::Null) | ("chord", Value::Map(_)) => Ok(()),
+        ("chord", other) => Err(CodecError::invalid(format!(
+            "embed `chord` must be a signature mapping or null, got {}",
+            describe(other)
+        ))),
+        (_, Value::List(signatures)) => {
+            match signatures.iter().find(|s| !matches!(s, Value::Map(_))) {
+                None => Ok(()),
+                Some(other) => Err(CodecError::invalid(format!(
+                    "embed `{key}` must hold signature mappings, got {}",
+                    describe(other)
+                ))),
+            }
+        }
+        (_, other) => Err(CodecError::invalid(format!(
+            "embed `{key}` must be a list of signatures or null, got {}",
+            describe(other)
+        ))),
+    }
 }
 
 fn into_args(args: Value) -> Result<Vec<Value>> {
@@ -377,6 +430,47 @@ mod tests {
         assert_eq!(msg.header("retries"), Some(&Value::Int(1)));
         assert_eq!(msg.args, vec![Value::Int(1), Value::Int(2)]);
         assert!(lookup(&msg.embed, "callbacks").is_some_and(|v| !v.is_null()));
+    }
+
+    #[test]
+    fn embedded_signatures_are_checked() {
+        let h = Value::map_from([("task", "t".into()), ("id", "i".into())]);
+        for (embed, needle) in [
+            (r#"{"callbacks": 5}"#, "`callbacks` must be a list"),
+            (r#"{"chain": [1]}"#, "`chain` must hold signature mappings"),
+            (r#"{"chord": []}"#, "`chord` must be a signature mapping"),
+        ] {
+            let body = format!("[[], {{}}, {embed}]");
+            let err = TaskMessage::parse(h.clone(), json::decode(body.as_bytes()).unwrap())
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(needle), "{err}");
+        }
+        let ok = json::decode(br#"[[], {}, {"chain": [{"task": "b"}], "chord": {"task": "c"}}]"#);
+        assert!(TaskMessage::parse(h, ok.unwrap()).is_ok());
+    }
+
+    #[test]
+    fn a_v2_body_without_task_header_names_the_header() {
+        let err = TaskMessage::parse(Value::Null, json::decode(b"[[],{},{}]").unwrap())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("`task` header is missing"), "{err}");
+    }
+
+    #[test]
+    fn encode_body_matches_body() {
+        let msg = TaskMessage::new(
+            Value::map_from([("task", "t".into()), ("id", "i".into())]),
+            Value::List(vec![Value::Bytes(vec![0xff]), Value::Float(0.5)]),
+            Value::map_from([("k", Value::Null)]),
+            Value::Null,
+        )
+        .unwrap();
+        for ser in [Serializer::Json, Serializer::Msgpack] {
+            let bytes = msg.encode_body(ser).unwrap();
+            assert_eq!(ser.decode(&bytes).unwrap(), msg.body());
+        }
     }
 
     #[test]

@@ -74,7 +74,7 @@ pub fn loads<'py>(
 #[pyfunction]
 pub fn decode_envelope(py: Python<'_>, data: &[u8]) -> PyResult<Envelope> {
     let env = py.detach(|| CoreEnvelope::decode(data)).py_err(py)?;
-    Envelope::from_core(py, &env)
+    Ok(Envelope::from_core(env))
 }
 
 /// Writes a kombu Redis envelope around an already-serialized body.
@@ -101,6 +101,10 @@ pub fn encode_envelope<'py>(
 
 fn optional_map(d: Option<&Bound<'_, PyDict>>) -> PyResult<Value> {
     d.map_or(Ok(Value::Map(vec![])), |d| to_value(d.as_any()))
+}
+
+fn optional_value(v: Option<&Bound<'_, PyAny>>) -> PyResult<Value> {
+    v.map_or(Ok(Value::Null), to_value)
 }
 
 fn core_message(
@@ -170,7 +174,7 @@ pub fn encode_task_message<'py>(
 ) -> PyResult<(Bound<'py, PyDict>, Bound<'py, PyBytes>)> {
     let ser = self::serializer(py, serializer)?;
     let msg = core_message(headers, args, kwargs, embed)?;
-    let body = py.detach(|| ser.encode(&msg.body())).py_err(py)?;
+    let body = py.detach(|| msg.encode_body(ser)).py_err(py)?;
     Ok((dict(py, &msg.headers)?, PyBytes::new(py, &body)))
 }
 
@@ -179,13 +183,14 @@ pub fn encode_task_message<'py>(
 #[pyo3(signature = (headers, body, content_type, accept))]
 pub fn decode_task(
     py: Python<'_>,
-    headers: Option<&Bound<'_, PyDict>>,
+    headers: Option<&Bound<'_, PyAny>>,
     body: &[u8],
     content_type: &str,
     accept: Vec<String>,
 ) -> PyResult<TaskMessage> {
     let accept = self::accept(py, &accept)?;
-    let headers = optional_map(headers)?;
+    // Any object is read; one that is not a mapping is an InvalidMessage naming its type.
+    let headers = optional_value(headers)?;
     let msg = py
         .detach(
             || match codec::decode_accepted(content_type, body, &accept)? {
@@ -203,10 +208,10 @@ pub fn decode_task(
 #[pyfunction]
 pub fn task_from_parts(
     py: Python<'_>,
-    headers: Option<&Bound<'_, PyDict>>,
+    headers: Option<&Bound<'_, PyAny>>,
     body: &Bound<'_, PyAny>,
 ) -> PyResult<TaskMessage> {
-    let msg = CoreMessage::parse(optional_map(headers)?, to_value(body)?).py_err(py)?;
+    let msg = CoreMessage::parse(optional_value(headers)?, to_value(body)?).py_err(py)?;
     TaskMessage::from_core(py, msg)
 }
 
@@ -218,15 +223,30 @@ pub fn decode_task_envelope(
     accept: Vec<String>,
 ) -> PyResult<(Envelope, TaskMessage)> {
     let accept = self::accept(py, &accept)?;
-    let (env, msg) = py
+    let (env, msg, sent_headers) = py
         .detach(|| {
-            let env = CoreEnvelope::decode(data)?;
-            let msg = env.task_message(&accept)?;
-            Ok::<_, CodecError>((env, msg))
+            let mut env = CoreEnvelope::decode(data)?;
+            let sent_headers = match &env.headers {
+                Value::Map(entries) => entries.len(),
+                _ => 0,
+            };
+            let msg = env.take_task_message(&accept)?;
+            Ok::<_, CodecError>((env, msg, sent_headers))
         })
         .py_err(py)?;
-    Ok((
-        Envelope::from_core(py, &env)?,
-        TaskMessage::from_core(py, msg)?,
-    ))
+    if msg.protocol == 1 {
+        return Ok((Envelope::from_core(env), TaskMessage::from_core(py, msg)?));
+    }
+    // The v2 headers moved into the message: the envelope's are the message's without the
+    // defaults appended after the ones sent.
+    let defaults: Vec<Value> = msg.headers[sent_headers..]
+        .iter()
+        .map(|(k, _)| k.clone())
+        .collect();
+    let msg = TaskMessage::from_core(py, msg)?;
+    let headers = msg.headers.bind(py).copy()?;
+    for key in &defaults {
+        headers.del_item(to_py(py, key)?)?;
+    }
+    Ok((Envelope::with_headers(py, env, headers.unbind()), msg))
 }

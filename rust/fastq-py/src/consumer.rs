@@ -154,8 +154,14 @@ impl RedisConsumer {
         PyList::new(py, converted)
     }
 
-    fn ack(&self, py: Python<'_>, delivery_tags: Vec<String>) -> PyResult<()> {
-        self.with(py, |c| c.ack(&delivery_tags)).py_err(py)
+    /// With `wait=False` the ack is written without waiting for Redis's reply (read later).
+    #[pyo3(signature = (delivery_tags, wait = true))]
+    fn ack(&self, py: Python<'_>, delivery_tags: Vec<String>, wait: bool) -> PyResult<()> {
+        if wait {
+            self.with(py, |c| c.ack(&delivery_tags)).py_err(py)
+        } else {
+            self.with(py, |c| c.ack_unread(&delivery_tags)).py_err(py)
+        }
     }
 
     #[pyo3(signature = (delivery_tag, requeue = false))]

@@ -1,6 +1,6 @@
 //! Python objects ↔ `fastq_core::Value`, the only place that walks Python values.
 
-use fastq_core::Value;
+use fastq_core::{codec, CodecError, Value};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{
@@ -8,7 +8,7 @@ use pyo3::types::{
     PyTime, PyTuple,
 };
 
-use crate::errors::encode_error;
+use crate::errors::{codec_error, encode_error};
 
 /// Deeper than any real task argument; stops a self-referencing list from recursing forever.
 const MAX_DEPTH: usize = 256;
@@ -17,7 +17,6 @@ struct Stdlib {
     decimal: Py<PyAny>,
     uuid: Py<PyAny>,
     datetime_fromisoformat: Py<PyAny>,
-    date_fromisoformat: Py<PyAny>,
     time_fromisoformat: Py<PyAny>,
 }
 
@@ -30,7 +29,6 @@ fn stdlib(py: Python<'_>) -> PyResult<&Stdlib> {
             decimal: py.import("decimal")?.getattr("Decimal")?.unbind(),
             uuid: py.import("uuid")?.getattr("UUID")?.unbind(),
             datetime_fromisoformat: dt.getattr("datetime")?.getattr("fromisoformat")?.unbind(),
-            date_fromisoformat: dt.getattr("date")?.getattr("fromisoformat")?.unbind(),
             time_fromisoformat: dt.getattr("time")?.getattr("fromisoformat")?.unbind(),
         })
     })
@@ -45,14 +43,23 @@ fn to_value_at(obj: &Bound<'_, PyAny>, depth: usize) -> PyResult<Value> {
     if depth > MAX_DEPTH {
         return Err(encode_error(
             py,
-            format!("value nested deeper than {MAX_DEPTH} levels"),
+            format!("value nested deeper than {MAX_DEPTH} levels (or it contains itself)"),
         ));
     }
     if obj.is_none() {
         return Ok(Value::Null);
     }
     if let Ok(s) = obj.cast::<PyString>() {
-        return Ok(Value::Str(s.to_str()?.to_owned()));
+        return match s.to_str() {
+            Ok(text) => Ok(Value::Str(text.to_owned())),
+            Err(e) => Err(encode_error(
+                py,
+                format!(
+                    "a str that is not valid UTF-8 cannot be sent (it holds a lone surrogate, \
+                     e.g. from surrogateescape); send bytes instead: {e}"
+                ),
+            )),
+        };
     }
     if let Ok(b) = obj.cast::<PyBool>() {
         return Ok(Value::Bool(b.is_true()));
@@ -145,16 +152,113 @@ pub fn to_py<'py>(py: Python<'py>, value: &Value) -> PyResult<Bound<'py, PyAny>>
         Value::Bytes(b) => PyBytes::new(py, b).into_any(),
         Value::List(items) => list(py, items)?.into_any(),
         Value::Map(entries) => dict(py, entries)?.into_any(),
-        Value::DateTime(s) => stdlib(py)?.datetime_fromisoformat.bind(py).call1((s,))?,
-        Value::Date(s) => stdlib(py)?.date_fromisoformat.bind(py).call1((s,))?,
-        Value::Time(s) => stdlib(py)?.time_fromisoformat.bind(py).call1((s,))?,
-        Value::Decimal(s) => stdlib(py)?.decimal.bind(py).call1((s,))?,
+        Value::DateTime(s) => from_marker(py, "datetime", s, &stdlib(py)?.datetime_fromisoformat)?,
+        // kombu reads a date marker with datetime.fromisoformat(text).date().
+        Value::Date(s) => {
+            from_marker(py, "date", s, &stdlib(py)?.datetime_fromisoformat)?.call_method0("date")?
+        }
+        Value::Time(s) => from_marker(py, "time", s, &stdlib(py)?.time_fromisoformat)?,
+        Value::Decimal(s) => from_marker(py, "decimal", s, &stdlib(py)?.decimal)?,
         Value::Uuid(hex) => {
             let kwargs = PyDict::new(py);
             kwargs.set_item("hex", hex)?;
             stdlib(py)?.uuid.bind(py).call((), Some(&kwargs))?
         }
     })
+}
+
+/// Builds the Python value of a kombu marker's text; text Python refuses is a `DecodeError`.
+fn from_marker<'py>(
+    py: Python<'py>,
+    kind: &str,
+    text: &str,
+    parse: &Py<PyAny>,
+) -> PyResult<Bound<'py, PyAny>> {
+    parse.bind(py).call1((text,)).map_err(|e| {
+        codec_error(
+            py,
+            CodecError::Decode {
+                content_type: codec::JSON.into(),
+                reason: format!(
+                    "kombu {kind} marker holds {text:?}, which is not a valid {kind}: {e}"
+                ),
+            },
+        )
+    })
+}
+
+/// The names every task message repeats, as interned Python strings: no allocation or hashing
+/// per message, and dict lookups on them hit the identity fast path.
+macro_rules! interned {
+    ($py:expr, $key:expr, [$($name:literal),* $(,)?]) => {
+        match $key {
+            $($name => Some(pyo3::intern!($py, $name)),)*
+            _ => None,
+        }
+    };
+}
+
+fn known_key<'py>(py: Python<'py>, key: &str) -> Option<&'py Bound<'py, PyString>> {
+    interned!(
+        py,
+        key,
+        [
+            // protocol 2 headers
+            "lang",
+            "task",
+            "id",
+            "shadow",
+            "eta",
+            "expires",
+            "group",
+            "group_index",
+            "retries",
+            "timelimit",
+            "root_id",
+            "parent_id",
+            "argsrepr",
+            "kwargsrepr",
+            "origin",
+            "ignore_result",
+            "replaced_task_nesting",
+            "stamped_headers",
+            "stamps",
+            // embed and signatures
+            "callbacks",
+            "errbacks",
+            "chain",
+            "chord",
+            "args",
+            "kwargs",
+            "options",
+            "subtask_type",
+            "immutable",
+            "chord_size",
+            "link",
+            "link_error",
+            // kombu properties
+            "correlation_id",
+            "reply_to",
+            "delivery_mode",
+            "delivery_info",
+            "priority",
+            "body_encoding",
+            "delivery_tag",
+            "exchange",
+            "routing_key",
+            "redelivered",
+        ]
+    )
+}
+
+fn key_to_py<'py>(py: Python<'py>, key: &Value) -> PyResult<Bound<'py, PyAny>> {
+    match key {
+        Value::Str(s) => Ok(match known_key(py, s) {
+            Some(interned) => interned.clone().into_any(),
+            None => PyString::new(py, s).into_any(),
+        }),
+        other => to_py(py, other),
+    }
 }
 
 pub fn list<'py>(py: Python<'py>, items: &[Value]) -> PyResult<Bound<'py, PyList>> {
@@ -176,7 +280,7 @@ pub fn tuple<'py>(py: Python<'py>, items: &[Value]) -> PyResult<Bound<'py, PyTup
 pub fn dict<'py>(py: Python<'py>, entries: &[(Value, Value)]) -> PyResult<Bound<'py, PyDict>> {
     let d = PyDict::new(py);
     for (k, v) in entries {
-        d.set_item(to_py(py, k)?, to_py(py, v)?)?;
+        d.set_item(key_to_py(py, k)?, to_py(py, v)?)?;
     }
     Ok(d)
 }

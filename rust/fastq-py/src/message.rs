@@ -4,6 +4,7 @@ use fastq_core::envelope::Envelope as CoreEnvelope;
 use fastq_core::protocol::TaskMessage as CoreMessage;
 use fastq_core::Value;
 use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBytes, PyDict, PyTuple};
 
 use crate::convert::{dict, tuple};
@@ -49,40 +50,88 @@ impl TaskMessage {
 }
 
 /// A kombu Redis envelope, body already base64-decoded.
-#[pyclass(frozen, get_all, module = "fastq._core")]
+///
+/// `body`, `headers` and `properties` become Python objects on first access: a worker reads the
+/// task from the `TaskMessage` and seldom needs them.
+#[pyclass(frozen, module = "fastq._core")]
 pub struct Envelope {
-    pub body: Py<PyBytes>,
+    #[pyo3(get)]
     pub content_type: String,
+    #[pyo3(get)]
     pub content_encoding: String,
-    pub headers: Py<PyDict>,
-    pub properties: Py<PyDict>,
+    #[pyo3(get)]
     pub delivery_tag: Option<String>,
+    #[pyo3(get)]
     pub exchange: String,
+    #[pyo3(get)]
     pub routing_key: String,
+    #[pyo3(get)]
     pub priority: i64,
+    #[pyo3(get)]
     pub redelivered: bool,
+    raw_body: Vec<u8>,
+    raw_headers: Value,
+    raw_properties: Value,
+    body: PyOnceLock<Py<PyBytes>>,
+    headers: PyOnceLock<Py<PyDict>>,
+    properties: PyOnceLock<Py<PyDict>>,
 }
 
 impl Envelope {
-    pub fn from_core(py: Python<'_>, env: &CoreEnvelope) -> PyResult<Self> {
+    /// An envelope whose headers are already a Python dict (`raw_headers` is then unused).
+    pub fn with_headers(py: Python<'_>, env: CoreEnvelope, headers: Py<PyDict>) -> Self {
+        let envelope = Self::from_core(env);
+        // A new cell is empty: `set` cannot fail.
+        let _ = envelope.headers.set(py, headers);
+        envelope
+    }
+
+    pub fn from_core(env: CoreEnvelope) -> Self {
         let (exchange, routing_key) = env.delivery_info();
-        Ok(Envelope {
-            body: PyBytes::new(py, &env.body).unbind(),
-            content_type: env.content_type.clone(),
-            content_encoding: env.content_encoding.clone(),
-            headers: map_or_empty(py, &env.headers)?,
-            properties: map_or_empty(py, &env.properties)?,
+        let (exchange, routing_key) = (exchange.to_owned(), routing_key.to_owned());
+        Envelope {
             delivery_tag: env.delivery_tag().map(str::to_owned),
-            exchange: exchange.to_owned(),
-            routing_key: routing_key.to_owned(),
+            exchange,
+            routing_key,
             priority: env.priority(),
             redelivered: env.redelivered(),
-        })
+            content_type: env.content_type,
+            content_encoding: env.content_encoding,
+            raw_body: env.body,
+            raw_headers: env.headers,
+            raw_properties: env.properties,
+            body: PyOnceLock::new(),
+            headers: PyOnceLock::new(),
+            properties: PyOnceLock::new(),
+        }
     }
 }
 
 #[pymethods]
 impl Envelope {
+    #[getter]
+    fn body(&self, py: Python<'_>) -> Py<PyBytes> {
+        self.body
+            .get_or_init(py, || PyBytes::new(py, &self.raw_body).unbind())
+            .clone_ref(py)
+    }
+
+    #[getter]
+    fn headers(&self, py: Python<'_>) -> PyResult<Py<PyDict>> {
+        let headers = self
+            .headers
+            .get_or_try_init(py, || map_or_empty(py, &self.raw_headers))?;
+        Ok(headers.clone_ref(py))
+    }
+
+    #[getter]
+    fn properties(&self, py: Python<'_>) -> PyResult<Py<PyDict>> {
+        let properties = self
+            .properties
+            .get_or_try_init(py, || map_or_empty(py, &self.raw_properties))?;
+        Ok(properties.clone_ref(py))
+    }
+
     fn __repr__(&self) -> String {
         format!(
             "<Envelope {} tag={:?} rk={:?}>",

@@ -3,9 +3,10 @@
 use std::fmt;
 
 use base64::Engine as _;
-use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde::de::{self, Deserialize, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::ser::{Error as _, Serialize, SerializeMap, SerializeSeq, Serializer};
 
+use super::MAX_DEPTH;
 use crate::error::{CodecError, Result};
 use crate::value::Value;
 
@@ -13,7 +14,20 @@ const TYPE_KEY: &str = "__type__";
 const VALUE_KEY: &str = "__value__";
 
 pub fn decode(data: &[u8]) -> Result<Value> {
-    serde_json::from_slice(data).map_err(|e| CodecError::decode(super::JSON, e))
+    serde_json::from_slice(data).map_err(decode_error)
+}
+
+/// serde_json stops at 128 nested containers; say so in terms of the value, not the parser.
+fn decode_error(e: serde_json::Error) -> CodecError {
+    let text = e.to_string();
+    if text.starts_with("recursion limit exceeded") {
+        CodecError::decode(
+            super::JSON,
+            format!("value nested deeper than {MAX_DEPTH} levels ({text})"),
+        )
+    } else {
+        CodecError::decode(super::JSON, text)
+    }
 }
 
 pub fn encode(value: &Value) -> Result<Vec<u8>> {
@@ -27,12 +41,34 @@ pub fn write(out: &mut Vec<u8>, value: &Value) -> Result<()> {
     serde_json::to_writer(out, &Json(value)).map_err(|e| CodecError::encode("json", e))
 }
 
+/// Appends the protocol 2 body `[args, kwargs, embed]` without building it as one `Value`.
+pub fn write_task_body(
+    out: &mut Vec<u8>,
+    args: &[Value],
+    kwargs: &[(Value, Value)],
+    embed: &[(Value, Value)],
+) -> Result<()> {
+    let body = (JsonList(args, 1), JsonMap(kwargs, 1), JsonMap(embed, 1));
+    serde_json::to_writer(out, &body).map_err(|e| CodecError::encode("json", e))
+}
+
 /// Serializes a `Value` the way kombu's JSON encoder does.
 pub struct Json<'a>(pub &'a Value);
 
 impl Serialize for Json<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        match self.0 {
+        JsonAt(self.0, 0).serialize(s)
+    }
+}
+
+/// A `Value` written inside `.1` enclosing containers, so that the depth limit counts the whole
+/// document: whatever fastq writes, its decoder (and serde_json's recursion limit) reads back.
+pub struct JsonAt<'a>(pub &'a Value, pub usize);
+
+impl Serialize for JsonAt<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        let JsonAt(value, depth) = *self;
+        match value {
             Value::Null => s.serialize_unit(),
             Value::Bool(b) => s.serialize_bool(*b),
             Value::Int(i) => s.serialize_i64(*i),
@@ -47,55 +83,100 @@ impl Serialize for Json<'_> {
             }
             Value::Str(text) => s.serialize_str(text),
             Value::Bytes(bytes) => match std::str::from_utf8(bytes) {
-                Ok(text) => typed(s, "bytes", text),
+                Ok(text) => typed(s, depth, "bytes", text),
                 Err(_) => typed(
                     s,
+                    depth,
                     "base64",
                     &base64::engine::general_purpose::STANDARD.encode(bytes),
                 ),
             },
-            Value::List(items) => {
-                let mut seq = s.serialize_seq(Some(items.len()))?;
-                for item in items {
-                    seq.serialize_element(&Json(item))?;
-                }
-                seq.end()
-            }
-            Value::Map(entries) => {
-                let mut map = s.serialize_map(Some(entries.len()))?;
-                for (k, v) in entries {
-                    map.serialize_entry(&key_text(k).map_err(S::Error::custom)?, &Json(v))?;
-                }
-                map.end()
-            }
-            Value::DateTime(t) => typed(s, "datetime", t),
-            Value::Date(t) => typed(s, "date", t),
-            Value::Time(t) => typed(s, "time", t),
-            Value::Decimal(t) => typed(s, "decimal", t),
+            Value::List(items) => JsonList(items, depth).serialize(s),
+            Value::Map(entries) => JsonMap(entries, depth).serialize(s),
+            Value::DateTime(t) => typed(s, depth, "datetime", t),
+            Value::Date(t) => typed(s, depth, "date", t),
+            Value::Time(t) => typed(s, depth, "time", t),
+            Value::Decimal(t) => typed(s, depth, "decimal", t),
             Value::Uuid(hex) => {
+                let inner = enter::<S::Error>(depth)?;
                 let mut map = s.serialize_map(Some(2))?;
                 map.serialize_entry(TYPE_KEY, "uuid")?;
-                map.serialize_entry(VALUE_KEY, &UuidHex(hex))?;
+                map.serialize_entry(VALUE_KEY, &UuidHex(hex, inner))?;
                 map.end()
             }
         }
     }
 }
 
-fn typed<S: Serializer>(s: S, kind: &str, text: &str) -> std::result::Result<S::Ok, S::Error> {
+/// The depth inside one more container, or an error past `MAX_DEPTH`.
+fn enter<E: serde::ser::Error>(depth: usize) -> std::result::Result<usize, E> {
+    if depth >= MAX_DEPTH {
+        return Err(E::custom(format!(
+            "value nested deeper than {MAX_DEPTH} levels (markers and the message body count); \
+             fastq's decoder stops there, so flatten it"
+        )));
+    }
+    Ok(depth + 1)
+}
+
+/// The items of a list written inside `.1` enclosing containers.
+pub struct JsonList<'a>(pub &'a [Value], pub usize);
+
+impl Serialize for JsonList<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        let depth = enter::<S::Error>(self.1)?;
+        let mut seq = s.serialize_seq(Some(self.0.len()))?;
+        for item in self.0 {
+            seq.serialize_element(&JsonAt(item, depth))?;
+        }
+        seq.end()
+    }
+}
+
+/// The entries of a map written inside `.1` enclosing containers.
+pub struct JsonMap<'a>(pub &'a [(Value, Value)], pub usize);
+
+impl Serialize for JsonMap<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        let depth = enter::<S::Error>(self.1)?;
+        let mut map = s.serialize_map(Some(self.0.len()))?;
+        for (k, v) in self.0 {
+            map.serialize_entry(&JsonKey(k), &JsonAt(v, depth))?;
+        }
+        map.end()
+    }
+}
+
+fn typed<S: Serializer>(
+    s: S,
+    depth: usize,
+    kind: &str,
+    text: &str,
+) -> std::result::Result<S::Ok, S::Error> {
+    enter::<S::Error>(depth)?;
     let mut map = s.serialize_map(Some(2))?;
     map.serialize_entry(TYPE_KEY, kind)?;
     map.serialize_entry(VALUE_KEY, text)?;
     map.end()
 }
 
-struct UuidHex<'a>(&'a str);
+struct UuidHex<'a>(&'a str, usize);
 
 impl Serialize for UuidHex<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        enter::<S::Error>(self.1)?;
         let mut map = s.serialize_map(Some(1))?;
         map.serialize_entry("hex", self.0)?;
         map.end()
+    }
+}
+
+/// A map key written as JSON object key text.
+pub struct JsonKey<'a>(pub &'a Value);
+
+impl Serialize for JsonKey<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(&key_text(self.0).map_err(S::Error::custom)?)
     }
 }
 
@@ -119,13 +200,52 @@ fn key_text(key: &Value) -> std::result::Result<std::borrow::Cow<'_, str>, Strin
 
 impl<'de> Deserialize<'de> for Value {
     fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Value, D::Error> {
-        d.deserialize_any(ValueVisitor)
+        // The thread's scratch stacks are taken for this document and given back, warm.
+        let mut scratch = SCRATCH.with(|s| s.take());
+        let result = ValueSeed(&mut scratch).deserialize(d);
+        scratch.reset();
+        SCRATCH.with(|s| s.replace(scratch));
+        result
     }
 }
 
-struct ValueVisitor;
+/// Items and entries of the containers being read, on two stacks: a finished list or map is
+/// moved off the top into a `Vec` of exactly its size, instead of growing one `Vec` per
+/// container by doubling (a Celery header map would be reallocated four times).
+#[derive(Default)]
+struct Scratch {
+    items: Vec<Value>,
+    entries: Vec<(Value, Value)>,
+}
 
-impl<'de> Visitor<'de> for ValueVisitor {
+impl Scratch {
+    /// Empties the stacks; one huge document does not keep its memory for the thread's lifetime.
+    fn reset(&mut self) {
+        const KEEP: usize = 1024;
+        self.items.clear();
+        self.entries.clear();
+        self.items.shrink_to(KEEP);
+        self.entries.shrink_to(KEEP);
+    }
+}
+
+thread_local! {
+    static SCRATCH: std::cell::Cell<Scratch> = std::cell::Cell::new(Scratch::default());
+}
+
+struct ValueSeed<'s>(&'s mut Scratch);
+
+impl<'de> DeserializeSeed<'de> for ValueSeed<'_> {
+    type Value = Value;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> std::result::Result<Value, D::Error> {
+        d.deserialize_any(ValueVisitor(self.0))
+    }
+}
+
+struct ValueVisitor<'s>(&'s mut Scratch);
+
+impl<'de> Visitor<'de> for ValueVisitor<'_> {
     type Value = Value;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
@@ -138,7 +258,7 @@ impl<'de> Visitor<'de> for ValueVisitor {
         Ok(Value::Null)
     }
     fn visit_some<D: Deserializer<'de>>(self, d: D) -> std::result::Result<Value, D::Error> {
-        Value::deserialize(d)
+        ValueSeed(self.0).deserialize(d)
     }
     fn visit_bool<E>(self, b: bool) -> std::result::Result<Value, E> {
         Ok(Value::Bool(b))
@@ -159,24 +279,27 @@ impl<'de> Visitor<'de> for ValueVisitor {
         Ok(Value::Str(s))
     }
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> std::result::Result<Value, A::Error> {
-        let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(4096));
-        while let Some(item) = seq.next_element()? {
-            items.push(item);
+        let start = self.0.items.len();
+        while let Some(item) = seq.next_element_seed(ValueSeed(self.0))? {
+            self.0.items.push(item);
         }
-        Ok(Value::List(items))
+        Ok(Value::List(self.0.items.drain(start..).collect()))
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> std::result::Result<Value, A::Error> {
-        let mut entries: Vec<(Value, Value)> = Vec::new();
+        let start = self.0.entries.len();
         while let Some(key) = map.next_key::<String>()? {
-            let value: Value = map.next_value()?;
-            entries.push((Value::Str(key), value));
+            let value = map.next_value_seed(ValueSeed(self.0))?;
+            self.0.entries.push((Value::Str(key), value));
         }
-        if entries.len() == 2 {
-            if let Some(converted) = from_marker(&entries).map_err(de::Error::custom)? {
+        if self.0.entries.len() - start == 2 {
+            if let Some(converted) =
+                from_marker(&self.0.entries[start..]).map_err(de::Error::custom)?
+            {
+                self.0.entries.truncate(start);
                 return Ok(converted);
             }
         }
-        Ok(Value::Map(entries))
+        Ok(Value::Map(self.0.entries.drain(start..).collect()))
     }
 }
 
@@ -299,6 +422,71 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("recursion"));
+    }
+
+    fn nested(depth: usize, leaf: Value) -> Value {
+        (0..depth).fold(leaf, |v, _| Value::List(vec![v]))
+    }
+
+    #[test]
+    fn encode_refuses_exactly_what_decode_refuses() {
+        let deepest = encode(&nested(MAX_DEPTH, Value::Int(1))).unwrap();
+        assert_eq!(decode(&deepest).unwrap(), nested(MAX_DEPTH, Value::Int(1)));
+        let mut too_deep = b"[".to_vec();
+        too_deep.extend_from_slice(&deepest);
+        too_deep.push(b']');
+        let err = decode(&too_deep).unwrap_err().to_string();
+        assert!(err.contains("nested deeper than 127 levels"), "{err}");
+        let err = encode(&nested(MAX_DEPTH + 1, Value::Int(1)))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("nested deeper than 127 levels"), "{err}");
+        // A marker is an object, a uuid marker two.
+        let uuid = Value::Uuid("0123456789abcdef0123456789abcdef".into());
+        assert!(encode(&nested(MAX_DEPTH - 2, uuid.clone())).is_ok());
+        assert!(encode(&nested(MAX_DEPTH - 1, uuid)).is_err());
+        assert!(encode(&nested(MAX_DEPTH, Value::Date("2024-01-01".into()))).is_err());
+    }
+
+    #[test]
+    fn task_body_counts_its_own_levels() {
+        let mut out = Vec::new();
+        let kwargs = [(Value::from("k"), Value::Bytes(b"v".to_vec()))];
+        write_task_body(&mut out, &[Value::Int(1)], &kwargs, &[]).unwrap();
+        assert_eq!(
+            out,
+            br#"[[1],{"k":{"__type__":"bytes","__value__":"v"}},{}]"#
+        );
+        let deep = [nested(MAX_DEPTH - 2, Value::Null)];
+        assert!(write_task_body(&mut Vec::new(), &deep, &[], &[]).is_ok());
+        let deeper = [nested(MAX_DEPTH - 1, Value::Null)];
+        assert!(write_task_body(&mut Vec::new(), &deeper, &[], &[]).is_err());
+    }
+
+    #[test]
+    fn nested_containers_keep_their_own_items() {
+        let v =
+            decode(br#"{"a":[1,{"b":[2,3],"c":{}},[]],"d":{"e":[4]},"f":[[5],[6,[7]]]}"#).unwrap();
+        let text = String::from_utf8(encode(&v).unwrap()).unwrap();
+        assert_eq!(
+            text,
+            r#"{"a":[1,{"b":[2,3],"c":{}},[]],"d":{"e":[4]},"f":[[5],[6,[7]]]}"#
+        );
+        // A failed document leaves nothing behind for the next one.
+        assert!(decode(br#"{"a":[1,2,{"b":3"#).is_err());
+        assert_eq!(
+            decode(b"[[]]").unwrap(),
+            Value::List(vec![Value::List(vec![])])
+        );
+        let marker = decode(br#"[{"x":1},{"__type__":"date","__value__":"2024-01-01"},{}]"#);
+        assert_eq!(
+            marker.unwrap(),
+            Value::List(vec![
+                Value::map_from([("x", Value::Int(1))]),
+                Value::Date("2024-01-01".into()),
+                Value::Map(vec![])
+            ])
+        );
     }
 
     #[test]

@@ -15,6 +15,10 @@ pub const RAW_BYTES: &str = "application/data";
 pub const RAW_TEXT: &str = "application/text";
 pub const TEXT_PLAIN: &str = "text/plain";
 
+/// The deepest nesting of lists and maps (kombu markers included) fastq writes and reads: what
+/// serde_json's recursion limit allows, far beyond any real task message.
+pub const MAX_DEPTH: usize = 127;
+
 /// A serializer fastq runs natively in Rust.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Serializer {
@@ -69,7 +73,7 @@ impl Serializer {
 
 /// Maps a serializer name (as in `accept_content`) or MIME type to its MIME type.
 pub fn mime_of(name_or_mime: &str) -> Option<&'static str> {
-    Some(match normalize(name_or_mime).as_str() {
+    Some(match normalize(name_or_mime).as_ref() {
         "json" | JSON => JSON,
         "msgpack" | MSGPACK => MSGPACK,
         "pickle" | PICKLE => PICKLE,
@@ -81,13 +85,14 @@ pub fn mime_of(name_or_mime: &str) -> Option<&'static str> {
     })
 }
 
-fn normalize(content_type: &str) -> String {
-    content_type
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase()
+/// The MIME type without parameters, lower-cased; borrowed when it already is (every message).
+fn normalize(content_type: &str) -> std::borrow::Cow<'_, str> {
+    let base = content_type.split(';').next().unwrap_or("").trim();
+    if base.bytes().any(|b| b.is_ascii_uppercase()) {
+        base.to_ascii_lowercase().into()
+    } else {
+        base.into()
+    }
 }
 
 fn name_of(mime: &str) -> &'static str {

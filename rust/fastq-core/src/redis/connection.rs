@@ -45,6 +45,8 @@ pub struct Connector {
     conn: Option<Connection>,
     /// The socket read timeout currently set, to skip a system call on every command.
     read_timeout: Option<Duration>,
+    /// Replies owed to commands sent without waiting (`send_unread`); read before the next call.
+    unread: usize,
 }
 
 impl Connector {
@@ -75,6 +77,7 @@ impl Connector {
             client_name: client_name.replace(|c: char| c.is_whitespace(), "_"),
             conn: None,
             read_timeout: None,
+            unread: 0,
         })
     }
 
@@ -106,6 +109,7 @@ impl Connector {
         };
         let result = self
             .set_read_timeout(&conn, read_timeout)
+            .and_then(|()| drain(&mut conn, std::mem::take(&mut self.unread)))
             .and_then(|()| op(&mut conn));
         match result {
             Ok(value) => {
@@ -114,13 +118,43 @@ impl Connector {
             }
             Err(e) => {
                 self.read_timeout = None;
+                self.unread = 0;
                 Err(self.error(&e))
             }
         }
     }
 
+    /// Writes an already packed command without reading its `replies`: they are read before
+    /// the next command. The bytes are in the server's socket before this returns, so the command
+    /// takes effect even if this process dies before reading the reply.
+    pub fn send_unread(&mut self, packed: &[u8], replies: usize) -> BrokerResult<()> {
+        let mut conn = match self.conn.take() {
+            Some(conn) => conn,
+            None => self.connect()?,
+        };
+        match conn.send_packed_command(packed) {
+            Ok(()) => {
+                self.unread += replies;
+                self.conn = Some(conn);
+                Ok(())
+            }
+            Err(e) => {
+                self.read_timeout = None;
+                self.unread = 0;
+                Err(self.error(&e))
+            }
+        }
+    }
+
+    /// Reads the replies still owed, then drops the connection. Unread replies would make the
+    /// kernel reset the socket, which can discard commands the server has not read yet.
     pub fn close(&mut self) {
-        self.conn = None;
+        if let Some(mut conn) = self.conn.take() {
+            let _ = conn
+                .set_read_timeout(Some(Duration::from_secs(2)))
+                .and_then(|()| drain(&mut conn, self.unread));
+        }
+        self.unread = 0;
         self.read_timeout = None;
     }
 
@@ -180,6 +214,14 @@ impl Connector {
             }
         }
     }
+}
+
+/// Reads `replies` replies owed to commands sent by `send_unread`.
+fn drain(conn: &mut Connection, replies: usize) -> RedisResult<()> {
+    for _ in 0..replies {
+        conn.recv_response()?;
+    }
+    Ok(())
 }
 
 /// Errors that mean "the broker is not there (or not ready) right now", as opposed to a command

@@ -1,0 +1,161 @@
+"""Remote control: a command broadcast to live workers, and the replies they send back.
+
+``fastq inspect registered|active|stats|ping`` goes through here (and revoke will). A broker
+provides a ``ControlChannel`` that carries two things: a command fanned out to every worker that
+listens at the moment it is sent (workers that start later never see it), and replies addressed
+to the command's ``ticket``, which the sender collects until its timeout or ``limit`` replies.
+The worker side answers in ``fastq.worker.control``.
+
+A command is JSON ``{"method", "arguments", "destination", "ticket", "reply"}`` (Celery's pidbox
+names); a reply is ``{"<hostname>": <reply>}``, as in Celery.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+from fastq.errors import DecodeError
+
+if TYPE_CHECKING:
+    from fastq.app import App
+
+#: Commands and replies older than this are ignored and cleaned up (seconds).
+CONTROL_TTL = 60.0
+
+
+@dataclass(slots=True)
+class ControlCommand:
+    method: str
+    arguments: dict[str, Any] = field(default_factory=dict)
+    ticket: str = field(default_factory=lambda: str(uuid.uuid4()))
+    #: Hostnames that should act on it; None means every worker.
+    destination: list[str] | None = None
+    #: Whether the sender waits for replies.
+    reply: bool = True
+
+    def encode(self) -> bytes:
+        return json.dumps(
+            {
+                "method": self.method,
+                "arguments": self.arguments,
+                "destination": self.destination,
+                "ticket": self.ticket,
+                "reply": self.reply,
+            }
+        ).encode()
+
+    @classmethod
+    def decode(cls, data: bytes | str) -> ControlCommand:
+        try:
+            body = json.loads(data)
+            return cls(
+                method=str(body["method"]),
+                arguments=dict(body.get("arguments") or {}),
+                ticket=str(body["ticket"]),
+                destination=body.get("destination"),
+                reply=bool(body.get("reply", True)),
+            )
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise DecodeError(f"malformed control command {data!r:.200}: {exc}") from None
+
+    def addressed_to(self, hostname: str) -> bool:
+        return not self.destination or hostname in self.destination
+
+
+def encode_reply(hostname: str, reply: Any) -> bytes:
+    return json.dumps({hostname: reply}, default=repr).encode()
+
+
+def decode_reply(data: bytes | str) -> dict[str, Any] | None:
+    """A reply, or None for one that is not a ``{hostname: reply}`` object (skipped)."""
+    try:
+        body = json.loads(data)
+    except ValueError:
+        return None
+    return body if isinstance(body, dict) else None
+
+
+class ControlListener(Protocol):
+    """A worker's subscription to control commands."""
+
+    def fetch(self, timeout: float) -> list[ControlCommand]:
+        """Commands sent since the last fetch; waits up to ``timeout`` when there are none."""
+        ...
+
+    def reply(self, command: ControlCommand, hostname: str, reply: Any) -> None: ...
+    def close(self) -> None: ...
+
+
+class ControlChannel(ABC):
+    """The transport half of remote control, provided by a broker (``Broker.control_channel``)."""
+
+    @abstractmethod
+    def broadcast(
+        self, command: ControlCommand, timeout: float, limit: int | None
+    ) -> list[dict[str, Any]]:
+        """Sends ``command`` to the listening workers and returns the replies that arrive within
+        ``timeout`` seconds (stopping at ``limit``); none when ``command.reply`` is false."""
+
+    @abstractmethod
+    def listen(self) -> ControlListener:
+        """A subscription that sees the commands sent from now on."""
+
+
+class Control:
+    """``app.control``: talk to the live workers of this app's broker."""
+
+    def __init__(self, app: App) -> None:
+        self.app = app
+
+    def broadcast(
+        self,
+        method: str,
+        arguments: dict[str, Any] | None = None,
+        *,
+        destination: list[str] | None = None,
+        reply: bool = True,
+        timeout: float = 1.0,
+        limit: int | None = None,
+    ) -> list[dict[str, Any]]:
+        """Sends a command to every worker (or those named in ``destination``); returns their
+        replies, ``[{hostname: reply}, ...]``, collected for ``timeout`` seconds."""
+        command = ControlCommand(method, arguments or {}, destination=destination, reply=reply)
+        channel = self.app.broker.control_channel()
+        if destination and limit is None:
+            limit = len(destination)
+        return channel.broadcast(command, timeout, limit)
+
+    def inspect(
+        self, method: str, *, destination: list[str] | None = None, timeout: float = 1.0
+    ) -> dict[str, Any]:
+        """``{hostname: reply}`` for ``registered``, ``active``, ``stats`` or ``ping``."""
+        merged: dict[str, Any] = {}
+        for reply in self.broadcast(method, destination=destination, timeout=timeout):
+            merged.update(reply)
+        return merged
+
+    def revoke(
+        self,
+        task_id: str | list[str],
+        *,
+        terminate: bool = False,
+        signal: str = "SIGTERM",
+        destination: list[str] | None = None,
+    ) -> None:
+        """Tells every worker not to run ``task_id`` (one or a list) when it arrives; with
+        ``terminate``, a prefork worker running it kills that child (the task ends REVOKED).
+        Workers keep revoked ids in memory, as Celery's do: one started later has not heard."""
+        ids = [task_id] if isinstance(task_id, str) else list(task_id)
+        self.broadcast(
+            "revoke",
+            {"task_id": ids, "terminate": terminate, "signal": signal},
+            destination=destination,
+            reply=False,
+        )
+
+    def ping(self, *, destination: list[str] | None = None, timeout: float = 1.0) -> dict[str, Any]:
+        return self.inspect("ping", destination=destination, timeout=timeout)

@@ -1,0 +1,205 @@
+"""The worker's side of remote control: answers ``ping``, ``registered``, ``active``, ``stats``.
+
+One ``ControlServer`` per worker, in the process that is never busy running a task: the prefork
+supervisor polls it between its ticks, the threads and solo pools from a thread of their own. So
+``inspect active`` is answered while every pool process is inside a long task. A
+``TaskTracker`` holds what each pool slot runs, fed by the supervisor's pipe (prefork) or by a
+``SlotReporter`` in each loop (threads, solo).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
+
+from fastq.errors import ConfigurationError, FastqError
+from fastq.worker.revoke import revoke_arguments
+
+if TYPE_CHECKING:
+    from fastq.app import App
+    from fastq.control import ControlCommand, ControlListener
+
+log = logging.getLogger("fastq.worker")
+
+#: How often the prefork supervisor looks for control commands (seconds).
+TICK = 0.2
+
+
+@dataclass(slots=True)
+class ActiveTask:
+    id: str
+    name: str
+    delivery_tag: str
+    time_start: float
+    worker_pid: int
+
+
+class TaskTracker:
+    """What each pool slot (child index or thread) runs now, and how many tasks finished."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._running: dict[int, ActiveTask] = {}
+        self.total: Counter[str] = Counter()
+
+    def started(self, slot: int, pid: int, task_id: str, name: str, delivery_tag: str) -> None:
+        with self._lock:
+            self._running[slot] = ActiveTask(task_id, name, delivery_tag, time.time(), pid)
+
+    def finished(self, slot: int) -> None:
+        with self._lock:
+            task = self._running.pop(slot, None)
+            if task is not None:
+                self.total[task.name] += 1
+
+    def gone(self, slot: int) -> None:
+        """The slot's process died: what it ran did not finish."""
+        with self._lock:
+            self._running.pop(slot, None)
+
+    def active(self) -> list[ActiveTask]:
+        with self._lock:
+            return list(self._running.values())
+
+
+class SlotReporter:
+    """The loop's ``TaskReporter`` for the threads and solo pools: reports into the tracker."""
+
+    def __init__(self, tracker: TaskTracker, slot: int) -> None:
+        self.tracker = tracker
+        self.slot = slot
+
+    def started(
+        self, task_id: str, delivery_tag: str, hard_deadline: float | None, name: str = ""
+    ) -> None:
+        self.tracker.started(self.slot, os.getpid(), task_id, name, delivery_tag)
+
+    def finished(self) -> None:
+        self.tracker.finished(self.slot)
+
+
+@dataclass(slots=True)
+class PoolInfo:
+    implementation: str
+    concurrency: int
+    prefetch: int
+    processes: Callable[[], list[int]]
+
+
+class ControlServer:
+    """Reads the broker's control channel and replies as ``hostname``."""
+
+    def __init__(
+        self,
+        app: App,
+        hostname: str,
+        tracker: TaskTracker,
+        pool: PoolInfo,
+        on_revoke: Callable[[list[str], bool, str], None] | None = None,
+    ) -> None:
+        self.app = app
+        self.on_revoke = on_revoke
+        self.hostname = hostname
+        self.tracker = tracker
+        self.pool = pool
+        self.started = time.time()
+        self._listener: ControlListener | None = None
+        self._disabled = False
+        self._next_tick = 0.0
+        self._handlers: dict[str, Callable[[ControlCommand], Any]] = {
+            "ping": lambda _: "pong",
+            "registered": lambda _: sorted(self.app.tasks),
+            "active": lambda _: [
+                {**asdict(t), "hostname": self.hostname} for t in self.tracker.active()
+            ],
+            "stats": lambda _: self._stats(),
+            "revoke": self._revoke,
+        }
+
+    def poll(self, timeout: float = 0.0) -> None:
+        """Answers the commands that arrived; waits up to ``timeout`` for one. Never raises."""
+        if self._disabled:
+            return
+        try:
+            if self._listener is None:
+                self._listener = self.app.broker.control_channel().listen()
+            commands = self._listener.fetch(timeout)
+            for command in commands:
+                self._answer(self._listener, command)
+        except ConfigurationError as exc:
+            log.info("remote control (fastq inspect) is off: %s", exc)
+            self._disabled = True
+        except FastqError as exc:
+            log.warning("remote control channel failed (%s); reopening it", exc)
+            self.close()
+            time.sleep(min(timeout, 1.0))
+
+    def tick(self) -> None:
+        """``poll()`` without waiting, at most every ``TICK`` seconds (the prefork supervisor
+        wakes for every task a child starts or ends)."""
+        now = time.monotonic()
+        if now >= self._next_tick:
+            self._next_tick = now + TICK
+            self.poll(0.0)
+
+    def serve(self, stop: threading.Event) -> None:
+        """Polls until ``stop`` is set (the threads and solo pools run this in a thread)."""
+        while not stop.is_set() and not self._disabled:
+            self.poll(0.5)
+        self.close()
+
+    def _answer(self, listener: ControlListener, command: ControlCommand) -> None:
+        if not command.addressed_to(self.hostname):
+            return
+        handler = self._handlers.get(command.method)
+        reply: Any
+        if handler is None:
+            reply = {
+                "error": f"unknown control command {command.method!r}; "
+                f"known: {', '.join(sorted(self._handlers))}"
+            }
+        else:
+            try:
+                reply = handler(command)
+            except Exception as exc:  # a bad command must not stop the worker answering others
+                log.exception("control command %r failed", command.method)
+                reply = {"error": f"{command.method} failed: {exc!r}"}
+        if command.reply:
+            listener.reply(command, self.hostname, reply)
+
+    def _revoke(self, command: ControlCommand) -> dict[str, str]:
+        ids, terminate, sig = revoke_arguments(command.arguments)
+        if self.on_revoke is not None:
+            self.on_revoke(ids, terminate, sig)
+        log.info("revoked %s%s", ", ".join(ids), " (terminate)" if terminate else "")
+        return {"ok": f"tasks {', '.join(ids)} flagged as revoked"}
+
+    def _stats(self) -> dict[str, Any]:
+        broker = self.app.broker
+        return {
+            "hostname": self.hostname,
+            "pid": os.getpid(),
+            "uptime": round(time.time() - self.started, 3),
+            "pool": {
+                "implementation": self.pool.implementation,
+                "max-concurrency": self.pool.concurrency,
+                "processes": self.pool.processes(),
+            },
+            "prefetch_count": self.pool.prefetch * self.pool.concurrency,
+            "broker": {"transport": broker.url.split("://", 1)[0], "reach": broker.reach},
+            "total": dict(self.tracker.total),
+        }
+
+    def close(self) -> None:
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            try:
+                listener.close()
+            except FastqError:
+                pass

@@ -1,0 +1,56 @@
+"""Revoked task ids, as each consumer loop sees them.
+
+The worker's control server learns of a revoke; the threads and solo pools share one
+``RevokedIds`` with it, and the prefork supervisor writes each id down a pipe to every child (a
+child forked later inherits the supervisor's set). Like Celery's, the set lives in memory and
+is bounded: the oldest ids are forgotten first.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import OrderedDict
+from collections.abc import Iterable
+
+#: Celery keeps the last 50 000 revoked ids.
+MAX_REVOKED = 50_000
+
+
+class RevokedIds:
+    def __init__(self, maxlen: int = MAX_REVOKED) -> None:
+        self.maxlen = maxlen
+        self._ids: OrderedDict[str, None] = OrderedDict()
+        self._buffer = b""
+
+    def __contains__(self, task_id: object) -> bool:
+        return task_id in self._ids
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def add(self, task_ids: Iterable[str]) -> None:
+        for task_id in task_ids:
+            self._ids[task_id] = None
+            self._ids.move_to_end(task_id)
+        while len(self._ids) > self.maxlen:
+            self._ids.popitem(last=False)
+
+    def read_pipe(self, fd: int) -> None:
+        """Adds the ids the supervisor wrote to ``fd`` (non-blocking; one id per line)."""
+        while True:
+            try:
+                data = os.read(fd, 65536)
+            except BlockingIOError:
+                return
+            if not data:
+                return
+            lines = (self._buffer + data).split(b"\n")
+            self._buffer = lines.pop()
+            self.add(line.decode() for line in lines if line)
+
+
+def revoke_arguments(arguments: dict[str, object]) -> tuple[list[str], bool, str]:
+    """``(ids, terminate, signal)`` from a ``revoke`` command (Celery's argument names)."""
+    raw = arguments.get("task_id") or []
+    ids = [raw] if isinstance(raw, str) else [str(i) for i in raw]  # type: ignore[attr-defined]
+    return ids, bool(arguments.get("terminate")), str(arguments.get("signal") or "SIGTERM")

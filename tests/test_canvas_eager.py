@@ -1,0 +1,81 @@
+"""Canvas in eager mode (``task_always_eager``): workflows run in-process, for users' tests."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from fastq import App, GroupResult, chain, chord, group
+
+
+@pytest.fixture
+def eager() -> App:
+    app = App("eager", task_always_eager=True, set_as_current=False)
+    calls: list[Any] = []
+    app.calls = calls  # type: ignore[attr-defined]
+
+    @app.task(name="add")
+    def add(x: int, y: int) -> int:
+        return x + y
+
+    @app.task(name="tsum")
+    def tsum(values: list[int]) -> int:
+        return sum(values)
+
+    @app.task(name="fail")
+    def fail(message: str) -> None:
+        raise ValueError(message)
+
+    @app.task(name="errback")
+    def errback(task_id: str) -> None:
+        calls.append(("errback", task_id))
+
+    @app.task(name="errback_request")
+    def errback_request(request: Any, exc: BaseException, traceback: Any) -> None:
+        calls.append(("errback_request", request.id, str(exc)))
+
+    @app.task(name="record")
+    def record(value: Any) -> None:
+        calls.append(("record", value))
+
+    return app
+
+
+def test_chain_runs_every_step(eager: App) -> None:
+    add = eager.tasks["add"]
+    result = chain(add.s(1, 2), add.s(10), add.s(100)).apply_async()
+    assert result.get() == 113
+    assert result.parent is not None and result.parent.get() == 13
+    assert (add.s(1, 1) | add.si(5, 5)).delay().get() == 10
+
+
+def test_group_and_chord(eager: App) -> None:
+    add, tsum = eager.tasks["add"], eager.tasks["tsum"]
+    members = group(add.s(i, i) for i in range(4)).apply_async()
+    assert isinstance(members, GroupResult)
+    assert members.get() == [0, 2, 4, 6] and members.completed_count() == 4
+    result = chord(add.s(i, i) for i in range(4))(tsum.s())
+    assert result.get() == 12
+    assert isinstance(result.parent, GroupResult) and result.parent.get() == [0, 2, 4, 6]
+    assert chain(add.s(1, 1), group(add.s(1), add.s(2)), tsum.s()).apply_async().get() == 7
+
+
+def test_links_and_errbacks_run_in_process(eager: App) -> None:
+    add, fail = eager.tasks["add"], eager.tasks["fail"]
+    record, errback = eager.tasks["record"], eager.tasks["errback"]
+    add.apply_async((1, 2), link=record.s())
+    failed = fail.apply_async(
+        ("bad",), link_error=[errback.s(), eager.tasks["errback_request"].s()]
+    )
+    assert failed.failed()
+    assert eager.calls == [  # type: ignore[attr-defined]
+        ("record", 3),
+        ("errback_request", failed.id, "bad"),
+        ("errback", failed.id),
+    ]
+
+
+def test_failing_chain_step_raises(eager: App) -> None:
+    add, fail = eager.tasks["add"], eager.tasks["fail"]
+    with pytest.raises(ValueError, match="stop"):
+        chain(add.s(1, 2), fail.si("stop"), add.s(1)).apply_async()

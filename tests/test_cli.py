@@ -1,0 +1,102 @@
+"""The ``fastq`` shell commands against a live worker on the embedded broker."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.processes import BIN, ROOT, WorkerProcess, fastq_worker
+
+APP = "tests.apps.embedded_app"
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    tmp = tmp_path_factory.mktemp("cli")
+    return {
+        **os.environ,
+        "FASTQ_BROKER_URL": f"sqlite:///{tmp}/fastq.db",
+        "FASTQ_TEST_RUNS_FILE": str(tmp / "runs.txt"),
+    }
+
+
+@pytest.fixture(scope="module")
+def worker(env: dict[str, str]) -> Iterator[WorkerProcess]:
+    with fastq_worker(
+        "--pool", "prefork", "--concurrency", "2", "-n", "cli@test", app=APP, env=env
+    ) as w:
+        yield w
+
+
+def fastq(env: dict[str, str], *args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(BIN / "fastq"), "-A", APP, *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def test_call_wait_and_result(env: dict[str, str], worker: WorkerProcess) -> None:
+    done = fastq(env, "call", "embedded.add", "2", "3", "--wait")
+    assert done.returncode == 0, done.stderr
+    task_id, value = done.stdout.split()
+    assert value == "5"
+    result = fastq(env, "result", task_id)
+    assert json.loads(result.stdout) == {"state": "SUCCESS", "result": 5}
+    kwargs = fastq(env, "call", "embedded.add", "--kwargs", '{"x": 1, "y": 2}', "--wait")
+    assert kwargs.stdout.split()[1] == "3"
+
+
+def test_a_failing_call_exits_1(env: dict[str, str], worker: WorkerProcess) -> None:
+    done = fastq(env, "call", "embedded.fail", "boom", "--wait")
+    assert done.returncode == 1
+    assert "ValueError('boom')" in done.stdout
+    task_id = done.stdout.split()[0]
+    assert json.loads(fastq(env, "result", task_id).stdout)["state"] == "FAILURE"
+
+
+def test_bad_kwargs_are_a_clear_error(env: dict[str, str]) -> None:
+    done = fastq(env, "call", "embedded.add", "--kwargs", "{x: 1}")
+    assert done.returncode == 2 and "--kwargs is not JSON" in done.stderr
+
+
+def test_purge(env: dict[str, str], worker: WorkerProcess) -> None:
+    for _ in range(3):
+        assert fastq(env, "call", "embedded.add", "1", "1", "--queue", "nobody").returncode == 0
+    done = fastq(env, "purge", "-Q", "nobody,other")
+    assert done.stdout.strip() == "purged 3 message(s) from nobody, other"
+
+
+def test_inspect(env: dict[str, str], worker: WorkerProcess) -> None:
+    registered = fastq(env, "inspect", "registered")
+    assert registered.returncode == 0, registered.stderr
+    assert "embedded.add" in json.loads(registered.stdout)["cli@test"]
+    slow = fastq(env, "call", "embedded.sleep", "8")
+    slow_id = slow.stdout.strip()
+    deadline = time.monotonic() + 8
+    while True:  # answered by the supervisor while the child is inside the task
+        active = json.loads(fastq(env, "inspect", "active", "-d", "cli@test").stdout)["cli@test"]
+        if any(t["id"] == slow_id for t in active) or time.monotonic() > deadline:
+            break
+    assert [t["name"] for t in active if t["id"] == slow_id] == ["embedded.sleep"]
+    stats = json.loads(fastq(env, "inspect", "stats", "-d", "cli@test").stdout)["cli@test"]
+    assert stats["pool"]["implementation"] == "prefork"
+    assert len(stats["pool"]["processes"]) == 2
+    assert stats["broker"] == {"transport": "sqlite", "reach": "machine"}
+    ping = fastq(env, "inspect", "ping", "-d", "cli@test")
+    assert json.loads(ping.stdout) == {"cli@test": "pong"}
+
+
+def test_inspect_without_workers(tmp_path: Path) -> None:
+    env = {**os.environ, "FASTQ_BROKER_URL": f"sqlite:///{tmp_path}/empty.db"}
+    done = fastq(env, "inspect", "ping", "--timeout", "0.3")
+    assert done.returncode == 1 and "no worker replied within 0.3s" in done.stderr

@@ -1,0 +1,119 @@
+"""Remote control: broadcast and replies on the memory, SQLite and Redis channels, and the
+worker's answers (ping, registered, active, stats)."""
+
+from __future__ import annotations
+
+import os
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import redis
+from fastq import App
+from fastq.control import ControlCommand
+from fastq.errors import ConfigurationError, DecodeError
+from fastq.worker.control import ControlServer, PoolInfo, TaskTracker
+
+
+def serve(app: App, hostname: str, tracker: TaskTracker | None = None) -> Callable[[], None]:
+    """A worker's control server in a thread, subscribed before this returns; returns its stop."""
+    server = ControlServer(
+        app, hostname, tracker or TaskTracker(), PoolInfo("threads", 2, 4, lambda: [os.getpid()])
+    )
+    server.poll(0)  # opens the subscription
+    stop = threading.Event()
+    thread = threading.Thread(target=server.serve, args=(stop,), daemon=True)
+    thread.start()
+
+    def stopper() -> None:
+        stop.set()
+        thread.join(5)
+
+    return stopper
+
+
+@pytest.fixture(params=["memory", "sqlite", "redis"])
+def app(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[App]:
+    options = {}
+    if request.param == "memory":
+        url = f"memory://{uuid.uuid4().hex}"
+    elif request.param == "sqlite":
+        url = f"sqlite:///{tmp_path}/fastq.db"
+    else:
+        url = "redis://127.0.0.1:6379/8"
+        try:
+            redis.Redis.from_url(url).ping()
+        except redis.RedisError:
+            pytest.skip("no Redis on 127.0.0.1:6379")
+        # A prefix of its own, so concurrent test runs never hear each other's commands.
+        options = {"broker_transport_options": {"global_keyprefix": f"{uuid.uuid4().hex}:"}}
+    application = App("ctl", broker=url, set_as_current=False, **options)
+
+    @application.task(name="ctl.add")
+    def add(x: int, y: int) -> int:
+        return x + y
+
+    yield application
+    application.close()
+
+
+def test_inspect_gets_one_reply_per_worker(app: App) -> None:
+    tracker = TaskTracker()
+    tracker.started(0, 1234, "task-1", "ctl.add", "7")
+    tracker.started(1, 1235, "task-2", "ctl.add", "8")
+    tracker.finished(1)
+    stops = [serve(app, "w1@host", tracker), serve(app, "w2@host")]
+    try:
+        assert app.control.ping(timeout=0.5) == {"w1@host": "pong", "w2@host": "pong"}
+        assert app.control.inspect("registered", timeout=0.5)["w2@host"] == ["ctl.add"]
+        [active] = app.control.inspect("active", timeout=0.5)["w1@host"]
+        assert active["id"] == "task-1" and active["name"] == "ctl.add"
+        assert active["worker_pid"] == 1234 and active["hostname"] == "w1@host"
+        stats = app.control.inspect("stats", timeout=0.5)["w1@host"]
+        assert stats["total"] == {"ctl.add": 1}
+        assert stats["pool"]["max-concurrency"] == 2 and stats["pool"]["processes"]
+        assert stats["broker"]["transport"] == app.broker.url.split("://")[0]
+    finally:
+        for stop in stops:
+            stop()
+
+
+def test_destination_and_limit(app: App) -> None:
+    stops = [serve(app, "w1@host"), serve(app, "w2@host")]
+    try:
+        replies = app.control.broadcast("ping", destination=["w2@host"], timeout=5)
+        assert replies == [{"w2@host": "pong"}]  # returned as soon as the one reply came
+        assert app.control.broadcast("ping", reply=False) == []
+        [unknown] = app.control.broadcast("nope", destination=["w1@host"], timeout=5)
+        assert "unknown control command 'nope'" in unknown["w1@host"]["error"]
+    finally:
+        for stop in stops:
+            stop()
+
+
+def test_no_worker_no_reply(app: App) -> None:
+    assert app.control.inspect("ping", timeout=0.2) == {}
+
+
+def test_commands_round_trip_and_bad_ones_are_refused() -> None:
+    command = ControlCommand("active", {"x": 1}, destination=["a"])
+    assert ControlCommand.decode(command.encode()) == command
+    assert command.addressed_to("a") and not command.addressed_to("b")
+    with pytest.raises(DecodeError, match="malformed control command"):
+        ControlCommand.decode(b'{"no": "method"}')
+
+
+def test_a_broker_without_a_channel_says_so() -> None:
+    from fastq.brokers.base import Broker
+
+    class Bare(Broker):
+        def publish(self, message): ...  # type: ignore[no-untyped-def]
+        def consumer(self, queues, *, prefetch, consumer_id, accept): ...  # type: ignore[no-untyped-def]
+        def restore_consumer(self, consumer_id): ...  # type: ignore[no-untyped-def]
+        def purge(self, queue): ...  # type: ignore[no-untyped-def]
+        def queue_length(self, queue): ...  # type: ignore[no-untyped-def]
+
+    with pytest.raises(ConfigurationError, match="no remote-control channel"):
+        Bare("amqp://x", App("t", set_as_current=False).conf).control_channel()
