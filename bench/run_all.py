@@ -95,7 +95,7 @@ def machine_section(report: dict[str, Any]) -> str:
         ("measured", report["created"]),
     ]
     table = show.markdown_table(["", ""], [[k, str(v)] for k, v in rows])
-    return "## The machine\n\n" + table + "\n"
+    return "## The machine (Redis runs)\n\n" + table + "\n"
 
 
 def _git(*args: str) -> str:
@@ -145,10 +145,11 @@ def targets(report: dict[str, Any]) -> str:
 
 
 def micro_section() -> tuple[str, bool]:
-    """pytest-benchmark of the hot functions; a table of medians, fastq against kombu/Celery."""
+    """pytest-benchmark of the result meta; a table of medians, fastq against Celery."""
     out = DATA / "micro.json"
     load = ", ".join(map(str, machine.loadavg()))
-    argv = ["bench/micro", "--benchmark-only", "--benchmark-json", str(out), "-q"]
+    argv = ["bench/test_result_meta_bench.py", "--benchmark-only", "--benchmark-json", str(out)]
+    argv.append("-q")
     shown = ["pytest", *[a.replace(str(ROOT) + "/", "") for a in argv]]
     print("$", shlex.join(shown), file=sys.stderr, flush=True)
     proc = subprocess.run(
@@ -168,12 +169,13 @@ def micro_section() -> tuple[str, bool]:
         if "fastq" in t and "other" in t
     ]
     about = f"""
-Median microseconds per call (pytest-benchmark), fastq's Rust against what kombu and
-Celery do for the same message; CPU only, no I/O. Same machine as above; load average at
-the start of this section: {load}.
+Median microseconds per call (pytest-benchmark), fastq's backend against Celery's on the same
+result document: encoded by the worker for every task when results are on, decoded by the
+client in `get()`. CPU only, no I/O; load average at the start: {load}. The task message codec
+has its own benchmark and section ("Codec micro-benchmark").
 """
-    table = show.markdown_table(["job", "fastq µs", "kombu/Celery µs", "speed-up"], rows)
-    body = section("Micro-benchmarks: the per-message functions", about, shlex.join(shown), table)
+    table = show.markdown_table(["job", "fastq µs", "Celery µs", "speed-up"], rows)
+    body = section("Result meta micro-benchmark", about, shlex.join(shown), table)
     return body, proc.returncode == 0 and bool(rows)
 
 
