@@ -30,7 +30,17 @@ RUN_COLUMNS = [
     "RSS MiB",
     "load",
 ]
-RATIO_COLUMNS = ["enqueue", "batch vs delay", "drain", "steady", "p50", "p99", "CPU", "RSS"]
+#: The ratios' keys (see ``runner.ratios``) and their column headers.
+RATIO_COLUMNS = {
+    "enqueue": "enqueue",
+    "batch_enqueue_vs_celery_delay": "batch vs delay",
+    "drain": "drain",
+    "steady_drain": "steady",
+    "latency_p50": "p50",
+    "latency_p99": "p99",
+    "cpu_per_task": "CPU",
+    "peak_rss": "RSS",
+}
 
 
 def _num(value: float | None, digits: int = 0) -> str:
@@ -82,27 +92,11 @@ def run_rows(report: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
 def ratio_rows(report: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     ratios = report["ratios"]
     params = varying_params(report["runs"])
-    header = [*(PARAM_LABELS[p] for p in params), *RATIO_COLUMNS]
-    rows = []
-    for r in ratios:
-        rows.append(
-            [
-                *(_param(r["params"][p]) for p in params),
-                *(
-                    _ratio(r[k])
-                    for k in (
-                        "enqueue",
-                        "batch_enqueue_vs_celery_delay",
-                        "drain",
-                        "steady_drain",
-                        "latency_p50",
-                        "latency_p99",
-                        "cpu_per_task",
-                        "peak_rss",
-                    )
-                ),
-            ]
-        )
+    header = [*(PARAM_LABELS[p] for p in params), *RATIO_COLUMNS.values()]
+    rows = [
+        [*(_param(r["params"][p]) for p in params), *(_ratio(r[k]) for k in RATIO_COLUMNS)]
+        for r in ratios
+    ]
     return header, rows
 
 
