@@ -358,12 +358,7 @@ class WorkerLoop:
         if task_id is None or isinstance(backend, DisabledBackend):
             return
         meta = backend.build_meta(task_id, value, state, traceback, context)
-        try:
-            backend.encode_meta(meta)
-        except errors.EncodeError as exc:
-            log.error("%s", exc)
-            meta = backend.build_meta(task_id, exc, states.FAILURE, None, context)
-        self._results.append((task_id, meta))
+        self._results.append((task_id, meta))  # encoded once, when the batch is stored
 
     def _settle(self, consumer: Consumer, tag: str, settle: Settle) -> None:
         if not tag:
