@@ -92,3 +92,66 @@ def task_from_parts(headers: dict[str, Any] | None, body: Any) -> TaskMessage:
 
 def decode_task_envelope(data: bytes, accept: list[str]) -> tuple[Envelope, TaskMessage]:
     """Decode a kombu Redis envelope and the task message inside it."""
+
+# -- RabbitMQ ------------------------------------------------------------------------------------
+@final
+class AmqpDelivery:
+    """One message from RabbitMQ (the same fields as the Redis consumer's ``Delivery``)."""
+
+    delivery_tag: str
+    """``"<channel generation>.<AMQP delivery tag>"``; acks for a closed channel are dropped."""
+    queue: str
+    priority: int
+    redelivered: bool
+    content_type: str
+    properties: dict[str, Any]
+    """``correlation_id``, ``reply_to``, ``delivery_mode``, ``priority``, ``expiration`` and
+    ``delivery_info`` (``exchange``, ``routing_key``, ``redelivered``)."""
+    headers: dict[str, Any]
+    reply_to: str | None
+    correlation_id: str | None
+    message: TaskMessage | None
+    error: str | None
+    error_kind: str | None
+    """The ``fastq.errors`` class name of ``error`` (``DecodeError``, ``ContentDisallowed``…)."""
+    task_id: str | None
+    task_name: str | None
+    raw: bytes
+
+@final
+class AmqpConsumer:
+    """A worker process's RabbitMQ consumer (lapin on a runtime it starts itself).
+
+    Declares ``queues`` (dicts: ``name``, ``exchange``, ``exchange_type``, ``routing_key``,
+    ``durable``, ``auto_delete``, ``arguments``), sets ``basic.qos(prefetch, global_qos)`` and
+    consumes them. Raises ``BrokerConnectionError`` when the broker is unreachable or the
+    connection broke (the next ``fetch`` reconnects and redeclares), ``ConfigurationError`` when
+    the broker refuses a declaration.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        queues: list[dict[str, Any]],
+        *,
+        accept: list[str],
+        prefetch: int,
+        consumer_tag: str,
+        global_qos: bool = True,
+        heartbeat: int | None = None,
+        connect_timeout: float = 10.0,
+    ) -> None: ...
+    def fetch(self, timeout: float) -> list[AmqpDelivery]:
+        """Waits up to ``timeout`` seconds (GIL released); returns every delivery received."""
+    def ack(self, delivery_tags: list[str]) -> int:
+        """Acks (``multiple=true`` for runs from the oldest outstanding tag); returns how many
+        tags were stale (of a closed channel) and dropped."""
+    def reject(self, delivery_tag: str, requeue: bool) -> bool: ...
+    def restore_unacked(self) -> int:
+        """Requeues everything this consumer holds; returns how many."""
+    @property
+    def in_flight(self) -> int: ...
+    @property
+    def generation(self) -> int:
+        """1 for the first connection, +1 on every reconnection."""
+    def close(self) -> None: ...

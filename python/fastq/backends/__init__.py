@@ -22,6 +22,15 @@ def backend_from_url(app: App, url: str | None) -> Backend:
         from fastq.backends.redis import RedisBackend
 
         return RedisBackend(app, url)
+    if scheme == "rpc":
+        from fastq.backends.rpc import RpcBackend
+
+        return RpcBackend(app, url)
+    if scheme in ("rabbitmq", "rabbitmqs"):
+        from fastq.backends.rabbitmq import RabbitMQBackend
+
+        return RabbitMQBackend(app, url)
     raise ConfigurationError(
-        f"result backend {scheme}:// is not supported; use redis:// or rediss://"
+        f"result backend {scheme}:// is not supported; use redis://, rediss://, rpc:// or "
+        "rabbitmq://"
     )

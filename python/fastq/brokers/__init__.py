@@ -15,4 +15,10 @@ def broker_from_url(url: str, conf: Config) -> Broker:
         from fastq.brokers.redis import RedisBroker
 
         return RedisBroker(url, conf)
-    raise ConfigurationError(f"broker {scheme}:// is not supported; use redis:// or rediss://")
+    if scheme in ("amqp", "pyamqp", "amqps"):
+        from fastq.brokers.amqp import AmqpBroker
+
+        return AmqpBroker(url, conf)
+    raise ConfigurationError(
+        f"broker {scheme}:// is not supported; use redis://, rediss://, amqp:// or amqps://"
+    )
