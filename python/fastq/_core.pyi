@@ -143,10 +143,10 @@ class AmqpConsumer:
     ) -> None: ...
     def fetch(self, timeout: float) -> list[AmqpDelivery]:
         """Waits up to ``timeout`` seconds (GIL released); returns every delivery received."""
-    def ack(self, delivery_tags: list[str]) -> int:
-        """Acks (``multiple=true`` for runs from the oldest outstanding tag); returns how many
-        tags were stale (of a closed channel) and dropped."""
-    def reject(self, delivery_tag: str, requeue: bool) -> bool: ...
+    def ack(self, delivery_tags: list[str]) -> None:
+        """Acks (``multiple=true`` for runs from the oldest outstanding tag); tags of a closed
+        channel are dropped with a warning (RabbitMQ redelivers those messages)."""
+    def reject(self, delivery_tag: str, requeue: bool) -> None: ...
     def restore_unacked(self) -> int:
         """Requeues everything this consumer holds; returns how many."""
     @property

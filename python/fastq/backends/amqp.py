@@ -46,6 +46,8 @@ class AmqpResultBackend(Backend):
                 return fn(self.conn.channel())
             except errors.BrokerConnectionError as exc:
                 raise errors.BackendError(str(exc)) from exc
+            except errors.FastqError:
+                raise  # fastq's TimeoutError is an OSError too: not a connection problem
             except CONNECTION_ERRORS as exc:
                 self.reset()
                 if retry and not isinstance(exc, amqp.exceptions.NotFound):

@@ -205,8 +205,8 @@ impl AmqpConsumer {
     }
 
     /// Acknowledges deliveries; tags of a channel that is gone are dropped (RabbitMQ redelivers
-    /// them) and counted in the return value.
-    fn ack(&mut self, py: Python<'_>, delivery_tags: Vec<String>) -> PyResult<usize> {
+    /// them) with a warning.
+    fn ack(&mut self, py: Python<'_>, delivery_tags: Vec<String>) -> PyResult<()> {
         let inner = &mut self.inner;
         let stale = py
             .detach(|| inner.ack(&delivery_tags))
@@ -220,12 +220,14 @@ impl AmqpConsumer {
                 ),
             )?;
         }
-        Ok(stale)
+        Ok(())
     }
 
-    fn reject(&mut self, py: Python<'_>, delivery_tag: String, requeue: bool) -> PyResult<bool> {
+    /// Rejects one delivery; a stale tag is dropped (nothing to reject on a closed channel).
+    fn reject(&mut self, py: Python<'_>, delivery_tag: String, requeue: bool) -> PyResult<()> {
         let inner = &mut self.inner;
         py.detach(|| inner.reject(&delivery_tag, requeue))
+            .map(drop)
             .map_err(|e| amqp_error(py, e))
     }
 
