@@ -107,7 +107,6 @@ class AmqpDelivery:
     properties: dict[str, Any]
     """``correlation_id``, ``reply_to``, ``delivery_mode``, ``priority``, ``expiration`` and
     ``delivery_info`` (``exchange``, ``routing_key``, ``redelivered``)."""
-    headers: dict[str, Any]
     reply_to: str | None
     correlation_id: str | None
     message: TaskMessage | None

@@ -3,7 +3,9 @@
 //!
 //! lapin runs on a tokio runtime this consumer creates in its constructor (in the worker child,
 //! after the fork) with one worker thread: that thread answers heartbeats and decodes deliveries
-//! while the caller runs tasks. The caller blocks only in `fetch`, `ack` and `reject`.
+//! while the caller runs tasks. The caller blocks only in `fetch`: acks and rejects are queued to
+//! one settling task on the runtime, which sends them in order (an ack with `multiple=true` must
+//! not overtake a single ack it covers) and is flushed before the connection closes.
 //!
 //! Recovery is explicit: a lost connection ends the session, `fetch` reports it once, and the
 //! next `fetch` reconnects, redeclares and resumes consuming under a new generation. Delivery
@@ -23,9 +25,9 @@ use lapin::types::FieldTable;
 use lapin::uri::AMQPUri;
 use lapin::{Channel, Connection, ConnectionProperties, ErrorKind, ExchangeKind};
 use tokio::runtime::{Handle, Runtime};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
-use super::acks::plan_acks;
+use super::acks::{plan_acks, AckFrame};
 use super::table::{table_to_value, value_to_table};
 use super::{redact, AmqpError};
 use crate::codec::{decode_accepted, Accept, Decoded};
@@ -125,6 +127,16 @@ enum Event {
     Lost(String),
 }
 
+/// Work for the settling task, in the order the caller asked for it.
+enum Settle {
+    Ack(Vec<AckFrame>),
+    Reject(u64, bool),
+    /// `basic.nack(multiple, requeue)`: everything up to the tag goes back to the queue.
+    RequeueUpTo(u64),
+    /// Answers once everything queued before it was sent (or with why it could not be).
+    Flush(oneshot::Sender<Result<(), String>>),
+}
+
 struct Session {
     generation: u64,
     connection: Connection,
@@ -132,6 +144,7 @@ struct Session {
     /// Tags handed to the caller and not yet settled.
     outstanding: BTreeSet<u64>,
     events: mpsc::UnboundedReceiver<Event>,
+    settle: mpsc::UnboundedSender<Settle>,
     pumps: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -209,14 +222,32 @@ impl AmqpConsumer {
                 pump.abort();
             }
             let connection = session.connection;
-            // A dead socket fails fast; a live one gets a moment to say goodbye.
+            let (done, flushed) = oneshot::channel();
+            let queued = session.settle.send(Settle::Flush(done)).is_ok();
+            // Acks still queued must reach the broker before the close, or it requeues messages
+            // that already ran. A dead socket fails fast; a live one gets a moment to say goodbye.
             let _ = self.rt.block_on(async move {
-                tokio::time::timeout(
-                    Duration::from_secs(2),
-                    connection.close(200, "fastq consumer closing".into()),
-                )
+                tokio::time::timeout(Duration::from_secs(2), async {
+                    if queued {
+                        let _ = flushed.await;
+                    }
+                    connection.close(200, "fastq consumer closing".into()).await
+                })
                 .await
             });
+        }
+    }
+
+    /// Queues settling work; a settling task that is gone means the session is gone.
+    fn settle(&mut self, work: Settle) -> Result<(), AmqpError> {
+        let sent = self
+            .session
+            .as_ref()
+            .is_some_and(|s| s.settle.send(work).is_ok());
+        if sent {
+            Ok(())
+        } else {
+            Err(self.lost("the channel closed"))
         }
     }
 
@@ -291,20 +322,10 @@ impl AmqpConsumer {
             return Ok(stale);
         };
         let frames = plan_acks(&mut session.outstanding, &current);
-        if frames.is_empty() {
-            return Ok(stale);
+        if !frames.is_empty() {
+            self.settle(Settle::Ack(frames))?;
         }
-        let channel = session.channel.clone();
-        let sent = self.rt.block_on(async move {
-            for (tag, multiple) in frames {
-                channel.basic_ack(tag, BasicAckOptions { multiple }).await?;
-            }
-            Ok::<_, lapin::Error>(())
-        });
-        match sent {
-            Ok(()) => Ok(stale),
-            Err(e) => Err(self.lost(&format!("basic.ack failed: {e}"))),
-        }
+        Ok(stale)
     }
 
     /// Rejects one delivery; returns false when the tag was stale (nothing sent).
@@ -319,16 +340,8 @@ impl AmqpConsumer {
         if !session.outstanding.remove(&tag) {
             return Ok(false);
         }
-        let channel = session.channel.clone();
-        let sent = self.rt.block_on(async move {
-            channel
-                .basic_reject(tag, BasicRejectOptions { requeue })
-                .await
-        });
-        match sent {
-            Ok(()) => Ok(true),
-            Err(e) => Err(self.lost(&format!("basic.reject failed: {e}"))),
-        }
+        self.settle(Settle::Reject(tag, requeue))?;
+        Ok(true)
     }
 
     /// Requeues everything this consumer holds (handed out or buffered) with one
@@ -347,21 +360,13 @@ impl AmqpConsumer {
             return Ok(0);
         };
         session.outstanding.clear();
-        let channel = session.channel.clone();
-        let sent = self.rt.block_on(async move {
-            channel
-                .basic_nack(
-                    last,
-                    BasicNackOptions {
-                        multiple: true,
-                        requeue: true,
-                    },
-                )
-                .await
-        });
-        match sent {
-            Ok(()) => Ok(count),
-            Err(e) => Err(self.lost(&format!("basic.nack failed: {e}"))),
+        let (done, flushed) = oneshot::channel();
+        self.settle(Settle::RequeueUpTo(last))?;
+        self.settle(Settle::Flush(done))?;
+        match self.rt.block_on(flushed) {
+            Ok(Ok(())) => Ok(count),
+            Ok(Err(e)) => Err(self.lost(&e)),
+            Err(_) => Err(self.lost("the channel closed")),
         }
     }
 
@@ -415,6 +420,10 @@ async fn open_session(
         declare(&channel, queue).await?;
     }
     let (tx, events) = mpsc::unbounded_channel();
+    let (settle, work) = mpsc::unbounded_channel();
+    // Not aborted with the pumps: it ends once the session (its sender) is dropped, after
+    // answering the last flush.
+    tokio::spawn(settler(channel.clone(), work, tx.clone()));
     let mut pumps = Vec::with_capacity(cfg.queues.len());
     for (i, queue) in cfg.queues.iter().enumerate() {
         let consumer = channel
@@ -440,8 +449,57 @@ async fn open_session(
         channel,
         outstanding: BTreeSet::new(),
         events,
+        settle,
         pumps,
     })
+}
+
+/// Sends acks, rejects and requeues in the order they were queued. After a failure it sends
+/// nothing more (the channel is gone and the broker requeues what it held) and reports it once
+/// through the delivery events, so the next `fetch` reconnects.
+async fn settler(
+    channel: Channel,
+    mut work: mpsc::UnboundedReceiver<Settle>,
+    events: mpsc::UnboundedSender<Event>,
+) {
+    let mut failed: Option<String> = None;
+    while let Some(item) = work.recv().await {
+        let sent = match item {
+            Settle::Flush(reply) => {
+                let _ = reply.send(failed.clone().map_or(Ok(()), Err));
+                continue;
+            }
+            _ if failed.is_some() => continue,
+            Settle::Ack(frames) => {
+                let mut sent = Ok(());
+                for (tag, multiple) in frames {
+                    sent = channel.basic_ack(tag, BasicAckOptions { multiple }).await;
+                    if sent.is_err() {
+                        break;
+                    }
+                }
+                sent.map_err(|e| format!("basic.ack failed: {e}"))
+            }
+            Settle::Reject(tag, requeue) => channel
+                .basic_reject(tag, BasicRejectOptions { requeue })
+                .await
+                .map_err(|e| format!("basic.reject failed: {e}")),
+            Settle::RequeueUpTo(tag) => channel
+                .basic_nack(
+                    tag,
+                    BasicNackOptions {
+                        multiple: true,
+                        requeue: true,
+                    },
+                )
+                .await
+                .map_err(|e| format!("basic.nack failed: {e}")),
+        };
+        if let Err(reason) = sent {
+            let _ = events.send(Event::Lost(reason.clone()));
+            failed = Some(reason);
+        }
+    }
 }
 
 fn exchange_kind(name: &str) -> ExchangeKind {
