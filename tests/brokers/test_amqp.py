@@ -10,6 +10,7 @@ import signal
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import amqp
 import pytest
@@ -45,6 +46,16 @@ def make_app(queue: str, backend: str | None = None, **settings: object) -> App:
         set_as_current=False,
         **settings,
     )
+
+
+def fetch(consumer: Any, n: int, timeout: float = 10) -> list[Any]:
+    """Exactly ``n`` deliveries, however the consumer batches them."""
+    got: list[Any] = []
+    deadline = time.monotonic() + timeout
+    while len(got) < n and time.monotonic() < deadline:
+        got.extend(consumer.fetch(0.5))
+    assert len(got) == n, f"wanted {n} deliveries, got {len(got)}"
+    return got
 
 
 # -- URLs and declarations (no broker needed) ----------------------------------------------------
@@ -156,8 +167,7 @@ def test_consumer_acks_rejects_and_restores() -> None:
     try:
         app.send_many([("proj.add", (i, i), None) for i in range(10)])
         consumer = app.broker.consumer([queue], prefetch=10, consumer_id="t1", accept=["json"])
-        got: list = []
-        wait_until(lambda: bool(got.extend(consumer.fetch(0.5)) or len(got) == 10), 10, "10")
+        got = fetch(consumer, 10)
         assert [d.message.args for d in got] == [(i, i) for i in range(10)]
         assert consumer.in_flight == 10
         consumer.ack([d.delivery_tag for d in got[:5]])  # one basic.ack multiple=true
@@ -179,15 +189,13 @@ def test_consumer_reconnects_and_drops_stale_acks(caplog: pytest.LogCaptureFixtu
     try:
         app.send_many([("proj.add", (i, i), None) for i in range(3)])
         consumer = app.broker.consumer([queue], prefetch=10, consumer_id="t2", accept=["json"])
-        first: list = []
-        wait_until(lambda: bool(first.extend(consumer.fetch(0.5)) or len(first) == 3), 10, "3")
+        first = fetch(consumer, 3)
         assert consumer.generation == 1
         rabbitmqctl("close_all_connections", "fastq test: connection loss")
         with pytest.raises(BrokerConnectionError, match="lost the connection"):
             for _ in range(20):
                 consumer.fetch(0.5)
-        again: list = []
-        wait_until(lambda: bool(again.extend(consumer.fetch(0.5)) or len(again) == 3), 10, "3")
+        again = fetch(consumer, 3)
         assert consumer.generation == 2
         assert all(d.redelivered for d in again)
         consumer.ack([d.delivery_tag for d in first])  # the old channel's tags: dropped
@@ -216,6 +224,35 @@ def test_priorities_are_honoured_with_x_max_priority() -> None:
                 consumer.ack([d.delivery_tag])
         consumer.close()
         assert order == [9, 7, 5, 3, 1, 0]
+    finally:
+        app.close()
+        delete(queue)
+
+
+@requires_rabbitmq
+def test_pickle_is_decoded_only_when_accepted() -> None:
+    import pickle
+
+    queue = unique("pickle")
+    body = pickle.dumps(((1, 2), {}, {}), protocol=4)
+    headers = {"task": "proj.add", "id": "p1"}
+    app = make_app(queue)
+    try:
+        with admin() as ch:
+            ch.queue_declare(queue, durable=True, auto_delete=False)
+            ch.exchange_declare(queue, "direct", durable=True, auto_delete=False)
+            ch.queue_bind(queue, queue, queue)
+        for accept, decoded in ((["json"], False), (["json", "pickle"], True)):
+            _publish_raw(queue, body, "application/x-python-serialize", headers)
+            consumer = app.broker.consumer([queue], prefetch=1, consumer_id="t5", accept=accept)
+            (delivery,) = fetch(consumer, 1)
+            if decoded:
+                assert delivery.message is not None and delivery.message.args == (1, 2)
+            else:
+                assert delivery.message is None and delivery.error_kind == "ContentDisallowed"
+                assert delivery.task_id == "p1" and "pickle" in (delivery.error or "")
+            consumer.ack([delivery.delivery_tag])
+            consumer.close()
     finally:
         app.close()
         delete(queue)
