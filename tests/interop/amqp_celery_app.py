@@ -4,9 +4,10 @@ worker -P solo``."""
 from __future__ import annotations
 
 import os
-import time
 
 from celery import Celery
+
+from tests.interop.amqp_tasks import SHARED
 
 app = Celery(
     "amqp_interop",
@@ -21,22 +22,5 @@ app.conf.update(
 )
 
 
-@app.task(name="interop.add")
-def add(x: int, y: int) -> int:
-    return x + y
-
-
-@app.task(name="interop.fail")
-def fail(message: str) -> None:
-    raise ValueError(message)
-
-
-@app.task(name="interop.sleep")
-def sleep(seconds: float, value: int = 0) -> int:
-    time.sleep(seconds)
-    return value
-
-
-@app.task(name="interop.noop", ignore_result=True)
-def noop() -> None:
-    return None
+for name, fn in SHARED.items():
+    app.task(name=name)(fn)

@@ -8,15 +8,14 @@ import time
 
 from fastq import App
 
+from tests.interop.amqp_tasks import SHARED
+
 app = App(
     "amqp_interop",
     broker=os.environ.get("FASTQ_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672//"),
     backend=os.environ.get("FASTQ_TEST_RESULT_BACKEND", "rpc://"),
     task_default_queue=os.environ.get("FASTQ_TEST_QUEUE", "fastq_test_interop"),
     task_default_queue_type=os.environ.get("FASTQ_TEST_QUEUE_TYPE", "classic"),
-    task_queue_max_priority=int(os.environ["FASTQ_TEST_MAX_PRIORITY"])
-    if os.environ.get("FASTQ_TEST_MAX_PRIORITY")
-    else None,
     task_acks_late=os.environ.get("FASTQ_TEST_ACKS_LATE") == "1",
     result_expires=600,
 )
@@ -24,20 +23,8 @@ app = App(
 RECORD = os.environ.get("FASTQ_TEST_RECORD", "")
 
 
-@app.task(name="interop.add")
-def add(x: int, y: int) -> int:
-    return x + y
-
-
-@app.task(name="interop.fail")
-def fail(message: str) -> None:
-    raise ValueError(message)
-
-
-@app.task(name="interop.sleep")
-def sleep(seconds: float, value: int = 0) -> int:
-    time.sleep(seconds)
-    return value
+for name, fn in SHARED.items():
+    app.task(name=name)(fn)
 
 
 @app.task(name="interop.record", bind=True)
@@ -57,8 +44,3 @@ def started_sleep(self, seconds: float, value: int = 0) -> int:
             f.write(f"{self.request.id} started\n")
     time.sleep(seconds)
     return value
-
-
-@app.task(name="interop.noop", ignore_result=True)
-def noop() -> None:
-    return None

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import amqp
 
-from fastq import errors, serialization
+from fastq import errors, serialization, states
 from fastq.backends.base import Backend
 from fastq.brokers.amqp import CONNECTION_ERRORS, AmqpChannel, AmqpParams, QueueDecl, declare
 from fastq.urls import redact
@@ -99,6 +100,21 @@ class AmqpResultBackend(Backend):
             return True
         except TimeoutError:
             return False
+
+    def drain_until_ready(
+        self, task_id: str, latest: Callable[[], dict[str, Any] | None], timeout: float | None
+    ) -> dict[str, Any]:
+        """Reads frames (whose callbacks update what ``latest`` returns) until the task is
+        ready or ``timeout`` passes."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            meta = latest()
+            if meta is not None and meta["status"] in states.READY_STATES:
+                return meta
+            remaining = 1.0 if deadline is None else deadline - time.monotonic()
+            if remaining <= 0:
+                raise errors.TimeoutError(f"task {task_id} not ready after {timeout}s")
+            self.drain(min(remaining, 1.0))
 
     def close(self) -> None:
         with self._lock:

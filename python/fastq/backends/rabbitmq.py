@@ -13,13 +13,11 @@ fastq clients and workers.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 import amqp
 
-from fastq import errors, states
 from fastq.backends.amqp import AmqpResultBackend
 from fastq.brokers.amqp import QueueDecl, declare
 
@@ -78,7 +76,6 @@ class RabbitMQBackend(AmqpResultBackend):
         return self._with_channel("read results", peek)
 
     def wait_for(self, task_id: str, timeout: float | None = None, interval: float = 0.5) -> dict:
-        deadline = None if timeout is None else time.monotonic() + timeout
         queue = QUEUE_PREFIX + task_id
 
         def wait(channel: Any) -> dict[str, Any]:
@@ -95,14 +92,7 @@ class RabbitMQBackend(AmqpResultBackend):
 
             tag = channel.basic_consume(queue, callback=on_message, no_ack=False)
             try:
-                while True:
-                    meta = latest.get("meta")
-                    if meta is not None and meta["status"] in states.READY_STATES:
-                        return meta
-                    remaining = 1.0 if deadline is None else deadline - time.monotonic()
-                    if remaining <= 0:
-                        raise errors.TimeoutError(f"task {task_id} not ready after {timeout}s")
-                    self.drain(min(remaining, 1.0))
+                return self.drain_until_ready(task_id, lambda: latest.get("meta"), timeout)
             finally:
                 channel.basic_cancel(tag)
                 for message in held:  # back in the queue for the next reader

@@ -12,7 +12,6 @@ the results still on their way. Use ``rabbitmq://`` when results must outlive th
 from __future__ import annotations
 
 import logging
-import time
 from collections import OrderedDict
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
@@ -126,18 +125,9 @@ class RpcBackend(AmqpResultBackend):
         return self._with_channel("read results", read)
 
     def wait_for(self, task_id: str, timeout: float | None = None, interval: float = 0.5) -> dict:
-        deadline = None if timeout is None else time.monotonic() + timeout
-
         def wait(channel: Any) -> dict[str, Any]:
             self._consume(channel)
-            while True:
-                meta = self._buffer.get(task_id)
-                if meta is not None and meta["status"] in states.READY_STATES:
-                    return meta
-                remaining = 1.0 if deadline is None else deadline - time.monotonic()
-                if remaining <= 0:
-                    raise errors.TimeoutError(f"task {task_id} not ready after {timeout}s")
-                self.drain(min(remaining, 1.0))
+            return self.drain_until_ready(task_id, lambda: self._buffer.get(task_id), timeout)
 
         return self._with_channel("wait for results", wait)
 
