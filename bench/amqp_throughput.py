@@ -248,6 +248,8 @@ def report(args: argparse.Namespace, raw: dict, fq: dict, cel: dict, where: str)
                 f"{r['boot']:.2f}",
             ]
         )
+    unmarked_fq = args.concurrency - fq["processes_marked"]
+    unmarked_cel = args.concurrency - cel["processes_marked"]
     table = "\n".join("| " + " | ".join(row) + " |" for row in rows)
     return f"""## RabbitMQ throughput
 
@@ -266,10 +268,11 @@ task.** fastq drains at {100 * fq["steady"] / raw["consume"]:.0f}% of the raw co
 
 How it is measured: each side's queue holds `bench.mark("first")`, the no-ops, then
 {4 * args.concurrency} `bench.mark("last")`; the marks append their time to a file, and the drain
-ends at the last mark (every process ran at least one: {fq["processes_marked"]} fastq,
-{cel["processes_marked"]} Celery; queue left with {fq["left_in_queue"]} / {cel["left_in_queue"]}
-messages). Publish rates are each side's own client (fastq `send_many` on py-amqp, Celery
-`send_task` with one producer).
+ends at the last mark. A process that ran none of the last marks ({unmarked_fq} for fastq,
+{unmarked_cel} for Celery in this run) held at most 4
+prefetched no-ops then, microseconds of work. Both queues were empty afterwards
+({fq["left_in_queue"]} / {cel["left_in_queue"]} messages left). Publish rates are each side's own
+client (fastq `send_many` on py-amqp, Celery `send_task` with one producer).
 """
 
 
