@@ -210,6 +210,21 @@ def test_consumer_reconnects_and_drops_stale_acks(caplog: pytest.LogCaptureFixtu
 
 
 @requires_rabbitmq
+def test_consumer_negotiates_heartbeats() -> None:
+    queue = unique("heartbeat")
+    app = make_app(queue, broker_heartbeat=30)
+    try:
+        consumer = app.broker.consumer([queue], prefetch=1, consumer_id="hb-test", accept=["json"])
+        rows = rabbitmqctl("list_connections", "client_properties", "timeout").splitlines()
+        consumer.close()
+        # The lower of the broker's proposal (60 s) and ours wins, as with py-amqp.
+        assert any('"hb-test"' in row and row.endswith("\t30") for row in rows), rows
+    finally:
+        app.close()
+        delete(queue)
+
+
+@requires_rabbitmq
 def test_priorities_are_honoured_with_x_max_priority() -> None:
     queue = unique("priority")
     app = make_app(queue, task_queue_max_priority=9)
