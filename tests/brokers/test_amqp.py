@@ -141,7 +141,18 @@ def test_publisher_confirms_and_reconnects_after_a_fork_or_a_break() -> None:
         app.send_task("proj.add", (1, 1))
         app.broker.publisher.reset()  # as after a broken socket: the next publish reconnects
         app.send_task("proj.add", (1, 2))
-        assert queue_state(queue)[0] == 2
+        broker = app.broker
+        pid = os.fork()
+        if pid == 0:  # the child must not touch the parent's socket, even through this object
+            code = 1
+            try:
+                broker.publish(app.build_message("proj.add", (1, 3)))
+                code = 0
+            finally:
+                os._exit(code)
+        assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
+        app.send_task("proj.add", (1, 4))  # the parent's connection is intact
+        wait_until(lambda: queue_state(queue)[0] == 4, 5, "4 messages")
     finally:
         app.close()
         delete(queue)

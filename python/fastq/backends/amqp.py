@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -35,14 +34,13 @@ class AmqpResultBackend(Backend):
         self.params = AmqpParams.from_url(target)
         self.conn = AmqpChannel(target, self.params, app.conf)
         self.persistent = bool(app.conf.result_persistent)
-        self._lock = threading.RLock()
 
     def expires_ms(self) -> int | None:
         return int(self.expires * 1000) if self.expires else None
 
     def _with_channel(self, what: str, fn: Callable[[Any], T], retry: bool = True) -> T:
         """Runs ``fn(channel)`` under the lock; reconnects once if the connection broke."""
-        with self._lock:
+        with self.conn.lock:
             try:
                 return fn(self.conn.channel())
             except errors.BrokerConnectionError as exc:
@@ -117,5 +115,5 @@ class AmqpResultBackend(Backend):
             self.drain(min(remaining, 1.0))
 
     def close(self) -> None:
-        with self._lock:
+        with self.conn.lock:
             self.conn.close()

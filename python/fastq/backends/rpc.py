@@ -35,7 +35,6 @@ class RpcBackend(AmqpResultBackend):
         #: task id -> (reply_to, correlation_id), recorded when the worker builds a meta.
         self._routes: dict[str, tuple[str, str]] = {}
         self._buffer: OrderedDict[str, dict[str, Any]] = OrderedDict()
-        self._consuming = False
 
     # -- worker side -----------------------------------------------------------------------------
     def build_meta(
@@ -84,15 +83,13 @@ class RpcBackend(AmqpResultBackend):
         )
 
     def _consume(self, channel: Any) -> None:
-        """Declares the reply queue and consumes it (once per connection)."""
+        """Declares the reply queue and consumes it (once per connection: what was declared and
+        consumed is forgotten with the connection)."""
         self.ensure(channel, self.reply_queue())
-        if not self._consuming:
+        marker = f"consume:{self.app.oid}"
+        if marker not in self.conn.declared:
             channel.basic_consume(self.app.oid, callback=self._on_reply, no_ack=True)
-            self._consuming = True
-
-    def reset(self) -> None:
-        self._consuming = False
-        super().reset()
+            self.conn.declared.add(marker)
 
     def _on_reply(self, message: Any) -> None:
         try:

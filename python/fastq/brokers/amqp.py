@@ -194,7 +194,7 @@ class AmqpChannel:
         self.params = params
         self.conf = conf
         self.confirm = confirm
-        self.lock = threading.RLock()
+        self._lock = threading.RLock()
         self._pid = os.getpid()
         self._connection: amqp.Connection | None = None
         self._channel: Any = None
@@ -202,13 +202,19 @@ class AmqpChannel:
         #: reconnect.
         self.declared: set[str] = set()
 
-    def channel(self) -> Any:
+    @property
+    def lock(self) -> threading.RLock:
+        """The lock to hold while using the channel; a fresh one (and no connection) in a
+        forked child, where the parent's lock may be held and its socket is not ours."""
         if self._pid != os.getpid():
-            # The parent's socket: never write to it from the child, never close it here.
             self._pid = os.getpid()
             self._connection = self._channel = None
             self.declared = set()
-            self.lock = threading.RLock()
+            self._lock = threading.RLock()
+        return self._lock
+
+    def channel(self) -> Any:
+        """The channel, connecting first if needed; call it with ``lock`` held."""
         if self._channel is None:
             self._open()
         return self._channel
