@@ -134,6 +134,33 @@ def test_publish_is_celerys_message() -> None:
 
 
 @requires_rabbitmq
+def test_task_queues_with_a_topic_exchange() -> None:
+    queue, exchange = unique("topic"), unique("media")
+    app = make_app(
+        queue,
+        task_queues=[
+            {"name": queue, "exchange": exchange, "exchange_type": "topic", "routing_key": "feed.#"}
+        ],
+        task_routes={"proj.feed": {"queue": queue, "exchange": exchange, "routing_key": "feed.x"}},
+    )
+    try:
+        app.send_task("proj.feed", ("rss",))
+        consumer = app.broker.consumer([queue], prefetch=1, consumer_id="t6", accept=["json"])
+        (delivery,) = fetch(consumer, 1)
+        assert delivery.message.args == ("rss",)
+        assert delivery.properties["delivery_info"] == {
+            "exchange": exchange,
+            "routing_key": "feed.x",
+            "redelivered": False,
+        }
+        consumer.ack([delivery.delivery_tag])
+        consumer.close()
+    finally:
+        app.close()
+        delete(queue, exchange)
+
+
+@requires_rabbitmq
 def test_publisher_confirms_and_reconnects_after_a_fork_or_a_break() -> None:
     queue = unique("confirm")
     app = make_app(queue, broker_confirm_publish=True)
