@@ -3,9 +3,11 @@
 //!
 //! lapin runs on a tokio runtime this consumer creates in its constructor (in the worker child,
 //! after the fork) with one worker thread: that thread answers heartbeats and decodes deliveries
-//! while the caller runs tasks. The caller blocks only in `fetch`: acks and rejects are queued to
-//! one settling task on the runtime, which sends them in order (an ack with `multiple=true` must
-//! not overtake a single ack it covers) and is flushed before the connection closes.
+//! while the caller runs tasks; lapin's own I/O thread answers heartbeats. The caller blocks only
+//! in `fetch`: an ack or reject is queued straight into lapin's frame queue (first poll of its
+//! future) without waiting for the write. That queue is FIFO and shared with the close frames, so
+//! acks keep their order (an ack with `multiple=true` never overtakes a single ack it covers) and
+//! reach the broker before the connection closes.
 //!
 //! Recovery is explicit: a lost connection ends the session, `fetch` reports it once, and the
 //! next `fetch` reconnects, redeclares and resumes consuming under a new generation. Delivery
@@ -25,9 +27,9 @@ use lapin::types::FieldTable;
 use lapin::uri::AMQPUri;
 use lapin::{Channel, Connection, ConnectionProperties, ErrorKind, ExchangeKind};
 use tokio::runtime::{Handle, Runtime};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
-use super::acks::{plan_acks, AckFrame};
+use super::acks::plan_acks;
 use super::table::{table_to_value, value_to_table};
 use super::{redact, AmqpError};
 use crate::codec::{decode_accepted, Accept, Decoded};
@@ -127,16 +129,6 @@ enum Event {
     Lost(String),
 }
 
-/// Work for the settling task, in the order the caller asked for it.
-enum Settle {
-    Ack(Vec<AckFrame>),
-    Reject(u64, bool),
-    /// `basic.nack(multiple, requeue)`: everything up to the tag goes back to the queue.
-    RequeueUpTo(u64),
-    /// Answers once everything queued before it was sent (or with why it could not be).
-    Flush(oneshot::Sender<Result<(), String>>),
-}
-
 struct Session {
     generation: u64,
     connection: Connection,
@@ -144,7 +136,6 @@ struct Session {
     /// Tags handed to the caller and not yet settled.
     outstanding: BTreeSet<u64>,
     events: mpsc::UnboundedReceiver<Event>,
-    settle: mpsc::UnboundedSender<Settle>,
     pumps: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -222,32 +213,28 @@ impl AmqpConsumer {
                 pump.abort();
             }
             let connection = session.connection;
-            let (done, flushed) = oneshot::channel();
-            let queued = session.settle.send(Settle::Flush(done)).is_ok();
-            // Acks still queued must reach the broker before the close, or it requeues messages
-            // that already ran. A dead socket fails fast; a live one gets a moment to say goodbye.
+            // Queued acks go out before the close frames (one FIFO). A dead socket fails fast; a
+            // live one gets a moment to say goodbye.
             let _ = self.rt.block_on(async move {
-                tokio::time::timeout(Duration::from_secs(2), async {
-                    if queued {
-                        let _ = flushed.await;
-                    }
-                    connection.close(200, "fastq consumer closing".into()).await
-                })
+                tokio::time::timeout(
+                    Duration::from_secs(2),
+                    connection.close(200, "fastq consumer closing".into()),
+                )
                 .await
             });
         }
     }
 
-    /// Queues settling work; a settling task that is gone means the session is gone.
-    fn settle(&mut self, work: Settle) -> Result<(), AmqpError> {
-        let sent = self
-            .session
-            .as_ref()
-            .is_some_and(|s| s.settle.send(work).is_ok());
-        if sent {
-            Ok(())
-        } else {
-            Err(self.lost("the channel closed"))
+    /// Queues a frame: polls its future once, which pushes the frame into lapin's queue, and
+    /// drops it rather than wait for the write. A channel that is already closed fails here;
+    /// a write that fails later breaks the connection, which the next `fetch` reports.
+    fn send_now<F>(&mut self, what: &str, frame: F) -> Result<(), AmqpError>
+    where
+        F: std::future::Future<Output = lapin::Result<()>>,
+    {
+        match futures_lite::future::block_on(futures_lite::future::poll_once(frame)) {
+            None | Some(Ok(())) => Ok(()),
+            Some(Err(e)) => Err(self.lost(&format!("{what} failed: {e}"))),
         }
     }
 
@@ -321,9 +308,12 @@ impl AmqpConsumer {
         let Some(session) = self.session.as_mut() else {
             return Ok(stale);
         };
-        let frames = plan_acks(&mut session.outstanding, &current);
-        if !frames.is_empty() {
-            self.settle(Settle::Ack(frames))?;
+        let channel = session.channel.clone();
+        for (tag, multiple) in plan_acks(&mut session.outstanding, &current) {
+            self.send_now(
+                "basic.ack",
+                channel.basic_ack(tag, BasicAckOptions { multiple }),
+            )?;
         }
         Ok(stale)
     }
@@ -340,7 +330,11 @@ impl AmqpConsumer {
         if !session.outstanding.remove(&tag) {
             return Ok(false);
         }
-        self.settle(Settle::Reject(tag, requeue))?;
+        let channel = session.channel.clone();
+        self.send_now(
+            "basic.reject",
+            channel.basic_reject(tag, BasicRejectOptions { requeue }),
+        )?;
         Ok(true)
     }
 
@@ -360,13 +354,19 @@ impl AmqpConsumer {
             return Ok(0);
         };
         session.outstanding.clear();
-        let (done, flushed) = oneshot::channel();
-        self.settle(Settle::RequeueUpTo(last))?;
-        self.settle(Settle::Flush(done))?;
-        match self.rt.block_on(flushed) {
+        let channel = session.channel.clone();
+        // Awaited: once this frame is written, every ack queued before it is too.
+        let sent = self.rt.block_on(async move {
+            let requeue = BasicNackOptions {
+                multiple: true,
+                requeue: true,
+            };
+            tokio::time::timeout(Duration::from_secs(5), channel.basic_nack(last, requeue)).await
+        });
+        match sent {
             Ok(Ok(())) => Ok(count),
-            Ok(Err(e)) => Err(self.lost(&e)),
-            Err(_) => Err(self.lost("the channel closed")),
+            Ok(Err(e)) => Err(self.lost(&format!("basic.nack failed: {e}"))),
+            Err(_) => Err(self.lost("basic.nack was not written within 5 s")),
         }
     }
 
@@ -420,10 +420,6 @@ async fn open_session(
         declare(&channel, queue).await?;
     }
     let (tx, events) = mpsc::unbounded_channel();
-    let (settle, work) = mpsc::unbounded_channel();
-    // Not aborted with the pumps: it ends once the session (its sender) is dropped, after
-    // answering the last flush.
-    tokio::spawn(settler(channel.clone(), work, tx.clone()));
     let mut pumps = Vec::with_capacity(cfg.queues.len());
     for (i, queue) in cfg.queues.iter().enumerate() {
         let consumer = channel
@@ -449,57 +445,8 @@ async fn open_session(
         channel,
         outstanding: BTreeSet::new(),
         events,
-        settle,
         pumps,
     })
-}
-
-/// Sends acks, rejects and requeues in the order they were queued. After a failure it sends
-/// nothing more (the channel is gone and the broker requeues what it held) and reports it once
-/// through the delivery events, so the next `fetch` reconnects.
-async fn settler(
-    channel: Channel,
-    mut work: mpsc::UnboundedReceiver<Settle>,
-    events: mpsc::UnboundedSender<Event>,
-) {
-    let mut failed: Option<String> = None;
-    while let Some(item) = work.recv().await {
-        let sent = match item {
-            Settle::Flush(reply) => {
-                let _ = reply.send(failed.clone().map_or(Ok(()), Err));
-                continue;
-            }
-            _ if failed.is_some() => continue,
-            Settle::Ack(frames) => {
-                let mut sent = Ok(());
-                for (tag, multiple) in frames {
-                    sent = channel.basic_ack(tag, BasicAckOptions { multiple }).await;
-                    if sent.is_err() {
-                        break;
-                    }
-                }
-                sent.map_err(|e| format!("basic.ack failed: {e}"))
-            }
-            Settle::Reject(tag, requeue) => channel
-                .basic_reject(tag, BasicRejectOptions { requeue })
-                .await
-                .map_err(|e| format!("basic.reject failed: {e}")),
-            Settle::RequeueUpTo(tag) => channel
-                .basic_nack(
-                    tag,
-                    BasicNackOptions {
-                        multiple: true,
-                        requeue: true,
-                    },
-                )
-                .await
-                .map_err(|e| format!("basic.nack failed: {e}")),
-        };
-        if let Err(reason) = sent {
-            let _ = events.send(Event::Lost(reason.clone()));
-            failed = Some(reason);
-        }
-    }
 }
 
 fn exchange_kind(name: &str) -> ExchangeKind {
