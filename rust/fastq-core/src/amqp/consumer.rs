@@ -2,8 +2,8 @@
 //! prefetch window, `basic.consume` on each queue, and deliveries decoded off the caller's thread.
 //!
 //! lapin runs on a tokio runtime this consumer creates in its constructor (in the worker child,
-//! after the fork) with one worker thread: that thread answers heartbeats and decodes deliveries
-//! while the caller runs tasks; lapin's own I/O thread answers heartbeats. The caller blocks only
+//! after the fork) with one worker thread, which decodes deliveries while the caller runs tasks;
+//! lapin's own I/O thread answers heartbeats meanwhile. The caller blocks only
 //! in `fetch`: an ack or reject is queued straight into lapin's frame queue (first poll of its
 //! future) without waiting for the write. That queue is FIFO and shared with the close frames, so
 //! acks keep their order (an ack with `multiple=true` never overtakes a single ack it covers) and
