@@ -2,8 +2,10 @@
 //! prefetch window, `basic.consume` on each queue, and deliveries decoded off the caller's thread.
 //!
 //! lapin runs on a tokio runtime this consumer creates in its constructor (in the worker child,
-//! after the fork) with one worker thread, which decodes deliveries while the caller runs tasks;
-//! lapin's own I/O thread answers heartbeats meanwhile. The caller blocks only
+//! after the fork); lapin's own I/O thread reads deliveries into the consumers' buffers and
+//! answers heartbeats while the caller runs tasks. `fetch` polls those buffers directly and
+//! decodes with the GIL released: no thread between the socket reader and the caller. The
+//! caller blocks only
 //! in `fetch`: an ack or reject is queued straight into lapin's frame queue (first poll of its
 //! future) without waiting for the write. That queue is FIFO and shared with the close frames, so
 //! acks keep their order (an ack with `multiple=true` never overtakes a single ack it covers) and
@@ -15,9 +17,12 @@
 //! already requeued that message) instead of acking an unrelated message on the new channel.
 
 use std::collections::BTreeSet;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_lite::future::poll_once;
+use futures_lite::stream::{self, Stream};
 use futures_lite::StreamExt;
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions, BasicRejectOptions,
@@ -27,7 +32,6 @@ use lapin::types::FieldTable;
 use lapin::uri::AMQPUri;
 use lapin::{Channel, Connection, ConnectionProperties, ErrorKind, ExchangeKind};
 use tokio::runtime::{Handle, Runtime};
-use tokio::sync::mpsc;
 
 use super::acks::plan_acks;
 use super::table::{table_to_value, value_to_table};
@@ -124,10 +128,15 @@ pub fn parse_tag(tag: &str) -> Option<(u64, u64)> {
     Some((generation.parse().ok()?, tag.parse().ok()?))
 }
 
+/// What the merged consumer streams yield: a delivery of a queue, or the end of a queue's
+/// consumer (cancelled by the broker, or its channel closed).
 enum Event {
-    Delivery(Box<Incoming>),
+    Delivery(Arc<str>, Box<lapin::message::Delivery>),
     Lost(String),
 }
+
+/// `Sync` too, so the consumer can live in a Python object.
+type Events = Pin<Box<dyn Stream<Item = Event> + Send + Sync>>;
 
 struct Session {
     generation: u64,
@@ -135,8 +144,7 @@ struct Session {
     channel: Channel,
     /// Tags handed to the caller and not yet settled.
     outstanding: BTreeSet<u64>,
-    events: mpsc::UnboundedReceiver<Event>,
-    pumps: Vec<tokio::task::JoinHandle<()>>,
+    events: Events,
 }
 
 pub struct AmqpConsumer {
@@ -209,9 +217,6 @@ impl AmqpConsumer {
     /// broker sees the connection close.
     fn drop_session(&mut self) {
         if let Some(session) = self.session.take() {
-            for pump in &session.pumps {
-                pump.abort();
-            }
             let connection = session.connection;
             // Queued acks go out before the close frames (one FIFO). A dead socket fails fast; a
             // live one gets a moment to say goodbye.
@@ -258,7 +263,7 @@ impl AmqpConsumer {
         let events = &mut session.events;
         let first = self
             .rt
-            .block_on(async { tokio::time::timeout(timeout, events.recv()).await });
+            .block_on(async { tokio::time::timeout(timeout, events.next()).await });
         let mut batch = match first {
             Err(_) => {
                 if !session.connection.status().connected() || !session.channel.status().connected()
@@ -270,15 +275,21 @@ impl AmqpConsumer {
             Ok(None) => return Err(self.lost("every consumer stopped")),
             Ok(Some(event)) => vec![event],
         };
-        while let Ok(event) = session.events.try_recv() {
+        // Whatever else lapin has already buffered, without waiting.
+        while let Some(Some(event)) = futures_lite::future::block_on(poll_once(events.next())) {
             batch.push(event);
         }
         let mut out = Vec::with_capacity(batch.len());
         for event in batch {
             match event {
-                Event::Delivery(d) => {
-                    session.outstanding.insert(d.tag);
-                    out.push(*d);
+                Event::Delivery(queue, delivery) => {
+                    session.outstanding.insert(delivery.delivery_tag);
+                    out.push(incoming(
+                        session.generation,
+                        &queue,
+                        *delivery,
+                        &self.cfg.accept,
+                    ));
                 }
                 // Deliveries of this batch came on the dying channel: the broker requeues them.
                 Event::Lost(reason) => return Err(self.lost(&reason)),
@@ -344,9 +355,12 @@ impl AmqpConsumer {
         let Some(session) = self.session.as_mut() else {
             return Ok(0);
         };
-        while let Ok(event) = session.events.try_recv() {
-            if let Event::Delivery(d) = event {
-                session.outstanding.insert(d.tag);
+        // Deliveries lapin buffered but nobody fetched are held by this channel too.
+        while let Some(Some(event)) =
+            futures_lite::future::block_on(poll_once(session.events.next()))
+        {
+            if let Event::Delivery(_, d) = event {
+                session.outstanding.insert(d.delivery_tag);
             }
         }
         let count = session.outstanding.len();
@@ -419,8 +433,7 @@ async fn open_session(
     for queue in &cfg.queues {
         declare(&channel, queue).await?;
     }
-    let (tx, events) = mpsc::unbounded_channel();
-    let mut pumps = Vec::with_capacity(cfg.queues.len());
+    let mut merged: Option<Events> = None;
     for (i, queue) in cfg.queues.iter().enumerate() {
         let consumer = channel
             .basic_consume(
@@ -431,21 +444,20 @@ async fn open_session(
             )
             .await
             .map_err(|e| declare_error(&format!("basic.consume on queue {:?}", queue.name), e))?;
-        pumps.push(tokio::spawn(pump(
-            consumer,
-            tx.clone(),
-            generation,
-            queue.name.clone(),
-            cfg.accept.clone(),
-        )));
+        let one = queue_events(consumer, Arc::from(queue.name.as_str()));
+        // `race` picks fairly among queues with deliveries ready, as kombu's round robin does.
+        merged = Some(match merged {
+            None => one,
+            Some(others) => Box::pin(stream::race(others, one)),
+        });
     }
+    let events = merged.ok_or_else(|| AmqpError::Config("no queue to consume".into()))?;
     Ok(Session {
         generation,
         connection,
         channel,
         outstanding: BTreeSet::new(),
         events,
-        pumps,
     })
 }
 
@@ -515,29 +527,16 @@ async fn declare(channel: &Channel, q: &QueueSpec) -> Result<(), AmqpError> {
     Ok(())
 }
 
-/// Moves one queue's deliveries to the caller, decoding each on the runtime thread.
-async fn pump(
-    mut consumer: lapin::Consumer,
-    tx: mpsc::UnboundedSender<Event>,
-    generation: u64,
-    queue: String,
-    accept: Accept,
-) {
-    while let Some(item) = consumer.next().await {
-        let event = match item {
-            Ok(delivery) => {
-                Event::Delivery(Box::new(incoming(generation, &queue, delivery, &accept)))
-            }
-            Err(e) => Event::Lost(e.to_string()),
-        };
-        let lost = matches!(event, Event::Lost(_));
-        if tx.send(event).is_err() || lost {
-            return;
-        }
-    }
-    let _ = tx.send(Event::Lost(format!(
-        "the broker cancelled the consumer of queue {queue:?}"
-    )));
+/// One queue's deliveries; an error or the consumer's end becomes a `Lost`.
+fn queue_events(consumer: lapin::Consumer, queue: Arc<str>) -> Events {
+    let ended = format!("the broker cancelled the consumer of queue {queue:?}");
+    let deliveries = consumer.map(move |item| match item {
+        Ok(delivery) => Event::Delivery(Arc::clone(&queue), Box::new(delivery)),
+        Err(e) => Event::Lost(e.to_string()),
+    });
+    // After an error lapin ends the stream, so a second `Lost` may follow: the first one
+    // already ended the session.
+    Box::pin(deliveries.chain(stream::once(Event::Lost(ended))))
 }
 
 fn opt_str(s: &Option<lapin::types::ShortString>) -> Option<String> {
