@@ -77,6 +77,23 @@ def test_reply_is_celerys_rpc_message(client: App, worker_app: App) -> None:
     assert meta["task_id"] == task_id
 
 
+def test_result_persistent_makes_replies_persistent(client: App) -> None:
+    task_id = str(uuid.uuid4())
+    persistent = make_app("rpc://")
+    persistent.conf.result_persistent = True
+    try:
+        with admin() as ch:
+            ch.queue_declare(
+                client.oid, durable=True, auto_delete=True, arguments={"x-expires": 60000}
+            )
+            persistent.backend.mark_as_done(task_id, 1, request=request_from(client, task_id))
+            got: list = []
+            wait_until(lambda: bool(got.append(ch.basic_get(client.oid)) or got[-1]), 5, "reply")
+        assert got[-1].properties["delivery_mode"] == 2
+    finally:
+        persistent.close()
+
+
 def test_reply_queue_is_declared_like_celerys(client: App) -> None:
     sent(client)
     rows = rabbitmqctl("list_queues", "name", "durable", "auto_delete", "arguments")
