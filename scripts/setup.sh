@@ -12,7 +12,7 @@ need() { command -v "$1" >/dev/null 2>&1; }
 if ! need cargo; then
   [ -x "$HOME/.cargo/bin/cargo" ] && export PATH="$HOME/.cargo/bin:$PATH"
 fi
-need cargo || { echo "setup: cargo (Rust >= 1.85) is required; install it with rustup" >&2; exit 1; }
+need cargo || { echo "setup: cargo (Rust >= 1.88) is required; install it with rustup" >&2; exit 1; }
 
 PY=${PYTHON:-python3}
 "$PY" -c 'import sys; assert sys.version_info >= (3, 10), sys.version' \

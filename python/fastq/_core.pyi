@@ -207,3 +207,65 @@ def restore_visible(url: str, visibility_timeout: float, global_keyprefix: str =
 
     Entries that cannot be restored (unreadable, or no queue bound for their exchange and
     routing key) are moved to the ``fastq.unrestorable`` list rather than dropped."""
+
+# -- RabbitMQ ------------------------------------------------------------------------------------
+@final
+class AmqpDelivery:
+    """One message from RabbitMQ (the same fields as the Redis consumer's ``Delivery``)."""
+
+    delivery_tag: str
+    """``"<channel generation>.<AMQP delivery tag>"``; acks for a closed channel are dropped."""
+    queue: str
+    priority: int
+    redelivered: bool
+    content_type: str
+    properties: dict[str, Any]
+    """``correlation_id``, ``reply_to``, ``delivery_mode``, ``priority``, ``expiration`` and
+    ``delivery_info`` (``exchange``, ``routing_key``, ``redelivered``)."""
+    reply_to: str | None
+    correlation_id: str | None
+    message: TaskMessage | None
+    error: str | None
+    error_kind: str | None
+    """The ``fastq.errors`` class name of ``error`` (``DecodeError``, ``ContentDisallowed``…)."""
+    task_id: str | None
+    task_name: str | None
+    raw: bytes
+
+@final
+class AmqpConsumer:
+    """A worker process's RabbitMQ consumer (lapin on a runtime it starts itself).
+
+    Declares ``queues`` (dicts: ``name``, ``exchange``, ``exchange_type``, ``routing_key``,
+    ``durable``, ``auto_delete``, ``arguments``), sets ``basic.qos(prefetch, global_qos)`` and
+    consumes them. Raises ``BrokerConnectionError`` when the broker is unreachable or the
+    connection broke (the next ``fetch`` reconnects and redeclares), ``ConfigurationError`` when
+    the broker refuses a declaration.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        queues: list[dict[str, Any]],
+        *,
+        accept: list[str],
+        prefetch: int,
+        consumer_tag: str,
+        global_qos: bool = True,
+        heartbeat: int | None = None,
+        connect_timeout: float = 10.0,
+    ) -> None: ...
+    def fetch(self, timeout: float) -> list[AmqpDelivery]:
+        """Waits up to ``timeout`` seconds (GIL released); returns every delivery received."""
+    def ack(self, delivery_tags: list[str], wait: bool = True) -> None:
+        """Acks (``multiple=true`` for runs from the oldest outstanding tag); tags of a closed
+        channel are dropped with a warning (RabbitMQ redelivers those messages)."""
+    def reject(self, delivery_tag: str, requeue: bool) -> None: ...
+    def restore_unacked(self) -> int:
+        """Requeues everything this consumer holds; returns how many."""
+    @property
+    def in_flight(self) -> int: ...
+    @property
+    def generation(self) -> int:
+        """1 for the first connection, +1 on every reconnection."""
+    def close(self) -> None: ...

@@ -202,6 +202,10 @@ class Config(MutableMapping[str, Any]):
         if name.startswith("_"):
             raise AttributeError(name)
         try:
+            return self._values[name]  # the fast path: the worker reads settings per task
+        except KeyError:
+            pass
+        try:
             return self[name]
         except ConfigurationError as exc:
             raise AttributeError(str(exc)) from None

@@ -129,3 +129,11 @@ def test_await_in_asyncio(app: App) -> None:
 
     app.backend.mark_as_done("t8", [1, 2])
     assert asyncio.run(_await(AsyncResult("t8", app=app))) == [1, 2]
+
+
+def test_an_unstorable_result_becomes_a_failure_that_says_why(app: App) -> None:
+    app.backend.mark_as_done("t9", {1, 2, 3})  # a set has no JSON form
+    result = AsyncResult("t9", app=app)
+    with pytest.raises(Exception, match="cannot be stored with the json serializer"):
+        result.get(timeout=1)
+    assert result.state == states.FAILURE

@@ -30,7 +30,15 @@ def backend_from_url(app: App, url: str | None) -> Backend:
         from fastq.backends.memory import MemoryBackend
 
         return MemoryBackend(app, url)
+    if scheme == "rpc":
+        from fastq.backends.rpc import RpcBackend
+
+        return RpcBackend(app, url)
+    if scheme in ("rabbitmq", "rabbitmqs"):
+        from fastq.backends.rabbitmq import RabbitMQBackend
+
+        return RabbitMQBackend(app, url)
     raise ConfigurationError(
-        f"result backend {scheme}:// is not supported; use redis://, rediss://, "
-        "sqlite:///path.db or cache+memory://"
+        f"result backend {scheme}:// is not supported; use redis://, rediss://, rpc://, "
+        "rabbitmq://, sqlite:///path.db or cache+memory://"
     )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import builtins
 import importlib
+import logging
 import sys
 import time
 from abc import ABC, abstractmethod
@@ -21,6 +22,8 @@ from fastq import errors, serialization, states
 
 if TYPE_CHECKING:
     from fastq.app import App
+
+log = logging.getLogger("fastq.backends")
 
 
 def exception_to_meta(exc: BaseException) -> dict[str, Any]:
@@ -152,14 +155,19 @@ class Backend(ABC):
         return meta
 
     def encode_meta(self, meta: Mapping[str, Any]) -> bytes:
+        """Serializes a meta; a result the serializer cannot carry is stored as a FAILURE that
+        says so (the client would otherwise wait forever), and logged."""
         try:
             return serialization.dumps(meta, self.serializer)[0]
         except errors.EncodeError as exc:
-            if meta.get("status") == states.SUCCESS:
-                raise errors.EncodeError(
-                    f"the return value of task {meta.get('task_id')} cannot be stored: {exc}"
-                ) from None
-            raise
+            task_id = str(meta.get("task_id"))
+            error = errors.EncodeError(
+                f"the {str(meta.get('status')).lower()} result of task {task_id} cannot be "
+                f"stored with the {self.serializer} serializer: {exc}"
+            )
+            log.error("%s", error)
+            failure = self.build_meta(task_id, error, states.FAILURE)
+            return serialization.dumps(failure, self.serializer)[0]
 
     def decode_meta(self, data: bytes) -> dict[str, Any]:
         content_type = serialization.content_type_of(self.serializer)

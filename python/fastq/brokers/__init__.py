@@ -23,7 +23,11 @@ def broker_from_url(url: str, conf: Config) -> Broker:
         from fastq.brokers.memory import MemoryBroker
 
         return MemoryBroker(url, conf)
+    if scheme in ("amqp", "pyamqp", "amqps"):
+        from fastq.brokers.amqp import AmqpBroker
+
+        return AmqpBroker(url, conf)
     raise ConfigurationError(
-        f"broker {scheme}:// is not supported; use redis://, rediss://, sqlite:///path.db "
-        "or memory://"
+        f"broker {scheme}:// is not supported; use redis://, rediss://, amqp://, amqps://, "
+        "sqlite:///path.db or memory://"
     )

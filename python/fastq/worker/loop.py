@@ -218,7 +218,10 @@ class WorkerLoop:
                 message.task,
                 message.id,
             )
-            self._record(message.id, exc, states.FAILURE, None, None)
+            # The context carries reply_to, so rpc:// can tell the client too.
+            self._record(
+                message.id, exc, states.FAILURE, None, build_context(delivery, self.hostname)
+            )
             self._settle(consumer, delivery.delivery_tag, Settle.DROP)
             return
         context = build_context(delivery, self.hostname)
@@ -358,12 +361,7 @@ class WorkerLoop:
         if task_id is None or isinstance(backend, DisabledBackend):
             return
         meta = backend.build_meta(task_id, value, state, traceback, context)
-        try:
-            backend.encode_meta(meta)
-        except errors.EncodeError as exc:
-            log.error("%s", exc)
-            meta = backend.build_meta(task_id, exc, states.FAILURE, None, context)
-        self._results.append((task_id, meta))
+        self._results.append((task_id, meta))  # encoded once, when the batch is stored
 
     def _settle(self, consumer: Consumer, tag: str, settle: Settle) -> None:
         if not tag:
@@ -387,5 +385,10 @@ class WorkerLoop:
         )
         if delivery.task_id:
             kind = getattr(errors, delivery.error_kind or "", errors.DecodeError)
-            self._record(delivery.task_id, kind(delivery.error), states.FAILURE, None, None)
+            reply = Context(
+                id=delivery.task_id,
+                reply_to=delivery.reply_to,
+                correlation_id=delivery.correlation_id,
+            )
+            self._record(delivery.task_id, kind(delivery.error), states.FAILURE, None, reply)
         self._settle(consumer, delivery.delivery_tag, Settle.DROP)

@@ -3,6 +3,7 @@
 //! Celery protocol v2 messages, the kombu Redis envelope, the JSON/msgpack codecs and the Redis
 //! consumer. Nothing here knows Python; `fastq-py` binds it.
 
+pub mod amqp;
 pub mod codec;
 pub mod envelope;
 pub mod error;

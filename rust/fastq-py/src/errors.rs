@@ -5,7 +5,7 @@ use fastq_core::CodecError;
 use pyo3::prelude::*;
 use pyo3::types::PyType;
 
-fn raise(py: Python<'_>, class: &str, message: String) -> PyErr {
+pub fn raise(py: Python<'_>, class: &str, message: String) -> PyErr {
     match py.import("fastq.errors").and_then(|m| m.getattr(class)) {
         Ok(cls) => match cls.cast_into::<PyType>() {
             Ok(ty) => PyErr::from_type(ty, message),

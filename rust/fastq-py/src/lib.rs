@@ -1,5 +1,6 @@
 //! `fastq._core`: bindings only; the logic lives in the `fastq-core` crate.
 
+mod amqp;
 mod codec;
 mod consumer;
 mod convert;
@@ -16,6 +17,8 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<message::Envelope>()?;
     m.add_class::<consumer::Delivery>()?;
     m.add_class::<consumer::RedisConsumer>()?;
+    m.add_class::<amqp::AmqpConsumer>()?;
+    m.add_class::<amqp::AmqpDelivery>()?;
     m.add_function(wrap_pyfunction!(codec::dumps, m)?)?;
     m.add_function(wrap_pyfunction!(codec::loads, m)?)?;
     m.add_function(wrap_pyfunction!(codec::decode_envelope, m)?)?;

@@ -1,0 +1,119 @@
+"""What the two RabbitMQ result backends share: the connection, publishing a meta, reading one."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import amqp
+
+from fastq import errors, serialization, states
+from fastq.backends.base import Backend
+from fastq.brokers.amqp import CONNECTION_ERRORS, AmqpChannel, AmqpParams, QueueDecl, declare
+from fastq.urls import redact
+
+if TYPE_CHECKING:
+    from fastq.app import App
+
+T = TypeVar("T")
+
+
+class AmqpResultBackend(Backend):
+    """A result backend on RabbitMQ. ``<scheme>://`` alone uses the broker's server; a full URL
+    (``rabbitmq://user:pass@host:5672/vhost``) names another one."""
+
+    def __init__(self, app: App, url: str) -> None:
+        super().__init__(app, url)
+        rest = url.split("://", 1)[1] if "://" in url else ""
+        if rest.strip("/"):
+            target = "amqps://" + rest if url.lower().startswith("rabbitmqs") else "amqp://" + rest
+        else:
+            target = app.conf.broker_url or "amqp://guest:guest@localhost:5672//"
+        self.target = target
+        self.params = AmqpParams.from_url(target)
+        self.conn = AmqpChannel(target, self.params, app.conf)
+        self.persistent = bool(app.conf.result_persistent)
+
+    def expires_ms(self) -> int | None:
+        return int(self.expires * 1000) if self.expires else None
+
+    def _with_channel(self, what: str, fn: Callable[[Any], T], retry: bool = True) -> T:
+        """Runs ``fn(channel)`` under the lock; reconnects once if the connection broke."""
+        with self.conn.lock:
+            try:
+                return fn(self.conn.channel())
+            except errors.BrokerConnectionError as exc:
+                raise errors.BackendError(str(exc)) from exc
+            except errors.FastqError:
+                raise  # fastq's TimeoutError is an OSError too: not a connection problem
+            except CONNECTION_ERRORS as exc:
+                self.reset()
+                if retry and not isinstance(exc, amqp.exceptions.NotFound):
+                    return self._with_channel(what, fn, retry=False)
+                raise errors.BackendError(
+                    f"cannot {what} with the result backend {redact(self.target)}: {exc}"
+                ) from exc
+
+    def reset(self) -> None:
+        """Forgets the connection (and what was declared or consumed on it)."""
+        self.conn.reset()
+
+    def ensure(self, channel: Any, decl: QueueDecl) -> None:
+        if decl.name not in self.conn.declared:
+            declare(channel, decl)
+            self.conn.declared.add(decl.name)
+
+    def message(self, meta: dict[str, Any], correlation_id: str) -> amqp.Message:
+        body, content_type, encoding = serialization.dumps(meta, self.serializer)
+        return amqp.Message(
+            body,
+            content_type=content_type,
+            content_encoding=encoding,
+            correlation_id=correlation_id,
+            delivery_mode=2 if self.persistent else 1,
+        )
+
+    def meta_of(self, message: Any) -> dict[str, Any]:
+        body = message.body
+        if isinstance(body, str):
+            body = body.encode()
+        content_type = message.properties.get("content_type") or "application/json"
+        return self.decode_meta_typed(bytes(body), content_type)
+
+    def decode_meta_typed(self, data: bytes, content_type: str) -> dict[str, Any]:
+        meta = serialization.loads(data, content_type, [*self.accept, "json", "msgpack"])
+        if not isinstance(meta, dict) or "status" not in meta:
+            raise errors.DecodeError(f"reply is not a task meta document: {meta!r:.200}")
+        return meta
+
+    def drain(self, timeout: float) -> bool:
+        """Waits up to ``timeout`` for one frame and runs the callbacks it triggers; False when
+        nothing came. Blocking on the socket, not polling."""
+        conn = self.conn.connection
+        if conn is None:
+            return False
+        try:
+            conn.drain_events(timeout=timeout)
+            return True
+        except TimeoutError:
+            return False
+
+    def drain_until_ready(
+        self, task_id: str, latest: Callable[[], dict[str, Any] | None], timeout: float | None
+    ) -> dict[str, Any]:
+        """Reads frames (whose callbacks update what ``latest`` returns) until the task is
+        ready or ``timeout`` passes."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            meta = latest()
+            if meta is not None and meta["status"] in states.READY_STATES:
+                return meta
+            remaining = 1.0 if deadline is None else deadline - time.monotonic()
+            if remaining <= 0:
+                raise errors.TimeoutError(f"task {task_id} not ready after {timeout}s")
+            self.drain(min(remaining, 1.0))
+
+    def close(self) -> None:
+        with self.conn.lock:
+            self.conn.close()

@@ -1,0 +1,104 @@
+"""``rabbitmq://``: a persistent result backend on RabbitMQ alone.
+
+Each task's result waits in its own durable queue ``celery-task-meta-<id>`` (``x-expires`` =
+``result_expires``, ``x-max-length`` 1 so only the latest state is kept), as a persistent
+message. Reading never consumes it for good: ``get_meta`` takes it with ``basic.get`` and puts it
+back with ``basic.reject(requeue)``, and ``wait_for`` consumes the task's queue and requeues the
+result it returns. Results therefore survive a client restart, unlike ``rpc://``, at the cost of
+one queue per task (declared by the client on send and by the worker on store).
+
+Celery has no such backend (its ``amqp`` backend, a relative, was removed in 5.0): use it between
+fastq clients and workers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+import amqp
+
+from fastq.backends.amqp import AmqpResultBackend
+from fastq.brokers.amqp import QueueDecl, declare
+
+if TYPE_CHECKING:
+    from fastq.app import App
+
+QUEUE_PREFIX = "celery-task-meta-"
+
+
+class RabbitMQBackend(AmqpResultBackend):
+    def __init__(self, app: App, url: str) -> None:
+        super().__init__(app, url)
+        self.persistent = True  # the point of this backend: results survive broker restarts
+
+    def result_queue(self, task_id: str) -> QueueDecl:
+        arguments: dict[str, Any] = {"x-max-length": 1}
+        expires = self.expires_ms()
+        if expires:
+            arguments["x-expires"] = expires
+        return QueueDecl(name=QUEUE_PREFIX + task_id, exchange="", arguments=arguments)
+
+    def _declare(self, channel: Any, task_id: str) -> None:
+        # Declared on every store rather than remembered: one queue per task would make the
+        # remembered set grow without bound in a long-lived worker.
+        declare(channel, self.result_queue(task_id))
+
+    def on_task_sent(self, task_id: str) -> None:
+        # Exists before the worker stores, so nothing is lost if the client is gone by then.
+        self._with_channel("declare the result queue", lambda ch: self._declare(ch, task_id))
+
+    def store_many(self, metas: Iterable[tuple[str, dict[str, Any]]]) -> None:
+        items = [(task_id, self.message(meta, task_id)) for task_id, meta in metas]
+
+        def publish(channel: Any) -> None:
+            for task_id, message in items:
+                self._declare(channel, task_id)
+                channel.basic_publish(message, exchange="", routing_key=QUEUE_PREFIX + task_id)
+
+        if items:
+            self._with_channel("store results", publish)
+
+    def get_meta(self, task_id: str) -> dict[str, Any]:
+        def peek(channel: Any) -> dict[str, Any]:
+            try:
+                message = channel.basic_get(QUEUE_PREFIX + task_id, no_ack=False)
+            except amqp.exceptions.NotFound:
+                self.reset()  # a 404 closes the channel
+                return self.pending_meta(task_id)
+            if message is None:
+                return self.pending_meta(task_id)
+            try:
+                return self.meta_of(message)
+            finally:
+                channel.basic_reject(message.delivery_tag, requeue=True)
+
+        return self._with_channel("read results", peek)
+
+    def wait_for(self, task_id: str, timeout: float | None = None, interval: float = 0.5) -> dict:
+        queue = QUEUE_PREFIX + task_id
+
+        def wait(channel: Any) -> dict[str, Any]:
+            self._declare(channel, task_id)
+            held: list[Any] = []
+            latest: dict[str, Any] = {}
+
+            def on_message(message: Any) -> None:
+                # An older state we still hold is superseded by this one: drop it.
+                for old in held:
+                    channel.basic_ack(old.delivery_tag)
+                held[:] = [message]
+                latest["meta"] = self.meta_of(message)
+
+            tag = channel.basic_consume(queue, callback=on_message, no_ack=False)
+            try:
+                return self.drain_until_ready(task_id, lambda: latest.get("meta"), timeout)
+            finally:
+                channel.basic_cancel(tag)
+                for message in held:  # back in the queue for the next reader
+                    channel.basic_reject(message.delivery_tag, requeue=True)
+
+        return self._with_channel("wait for results", wait)
+
+    def forget(self, task_id: str) -> None:
+        self._with_channel("forget a result", lambda ch: ch.queue_delete(QUEUE_PREFIX + task_id))

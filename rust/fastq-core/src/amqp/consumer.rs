@@ -1,0 +1,682 @@
+//! The worker's AMQP consumer: one connection and channel per worker process, `basic.qos` for the
+//! prefetch window, `basic.consume` on each queue, and deliveries decoded off the caller's thread.
+//!
+//! lapin runs on a tokio runtime this consumer creates in its constructor (in the worker child,
+//! after the fork); lapin's own I/O thread reads deliveries into the consumers' buffers and
+//! answers heartbeats while the caller runs tasks. `fetch` polls those buffers directly and
+//! decodes with the GIL released: no thread between the socket reader and the caller. The
+//! caller blocks only
+//! in `fetch`: an ack or reject is queued straight into lapin's frame queue (first poll of its
+//! future) without waiting for the write. That queue is FIFO and shared with the close frames, so
+//! acks keep their order (an ack with `multiple=true` never overtakes a single ack it covers) and
+//! reach the broker before the connection closes.
+//!
+//! Recovery is explicit: a lost connection ends the session, `fetch` reports it once, and the
+//! next `fetch` reconnects, redeclares and resumes consuming under a new generation. Delivery
+//! tags carry their generation, so an ack for a tag of a dead channel is dropped (RabbitMQ has
+//! already requeued that message) instead of acking an unrelated message on the new channel.
+
+use std::collections::BTreeSet;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_lite::future::poll_once;
+use futures_lite::stream::{self, Stream};
+use futures_lite::StreamExt;
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions, BasicRejectOptions,
+    ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
+};
+use lapin::types::FieldTable;
+use lapin::uri::AMQPUri;
+use lapin::{Channel, Connection, ConnectionProperties, ErrorKind, ExchangeKind};
+use tokio::runtime::{Handle, Runtime};
+
+use super::acks::plan_acks;
+use super::table::{table_to_value, value_to_table};
+use super::{redact, AmqpError};
+use crate::codec::{decode_accepted, Accept, Decoded};
+use crate::error::CodecError;
+use crate::protocol::TaskMessage;
+use crate::value::Value;
+
+/// A queue to declare and consume, as Celery declares it.
+#[derive(Debug, Clone)]
+pub struct QueueSpec {
+    pub name: String,
+    /// `""`: the queue is only reachable through the default exchange; nothing to bind.
+    pub exchange: String,
+    pub exchange_type: String,
+    pub routing_key: String,
+    pub durable: bool,
+    pub auto_delete: bool,
+    /// `x-max-priority`, `x-queue-type`, … (a map, or null).
+    pub arguments: Value,
+}
+
+#[derive(Debug, Clone)]
+pub struct ConsumerConfig {
+    /// An AMQP URI lapin understands (`amqp://` or `amqps://`, vhost percent-encoded).
+    pub url: String,
+    pub queues: Vec<QueueSpec>,
+    pub prefetch: u16,
+    /// `basic.qos` global flag: per channel on classic queues, per consumer on quorum queues.
+    pub global_qos: bool,
+    pub accept: Accept,
+    pub consumer_tag: String,
+    /// Seconds; `None` takes the broker's proposal, `Some(0)` disables heartbeats.
+    pub heartbeat: Option<u16>,
+    pub connect_timeout: Duration,
+}
+
+/// The task message in a delivery, or why there is none.
+#[derive(Debug)]
+pub enum Body {
+    Message(TaskMessage),
+    /// An accepted format only Python decodes (pickle, yaml).
+    Foreign(&'static str),
+    Error(CodecError),
+}
+
+/// One delivery, decoded.
+#[derive(Debug)]
+pub struct Incoming {
+    pub generation: u64,
+    pub tag: u64,
+    pub queue: String,
+    pub exchange: String,
+    pub routing_key: String,
+    pub redelivered: bool,
+    pub priority: u8,
+    pub content_type: String,
+    pub content_encoding: String,
+    pub reply_to: Option<String>,
+    pub correlation_id: Option<String>,
+    /// Celery's view of the properties, with `delivery_info`.
+    pub properties: Value,
+    pub headers: Value,
+    pub body: Vec<u8>,
+    pub decoded: Body,
+}
+
+impl Incoming {
+    /// `"<generation>.<tag>"`: what the worker hands back to `ack`/`reject`.
+    pub fn delivery_tag(&self) -> String {
+        format!("{}.{}", self.generation, self.tag)
+    }
+
+    /// The task id from the message, else from the raw headers (for logging undecodable ones).
+    pub fn task_id(&self) -> Option<&str> {
+        match &self.decoded {
+            Body::Message(m) => Some(m.id()),
+            _ => self.headers.get("id").and_then(Value::as_str),
+        }
+    }
+
+    pub fn task_name(&self) -> Option<&str> {
+        match &self.decoded {
+            Body::Message(m) => Some(m.task()),
+            _ => self.headers.get("task").and_then(Value::as_str),
+        }
+    }
+}
+
+/// Parses a tag made by [`Incoming::delivery_tag`].
+pub fn parse_tag(tag: &str) -> Option<(u64, u64)> {
+    let (generation, tag) = tag.split_once('.')?;
+    Some((generation.parse().ok()?, tag.parse().ok()?))
+}
+
+/// What the merged consumer streams yield: a delivery of a queue, or the end of a queue's
+/// consumer (cancelled by the broker, or its channel closed).
+enum Event {
+    Delivery(Arc<str>, Box<lapin::message::Delivery>),
+    Lost(String),
+}
+
+/// `Sync` too, so the consumer can live in a Python object.
+type Events = Pin<Box<dyn Stream<Item = Event> + Send + Sync>>;
+
+struct Session {
+    generation: u64,
+    connection: Connection,
+    channel: Channel,
+    /// Tags handed to the caller and not yet settled.
+    outstanding: BTreeSet<u64>,
+    events: Events,
+}
+
+pub struct AmqpConsumer {
+    rt: Runtime,
+    cfg: Arc<ConsumerConfig>,
+    display_url: String,
+    session: Option<Session>,
+    generation: u64,
+}
+
+impl AmqpConsumer {
+    /// Starts the runtime and connects; a broker that is down is a `Connection` error the caller
+    /// retries, a refused declaration (mismatched queue arguments) is a `Config` error.
+    pub fn new(cfg: ConsumerConfig) -> Result<Self, AmqpError> {
+        if cfg.queues.is_empty() {
+            return Err(AmqpError::Config(
+                "the consumer needs at least one queue".into(),
+            ));
+        }
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("fastq-amqp")
+            .enable_all()
+            .build()
+            .map_err(|e| AmqpError::Connection(format!("cannot start the AMQP runtime: {e}")))?;
+        let display_url = redact(&cfg.url);
+        let mut consumer = AmqpConsumer {
+            rt,
+            cfg: Arc::new(cfg),
+            display_url,
+            session: None,
+            generation: 0,
+        };
+        consumer.connect()?;
+        Ok(consumer)
+    }
+
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    pub fn in_flight(&self) -> usize {
+        self.session.as_ref().map_or(0, |s| s.outstanding.len())
+    }
+
+    fn connect(&mut self) -> Result<(), AmqpError> {
+        self.generation += 1;
+        let generation = self.generation;
+        let cfg = Arc::clone(&self.cfg);
+        let handle = self.rt.handle().clone();
+        let timeout = cfg.connect_timeout;
+        let opened = self.rt.block_on(async move {
+            tokio::time::timeout(timeout, open_session(cfg, generation, handle)).await
+        });
+        let session = match opened {
+            Ok(Ok(session)) => session,
+            Ok(Err(e)) => return Err(e.context(&self.display_url)),
+            Err(_) => {
+                return Err(AmqpError::Connection(format!(
+                    "cannot connect to {}: no answer within {:.0?}",
+                    self.display_url, timeout
+                )))
+            }
+        };
+        self.session = Some(session);
+        Ok(())
+    }
+
+    /// Ends the current session; its unacknowledged messages go back to the queue when the
+    /// broker sees the connection close.
+    fn drop_session(&mut self) {
+        if let Some(session) = self.session.take() {
+            let connection = session.connection;
+            // Queued acks go out before the close frames (one FIFO). A dead socket fails fast; a
+            // live one gets a moment to say goodbye.
+            let _ = self.rt.block_on(async move {
+                tokio::time::timeout(
+                    Duration::from_secs(2),
+                    connection.close(200, "fastq consumer closing".into()),
+                )
+                .await
+            });
+        }
+    }
+
+    /// Queues a frame: polls its future once, which pushes the frame into lapin's queue, and
+    /// drops it rather than wait for the write. A channel that is already closed fails here;
+    /// a write that fails later breaks the connection, which the next `fetch` reports.
+    fn send_now<F>(&mut self, what: &str, frame: F) -> Result<(), AmqpError>
+    where
+        F: std::future::Future<Output = lapin::Result<()>>,
+    {
+        match futures_lite::future::block_on(futures_lite::future::poll_once(frame)) {
+            None | Some(Ok(())) => Ok(()),
+            Some(Err(e)) => Err(self.lost(&format!("{what} failed: {e}"))),
+        }
+    }
+
+    fn lost(&mut self, reason: &str) -> AmqpError {
+        self.drop_session();
+        AmqpError::Connection(format!(
+            "lost the connection to {}: {reason}",
+            self.display_url
+        ))
+    }
+
+    /// Waits up to `timeout` for the first delivery, then takes every one already received.
+    /// Reconnects first when the previous session was lost.
+    pub fn fetch(&mut self, timeout: Duration) -> Result<Vec<Incoming>, AmqpError> {
+        if self.session.is_none() {
+            self.connect()?;
+        }
+        let Some(session) = self.session.as_mut() else {
+            return Ok(Vec::new());
+        };
+        let events = &mut session.events;
+        let first = self
+            .rt
+            .block_on(async { tokio::time::timeout(timeout, events.next()).await });
+        let mut batch = match first {
+            Err(_) => {
+                if !session.connection.status().connected() || !session.channel.status().connected()
+                {
+                    return Err(self.lost("the connection closed"));
+                }
+                return Ok(Vec::new());
+            }
+            Ok(None) => return Err(self.lost("every consumer stopped")),
+            Ok(Some(event)) => vec![event],
+        };
+        // Whatever else lapin has already buffered, without waiting.
+        while let Some(Some(event)) = futures_lite::future::block_on(poll_once(events.next())) {
+            batch.push(event);
+        }
+        let mut out = Vec::with_capacity(batch.len());
+        for event in batch {
+            match event {
+                Event::Delivery(queue, delivery) => {
+                    session.outstanding.insert(delivery.delivery_tag);
+                    out.push(incoming(
+                        session.generation,
+                        &queue,
+                        *delivery,
+                        &self.cfg.accept,
+                    ));
+                }
+                // Deliveries of this batch came on the dying channel: the broker requeues them.
+                Event::Lost(reason) => return Err(self.lost(&reason)),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Splits tags into this session's and stale ones (older generations or unparsable).
+    fn current(&self, tags: &[String]) -> (Vec<u64>, usize) {
+        let generation = self.session.as_ref().map(|s| s.generation);
+        let mut current = Vec::with_capacity(tags.len());
+        for tag in tags {
+            match parse_tag(tag) {
+                Some((g, t)) if Some(g) == generation => current.push(t),
+                _ => {}
+            }
+        }
+        let stale = tags.len() - current.len();
+        (current, stale)
+    }
+
+    /// Acknowledges tags, with one `multiple=true` frame for a run that starts at the oldest
+    /// outstanding tag. Returns how many tags were stale and dropped.
+    pub fn ack(&mut self, tags: &[String]) -> Result<usize, AmqpError> {
+        let (current, stale) = self.current(tags);
+        let Some(session) = self.session.as_mut() else {
+            return Ok(stale);
+        };
+        let channel = session.channel.clone();
+        for (tag, multiple) in plan_acks(&mut session.outstanding, &current) {
+            self.send_now(
+                "basic.ack",
+                channel.basic_ack(tag, BasicAckOptions { multiple }),
+            )?;
+        }
+        Ok(stale)
+    }
+
+    /// Rejects one delivery; returns false when the tag was stale (nothing sent).
+    pub fn reject(&mut self, tag: &str, requeue: bool) -> Result<bool, AmqpError> {
+        let (current, _) = self.current(&[tag.to_owned()]);
+        let Some(session) = self.session.as_mut() else {
+            return Ok(false);
+        };
+        let Some(&tag) = current.first() else {
+            return Ok(false);
+        };
+        if !session.outstanding.remove(&tag) {
+            return Ok(false);
+        }
+        let channel = session.channel.clone();
+        self.send_now(
+            "basic.reject",
+            channel.basic_reject(tag, BasicRejectOptions { requeue }),
+        )?;
+        Ok(true)
+    }
+
+    /// Requeues everything this consumer holds (handed out or buffered) with one
+    /// `basic.nack(multiple, requeue)`; returns how many.
+    pub fn restore_unacked(&mut self) -> Result<usize, AmqpError> {
+        let Some(session) = self.session.as_mut() else {
+            return Ok(0);
+        };
+        // Deliveries lapin buffered but nobody fetched are held by this channel too.
+        while let Some(Some(event)) =
+            futures_lite::future::block_on(poll_once(session.events.next()))
+        {
+            if let Event::Delivery(_, d) = event {
+                session.outstanding.insert(d.delivery_tag);
+            }
+        }
+        let count = session.outstanding.len();
+        let Some(&last) = session.outstanding.last() else {
+            return Ok(0);
+        };
+        session.outstanding.clear();
+        let channel = session.channel.clone();
+        // Awaited: once this frame is written, every ack queued before it is too.
+        let sent = self.rt.block_on(async move {
+            let requeue = BasicNackOptions {
+                multiple: true,
+                requeue: true,
+            };
+            tokio::time::timeout(Duration::from_secs(5), channel.basic_nack(last, requeue)).await
+        });
+        match sent {
+            Ok(Ok(())) => Ok(count),
+            Ok(Err(e)) => Err(self.lost(&format!("basic.nack failed: {e}"))),
+            Err(_) => Err(self.lost("basic.nack was not written within 5 s")),
+        }
+    }
+
+    /// Closes the connection; the broker requeues whatever is still unacknowledged.
+    pub fn close(&mut self) {
+        self.drop_session();
+    }
+}
+
+impl Drop for AmqpConsumer {
+    fn drop(&mut self) {
+        self.drop_session();
+    }
+}
+
+async fn open_session(
+    cfg: Arc<ConsumerConfig>,
+    generation: u64,
+    handle: Handle,
+) -> Result<Session, AmqpError> {
+    let mut uri: AMQPUri = cfg
+        .url
+        .parse()
+        .map_err(|e: String| AmqpError::Config(format!("invalid AMQP URL: {e}")))?;
+    if cfg.heartbeat.is_some() {
+        uri.query.heartbeat = cfg.heartbeat;
+    }
+    let props =
+        ConnectionProperties::default().with_connection_name(cfg.consumer_tag.clone().into());
+    let connection = Connection::connect_uri_with_runtime(
+        uri,
+        props,
+        async_rs::Runtime::tokio_with_handle(handle),
+    )
+    .await
+    .map_err(|e| AmqpError::Connection(format!("cannot connect: {e}")))?;
+    let channel = connection
+        .create_channel()
+        .await
+        .map_err(|e| AmqpError::Connection(format!("cannot open a channel: {e}")))?;
+    channel
+        .basic_qos(
+            cfg.prefetch,
+            BasicQosOptions {
+                global: cfg.global_qos,
+            },
+        )
+        .await
+        .map_err(|e| AmqpError::Connection(format!("basic.qos failed: {e}")))?;
+    for queue in &cfg.queues {
+        declare(&channel, queue).await?;
+    }
+    let mut merged: Option<Events> = None;
+    for (i, queue) in cfg.queues.iter().enumerate() {
+        let consumer = channel
+            .basic_consume(
+                queue.name.as_str().into(),
+                format!("{}.{i}", cfg.consumer_tag).into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .map_err(|e| declare_error(&format!("basic.consume on queue {:?}", queue.name), e))?;
+        let one = queue_events(consumer, Arc::from(queue.name.as_str()));
+        // `race` picks fairly among queues with deliveries ready, as kombu's round robin does.
+        merged = Some(match merged {
+            None => one,
+            Some(others) => Box::pin(stream::race(others, one)),
+        });
+    }
+    let events = merged.ok_or_else(|| AmqpError::Config("no queue to consume".into()))?;
+    Ok(Session {
+        generation,
+        connection,
+        channel,
+        outstanding: BTreeSet::new(),
+        events,
+    })
+}
+
+fn exchange_kind(name: &str) -> ExchangeKind {
+    match name {
+        "direct" => ExchangeKind::Direct,
+        "topic" => ExchangeKind::Topic,
+        "fanout" => ExchangeKind::Fanout,
+        "headers" => ExchangeKind::Headers,
+        other => ExchangeKind::Custom(other.to_owned()),
+    }
+}
+
+/// The broker refusing a declaration (arguments that differ from the existing queue's, access
+/// rights) is a configuration problem; anything else is the connection.
+fn declare_error(what: &str, e: lapin::Error) -> AmqpError {
+    match e.kind() {
+        ErrorKind::ProtocolError(err) => AmqpError::Config(format!(
+            "{what} refused by the broker: {err}. If the queue already exists with other \
+             arguments (x-max-priority, x-queue-type), make the settings match or delete the queue"
+        )),
+        _ => AmqpError::Connection(format!("{what} failed: {e}")),
+    }
+}
+
+async fn declare(channel: &Channel, q: &QueueSpec) -> Result<(), AmqpError> {
+    let arguments = value_to_table(&q.arguments)
+        .map_err(|e| AmqpError::Config(format!("queue {:?} arguments: {e}", q.name)))?;
+    if !q.exchange.is_empty() {
+        channel
+            .exchange_declare(
+                q.exchange.as_str().into(),
+                exchange_kind(&q.exchange_type),
+                ExchangeDeclareOptions {
+                    durable: q.durable,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .map_err(|e| declare_error(&format!("declaring exchange {:?}", q.exchange), e))?;
+    }
+    channel
+        .queue_declare(
+            q.name.as_str().into(),
+            QueueDeclareOptions {
+                durable: q.durable,
+                auto_delete: q.auto_delete,
+                ..Default::default()
+            },
+            arguments,
+        )
+        .await
+        .map_err(|e| declare_error(&format!("declaring queue {:?}", q.name), e))?;
+    if !q.exchange.is_empty() {
+        channel
+            .queue_bind(
+                q.name.as_str().into(),
+                q.exchange.as_str().into(),
+                q.routing_key.as_str().into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .map_err(|e| declare_error(&format!("binding queue {:?}", q.name), e))?;
+    }
+    Ok(())
+}
+
+/// One queue's deliveries; an error or the consumer's end becomes a `Lost`.
+fn queue_events(consumer: lapin::Consumer, queue: Arc<str>) -> Events {
+    let ended = format!("the broker cancelled the consumer of queue {queue:?}");
+    let deliveries = consumer.map(move |item| match item {
+        Ok(delivery) => Event::Delivery(Arc::clone(&queue), Box::new(delivery)),
+        Err(e) => Event::Lost(e.to_string()),
+    });
+    // After an error lapin ends the stream, so a second `Lost` may follow: the first one
+    // already ended the session.
+    Box::pin(deliveries.chain(stream::once(Event::Lost(ended))))
+}
+
+fn opt_str(s: &Option<lapin::types::ShortString>) -> Option<String> {
+    s.as_ref().map(|s| s.as_str().to_owned())
+}
+
+/// A delivery as the worker sees it: properties in Celery's names and the task decoded.
+pub fn incoming(
+    generation: u64,
+    queue: &str,
+    delivery: lapin::message::Delivery,
+    accept: &Accept,
+) -> Incoming {
+    let p = &delivery.properties;
+    let headers = p
+        .headers()
+        .as_ref()
+        .map_or(Value::Map(vec![]), table_to_value);
+    let content_type = opt_str(p.content_type()).unwrap_or_else(|| crate::codec::JSON.into());
+    let content_encoding = opt_str(p.content_encoding()).unwrap_or_else(|| "utf-8".into());
+    let priority = p.priority().unwrap_or(0);
+    let reply_to = opt_str(p.reply_to());
+    let correlation_id = opt_str(p.correlation_id());
+    let exchange = delivery.exchange.as_str().to_owned();
+    let routing_key = delivery.routing_key.as_str().to_owned();
+    let properties = Value::map_from([
+        ("correlation_id", correlation_id.clone().into()),
+        ("reply_to", reply_to.clone().into()),
+        ("delivery_mode", p.delivery_mode().map(i64::from).into()),
+        ("priority", Value::Int(i64::from(priority))),
+        ("expiration", opt_str(p.expiration()).into()),
+        (
+            "delivery_info",
+            Value::map_from([
+                ("exchange", Value::from(exchange.as_str())),
+                ("routing_key", Value::from(routing_key.as_str())),
+                ("redelivered", Value::Bool(delivery.redelivered)),
+            ]),
+        ),
+    ]);
+    let decoded = match decode_accepted(&content_type, &delivery.data, accept) {
+        Ok(Decoded::Value(body)) => match TaskMessage::parse(headers.clone(), body) {
+            Ok(m) => Body::Message(m),
+            Err(e) => Body::Error(e),
+        },
+        Ok(Decoded::Foreign { content_type }) => Body::Foreign(content_type),
+        Err(e) => Body::Error(e),
+    };
+    Incoming {
+        generation,
+        tag: delivery.delivery_tag,
+        queue: queue.to_owned(),
+        exchange,
+        routing_key,
+        redelivered: delivery.redelivered,
+        priority,
+        content_type,
+        content_encoding,
+        reply_to,
+        correlation_id,
+        properties,
+        headers,
+        body: delivery.data,
+        decoded,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lapin::types::{AMQPValue, ShortString};
+    use lapin::BasicProperties;
+
+    #[test]
+    fn tags_carry_their_generation() {
+        assert_eq!(parse_tag("3.17"), Some((3, 17)));
+        assert_eq!(parse_tag("17"), None);
+        assert_eq!(parse_tag("a.b"), None);
+    }
+
+    fn delivery(content_type: &str, headers: FieldTable, body: &[u8]) -> lapin::message::Delivery {
+        let mut d =
+            lapin::message::Delivery::mock(9, "".into(), "celery".into(), true, body.into());
+        d.properties = BasicProperties::default()
+            .with_content_type(ShortString::from(content_type))
+            .with_headers(headers)
+            .with_priority(5)
+            .with_correlation_id("abc".into())
+            .with_reply_to("oid".into());
+        d
+    }
+
+    fn task_headers() -> FieldTable {
+        let mut h = FieldTable::default();
+        h.insert("task".into(), AMQPValue::LongString("proj.add".into()));
+        h.insert("id".into(), AMQPValue::LongString("abc".into()));
+        h
+    }
+
+    #[test]
+    fn a_celery_delivery_decodes() {
+        let d = delivery(
+            "application/json",
+            task_headers(),
+            br#"[[2, 3], {}, {"callbacks": null, "errbacks": null, "chain": null, "chord": null}]"#,
+        );
+        let inc = incoming(2, "celery", d, &Accept::json_only());
+        assert_eq!(inc.delivery_tag(), "2.9");
+        assert_eq!(inc.priority, 5);
+        assert!(inc.redelivered);
+        assert_eq!(inc.reply_to.as_deref(), Some("oid"));
+        let Body::Message(m) = &inc.decoded else {
+            panic!("{:?}", inc.decoded)
+        };
+        assert_eq!(m.task(), "proj.add");
+        assert_eq!(m.args, vec![Value::Int(2), Value::Int(3)]);
+        let info = inc.properties.get("delivery_info").unwrap();
+        assert_eq!(info.get("routing_key"), Some(&Value::from("celery")));
+    }
+
+    #[test]
+    fn bad_bodies_keep_their_ids_for_the_log() {
+        let d = delivery("application/json", task_headers(), b"{not json");
+        let inc = incoming(1, "celery", d, &Accept::json_only());
+        assert!(matches!(
+            inc.decoded,
+            Body::Error(CodecError::Decode { .. })
+        ));
+        assert_eq!(inc.task_id(), Some("abc"));
+        assert_eq!(inc.task_name(), Some("proj.add"));
+
+        let d = delivery(
+            "application/x-python-serialize",
+            task_headers(),
+            b"\x80\x04N.",
+        );
+        let inc = incoming(1, "celery", d, &Accept::json_only());
+        assert!(matches!(
+            inc.decoded,
+            Body::Error(CodecError::ContentDisallowed { .. })
+        ));
+    }
+}

@@ -1,0 +1,264 @@
+//! `AmqpConsumer` and `AmqpDelivery`: the RabbitMQ consumer of `fastq-core`, bound for the worker.
+//! The GIL is released while the consumer waits for the broker.
+
+use std::time::Duration;
+
+use fastq_core::amqp::{self, AmqpError, Body, ConsumerConfig, Incoming, QueueSpec};
+use fastq_core::protocol::TaskMessage as CoreMessage;
+use fastq_core::{CodecError, Value};
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict};
+
+use crate::codec::accept;
+use crate::convert::to_value;
+use crate::errors::{raise, IntoPyResult};
+use crate::message::{map_or_empty, TaskMessage};
+
+fn amqp_error(py: Python<'_>, err: AmqpError) -> PyErr {
+    match err {
+        AmqpError::Connection(m) => raise(py, "BrokerConnectionError", m),
+        AmqpError::Config(m) => raise(py, "ConfigurationError", m),
+    }
+}
+
+/// The `fastq.errors` class a delivery's decode error is reported as (`Delivery.error_kind`).
+fn error_kind(err: &CodecError) -> &'static str {
+    match err {
+        CodecError::Decode { .. } => "DecodeError",
+        CodecError::Encode { .. } => "EncodeError",
+        CodecError::ContentDisallowed { .. } => "ContentDisallowed",
+        CodecError::UnknownContentType(_) => "UnknownContentType",
+        CodecError::InvalidMessage(_) => "InvalidMessage",
+    }
+}
+
+/// One message from RabbitMQ, with the same fields as the Redis consumer's `Delivery`.
+#[pyclass(frozen, get_all, module = "fastq._core")]
+pub struct AmqpDelivery {
+    /// `"<channel generation>.<AMQP delivery tag>"`.
+    pub delivery_tag: String,
+    pub queue: String,
+    pub priority: i64,
+    pub redelivered: bool,
+    pub content_type: String,
+    pub properties: Py<PyDict>,
+    pub reply_to: Option<String>,
+    pub correlation_id: Option<String>,
+    pub message: Option<Py<TaskMessage>>,
+    pub error: Option<String>,
+    pub error_kind: Option<String>,
+    pub task_id: Option<String>,
+    pub task_name: Option<String>,
+    pub raw: Py<PyBytes>,
+}
+
+#[pymethods]
+impl AmqpDelivery {
+    fn __repr__(&self) -> String {
+        format!(
+            "<AmqpDelivery {} tag={} queue={:?}>",
+            self.task_name.as_deref().unwrap_or("?"),
+            self.delivery_tag,
+            self.queue
+        )
+    }
+}
+
+/// Reads a pickle/yaml body through `fastq.serialization` (only reached when it is accepted).
+fn foreign_message(
+    py: Python<'_>,
+    inc: &Incoming,
+    content_type: &str,
+    accept: &[String],
+) -> PyResult<CoreMessage> {
+    let body = py.import("fastq.serialization")?.getattr("loads")?.call1((
+        PyBytes::new(py, &inc.body),
+        content_type,
+        accept.to_vec(),
+    ))?;
+    CoreMessage::parse(inc.headers.clone(), to_value(&body)?).py_err(py)
+}
+
+impl AmqpDelivery {
+    fn from_core(py: Python<'_>, inc: Incoming, accept: &[String]) -> PyResult<Self> {
+        let task_id = inc.task_id().map(str::to_owned);
+        let task_name = inc.task_name().map(str::to_owned);
+        let decoded = match &inc.decoded {
+            Body::Foreign(ct) => match foreign_message(py, &inc, ct, accept) {
+                Ok(m) => Ok(m),
+                Err(e) => Err((e.to_string(), e.get_type(py).name()?.to_string())),
+            },
+            Body::Message(m) => Ok(m.clone()),
+            Body::Error(e) => Err((e.to_string(), error_kind(e).to_owned())),
+        };
+        let (message, error, error_kind) = match decoded {
+            Ok(m) => (
+                Some(Py::new(py, TaskMessage::from_core(py, m)?)?),
+                None,
+                None,
+            ),
+            Err((error, kind)) => (None, Some(error), Some(kind)),
+        };
+        Ok(AmqpDelivery {
+            delivery_tag: inc.delivery_tag(),
+            queue: inc.queue.clone(),
+            priority: i64::from(inc.priority),
+            redelivered: inc.redelivered,
+            content_type: inc.content_type.clone(),
+            properties: map_or_empty(py, &inc.properties)?,
+            reply_to: inc.reply_to.clone(),
+            correlation_id: inc.correlation_id.clone(),
+            message,
+            error,
+            error_kind,
+            task_id,
+            task_name,
+            raw: PyBytes::new(py, &inc.body).unbind(),
+        })
+    }
+}
+
+fn queue_spec(d: &Bound<'_, PyDict>) -> PyResult<QueueSpec> {
+    let get = |k: &str| -> PyResult<Option<Bound<'_, PyAny>>> { d.get_item(k) };
+    let string = |k: &str, default: &str| -> PyResult<String> {
+        match get(k)? {
+            Some(v) if !v.is_none() => v.extract(),
+            _ => Ok(default.to_owned()),
+        }
+    };
+    let flag = |k: &str, default: bool| -> PyResult<bool> {
+        match get(k)? {
+            Some(v) if !v.is_none() => v.extract(),
+            _ => Ok(default),
+        }
+    };
+    let name = string("name", "")?;
+    Ok(QueueSpec {
+        exchange: string("exchange", "")?,
+        exchange_type: string("exchange_type", "direct")?,
+        routing_key: string("routing_key", &name)?,
+        durable: flag("durable", true)?,
+        auto_delete: flag("auto_delete", false)?,
+        arguments: match get("arguments")? {
+            Some(v) => to_value(&v)?,
+            None => Value::Null,
+        },
+        name,
+    })
+}
+
+/// A worker process's RabbitMQ consumer (see `fastq-core`'s `amqp::consumer`).
+#[pyclass(module = "fastq._core")]
+pub struct AmqpConsumer {
+    inner: amqp::AmqpConsumer,
+    accept: Vec<String>,
+}
+
+#[pymethods]
+impl AmqpConsumer {
+    #[new]
+    #[pyo3(signature = (
+        url, queues, *, accept, prefetch, consumer_tag, global_qos = true, heartbeat = None,
+        connect_timeout = 10.0
+    ))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        py: Python<'_>,
+        url: String,
+        queues: Vec<Bound<'_, PyDict>>,
+        accept: Vec<String>,
+        prefetch: u16,
+        consumer_tag: String,
+        global_qos: bool,
+        heartbeat: Option<u16>,
+        connect_timeout: f64,
+    ) -> PyResult<Self> {
+        let cfg = ConsumerConfig {
+            url,
+            queues: queues.iter().map(queue_spec).collect::<PyResult<_>>()?,
+            prefetch,
+            global_qos,
+            accept: self::accept(py, &accept)?,
+            consumer_tag,
+            heartbeat,
+            connect_timeout: Duration::from_secs_f64(connect_timeout.max(0.1)),
+        };
+        let inner = py
+            .detach(|| amqp::AmqpConsumer::new(cfg))
+            .map_err(|e| amqp_error(py, e))?;
+        Ok(AmqpConsumer { inner, accept })
+    }
+
+    /// Waits up to `timeout` seconds for deliveries; returns every one already received.
+    fn fetch(&mut self, py: Python<'_>, timeout: f64) -> PyResult<Vec<AmqpDelivery>> {
+        let wait = Duration::from_secs_f64(timeout.max(0.0));
+        let inner = &mut self.inner;
+        let batch = py
+            .detach(|| inner.fetch(wait))
+            .map_err(|e| amqp_error(py, e))?;
+        batch
+            .into_iter()
+            .map(|inc| AmqpDelivery::from_core(py, inc, &self.accept))
+            .collect()
+    }
+
+    /// Acknowledges deliveries; tags of a channel that is gone are dropped (RabbitMQ redelivers
+    /// them) with a warning. `wait` is accepted for the `Consumer` protocol: basic.ack has no
+    /// reply to wait for.
+    #[pyo3(signature = (delivery_tags, wait = true))]
+    fn ack(&mut self, py: Python<'_>, delivery_tags: Vec<String>, wait: bool) -> PyResult<()> {
+        let _ = wait;
+        let inner = &mut self.inner;
+        let stale = py
+            .detach(|| inner.ack(&delivery_tags))
+            .map_err(|e| amqp_error(py, e))?;
+        if stale > 0 {
+            warn(
+                py,
+                &format!(
+                    "dropped {stale} ack(s) for deliveries of a closed channel; \
+                     RabbitMQ delivers those messages again"
+                ),
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Rejects one delivery; a stale tag is dropped (nothing to reject on a closed channel).
+    fn reject(&mut self, py: Python<'_>, delivery_tag: String, requeue: bool) -> PyResult<()> {
+        let inner = &mut self.inner;
+        py.detach(|| inner.reject(&delivery_tag, requeue))
+            .map(drop)
+            .map_err(|e| amqp_error(py, e))
+    }
+
+    /// Puts every message this consumer holds back in its queue; returns how many.
+    fn restore_unacked(&mut self, py: Python<'_>) -> PyResult<usize> {
+        let inner = &mut self.inner;
+        py.detach(|| inner.restore_unacked())
+            .map_err(|e| amqp_error(py, e))
+    }
+
+    #[getter]
+    fn in_flight(&self) -> usize {
+        self.inner.in_flight()
+    }
+
+    /// Increases by one on every (re)connection.
+    #[getter]
+    fn generation(&self) -> u64 {
+        self.inner.generation()
+    }
+
+    fn close(&mut self, py: Python<'_>) {
+        let inner = &mut self.inner;
+        py.detach(|| inner.close());
+    }
+}
+
+fn warn(py: Python<'_>, message: &str) -> PyResult<()> {
+    py.import("logging")?
+        .call_method1("getLogger", ("fastq.worker",))?
+        .call_method1("warning", (message,))?;
+    Ok(())
+}

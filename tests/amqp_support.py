@@ -1,0 +1,160 @@
+"""Helpers for the tests that need the local RabbitMQ: throwaway queues, worker subprocesses.
+
+Plain functions and context managers (no conftest fixtures) so the RabbitMQ tests stay
+self-contained. Every queue and exchange they create is named ``fastq_test_*`` and deleted.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import amqp
+import pytest
+
+AMQP_URL = os.environ.get("FASTQ_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672//")
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+
+
+def _rabbitmq_answers() -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", 5672), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+requires_rabbitmq = pytest.mark.skipif(
+    not _rabbitmq_answers(),
+    reason="RabbitMQ is not answering on 127.0.0.1:5672 (start it: bash scripts/services.sh)",
+)
+
+
+def unique(purpose: str) -> str:
+    return f"fastq_test_{purpose}_{uuid.uuid4().hex[:8]}"
+
+
+@contextmanager
+def admin() -> Iterator[Any]:
+    """A py-amqp channel for test set-up and checks."""
+    conn = amqp.Connection("127.0.0.1:5672", userid="guest", password="guest")
+    conn.connect()
+    try:
+        yield conn.channel()
+    finally:
+        try:
+            conn.close()
+        except Exception:
+            pass
+
+
+def delete(*names: str) -> None:
+    """Deletes queues and exchanges of these names (missing ones are fine)."""
+    for name in names:
+        for kind in ("queue", "exchange"):
+            try:
+                with admin() as ch:
+                    if kind == "queue":
+                        ch.queue_delete(name)
+                    else:
+                        ch.exchange_delete(name)
+            except amqp.exceptions.NotFound:
+                pass
+
+
+def queue_state(name: str) -> tuple[int, int]:
+    """(ready messages, consumers), or (-1, 0) when the queue does not exist."""
+    try:
+        with admin() as ch:
+            ok = ch.queue_declare(name, passive=True)
+            return int(ok.message_count), int(ok.consumer_count)
+    except amqp.exceptions.NotFound:
+        return -1, 0
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.05)
+
+
+def rabbitmqctl(*args: str) -> str:
+    return subprocess.run(
+        ["rabbitmqctl", "-q", *args], check=True, capture_output=True, text=True, timeout=120
+    ).stdout
+
+
+@contextmanager
+def worker(
+    kind: str,
+    queue: str,
+    log: Path,
+    *args: str,
+    consumers: int = 1,
+    **env: str,
+) -> Iterator[subprocess.Popen[bytes]]:
+    """A ``fastq`` or ``celery`` worker on ``queue`` (its app from ``tests/interop``), running
+    until the block ends; waits until it consumes. Its output goes to ``log``."""
+    environ = {
+        **os.environ,
+        "FASTQ_TEST_AMQP_URL": AMQP_URL,
+        "FASTQ_TEST_QUEUE": queue,
+        "PYTHONPATH": str(ROOT),
+        **env,
+    }
+    if kind == "fastq":
+        cmd = [str(BIN / "fastq"), "-A", "tests.interop.amqp_fastq_app", "worker", "-l", "INFO"]
+    else:
+        cmd = [
+            str(BIN / "celery"),
+            "-A",
+            "tests.interop.amqp_celery_app",
+            "worker",
+            "-P",
+            "solo",
+            "-l",
+            "INFO",
+            "--without-mingle",
+            "--without-gossip",
+            "--without-heartbeat",
+        ]
+    out = open(log, "wb")
+    proc = subprocess.Popen([*cmd, *args], cwd=ROOT, env=environ, stdout=out, stderr=out)
+    try:
+        wait_until(
+            lambda: proc.poll() is not None or queue_state(queue)[1] >= consumers,
+            30,
+            f"{kind} worker consuming {queue}",
+        )
+        assert proc.poll() is None, f"{kind} worker exited: {log.read_text()[-2000:]}"
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        out.close()
+
+
+def children(pid: int) -> list[int]:
+    """The child processes of ``pid`` (Linux)."""
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        text = (task / "children").read_text().split()
+        found.extend(int(p) for p in text)
+    return found

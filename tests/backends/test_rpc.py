@@ -1,0 +1,200 @@
+"""The RabbitMQ result backends: ``rpc://`` replies (Celery's layout) and the persistent
+``rabbitmq://`` queues that survive a client restart. Real RabbitMQ on 127.0.0.1:5672; the
+worker's side is played by a second App storing results for the first one's tasks."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+
+import pytest
+from fastq import App, states
+from fastq.backends.rabbitmq import QUEUE_PREFIX
+from fastq.errors import TimeoutError as FastqTimeout
+from fastq.task import Context
+
+from tests.amqp_support import (
+    AMQP_URL,
+    admin,
+    delete,
+    queue_state,
+    rabbitmqctl,
+    requires_rabbitmq,
+    wait_until,
+)
+
+pytestmark = requires_rabbitmq
+
+
+def make_app(backend: str) -> App:
+    return App("t", broker=AMQP_URL, backend=backend, set_as_current=False, result_expires=60)
+
+
+@pytest.fixture
+def client() -> Iterator[App]:
+    app = make_app("rpc://")
+    yield app
+    app.close()
+    delete(app.oid)
+
+
+@pytest.fixture
+def worker_app() -> Iterator[App]:
+    app = make_app("rpc://")
+    yield app
+    app.close()
+
+
+def request_from(client: App, task_id: str) -> Context:
+    return Context(id=task_id, reply_to=client.oid, correlation_id=task_id)
+
+
+def sent(client: App) -> str:
+    """A task id whose reply queue exists, as after ``send_task``."""
+    task_id = str(uuid.uuid4())
+    client.backend.on_task_sent(task_id)
+    return task_id
+
+
+def test_reply_is_celerys_rpc_message(client: App, worker_app: App) -> None:
+    task_id = str(uuid.uuid4())
+    with admin() as ch:  # the client's queue, not consumed, so the reply can be inspected
+        ch.queue_declare(client.oid, durable=True, auto_delete=True, arguments={"x-expires": 60000})
+        worker_app.backend.mark_as_done(task_id, {"x": 1}, request=request_from(client, task_id))
+        got: list = []
+        wait_until(
+            lambda: bool(got.append(ch.basic_get(client.oid, no_ack=True)) or got[-1]), 5, "reply"
+        )
+        message = got[-1]
+    assert message.properties["correlation_id"] == task_id
+    assert message.properties["delivery_mode"] == 1
+    assert message.properties["content_type"] == "application/json"
+    meta = json.loads(message.body)
+    assert meta["status"] == "SUCCESS" and meta["result"] == {"x": 1}
+    assert meta["task_id"] == task_id
+
+
+def test_result_persistent_makes_replies_persistent(client: App) -> None:
+    task_id = str(uuid.uuid4())
+    persistent = make_app("rpc://")
+    persistent.conf.result_persistent = True
+    try:
+        with admin() as ch:
+            ch.queue_declare(
+                client.oid, durable=True, auto_delete=True, arguments={"x-expires": 60000}
+            )
+            persistent.backend.mark_as_done(task_id, 1, request=request_from(client, task_id))
+            got: list = []
+            wait_until(lambda: bool(got.append(ch.basic_get(client.oid)) or got[-1]), 5, "reply")
+        assert got[-1].properties["delivery_mode"] == 2
+    finally:
+        persistent.close()
+
+
+def test_reply_queue_is_declared_like_celerys(client: App) -> None:
+    sent(client)
+    rows = rabbitmqctl("list_queues", "name", "durable", "auto_delete", "arguments")
+    row = next(line for line in rows.splitlines() if line.startswith(client.oid))
+    assert row.split("\t")[1:3] == ["true", "true"] and '"x-expires",60000' in row
+
+
+def test_get_waits_for_the_reply(client: App, worker_app: App) -> None:
+    task_id = sent(client)
+
+    def later() -> None:
+        time.sleep(0.3)
+        request = request_from(client, task_id)
+        worker_app.backend.mark_as_started(task_id, request=request, pid=1)
+        worker_app.backend.mark_as_done(task_id, 42, request=request)
+
+    threading.Thread(target=later).start()
+    started = time.monotonic()
+    assert client.AsyncResult(task_id).get(timeout=5) == 42
+    assert time.monotonic() - started < 3
+
+
+def test_replies_for_other_tasks_are_buffered(client: App, worker_app: App) -> None:
+    first, second = sent(client), sent(client)
+    worker_app.backend.mark_as_done(first, "one", request=request_from(client, first))
+    worker_app.backend.mark_as_started(second, request=request_from(client, second))
+    worker_app.backend.mark_as_done(second, "two", request=request_from(client, second))
+    assert client.AsyncResult(second).get(timeout=5) == "two"
+    assert client.AsyncResult(first).get(timeout=5) == "one"
+    assert client.AsyncResult(first).state == states.SUCCESS
+
+
+def test_started_then_failure(client: App, worker_app: App) -> None:
+    task_id = sent(client)
+    request = request_from(client, task_id)
+    worker_app.backend.mark_as_started(task_id, request=request, pid=7)
+    deadline = time.monotonic() + 5
+    while client.AsyncResult(task_id).state != states.STARTED and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert client.AsyncResult(task_id).state == states.STARTED
+    worker_app.backend.mark_as_failure(task_id, KeyError("k"), "Traceback...", request=request)
+    with pytest.raises(KeyError, match="k"):
+        client.AsyncResult(task_id).get(timeout=5)
+
+
+def test_get_times_out_with_fastqs_error(client: App) -> None:
+    task_id = sent(client)
+    with pytest.raises(FastqTimeout, match=r"not ready after 0\.2s"):
+        client.AsyncResult(task_id).get(timeout=0.2)
+
+
+def test_a_result_without_reply_to_is_reported(
+    worker_app: App, caplog: pytest.LogCaptureFixture
+) -> None:
+    worker_app.backend.mark_as_done("lonely", 1, request=Context(id="lonely"))
+    assert "no reply_to" in caplog.text
+
+
+# -- rabbitmq:// ---------------------------------------------------------------------------------
+def test_persistent_results_survive_a_client_restart() -> None:
+    task_id = str(uuid.uuid4())
+    first = make_app("rabbitmq://")
+    worker = make_app("rabbitmq://")
+    try:
+        first.backend.on_task_sent(task_id)
+        first.close()  # the client goes away before the result is stored
+        worker.backend.mark_as_started(task_id, pid=1)
+        worker.backend.mark_as_done(task_id, [1, 2])
+        restarted = make_app("rabbitmq://")
+        for _ in range(2):  # reading does not consume the result
+            assert restarted.backend.get_meta(task_id)["status"] == states.SUCCESS
+        assert restarted.AsyncResult(task_id).get(timeout=5) == [1, 2]
+        assert make_app("rabbitmq://").AsyncResult(task_id).get(timeout=5) == [1, 2]
+        assert queue_state(QUEUE_PREFIX + task_id)[0] == 1  # only the latest state is kept
+        restarted.AsyncResult(task_id).forget()
+        assert queue_state(QUEUE_PREFIX + task_id)[0] == -1
+    finally:
+        worker.close()
+        delete(QUEUE_PREFIX + task_id)
+
+
+def test_persistent_wait_wakes_up_and_unknown_ids_are_pending() -> None:
+    task_id = str(uuid.uuid4())
+    client = make_app("rabbitmq://")
+    worker = make_app("rabbitmq://")
+    try:
+        assert client.AsyncResult("never-sent-" + task_id).state == states.PENDING
+        assert queue_state(QUEUE_PREFIX + "never-sent-" + task_id)[0] == -1  # nothing created
+        client.backend.on_task_sent(task_id)
+
+        def later() -> None:
+            time.sleep(0.3)
+            worker.backend.mark_as_started(task_id, pid=1)
+            time.sleep(0.1)
+            worker.backend.mark_as_failure(task_id, ValueError("bad"))
+
+        threading.Thread(target=later).start()
+        with pytest.raises(ValueError, match="bad"):
+            client.AsyncResult(task_id).get(timeout=5)
+        assert client.backend.get_meta(task_id)["status"] == states.FAILURE
+    finally:
+        client.close()
+        worker.close()
+        delete(QUEUE_PREFIX + task_id)
