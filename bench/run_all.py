@@ -55,7 +55,9 @@ bash bench/run_all.sh                   # regenerates this file's generated sect
 Work per task: `--work noop|sleep:MS|cpu:MS`, argument size `--payload BYTES`; worker settings:
 `--pool`, `--concurrency`, `--prefetch-multiplier`, `--acks-late`, `--results/--no-results`.
 A worker that does not start, or stalls, makes that run an error with the worker's log, never a
-figure. The benchmark uses its own queue (`fastq.bench`) and deletes the keys it creates.
+figure. The benchmark uses its own queue (`fastq.bench`) and deletes the keys it creates. Tasks
+count their completions in Redis, so with `--broker amqp://…` pass `--counter redis://…` too;
+the broker ceiling has a probe for Redis only so far (`fastq.bench.ceiling.register`).
 Sections between `fastq-bench` markers are generated; edit outside them.
 """
 
