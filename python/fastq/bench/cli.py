@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from fastq.bench.spec import POOLS, BenchConfig, parse_sweep
+from fastq.bench.spec import POOLS, QUEUE, BenchConfig, parse_sweep
 from fastq.errors import FastqError
 
 
@@ -30,6 +30,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="Redis for the completion counter "
         "(default: the broker, or the backend when the broker is not Redis)",
     )
+    p.add_argument("--queue", default=QUEUE, help=f"the queue to use (default {QUEUE})")
     p.add_argument("--tasks", "-n", type=int, default=20_000, metavar="N")
     p.add_argument("--payload", type=int, default=0, metavar="BYTES", help="argument size")
     p.add_argument("--work", default="noop", help="noop | sleep:MS | cpu:MS (default noop)")
@@ -88,6 +89,7 @@ def config_from_options(options: argparse.Namespace) -> BenchConfig:
         broker=options.bench_broker,
         backend=options.bench_backend,
         counter=options.counter,
+        queue=options.queue,
         tasks=options.tasks,
         payload=options.payload,
         work=options.work,

@@ -34,7 +34,7 @@ class FastqClient:
         from fastq.bench.apps.fastq_app import make_app
 
         backend = config.backend if config.results else None
-        self.app, self.task = make_app(config.broker, backend, config.acks_late)
+        self.app, self.task = make_app(config.broker, backend, config.acks_late, config.queue)
 
     def delay(self, payload: str, work: str) -> Handle:
         return self.task.delay(payload, work)
@@ -52,7 +52,9 @@ class CeleryClient:
         require_celery()
         module = importlib.import_module("fastq.bench.apps.celery_app")
         backend = config.backend if config.results else None
-        self.app, self.task = module.make_app(config.broker, backend, config.acks_late)
+        self.app, self.task = module.make_app(
+            config.broker, backend, config.acks_late, config.queue
+        )
 
     def delay(self, payload: str, work: str) -> Handle:
         result: Handle = self.task.delay(payload, work)

@@ -31,6 +31,8 @@ from fastq.bench.workers import WorkerGroup, WorkerStartError
 from fastq.urls import redact
 
 SCHEMA = 1
+#: kombu's per-queue binding sets on Redis (a worker or a client creates them).
+BINDING_KEYS = ("_kombu.binding", "_kombu.binding_permanent")
 POLL = 0.05
 #: Tasks sent and awaited before the timed latency run (connections, imports, first fetch).
 LATENCY_WARMUP = 10
@@ -55,6 +57,8 @@ class RunResult:
 
     system: str
     params: dict[str, Any]
+    #: The run's key prefix in the counter's Redis (``fastq.bench.<run_id>.*``).
+    run_id: str = ""
     enqueue_per_s: float | None = None
     batch_enqueue_per_s: float | None = None
     message_bytes: int | None = None
@@ -87,9 +91,9 @@ class Run:
         self.payload = "x" * config.payload
         self.counter = redis.Redis.from_url(config.counter_url(), socket_connect_timeout=5)
         self.keys = probe.keys(self.run_id)
-        self.result = RunResult(system, config.params())
+        self.result = RunResult(system, config.params(), self.run_id)
         self.sent_ids: list[str] = []
-        self.admin, _ = make_app(config.broker, None)
+        self.admin, _ = make_app(config.broker, None, queue=config.queue)
 
     def execute(self) -> RunResult:
         self.result.loadavg_before = machine.loadavg()
@@ -106,7 +110,7 @@ class Run:
 
     def _fail(self, error: str) -> None:
         """A failed run keeps no figure, not even those measured before the failure."""
-        failed = RunResult(self.system, self.result.params, error=error)
+        failed = RunResult(self.system, self.result.params, self.run_id, error=error)
         failed.loadavg_before = self.result.loadavg_before
         failed.worker_command = self.result.worker_command
         self.result = failed
@@ -158,7 +162,7 @@ class Run:
             return None
         conn = redis.Redis.from_url(self.config.broker)
         try:
-            raw: bytes | None = conn.lindex(QUEUE, 0)  # type: ignore[assignment]
+            raw: bytes | None = conn.lindex(self.config.queue, 0)  # type: ignore[assignment]
         finally:
             conn.close()
         return len(raw) if raw is not None else None
@@ -203,7 +207,7 @@ class Run:
 
     def _waiting(self) -> int | None:
         try:
-            return self.admin.broker.queue_length(QUEUE)
+            return self.admin.broker.queue_length(self.config.queue)
         except Exception:
             return None
 
@@ -257,12 +261,17 @@ class Run:
 
     # -- cleaning up -----------------------------------------------------------------------------
     def _purge(self) -> None:
-        self.admin.broker.purge(QUEUE)
+        self.admin.broker.purge(self.config.queue)
 
     def _cleanup(self) -> None:
         try:
             self._purge()
             self.counter.delete(*self.keys.values())
+            broker = self.config.broker
+            if self.config.queue != QUEUE and broker.startswith(("redis://", "rediss://")):
+                # A queue of its own (tests, parallel runs): its kombu bindings go too.
+                with redis.Redis.from_url(broker) as conn:
+                    conn.delete(*(f"{k}.{self.config.queue}" for k in BINDING_KEYS))
             if self.config.results and self.config.backend and self.sent_ids:
                 conn = redis.Redis.from_url(self.config.backend)
                 for i in range(0, len(self.sent_ids), 1000):

@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from fastq.bench.spec import QUEUE, BenchConfig
+from fastq.bench.spec import BenchConfig
 
 try:
     import psutil
@@ -34,7 +34,7 @@ def worker_argv(system: str, config: BenchConfig) -> list[str]:
         "--prefetch-multiplier",
         str(config.prefetch),
         "-Q",
-        QUEUE,
+        config.queue,
         # Celery logs two INFO lines per task; fastq none. WARNING keeps logging out of both.
         "--loglevel",
         "WARNING",
@@ -63,6 +63,7 @@ def worker_env(config: BenchConfig, run_id: str) -> dict[str, str]:
         "FASTQ_BENCH_ACKS_LATE": "1" if config.acks_late else "0",
         "FASTQ_BENCH_COUNTER": config.counter_url(),
         "FASTQ_BENCH_RUN": run_id,
+        "FASTQ_BENCH_QUEUE": config.queue,
     }
     return env
 

@@ -14,11 +14,13 @@ from fastq.bench.apps import settings_from_env
 from fastq.bench.spec import QUEUE, TASK_NAME
 
 
-def make_app(broker: str, backend: str | None, acks_late: bool = False) -> tuple[Any, Any]:
+def make_app(
+    broker: str, backend: str | None, acks_late: bool = False, queue: str = QUEUE
+) -> tuple[Any, Any]:
     """A Celery app with the benchmark task, configured like the fastq one."""
     app = Celery("fastq-bench", broker=broker, backend=backend, set_as_current=False)
     app.conf.update(
-        task_default_queue=QUEUE,
+        task_default_queue=queue,
         task_acks_late=acks_late,
         task_ignore_result=backend is None,
         worker_hijack_root_logger=False,

@@ -9,14 +9,16 @@ from fastq.bench.spec import QUEUE, TASK_NAME
 from fastq.task import Task
 
 
-def make_app(broker: str, backend: str | None, acks_late: bool = False) -> tuple[App, Task]:
+def make_app(
+    broker: str, backend: str | None, acks_late: bool = False, queue: str = QUEUE
+) -> tuple[App, Task]:
     """A fastq app with the benchmark task; no backend means results are off."""
     app = App(
         "fastq-bench",
         broker=broker,
         backend=backend,
         set_as_current=False,
-        task_default_queue=QUEUE,
+        task_default_queue=queue,
         task_acks_late=acks_late,
         task_ignore_result=backend is None,
     )
