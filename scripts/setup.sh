@@ -30,7 +30,8 @@ if [ ! -f "$stamp" ]; then
 import subprocess, sys, tomllib
 project = tomllib.load(open("pyproject.toml", "rb"))["project"]
 extras = project["optional-dependencies"]
-pkgs = ["maturin>=1.5,<2", *project["dependencies"], *extras["test"], *extras["lint"]]
+pkgs = ["maturin>=1.5,<2", *project["dependencies"], *extras["test"], *extras["lint"],
+        *extras["bench"]]
 subprocess.check_call([sys.executable, "-m", "pip", "install", "-q", *pkgs])
 PY
   rm -f .venv/.fastq-deps-* && touch "$stamp"

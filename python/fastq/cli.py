@@ -1,4 +1,4 @@
-"""The ``fastq`` command: ``worker``, ``call``, ``result``, ``purge``, ``inspect``."""
+"""The ``fastq`` command: ``worker``, ``call``, ``result``, ``purge``, ``inspect``, ``bench``."""
 
 from __future__ import annotations
 
@@ -78,6 +78,10 @@ def _parser() -> argparse.ArgumentParser:
     i.add_argument("what", choices=["registered", "active", "stats", "ping"])
     i.add_argument("-d", "--destination", help="comma-separated worker hostnames (default: all)")
     i.add_argument("-t", "--timeout", type=float, default=1.0, help="seconds to wait for replies")
+
+    from fastq.bench.cli import add_arguments as add_bench_arguments
+
+    add_bench_arguments(sub.add_parser("bench", help="measure throughput and latency"))
     return parser
 
 
@@ -90,6 +94,10 @@ def _json_arg(text: str) -> Any:
 
 def main(argv: Sequence[str] | None = None) -> int:
     options = _parser().parse_args(argv)
+    if options.command == "bench":  # starts its own workers and apps; -A does not apply
+        from fastq.bench.cli import run as run_bench
+
+        return run_bench(options, argv)
     app = find_app(options.app) if options.app else App("fastq")
     if options.broker:
         app.conf.broker_url = options.broker

@@ -1,0 +1,3 @@
+from fastq.bench.cli import main
+
+raise SystemExit(main())
