@@ -83,7 +83,17 @@ class RedisBroker(Broker):
             self._bound.add(binding)
 
     def publish(self, message: OutgoingMessage) -> None:
-        self.publish_many((message,))
+        m = message
+        if (m.exchange or m.queue, m.routing_key or m.queue, m.queue) not in self._bound:
+            self.publish_many((m,))  # the first message to a queue also records its binding
+            return
+        try:  # the `.delay()` hot path: one command, no pipeline object
+            self.client.execute_command(
+                "LPUSH", self.prefix + priority_key(m.queue, m.priority), self._encode(m)
+            )
+        except redis.RedisError as exc:
+            self._bound.clear()
+            raise BrokerConnectionError(f"cannot publish to {redact(self.url)}: {exc}") from exc
 
     def publish_many(self, messages: Sequence[OutgoingMessage]) -> None:
         try:

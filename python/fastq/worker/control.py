@@ -110,6 +110,8 @@ class ControlServer:
         self.pool = pool
         self.started = time.time()
         self._listener: ControlListener | None = None
+        #: Set once subscribed: a worker says "ready" only after it can hear commands.
+        self.listening = threading.Event()
         self._disabled = False
         self._next_tick = 0.0
         self._handlers: dict[str, Callable[[ControlCommand], Any]] = {
@@ -129,12 +131,14 @@ class ControlServer:
         try:
             if self._listener is None:
                 self._listener = self.app.broker.control_channel().listen()
+                self.listening.set()
             commands = self._listener.fetch(timeout)
             for command in commands:
                 self._answer(self._listener, command)
         except ConfigurationError as exc:
             log.info("remote control (fastq inspect) is off: %s", exc)
             self._disabled = True
+            self.listening.set()
         except FastqError as exc:
             log.warning("remote control channel failed (%s); reopening it", exc)
             self.close()

@@ -171,6 +171,7 @@ def run_worker(
     threading.Thread(
         target=control.serve, args=(stop_control,), name="fastq-control", daemon=True
     ).start()
+    control.listening.wait(5.0)  # say "ready" only once remote control can be heard
     stop_count = 0
 
     def on_term(signum: int, _frame: object) -> None:

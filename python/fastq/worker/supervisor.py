@@ -233,6 +233,8 @@ class Supervisor:
         signal.signal(signal.SIGQUIT, self._on_quit)
         for index in range(self.concurrency):
             self._spawn(index)
+        if self.on_tick is not None:
+            self.on_tick()  # subscribe to remote control before saying ready
         log.info("ready: %d worker children started", self.concurrency)
         fast_deaths = 0
         while self.children:

@@ -195,20 +195,10 @@ impl AmqpConsumer {
         let generation = self.generation;
         let cfg = Arc::clone(&self.cfg);
         let handle = self.rt.handle().clone();
-        let timeout = cfg.connect_timeout;
-        let opened = self.rt.block_on(async move {
-            tokio::time::timeout(timeout, open_session(cfg, generation, handle)).await
-        });
-        let session = match opened {
-            Ok(Ok(session)) => session,
-            Ok(Err(e)) => return Err(e.context(&self.display_url)),
-            Err(_) => {
-                return Err(AmqpError::Connection(format!(
-                    "cannot connect to {}: no answer within {:.0?}",
-                    self.display_url, timeout
-                )))
-            }
-        };
+        let session = self
+            .rt
+            .block_on(open_session(cfg, generation, handle))
+            .map_err(|e| e.context(&self.display_url))?;
         self.session = Some(session);
         Ok(())
     }
@@ -217,16 +207,9 @@ impl AmqpConsumer {
     /// broker sees the connection close.
     fn drop_session(&mut self) {
         if let Some(session) = self.session.take() {
-            let connection = session.connection;
             // Queued acks go out before the close frames (one FIFO). A dead socket fails fast; a
             // live one gets a moment to say goodbye.
-            let _ = self.rt.block_on(async move {
-                tokio::time::timeout(
-                    Duration::from_secs(2),
-                    connection.close(200, "fastq consumer closing".into()),
-                )
-                .await
-            });
+            self.rt.block_on(close(&session.connection));
         }
     }
 
@@ -410,13 +393,54 @@ async fn open_session(
     }
     let props =
         ConnectionProperties::default().with_connection_name(cfg.consumer_tag.clone().into());
-    let connection = Connection::connect_uri_with_runtime(
+    let limit = cfg.connect_timeout;
+    let connect = Connection::connect_uri_with_runtime(
         uri,
         props,
         async_rs::Runtime::tokio_with_handle(handle),
-    )
-    .await
-    .map_err(|e| AmqpError::Connection(format!("cannot connect: {e}")))?;
+    );
+    let connection = match tokio::time::timeout(limit, connect).await {
+        Ok(Ok(connection)) => connection,
+        Ok(Err(e)) => return Err(AmqpError::Connection(format!("cannot connect: {e}"))),
+        Err(_) => {
+            return Err(AmqpError::Connection(format!(
+                "cannot connect: no answer within {limit:.0?}"
+            )))
+        }
+    };
+    // A set-up that fails or stalls (a broker still starting) must not leave this connection
+    // open: it would keep heartbeating and could hold prefetched messages nobody acks.
+    match tokio::time::timeout(limit, set_up(&connection, &cfg)).await {
+        Ok(Ok((channel, events))) => Ok(Session {
+            generation,
+            connection,
+            channel,
+            outstanding: BTreeSet::new(),
+            events,
+        }),
+        Ok(Err(e)) => {
+            close(&connection).await;
+            Err(e)
+        }
+        Err(_) => {
+            close(&connection).await;
+            Err(AmqpError::Connection(format!(
+                "the broker did not finish setting up the channel within {limit:.0?}"
+            )))
+        }
+    }
+}
+
+async fn close(connection: &Connection) {
+    let bye = connection.close(200, "fastq consumer closing".into());
+    let _ = tokio::time::timeout(Duration::from_secs(2), bye).await;
+}
+
+/// Channel, QoS, declarations and one consumer per queue.
+async fn set_up(
+    connection: &Connection,
+    cfg: &ConsumerConfig,
+) -> Result<(Channel, Events), AmqpError> {
     let channel = connection
         .create_channel()
         .await
@@ -452,13 +476,7 @@ async fn open_session(
         });
     }
     let events = merged.ok_or_else(|| AmqpError::Config("no queue to consume".into()))?;
-    Ok(Session {
-        generation,
-        connection,
-        channel,
-        outstanding: BTreeSet::new(),
-        events,
-    })
+    Ok((channel, events))
 }
 
 fn exchange_kind(name: &str) -> ExchangeKind {
