@@ -9,8 +9,9 @@ import redis
 from celery import Celery
 from fastq import App
 
-from tests.apps import shared
 from tests.processes import celery_worker, fastq_worker
+
+pytestmark = pytest.mark.usefixtures("runs")
 
 
 @pytest.fixture
@@ -25,14 +26,6 @@ def fastq_client(broker_url: str, backend_url: str) -> Iterator[App]:
     app = App("client", broker=broker_url, backend=backend_url, set_as_current=False)
     yield app
     app.close()
-
-
-@pytest.fixture(autouse=True)
-def runs() -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(shared.RUNS_URL)
-    client.flushdb()
-    yield client
-    client.close()
 
 
 def test_celery_client_to_fastq_worker(celery_client: Celery) -> None:

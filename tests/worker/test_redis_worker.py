@@ -14,8 +14,9 @@ import pytest
 import redis
 from fastq import App, _core
 
-from tests.apps import shared
 from tests.processes import children_of, fastq_worker
+
+pytestmark = pytest.mark.usefixtures("runs")
 
 
 @pytest.fixture
@@ -23,14 +24,6 @@ def client_app(broker_url: str, backend_url: str) -> Iterator[App]:
     app = App("client", broker=broker_url, backend=backend_url, set_as_current=False)
     yield app
     app.close()
-
-
-@pytest.fixture(autouse=True)
-def runs() -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(shared.RUNS_URL)
-    client.flushdb()
-    yield client
-    client.close()
 
 
 def wait_until(predicate, timeout: float = 20.0) -> None:  # type: ignore[no-untyped-def]

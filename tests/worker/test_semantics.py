@@ -10,10 +10,12 @@ import redis
 from fastq import App, states
 from fastq.errors import TimeLimitExceeded
 
-from tests.apps import shared
 from tests.processes import fastq_worker
 
 APP = "tests.apps.semantics_app"
+
+
+pytestmark = pytest.mark.usefixtures("runs")
 
 
 @pytest.fixture
@@ -21,14 +23,6 @@ def client(broker_url: str, backend_url: str) -> Iterator[App]:
     app = App("client", broker=broker_url, backend=backend_url, set_as_current=False)
     yield app
     app.close()
-
-
-@pytest.fixture(autouse=True)
-def runs() -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(shared.RUNS_URL)
-    client.flushdb()
-    yield client
-    client.close()
 
 
 def test_retry_keeps_the_id_and_counts(client: App, runs: redis.Redis) -> None:

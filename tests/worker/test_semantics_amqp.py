@@ -11,10 +11,12 @@ from fastq import App, chain
 from fastq.canvas import signature
 
 from tests.amqp_support import AMQP_URL, delete, unique
-from tests.apps import shared
 from tests.processes import fastq_worker
 
 APP = "tests.apps.semantics_app"
+
+
+pytestmark = pytest.mark.usefixtures("runs")
 
 
 @pytest.fixture
@@ -34,14 +36,6 @@ def client(env: dict[str, str]) -> Iterator[App]:
     app = App("client", broker=env["FASTQ_BROKER_URL"], backend="rpc://", set_as_current=False)
     yield app
     app.close()
-
-
-@pytest.fixture(autouse=True)
-def runs() -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(shared.RUNS_URL)
-    client.flushdb()
-    yield client
-    client.close()
 
 
 def test_retries_eta_and_chains_on_rabbitmq(
