@@ -5,7 +5,7 @@ from datetime import datetime, timezone
 import pytest
 import redis
 from fastq import App, _core
-from fastq.errors import ConfigurationError, NotRegistered
+from fastq.errors import BrokerConnectionError, ConfigurationError, NotRegistered
 
 
 def test_task_names_default_to_module_and_function(app: App) -> None:
@@ -88,3 +88,21 @@ def test_unsupported_broker_scheme() -> None:
     app = App("x", broker="kafka://localhost", set_as_current=False)
     with pytest.raises(ConfigurationError, match="kafka"):
         app.send_task("x")
+
+
+def test_delay_survives_a_dropped_connection(app: App, broker_redis: redis.Redis) -> None:
+    @app.task(name="proj.noop")
+    def noop() -> None: ...
+
+    noop.delay()
+    noop.delay()  # the second goes through the connection the broker keeps for this thread
+    broker_redis.execute_command("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes")
+    noop.delay()  # a connection the server dropped is replaced once, as Celery retries publishes
+    assert broker_redis.llen("celery") == 3
+
+
+def test_delay_to_a_dead_broker_is_a_clear_error() -> None:
+    app = App("x", broker="redis://:secret@127.0.0.1:6390/0", set_as_current=False)
+    with pytest.raises(BrokerConnectionError) as info:
+        app.send_task("proj.noop")
+    assert "127.0.0.1:6390" in str(info.value) and "secret" not in str(info.value)
