@@ -38,3 +38,23 @@ def test_globs_regexes_strings_and_callables() -> None:
 def test_named_exchange_keeps_its_routing_key() -> None:
     r = router(task_routes={"a": {"queue": "q", "exchange": "ex", "routing_key": "rk"}})
     assert r.route("a", {}) == Route("q", "ex", "rk")
+
+
+def test_a_router_without_task_and_a_buggy_router() -> None:
+    calls = []
+
+    def plain(name, args, kwargs, options):  # type: ignore[no-untyped-def]
+        calls.append(name)
+        return "plain" if name == "a" else None
+
+    assert router(task_routes=[plain]).route("a", {}).queue == "plain"
+
+    def buggy(name, args, kwargs, options, task=None):  # type: ignore[no-untyped-def]
+        calls.append(name)
+        raise TypeError("bug inside the router")
+
+    import pytest
+
+    with pytest.raises(TypeError, match="bug inside the router"):
+        router(task_routes=[buggy]).route("b", {})
+    assert calls == ["a", "b"]  # each router called once

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fnmatch
+import inspect
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -111,10 +112,19 @@ def _map_router(table: Mapping[Any, Any]) -> RouterFn:
 
 
 def _call_router(fn: Callable[..., Any]) -> RouterFn:
+    # Celery passes ``task=`` only to routers that accept it; decided once from the signature,
+    # so a TypeError raised inside the router itself is not mistaken for a signature mismatch.
+    try:
+        params = inspect.signature(fn).parameters
+        takes_task = "task" in params or any(
+            p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()
+        )
+    except (TypeError, ValueError):
+        takes_task = False
+
     def route(name: str, args: Any, kwargs: Any, options: Any) -> RouteSpec:
-        try:
+        if takes_task:
             return fn(name, args, kwargs, options, task=None)  # type: ignore[no-any-return]
-        except TypeError:
-            return fn(name, args, kwargs, options)  # type: ignore[no-any-return]
+        return fn(name, args, kwargs, options)  # type: ignore[no-any-return]
 
     return route
