@@ -17,18 +17,25 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import amqp
 import pytest
 
 AMQP_URL = os.environ.get("FASTQ_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672//")
+#: Where AMQP_URL points, for the checks and set-up done with py-amqp.
+AMQP_HOST = f"{urlsplit(AMQP_URL).hostname or '127.0.0.1'}:{urlsplit(AMQP_URL).port or 5672}"
+#: The node ``rabbitmqctl`` talks to (its default when unset); set it with FASTQ_TEST_AMQP_URL
+#: when the tests run against a second local node.
+RABBITMQ_NODE = os.environ.get("FASTQ_TEST_RABBITMQ_NODE")
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 
 
 def _rabbitmq_answers() -> bool:
     try:
-        with socket.create_connection(("127.0.0.1", 5672), timeout=1):
+        host, port = AMQP_HOST.rsplit(":", 1)
+        with socket.create_connection((host, int(port)), timeout=1):
             return True
     except OSError:
         return False
@@ -36,7 +43,7 @@ def _rabbitmq_answers() -> bool:
 
 requires_rabbitmq = pytest.mark.skipif(
     not _rabbitmq_answers(),
-    reason="RabbitMQ is not answering on 127.0.0.1:5672 (start it: bash scripts/services.sh)",
+    reason=f"RabbitMQ is not answering on {AMQP_HOST} (start it: bash scripts/services.sh)",
 )
 
 
@@ -47,7 +54,7 @@ def unique(purpose: str) -> str:
 @contextmanager
 def admin() -> Iterator[Any]:
     """A py-amqp channel for test set-up and checks."""
-    conn = amqp.Connection("127.0.0.1:5672", userid="guest", password="guest")
+    conn = amqp.Connection(AMQP_HOST, userid="guest", password="guest")
     conn.connect()
     try:
         yield conn.channel()
@@ -92,7 +99,8 @@ def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None
 
 def rabbitmqctl(*args: str) -> str:
     return subprocess.run(
-        ["rabbitmqctl", "-q", *args], check=True, capture_output=True, text=True, timeout=120
+        ["rabbitmqctl", "-q", *(["-n", RABBITMQ_NODE] if RABBITMQ_NODE else []), *args],
+        check=True, capture_output=True, text=True, timeout=120
     ).stdout
 
 

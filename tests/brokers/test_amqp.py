@@ -435,7 +435,7 @@ def test_worker_survives_a_broker_restart_while_draining(tmp_path: Path) -> None
             wait_until(lambda: len(ran()) >= RESTART_TASKS // 10, 60, "a tenth of the tasks")
             rabbitmqctl("stop_app")
             stopped_at = len(ran())
-            time.sleep(1)
+            time.sleep(float(os.environ.get("FASTQ_TEST_RESTART_PAUSE", "1")))
             rabbitmqctl("start_app")
             try:
                 wait_until(lambda: len(set(ran())) >= RESTART_TASKS, 90, "every task")
