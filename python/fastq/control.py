@@ -1,18 +1,20 @@
 """Remote control: a command broadcast to live workers, and the replies they send back.
 
-``fastq inspect registered|active|stats|ping`` goes through here (and revoke will). A broker
+``fastq inspect registered|active|stats|ping`` and revoke go through here. A broker
 provides a ``ControlChannel`` that carries two things: a command fanned out to every worker that
 listens at the moment it is sent (workers that start later never see it), and replies addressed
 to the command's ``ticket``, which the sender collects until its timeout or ``limit`` replies.
 The worker side answers in ``fastq.worker.control``.
 
-A command is JSON ``{"method", "arguments", "destination", "ticket", "reply"}`` (Celery's pidbox
-names); a reply is ``{"<hostname>": <reply>}``, as in Celery.
+A command is JSON ``{"method", "arguments", "destination", "ticket", "reply", "reply_to"}``
+(Celery's pidbox names; ``reply_to`` is set by transports that address replies, as AMQP's reply
+queue); a reply is ``{"<hostname>": <reply>}``, as in Celery.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import uuid
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
@@ -22,6 +24,8 @@ from fastq.errors import DecodeError
 
 if TYPE_CHECKING:
     from fastq.app import App
+
+log = logging.getLogger("fastq.broker")
 
 #: Commands and replies older than this are ignored and cleaned up (seconds).
 CONTROL_TTL = 60.0
@@ -36,6 +40,9 @@ class ControlCommand:
     destination: list[str] | None = None
     #: Whether the sender waits for replies.
     reply: bool = True
+    #: Where replies go, for a transport that addresses them (AMQP: the sender's reply queue);
+    #: None where the ticket is enough (Redis, SQLite, memory).
+    reply_to: str | None = None
 
     def encode(self) -> bytes:
         return json.dumps(
@@ -45,6 +52,7 @@ class ControlCommand:
                 "destination": self.destination,
                 "ticket": self.ticket,
                 "reply": self.reply,
+                "reply_to": self.reply_to,
             }
         ).encode()
 
@@ -58,12 +66,22 @@ class ControlCommand:
                 ticket=str(body["ticket"]),
                 destination=body.get("destination"),
                 reply=bool(body.get("reply", True)),
+                reply_to=None if body.get("reply_to") is None else str(body["reply_to"]),
             )
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise DecodeError(f"malformed control command {data!r:.200}: {exc}") from None
 
     def addressed_to(self, hostname: str) -> bool:
         return not self.destination or hostname in self.destination
+
+
+def decode_command(data: bytes | str) -> ControlCommand | None:
+    """A received command, or None (logged) for one that cannot be read: a listener skips it."""
+    try:
+        return ControlCommand.decode(data)
+    except DecodeError as exc:
+        log.warning("ignored a control command: %s", exc)
+        return None
 
 
 def encode_reply(hostname: str, reply: Any) -> bytes:

@@ -198,3 +198,37 @@ def test_persistent_wait_wakes_up_and_unknown_ids_are_pending() -> None:
         client.close()
         worker.close()
         delete(QUEUE_PREFIX + task_id)
+
+
+def test_persistent_success_is_never_overwritten() -> None:
+    done_id, fresh_id, failed_id = (str(uuid.uuid4()) for _ in range(3))
+    worker = make_app("rabbitmq://")
+    try:
+        worker.backend.mark_as_started(done_id, pid=1)  # a first store of anything works
+        assert worker.backend.get_meta(done_id)["status"] == states.STARTED
+        worker.backend.mark_as_done(done_id, [1, 2])
+        # A duplicate delivery of the finished task: started again, then fails or retries.
+        worker.backend.mark_as_started(done_id, pid=2)
+        worker.backend.mark_as_failure(done_id, ValueError("duplicate"))
+        worker.backend.mark_as_retry(done_id, ValueError("duplicate"))
+        worker.backend.store_many(  # in one batch, behind a SUCCESS of the same batch
+            [
+                (fresh_id, worker.backend.build_meta(fresh_id, 3, states.SUCCESS)),
+                (fresh_id, worker.backend.build_meta(fresh_id, None, states.STARTED)),
+            ]
+        )
+        meta = worker.backend.get_meta(done_id)
+        assert (meta["status"], meta["result"]) == (states.SUCCESS, [1, 2])
+        assert worker.AsyncResult(done_id).get(timeout=5) == [1, 2]
+        assert worker.backend.get_meta(fresh_id)["status"] == states.SUCCESS
+        assert queue_state(QUEUE_PREFIX + done_id)[0] == 1  # still the one message
+        worker.backend.mark_as_done(done_id, "again")  # a SUCCESS may replace a SUCCESS
+        assert worker.backend.get_meta(done_id)["result"] == "again"
+
+        worker.backend.mark_as_failure(failed_id, ValueError("first"))  # first store: FAILURE
+        assert worker.backend.get_meta(failed_id)["status"] == states.FAILURE
+        worker.backend.mark_as_done(failed_id, 7)  # a retry that succeeded replaces it
+        assert worker.backend.get_meta(failed_id)["result"] == 7
+    finally:
+        worker.close()
+        delete(*(QUEUE_PREFIX + task_id for task_id in (done_id, fresh_id, failed_id)))

@@ -2,7 +2,8 @@
 
 Each task's result waits in its own durable queue ``celery-task-meta-<id>`` (``x-expires`` =
 ``result_expires``, ``x-max-length`` 1 so only the latest state is kept), as a persistent
-message. Reading never consumes it for good: ``get_meta`` takes it with ``basic.get`` and puts it
+message. A stored SUCCESS is never replaced by another state (see ``_succeeded``). Reading
+never consumes it for good: ``get_meta`` takes it with ``basic.get`` and puts it
 back with ``basic.reject(requeue)``, and ``wait_for`` consumes the task's queue and requeues the
 result it returns. Results therefore survive a client restart, unlike ``rpc://``, at the cost of
 one queue per task (declared by the client on send and by the worker on store).
@@ -18,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import amqp
 
+from fastq import errors, states
 from fastq.backends.amqp import AmqpResultBackend
 from fastq.brokers.amqp import QueueDecl, declare
 
@@ -49,15 +51,38 @@ class RabbitMQBackend(AmqpResultBackend):
         self._with_channel("declare the result queue", lambda ch: self._declare(ch, task_id))
 
     def store_many(self, metas: Iterable[tuple[str, dict[str, Any]]]) -> None:
-        items = [(task_id, self.message(meta, task_id)) for task_id, meta in metas]
+        items = [(task_id, meta["status"], self.message(meta, task_id)) for task_id, meta in metas]
 
         def publish(channel: Any) -> None:
-            for task_id, message in items:
+            for task_id, status, message in items:
                 self._declare(channel, task_id)
+                if status != states.SUCCESS and self._succeeded(channel, task_id):
+                    continue
                 channel.basic_publish(message, exchange="", routing_key=QUEUE_PREFIX + task_id)
 
         if items:
             self._with_channel("store results", publish)
+
+    def _succeeded(self, channel: Any, task_id: str) -> bool:
+        """Whether the stored state is SUCCESS, which nothing may replace (a duplicate delivery
+        must not turn it back into STARTED, RETRY or FAILURE), as Celery's worker and fastq's
+        Redis backend refuse to. Peeks with ``basic.get`` and puts the message straight back.
+
+        Not atomic, unlike the Redis script: a SUCCESS stored by another worker between this
+        peek and the caller's publish is replaced, and so is one that a reader holds
+        unacknowledged at this moment (``get_meta``'s own peek, ``get()`` returning it): the
+        peek finds the queue empty, and when the reader puts SUCCESS back, ``x-max-length`` 1
+        drops it from the head. Both need a duplicate delivery of a finished task at that very
+        moment."""
+        message = channel.basic_get(QUEUE_PREFIX + task_id, no_ack=False)
+        if message is None:
+            return False
+        try:
+            return self.meta_of(message).get("status") == states.SUCCESS
+        except errors.DecodeError:
+            return False  # unreadable: replace it
+        finally:
+            channel.basic_reject(message.delivery_tag, requeue=True)
 
     def get_meta(self, task_id: str) -> dict[str, Any]:
         def peek(channel: Any) -> dict[str, Any]:

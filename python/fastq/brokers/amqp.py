@@ -2,7 +2,8 @@
 workers and fastq share queues.
 
 Publishing goes through py-amqp on one connection per process (reopened after a fork or when it
-broke); consuming is the Rust ``AmqpConsumer`` (lapin), created in each worker process.
+broke); consuming is the Rust ``AmqpConsumer`` (lapin), created in each worker process. Remote
+control (``fastq inspect``, revoke) is ``fastq.brokers.amqp_control``.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import os
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, unquote, urlsplit
 
 import amqp
@@ -23,6 +24,9 @@ from fastq.config import Config
 from fastq.errors import BrokerConnectionError, ConfigurationError
 from fastq.protocol import OutgoingMessage
 from fastq.urls import redact
+
+if TYPE_CHECKING:
+    from fastq.control import ControlChannel
 
 log = logging.getLogger("fastq.amqp")
 
@@ -238,7 +242,7 @@ class AmqpChannel:
             if self.confirm:
                 channel.confirm_select()
         except CONNECTION_ERRORS as exc:
-            _discard(conn)
+            discard(conn)
             raise BrokerConnectionError(f"cannot connect to {redact(self.url)}: {exc}") from exc
         self._connection, self._channel = conn, channel
         self.declared = set()
@@ -248,7 +252,7 @@ class AmqpChannel:
         conn, self._connection, self._channel = self._connection, None, None
         self.declared = set()
         if conn is not None:
-            _discard(conn)
+            discard(conn)
 
     def close(self) -> None:
         conn, self._connection, self._channel = self._connection, None, None
@@ -256,14 +260,14 @@ class AmqpChannel:
             try:
                 conn.close()
             except Exception:  # already broken: nothing left to tell the broker
-                _discard(conn)
+                discard(conn)
 
     @property
     def connection(self) -> amqp.Connection | None:
         return self._connection
 
 
-def _discard(conn: Any) -> None:
+def discard(conn: Any) -> None:
     """Forgets a broken connection without talking to the broker (which may not answer)."""
     try:
         conn.collect()
@@ -294,6 +298,10 @@ class AmqpBroker(Broker):
         self.params = AmqpParams.from_url(url)
         self.declarations = declarations(conf)
         self.publisher = AmqpChannel(url, self.params, conf, confirm=conf.broker_confirm_publish)
+        #: Sends remote-control commands and reads their replies (which takes a while: not on
+        #: the publisher's connection, whose lock would stall publishing meanwhile). Connects
+        #: on first use; confirms tell a command reached the broker.
+        self.control_sender = AmqpChannel(url, self.params, conf, confirm=True)
 
     def declaration(self, queue: str) -> QueueDecl:
         return declaration_for(self.conf, queue, self.declarations)
@@ -411,8 +419,15 @@ class AmqpBroker(Broker):
     def delete_queue(self, queue: str) -> None:
         self._admin(lambda ch: ch.queue_delete(queue))
 
+    # -- remote control --------------------------------------------------------------------------
+    def control_channel(self) -> ControlChannel:
+        from fastq.brokers.amqp_control import AmqpControlChannel
+
+        return AmqpControlChannel(self, self.control_sender)
+
     def close(self) -> None:
         self.publisher.close()
+        self.control_sender.close()
 
 
 def _is_channel_error(exc: BaseException) -> bool:

@@ -8,7 +8,6 @@ fastq's own keys; Celery's pidbox (``/0.celery.pidbox``) is not spoken.
 
 from __future__ import annotations
 
-import logging
 import time
 from typing import Any
 
@@ -19,13 +18,12 @@ from fastq.control import (
     ControlChannel,
     ControlCommand,
     ControlListener,
+    decode_command,
     decode_reply,
     encode_reply,
 )
-from fastq.errors import BrokerConnectionError, DecodeError
+from fastq.errors import BrokerConnectionError
 from fastq.urls import redact
-
-log = logging.getLogger("fastq.broker")
 
 CHANNEL = "fastq.control"
 REPLY_KEY = "fastq.reply."
@@ -84,10 +82,9 @@ class RedisControlListener:
             message = self.pubsub.get_message(timeout=timeout)
             while message is not None:
                 if message.get("type") == "message":
-                    try:
-                        commands.append(ControlCommand.decode(message["data"]))
-                    except DecodeError as exc:
-                        log.warning("ignored a control command: %s", exc)
+                    command = decode_command(message["data"])
+                    if command is not None:
+                        commands.append(command)
                 message = self.pubsub.get_message(timeout=0)
         except redis.RedisError as exc:
             raise self.channel._error("read control commands", exc) from exc

@@ -38,6 +38,7 @@ from fastq.control import (
     ControlChannel,
     ControlCommand,
     ControlListener,
+    decode_command,
     decode_reply,
     encode_reply,
 )
@@ -493,10 +494,9 @@ class SQLiteControlListener:
                 self._last = id_
                 if created < time.time() - CONTROL_TTL:
                     continue
-                try:
-                    commands.append(ControlCommand.decode(body))
-                except DecodeError as exc:
-                    log.warning("ignored a control command: %s", exc)
+                command = decode_command(body)
+                if command is not None:
+                    commands.append(command)
             remaining = deadline - time.monotonic()
             if commands or remaining <= 0:
                 return commands
