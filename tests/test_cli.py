@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from fastq import App
 
 from tests.processes import BIN, ROOT, WorkerProcess, fastq_worker
 
@@ -97,6 +98,20 @@ def test_inspect(env: dict[str, str], worker: WorkerProcess) -> None:
 
 
 def test_inspect_without_workers(tmp_path: Path) -> None:
-    env = {**os.environ, "FASTQ_BROKER_URL": f"sqlite:///{tmp_path}/empty.db"}
+    url = f"sqlite:///{tmp_path}/empty.db"
+    App("t", broker=url, set_as_current=False).broker.queue_length("celery")  # creates it
+    env = {**os.environ, "FASTQ_BROKER_URL": url}
     done = fastq(env, "inspect", "ping", "--timeout", "0.3")
     assert done.returncode == 1 and "no worker replied within 0.3s" in done.stderr
+
+
+@pytest.mark.parametrize("command", [["result", "some-id"], ["inspect", "ping"], ["purge"]])
+def test_reading_commands_do_not_create_an_empty_database(
+    tmp_path: Path, command: list[str]
+) -> None:
+    db = tmp_path / "fastq.db"
+    env = {**os.environ, "FASTQ_BROKER_URL": f"sqlite:///{db}"}
+    done = fastq(env, *command)
+    assert done.returncode == 2, done
+    assert f"no fastq database at {db}" in done.stderr and "where the worker runs" in done.stderr
+    assert not db.exists()

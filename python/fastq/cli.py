@@ -12,7 +12,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from fastq.app import App
+from fastq.config import default_result_backend
 from fastq.errors import ConfigurationError, FastqError
+from fastq.sqlitedb import path_from_url
 
 LOG_FORMAT = "[%(asctime)s: %(levelname)s/%(processName)s %(process)d] %(message)s"
 
@@ -110,7 +112,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
 
 
+#: Commands that only read or ask: on the embedded broker they need the file a worker made.
+READING_COMMANDS = ("result", "purge", "inspect")
+
+
+def _require_existing_sqlite(app: App, command: str) -> None:
+    """Refuses to create an empty ``fastq.db`` for a command that can only find nothing in it
+    (run in the wrong directory, ``fastq result`` would otherwise report PENDING forever)."""
+    url = app.conf.broker_url
+    if command == "result":
+        url = app.conf.result_backend or default_result_backend(url)
+    if isinstance(url, str) and url.lower().startswith("sqlite://"):
+        path = path_from_url(url)
+        if not os.path.exists(path):
+            raise ConfigurationError(
+                f"no fastq database at {path} ({url}): no worker or client has used it. Run "
+                "this where the worker runs, or point -b/--broker or --result-backend (or "
+                "FASTQ_BROKER_URL, FASTQ_RESULT_BACKEND) at the worker's database"
+            )
+
+
 def _run(app: App, options: argparse.Namespace) -> int:
+    if options.command in READING_COMMANDS:
+        _require_existing_sqlite(app, options.command)
     if options.command == "worker":
         from fastq.worker import run_worker
 

@@ -8,6 +8,7 @@ their running task); a second SIGTERM or SIGQUIT stops cold.
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import select
@@ -111,7 +112,9 @@ class Supervisor:
         self._generation += 1
         consumer_id = self.consumer_id(index, self._generation)
         read_fd, write_fd = os.pipe()
+        _widen(read_fd)
         revoked_read, revoked_write = os.pipe()
+        _widen(revoked_write)
         pid = os.fork()
         if pid == 0:  # child: inherits self.revoked, and hears of later revokes on its pipe
             os.close(read_fd)
@@ -303,6 +306,19 @@ class Supervisor:
             return
         if count:
             log.warning("returned %d task(s) held by child %d to the queue", count, child.index)
+
+
+#: Report pipe capacity: ~10k tasks of reports, so a supervisor busy for a few seconds (remote
+#: control reconnecting to a restarting broker) does not stall children on their next report.
+PIPE_SIZE = 1 << 20
+
+
+def _widen(fd: int) -> None:
+    """Grows a pipe's buffer where the OS allows it (Linux; capped by pipe-max-size)."""
+    try:
+        fcntl.fcntl(fd, getattr(fcntl, "F_SETPIPE_SZ", 1031), PIPE_SIZE)
+    except OSError:
+        pass  # unprivileged and above /proc/sys/fs/pipe-max-size: the default 64 KiB it is
 
 
 def _kill(pid: int, sig: int) -> None:
