@@ -100,7 +100,10 @@ def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None
 def rabbitmqctl(*args: str) -> str:
     return subprocess.run(
         ["rabbitmqctl", "-q", *(["-n", RABBITMQ_NODE] if RABBITMQ_NODE else []), *args],
-        check=True, capture_output=True, text=True, timeout=120
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=120,
     ).stdout
 
 
