@@ -97,6 +97,19 @@ def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None
         time.sleep(0.05)
 
 
+def wait_for_progress(count: Callable[[], int], target: int, stall: float, what: str) -> None:
+    """Waits until ``count()`` reaches ``target``, failing only when it stops moving for
+    ``stall`` seconds: a slow machine is not a stuck worker."""
+    last, moved = count(), time.monotonic()
+    while last < target:
+        time.sleep(0.1)
+        now = count()
+        if now != last:
+            last, moved = now, time.monotonic()
+        elif time.monotonic() - moved > stall:
+            raise AssertionError(f"no progress for {stall}s waiting for {what} ({last}/{target})")
+
+
 def rabbitmqctl(*args: str) -> str:
     return subprocess.run(
         ["rabbitmqctl", "-q", *(["-n", RABBITMQ_NODE] if RABBITMQ_NODE else []), *args],
