@@ -388,6 +388,28 @@ def test_bad_input_is_logged_and_the_worker_keeps_going(tmp_path: Path) -> None:
 
 
 @requires_rabbitmq
+def test_heartbeats_keep_a_busy_worker_connected(tmp_path: Path) -> None:
+    """A task that runs for several heartbeat intervals: lapin's I/O thread answers heartbeats
+    while the child runs Python, so the broker keeps the connection and nothing is redelivered."""
+    queue = unique("busy")
+    record = tmp_path / "record.txt"
+    log = tmp_path / "w.log"
+    env = {"FASTQ_TEST_HEARTBEAT": "1", "FASTQ_TEST_RECORD": str(record)}
+    app = make_app(queue, backend="rpc://")
+    try:
+        with worker("fastq", queue, log, "-c", "1", **env):
+            slow = app.send_task("interop.started_sleep", (5.0, 1))  # 5 heartbeat intervals
+            assert slow.get(timeout=30) == 1
+            assert app.send_task("interop.add", (2, 3)).get(timeout=10) == 5
+        assert record.read_text().splitlines() == [f"{slow.id} started"]
+        text = log.read_text()
+        assert "broker unavailable" not in text and "lost the connection" not in text, text
+    finally:
+        app.close()
+        delete(queue)
+
+
+@requires_rabbitmq
 def test_sigkill_mid_task_with_acks_late_is_redelivered(tmp_path: Path) -> None:
     queue = unique("sigkill")
     record = tmp_path / "record.txt"

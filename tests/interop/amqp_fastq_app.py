@@ -18,6 +18,9 @@ app = App(
     task_default_queue_type=os.environ.get("FASTQ_TEST_QUEUE_TYPE", "classic"),
     task_acks_late=os.environ.get("FASTQ_TEST_ACKS_LATE") == "1",
     result_expires=600,
+    broker_heartbeat=float(os.environ["FASTQ_TEST_HEARTBEAT"])
+    if os.environ.get("FASTQ_TEST_HEARTBEAT")
+    else None,
 )
 #: Where ``record`` appends the ids of the tasks it ran (duplicates show as repeated lines).
 RECORD = os.environ.get("FASTQ_TEST_RECORD", "")
