@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 
 import pytest
@@ -33,6 +34,9 @@ def test_celery_client_to_fastq_worker(celery_client: Celery) -> None:
         result = celery_client.send_task("interop.add", (20, 22))
         assert result.get(timeout=20) == 42
         assert result.state == "SUCCESS"
+        # Python's json writes NaN/Infinity as bare tokens; fastq reads and writes them back.
+        assert math.isnan(celery_client.send_task("interop.add", (math.nan, 1.0)).get(timeout=20))
+        assert celery_client.send_task("interop.add", (-math.inf, 1.0)).get(timeout=20) == -math.inf
         failing = celery_client.send_task("interop.fail", ("from fastq",))
         with pytest.raises(ValueError, match="from fastq"):
             failing.get(timeout=20)
@@ -46,6 +50,8 @@ def test_fastq_client_to_celery_worker(fastq_client: App) -> None:
     with celery_worker("-P", "solo"):
         result = fastq_client.send_task("interop.add", (1, 2))
         assert result.get(timeout=30) == 3
+        assert math.isnan(fastq_client.send_task("interop.add", (math.nan, 1.0)).get(timeout=30))
+        assert fastq_client.send_task("interop.add", (math.inf, 1.0)).get(timeout=30) == math.inf
         failing = fastq_client.send_task("interop.fail", ("from celery",))
         with pytest.raises(ValueError, match="from celery"):
             failing.get(timeout=30)

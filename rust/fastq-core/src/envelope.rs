@@ -96,7 +96,7 @@ impl Envelope {
             properties: JsonAt(&properties, 1),
         };
         let mut bytes = Vec::with_capacity(body.len() + 512);
-        serde_json::to_writer(&mut bytes, &out).map_err(|e| CodecError::encode("json", e))?;
+        super::codec::json::to_writer(&mut bytes, &out)?;
         Ok(bytes)
     }
 

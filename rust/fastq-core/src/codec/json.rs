@@ -14,7 +14,59 @@ const TYPE_KEY: &str = "__type__";
 const VALUE_KEY: &str = "__value__";
 
 pub fn decode(data: &[u8]) -> Result<Value> {
-    serde_json::from_slice(data).map_err(decode_error)
+    serde_json::from_slice(data)
+        .or_else(|e| {
+            // Python's json (so kombu, so Celery) writes NaN and ±Infinity as bare tokens, which
+            // strict JSON (serde_json) refuses: only then is the document rewritten and read again.
+            let rewritten = mark_non_finite(data).ok_or(e)?;
+            serde_json::from_slice(&rewritten)
+        })
+        .map_err(decode_error)
+}
+
+/// Kind of the internal marker a bare `NaN`/`Infinity`/`-Infinity` token is rewritten to before
+/// parsing; the NUL keeps it apart from kombu's type names.
+const NON_FINITE: &str = "\u{0}float";
+/// `NON_FINITE` as JSON string text.
+const NON_FINITE_JSON: &str = r"\u0000float";
+
+/// `data` with every `NaN`, `Infinity` and `-Infinity` outside strings replaced by a
+/// `{"__type__": NON_FINITE, "__value__": token}` marker; `None` when there is none.
+fn mark_non_finite(data: &[u8]) -> Option<Vec<u8>> {
+    const TOKENS: [&[u8]; 3] = [b"-Infinity", b"Infinity", b"NaN"];
+    let mut out = Vec::with_capacity(data.len() + 64);
+    let (mut in_string, mut escaped, mut found) = (false, false, false);
+    let mut i = 0;
+    'bytes: while i < data.len() {
+        let b = data[i];
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if b == b'\\' {
+                escaped = true;
+            } else if b == b'"' {
+                in_string = false;
+            }
+        } else if b == b'"' {
+            in_string = true;
+        } else {
+            for token in TOKENS {
+                if data[i..].starts_with(token) {
+                    let text = std::str::from_utf8(token).unwrap_or_default();
+                    out.extend_from_slice(
+                        format!(r#"{{"{TYPE_KEY}":"{NON_FINITE_JSON}","{VALUE_KEY}":"{text}"}}"#)
+                            .as_bytes(),
+                    );
+                    i += token.len();
+                    found = true;
+                    continue 'bytes;
+                }
+            }
+        }
+        out.push(b);
+        i += 1;
+    }
+    found.then_some(out)
 }
 
 /// serde_json stops at 128 nested containers; say so in terms of the value, not the parser.
@@ -38,7 +90,17 @@ pub fn encode(value: &Value) -> Result<Vec<u8>> {
 
 /// Appends `value` as JSON to `out` (used to embed values in larger documents without a copy).
 pub fn write(out: &mut Vec<u8>, value: &Value) -> Result<()> {
-    serde_json::to_writer(out, &Json(value)).map_err(|e| CodecError::encode("json", e))
+    to_writer(out, &Json(value))
+}
+
+/// `serde_json::to_writer` with non-finite floats written as Python's json writes them.
+pub fn to_writer<T: Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) -> Result<()> {
+    value
+        .serialize(&mut serde_json::Serializer::with_formatter(
+            out,
+            PythonFloats,
+        ))
+        .map_err(|e| CodecError::encode("json", e))
 }
 
 /// Appends the protocol 2 body `[args, kwargs, embed]` without building it as one `Value`.
@@ -49,7 +111,37 @@ pub fn write_task_body(
     embed: &[(Value, Value)],
 ) -> Result<()> {
     let body = (JsonList(args, 1), JsonMap(kwargs, 1), JsonMap(embed, 1));
-    serde_json::to_writer(out, &body).map_err(|e| CodecError::encode("json", e))
+    to_writer(out, &body)
+}
+
+thread_local! {
+    /// The token for the non-finite float being serialized: serde_json hands those to
+    /// `Formatter::write_null`, which `PythonFloats` turns into the token.
+    static NON_FINITE_TOKEN: std::cell::Cell<Option<&'static str>> =
+        const { std::cell::Cell::new(None) };
+}
+
+/// serde_json's compact output, except that NaN and ±Infinity are written as Python's json
+/// writes them (serde_json would write `null`, changing the value).
+struct PythonFloats;
+
+impl serde_json::ser::Formatter for PythonFloats {
+    fn write_null<W: ?Sized + std::io::Write>(&mut self, writer: &mut W) -> std::io::Result<()> {
+        let token = NON_FINITE_TOKEN
+            .with(std::cell::Cell::take)
+            .unwrap_or("null");
+        writer.write_all(token.as_bytes())
+    }
+}
+
+fn non_finite_token(f: f64) -> &'static str {
+    if f.is_nan() {
+        "NaN"
+    } else if f > 0.0 {
+        "Infinity"
+    } else {
+        "-Infinity"
+    }
 }
 
 /// Serializes a `Value` the way kombu's JSON encoder does.
@@ -73,14 +165,13 @@ impl Serialize for JsonAt<'_> {
             Value::Bool(b) => s.serialize_bool(*b),
             Value::Int(i) => s.serialize_i64(*i),
             Value::UInt(u) => s.serialize_u64(*u),
-            Value::Float(f) => {
-                if !f.is_finite() {
-                    return Err(S::Error::custom(format!(
-                        "{f} is not valid JSON; use msgpack or send it as a string"
-                    )));
-                }
-                s.serialize_f64(*f)
+            Value::Float(f) if !f.is_finite() => {
+                NON_FINITE_TOKEN.with(|t| t.set(Some(non_finite_token(*f))));
+                let written = s.serialize_f64(*f);
+                NON_FINITE_TOKEN.with(std::cell::Cell::take); // another formatter left it set
+                written
             }
+            Value::Float(f) => s.serialize_f64(*f),
             Value::Str(text) => s.serialize_str(text),
             Value::Bytes(bytes) => match std::str::from_utf8(bytes) {
                 Ok(text) => typed(s, depth, "bytes", text),
@@ -189,6 +280,7 @@ fn key_text(key: &Value) -> std::result::Result<std::borrow::Cow<'_, str>, Strin
         Value::Bool(b) => if *b { "true" } else { "false" }.into(),
         Value::Null => "null".into(),
         Value::Float(f) if f.is_finite() => format!("{f:?}").into(),
+        Value::Float(f) => non_finite_token(*f).into(),
         other => {
             return Err(format!(
                 "a {} cannot be a JSON object key",
@@ -334,6 +426,11 @@ fn from_marker(entries: &[(Value, Value)]) -> std::result::Result<Option<Value>,
                 .decode(text()?)
                 .map_err(|e| format!("kombu base64 marker holds invalid base64: {e}"))?,
         ),
+        NON_FINITE => match text()?.as_str() {
+            "NaN" => Value::Float(f64::NAN),
+            "Infinity" => Value::Float(f64::INFINITY),
+            _ => Value::Float(f64::NEG_INFINITY),
+        },
         "uuid" => {
             let hex = value
                 .get("hex")
@@ -490,8 +587,40 @@ mod tests {
     }
 
     #[test]
-    fn non_finite_floats_are_refused() {
-        assert!(encode(&Value::Float(f64::NAN)).is_err());
+    fn non_finite_floats_travel_as_python_writes_them() {
+        let v = Value::List(vec![
+            Value::Float(f64::NAN),
+            Value::Float(f64::INFINITY),
+            Value::Float(f64::NEG_INFINITY),
+            Value::Null,
+            Value::Float(1.5),
+        ]);
+        let text = encode(&v).unwrap();
+        assert_eq!(text, b"[NaN,Infinity,-Infinity,null,1.5]");
+        let Value::List(back) = decode(&text).unwrap() else {
+            panic!()
+        };
+        assert!(matches!(back[0], Value::Float(f) if f.is_nan()));
+        assert_eq!(
+            back[1..],
+            [
+                Value::Float(f64::INFINITY),
+                Value::Float(f64::NEG_INFINITY),
+                Value::Null,
+                Value::Float(1.5)
+            ]
+        );
+        let key = Value::Map(vec![(Value::Float(f64::NAN), Value::Int(1))]);
+        assert_eq!(encode(&key).unwrap(), br#"{"NaN":1}"#);
+    }
+
+    #[test]
+    fn non_finite_tokens_inside_strings_stay_text() {
+        let v = decode(br#"{"a": "NaN \" Infinity", "b": -Infinity, "c": [NaN]}"#).unwrap();
+        assert_eq!(v.get("a"), Some(&Value::from("NaN \" Infinity")));
+        assert_eq!(v.get("b"), Some(&Value::Float(f64::NEG_INFINITY)));
+        assert!(decode(b"[Nan]").is_err()); // not Python's token: still an error
+        assert!(decode(b"[NaN").is_err());
     }
 
     #[test]
