@@ -121,6 +121,7 @@ def test_signature_dict_is_celerys(fastq_app: App, celery_app: celery.Celery) ->
         "chord",
         "chord_with_errback",
         "group_of_chains",
+        "nested_chain_with_links",
         "link",
     ],
 )
@@ -143,6 +144,10 @@ def test_messages_match_celery(
             return canvas.chord([add.s(1, 1)])(tsum.s().on_error(errback.s()))
         if kind == "group_of_chains":
             return canvas.group(add.s(1, 2) | add.s(3), add.s(4, 4)).apply_async()
+        if kind == "nested_chain_with_links":  # its link goes to its last step, errback to all
+            inner = (add.s(1, 2) | add.s(3)).on_error(errback.s())
+            inner.link(add.s(1000))
+            return canvas.chain(inner, add.s(4)).apply_async()
         return add.apply_async((1, 2), link=add.s(10), link_error=errback.s())
 
     ours, theirs = both(fastq_app, celery_app, broker_redis, build)
