@@ -262,6 +262,8 @@ class App:
         chain: Any = None,
         chord: Any = None,
         reply_to: str | None = None,
+        route_name: str | None = None,
+        replaced_task_nesting: int = 0,
         **unknown: Any,
     ) -> protocol.OutgoingMessage:
         if unknown:
@@ -285,7 +287,10 @@ class App:
         if ignore_result is None:
             ignore_result = self.conf.task_ignore_result
         route = self.router.route(
-            name, {"queue": queue, "exchange": exchange, "routing_key": routing_key}, args, kwargs
+            route_name or name,
+            {"queue": queue, "exchange": exchange, "routing_key": routing_key},
+            args,
+            kwargs,
         )
         message_headers = protocol.task_headers(
             name,
@@ -303,6 +308,7 @@ class App:
             soft_time_limit=soft_time_limit,
             shadow=shadow,
             ignore_result=bool(ignore_result),
+            replaced_task_nesting=replaced_task_nesting,
         )
         if headers:
             message_headers.update(headers)

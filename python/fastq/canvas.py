@@ -38,7 +38,6 @@ _CELERY_ONLY_OPTIONS = frozenset(
         "connection",
         "publisher",
         "router",
-        "route_name",
         "retry",
         "retry_policy",
         "mandatory",

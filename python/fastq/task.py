@@ -44,6 +44,7 @@ class Context:
     chain: list[Any] | None = None
     chord: Any = None
     ignore_result: bool = False
+    replaced_task_nesting: int = 0
 
     def __init__(self, **fields: Any) -> None:
         self.__dict__.update(fields)
