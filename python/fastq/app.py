@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 from functools import cached_property
 from typing import Any, TypeVar, overload
 
-from fastq import protocol
+from fastq import builtin_tasks, protocol
 from fastq.backends import Backend, backend_from_url
 from fastq.brokers import Broker, broker_from_url
 from fastq.config import DEFAULT_BROKER_URL, Config, default_result_backend
@@ -72,6 +72,7 @@ class App:
             self.conf.include = [*self.conf.include, *include]
         self.tasks: dict[str, Task] = {}
         self._local = threading.local()
+        builtin_tasks.register(self)
         if set_as_current:
             _current = self
         os.register_at_fork(after_in_child=self._after_fork)

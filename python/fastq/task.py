@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -12,6 +12,7 @@ from fastq import states
 from fastq.errors import MaxRetriesExceededError, Retry
 
 if TYPE_CHECKING:
+    from fastq import maps
     from fastq.app import App
     from fastq.canvas import Signature
     from fastq.result import AsyncResult, EagerResult
@@ -320,3 +321,22 @@ class Task:
     def si(self, *args: Any, **kwargs: Any) -> Signature:
         """``add.si(2, 2)``: an immutable signature, which ignores the parent's result."""
         return self.signature(args, kwargs, immutable=True)
+
+    def map(self, it: Iterable[Any]) -> maps.xmap:
+        """``[self(x) for x in it]`` in one message, run by one worker (``fastq.maps``)."""
+        from fastq.maps import xmap
+
+        return xmap(self.s(), it, app=self.app)
+
+    def starmap(self, it: Iterable[Any]) -> maps.xstarmap:
+        """``[self(*x) for x in it]`` in one message, run by one worker (``fastq.maps``)."""
+        from fastq.maps import xstarmap
+
+        return xstarmap(self.s(), it, app=self.app)
+
+    def chunks(self, it: Iterable[Any], n: int) -> maps.chunks:
+        """The calls ``self(*x) for x in it``, ``n`` to a message, sent as a group whose
+        results are lists (``fastq.maps``)."""
+        from fastq.maps import chunks
+
+        return chunks(self.s(), it, n, app=self.app)

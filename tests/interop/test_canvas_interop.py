@@ -139,3 +139,31 @@ def test_mixed_workers_share_chains_and_chords(
     counts = {k.decode(): int(v) for k, v in runs.hgetall("runs").items()}
     assert counts == {f"mixed-{i}": 1 for i in range(5)}, "a chord body ran twice or never"
     assert "Traceback" not in celery_side.log() and "could not send" not in log
+
+
+# -- maps, both ways -----------------------------------------------------------------------------
+def test_celery_maps_run_on_fastq_workers(
+    celery_client: celery.Celery, worker_env: dict[str, str]
+) -> None:
+    sig = celery_client.signature
+    with fastq_worker("--concurrency", "2", env=worker_env) as worker:
+        parts = celery.chunks(sig("interop.add"), [(1, 1), (2, 2), (3, 3)], 2, app=celery_client)
+        assert parts.apply_async().get(timeout=30) == [[2, 4], [6]]
+        sums = celery.xmap(sig("interop.tsum"), [[1, 2], [3]], app=celery_client)
+        assert sums.apply_async().get(timeout=30) == [3, 3]
+        pairs = celery.xstarmap(sig("interop.mul"), [(2, 3), (4, 5)], app=celery_client)
+        assert pairs.apply_async().get(timeout=30) == [6, 20]
+        log = worker.log()
+    assert "could not send" not in log, log
+
+
+def test_fastq_maps_run_on_celery_workers(task_client: App, worker_env: dict[str, str]) -> None:
+    add, tsum = task_client.tasks["interop.add"], task_client.tasks["interop.tsum"]
+    with celery_worker("-P", "threads", "-c", "2", env=worker_env):
+        assert add.chunks([(i, i) for i in range(5)], 2).apply_async().get(timeout=30) == [
+            [0, 2],
+            [4, 6],
+            [8],
+        ]
+        assert tsum.map([[1, 2], [3]]).apply_async().get(timeout=30) == [3, 3]
+        assert add.starmap([(1, 2), (3, 4)]).apply_async().get(timeout=30) == [3, 7]
