@@ -15,11 +15,14 @@ from typing import Any
 import celery
 import pytest
 import redis
+from celery._state import _task_stack
+from celery.exceptions import Ignore as CeleryIgnore
 from fastq import App, GroupResult, _core, chain, chord, errors, group, signature, xmap
 from fastq.canvas import Signature
+from fastq.task import Context
 
 UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
-HEADERS = ("task", "id", "group", "group_index", "root_id", "parent_id")
+HEADERS = ("task", "id", "group", "group_index", "root_id", "parent_id", "replaced_task_nesting")
 
 
 @pytest.fixture
@@ -27,6 +30,7 @@ def fastq_app(broker_url: str, backend_url: str) -> Iterator[App]:
     app = App("wire", broker=broker_url, backend=backend_url, set_as_current=False)
     for name, fun in TASKS.items():
         app.task(name=name)(fun)
+    app.task(name="t.replace", bind=True)(replace)
     yield app
     app.close()
 
@@ -36,6 +40,7 @@ def celery_app(broker_url: str, backend_url: str) -> Iterator[celery.Celery]:
     app = celery.Celery("wire", broker=broker_url, backend=backend_url, set_as_current=False)
     for name, fun in TASKS.items():
         app.task(name=name)(fun)
+    app.task(name="t.replace", bind=True)(replace)
     yield app
     app.close()
 
@@ -53,6 +58,17 @@ def errback(task_id: str) -> str:
 
 
 TASKS: dict[str, Callable[..., Any]] = {"t.add": add, "t.tsum": tsum, "t.errback": errback}
+
+
+def replace(task: Any, x: int, how: str) -> Any:
+    """``t.replace`` (bound) in both apps: replaces itself with a task, a chain or a group."""
+    add = task.app.tasks["t.add"]
+    if how == "task":
+        return task.replace(add.s(x, 1))
+    if how == "chain":
+        return task.replace(add.s(x, 1) | add.s(10))
+    canvas_group = celery.group if isinstance(task.app, celery.Celery) else group
+    return task.replace(canvas_group(add.s(x, i) for i in range(2)))
 
 
 def sent(client: redis.Redis) -> list[dict[str, Any]]:
@@ -319,3 +335,103 @@ def test_maps_are_routed_as_their_task(fastq_app: App, broker_redis: redis.Redis
     fastq_app.tasks["t.add"].map([1]).apply_async()
     fastq_app.tasks["t.add"].chunks([(1, 1), (2, 2)], 1).apply_async()
     assert broker_redis.llen("adds") == 3 and broker_redis.llen("celery") == 0
+
+
+def replaced_request(tasks: Any, where: str, **fields: Any) -> dict[str, Any]:
+    """The request of a ``t.replace`` run, with callbacks and errbacks, in a chain or a chord."""
+    add = tasks["t.add"]
+    request = {
+        "id": "replaced",
+        "task": "t.replace",
+        "root_id": "root",
+        "parent_id": "parent",
+        "callbacks": [add.s(7)],
+        "errbacks": [add.si(0, 0)],
+        "reply_to": None,
+        **fields,
+    }
+    if where == "in_chain":
+        request["chain"] = [add.s(100).set(task_id="next")]
+    elif where == "in_chord":
+        request.update(group="the-chord", group_index=2, chord=tasks["t.tsum"].s().set(task_id="b"))
+    return json.loads(json.dumps(request))  # as a worker gets it from a message
+
+
+def replace_with_fastq(app: App, how: str, where: str, **fields: Any) -> None:
+    task = app.tasks["t.replace"]
+    request = Context(**replaced_request(app.tasks, where, **fields), called_directly=False)
+    task.push_request(request)
+    app.push_request(request)
+    try:
+        with pytest.raises(errors.Ignore):
+            task.run(task, 1, how)
+    finally:
+        app.pop_request()
+        task.pop_request()
+
+
+@pytest.mark.parametrize(
+    ("how", "where"),
+    [
+        (how, where)
+        for how in ("task", "chain", "group")
+        for where in ("alone", "in_chain", "in_chord")
+        # Left out: a group replacing a step of a chain. Celery sends the rest of the chain as
+        # the chord body's tail (a chain body), fastq in the body's ``chain`` option, as for
+        # any chord in a chain; both kinds of workers run either form.
+        if (how, where) != ("group", "in_chain")
+    ],
+)
+def test_replace_sends_what_celery_sends(
+    how: str, where: str, fastq_app: App, celery_app: celery.Celery, broker_redis: redis.Redis
+) -> None:
+    replace_with_fastq(fastq_app, how, where)
+    ours = sent(broker_redis)
+    task = celery_app.tasks["t.replace"]
+    task.push_request(**replaced_request(celery_app.tasks, where), called_directly=False)
+    _task_stack.push(task)  # Celery's current worker task: the parent of what it sends
+    try:
+        with pytest.raises(CeleryIgnore):
+            task.run(1, how)
+    finally:
+        _task_stack.pop()
+        task.pop_request()
+    theirs = sent(broker_redis)
+    clients = {fastq_app.oid, celery_app.thread_oid}
+    assert normalized(ours, clients) == normalized(theirs, clients)
+    first = ours[0]["headers"]
+    assert first["replaced_task_nesting"] == 1 and first["parent_id"] == "replaced"
+    if how == "task":  # the replacement is the replaced task, for whoever waits on it
+        assert first["id"] == "replaced"
+
+
+def test_replacement_answers_the_replaced_tasks_caller(
+    fastq_app: App, broker_redis: redis.Redis
+) -> None:
+    # With rpc:// the result goes to reply_to: the caller's, not the worker's that replaced.
+    replace_with_fastq(fastq_app, "chain", "alone", reply_to="caller", replaced_task_nesting=1)
+    last_step = {}
+    for raw in broker_redis.lrange("celery", 0, -1):
+        envelope, message = _core.decode_task_envelope(raw, ["json"])
+        assert envelope.properties["reply_to"] == fastq_app.oid  # the first step's: not waited on
+        assert message.headers["replaced_task_nesting"] == 2
+        (last_step,) = message.embed["chain"]
+    assert last_step["options"]["task_id"] == "replaced"
+    assert last_step["options"]["reply_to"] == "caller"
+    assert last_step["options"]["replaced_task_nesting"] == 2
+
+
+def test_replace_refuses_what_celery_refuses(fastq_app: App) -> None:
+    task = fastq_app.tasks["t.replace"]
+    with pytest.raises(RuntimeError, match="worker"):
+        task(1, "task")  # called directly: nothing to replace
+    request = Context(id="r", task="t.replace", called_directly=False)
+    task.push_request(request)
+    try:
+        add = fastq_app.tasks["t.add"]
+        with pytest.raises(ValueError, match="empty chain"):
+            task.replace(chain())
+        with pytest.raises(ValueError, match="part of a chord"):
+            task.replace(add.s(1, 1).set(chord=add.s()))
+    finally:
+        task.pop_request()
