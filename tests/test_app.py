@@ -73,6 +73,16 @@ def test_apply_async_options(app: App, broker_redis: redis.Redis) -> None:
     assert 5 < (sent - datetime.now(timezone.utc)).total_seconds() <= 10
 
 
+def test_celery_only_send_options(app: App, broker_redis: redis.Redis) -> None:
+    # route_name: routed as another task would be (Celery's maps); replaced_task_nesting: a header.
+    app.conf.task_routes = {"proj.add": {"queue": "adds"}}
+    app.send_task("celery.map", route_name="proj.add", replaced_task_nesting=2)
+    _, message = _pop(broker_redis, "adds")
+    assert message.task == "celery.map" and message.headers["replaced_task_nesting"] == 2
+    app.send_task("proj.add")
+    assert _pop(broker_redis, "adds")[1].headers["replaced_task_nesting"] == 0
+
+
 def test_send_many_is_one_pipeline(app: App, broker_redis: redis.Redis) -> None:
     results = app.send_many([("proj.add", (i, i), None) for i in range(50)])
     assert len({r.id for r in results}) == 50

@@ -127,3 +127,65 @@ def test_chord_in_a_chain(task_client: App, worker: WorkerProcess) -> None:
     )
     workflow = add.s(1, 1) | chord([add.s(1), add.s(2)], tsum.s()) | mul.s(10)
     assert workflow.apply_async().get(timeout=30) == 70
+
+
+# -- Task.replace --------------------------------------------------------------------------------
+def test_replaced_task_gives_the_replacements_result(
+    task_client: App, worker: WorkerProcess, runs: redis.Redis
+) -> None:
+    replace_with, record = (
+        task_client.tasks["interop.replace_with"],
+        task_client.tasks["interop.record"],
+    )
+    assert replace_with.delay(5, "task").get(timeout=20) == 6
+    assert replace_with.delay(5, "chain").get(timeout=20) == 60
+    assert replace_with.delay(5, "group").get(timeout=20) == [5, 6, 7]  # celery.accumulate
+    # The replaced task's callbacks run once, on the replacement's result.
+    assert replace_with.apply_async((1, "chain"), link=record.s()).get(timeout=20) == 20
+    wait_until(lambda: runs.hget("runs", "20") == b"1")
+
+
+def test_replaced_task_keeps_its_chain_and_errbacks(
+    task_client: App, worker: WorkerProcess
+) -> None:
+    add, mul, replace_with, errback = (
+        task_client.tasks[f"interop.{n}"] for n in ("add", "mul", "replace_with", "errback")
+    )
+    # add(1, 2) = 3 -> replaced by add(3, 1) | mul(10) = 40 -> mul(40, 2) = 80
+    result = chain(add.s(1, 2), replace_with.s("chain"), mul.s(2)).apply_async()
+    assert result.get(timeout=20) == 80
+    assert result.parent is not None and result.parent.get(timeout=5) == 40
+    # add(1, 1) = 2 -> a group -> [2, 3, 4] -> tsum: the rest of the chain follows the chord.
+    tsum = task_client.tasks["interop.tsum"]
+    assert chain(add.s(1, 1), replace_with.s("group"), tsum.s()).apply_async().get(timeout=20) == 9
+    failing = chain(add.s(1, 1), replace_with.s("fail"), add.s(1)).apply_async(
+        link_error=errback.s()
+    )
+    with pytest.raises(ValueError, match="replaced 2"):
+        failing.get(timeout=20)
+    assert failing.parent is not None
+    replaced_id = failing.parent.id  # the replacement took its id, and its errback
+    with pytest.raises(ValueError, match="replaced 2"):
+        failing.parent.get(timeout=5)
+    wait_until(lambda: shared.errbacks() == [replaced_id])
+
+
+def test_replaced_tasks_in_a_chord_header(task_client: App, worker: WorkerProcess) -> None:
+    add, replace_with, identity = (
+        task_client.tasks[f"interop.{n}"] for n in ("add", "replace_with", "identity")
+    )
+    header = [replace_with.s(1, "task"), replace_with.s(2, "chain"), replace_with.s(3, "group")]
+    result = chord([*header, add.s(1, 1)])(identity.s())
+    assert result.get(timeout=30) == [2, 30, [3, 4, 5], 2]
+
+
+@pytest.mark.parametrize("pool", ["threads", "solo"])
+def test_replace_on_other_pools(pool: str, task_client: App, worker_env: dict[str, str]) -> None:
+    add, mul, tsum, replace_with = (
+        task_client.tasks[f"interop.{n}"] for n in ("add", "mul", "tsum", "replace_with")
+    )
+    with fastq_worker("--pool", pool, "--concurrency", "2", env=worker_env) as process:
+        assert (add.s(1, 2) | replace_with.s("chain") | mul.s(2)).delay().get(timeout=20) == 80
+        grouped = chain(add.s(1, 2), replace_with.s("group"), tsum.s()).apply_async()
+        assert grouped.get(timeout=20) == 12  # tsum([3, 4, 5])
+    assert "could not send" not in process.log(), process.log()

@@ -38,6 +38,18 @@ def eager() -> App:
     def record(value: Any) -> None:
         calls.append(("record", value))
 
+    @app.task(name="replace", bind=True)
+    def replace(self: Any, x: int, how: str) -> Any:
+        if how == "task":
+            return self.replace(add.s(x, 1))
+        if how == "chain":
+            return self.replace(add.s(x, 1) | add.s(10))
+        if how == "group":
+            return self.replace(group(add.s(x, i) for i in range(3)))
+        if how == "chunks":
+            return self.replace(add.chunks([(x, 1), (x, 2), (x, 3)], 2))
+        return self.replace(fail.si(f"replaced {x}"))
+
     return app
 
 
@@ -79,3 +91,17 @@ def test_failing_chain_step_raises(eager: App) -> None:
     add, fail = eager.tasks["add"], eager.tasks["fail"]
     with pytest.raises(ValueError, match="stop"):
         chain(add.s(1, 2), fail.si("stop"), add.s(1)).apply_async()
+
+
+def test_replace_runs_the_replacement_here(eager: App) -> None:
+    replace, add, record = eager.tasks["replace"], eager.tasks["add"], eager.tasks["record"]
+    assert replace.delay(5, "task").get() == 6
+    assert replace.delay(5, "chain").get() == 16
+    assert replace.delay(5, "group").get() == [5, 6, 7]
+    assert replace.delay(5, "chunks").get() == [[6, 7], [8]]
+    # The replaced task then returns that result: its chain and callbacks go on, once.
+    assert chain(add.s(1, 1), replace.s("chain"), add.s(100)).apply_async().get() == 113
+    replace.apply_async((1, "task"), link=record.s())
+    assert eager.calls == [("record", 2)]  # type: ignore[attr-defined]
+    with pytest.raises(ValueError, match="replaced 1"):
+        replace.apply((1, "fail"), throw=True)

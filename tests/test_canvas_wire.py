@@ -15,11 +15,14 @@ from typing import Any
 import celery
 import pytest
 import redis
-from fastq import App, GroupResult, _core, chain, chord, errors, group, signature
+from celery._state import _task_stack
+from celery.exceptions import Ignore as CeleryIgnore
+from fastq import App, GroupResult, _core, chain, chord, errors, group, signature, xmap
 from fastq.canvas import Signature
+from fastq.task import Context
 
 UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
-HEADERS = ("task", "id", "group", "group_index", "root_id", "parent_id")
+HEADERS = ("task", "id", "group", "group_index", "root_id", "parent_id", "replaced_task_nesting")
 
 
 @pytest.fixture
@@ -27,6 +30,7 @@ def fastq_app(broker_url: str, backend_url: str) -> Iterator[App]:
     app = App("wire", broker=broker_url, backend=backend_url, set_as_current=False)
     for name, fun in TASKS.items():
         app.task(name=name)(fun)
+    app.task(name="t.replace", bind=True)(replace)
     yield app
     app.close()
 
@@ -36,6 +40,7 @@ def celery_app(broker_url: str, backend_url: str) -> Iterator[celery.Celery]:
     app = celery.Celery("wire", broker=broker_url, backend=backend_url, set_as_current=False)
     for name, fun in TASKS.items():
         app.task(name=name)(fun)
+    app.task(name="t.replace", bind=True)(replace)
     yield app
     app.close()
 
@@ -53,6 +58,17 @@ def errback(task_id: str) -> str:
 
 
 TASKS: dict[str, Callable[..., Any]] = {"t.add": add, "t.tsum": tsum, "t.errback": errback}
+
+
+def replace(task: Any, x: int, how: str) -> Any:
+    """``t.replace`` (bound) in both apps: replaces itself with a task, a chain or a group."""
+    add = task.app.tasks["t.add"]
+    if how == "task":
+        return task.replace(add.s(x, 1))
+    if how == "chain":
+        return task.replace(add.s(x, 1) | add.s(10))
+    canvas_group = celery.group if isinstance(task.app, celery.Celery) else group
+    return task.replace(canvas_group(add.s(x, i) for i in range(2)))
 
 
 def sent(client: redis.Redis) -> list[dict[str, Any]]:
@@ -121,6 +137,7 @@ def test_signature_dict_is_celerys(fastq_app: App, celery_app: celery.Celery) ->
         "chord",
         "chord_with_errback",
         "group_of_chains",
+        "nested_chain_with_links",
         "link",
     ],
 )
@@ -143,6 +160,10 @@ def test_messages_match_celery(
             return canvas.chord([add.s(1, 1)])(tsum.s().on_error(errback.s()))
         if kind == "group_of_chains":
             return canvas.group(add.s(1, 2) | add.s(3), add.s(4, 4)).apply_async()
+        if kind == "nested_chain_with_links":  # its link goes to its last step, errback to all
+            inner = (add.s(1, 2) | add.s(3)).on_error(errback.s())
+            inner.link(add.s(1000))
+            return canvas.chain(inner, add.s(4)).apply_async()
         return add.apply_async((1, 2), link=add.s(10), link_error=errback.s())
 
     ours, theirs = both(fastq_app, celery_app, broker_redis, build)
@@ -259,3 +280,158 @@ def test_a_group_is_sent_all_or_nothing(fastq_app: App, broker_redis: redis.Redi
     assert broker_redis.llen("celery") == 0
     group(add.s(1, 1), add.s(2, 2)).apply_async()
     assert broker_redis.llen("celery") == 2
+
+
+def test_map_signatures_are_celerys(fastq_app: App, celery_app: celery.Celery) -> None:
+    builds: list[Callable[[Any], Any]] = [
+        lambda add: add.map([1, 2]),
+        lambda add: add.starmap([(1, 2), (3, 4)]),
+        lambda add: add.chunks([(1, 2), (3, 4), (5, 6)], 2),
+        lambda add: add.chunks(iter([(1, 2), (3, 4), (5, 6)]), 2).group(),
+        lambda add: add.map([1]).set(queue="q"),
+    ]
+    for build in builds:
+        ours = json.loads(json.dumps(build(fastq_app.tasks["t.add"])))
+        assert ours == json.loads(json.dumps(build(celery_app.tasks["t.add"])))
+    assert xmap(fastq_app.tasks["t.add"].s(), [1]) == fastq_app.tasks["t.add"].map([1])
+    # Celery's dict is a plain signature of its built-in task: rebuilt, it sends the same.
+    wire = json.loads(json.dumps(celery_app.tasks["t.add"].chunks([(1, 2)], 1)))
+    rebuilt = signature(wire, app=fastq_app)
+    assert type(rebuilt) is Signature and json.loads(json.dumps(rebuilt)) == wire
+    with pytest.raises(ValueError, match="positive"):
+        fastq_app.tasks["t.add"].chunks([(1, 2)], 0)
+
+
+@pytest.mark.parametrize("kind", ["map", "starmap", "chunks", "chunks_by_name"])
+def test_map_messages_match_celery(
+    kind: str, fastq_app: App, celery_app: celery.Celery, broker_redis: redis.Redis
+) -> None:
+    def build(tasks: Any, canvas: Any) -> Any:
+        add, tsum = tasks["t.add"], tasks["t.tsum"]
+        if kind == "map":
+            return tsum.map([[1, 2], [3]]).apply_async()
+        if kind == "starmap":
+            return add.starmap([(1, 2), (3, 4)]).delay()
+        if kind == "chunks":
+            return add.chunks([(i, i) for i in range(5)], 2).apply_async()
+        # A chunks signature sent as a task (in a chain, a callback...): celery.chunks runs it.
+        wire = json.loads(json.dumps(add.chunks([(1, 1)], 1)))
+        return canvas.signature(wire, app=add.app).apply_async()
+
+    ours, theirs = both(fastq_app, celery_app, broker_redis, build)
+    assert ours == theirs
+    assert {m["headers"]["task"] for m in ours} == {
+        "map": {"celery.map"},
+        "starmap": {"celery.starmap"},
+        "chunks": {"celery.starmap"},
+        "chunks_by_name": {"celery.chunks"},
+    }[kind]
+
+
+def test_maps_are_routed_as_their_task(fastq_app: App, broker_redis: redis.Redis) -> None:
+    # Celery's route_name: a map goes where its task would. (Celery 5.7 loses it on the way to
+    # the parts of chunks, which land in the default queue; fastq routes them as the map.)
+    fastq_app.conf.task_routes = {"t.add": {"queue": "adds"}}
+    fastq_app.tasks["t.add"].map([1]).apply_async()
+    fastq_app.tasks["t.add"].chunks([(1, 1), (2, 2)], 1).apply_async()
+    assert broker_redis.llen("adds") == 3 and broker_redis.llen("celery") == 0
+
+
+def replaced_request(tasks: Any, where: str, **fields: Any) -> dict[str, Any]:
+    """The request of a ``t.replace`` run, with callbacks and errbacks, in a chain or a chord."""
+    add = tasks["t.add"]
+    request = {
+        "id": "replaced",
+        "task": "t.replace",
+        "root_id": "root",
+        "parent_id": "parent",
+        "callbacks": [add.s(7)],
+        "errbacks": [add.si(0, 0)],
+        "reply_to": None,
+        **fields,
+    }
+    if where == "in_chain":
+        request["chain"] = [add.s(100).set(task_id="next")]
+    elif where == "in_chord":
+        request.update(group="the-chord", group_index=2, chord=tasks["t.tsum"].s().set(task_id="b"))
+    return json.loads(json.dumps(request))  # as a worker gets it from a message
+
+
+def replace_with_fastq(app: App, how: str, where: str, **fields: Any) -> None:
+    task = app.tasks["t.replace"]
+    request = Context(**replaced_request(app.tasks, where, **fields), called_directly=False)
+    task.push_request(request)
+    app.push_request(request)
+    try:
+        with pytest.raises(errors.Ignore):
+            task.run(task, 1, how)
+    finally:
+        app.pop_request()
+        task.pop_request()
+
+
+@pytest.mark.parametrize(
+    ("how", "where"),
+    [
+        (how, where)
+        for how in ("task", "chain", "group")
+        for where in ("alone", "in_chain", "in_chord")
+        # Left out: a group replacing a step of a chain. Celery sends the rest of the chain as
+        # the chord body's tail (a chain body), fastq in the body's ``chain`` option, as for
+        # any chord in a chain; both kinds of workers run either form.
+        if (how, where) != ("group", "in_chain")
+    ],
+)
+def test_replace_sends_what_celery_sends(
+    how: str, where: str, fastq_app: App, celery_app: celery.Celery, broker_redis: redis.Redis
+) -> None:
+    replace_with_fastq(fastq_app, how, where)
+    ours = sent(broker_redis)
+    task = celery_app.tasks["t.replace"]
+    task.push_request(**replaced_request(celery_app.tasks, where), called_directly=False)
+    _task_stack.push(task)  # Celery's current worker task: the parent of what it sends
+    try:
+        with pytest.raises(CeleryIgnore):
+            task.run(1, how)
+    finally:
+        _task_stack.pop()
+        task.pop_request()
+    theirs = sent(broker_redis)
+    clients = {fastq_app.oid, celery_app.thread_oid}
+    assert normalized(ours, clients) == normalized(theirs, clients)
+    first = ours[0]["headers"]
+    assert first["replaced_task_nesting"] == 1 and first["parent_id"] == "replaced"
+    if how == "task":  # the replacement is the replaced task, for whoever waits on it
+        assert first["id"] == "replaced"
+
+
+def test_replacement_answers_the_replaced_tasks_caller(
+    fastq_app: App, broker_redis: redis.Redis
+) -> None:
+    # With rpc:// the result goes to reply_to: the caller's, not the worker's that replaced.
+    replace_with_fastq(fastq_app, "chain", "alone", reply_to="caller", replaced_task_nesting=1)
+    last_step = {}
+    for raw in broker_redis.lrange("celery", 0, -1):
+        envelope, message = _core.decode_task_envelope(raw, ["json"])
+        assert envelope.properties["reply_to"] == fastq_app.oid  # the first step's: not waited on
+        assert message.headers["replaced_task_nesting"] == 2
+        (last_step,) = message.embed["chain"]
+    assert last_step["options"]["task_id"] == "replaced"
+    assert last_step["options"]["reply_to"] == "caller"
+    assert last_step["options"]["replaced_task_nesting"] == 2
+
+
+def test_replace_refuses_what_celery_refuses(fastq_app: App) -> None:
+    task = fastq_app.tasks["t.replace"]
+    with pytest.raises(RuntimeError, match="worker"):
+        task(1, "task")  # called directly: nothing to replace
+    request = Context(id="r", task="t.replace", called_directly=False)
+    task.push_request(request)
+    try:
+        add = fastq_app.tasks["t.add"]
+        with pytest.raises(ValueError, match="empty chain"):
+            task.replace(chain())
+        with pytest.raises(ValueError, match="part of a chord"):
+            task.replace(add.s(1, 1).set(chord=add.s()))
+    finally:
+        task.pop_request()

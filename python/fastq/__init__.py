@@ -6,6 +6,7 @@ from fastq import states
 from fastq._core import __version__
 from fastq.app import App, current_app
 from fastq.canvas import Signature, chain, chord, group, signature
+from fastq.maps import chunks, xmap, xstarmap
 from fastq.result import AsyncResult, GroupResult
 from fastq.task import Task
 
@@ -21,8 +22,11 @@ __all__ = [
     "__version__",
     "chain",
     "chord",
+    "chunks",
     "current_app",
     "group",
     "signature",
     "states",
+    "xmap",
+    "xstarmap",
 ]

@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 from functools import cached_property
 from typing import Any, TypeVar, overload
 
-from fastq import protocol
+from fastq import builtin_tasks, protocol
 from fastq.backends import Backend, backend_from_url
 from fastq.brokers import Broker, broker_from_url
 from fastq.config import DEFAULT_BROKER_URL, Config, default_result_backend
@@ -72,6 +72,7 @@ class App:
             self.conf.include = [*self.conf.include, *include]
         self.tasks: dict[str, Task] = {}
         self._local = threading.local()
+        builtin_tasks.register(self)
         if set_as_current:
             _current = self
         os.register_at_fork(after_in_child=self._after_fork)
@@ -262,6 +263,8 @@ class App:
         chain: Any = None,
         chord: Any = None,
         reply_to: str | None = None,
+        route_name: str | None = None,
+        replaced_task_nesting: int = 0,
         **unknown: Any,
     ) -> protocol.OutgoingMessage:
         if unknown:
@@ -285,7 +288,10 @@ class App:
         if ignore_result is None:
             ignore_result = self.conf.task_ignore_result
         route = self.router.route(
-            name, {"queue": queue, "exchange": exchange, "routing_key": routing_key}, args, kwargs
+            route_name or name,
+            {"queue": queue, "exchange": exchange, "routing_key": routing_key},
+            args,
+            kwargs,
         )
         message_headers = protocol.task_headers(
             name,
@@ -303,6 +309,7 @@ class App:
             soft_time_limit=soft_time_limit,
             shadow=shadow,
             ignore_result=bool(ignore_result),
+            replaced_task_nesting=replaced_task_nesting,
         )
         if headers:
             message_headers.update(headers)

@@ -5,7 +5,8 @@ finished by whichever workers run its steps. A signature is a dict
 ``{"task", "args", "kwargs", "options", "subtask_type", "immutable"}``; a chain travels as the
 ``chain`` field of its first task's message (the remaining steps, reversed: the worker pops the
 last), a chord's body as the ``chord`` field of every header task. ``worker/followups.py`` is the
-worker side.
+worker side; ``maps.py`` adds ``xmap``, ``xstarmap`` and ``chunks``, and ``Task.replace`` swaps a
+running task for a signature.
 """
 
 from __future__ import annotations
@@ -38,7 +39,6 @@ _CELERY_ONLY_OPTIONS = frozenset(
         "connection",
         "publisher",
         "router",
-        "route_name",
         "retry",
         "retry_policy",
         "mandatory",
@@ -477,6 +477,18 @@ class chain(Signature):  # Celery's lower-case name
             copy.tasks[0] = copy.tasks[0].clone(args, kwargs)
         return copy
 
+    def _unchained(self) -> list[Signature]:
+        """Copies of the steps with this chain's ``link`` on the last one and its ``link_error``
+        on every one: what a chain inside another chain keeps of its options (Celery's
+        ``unchain_tasks``)."""
+        steps = [maybe_signature(t, self._app).clone() for t in self.tasks]
+        for callback in _as_list(self.options.get("link")) if steps else ():
+            steps[-1].link(callback)
+        for errback in _as_list(self.options.get("link_error")):
+            for step in steps:
+                step.link_error(errback)
+        return steps
+
     def _steps(self) -> list[Signature]:
         """The steps to send: copies, nested chains spliced in, and a group followed by another
         step turned into a chord with that step as body (Celery does the same)."""
@@ -486,7 +498,7 @@ class chain(Signature):  # Celery's lower-case name
             for step in steps:
                 step = maybe_signature(step, self._app)
                 if isinstance(step, chain):
-                    splice(step.tasks)
+                    splice(step._unchained())
                 elif isinstance(step, group) and not step.tasks:
                     continue
                 else:
@@ -512,7 +524,7 @@ class chain(Signature):  # Celery's lower-case name
     ) -> ResultNode:
         steps = self._steps()
         self.kwargs["tasks"] = steps
-        return _freeze_steps(steps, _id, group_id, chord, group_index)
+        return _freeze_steps(steps, _id, group_id, chord, group_index, root_id)
 
     def apply_async(
         self,
@@ -539,7 +551,8 @@ class chain(Signature):  # Celery's lower-case name
         for errback in _as_list(options.pop("link_error", None)):
             for step in steps:  # a failure anywhere in the chain calls it
                 step.link_error(errback)
-        result = _freeze_steps(steps, last_id, group_id, chord_body, group_index)
+        root_id = options.get("root_id")
+        result = _freeze_steps(steps, last_id, group_id, chord_body, group_index, root_id)
         first, rest = steps[0], steps[1:]
         remaining = [*(options.pop("chain", None) or ()), *reversed(rest)]
         first.apply_async(args, kwargs, chain=remaining or None, **options)
@@ -573,15 +586,19 @@ def _freeze_steps(
     group_id: str | None,
     chord_body: Mapping[str, Any] | None,
     group_index: int | None,
+    root_id: str | None = None,
 ) -> ResultNode:
-    """Gives every step its id; each step's result gets the previous one as ``parent``."""
+    """Gives every step its id (and the workflow's root, as Celery does); each step's result
+    gets the previous one as ``parent``."""
     previous: ResultNode | None = None
     result: ResultNode | None = None
     for i, step in enumerate(steps):
         if i == len(steps) - 1:
-            result = step.freeze(last_id, group_id, chord_body, group_index=group_index)
+            result = step.freeze(
+                last_id, group_id, chord_body, root_id=root_id, group_index=group_index
+            )
         else:
-            result = step.freeze()
+            result = step.freeze(root_id=root_id)
         if previous is not None:
             node = result
             while node.parent is not None:  # a chord's result: its header group is the root

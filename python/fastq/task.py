@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from fastq import states
-from fastq.errors import MaxRetriesExceededError, Retry
+from fastq.errors import Ignore, MaxRetriesExceededError, Retry
 
 if TYPE_CHECKING:
+    from fastq import maps
     from fastq.app import App
     from fastq.canvas import Signature
     from fastq.result import AsyncResult, EagerResult
+
+log = logging.getLogger("fastq.task")
 
 
 class Context:
@@ -44,6 +48,7 @@ class Context:
     chain: list[Any] | None = None
     chord: Any = None
     ignore_result: bool = False
+    replaced_task_nesting: int = 0
 
     def __init__(self, **fields: Any) -> None:
         self.__dict__.update(fields)
@@ -294,6 +299,25 @@ class Task:
             raise signal
         return signal
 
+    def replace(self, sig: Mapping[str, Any]) -> Any:
+        """Replaces the running task with ``sig`` (a task, chain, group, chord or chunks), as
+        Celery's ``Task.replace``: ``return self.replace(add.s(1) | mul.s(2))``.
+
+        The replacement takes this task's id, so whoever waits on it gets the replacement's
+        result (a group's is the list of its results), and its callbacks, errbacks, the rest of
+        its chain and its place in a chord. In a worker this run then ends: ``Ignore`` is raised,
+        and nothing is stored for it. Eagerly (``apply``, ``task_always_eager``) the replacement
+        runs here and its result is returned."""
+        request = self.request
+        if request.called_directly:
+            raise RuntimeError("replace() needs a task run by a worker (or apply/eager)")
+        replacement = _replacement(self.app, request, sig)
+        if request.is_eager:
+            return replacement.apply().get()
+        log.info("task %s[%s] replaced by %r", self.name, request.id, replacement)
+        replacement.apply_async(parent_id=request.id)
+        raise Ignore("replaced by a new task")
+
     def AsyncResult(self, task_id: str) -> AsyncResult:
         from fastq.result import AsyncResult
 
@@ -319,3 +343,66 @@ class Task:
     def si(self, *args: Any, **kwargs: Any) -> Signature:
         """``add.si(2, 2)``: an immutable signature, which ignores the parent's result."""
         return self.signature(args, kwargs, immutable=True)
+
+    def map(self, it: Iterable[Any]) -> maps.xmap:
+        """``[self(x) for x in it]`` in one message, run by one worker (``fastq.maps``)."""
+        from fastq.maps import xmap
+
+        return xmap(self.s(), it, app=self.app)
+
+    def starmap(self, it: Iterable[Any]) -> maps.xstarmap:
+        """``[self(*x) for x in it]`` in one message, run by one worker (``fastq.maps``)."""
+        from fastq.maps import xstarmap
+
+        return xstarmap(self.s(), it, app=self.app)
+
+    def chunks(self, it: Iterable[Any], n: int) -> maps.chunks:
+        """The calls ``self(*x) for x in it``, ``n`` to a message, sent as a group whose
+        results are lists (``fastq.maps``)."""
+        from fastq.maps import chunks
+
+        return chunks(self.s(), it, n, app=self.app)
+
+
+def _replacement(app: App, request: Context, sig: Mapping[str, Any]) -> Signature:
+    """What ``Task.replace`` sends, by Celery's rules: ``sig`` frozen with the task's id; a
+    group (or chunks) becomes a chord whose body (``celery.accumulate``) returns the group's
+    results; in a worker it gets the task's callbacks and errbacks, and the rest of its chain
+    follows it."""
+    from fastq.canvas import Signature, chain, chord, group, maybe_signature
+    from fastq.maps import chunks
+
+    new = maybe_signature(sig, app).clone()
+    if new.options.get("chord") is not None:
+        raise ValueError("a signature replacing a task must not be part of a chord")
+    if isinstance(new, chain) and not new.tasks:
+        raise ValueError("cannot replace a task with an empty chain")
+    if isinstance(new, chunks):
+        new = new.group().set(**new.options)
+    if isinstance(new, group):
+        new = chord(new, Signature("celery.accumulate", kwargs={"index": 0}, app=app), app=app)
+    if request.is_eager:  # the task itself returns the result and goes on as usual
+        return new
+    for callback in request.callbacks or ():
+        new.link(callback)
+    for errback in request.errbacks or ():
+        new.link_error(errback)
+    new.freeze(request.id)
+    carrier = new
+    while isinstance(carrier, (chain, chord)):  # the signature whose result is the workflow's
+        carrier = carrier.tasks[-1] if isinstance(carrier, chain) else carrier.body
+    if request.reply_to and not isinstance(carrier, group):
+        carrier.options["reply_to"] = request.reply_to  # rpc://: the result goes to the caller
+    nesting = request.replaced_task_nesting + 1
+    # Set even when None, as Celery does: a chord's body then stays out of the header's group.
+    new.set(
+        chord=request.chord,
+        group_id=request.group,
+        group_index=request.group_index,
+        root_id=request.root_id,
+        replaced_task_nesting=nesting,
+    )
+    rest = [maybe_signature(step, app) for step in reversed(request.chain or ())]
+    for step in [*(new.tasks if isinstance(new, chain) else ()), *rest]:
+        step.set(replaced_task_nesting=nesting)
+    return chain(new, *rest, app=app) if rest else new

@@ -3,7 +3,7 @@
 import os
 from typing import Any
 
-from celery import Celery
+from celery import Celery, group
 
 from tests.apps import shared
 
@@ -48,6 +48,16 @@ def tsum(values: list[int]) -> int:
 @app.task(name="interop.tsum_once")
 def tsum_once(values: list[int], token: str) -> int:
     return shared.tsum_once(values, token)
+
+
+@app.task(name="interop.identity")
+def identity(value: Any) -> Any:
+    return shared.identity(value)
+
+
+@app.task(name="interop.replace_with", bind=True)
+def replace_with(self: Any, x: int, how: str) -> Any:
+    return shared.replace_with(self, x, how, group)
 
 
 @app.task(name="interop.errback")

@@ -51,6 +51,24 @@ def tsum_once(values: list[int], token: str) -> int:
     return sum(values)
 
 
+def identity(value: Any) -> Any:
+    return value
+
+
+def replace_with(task: Any, x: int, how: str, group: Any) -> Any:
+    """A bound task's body that replaces the task (``group``: the app's canvas group class)."""
+    add, mul = task.app.tasks["interop.add"], task.app.tasks["interop.mul"]
+    if how == "task":
+        return task.replace(add.s(x, 1))
+    if how == "chain":
+        return task.replace(add.s(x, 1) | mul.s(10))
+    if how == "group":
+        return task.replace(group(add.s(x, i) for i in range(3)))
+    if how == "fail":
+        return task.replace(task.app.tasks["interop.fail"].si(f"replaced {x}"))
+    raise ValueError(how)
+
+
 def errback(task_id: str) -> str:
     """An old-style errback: Celery and fastq send it the failed task's id."""
     runs().rpush("errbacks", task_id)
@@ -63,13 +81,24 @@ def errback_request(request: Any, exc: BaseException, traceback: Any) -> None:
 
 
 #: The tasks both test apps define, by their short name (``interop.<name>``).
-TASKS = ("add", "mul", "fail", "record", "tsum", "tsum_once", "errback", "errback_request")
+TASKS = (
+    "add",
+    "mul",
+    "fail",
+    "record",
+    "tsum",
+    "tsum_once",
+    "identity",
+    "errback",
+    "errback_request",
+)
 
 
 def register(app: Any) -> Any:
     """Gives a client app (fastq or Celery) the test tasks, to build signatures with them."""
     for name in TASKS:
         app.task(name=f"interop.{name}")(globals()[name])
+    app.task(name="interop.replace_with")(replace_with)  # never run by the client
     return app
 
 

@@ -139,3 +139,73 @@ def test_mixed_workers_share_chains_and_chords(
     counts = {k.decode(): int(v) for k, v in runs.hgetall("runs").items()}
     assert counts == {f"mixed-{i}": 1 for i in range(5)}, "a chord body ran twice or never"
     assert "Traceback" not in celery_side.log() and "could not send" not in log
+
+
+# -- maps and Task.replace, both ways ------------------------------------------------------------
+def test_celery_maps_run_on_fastq_workers(
+    celery_client: celery.Celery, worker_env: dict[str, str]
+) -> None:
+    sig = celery_client.signature
+    with fastq_worker("--concurrency", "2", env=worker_env) as worker:
+        parts = celery.chunks(sig("interop.add"), [(1, 1), (2, 2), (3, 3)], 2, app=celery_client)
+        assert parts.apply_async().get(timeout=30) == [[2, 4], [6]]
+        sums = celery.xmap(sig("interop.tsum"), [[1, 2], [3]], app=celery_client)
+        assert sums.apply_async().get(timeout=30) == [3, 3]
+        pairs = celery.xstarmap(sig("interop.mul"), [(2, 3), (4, 5)], app=celery_client)
+        assert pairs.apply_async().get(timeout=30) == [6, 20]
+        log = worker.log()
+    assert "could not send" not in log, log
+
+
+def test_fastq_maps_run_on_celery_workers(task_client: App, worker_env: dict[str, str]) -> None:
+    add, tsum = task_client.tasks["interop.add"], task_client.tasks["interop.tsum"]
+    with celery_worker("-P", "threads", "-c", "2", env=worker_env):
+        assert add.chunks([(i, i) for i in range(5)], 2).apply_async().get(timeout=30) == [
+            [0, 2],
+            [4, 6],
+            [8],
+        ]
+        assert tsum.map([[1, 2], [3]]).apply_async().get(timeout=30) == [3, 3]
+        assert add.starmap([(1, 2), (3, 4)]).apply_async().get(timeout=30) == [3, 7]
+
+
+@pytest.mark.parametrize("kind", ["fastq", "celery"])
+def test_replace_in_workflows_from_either_client(
+    kind: str, celery_client: celery.Celery, task_client: App, worker_env: dict[str, str]
+) -> None:
+    """The same workflows, with steps that replace themselves, give the same results on fastq
+    workers as on Celery's, whichever client sent them."""
+    sig = celery_client.signature
+    add, mul, replace_with, identity = (
+        task_client.tasks[f"interop.{n}"] for n in ("add", "mul", "replace_with", "identity")
+    )
+    start = fastq_worker if kind == "fastq" else celery_worker
+    with start("--concurrency", "2", env=worker_env) as worker:
+        # Celery client: add(1, 2) = 3 -> add(3, 1) | mul(10) = 40 -> mul(40, 2) = 80
+        steps = celery.chain(
+            sig("interop.add", (1, 2)),
+            sig("interop.replace_with", ("chain",)),
+            sig("interop.mul", (2,)),
+        )
+        result = steps.apply_async()
+        assert result.get(timeout=30) == 80
+        assert result.parent.get(timeout=5) == 40  # the replaced task's id has the result
+        grouped = celery.chain(
+            sig("interop.add", (1, 1)),
+            sig("interop.replace_with", ("group",)),
+            sig("interop.tsum"),
+        )
+        assert grouped.apply_async().get(timeout=30) == 9  # tsum([2, 3, 4])
+        header = [
+            sig("interop.replace_with", (1, "task")),
+            sig("interop.replace_with", (3, "group")),
+        ]
+        assert celery.chord(header)(sig("interop.identity")).get(timeout=30) == [2, [3, 4, 5]]
+        # fastq client
+        ours = chain(add.s(1, 2), replace_with.s("chain"), mul.s(2)).apply_async()
+        assert ours.get(timeout=30) == 80
+        assert ours.parent is not None and ours.parent.get(timeout=5) == 40
+        parts = [replace_with.s(2, "chain"), replace_with.s(1, "group")]
+        assert chord(parts)(identity.s()).get(timeout=30) == [30, [1, 2, 3]]
+        log = worker.log()
+    assert "could not send" not in log and "Traceback" not in log, log

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
+from fastq.builtin_tasks import user_tasks
 from fastq.errors import ConfigurationError, FastqError
 from fastq.worker.revoke import revoke_arguments
 
@@ -116,7 +117,7 @@ class ControlServer:
         self._next_tick = 0.0
         self._handlers: dict[str, Callable[[ControlCommand], Any]] = {
             "ping": lambda _: "pong",
-            "registered": lambda _: sorted(self.app.tasks),
+            "registered": lambda _: user_tasks(self.app),
             "active": lambda _: [
                 {**asdict(t), "hostname": self.hostname} for t in self.tracker.active()
             ],

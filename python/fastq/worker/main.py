@@ -11,6 +11,7 @@ from collections.abc import Sequence
 
 from fastq import signals
 from fastq.app import App
+from fastq.builtin_tasks import user_tasks
 from fastq.errors import ConfigurationError, TimeLimitExceeded
 from fastq.urls import redact
 from fastq.worker.control import ControlServer, PoolInfo, SlotReporter, TaskTracker
@@ -71,7 +72,7 @@ def run_worker(
         concurrency,
         ",".join(queue_list),
         prefetch,
-        ", ".join(sorted(app.tasks)) or "none",
+        ", ".join(user_tasks(app)) or "none",
     )
     note = broker.startup_note()
     if note:

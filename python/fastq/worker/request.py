@@ -46,6 +46,7 @@ def build_context(delivery: Delivery, hostname: str) -> Context:
         chain=embed.get("chain"),
         chord=embed.get("chord"),
         ignore_result=bool(headers.get("ignore_result")),
+        replaced_task_nesting=int(headers.get("replaced_task_nesting") or 0),
         delivery_tag=delivery.delivery_tag,
     )
 

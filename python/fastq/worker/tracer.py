@@ -75,6 +75,8 @@ def _call(task: Task, context: Context, acks_late: bool, enforce_hard_limit: boo
                 value = task.run(task, *args, **kwargs) if task.bind else task.run(*args, **kwargs)
                 if inspect.iscoroutine(value):
                     value = _event_loop().run_until_complete(value)
+        except (Retry, Ignore, Reject):
+            raise  # the task's own decision (retry, replace...), never retried automatically
         except Exception as exc:
             if task.autoretry_for and isinstance(exc, task.autoretry_for):
                 task.retry(exc=exc, countdown=backoff(task, context.retries), **task.retry_kwargs)
