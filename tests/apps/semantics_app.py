@@ -13,6 +13,7 @@ app = App(
     broker=os.environ.get("FASTQ_BROKER_URL", "redis://127.0.0.1:6379/8"),
     backend=os.environ.get("FASTQ_RESULT_BACKEND", "redis://127.0.0.1:6379/9"),
     broker_transport_options={"visibility_timeout": 2},
+    result_extended=os.environ.get("FASTQ_TEST_RESULT_EXTENDED") == "1",
 )
 
 
