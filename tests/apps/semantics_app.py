@@ -3,7 +3,7 @@
 import os
 import time
 
-from fastq import App
+from fastq import App, signals
 from fastq.errors import SoftTimeLimitExceeded
 
 from tests.apps import shared
@@ -15,6 +15,12 @@ app = App(
     broker_transport_options={"visibility_timeout": 2},
     result_extended=os.environ.get("FASTQ_TEST_RESULT_EXTENDED") == "1",
 )
+
+
+@signals.worker_process_init.connect
+def slow_child_start(**_: object) -> None:
+    """A child that takes its time to start, to stop a worker while one is starting."""
+    time.sleep(float(os.environ.get("FASTQ_TEST_CHILD_START_DELAY") or 0))
 
 
 @app.task(name="sem.flaky", bind=True, max_retries=3, default_retry_delay=0.1)

@@ -13,7 +13,7 @@ import redis
 from fastq import App, states
 from fastq.errors import TimeLimitExceeded, WorkerLostError
 
-from tests.processes import fastq_worker, wait_until
+from tests.processes import children_of, fastq_worker, wait_until
 
 APP = "tests.apps.semantics_app"
 
@@ -104,6 +104,26 @@ def test_a_child_killed_mid_task_fails_it_with_the_request_it_ran(
     assert meta["result"]["exc_module"] == "celery.exceptions"
     assert (meta["name"], meta["args"], meta["queue"]) == ("sem.sleep", ["doomed", 30], "celery")
     assert not runs.hexists("runs", "doomed")
+
+
+def test_a_warm_stop_reaches_a_child_that_is_still_starting(worker_env: dict[str, str]) -> None:
+    """The stop must not be taken by the supervisor's handlers the child still has: that child
+    would keep consuming, and the worker would never stop."""
+    env = {**worker_env, "FASTQ_TEST_CHILD_START_DELAY": "3"}
+    worker = fastq_worker("--pool", "prefork", "--concurrency", "2", app=APP, env=env)
+    children = children_of(worker.pid)
+    try:
+        assert len(children) == 2
+        started = time.monotonic()
+        assert worker.stop(timeout=10) == 0
+        assert time.monotonic() - started < 3  # the children did not finish starting first
+        wait_until(lambda: not any(os.path.exists(f"/proc/{pid}") for pid in children), 5)
+    finally:
+        for pid in children:  # never leave a consumer behind for the next tests
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
 
 
 def test_rate_limit_spaces_tasks_without_blocking_others(client: App, runs: redis.Redis) -> None:

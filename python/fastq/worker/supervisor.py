@@ -32,6 +32,8 @@ log = logging.getLogger("fastq.worker")
 FAST_DEATH = 1.0
 #: How often the supervisor looks for dead children when nothing else wakes it.
 TICK = 0.25
+#: What stops a worker (warm, cold).
+_STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT, signal.SIGQUIT}
 
 
 class PipeReporter:
@@ -130,8 +132,21 @@ class Supervisor:
         consumer_id = self.consumer_id(index, self._generation)
         read_fd, write_fd = os.pipe()
         revoked_read, revoked_write = os.pipe()
-        pid = os.fork()
+        # A stop signal must not reach the child while it still has the supervisor's handlers
+        # (they would act for the supervisor, and the child would miss its stop): held across
+        # the fork, then the default (end the child, which runs nothing yet) until its loop
+        # installs its own; the supervisor takes one that came meanwhile once it knows the child.
+        signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+        try:
+            pid = os.fork()
+        except BaseException:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
+            raise
         if pid == 0:  # child: inherits self.revoked, and hears of later revokes on its pipe
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            signal.signal(signal.SIGQUIT, signal.SIG_DFL)
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
             os.close(read_fd)
             os.close(revoked_write)
             os.set_blocking(revoked_read, False)
@@ -140,7 +155,6 @@ class Supervisor:
                 os.close(other.revoked_fd)
             code = 1
             try:
-                signal.signal(signal.SIGQUIT, signal.SIG_DFL)
                 code = self.child_main(index, consumer_id, PipeReporter(write_fd), revoked_read)
             except BaseException:
                 log.exception("worker child %d crashed", index)
@@ -154,6 +168,7 @@ class Supervisor:
         self.children[pid] = Child(
             index, pid, consumer_id, time.monotonic(), read_fd, revoked_write
         )
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
 
     def revoke(self, task_ids: list[str], terminate: bool, sig: str) -> None:
         """Tells every child to skip ``task_ids``; with ``terminate``, kills the child running
