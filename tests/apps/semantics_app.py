@@ -46,6 +46,13 @@ def hard(seconds: float) -> str:
     return "finished"
 
 
+@app.task(name="sem.hard_late", time_limit=1, acks_late=True)
+def hard_late(token: str) -> str:
+    shared.runs().hincrby("starts", token, 1)
+    time.sleep(30)
+    return "finished"
+
+
 @app.task(name="sem.limited", rate_limit="4/s")
 def limited(token: str) -> float:
     now = time.time()

@@ -88,3 +88,18 @@ def test_a_child_killed_mid_task_fails_it_for_an_rpc_client(
         assert client.send_task("sem.stamp", ("after",), queue=queue).get(timeout=20)
         assert "has no reply_to" not in worker.log()
     assert not runs.hexists("runs", "doomed")
+
+
+def test_a_late_acked_task_killed_at_its_time_limit_does_not_run_again(
+    client: App, env: dict[str, str], queue: str, runs: redis.Redis
+) -> None:
+    """RabbitMQ gives the message back when the killed child's connection closes; the child
+    that gets it drops it (Celery acks it), instead of running and killing it forever."""
+    with fastq_worker("--pool", "prefork", "-c", "2", "-Q", queue, app=APP, env=env) as worker:
+        stuck = client.send_task("sem.hard_late", ("late",), queue=queue)
+        with pytest.raises(TimeLimitExceeded):
+            stuck.get(timeout=20)
+        wait_until(lambda: "does not run again" in worker.log(), timeout=15)
+        time.sleep(1.5)  # past its time limit, had it started again
+        assert runs.hget("starts", "late") == b"1"
+        assert worker.log().count("ran past its hard time limit") == 1

@@ -224,6 +224,15 @@ class WorkerLoop:
             self._settle(consumer, delivery.delivery_tag, Settle.DROP)
             return
         context = build_context(delivery, self.hostname)
+        if delivery.redelivered and self._settled(context.id):
+            log.info(
+                "task %s[%s] came back after its worker child was killed; its result is "
+                "recorded, so it does not run again",
+                context.task,
+                context.id,
+            )
+            self._settle(consumer, delivery.delivery_tag, Settle.ACK)
+            return
         if expired(context):
             self._revoke(consumer, delivery.delivery_tag, context, "expired")
             return
@@ -238,6 +247,11 @@ class WorkerLoop:
             self._schedule(when, delivery, context)
             return
         self._maybe_execute(consumer, task, delivery, context)
+
+    def _settled(self, task_id: str | None) -> bool:
+        if self.revoked_fd is not None:  # the supervisor wrote it before the kill: read it now
+            self.revoked.read_pipe(self.revoked_fd)
+        return task_id in self.revoked.settled
 
     def _defer(self, consumer: Consumer, delivery: Delivery, when: float) -> bool:
         try:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from fastq import errors
-from fastq.worker.lost import WORKER_LOST, describe
+from fastq.worker.lost import TERMINATED, TIME_LIMIT, WORKER_LOST, describe
 from fastq.worker.revoke import RevokedIds
 
 if TYPE_CHECKING:
@@ -174,12 +174,7 @@ class Supervisor:
         """Tells every child to skip ``task_ids``; with ``terminate``, kills the child running
         one of them (the task is recorded as REVOKED and the child replaced)."""
         self.revoked.add(task_ids)
-        line = "".join(f"{t}\n" for t in task_ids).encode()
-        for child in self.children.values():
-            try:
-                os.write(child.revoked_fd, line)
-            except (BlockingIOError, BrokenPipeError):
-                log.warning("child %d did not take the revoke of %s", child.index, task_ids)
+        self._tell_children("".join(f"{t}\n" for t in task_ids), f"the revoke of {task_ids}")
         if not terminate:
             return
         signum = _signal_number(sig)
@@ -189,8 +184,25 @@ class Supervisor:
                 log.warning(
                     "terminating task %s (child %d) with %s", running.task_id, child.index, sig
                 )
-                child.killed = (running, "terminated")
-                _kill(child.pid, signum)
+                self._kill_running(child, running, TERMINATED, signum)
+
+    def _kill_running(self, child: Child, running: Running, reason: str, signum: int) -> None:
+        child.killed = (running, reason)
+        if running.acks_late:
+            # Its result is recorded when the child is gone; where the broker gives back what
+            # the dead child held (RabbitMQ), the children drop the message instead of running
+            # it again. Told before the kill, so before the message can come back.
+            self.revoked.settled.add([running.task_id])
+            self._tell_children(f"={running.task_id}\n", f"that {running.task_id} is settled")
+        _kill(child.pid, signum)
+
+    def _tell_children(self, lines: str, what: str) -> None:
+        data = lines.encode()
+        for child in self.children.values():
+            try:
+                os.write(child.revoked_fd, data)
+            except (BlockingIOError, BrokenPipeError):
+                log.warning("child %d did not take %s", child.index, what)
 
     def _read_reports(self, child: Child) -> None:
         try:
@@ -237,8 +249,7 @@ class Supervisor:
                     running.task_id,
                     child.index,
                 )
-                child.killed = (running, "time limit")
-                _kill(child.pid, signal.SIGKILL)
+                self._kill_running(child, running, TIME_LIMIT, signal.SIGKILL)
 
     def _next_wakeup(self) -> float:
         deadlines = [
