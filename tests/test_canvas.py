@@ -189,3 +189,52 @@ def test_replace_on_other_pools(pool: str, task_client: App, worker_env: dict[st
         grouped = chain(add.s(1, 2), replace_with.s("group"), tsum.s()).apply_async()
         assert grouped.get(timeout=20) == 12  # tsum([3, 4, 5])
     assert "could not send" not in process.log(), process.log()
+
+
+# A task whose child the supervisor killed (hard time limit, revoke with terminate) ends its
+# workflow as a task that raised would: the supervisor sends the follow-ups the child would have.
+def test_a_chain_step_killed_at_its_time_limit_fails_the_chain(
+    task_client: App, worker: WorkerProcess
+) -> None:
+    add, record = task_client.tasks["interop.add"], task_client.tasks["interop.record"]
+    errback, errback_request = (
+        task_client.tasks["interop.errback"],
+        task_client.tasks["interop.errback_request"],
+    )
+    slow = record.si("slow", 30).set(time_limit=1)
+    result = chain(add.s(1, 2), slow, add.s(1)).apply_async(
+        link_error=[errback.s(), errback_request.s()]
+    )
+    with pytest.raises(errors.TimeLimitExceeded):
+        result.get(timeout=30)
+    assert result.parent is not None
+    killed = result.parent.id
+    wait_until(lambda: len(shared.errbacks()) == 2)
+    assert sorted(shared.errbacks()) == sorted(
+        [killed, json.dumps([killed, "TimeLimitExceeded", "hard time limit exceeded"])]
+    )
+
+
+def test_a_chord_part_killed_at_its_time_limit_fails_the_body(
+    task_client: App, worker: WorkerProcess
+) -> None:
+    add, record = task_client.tasks["interop.add"], task_client.tasks["interop.record"]
+    tsum, errback = task_client.tasks["interop.tsum"], task_client.tasks["interop.errback"]
+    slow = record.si("slow", 30).set(time_limit=1)
+    result = chord([add.s(1, 1), slow])(tsum.s().on_error(errback.s()))
+    with pytest.raises(errors.ChordError, match="TimeLimitExceeded"):
+        result.get(timeout=30)
+    wait_until(lambda: shared.errbacks() == [result.id])
+
+
+def test_a_terminated_chord_part_ends_the_chord(
+    task_client: App, worker: WorkerProcess, runs: redis.Redis
+) -> None:
+    add, record = task_client.tasks["interop.add"], task_client.tasks["interop.record"]
+    tsum = task_client.tasks["interop.tsum"]
+    result = chord([add.s(1, 1), record.si("long", 30)])(tsum.s())
+    wait_until(lambda: runs.hexists("started", "long"), timeout=20)
+    assert isinstance(result.parent, GroupResult)
+    result.parent.results[1].revoke(terminate=True, signal="SIGKILL")
+    with pytest.raises(errors.ChordError, match="TaskRevokedError"):
+        result.get(timeout=30)

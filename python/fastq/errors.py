@@ -95,6 +95,11 @@ class TimeLimitExceeded(FastqError):
     """The task ran past its hard ``time_limit``; its process was replaced."""
 
 
+class WorkerLostError(FastqError):
+    """The process running the task died before it finished (a prefork child killed or
+    crashed while running a task acknowledged before it started)."""
+
+
 class MaxRetriesExceededError(FastqError):
     """``Task.retry()`` was called more than ``max_retries`` times."""
 
@@ -129,5 +134,6 @@ CELERY_EQUIVALENTS = frozenset(
         "ChordError",
         "SoftTimeLimitExceeded",
         "TimeLimitExceeded",
+        "WorkerLostError",
     }
 )

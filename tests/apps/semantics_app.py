@@ -3,7 +3,7 @@
 import os
 import time
 
-from fastq import App
+from fastq import App, signals
 from fastq.errors import SoftTimeLimitExceeded
 
 from tests.apps import shared
@@ -13,7 +13,14 @@ app = App(
     broker=os.environ.get("FASTQ_BROKER_URL", "redis://127.0.0.1:6379/8"),
     backend=os.environ.get("FASTQ_RESULT_BACKEND", "redis://127.0.0.1:6379/9"),
     broker_transport_options={"visibility_timeout": 2},
+    result_extended=os.environ.get("FASTQ_TEST_RESULT_EXTENDED") == "1",
 )
+
+
+@signals.worker_process_init.connect
+def slow_child_start(**_: object) -> None:
+    """A child that takes its time to start, to stop a worker while one is starting."""
+    time.sleep(float(os.environ.get("FASTQ_TEST_CHILD_START_DELAY") or 0))
 
 
 @app.task(name="sem.flaky", bind=True, max_retries=3, default_retry_delay=0.1)
@@ -36,6 +43,13 @@ def soft() -> str:
 @app.task(name="sem.hard", time_limit=0.5)
 def hard(seconds: float) -> str:
     time.sleep(seconds)
+    return "finished"
+
+
+@app.task(name="sem.hard_late", time_limit=1, acks_late=True)
+def hard_late(token: str) -> str:
+    shared.runs().hincrby("starts", token, 1)
+    time.sleep(30)
     return "finished"
 
 

@@ -6,7 +6,7 @@ import time
 
 import pytest
 import redis
-from fastq import App, states
+from fastq import App, errors, states
 from fastq.backends.base import exception_to_meta, meta_to_exception
 from fastq.errors import BackendError, SecurityError, TaskError
 from fastq.errors import TimeoutError as FastqTimeout
@@ -91,6 +91,14 @@ def test_exception_meta_is_celerys_format() -> None:
     assert meta == {"exc_type": "ValueError", "exc_message": ["bad", 3], "exc_module": "builtins"}
     rebuilt = meta_to_exception(meta)
     assert isinstance(rebuilt, ValueError) and rebuilt.args == ("bad", 3)
+
+
+@pytest.mark.parametrize("module", ["celery.exceptions", "billiard.exceptions"])
+@pytest.mark.parametrize("name", ["TimeLimitExceeded", "WorkerLostError"])
+def test_celerys_worker_errors_become_fastqs(module: str, name: str) -> None:
+    exc = meta_to_exception({"exc_type": name, "exc_message": ["gone"], "exc_module": module})
+    assert type(exc) is getattr(errors, name) and exc.args == ("gone",)
+    assert exception_to_meta(exc)["exc_module"] == "celery.exceptions"
 
 
 def test_unimportable_exception_becomes_task_error() -> None:

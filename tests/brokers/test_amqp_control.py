@@ -96,13 +96,14 @@ def test_a_revoked_countdown_task_never_runs(
     assert not runs.hexists("runs", "doomed")
 
 
+@pytest.mark.parametrize("backend", ["rpc://", "rabbitmq://"])
 def test_terminate_kills_the_running_task_and_the_child_is_replaced(
-    env: dict[str, str], queue: str, hostname: str, runs: redis.Redis
+    env: dict[str, str], queue: str, hostname: str, runs: redis.Redis, backend: str
 ) -> None:
-    # rabbitmq:// results: the supervisor records the REVOKED state of the child it killed,
-    # and on rpc:// it does not know the client's reply queue (only the child had the message).
-    env = {**env, "FASTQ_RESULT_BACKEND": "rabbitmq://"}
-    client = App("client", broker=AMQP_URL, backend="rabbitmq://", set_as_current=False)
+    # The supervisor records the REVOKED state of the child it killed; on rpc:// it replies to
+    # the client's queue, which the child named in its start report.
+    env = {**env, "FASTQ_RESULT_BACKEND": backend}
+    client = App("client", broker=AMQP_URL, backend=backend, set_as_current=False)
     ids: list[str] = []
     try:
         with start_worker(env, queue, hostname, "--pool", "prefork", "--concurrency", "1") as w:
@@ -111,17 +112,23 @@ def test_terminate_kills_the_running_task_and_the_child_is_replaced(
             wait_until(lambda: runs.hexists("started", "long"), timeout=20)
             child = int(runs.hget("started", "long") or 0)
             client.control.revoke(long.id, terminate=True, signal="SIGKILL")
+            started = time.monotonic()
             with pytest.raises(TaskRevokedError, match="terminated"):
                 long.get(timeout=20)
+            assert time.monotonic() - started < 10
             after = client.send_task("sem.pid", queue=queue)
             ids.append(after.id)
             assert after.get(timeout=20) != child  # a new child ran the next task
             assert "terminating task" in w.log()
+            assert "has no reply_to" not in w.log()
             assert client.control.ping(destination=[hostname], timeout=10) == {hostname: "pong"}
         assert not runs.hexists("runs", "long")
     finally:
         client.close()
-        delete(*(QUEUE_PREFIX + task_id for task_id in ids))
+        if backend == "rpc://":
+            delete(client.oid)
+        else:
+            delete(*(QUEUE_PREFIX + task_id for task_id in ids))
 
 
 def test_fastq_inspect_on_the_command_line(env: dict[str, str], queue: str, hostname: str) -> None:

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import json
+import os
+import signal
 import time
 from collections.abc import Iterator
 
 import pytest
 import redis
 from fastq import App, states
-from fastq.errors import TimeLimitExceeded
+from fastq.errors import TimeLimitExceeded, WorkerLostError
 
-from tests.processes import fastq_worker
+from tests.processes import children_of, fastq_worker, wait_until
 
 APP = "tests.apps.semantics_app"
 
@@ -80,6 +83,47 @@ def test_hard_limit_replaces_the_child_and_the_worker_keeps_serving(client: App)
         assert after != before, "the child that hit the hard limit was not replaced"
         assert client.send_task("sem.hard", (0.01,)).get(timeout=10) == "finished"
         assert "hard time limit" in worker.log()
+
+
+def test_a_child_killed_mid_task_fails_it_with_the_request_it_ran(
+    client: App, runs: redis.Redis, backend_redis: redis.Redis, worker_env: dict[str, str]
+) -> None:
+    """Acknowledged before it ran, the task cannot come back: the supervisor stores Celery's
+    WorkerLostError with the meta the child would have stored (result_extended here)."""
+    env = {**worker_env, "FASTQ_TEST_RESULT_EXTENDED": "1"}
+    with fastq_worker("--pool", "prefork", "--concurrency", "1", app=APP, env=env):
+        doomed = client.send_task("sem.sleep", ("doomed", 30))
+        wait_until(lambda: runs.hexists("started", "doomed"), timeout=15)
+        os.kill(int(runs.hget("started", "doomed") or 0), signal.SIGKILL)
+        with pytest.raises(WorkerLostError, match=r"signal 9 \(SIGKILL\)"):
+            doomed.get(timeout=15)
+        assert client.send_task("sem.stamp", ("after",)).get(timeout=15)
+    meta = json.loads(backend_redis.get(f"celery-task-meta-{doomed.id}") or b"{}")
+    assert meta["status"] == states.FAILURE
+    assert meta["result"]["exc_type"] == "WorkerLostError"
+    assert meta["result"]["exc_module"] == "celery.exceptions"
+    assert (meta["name"], meta["args"], meta["queue"]) == ("sem.sleep", ["doomed", 30], "celery")
+    assert not runs.hexists("runs", "doomed")
+
+
+def test_a_warm_stop_reaches_a_child_that_is_still_starting(worker_env: dict[str, str]) -> None:
+    """The stop must not be taken by the supervisor's handlers the child still has: that child
+    would keep consuming, and the worker would never stop."""
+    env = {**worker_env, "FASTQ_TEST_CHILD_START_DELAY": "3"}
+    worker = fastq_worker("--pool", "prefork", "--concurrency", "2", app=APP, env=env)
+    children = children_of(worker.pid)
+    try:
+        assert len(children) == 2
+        started = time.monotonic()
+        assert worker.stop(timeout=10) == 0
+        assert time.monotonic() - started < 3  # the children did not finish starting first
+        wait_until(lambda: not any(os.path.exists(f"/proc/{pid}") for pid in children), 5)
+    finally:
+        for pid in children:  # never leave a consumer behind for the next tests
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
 
 
 def test_rate_limit_spaces_tasks_without_blocking_others(client: App, runs: redis.Redis) -> None:

@@ -61,10 +61,15 @@ def meta_to_exception(value: Any) -> BaseException:
         return errors.TaskError(exc_type, exc_module, ", ".join(map(str, args)))
 
 
+#: Where Celery's exceptions live: a Celery worker names billiard's for its time limits and a
+#: lost worker process (``celery.exceptions`` re-exports them).
+_CELERY_MODULES = ("celery.exceptions", "billiard.exceptions")
+
+
 def _find_class(module_name: str, qualname: str) -> Any:
     if module_name in ("builtins", "exceptions"):
         obj: Any = builtins
-    elif module_name == "celery.exceptions" and qualname in errors.CELERY_EQUIVALENTS:
+    elif module_name in _CELERY_MODULES and qualname in errors.CELERY_EQUIVALENTS:
         obj = errors
     else:
         obj = sys.modules.get(module_name)

@@ -25,6 +25,7 @@ from fastq.worker.revoke import revoke_arguments
 if TYPE_CHECKING:
     from fastq.app import App
     from fastq.control import ControlCommand, ControlListener
+    from fastq.task import Context
 
 log = logging.getLogger("fastq.worker")
 
@@ -76,10 +77,9 @@ class SlotReporter:
         self.tracker = tracker
         self.slot = slot
 
-    def started(
-        self, task_id: str, delivery_tag: str, hard_deadline: float | None, name: str = ""
-    ) -> None:
-        self.tracker.started(self.slot, os.getpid(), task_id, name, delivery_tag)
+    def started(self, request: Context, hard_deadline: float | None, acks_late: bool) -> None:
+        tag = getattr(request, "delivery_tag", "")
+        self.tracker.started(self.slot, os.getpid(), request.id or "", request.task or "", tag)
 
     def finished(self) -> None:
         self.tracker.finished(self.slot)

@@ -28,7 +28,7 @@ from fastq.worker.limits import effective_limits
 from fastq.worker.ratelimit import RateLimiter
 from fastq.worker.request import build_context, eta_of, expired
 from fastq.worker.revoke import RevokedIds
-from fastq.worker.tracer import Outcome, Settle, run_task
+from fastq.worker.tracer import Outcome, Settle, keeps_result, run_task
 
 log = logging.getLogger("fastq.worker")
 
@@ -41,11 +41,10 @@ BACKOFF_MAX = 10.0
 
 
 class TaskReporter(Protocol):
-    """Tells the prefork supervisor what a child runs, so it can enforce hard time limits."""
+    """Tells the prefork supervisor what a child runs, so it can enforce hard time limits and
+    record the result of a task the child does not finish (``request``)."""
 
-    def started(
-        self, task_id: str, delivery_tag: str, hard_deadline: float | None, name: str = ""
-    ) -> None: ...
+    def started(self, request: Context, hard_deadline: float | None, acks_late: bool) -> None: ...
     def finished(self) -> None: ...
 
 
@@ -225,6 +224,15 @@ class WorkerLoop:
             self._settle(consumer, delivery.delivery_tag, Settle.DROP)
             return
         context = build_context(delivery, self.hostname)
+        if delivery.redelivered and self._settled(context.id):
+            log.info(
+                "task %s[%s] came back after its worker child was killed; its result is "
+                "recorded, so it does not run again",
+                context.task,
+                context.id,
+            )
+            self._settle(consumer, delivery.delivery_tag, Settle.ACK)
+            return
         if expired(context):
             self._revoke(consumer, delivery.delivery_tag, context, "expired")
             return
@@ -239,6 +247,11 @@ class WorkerLoop:
             self._schedule(when, delivery, context)
             return
         self._maybe_execute(consumer, task, delivery, context)
+
+    def _settled(self, task_id: str | None) -> bool:
+        if self.revoked_fd is not None:  # the supervisor wrote it before the kill: read it now
+            self.revoked.read_pipe(self.revoked_fd)
+        return task_id in self.revoked.settled
 
     def _defer(self, consumer: Consumer, delivery: Delivery, when: float) -> bool:
         try:
@@ -316,7 +329,7 @@ class WorkerLoop:
         if self.reporter is not None:
             hard, _ = effective_limits(task, context)
             deadline = time.time() + hard if hard else None
-            self.reporter.started(context.id or "", delivery.delivery_tag, deadline, task.name)
+            self.reporter.started(context, deadline, acks_late)
         outcome = run_task(task, context, acks_late, self.enforce_hard_limit)
         if self.reporter is not None:
             self.reporter.finished()
@@ -336,16 +349,7 @@ class WorkerLoop:
         return bool(self.app.conf.task_track_started if track is None else track)
 
     def _record_outcome(self, task: Task, context: Context, outcome: Outcome) -> None:
-        if outcome.state is None:
-            return
-        ignore = context.ignore_result or bool(
-            self.app.conf.task_ignore_result if task.ignore_result is None else task.ignore_result
-        )
-        if ignore and outcome.state == states.SUCCESS:
-            return
-        if ignore and not (
-            task.store_errors_even_if_ignored or self.app.conf.task_store_errors_even_if_ignored
-        ):
+        if outcome.state is None or not keeps_result(self.app, task, context, outcome.state):
             return
         self._record(context.id, outcome.value, outcome.state, outcome.traceback, context)
 

@@ -12,10 +12,11 @@ from collections.abc import Sequence
 from fastq import signals
 from fastq.app import App
 from fastq.builtin_tasks import user_tasks
-from fastq.errors import ConfigurationError, TimeLimitExceeded
+from fastq.errors import ConfigurationError
 from fastq.urls import redact
 from fastq.worker.control import ControlServer, PoolInfo, SlotReporter, TaskTracker
 from fastq.worker.loop import TaskReporter, WorkerLoop
+from fastq.worker.lost import record_lost
 from fastq.worker.revoke import RevokedIds
 from fastq.worker.supervisor import PipeReporter, Running, Supervisor
 
@@ -109,6 +110,7 @@ def run_worker(
 
         def child_main(index: int, cid: str, reporter: PipeReporter, revoked_fd: int) -> int:
             signals.worker_process_init.send(None)
+            reporter.with_args = bool(conf.result_extended)  # the stored meta carries them
             loop = make_loop(cid, max_tasks, reporter, revoked=supervisor.revoked)
             loop.revoked_fd = revoked_fd
             loop.install_signal_handlers()
@@ -118,14 +120,12 @@ def run_worker(
                 signals.worker_process_shutdown.send(None, pid=os.getpid(), exitcode=0)
             return 0
 
-        def on_killed(cid: str, running: Running, reason: str) -> None:
-            if reason == "time limit":
-                exc = TimeLimitExceeded("hard time limit exceeded")
-                app.backend.mark_as_failure(running.task_id, exc)
-            else:
-                app.backend.mark_as_revoked(running.task_id, reason)
-            if running.delivery_tag:
-                app.broker.discard(cid, running.delivery_tag)
+        def on_lost(cid: str, running: Running, reason: str, exit_code: int) -> None:
+            try:
+                record_lost(app, running, reason, exit_code, hostname)
+            finally:
+                if running.delivery_tag:  # recorded: not to run again (where the broker can)
+                    app.broker.discard(cid, running.delivery_tag)
 
         def on_tick() -> None:
             processes[:] = [c.pid for c in supervisor.children.values()]
@@ -136,7 +136,7 @@ def run_worker(
             child_main,
             app.broker.restore_consumer,
             consumer_id,
-            on_killed,
+            on_lost,
             tracker=tracker,
             on_tick=on_tick,
         )

@@ -16,11 +16,12 @@ from collections.abc import Iterable
 MAX_REVOKED = 50_000
 
 
-class RevokedIds:
+class IdSet:
+    """Task ids in the order they came, the oldest forgotten past ``maxlen``."""
+
     def __init__(self, maxlen: int = MAX_REVOKED) -> None:
         self.maxlen = maxlen
         self._ids: OrderedDict[str, None] = OrderedDict()
-        self._buffer = b""
 
     def __contains__(self, task_id: object) -> bool:
         return task_id in self._ids
@@ -35,8 +36,19 @@ class RevokedIds:
         while len(self._ids) > self.maxlen:
             self._ids.popitem(last=False)
 
+
+class RevokedIds(IdSet):
+    def __init__(self, maxlen: int = MAX_REVOKED) -> None:
+        super().__init__(maxlen)
+        #: Tasks whose result the prefork supervisor recorded when it killed their child (time
+        #: limit, terminate): a late-acknowledged message that comes back for one of them (a
+        #: broker that requeues what a dead connection held) is dropped, not run again.
+        self.settled = IdSet(maxlen)
+        self._buffer = b""
+
     def read_pipe(self, fd: int) -> None:
-        """Adds the ids the supervisor wrote to ``fd`` (non-blocking; one id per line)."""
+        """Adds the ids the supervisor wrote to ``fd`` (non-blocking; one id per line, settled
+        ones marked with a leading ``=``)."""
         while True:
             try:
                 data = os.read(fd, 65536)
@@ -46,7 +58,8 @@ class RevokedIds:
                 return
             lines = (self._buffer + data).split(b"\n")
             self._buffer = lines.pop()
-            self.add(line.decode() for line in lines if line)
+            self.add(line.decode() for line in lines if line and line[:1] != b"=")
+            self.settled.add(line[1:].decode() for line in lines if line[:1] == b"=")
 
 
 def revoke_arguments(arguments: dict[str, object]) -> tuple[list[str], bool, str]:

@@ -1,9 +1,10 @@
 """The prefork supervisor: forks N children that each run their own consumer loop.
 
 It starts no threads and opens no connections before forking. Each child reports on a pipe which
-task it runs and its hard time limit; a child past that limit is killed. A child that dies is
-replaced and the messages it held come back to the queue. SIGTERM stops warm (children finish
-their running task); a second SIGTERM or SIGQUIT stops cold.
+task it runs, its hard time limit and what its result needs (``PipeReporter.started``); a child
+past that limit is killed. A child that dies is replaced and the messages it held come back to
+the queue; the outcome of a task it could not finish is recorded here (``worker/lost.py``).
+SIGTERM stops warm (children finish their running task); a second SIGTERM or SIGQUIT stops cold.
 """
 
 from __future__ import annotations
@@ -19,9 +20,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from fastq import errors
+from fastq.worker.lost import TERMINATED, TIME_LIMIT, WORKER_LOST, describe
 from fastq.worker.revoke import RevokedIds
 
 if TYPE_CHECKING:
+    from fastq.task import Context
     from fastq.worker.control import TaskTracker
 
 log = logging.getLogger("fastq.worker")
@@ -30,27 +33,38 @@ log = logging.getLogger("fastq.worker")
 FAST_DEATH = 1.0
 #: How often the supervisor looks for dead children when nothing else wakes it.
 TICK = 0.25
+#: What stops a worker (warm, cold).
+_STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT, signal.SIGQUIT}
 
 
 class PipeReporter:
-    """The child's end: one short line per task start and end (atomic writes < PIPE_BUF)."""
+    """The child's end: one line per task start and end.
 
-    def __init__(self, fd: int) -> None:
+    A start line carries what the supervisor needs to record the task's result if the child
+    does not live to (``lost.describe``): mostly the client's ``reply_to``, so it stays short.
+    """
+
+    def __init__(self, fd: int, with_args: bool = False) -> None:
         self.fd = fd
+        #: Describe args and kwargs too (``result_extended``: the stored result carries them).
+        self.with_args = with_args
 
-    def started(
-        self, task_id: str, delivery_tag: str, hard_deadline: float | None, name: str = ""
-    ) -> None:
+    def started(self, request: Context, hard_deadline: float | None, acks_late: bool) -> None:
         deadline = f"{hard_deadline:.3f}" if hard_deadline else "-"
-        name = name.replace(" ", "_") or "-"
-        self._write(f"S {task_id} {delivery_tag or '-'} {deadline} {name}\n")
+        name = (request.task or "").replace(" ", "_") or "-"
+        tag = getattr(request, "delivery_tag", None) or "-"
+        late = "L" if acks_late else "-"
+        described = describe(request, self.with_args)
+        self._write(f"S {request.id} {tag} {deadline} {name} {late} {described}\n")
 
     def finished(self) -> None:
         self._write("D\n")
 
     def _write(self, line: str) -> None:
+        data = line.encode()
         try:
-            os.write(self.fd, line.encode())
+            while data:  # a long line (a big chain) may go in parts; this child is its only writer
+                data = data[os.write(self.fd, data) :]
         except OSError:  # the supervisor is gone; the child's own shutdown handles the rest
             pass
 
@@ -60,6 +74,11 @@ class Running:
     task_id: str
     delivery_tag: str
     deadline: float | None
+    name: str = ""
+    #: Its message is acknowledged after it runs: a dead child's broker gives it back.
+    acks_late: bool = False
+    #: The request as the child described it (``lost.describe``), decoded only when needed.
+    described: str = ""
 
 
 @dataclass
@@ -84,21 +103,22 @@ class Supervisor:
         child_main: Callable[[int, str, PipeReporter, int], int],
         restore: Callable[[str], int],
         consumer_id: Callable[[int, int], str],
-        on_killed: Callable[[str, Running, str], None] | None = None,
+        on_lost: Callable[[str, Running, str, int], None] | None = None,
         tracker: TaskTracker | None = None,
         on_tick: Callable[[], None] | None = None,
     ) -> None:
         """``child_main(index, consumer_id, reporter, revoked_fd)`` runs in each child and returns
         its exit code; ``restore(consumer_id)`` returns a dead child's messages to their queues;
-        ``on_killed(consumer_id, running, reason)`` records a task whose child the supervisor
-        killed (reason "time limit" or "terminated");
+        ``on_lost(consumer_id, running, reason, exit_code)`` records a task its child did not
+        finish: killed by the supervisor (reason "time limit" or "terminated"), or dead while
+        running a task acknowledged early ("worker lost");
         ``tracker`` learns what each child runs; ``on_tick()`` runs between ticks (remote
         control)."""
         self.concurrency = concurrency
         self.child_main = child_main
         self.restore = restore
         self.consumer_id = consumer_id
-        self.on_killed = on_killed
+        self.on_lost = on_lost
         self.revoked = RevokedIds()
         self.tracker = tracker
         self.on_tick = on_tick
@@ -115,8 +135,21 @@ class Supervisor:
         _widen(read_fd)
         revoked_read, revoked_write = os.pipe()
         _widen(revoked_write)
-        pid = os.fork()
+        # A stop signal must not reach the child while it still has the supervisor's handlers
+        # (they would act for the supervisor, and the child would miss its stop): held across
+        # the fork, then the default (end the child, which runs nothing yet) until its loop
+        # installs its own; the supervisor takes one that came meanwhile once it knows the child.
+        signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+        try:
+            pid = os.fork()
+        except BaseException:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
+            raise
         if pid == 0:  # child: inherits self.revoked, and hears of later revokes on its pipe
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            signal.signal(signal.SIGQUIT, signal.SIG_DFL)
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
             os.close(read_fd)
             os.close(revoked_write)
             os.set_blocking(revoked_read, False)
@@ -125,7 +158,6 @@ class Supervisor:
                 os.close(other.revoked_fd)
             code = 1
             try:
-                signal.signal(signal.SIGQUIT, signal.SIG_DFL)
                 code = self.child_main(index, consumer_id, PipeReporter(write_fd), revoked_read)
             except BaseException:
                 log.exception("worker child %d crashed", index)
@@ -139,17 +171,13 @@ class Supervisor:
         self.children[pid] = Child(
             index, pid, consumer_id, time.monotonic(), read_fd, revoked_write
         )
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
 
     def revoke(self, task_ids: list[str], terminate: bool, sig: str) -> None:
         """Tells every child to skip ``task_ids``; with ``terminate``, kills the child running
         one of them (the task is recorded as REVOKED and the child replaced)."""
         self.revoked.add(task_ids)
-        line = "".join(f"{t}\n" for t in task_ids).encode()
-        for child in self.children.values():
-            try:
-                os.write(child.revoked_fd, line)
-            except (BlockingIOError, BrokenPipeError):
-                log.warning("child %d did not take the revoke of %s", child.index, task_ids)
+        self._tell_children("".join(f"{t}\n" for t in task_ids), f"the revoke of {task_ids}")
         if not terminate:
             return
         signum = _signal_number(sig)
@@ -159,8 +187,25 @@ class Supervisor:
                 log.warning(
                     "terminating task %s (child %d) with %s", running.task_id, child.index, sig
                 )
-                child.killed = (running, "terminated")
-                _kill(child.pid, signum)
+                self._kill_running(child, running, TERMINATED, signum)
+
+    def _kill_running(self, child: Child, running: Running, reason: str, signum: int) -> None:
+        child.killed = (running, reason)
+        if running.acks_late:
+            # Its result is recorded when the child is gone; where the broker gives back what
+            # the dead child held (RabbitMQ), the children drop the message instead of running
+            # it again. Told before the kill, so before the message can come back.
+            self.revoked.settled.add([running.task_id])
+            self._tell_children(f"={running.task_id}\n", f"that {running.task_id} is settled")
+        _kill(child.pid, signum)
+
+    def _tell_children(self, lines: str, what: str) -> None:
+        data = lines.encode()
+        for child in self.children.values():
+            try:
+                os.write(child.revoked_fd, data)
+            except (BlockingIOError, BrokenPipeError):
+                log.warning("child %d did not take %s", child.index, what)
 
     def _read_reports(self, child: Child) -> None:
         try:
@@ -172,19 +217,30 @@ class Supervisor:
         lines = (child.buffer + data).split(b"\n")
         child.buffer = lines.pop()
         for line in lines:
-            parts = line.decode(errors="replace").split(" ")
-            if parts[0] == "S" and len(parts) in (4, 5):
-                deadline = None if parts[3] == "-" else float(parts[3])
-                child.running = Running(parts[1], "" if parts[2] == "-" else parts[2], deadline)
-                if self.tracker is not None:
-                    name = parts[4] if len(parts) == 5 else "-"
-                    self.tracker.started(
-                        child.index, child.pid, parts[1], name, child.running.delivery_tag
-                    )
-            elif parts[0] == "D":
+            if line[:2] == b"S ":
+                self._started(child, line)
+            elif line == b"D":
                 child.running = None
                 if self.tracker is not None:
                     self.tracker.finished(child.index)
+
+    def _started(self, child: Child, line: bytes) -> None:
+        # S <id> <tag|-> <deadline|-> <name|-> <L|-> <described request>
+        parts = line.decode(errors="replace").split(" ", 6)
+        if len(parts) < 6:
+            log.warning("child %d sent a malformed report: %r", child.index, line[:200])
+            return
+        _, task_id, tag, deadline, name, late = parts[:6]
+        child.running = Running(
+            task_id,
+            "" if tag == "-" else tag,
+            None if deadline == "-" else float(deadline),
+            "" if name == "-" else name,
+            acks_late=late == "L",
+            described=parts[6] if len(parts) == 7 else "",
+        )
+        if self.tracker is not None:
+            self.tracker.started(child.index, child.pid, task_id, name, child.running.delivery_tag)
 
     def _enforce_deadlines(self) -> None:
         now = time.time()
@@ -196,8 +252,7 @@ class Supervisor:
                     running.task_id,
                     child.index,
                 )
-                child.killed = (running, "time limit")
-                _kill(child.pid, signal.SIGKILL)
+                self._kill_running(child, running, TIME_LIMIT, signal.SIGKILL)
 
     def _next_wakeup(self) -> float:
         deadlines = [
@@ -271,10 +326,17 @@ class Supervisor:
     def _on_death(self, child: Child, code: int, fast_deaths: int) -> int:
         if self.tracker is not None:
             self.tracker.gone(child.index)
-        if child.killed and self.on_killed is not None:
-            running, reason = child.killed
+        lost = None
+        if child.running is not None and child.killed and child.killed[0] is child.running:
+            lost = child.killed  # not if the task finished first (a signal the child handles)
+        elif child.running is not None and not child.running.acks_late:
+            # Acknowledged before it ran, so no broker gives it back: it failed (Celery's
+            # WorkerLostError). A late-acknowledged one is returned below and runs again.
+            lost = (child.running, WORKER_LOST)
+        if lost is not None and self.on_lost is not None:
+            running, reason = lost
             try:
-                self.on_killed(child.consumer_id, running, reason)
+                self.on_lost(child.consumer_id, running, reason, code)
             except errors.FastqError as exc:
                 log.error("could not record task %s (%s): %s", running.task_id, reason, exc)
         if code != 0 or self.cold:

@@ -10,12 +10,15 @@ import threading
 import traceback as tb
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastq import signals, states
 from fastq.errors import Ignore, Reject, Retry
 from fastq.task import Context, Task
 from fastq.worker.limits import alarm, effective_limits
+
+if TYPE_CHECKING:
+    from fastq.app import App
 
 log = logging.getLogger("fastq.worker")
 
@@ -64,6 +67,19 @@ def run_task(task: Task, context: Context, acks_late: bool, enforce_hard_limit: 
         task.app.pop_request()
         task.pop_request()
     return outcome
+
+
+def keeps_result(app: App, task: Task | None, request: Context, state: str) -> bool:
+    """Whether ``state`` is stored: not when the result is ignored (by the message, the task or
+    the app), except errors with ``store_errors_even_if_ignored``."""
+    conf = app.conf
+    own = task.ignore_result if task is not None else None
+    if not (request.ignore_result or bool(conf.task_ignore_result if own is None else own)):
+        return True
+    if state == states.SUCCESS:
+        return False
+    keep = task.store_errors_even_if_ignored if task is not None else None
+    return bool(keep or conf.task_store_errors_even_if_ignored)
 
 
 def _call(task: Task, context: Context, acks_late: bool, enforce_hard_limit: bool) -> Outcome:

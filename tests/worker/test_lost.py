@@ -1,0 +1,100 @@
+"""The start report a prefork child sends its supervisor, and the request the supervisor rebuilds
+from it to record the result of a task the child did not finish (no broker needed)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+from fastq.task import Context
+from fastq.worker.lost import request_of
+from fastq.worker.supervisor import Child, PipeReporter, Running, Supervisor
+
+
+@pytest.fixture
+def pipe() -> Iterator[tuple[PipeReporter, Supervisor, Child]]:
+    read_fd, write_fd = os.pipe()
+    os.set_blocking(read_fd, False)
+    supervisor = Supervisor(1, lambda *_: 0, lambda _: 0, lambda i, g: f"c{i}.{g}")
+    child = Child(0, os.getpid(), "c0.1", 0.0, read_fd, -1)
+    yield PipeReporter(write_fd), supervisor, child
+    os.close(read_fd)
+    os.close(write_fd)
+
+
+def report(
+    pipe: tuple[PipeReporter, Supervisor, Child],
+    request: Context,
+    deadline: float | None = None,
+    acks_late: bool = False,
+) -> Running:
+    reporter, supervisor, child = pipe
+    reporter.started(request, deadline, acks_late)
+    supervisor._read_reports(child)
+    assert child.running is not None
+    return child.running
+
+
+def test_a_plain_task_reports_its_reply_queue_and_no_json(
+    pipe: tuple[PipeReporter, Supervisor, Child],
+) -> None:
+    request = Context(
+        id="t1",
+        task="proj.add",
+        args=(1, 2),
+        kwargs={},
+        reply_to="client-oid",
+        correlation_id="t1",
+        root_id="t1",
+        delivery_info={"routing_key": "celery"},
+        delivery_tag="tag-1",
+    )
+    running = report(pipe, request, deadline=1234.5, acks_late=True)
+    assert (running.task_id, running.delivery_tag, running.deadline) == ("t1", "tag-1", 1234.5)
+    assert (running.name, running.acks_late, running.described) == ("proj.add", True, "client-oid")
+    rebuilt = request_of(running, "w@host")
+    assert (rebuilt.id, rebuilt.task, rebuilt.reply_to) == ("t1", "proj.add", "client-oid")
+    assert rebuilt.hostname == "w@host" and rebuilt.chord is None and rebuilt.errbacks is None
+
+
+def test_canvas_ids_and_awkward_values_survive_the_line(
+    pipe: tuple[PipeReporter, Supervisor, Child],
+) -> None:
+    chord = {"task": "proj.tsum", "args": [], "kwargs": {}, "options": {"task_id": "body"}}
+    request = Context(
+        id="t2",
+        task="proj.part",
+        args=("two\nlines", "é"),
+        kwargs={"k": 1},
+        reply_to="a reply queue\nwith a newline",
+        correlation_id="corr",
+        root_id="root",
+        parent_id="parent",
+        group="g1",
+        group_index=3,
+        chord=chord,
+        chain=[{"task": "proj.next", "args": [], "kwargs": {}, "options": {}}],
+        errbacks=[{"task": "proj.on_error", "args": [], "kwargs": {}, "options": {}}],
+        retries=2,
+        delivery_info={"routing_key": "q1"},
+        delivery_tag="tag-2",
+    )
+    running = report(pipe, request)
+    rebuilt = request_of(running, "w@host")
+    for name in ("reply_to", "correlation_id", "root_id", "parent_id", "group", "group_index"):
+        assert getattr(rebuilt, name) == getattr(request, name), name
+    assert rebuilt.chord == chord and rebuilt.chain == request.chain
+    assert rebuilt.errbacks == request.errbacks
+    # An errback may be called with the request: it gets the arguments too.
+    assert list(rebuilt.args) == ["two\nlines", "é"] and rebuilt.kwargs == {"k": 1}
+    assert rebuilt.retries == 2 and rebuilt.delivery_info == {"routing_key": "q1"}
+
+
+def test_arguments_json_cannot_carry_are_left_out(
+    pipe: tuple[PipeReporter, Supervisor, Child],
+) -> None:
+    pipe[0].with_args = True  # result_extended
+    request = Context(id="t3", task="proj.x", args=(object(),), kwargs={}, reply_to="oid")
+    rebuilt = request_of(report(pipe, request), "w@host")
+    assert rebuilt.reply_to == "oid" and rebuilt.args == ()
