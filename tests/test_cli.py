@@ -110,7 +110,8 @@ def test_reading_commands_do_not_create_an_empty_database(
     tmp_path: Path, command: list[str]
 ) -> None:
     db = tmp_path / "fastq.db"
-    env = {**os.environ, "FASTQ_BROKER_URL": f"sqlite:///{db}"}
+    env = {k: v for k, v in os.environ.items() if k != "FASTQ_RESULT_BACKEND"}
+    env["FASTQ_BROKER_URL"] = f"sqlite:///{db}"
     done = fastq(env, *command)
     assert done.returncode == 2, done
     assert f"no fastq database at {db}" in done.stderr and "where the worker runs" in done.stderr
