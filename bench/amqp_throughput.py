@@ -272,15 +272,17 @@ ends at the last mark. A process that ran none of the last marks ({unmarked_fq} 
 {unmarked_cel} for Celery in this run) held at most 4
 prefetched no-ops then, microseconds of work. Both queues were empty afterwards
 ({fq["left_in_queue"]} / {cel["left_in_queue"]} messages left). Publish rates are each side's own
-client (fastq `send_many` on py-amqp, Celery `send_task` with one producer).
+client (fastq `send_many` on its Rust publisher, Celery `send_task` with one producer).
 """
 
 
 def write_section(path: Path, section: str) -> None:
+    """Replaces the section of the same ``## `` title in ``path`` (or appends it)."""
     text = path.read_text() if path.exists() else "# Benchmark results\n"
-    pattern = re.compile(r"^## RabbitMQ throughput\n.*?(?=^## |\Z)", re.S | re.M)
+    title = section.split("\n", 1)[0]
+    pattern = re.compile(rf"^{re.escape(title)}\n.*?(?=^## |\Z)", re.S | re.M)
     if pattern.search(text):
-        text = pattern.sub(section.rstrip() + "\n\n", text).rstrip() + "\n"
+        text = pattern.sub(lambda _: section.rstrip() + "\n\n", text).rstrip() + "\n"
     else:
         text = text.rstrip() + "\n\n" + section
     path.write_text(text)

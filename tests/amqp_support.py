@@ -120,6 +120,18 @@ def rabbitmqctl(*args: str) -> str:
     ).stdout
 
 
+def close_connection(connection_name: str, reason: str = "fastq test: connection loss") -> int:
+    """Has the broker close the connections named ``connection_name`` (a client property), and
+    only those: the server is shared. Returns how many it closed."""
+    closed = 0
+    for row in rabbitmqctl("list_connections", "pid", "client_properties").splitlines():
+        pid, _, properties = row.partition("\t")
+        if f'{{"connection_name","{connection_name}"}}' in properties:
+            rabbitmqctl("close_connection", pid, reason)
+            closed += 1
+    return closed
+
+
 @contextmanager
 def worker(
     kind: str,

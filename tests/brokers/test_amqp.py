@@ -15,7 +15,7 @@ from typing import Any
 import amqp
 import pytest
 from fastq import App
-from fastq.brokers.amqp import AmqpParams, declarations
+from fastq.brokers.amqp import AmqpBroker, AmqpParams, declarations
 from fastq.config import Config
 from fastq.errors import BrokerConnectionError, ConfigurationError, NotRegistered
 from fastq.urls import redact
@@ -24,6 +24,7 @@ from tests.amqp_support import (
     AMQP_URL,
     admin,
     children,
+    close_connection,
     delete,
     queue_state,
     rabbitmqctl,
@@ -99,6 +100,19 @@ def test_declarations_follow_the_settings() -> None:
     assert topic["feeds"].exchange_type == "topic" and topic["feeds"].routing_key == "f.#"
 
 
+def test_the_rust_publisher_is_the_default_and_py_amqp_the_fallback() -> None:
+    def path(**settings: object) -> str:
+        return AmqpBroker("amqp://h//", Config(**settings)).publish_path
+
+    assert path() == "rust"
+    assert path(broker_transport_options={"publisher": "py-amqp"}) == "py-amqp"
+    # TLS options (a CA file, a client certificate) only py-amqp takes.
+    assert path(broker_use_ssl={"ca_certs": "/etc/ca.pem"}) == "py-amqp"
+    assert path(broker_use_ssl=True) == "rust"
+    with pytest.raises(ConfigurationError, match="publisher"):
+        path(broker_transport_options={"publisher": "kombu"})
+
+
 # -- publishing ----------------------------------------------------------------------------------
 @requires_rabbitmq
 def test_publish_is_celerys_message() -> None:
@@ -167,7 +181,8 @@ def test_publisher_confirms_and_reconnects_after_a_fork_or_a_break() -> None:
     app = make_app(queue, broker_confirm_publish=True)
     try:
         app.send_task("proj.add", (1, 1))
-        app.broker.publisher.reset()  # as after a broken socket: the next publish reconnects
+        # The broker drops the connection: the next publish reconnects (and is confirmed).
+        assert close_connection(app.broker.publisher.connection_name) == 1
         app.send_task("proj.add", (1, 2))
         broker = app.broker
         pid = os.fork()
@@ -230,7 +245,7 @@ def test_consumer_reconnects_and_drops_stale_acks(caplog: pytest.LogCaptureFixtu
         consumer = app.broker.consumer([queue], prefetch=10, consumer_id="t2", accept=["json"])
         first = fetch(consumer, 3)
         assert consumer.generation == 1
-        rabbitmqctl("close_all_connections", "fastq test: connection loss")
+        assert close_connection("t2") == 1
         with pytest.raises(BrokerConnectionError, match="lost the connection"):
             for _ in range(20):
                 consumer.fetch(0.5)
@@ -241,7 +256,6 @@ def test_consumer_reconnects_and_drops_stale_acks(caplog: pytest.LogCaptureFixtu
         assert "dropped 3 ack(s)" in caplog.text
         consumer.ack([d.delivery_tag for d in again])
         consumer.close()
-        app.broker.publisher.reset()
         assert queue_state(queue)[0] == 0
     finally:
         app.close()
@@ -442,7 +456,7 @@ def test_worker_survives_a_broker_restart_while_draining(tmp_path: Path) -> None
             [("interop.record", (i, 0.004), None) for i in range(RESTART_TASKS)], ignore_result=True
         )
     ]
-    app.broker.publisher.reset()  # its connection is about to be cut
+    app.broker.close()  # its connection is about to be cut
     try:
         with worker("fastq", queue, log, "-c", "2", consumers=2, FASTQ_TEST_RECORD=str(record)):
 

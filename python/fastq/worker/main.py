@@ -118,6 +118,9 @@ def run_worker(
                 loop.run()
             finally:
                 signals.worker_process_shutdown.send(None, pid=os.getpid(), exitcode=0)
+                # The child ends with os._exit: close the connections properly first, so the
+                # broker takes what this child published last (a chain's next step, a retry).
+                app.close()
             return 0
 
         def on_lost(cid: str, running: Running, reason: str, exit_code: int) -> None:

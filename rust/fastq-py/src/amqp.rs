@@ -14,7 +14,7 @@ use crate::convert::to_value;
 use crate::errors::{raise, IntoPyResult};
 use crate::message::{map_or_empty, TaskMessage};
 
-fn amqp_error(py: Python<'_>, err: AmqpError) -> PyErr {
+pub(crate) fn amqp_error(py: Python<'_>, err: AmqpError) -> PyErr {
     match err {
         AmqpError::Connection(m) => raise(py, "BrokerConnectionError", m),
         AmqpError::Config(m) => raise(py, "ConfigurationError", m),
@@ -118,7 +118,7 @@ impl AmqpDelivery {
     }
 }
 
-fn queue_spec(d: &Bound<'_, PyDict>) -> PyResult<QueueSpec> {
+pub(crate) fn queue_spec(d: &Bound<'_, PyDict>) -> PyResult<QueueSpec> {
     let get = |k: &str| -> PyResult<Option<Bound<'_, PyAny>>> { d.get_item(k) };
     let string = |k: &str, default: &str| -> PyResult<String> {
         match get(k)? {

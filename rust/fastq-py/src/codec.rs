@@ -107,7 +107,7 @@ fn optional_value(v: Option<&Bound<'_, PyAny>>) -> PyResult<Value> {
     v.map_or(Ok(Value::Null), to_value)
 }
 
-fn core_message(
+pub(crate) fn core_message(
     headers: &Bound<'_, PyDict>,
     args: &Bound<'_, PyAny>,
     kwargs: &Bound<'_, PyAny>,

@@ -6,6 +6,7 @@ mod consumer;
 mod convert;
 mod errors;
 mod message;
+mod publisher;
 mod signals;
 
 use pyo3::prelude::*;
@@ -19,6 +20,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<consumer::RedisConsumer>()?;
     m.add_class::<amqp::AmqpConsumer>()?;
     m.add_class::<amqp::AmqpDelivery>()?;
+    m.add_class::<publisher::AmqpPublisher>()?;
     m.add_function(wrap_pyfunction!(codec::dumps, m)?)?;
     m.add_function(wrap_pyfunction!(codec::loads, m)?)?;
     m.add_function(wrap_pyfunction!(codec::decode_envelope, m)?)?;

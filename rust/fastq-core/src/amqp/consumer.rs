@@ -28,6 +28,7 @@ use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions, BasicRejectOptions,
     ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
 };
+use lapin::protocol::AMQPErrorKind;
 use lapin::types::FieldTable;
 use lapin::uri::AMQPUri;
 use lapin::{Channel, Connection, ConnectionProperties, ErrorKind, ExchangeKind};
@@ -209,7 +210,7 @@ impl AmqpConsumer {
         if let Some(session) = self.session.take() {
             // Queued acks go out before the close frames (one FIFO). A dead socket fails fast; a
             // live one gets a moment to say goodbye.
-            self.rt.block_on(close(&session.connection));
+            self.rt.block_on(close(&session.connection, "consumer"));
         }
     }
 
@@ -384,55 +385,72 @@ async fn open_session(
     generation: u64,
     handle: Handle,
 ) -> Result<Session, AmqpError> {
-    let mut uri: AMQPUri = cfg
-        .url
+    let limit = cfg.connect_timeout;
+    let connection = connect(&cfg.url, cfg.heartbeat, &cfg.consumer_tag, limit, handle).await?;
+    let (channel, events) =
+        set_up_or_close(&connection, "consumer", limit, set_up(&connection, &cfg)).await?;
+    Ok(Session {
+        generation,
+        connection,
+        channel,
+        outstanding: BTreeSet::new(),
+        events,
+    })
+}
+
+/// Runs a new connection's set-up (channel, QoS, declarations…) within `limit`. One that fails
+/// or stalls (a broker still starting) must not leave the connection open: it would keep
+/// heartbeating and could hold prefetched messages nobody acks.
+pub(super) async fn set_up_or_close<T>(
+    connection: &Connection,
+    who: &str,
+    limit: Duration,
+    set_up: impl std::future::Future<Output = Result<T, AmqpError>>,
+) -> Result<T, AmqpError> {
+    let outcome = match tokio::time::timeout(limit, set_up).await {
+        Ok(outcome) => outcome,
+        Err(_) => Err(AmqpError::Connection(format!(
+            "the broker did not finish setting up the channel within {limit:.0?}"
+        ))),
+    };
+    if outcome.is_err() {
+        close(connection, who).await;
+    }
+    outcome
+}
+
+/// Opens a connection named `name` (shown by `rabbitmqctl list_connections client_properties`);
+/// `heartbeat` `None` takes the broker's proposal.
+pub(super) async fn connect(
+    url: &str,
+    heartbeat: Option<u16>,
+    name: &str,
+    limit: Duration,
+    handle: Handle,
+) -> Result<Connection, AmqpError> {
+    let mut uri: AMQPUri = url
         .parse()
         .map_err(|e: String| AmqpError::Config(format!("invalid AMQP URL: {e}")))?;
-    if cfg.heartbeat.is_some() {
-        uri.query.heartbeat = cfg.heartbeat;
+    if heartbeat.is_some() {
+        uri.query.heartbeat = heartbeat;
     }
-    let props =
-        ConnectionProperties::default().with_connection_name(cfg.consumer_tag.clone().into());
-    let limit = cfg.connect_timeout;
+    let props = ConnectionProperties::default().with_connection_name(name.to_owned().into());
     let connect = Connection::connect_uri_with_runtime(
         uri,
         props,
         async_rs::Runtime::tokio_with_handle(handle),
     );
-    let connection = match tokio::time::timeout(limit, connect).await {
-        Ok(Ok(connection)) => connection,
-        Ok(Err(e)) => return Err(AmqpError::Connection(format!("cannot connect: {e}"))),
-        Err(_) => {
-            return Err(AmqpError::Connection(format!(
-                "cannot connect: no answer within {limit:.0?}"
-            )))
-        }
-    };
-    // A set-up that fails or stalls (a broker still starting) must not leave this connection
-    // open: it would keep heartbeating and could hold prefetched messages nobody acks.
-    match tokio::time::timeout(limit, set_up(&connection, &cfg)).await {
-        Ok(Ok((channel, events))) => Ok(Session {
-            generation,
-            connection,
-            channel,
-            outstanding: BTreeSet::new(),
-            events,
-        }),
-        Ok(Err(e)) => {
-            close(&connection).await;
-            Err(e)
-        }
-        Err(_) => {
-            close(&connection).await;
-            Err(AmqpError::Connection(format!(
-                "the broker did not finish setting up the channel within {limit:.0?}"
-            )))
-        }
+    match tokio::time::timeout(limit, connect).await {
+        Ok(Ok(connection)) => Ok(connection),
+        Ok(Err(e)) => Err(AmqpError::Connection(format!("cannot connect: {e}"))),
+        Err(_) => Err(AmqpError::Connection(format!(
+            "cannot connect: no answer within {limit:.0?}"
+        ))),
     }
 }
 
-async fn close(connection: &Connection) {
-    let bye = connection.close(200, "fastq consumer closing".into());
+pub(super) async fn close(connection: &Connection, who: &str) {
+    let bye = connection.close(200, format!("fastq {who} closing").into());
     let _ = tokio::time::timeout(Duration::from_secs(2), bye).await;
 }
 
@@ -490,18 +508,28 @@ fn exchange_kind(name: &str) -> ExchangeKind {
 }
 
 /// The broker refusing a declaration (arguments that differ from the existing queue's, access
-/// rights) is a configuration problem; anything else is the connection.
-fn declare_error(what: &str, e: lapin::Error) -> AmqpError {
-    match e.kind() {
-        ErrorKind::ProtocolError(err) => AmqpError::Config(format!(
+/// rights: a channel-level error) is a configuration problem; anything else, a connection-level
+/// error such as `rabbitmqctl close_connection`'s included, is the connection.
+pub(super) fn declare_error(what: &str, e: lapin::Error) -> AmqpError {
+    match channel_error(&e) {
+        Some(err) => AmqpError::Config(format!(
             "{what} refused by the broker: {err}. If the queue already exists with other \
              arguments (x-max-priority, x-queue-type), make the settings match or delete the queue"
         )),
-        _ => AmqpError::Connection(format!("{what} failed: {e}")),
+        None => AmqpError::Connection(format!("{what} failed: {e}")),
     }
 }
 
-async fn declare(channel: &Channel, q: &QueueSpec) -> Result<(), AmqpError> {
+/// The broker's channel-level (soft) error, if that is what `e` is: a refusal that reconnecting
+/// does not cure.
+pub(super) fn channel_error(e: &lapin::Error) -> Option<&lapin::protocol::AMQPError> {
+    match e.kind() {
+        ErrorKind::ProtocolError(err) if matches!(err.kind(), AMQPErrorKind::Soft(_)) => Some(err),
+        _ => None,
+    }
+}
+
+pub(super) async fn declare(channel: &Channel, q: &QueueSpec) -> Result<(), AmqpError> {
     let arguments = value_to_table(&q.arguments)
         .map_err(|e| AmqpError::Config(format!("queue {:?} arguments: {e}", q.name)))?;
     if !q.exchange.is_empty() {

@@ -1,12 +1,15 @@
-//! RabbitMQ (AMQP 0-9-1) for the worker: the consumer, header tables, ack planning.
+//! RabbitMQ (AMQP 0-9-1): the worker's consumer, the client's publisher, header tables, ack
+//! planning.
 //!
 //! Built on lapin; nothing here speaks the wire protocol by hand.
 
 pub mod acks;
 pub mod consumer;
+pub mod publisher;
 pub mod table;
 
 pub use consumer::{AmqpConsumer, Body, ConsumerConfig, Incoming, QueueSpec};
+pub use publisher::{AmqpPublisher, MessageProperties, Outgoing, PublishError, PublisherConfig};
 
 use thiserror::Error;
 

@@ -1,6 +1,6 @@
 //! AMQP field tables ↔ `Value`: message headers in, queue arguments out.
 
-use lapin::types::{AMQPValue, FieldArray, FieldTable, LongString, ShortString};
+use lapin::types::{AMQPValue, DecimalValue, FieldArray, FieldTable, LongString, ShortString};
 
 use crate::value::Value;
 
@@ -78,34 +78,69 @@ fn timestamp_iso(secs: u64) -> String {
 /// Queue or exchange arguments (`x-max-priority`, `x-queue-type`, `x-expires`…) as a field table.
 /// Integers go out as signed 64-bit (`l`), which RabbitMQ accepts for every numeric argument.
 pub fn value_to_table(v: &Value) -> Result<FieldTable, String> {
-    let mut table = FieldTable::default();
     match v {
-        Value::Null => {}
-        Value::Map(entries) => {
-            for (k, v) in entries {
-                let key = k.as_str().ok_or_else(|| {
-                    format!("argument names must be strings, got a {}", k.type_name())
-                })?;
-                table.insert(ShortString::from(key), value_to_amqp(v)?);
-            }
+        Value::Null => Ok(FieldTable::default()),
+        Value::Map(entries) => table(entries, Dialect::Arguments),
+        other => Err(format!(
+            "arguments must be a mapping, got a {}",
+            other.type_name()
+        )),
+    }
+}
+
+/// Message headers (a task's protocol 2 headers) as a field table, typed as py-amqp writes them,
+/// so a Celery worker reads back what a Celery client would have sent: text and bytes as long
+/// strings, integers as 32-bit when they fit (`I`) else 64-bit, floats as doubles, datetimes as
+/// timestamps (seconds, UTC), decimals as AMQP decimals. Dates, times and UUIDs are refused, as
+/// py-amqp refuses them.
+pub fn headers_table(entries: &[(Value, Value)]) -> Result<FieldTable, String> {
+    table(entries, Dialect::Headers)
+}
+
+/// How values become AMQP values. Arguments keep every integer 64-bit, as fastq has always
+/// declared them (RabbitMQ compares argument types when a queue is declared again); headers
+/// follow py-amqp.
+#[derive(Clone, Copy, PartialEq)]
+enum Dialect {
+    Arguments,
+    Headers,
+}
+
+impl Dialect {
+    fn noun(self) -> &'static str {
+        match self {
+            Dialect::Arguments => "argument",
+            Dialect::Headers => "header",
         }
-        other => {
-            return Err(format!(
-                "arguments must be a mapping, got a {}",
-                other.type_name()
-            ))
-        }
+    }
+}
+
+fn table(entries: &[(Value, Value)], dialect: Dialect) -> Result<FieldTable, String> {
+    let what = dialect.noun();
+    let mut table = FieldTable::default();
+    for (k, v) in entries {
+        let key = k
+            .as_str()
+            .ok_or_else(|| format!("{what} names must be strings, got a {}", k.type_name()))?;
+        let name = ShortString::try_new(key)
+            .map_err(|_| format!("{what} name {key:.40?}… is longer than 255 bytes"))?;
+        let value = value_to_amqp(v, dialect).map_err(|e| format!("{what} {key:?}: {e}"))?;
+        table.insert(name, value);
     }
     Ok(table)
 }
 
-fn value_to_amqp(v: &Value) -> Result<AMQPValue, String> {
+fn value_to_amqp(v: &Value, dialect: Dialect) -> Result<AMQPValue, String> {
     Ok(match v {
         Value::Null => AMQPValue::Void,
         Value::Bool(b) => AMQPValue::Boolean(*b),
-        Value::Int(i) => AMQPValue::LongLongInt(*i),
+        Value::Int(i) => match i32::try_from(*i) {
+            Ok(small) if dialect == Dialect::Headers => AMQPValue::LongInt(small),
+            _ => AMQPValue::LongLongInt(*i),
+        },
         Value::UInt(u) => AMQPValue::LongLongInt(
-            i64::try_from(*u).map_err(|_| format!("argument {u} does not fit in 64 bits"))?,
+            i64::try_from(*u)
+                .map_err(|_| format!("{u} does not fit in a signed 64-bit integer"))?,
         ),
         Value::Float(f) => AMQPValue::Double(*f),
         Value::Str(s) => AMQPValue::LongString(LongString::from(s.as_bytes())),
@@ -113,17 +148,88 @@ fn value_to_amqp(v: &Value) -> Result<AMQPValue, String> {
         Value::List(items) => AMQPValue::FieldArray(FieldArray::from(
             items
                 .iter()
-                .map(value_to_amqp)
+                .map(|item| value_to_amqp(item, dialect))
                 .collect::<Result<Vec<_>, _>>()?,
         )),
-        Value::Map(_) => AMQPValue::FieldTable(value_to_table(v)?),
+        Value::Map(entries) => AMQPValue::FieldTable(table(entries, dialect)?),
+        Value::DateTime(text) if dialect == Dialect::Headers => AMQPValue::Timestamp(
+            iso_timestamp(text).ok_or_else(|| format!("cannot read the datetime {text:?}"))?,
+        ),
+        Value::Decimal(text) if dialect == Dialect::Headers => AMQPValue::DecimalValue(
+            decimal_value(text)
+                .ok_or_else(|| format!("the decimal {text} does not fit an AMQP decimal"))?,
+        ),
         other => {
             return Err(format!(
-                "a {} cannot be an AMQP argument",
-                other.type_name()
+                "a {} cannot be an AMQP {} value{}",
+                other.type_name(),
+                dialect.noun(),
+                if dialect == Dialect::Headers {
+                    " (py-amqp refuses it too); send it as text"
+                } else {
+                    ""
+                }
             ))
         }
     })
+}
+
+/// `Decimal` text (`"1.50"`) as an AMQP decimal: scale = digits after the point, value unsigned.
+fn decimal_value(text: &str) -> Option<DecimalValue> {
+    let (int, frac) = text.split_once('.').unwrap_or((text, ""));
+    let digits: String = [int, frac].concat();
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some(DecimalValue {
+        scale: u8::try_from(frac.len()).ok()?,
+        value: digits.parse().ok()?,
+    })
+}
+
+/// ISO-8601 (`datetime.isoformat()`) to seconds since the epoch; naive times are UTC, as py-amqp
+/// takes them (`calendar.timegm(dt.utctimetuple())`). Fractions of a second are dropped.
+fn iso_timestamp(text: &str) -> Option<u64> {
+    let b = text.as_bytes();
+    let num = |r: std::ops::Range<usize>| -> Option<i64> {
+        let s = text.get(r)?;
+        s.bytes()
+            .all(|c| c.is_ascii_digit())
+            .then(|| s.parse().ok())?
+    };
+    if b.len() < 19 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b' ') {
+        return None;
+    }
+    let (year, month, day) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (h, m, s) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    let mut rest = &text[19..];
+    if let Some(frac) = rest.strip_prefix('.') {
+        let end = frac
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(frac.len());
+        rest = &frac[end..];
+    }
+    let offset = match rest {
+        "" | "Z" => 0,
+        _ => {
+            let sign = match rest.as_bytes()[0] {
+                b'+' => 1,
+                b'-' => -1,
+                _ => return None,
+            };
+            let (oh, om) = rest[1..].split_once(':')?;
+            sign * (oh.parse::<i64>().ok()? * 3600 + om.get(..2)?.parse::<i64>().ok()? * 60)
+        }
+    };
+    // days_from_civil (Howard Hinnant), the inverse of `timestamp_iso` above.
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    u64::try_from(days * 86_400 + h * 3600 + m * 60 + s - offset).ok()
 }
 
 #[cfg(test)]
@@ -178,5 +284,52 @@ mod tests {
             Some(&AMQPValue::LongLongInt(10))
         );
         assert!(value_to_table(&Value::Int(1)).is_err());
+    }
+    #[test]
+    fn headers_typed_as_py_amqp_types_them() {
+        let headers = vec![
+            (Value::from("retries"), Value::Int(0)),
+            (Value::from("big"), Value::Int(1 << 40)),
+            (Value::from("eta"), Value::Null),
+            (
+                Value::from("when"),
+                Value::DateTime("2023-11-14T23:13:20.5+01:00".into()),
+            ),
+            (
+                Value::from("naive"),
+                Value::DateTime("2023-11-14T22:13:20".into()),
+            ),
+            (Value::from("price"), Value::Decimal("1.50".into())),
+            (
+                Value::from("stamps"),
+                Value::map_from([("a", Value::List(vec![Value::Float(1.5)]))]),
+            ),
+        ];
+        let t = headers_table(&headers).unwrap();
+        let get = |k: &str| t.inner().get(k).cloned();
+        assert_eq!(get("retries"), Some(AMQPValue::LongInt(0)));
+        assert_eq!(get("big"), Some(AMQPValue::LongLongInt(1 << 40)));
+        assert_eq!(get("eta"), Some(AMQPValue::Void));
+        assert_eq!(get("when"), Some(AMQPValue::Timestamp(1_700_000_000)));
+        assert_eq!(get("naive"), Some(AMQPValue::Timestamp(1_700_000_000)));
+        assert_eq!(
+            get("price"),
+            Some(AMQPValue::DecimalValue(DecimalValue {
+                scale: 2,
+                value: 150
+            }))
+        );
+        // The round trip the worker does gives the same values back.
+        assert_eq!(
+            table_to_value(&t).get("stamps"),
+            Some(&Value::map_from([(
+                "a",
+                Value::List(vec![Value::Float(1.5)])
+            )]))
+        );
+        let uuid = vec![(Value::from("u"), Value::Uuid("ab".repeat(16)))];
+        assert!(headers_table(&uuid).unwrap_err().contains("header \"u\""));
+        let long_key = vec![(Value::Str("k".repeat(256)), Value::Null)];
+        assert!(headers_table(&long_key).is_err());
     }
 }

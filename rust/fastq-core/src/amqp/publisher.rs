@@ -1,0 +1,694 @@
+//! The client's AMQP publisher: one connection and channel per process, the queues and exchanges
+//! declared as Celery declares them (once per connection), and whole batches of task messages
+//! encoded and published in one call.
+//!
+//! What a call guarantees is what py-amqp's `basic_publish` does: when it returns, every frame of
+//! every message has been written to the socket (lapin resolves a publish when its last frame is
+//! written), so a `.delay()` followed by the process exiting loses nothing the kernel accepted.
+//! The frames of a batch are all queued before the first wait, so a batch costs one wake-up of
+//! lapin's I/O thread, not one per message. With publisher confirms a call waits instead for the
+//! broker's ack of every message; a nack is an error naming the task.
+//!
+//! The runtime and the connection are created on first use, in the process that uses them, so an
+//! app built before a fork starts no thread. A forked child sees the parent's pid on them and
+//! builds its own; the parent's are leaked, never dropped: their threads do not exist in the
+//! child, and their socket is the parent's.
+
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+use futures_lite::future::poll_once;
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions};
+use lapin::protocol::BasicProperties;
+use lapin::types::{FieldTable, ShortString};
+use lapin::{Channel, Confirmation, Connection, ExchangeKind, PublisherConfirm};
+use thiserror::Error;
+use tokio::runtime::{Handle, Runtime};
+
+use super::consumer::{
+    channel_error, close, connect, declare, declare_error, set_up_or_close, QueueSpec,
+};
+use super::table::headers_table;
+use super::{redact, AmqpError};
+use crate::codec::Serializer;
+use crate::error::CodecError;
+use crate::protocol::TaskMessage;
+
+#[derive(Debug, Clone)]
+pub struct PublisherConfig {
+    /// An AMQP URI lapin understands (`amqp://` or `amqps://`, vhost percent-encoded).
+    pub url: String,
+    /// Publisher confirms (`broker_confirm_publish`): wait for the broker's ack of each message.
+    pub confirm: bool,
+    /// Seconds; `None` takes the broker's proposal, `Some(0)` disables heartbeats.
+    pub heartbeat: Option<u16>,
+    pub connect_timeout: Duration,
+    /// Shown by `rabbitmqctl list_connections client_properties` (and how to close it by hand).
+    pub connection_name: String,
+    /// Longest wait for the writes (and confirms) of one call; `None` waits as long as the
+    /// connection lives, as py-amqp does.
+    pub timeout: Option<Duration>,
+}
+
+/// The AMQP properties of a task message besides the content type and headers. Celery sets
+/// `correlation_id` (the task id, the default here), `reply_to`, `delivery_mode`, `priority` and,
+/// with `expires`, `expiration`; the rest are there for callers that set them.
+#[derive(Debug, Clone, Default)]
+pub struct MessageProperties {
+    /// Overrides the serializer's (Celery never does).
+    pub content_type: Option<String>,
+    pub content_encoding: Option<String>,
+    pub delivery_mode: u8,
+    pub priority: u8,
+    pub correlation_id: Option<String>,
+    pub reply_to: Option<String>,
+    pub expiration: Option<String>,
+    pub message_id: Option<String>,
+    pub kind: Option<String>,
+    pub user_id: Option<String>,
+    pub app_id: Option<String>,
+    pub timestamp: Option<u64>,
+}
+
+/// One task message to publish: the model (headers completed), its route and properties.
+#[derive(Debug, Clone)]
+pub struct Outgoing {
+    pub message: TaskMessage,
+    pub serializer: Serializer,
+    /// The queue it is for: declared (with its exchange and binding) before the first publish
+    /// to it on each connection; its declaration must have been given to `add_queue`.
+    pub queue: String,
+    /// `""` is the default exchange (Celery's route for a direct exchange).
+    pub exchange: String,
+    pub routing_key: String,
+    pub properties: MessageProperties,
+}
+
+#[derive(Debug, Clone, PartialEq, Error)]
+pub enum PublishError {
+    /// A message that cannot be encoded; nothing of the batch was sent.
+    #[error(transparent)]
+    Codec(#[from] CodecError),
+    #[error(transparent)]
+    Amqp(#[from] AmqpError),
+    /// The broker refused a message (basic.nack, with confirms on); never retried.
+    #[error("{0}")]
+    Refused(String),
+}
+
+/// A message ready for `basic.publish`.
+struct Publication {
+    task_id: String,
+    queue: String,
+    /// An exchange that is not the queue's, declared (direct, durable) before use, as Celery's
+    /// producer does for a route naming one.
+    extra_exchange: Option<String>,
+    exchange: ShortString,
+    routing_key: ShortString,
+    properties: BasicProperties,
+    body: Vec<u8>,
+}
+
+/// Why a send stopped, and how far it got.
+struct Failure {
+    /// Messages of the attempt that are known to be out (written, or acked with confirms).
+    done: usize,
+    error: PublishError,
+    /// A lost connection: another attempt may succeed. A refusal will not.
+    retryable: bool,
+}
+
+impl Failure {
+    fn new(done: usize, error: PublishError, retryable: bool) -> Self {
+        Failure {
+            done,
+            error,
+            retryable,
+        }
+    }
+
+    /// A lapin error while publishing: a channel-level refusal, or the connection.
+    fn lapin(done: usize, what: &str, e: &lapin::Error) -> Self {
+        match channel_error(e) {
+            Some(err) => Failure::new(
+                done,
+                AmqpError::Config(format!("the broker refused {what}: {err}")).into(),
+                false,
+            ),
+            None => Failure::new(
+                done,
+                AmqpError::Connection(format!("{what} failed: {e}")).into(),
+                true,
+            ),
+        }
+    }
+}
+
+struct Session {
+    connection: Connection,
+    channel: Channel,
+    /// Queues (by name) and `exchange:<name>`s declared on this connection.
+    declared: HashSet<String>,
+}
+
+impl Session {
+    fn usable(&self) -> bool {
+        self.connection.status().connected() && self.channel.status().connected()
+    }
+}
+
+/// The runtime and connection of the process `pid`.
+struct State {
+    pid: u32,
+    rt: Runtime,
+    session: Option<Session>,
+}
+
+pub struct AmqpPublisher {
+    cfg: PublisherConfig,
+    display_url: String,
+    queues: HashMap<String, QueueSpec>,
+    state: Option<State>,
+}
+
+impl AmqpPublisher {
+    /// No I/O and no thread until the first publish.
+    pub fn new(cfg: PublisherConfig) -> Self {
+        let display_url = redact(&cfg.url);
+        AmqpPublisher {
+            cfg,
+            display_url,
+            queues: HashMap::new(),
+            state: None,
+        }
+    }
+
+    pub fn connection_name(&self) -> &str {
+        &self.cfg.connection_name
+    }
+
+    /// Registers (or replaces) how to declare a queue; it is declared on the next publish to it.
+    pub fn add_queue(&mut self, spec: QueueSpec) {
+        if let Some(session) = self.state.as_mut().and_then(|s| s.session.as_mut()) {
+            session.declared.remove(&spec.name);
+        }
+        self.queues.insert(spec.name.clone(), spec);
+    }
+
+    pub fn has_queue(&self, name: &str) -> bool {
+        self.queues.contains_key(name)
+    }
+
+    /// True when this process holds an open connection (nothing is checked on the wire).
+    pub fn connected(&self) -> bool {
+        self.state.as_ref().is_some_and(|s| {
+            s.pid == std::process::id() && s.session.as_ref().is_some_and(Session::usable)
+        })
+    }
+
+    /// Encodes every message, then publishes them in order on this process's connection
+    /// (opened, or reopened when it broke, first). With `retry`, a connection lost part-way
+    /// is reopened once and the messages not yet out are sent again. Returns how many times it
+    /// reconnected after a loss (0 or 1), for the caller's log.
+    pub fn publish(&mut self, batch: Vec<Outgoing>, retry: bool) -> Result<u32, PublishError> {
+        let pubs = batch
+            .into_iter()
+            .map(|out| self.prepare(out))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut start = 0;
+        let mut reconnects = 0;
+        while start < pubs.len() {
+            match self.send(&pubs[start..]) {
+                Ok(()) => break,
+                Err(failure) => {
+                    self.drop_session();
+                    start += failure.done;
+                    if !(retry && failure.retryable && reconnects == 0) {
+                        return Err(match failure.error {
+                            PublishError::Amqp(e) => e.context(&self.display_url).into(),
+                            other => other,
+                        });
+                    }
+                    reconnects += 1;
+                }
+            }
+        }
+        Ok(reconnects)
+    }
+
+    /// Closes the connection (the next publish opens a new one) and stops the runtime.
+    pub fn close(&mut self) {
+        if let Some(state) = self.state.take() {
+            if state.pid != std::process::id() {
+                std::mem::forget(state);
+                return;
+            }
+            if let Some(session) = &state.session {
+                state.rt.block_on(close(&session.connection, "publisher"));
+            }
+        }
+    }
+
+    fn prepare(&self, out: Outgoing) -> Result<Publication, PublishError> {
+        let spec = self.queues.get(&out.queue).ok_or_else(|| {
+            AmqpError::Config(format!(
+                "no declaration for queue {:?} (add_queue first)",
+                out.queue
+            ))
+        })?;
+        let extra_exchange = (!out.exchange.is_empty() && out.exchange != spec.exchange)
+            .then(|| out.exchange.clone());
+        let task_id = out.message.id().to_owned();
+        let body = out.message.encode_body(out.serializer)?;
+        let headers = headers_table(&out.message.headers)
+            .map_err(|reason| CodecError::encode("AMQP headers", reason))?;
+        let properties = basic_properties(out.properties, out.serializer, &task_id, headers)?;
+        Ok(Publication {
+            extra_exchange,
+            exchange: short("the exchange name", out.exchange)?,
+            routing_key: short("the routing key", out.routing_key)?,
+            task_id,
+            queue: out.queue,
+            properties,
+            body,
+        })
+    }
+
+    /// Forgets a session that failed; a broken connection fails its close at once.
+    fn drop_session(&mut self) {
+        if let Some(state) = self.state.as_mut() {
+            if let Some(session) = state.session.take() {
+                state.rt.block_on(close(&session.connection, "publisher"));
+            }
+        }
+    }
+
+    fn send(&mut self, pubs: &[Publication]) -> Result<(), Failure> {
+        let cfg = &self.cfg;
+        let queues = &self.queues;
+        let state = state_of(&mut self.state).map_err(|e| Failure::new(0, e.into(), false))?;
+        // A connection the broker closed since the last call (lapin's I/O thread noticed):
+        // replace it before writing into it.
+        if state.session.as_ref().is_some_and(|s| !s.usable()) {
+            if let Some(stale) = state.session.take() {
+                state.rt.block_on(close(&stale.connection, "publisher"));
+            }
+        }
+        if state.session.is_none() {
+            let handle = state.rt.handle().clone();
+            let session = state
+                .rt
+                .block_on(open(cfg, handle))
+                .map_err(|e| Failure::new(0, e.into(), true))?;
+            state.session = Some(session);
+        }
+        let Some(session) = state.session.as_mut() else {
+            return Err(Failure::new(
+                0,
+                AmqpError::Connection("no connection".into()).into(),
+                true,
+            ));
+        };
+        state.rt.block_on(async {
+            declare_for(session, queues, pubs).await?;
+            let sent = publish_all(&session.channel, pubs, cfg.confirm);
+            match cfg.timeout {
+                None => sent.await,
+                Some(limit) => match tokio::time::timeout(limit, sent).await {
+                    Ok(result) => result,
+                    Err(_) => Err(Failure::new(
+                        0,
+                        AmqpError::Connection(format!(
+                            "{} message(s) not {} within {limit:.0?}; some may have reached \
+                             the broker",
+                            pubs.len(),
+                            if cfg.confirm { "confirmed" } else { "written" },
+                        ))
+                        .into(),
+                        false,
+                    )),
+                },
+            }
+        })
+    }
+}
+
+impl Drop for AmqpPublisher {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+/// The state of this process: a child of a fork leaks its parent's and starts afresh.
+fn state_of(slot: &mut Option<State>) -> Result<&mut State, AmqpError> {
+    let pid = std::process::id();
+    if slot.as_ref().is_some_and(|s| s.pid != pid) {
+        std::mem::forget(slot.take());
+    }
+    if slot.is_none() {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("fastq-amqp-publish")
+            .enable_all()
+            .build()
+            .map_err(|e| AmqpError::Connection(format!("cannot start the AMQP runtime: {e}")))?;
+        *slot = Some(State {
+            pid,
+            rt,
+            session: None,
+        });
+    }
+    match slot.as_mut() {
+        Some(state) => Ok(state),
+        None => Err(AmqpError::Connection("no AMQP runtime".into())),
+    }
+}
+
+fn short(what: &str, value: String) -> Result<ShortString, CodecError> {
+    let len = value.len();
+    ShortString::try_new(value)
+        .map_err(|_| CodecError::invalid(format!("{what} is {len} bytes long; AMQP allows 255")))
+}
+
+fn short_opt(what: &str, value: Option<String>) -> Result<Option<ShortString>, CodecError> {
+    value.map(|v| short(what, v)).transpose()
+}
+
+fn basic_properties(
+    p: MessageProperties,
+    serializer: Serializer,
+    task_id: &str,
+    headers: FieldTable,
+) -> Result<BasicProperties, CodecError> {
+    let content_type = p
+        .content_type
+        .unwrap_or_else(|| serializer.content_type().into());
+    let content_encoding = p
+        .content_encoding
+        .unwrap_or_else(|| serializer.content_encoding().into());
+    let correlation_id = p.correlation_id.unwrap_or_else(|| task_id.to_owned());
+    let mut props = BasicProperties::default()
+        .with_content_type(short("content_type", content_type)?)
+        .with_content_encoding(short("content_encoding", content_encoding)?)
+        .with_headers(headers)
+        .with_delivery_mode(p.delivery_mode)
+        .with_priority(p.priority)
+        .with_correlation_id(short("correlation_id", correlation_id)?);
+    if let Some(v) = short_opt("reply_to", p.reply_to)? {
+        props = props.with_reply_to(v);
+    }
+    if let Some(v) = short_opt("expiration", p.expiration)? {
+        props = props.with_expiration(v);
+    }
+    if let Some(v) = short_opt("message_id", p.message_id)? {
+        props = props.with_message_id(v);
+    }
+    if let Some(v) = short_opt("type", p.kind)? {
+        props = props.with_type(v);
+    }
+    if let Some(v) = short_opt("user_id", p.user_id)? {
+        props = props.with_user_id(v);
+    }
+    if let Some(v) = short_opt("app_id", p.app_id)? {
+        props = props.with_app_id(v);
+    }
+    if let Some(v) = p.timestamp {
+        props = props.with_timestamp(v);
+    }
+    Ok(props)
+}
+
+async fn open(cfg: &PublisherConfig, handle: Handle) -> Result<Session, AmqpError> {
+    let limit = cfg.connect_timeout;
+    let connection = connect(&cfg.url, cfg.heartbeat, &cfg.connection_name, limit, handle).await?;
+    let set_up = async {
+        let channel = connection
+            .create_channel()
+            .await
+            .map_err(|e| AmqpError::Connection(format!("cannot open a channel: {e}")))?;
+        if cfg.confirm {
+            channel
+                .confirm_select(ConfirmSelectOptions::default())
+                .await
+                .map_err(|e| AmqpError::Connection(format!("confirm.select failed: {e}")))?;
+        }
+        Ok(channel)
+    };
+    let channel = set_up_or_close(&connection, "publisher", limit, set_up).await?;
+    Ok(Session {
+        connection,
+        channel,
+        declared: HashSet::new(),
+    })
+}
+
+/// Declares what the batch needs and this connection has not declared yet (a round trip each,
+/// so only the first publish to a queue pays for it).
+async fn declare_for(
+    session: &mut Session,
+    queues: &HashMap<String, QueueSpec>,
+    pubs: &[Publication],
+) -> Result<(), Failure> {
+    for p in pubs {
+        if !session.declared.contains(&p.queue) {
+            if let Some(spec) = queues.get(&p.queue) {
+                declare(&session.channel, spec)
+                    .await
+                    .map_err(retryable_unless_config)?;
+            }
+            session.declared.insert(p.queue.clone());
+        }
+        if let Some(exchange) = &p.extra_exchange {
+            let key = format!("exchange:{exchange}");
+            if !session.declared.contains(&key) {
+                let name = short("the exchange name", exchange.clone())
+                    .map_err(|e| Failure::new(0, e.into(), false))?;
+                session
+                    .channel
+                    .exchange_declare(
+                        name,
+                        ExchangeKind::Direct,
+                        ExchangeDeclareOptions {
+                            durable: true,
+                            ..Default::default()
+                        },
+                        FieldTable::default(),
+                    )
+                    .await
+                    .map_err(|e| {
+                        retryable_unless_config(declare_error(
+                            &format!("declaring exchange {exchange:?}"),
+                            e,
+                        ))
+                    })?;
+                session.declared.insert(key);
+            }
+        }
+    }
+    Ok(())
+}
+
+fn retryable_unless_config(e: AmqpError) -> Failure {
+    let retryable = matches!(e, AmqpError::Connection(_));
+    Failure::new(0, e.into(), retryable)
+}
+
+type Write<'a> = Pin<Box<dyn Future<Output = lapin::Result<PublisherConfirm>> + 'a>>;
+
+/// A `basic.publish` whose frames are queued: still being written, or already settled.
+enum Queued<'a> {
+    Writing(Write<'a>),
+    Settled(lapin::Result<PublisherConfirm>),
+}
+
+/// Queues every message's frames, then waits until the last is written (and, with confirms,
+/// until every message is acked).
+async fn publish_all(
+    channel: &Channel,
+    pubs: &[Publication],
+    confirm: bool,
+) -> Result<(), Failure> {
+    let mut queued = Vec::with_capacity(pubs.len());
+    for p in pubs {
+        let mut write: Write<'_> = Box::pin(channel.basic_publish(
+            p.exchange.clone(),
+            p.routing_key.clone(),
+            BasicPublishOptions::default(),
+            &p.body,
+            p.properties.clone(),
+        ));
+        // The first poll puts the frames in lapin's queue (FIFO, written by its I/O thread
+        // while the rest are queued); it is Pending until they are written.
+        queued.push(match poll_once(&mut write).await {
+            Some(settled) => Queued::Settled(settled),
+            None => Queued::Writing(write),
+        });
+    }
+    let mut confirms = Vec::with_capacity(if confirm { pubs.len() } else { 0 });
+    for (i, q) in queued.into_iter().enumerate() {
+        let written = match q {
+            Queued::Writing(write) => write.await,
+            Queued::Settled(result) => result,
+        };
+        match written {
+            Ok(pending) if confirm => confirms.push(pending),
+            Ok(_) => {}
+            Err(e) => {
+                let done = if confirm { acked(confirms).await } else { i };
+                return Err(Failure::lapin(done, "basic.publish", &e));
+            }
+        }
+    }
+    for (i, pending) in confirms.into_iter().enumerate() {
+        match pending.await {
+            Ok(Confirmation::Ack(_) | Confirmation::NotRequested) => {}
+            Ok(Confirmation::Nack(_)) => {
+                return Err(Failure::new(
+                    i,
+                    PublishError::Refused(format!(
+                        "the broker refused (nacked) task {}: it was not queued",
+                        pubs[i].task_id
+                    )),
+                    false,
+                ))
+            }
+            Err(e) => return Err(Failure::lapin(i, "waiting for the confirm", &e)),
+        }
+    }
+    Ok(())
+}
+
+/// How many of the first messages were acked before the connection broke (the rest are sent
+/// again on retry). The channel is dead, so each pending confirm settles at once.
+async fn acked(confirms: Vec<PublisherConfirm>) -> usize {
+    let mut done = 0;
+    for pending in confirms {
+        let settled = tokio::time::timeout(Duration::from_secs(1), pending).await;
+        if !matches!(settled, Ok(Ok(Confirmation::Ack(_)))) {
+            break;
+        }
+        done += 1;
+    }
+    done
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::value::Value;
+    use lapin::types::AMQPValue;
+
+    fn publisher() -> AmqpPublisher {
+        let mut p = AmqpPublisher::new(PublisherConfig {
+            url: "amqp://guest:s3cret@127.0.0.1:5679/%2f".into(),
+            confirm: false,
+            heartbeat: None,
+            connect_timeout: Duration::from_millis(500),
+            connection_name: "fastq test".into(),
+            timeout: None,
+        });
+        p.add_queue(QueueSpec {
+            name: "celery".into(),
+            exchange: "celery".into(),
+            exchange_type: "direct".into(),
+            routing_key: "celery".into(),
+            durable: true,
+            auto_delete: false,
+            arguments: Value::Null,
+        });
+        p
+    }
+
+    fn outgoing(queue: &str, exchange: &str) -> Outgoing {
+        let message = TaskMessage::new(
+            Value::map_from([("task", "proj.add".into()), ("id", "abc".into())]),
+            Value::List(vec![Value::Int(2), Value::Int(3)]),
+            Value::Null,
+            Value::Null,
+        )
+        .unwrap();
+        Outgoing {
+            message,
+            serializer: Serializer::Json,
+            queue: queue.into(),
+            exchange: exchange.into(),
+            routing_key: queue.into(),
+            properties: MessageProperties {
+                delivery_mode: 2,
+                priority: 3,
+                reply_to: Some("oid".into()),
+                expiration: Some("60000".into()),
+                ..MessageProperties::default()
+            },
+        }
+    }
+
+    #[test]
+    fn messages_carry_celerys_properties() {
+        let p = publisher().prepare(outgoing("celery", "")).unwrap();
+        let props = &p.properties;
+        assert_eq!(
+            props.content_type().as_ref().unwrap().as_str(),
+            "application/json"
+        );
+        assert_eq!(props.content_encoding().as_ref().unwrap().as_str(), "utf-8");
+        assert_eq!(*props.delivery_mode(), Some(2));
+        assert_eq!(*props.priority(), Some(3));
+        assert_eq!(props.correlation_id().as_ref().unwrap().as_str(), "abc");
+        assert_eq!(props.reply_to().as_ref().unwrap().as_str(), "oid");
+        assert_eq!(props.expiration().as_ref().unwrap().as_str(), "60000");
+        let headers = props.headers().as_ref().unwrap();
+        assert_eq!(
+            headers.inner().get("task"),
+            Some(&AMQPValue::LongString("proj.add".into()))
+        );
+        assert_eq!(headers.inner().get("retries"), Some(&AMQPValue::LongInt(0)));
+        assert_eq!(p.exchange.as_str(), "");
+        assert_eq!(p.routing_key.as_str(), "celery");
+        assert!(p.extra_exchange.is_none());
+        assert_eq!(
+            p.body,
+            br#"[[2,3],{},{"callbacks":null,"errbacks":null,"chain":null,"chord":null}]"#
+        );
+    }
+
+    #[test]
+    fn a_routes_other_exchange_is_declared_and_bad_input_sends_nothing() {
+        let publisher = publisher();
+        let p = publisher.prepare(outgoing("celery", "media")).unwrap();
+        assert_eq!(p.extra_exchange.as_deref(), Some("media"));
+        let p = publisher.prepare(outgoing("celery", "celery")).unwrap();
+        assert!(p.extra_exchange.is_none());
+        assert!(matches!(
+            publisher.prepare(outgoing("unknown", "")),
+            Err(PublishError::Amqp(AmqpError::Config(_)))
+        ));
+        let mut long = outgoing("celery", "");
+        long.routing_key = "k".repeat(256);
+        assert!(matches!(
+            publisher.prepare(long),
+            Err(PublishError::Codec(CodecError::InvalidMessage(_)))
+        ));
+    }
+
+    #[test]
+    fn an_unreachable_broker_is_a_redacted_connection_error_and_starts_nothing() {
+        let mut publisher = publisher();
+        assert!(!publisher.connected());
+        assert!(
+            publisher.state.is_none(),
+            "no runtime before the first publish"
+        );
+        let err = publisher
+            .publish(vec![outgoing("celery", "")], true)
+            .unwrap_err();
+        let text = err.to_string();
+        assert!(matches!(err, PublishError::Amqp(AmqpError::Connection(_))));
+        assert!(
+            text.contains("127.0.0.1:5679") && !text.contains("s3cret"),
+            "{text}"
+        );
+    }
+}
