@@ -42,25 +42,10 @@ def describe(request: Context, with_args: bool) -> str:
     fields the supervisor would need, when any is set. A plain task from a fastq or Celery
     client has none of them, so this is usually the reply queue's name alone: no encoding."""
     reply_to = request.reply_to or "-"
-    if " " in reply_to or "\n" in reply_to:  # not a token: it goes in the JSON
-        reply_to = "-"
     task_id = request.id
-    if not (
-        with_args
-        or request.chord is not None
-        or request.chain is not None
-        or request.errbacks is not None
-        or request.group is not None
-        or request.parent_id is not None
-        or request.ignore_result
-        or (request.correlation_id is not None and request.correlation_id != task_id)
-        or (request.root_id is not None and request.root_id != task_id)
-        or (reply_to == "-" and request.reply_to)
-    ):
-        return reply_to
     fields: dict[str, Any] = {}
-    if reply_to == "-" and request.reply_to:
-        fields["reply_to"] = request.reply_to
+    if " " in reply_to or "\n" in reply_to:  # not a token: it goes in the JSON
+        fields["reply_to"], reply_to = reply_to, "-"
     if request.correlation_id and request.correlation_id != task_id:
         fields["correlation_id"] = request.correlation_id
     if request.root_id and request.root_id != task_id:
@@ -77,6 +62,8 @@ def describe(request: Context, with_args: bool) -> str:
         fields["kwargs"] = request.kwargs
         fields["retries"] = request.retries
         fields["queue"] = (request.delivery_info or {}).get("routing_key")
+    if not fields:
+        return reply_to
     return f"{reply_to} {_encode(fields)}"
 
 
