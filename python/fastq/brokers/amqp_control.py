@@ -37,6 +37,9 @@ from fastq.control import (
 from fastq.errors import BrokerConnectionError
 from fastq.urls import redact
 
+#: How many heartbeats the listener sends per negotiated interval while idle.
+HEARTBEATS_PER_INTERVAL = 4
+
 if TYPE_CHECKING:
     from fastq.brokers.amqp import AmqpBroker
 
@@ -250,7 +253,9 @@ class AmqpControlListener:
         conn = self._connection
         assert conn is not None
         try:
-            conn.heartbeat_tick()
+            # Four beats per interval (py-amqp's default is two): a supervisor busy for a
+            # moment between ticks still beats before the broker's two-interval limit.
+            conn.heartbeat_tick(rate=HEARTBEATS_PER_INTERVAL)
             while True:
                 # Once a command came, take only what has already arrived.
                 wait = 0.0 if self._received else max(0.0, deadline - time.monotonic())

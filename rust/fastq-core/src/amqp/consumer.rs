@@ -165,12 +165,7 @@ impl AmqpConsumer {
                 "the consumer needs at least one queue".into(),
             ));
         }
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .thread_name("fastq-amqp")
-            .enable_all()
-            .build()
-            .map_err(|e| AmqpError::Connection(format!("cannot start the AMQP runtime: {e}")))?;
+        let rt = super::runtime("fastq-amqp")?;
         let display_url = redact(&cfg.url);
         let mut consumer = AmqpConsumer {
             rt,

@@ -33,6 +33,17 @@ impl AmqpError {
     }
 }
 
+/// The runtime lapin runs on: one worker thread (its I/O and heartbeats), created in the process
+/// that uses it, after any fork.
+pub(crate) fn runtime(thread_name: &str) -> Result<tokio::runtime::Runtime, AmqpError> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name(thread_name)
+        .enable_all()
+        .build()
+        .map_err(|e| AmqpError::Connection(format!("cannot start the AMQP runtime: {e}")))
+}
+
 /// The URL with its password replaced by `***`, for every message that names the broker.
 pub fn redact(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {

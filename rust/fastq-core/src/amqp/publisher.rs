@@ -348,12 +348,7 @@ fn state_of(slot: &mut Option<State>) -> Result<&mut State, AmqpError> {
         std::mem::forget(slot.take());
     }
     if slot.is_none() {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .thread_name("fastq-amqp-publish")
-            .enable_all()
-            .build()
-            .map_err(|e| AmqpError::Connection(format!("cannot start the AMQP runtime: {e}")))?;
+        let rt = super::runtime("fastq-amqp-publish")?;
         *slot = Some(State {
             pid,
             rt,
