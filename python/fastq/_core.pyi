@@ -102,23 +102,30 @@ def decode_task_envelope(data: bytes, accept: list[str]) -> tuple[Envelope, Task
 
 @final
 class Delivery:
-    """One message fetched from a Redis queue, decoded as far as it goes.
+    """One message fetched by ``RedisConsumer`` or ``AmqpConsumer``, decoded as far as it goes.
 
     A message that cannot be decoded still arrives, with ``message`` None and ``error`` saying
     why, so the worker can store a failure for ``task_id`` and ack it.
     """
 
     delivery_tag: str
-    """The kombu delivery tag to ack or reject; "" only when the envelope could not be read
-    well enough to record it as unacknowledged (it was moved to the ``fastq.malformed`` list and
-    there is nothing to ack)."""
+    """Redis: the kombu delivery tag to ack or reject; "" only when the envelope could not be
+    read well enough to record it as unacknowledged (it was moved to the ``fastq.malformed`` list
+    and there is nothing to ack). RabbitMQ: ``"<channel generation>.<AMQP delivery tag>"``; acks
+    for a closed channel are dropped."""
     queue: str
     """The queue it came from: no priority suffix, no key prefix."""
+    exchange: str
+    """``properties.delivery_info.exchange`` ("" for the default exchange)."""
     priority: int
-    """``properties.priority`` clamped to 0 to 9; on Redis lower numbers are served first."""
+    """Redis: ``properties.priority`` clamped to 0 to 9, lower numbers served first. RabbitMQ:
+    the message priority (0 when unset)."""
     redelivered: bool
     content_type: str
     properties: dict[str, Any]
+    """Built on first access. Redis: the envelope's properties. RabbitMQ: ``correlation_id``,
+    ``reply_to``, ``delivery_mode``, ``priority``, ``expiration`` and ``delivery_info``
+    (``exchange``, ``routing_key``, ``redelivered``)."""
     reply_to: str | None
     correlation_id: str | None
     message: TaskMessage | None
@@ -132,7 +139,7 @@ class Delivery:
     """The task id, from the headers (or ``correlation_id``) even when the body is bad."""
     task_name: str | None
     raw: bytes
-    """The envelope exactly as it was in Redis."""
+    """Redis: the envelope exactly as it was stored. RabbitMQ: the message body."""
 
 @final
 class RedisConsumer:
@@ -211,29 +218,6 @@ def restore_visible(url: str, visibility_timeout: float, global_keyprefix: str =
 
 # -- RabbitMQ ------------------------------------------------------------------------------------
 @final
-class AmqpDelivery:
-    """One message from RabbitMQ (the same fields as the Redis consumer's ``Delivery``)."""
-
-    delivery_tag: str
-    """``"<channel generation>.<AMQP delivery tag>"``; acks for a closed channel are dropped."""
-    queue: str
-    priority: int
-    redelivered: bool
-    content_type: str
-    properties: dict[str, Any]
-    """``correlation_id``, ``reply_to``, ``delivery_mode``, ``priority``, ``expiration`` and
-    ``delivery_info`` (``exchange``, ``routing_key``, ``redelivered``)."""
-    reply_to: str | None
-    correlation_id: str | None
-    message: TaskMessage | None
-    error: str | None
-    error_kind: str | None
-    """The ``fastq.errors`` class name of ``error`` (``DecodeError``, ``ContentDisallowed``…)."""
-    task_id: str | None
-    task_name: str | None
-    raw: bytes
-
-@final
 class AmqpConsumer:
     """A worker process's RabbitMQ consumer (lapin on a runtime it starts itself).
 
@@ -256,7 +240,7 @@ class AmqpConsumer:
         heartbeat: int | None = None,
         connect_timeout: float = 10.0,
     ) -> None: ...
-    def fetch(self, timeout: float) -> list[AmqpDelivery]:
+    def fetch(self, timeout: float) -> list[Delivery]:
         """Waits up to ``timeout`` seconds (GIL released); returns every delivery received."""
     def ack(self, delivery_tags: list[str], wait: bool = True) -> None:
         """Acks (``multiple=true`` for runs from the oldest outstanding tag); tags of a closed

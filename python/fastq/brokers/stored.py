@@ -77,6 +77,7 @@ class StoredDelivery:
 
     delivery_tag: str
     queue: str
+    exchange: str
     priority: int
     redelivered: bool
     content_type: str
@@ -121,6 +122,7 @@ def deliver(
     return StoredDelivery(
         delivery_tag=tag,
         queue=queue,
+        exchange=(properties.get("delivery_info") or {}).get("exchange") or "",
         priority=priority,
         redelivered=redelivered,
         content_type=content_type,

@@ -33,7 +33,7 @@ def build_context(delivery: Delivery, hostname: str) -> Context:
         correlation_id=delivery.correlation_id,
         hostname=hostname,
         delivery_info={
-            "exchange": delivery.properties.get("delivery_info", {}).get("exchange", ""),
+            "exchange": delivery.exchange,
             "routing_key": delivery.queue,
             "priority": delivery.priority,
             "redelivered": delivery.redelivered,

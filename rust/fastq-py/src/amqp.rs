@@ -1,66 +1,24 @@
-//! `AmqpConsumer` and `AmqpDelivery`: the RabbitMQ consumer of `fastq-core`, bound for the worker.
+//! `AmqpConsumer`: the RabbitMQ consumer of `fastq-core`, bound for the worker; its deliveries
+//! are `delivery::Delivery`, as the Redis consumer's.
 //! The GIL is released while the consumer waits for the broker.
 
 use std::time::Duration;
 
 use fastq_core::amqp::{self, AmqpError, Body, ConsumerConfig, Incoming, QueueSpec};
 use fastq_core::protocol::TaskMessage as CoreMessage;
-use fastq_core::{CodecError, Value};
+use fastq_core::Value;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
 
 use crate::codec::accept;
 use crate::convert::to_value;
-use crate::errors::{raise, IntoPyResult};
-use crate::message::{map_or_empty, TaskMessage};
+use crate::delivery::{decoded_fields, Delivery, Lazy};
+use crate::errors::{codec_error_kind, raise, IntoPyResult};
 
 pub(crate) fn amqp_error(py: Python<'_>, err: AmqpError) -> PyErr {
     match err {
         AmqpError::Connection(m) => raise(py, "BrokerConnectionError", m),
         AmqpError::Config(m) => raise(py, "ConfigurationError", m),
-    }
-}
-
-/// The `fastq.errors` class a delivery's decode error is reported as (`Delivery.error_kind`).
-fn error_kind(err: &CodecError) -> &'static str {
-    match err {
-        CodecError::Decode { .. } => "DecodeError",
-        CodecError::Encode { .. } => "EncodeError",
-        CodecError::ContentDisallowed { .. } => "ContentDisallowed",
-        CodecError::UnknownContentType(_) => "UnknownContentType",
-        CodecError::InvalidMessage(_) => "InvalidMessage",
-    }
-}
-
-/// One message from RabbitMQ, with the same fields as the Redis consumer's `Delivery`.
-#[pyclass(frozen, get_all, module = "fastq._core")]
-pub struct AmqpDelivery {
-    /// `"<channel generation>.<AMQP delivery tag>"`.
-    pub delivery_tag: String,
-    pub queue: String,
-    pub priority: i64,
-    pub redelivered: bool,
-    pub content_type: String,
-    pub properties: Py<PyDict>,
-    pub reply_to: Option<String>,
-    pub correlation_id: Option<String>,
-    pub message: Option<Py<TaskMessage>>,
-    pub error: Option<String>,
-    pub error_kind: Option<String>,
-    pub task_id: Option<String>,
-    pub task_name: Option<String>,
-    pub raw: Py<PyBytes>,
-}
-
-#[pymethods]
-impl AmqpDelivery {
-    fn __repr__(&self) -> String {
-        format!(
-            "<AmqpDelivery {} tag={} queue={:?}>",
-            self.task_name.as_deref().unwrap_or("?"),
-            self.delivery_tag,
-            self.queue
-        )
     }
 }
 
@@ -79,43 +37,36 @@ fn foreign_message(
     CoreMessage::parse(inc.headers.clone(), to_value(&body)?).py_err(py)
 }
 
-impl AmqpDelivery {
-    fn from_core(py: Python<'_>, inc: Incoming, accept: &[String]) -> PyResult<Self> {
-        let task_id = inc.task_id().map(str::to_owned);
-        let task_name = inc.task_name().map(str::to_owned);
-        let decoded = match &inc.decoded {
-            Body::Foreign(ct) => match foreign_message(py, &inc, ct, accept) {
-                Ok(m) => Ok(m),
-                Err(e) => Err((e.to_string(), e.get_type(py).name()?.to_string())),
-            },
-            Body::Message(m) => Ok(m.clone()),
-            Body::Error(e) => Err((e.to_string(), error_kind(e).to_owned())),
-        };
-        let (message, error, error_kind) = match decoded {
-            Ok(m) => (
-                Some(Py::new(py, TaskMessage::from_core(py, m)?)?),
-                None,
-                None,
-            ),
-            Err((error, kind)) => (None, Some(error), Some(kind)),
-        };
-        Ok(AmqpDelivery {
-            delivery_tag: inc.delivery_tag(),
-            queue: inc.queue.clone(),
-            priority: i64::from(inc.priority),
-            redelivered: inc.redelivered,
-            content_type: inc.content_type.clone(),
-            properties: map_or_empty(py, &inc.properties)?,
-            reply_to: inc.reply_to.clone(),
-            correlation_id: inc.correlation_id.clone(),
-            message,
-            error,
-            error_kind,
-            task_id,
-            task_name,
-            raw: PyBytes::new(py, &inc.body).unbind(),
-        })
-    }
+fn delivery(py: Python<'_>, mut inc: Incoming, accept: &[String]) -> PyResult<Delivery> {
+    let task_id = inc.task_id().map(str::to_owned);
+    let task_name = inc.task_name().map(str::to_owned);
+    let delivery_tag = inc.delivery_tag();
+    // Moved out, not cloned: the task's arguments can be large.
+    let decoded = match std::mem::replace(&mut inc.decoded, Body::Foreign("")) {
+        Body::Foreign(ct) => match foreign_message(py, &inc, ct, accept) {
+            Ok(m) => Ok(m),
+            Err(e) => Err((e.to_string(), e.get_type(py).name()?.to_string())),
+        },
+        Body::Message(m) => Ok(m),
+        Body::Error(e) => Err((e.to_string(), codec_error_kind(&e).to_owned())),
+    };
+    let (message, error, error_kind) = decoded_fields(py, decoded)?;
+    Ok(Delivery {
+        delivery_tag,
+        queue: inc.queue,
+        exchange: inc.exchange,
+        priority: i64::from(inc.priority),
+        redelivered: inc.redelivered,
+        content_type: inc.content_type,
+        reply_to: inc.reply_to,
+        correlation_id: inc.correlation_id,
+        message,
+        error,
+        error_kind,
+        task_id,
+        task_name,
+        lazy: Lazy::new(inc.properties, inc.body),
+    })
 }
 
 pub(crate) fn queue_spec(d: &Bound<'_, PyDict>) -> PyResult<QueueSpec> {
@@ -190,7 +141,7 @@ impl AmqpConsumer {
     }
 
     /// Waits up to `timeout` seconds for deliveries; returns every one already received.
-    fn fetch(&mut self, py: Python<'_>, timeout: f64) -> PyResult<Vec<AmqpDelivery>> {
+    fn fetch(&mut self, py: Python<'_>, timeout: f64) -> PyResult<Vec<Delivery>> {
         let wait = Duration::from_secs_f64(timeout.max(0.0));
         let inner = &mut self.inner;
         let batch = py
@@ -198,7 +149,7 @@ impl AmqpConsumer {
             .map_err(|e| amqp_error(py, e))?;
         batch
             .into_iter()
-            .map(|inc| AmqpDelivery::from_core(py, inc, &self.accept))
+            .map(|inc| delivery(py, inc, &self.accept))
             .collect()
     }
 

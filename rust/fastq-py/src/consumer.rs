@@ -1,4 +1,4 @@
-//! `RedisConsumer`, `Delivery` and the restore functions over `fastq_core::redis`. The GIL is
+//! `RedisConsumer` (its deliveries are `delivery::Delivery`) and the restore functions over `fastq_core::redis`. The GIL is
 //! released for all I/O and decoding; only the finished deliveries are converted with it held.
 
 use std::sync::{Mutex, PoisonError};
@@ -9,79 +9,40 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 
 use crate::signals::DeferSignals;
-use pyo3::types::{PyBytes, PyDict, PyList};
+use fastq_core::Value;
+use pyo3::types::PyList;
 
+use crate::delivery::{decoded_fields, Delivery, Lazy};
 use crate::errors::{codec_error_kind, IntoPyResult};
-use crate::message::{map_or_empty, TaskMessage};
 
-/// One message from a queue, decoded as far as it goes.
-#[pyclass(frozen, get_all, module = "fastq._core")]
-pub struct Delivery {
-    pub delivery_tag: String,
-    pub queue: String,
-    pub priority: i64,
-    pub redelivered: bool,
-    pub content_type: String,
-    pub properties: Py<PyDict>,
-    pub reply_to: Option<String>,
-    pub correlation_id: Option<String>,
-    pub message: Option<Py<TaskMessage>>,
-    pub error: Option<String>,
-    pub error_kind: Option<String>,
-    pub task_id: Option<String>,
-    pub task_name: Option<String>,
-    pub raw: Py<PyBytes>,
-}
-
-impl Delivery {
-    fn from_core(py: Python<'_>, d: core::Delivery) -> PyResult<Self> {
-        let (message, error, error_kind) = match d.message {
-            Ok(msg) => (
-                Some(Py::new(py, TaskMessage::from_core(py, msg)?)?),
-                None,
-                None,
-            ),
-            Err(e) => (
-                None,
-                Some(e.to_string()),
-                Some(codec_error_kind(&e).to_owned()),
-            ),
-        };
-        Ok(Delivery {
-            delivery_tag: d.delivery_tag,
-            queue: d.queue,
-            priority: d.priority,
-            redelivered: d.redelivered,
-            content_type: d.content_type,
-            properties: map_or_empty(py, &d.properties)?,
-            reply_to: d.reply_to,
-            correlation_id: d.correlation_id,
-            message,
-            error,
-            error_kind,
-            task_id: d.task_id,
-            task_name: d.task_name,
-            raw: PyBytes::new(py, &d.raw).unbind(),
-        })
-    }
-}
-
-#[pymethods]
-impl Delivery {
-    fn __repr__(&self) -> String {
-        match &self.error_kind {
-            None => format!(
-                "<Delivery {:?} tag={:?} task={}>",
-                self.queue,
-                self.delivery_tag,
-                self.task_name.as_deref().unwrap_or("?")
-            ),
-            Some(kind) => format!(
-                "<Delivery {:?} tag={:?} error={kind}>",
-                self.queue, self.delivery_tag
-            ),
-        }
-    }
+fn delivery(py: Python<'_>, d: core::Delivery) -> PyResult<Delivery> {
+    let decoded = d
+        .message
+        .map_err(|e| (e.to_string(), codec_error_kind(&e).to_owned()));
+    let (message, error, error_kind) = decoded_fields(py, decoded)?;
+    let exchange = d
+        .properties
+        .get("delivery_info")
+        .and_then(|info| info.get("exchange"))
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_owned();
+    Ok(Delivery {
+        delivery_tag: d.delivery_tag,
+        queue: d.queue,
+        exchange,
+        priority: d.priority,
+        redelivered: d.redelivered,
+        content_type: d.content_type,
+        reply_to: d.reply_to,
+        correlation_id: d.correlation_id,
+        message,
+        error,
+        error_kind,
+        task_id: d.task_id,
+        task_name: d.task_name,
+        lazy: Lazy::new(d.properties, d.raw),
+    })
 }
 
 /// The worker's Redis consumer. Meant for one thread; calls from others wait their turn.
@@ -149,7 +110,7 @@ impl RedisConsumer {
         .py_err(py)?;
         let converted = deliveries
             .into_iter()
-            .map(|d| Delivery::from_core(py, d))
+            .map(|d| delivery(py, d))
             .collect::<PyResult<Vec<_>>>()?;
         PyList::new(py, converted)
     }

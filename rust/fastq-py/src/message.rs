@@ -8,6 +8,7 @@ use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBytes, PyDict, PyTuple};
 
 use crate::convert::{dict, tuple};
+use crate::delivery::Lazy;
 
 /// A task message in the protocol 2 model (v1 messages are converted on decode).
 #[pyclass(frozen, get_all, module = "fastq._core")]
@@ -69,12 +70,10 @@ pub struct Envelope {
     pub priority: i64,
     #[pyo3(get)]
     pub redelivered: bool,
-    raw_body: Vec<u8>,
     raw_headers: Value,
-    raw_properties: Value,
-    body: PyOnceLock<Py<PyBytes>>,
     headers: PyOnceLock<Py<PyDict>>,
-    properties: PyOnceLock<Py<PyDict>>,
+    /// The properties and the body.
+    lazy: Lazy,
 }
 
 impl Envelope {
@@ -97,12 +96,9 @@ impl Envelope {
             redelivered: env.redelivered(),
             content_type: env.content_type,
             content_encoding: env.content_encoding,
-            raw_body: env.body,
             raw_headers: env.headers,
-            raw_properties: env.properties,
-            body: PyOnceLock::new(),
             headers: PyOnceLock::new(),
-            properties: PyOnceLock::new(),
+            lazy: Lazy::new(env.properties, env.body),
         }
     }
 }
@@ -111,9 +107,7 @@ impl Envelope {
 impl Envelope {
     #[getter]
     fn body(&self, py: Python<'_>) -> Py<PyBytes> {
-        self.body
-            .get_or_init(py, || PyBytes::new(py, &self.raw_body).unbind())
-            .clone_ref(py)
+        self.lazy.body(py)
     }
 
     #[getter]
@@ -126,10 +120,7 @@ impl Envelope {
 
     #[getter]
     fn properties(&self, py: Python<'_>) -> PyResult<Py<PyDict>> {
-        let properties = self
-            .properties
-            .get_or_try_init(py, || map_or_empty(py, &self.raw_properties))?;
-        Ok(properties.clone_ref(py))
+        self.lazy.properties(py)
     }
 
     fn __repr__(&self) -> String {
