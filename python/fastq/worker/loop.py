@@ -326,11 +326,12 @@ class WorkerLoop:
                     )
                 ]
             )
+        limits = effective_limits(task, context)
         if self.reporter is not None:
-            hard, _ = effective_limits(task, context)
+            hard = limits[0]
             deadline = time.time() + hard if hard else None
             self.reporter.started(context, deadline, acks_late)
-        outcome = run_task(task, context, acks_late, self.enforce_hard_limit)
+        outcome = run_task(task, context, acks_late, self.enforce_hard_limit, limits)
         if self.reporter is not None:
             self.reporter.finished()
         self._record_outcome(task, context, outcome)

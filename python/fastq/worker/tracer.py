@@ -39,11 +39,18 @@ class Outcome:
     settle: Settle
 
 
-def run_task(task: Task, context: Context, acks_late: bool, enforce_hard_limit: bool) -> Outcome:
+def run_task(
+    task: Task,
+    context: Context,
+    acks_late: bool,
+    enforce_hard_limit: bool,
+    limits: tuple[float | None, float | None] | None = None,
+) -> Outcome:
     """Calls the task with its request pushed, mapping what it raised to an outcome.
 
     ``enforce_hard_limit``: raise ``TimeLimitExceeded`` in-process (solo pool); under prefork the
-    supervisor enforces it by replacing the child.
+    supervisor enforces it by replacing the child. ``limits``: ``effective_limits`` when the
+    caller has them already.
     """
     task.push_request(context)
     task.app.push_request(context)
@@ -52,7 +59,8 @@ def run_task(task: Task, context: Context, acks_late: bool, enforce_hard_limit: 
         signals.task_prerun.send(task, task_id=context.id, task=task, args=args, kwargs=kwargs)
     outcome = Outcome(states.FAILURE, None, None, Settle.ACK)
     try:
-        outcome = _call(task, context, acks_late, enforce_hard_limit)
+        hard, soft = limits if limits is not None else effective_limits(task, context)
+        outcome = _call(task, context, acks_late, soft, hard if enforce_hard_limit else None)
     finally:
         if signals.task_postrun.receivers:
             signals.task_postrun.send(
@@ -69,6 +77,13 @@ def run_task(task: Task, context: Context, acks_late: bool, enforce_hard_limit: 
     return outcome
 
 
+def _invoke(task: Task, args: Any, kwargs: dict[str, Any]) -> Any:
+    value = task.run(task, *args, **kwargs) if task.bind else task.run(*args, **kwargs)
+    if inspect.iscoroutine(value):
+        value = _event_loop().run_until_complete(value)
+    return value
+
+
 def keeps_result(app: App, task: Task | None, request: Context, state: str) -> bool:
     """Whether ``state`` is stored: not when the result is ignored (by the message, the task or
     the app), except errors with ``store_errors_even_if_ignored``."""
@@ -82,15 +97,18 @@ def keeps_result(app: App, task: Task | None, request: Context, state: str) -> b
     return bool(keep or conf.task_store_errors_even_if_ignored)
 
 
-def _call(task: Task, context: Context, acks_late: bool, enforce_hard_limit: bool) -> Outcome:
+def _call(
+    task: Task, context: Context, acks_late: bool, soft: float | None, hard: float | None
+) -> Outcome:
+    """``soft``/``hard``: the limits to raise in this process (``hard`` only in the solo pool)."""
     args, kwargs = context.args, context.kwargs or {}
-    hard, soft = effective_limits(task, context)
     try:
         try:
-            with alarm(soft, hard, enforce_hard_limit):
-                value = task.run(task, *args, **kwargs) if task.bind else task.run(*args, **kwargs)
-                if inspect.iscoroutine(value):
-                    value = _event_loop().run_until_complete(value)
+            if soft or hard:
+                with alarm(soft, hard, True):
+                    value = _invoke(task, args, kwargs)
+            else:
+                value = _invoke(task, args, kwargs)
         except (Retry, Ignore, Reject):
             raise  # the task's own decision (retry, replace...), never retried automatically
         except Exception as exc:
