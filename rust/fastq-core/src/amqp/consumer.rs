@@ -240,9 +240,14 @@ impl AmqpConsumer {
             return Ok(Vec::new());
         };
         let events = &mut session.events;
-        let first = self
-            .rt
-            .block_on(async { tokio::time::timeout(timeout, events.next()).await });
+        // A delivery already buffered is taken without arming a timer: a new timer earlier than
+        // the runtime's next one wakes its thread, a wake-up per fetch for nothing.
+        let first = match futures_lite::future::block_on(poll_once(events.next())) {
+            Some(event) => Ok(event),
+            None => self
+                .rt
+                .block_on(async { tokio::time::timeout(timeout, events.next()).await }),
+        };
         let mut batch = match first {
             Err(_) => {
                 if !session.connection.status().connected() || !session.channel.status().connected()
