@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Generator, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
@@ -130,6 +129,8 @@ class AsyncResult:
     wait = get
 
     def __await__(self) -> Generator[Any, None, Any]:
+        import asyncio  # only here: a worker that never awaits does not pay for the import
+
         return asyncio.to_thread(self.get).__await__()
 
     def forget(self) -> None:
@@ -294,6 +295,8 @@ class GroupResult:
     get = join
 
     def __await__(self) -> Generator[Any, None, Any]:
+        import asyncio  # only here: a worker that never awaits does not pay for the import
+
         return asyncio.to_thread(self.get).__await__()
 
     # -- storing ---------------------------------------------------------------------------------

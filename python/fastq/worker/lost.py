@@ -64,10 +64,14 @@ def describe(request: Context, with_args: bool) -> str:
         fields["queue"] = (request.delivery_info or {}).get("routing_key")
     if not fields:
         return reply_to
+    if len(fields) == 1 and request.ignore_result:  # results off: the common case, encoded once
+        return f"{reply_to} {_IGNORED}"
     return f"{reply_to} {_encode(fields)}"
 
 
 def _encode(fields: dict[str, Any]) -> str:
+    """JSON of ``fields``; what JSON cannot carry is left out (args first, then all but the
+    route)."""
     try:
         return _core.dumps(fields, JSON).decode()
     except errors.EncodeError:  # values JSON cannot carry (pickle accepted): leave them out
@@ -163,3 +167,6 @@ def _exit_status(code: int) -> str:
         except ValueError:
             return f"signal {-code}"
     return f"exitcode {code}"
+
+
+_IGNORED = _encode({"ignore_result": True})

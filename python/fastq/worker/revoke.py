@@ -9,6 +9,7 @@ is bounded: the oldest ids are forgotten first.
 from __future__ import annotations
 
 import os
+import select
 from collections import OrderedDict
 from collections.abc import Iterable
 
@@ -45,10 +46,18 @@ class RevokedIds(IdSet):
         #: broker that requeues what a dead connection held) is dropped, not run again.
         self.settled = IdSet(maxlen)
         self._buffer = b""
+        self._poll: tuple[int, select.poll] | None = None
 
     def read_pipe(self, fd: int) -> None:
         """Adds the ids the supervisor wrote to ``fd`` (non-blocking; one id per line, settled
         ones marked with a leading ``=``)."""
+        if self._poll is None or self._poll[0] != fd:
+            poll = select.poll()
+            poll.register(fd, select.POLLIN)
+            self._poll = (fd, poll)
+        # Called before every batch: asking is cheaper than a read that raises BlockingIOError.
+        if not self._poll[1].poll(0):
+            return
         while True:
             try:
                 data = os.read(fd, 65536)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import inspect
 import logging
 import random
@@ -18,6 +17,8 @@ from fastq.task import Context, Task
 from fastq.worker.limits import alarm, effective_limits
 
 if TYPE_CHECKING:
+    import asyncio
+
     from fastq.app import App
 
 log = logging.getLogger("fastq.worker")
@@ -156,6 +157,8 @@ _loops = threading.local()
 def _event_loop() -> asyncio.AbstractEventLoop:
     """One event loop per worker thread for ``async def`` tasks, kept across tasks so that
     clients bound to it (connection pools) stay usable."""
+    import asyncio  # only a worker with ``async def`` tasks pays for it (~13 ms at start)
+
     loop = getattr(_loops, "loop", None)
     if loop is None or loop.is_closed():
         loop = _loops.loop = asyncio.new_event_loop()
