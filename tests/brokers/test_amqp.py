@@ -237,6 +237,32 @@ def test_consumer_acks_rejects_and_restores() -> None:
 
 
 @requires_rabbitmq
+@pytest.mark.parametrize("queues", [1, 2])
+def test_the_prefetch_window_is_the_consumers_across_its_queues(queues: int) -> None:
+    """One queue: per-consumer QoS (the cheaper kind for RabbitMQ); several: per channel. Either
+    way the consumer holds at most ``prefetch`` unacknowledged messages, and more come only as
+    it acks."""
+    names = [unique(f"window{i}") for i in range(queues)]
+    app = make_app(names[0])
+    try:
+        for name in names:
+            app.send_many([("proj.add", (i, i), None) for i in range(8)], queue=name)
+        consumer = app.broker.consumer(names, prefetch=3, consumer_id="tw", accept=["json"])
+        held = fetch(consumer, 3)
+        time.sleep(0.3)  # time for the broker to send more, if the window let it
+        assert consumer.fetch(0.2) == [] and consumer.in_flight == 3
+        consumer.ack([held[0].delivery_tag])
+        (more,) = fetch(consumer, 1)
+        assert consumer.fetch(0.3) == [] and consumer.in_flight == 3
+        consumer.ack([d.delivery_tag for d in held[1:]] + [more.delivery_tag])
+        fetch(consumer, 3)
+        consumer.close()
+    finally:
+        app.close()
+        delete(*names)
+
+
+@requires_rabbitmq
 def test_consumer_reconnects_and_drops_stale_acks(caplog: pytest.LogCaptureFixture) -> None:
     queue = unique("reconnect")
     app = make_app(queue)

@@ -446,8 +446,11 @@ class AmqpBroker(Broker):
             accept=accept,
             prefetch=min(max(prefetch, 1), 65535),
             consumer_tag=consumer_id,
-            # Quorum queues only support per-consumer QoS (Celery detects them the same way).
-            global_qos=not any(d.quorum for d in decls),
+            # The window is the child's, across its queues: per channel (global) where it has
+            # several. With one queue the channel has one consumer, and per-consumer QoS is the
+            # same window at less cost to RabbitMQ. Quorum queues only support per-consumer QoS
+            # (Celery detects them the same way).
+            global_qos=len(decls) > 1 and not any(d.quorum for d in decls),
             heartbeat=None if heartbeat is None else int(heartbeat),
             connect_timeout=float(self.conf.broker_transport_options.get("connect_timeout", 5)),
         )
