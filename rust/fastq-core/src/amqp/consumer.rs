@@ -96,6 +96,8 @@ pub struct Incoming {
     pub correlation_id: Option<String>,
     /// Celery's view of the properties, with `delivery_info`.
     pub properties: Value,
+    /// The message headers while the body is not a parsed task (`Foreign`, `Error`); a parsed
+    /// `Message` holds them itself.
     pub headers: Value,
     pub body: Vec<u8>,
     pub decoded: Body,
@@ -623,13 +625,21 @@ pub fn incoming(
             ]),
         ),
     ]);
-    let decoded = match decode_accepted(&content_type, &delivery.data, accept) {
-        Ok(Decoded::Value(body)) => match TaskMessage::parse(headers.clone(), body) {
-            Ok(m) => Body::Message(m),
-            Err(e) => Body::Error(e),
-        },
-        Ok(Decoded::Foreign { content_type }) => Body::Foreign(content_type),
-        Err(e) => Body::Error(e),
+    let (decoded, headers) = match decode_accepted(&content_type, &delivery.data, accept) {
+        Ok(Decoded::Value(body)) => {
+            // The headers move into the message; should it be invalid, its id and name are
+            // what the log and the stored failure need.
+            let ids = Value::map_from([
+                ("id", headers.get("id").cloned().unwrap_or(Value::Null)),
+                ("task", headers.get("task").cloned().unwrap_or(Value::Null)),
+            ]);
+            match TaskMessage::parse(headers, body) {
+                Ok(m) => (Body::Message(m), Value::Null),
+                Err(e) => (Body::Error(e), ids),
+            }
+        }
+        Ok(Decoded::Foreign { content_type }) => (Body::Foreign(content_type), headers),
+        Err(e) => (Body::Error(e), headers),
     };
     Incoming {
         generation,
@@ -710,6 +720,16 @@ mod tests {
         assert!(matches!(
             inc.decoded,
             Body::Error(CodecError::Decode { .. })
+        ));
+        assert_eq!(inc.task_id(), Some("abc"));
+        assert_eq!(inc.task_name(), Some("proj.add"));
+
+        // JSON, but not a task body: the headers went into the parse, the ids are kept.
+        let d = delivery("application/json", task_headers(), br#""not a list""#);
+        let inc = incoming(1, "celery", d, &Accept::json_only());
+        assert!(matches!(
+            inc.decoded,
+            Body::Error(CodecError::InvalidMessage(_))
         ));
         assert_eq!(inc.task_id(), Some("abc"));
         assert_eq!(inc.task_name(), Some("proj.add"));
