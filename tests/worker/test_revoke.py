@@ -41,15 +41,22 @@ def test_a_revoked_task_is_skipped_when_it_arrives(
     assert not runs.hexists("runs", "doomed")
 
 
+@pytest.mark.parametrize("sig", ["SIGKILL", None])
 def test_terminate_kills_the_running_task_and_the_worker_keeps_serving(
-    client: App, runs: redis.Redis
+    client: App, runs: redis.Redis, sig: str | None
 ) -> None:
+    """``None``: Celery's default signal, SIGTERM, which a child otherwise takes as a warm stop."""
     with fastq_worker("--pool", "prefork", "--concurrency", "1", app=APP) as worker:
         long = client.send_task("sem.sleep", ("long", 30))
         wait_until(lambda: runs.hexists("started", "long"), timeout=15)
-        client.control.revoke(long.id, terminate=True, signal="SIGKILL")
+        if sig is None:
+            long.revoke(terminate=True)
+        else:
+            client.control.revoke(long.id, terminate=True, signal=sig)
         with pytest.raises(TaskRevokedError, match="terminated"):
             long.get(timeout=15)
         assert client.send_task("sem.stamp", ("after",)).get(timeout=15)
         assert "terminating task" in worker.log()
+        if sig is None:
+            assert "terminated by revoke" in worker.log()
     assert not runs.hexists("runs", "long")

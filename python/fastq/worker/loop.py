@@ -93,6 +93,8 @@ class WorkerLoop:
         self._late_acks: list[str] = []
         self._next_restore = 0.0
         self._next_due_move = 0.0
+        #: The id of the task running now, for a terminate that arrives meanwhile.
+        self._running: str | None = None
 
     # -- lifecycle -------------------------------------------------------------------------------
     def stop(self) -> None:
@@ -100,9 +102,22 @@ class WorkerLoop:
         self.stopping.set()
 
     def install_signal_handlers(self) -> None:
-        """In a worker child: SIGTERM/SIGINT stop warm; the supervisor does cold stops."""
-        signal.signal(signal.SIGTERM, lambda *_: self.stop())
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        """In a worker child: SIGTERM stops warm, SIGINT is left to the supervisor (Ctrl-C
+        reaches the whole process group), and the supervisor does cold stops. Either signal
+        ends the child at once when the running task is one the supervisor terminates."""
+        signal.signal(signal.SIGTERM, self._on_signal)
+        signal.signal(signal.SIGINT, self._on_signal)
+
+    def _on_signal(self, signum: int, _frame: object) -> None:
+        if self.revoked_fd is not None:
+            self.revoked.read_pipe(self.revoked_fd)
+        if self._running is not None and self._running in self.revoked.terminate:
+            log.warning("task %s terminated by revoke (signal %d)", self._running, signum)
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)  # dies of it, as a Celery pool process does
+            return
+        if signum == signal.SIGTERM:
+            self.stop()
 
     def run(self) -> None:
         accept = list(self.app.conf.accept_content)
@@ -331,7 +346,11 @@ class WorkerLoop:
             hard = limits[0]
             deadline = time.time() + hard if hard else None
             self.reporter.started(context, deadline, acks_late)
-        outcome = run_task(task, context, acks_late, self.enforce_hard_limit, limits)
+        self._running = context.id
+        try:
+            outcome = run_task(task, context, acks_late, self.enforce_hard_limit, limits)
+        finally:
+            self._running = None
         if self.reporter is not None:
             self.reporter.finished()
         self._record_outcome(task, context, outcome)

@@ -45,12 +45,15 @@ class RevokedIds(IdSet):
         #: limit, terminate): a late-acknowledged message that comes back for one of them (a
         #: broker that requeues what a dead connection held) is dropped, not run again.
         self.settled = IdSet(maxlen)
+        #: Tasks to end at once if running when a SIGTERM or SIGINT comes (``revoke`` with
+        #: ``terminate=True``): the prefork supervisor writes them just before the signal.
+        self.terminate = IdSet(maxlen)
         self._buffer = b""
         self._poll: tuple[int, select.poll] | None = None
 
     def read_pipe(self, fd: int) -> None:
         """Adds the ids the supervisor wrote to ``fd`` (non-blocking; one id per line, settled
-        ones marked with a leading ``=``)."""
+        ones marked with a leading ``=``, ones to terminate with ``!``)."""
         if self._poll is None or self._poll[0] != fd:
             poll = select.poll()
             poll.register(fd, select.POLLIN)
@@ -67,8 +70,9 @@ class RevokedIds(IdSet):
                 return
             lines = (self._buffer + data).split(b"\n")
             self._buffer = lines.pop()
-            self.add(line.decode() for line in lines if line and line[:1] != b"=")
+            self.add(line.decode() for line in lines if line and line[:1] not in b"=!")
             self.settled.add(line[1:].decode() for line in lines if line[:1] == b"=")
+            self.terminate.add(line[1:].decode() for line in lines if line[:1] == b"!")
 
 
 def revoke_arguments(arguments: dict[str, object]) -> tuple[list[str], bool, str]:

@@ -38,6 +38,8 @@ FAST_DEATH = 1.0
 TICK = 0.25
 #: What stops a worker (warm, cold).
 _STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT, signal.SIGQUIT}
+#: Signals a child handles itself (warm stop, ignored): a terminate with one is announced first.
+_WARM_STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
 
 
 class PipeReporter:
@@ -211,6 +213,15 @@ class Supervisor:
 
     def _kill_running(self, child: Child, running: Running, reason: str, signum: int) -> None:
         child.killed = (running, reason)
+        if signum in _WARM_STOP_SIGNALS:
+            # The child takes SIGTERM as "stop after this task"; told first that this one is to
+            # end now, it dies of the signal as a Celery pool process does.
+            try:
+                os.write(child.revoked_fd, f"!{running.task_id}\n".encode())
+            except (BlockingIOError, BrokenPipeError):
+                log.warning(
+                    "child %d did not take the terminate of %s", child.index, running.task_id
+                )
         if running.acks_late:
             # Its result is recorded when the child is gone; where the broker gives back what
             # the dead child held (RabbitMQ), the children drop the message instead of running
