@@ -2,10 +2,10 @@
 
 It starts no threads and opens no connections before forking. Each child reports on a pipe which
 task it runs, its hard time limit and what its result needs (``PipeReporter.started``); a child
-past that limit is killed. The supervisor reads those pipes in bulk when it wakes (every
-``TICK``, on a signal such as a child's SIGCHLD, or when a child starts a task with a hard time
-limit), not once per task: a wake-up per task cost the children ~12% of their throughput. A
-child that dies is replaced and the messages it held come back to the queue; the outcome of a
+past that limit is killed. Once reports have woken the supervisor it stops listening to the
+pipes for ``REPORT_GAP`` and then reads everything written meanwhile: at most one wake-up per gap
+however fast the children run (a wake-up per task cost them ~12% of their throughput). A child
+that dies is replaced and the messages it held come back to the queue; the outcome of a
 task it could not finish is recorded here (``worker/lost.py``). SIGTERM stops warm (children
 finish their running task); a second SIGTERM or SIGQUIT stops cold.
 """
@@ -36,6 +36,10 @@ log = logging.getLogger("fastq.worker")
 FAST_DEATH = 1.0
 #: How often the supervisor looks for dead children when nothing else wakes it.
 TICK = 0.25
+#: After reports woke it, how long the supervisor leaves the report pipes unwatched: what comes
+#: meanwhile (a few hundred tasks at most) waits in the pipe and is read in one go. Signals
+#: (SIGCHLD included) still wake it at once.
+REPORT_GAP = 0.01
 #: What stops a worker (warm, cold).
 _STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT, signal.SIGQUIT}
 #: Signals a child handles itself (warm stop, ignored): a terminate with one is announced first.
@@ -49,13 +53,10 @@ class PipeReporter:
     does not live to (``lost.describe``): mostly the client's ``reply_to``, so it stays short.
     """
 
-    def __init__(self, fd: int, with_args: bool = False, attention_fd: int | None = None) -> None:
+    def __init__(self, fd: int, with_args: bool = False) -> None:
         self.fd = fd
         #: Describe args and kwargs too (``result_extended``: the stored result carries them).
         self.with_args = with_args
-        #: Written to after the report of a task with a hard time limit, so the supervisor reads
-        #: it now rather than at its next tick.
-        self.attention_fd = attention_fd
 
     def started(self, request: Context, hard_deadline: float | None, acks_late: bool) -> None:
         deadline = f"{hard_deadline:.3f}" if hard_deadline else "-"
@@ -64,11 +65,6 @@ class PipeReporter:
         late = "L" if acks_late else "-"
         described = describe(request, self.with_args)
         self._write(f"S {request.id} {tag} {deadline} {name} {late} {described}\n")
-        if hard_deadline and self.attention_fd is not None:
-            try:
-                os.write(self.attention_fd, b"!")
-            except OSError:  # full (the supervisor is awake anyway) or gone
-                pass
 
     def finished(self) -> None:
         self._write("D\n")
@@ -139,9 +135,11 @@ class Supervisor:
         self.stopping = False
         self.cold = False
         self._generation = 0
-        #: Signals (SIGCHLD included) and children's attention bytes wake the loop here.
+        #: Signals (SIGCHLD included) wake the loop here.
         self._wake_r: int | None = None
         self._wake_w: int | None = None
+        #: Until when (monotonic) the loop leaves the report pipes unwatched.
+        self._deaf_until = 0.0
 
     # -- children ----------------------------------------------------------------------------------
     def _spawn(self, index: int) -> None:
@@ -171,15 +169,15 @@ class Supervisor:
             os.close(read_fd)
             os.close(revoked_write)
             os.set_blocking(revoked_read, False)
-            if self._wake_r is not None:
-                os.close(self._wake_r)
+            for fd in (self._wake_r, self._wake_w):  # the supervisor's signal wake-up pipe
+                if fd is not None:
+                    os.close(fd)
             for other in self.children.values():
                 os.close(other.fd)
                 os.close(other.revoked_fd)
             code = 1
             try:
-                reporter = PipeReporter(write_fd, attention_fd=self._wake_w)
-                code = self.child_main(index, consumer_id, reporter, revoked_read)
+                code = self.child_main(index, consumer_id, PipeReporter(write_fd), revoked_read)
             except BaseException:
                 log.exception("worker child %d crashed", index)
             finally:
@@ -296,6 +294,24 @@ class Supervisor:
                 )
                 self._kill_running(child, running, TIME_LIMIT, signal.SIGKILL)
 
+    def _wait(self) -> None:
+        """Until a signal, a report (unless within ``REPORT_GAP`` of the last one that woke
+        it), or the next deadline or tick."""
+        assert self._wake_r is not None
+        timeout = self._next_wakeup()
+        fds = [self._wake_r]
+        gap = self._deaf_until - time.monotonic()
+        if gap > 0:
+            timeout = min(timeout, gap)
+        else:
+            fds += [c.fd for c in self.children.values()]
+        try:
+            readable, _, _ = select.select(fds, [], [], timeout)
+        except InterruptedError:
+            return
+        if any(fd != self._wake_r for fd in readable):
+            self._deaf_until = time.monotonic() + REPORT_GAP
+
     def _next_wakeup(self) -> float:
         deadlines = [
             c.running.deadline for c in self.children.values() if c.running and c.running.deadline
@@ -353,10 +369,7 @@ class Supervisor:
         log.info("ready: %d worker children started", self.concurrency)
         fast_deaths = 0
         while self.children:
-            try:
-                select.select([self._wake_r], [], [], self._next_wakeup())
-            except InterruptedError:
-                pass
+            self._wait()
             _drain(self._wake_r)
             self._read_all_reports()
             self._enforce_deadlines()
@@ -427,7 +440,8 @@ class Supervisor:
 
 
 #: Report pipe capacity: ~10k tasks of reports, so a supervisor busy for a few seconds (remote
-#: control reconnecting to a restarting broker) does not stall children on their next report.
+#: control reconnecting to a restarting broker) does not stall children on their next report;
+#: where the OS keeps pipes at 64 KiB, ``REPORT_GAP`` still fits in them many times.
 PIPE_SIZE = 1 << 20
 
 
