@@ -31,15 +31,16 @@ def effective_limits(task: Any, context: Any) -> tuple[float | None, float | Non
 
 
 @contextmanager
-def alarm(soft: float | None, hard: float | None, enforce_hard: bool) -> Iterator[None]:
-    """Arms SIGALRM for the soft limit (then the hard one when ``enforce_hard``)."""
+def alarm(soft: float | None, hard: float | None) -> Iterator[None]:
+    """Arms SIGALRM for the soft limit, then the hard one (given only where it is raised
+    in-process: the solo pool)."""
     if threading.current_thread() is not threading.main_thread() or not (soft or hard):
         yield
         return
     stages: list[tuple[float, type[Exception]]] = []
     if soft:
         stages.append((soft, SoftTimeLimitExceeded))
-    if hard and enforce_hard and (not soft or hard > soft):
+    if hard and (not soft or hard > soft):
         stages.append((hard, TimeLimitExceeded))
     if not stages:
         yield

@@ -106,7 +106,7 @@ def _call(
     try:
         try:
             if soft or hard:
-                with alarm(soft, hard, True):
+                with alarm(soft, hard):
                     value = _invoke(task, args, kwargs)
             else:
                 value = _invoke(task, args, kwargs)
