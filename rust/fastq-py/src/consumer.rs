@@ -1,5 +1,6 @@
-//! `RedisConsumer` (its deliveries are `delivery::Delivery`) and the restore functions over `fastq_core::redis`. The GIL is
-//! released for all I/O and decoding; only the finished deliveries are converted with it held.
+//! `RedisConsumer` (its deliveries are `delivery::Delivery`) and the restore functions over
+//! `fastq_core::redis`. The GIL is released for all I/O and decoding; only the finished
+//! deliveries are converted with it held.
 
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
@@ -9,7 +10,6 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 
 use crate::signals::DeferSignals;
-use fastq_core::Value;
 use pyo3::types::PyList;
 
 use crate::delivery::{decoded_fields, Delivery, Lazy};
@@ -20,17 +20,10 @@ fn delivery(py: Python<'_>, d: core::Delivery) -> PyResult<Delivery> {
         .message
         .map_err(|e| (e.to_string(), codec_error_kind(&e).to_owned()));
     let (message, error, error_kind) = decoded_fields(py, decoded)?;
-    let exchange = d
-        .properties
-        .get("delivery_info")
-        .and_then(|info| info.get("exchange"))
-        .and_then(Value::as_str)
-        .unwrap_or("")
-        .to_owned();
     Ok(Delivery {
         delivery_tag: d.delivery_tag,
         queue: d.queue,
-        exchange,
+        exchange: d.exchange,
         priority: d.priority,
         redelivered: d.redelivered,
         content_type: d.content_type,

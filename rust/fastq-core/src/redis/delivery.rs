@@ -16,6 +16,8 @@ pub struct Delivery {
     pub delivery_tag: String,
     /// The queue's name, without priority suffix or key prefix.
     pub queue: String,
+    /// `properties.delivery_info.exchange` ("" for the default exchange).
+    pub exchange: String,
     pub priority: i64,
     pub redelivered: bool,
     pub content_type: String,
@@ -81,6 +83,7 @@ impl Delivery {
         Delivery {
             delivery_tag,
             queue,
+            exchange: envelope.delivery_info().0.to_owned(),
             priority: clamp_priority(envelope.priority()),
             redelivered: envelope.redelivered(),
             content_type: envelope.content_type.clone(),
@@ -110,6 +113,7 @@ impl Delivery {
         Delivery {
             delivery_tag,
             queue,
+            exchange: text("/properties/delivery_info/exchange").unwrap_or_default(),
             priority: 0,
             redelivered: false,
             content_type: String::new(),
