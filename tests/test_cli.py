@@ -116,3 +116,24 @@ def test_reading_commands_do_not_create_an_empty_database(
     assert done.returncode == 2, done
     assert f"no fastq database at {db}" in done.stderr and "where the worker runs" in done.stderr
     assert not db.exists()
+
+
+@pytest.mark.parametrize("command", [["result", "some-id"], ["inspect", "ping"], ["purge"]])
+def test_reading_commands_on_the_default_embedded_broker(
+    tmp_path: Path, command: list[str]
+) -> None:
+    """No app and no settings: the commands look for the default ``fastq.db`` where they run."""
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("FASTQ_BROKER_URL", "FASTQ_RESULT_BACKEND")
+    }
+    done = subprocess.run(
+        [str(BIN / "fastq"), *command],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode == 2, done
+    assert f"no fastq database at {tmp_path / 'fastq.db'}" in done.stderr
+    assert not (tmp_path / "fastq.db").exists()

@@ -94,16 +94,24 @@ class App:
         # Connections and their locks belong to the parent; a child opens its own.
         self._reset_connections()
 
+    @property
+    def broker_url(self) -> str:
+        """The broker this app uses: ``broker_url``, else the embedded default."""
+        return str(self.conf.broker_url or DEFAULT_BROKER_URL)
+
+    @property
+    def result_backend_url(self) -> str | None:
+        """The result backend this app uses: ``result_backend``, else the broker's default
+        (``None``: results are not stored)."""
+        return self.conf.result_backend or default_result_backend(self.broker_url)
+
     @cached_property
     def broker(self) -> Broker:
-        return broker_from_url(self.conf.broker_url or DEFAULT_BROKER_URL, self.conf)
+        return broker_from_url(self.broker_url, self.conf)
 
     @cached_property
     def backend(self) -> Backend:
-        url = self.conf.result_backend or default_result_backend(
-            self.conf.broker_url or DEFAULT_BROKER_URL
-        )
-        return backend_from_url(self, url)
+        return backend_from_url(self, self.result_backend_url)
 
     @cached_property
     def control(self) -> Control:

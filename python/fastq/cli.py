@@ -12,7 +12,6 @@ from collections.abc import Sequence
 from typing import Any
 
 from fastq.app import App
-from fastq.config import default_result_backend
 from fastq.errors import ConfigurationError, FastqError
 from fastq.sqlitedb import path_from_url
 
@@ -119,10 +118,8 @@ READING_COMMANDS = ("result", "purge", "inspect")
 def _require_existing_sqlite(app: App, command: str) -> None:
     """Refuses to create an empty ``fastq.db`` for a command that can only find nothing in it
     (run in the wrong directory, ``fastq result`` would otherwise report PENDING forever)."""
-    url = app.conf.broker_url
-    if command == "result":
-        url = app.conf.result_backend or default_result_backend(url)
-    if isinstance(url, str) and url.lower().startswith("sqlite://"):
+    url = app.result_backend_url if command == "result" else app.broker_url
+    if url and url.lower().startswith("sqlite://"):
         path = path_from_url(url)
         if not os.path.exists(path):
             raise ConfigurationError(
