@@ -3,7 +3,7 @@
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 
-use crate::codec::json::{JsonAt, JsonKey, JsonMap};
+use crate::codec::json::{self, JsonAt, JsonKey, JsonMap};
 use crate::codec::Serializer;
 use crate::error::{CodecError, Result};
 use crate::protocol::{lookup, TaskMessage};
@@ -51,9 +51,19 @@ struct OutEnvelope<'a> {
 
 impl Envelope {
     pub fn decode(data: &[u8]) -> Result<Self> {
-        let raw: RawEnvelope = serde_json::from_slice(data).map_err(|e| {
-            CodecError::invalid(format!("the Redis envelope is not valid kombu JSON: {e}"))
-        })?;
+        let invalid =
+            |e| CodecError::invalid(format!("the Redis envelope is not valid kombu JSON: {e}"));
+        match serde_json::from_slice(data) {
+            Ok(raw) => Self::from_raw(raw),
+            Err(e) => {
+                // NaN or ±Infinity in a header, as Python's json writes them: read as in a body.
+                let marked = json::mark_non_finite(data).ok_or_else(|| invalid(e))?;
+                Self::from_raw(serde_json::from_slice(&marked).map_err(invalid)?)
+            }
+        }
+    }
+
+    fn from_raw(raw: RawEnvelope<'_>) -> Result<Self> {
         if !matches!(raw.properties, Value::Map(_) | Value::Null) {
             return Err(CodecError::invalid(
                 "the envelope's `properties` must be a JSON object",
@@ -96,7 +106,7 @@ impl Envelope {
             properties: JsonAt(&properties, 1),
         };
         let mut bytes = Vec::with_capacity(body.len() + 512);
-        super::codec::json::to_writer(&mut bytes, &out)?;
+        json::to_writer(&mut bytes, &out)?;
         Ok(bytes)
     }
 
@@ -205,10 +215,9 @@ pub fn encode_task_envelope(
     out.extend_from_slice(br#"","content-type":""#);
     out.extend_from_slice(serializer.content_type().as_bytes());
     out.extend_from_slice(br#"","headers":"#);
-    let write_err = |e| CodecError::encode("json", e);
-    serde_json::to_writer(&mut out, &JsonMap(&message.headers, 1)).map_err(write_err)?;
+    json::to_writer(&mut out, &JsonMap(&message.headers, 1))?;
     out.extend_from_slice(br#","properties":"#);
-    serde_json::to_writer(&mut out, &properties).map_err(write_err)?;
+    json::to_writer(&mut out, &properties)?;
     out.push(b'}');
     Ok(out)
 }
@@ -350,6 +359,24 @@ mod tests {
         assert!(!env.redelivered());
         let msg = env.task_message(&Accept::json_only()).unwrap();
         assert_eq!(msg, message());
+    }
+
+    #[test]
+    fn non_finite_header_values_are_written_as_python_writes_them() {
+        let mut msg = message();
+        msg.headers.push(("f".into(), Value::Float(f64::NAN)));
+        let routing = Routing {
+            exchange: String::new(),
+            routing_key: "celery".into(),
+            priority: 0,
+            delivery_mode: 2,
+            reply_to: None,
+        };
+        let bytes = encode_task_envelope(&msg, Serializer::Json, &routing, Value::Null).unwrap();
+        let text = String::from_utf8(bytes.clone()).unwrap();
+        assert!(text.contains(r#""f":NaN"#), "{text}");
+        let env = Envelope::decode(&bytes).unwrap();
+        assert!(matches!(env.headers.get("f"), Some(Value::Float(f)) if f.is_nan()));
     }
 
     #[test]

@@ -30,9 +30,14 @@ const NON_FINITE: &str = "\u{0}float";
 /// `NON_FINITE` as JSON string text.
 const NON_FINITE_JSON: &str = r"\u0000float";
 
+/// The marker `mark_non_finite` puts in place of `token`, as compact JSON.
+fn non_finite_marker(token: &str) -> String {
+    format!(r#"{{"{TYPE_KEY}":"{NON_FINITE_JSON}","{VALUE_KEY}":"{token}"}}"#)
+}
+
 /// `data` with every `NaN`, `Infinity` and `-Infinity` outside strings replaced by a
 /// `{"__type__": NON_FINITE, "__value__": token}` marker; `None` when there is none.
-fn mark_non_finite(data: &[u8]) -> Option<Vec<u8>> {
+pub(crate) fn mark_non_finite(data: &[u8]) -> Option<Vec<u8>> {
     const TOKENS: [&[u8]; 3] = [b"-Infinity", b"Infinity", b"NaN"];
     let mut out = Vec::with_capacity(data.len() + 64);
     let (mut in_string, mut escaped, mut found) = (false, false, false);
@@ -53,10 +58,7 @@ fn mark_non_finite(data: &[u8]) -> Option<Vec<u8>> {
             for token in TOKENS {
                 if data[i..].starts_with(token) {
                     let text = std::str::from_utf8(token).unwrap_or_default();
-                    out.extend_from_slice(
-                        format!(r#"{{"{TYPE_KEY}":"{NON_FINITE_JSON}","{VALUE_KEY}":"{text}"}}"#)
-                            .as_bytes(),
-                    );
+                    out.extend_from_slice(non_finite_marker(text).as_bytes());
                     i += token.len();
                     found = true;
                     continue 'bytes;
@@ -67,6 +69,27 @@ fn mark_non_finite(data: &[u8]) -> Option<Vec<u8>> {
         i += 1;
     }
     found.then_some(out)
+}
+
+/// The reverse of `mark_non_finite` on compact JSON that serde_json wrote back: each marker
+/// becomes its bare token again. A marker's text cannot occur inside a JSON string (its quotes
+/// would be escaped there), so only markers are replaced.
+pub(crate) fn unmark_non_finite(data: &[u8]) -> Vec<u8> {
+    let markers = ["-Infinity", "Infinity", "NaN"].map(|t| (non_finite_marker(t), t));
+    let mut out = Vec::with_capacity(data.len());
+    let mut i = 0;
+    'bytes: while i < data.len() {
+        for (marker, token) in &markers {
+            if data[i..].starts_with(marker.as_bytes()) {
+                out.extend_from_slice(token.as_bytes());
+                i += marker.len();
+                continue 'bytes;
+            }
+        }
+        out.push(data[i]);
+        i += 1;
+    }
+    out
 }
 
 /// serde_json stops at 128 nested containers; say so in terms of the value, not the parser.
@@ -167,9 +190,14 @@ impl Serialize for JsonAt<'_> {
             Value::UInt(u) => s.serialize_u64(*u),
             Value::Float(f) if !f.is_finite() => {
                 NON_FINITE_TOKEN.with(|t| t.set(Some(non_finite_token(*f))));
-                let written = s.serialize_f64(*f);
-                NON_FINITE_TOKEN.with(std::cell::Cell::take); // another formatter left it set
-                written
+                let written = s.serialize_f64(*f)?;
+                // Still set: a serializer other than `to_writer`'s wrote `null` in its place.
+                if NON_FINITE_TOKEN.with(std::cell::Cell::take).is_some() {
+                    return Err(S::Error::custom(format!(
+                        "{f} can only be written by fastq's JSON writer (internal error)"
+                    )));
+                }
+                Ok(written)
             }
             Value::Float(f) => s.serialize_f64(*f),
             Value::Str(text) => s.serialize_str(text),
@@ -612,6 +640,8 @@ mod tests {
         );
         let key = Value::Map(vec![(Value::Float(f64::NAN), Value::Int(1))]);
         assert_eq!(encode(&key).unwrap(), br#"{"NaN":1}"#);
+        // A writer other than ours would put `null` there: refused, not silently changed.
+        assert!(serde_json::to_vec(&Json(&Value::Float(f64::NAN))).is_err());
     }
 
     #[test]

@@ -65,8 +65,11 @@ pub struct Redelivery {
 
 /// Reads an `unacked` value `[envelope, exchange, routing_key]` and marks the envelope redelivered.
 pub fn redelivery(entry: &[u8]) -> Result<Redelivery, String> {
-    let parsed: Json =
-        serde_json::from_slice(entry).map_err(|e| format!("not a JSON entry: {e}"))?;
+    // NaN and ±Infinity (as Python's json writes them, in a header say) are carried through as
+    // markers and written back as they came.
+    let marked = crate::codec::json::mark_non_finite(entry);
+    let parsed: Json = serde_json::from_slice(marked.as_deref().unwrap_or(entry))
+        .map_err(|e| format!("not a JSON entry: {e}"))?;
     let Json::Array(mut parts) = parsed else {
         return Err("not a [message, exchange, routing_key] list".into());
     };
@@ -97,7 +100,10 @@ pub fn redelivery(entry: &[u8]) -> Result<Redelivery, String> {
         .pointer("/properties/priority")
         .and_then(python_int)
         .map_or(0, clamp_priority);
-    let envelope = serde_json::to_vec(&message).map_err(|e| e.to_string())?;
+    let mut envelope = serde_json::to_vec(&message).map_err(|e| e.to_string())?;
+    if marked.is_some() {
+        envelope = crate::codec::json::unmark_non_finite(&envelope);
+    }
     Ok(Redelivery {
         envelope,
         exchange,
@@ -388,6 +394,16 @@ mod tests {
         assert!(text.contains("0.12345678901234568"), "{text}");
         assert!(
             text.starts_with(r#"{"body":"W10=","headers":{"id":"x""#),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn non_finite_floats_come_back_as_they_went() {
+        let entry = br#"[{"body": "W10=", "headers": {"id": "x", "f": NaN, "s": "NaN", "l": [Infinity, -Infinity]}, "properties": {"delivery_info": {"exchange": "", "routing_key": "q"}}}, "", "q"]"#;
+        let text = String::from_utf8(redelivery(entry).unwrap().envelope).unwrap();
+        assert!(
+            text.contains(r#""f":NaN,"s":"NaN","l":[Infinity,-Infinity],"redelivered":true"#),
             "{text}"
         );
     }
