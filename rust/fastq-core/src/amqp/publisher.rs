@@ -213,14 +213,12 @@ impl AmqpPublisher {
     /// is reopened once and the messages not yet out are sent again. Returns how many times it
     /// reconnected after a loss (0 or 1), for the caller's log.
     pub fn publish(&mut self, batch: Vec<Outgoing>, retry: bool) -> Result<u32, PublishError> {
-        let pubs = batch
-            .into_iter()
-            .map(|out| self.prepare(out))
-            .collect::<Result<Vec<_>, _>>()?;
+        // Every message is encoded before the first is sent: one that cannot be, sends none.
+        let mut pubs = self.prepare_all(&batch)?;
         let mut start = 0;
         let mut reconnects = 0;
-        while start < pubs.len() {
-            match self.send(&pubs[start..]) {
+        while !pubs.is_empty() {
+            match self.send(&mut pubs) {
                 Ok(()) => break,
                 Err(failure) => {
                     self.drop_session();
@@ -232,10 +230,16 @@ impl AmqpPublisher {
                         });
                     }
                     reconnects += 1;
+                    // The dead channel took the frames' properties: the rest are prepared again.
+                    pubs = self.prepare_all(&batch[start..])?;
                 }
             }
         }
         Ok(reconnects)
+    }
+
+    fn prepare_all(&self, batch: &[Outgoing]) -> Result<Vec<Publication>, PublishError> {
+        batch.iter().map(|out| self.prepare(out)).collect()
     }
 
     /// Closes the connection (the next publish opens a new one) and stops the runtime.
@@ -251,7 +255,7 @@ impl AmqpPublisher {
         }
     }
 
-    fn prepare(&self, out: Outgoing) -> Result<Publication, PublishError> {
+    fn prepare(&self, out: &Outgoing) -> Result<Publication, PublishError> {
         let spec = self.queues.get(&out.queue).ok_or_else(|| {
             AmqpError::Config(format!(
                 "no declaration for queue {:?} (add_queue first)",
@@ -264,13 +268,14 @@ impl AmqpPublisher {
         let body = out.message.encode_body(out.serializer)?;
         let headers = headers_table(&out.message.headers)
             .map_err(|reason| CodecError::encode("AMQP headers", reason))?;
-        let properties = basic_properties(out.properties, out.serializer, &task_id, headers)?;
+        let properties =
+            basic_properties(out.properties.clone(), out.serializer, &task_id, headers)?;
         Ok(Publication {
             extra_exchange,
-            exchange: short("the exchange name", out.exchange)?,
-            routing_key: short("the routing key", out.routing_key)?,
+            exchange: short("the exchange name", out.exchange.clone())?,
+            routing_key: short("the routing key", out.routing_key.clone())?,
             task_id,
-            queue: out.queue,
+            queue: out.queue.clone(),
             properties,
             body,
         })
@@ -285,7 +290,7 @@ impl AmqpPublisher {
         }
     }
 
-    fn send(&mut self, pubs: &[Publication]) -> Result<(), Failure> {
+    fn send(&mut self, pubs: &mut [Publication]) -> Result<(), Failure> {
         let cfg = &self.cfg;
         let queues = &self.queues;
         let state = state_of(&mut self.state).map_err(|e| Failure::new(0, e.into(), false))?;
@@ -499,20 +504,33 @@ enum Queued<'a> {
 }
 
 /// Queues every message's frames, then waits until the last is written (and, with confirms,
-/// until every message is acked).
+/// until every message is acked). The frames take each message's exchange, routing key and
+/// properties (no copy per message); its body and task id stay.
 async fn publish_all(
     channel: &Channel,
-    pubs: &[Publication],
+    pubs: &mut [Publication],
     confirm: bool,
 ) -> Result<(), Failure> {
+    let taken: Vec<_> = pubs
+        .iter_mut()
+        .map(|p| {
+            let properties = std::mem::take(&mut p.properties);
+            let route = (
+                std::mem::take(&mut p.exchange),
+                std::mem::take(&mut p.routing_key),
+            );
+            (route, properties)
+        })
+        .collect();
+    let pubs: &[Publication] = pubs;
     let mut queued = Vec::with_capacity(pubs.len());
-    for p in pubs {
+    for (p, ((exchange, routing_key), properties)) in pubs.iter().zip(taken) {
         let mut write: Write<'_> = Box::pin(channel.basic_publish(
-            p.exchange.clone(),
-            p.routing_key.clone(),
+            exchange,
+            routing_key,
             BasicPublishOptions::default(),
             &p.body,
-            p.properties.clone(),
+            properties,
         ));
         // The first poll puts the frames in lapin's queue (FIFO, written by its I/O thread
         // while the rest are queued); it is Pending until they are written.
@@ -622,7 +640,7 @@ mod tests {
 
     #[test]
     fn messages_carry_celerys_properties() {
-        let p = publisher().prepare(outgoing("celery", "")).unwrap();
+        let p = publisher().prepare(&outgoing("celery", "")).unwrap();
         let props = &p.properties;
         assert_eq!(
             props.content_type().as_ref().unwrap().as_str(),
@@ -652,18 +670,18 @@ mod tests {
     #[test]
     fn a_routes_other_exchange_is_declared_and_bad_input_sends_nothing() {
         let publisher = publisher();
-        let p = publisher.prepare(outgoing("celery", "media")).unwrap();
+        let p = publisher.prepare(&outgoing("celery", "media")).unwrap();
         assert_eq!(p.extra_exchange.as_deref(), Some("media"));
-        let p = publisher.prepare(outgoing("celery", "celery")).unwrap();
+        let p = publisher.prepare(&outgoing("celery", "celery")).unwrap();
         assert!(p.extra_exchange.is_none());
         assert!(matches!(
-            publisher.prepare(outgoing("unknown", "")),
+            publisher.prepare(&outgoing("unknown", "")),
             Err(PublishError::Amqp(AmqpError::Config(_)))
         ));
         let mut long = outgoing("celery", "");
         long.routing_key = "k".repeat(256);
         assert!(matches!(
-            publisher.prepare(long),
+            publisher.prepare(&long),
             Err(PublishError::Codec(CodecError::InvalidMessage(_)))
         ));
     }
