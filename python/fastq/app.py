@@ -172,7 +172,7 @@ class App:
             return self.tasks[name]
         except KeyError:
             raise NotRegistered(
-                f"task {name!r} is not registered; known tasks: {sorted(self.tasks)}"
+                f"task {name!r} is not registered; known tasks: {builtin_tasks.user_tasks(self)}"
             ) from None
 
     def import_modules(self) -> None:

@@ -80,7 +80,14 @@ def _encode(fields: dict[str, Any]) -> str:
     fields.pop("kwargs", None)
     try:
         return _core.dumps(fields, JSON).decode()
-    except errors.EncodeError:
+    except errors.EncodeError as exc:
+        dropped = ", ".join(sorted(k for k in fields if k not in _ROUTE))
+        log.warning(
+            "a task's %s cannot be written as JSON (%s): should its child die, the supervisor "
+            "records the task without them (no chord part, chain or errback follows)",
+            dropped,
+            exc,
+        )
         return _core.dumps({k: fields[k] for k in _ROUTE if k in fields}, JSON).decode()
 
 
