@@ -137,3 +137,10 @@ def test_reading_commands_on_the_default_embedded_broker(
     assert done.returncode == 2, done
     assert f"no fastq database at {tmp_path / 'fastq.db'}" in done.stderr
     assert not (tmp_path / "fastq.db").exists()
+
+
+def test_version_prints_the_package_version() -> None:
+    import fastq
+
+    out = subprocess.run([str(BIN / "fastq"), "--version"], capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.strip() == f"fastq {fastq.__version__}"

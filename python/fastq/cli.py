@@ -11,6 +11,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from fastq import __version__
 from fastq.app import App
 from fastq.errors import ConfigurationError, FastqError
 from fastq.sqlitedb import path_from_url
@@ -45,6 +46,7 @@ def find_app(spec: str) -> App:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fastq", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"fastq {__version__}")
     parser.add_argument("-A", "--app", help="module[:attribute] holding the App")
     parser.add_argument("-b", "--broker", help="broker URL (overrides the app's)")
     parser.add_argument("--result-backend", help="result backend URL (overrides the app's)")
