@@ -8,6 +8,28 @@ their content type), ``InvalidMessage`` (valid data that is not a task message),
 from collections.abc import Sequence
 from typing import Any, final
 
+# The module's own list (PyO3 fills it from every `m.add*` in lib.rs); stubtest compares the two.
+__all__ = [
+    "AmqpConsumer",
+    "AmqpPublisher",
+    "Delivery",
+    "Envelope",
+    "RedisConsumer",
+    "TaskMessage",
+    "__version__",
+    "decode_envelope",
+    "decode_task",
+    "decode_task_envelope",
+    "dumps",
+    "encode_envelope",
+    "encode_task_envelope",
+    "encode_task_message",
+    "loads",
+    "restore_consumer",
+    "restore_visible",
+    "task_from_parts",
+]
+
 __version__: str
 
 @final
@@ -228,8 +250,8 @@ class AmqpConsumer:
     the broker refuses a declaration.
     """
 
-    def __init__(
-        self,
+    def __new__(
+        cls,
         url: str,
         queues: list[dict[str, Any]],
         *,
@@ -239,7 +261,7 @@ class AmqpConsumer:
         global_qos: bool = True,
         heartbeat: int | None = None,
         connect_timeout: float = 10.0,
-    ) -> None: ...
+    ) -> AmqpConsumer: ...
     def fetch(self, timeout: float) -> list[Delivery]:
         """Waits up to ``timeout`` seconds (GIL released); returns every delivery received."""
     def ack(self, delivery_tags: list[str], wait: bool = True) -> None:
