@@ -44,7 +44,7 @@ results on only), worker CPU seconds per 1 000 tasks and peak RSS of the worker 
 the broker's raw limit (pipelined LPUSH/RPOP) with fastq as a percentage of it.
 
 ```sh
-pip install 'fastq[bench,compare]'      # rich, matplotlib, psutil; Celery for --compare
+pip install 'fastq-worker[bench,compare]'  # rich, matplotlib, psutil; Celery for --compare
 fastq bench --broker redis://127.0.0.1:6379/6 --backend redis://127.0.0.1:6379/7 \\
     --tasks 20000 --concurrency 2 --pool prefork --compare celery --json out.json
 fastq bench --broker redis://127.0.0.1:6379/6 --backend redis://127.0.0.1:6379/7 \\

@@ -25,13 +25,16 @@ fi
 stamp=.venv/.fastq-deps-$(sha256sum pyproject.toml | cut -c1-16)
 if [ ! -f "$stamp" ]; then
   .venv/bin/python -m pip install -q --upgrade pip
-  # The test extra carries celery/kombu: test-only dependencies, never runtime ones.
+  # Renamed to fastq-worker: a dist-info left from the old name "fastq" would shadow it.
+  .venv/bin/python -m pip uninstall -q -y fastq 2>/dev/null || true
+  # Runtime dependencies, the bench extra, and every PEP 735 group (test, lint, package): the
+  # groups are development-only and never reach the published metadata.
   .venv/bin/python - <<'PY'
 import subprocess, sys, tomllib
-project = tomllib.load(open("pyproject.toml", "rb"))["project"]
-extras = project["optional-dependencies"]
-pkgs = ["maturin>=1.5,<2", *project["dependencies"], *extras["test"], *extras["lint"],
-        *extras["bench"]]
+pyproject = tomllib.load(open("pyproject.toml", "rb"))
+project, groups = pyproject["project"], pyproject["dependency-groups"]
+pkgs = [*project["dependencies"], *project["optional-dependencies"]["bench"],
+        *(pkg for deps in groups.values() for pkg in deps)]
 subprocess.check_call([sys.executable, "-m", "pip", "install", "-q", *pkgs])
 PY
   rm -f .venv/.fastq-deps-* && touch "$stamp"

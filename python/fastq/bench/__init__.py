@@ -5,8 +5,8 @@ published figures (``bench/RESULTS.md``) are made with it.
     from fastq.bench import BenchConfig, run_bench
     report = run_bench(BenchConfig(broker="redis://127.0.0.1:6379/6", tasks=5000))
 
-Extras: ``pip install fastq[bench]`` (progress bar, tables, plots, CPU/RSS) and ``fastq[compare]``
-(Celery, for ``--compare celery``).
+Extras: ``pip install 'fastq-worker[bench]'`` (progress bar, tables, plots, CPU/RSS) and
+``fastq-worker[compare]`` (Celery, for ``--compare celery``).
 """
 
 from __future__ import annotations

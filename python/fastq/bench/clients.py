@@ -70,7 +70,8 @@ class CeleryClient:
 def require_celery() -> None:
     if importlib.util.find_spec("celery") is None:
         raise ConfigurationError(
-            "--compare celery needs Celery, which is not installed: pip install 'fastq[compare]'"
+            "--compare celery needs Celery, which is not installed: "
+            "pip install 'fastq-worker[compare]'"
         )
 
 

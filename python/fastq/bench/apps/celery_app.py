@@ -1,6 +1,6 @@
 """The Celery side: ``celery -A fastq.bench.apps.celery_app:app worker``.
 
-Importing this module needs Celery (``pip install fastq[compare]``).
+Importing this module needs Celery (``pip install fastq-worker[compare]``).
 """
 
 from __future__ import annotations
