@@ -20,5 +20,10 @@ echo "== lint"
 cargo clippy --workspace -q --all-targets -- -D warnings
 cargo fmt --all --check
 
+# Built once here rather than inside a test: a cold release build takes minutes, and its output
+# belongs in the log. tests/packaging installs these into fresh venvs.
+echo "== package"
+bash scripts/package.sh
+
 echo "== pytest"
 .venv/bin/python -m pytest -q "$@"

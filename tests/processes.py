@@ -18,12 +18,14 @@ BIN = Path(sys.executable).parent
 class WorkerProcess:
     """A worker subprocess; ``stop()`` sends SIGTERM (warm) and waits."""
 
-    def __init__(self, argv: Sequence[str], env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, argv: Sequence[str], env: dict[str, str] | None = None, cwd: Path = ROOT
+    ) -> None:
         self.log_path = Path(tempfile.mkstemp(prefix="fastq-test-worker-", suffix=".log")[1])
         self._log = self.log_path.open("wb")
         full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
         self.proc = subprocess.Popen(
-            list(argv), cwd=ROOT, env=full_env, stdout=self._log, stderr=subprocess.STDOUT
+            list(argv), cwd=cwd, env=full_env, stdout=self._log, stderr=subprocess.STDOUT
         )
 
     @property
