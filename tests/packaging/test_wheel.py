@@ -54,10 +54,24 @@ def dist() -> Dist:
     return Dist(wheel, sdist)
 
 
-def _fresh_venv(path: Path) -> Path:
+def _fresh_venv(path: Path, python: str | Path = sys.executable) -> Path:
     """A new venv on the base interpreter (none of the dev venv's packages); returns its bin/."""
-    subprocess.run([sys.executable, "-m", "venv", str(path)], check=True)
+    subprocess.run([str(python), "-m", "venv", str(path)], check=True)
     return path / "bin"
+
+
+def _other_pythons() -> list[Path]:
+    """A CPython of each other minor version the abi3 wheel claims (3.10-3.13), where this
+    machine has one (Debian's or pyenv's)."""
+    found = []
+    for minor in range(10, 14):
+        if minor != sys.version_info.minor:
+            candidates = [
+                Path(f"/usr/bin/python3.{minor}"),
+                *sorted(Path.home().glob(f".pyenv/versions/3.{minor}.*/bin/python3")),
+            ]
+            found += [p for p in candidates if p.exists()][:1]
+    return found
 
 
 def _pip_install(bin_dir: Path, target: Path, env: dict[str, str]) -> None:
@@ -179,6 +193,15 @@ def test_installed_wheel_runs_the_demo_tasks_without_cargo(installed_wheel: Inst
     assert "[0, 1, 4, 9]" in lines[1]
     assert "succeeded after 1 retries" in lines[2]
     assert "raised ZeroDivisionError" in lines[3]
+
+
+@pytest.mark.parametrize("python", _other_pythons(), ids=str)
+def test_wheel_imports_on_other_pythons(dist: Dist, python: Path, tmp_path: Path) -> None:
+    bin_dir = _fresh_venv(tmp_path / "venv", python)
+    env = {**os.environ, "PATH": _path_without_rust(bin_dir)}
+    _pip_install(bin_dir, dist.wheel, env)
+    probe = "import fastq, fastq._core as c; print(c.loads(c.dumps({'v': c.__version__}))['v'])"
+    assert _run(bin_dir / "python", "-c", probe, env=env, cwd=tmp_path).stdout.strip() == VERSION
 
 
 def test_sdist_builds_and_imports(dist: Dist, tmp_path: Path) -> None:
