@@ -555,10 +555,13 @@ def test_bad_messages_become_deliveries_with_errors_and_the_next_one_arrives(
 def test_an_unreachable_redis_raises_without_the_password() -> None:
     url = "redis://:hunter2-secret@127.0.0.1:6390/15"
     consumer = _core.RedisConsumer(url, ["celery"], accept=["json"], prefetch=1, consumer_id="c")
+    # Acks and rejects the worker decided are kept and sent when Redis is back, never raised
+    # into the task loop; the fetch that reconnects raises until then.
+    consumer.ack(["t"])
+    consumer.ack(["u"], wait=False)
+    consumer.reject("t", requeue=True)
     for call in (
         lambda: consumer.fetch(0.1),
-        lambda: consumer.ack(["t"]),
-        lambda: consumer.reject("t", requeue=True),
         lambda: consumer.restore_unacked(),
         lambda: _core.restore_consumer(url, "c"),
         lambda: _core.restore_visible(url, 10),
@@ -584,6 +587,26 @@ def test_a_dropped_connection_raises_once_then_reconnects(
     with pytest.raises(errors.BrokerConnectionError):
         consumer.fetch(0)
     assert ids(consumer.fetch(1.0)) == ["m1"]
+
+
+def test_acks_across_a_dropped_connection_are_kept_and_sent_again(
+    r: redis.Redis, make_consumer: MakeConsumer
+) -> None:
+    publish(r, "a", "b", "c", "d", "e")
+    consumer = make_consumer(consumer_id="acks-survive", prefetch=4)
+    a, b, c, d = consumer.fetch(0)
+    [conn] = [x for x in r.client_list() if x["name"] == "fastq-consumer:acks-survive"]
+    r.client_kill_filter(_id=conn["id"])
+    # Written into a socket the server closed: lost on the wire, but not forgotten here.
+    consumer.ack([a.delivery_tag], wait=False)
+    consumer.ack([b.delivery_tag])  # fails on the dead connection: kept, not raised
+    consumer.reject(c.delivery_tag, requeue=True)
+    assert consumer.in_flight == 1  # the window is free again at once
+    # The next fetch reconnects, sends the acks and the requeue again, and fills the window.
+    got = consumer.fetch(0)
+    assert {x.task_id for x in got} == {"e", "c"}
+    assert unacked_tags(r) == {x.delivery_tag.encode() for x in (d, *got)}
+    assert consumer.in_flight == 3
 
 
 def test_a_command_redis_refuses_is_a_broker_error(
