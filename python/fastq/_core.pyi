@@ -208,6 +208,13 @@ def restore_consumer(url: str, consumer_id: str, global_keyprefix: str = "") -> 
     """Put every message a dead consumer held back at the head of its queue, marked
     redelivered; returns how many. The supervisor calls it when a child exits."""
 
+def renew_leases(
+    url: str, consumer_ids: list[str], visibility_timeout: float, global_keyprefix: str = ""
+) -> int:
+    """Renew the lease of every message the live consumers ``consumer_ids`` hold: their
+    ``unacked_index`` scores become now (plain unix time, as Celery reads them), and their sets
+    get a TTL of a few visibility timeouts again. Returns how many messages were renewed."""
+
 def restore_visible(url: str, visibility_timeout: float, global_keyprefix: str = "") -> int:
     """kombu's visibility restore: under kombu's ``unacked_mutex`` lock, put back every message
     unacknowledged for longer than ``visibility_timeout`` seconds, whoever holds it. Returns how

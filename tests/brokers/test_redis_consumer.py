@@ -609,6 +609,22 @@ def test_acks_across_a_dropped_connection_are_kept_and_sent_again(
     assert consumer.in_flight == 3
 
 
+def test_renew_leases_rescores_what_live_consumers_hold(
+    r: redis.Redis, make_consumer: MakeConsumer
+) -> None:
+    publish(r, "a", "b")
+    consumer = make_consumer(consumer_id="renewed", prefetch=1)
+    [a] = consumer.fetch(0)
+    r.zadd("unacked_index", {a.delivery_tag: 1000.0})  # as if delivered long ago
+    r.zadd("unacked_index", {"acked-meanwhile": 1000.0})
+    r.zrem("unacked_index", "acked-meanwhile")
+    assert _core.renew_leases(URL, ["renewed", "nobody"], 3600.0) == 1
+    score = r.zscore("unacked_index", a.delivery_tag)
+    assert score is not None and abs(score - time.time()) < 5  # a plain unix time, as kombu's
+    assert 0 < r.ttl("fastq.consumer.renewed") <= 3 * 3600
+    assert _core.restore_visible(URL, 60) == 0  # not past the timeout: left alone
+
+
 def test_a_command_redis_refuses_is_a_broker_error(
     r: redis.Redis, make_consumer: MakeConsumer
 ) -> None:

@@ -52,6 +52,8 @@ return #due
 
 
 class RedisBroker(Broker):
+    visibility_timeout: float
+
     def __init__(self, url: str, conf: Config) -> None:
         super().__init__(url, conf)
         options = conf.broker_transport_options
@@ -144,6 +146,10 @@ class RedisBroker(Broker):
 
     def restore_visible(self) -> int:
         return _core.restore_visible(self.url, self.visibility_timeout, self.prefix)
+
+    def renew(self, consumer_ids: Sequence[str]) -> int:
+        ids = list(consumer_ids)
+        return _core.renew_leases(self.url, ids, self.visibility_timeout, self.prefix)
 
     def defer(self, raw: bytes, queue: str, priority: int, when: float) -> bool:
         member = priority_key(queue, priority).encode() + b"\x00" + raw

@@ -276,7 +276,8 @@ impl RedisConsumer {
             .key(self.keys.malformed())
             .arg(want)
             .arg(unix_now().to_string())
-            .arg(MALFORMED_CAP);
+            .arg(MALFORMED_CAP)
+            .arg(super::lease::consumer_set_ttl(self.visibility_timeout));
         if let Some((index, raw)) = &self.popped {
             invocation.arg(*index).arg(raw);
         }
@@ -584,7 +585,7 @@ pub fn restore_visible(
 }
 
 /// Unix time in seconds, as kombu scores `unacked_index` (`time.time()`).
-fn unix_now() -> f64 {
+pub(super) fn unix_now() -> f64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0.0, |d| d.as_secs_f64())
