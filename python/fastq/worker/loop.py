@@ -126,6 +126,11 @@ class WorkerLoop:
         accept = list(self.app.conf.accept_content)
         backoff = BACKOFF_START
         outage: float | None = None  # when the broker stopped answering
+        # Housekeeping (visibility restore, due ETA moves) waits for the first fetch to reach
+        # the broker, and pauses while it is away: each would wait out its own connect timeout
+        # in turn, delaying the first clear error and a warm stop, and log once per cycle.
+        quiet = float("inf")
+        self._next_restore = self._next_due_move = quiet
         while not self.stopping.is_set():
             try:
                 if self._consumer is None:
@@ -139,6 +144,8 @@ class WorkerLoop:
                 if outage is not None:
                     log.info("broker reachable again after %.1fs", time.monotonic() - outage)
                     outage = None
+                if self._next_restore == quiet:
+                    self._next_restore = self._next_due_move = 0.0
                 backoff = BACKOFF_START
             except errors.BrokerConnectionError as exc:
                 # One line per outage, not one per retry.
@@ -147,6 +154,7 @@ class WorkerLoop:
                     log.error("broker unavailable (%s); retrying every %.0fs", exc, BACKOFF_MAX)
                 else:
                     log.debug("broker still unavailable (%s)", exc)
+                self._next_restore = self._next_due_move = quiet
                 self.stopping.wait(backoff + random.uniform(0, backoff / 4))
                 backoff = min(backoff * 2, BACKOFF_MAX)
         self._shutdown()
