@@ -140,13 +140,15 @@ class WorkerLoop:
                         consumer_id=self.consumer_id,
                         accept=accept,
                     )
+                fetches = not self._backlog  # a cycle that only finishes a backlog proves nothing
                 self._cycle(self._consumer)
-                if outage is not None:
-                    log.info("broker reachable again after %.1fs", time.monotonic() - outage)
-                    outage = None
-                if self._next_restore == quiet:
-                    self._next_restore = self._next_due_move = 0.0
-                backoff = BACKOFF_START
+                if fetches:
+                    if outage is not None:
+                        log.info("broker reachable again after %.1fs", time.monotonic() - outage)
+                        outage = None
+                    if self._next_restore == quiet:
+                        self._next_restore = self._next_due_move = 0.0
+                    backoff = BACKOFF_START
             except errors.BrokerConnectionError as exc:
                 # One line per outage, not one per retry.
                 if outage is None:
@@ -193,7 +195,7 @@ class WorkerLoop:
             try:
                 self._handle(consumer, delivery)
             except errors.BrokerConnectionError:
-                # The rest of the batch is still this worker's: handled once the broker is back.
+                # The rest of the batch is still this worker's: handled by the next cycle.
                 # The interrupted one may or may not have run: back to its queue (a no-op for
                 # an early-acked one), so it neither holds a window slot nor is lost.
                 self._backlog = deliveries[i + 1 :]
