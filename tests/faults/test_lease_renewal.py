@@ -84,11 +84,14 @@ def _started(path: str, seq: int) -> Callable[[], bool]:
     return lambda: ledger.read(path)[0][seq] >= 1
 
 
-def test_a_long_task_of_a_live_worker_runs_once(broker_url: str, ledger_path: str) -> None:
+@pytest.mark.parametrize("pool", ["prefork", "threads"])
+def test_a_long_task_of_a_live_worker_runs_once(
+    broker_url: str, ledger_path: str, pool: str
+) -> None:
     # One long task and three short ones prefetched behind it, all held past the timeout.
     _send(broker_url, [(0, LONG), (1, 0), (2, 0), (3, 0)])
     env = _env(broker_url, ledger_path)
-    with fastq_worker("--concurrency", "1", app="tests.faults.app", env=env):
+    with fastq_worker("--concurrency", "1", "--pool", pool, app="tests.faults.app", env=env):
         wait_until(_started(ledger_path, 0), timeout=10)
         with (
             _Restorer(broker_url) as restorer,
@@ -98,7 +101,10 @@ def test_a_long_task_of_a_live_worker_runs_once(broker_url: str, ledger_path: st
             time.sleep(VISIBILITY + 1)  # a redelivery would show now
     tally = ledger.tally(ledger_path, 4)
     scheme = broker_url.split(":", 1)[0]
-    report(f"task of {LONG:g}s, visibility timeout {VISIBILITY:g}s, live worker ({scheme})", tally)
+    report(
+        f"task of {LONG:g}s, visibility timeout {VISIBILITY:g}s, live {pool} worker ({scheme})",
+        tally,
+    )
     assert (tally.once, tally.twice_or_more, tally.never) == (4, 0, 0), tally
     assert restorer.restored == 0
 
