@@ -72,6 +72,7 @@ def _run(
                     f"{worker.log()[-4000:]}"
                 ) from None
             time.sleep(0.5)  # a duplicate run would show now
+            _assert_full_windows(own_redis, client, ledger_path, acks_late)
         return ledger.tally(ledger_path, SENT), recoveries
     finally:
         client.close()
@@ -110,6 +111,21 @@ def test_every_connection_killed_twice(
     assert tally.twice_or_more <= (LATE_ACK_TWICE if acks_late else EARLY_ACK_TWICE), tally
     assert max(recoveries) <= RECOVERY_BOUND, recoveries
     _assert_nothing_held(own_redis)
+
+
+def _assert_full_windows(
+    own_redis: RedisServer, client: App, ledger_path: str, acks_late: bool
+) -> None:
+    """After the faults every child takes its whole window again (2 children x prefetch 4;
+    with early ack the running task is acknowledged already)."""
+    client.send_many([("faults.work", (SENT + i, 0.5), None) for i in range(12)])
+    held = 8 if acks_late else 6
+    r = own_redis.client()
+    try:
+        wait_until(lambda: r.hlen("unacked") == held, timeout=3)
+    finally:
+        r.close()
+    wait_until(lambda: ledger.ended(ledger_path) >= SENT + 12, timeout=10)
 
 
 def _assert_nothing_held(own_redis: RedisServer) -> None:

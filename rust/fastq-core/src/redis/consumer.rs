@@ -167,8 +167,12 @@ impl RedisConsumer {
             deliveries.push(Delivery::decode(raw, tag, queue, &self.accept, &malformed));
         }
         // After the claim, so a claim replayed with the popped envelope is in `in_flight`.
-        self.reconcile()?;
-        Ok(deliveries)
+        // Claimed deliveries are never dropped for a failed reconcile: it stays due, and the
+        // error is the next fetch's to raise.
+        match self.reconcile() {
+            Err(e) if deliveries.is_empty() => Err(e),
+            _ => Ok(deliveries),
+        }
     }
 
     /// Sends again the acks and requeues a dead connection may have lost.
