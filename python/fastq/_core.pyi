@@ -196,18 +196,27 @@ class RedisConsumer:
 
         The one step that is not atomic: when the queues are empty it blocks in ``BRPOP`` and
         records the popped message right after; if this process dies in between, that message
-        is lost (as in kombu)."""
+        is lost (as in kombu).
+
+        After a dropped connection, the fetch that reaches Redis again first sends the acks and
+        requeues decided meanwhile, then puts back at the head of their queues the messages
+        recorded for this consumer that it does not hold (a claim whose reply was lost). Raises
+        ``BrokerConnectionError`` while Redis cannot be reached."""
 
     def ack(self, delivery_tags: list[str], wait: bool = True) -> None:
         """Acknowledge these tags in one round trip; unknown or empty tags are ignored.
 
         ``wait=False`` writes the ack without waiting for the reply (read before the next
         command): the early ack before a task runs, at no round trip's cost.
+
+        Never raises for a dropped connection: the acks are kept (as are unread ones whose
+        connection died) and sent again by the next ``fetch``; the tags leave the window at once.
         """
 
     def reject(self, delivery_tag: str, requeue: bool = False) -> None:
         """Without ``requeue``, the same as ``ack``. With it, the message goes to the back of its
-        queue marked redelivered."""
+        queue marked redelivered. As ``ack``, kept for the next ``fetch`` on a dropped
+        connection."""
 
     def restore_unacked(self) -> int:
         """Warm shutdown: put every message this consumer holds back at the head of its queue,
@@ -229,6 +238,13 @@ class RedisConsumer:
 def restore_consumer(url: str, consumer_id: str, global_keyprefix: str = "") -> int:
     """Put every message a dead consumer held back at the head of its queue, marked
     redelivered; returns how many. The supervisor calls it when a child exits."""
+
+def renew_leases(
+    url: str, consumer_ids: list[str], visibility_timeout: float, global_keyprefix: str = ""
+) -> int:
+    """Renew the lease of every message the live consumers ``consumer_ids`` hold: their
+    ``unacked_index`` scores become now (plain unix time, as Celery reads them), and their sets
+    get a TTL of a few visibility timeouts again. Returns how many messages were renewed."""
 
 def restore_visible(url: str, visibility_timeout: float, global_keyprefix: str = "") -> int:
     """kombu's visibility restore: under kombu's ``unacked_mutex`` lock, put back every message

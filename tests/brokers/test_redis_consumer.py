@@ -555,10 +555,13 @@ def test_bad_messages_become_deliveries_with_errors_and_the_next_one_arrives(
 def test_an_unreachable_redis_raises_without_the_password() -> None:
     url = "redis://:hunter2-secret@127.0.0.1:6390/15"
     consumer = _core.RedisConsumer(url, ["celery"], accept=["json"], prefetch=1, consumer_id="c")
+    # Acks and rejects the worker decided are kept and sent when Redis is back, never raised
+    # into the task loop; the fetch that reconnects raises until then.
+    consumer.ack(["t"])
+    consumer.ack(["u"], wait=False)
+    consumer.reject("t", requeue=True)
     for call in (
         lambda: consumer.fetch(0.1),
-        lambda: consumer.ack(["t"]),
-        lambda: consumer.reject("t", requeue=True),
         lambda: consumer.restore_unacked(),
         lambda: _core.restore_consumer(url, "c"),
         lambda: _core.restore_visible(url, 10),
@@ -571,19 +574,83 @@ def test_an_unreachable_redis_raises_without_the_password() -> None:
     assert "hunter2" not in repr(consumer)
 
 
+def drop_connections(r: redis.Redis, consumer_id: str) -> None:
+    """Kills only this consumer's connections: each names itself after its consumer id."""
+    for conn in r.client_list():
+        if conn["name"] == f"fastq-consumer:{consumer_id}":
+            r.client_kill_filter(_id=conn["id"])
+
+
+def hold_one(
+    r: redis.Redis, make_consumer: MakeConsumer, consumer_id: str
+) -> tuple[_core.RedisConsumer, _core.Delivery]:
+    """A consumer with a window of one holding the first of messages "a" and "b"."""
+    publish(r, "a", "b")
+    consumer = make_consumer(consumer_id=consumer_id, prefetch=1)
+    [held] = consumer.fetch(0)
+    return consumer, held
+
+
 def test_a_dropped_connection_raises_once_then_reconnects(
     r: redis.Redis, make_consumer: MakeConsumer
 ) -> None:
     consumer = make_consumer(consumer_id="reconnects")
     assert consumer.fetch(0) == []
-    # Kill only this consumer's connection: it names itself after its consumer id.
-    [conn] = [c for c in r.client_list() if c["name"] == "fastq-consumer:reconnects"]
-    r.client_kill_filter(_id=conn["id"])
+    drop_connections(r, "reconnects")
     publish(r, "m1")
 
     with pytest.raises(errors.BrokerConnectionError):
         consumer.fetch(0)
     assert ids(consumer.fetch(1.0)) == ["m1"]
+
+
+def test_acks_across_a_dropped_connection_are_kept_and_sent_again(
+    r: redis.Redis, make_consumer: MakeConsumer
+) -> None:
+    publish(r, "a", "b", "c", "d", "e")
+    consumer = make_consumer(consumer_id="acks-survive", prefetch=4)
+    a, b, c, d = consumer.fetch(0)
+    drop_connections(r, "acks-survive")
+    # Written into a socket the server closed: lost on the wire, but not forgotten here.
+    consumer.ack([a.delivery_tag], wait=False)
+    consumer.ack([b.delivery_tag])  # fails on the dead connection: kept, not raised
+    consumer.reject(c.delivery_tag, requeue=True)
+    assert consumer.in_flight == 1  # the window is free again at once
+    # The next fetch reconnects, sends the acks and the requeue again, and fills the window.
+    got = consumer.fetch(0)
+    assert {x.task_id for x in got} == {"e", "c"}
+    assert unacked_tags(r) == {x.delivery_tag.encode() for x in (d, *got)}
+    assert consumer.in_flight == 3
+
+
+def test_after_a_dropped_connection_what_the_set_holds_unknown_here_comes_back(
+    r: redis.Redis, make_consumer: MakeConsumer
+) -> None:
+    consumer, a = hold_one(r, make_consumer, "lost-claim")
+    # A claim Redis ran but whose reply never arrived: b is recorded in this consumer's set,
+    # and the consumer does not know of it (made here by a twin under the same id).
+    [b] = make_consumer(consumer_id="lost-claim", prefetch=1).fetch(0)
+    assert b.task_id == "b"
+    drop_connections(r, "lost-claim")
+    consumer.ack([a.delivery_tag])  # kept for the next fetch
+    assert consumer.fetch(0) == []  # reconnected: acks sent, b back at the head of its queue
+    assert r.llen("celery") == 1 and unacked_tags(r) == set()
+    [again] = consumer.fetch(0)
+    assert again.task_id == "b" and again.redelivered
+
+
+def test_renew_leases_rescores_what_live_consumers_hold(
+    r: redis.Redis, make_consumer: MakeConsumer
+) -> None:
+    _, a = hold_one(r, make_consumer, "renewed")
+    r.zadd("unacked_index", {a.delivery_tag: 1000.0})  # as if delivered long ago
+    r.zadd("unacked_index", {"acked-meanwhile": 1000.0})
+    r.zrem("unacked_index", "acked-meanwhile")
+    assert _core.renew_leases(URL, ["renewed", "nobody"], 3600.0) == 1
+    score = r.zscore("unacked_index", a.delivery_tag)
+    assert score is not None and abs(score - time.time()) < 5  # a plain unix time, as kombu's
+    assert 0 < r.ttl("fastq.consumer.renewed") <= 3 * 3600
+    assert _core.restore_visible(URL, 60) == 0  # not past the timeout: left alone
 
 
 def test_a_command_redis_refuses_is_a_broker_error(

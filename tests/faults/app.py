@@ -1,7 +1,8 @@
 """The app fault tests run in worker subprocesses: one task that writes to the run ledger.
 
 Configured from the environment so each test points it at its own broker, backend and ledger:
-``FASTQ_BROKER_URL``, ``FASTQ_RESULT_BACKEND``, ``FASTQ_FAULT_LEDGER``, ``FASTQ_FAULT_ACKS_LATE``.
+``FASTQ_BROKER_URL``, ``FASTQ_RESULT_BACKEND``, ``FASTQ_FAULT_LEDGER``, ``FASTQ_FAULT_ACKS_LATE``,
+and optionally ``FASTQ_FAULT_VISIBILITY_TIMEOUT`` (seconds; the broker's default otherwise).
 """
 
 from __future__ import annotations
@@ -20,6 +21,10 @@ app = App(
     task_acks_late=os.environ.get("FASTQ_FAULT_ACKS_LATE", "") == "1",
     set_as_current=False,
 )
+if os.environ.get("FASTQ_FAULT_VISIBILITY_TIMEOUT"):
+    app.conf.broker_transport_options = {
+        "visibility_timeout": float(os.environ["FASTQ_FAULT_VISIBILITY_TIMEOUT"])
+    }
 
 LEDGER = os.environ.get("FASTQ_FAULT_LEDGER", "")
 

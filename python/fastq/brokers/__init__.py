@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastq.brokers.base import Broker, Consumer, Delivery
 from fastq.config import Config
 from fastq.errors import ConfigurationError
+from fastq.urls import redact
 
 __all__ = ["Broker", "Consumer", "Delivery", "broker_from_url"]
 
@@ -28,6 +29,6 @@ def broker_from_url(url: str, conf: Config) -> Broker:
 
         return AmqpBroker(url, conf)
     raise ConfigurationError(
-        f"broker {scheme}:// is not supported; use redis://, rediss://, amqp://, amqps://, "
-        "sqlite:///path.db or memory://"
+        f"broker URL {redact(url)}: the scheme {scheme}:// is not supported; use redis://, "
+        "rediss://, amqp://, amqps://, sqlite:///path.db or memory://"
     )

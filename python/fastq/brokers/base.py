@@ -109,6 +109,15 @@ class Broker(ABC):
         """Returns messages left unacknowledged past the visibility timeout (0 if n/a)."""
         return 0
 
+    #: Seconds a delivered message may stay unacknowledged before the broker hands it out again
+    #: (None: the broker gives back a dead consumer's messages by itself, as RabbitMQ does).
+    visibility_timeout: float | None = None
+
+    def renew(self, consumer_ids: Sequence[str]) -> int:
+        """Renews the leases of what these live consumers hold, so a task that runs longer than
+        the visibility timeout is not handed out again; how many messages (0 if n/a)."""
+        return 0
+
     def defer(self, raw: bytes, queue: str, priority: int, when: float) -> bool:
         """Keeps an ETA message in the broker until ``when`` (unix time); False if unsupported,
         in which case the worker holds it in memory, unacknowledged, as Celery does."""

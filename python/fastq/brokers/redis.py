@@ -34,6 +34,10 @@ def priority_key(queue: str, priority: int | None) -> str:
     return queue if step == 0 else f"{queue}{SEP}{step}"
 
 
+#: Seconds the worker's remote control listener waits to connect or for a reply (as the Rust
+#: consumer waits to connect).
+CONTROL_TIMEOUT = 1.0
+
 #: Deferred ETA messages: a ZSET scored by due time, members ``<queue key>\x00<envelope>``.
 DELAYED_KEY = "fastq.delayed"
 
@@ -52,6 +56,8 @@ return #due
 
 
 class RedisBroker(Broker):
+    visibility_timeout: float
+
     def __init__(self, url: str, conf: Config) -> None:
         super().__init__(url, conf)
         options = conf.broker_transport_options
@@ -145,6 +151,10 @@ class RedisBroker(Broker):
     def restore_visible(self) -> int:
         return _core.restore_visible(self.url, self.visibility_timeout, self.prefix)
 
+    def renew(self, consumer_ids: Sequence[str]) -> int:
+        ids = list(consumer_ids)
+        return _core.renew_leases(self.url, ids, self.visibility_timeout, self.prefix)
+
     def defer(self, raw: bytes, queue: str, priority: int, when: float) -> bool:
         member = priority_key(queue, priority).encode() + b"\x00" + raw
         try:
@@ -172,7 +182,16 @@ class RedisBroker(Broker):
     def control_channel(self) -> ControlChannel:
         from fastq.brokers.redis_control import RedisControlChannel
 
-        return RedisControlChannel(self.client, self.prefix, self.url)
+        # The worker's listener gets a client of its own with short timeouts (a TLS handshake
+        # waits on the read timeout): the supervisor polls it from its loop, which must never be
+        # held up long by a broker that cannot answer.
+        listener = redis.Redis.from_url(
+            self.url,
+            socket_connect_timeout=CONTROL_TIMEOUT,
+            socket_timeout=CONTROL_TIMEOUT,
+            health_check_interval=30,
+        )
+        return RedisControlChannel(self.client, self.prefix, self.url, listener)
 
     def purge(self, queue: str) -> int:
         keys = [self.prefix + priority_key(queue, step) for step in PRIORITY_STEPS]

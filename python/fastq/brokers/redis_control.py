@@ -30,10 +30,14 @@ REPLY_KEY = "fastq.reply."
 
 
 class RedisControlChannel(ControlChannel):
-    def __init__(self, client: redis.Redis, prefix: str, url: str) -> None:
+    def __init__(
+        self, client: redis.Redis, prefix: str, url: str, listener: redis.Redis | None = None
+    ) -> None:
         self.client = client
         self.prefix = prefix
         self.url = url
+        #: What ``listen()`` uses (a worker's short-timeout client); ``client`` if not given.
+        self.listener = listener if listener is not None else client
 
     def _error(self, what: str, exc: Exception) -> BrokerConnectionError:
         return BrokerConnectionError(f"cannot {what} on {redact(self.url)}: {exc}")
@@ -71,7 +75,7 @@ class RedisControlListener:
     def __init__(self, channel: RedisControlChannel) -> None:
         self.channel = channel
         try:
-            self.pubsub = channel.client.pubsub(ignore_subscribe_messages=True)
+            self.pubsub = channel.listener.pubsub(ignore_subscribe_messages=True)
             self.pubsub.subscribe(channel.prefix + CHANNEL)
         except redis.RedisError as exc:
             raise channel._error("subscribe to control commands", exc) from exc
@@ -93,7 +97,7 @@ class RedisControlListener:
     def reply(self, command: ControlCommand, hostname: str, reply: Any) -> None:
         key = f"{self.channel.prefix}{REPLY_KEY}{command.ticket}"
         try:
-            with self.channel.client.pipeline(transaction=False) as pipe:
+            with self.channel.listener.pipeline(transaction=False) as pipe:
                 pipe.rpush(key, encode_reply(hostname, reply))
                 pipe.expire(key, int(CONTROL_TTL))
                 pipe.execute()

@@ -12,8 +12,9 @@ How a message lives:
   inside SQLite's single write lock, so no two consumers get the same row): the row gets the
   consumer's id and a lease until now + ``visibility_timeout`` (``broker_transport_options``,
   3600 s by default). A row whose lease ran out is claimable again, so a worker killed outright
-  loses nothing; ``restore_consumer`` gives back a dead prefork child's rows at once. Leases
-  are not renewed: as on Redis, a task that runs longer than the timeout is delivered again.
+  loses nothing; ``restore_consumer`` gives back a dead prefork child's rows at once. A live
+  worker renews the leases of what its consumers hold (``renew``), so a task that runs longer
+  than the timeout is not delivered again while its worker lives.
 - ``ack`` deletes the rows (one statement per batch); ``reject`` deletes or re-queues at the back.
 
 Order: lower ``priority`` first (0-9, as on Redis, the opposite of RabbitMQ), then FIFO. A message
@@ -109,6 +110,7 @@ class SQLiteBroker(Broker):
     """``sqlite:///path.db`` (relative to the working directory) or ``sqlite:////abs/path.db``."""
 
     reach = "machine"
+    visibility_timeout: float
 
     def __init__(self, url: str, conf: Config) -> None:
         super().__init__(url, conf)
@@ -190,6 +192,19 @@ class SQLiteBroker(Broker):
             "UPDATE fastq_messages SET consumer = NULL, visible_at = 0 WHERE consumer = ? "
             "RETURNING id",
             (consumer_id,),
+        )
+        return len(rows)
+
+    def renew(self, consumer_ids: Sequence[str]) -> int:
+        """Extends the leases of the rows these live consumers hold to now + the timeout."""
+        if not consumer_ids:
+            return 0
+        marks = ", ".join("?" * len(consumer_ids))
+        rows = self.db.execute(
+            "renew leases",
+            f"UPDATE fastq_messages SET visible_at = ? WHERE consumer IN ({marks}) "
+            "AND visible_at > 0 RETURNING id",
+            (time.time() + self.visibility_timeout, *consumer_ids),
         )
         return len(rows)
 

@@ -115,6 +115,9 @@ class ControlServer:
         self.listening = threading.Event()
         self._disabled = False
         self._next_tick = 0.0
+        #: After a failure: seconds until the next try (0 while the channel works), and when.
+        self._backoff = 0.0
+        self._retry_at = 0.0
         self._handlers: dict[str, Callable[[ControlCommand], Any]] = {
             "ping": lambda _: "pong",
             "registered": lambda _: user_tasks(self.app),
@@ -129,6 +132,9 @@ class ControlServer:
         """Answers the commands that arrived; waits up to ``timeout`` for one. Never raises."""
         if self._disabled:
             return
+        if self._listener is None and time.monotonic() < self._retry_at:
+            time.sleep(min(timeout, self._retry_at - time.monotonic()))
+            return
         try:
             if self._listener is None:
                 self._listener = self.app.broker.control_channel().listen()
@@ -141,9 +147,18 @@ class ControlServer:
             self._disabled = True
             self.listening.set()
         except FastqError as exc:
-            log.warning("remote control channel failed (%s); reopening it", exc)
+            # Once per outage, and reopened on a backoff: the caller's loop must not spin on
+            # (or be held up by) a broker that is not there.
+            if self._backoff == 0.0:
+                log.warning("remote control channel failed (%s); reopening it", exc)
+            self._backoff = min(max(self._backoff * 2, 0.5), 5.0)
+            self._retry_at = time.monotonic() + self._backoff
             self.close()
             time.sleep(min(timeout, 1.0))
+            return
+        if self._backoff:
+            log.info("remote control channel open again")
+            self._backoff = 0.0
 
     def tick(self) -> None:
         """``poll()`` without waiting, at most every ``TICK`` seconds (the prefork supervisor

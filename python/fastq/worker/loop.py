@@ -35,9 +35,10 @@ log = logging.getLogger("fastq.worker")
 #: ETA tasks further away than this go back to the broker's schedule instead of waiting here,
 #: so they hold no prefetch slot and are not redelivered when the visibility timeout passes.
 DEFER_AFTER = 2.0
-#: Broker reconnect backoff: first wait and ceiling, in seconds.
+#: Broker reconnect backoff: first wait and ceiling, in seconds. The ceiling is short because a
+#: worker must consume again within ~2 s of its broker answering; a refused connect is cheap.
 BACKOFF_START = 0.2
-BACKOFF_MAX = 10.0
+BACKOFF_MAX = 1.0
 
 
 class TaskReporter(Protocol):
@@ -91,6 +92,8 @@ class WorkerLoop:
         self._seq = itertools.count()
         self._results: list[tuple[str, dict[str, Any]]] = []
         self._late_acks: list[str] = []
+        #: Deliveries of a batch a broker error interrupted, handled before the next fetch.
+        self._backlog: list[Delivery] = []
         self._next_restore = 0.0
         self._next_due_move = 0.0
         #: The id of the task running now, for a terminate that arrives meanwhile.
@@ -122,6 +125,12 @@ class WorkerLoop:
     def run(self) -> None:
         accept = list(self.app.conf.accept_content)
         backoff = BACKOFF_START
+        outage: float | None = None  # when the broker stopped answering
+        # Housekeeping (visibility restore, due ETA moves) waits for the first fetch to reach
+        # the broker, and pauses while it is away: each would wait out its own connect timeout
+        # in turn, delaying the first clear error and a warm stop, and log once per cycle.
+        quiet = float("inf")
+        self._next_restore = self._next_due_move = quiet
         while not self.stopping.is_set():
             try:
                 if self._consumer is None:
@@ -131,10 +140,23 @@ class WorkerLoop:
                         consumer_id=self.consumer_id,
                         accept=accept,
                     )
+                fetches = not self._backlog  # a cycle that only finishes a backlog proves nothing
                 self._cycle(self._consumer)
-                backoff = BACKOFF_START
+                if fetches:
+                    if outage is not None:
+                        log.info("broker reachable again after %.1fs", time.monotonic() - outage)
+                        outage = None
+                    if self._next_restore == quiet:
+                        self._next_restore = self._next_due_move = 0.0
+                    backoff = BACKOFF_START
             except errors.BrokerConnectionError as exc:
-                log.error("broker unavailable (%s); retrying in %.1fs", exc, backoff)
+                # One line per outage, not one per retry.
+                if outage is None:
+                    outage = time.monotonic()
+                    log.error("broker unavailable (%s); retrying every %.0fs", exc, BACKOFF_MAX)
+                else:
+                    log.debug("broker still unavailable (%s)", exc)
+                self._next_restore = self._next_due_move = quiet
                 self.stopping.wait(backoff + random.uniform(0, backoff / 4))
                 backoff = min(backoff * 2, BACKOFF_MAX)
         self._shutdown()
@@ -163,13 +185,30 @@ class WorkerLoop:
         wait = 1.0
         if self._scheduled:
             wait = max(0.0, min(wait, self._scheduled[0].when - time.time()))
-        deliveries = consumer.fetch(wait)
-        for delivery in deliveries:
+        if self._backlog:
+            deliveries, self._backlog = self._backlog, []
+        else:
+            deliveries = list(consumer.fetch(wait))
+        for i, delivery in enumerate(deliveries):
             if self.stopping.is_set():
                 break  # the rest stay unacknowledged and are restored on shutdown
-            self._handle(consumer, delivery)
+            try:
+                self._handle(consumer, delivery)
+            except errors.BrokerConnectionError:
+                # The rest of the batch is still this worker's: handled by the next cycle.
+                # The interrupted one may or may not have run: back to its queue (a no-op for
+                # an early-acked one), so it neither holds a window slot nor is lost.
+                self._backlog = deliveries[i + 1 :]
+                self._give_back(consumer, delivery)
+                raise
         self._run_due(consumer)
         self._flush(consumer)
+
+    def _give_back(self, consumer: Consumer, delivery: Delivery) -> None:
+        try:
+            consumer.reject(delivery.delivery_tag, True)
+        except errors.BrokerError as exc:
+            log.warning("could not return task %s to its queue: %s", delivery.task_id, exc)
 
     def _maybe_restore_visible(self) -> None:
         now = time.monotonic()

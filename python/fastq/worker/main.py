@@ -15,6 +15,7 @@ from fastq.builtin_tasks import user_tasks
 from fastq.errors import ConfigurationError
 from fastq.urls import redact
 from fastq.worker.control import ControlServer, PoolInfo, SlotReporter, TaskTracker
+from fastq.worker.lease import LeaseRenewer
 from fastq.worker.loop import TaskReporter, WorkerLoop
 from fastq.worker.lost import record_lost
 from fastq.worker.revoke import RevokedIds
@@ -130,9 +131,14 @@ def run_worker(
                 if running.delivery_tag:  # recorded: not to run again (where the broker can)
                     app.broker.discard(cid, running.delivery_tag)
 
+        renewer = LeaseRenewer(
+            lambda: app.broker, lambda: [c.consumer_id for c in supervisor.children.values()]
+        )
+
         def on_tick() -> None:
             processes[:] = [c.pid for c in supervisor.children.values()]
             control.tick()
+            renewer.tick()
 
         supervisor = Supervisor(
             concurrency,
@@ -174,6 +180,10 @@ def run_worker(
     stop_control = threading.Event()
     threading.Thread(
         target=control.serve, args=(stop_control,), name="fastq-control", daemon=True
+    ).start()
+    renewer = LeaseRenewer(lambda: app.broker, lambda: [loop.consumer_id for loop in loops])
+    threading.Thread(
+        target=renewer.serve, args=(stop_control,), name="fastq-lease", daemon=True
     ).start()
     control.listening.wait(5.0)  # say "ready" only once remote control can be heard
     stop_count = 0

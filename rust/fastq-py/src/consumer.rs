@@ -190,3 +190,17 @@ pub fn restore_visible(
         .py_err(py)?;
     Ok(report.restored)
 }
+
+/// Renews the leases of what the live consumers `consumer_ids` hold (and their sets' TTL).
+#[pyfunction]
+#[pyo3(signature = (url, consumer_ids, visibility_timeout, global_keyprefix = ""))]
+pub fn renew_leases(
+    py: Python<'_>,
+    url: &str,
+    consumer_ids: Vec<String>,
+    visibility_timeout: f64,
+    global_keyprefix: &str,
+) -> PyResult<usize> {
+    py.detach(|| core::renew_leases(url, &consumer_ids, visibility_timeout, global_keyprefix))
+        .py_err(py)
+}

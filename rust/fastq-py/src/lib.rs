@@ -32,5 +32,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(codec::decode_task_envelope, m)?)?;
     m.add_function(wrap_pyfunction!(consumer::restore_consumer, m)?)?;
     m.add_function(wrap_pyfunction!(consumer::restore_visible, m)?)?;
+    m.add_function(wrap_pyfunction!(consumer::renew_leases, m)?)?;
     Ok(())
 }

@@ -14,7 +14,12 @@ use thiserror::Error;
 
 use super::url::{client_url, redact_url, scrub, TlsOptions};
 
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Opening a connection (TCP, TLS handshake, AUTH, SELECT) takes milliseconds on any sane
+/// network. Kept short so a broker that cannot answer — above all a `rediss://` URL to a port
+/// without TLS, where the handshake just waits — is reported within seconds and a warm stop is
+/// never held up for long; the worker retries every second, so a slow network costs retries,
+/// not a stuck worker.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long any reply may take, apart from a blocking pop's own wait: a claim over a batch takes
 /// milliseconds, so a longer silence means the server or the network is gone.
 pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
@@ -47,6 +52,8 @@ pub struct Connector {
     read_timeout: Option<Duration>,
     /// Replies owed to commands sent without waiting (`send_unread`); read before the next call.
     unread: usize,
+    /// A connection was opened at least once: until then the server holds nothing of ours.
+    ever_connected: bool,
 }
 
 impl Connector {
@@ -78,12 +85,18 @@ impl Connector {
             conn: None,
             read_timeout: None,
             unread: 0,
+            ever_connected: false,
         })
     }
 
     /// The URL with its password hidden.
     pub fn url(&self) -> &str {
         &self.url
+    }
+
+    /// Whether a connection was ever opened (so a command may have reached the server).
+    pub fn ever_connected(&self) -> bool {
+        self.ever_connected
     }
 
     /// Runs `op` with the usual reply timeout.
@@ -172,7 +185,10 @@ impl Connector {
                 )),
                 // Everything else while connecting (refused, timed out, AUTH, SELECT) is about
                 // reaching the broker, and may work on a later try.
-                _ => self.connection_error(&e),
+                _ => BrokerError::Connection {
+                    url: self.url.clone(),
+                    reason: self.connect_reason(&e),
+                },
             })?;
         conn.set_write_timeout(Some(COMMAND_TIMEOUT))
             .and_then(|()| {
@@ -182,6 +198,7 @@ impl Connector {
                     .exec(&mut conn)
             })
             .map_err(|e| self.connection_error(&e))?;
+        self.ever_connected = true;
         Ok(conn)
     }
 
@@ -191,6 +208,46 @@ impl Connector {
             self.read_timeout = Some(timeout);
         }
         Ok(())
+    }
+
+    /// Why a connection could not be opened, in words a user can act on, then the client's own.
+    fn connect_reason(&self, e: &RedisError) -> String {
+        let tls = self.url.starts_with("rediss://");
+        let detail = self.reason(e);
+        let hint = if is_auth_error(e) {
+            "Redis refused the credentials (authentication failed): check the user name and \
+             password in the broker URL"
+                .to_owned()
+        } else if e.is_connection_refusal() {
+            "connection refused: nothing accepts connections at that host and port (is Redis \
+             running there?)"
+                .to_owned()
+        } else if e.is_timeout() {
+            let secs = CONNECT_TIMEOUT.as_secs_f64();
+            if tls {
+                format!(
+                    "no TLS handshake within {secs}s: the server does not seem to speak TLS \
+                     (a rediss:// URL to a port without TLS waits like this; use redis:// for \
+                     it)"
+                )
+            } else {
+                format!(
+                    "no answer within {secs}s (host down, packets dropped by a firewall, or a \
+                     TLS-only port reached with redis://)"
+                )
+            }
+        } else if tls && is_tls_error(&detail) {
+            "the TLS handshake failed (is this port serving TLS, with a certificate this \
+             client trusts?)"
+                .to_owned()
+        } else if !tls && (e.is_connection_dropped() || detail.contains("end of file")) {
+            "the server closed the connection at once (a TLS-only port reached with redis://? \
+             use rediss://)"
+                .to_owned()
+        } else {
+            return detail;
+        };
+        format!("{hint} [{detail}]")
     }
 
     fn reason(&self, e: &RedisError) -> String {
@@ -214,6 +271,23 @@ impl Connector {
             }
         }
     }
+}
+
+fn is_auth_error(e: &RedisError) -> bool {
+    e.kind() == ErrorKind::AuthenticationFailed || matches!(e.code(), Some("NOAUTH" | "WRONGPASS"))
+}
+
+fn is_tls_error(detail: &str) -> bool {
+    let d = detail.to_ascii_lowercase();
+    [
+        "tls",
+        "certificate",
+        "handshake",
+        "corrupt message",
+        "invalidcontenttype",
+    ]
+    .iter()
+    .any(|w| d.contains(w))
 }
 
 /// Reads `replies` replies owed to commands sent by `send_unread`.

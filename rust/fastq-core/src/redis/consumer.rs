@@ -4,7 +4,7 @@
 //! Synchronous on purpose: no runtime and no threads, so the prefork supervisor can fork freely
 //! and each child builds its own consumer (the connection opens on first use).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ::redis::{Connection, RedisResult};
@@ -58,6 +58,19 @@ pub struct RedisConsumer {
     /// between): it is claimed first on the next fetch, so only the death of this process
     /// between the pop and the claim can lose it — the one non-atomic step, see `fetch`.
     popped: Option<(usize, Vec<u8>)>,
+    /// Acks written by `ack_unread` whose replies are not read yet. A later reply on the same
+    /// connection proves Redis processed them; if the connection dies first they may be lost
+    /// (written into a socket the server had already closed), so they move to `pending_acks`.
+    unconfirmed: Vec<String>,
+    /// Acks the worker decided that Redis may not have: sent again (HDEL/ZREM/SREM, idempotent)
+    /// before anything else on the next connection. Never raised into the task loop.
+    pending_acks: HashSet<String>,
+    /// Rejects with requeue that failed on a dead connection; replayed like `pending_acks`
+    /// (the move back is a compare-and-set, so a replay of one that did happen does nothing).
+    pending_requeues: Vec<String>,
+    /// A connection died since the last reconcile: a claim's reply may have been lost, leaving
+    /// messages recorded in this consumer's set that nobody here knows of.
+    broken: bool,
 }
 
 impl RedisConsumer {
@@ -101,6 +114,10 @@ impl RedisConsumer {
             in_flight: HashMap::new(),
             sequence: 0,
             popped: None,
+            unconfirmed: Vec::new(),
+            pending_acks: HashSet::new(),
+            pending_requeues: Vec::new(),
+            broken: false,
         })
     }
 
@@ -114,13 +131,21 @@ impl RedisConsumer {
     /// connection breaks there, the envelope is kept here and claimed by the next fetch; and if
     /// a claim's reply is lost, what it recorded is in `unacked` and in this consumer's set, so
     /// `restore_unacked`/`restore_consumer` bring it back.
+    ///
+    /// After a dropped connection the first fetch that reaches Redis again first replays the
+    /// acks and requeues the worker decided meanwhile, then claims, then returns to the head of
+    /// their queues the messages this consumer's set holds that nobody here knows of (a claim
+    /// whose reply was lost): the window is whole again and nothing waits for the visibility
+    /// timeout.
     pub fn fetch(&mut self, timeout: Duration) -> BrokerResult<Vec<Delivery>> {
+        self.replay()?;
         let window = self.prefetch.saturating_sub(self.in_flight.len());
         if window == 0 {
+            self.reconcile()?;
             return Ok(Vec::new());
         }
         let mut claimed = self.claim(window)?;
-        if claimed.is_empty() && timeout >= MIN_BLOCK {
+        if claimed.is_empty() && timeout >= MIN_BLOCK && !self.broken {
             if let Some(popped) = self.block(timeout)? {
                 self.popped = Some(popped);
                 claimed = self.claim(window)?;
@@ -141,7 +166,105 @@ impl RedisConsumer {
             }
             deliveries.push(Delivery::decode(raw, tag, queue, &self.accept, &malformed));
         }
-        Ok(deliveries)
+        // After the claim, so a claim replayed with the popped envelope is in `in_flight`.
+        // Claimed deliveries are never dropped for a failed reconcile: it stays due, and the
+        // error is the next fetch's to raise.
+        match self.reconcile() {
+            Err(e) if deliveries.is_empty() => Err(e),
+            _ => Ok(deliveries),
+        }
+    }
+
+    /// Sends again the acks and requeues a dead connection may have lost.
+    fn replay(&mut self) -> BrokerResult<()> {
+        if !self.pending_acks.is_empty() {
+            let tags: Vec<String> = self.pending_acks.iter().cloned().collect();
+            let refs: Vec<&String> = tags.iter().collect();
+            let (unacked, index) = (self.keys.unacked(), self.keys.unacked_index());
+            let set = &self.consumer_key;
+            let result = self.conn.run(|c| forget(c, &unacked, &index, set, &refs));
+            self.after(&result);
+            result?;
+            self.pending_acks.clear();
+        }
+        if !self.pending_requeues.is_empty() {
+            let tags = self.pending_requeues.clone();
+            self.requeue(&tags)?;
+            self.pending_requeues.clear();
+        }
+        Ok(())
+    }
+
+    /// After a dropped connection: puts back what this consumer's set holds and nobody here
+    /// knows of, so it is served again now instead of after the visibility timeout.
+    fn reconcile(&mut self) -> BrokerResult<()> {
+        if !self.broken {
+            return Ok(());
+        }
+        let set = self.consumer_key.clone();
+        let result = self
+            .conn
+            .run(|c| ::redis::cmd("SMEMBERS").arg(&set).query::<Vec<String>>(c));
+        self.after(&result);
+        let orphans: Vec<String> = result?
+            .into_iter()
+            .filter(|t| {
+                !self.in_flight.contains_key(t)
+                    && !self.pending_acks.contains(t)
+                    && !self.unconfirmed.contains(t)
+                    && !self.pending_requeues.contains(t)
+            })
+            .collect();
+        if !orphans.is_empty() {
+            let result = restore_tags(
+                &mut self.conn,
+                &self.scripts,
+                &self.keys,
+                &orphans,
+                Some(&set),
+                End::Head,
+            );
+            self.after(&result);
+            result?;
+        }
+        self.broken = false;
+        Ok(())
+    }
+
+    /// Books the outcome of a call on the connection: a reply proves the acks written before
+    /// it were processed; any failure drops the connection, so they may be lost.
+    fn after<T>(&mut self, result: &BrokerResult<T>) {
+        match result {
+            Ok(_) => self.unconfirmed.clear(),
+            Err(_) => self.lost(),
+        }
+    }
+
+    /// The connection died: acks written on it unconfirmed are to be sent again.
+    fn lost(&mut self) {
+        self.pending_acks.extend(self.unconfirmed.drain(..));
+        self.broken = true;
+    }
+
+    /// Whether calls should queue their acks instead of reaching for Redis: the connection
+    /// died and the next fetch (which reconnects, backing off) has not restored it yet.
+    fn deferring(&self) -> bool {
+        self.broken || !self.pending_acks.is_empty() || !self.pending_requeues.is_empty()
+    }
+
+    /// Rejects with requeue: to the back of their queues, marked redelivered.
+    fn requeue(&mut self, tags: &[String]) -> BrokerResult<()> {
+        let set = self.consumer_key.clone();
+        let result = restore_tags(
+            &mut self.conn,
+            &self.scripts,
+            &self.keys,
+            tags,
+            Some(&set),
+            End::Back,
+        );
+        self.after(&result);
+        result.map(|_| ())
     }
 
     /// Runs the claim script for up to `want` envelopes, the popped one first if any.
@@ -157,11 +280,14 @@ impl RedisConsumer {
             .key(self.keys.malformed())
             .arg(want)
             .arg(unix_now().to_string())
-            .arg(MALFORMED_CAP);
+            .arg(MALFORMED_CAP)
+            .arg(super::lease::consumer_set_ttl(self.visibility_timeout));
         if let Some((index, raw)) = &self.popped {
             invocation.arg(*index).arg(raw);
         }
-        let claimed = self.conn.run(|c| invocation.invoke(c))?;
+        let result = self.conn.run(|c| invocation.invoke(c));
+        self.after(&result);
+        let claimed = result?;
         self.popped = None;
         Ok(claimed)
     }
@@ -173,9 +299,11 @@ impl RedisConsumer {
             cmd.arg(&k.key);
         }
         cmd.arg(format!("{:.3}", timeout.as_secs_f64()));
-        let popped: Option<(String, Vec<u8>)> = self
+        let result = self
             .conn
-            .run_with_timeout(timeout + COMMAND_TIMEOUT, |c| cmd.query(c))?;
+            .run_with_timeout(timeout + COMMAND_TIMEOUT, |c| cmd.query(c));
+        self.after(&result);
+        let popped: Option<(String, Vec<u8>)> = result?;
         Ok(popped.map(|(key, raw)| {
             let index = self
                 .order
@@ -187,18 +315,44 @@ impl RedisConsumer {
     }
 
     /// Acknowledges `tags` in one round trip (kombu: `ZREM unacked_index` + `HDEL unacked`).
+    ///
+    /// On a dropped connection the acks are kept and sent again by the next fetch, and this
+    /// returns `Ok`: the worker's decision stands, its window is free again, and the task loop
+    /// never has to remember what Redis did not hear. Only a command Redis refused is raised.
     pub fn ack(&mut self, tags: &[String]) -> BrokerResult<()> {
         let tags: Vec<&String> = tags.iter().filter(|t| !t.is_empty()).collect();
         if tags.is_empty() {
             return Ok(());
         }
+        if self.deferring() {
+            self.keep_pending(&tags);
+            return Ok(());
+        }
         let (unacked, index) = (self.keys.unacked(), self.keys.unacked_index());
         let set = &self.consumer_key;
-        self.conn.run(|c| forget(c, &unacked, &index, set, &tags))?;
-        for tag in tags {
-            self.in_flight.remove(tag);
+        let result = self.conn.run(|c| forget(c, &unacked, &index, set, &tags));
+        self.after(&result);
+        match result {
+            Ok(()) => {
+                for tag in tags {
+                    self.in_flight.remove(tag);
+                }
+                Ok(())
+            }
+            Err(BrokerError::Connection { .. }) => {
+                self.keep_pending(&tags);
+                Ok(())
+            }
+            Err(e) => Err(e),
         }
-        Ok(())
+    }
+
+    /// Acks to send when the connection is back; out of the window now.
+    fn keep_pending(&mut self, tags: &[&String]) {
+        for tag in tags {
+            self.in_flight.remove(*tag);
+            self.pending_acks.insert((*tag).clone());
+        }
     }
 
     /// Without `requeue`, the same as `ack`. With it, the message goes to the *back* of its
@@ -211,27 +365,47 @@ impl RedisConsumer {
         if !requeue {
             return self.ack(&tags);
         }
-        let set = self.consumer_key.clone();
-        restore_tags(
-            &mut self.conn,
-            &self.scripts,
-            &self.keys,
-            &tags,
-            Some(&set),
-            End::Back,
-        )?;
-        self.in_flight.remove(tag);
-        Ok(())
+        // As `ack`: on a dropped connection the requeue waits for the next fetch.
+        if self.deferring() {
+            self.in_flight.remove(tag);
+            self.pending_requeues.push(tag.to_owned());
+            return Ok(());
+        }
+        match self.requeue(&tags) {
+            Ok(()) => {
+                self.in_flight.remove(tag);
+                Ok(())
+            }
+            Err(BrokerError::Connection { .. }) => {
+                self.in_flight.remove(tag);
+                self.pending_requeues.push(tag.to_owned());
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// Warm shutdown: every tag this consumer holds (by its Redis set, so also what an earlier
     /// run under the same id left) goes back to the head of its queue, the first taken served
     /// first again.
     pub fn restore_unacked(&mut self) -> BrokerResult<RestoreReport> {
+        // Never connected: Redis holds nothing of this consumer's, and a broker that cannot be
+        // reached must not hold up a warm stop for another connect timeout.
+        if !self.conn.ever_connected()
+            && self.in_flight.is_empty()
+            && self.pending_acks.is_empty()
+            && self.pending_requeues.is_empty()
+        {
+            return Ok(RestoreReport::default());
+        }
+        // Acked tags are in the set until their acks are replayed: never restore those.
+        self.replay()?;
         let set = self.consumer_key.clone();
-        let mut tags: Vec<String> = self
+        let result = self
             .conn
-            .run(|c| ::redis::cmd("SMEMBERS").arg(&set).query(c))?;
+            .run(|c| ::redis::cmd("SMEMBERS").arg(&set).query(c));
+        self.after(&result);
+        let mut tags: Vec<String> = result?;
         for tag in self.in_flight.keys() {
             if !tags.contains(tag) {
                 tags.push(tag.clone());
@@ -240,15 +414,18 @@ impl RedisConsumer {
         // RPUSH puts the last pushed at the head: push the latest taken first. Tags from an
         // earlier run (unknown sequence) go deepest.
         tags.sort_by_key(|t| std::cmp::Reverse(self.in_flight.get(t).copied().unwrap_or(u64::MAX)));
-        let report = restore_tags(
+        let result = restore_tags(
             &mut self.conn,
             &self.scripts,
             &self.keys,
             &tags,
             Some(&set),
             End::Head,
-        )?;
+        );
+        self.after(&result);
+        let report = result?;
         self.in_flight.clear();
+        self.broken = false;
         Ok(report)
     }
 
@@ -276,10 +453,10 @@ impl RedisConsumer {
         self.conn.url()
     }
 
-    /// Drops the connection; a later call opens a new one. Held tags stay held.
     /// Acknowledges `tags` without waiting for the reply: for early acks, written before the
     /// task runs (so a task that kills its worker is not redelivered, as in Celery) at no round
-    /// trip's cost. A lost write only means a redelivery, never a lost message.
+    /// trip's cost. The tags stay unconfirmed until a later reply on the same connection; if it
+    /// dies first they are sent again on the next (see `unconfirmed`).
     pub fn ack_unread(&mut self, tags: &[String]) -> BrokerResult<()> {
         let tags: Vec<&String> = tags.iter().filter(|t| !t.is_empty()).collect();
         if tags.is_empty() {
@@ -292,14 +469,29 @@ impl RedisConsumer {
             &tags,
         )
         .get_packed_pipeline();
-        // MULTI, three commands, EXEC: five replies.
-        self.conn.send_unread(&packed, 5)?;
-        for tag in tags {
-            self.in_flight.remove(tag);
+        if self.deferring() {
+            self.keep_pending(&tags);
+            return Ok(());
         }
-        Ok(())
+        // MULTI, three commands, EXEC: five replies.
+        match self.conn.send_unread(&packed, 5) {
+            Ok(()) => {
+                for tag in tags {
+                    self.in_flight.remove(tag);
+                    self.unconfirmed.push(tag.clone());
+                }
+                Ok(())
+            }
+            Err(BrokerError::Connection { .. }) => {
+                self.lost();
+                self.keep_pending(&tags);
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
     }
 
+    /// Drops the connection; a later call opens a new one. Held tags stay held.
     pub fn close(&mut self) {
         self.conn.close();
     }
@@ -406,7 +598,7 @@ pub fn restore_visible(
 }
 
 /// Unix time in seconds, as kombu scores `unacked_index` (`time.time()`).
-fn unix_now() -> f64 {
+pub(super) fn unix_now() -> f64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0.0, |d| d.as_secs_f64())

@@ -13,11 +13,17 @@
 //! not know the holder and leaves its set alone: if a message outlives the timeout, is
 //! redelivered to another consumer and the first one then dies, restoring the first one puts
 //! it back a second time — one more duplicate in a case that is already at-least-once.
+//!
+//! A live worker renews the `unacked_index` score of everything its consumers hold (`lease`), so
+//! only a dead worker's messages outlive the visibility timeout; the consumer sets carry a TTL
+//! of a few visibility timeouts, refreshed by every claim and renewal, so a worker killed
+//! outright leaves none behind.
 
 mod connection;
 mod consumer;
 mod delivery;
 pub mod keys;
+mod lease;
 mod restore;
 mod scripts;
 pub mod url;
@@ -25,4 +31,5 @@ pub mod url;
 pub use connection::{BrokerError, BrokerResult};
 pub use consumer::{restore_consumer, restore_visible, ConsumerConfig, RedisConsumer};
 pub use delivery::Delivery;
+pub use lease::{consumer_set_ttl, renew_leases};
 pub use restore::{route, topic_matches, Binding, RestoreReport};

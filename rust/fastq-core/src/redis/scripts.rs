@@ -19,15 +19,18 @@ use ::redis::Script;
 /// The envelope is embedded into the `unacked` value as it is, not re-encoded: it is valid JSON
 /// (cjson just read it), and cjson would turn empty lists into objects and round floats.
 ///
+/// The consumer set's TTL is set again with every claim that records something (see `RENEW`).
+///
 /// KEYS: the queue lists in consume order, then unacked, unacked_index, consumer set, malformed.
-/// ARGV: want, now (unix seconds), malformed cap, and optionally the index (1-based) of the list
-/// a blocking pop already took an envelope from and that envelope, to be recorded first.
+/// ARGV: want, now (unix seconds), malformed cap, consumer set TTL (seconds), and optionally the
+/// index (1-based) of the list a blocking pop already took an envelope from and that envelope,
+/// to be recorded first.
 /// Returns `{{list index, tag or "", envelope}, …}`.
 pub const CLAIM: &str = r#"
 local nq = #KEYS - 4
 local unacked, index, mine, malformed = KEYS[nq + 1], KEYS[nq + 2], KEYS[nq + 3], KEYS[nq + 4]
-local want, now, cap = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3])
-local out = {}
+local want, now, cap, ttl = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
+local out, recorded = {}, false
 
 -- kombu and fastq write `properties` after `headers`; reading its three fields with patterns
 -- avoids decoding the whole envelope, most of a claim's cost. Anything unusual (another key
@@ -67,15 +70,17 @@ local function claim(k, raw)
     '[' .. raw .. ', ' .. cjson.encode(ex) .. ', ' .. cjson.encode(rk) .. ']')
   redis.call('ZADD', index, now, tag)
   redis.call('SADD', mine, tag)
+  recorded = true
   out[#out + 1] = {k, tag, raw}
 end
 
-if ARGV[4] then claim(tonumber(ARGV[4]), ARGV[5]) end
+if ARGV[5] then claim(tonumber(ARGV[5]), ARGV[6]) end
 local k = 1
 while #out < want and k <= nq do
   local raw = redis.call('RPOP', KEYS[k])
   if raw then claim(k, raw) else k = k + 1 end
 end
+if recorded then redis.call('EXPIRE', mine, ttl) end
 return out
 "#;
 
@@ -115,6 +120,32 @@ end
 return moved
 "#;
 
+/// Renews the leases of what live consumers hold: every tag in their sets gets `now` as its
+/// `unacked_index` score again (`XX`: a tag acked or restored meanwhile is not brought back), so
+/// a visibility restore — fastq's or a Celery worker's, which reads the same plain unix times —
+/// leaves a long task alone while its worker lives. Each non-empty set also gets a TTL again:
+/// the sets of a worker that died outright do not stay in Redis for ever.
+///
+/// KEYS: unacked_index, then the consumers' sets. ARGV: now (unix seconds), the sets' TTL
+/// (seconds). Returns how many tags were renewed.
+pub const RENEW: &str = r#"
+local index, now, ttl = KEYS[1], ARGV[1], tonumber(ARGV[2])
+local renewed = 0
+for i = 2, #KEYS do
+  local tags = redis.call('SMEMBERS', KEYS[i])
+  for first = 1, #tags, 500 do
+    local args = {}
+    for k = first, math.min(first + 499, #tags) do
+      args[#args + 1] = now
+      args[#args + 1] = tags[k]
+    end
+    renewed = renewed + redis.call('ZADD', index, 'XX', 'CH', unpack(args))
+  end
+  if #tags > 0 then redis.call('EXPIRE', KEYS[i], ttl) end
+end
+return renewed
+"#;
+
 /// Releases a lock only if this caller still holds it (redis-py `Lock.release`).
 pub const UNLOCK: &str = r#"
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
@@ -126,6 +157,7 @@ pub struct Scripts {
     pub claim: Script,
     pub move_back: Script,
     pub unlock: Script,
+    pub renew: Script,
 }
 
 impl Scripts {
@@ -134,6 +166,7 @@ impl Scripts {
             claim: Script::new(CLAIM),
             move_back: Script::new(MOVE_BACK),
             unlock: Script::new(UNLOCK),
+            renew: Script::new(RENEW),
         }
     }
 }
