@@ -126,7 +126,7 @@ def test_confirms_wait_for_the_broker_and_a_nack_names_the_task() -> None:
         "routing_key": queue,
         "queue_arguments": {"x-max-length": 2, "x-overflow": "reject-publish"},
     }
-    app = make_app(queue, task_queues=[decl], broker_confirm_publish=True)
+    app = make_app(queue, task_queues=[decl])  # confirms are the default
     try:
         app.send_many([("proj.add", (i, i), None) for i in range(2)])
         assert queue_state(queue)[0] == 2  # confirmed: already in the queue, no waiting

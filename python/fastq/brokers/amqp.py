@@ -168,6 +168,18 @@ def _from_task_queue(entry: Any, conf: Config) -> QueueDecl:
     )
 
 
+#: Seconds a publish waits for the broker's confirms by default (``publish_timeout``): a broker
+#: that blocks publishers (a memory or disk alarm) makes ``.delay()`` fail instead of hang.
+CONFIRM_TIMEOUT = 30.0
+
+
+def confirm_publish(conf: Config) -> bool:
+    """Publisher confirms: on unless turned off, by ``broker_confirm_publish = False`` or by
+    kombu's name for it, ``broker_transport_options={"confirm_publish": False}`` (which wins)."""
+    option = conf.broker_transport_options.get("confirm_publish")
+    return bool(conf.broker_confirm_publish if option is None else option)
+
+
 def declarations(conf: Config) -> dict[str, QueueDecl]:
     """Every queue the settings define, by name: ``task_queues``, else the default queue."""
     decls: dict[str, QueueDecl] = {}
@@ -314,8 +326,9 @@ class AmqpBroker(Broker):
                 f"broker_transport_options['publisher'] = {self.publish_path!r}: "
                 "use 'rust' or 'py-amqp'"
             )
+        self.confirm = confirm_publish(conf)
         #: py-amqp, for the queue admin calls (purge, length, delete) and the py-amqp path.
-        self.admin = AmqpChannel(url, self.params, conf, confirm=conf.broker_confirm_publish)
+        self.admin = AmqpChannel(url, self.params, conf, confirm=self.confirm)
         self._publisher: _core.AmqpPublisher | None = None
         self._publisher_pid = 0
         self._publisher_lock = threading.Lock()
@@ -345,10 +358,12 @@ class AmqpBroker(Broker):
                 if publisher is None:
                     options = self.conf.broker_transport_options
                     heartbeat = self.conf.broker_heartbeat
-                    timeout = options.get("publish_timeout")
+                    timeout = options.get(
+                        "publish_timeout", CONFIRM_TIMEOUT if self.confirm else None
+                    )
                     publisher = _core.AmqpPublisher(
                         self.params.lapin_url(),
-                        confirm=bool(self.conf.broker_confirm_publish),
+                        confirm=self.confirm,
                         heartbeat=None if heartbeat is None else int(heartbeat),
                         connect_timeout=float(options.get("connect_timeout", 5)),
                         connection_name=f"fastq publisher {socket.gethostname()} pid {pid}",

@@ -41,7 +41,7 @@ impl AmqpPublisher {
 impl AmqpPublisher {
     #[new]
     #[pyo3(signature = (
-        url, *, confirm = false, heartbeat = None, connect_timeout = 10.0, connection_name = None,
+        url, *, confirm = true, heartbeat = None, connect_timeout = 10.0, connection_name = None,
         timeout = None
     ))]
     fn new(

@@ -6,8 +6,12 @@
 //! every message has been written to the socket (lapin resolves a publish when its last frame is
 //! written), so a `.delay()` followed by the process exiting loses nothing the kernel accepted.
 //! The frames of a batch are all queued before the first wait, so a batch costs one wake-up of
-//! lapin's I/O thread, not one per message. With publisher confirms a call waits instead for the
-//! broker's ack of every message; a nack is an error naming the task.
+//! lapin's I/O thread, not one per message. With publisher confirms (fastq's default) a call
+//! waits instead for the broker's ack of every message, once for the whole batch: the acks of a
+//! batch are awaited together after its last frame is queued, so a batch costs about one round
+//! trip (and one fsync of the broker's) more, not one per message. A nack is an error naming
+//! the task. Without confirms, a broker that dies loses what it had received but not yet
+//! written to disk, though the call returned.
 //!
 //! The runtime and the connection are created on first use, in the process that uses them, so an
 //! app built before a fork starts no thread. A forked child sees the parent's pid on them and
@@ -40,7 +44,8 @@ use crate::protocol::TaskMessage;
 pub struct PublisherConfig {
     /// An AMQP URI lapin understands (`amqp://` or `amqps://`, vhost percent-encoded).
     pub url: String,
-    /// Publisher confirms (`broker_confirm_publish`): wait for the broker's ack of each message.
+    /// Publisher confirms (`broker_confirm_publish`, on by default): a call returns once the
+    /// broker acked every message of it, so a returned `.delay()` means the task is queued.
     pub confirm: bool,
     /// Seconds; `None` takes the broker's proposal, `Some(0)` disables heartbeats.
     pub heartbeat: Option<u16>,
@@ -325,12 +330,20 @@ impl AmqpPublisher {
                     Ok(result) => result,
                     Err(_) => Err(Failure::new(
                         0,
-                        AmqpError::Connection(format!(
-                            "{} message(s) not {} within {limit:.0?}; some may have reached \
-                             the broker",
-                            pubs.len(),
-                            if cfg.confirm { "confirmed" } else { "written" },
-                        ))
+                        AmqpError::Connection(if cfg.confirm {
+                            format!(
+                                "the broker did not confirm {} message(s) within {limit:.0?} \
+                                 (publish_timeout); it may be blocking publishers (a memory \
+                                 or disk alarm). Some of them may be queued",
+                                pubs.len()
+                            )
+                        } else {
+                            format!(
+                                "{} message(s) not written within {limit:.0?} \
+                                 (publish_timeout); some may have reached the broker",
+                                pubs.len()
+                            )
+                        })
                         .into(),
                         false,
                     )),
