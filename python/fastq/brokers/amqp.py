@@ -18,6 +18,7 @@ import atexit
 import logging
 import os
 import socket
+import ssl
 import threading
 import weakref
 from collections.abc import Mapping, Sequence
@@ -88,6 +89,37 @@ class AmqpParams:
         password = quote(self.password, safe="")
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"{scheme}://{user}:{password}@{host}:{self.port}/{quote(self.vhost, safe='')}"
+
+
+def why_not_connected(exc: BaseException, p: AmqpParams) -> str:
+    """Why py-amqp could not connect, in the words the Rust side uses (never the password)."""
+    where = f"{p.host}:{p.port}"
+    if isinstance(exc, amqp.exceptions.AccessRefused):
+        return (
+            f"login refused for user {p.userid!r}: wrong user name or password, or the user "
+            f"may not log in from here (broker said: {exc})"
+        )
+    if isinstance(exc, amqp.exceptions.NotAllowed):
+        return (
+            f"virtual host {p.vhost!r} does not exist or user {p.userid!r} has no permission on "
+            f"it (broker said: {exc})"
+        )
+    if isinstance(exc, ConnectionRefusedError):
+        return (
+            f"connection refused by {where}: nothing listens there (is RabbitMQ running, and is "
+            "this its port?)"
+        )
+    if isinstance(exc, ssl.SSLError) and p.ssl:
+        return (
+            f"TLS handshake with {where} failed ({exc}): the server does not speak TLS there. "
+            "amqps:// needs RabbitMQ's TLS listener (usually port 5671); use amqp:// for the "
+            "plain one (5672)"
+        )
+    if isinstance(exc, socket.gaierror):
+        return f"cannot resolve the host name {p.host!r}: {exc}"
+    if isinstance(exc, TimeoutError):
+        return f"no answer from {where} (a host that is down or a firewall dropping the packets)"
+    return f"{where}: {exc}"
 
 
 @dataclass(frozen=True)
@@ -264,7 +296,9 @@ class AmqpChannel:
                 channel.confirm_select()
         except CONNECTION_ERRORS as exc:
             discard(conn)
-            raise BrokerConnectionError(f"cannot connect to {redact(self.url)}: {exc}") from exc
+            raise BrokerConnectionError(
+                f"cannot connect to {redact(self.url)}: {why_not_connected(exc, p)}"
+            ) from exc
         self._connection, self._channel = conn, channel
         self.declared = set()
 

@@ -31,6 +31,9 @@ log = logging.getLogger("fastq.worker")
 
 #: How often the prefork supervisor looks for control commands (seconds).
 TICK = 0.2
+#: Reopening a control channel the broker refused: first wait and ceiling, in seconds.
+LISTEN_BACKOFF_START = 0.5
+LISTEN_BACKOFF_MAX = 10.0
 
 
 @dataclass(slots=True)
@@ -115,6 +118,8 @@ class ControlServer:
         self.listening = threading.Event()
         self._disabled = False
         self._next_tick = 0.0
+        self._backoff = 0.0
+        self._retry_at = 0.0
         self._handlers: dict[str, Callable[[ControlCommand], Any]] = {
             "ping": lambda _: "pong",
             "registered": lambda _: user_tasks(self.app),
@@ -129,10 +134,15 @@ class ControlServer:
         """Answers the commands that arrived; waits up to ``timeout`` for one. Never raises."""
         if self._disabled:
             return
+        if self._listener is None and time.monotonic() < self._retry_at:
+            # The broker refused the last attempt: wait out the backoff (up to ``timeout``).
+            time.sleep(max(0.0, min(timeout, self._retry_at - time.monotonic())))
+            return
         try:
             if self._listener is None:
                 self._listener = self.app.broker.control_channel().listen()
                 self.listening.set()
+                self._backoff = 0.0
             commands = self._listener.fetch(timeout)
             for command in commands:
                 self._answer(self._listener, command)
@@ -141,7 +151,13 @@ class ControlServer:
             self._disabled = True
             self.listening.set()
         except FastqError as exc:
-            log.warning("remote control channel failed (%s); reopening it", exc)
+            # Backs off like the consumers while the broker refuses (down, wrong password):
+            # one line per attempt, not one per supervisor tick.
+            self._backoff = min(LISTEN_BACKOFF_MAX, self._backoff * 2 or LISTEN_BACKOFF_START)
+            self._retry_at = time.monotonic() + self._backoff
+            log.warning(
+                "remote control channel failed (%s); reopening it in %.1fs", exc, self._backoff
+            )
             self.close()
             time.sleep(min(timeout, 1.0))
 
