@@ -21,7 +21,8 @@
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::pin::Pin;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use futures_lite::future::poll_once;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions};
@@ -123,6 +124,8 @@ struct Failure {
     error: PublishError,
     /// A lost connection: another attempt may succeed. A refusal will not.
     retryable: bool,
+    /// The session it happened on (`Session::serial`), dropped unless it was a nack.
+    session: Option<u64>,
 }
 
 impl Failure {
@@ -131,7 +134,13 @@ impl Failure {
             done,
             error,
             retryable,
+            session: None,
         }
+    }
+
+    fn on(mut self, session: u64) -> Self {
+        self.session = Some(session);
+        self
     }
 
     /// A lapin error while publishing: a channel-level refusal, or the connection.
@@ -152,6 +161,9 @@ impl Failure {
 }
 
 struct Session {
+    /// Tells this connection from the next one: a failure seen by a thread that waited for
+    /// confirms without the publisher drops the session it happened on, not a newer one.
+    serial: u64,
     connection: Connection,
     channel: Channel,
     /// Queues (by name) and `exchange:<name>`s declared on this connection.
@@ -169,6 +181,10 @@ struct State {
     pid: u32,
     rt: Runtime,
     session: Option<Session>,
+    serial: u64,
+    /// One clone per call waiting for confirms on the runtime without the publisher: `close`
+    /// lets them finish before it stops the runtime.
+    waiters: Arc<()>,
 }
 
 pub struct AmqpPublisher {
@@ -218,29 +234,7 @@ impl AmqpPublisher {
     /// is reopened once and the messages not yet out are sent again. Returns how many times it
     /// reconnected after a loss (0 or 1), for the caller's log.
     pub fn publish(&mut self, batch: Vec<Outgoing>, retry: bool) -> Result<u32, PublishError> {
-        // Every message is encoded before the first is sent: one that cannot be, sends none.
-        let mut pubs = self.prepare_all(&batch)?;
-        let mut start = 0;
-        let mut reconnects = 0;
-        while !pubs.is_empty() {
-            match self.send(&mut pubs) {
-                Ok(()) => break,
-                Err(failure) => {
-                    self.drop_session();
-                    start += failure.done;
-                    if !(retry && failure.retryable && reconnects == 0) {
-                        return Err(match failure.error {
-                            PublishError::Amqp(e) => e.context(&self.display_url).into(),
-                            other => other,
-                        });
-                    }
-                    reconnects += 1;
-                    // The dead channel took the frames' properties: the rest are prepared again.
-                    pubs = self.prepare_all(&batch[start..])?;
-                }
-            }
-        }
-        Ok(reconnects)
+        publish_via(self, batch, retry)
     }
 
     fn prepare_all(&self, batch: &[Outgoing]) -> Result<Vec<Publication>, PublishError> {
@@ -256,6 +250,15 @@ impl AmqpPublisher {
             }
             if let Some(session) = &state.session {
                 state.rt.block_on(close(&session.connection, "publisher"));
+            }
+            // Calls still waiting for confirms run on this runtime: with the connection closed
+            // they settle at once. One that does not is left its runtime (leaked, not stopped).
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Arc::strong_count(&state.waiters) > 1 && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            if Arc::strong_count(&state.waiters) > 1 {
+                std::mem::forget(state);
             }
         }
     }
@@ -286,16 +289,21 @@ impl AmqpPublisher {
         })
     }
 
-    /// Forgets a session that failed; a broken connection fails its close at once.
-    fn drop_session(&mut self) {
+    /// Forgets the session a failure happened on (if it is still the current one); a broken
+    /// connection fails its close at once.
+    fn drop_session(&mut self, serial: u64) {
         if let Some(state) = self.state.as_mut() {
-            if let Some(session) = state.session.take() {
-                state.rt.block_on(close(&session.connection, "publisher"));
+            if state.session.as_ref().is_some_and(|s| s.serial == serial) {
+                if let Some(session) = state.session.take() {
+                    state.rt.block_on(close(&session.connection, "publisher"));
+                }
             }
         }
     }
 
-    fn send(&mut self, pubs: &mut [Publication]) -> Result<(), Failure> {
+    /// Declares what the messages need and writes them; with confirms, returns the confirms to
+    /// wait for, which the caller awaits without holding the publisher.
+    fn send(&mut self, pubs: &mut [Publication]) -> Result<Option<Unconfirmed>, Failure> {
         let cfg = &self.cfg;
         let queues = &self.queues;
         let state = state_of(&mut self.state).map_err(|e| Failure::new(0, e.into(), false))?;
@@ -308,9 +316,10 @@ impl AmqpPublisher {
         }
         if state.session.is_none() {
             let handle = state.rt.handle().clone();
+            state.serial += 1;
             let session = state
                 .rt
-                .block_on(open(cfg, handle))
+                .block_on(open(cfg, handle, state.serial))
                 .map_err(|e| Failure::new(0, e.into(), true))?;
             state.session = Some(session);
         }
@@ -321,36 +330,167 @@ impl AmqpPublisher {
                 true,
             ));
         };
-        state.rt.block_on(async {
-            declare_for(session, queues, pubs).await?;
-            let sent = publish_all(&session.channel, pubs, cfg.confirm);
-            match cfg.timeout {
-                None => sent.await,
-                Some(limit) => match tokio::time::timeout(limit, sent).await {
+        let serial = session.serial;
+        let deadline = cfg.timeout.map(|limit| (limit, Instant::now() + limit));
+        let confirms = state
+            .rt
+            .block_on(async {
+                declare_for(session, queues, pubs).await?;
+                let sent = publish_all(&session.channel, pubs, cfg.confirm);
+                match deadline {
+                    None => sent.await,
+                    Some((limit, at)) => match tokio::time::timeout_at(at.into(), sent).await {
+                        Ok(result) => result,
+                        Err(_) => Err(timed_out(pubs.len(), limit, false)),
+                    },
+                }
+            })
+            .map_err(|f| f.on(serial))?;
+        if !cfg.confirm {
+            return Ok(None);
+        }
+        Ok(Some(Unconfirmed {
+            handle: state.rt.handle().clone(),
+            _waiter: Arc::clone(&state.waiters),
+            serial,
+            deadline,
+            confirms: pubs
+                .iter()
+                .map(|p| p.task_id.clone())
+                .zip(confirms)
+                .collect(),
+        }))
+    }
+}
+
+/// How a publisher is reached: owned (`&mut`), or shared between threads behind a mutex, which
+/// is released while a call waits for its confirms so that the calls of several threads
+/// overlap their round trips to the broker (and its disk writes) instead of queueing for them.
+pub trait Access {
+    fn with<R>(&mut self, f: impl FnOnce(&mut AmqpPublisher) -> R) -> R;
+}
+
+impl Access for &mut AmqpPublisher {
+    fn with<R>(&mut self, f: impl FnOnce(&mut AmqpPublisher) -> R) -> R {
+        f(self)
+    }
+}
+
+impl Access for &Mutex<AmqpPublisher> {
+    fn with<R>(&mut self, f: impl FnOnce(&mut AmqpPublisher) -> R) -> R {
+        // A panic mid-publish leaves nothing half-updated that the next call cannot handle.
+        f(&mut self.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
+/// Encodes every message, then publishes them in order on this process's connection (opened,
+/// or reopened when it broke, first) and, with confirms, waits for the broker's acks of all of
+/// them without holding the publisher. With `retry`, a connection lost part-way is reopened
+/// once and the messages not yet out (or not acked) are sent again. Returns how many times it
+/// reconnected after a loss (0 or 1), for the caller's log.
+pub fn publish_via(
+    mut publisher: impl Access,
+    batch: Vec<Outgoing>,
+    retry: bool,
+) -> Result<u32, PublishError> {
+    // Every message is encoded before the first is sent: one that cannot be, sends none.
+    let mut pubs = publisher.with(|p| p.prepare_all(&batch))?;
+    let mut start = 0;
+    let mut reconnects = 0;
+    while !pubs.is_empty() {
+        let failure = match publisher.with(|p| p.send(&mut pubs)) {
+            Ok(None) => break,
+            Ok(Some(unconfirmed)) => match unconfirmed.wait() {
+                Ok(()) => break,
+                Err(failure) => failure,
+            },
+            Err(failure) => failure,
+        };
+        let refused = matches!(failure.error, PublishError::Refused(_));
+        let display_url = publisher.with(|p| {
+            // A nack leaves the channel as it was; anything else ends the session.
+            if let (Some(serial), false) = (failure.session, refused) {
+                p.drop_session(serial);
+            }
+            p.display_url.clone()
+        });
+        start += failure.done;
+        if !(retry && failure.retryable && reconnects == 0) {
+            return Err(match failure.error {
+                PublishError::Amqp(e) => e.context(&display_url).into(),
+                other => other,
+            });
+        }
+        reconnects += 1;
+        // The dead channel took the frames' properties: the rest are prepared again.
+        pubs = publisher.with(|p| p.prepare_all(&batch[start..]))?;
+    }
+    Ok(reconnects)
+}
+
+/// The confirms of one call's messages, in order, with their task ids.
+struct Unconfirmed {
+    handle: Handle,
+    _waiter: Arc<()>,
+    serial: u64,
+    deadline: Option<(Duration, Instant)>,
+    confirms: Vec<(String, PublisherConfirm)>,
+}
+
+impl Unconfirmed {
+    fn wait(self) -> Result<(), Failure> {
+        let Unconfirmed {
+            handle,
+            _waiter,
+            serial,
+            deadline,
+            confirms,
+        } = self;
+        let total = confirms.len();
+        let settle = async move {
+            for (i, (task_id, pending)) in confirms.into_iter().enumerate() {
+                match pending.await {
+                    Ok(Confirmation::Ack(_) | Confirmation::NotRequested) => {}
+                    Ok(Confirmation::Nack(_)) => {
+                        return Err(Failure::new(
+                            i,
+                            PublishError::Refused(format!(
+                                "the broker refused (nacked) task {task_id}: it was not queued"
+                            )),
+                            false,
+                        ))
+                    }
+                    Err(e) => return Err(Failure::lapin(i, "waiting for the confirm", &e)),
+                }
+            }
+            Ok(())
+        };
+        let settled = handle.block_on(async move {
+            match deadline {
+                None => settle.await,
+                Some((limit, at)) => match tokio::time::timeout_at(at.into(), settle).await {
                     Ok(result) => result,
-                    Err(_) => Err(Failure::new(
-                        0,
-                        AmqpError::Connection(if cfg.confirm {
-                            format!(
-                                "the broker did not confirm {} message(s) within {limit:.0?} \
-                                 (publish_timeout); it may be blocking publishers (a memory \
-                                 or disk alarm). Some of them may be queued",
-                                pubs.len()
-                            )
-                        } else {
-                            format!(
-                                "{} message(s) not written within {limit:.0?} \
-                                 (publish_timeout); some may have reached the broker",
-                                pubs.len()
-                            )
-                        })
-                        .into(),
-                        false,
-                    )),
+                    Err(_) => Err(timed_out(total, limit, true)),
                 },
             }
-        })
+        });
+        settled.map_err(|f| f.on(serial))
     }
+}
+
+fn timed_out(count: usize, limit: Duration, confirm: bool) -> Failure {
+    let message = if confirm {
+        format!(
+            "the broker did not confirm {count} message(s) within {limit:.0?} (publish_timeout); \
+             it may be blocking publishers (a memory or disk alarm). Some of them may be queued"
+        )
+    } else {
+        format!(
+            "{count} message(s) not written within {limit:.0?} (publish_timeout); some may have \
+             reached the broker"
+        )
+    };
+    Failure::new(0, AmqpError::Connection(message).into(), false)
 }
 
 impl Drop for AmqpPublisher {
@@ -371,6 +511,8 @@ fn state_of(slot: &mut Option<State>) -> Result<&mut State, AmqpError> {
             pid,
             rt,
             session: None,
+            serial: 0,
+            waiters: Arc::new(()),
         });
     }
     match slot.as_mut() {
@@ -433,7 +575,7 @@ fn basic_properties(
     Ok(props)
 }
 
-async fn open(cfg: &PublisherConfig, handle: Handle) -> Result<Session, AmqpError> {
+async fn open(cfg: &PublisherConfig, handle: Handle, serial: u64) -> Result<Session, AmqpError> {
     let limit = cfg.connect_timeout;
     let connection = connect(&cfg.url, cfg.heartbeat, &cfg.connection_name, limit, handle).await?;
     let set_up = async {
@@ -451,6 +593,7 @@ async fn open(cfg: &PublisherConfig, handle: Handle) -> Result<Session, AmqpErro
     };
     let channel = set_up_or_close(&connection, "publisher", limit, set_up).await?;
     Ok(Session {
+        serial,
         connection,
         channel,
         declared: HashSet::new(),
@@ -516,14 +659,14 @@ enum Queued<'a> {
     Settled(lapin::Result<PublisherConfirm>),
 }
 
-/// Queues every message's frames, then waits until the last is written (and, with confirms,
-/// until every message is acked). The frames take each message's exchange, routing key and
-/// properties (no copy per message); its body and task id stay.
+/// Queues every message's frames, then waits until the last is written; with confirms, returns
+/// each message's pending confirm, in order. The frames take each message's exchange, routing
+/// key and properties (no copy per message); its body and task id stay.
 async fn publish_all(
     channel: &Channel,
     pubs: &mut [Publication],
     confirm: bool,
-) -> Result<(), Failure> {
+) -> Result<Vec<PublisherConfirm>, Failure> {
     let taken: Vec<_> = pubs
         .iter_mut()
         .map(|p| {
@@ -567,23 +710,7 @@ async fn publish_all(
             }
         }
     }
-    for (i, pending) in confirms.into_iter().enumerate() {
-        match pending.await {
-            Ok(Confirmation::Ack(_) | Confirmation::NotRequested) => {}
-            Ok(Confirmation::Nack(_)) => {
-                return Err(Failure::new(
-                    i,
-                    PublishError::Refused(format!(
-                        "the broker refused (nacked) task {}: it was not queued",
-                        pubs[i].task_id
-                    )),
-                    false,
-                ))
-            }
-            Err(e) => return Err(Failure::lapin(i, "waiting for the confirm", &e)),
-        }
-    }
-    Ok(())
+    Ok(confirms)
 }
 
 /// How many of the first messages were acked before the connection broke (the rest are sent
