@@ -36,6 +36,7 @@ import os
 import statistics
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -57,6 +58,9 @@ DELAY_RUST, DELAY_PY, DELAY_CELERY = "delay-rust", "delay-py-amqp", "delay-celer
 BATCH_RUST, BATCH_PY = "batch-rust", "batch-py-amqp"
 CONFIRM_RUST, CONFIRM_PY = "confirm-rust", "confirm-py-amqp"
 DELAY_CONFIRM_RUST, DELAY_CONFIRM_CELERY = "delay-confirm-rust", "delay-confirm-celery"
+THREADS_CONFIRM_RUST, THREADS_CONFIRM_CELERY = "threads-confirm-rust", "threads-confirm-celery"
+#: Threads calling `.delay()` at once in the threaded rows (a threaded web server's workers).
+THREADS = 8
 #: Rows of the table, in order.
 LABELS = {
     DELAY_RUST: "fastq `.delay()`, confirms off, Rust publisher",
@@ -64,6 +68,8 @@ LABELS = {
     DELAY_CELERY: "Celery `.delay()` (confirms off, its default)",
     DELAY_CONFIRM_RUST: "fastq `.delay()`, confirms (the default), Rust publisher",
     DELAY_CONFIRM_CELERY: "Celery `.delay()`, `confirm_publish`",
+    THREADS_CONFIRM_RUST: f"fastq `.delay()` from {THREADS} threads, confirms, Rust publisher",
+    THREADS_CONFIRM_CELERY: f"Celery `.delay()` from {THREADS} threads, `confirm_publish`",
     BATCH_RUST: "fastq `send_many`, confirms off, Rust publisher",
     BATCH_PY: "fastq `send_many`, confirms off, py-amqp",
     CONFIRM_RUST: "fastq `send_many`, confirms (the default), Rust publisher",
@@ -82,6 +88,16 @@ RATIOS = [
     ("`.delay()` with confirms: fastq / Celery without", DELAY_CONFIRM_RUST, DELAY_CELERY),
     ("`.delay()` with confirms: fastq / Celery with", DELAY_CONFIRM_RUST, DELAY_CONFIRM_CELERY),
     ("`send_many` with confirms: fastq / Celery `.delay()` without", CONFIRM_RUST, DELAY_CELERY),
+    (
+        f"`.delay()` with confirms, {THREADS} threads / 1, fastq",
+        THREADS_CONFIRM_RUST,
+        DELAY_CONFIRM_RUST,
+    ),
+    (
+        f"`.delay()` with confirms, {THREADS} threads: fastq / Celery",
+        THREADS_CONFIRM_RUST,
+        THREADS_CONFIRM_CELERY,
+    ),
 ]
 
 
@@ -143,6 +159,19 @@ def delay(app: Any, task: Any, count: int) -> None:
         task.delay("", "noop")
 
 
+def threaded(app: Any, task: Any, count: int) -> None:
+    """``count`` `.delay()` calls shared by ``THREADS`` threads of one client."""
+    if count < THREADS:
+        delay(app, task, count)
+        return
+    share = [count // THREADS + (i < count % THREADS) for i in range(THREADS)]
+    workers = [threading.Thread(target=delay, args=(app, task, n)) for n in share]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+
+
 def batches(size: int) -> Callable[[Any, Any, int], None]:
     def send(app: Any, task: Any, count: int) -> None:
         for offset in range(0, count, size):
@@ -186,6 +215,8 @@ def plan(args: argparse.Namespace, broker: Broker) -> dict[str, Callable[[], dic
         DELAY_CELERY: lambda: measure(broker, n, celery(), delay),
         DELAY_CONFIRM_RUST: lambda: measure(broker, n, fq("rust", True), delay),
         DELAY_CONFIRM_CELERY: lambda: measure(broker, n, celery(True), delay),
+        THREADS_CONFIRM_RUST: lambda: measure(broker, n, fq("rust", True), threaded),
+        THREADS_CONFIRM_CELERY: lambda: measure(broker, n, celery(True), threaded),
         BATCH_RUST: lambda: measure(broker, b, fq("rust"), batch),
         BATCH_PY: lambda: measure(broker, b, fq("py-amqp"), batch),
         CONFIRM_RUST: lambda: measure(broker, c, fq("rust", True), batch),
