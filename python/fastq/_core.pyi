@@ -292,8 +292,8 @@ class AmqpPublisher:
     ) -> AmqpPublisher:
         """``url``: an RFC AMQP URI (``AmqpParams.lapin_url()``); ``heartbeat`` None takes the
         broker's proposal; ``connection_name`` is shown by ``rabbitmqctl list_connections
-        client_properties``; ``timeout`` bounds the wait for one call's writes (and confirms),
-        None waits as long as the connection lives."""
+        client_properties``; ``timeout`` bounds a wait without progress (for the next write
+        or confirm of a call), None waits as long as the connection lives."""
     def add_queue(self, queue: dict[str, Any]) -> None:
         """Registers how to declare a queue (the dict ``AmqpConsumer`` takes); it is declared on
         the next publish to it."""

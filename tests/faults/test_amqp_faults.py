@@ -210,3 +210,37 @@ def test_node_killed_mid_publish_and_mid_drain(
     assert recovered < 15, recovered
     assert tally.never == 0, tally
     assert tally.started_not_ended == 0, tally
+
+
+def test_a_broker_blocking_publishers_fails_the_publish_in_time(
+    own_rabbit: RabbitNode,  # noqa: F811
+) -> None:
+    """A memory alarm makes RabbitMQ stop reading publishers' sockets: with confirms, a
+    publish raises after ``publish_timeout`` without progress, saying why, instead of hanging;
+    once the alarm clears, publishing works again."""
+    client = App(
+        "fault-client",
+        broker=own_rabbit.url(),
+        broker_transport_options={"publish_timeout": 2},
+        set_as_current=False,
+    )
+    try:
+        client.send_task("faults.work", (0,))  # connected and declared before the alarm
+        own_rabbit.ctl("set_vm_memory_high_watermark", "0.000001")
+        started = time.monotonic()
+        with pytest.raises(BrokerError, match=r"publish_timeout.*blocking publishers"):
+            client.send_many([("faults.work", (i,), None) for i in range(1, 50)])
+        took = time.monotonic() - started
+        assert took < 10, took
+        own_rabbit.ctl("set_vm_memory_high_watermark", "0.4")
+        wait_until(lambda: _publishes(client), timeout=30)
+    finally:
+        client.close()
+
+
+def _publishes(client: App) -> bool:
+    try:
+        client.send_task("faults.work", (99,))
+        return True
+    except BrokerError:
+        return False

@@ -200,8 +200,9 @@ def _from_task_queue(entry: Any, conf: Config) -> QueueDecl:
     )
 
 
-#: Seconds a publish waits for the broker's confirms by default (``publish_timeout``): a broker
-#: that blocks publishers (a memory or disk alarm) makes ``.delay()`` fail instead of hang.
+#: Seconds a publish waits without progress (no write done, no confirm back) by default with
+#: confirms (``publish_timeout``): a broker that blocks publishers (a memory or disk alarm)
+#: makes ``.delay()`` fail instead of hang, while a large batch that keeps moving is not cut.
 CONFIRM_TIMEOUT = 30.0
 
 

@@ -53,8 +53,9 @@ pub struct PublisherConfig {
     pub connect_timeout: Duration,
     /// Shown by `rabbitmqctl list_connections client_properties` (and how to close it by hand).
     pub connection_name: String,
-    /// Longest wait for the writes (and confirms) of one call; `None` waits as long as the
-    /// connection lives, as py-amqp does.
+    /// `publish_timeout`: the longest a call waits without progress (for its next write to
+    /// finish or its next confirm to come); `None` waits as long as the connection lives, as
+    /// py-amqp does.
     pub timeout: Option<Duration>,
 }
 
@@ -331,19 +332,11 @@ impl AmqpPublisher {
             ));
         };
         let serial = session.serial;
-        let deadline = cfg.timeout.map(|limit| (limit, Instant::now() + limit));
         let confirms = state
             .rt
             .block_on(async {
                 declare_for(session, queues, pubs).await?;
-                let sent = publish_all(&session.channel, pubs, cfg.confirm);
-                match deadline {
-                    None => sent.await,
-                    Some((limit, at)) => match tokio::time::timeout_at(at.into(), sent).await {
-                        Ok(result) => result,
-                        Err(_) => Err(timed_out(pubs.len(), limit, false)),
-                    },
-                }
+                publish_all(&session.channel, pubs, cfg.confirm, cfg.timeout).await
             })
             .map_err(|f| f.on(serial))?;
         if !cfg.confirm {
@@ -353,7 +346,7 @@ impl AmqpPublisher {
             handle: state.rt.handle().clone(),
             _waiter: Arc::clone(&state.waiters),
             serial,
-            deadline,
+            stall: cfg.timeout,
             confirms: pubs
                 .iter()
                 .map(|p| p.task_id.clone())
@@ -433,7 +426,8 @@ struct Unconfirmed {
     handle: Handle,
     _waiter: Arc<()>,
     serial: u64,
-    deadline: Option<(Duration, Instant)>,
+    /// `publish_timeout`: the longest wait for the next confirm.
+    stall: Option<Duration>,
     confirms: Vec<(String, PublisherConfirm)>,
 }
 
@@ -443,13 +437,16 @@ impl Unconfirmed {
             handle,
             _waiter,
             serial,
-            deadline,
+            stall,
             confirms,
         } = self;
         let total = confirms.len();
         let settle = async move {
             for (i, (task_id, pending)) in confirms.into_iter().enumerate() {
-                match pending.await {
+                let Some(settled) = within(stall, pending).await else {
+                    return Err(timed_out(total - i, stall.unwrap_or_default(), true));
+                };
+                match settled {
                     Ok(Confirmation::Ack(_) | Confirmation::NotRequested) => {}
                     Ok(Confirmation::Nack(_)) => {
                         return Err(Failure::new(
@@ -465,29 +462,36 @@ impl Unconfirmed {
             }
             Ok(())
         };
-        let settled = handle.block_on(async move {
-            match deadline {
-                None => settle.await,
-                Some((limit, at)) => match tokio::time::timeout_at(at.into(), settle).await {
-                    Ok(result) => result,
-                    Err(_) => Err(timed_out(total, limit, true)),
-                },
-            }
-        });
-        settled.map_err(|f| f.on(serial))
+        handle.block_on(settle).map_err(|f| f.on(serial))
+    }
+}
+
+/// Awaits `fut`, or gives up (None) after `stall` without it settling. A future that is
+/// already settled arms no timer (one per message of a batch would wake the runtime for
+/// nothing); the limit is on a wait without progress, so a large batch that keeps moving is
+/// never cut short.
+async fn within<F: Future>(stall: Option<Duration>, fut: F) -> Option<F::Output> {
+    let mut fut = std::pin::pin!(fut);
+    if let Some(out) = poll_once(fut.as_mut()).await {
+        return Some(out);
+    }
+    match stall {
+        None => Some(fut.await),
+        Some(limit) => tokio::time::timeout(limit, fut).await.ok(),
     }
 }
 
 fn timed_out(count: usize, limit: Duration, confirm: bool) -> Failure {
     let message = if confirm {
         format!(
-            "the broker did not confirm {count} message(s) within {limit:.0?} (publish_timeout); \
-             it may be blocking publishers (a memory or disk alarm). Some of them may be queued"
+            "the broker confirmed none of the last {count} message(s) for {limit:.0?} \
+             (publish_timeout); it may be blocking publishers (a memory or disk alarm). Some of \
+             them may be queued"
         )
     } else {
         format!(
-            "{count} message(s) not written within {limit:.0?} (publish_timeout); some may have \
-             reached the broker"
+            "none of the last {count} message(s) could be written for {limit:.0?} \
+             (publish_timeout; the broker may be blocking publishers); some may have reached it"
         )
     };
     Failure::new(0, AmqpError::Connection(message).into(), false)
@@ -666,6 +670,7 @@ async fn publish_all(
     channel: &Channel,
     pubs: &mut [Publication],
     confirm: bool,
+    stall: Option<Duration>,
 ) -> Result<Vec<PublisherConfirm>, Failure> {
     let taken: Vec<_> = pubs
         .iter_mut()
@@ -696,9 +701,13 @@ async fn publish_all(
         });
     }
     let mut confirms = Vec::with_capacity(if confirm { pubs.len() } else { 0 });
+    let total = queued.len();
     for (i, q) in queued.into_iter().enumerate() {
         let written = match q {
-            Queued::Writing(write) => write.await,
+            Queued::Writing(write) => match within(stall, write).await {
+                Some(written) => written,
+                None => return Err(timed_out(total - i, stall.unwrap_or_default(), false)),
+            },
             Queued::Settled(result) => result,
         };
         match written {
