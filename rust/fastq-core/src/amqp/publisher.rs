@@ -9,9 +9,10 @@
 //! lapin's I/O thread, not one per message. With publisher confirms (fastq's default) a call
 //! waits instead for the broker's ack of every message, once for the whole batch: the acks of a
 //! batch are awaited together after its last frame is queued, so a batch costs about one round
-//! trip (and one fsync of the broker's) more, not one per message. A nack is an error naming
-//! the task. Without confirms, a broker that dies loses what it had received but not yet
-//! written to disk, though the call returned.
+//! trip (and one fsync of the broker's) more, not one per message. A call shared between
+//! threads (`publish_via` on a mutex) holds the publisher only while it writes: threads wait for
+//! their confirms together. A nack is an error naming the task. Without confirms, a broker that
+//! dies loses what it had received but not yet written to disk, though the call returned.
 //!
 //! The runtime and the connection are created on first use, in the process that uses them, so an
 //! app built before a fork starts no thread. A forked child sees the parent's pid on them and
