@@ -13,7 +13,12 @@ each measurement:
 
 - `.delay()`: N single publishes in a loop, fastq on each path and Celery;
 - `send_many`: fastq's batch call, chunks of `--batch-size`, on each path;
-- `send_many` with publisher confirms (`broker_confirm_publish`), on each path.
+- `send_many` with publisher confirms (`broker_confirm_publish`), on each path;
+- `.delay()` with confirms, fastq's Rust path and Celery (kombu's `confirm_publish`): fastq's
+  default since confirms went on, against Celery's opt-in.
+
+Every fastq and Celery client states whether it confirms, so a row means the same whatever the
+default. ``--title`` writes the report under another ``## `` heading of ``bench/RESULTS.md``.
 
 Rate = tasks / time until the last call returned (a publish returns once written to the socket,
 or acked with confirms, with all three clients). "In queue" = tasks / time until RabbitMQ reports
@@ -31,6 +36,7 @@ import os
 import statistics
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -51,14 +57,22 @@ TITLE = "RabbitMQ publish path"
 DELAY_RUST, DELAY_PY, DELAY_CELERY = "delay-rust", "delay-py-amqp", "delay-celery"
 BATCH_RUST, BATCH_PY = "batch-rust", "batch-py-amqp"
 CONFIRM_RUST, CONFIRM_PY = "confirm-rust", "confirm-py-amqp"
+DELAY_CONFIRM_RUST, DELAY_CONFIRM_CELERY = "delay-confirm-rust", "delay-confirm-celery"
+THREADS_CONFIRM_RUST, THREADS_CONFIRM_CELERY = "threads-confirm-rust", "threads-confirm-celery"
+#: Threads calling `.delay()` at once in the threaded rows (a threaded web server's workers).
+THREADS = 8
 #: Rows of the table, in order.
 LABELS = {
-    DELAY_RUST: "fastq `.delay()`, Rust publisher",
-    DELAY_PY: "fastq `.delay()`, py-amqp",
-    DELAY_CELERY: "Celery `.delay()`",
-    BATCH_RUST: "fastq `send_many`, Rust publisher",
-    BATCH_PY: "fastq `send_many`, py-amqp",
-    CONFIRM_RUST: "fastq `send_many`, confirms, Rust publisher",
+    DELAY_RUST: "fastq `.delay()`, confirms off, Rust publisher",
+    DELAY_PY: "fastq `.delay()`, confirms off, py-amqp",
+    DELAY_CELERY: "Celery `.delay()` (confirms off, its default)",
+    DELAY_CONFIRM_RUST: "fastq `.delay()`, confirms (the default), Rust publisher",
+    DELAY_CONFIRM_CELERY: "Celery `.delay()`, `confirm_publish`",
+    THREADS_CONFIRM_RUST: f"fastq `.delay()` from {THREADS} threads, confirms, Rust publisher",
+    THREADS_CONFIRM_CELERY: f"Celery `.delay()` from {THREADS} threads, `confirm_publish`",
+    BATCH_RUST: "fastq `send_many`, confirms off, Rust publisher",
+    BATCH_PY: "fastq `send_many`, confirms off, py-amqp",
+    CONFIRM_RUST: "fastq `send_many`, confirms (the default), Rust publisher",
     CONFIRM_PY: "fastq `send_many`, confirms, py-amqp",
 }
 #: (label, numerator, denominator) of the ratio table.
@@ -69,6 +83,21 @@ RATIOS = [
     ("`send_many`: Rust / py-amqp", BATCH_RUST, BATCH_PY),
     ("`send_many`, Rust / Celery `.delay()`", BATCH_RUST, DELAY_CELERY),
     ("`send_many` with confirms: Rust / py-amqp", CONFIRM_RUST, CONFIRM_PY),
+    ("`.delay()`, Rust: confirms on / off", DELAY_CONFIRM_RUST, DELAY_RUST),
+    ("`send_many`, Rust: confirms on / off", CONFIRM_RUST, BATCH_RUST),
+    ("`.delay()` with confirms: fastq / Celery without", DELAY_CONFIRM_RUST, DELAY_CELERY),
+    ("`.delay()` with confirms: fastq / Celery with", DELAY_CONFIRM_RUST, DELAY_CONFIRM_CELERY),
+    ("`send_many` with confirms: fastq / Celery `.delay()` without", CONFIRM_RUST, DELAY_CELERY),
+    (
+        f"`.delay()` with confirms, {THREADS} threads / 1, fastq",
+        THREADS_CONFIRM_RUST,
+        DELAY_CONFIRM_RUST,
+    ),
+    (
+        f"`.delay()` with confirms, {THREADS} threads: fastq / Celery",
+        THREADS_CONFIRM_RUST,
+        THREADS_CONFIRM_CELERY,
+    ),
 ]
 
 
@@ -118,14 +147,29 @@ def fastq_client(url: str, queue: str, path: str, confirm: bool) -> tuple[Any, A
     return app, task
 
 
-def celery_client(url: str, queue: str) -> tuple[Any, Any]:
+def celery_client(url: str, queue: str, confirm: bool = False) -> tuple[Any, Any]:
     module = importlib.import_module("fastq.bench.apps.celery_app")
-    return module.make_app(url, None, queue=queue)  # type: ignore[no-any-return]
+    app, task = module.make_app(url, None, queue=queue)
+    app.conf.broker_transport_options = {"confirm_publish": confirm}
+    return app, task
 
 
 def delay(app: Any, task: Any, count: int) -> None:
     for _ in range(count):
         task.delay("", "noop")
+
+
+def threaded(app: Any, task: Any, count: int) -> None:
+    """``count`` `.delay()` calls shared by ``THREADS`` threads of one client."""
+    if count < THREADS:
+        delay(app, task, count)
+        return
+    share = [count // THREADS + (i < count % THREADS) for i in range(THREADS)]
+    workers = [threading.Thread(target=delay, args=(app, task, n)) for n in share]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
 
 
 def batches(size: int) -> Callable[[Any, Any, int], None]:
@@ -162,13 +206,17 @@ def plan(args: argparse.Namespace, broker: Broker) -> dict[str, Callable[[], dic
     def fq(path: str, confirm: bool = False) -> Callable[[], tuple[Any, Any]]:
         return lambda: fastq_client(url, queue, path, confirm)
 
-    def celery() -> tuple[Any, Any]:
-        return celery_client(url, queue)
+    def celery(confirm: bool = False) -> Callable[[], tuple[Any, Any]]:
+        return lambda: celery_client(url, queue, confirm)
 
     return {
         DELAY_RUST: lambda: measure(broker, n, fq("rust"), delay),
         DELAY_PY: lambda: measure(broker, n, fq("py-amqp"), delay),
-        DELAY_CELERY: lambda: measure(broker, n, celery, delay),
+        DELAY_CELERY: lambda: measure(broker, n, celery(), delay),
+        DELAY_CONFIRM_RUST: lambda: measure(broker, n, fq("rust", True), delay),
+        DELAY_CONFIRM_CELERY: lambda: measure(broker, n, celery(True), delay),
+        THREADS_CONFIRM_RUST: lambda: measure(broker, n, fq("rust", True), threaded),
+        THREADS_CONFIRM_CELERY: lambda: measure(broker, n, celery(True), threaded),
         BATCH_RUST: lambda: measure(broker, b, fq("rust"), batch),
         BATCH_PY: lambda: measure(broker, b, fq("py-amqp"), batch),
         CONFIRM_RUST: lambda: measure(broker, c, fq("rust", True), batch),
@@ -238,8 +286,10 @@ def med(values: list[float]) -> float:
     return statistics.median(values)
 
 
-def report(runs: list[dict[str, Any]], sources: list[str]) -> str:
+def report(runs: list[dict[str, Any]], sources: list[str], title: str = TITLE) -> str:
     rounds = [r for run in runs for r in run["rounds"]]
+    # Runs from before a row existed lack it: report the rows every round has.
+    labels = {k: v for k, v in LABELS.items() if all(k in r for r in rounds)}
     s = runs[0]["settings"]
     options = (
         f"--tasks {s['tasks']} --batch-tasks {s['batch_tasks']} --confirm-tasks "
@@ -248,14 +298,15 @@ def report(runs: list[dict[str, Any]], sources: list[str]) -> str:
     command = "\n".join(
         [
             *(f"python bench/amqp_publish.py {options} --json {path}" for path in sources),
-            f"python bench/amqp_publish.py --merge {' '.join(sources)} --write",
+            f"python bench/amqp_publish.py --merge {' '.join(sources)} --write"
+            + ("" if title == TITLE else f' --title "{title}"'),
         ]
     )
     rows = [
         "| publish | tasks/s | in queue, tasks/s | client CPU µs/task | median of each run |",
         "|---|---:|---:|---:|---|",
     ]
-    for key, label in LABELS.items():
+    for key, label in labels.items():
         per_run = ", ".join(f"{med([r[key]['rate'] for r in run['rounds']]):,.0f}" for run in runs)
         rows.append(
             f"| {label} | {med([r[key]['rate'] for r in rounds]):,.0f} | "
@@ -264,6 +315,8 @@ def report(runs: list[dict[str, Any]], sources: list[str]) -> str:
         )
     ratio_rows = ["| ratio | rate (range over rounds) | client CPU per task |", "|---|---:|---:|"]
     for label, a, b in RATIOS:
+        if a not in labels or b not in labels:
+            continue
         rates = [r[a]["rate"] / r[b]["rate"] for r in rounds]
         cpus = [r[b]["cpu_us"] / r[a]["cpu_us"] for r in rounds]
         ratio_rows.append(
@@ -275,11 +328,12 @@ def report(runs: list[dict[str, Any]], sources: list[str]) -> str:
     when = ", ".join(run["finished"][11:] for run in runs)
     commits = "; ".join(sorted({run.get("commit", "?") for run in runs}))
     day = runs[0]["finished"][:10]
-    return f"""## {TITLE}
+    return f"""## {title}
 
 Which client publishes fastq's task messages on RabbitMQ: the Rust publisher
 (`_core.AmqpPublisher`, lapin; the default) or py-amqp (the path before it, still there as
-`broker_transport_options={{"publisher": "py-amqp"}}`), with Celery 5.7's `.delay()` in the same
+`broker_transport_options={{"publisher": "py-amqp"}}`), with publisher confirms (fastq's default)
+and without, and Celery 5.7's `.delay()` with and without kombu's `confirm_publish`, in the same
 rounds. Results off (no backend), the `fastq bench` harness's task and client apps, fastq built
 with `maturin develop --release` (commit {commits}).
 {len(runs)} run(s) of {s["rounds"]} rounds, finished on {day} at {when}; each round measures
@@ -319,6 +373,7 @@ def main() -> int:
         "--merge", nargs="+", metavar="RUN.json", help="report these runs instead of measuring"
     )
     parser.add_argument("--write", action="store_true", help="update bench/RESULTS.md")
+    parser.add_argument("--title", default=TITLE, help="the ## heading to write under")
     args = parser.parse_args()
     if args.merge:
         sources = args.merge
@@ -328,7 +383,7 @@ def main() -> int:
         sources = [args.json] if args.json else []
         if args.json:
             Path(args.json).write_text(json.dumps(runs[0], indent=2) + "\n")
-    section = report(runs, sources)
+    section = report(runs, sources, args.title)
     print(section)
     if args.write:
         write_section(HERE / "RESULTS.md", section)

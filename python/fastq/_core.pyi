@@ -306,8 +306,9 @@ class AmqpPublisher:
     ``priority``, ``correlation_id`` (the task id), ``reply_to`` and the message's
     ``properties`` (``expiration``…; names that are not AMQP properties are ignored, as
     py-amqp does). It returns once every message was written to the socket, py-amqp's
-    guarantee, so nothing is lost when the process exits right after; with ``confirm`` once the
-    broker acked every one. The GIL is released throughout; threads take turns.
+    guarantee, so nothing is lost when the process exits right after; with ``confirm`` (the
+    default) once the broker acked every one, so nothing is lost when the broker dies either.
+    The GIL is released throughout; threads take turns.
 
     Raises ``EncodeError``/``InvalidMessage`` for a message that cannot be sent (nothing of the
     batch is), ``BrokerConnectionError`` when the broker cannot be reached or the connection
@@ -321,7 +322,7 @@ class AmqpPublisher:
         cls,
         url: str,
         *,
-        confirm: bool = False,
+        confirm: bool = True,
         heartbeat: int | None = None,
         connect_timeout: float = 10.0,
         connection_name: str | None = None,
@@ -329,8 +330,8 @@ class AmqpPublisher:
     ) -> AmqpPublisher:
         """``url``: an RFC AMQP URI (``AmqpParams.lapin_url()``); ``heartbeat`` None takes the
         broker's proposal; ``connection_name`` is shown by ``rabbitmqctl list_connections
-        client_properties``; ``timeout`` bounds the wait for one call's writes (and confirms),
-        None waits as long as the connection lives."""
+        client_properties``; ``timeout`` bounds a wait without progress (for the next write
+        or confirm of a call), None waits as long as the connection lives."""
     def add_queue(self, queue: dict[str, Any]) -> None:
         """Registers how to declare a queue (the dict ``AmqpConsumer`` takes); it is declared on
         the next publish to it."""

@@ -113,7 +113,7 @@ SETTINGS: dict[str, tuple[Any, Callable[[Any], Any]]] = {
     "broker_pool_limit": (10, _opt_int),
     "broker_heartbeat": (120.0, _seconds),
     "broker_use_ssl": (None, _any),
-    "broker_confirm_publish": (False, _bool),
+    "broker_confirm_publish": (True, _bool),
     "result_backend": (None, _opt_str),
     "result_backend_transport_options": ({}, _dict),
     "result_serializer": ("json", _str),

@@ -113,6 +113,17 @@ def test_the_rust_publisher_is_the_default_and_py_amqp_the_fallback() -> None:
         path(broker_transport_options={"publisher": "kombu"})
 
 
+def test_publisher_confirms_are_on_unless_turned_off() -> None:
+    def confirm(**settings: object) -> bool:
+        return AmqpBroker("amqp://h//", Config(**settings)).confirm
+
+    assert confirm()
+    assert not confirm(broker_confirm_publish=False)
+    # kombu's name for it, as Celery users set it; it wins over fastq's.
+    assert not confirm(broker_transport_options={"confirm_publish": False})
+    assert confirm(broker_confirm_publish=False, broker_transport_options={"confirm_publish": 1})
+
+
 # -- publishing ----------------------------------------------------------------------------------
 @requires_rabbitmq
 def test_publish_is_celerys_message() -> None:

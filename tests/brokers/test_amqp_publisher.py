@@ -126,7 +126,7 @@ def test_confirms_wait_for_the_broker_and_a_nack_names_the_task() -> None:
         "routing_key": queue,
         "queue_arguments": {"x-max-length": 2, "x-overflow": "reject-publish"},
     }
-    app = make_app(queue, task_queues=[decl], broker_confirm_publish=True)
+    app = make_app(queue, task_queues=[decl])  # confirms are the default
     try:
         app.send_many([("proj.add", (i, i), None) for i in range(2)])
         assert queue_state(queue)[0] == 2  # confirmed: already in the queue, no waiting
@@ -191,28 +191,47 @@ def test_a_forked_child_publishes_on_its_own_connection() -> None:
 
 
 def test_threads_share_the_publisher() -> None:
-    queue = unique("threads")
-    app = make_app(queue)
+    """Threads take turns to write and wait for their confirms together; a nack in one
+    thread (a full queue refusing) leaves the others' publishes and the channel alone."""
+    queue, full = unique("threads"), unique("full")
+    decl = {
+        "name": full,
+        "exchange": full,
+        "routing_key": full,
+        "queue_arguments": {"x-max-length": 1, "x-overflow": "reject-publish"},
+    }
+    app = make_app(queue, task_queues=[decl])
     errors: list[BaseException] = []
+    nacks: list[BrokerError] = []
 
     def send(k: int) -> None:
         try:
             for i in range(100):
-                app.send_task("proj.add", (k, i))
+                app.send_task("proj.add", (k, i), queue=queue)
         except BaseException as exc:
             errors.append(exc)
 
+    def refused() -> None:
+        for i in range(20):
+            try:
+                app.send_task("proj.add", (i, i), queue=full)
+            except BrokerError as exc:
+                nacks.append(exc)
+
     try:
         threads = [threading.Thread(target=send, args=(k,)) for k in range(4)]
+        threads.append(threading.Thread(target=refused))
         for t in threads:
             t.start()
         for t in threads:
             t.join()
         assert not errors
-        wait_until(lambda: queue_state(queue)[0] == 400, 10, "400 messages")
+        assert len(nacks) == 19 and all("nacked" in str(e) for e in nacks)
+        assert queue_state(queue)[0] == 400  # confirmed: in the queue when the calls returned
     finally:
         app.close()
         delete(queue)
+        delete(full)
 
 
 @pytest.mark.parametrize("confirm", [False, True])

@@ -18,6 +18,7 @@ import atexit
 import logging
 import os
 import socket
+import ssl
 import threading
 import weakref
 from collections.abc import Mapping, Sequence
@@ -88,6 +89,37 @@ class AmqpParams:
         password = quote(self.password, safe="")
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"{scheme}://{user}:{password}@{host}:{self.port}/{quote(self.vhost, safe='')}"
+
+
+def why_not_connected(exc: BaseException, p: AmqpParams) -> str:
+    """Why py-amqp could not connect, in the words the Rust side uses (never the password)."""
+    where = f"{p.host}:{p.port}"
+    if isinstance(exc, amqp.exceptions.AccessRefused):
+        return (
+            f"login refused for user {p.userid!r}: wrong user name or password, or the user "
+            f"may not log in from here (broker said: {exc})"
+        )
+    if isinstance(exc, amqp.exceptions.NotAllowed):
+        return (
+            f"virtual host {p.vhost!r} does not exist or user {p.userid!r} has no permission on "
+            f"it (broker said: {exc})"
+        )
+    if isinstance(exc, ConnectionRefusedError):
+        return (
+            f"connection refused by {where}: nothing listens there (is RabbitMQ running, and is "
+            "this its port?)"
+        )
+    if isinstance(exc, ssl.SSLError) and p.ssl:
+        return (
+            f"TLS handshake with {where} failed ({exc}): the server does not speak TLS there. "
+            "amqps:// needs RabbitMQ's TLS listener (usually port 5671); use amqp:// for the "
+            "plain one (5672)"
+        )
+    if isinstance(exc, socket.gaierror):
+        return f"cannot resolve the host name {p.host!r}: {exc}"
+    if isinstance(exc, TimeoutError):
+        return f"no answer from {where} (a host that is down or a firewall dropping the packets)"
+    return f"{where}: {exc}"
 
 
 @dataclass(frozen=True)
@@ -166,6 +198,19 @@ def _from_task_queue(entry: Any, conf: Config) -> QueueDecl:
         auto_delete=bool(auto_delete),
         arguments=arguments,
     )
+
+
+#: Seconds a publish waits without progress (no write done, no confirm back) by default with
+#: confirms (``publish_timeout``): a broker that blocks publishers (a memory or disk alarm)
+#: makes ``.delay()`` fail instead of hang, while a large batch that keeps moving is not cut.
+CONFIRM_TIMEOUT = 30.0
+
+
+def confirm_publish(conf: Config) -> bool:
+    """Publisher confirms: on unless turned off, by ``broker_confirm_publish = False`` or by
+    kombu's name for it, ``broker_transport_options={"confirm_publish": False}`` (which wins)."""
+    option = conf.broker_transport_options.get("confirm_publish")
+    return bool(conf.broker_confirm_publish if option is None else option)
 
 
 def declarations(conf: Config) -> dict[str, QueueDecl]:
@@ -252,7 +297,9 @@ class AmqpChannel:
                 channel.confirm_select()
         except CONNECTION_ERRORS as exc:
             discard(conn)
-            raise BrokerConnectionError(f"cannot connect to {redact(self.url)}: {exc}") from exc
+            raise BrokerConnectionError(
+                f"cannot connect to {redact(self.url)}: {why_not_connected(exc, p)}"
+            ) from exc
         self._connection, self._channel = conn, channel
         self.declared = set()
 
@@ -314,8 +361,9 @@ class AmqpBroker(Broker):
                 f"broker_transport_options['publisher'] = {self.publish_path!r}: "
                 "use 'rust' or 'py-amqp'"
             )
+        self.confirm = confirm_publish(conf)
         #: py-amqp, for the queue admin calls (purge, length, delete) and the py-amqp path.
-        self.admin = AmqpChannel(url, self.params, conf, confirm=conf.broker_confirm_publish)
+        self.admin = AmqpChannel(url, self.params, conf, confirm=self.confirm)
         self._publisher: _core.AmqpPublisher | None = None
         self._publisher_pid = 0
         self._publisher_lock = threading.Lock()
@@ -345,10 +393,12 @@ class AmqpBroker(Broker):
                 if publisher is None:
                     options = self.conf.broker_transport_options
                     heartbeat = self.conf.broker_heartbeat
-                    timeout = options.get("publish_timeout")
+                    timeout = options.get(
+                        "publish_timeout", CONFIRM_TIMEOUT if self.confirm else None
+                    )
                     publisher = _core.AmqpPublisher(
                         self.params.lapin_url(),
-                        confirm=bool(self.conf.broker_confirm_publish),
+                        confirm=self.confirm,
                         heartbeat=None if heartbeat is None else int(heartbeat),
                         connect_timeout=float(options.get("connect_timeout", 5)),
                         connection_name=f"fastq publisher {socket.gethostname()} pid {pid}",

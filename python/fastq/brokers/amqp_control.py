@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import amqp
 
-from fastq.brokers.amqp import CONNECTION_ERRORS, AmqpChannel, discard
+from fastq.brokers.amqp import CONNECTION_ERRORS, AmqpChannel, discard, why_not_connected
 from fastq.control import (
     CONTROL_TTL,
     ControlChannel,
@@ -213,7 +213,7 @@ class AmqpControlListener:
         except CONNECTION_ERRORS as exc:
             discard(conn)
             raise BrokerConnectionError(
-                f"cannot listen for control commands on {self._url}: {exc}"
+                f"cannot listen for control commands on {self._url}: {why_not_connected(exc, p)}"
             ) from exc
         self._connection, self._channel, self.name = conn, channel, name
 

@@ -127,7 +127,11 @@ class RedisBroker(Broker):
                 for m in messages:
                     self._bind(pipe, m)
                     pipe.lpush(self.prefix + priority_key(m.queue, m.priority), self._encode(m))
-                pipe.execute()
+                pipe.execute()  # reads every reply: a refused LPUSH raises
+        except redis.ResponseError as exc:
+            # The server answered with an error (out of memory, read-only replica): not a
+            # broken connection, and retrying will not help.
+            raise BrokerError(f"{redact(self.url)} refused the publish: {exc}") from exc
         except redis.RedisError as exc:
             self._bound.clear()
             raise BrokerConnectionError(f"cannot publish to {redact(self.url)}: {exc}") from exc

@@ -31,6 +31,9 @@ log = logging.getLogger("fastq.worker")
 
 #: How often the prefork supervisor looks for control commands (seconds).
 TICK = 0.2
+#: Reopening a control channel the broker refused: first wait and ceiling, in seconds.
+LISTEN_BACKOFF_START = 0.5
+LISTEN_BACKOFF_MAX = 10.0
 
 
 @dataclass(slots=True)
@@ -133,12 +136,13 @@ class ControlServer:
         if self._disabled:
             return
         if self._listener is None and time.monotonic() < self._retry_at:
-            time.sleep(min(timeout, self._retry_at - time.monotonic()))
+            time.sleep(max(0.0, min(timeout, self._retry_at - time.monotonic())))
             return
         try:
             if self._listener is None:
                 self._listener = self.app.broker.control_channel().listen()
                 self.listening.set()
+                self._backoff = 0.0
             commands = self._listener.fetch(timeout)
             for command in commands:
                 self._answer(self._listener, command)
@@ -151,7 +155,7 @@ class ControlServer:
             # (or be held up by) a broker that is not there.
             if self._backoff == 0.0:
                 log.warning("remote control channel failed (%s); reopening it", exc)
-            self._backoff = min(max(self._backoff * 2, 0.5), 5.0)
+            self._backoff = min(LISTEN_BACKOFF_MAX, self._backoff * 2 or LISTEN_BACKOFF_START)
             self._retry_at = time.monotonic() + self._backoff
             self.close()
             time.sleep(min(timeout, 1.0))

@@ -23,7 +23,7 @@ fn publish_error(py: Python<'_>, err: PublishError) -> PyErr {
 }
 
 /// The client's RabbitMQ publisher (see `fastq-core`'s `amqp::publisher`). Safe to share between
-/// threads: calls take turns.
+/// threads: calls take turns to write, and wait for their confirms together.
 #[pyclass(frozen, weakref, module = "fastq._core")]
 pub struct AmqpPublisher {
     inner: Mutex<amqp::AmqpPublisher>,
@@ -41,7 +41,7 @@ impl AmqpPublisher {
 impl AmqpPublisher {
     #[new]
     #[pyo3(signature = (
-        url, *, confirm = false, heartbeat = None, connect_timeout = 10.0, connection_name = None,
+        url, *, confirm = true, heartbeat = None, connect_timeout = 10.0, connection_name = None,
         timeout = None
     ))]
     fn new(
@@ -91,7 +91,9 @@ impl AmqpPublisher {
             .iter()
             .map(outgoing)
             .collect::<PyResult<Vec<_>>>()?;
-        py.detach(|| self.lock().publish(batch, retry))
+        // The publisher is held while the messages are written, not while their confirms come
+        // back: other threads' calls overlap their waits.
+        py.detach(|| amqp::publish_via(&self.inner, batch, retry))
             .map_err(|e| publish_error(py, e))
     }
 

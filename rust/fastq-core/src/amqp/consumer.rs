@@ -28,7 +28,7 @@ use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions, BasicRejectOptions,
     ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
 };
-use lapin::protocol::AMQPErrorKind;
+use lapin::protocol::{AMQPErrorKind, AMQPHardError, AMQPSoftError};
 use lapin::types::FieldTable;
 use lapin::uri::AMQPUri;
 use lapin::{Channel, Connection, ConnectionProperties, ErrorKind, ExchangeKind};
@@ -437,6 +437,7 @@ pub(super) async fn connect(
         uri.query.heartbeat = heartbeat;
     }
     let props = ConnectionProperties::default().with_connection_name(name.to_owned().into());
+    let target = Target::of(&uri);
     let connect = Connection::connect_uri_with_runtime(
         uri,
         props,
@@ -444,11 +445,101 @@ pub(super) async fn connect(
     );
     match tokio::time::timeout(limit, connect).await {
         Ok(Ok(connection)) => Ok(connection),
-        Ok(Err(e)) => Err(AmqpError::Connection(format!("cannot connect: {e}"))),
+        Ok(Err(e)) => Err(AmqpError::Connection(format!(
+            "cannot connect: {}",
+            target.why(&e)
+        ))),
         Err(_) => Err(AmqpError::Connection(format!(
-            "cannot connect: no answer within {limit:.0?}"
+            "cannot connect: no answer from {}:{} within {limit:.0?} (a host that is down or \
+             a firewall dropping the packets)",
+            target.host, target.port
         ))),
     }
+}
+
+/// What a failed connection attempt was aimed at, to say why it failed in words an operator can
+/// act on. Never the password.
+struct Target {
+    host: String,
+    port: u16,
+    user: String,
+    vhost: String,
+    tls: bool,
+}
+
+impl Target {
+    fn of(uri: &AMQPUri) -> Self {
+        Target {
+            host: uri.authority.host.clone(),
+            port: uri.authority.port,
+            user: uri.authority.userinfo.username.clone(),
+            vhost: uri.vhost.clone(),
+            tls: uri.scheme == lapin::uri::AMQPScheme::AMQPS,
+        }
+    }
+
+    fn why(&self, e: &lapin::Error) -> String {
+        let (host, port) = (&self.host, self.port);
+        match e.kind() {
+            ErrorKind::ProtocolError(err) => {
+                let said = err.get_message();
+                match err.kind() {
+                    AMQPErrorKind::Soft(AMQPSoftError::ACCESSREFUSED) => format!(
+                        "login refused for user {:?}: wrong user name or password, or the \
+                         user may not log in from here (broker said: {said})",
+                        self.user
+                    ),
+                    AMQPErrorKind::Hard(AMQPHardError::NOTALLOWED) => format!(
+                        "virtual host {:?} does not exist or user {:?} has no permission on \
+                         it (broker said: {said})",
+                        self.vhost, self.user
+                    ),
+                    _ => format!("the broker refused the connection: {said}"),
+                }
+            }
+            ErrorKind::IOError(io) => {
+                let text = io.to_string();
+                match io.kind() {
+                    std::io::ErrorKind::ConnectionRefused => format!(
+                        "connection refused by {host}:{port}: nothing listens there (is \
+                         RabbitMQ running, and is this its port?)"
+                    ),
+                    // rustls's alerts reach us as I/O errors; a plain AMQP server answers a TLS
+                    // hello with bytes rustls calls corrupt.
+                    _ if self.tls && is_tls_failure(&text) => format!(
+                        "TLS handshake with {host}:{port} failed ({text}): the server does not \
+                         speak TLS there. amqps:// needs RabbitMQ's TLS listener (usually port \
+                         5671); use amqp:// for the plain one (5672)"
+                    ),
+                    _ if text.contains("lookup") || text.contains("resolve") => {
+                        format!("cannot resolve the host name {host:?}: {text}")
+                    }
+                    std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::ConnectionReset
+                        if !self.tls =>
+                    {
+                        format!(
+                            "{host}:{port} closed the connection during the AMQP handshake \
+                             ({text}): is it a TLS port (then use amqps://) or not RabbitMQ?"
+                        )
+                    }
+                    _ => format!("{host}:{port}: {text}"),
+                }
+            }
+            _ => e.to_string(),
+        }
+    }
+}
+
+fn is_tls_failure(text: &str) -> bool {
+    [
+        "corrupt message",
+        "InvalidContentType",
+        "HandshakeFailure",
+        "handshake",
+        "certificate",
+    ]
+    .iter()
+    .any(|needle| text.contains(needle))
 }
 
 pub(super) async fn close(connection: &Connection, who: &str) {

@@ -6,8 +6,13 @@
 //! every message has been written to the socket (lapin resolves a publish when its last frame is
 //! written), so a `.delay()` followed by the process exiting loses nothing the kernel accepted.
 //! The frames of a batch are all queued before the first wait, so a batch costs one wake-up of
-//! lapin's I/O thread, not one per message. With publisher confirms a call waits instead for the
-//! broker's ack of every message; a nack is an error naming the task.
+//! lapin's I/O thread, not one per message. With publisher confirms (fastq's default) a call
+//! waits instead for the broker's ack of every message, once for the whole batch: the acks of a
+//! batch are awaited together after its last frame is queued, so a batch costs about one round
+//! trip (and one fsync of the broker's) more, not one per message. A call shared between
+//! threads (`publish_via` on a mutex) holds the publisher only while it writes: threads wait for
+//! their confirms together. A nack is an error naming the task. Without confirms, a broker that
+//! dies loses what it had received but not yet written to disk, though the call returned.
 //!
 //! The runtime and the connection are created on first use, in the process that uses them, so an
 //! app built before a fork starts no thread. A forked child sees the parent's pid on them and
@@ -17,7 +22,8 @@
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::pin::Pin;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use futures_lite::future::poll_once;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions};
@@ -40,15 +46,17 @@ use crate::protocol::TaskMessage;
 pub struct PublisherConfig {
     /// An AMQP URI lapin understands (`amqp://` or `amqps://`, vhost percent-encoded).
     pub url: String,
-    /// Publisher confirms (`broker_confirm_publish`): wait for the broker's ack of each message.
+    /// Publisher confirms (`broker_confirm_publish`, on by default): a call returns once the
+    /// broker acked every message of it, so a returned `.delay()` means the task is queued.
     pub confirm: bool,
     /// Seconds; `None` takes the broker's proposal, `Some(0)` disables heartbeats.
     pub heartbeat: Option<u16>,
     pub connect_timeout: Duration,
     /// Shown by `rabbitmqctl list_connections client_properties` (and how to close it by hand).
     pub connection_name: String,
-    /// Longest wait for the writes (and confirms) of one call; `None` waits as long as the
-    /// connection lives, as py-amqp does.
+    /// `publish_timeout`: the longest a call waits without progress (for its next write to
+    /// finish or its next confirm to come); `None` waits as long as the connection lives, as
+    /// py-amqp does.
     pub timeout: Option<Duration>,
 }
 
@@ -118,6 +126,8 @@ struct Failure {
     error: PublishError,
     /// A lost connection: another attempt may succeed. A refusal will not.
     retryable: bool,
+    /// The session it happened on (`Session::serial`), dropped unless it was a nack.
+    session: Option<u64>,
 }
 
 impl Failure {
@@ -126,7 +136,13 @@ impl Failure {
             done,
             error,
             retryable,
+            session: None,
         }
+    }
+
+    fn on(mut self, session: u64) -> Self {
+        self.session = Some(session);
+        self
     }
 
     /// A lapin error while publishing: a channel-level refusal, or the connection.
@@ -147,6 +163,9 @@ impl Failure {
 }
 
 struct Session {
+    /// Tells this connection from the next one: a failure seen by a thread that waited for
+    /// confirms without the publisher drops the session it happened on, not a newer one.
+    serial: u64,
     connection: Connection,
     channel: Channel,
     /// Queues (by name) and `exchange:<name>`s declared on this connection.
@@ -164,6 +183,10 @@ struct State {
     pid: u32,
     rt: Runtime,
     session: Option<Session>,
+    serial: u64,
+    /// One clone per call waiting for confirms on the runtime without the publisher: `close`
+    /// lets them finish before it stops the runtime.
+    waiters: Arc<()>,
 }
 
 pub struct AmqpPublisher {
@@ -213,29 +236,7 @@ impl AmqpPublisher {
     /// is reopened once and the messages not yet out are sent again. Returns how many times it
     /// reconnected after a loss (0 or 1), for the caller's log.
     pub fn publish(&mut self, batch: Vec<Outgoing>, retry: bool) -> Result<u32, PublishError> {
-        // Every message is encoded before the first is sent: one that cannot be, sends none.
-        let mut pubs = self.prepare_all(&batch)?;
-        let mut start = 0;
-        let mut reconnects = 0;
-        while !pubs.is_empty() {
-            match self.send(&mut pubs) {
-                Ok(()) => break,
-                Err(failure) => {
-                    self.drop_session();
-                    start += failure.done;
-                    if !(retry && failure.retryable && reconnects == 0) {
-                        return Err(match failure.error {
-                            PublishError::Amqp(e) => e.context(&self.display_url).into(),
-                            other => other,
-                        });
-                    }
-                    reconnects += 1;
-                    // The dead channel took the frames' properties: the rest are prepared again.
-                    pubs = self.prepare_all(&batch[start..])?;
-                }
-            }
-        }
-        Ok(reconnects)
+        publish_via(self, batch, retry)
     }
 
     fn prepare_all(&self, batch: &[Outgoing]) -> Result<Vec<Publication>, PublishError> {
@@ -251,6 +252,15 @@ impl AmqpPublisher {
             }
             if let Some(session) = &state.session {
                 state.rt.block_on(close(&session.connection, "publisher"));
+            }
+            // Calls still waiting for confirms run on this runtime: with the connection closed
+            // they settle at once. One that does not is left its runtime (leaked, not stopped).
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Arc::strong_count(&state.waiters) > 1 && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            if Arc::strong_count(&state.waiters) > 1 {
+                std::mem::forget(state);
             }
         }
     }
@@ -281,16 +291,21 @@ impl AmqpPublisher {
         })
     }
 
-    /// Forgets a session that failed; a broken connection fails its close at once.
-    fn drop_session(&mut self) {
+    /// Forgets the session a failure happened on (if it is still the current one); a broken
+    /// connection fails its close at once.
+    fn drop_session(&mut self, serial: u64) {
         if let Some(state) = self.state.as_mut() {
-            if let Some(session) = state.session.take() {
-                state.rt.block_on(close(&session.connection, "publisher"));
+            if state.session.as_ref().is_some_and(|s| s.serial == serial) {
+                if let Some(session) = state.session.take() {
+                    state.rt.block_on(close(&session.connection, "publisher"));
+                }
             }
         }
     }
 
-    fn send(&mut self, pubs: &mut [Publication]) -> Result<(), Failure> {
+    /// Declares what the messages need and writes them; with confirms, returns the confirms to
+    /// wait for, which the caller awaits without holding the publisher.
+    fn send(&mut self, pubs: &mut [Publication]) -> Result<Option<Unconfirmed>, Failure> {
         let cfg = &self.cfg;
         let queues = &self.queues;
         let state = state_of(&mut self.state).map_err(|e| Failure::new(0, e.into(), false))?;
@@ -303,9 +318,10 @@ impl AmqpPublisher {
         }
         if state.session.is_none() {
             let handle = state.rt.handle().clone();
+            state.serial += 1;
             let session = state
                 .rt
-                .block_on(open(cfg, handle))
+                .block_on(open(cfg, handle, state.serial))
                 .map_err(|e| Failure::new(0, e.into(), true))?;
             state.session = Some(session);
         }
@@ -316,28 +332,170 @@ impl AmqpPublisher {
                 true,
             ));
         };
-        state.rt.block_on(async {
-            declare_for(session, queues, pubs).await?;
-            let sent = publish_all(&session.channel, pubs, cfg.confirm);
-            match cfg.timeout {
-                None => sent.await,
-                Some(limit) => match tokio::time::timeout(limit, sent).await {
-                    Ok(result) => result,
-                    Err(_) => Err(Failure::new(
-                        0,
-                        AmqpError::Connection(format!(
-                            "{} message(s) not {} within {limit:.0?}; some may have reached \
-                             the broker",
-                            pubs.len(),
-                            if cfg.confirm { "confirmed" } else { "written" },
-                        ))
-                        .into(),
-                        false,
-                    )),
-                },
-            }
-        })
+        let serial = session.serial;
+        let confirms = state
+            .rt
+            .block_on(async {
+                declare_for(session, queues, pubs).await?;
+                publish_all(&session.channel, pubs, cfg.confirm, cfg.timeout).await
+            })
+            .map_err(|f| f.on(serial))?;
+        if !cfg.confirm {
+            return Ok(None);
+        }
+        Ok(Some(Unconfirmed {
+            handle: state.rt.handle().clone(),
+            _waiter: Arc::clone(&state.waiters),
+            serial,
+            stall: cfg.timeout,
+            confirms: pubs
+                .iter()
+                .map(|p| p.task_id.clone())
+                .zip(confirms)
+                .collect(),
+        }))
     }
+}
+
+/// How a publisher is reached: owned (`&mut`), or shared between threads behind a mutex, which
+/// is released while a call waits for its confirms so that the calls of several threads
+/// overlap their round trips to the broker (and its disk writes) instead of queueing for them.
+pub trait Access {
+    fn with<R>(&mut self, f: impl FnOnce(&mut AmqpPublisher) -> R) -> R;
+}
+
+impl Access for &mut AmqpPublisher {
+    fn with<R>(&mut self, f: impl FnOnce(&mut AmqpPublisher) -> R) -> R {
+        f(self)
+    }
+}
+
+impl Access for &Mutex<AmqpPublisher> {
+    fn with<R>(&mut self, f: impl FnOnce(&mut AmqpPublisher) -> R) -> R {
+        // A panic mid-publish leaves nothing half-updated that the next call cannot handle.
+        f(&mut self.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
+/// Encodes every message, then publishes them in order on this process's connection (opened,
+/// or reopened when it broke, first) and, with confirms, waits for the broker's acks of all of
+/// them without holding the publisher. With `retry`, a connection lost part-way is reopened
+/// once and the messages not yet out (or not acked) are sent again. Returns how many times it
+/// reconnected after a loss (0 or 1), for the caller's log.
+pub fn publish_via(
+    mut publisher: impl Access,
+    batch: Vec<Outgoing>,
+    retry: bool,
+) -> Result<u32, PublishError> {
+    // Every message is encoded before the first is sent: one that cannot be, sends none.
+    let mut pubs = publisher.with(|p| p.prepare_all(&batch))?;
+    let mut start = 0;
+    let mut reconnects = 0;
+    while !pubs.is_empty() {
+        let failure = match publisher.with(|p| p.send(&mut pubs)) {
+            Ok(None) => break,
+            Ok(Some(unconfirmed)) => match unconfirmed.wait() {
+                Ok(()) => break,
+                Err(failure) => failure,
+            },
+            Err(failure) => failure,
+        };
+        let refused = matches!(failure.error, PublishError::Refused(_));
+        let display_url = publisher.with(|p| {
+            // A nack leaves the channel as it was; anything else ends the session.
+            if let (Some(serial), false) = (failure.session, refused) {
+                p.drop_session(serial);
+            }
+            p.display_url.clone()
+        });
+        start += failure.done;
+        if !(retry && failure.retryable && reconnects == 0) {
+            return Err(match failure.error {
+                PublishError::Amqp(e) => e.context(&display_url).into(),
+                other => other,
+            });
+        }
+        reconnects += 1;
+        // The dead channel took the frames' properties: the rest are prepared again.
+        pubs = publisher.with(|p| p.prepare_all(&batch[start..]))?;
+    }
+    Ok(reconnects)
+}
+
+/// The confirms of one call's messages, in order, with their task ids.
+struct Unconfirmed {
+    handle: Handle,
+    _waiter: Arc<()>,
+    serial: u64,
+    /// `publish_timeout`: the longest wait for the next confirm.
+    stall: Option<Duration>,
+    confirms: Vec<(String, PublisherConfirm)>,
+}
+
+impl Unconfirmed {
+    fn wait(self) -> Result<(), Failure> {
+        let Unconfirmed {
+            handle,
+            _waiter,
+            serial,
+            stall,
+            confirms,
+        } = self;
+        let total = confirms.len();
+        let settle = async move {
+            for (i, (task_id, pending)) in confirms.into_iter().enumerate() {
+                let Some(settled) = within(stall, pending).await else {
+                    return Err(timed_out(total - i, stall.unwrap_or_default(), true));
+                };
+                match settled {
+                    Ok(Confirmation::Ack(_) | Confirmation::NotRequested) => {}
+                    Ok(Confirmation::Nack(_)) => {
+                        return Err(Failure::new(
+                            i,
+                            PublishError::Refused(format!(
+                                "the broker refused (nacked) task {task_id}: it was not queued"
+                            )),
+                            false,
+                        ))
+                    }
+                    Err(e) => return Err(Failure::lapin(i, "waiting for the confirm", &e)),
+                }
+            }
+            Ok(())
+        };
+        handle.block_on(settle).map_err(|f| f.on(serial))
+    }
+}
+
+/// Awaits `fut`, or gives up (None) after `stall` without it settling. A future that is
+/// already settled arms no timer (one per message of a batch would wake the runtime for
+/// nothing); the limit is on a wait without progress, so a large batch that keeps moving is
+/// never cut short.
+async fn within<F: Future>(stall: Option<Duration>, fut: F) -> Option<F::Output> {
+    let mut fut = std::pin::pin!(fut);
+    if let Some(out) = poll_once(fut.as_mut()).await {
+        return Some(out);
+    }
+    match stall {
+        None => Some(fut.await),
+        Some(limit) => tokio::time::timeout(limit, fut).await.ok(),
+    }
+}
+
+fn timed_out(count: usize, limit: Duration, confirm: bool) -> Failure {
+    let message = if confirm {
+        format!(
+            "the broker confirmed none of the last {count} message(s) for {limit:.0?} \
+             (publish_timeout); it may be blocking publishers (a memory or disk alarm). Some of \
+             them may be queued"
+        )
+    } else {
+        format!(
+            "none of the last {count} message(s) could be written for {limit:.0?} \
+             (publish_timeout; the broker may be blocking publishers); some may have reached it"
+        )
+    };
+    Failure::new(0, AmqpError::Connection(message).into(), false)
 }
 
 impl Drop for AmqpPublisher {
@@ -358,6 +516,8 @@ fn state_of(slot: &mut Option<State>) -> Result<&mut State, AmqpError> {
             pid,
             rt,
             session: None,
+            serial: 0,
+            waiters: Arc::new(()),
         });
     }
     match slot.as_mut() {
@@ -420,7 +580,7 @@ fn basic_properties(
     Ok(props)
 }
 
-async fn open(cfg: &PublisherConfig, handle: Handle) -> Result<Session, AmqpError> {
+async fn open(cfg: &PublisherConfig, handle: Handle, serial: u64) -> Result<Session, AmqpError> {
     let limit = cfg.connect_timeout;
     let connection = connect(&cfg.url, cfg.heartbeat, &cfg.connection_name, limit, handle).await?;
     let set_up = async {
@@ -438,6 +598,7 @@ async fn open(cfg: &PublisherConfig, handle: Handle) -> Result<Session, AmqpErro
     };
     let channel = set_up_or_close(&connection, "publisher", limit, set_up).await?;
     Ok(Session {
+        serial,
         connection,
         channel,
         declared: HashSet::new(),
@@ -503,14 +664,15 @@ enum Queued<'a> {
     Settled(lapin::Result<PublisherConfirm>),
 }
 
-/// Queues every message's frames, then waits until the last is written (and, with confirms,
-/// until every message is acked). The frames take each message's exchange, routing key and
-/// properties (no copy per message); its body and task id stay.
+/// Queues every message's frames, then waits until the last is written; with confirms, returns
+/// each message's pending confirm, in order. The frames take each message's exchange, routing
+/// key and properties (no copy per message); its body and task id stay.
 async fn publish_all(
     channel: &Channel,
     pubs: &mut [Publication],
     confirm: bool,
-) -> Result<(), Failure> {
+    stall: Option<Duration>,
+) -> Result<Vec<PublisherConfirm>, Failure> {
     let taken: Vec<_> = pubs
         .iter_mut()
         .map(|p| {
@@ -540,9 +702,13 @@ async fn publish_all(
         });
     }
     let mut confirms = Vec::with_capacity(if confirm { pubs.len() } else { 0 });
+    let total = queued.len();
     for (i, q) in queued.into_iter().enumerate() {
         let written = match q {
-            Queued::Writing(write) => write.await,
+            Queued::Writing(write) => match within(stall, write).await {
+                Some(written) => written,
+                None => return Err(timed_out(total - i, stall.unwrap_or_default(), false)),
+            },
             Queued::Settled(result) => result,
         };
         match written {
@@ -554,23 +720,7 @@ async fn publish_all(
             }
         }
     }
-    for (i, pending) in confirms.into_iter().enumerate() {
-        match pending.await {
-            Ok(Confirmation::Ack(_) | Confirmation::NotRequested) => {}
-            Ok(Confirmation::Nack(_)) => {
-                return Err(Failure::new(
-                    i,
-                    PublishError::Refused(format!(
-                        "the broker refused (nacked) task {}: it was not queued",
-                        pubs[i].task_id
-                    )),
-                    false,
-                ))
-            }
-            Err(e) => return Err(Failure::lapin(i, "waiting for the confirm", &e)),
-        }
-    }
-    Ok(())
+    Ok(confirms)
 }
 
 /// How many of the first messages were acked before the connection broke (the rest are sent
