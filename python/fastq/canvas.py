@@ -471,6 +471,10 @@ class chain(Signature):  # Celery's lower-case name
     def __call__(self, *args: Any, **kwargs: Any) -> ResultNode:
         return self.apply_async(args, kwargs)
 
+    if TYPE_CHECKING:  # Signature.delay, sending this chain: its last step's result
+
+        def delay(self, *args: Any, **kwargs: Any) -> ResultNode: ...  # type: ignore[override]
+
     def clone(
         self,
         args: Iterable[Any] | None = None,
@@ -653,6 +657,10 @@ class group(Signature):  # Celery's lower-case name
 
     def __call__(self, *args: Any, **kwargs: Any) -> ResultNode:
         return self.apply_async(args, kwargs)
+
+    if TYPE_CHECKING:  # Signature.delay, sending this group
+
+        def delay(self, *args: Any, **kwargs: Any) -> GroupResult: ...  # type: ignore[override]
 
     def clone(
         self,
@@ -841,6 +849,10 @@ class chord(Signature):  # Celery's lower-case name
         if body is not None:
             self.body = body
         return self.apply_async((), **options)
+
+    if TYPE_CHECKING:  # Signature.delay, sending this chord: its body's result
+
+        def delay(self, *args: Any, **kwargs: Any) -> ResultNode: ...  # type: ignore[override]
 
     def __or__(self, other: Any) -> Signature:
         if isinstance(other, Signature) and not isinstance(other, (group, chain)):

@@ -130,6 +130,10 @@ class chunks(_BuiltinCall):  # Celery's lower-case name
     def __call__(self, **options: Any) -> ResultNode:  # type: ignore[override]
         return self.apply_async(**options)
 
+    if TYPE_CHECKING:  # Signature.delay, sending the group
+
+        def delay(self, *args: Any, **kwargs: Any) -> ResultNode: ...  # type: ignore[override]
+
     def group(self) -> canvas.group:
         """The group of ``xstarmap`` signatures, one per ``n`` items."""
         task, it, n = self.kwargs["task"], self.kwargs["it"], self.kwargs["n"]

@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Coroutine
 from typing import Any
 
-from fastq import App, AsyncResult, Celery, GroupResult, Signature, Task, group
-from fastq.result import EagerResult
+from fastq import App, AsyncResult, Celery, GroupResult, Signature, Task, chain, group
+from fastq.result import EagerResult, ResultNode
 from typing_extensions import assert_type
 
 app = App("typing")
@@ -98,8 +98,13 @@ assert_type(add.s(1).set(countdown=10).apply_async((2,)).get(), int)
 assert_type(add.si(1, 2), Signature[int])
 add.si("a", 2)  # type: ignore[arg-type]
 add.si(1)  # type: ignore[call-arg]
-assert_type((add.s(1, 2) | add.s(3)).delay().get(), Any)
+# Workflows: a group's result is a GroupResult; a chain's is its last step's, which may be a
+# group's, so only a ResultNode (``|`` builds a plain Signature: AsyncResult[Any]).
+assert_type(group(add.s(1, 1), add.s(2, 2)).delay(), GroupResult)
 assert_type(group(add.s(1, 1), add.s(2, 2)).apply(), GroupResult)
+assert_type(chain(add.s(1, 2), add.s(3)).delay(), ResultNode)
+assert_type(chain(add.s(1, 2), add.s(3)).apply_async(), ResultNode)
+assert_type((add.s(1, 2) | add.s(3)).delay().get(), Any)
 
 # -- Celery's name for the app ------------------------------------------------------------------
 celery_app = Celery("typing-celery")
