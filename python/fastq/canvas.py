@@ -655,7 +655,7 @@ class group(Signature):  # Celery's lower-case name
             return chord(self, other, app=self._app)
         return super().__or__(other)
 
-    def __call__(self, *args: Any, **kwargs: Any) -> ResultNode:
+    def __call__(self, *args: Any, **kwargs: Any) -> GroupResult:
         return self.apply_async(args, kwargs)
 
     if TYPE_CHECKING:  # Signature.delay, sending this group
@@ -709,7 +709,27 @@ class group(Signature):  # Celery's lower-case name
         ]
         return GroupResult(gid, results, app=self.app)
 
-    def apply_async(  # type: ignore[override]
+    # Only a worker sends a group with ``chain`` (the steps after it): that makes it a chord,
+    # whose result is the body's.
+    @overload  # type: ignore[override]
+    def apply_async(
+        self,
+        args: Iterable[Any] | None = None,
+        kwargs: Mapping[str, Any] | None = None,
+        *,
+        chain: None = None,
+        **options: Any,
+    ) -> GroupResult: ...
+    @overload
+    def apply_async(
+        self,
+        args: Iterable[Any] | None = None,
+        kwargs: Mapping[str, Any] | None = None,
+        *,
+        chain: Sequence[Any],
+        **options: Any,
+    ) -> ResultNode: ...
+    def apply_async(
         self,
         args: Iterable[Any] | None = None,
         kwargs: Mapping[str, Any] | None = None,

@@ -101,6 +101,8 @@ add.si(1)  # type: ignore[call-arg]
 # Workflows: a group's result is a GroupResult; a chain's is its last step's, which may be a
 # group's, so only a ResultNode (``|`` builds a plain Signature: AsyncResult[Any]).
 assert_type(group(add.s(1, 1), add.s(2, 2)).delay(), GroupResult)
+assert_type(group(add.s(1, 1), add.s(2, 2))(), GroupResult)
+assert_type(group(add.s(1, 1), add.s(2, 2)).apply_async(countdown=1).get(), list[Any])
 assert_type(group(add.s(1, 1), add.s(2, 2)).apply(), GroupResult)
 assert_type(chain(add.s(1, 2), add.s(3)).delay(), ResultNode)
 assert_type(chain(add.s(1, 2), add.s(3)).apply_async(), ResultNode)
