@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 from functools import cached_property
-from typing import Any, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 from fastq import builtin_tasks, protocol
 from fastq.backends import Backend, backend_from_url
@@ -21,7 +21,31 @@ from fastq.result import AsyncResult
 from fastq.routing import Router
 from fastq.task import Context, Task
 
-F = TypeVar("F", bound=Callable[..., Any])
+if TYPE_CHECKING:
+    from collections.abc import Coroutine
+    from typing import Concatenate, Protocol
+
+    from fastq._typing import P, R
+
+    # What ``@app.task(...)`` returns: a decorator generic in the function it gets. An
+    # ``async def`` function's R is the value its coroutine returns (first overload).
+    class TaskDecorator(Protocol):
+        @overload
+        def __call__(
+            self, fun: Callable[P, Coroutine[Any, Any, R]]
+        ) -> Task[P, R, Coroutine[Any, Any, R]]: ...
+        @overload
+        def __call__(self, fun: Callable[P, R]) -> Task[P, R]: ...
+
+    # ``@app.task(bind=True)``: the first parameter (the task itself) is not one of P.
+    class BoundTaskDecorator(Protocol):
+        @overload
+        def __call__(
+            self, fun: Callable[Concatenate[Any, P], Coroutine[Any, Any, R]]
+        ) -> Task[P, R, Coroutine[Any, Any, R]]: ...
+        @overload
+        def __call__(self, fun: Callable[Concatenate[Any, P], R]) -> Task[P, R]: ...
+
 
 _current: App | None = None
 _default: App | None = None
@@ -141,9 +165,23 @@ class App:
 
     # -- tasks -----------------------------------------------------------------------------------
     @overload
-    def task(self, fun: F) -> Task: ...
+    def task(
+        self, fun: Callable[P, Coroutine[Any, Any, R]]
+    ) -> Task[P, R, Coroutine[Any, Any, R]]: ...
     @overload
-    def task(self, fun: None = None, **options: Any) -> Callable[[F], Task]: ...
+    def task(self, fun: Callable[P, R]) -> Task[P, R]: ...
+    @overload
+    def task(
+        self, fun: None = None, *, bind: Literal[True], **options: Any
+    ) -> BoundTaskDecorator: ...
+    @overload
+    def task(
+        self, fun: None = None, *, bind: Literal[False] = False, **options: Any
+    ) -> TaskDecorator: ...
+    @overload  # ``bind`` not known statically: the first parameter may or may not be P's
+    def task(
+        self, fun: None = None, *, bind: bool, **options: Any
+    ) -> Callable[[Callable[..., Any]], Task[..., Any]]: ...
     def task(self, fun: Callable[..., Any] | None = None, **options: Any) -> Any:
         """Registers a function as a task: ``@app.task`` or ``@app.task(name=..., bind=True)``."""
         unknown = set(options) - Task.OPTIONS

@@ -18,7 +18,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from copy import deepcopy
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar, overload
 
-from fastq.result import AsyncResult, GroupResult, ResultNode
+from fastq._typing import R
+from fastq.result import AsyncResult, EagerResult, GroupResult, ResultNode
 
 if TYPE_CHECKING:
     from fastq.app import App
@@ -88,13 +89,18 @@ class _Field(Generic[T]):
         obj[self.key] = self.convert(value)
 
 
-class Signature(dict):  # type: ignore[type-arg]
+class Signature(dict, Generic[R]):  # type: ignore[type-arg]
     """A task call that can be passed around, sent later, linked or combined::
 
     add.s(2, 2)  # Signature("proj.add", (2, 2))
     add.s(2).delay(3)  # partial args go first: add(3, 2)
     add.si(1, 1)  # immutable: ignores a parent's result
     add.s(1, 1).set(countdown=10, queue="low")
+
+    ``Signature[R]``: one task's call, sent as an ``AsyncResult[R]``. The workflows (``chain``,
+    ``group``, ``chord``, the maps) are ``Signature[Any]`` and send a ``ResultNode`` (a group's
+    is a ``GroupResult``): their overrides are marked ``type: ignore[override]``, as a group is
+    not a call whose result is one value.
     """
 
     #: ``subtask_type`` -> class, so ``signature(dict)`` rebuilds chains, groups and chords.
@@ -226,7 +232,7 @@ class Signature(dict):  # type: ignore[type-arg]
         args: Iterable[Any] | None = None,
         kwargs: Mapping[str, Any] | None = None,
         **options: Any,
-    ) -> Signature:
+    ) -> Signature[R]:
         """A copy, with partial args/kwargs/options merged in as ``apply_async`` would."""
         args, kwargs, merged = self._merge(args, kwargs, options)
         copy = Signature.from_dict(
@@ -245,7 +251,7 @@ class Signature(dict):  # type: ignore[type-arg]
 
     partial = clone
 
-    def set(self, immutable: bool | None = None, **options: Any) -> Signature:
+    def set(self, immutable: bool | None = None, **options: Any) -> Signature[R]:
         """Sets sending options (``countdown``, ``queue``, ``task_id``...); returns ``self``."""
         if immutable is not None:
             self.immutable = immutable
@@ -275,7 +281,7 @@ class Signature(dict):  # type: ignore[type-arg]
         more than one argument and the worker that runs the task has it (Celery's rule)."""
         return self._append_option("link_error", errback)
 
-    def on_error(self, errback: Mapping[str, Any]) -> Signature:
+    def on_error(self, errback: Mapping[str, Any]) -> Signature[R]:
         """``link_error`` that returns ``self``, for ``add.s(1).on_error(log.s()).delay()``."""
         self.link_error(errback)
         return self
@@ -324,7 +330,7 @@ class Signature(dict):  # type: ignore[type-arg]
         args, kwargs, _ = self._merge(args, kwargs)
         return task(*args, **kwargs)
 
-    def delay(self, *args: Any, **kwargs: Any) -> ResultNode:
+    def delay(self, *args: Any, **kwargs: Any) -> AsyncResult[R]:
         return self.apply_async(args, kwargs)
 
     def apply_async(
@@ -332,7 +338,7 @@ class Signature(dict):  # type: ignore[type-arg]
         args: Iterable[Any] | None = None,
         kwargs: Mapping[str, Any] | None = None,
         **options: Any,
-    ) -> ResultNode:
+    ) -> AsyncResult[R]:
         """Sends the task; ``args`` go before the stored ones, ``options`` override."""
         options = {k: v for k, v in options.items() if v is not None}
         args, kwargs, options = self._merge(args, kwargs, options)
@@ -343,7 +349,7 @@ class Signature(dict):  # type: ignore[type-arg]
         args: Iterable[Any] | None = None,
         kwargs: Mapping[str, Any] | None = None,
         **options: Any,
-    ) -> ResultNode:
+    ) -> EagerResult[R]:
         """Runs the task here and now (eager), with its callbacks; returns an ``EagerResult``."""
         options = {k: v for k, v in options.items() if v is not None}
         args, kwargs, options = self._merge(args, kwargs, options)
@@ -465,6 +471,10 @@ class chain(Signature):  # Celery's lower-case name
     def __call__(self, *args: Any, **kwargs: Any) -> ResultNode:
         return self.apply_async(args, kwargs)
 
+    if TYPE_CHECKING:  # Signature.delay, sending this chain: its last step's result
+
+        def delay(self, *args: Any, **kwargs: Any) -> ResultNode: ...  # type: ignore[override]
+
     def clone(
         self,
         args: Iterable[Any] | None = None,
@@ -526,7 +536,7 @@ class chain(Signature):  # Celery's lower-case name
         self.kwargs["tasks"] = steps
         return _freeze_steps(steps, _id, group_id, chord, group_index, root_id)
 
-    def apply_async(
+    def apply_async(  # type: ignore[override]
         self,
         args: Iterable[Any] | None = None,
         kwargs: Mapping[str, Any] | None = None,
@@ -558,7 +568,7 @@ class chain(Signature):  # Celery's lower-case name
         first.apply_async(args, kwargs, chain=remaining or None, **options)
         return result
 
-    def apply(
+    def apply(  # type: ignore[override]
         self,
         args: Iterable[Any] | None = None,
         kwargs: Mapping[str, Any] | None = None,
@@ -645,8 +655,12 @@ class group(Signature):  # Celery's lower-case name
             return chord(self, other, app=self._app)
         return super().__or__(other)
 
-    def __call__(self, *args: Any, **kwargs: Any) -> ResultNode:
+    def __call__(self, *args: Any, **kwargs: Any) -> GroupResult:
         return self.apply_async(args, kwargs)
+
+    if TYPE_CHECKING:  # Signature.delay, sending this group
+
+        def delay(self, *args: Any, **kwargs: Any) -> GroupResult: ...  # type: ignore[override]
 
     def clone(
         self,
@@ -695,6 +709,26 @@ class group(Signature):  # Celery's lower-case name
         ]
         return GroupResult(gid, results, app=self.app)
 
+    # Only a worker sends a group with ``chain`` (the steps after it): that makes it a chord,
+    # whose result is the body's.
+    @overload  # type: ignore[override]
+    def apply_async(
+        self,
+        args: Iterable[Any] | None = None,
+        kwargs: Mapping[str, Any] | None = None,
+        *,
+        chain: None = None,
+        **options: Any,
+    ) -> GroupResult: ...
+    @overload
+    def apply_async(
+        self,
+        args: Iterable[Any] | None = None,
+        kwargs: Mapping[str, Any] | None = None,
+        *,
+        chain: Sequence[Any],
+        **options: Any,
+    ) -> ResultNode: ...
     def apply_async(
         self,
         args: Iterable[Any] | None = None,
@@ -732,12 +766,12 @@ class group(Signature):  # Celery's lower-case name
             ]
         return GroupResult(gid, results, app=self.app)
 
-    def apply(
+    def apply(  # type: ignore[override]
         self,
         args: Iterable[Any] | None = None,
         kwargs: Mapping[str, Any] | None = None,
         **options: Any,
-    ) -> ResultNode:
+    ) -> GroupResult:
         """Runs every task here, in order; returns a ``GroupResult`` of ``EagerResult``."""
         args, options = self._call_args(args, options)
         gid = options.pop("task_id", None) or str(uuid.uuid4())
@@ -836,6 +870,10 @@ class chord(Signature):  # Celery's lower-case name
             self.body = body
         return self.apply_async((), **options)
 
+    if TYPE_CHECKING:  # Signature.delay, sending this chord: its body's result
+
+        def delay(self, *args: Any, **kwargs: Any) -> ResultNode: ...  # type: ignore[override]
+
     def __or__(self, other: Any) -> Signature:
         if isinstance(other, Signature) and not isinstance(other, (group, chain)):
             copy = self.clone()
@@ -893,7 +931,7 @@ class chord(Signature):  # Celery's lower-case name
         node.parent = header_result
         return body_result
 
-    def apply_async(
+    def apply_async(  # type: ignore[override]
         self,
         args: Iterable[Any] | None = None,
         kwargs: Mapping[str, Any] | None = None,
@@ -932,7 +970,7 @@ class chord(Signature):  # Celery's lower-case name
         body_result.parent = header_result
         return body_result
 
-    def apply(
+    def apply(  # type: ignore[override]
         self,
         args: Iterable[Any] | None = None,
         kwargs: Mapping[str, Any] | None = None,

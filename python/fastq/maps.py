@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from fastq import canvas
 from fastq.canvas import Signature, maybe_signature, send
-from fastq.result import ResultNode
+from fastq.result import AsyncResult, ResultNode
 
 if TYPE_CHECKING:
     from fastq.app import App
@@ -79,7 +79,7 @@ class _basemap(_BuiltinCall):
         args: Iterable[Any] | None = None,
         kwargs: Mapping[str, Any] | None = None,
         **options: Any,
-    ) -> ResultNode:
+    ) -> AsyncResult:
         """Sends the one message."""
         return send(self.app, self.task, (), self.kwargs, self._send_options(options), self.type)
 
@@ -130,13 +130,17 @@ class chunks(_BuiltinCall):  # Celery's lower-case name
     def __call__(self, **options: Any) -> ResultNode:  # type: ignore[override]
         return self.apply_async(**options)
 
+    if TYPE_CHECKING:  # Signature.delay, sending the group
+
+        def delay(self, *args: Any, **kwargs: Any) -> ResultNode: ...  # type: ignore[override]
+
     def group(self) -> canvas.group:
         """The group of ``xstarmap`` signatures, one per ``n`` items."""
         task, it, n = self.kwargs["task"], self.kwargs["it"], self.kwargs["n"]
         parts = (xstarmap(task, it[i : i + n], app=self._app) for i in range(0, len(it), n))
         return canvas.group(parts, app=self._app)
 
-    def apply_async(
+    def apply_async(  # type: ignore[override]
         self,
         args: Iterable[Any] | None = None,
         kwargs: Mapping[str, Any] | None = None,
@@ -145,7 +149,7 @@ class chunks(_BuiltinCall):  # Celery's lower-case name
         """Sends the group; returns its ``GroupResult``."""
         return self.group().apply_async(**self._send_options(options))
 
-    def apply(
+    def apply(  # type: ignore[override]
         self,
         args: Iterable[Any] | None = None,
         kwargs: Mapping[str, Any] | None = None,

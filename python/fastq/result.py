@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import time
 from collections.abc import Generator, Iterator, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic
 
 from fastq import errors, states
+from fastq._typing import R
 from fastq.backends.base import exception_to_meta, meta_to_exception
 
 if TYPE_CHECKING:
@@ -20,8 +21,9 @@ def _current_app() -> App:
     return current_app()
 
 
-class AsyncResult:
-    """The outcome of a task by id: ``state``, ``ready()``, ``get(timeout)``, ``await``."""
+class AsyncResult(Generic[R]):
+    """The outcome of a task by id: ``state``, ``ready()``, ``get(timeout)``, ``await``.
+    ``AsyncResult[R]``: ``get()`` returns an ``R`` (``AsyncResult(id)`` is ``AsyncResult[Any]``)."""
 
     def __init__(
         self,
@@ -116,7 +118,7 @@ class AsyncResult:
         propagate: bool = True,
         interval: float = 0.5,
         **_: Any,
-    ) -> Any:
+    ) -> R:
         """Waits until the task is ready and returns its value; re-raises its exception when
         ``propagate`` (with the original type where it can be imported here)."""
         meta = self._cache or self._set_cache(self.backend.wait_for(self.id, timeout, interval))
@@ -128,7 +130,7 @@ class AsyncResult:
 
     wait = get
 
-    def __await__(self) -> Generator[Any, None, Any]:
+    def __await__(self) -> Generator[Any, None, R]:
         import asyncio  # only here: a worker that never awaits does not pay for the import
 
         return asyncio.to_thread(self.get).__await__()
@@ -146,7 +148,7 @@ class AsyncResult:
         return [[self.id, self.parent.as_tuple() if self.parent else None], None]
 
 
-class EagerResult(AsyncResult):
+class EagerResult(AsyncResult[R]):
     """The outcome of a task run in this process by ``apply()`` / ``task_always_eager``."""
 
     def __init__(

@@ -7,9 +7,10 @@ import threading
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic
 
 from fastq import states
+from fastq._typing import P, R, RCall
 from fastq.errors import Ignore, MaxRetriesExceededError, Retry
 
 if TYPE_CHECKING:
@@ -60,8 +61,12 @@ class Context:
 _DIRECT = Context()
 
 
-class Task:
-    """A task. Created by ``@app.task``; call it directly, or send it with ``delay``."""
+class Task(Generic[P, R, RCall]):
+    """A task. Created by ``@app.task``; call it directly, or send it with ``delay``.
+
+    ``Task[P, R]``: P its parameters (without ``self`` when bound), R its result's value. The
+    third parameter, R unless the function is ``async def``, is what a direct call returns:
+    the coroutine, which only a worker or ``apply`` runs."""
 
     name: str
     app: App
@@ -140,6 +145,14 @@ class Task:
     def __repr__(self) -> str:
         return f"<@task: {self.name} of {self.app.main or 'fastq'}>"
 
+    if not TYPE_CHECKING:
+        # ``Task[P, R]`` is ``Task[P, R, R]`` at run time too (typing's TypeVar has no default
+        # before 3.13), so annotations evaluated at run time work as the checker reads them.
+        def __class_getitem__(cls, params):
+            if isinstance(params, tuple) and len(params) == 2:
+                params = (*params, params[1])
+            return super().__class_getitem__(params)
+
     # -- the request context -----------------------------------------------------------------
     @property
     def request(self) -> Context:
@@ -156,21 +169,23 @@ class Task:
         self._local.stack.pop()
 
     # -- calling -----------------------------------------------------------------------------
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> RCall:
         if self.bind:
             return self.run(self, *args, **kwargs)
         return self.run(*args, **kwargs)
 
-    def delay(self, *args: Any, **kwargs: Any) -> AsyncResult:
+    def delay(self, *args: P.args, **kwargs: P.kwargs) -> AsyncResult[R]:
         """Sends the task with these arguments; returns its ``AsyncResult``."""
         return self.apply_async(args, kwargs)
 
+    # ``args`` and ``kwargs`` are not checked against P: Python's type system cannot split a
+    # ParamSpec into a tuple type and a dict type (``delay`` is the checked way to send).
     def apply_async(
         self,
         args: Sequence[Any] | None = None,
         kwargs: Mapping[str, Any] | None = None,
         **options: Any,
-    ) -> AsyncResult:
+    ) -> AsyncResult[R]:
         """Sends the task with options: ``countdown``, ``eta``, ``expires``, ``queue``,
         ``priority``, ``task_id``, ``serializer``, ``ignore_result``, ``headers``…"""
         for key in ("queue", "exchange", "routing_key", "priority", "serializer", "shadow"):
@@ -203,7 +218,7 @@ class Task:
         retries: int = 0,
         throw: bool | None = None,
         **options: Any,
-    ) -> EagerResult:
+    ) -> EagerResult[R]:
         """Runs the task here and now (eager mode), retries included; returns an
         ``EagerResult``. With ``throw`` (default: ``task_eager_propagates``) failures raise."""
         from fastq.result import EagerResult
@@ -318,7 +333,7 @@ class Task:
         replacement.apply_async(parent_id=request.id)
         raise Ignore("replaced by a new task")
 
-    def AsyncResult(self, task_id: str) -> AsyncResult:
+    def AsyncResult(self, task_id: str) -> AsyncResult[R]:
         from fastq.result import AsyncResult
 
         return AsyncResult(task_id, app=self.app)
@@ -329,18 +344,20 @@ class Task:
         args: Sequence[Any] | None = None,
         kwargs: Mapping[str, Any] | None = None,
         **options: Any,
-    ) -> Signature:
+    ) -> Signature[R]:
         """This task with arguments and options, to send later or combine (``fastq.canvas``)."""
         from fastq.canvas import Signature
 
         immutable = bool(options.pop("immutable", False))
         return Signature(self, args, kwargs, options, immutable=immutable, app=self.app)
 
-    def s(self, *args: Any, **kwargs: Any) -> Signature:
+    # Partial arguments (the rest comes from a parent's result or ``delay``): not checked.
+    def s(self, *args: Any, **kwargs: Any) -> Signature[R]:
         """``add.s(2)``: a signature; in a chain or callback the parent's result comes first."""
         return self.signature(args, kwargs)
 
-    def si(self, *args: Any, **kwargs: Any) -> Signature:
+    # Immutable, so these are all the arguments the task gets: checked against P.
+    def si(self, *args: P.args, **kwargs: P.kwargs) -> Signature[R]:
         """``add.si(2, 2)``: an immutable signature, which ignores the parent's result."""
         return self.signature(args, kwargs, immutable=True)
 
