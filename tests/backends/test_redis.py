@@ -145,3 +145,26 @@ def test_an_unstorable_result_becomes_a_failure_that_says_why(app: App) -> None:
     with pytest.raises(Exception, match="cannot be stored with the json serializer"):
         result.get(timeout=1)
     assert result.state == states.FAILURE
+
+
+def test_a_stored_result_is_returned_with_a_zero_timeout(app: App) -> None:
+    app.backend.mark_as_done("t-zero", "ready")
+    assert AsyncResult("t-zero", app=app).get(timeout=0) == "ready"
+
+
+def test_many_threads_wait_at_once(app: App) -> None:
+    # One subscription connection serves every waiting thread; none waits for another's result.
+    ids = [f"t-many-{i}" for i in range(50)]
+    got: dict[str, object] = {}
+    threads = [
+        threading.Thread(target=lambda i=i: got.update({i: AsyncResult(i, app=app).get(timeout=5)}))
+        for i in ids
+    ]
+    for thread in threads:
+        thread.start()
+    time.sleep(0.2)
+    for i in reversed(ids):  # the last waiter's result first
+        app.backend.mark_as_done(i, i)
+    for thread in threads:
+        thread.join(6)
+    assert got == {i: i for i in ids}

@@ -259,6 +259,13 @@ class Backend(ABC):
             time.sleep(delay)
             delay = min(delay * 2, interval)
 
+    async def wait_async(self, task_id: str, timeout: float | None = None) -> dict[str, Any]:
+        """``wait_for`` for ``await result``. This default spends a thread per waiter; backends
+        with a shared waiter (Redis) or cheap local reads (SQLite, memory) override it."""
+        import asyncio
+
+        return await asyncio.to_thread(self.wait_for, task_id, timeout)
+
     def on_task_sent(self, task_id: str) -> None:  # noqa: B027 - optional hook
         """Called before a task is published (Redis subscribes to its channel here)."""
 
