@@ -94,11 +94,21 @@ def test_result_persistent_makes_replies_persistent(client: App) -> None:
         persistent.close()
 
 
-def test_reply_queue_is_declared_like_celerys(client: App) -> None:
+def test_reply_queue_outlives_a_dropped_connection(client: App) -> None:
+    # Not auto_delete (unlike Celery's): replies sent while the client reconnects wait in it;
+    # x-expires (result_expires here, at most REPLY_QUEUE_GRACE) removes it once the client is gone.
     sent(client)
     rows = rabbitmqctl("list_queues", "name", "durable", "auto_delete", "arguments")
     row = next(line for line in rows.splitlines() if line.startswith(client.oid))
-    assert row.split("\t")[1:3] == ["true", "true"] and '"x-expires",60000' in row
+    assert row.split("\t")[1:3] == ["true", "false"] and '"x-expires",60000' in row
+
+
+def test_close_deletes_the_reply_queue() -> None:
+    app = make_app("rpc://")
+    sent(app)
+    assert queue_state(app.oid)[0] == 0
+    app.close()
+    assert queue_state(app.oid)[0] == -1
 
 
 def test_get_waits_for_the_reply(client: App, worker_app: App) -> None:

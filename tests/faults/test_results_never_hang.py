@@ -20,7 +20,9 @@ import redis
 from fastq import App
 from fastq.canvas import chord, group, signature
 from fastq.result import AsyncResult, GroupResult
+from fastq.task import Context
 
+from tests.amqp_support import AMQP_HOST, rabbitmqctl, requires_rabbitmq
 from tests.faults.redis_server import RedisServer, client_kill_all
 from tests.processes import fastq_worker
 
@@ -303,3 +305,79 @@ def test_redis_error_kinds_are_not_swallowed(own_redis: RedisServer, client: App
     with pytest.raises(Exception) as caught:
         client.AsyncResult(task_id).get(timeout=5)
     assert not isinstance(caught.value, TimeoutError)
+
+
+# -- rpc:// and rabbitmq:// across a dropped connection ------------------------------------------
+@pytest.fixture
+def own_vhost() -> Iterator[str]:
+    name = f"fastq_test_results_{uuid.uuid4().hex[:8]}"
+    rabbitmqctl("add_vhost", name)
+    try:
+        rabbitmqctl("set_permissions", "-p", name, "guest", ".*", ".*", ".*")
+        yield name
+    finally:
+        rabbitmqctl("delete_vhost", name)
+
+
+def close_connections(vhost: str) -> int:
+    """Has the broker close every connection of this vhost (the test's own), none other."""
+    closed = 0
+    for row in rabbitmqctl("list_connections", "pid", "vhost").splitlines():
+        pid, _, name = row.partition("\t")
+        if name.strip() == vhost:
+            rabbitmqctl("close_connection", pid, "fastq test: connection loss")
+            closed += 1
+    return closed
+
+
+def amqp_apps(vhost: str, backend: str) -> tuple[App, App]:
+    url = f"amqp://guest:guest@{AMQP_HOST}/{vhost}"
+    client = App("c", broker=url, backend=backend, set_as_current=False, result_expires=60)
+    worker = App("w", broker=url, backend=backend, set_as_current=False, result_expires=60)
+    return client, worker
+
+
+def reply(worker: App, client: App, task_id: str, value: Any) -> None:
+    """What a worker stores for ``client``'s task (rpc:// replies to its ``reply_to``)."""
+    request = Context(id=task_id, reply_to=client.oid, correlation_id=task_id)
+    worker.backend.mark_as_done(task_id, value, request=request)
+
+
+@requires_rabbitmq
+@pytest.mark.parametrize("backend", ["rpc://", "rabbitmq://"])
+def test_result_stored_while_the_client_is_disconnected(own_vhost: str, backend: str) -> None:
+    client, worker = amqp_apps(own_vhost, backend)
+    try:
+        task_id = str(uuid.uuid4())
+        client.backend.on_task_sent(task_id)  # the reply queue exists and is consumed
+        assert close_connections(own_vhost) == 1
+        time.sleep(0.3)
+        reply(worker, client, task_id, 42)  # before the client notices and reconnects
+        assert client.AsyncResult(task_id).get(timeout=10) == 42
+    finally:
+        client.close()
+        worker.close()
+
+
+@requires_rabbitmq
+@pytest.mark.parametrize("backend", ["rpc://", "rabbitmq://"])
+def test_get_survives_a_dropped_connection_while_it_waits(own_vhost: str, backend: str) -> None:
+    client, worker = amqp_apps(own_vhost, backend)
+    try:
+        ids = [str(uuid.uuid4()) for _ in range(5)]
+        for task_id in ids:
+            client.backend.on_task_sent(task_id)
+        waiting = Waiting([lambda i=i: client.AsyncResult(i).get(timeout=20) for i in ids])  # type: ignore[misc]
+        time.sleep(0.5)
+        assert close_connections(own_vhost) == 1
+        reply(worker, client, ids[0], 0)  # while the client may still be reconnecting
+        time.sleep(0.5)
+        stored = time.monotonic()
+        for n, task_id in enumerate(ids[1:], 1):
+            reply(worker, client, task_id, n)
+        waiting.join(20)
+        assert waiting.outcomes == list(range(5))
+        assert max(t for t in waiting.done_at if t is not None) - stored < 3
+    finally:
+        client.close()
+        worker.close()
