@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import weakref
+from collections.abc import Callable
 from typing import Any
 
 #: What a listener receives: the ready meta, or the exception reading it raised.
@@ -69,3 +71,87 @@ class LoopListener(Listener):
             self.future.set_exception(outcome)
         else:
             self.future.set_result(outcome)
+
+
+class _LoopWaits:
+    __slots__ = ("delay", "futures", "task", "wake")
+
+    def __init__(self) -> None:
+        self.futures: dict[str, list[asyncio.Future[dict[str, Any]]]] = {}
+        self.task: asyncio.Task[None] | None = None
+        self.wake = asyncio.Event()
+        self.delay = 0.0
+
+
+class LoopPoller:
+    """``await result`` for backends whose reads are local and cheap (SQLite, memory) and that
+    have no wake-up across processes: one task per event loop reads every awaited id with one
+    ``read_many`` call per turn, on a backoff from ``first`` to ``cap`` seconds that starts over
+    when a new await arrives. No thread, and one query per turn however many awaits."""
+
+    def __init__(
+        self,
+        read_many: Callable[[list[str]], list[dict[str, Any]]],
+        read_one: Callable[[str], dict[str, Any]],
+        first: float = 0.001,
+        cap: float = 0.05,
+    ) -> None:
+        self.read_many = read_many
+        self.read_one = read_one
+        self.first = first
+        self.cap = cap
+        self._loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopWaits] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    async def wait(self, task_id: str, timeout: float | None) -> dict[str, Any]:
+        from fastq import errors
+
+        loop = asyncio.get_running_loop()
+        waits = self._loops.get(loop)
+        if waits is None:
+            waits = self._loops[loop] = _LoopWaits()
+        future: asyncio.Future[dict[str, Any]] = loop.create_future()
+        waits.futures.setdefault(task_id, []).append(future)
+        waits.delay = self.first
+        waits.wake.set()
+        if waits.task is None or waits.task.done():
+            waits.task = loop.create_task(self._run(waits))
+        try:
+            return await asyncio.wait_for(future, timeout)
+        except asyncio.TimeoutError:
+            raise errors.TimeoutError(f"task {task_id} not ready after {timeout}s") from None
+        finally:
+            pending = waits.futures.get(task_id)
+            if pending is not None and future in pending:
+                pending.remove(future)
+                if not pending:
+                    del waits.futures[task_id]
+
+    async def _run(self, waits: _LoopWaits) -> None:
+        from fastq import states
+
+        while waits.futures:
+            ids = list(waits.futures)
+            try:
+                outcomes: list[Outcome] = list(self.read_many(ids))
+            except Exception:  # one unreadable result must not fail the others: read one by one
+                outcomes = []
+                for task_id in ids:
+                    try:
+                        outcomes.append(self.read_one(task_id))
+                    except Exception as exc:
+                        outcomes.append(exc)
+            for task_id, outcome in zip(ids, outcomes, strict=True):
+                if isinstance(outcome, BaseException) or outcome["status"] in states.READY_STATES:
+                    for future in waits.futures.pop(task_id, ()):
+                        if not future.done():
+                            if isinstance(outcome, BaseException):
+                                future.set_exception(outcome)
+                            else:
+                                future.set_result(outcome)
+            waits.wake.clear()
+            try:
+                await asyncio.wait_for(waits.wake.wait(), waits.delay)
+            except asyncio.TimeoutError:
+                waits.delay = min(max(waits.delay * 2, self.first), self.cap)
