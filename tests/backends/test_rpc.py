@@ -23,6 +23,7 @@ from tests.amqp_support import (
     queue_state,
     rabbitmqctl,
     requires_rabbitmq,
+    unique,
     wait_until,
 )
 
@@ -147,6 +148,17 @@ def test_started_then_failure(client: App, worker_app: App) -> None:
     worker_app.backend.mark_as_failure(task_id, KeyError("k"), "Traceback...", request=request)
     with pytest.raises(KeyError, match="k"):
         client.AsyncResult(task_id).get(timeout=5)
+
+
+def test_send_many_declares_the_reply_queue(client: App, worker_app: App) -> None:
+    queue = unique("send_many")
+    try:
+        results = client.send_many([("x.y", (i,), None) for i in range(3)], queue=queue)
+        for n, result in enumerate(results):  # replies sent before the client asks
+            worker_app.backend.mark_as_done(result.id, n, request=request_from(client, result.id))
+        assert [r.get(timeout=5) for r in results] == [0, 1, 2]
+    finally:
+        delete(queue)
 
 
 def test_get_times_out_with_fastqs_error(client: App) -> None:

@@ -267,7 +267,12 @@ class Backend(ABC):
         return await asyncio.to_thread(self.wait_for, task_id, timeout)
 
     def on_task_sent(self, task_id: str) -> None:  # noqa: B027 - optional hook
-        """Called before a task is published (Redis subscribes to its channel here)."""
+        """Called before a task is published (rpc:// declares its reply queue here)."""
+
+    def on_tasks_sent(self, task_ids: list[str]) -> None:
+        """``on_task_sent`` for a batch (``send_many``); backends may do it in one go."""
+        for task_id in task_ids:
+            self.on_task_sent(task_id)
 
     @abstractmethod
     def forget(self, task_id: str) -> None:

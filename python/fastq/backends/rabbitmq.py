@@ -51,6 +51,11 @@ class RabbitMQBackend(AmqpResultBackend):
         # Exists before the worker stores, so nothing is lost if the client is gone by then.
         self._with_channel("declare the result queue", lambda ch: self._declare(ch, task_id))
 
+    def on_tasks_sent(self, task_ids: list[str]) -> None:
+        # Not one declare per task of a send_many: the worker declares the queue before it
+        # stores, and a waiting client before it consumes, so nothing is lost without it.
+        return None
+
     def store_many(self, metas: Iterable[tuple[str, dict[str, Any]]]) -> None:
         items = [(task_id, meta["status"], self.message(meta, task_id)) for task_id, meta in metas]
 

@@ -136,6 +136,10 @@ class RpcBackend(AmqpResultBackend):
         # The queue must exist before the worker replies, or the reply is dropped.
         self._with_channel("declare the reply queue", self._consume)
 
+    def on_tasks_sent(self, task_ids: list[str]) -> None:
+        if task_ids:  # one queue for all of them
+            self.on_task_sent(task_ids[0])
+
     def get_meta(self, task_id: str) -> dict[str, Any]:
         def read(channel: Any) -> dict[str, Any]:
             self._consume(channel)
