@@ -24,7 +24,7 @@ from fastq.task import Context
 
 from tests.amqp_support import AMQP_HOST, rabbitmqctl, requires_rabbitmq
 from tests.faults.redis_server import RedisServer, client_kill_all
-from tests.processes import fastq_worker
+from tests.processes import celery_worker, fastq_worker
 
 BACKEND_DB = 1
 
@@ -230,6 +230,19 @@ def test_server_restart_while_200_wait(own_redis: RedisServer, client: App) -> N
         check_all_returned(waiting, ids, stored, within=3.0)
     finally:
         writer.close()
+
+
+def test_200_waiters_on_a_celery_worker(own_redis: RedisServer, client: App) -> None:
+    # The observed case: a fastq client, a Celery worker (which stores with SET then PUBLISH on
+    # the key's channel), 200 gets at once; every one returns.
+    results = [client.send_task("interop.add", (i, 0)) for i in range(WAITERS)]
+    waiting = Waiting([lambda r=r: r.get(timeout=30) for r in results])  # type: ignore[misc]
+    keys = [f"celery-task-meta-{r.id}" for r in results]
+    assert settle(lambda: subscribers(own_redis, keys) == WAITERS, 5)
+    env = {"FASTQ_BROKER_URL": own_redis.url(0), "FASTQ_RESULT_BACKEND": own_redis.url(BACKEND_DB)}
+    with celery_worker("-P", "threads", "-c", "4", env=env):
+        waiting.join(30)
+    assert waiting.outcomes == list(range(WAITERS))
 
 
 def test_timeout_names_an_unreachable_backend(own_redis: RedisServer, client: App) -> None:
