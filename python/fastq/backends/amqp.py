@@ -100,6 +100,8 @@ class AmqpResultBackend(Backend):
         conn = self.conn.connection
         if conn is None:
             return False
+        if not conn.connected:  # closed by the broker: a ConnectionError makes callers reconnect
+            raise ConnectionError(f"the connection to {redact(self.target)} was closed")
         try:
             conn.drain_events(timeout=timeout)
             return True
