@@ -116,7 +116,8 @@ class RedisBackend(Backend):
         self._chord_done = self.client.register_script(_CHORD_DONE)
         ordered = app.conf.result_backend_transport_options.get("result_chord_ordered")
         self.chord_ordered = app.conf.result_chord_ordered if ordered is None else bool(ordered)
-        self._waiter = ResultHub(self)
+        self._hub: ResultHub | None = None  # made on the first wait: workers mostly store
+        self._hub_lock = threading.Lock()
 
     def key_for(self, task_id: str) -> str:
         return f"{self.prefix}{TASK_KEY}{task_id}"
@@ -163,10 +164,17 @@ class RedisBackend(Backend):
         ]
 
     def wait_for(self, task_id: str, timeout: float | None = None, interval: float = 0.5) -> dict:
-        return self._waiter.wait(task_id, timeout)
+        return self.hub().wait(task_id, timeout)
 
     async def wait_async(self, task_id: str, timeout: float | None = None) -> dict[str, Any]:
-        return await self._waiter.wait_async(task_id, timeout)
+        return await self.hub().wait_async(task_id, timeout)
+
+    def hub(self) -> ResultHub:
+        if self._hub is None:
+            with self._hub_lock:
+                if self._hub is None:
+                    self._hub = ResultHub(self)
+        return self._hub
 
     def forget(self, task_id: str) -> None:
         self.client.delete(self.key_for(task_id))
@@ -250,7 +258,8 @@ class RedisBackend(Backend):
             raise self._error(f"close chord {join.group_id}", exc) from exc
 
     def close(self) -> None:
-        self._waiter.close()
+        if self._hub is not None:
+            self._hub.close()
         self.client.close()
 
 
