@@ -1,6 +1,7 @@
 """The Redis result backend: Celery's keys and meta, the SUCCESS guard, the pub/sub wake-up."""
 
 import json
+import os
 import threading
 import time
 
@@ -168,3 +169,23 @@ def test_many_threads_wait_at_once(app: App) -> None:
     for thread in threads:
         thread.join(6)
     assert got == {i: i for i in ids}
+
+
+def test_waiting_works_in_a_forked_child(app: App) -> None:
+    # The parent's waiter thread and sockets do not exist in a child: it must start its own.
+    import multiprocessing
+
+    app.backend.mark_as_done("t-fork-parent", 1)
+    assert AsyncResult("t-fork-parent", app=app).get(timeout=5) == 1
+
+    def child() -> None:
+        later = threading.Timer(0.2, app.backend.mark_as_done, ("t-fork-child", 2))
+        later.start()
+        ok = AsyncResult("t-fork-child", app=app).get(timeout=5) == 2
+        later.join()
+        os._exit(0 if ok else 1)
+
+    process = multiprocessing.get_context("fork").Process(target=child)
+    process.start()
+    process.join(10)
+    assert process.exitcode == 0

@@ -345,7 +345,9 @@ class ResultHub:
                 self._added.add(key)
             watch.listeners.append(listener)
             if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="fastq-results", daemon=True)
+                self._thread = threading.Thread(
+                    target=self._run_guarded, name="fastq-results", daemon=True
+                )
                 self._thread.start()
         self._wake()
 
@@ -425,6 +427,18 @@ class ResultHub:
         self._reader.close()
 
     # -- the thread --------------------------------------------------------------------------------
+    def _run_guarded(self) -> None:
+        # A bug here must not leave every waiter to its timeout with no thread to wake it.
+        while True:
+            try:
+                self._run()
+                return
+            except Exception:
+                log.exception(
+                    "the result waiter of %s failed; restarting it", redact(self.backend.url)
+                )
+                time.sleep(0.1)
+
     def _run(self) -> None:
         conn: Any = None
         subscribed: set[str] = set()
