@@ -4,6 +4,7 @@ worker's side is played by a second App storing results for the first one's task
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 import time
@@ -161,6 +162,23 @@ def test_send_many_declares_the_reply_queue(client: App, worker_app: App) -> Non
         delete(queue)
 
 
+def test_many_awaits_share_one_thread(client: App, worker_app: App) -> None:
+    ids = [sent(client) for _ in range(300)]
+    before = threading.active_count()
+    peak = [before]
+
+    async def main() -> list[int]:
+        pending = asyncio.gather(*(client.AsyncResult(i) for i in ids))
+        await asyncio.sleep(0.3)
+        for n, task_id in enumerate(ids):
+            worker_app.backend.mark_as_done(task_id, n, request=request_from(client, task_id))
+            peak[0] = max(peak[0], threading.active_count())
+        return await asyncio.wait_for(pending, 10)
+
+    assert asyncio.run(main()) == list(range(300))
+    assert peak[0] <= before + 1  # the loop's executor runs one read at a time
+
+
 def test_get_times_out_with_fastqs_error(client: App) -> None:
     task_id = sent(client)
     with pytest.raises(FastqTimeout, match=r"not ready after 0\.2s"):
@@ -254,3 +272,26 @@ def test_persistent_success_is_never_overwritten() -> None:
     finally:
         worker.close()
         delete(*(QUEUE_PREFIX + task_id for task_id in (done_id, fresh_id, failed_id)))
+
+
+def test_persistent_awaits_share_one_thread() -> None:
+    client, worker = make_app("rabbitmq://"), make_app("rabbitmq://")
+    ids = [str(uuid.uuid4()) for _ in range(30)]
+    before = threading.active_count()
+    peak = [before]
+
+    async def main() -> list[int]:
+        pending = asyncio.gather(*(client.AsyncResult(i) for i in ids))
+        await asyncio.sleep(0.3)
+        for n, task_id in enumerate(ids):
+            worker.backend.mark_as_done(task_id, n)
+            peak[0] = max(peak[0], threading.active_count())
+        return await asyncio.wait_for(pending, 10)
+
+    try:
+        assert asyncio.run(main()) == list(range(30))
+        assert peak[0] <= before + 1
+    finally:
+        client.close()
+        worker.close()
+        delete(*(QUEUE_PREFIX + i for i in ids))

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 from fastq import App
+from fastq.errors import BackendError
 from fastq.errors import TimeoutError as FastqTimeout
 
 
@@ -84,3 +85,13 @@ def test_an_await_can_be_given_up(apps: tuple[App, App]) -> None:
     started = time.monotonic()
     asyncio.run(main())  # nothing left running that would keep the loop from closing
     assert time.monotonic() - started < 1.0
+
+
+def test_await_without_a_backend_says_how_to_enable_one() -> None:
+    app = App("t", broker="redis://127.0.0.1:6379/8", set_as_current=False)  # never connects
+
+    async def main() -> None:
+        with pytest.raises(BackendError, match="no result backend is configured"):
+            await asyncio.wait_for(app.AsyncResult("x"), 5)
+
+    asyncio.run(main())

@@ -22,6 +22,7 @@ from fastq import errors, serialization, states
 
 if TYPE_CHECKING:
     from fastq.app import App
+    from fastq.backends.waiting import LoopPoller
 
 log = logging.getLogger("fastq.backends")
 
@@ -121,6 +122,7 @@ class Backend(ABC):
         self.serializer: str = conf.result_serializer
         self.accept: list[str] = list(conf.result_accept_content or conf.accept_content)
         self.expires: float | None = conf.result_expires
+        self._async_poller: LoopPoller | None = None
 
     # -- meta ------------------------------------------------------------------------------------
     def build_meta(
@@ -260,11 +262,16 @@ class Backend(ABC):
             delay = min(delay * 2, interval)
 
     async def wait_async(self, task_id: str, timeout: float | None = None) -> dict[str, Any]:
-        """``wait_for`` for ``await result``. This default spends a thread per waiter; backends
-        with a shared waiter (Redis) or cheap local reads (SQLite, memory) override it."""
-        import asyncio
+        """``wait_for`` for ``await result``: by default one polling task per event loop reads
+        every awaited id with ``get_many`` in the loop's executor, up to every 0.2 s. Redis
+        (pub/sub and a shared waiter), SQLite and memory (local reads) do better."""
+        if self._async_poller is None:
+            from fastq.backends.waiting import LoopPoller
 
-        return await asyncio.to_thread(self.wait_for, task_id, timeout)
+            self._async_poller = LoopPoller(
+                self.get_many, self.get_meta, first=0.01, cap=0.2, in_thread=True
+            )
+        return await self._async_poller.wait(task_id, timeout)
 
     def on_task_sent(self, task_id: str) -> None:  # noqa: B027 - optional hook
         """Called before a task is published (rpc:// declares its reply queue here)."""

@@ -40,7 +40,7 @@ class MemoryBackend(Backend):
     def __init__(self, app: App, url: str) -> None:
         super().__init__(app, url)
         self.store = _store_for(url)
-        self._poller = LoopPoller(self.get_many, self.get_meta)
+        self._async_poller = LoopPoller(self.get_many, self.get_meta)  # await: in the loop
 
     def store_many(self, metas: Iterable[tuple[str, dict[str, Any]]]) -> None:
         expires_at = time.time() + self.expires if self.expires else None
@@ -81,9 +81,6 @@ class MemoryBackend(Backend):
                 if remaining is not None and remaining <= 0:
                     raise errors.TimeoutError(f"task {task_id} not ready after {timeout}s")
                 self.store.cond.wait(remaining)
-
-    async def wait_async(self, task_id: str, timeout: float | None = None) -> dict[str, Any]:
-        return await self._poller.wait(task_id, timeout)
 
     def forget(self, task_id: str) -> None:
         with self.store.cond:

@@ -141,11 +141,16 @@ class RpcBackend(AmqpResultBackend):
             self.on_task_sent(task_ids[0])
 
     def get_meta(self, task_id: str) -> dict[str, Any]:
-        def read(channel: Any) -> dict[str, Any]:
+        return self.get_many([task_id])[0]
+
+    def get_many(self, task_ids: list[str]) -> list[dict[str, Any]]:
+        """Reads the replies that came (one pass over the queue) and looks the ids up."""
+
+        def read(channel: Any) -> list[dict[str, Any]]:
             self._consume(channel)
             while self.drain(0.01):
                 pass
-            return self._buffer.get(task_id) or self.pending_meta(task_id)
+            return [self._buffer.get(t) or self.pending_meta(t) for t in task_ids]
 
         return self._with_channel("read results", read)
 

@@ -57,7 +57,8 @@ class SQLiteBackend(Backend):
             busy_timeout=float(options.get("busy_timeout", BUSY_TIMEOUT)),
         )
         self._next_cleanup = 0.0
-        self._poller = LoopPoller(self.get_many, self.get_meta, cap=POLL_MAX)
+        # await: local reads, so in the loop itself (a point read costs microseconds)
+        self._async_poller = LoopPoller(self.get_many, self.get_meta, cap=POLL_MAX)
 
     def store_many(self, metas: Iterable[tuple[str, dict[str, Any]]]) -> None:
         now = time.time()
@@ -97,9 +98,6 @@ class SQLiteBackend(Backend):
         return [
             self.decode_meta(found[t]) if t in found else self.pending_meta(t) for t in task_ids
         ]
-
-    async def wait_async(self, task_id: str, timeout: float | None = None) -> dict[str, Any]:
-        return await self._poller.wait(task_id, timeout)
 
     def wait_for(self, task_id: str, timeout: float | None = None, interval: float = 0.5) -> dict:
         deadline = None if timeout is None else time.monotonic() + timeout

@@ -84,10 +84,13 @@ class _LoopWaits:
 
 
 class LoopPoller:
-    """``await result`` for backends whose reads are local and cheap (SQLite, memory) and that
-    have no wake-up across processes: one task per event loop reads every awaited id with one
-    ``read_many`` call per turn, on a backoff from ``first`` to ``cap`` seconds that starts over
-    when a new await arrives. No thread, and one query per turn however many awaits."""
+    """``await result`` with no thread per await: one task per event loop reads every awaited id
+    with one ``read_many`` call per turn, on a backoff from ``first`` to ``cap`` seconds that
+    starts over when a new await arrives.
+
+    Local, cheap reads (SQLite, memory) run in the loop; network reads (``in_thread``) run in the
+    loop's default executor, one call at a time, so a thousand awaits use one thread, not a
+    thousand (and never starve the executor, as never-ending awaits each holding one would)."""
 
     def __init__(
         self,
@@ -95,8 +98,10 @@ class LoopPoller:
         read_one: Callable[[str], dict[str, Any]],
         first: float = 0.001,
         cap: float = 0.05,
+        in_thread: bool = False,
     ) -> None:
         self.read_many = read_many
+        self.in_thread = in_thread
         self.read_one = read_one
         self.first = first
         self.cap = cap
@@ -128,20 +133,28 @@ class LoopPoller:
                 if not pending:
                     del waits.futures[task_id]
 
+    def _read(self, ids: list[str]) -> list[Outcome]:
+        try:
+            return list(self.read_many(ids))
+        except Exception:  # one unreadable result must not fail the others: read one by one
+            outcomes: list[Outcome] = []
+            for task_id in ids:
+                try:
+                    outcomes.append(self.read_one(task_id))
+                except Exception as exc:
+                    outcomes.append(exc)
+            return outcomes
+
     async def _run(self, waits: _LoopWaits) -> None:
         from fastq import states
 
         while waits.futures:
             ids = list(waits.futures)
-            try:
-                outcomes: list[Outcome] = list(self.read_many(ids))
-            except Exception:  # one unreadable result must not fail the others: read one by one
-                outcomes = []
-                for task_id in ids:
-                    try:
-                        outcomes.append(self.read_one(task_id))
-                    except Exception as exc:
-                        outcomes.append(exc)
+            if self.in_thread:
+                loop = asyncio.get_running_loop()
+                outcomes = await loop.run_in_executor(None, self._read, ids)
+            else:
+                outcomes = self._read(ids)
             for task_id, outcome in zip(ids, outcomes, strict=True):
                 if isinstance(outcome, BaseException) or outcome["status"] in states.READY_STATES:
                     for future in waits.futures.pop(task_id, ()):
