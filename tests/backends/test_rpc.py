@@ -9,7 +9,7 @@ import json
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 from fastq import App, states
@@ -162,8 +162,9 @@ def test_send_many_declares_the_reply_queue(client: App, worker_app: App) -> Non
         delete(queue)
 
 
-def test_many_awaits_share_one_thread(client: App, worker_app: App) -> None:
-    ids = [sent(client) for _ in range(300)]
+def await_all(client: App, ids: list[str], store: Callable[[str, int], None]) -> int:
+    """Awaits every id at once in one loop while ``store`` stores each result; returns how
+    many threads the process gained at the most."""
     before = threading.active_count()
     peak = [before]
 
@@ -171,12 +172,20 @@ def test_many_awaits_share_one_thread(client: App, worker_app: App) -> None:
         pending = asyncio.gather(*(client.AsyncResult(i) for i in ids))
         await asyncio.sleep(0.3)
         for n, task_id in enumerate(ids):
-            worker_app.backend.mark_as_done(task_id, n, request=request_from(client, task_id))
+            store(task_id, n)
             peak[0] = max(peak[0], threading.active_count())
         return await asyncio.wait_for(pending, 10)
 
-    assert asyncio.run(main()) == list(range(300))
-    assert peak[0] <= before + 1  # the loop's executor runs one read at a time
+    assert asyncio.run(main()) == list(range(len(ids)))
+    return peak[0] - before
+
+
+def test_many_awaits_share_one_thread(client: App, worker_app: App) -> None:
+    def store(task_id: str, n: int) -> None:
+        worker_app.backend.mark_as_done(task_id, n, request=request_from(client, task_id))
+
+    # The loop's executor runs one read at a time.
+    assert await_all(client, [sent(client) for _ in range(300)], store) <= 1
 
 
 def test_get_times_out_with_fastqs_error(client: App) -> None:
@@ -277,20 +286,8 @@ def test_persistent_success_is_never_overwritten() -> None:
 def test_persistent_awaits_share_one_thread() -> None:
     client, worker = make_app("rabbitmq://"), make_app("rabbitmq://")
     ids = [str(uuid.uuid4()) for _ in range(30)]
-    before = threading.active_count()
-    peak = [before]
-
-    async def main() -> list[int]:
-        pending = asyncio.gather(*(client.AsyncResult(i) for i in ids))
-        await asyncio.sleep(0.3)
-        for n, task_id in enumerate(ids):
-            worker.backend.mark_as_done(task_id, n)
-            peak[0] = max(peak[0], threading.active_count())
-        return await asyncio.wait_for(pending, 10)
-
     try:
-        assert asyncio.run(main()) == list(range(30))
-        assert peak[0] <= before + 1
+        assert await_all(client, ids, worker.backend.mark_as_done) <= 1
     finally:
         client.close()
         worker.close()
