@@ -394,3 +394,23 @@ def test_get_survives_a_dropped_connection_while_it_waits(own_vhost: str, backen
     finally:
         client.close()
         worker.close()
+
+
+@requires_rabbitmq
+def test_rpc_timeout_names_the_lost_connection(own_vhost: str) -> None:
+    # What rpc:// cannot know: whether a reply was lost with a restarted broker. A wait that
+    # saw its connection drop and no reply says so when it times out.
+    client, worker = amqp_apps(own_vhost, "rpc://")
+    try:
+        task_id = str(uuid.uuid4())
+        client.backend.on_task_sent(task_id)
+        waiting = Waiting([lambda: client.AsyncResult(task_id).get(timeout=4)])
+        time.sleep(0.5)
+        assert close_connections(own_vhost) == 1
+        waiting.join(10)
+        (outcome,) = waiting.outcomes
+        assert isinstance(outcome, TimeoutError)
+        assert "was lost meanwhile" in str(outcome) and "CONNECTION_FORCED" in str(outcome)
+    finally:
+        client.close()
+        worker.close()
