@@ -189,3 +189,22 @@ def test_waiting_works_in_a_forked_child(app: App) -> None:
     process.start()
     process.join(10)
     assert process.exitcode == 0
+
+
+def test_closing_the_app_ends_the_waits(app: App) -> None:
+    outcome: list[BaseException] = []
+
+    def wait() -> None:
+        try:
+            AsyncResult("t-closed", app=app).get(timeout=10)
+        except BaseException as exc:
+            outcome.append(exc)
+
+    waiter = threading.Thread(target=wait)
+    waiter.start()
+    time.sleep(0.2)
+    started = time.monotonic()
+    app.close()
+    waiter.join(5)
+    assert time.monotonic() - started < 3
+    assert isinstance(outcome[0], BackendError) and "closed while waiting" in str(outcome[0])

@@ -418,6 +418,13 @@ class ResultHub:
         with self._lock:
             self._closed = True
             thread = self._thread
+            watches, self._watches = self._watches, {}
+        closed = errors.BackendError(
+            f"the result backend {redact(self.backend.url)} was closed while waiting"
+        )
+        for watch in watches.values():  # nothing would wake them any more
+            for listener in watch.listeners:
+                listener.deliver(closed)
         self._wake()
         if thread is not None and thread is not threading.current_thread():
             thread.join(2)
