@@ -152,7 +152,10 @@ class LoopPoller:
             ids = list(waits.futures)
             if self.in_thread:
                 loop = asyncio.get_running_loop()
-                outcomes = await loop.run_in_executor(None, self._read, ids)
+                try:
+                    outcomes = await loop.run_in_executor(None, self._read, ids)
+                except RuntimeError as exc:  # the executor is shut down: tell the waiters
+                    outcomes = [exc] * len(ids)
             else:
                 outcomes = self._read(ids)
             for task_id, outcome in zip(ids, outcomes, strict=True):
