@@ -208,3 +208,22 @@ def test_closing_the_app_ends_the_waits(app: App) -> None:
     waiter.join(5)
     assert time.monotonic() - started < 3
     assert isinstance(outcome[0], BackendError) and "closed while waiting" in str(outcome[0])
+
+
+def test_awaiting_a_group_raises_its_first_failure_in_order(app: App) -> None:
+    import asyncio
+
+    from fastq.result import GroupResult
+
+    app.backend.mark_as_done("g-ok", 1)
+    app.backend.mark_as_failure("g-bad", KeyError("first"))
+    app.backend.mark_as_failure("g-worse", ValueError("second"))
+    nested = GroupResult("inner", [AsyncResult("g-bad", app=app)], app=app)
+    group = GroupResult("outer", [AsyncResult("g-ok", app=app), nested], app=app)
+    with pytest.raises(KeyError, match="first"):
+        asyncio.run(_await(group))  # type: ignore[arg-type]
+    later = GroupResult("later", [AsyncResult("g-worse", app=app), nested], app=app)
+    with pytest.raises(ValueError, match="second"):
+        asyncio.run(_await(later))  # type: ignore[arg-type]
+    ok = GroupResult("ok", [AsyncResult("g-ok", app=app)], app=app)
+    assert asyncio.run(_await(ok)) == [1]  # type: ignore[arg-type]
