@@ -276,6 +276,8 @@ class App:
     ) -> list[AsyncResult]:
         """Sends many tasks in one pipelined round trip: ``[(name, args, kwargs), ...]``."""
         messages = [self.build_message(n, a, k, **options) for n, a, k in calls]
+        # Before publishing, as send_task does: rpc:// loses replies sent before its queue exists.
+        self.backend.on_tasks_sent([m.id for m in messages if not m.headers.get("ignore_result")])
         self.broker.publish_many(messages)
         return [AsyncResult(m.id, app=self) for m in messages]
 

@@ -131,9 +131,20 @@ class AsyncResult(Generic[R]):
     wait = get
 
     def __await__(self) -> Generator[Any, None, R]:
-        import asyncio  # only here: a worker that never awaits does not pay for the import
+        return self._await_value().__await__()
 
-        return asyncio.to_thread(self.get).__await__()
+    async def _await_meta(self) -> dict[str, Any]:
+        if self._cache is not None:
+            return self._cache
+        return self._set_cache(await self.backend.wait_async(self.id))
+
+    async def _await_value(self) -> R:
+        meta = await self._await_meta()
+        value = self._value(meta)
+        if meta["status"] in states.PROPAGATE_STATES:
+            assert isinstance(value, BaseException)
+            raise value
+        return value
 
     def forget(self) -> None:
         self._cache = None
@@ -297,9 +308,15 @@ class GroupResult:
     get = join
 
     def __await__(self) -> Generator[Any, None, Any]:
+        return self._await_values().__await__()
+
+    async def _await_values(self) -> list[Any]:
+        # Waits for every task at once (no thread each), then raises the first failure in order
+        # as ``join`` does.
         import asyncio  # only here: a worker that never awaits does not pay for the import
 
-        return asyncio.to_thread(self.get).__await__()
+        await asyncio.gather(*(leaf._await_meta() for leaf in self.leaves()))
+        return [await result for result in self.results]  # all cached now: no I/O
 
     # -- storing ---------------------------------------------------------------------------------
     def save(self, backend: Backend | None = None) -> GroupResult:

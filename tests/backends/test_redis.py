@@ -1,6 +1,7 @@
 """The Redis result backend: Celery's keys and meta, the SUCCESS guard, the pub/sub wake-up."""
 
 import json
+import os
 import threading
 import time
 
@@ -145,3 +146,84 @@ def test_an_unstorable_result_becomes_a_failure_that_says_why(app: App) -> None:
     with pytest.raises(Exception, match="cannot be stored with the json serializer"):
         result.get(timeout=1)
     assert result.state == states.FAILURE
+
+
+def test_a_stored_result_is_returned_with_a_zero_timeout(app: App) -> None:
+    app.backend.mark_as_done("t-zero", "ready")
+    assert AsyncResult("t-zero", app=app).get(timeout=0) == "ready"
+
+
+def test_many_threads_wait_at_once(app: App) -> None:
+    # One subscription connection serves every waiting thread; none waits for another's result.
+    ids = [f"t-many-{i}" for i in range(50)]
+    got: dict[str, object] = {}
+    threads = [
+        threading.Thread(target=lambda i=i: got.update({i: AsyncResult(i, app=app).get(timeout=5)}))
+        for i in ids
+    ]
+    for thread in threads:
+        thread.start()
+    time.sleep(0.2)
+    for i in reversed(ids):  # the last waiter's result first
+        app.backend.mark_as_done(i, i)
+    for thread in threads:
+        thread.join(6)
+    assert got == {i: i for i in ids}
+
+
+def test_waiting_works_in_a_forked_child(app: App) -> None:
+    # The parent's waiter thread and sockets do not exist in a child: it must start its own.
+    import multiprocessing
+
+    app.backend.mark_as_done("t-fork-parent", 1)
+    assert AsyncResult("t-fork-parent", app=app).get(timeout=5) == 1
+
+    def child() -> None:
+        later = threading.Timer(0.2, app.backend.mark_as_done, ("t-fork-child", 2))
+        later.start()
+        ok = AsyncResult("t-fork-child", app=app).get(timeout=5) == 2
+        later.join()
+        os._exit(0 if ok else 1)
+
+    process = multiprocessing.get_context("fork").Process(target=child)
+    process.start()
+    process.join(10)
+    assert process.exitcode == 0
+
+
+def test_closing_the_app_ends_the_waits(app: App) -> None:
+    outcome: list[BaseException] = []
+
+    def wait() -> None:
+        try:
+            AsyncResult("t-closed", app=app).get(timeout=10)
+        except BaseException as exc:
+            outcome.append(exc)
+
+    waiter = threading.Thread(target=wait)
+    waiter.start()
+    time.sleep(0.2)
+    started = time.monotonic()
+    app.close()
+    waiter.join(5)
+    assert time.monotonic() - started < 3
+    assert isinstance(outcome[0], BackendError) and "closed while waiting" in str(outcome[0])
+
+
+def test_awaiting_a_group_raises_its_first_failure_in_order(app: App) -> None:
+    import asyncio
+
+    from fastq.result import GroupResult
+
+    app.backend.mark_as_done("g-ok", 1)
+    app.backend.mark_as_failure("g-bad", KeyError("first"))
+    app.backend.mark_as_failure("g-worse", ValueError("second"))
+    nested = GroupResult("inner", [AsyncResult("g-bad", app=app)], app=app)
+    group = GroupResult("outer", [AsyncResult("g-ok", app=app), nested], app=app)
+    with pytest.raises(KeyError, match="first"):
+        asyncio.run(_await(group))  # type: ignore[arg-type]
+    later = GroupResult("later", [AsyncResult("g-worse", app=app), nested], app=app)
+    with pytest.raises(ValueError, match="second"):
+        asyncio.run(_await(later))  # type: ignore[arg-type]
+    ok = GroupResult("ok", [AsyncResult("g-ok", app=app)], app=app)
+    assert asyncio.run(_await(ok)) == [1]  # type: ignore[arg-type]

@@ -4,11 +4,12 @@ worker's side is played by a second App storing results for the first one's task
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 from fastq import App, states
@@ -23,6 +24,7 @@ from tests.amqp_support import (
     queue_state,
     rabbitmqctl,
     requires_rabbitmq,
+    unique,
     wait_until,
 )
 
@@ -94,11 +96,21 @@ def test_result_persistent_makes_replies_persistent(client: App) -> None:
         persistent.close()
 
 
-def test_reply_queue_is_declared_like_celerys(client: App) -> None:
+def test_reply_queue_outlives_a_dropped_connection(client: App) -> None:
+    # Not auto_delete (unlike Celery's): replies sent while the client reconnects wait in it;
+    # x-expires (result_expires here, at most REPLY_QUEUE_GRACE) removes it once the client is gone.
     sent(client)
     rows = rabbitmqctl("list_queues", "name", "durable", "auto_delete", "arguments")
     row = next(line for line in rows.splitlines() if line.startswith(client.oid))
-    assert row.split("\t")[1:3] == ["true", "true"] and '"x-expires",60000' in row
+    assert row.split("\t")[1:3] == ["true", "false"] and '"x-expires",60000' in row
+
+
+def test_close_deletes_the_reply_queue() -> None:
+    app = make_app("rpc://")
+    sent(app)
+    assert queue_state(app.oid)[0] == 0
+    app.close()
+    assert queue_state(app.oid)[0] == -1
 
 
 def test_get_waits_for_the_reply(client: App, worker_app: App) -> None:
@@ -137,6 +149,43 @@ def test_started_then_failure(client: App, worker_app: App) -> None:
     worker_app.backend.mark_as_failure(task_id, KeyError("k"), "Traceback...", request=request)
     with pytest.raises(KeyError, match="k"):
         client.AsyncResult(task_id).get(timeout=5)
+
+
+def test_send_many_declares_the_reply_queue(client: App, worker_app: App) -> None:
+    queue = unique("send_many")
+    try:
+        results = client.send_many([("x.y", (i,), None) for i in range(3)], queue=queue)
+        for n, result in enumerate(results):  # replies sent before the client asks
+            worker_app.backend.mark_as_done(result.id, n, request=request_from(client, result.id))
+        assert [r.get(timeout=5) for r in results] == [0, 1, 2]
+    finally:
+        delete(queue)
+
+
+def await_all(client: App, ids: list[str], store: Callable[[str, int], None]) -> int:
+    """Awaits every id at once in one loop while ``store`` stores each result; returns how
+    many threads the process gained at the most."""
+    before = threading.active_count()
+    peak = [before]
+
+    async def main() -> list[int]:
+        pending = asyncio.gather(*(client.AsyncResult(i) for i in ids))
+        await asyncio.sleep(0.3)
+        for n, task_id in enumerate(ids):
+            store(task_id, n)
+            peak[0] = max(peak[0], threading.active_count())
+        return await asyncio.wait_for(pending, 10)
+
+    assert asyncio.run(main()) == list(range(len(ids)))
+    return peak[0] - before
+
+
+def test_many_awaits_share_one_thread(client: App, worker_app: App) -> None:
+    def store(task_id: str, n: int) -> None:
+        worker_app.backend.mark_as_done(task_id, n, request=request_from(client, task_id))
+
+    # The loop's executor runs one read at a time.
+    assert await_all(client, [sent(client) for _ in range(300)], store) <= 1
 
 
 def test_get_times_out_with_fastqs_error(client: App) -> None:
@@ -232,3 +281,14 @@ def test_persistent_success_is_never_overwritten() -> None:
     finally:
         worker.close()
         delete(*(QUEUE_PREFIX + task_id for task_id in (done_id, fresh_id, failed_id)))
+
+
+def test_persistent_awaits_share_one_thread() -> None:
+    client, worker = make_app("rabbitmq://"), make_app("rabbitmq://")
+    ids = [str(uuid.uuid4()) for _ in range(30)]
+    try:
+        assert await_all(client, ids, worker.backend.mark_as_done) <= 1
+    finally:
+        client.close()
+        worker.close()
+        delete(*(QUEUE_PREFIX + i for i in ids))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -17,6 +18,12 @@ if TYPE_CHECKING:
     from fastq.app import App
 
 T = TypeVar("T")
+log = logging.getLogger("fastq.backends")
+
+#: A waiter holds the shared connection's lock at most this long at a time (seconds).
+WAIT_SLICE = 0.2
+#: Reconnecting while a waiter waits backs off up to this (seconds).
+RECONNECT_MAX = 1.0
 
 
 class AmqpResultBackend(Backend):
@@ -93,26 +100,79 @@ class AmqpResultBackend(Backend):
         conn = self.conn.connection
         if conn is None:
             return False
+        if not conn.connected:  # closed by the broker: a ConnectionError makes callers reconnect
+            raise ConnectionError(f"the connection to {redact(self.target)} was closed")
         try:
             conn.drain_events(timeout=timeout)
             return True
         except TimeoutError:
             return False
 
-    def drain_until_ready(
-        self, task_id: str, latest: Callable[[], dict[str, Any] | None], timeout: float | None
+    def wait_ready(
+        self,
+        task_id: str,
+        timeout: float | None,
+        step: Callable[[Any, float], dict[str, Any] | None],
+        cleanup: Callable[[], None] | None = None,
     ) -> dict[str, Any]:
-        """Reads frames (whose callbacks update what ``latest`` returns) until the task is
-        ready or ``timeout`` passes."""
+        """Calls ``step(channel, seconds)`` (which reads frames for up to ``seconds`` and returns
+        the latest meta it knows) until the meta is ready or ``timeout`` passes.
+
+        The lock is held one short slice at a time, so threads waiting on the same connection
+        take turns (each slice's frames feed every waiter) and senders are not blocked for a
+        whole wait. A dropped connection is reopened until the deadline: ``step`` must then
+        consume again (it finds its marker gone from ``conn.declared``)."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            meta = latest()
-            if meta is not None and meta["status"] in states.READY_STATES:
-                return meta
-            remaining = 1.0 if deadline is None else deadline - time.monotonic()
-            if remaining <= 0:
-                raise errors.TimeoutError(f"task {task_id} not ready after {timeout}s")
-            self.drain(min(remaining, 1.0))
+        delay, lost = 0.1, None
+        try:
+            while True:
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    raise self.timeout_error(task_id, timeout, lost)
+                seconds = WAIT_SLICE if remaining is None else min(remaining, WAIT_SLICE)
+                try:
+                    with self.conn.lock:
+                        meta = step(self.conn.channel(), seconds)
+                except errors.BrokerConnectionError as exc:  # the broker does not answer yet
+                    lost = str(exc)
+                    time.sleep(min(delay, seconds))
+                    delay = min(delay * 2, RECONNECT_MAX)
+                    continue
+                except errors.FastqError:
+                    raise
+                except CONNECTION_ERRORS as exc:
+                    if isinstance(exc, amqp.exceptions.NotFound):
+                        raise errors.BackendError(
+                            f"cannot wait for task {task_id} on {redact(self.target)}: {exc}"
+                        ) from exc
+                    with self.conn.lock:
+                        self.reset()
+                    lost = f"{type(exc).__name__}: {exc}"
+                    log.warning(
+                        "lost the result backend %s while waiting for %s (%s); reconnecting",
+                        redact(self.target),
+                        task_id,
+                        lost,
+                    )
+                    continue
+                delay = 0.1
+                if meta is not None and meta["status"] in states.READY_STATES:
+                    return meta
+        finally:
+            if cleanup is not None:
+                with self.conn.lock:
+                    try:
+                        cleanup()
+                    except CONNECTION_ERRORS:
+                        self.reset()
+
+    def timeout_error(
+        self, task_id: str, timeout: float | None, lost: str | None
+    ) -> errors.TimeoutError:
+        message = f"task {task_id} not ready after {timeout}s"
+        if lost:
+            message += f" (the connection to {redact(self.target)} was lost meanwhile: {lost})"
+        return errors.TimeoutError(message)
 
     def close(self) -> None:
         with self.conn.lock:

@@ -22,6 +22,7 @@ from fastq import errors, serialization, states
 
 if TYPE_CHECKING:
     from fastq.app import App
+    from fastq.backends.waiting import LoopPoller
 
 log = logging.getLogger("fastq.backends")
 
@@ -121,6 +122,7 @@ class Backend(ABC):
         self.serializer: str = conf.result_serializer
         self.accept: list[str] = list(conf.result_accept_content or conf.accept_content)
         self.expires: float | None = conf.result_expires
+        self._async_poller: LoopPoller | None = None
 
     # -- meta ------------------------------------------------------------------------------------
     def build_meta(
@@ -259,8 +261,25 @@ class Backend(ABC):
             time.sleep(delay)
             delay = min(delay * 2, interval)
 
+    async def wait_async(self, task_id: str, timeout: float | None = None) -> dict[str, Any]:
+        """``wait_for`` for ``await result``: by default one polling task per event loop reads
+        every awaited id with ``get_many`` in the loop's executor, up to every 0.2 s. Redis
+        (pub/sub and a shared waiter), SQLite and memory (local reads) do better."""
+        if self._async_poller is None:
+            from fastq.backends.waiting import LoopPoller
+
+            self._async_poller = LoopPoller(
+                self.get_many, self.get_meta, first=0.01, cap=0.2, in_thread=True
+            )
+        return await self._async_poller.wait(task_id, timeout)
+
     def on_task_sent(self, task_id: str) -> None:  # noqa: B027 - optional hook
-        """Called before a task is published (Redis subscribes to its channel here)."""
+        """Called before a task is published (rpc:// declares its reply queue here)."""
+
+    def on_tasks_sent(self, task_ids: list[str]) -> None:
+        """``on_task_sent`` for a batch (``send_many``); backends may do it in one go."""
+        for task_id in task_ids:
+            self.on_task_sent(task_id)
 
     @abstractmethod
     def forget(self, task_id: str) -> None:

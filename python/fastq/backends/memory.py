@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from fastq import errors, states
 from fastq.backends.base import Backend
+from fastq.backends.waiting import LoopPoller
 
 if TYPE_CHECKING:
     from fastq.app import App
@@ -39,6 +40,7 @@ class MemoryBackend(Backend):
     def __init__(self, app: App, url: str) -> None:
         super().__init__(app, url)
         self.store = _store_for(url)
+        self._async_poller = LoopPoller(self.get_many, self.get_meta)  # await: in the loop
 
     def store_many(self, metas: Iterable[tuple[str, dict[str, Any]]]) -> None:
         expires_at = time.time() + self.expires if self.expires else None

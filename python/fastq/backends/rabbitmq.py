@@ -14,6 +14,7 @@ fastq clients and workers.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -49,6 +50,11 @@ class RabbitMQBackend(AmqpResultBackend):
     def on_task_sent(self, task_id: str) -> None:
         # Exists before the worker stores, so nothing is lost if the client is gone by then.
         self._with_channel("declare the result queue", lambda ch: self._declare(ch, task_id))
+
+    def on_tasks_sent(self, task_ids: list[str]) -> None:
+        # Not one declare per task of a send_many: the worker declares the queue before it
+        # stores, and a waiting client before it consumes, so nothing is lost without it.
+        return None
 
     def store_many(self, metas: Iterable[tuple[str, dict[str, Any]]]) -> None:
         items = [(task_id, meta["status"], self.message(meta, task_id)) for task_id, meta in metas]
@@ -102,28 +108,40 @@ class RabbitMQBackend(AmqpResultBackend):
 
     def wait_for(self, task_id: str, timeout: float | None = None, interval: float = 0.5) -> dict:
         queue = QUEUE_PREFIX + task_id
+        marker = f"consume:{queue}:{uuid.uuid4().hex}"  # this wait's consumer, on this connection
+        held: list[Any] = []
+        latest: dict[str, Any] = {}
+        tag: list[str] = []
 
-        def wait(channel: Any) -> dict[str, Any]:
-            self._declare(channel, task_id)
-            held: list[Any] = []
-            latest: dict[str, Any] = {}
+        def on_message(message: Any) -> None:
+            # An older state we still hold is superseded by this one: drop it.
+            for old in held:
+                message.channel.basic_ack(old.delivery_tag)
+            held[:] = [message]
+            latest["meta"] = self.meta_of(message)
 
-            def on_message(message: Any) -> None:
-                # An older state we still hold is superseded by this one: drop it.
-                for old in held:
-                    channel.basic_ack(old.delivery_tag)
-                held[:] = [message]
-                latest["meta"] = self.meta_of(message)
+        def step(channel: Any, seconds: float) -> dict[str, Any] | None:
+            if marker not in self.conn.declared:
+                # First turn, or the connection was lost: the broker requeued what we held.
+                held.clear()
+                self._declare(channel, task_id)
+                tag[:] = [channel.basic_consume(queue, callback=on_message, no_ack=False)]
+                self.conn.declared.add(marker)
+            meta = latest.get("meta")
+            if meta is None or meta["status"] not in states.READY_STATES:
+                self.drain(seconds)
+            return latest.get("meta")
 
-            tag = channel.basic_consume(queue, callback=on_message, no_ack=False)
-            try:
-                return self.drain_until_ready(task_id, lambda: latest.get("meta"), timeout)
-            finally:
-                channel.basic_cancel(tag)
-                for message in held:  # back in the queue for the next reader
-                    channel.basic_reject(message.delivery_tag, requeue=True)
+        def cleanup() -> None:
+            if marker not in self.conn.declared:
+                return  # its connection is gone, and with it the consumer
+            self.conn.declared.discard(marker)
+            channel = self.conn.channel()
+            channel.basic_cancel(tag[0])
+            for message in held:  # back in the queue for the next reader
+                channel.basic_reject(message.delivery_tag, requeue=True)
 
-        return self._with_channel("wait for results", wait)
+        return self.wait_ready(task_id, timeout, step, cleanup)
 
     def forget(self, task_id: str) -> None:
         self._with_channel("forget a result", lambda ch: ch.queue_delete(QUEUE_PREFIX + task_id))

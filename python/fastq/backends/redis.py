@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import heapq
+import logging
 import math
+import os
+import select
+import socket
 import threading
 import time
 import uuid
@@ -10,13 +15,18 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from fastq import errors, states
 from fastq.backends.base import Backend, ChordJoin, exception_to_meta
+from fastq.backends.waiting import BlockingListener, Listener, LoopListener
 from fastq.urls import redact
 
 if TYPE_CHECKING:
     from fastq.app import App
+
+log = logging.getLogger("fastq.backends")
 
 TASK_KEY = "celery-task-meta-"
 GROUP_KEY = "celery-taskset-meta-"
@@ -106,7 +116,8 @@ class RedisBackend(Backend):
         self._chord_done = self.client.register_script(_CHORD_DONE)
         ordered = app.conf.result_backend_transport_options.get("result_chord_ordered")
         self.chord_ordered = app.conf.result_chord_ordered if ordered is None else bool(ordered)
-        self._waiter = ResultWaiter(self)
+        self._hub: ResultHub | None = None  # made on the first wait: workers mostly store
+        self._hub_lock = threading.Lock()
 
     def key_for(self, task_id: str) -> str:
         return f"{self.prefix}{TASK_KEY}{task_id}"
@@ -153,7 +164,17 @@ class RedisBackend(Backend):
         ]
 
     def wait_for(self, task_id: str, timeout: float | None = None, interval: float = 0.5) -> dict:
-        return self._waiter.wait(task_id, timeout)
+        return self.hub().wait(task_id, timeout)
+
+    async def wait_async(self, task_id: str, timeout: float | None = None) -> dict[str, Any]:
+        return await self.hub().wait_async(task_id, timeout)
+
+    def hub(self) -> ResultHub:
+        if self._hub is None:
+            with self._hub_lock:
+                if self._hub is None:
+                    self._hub = ResultHub(self)
+        return self._hub
 
     def forget(self, task_id: str) -> None:
         self.client.delete(self.key_for(task_id))
@@ -237,65 +258,363 @@ class RedisBackend(Backend):
             raise self._error(f"close chord {join.group_id}", exc) from exc
 
     def close(self) -> None:
-        self._waiter.close()
+        if self._hub is not None:
+            self._hub.close()
         self.client.close()
 
 
-class ResultWaiter:
-    """Waits for results on the keys' pub/sub channels: subscribe, then GET (covers the race),
-    then read messages until the state is ready. One subscription connection per process."""
+#: A waited-on key is read as the wait starts, after every SUBSCRIBE is confirmed, and again on
+#: a backoff from POLL_FIRST doubling to POLL_MAX: pub/sub is at-most-once (a PUBLISH handled
+#: before the SUBSCRIBE, or during a reconnect, is lost), so the key is the truth and the channel
+#: only makes the wake-up faster.
+POLL_FIRST = 0.05
+POLL_MAX = 0.5
+#: Keys per MGET and channels per SUBSCRIBE.
+BATCH = 500
+#: Reconnecting the subscription backs off up to this (seconds).
+RECONNECT_MAX = 1.0
+#: The hub's thread exits after this long with nobody waiting (it starts again on demand).
+IDLE_EXIT = 10.0
+
+
+class _Watch:
+    __slots__ = ("delay", "due", "listeners", "task_id")
+
+    def __init__(self, task_id: str, now: float) -> None:
+        self.task_id = task_id
+        self.listeners: list[Listener] = []
+        self.delay = POLL_FIRST
+        self.due = now
+
+
+class ResultHub:
+    """Every wait of this process on one Redis backend: one pub/sub connection and one thread,
+    however many callers (threads blocked in ``get()``, or futures awaited in event loops) wait.
+
+    The thread subscribes to the waited-on keys' channels (Celery's worker and fastq's publish a
+    stored meta on the key's own channel), reads the keys with MGET in batches when they are due
+    and after each SUBSCRIBE is confirmed, and reconnects on its own when the connection drops.
+    Callers never touch the connections, so a dropped connection only delays them.
+    """
 
     def __init__(self, backend: RedisBackend) -> None:
         self.backend = backend
+        self._pid = -1
+        self._start_fresh()
+
+    def _start_fresh(self) -> None:
+        # Also after a fork: the parent's thread and sockets are not this process's.
+        self._pid = os.getpid()
         self._lock = threading.Lock()
-        self._pubsub: Any = None
+        self._watches: dict[str, _Watch] = {}
+        self._due: list[tuple[float, str]] = []  # heap; entries whose watch moved on are stale
+        self._added: set[str] = set()
+        self._removed: set[str] = set()
+        self._thread: threading.Thread | None = None
+        self._closed = False
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        #: What went wrong with the backend last, until a read succeeds again (named when a
+        #: wait times out, so an outage does not look like a slow task).
+        self.trouble: str | None = None
+        # Its own connections, with a read timeout and at most one quick retry: a caller's
+        # client may be blocked elsewhere, and a hung server must not wedge every waiter.
+        self._reader = redis.Redis.from_url(
+            self.backend.url,
+            socket_connect_timeout=5,
+            socket_timeout=10,
+            retry=Retry(NoBackoff(), 1),
+        )
+
+    # -- callers' side ---------------------------------------------------------------------------
+    def add(self, listener: Listener) -> None:
+        if self._pid != os.getpid():
+            self._start_fresh()
+        key = self.backend.key_for(listener.task_id)
+        now = time.monotonic()
+        with self._lock:
+            if self._closed:
+                raise errors.BackendError(
+                    f"the result backend {redact(self.backend.url)} is closed"
+                )
+            watch = self._watches.get(key)
+            if watch is None:
+                watch = self._watches[key] = _Watch(listener.task_id, now)
+                heapq.heappush(self._due, (now, key))  # read at once: it may be stored already
+                self._added.add(key)
+            watch.listeners.append(listener)
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run_guarded, name="fastq-results", daemon=True
+                )
+                self._thread.start()
+        self._wake()
+
+    def remove(self, listener: Listener) -> None:
+        """Stops waiting (a delivered listener is already gone; this is then a no-op)."""
+        if self._pid != os.getpid():
+            return
+        key = self.backend.key_for(listener.task_id)
+        with self._lock:
+            watch = self._watches.get(key)
+            if watch is None or listener not in watch.listeners:
+                return
+            watch.listeners.remove(listener)
+            if not watch.listeners:
+                del self._watches[key]
+                self._removed.add(key)  # unsubscribed on the thread's next turn
 
     def wait(self, task_id: str, timeout: float | None) -> dict[str, Any]:
-        key = self.backend.key_for(task_id)
-        deadline = None if timeout is None else time.monotonic() + timeout
-        with self._lock:
-            try:
-                return self._wait_locked(task_id, key, deadline, timeout)
-            except redis.RedisError as exc:
-                self._reset()
-                raise errors.BackendError(
-                    f"lost the result backend {redact(self.backend.url)} while waiting: {exc}"
-                ) from exc
-
-    def _wait_locked(
-        self, task_id: str, key: str, deadline: float | None, timeout: float | None
-    ) -> dict[str, Any]:
-        if self._pubsub is None:
-            self._pubsub = self.backend.client.pubsub(ignore_subscribe_messages=True)
-        pubsub = self._pubsub
-        pubsub.subscribe(key)
+        listener = BlockingListener(task_id)
+        self.add(listener)
         try:
-            meta = self.backend.get_meta(task_id)
-            while meta["status"] not in states.READY_STATES:
-                remaining = None if deadline is None else deadline - time.monotonic()
-                if remaining is not None and remaining <= 0:
-                    raise errors.TimeoutError(f"task {task_id} not ready after {timeout}s")
-                message = pubsub.get_message(
-                    timeout=1.0 if remaining is None else min(remaining, 1.0)
-                )
-                if message is None:
-                    continue
-                channel = message["channel"]
-                if isinstance(channel, bytes):
-                    channel = channel.decode()
-                if message["type"] == "message" and channel == key:
-                    meta = self.backend.decode_meta(message["data"])
-            return meta
+            outcome = listener.wait(timeout)
         finally:
-            pubsub.unsubscribe(key)
+            self.remove(listener)
+        if outcome is None:
+            outcome = self._last_look(task_id)  # a timeout of 0, or stored at the last moment
+        if outcome is None:
+            raise self.timeout_error(task_id, timeout)
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
 
-    def _reset(self) -> None:
-        if self._pubsub is not None:
-            try:
-                self._pubsub.close()
-            finally:
-                self._pubsub = None
+    async def wait_async(self, task_id: str, timeout: float | None) -> dict[str, Any]:
+        import asyncio
+
+        listener = LoopListener(task_id)
+        self.add(listener)
+        try:
+            return await asyncio.wait_for(listener.future, timeout)
+        except asyncio.TimeoutError:
+            raise self.timeout_error(task_id, timeout) from None
+        finally:
+            self.remove(listener)
+
+    def _last_look(self, task_id: str) -> dict[str, Any] | None:
+        if self.trouble is not None:
+            return None  # the backend fails: do not wait on it past the timeout
+        try:
+            data: bytes | None = self._reader.get(self.backend.key_for(task_id))  # type: ignore[assignment]
+        except (redis.RedisError, OSError):
+            return None
+        meta = None if data is None else self.backend.decode_meta(data)
+        return meta if meta is not None and meta["status"] in states.READY_STATES else None
+
+    def timeout_error(self, task_id: str, timeout: float | None) -> errors.TimeoutError:
+        message = f"task {task_id} not ready after {timeout}s"
+        if self.trouble:
+            message += f" (the result backend {redact(self.backend.url)} fails: {self.trouble})"
+        return errors.TimeoutError(message)
+
+    def _wake(self) -> None:
+        try:
+            self._wake_w.send(b"\0")
+        except OSError:
+            pass  # full (a wake-up is already pending) or closed
 
     def close(self) -> None:
         with self._lock:
-            self._reset()
+            self._closed = True
+            thread = self._thread
+            watches, self._watches = self._watches, {}
+        closed = errors.BackendError(
+            f"the result backend {redact(self.backend.url)} was closed while waiting"
+        )
+        for watch in watches.values():  # nothing would wake them any more
+            for listener in watch.listeners:
+                listener.deliver(closed)
+        self._wake()
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(2)
+            if not thread.is_alive():
+                self._wake_r.close()
+                self._wake_w.close()
+        self._reader.close()
+
+    # -- the thread --------------------------------------------------------------------------------
+    def _run_guarded(self) -> None:
+        # A bug here must not leave every waiter to its timeout with no thread to wake it.
+        while True:
+            try:
+                self._run()
+                return
+            except Exception:
+                log.exception(
+                    "the result waiter of %s failed; restarting it", redact(self.backend.url)
+                )
+                time.sleep(0.1)
+
+    def _run(self) -> None:
+        conn: Any = None
+        subscribed: set[str] = set()
+        retry_at, retry_delay = 0.0, 0.1
+        idle_since: float | None = None
+        try:
+            while True:
+                now = time.monotonic()
+                with self._lock:
+                    if self._closed:
+                        return
+                    if self._watches:
+                        idle_since = None
+                    elif idle_since is None:
+                        idle_since = now
+                    elif now - idle_since >= IDLE_EXIT:
+                        self._thread = None
+                        return
+                confirmed: list[str] = []
+                if conn is None and now >= retry_at and self._watches:
+                    try:
+                        conn = self._connect()
+                        subscribed = set()
+                        retry_delay = 0.1
+                    except (redis.RedisError, OSError) as exc:
+                        self._note(exc)
+                        retry_at = now + retry_delay
+                        retry_delay = min(retry_delay * 2, RECONNECT_MAX)
+                if conn is not None:
+                    try:
+                        self._resubscribe(conn, subscribed)
+                        while conn.can_read(0):
+                            self._on_reply(conn.read_response(), confirmed)
+                    except (redis.RedisError, OSError) as exc:
+                        # Confirmations of the new connection's SUBSCRIBEs trigger re-reads.
+                        self._note(exc)
+                        self._drop(conn)
+                        conn, subscribed = None, set()
+                        retry_at = now
+                        continue
+                self._read(confirmed)
+                self._sleep(conn, retry_at)
+        finally:
+            if conn is not None:
+                self._drop(conn)
+
+    def _connect(self) -> Any:
+        pool = self._reader.connection_pool
+        # RESP2: messages arrive as replies (RESP3 would route them to push handlers instead).
+        conn = pool.connection_class(**{**pool.connection_kwargs, "protocol": 2})
+        conn.connect()
+        return conn
+
+    @staticmethod
+    def _drop(conn: Any) -> None:
+        try:
+            conn.disconnect()
+        except Exception:
+            pass
+
+    def _note(self, exc: BaseException) -> None:
+        if self.trouble is None:
+            log.warning(
+                "result backend %s failed while results are awaited (%s); retrying",
+                redact(self.backend.url),
+                exc,
+            )
+        self.trouble = f"{type(exc).__name__}: {exc}"
+
+    def _resubscribe(self, conn: Any, subscribed: set[str]) -> None:
+        with self._lock:
+            if subscribed:
+                new = [k for k in self._added if k in self._watches and k not in subscribed]
+            else:  # a new connection: everything waited on
+                new = list(self._watches)
+            gone = [k for k in self._removed if k not in self._watches and k in subscribed]
+            self._added.clear()
+            self._removed.clear()
+        for i in range(0, len(new), BATCH):
+            conn.send_command("SUBSCRIBE", *new[i : i + BATCH], check_health=False)
+            subscribed.update(new[i : i + BATCH])
+        for i in range(0, len(gone), BATCH):
+            conn.send_command("UNSUBSCRIBE", *gone[i : i + BATCH], check_health=False)
+            subscribed.difference_update(gone[i : i + BATCH])
+
+    def _on_reply(self, reply: Any, confirmed: list[str]) -> None:
+        if not isinstance(reply, list) or len(reply) < 3:
+            return
+        kind, channel = reply[0], reply[1]
+        key = channel.decode() if isinstance(channel, bytes) else str(channel)
+        if kind in (b"subscribe", "subscribe"):
+            confirmed.append(key)  # published before this took effect? read the key to know
+        elif kind in (b"message", "message") and key in self._watches:
+            try:
+                meta = self.backend.decode_meta(reply[2])
+            except Exception:
+                confirmed.append(key)  # reading the key reports the error to the caller
+                return
+            if meta["status"] in states.READY_STATES:
+                self._deliver(key, meta)
+
+    def _deliver(self, key: str, outcome: dict[str, Any] | BaseException) -> None:
+        with self._lock:
+            watch = self._watches.pop(key, None)
+            if watch is not None:
+                self._removed.add(key)
+        for listener in watch.listeners if watch is not None else ():
+            listener.deliver(outcome)
+
+    def _read(self, confirmed: list[str]) -> None:
+        """Reads the keys just subscribed and those due, and schedules their next read."""
+        now = time.monotonic()
+        keys = dict.fromkeys(confirmed)
+        with self._lock:
+            while self._due and self._due[0][0] <= now:
+                due, key = heapq.heappop(self._due)
+                watch = self._watches.get(key)
+                if watch is not None and watch.due == due:
+                    keys[key] = None
+            for key in keys:
+                watch = self._watches.get(key)
+                if watch is None:
+                    continue
+                watch.due = now + watch.delay
+                watch.delay = min(watch.delay * 2, POLL_MAX)
+                heapq.heappush(self._due, (watch.due, key))
+            todo = [k for k in keys if k in self._watches]
+        for i in range(0, len(todo), BATCH):
+            batch = todo[i : i + BATCH]
+            try:
+                values: list[bytes | None] = self._reader.mget(batch)  # type: ignore[assignment]
+            except (redis.RedisError, OSError) as exc:
+                self._note(exc)
+                return  # they stay scheduled: read again on their backoff
+            if self.trouble is not None:
+                log.warning("result backend %s answers again", redact(self.backend.url))
+                self.trouble = None
+            for key, data in zip(batch, values, strict=True):
+                if data is None:
+                    continue
+                try:
+                    meta = self.backend.decode_meta(data)
+                except Exception as exc:
+                    self._deliver(key, exc)
+                    continue
+                if meta["status"] in states.READY_STATES:
+                    self._deliver(key, meta)
+
+    def _sleep(self, conn: Any, retry_at: float) -> None:
+        now = time.monotonic()
+        with self._lock:
+            while self._due and (
+                self._due[0][1] not in self._watches
+                or self._watches[self._due[0][1]].due != self._due[0][0]
+            ):
+                heapq.heappop(self._due)  # stale
+            timeout = self._due[0][0] - now if self._due else IDLE_EXIT
+            if conn is None and self._watches:
+                timeout = min(timeout, retry_at - now)
+        readable: list[Any] = [self._wake_r]
+        sock = getattr(conn, "_sock", None) if conn is not None else None
+        if sock is not None:
+            readable.append(sock)
+        elif conn is not None:
+            timeout = min(timeout, 0.05)  # no socket to watch: look again soon
+        if timeout > 0:
+            select.select(readable, [], [], timeout)
+        try:
+            while self._wake_r.recv(4096):
+                pass
+        except OSError:
+            pass  # drained

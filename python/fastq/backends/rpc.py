@@ -2,11 +2,23 @@
 
 The worker publishes each state (STARTED, RETRY, the final one) to the default exchange with the
 task's ``reply_to`` as routing key and ``correlation_id`` = task id. The client declares its reply
-queue (named by ``app.oid``: durable, auto_delete, ``x-expires`` = ``result_expires``) before
-sending, consumes it with no_ack, and buffers replies for other tasks until asked.
+queue (named by ``app.oid``) before sending, consumes it, and buffers replies for other tasks
+until asked. The workers' side is Celery's, so Celery workers reply to fastq clients.
 
-Replies live only in the client's queue: a client that goes away (its queue auto-deletes) loses
-the results still on their way. Use ``rabbitmq://`` when results must outlive the client.
+What survives what (replies live only in the client's queue and the client's memory):
+
+- A dropped connection (network, ``rabbitmqctl close_connection``, a broker-side timeout): nothing
+  is lost. The queue is not auto-deleted (it outlives its consumer by ``REPLY_QUEUE_GRACE`` s, or
+  ``result_expires`` if shorter), so replies sent while the client is disconnected wait in it,
+  and replies are acknowledged only once buffered, so those in flight when the connection died
+  are delivered again. A waiting ``get()`` reconnects on its own until its timeout.
+- A broker restart: the queue is durable, but replies are transient unless ``result_persistent``
+  is set, so replies not yet consumed are lost; ``get(timeout=...)`` then raises ``TimeoutError``
+  naming the lost connection (with no timeout it waits, as for a task that never ends).
+- The client away longer than the grace, or gone: its queue and unread replies are deleted.
+  ``App.close()`` deletes the queue at once.
+
+Use ``rabbitmq://`` or ``redis://`` when results must outlive the client.
 """
 
 from __future__ import annotations
@@ -18,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from fastq import errors, states
 from fastq.backends.amqp import AmqpResultBackend
-from fastq.brokers.amqp import QueueDecl
+from fastq.brokers.amqp import CONNECTION_ERRORS, QueueDecl
 
 if TYPE_CHECKING:
     from fastq.app import App
@@ -27,6 +39,8 @@ log = logging.getLogger("fastq.backends")
 
 #: Replies kept for tasks nobody waits on yet; the oldest go first past this many.
 BUFFER_LIMIT = 10_000
+#: How long the reply queue outlives its last consumer (seconds): long enough to reconnect.
+REPLY_QUEUE_GRACE = 300.0
 
 
 class RpcBackend(AmqpResultBackend):
@@ -73,13 +87,16 @@ class RpcBackend(AmqpResultBackend):
 
     # -- client side -----------------------------------------------------------------------------
     def reply_queue(self) -> QueueDecl:
+        # Not auto_delete: a dropped connection must not delete the queue and the replies sent
+        # before the client reconnects; x-expires removes it once the client is gone for good.
         expires = self.expires_ms()
+        grace = int(REPLY_QUEUE_GRACE * 1000)
         return QueueDecl(
             name=self.app.oid,
             exchange="",
             durable=True,
-            auto_delete=True,
-            arguments={"x-expires": expires} if expires else None,
+            auto_delete=False,
+            arguments={"x-expires": min(expires, grace) if expires else grace},
         )
 
     def _consume(self, channel: Any) -> None:
@@ -88,10 +105,17 @@ class RpcBackend(AmqpResultBackend):
         self.ensure(channel, self.reply_queue())
         marker = f"consume:{self.app.oid}"
         if marker not in self.conn.declared:
-            channel.basic_consume(self.app.oid, callback=self._on_reply, no_ack=True)
+            # Acknowledged once buffered: a reply in flight when the connection dies comes back.
+            channel.basic_consume(self.app.oid, callback=self._on_reply, no_ack=False)
             self.conn.declared.add(marker)
 
     def _on_reply(self, message: Any) -> None:
+        try:
+            self._buffer_reply(message)
+        finally:
+            message.channel.basic_ack(message.delivery_tag)
+
+    def _buffer_reply(self, message: Any) -> None:
         try:
             meta = self.meta_of(message)
         except errors.DecodeError as exc:
@@ -112,21 +136,44 @@ class RpcBackend(AmqpResultBackend):
         # The queue must exist before the worker replies, or the reply is dropped.
         self._with_channel("declare the reply queue", self._consume)
 
+    def on_tasks_sent(self, task_ids: list[str]) -> None:
+        if task_ids:  # one queue for all of them
+            self.on_task_sent(task_ids[0])
+
     def get_meta(self, task_id: str) -> dict[str, Any]:
-        def read(channel: Any) -> dict[str, Any]:
+        return self.get_many([task_id])[0]
+
+    def get_many(self, task_ids: list[str]) -> list[dict[str, Any]]:
+        """Reads the replies that came (one pass over the queue) and looks the ids up."""
+
+        def read(channel: Any) -> list[dict[str, Any]]:
             self._consume(channel)
             while self.drain(0.01):
                 pass
-            return self._buffer.get(task_id) or self.pending_meta(task_id)
+            return [self._buffer.get(t) or self.pending_meta(t) for t in task_ids]
 
         return self._with_channel("read results", read)
 
     def wait_for(self, task_id: str, timeout: float | None = None, interval: float = 0.5) -> dict:
-        def wait(channel: Any) -> dict[str, Any]:
+        def step(channel: Any, seconds: float) -> dict[str, Any] | None:
             self._consume(channel)
-            return self.drain_until_ready(task_id, lambda: self._buffer.get(task_id), timeout)
+            meta = self._buffer.get(task_id)
+            if meta is None or meta["status"] not in states.READY_STATES:
+                self.drain(seconds)
+                meta = self._buffer.get(task_id)
+            return meta
 
-        return self._with_channel("wait for results", wait)
+        return self.wait_ready(task_id, timeout, step)
 
     def forget(self, task_id: str) -> None:
         self._buffer.pop(task_id, None)
+
+    def close(self) -> None:
+        # A clean exit leaves no queue behind (nobody can read its replies any more).
+        with self.conn.lock:
+            if f"consume:{self.app.oid}" in self.conn.declared:
+                try:
+                    self.conn.channel().queue_delete(self.app.oid)
+                except CONNECTION_ERRORS:
+                    self.reset()
+        super().close()

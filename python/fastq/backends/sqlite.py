@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from fastq import errors, states
 from fastq.backends.base import Backend
+from fastq.backends.waiting import LoopPoller
 from fastq.sqlitedb import BUSY_TIMEOUT, SQLiteDatabase
 
 if TYPE_CHECKING:
@@ -56,6 +57,8 @@ class SQLiteBackend(Backend):
             busy_timeout=float(options.get("busy_timeout", BUSY_TIMEOUT)),
         )
         self._next_cleanup = 0.0
+        # await: local reads, so in the loop itself (a point read costs microseconds)
+        self._async_poller = LoopPoller(self.get_many, self.get_meta, cap=POLL_MAX)
 
     def store_many(self, metas: Iterable[tuple[str, dict[str, Any]]]) -> None:
         now = time.time()
@@ -79,6 +82,22 @@ class SQLiteBackend(Backend):
             (task_id, time.time()),
         )
         return self.pending_meta(task_id) if not rows else self.decode_meta(bytes(rows[0][0]))
+
+    def get_many(self, task_ids: list[str]) -> list[dict[str, Any]]:
+        found: dict[str, bytes] = {}
+        now = time.time()
+        for i in range(0, len(task_ids), 500):
+            batch = task_ids[i : i + 500]
+            rows = self.db.execute(
+                "read results",
+                f"SELECT task_id, meta FROM fastq_results WHERE task_id IN "
+                f"({', '.join('?' * len(batch))}) AND (expires_at IS NULL OR expires_at > ?)",
+                (*batch, now),
+            )
+            found.update((row[0], bytes(row[1])) for row in rows)
+        return [
+            self.decode_meta(found[t]) if t in found else self.pending_meta(t) for t in task_ids
+        ]
 
     def wait_for(self, task_id: str, timeout: float | None = None, interval: float = 0.5) -> dict:
         deadline = None if timeout is None else time.monotonic() + timeout
