@@ -25,6 +25,7 @@ __all__ = [
     "encode_task_envelope",
     "encode_task_message",
     "loads",
+    "renew_leases",
     "restore_consumer",
     "restore_visible",
     "task_from_parts",
