@@ -32,6 +32,8 @@ JSON = "application/json"
 TIME_LIMIT = "time limit"
 TERMINATED = "terminated"
 WORKER_LOST = "worker lost"
+#: A late-acknowledged task that killed its child ``QUARANTINE_AFTER`` times: not run again.
+QUARANTINED = "quarantined"
 #: Request fields a stored result or a follow-up reads, described when they are set.
 _FIELDS = ("group", "group_index", "parent_id", "chord", "chain", "errbacks")
 _ROUTE = ("reply_to", "correlation_id", "root_id", "parent_id", "group", "group_index")
@@ -143,6 +145,12 @@ def record_lost(app: App, running: Running, reason: str, exit_code: int, hostnam
         exc: BaseException
         if reason == TIME_LIMIT:
             exc = errors.TimeLimitExceeded("hard time limit exceeded")
+        elif reason == QUARANTINED:
+            exc = errors.WorkerLostError(
+                f"Worker exited prematurely: {_exit_status(exit_code)}. The task killed its "
+                "worker child each time it ran and was quarantined (not run again)."
+            )
+            log.error("task %s[%s] failed: %r", running.name, task_id, exc)
         else:
             exc = errors.WorkerLostError(f"Worker exited prematurely: {_exit_status(exit_code)}.")
             log.error("task %s[%s] failed: %r", running.name, task_id, exc)

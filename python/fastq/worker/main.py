@@ -16,7 +16,7 @@ from fastq.errors import ConfigurationError
 from fastq.urls import redact
 from fastq.worker.control import ControlServer, PoolInfo, SlotReporter, TaskTracker
 from fastq.worker.loop import TaskReporter, WorkerLoop
-from fastq.worker.lost import record_lost
+from fastq.worker.lost import QUARANTINED, record_lost
 from fastq.worker.revoke import RevokedIds
 from fastq.worker.supervisor import PipeReporter, Running, Supervisor
 
@@ -127,7 +127,9 @@ def run_worker(
             try:
                 record_lost(app, running, reason, exit_code, hostname)
             finally:
-                if running.delivery_tag:  # recorded: not to run again (where the broker can)
+                if running.delivery_tag and reason == QUARANTINED:  # kept aside, for a look
+                    app.broker.quarantine(cid, running.delivery_tag)
+                elif running.delivery_tag:  # recorded: not to run again (where the broker can)
                     app.broker.discard(cid, running.delivery_tag)
 
         def on_tick() -> None:

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from fastq import errors
-from fastq.worker.lost import TERMINATED, TIME_LIMIT, WORKER_LOST, describe
+from fastq.worker.lost import QUARANTINED, TERMINATED, TIME_LIMIT, WORKER_LOST, describe
 from fastq.worker.revoke import RevokedIds
 
 if TYPE_CHECKING:
@@ -32,8 +32,14 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("fastq.worker")
 
-#: A child dying this soon after its start counts towards the crash-loop brake.
+#: A child dying this soon after its start counts towards the crash-loop brake (a clean exit,
+#: as at ``--max-tasks-per-child``, never does).
 FAST_DEATH = 1.0
+#: A late-acknowledged task whose child died running it this many times is quarantined: recorded
+#: as failed and kept out of the queue, instead of coming back to kill child after child.
+QUARANTINE_AFTER = 3
+#: How many task ids the supervisor remembers child deaths for.
+_DEATHS_KEPT = 1000
 #: How often the supervisor looks for dead children when nothing else wakes it.
 TICK = 0.25
 #: After reports woke it, how long the supervisor leaves the report pipes unwatched: what comes
@@ -140,6 +146,8 @@ class Supervisor:
         self._wake_w: int | None = None
         #: Until when (monotonic) the loop leaves the report pipes unwatched.
         self._deaf_until = 0.0
+        #: Task id -> how many children died running it (late-acknowledged tasks only).
+        self._deaths: dict[str, int] = {}
 
     # -- children ----------------------------------------------------------------------------------
     def _spawn(self, index: int) -> None:
@@ -402,6 +410,8 @@ class Supervisor:
             # Acknowledged before it ran, so no broker gives it back: it failed (Celery's
             # WorkerLostError). A late-acknowledged one is returned below and runs again.
             lost = (child.running, WORKER_LOST)
+        elif child.running is not None and code != 0 and not self.cold:
+            lost = self._count_death(child.running)
         if lost is not None and self.on_lost is not None:
             running, reason = lost
             try:
@@ -421,13 +431,37 @@ class Supervisor:
                 child.pid,
                 _describe(code),
             )
-        if time.monotonic() - child.started < FAST_DEATH:
+        if code != 0 and time.monotonic() - child.started < FAST_DEATH:
             fast_deaths += 1
             time.sleep(min(0.1 * 2**fast_deaths, 5.0))  # don't spin on a crash loop
+            if self.stopping:  # a stop came during the sleep: a new child would never hear it
+                return fast_deaths
         else:
             fast_deaths = 0
         self._spawn(child.index)
         return fast_deaths
+
+    def _count_death(self, running: Running) -> tuple[Running, str] | None:
+        """A child died running this late-acknowledged task: it comes back and runs again,
+        unless it has killed ``QUARANTINE_AFTER`` children: then it is quarantined (recorded as
+        failed; the broker moves its message aside), and children told to drop it should it
+        still come back (a broker that returns a dead channel's messages by itself)."""
+        task_id = running.task_id
+        deaths = self._deaths.pop(task_id, 0) + 1
+        if deaths < QUARANTINE_AFTER:
+            self._deaths[task_id] = deaths  # re-inserted: the dict stays oldest first
+            while len(self._deaths) > _DEATHS_KEPT:
+                del self._deaths[next(iter(self._deaths))]
+            return None
+        log.error(
+            "task %s[%s] killed %d worker children; quarantined instead of running again",
+            running.name,
+            task_id,
+            deaths,
+        )
+        self.revoked.settled.add([task_id])
+        self._tell_children(f"={task_id}\n", f"that {task_id} is settled")
+        return (running, QUARANTINED)
 
     def _restore(self, child: Child) -> None:
         try:
