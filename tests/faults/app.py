@@ -7,6 +7,7 @@ Configured from the environment so each test points it at its own broker, backen
 from __future__ import annotations
 
 import os
+import signal
 import time
 
 from fastq import App
@@ -31,3 +32,23 @@ def work(seq: int, seconds: float = 0.0) -> int:
         time.sleep(seconds)
     ledger.append(LEDGER, f"end {seq}")
     return seq
+
+
+@app.task(name="faults.crash")
+def crash(seq: int, times: int = 1) -> int:
+    """Kills its own worker process (SIGKILL, as the OOM killer would) the first ``times`` times
+    it starts, counted in the ledger; then runs as ``faults.work`` does."""
+    ledger.append(LEDGER, f"start {seq}")
+    if ledger.read(LEDGER)[0][seq] <= times:
+        os.kill(os.getpid(), signal.SIGKILL)
+    ledger.append(LEDGER, f"end {seq}")
+    return seq
+
+
+@app.task(name="faults.now")
+def now(seq: int) -> float:
+    """When it started (unix time): ETA tests measure lateness from it."""
+    started = time.time()
+    ledger.append(LEDGER, f"start {seq}")
+    ledger.append(LEDGER, f"end {seq}")
+    return started

@@ -1,7 +1,11 @@
 """The consumer loop one worker process (or thread) runs: fetch a batch, run, store, ack.
 
 The Rust consumer holds the prefetch window and decodes messages without the GIL; this loop only
-runs tasks. Results of a batch go to the backend in one round trip, before late acks.
+runs tasks. Each task's result is stored right after it runs, then its late ack is sent: a child
+that dies mid-batch leaves no finished task PENDING, and only the running task can run again.
+While the result backend is down, results are kept (up to ``MAX_UNSTORED``, then the loop stops
+fetching) and late acks wait for them; the store is retried on a backoff between tasks, never by
+sleeping while tasks wait.
 """
 
 from __future__ import annotations
@@ -9,6 +13,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import logging
+import math
 import os
 import random
 import signal
@@ -38,6 +43,13 @@ DEFER_AFTER = 2.0
 #: Broker reconnect backoff: first wait and ceiling, in seconds.
 BACKOFF_START = 0.2
 BACKOFF_MAX = 10.0
+#: How late a broker's blocking pop may return past its timeout (Redis: 1/hz, 100 ms).
+TIMER_SLACK = 0.1
+#: Results kept in memory while the result backend is down; past this the loop stops fetching.
+MAX_UNSTORED = 1000
+#: Result backend retry backoff while it is down: first wait and ceiling, in seconds.
+STORE_RETRY_START = 0.1
+STORE_RETRY_MAX = 2.0
 
 
 class TaskReporter(Protocol):
@@ -89,10 +101,17 @@ class WorkerLoop:
         self._consumer: Consumer | None = None
         self._scheduled: list[_Scheduled] = []
         self._seq = itertools.count()
+        #: Results not stored yet (all of them while the backend is down), oldest first.
         self._results: list[tuple[str, dict[str, Any]]] = []
+        #: Late acks not sent yet: they go only once every result before them is stored.
         self._late_acks: list[str] = []
+        #: While the backend is down: when to try it again (monotonic), and the next backoff.
+        self._store_retry_at = 0.0
+        self._store_delay = STORE_RETRY_START
         self._next_restore = 0.0
         self._next_due_move = 0.0
+        #: When the broker's earliest deferred message is due (unix time).
+        self._due_at = math.inf
         #: The id of the task running now, for a terminate that arrives meanwhile.
         self._running: str | None = None
 
@@ -144,7 +163,7 @@ class WorkerLoop:
         if consumer is None:
             return
         try:
-            self._flush(consumer)
+            self._flush(consumer, final=True)
             restored = consumer.restore_unacked()
             if restored:
                 log.info("returned %d prefetched task(s) to the queue", restored)
@@ -160,9 +179,13 @@ class WorkerLoop:
             self.revoked.read_pipe(self.revoked_fd)
         self._maybe_restore_visible()
         self._maybe_move_due()
-        wait = 1.0
-        if self._scheduled:
-            wait = max(0.0, min(wait, self._scheduled[0].when - time.time()))
+        pause = self._backlog_wait(consumer)
+        if pause:
+            self.stopping.wait(pause)  # the backend is down and the backlog full: fetch nothing
+            self._run_due(consumer)
+            self._flush(consumer)
+            return
+        wait = self._fetch_wait()
         deliveries = consumer.fetch(wait)
         for delivery in deliveries:
             if self.stopping.is_set():
@@ -170,6 +193,21 @@ class WorkerLoop:
             self._handle(consumer, delivery)
         self._run_due(consumer)
         self._flush(consumer)
+
+    def _fetch_wait(self) -> float:
+        """How long the fetch may block: 1 s, or until the next ETA task is due. A blocking pop
+        ends up to ``TIMER_SLACK`` late (Redis checks its timeouts 10 times a second), so it is
+        cut that much short and the last stretch slept here."""
+        due = self._due_at
+        if self._scheduled:
+            due = min(due, self._scheduled[0].when)
+        due_in = due - time.time()
+        if due_in >= 1.0 + TIMER_SLACK:
+            return 1.0
+        if due_in > TIMER_SLACK:
+            return due_in - TIMER_SLACK
+        self.stopping.wait(max(0.0, due_in))
+        return 0.0
 
     def _maybe_restore_visible(self) -> None:
         now = time.monotonic()
@@ -185,43 +223,135 @@ class WorkerLoop:
             log.warning("restored %d task(s) unacknowledged past the visibility timeout", restored)
 
     def _maybe_move_due(self) -> None:
+        """Moves due deferred messages to their queues every half second, and at once when the
+        earliest one is due (``_due_at``, which also caps the wait for new messages)."""
         now = time.monotonic()
-        if now < self._next_due_move:
+        if now < self._next_due_move and time.time() < self._due_at:
             return
         self._next_due_move = now + 0.5
         try:
             self.app.broker.move_due()
+            due = self.app.broker.next_due()
         except errors.FastqError as exc:
             log.warning("could not move due ETA tasks: %s", exc)
+            return
+        self._due_at = math.inf if due is None else due
 
-    def _flush(self, consumer: Consumer) -> None:
-        if self._results:
-            results, self._results = self._results, []
-            self._store(results)
+    def _flush(self, consumer: Consumer, final: bool = False) -> None:
+        """Stores the results kept so far, then sends the late acks: never an ack before the
+        result of its task is stored (a task acked with its result lost would never run again).
+        ``final``: the loop is ending; results the backend still refuses are logged as lost."""
+        if self._results and not self._store_kept(force=final):
+            if final:
+                ids = ", ".join(task_id for task_id, _ in self._results)
+                log.error(
+                    "result backend still unavailable at shutdown; %d result(s) lost: %s%s",
+                    len(self._results),
+                    ids,
+                    " (their late-acknowledged tasks go back to the queue)"
+                    if self._late_acks
+                    else "",
+                )
+                self._results = []
+                self._late_acks = []  # unacknowledged: restored, so they run again
+            return
         if self._late_acks:
-            tags, self._late_acks = self._late_acks, []
-            consumer.ack(tags)
+            consumer.ack(self._late_acks)  # raises: the tags stay for the next flush
+            self._late_acks = []
 
-    def _store(self, results: list[tuple[str, dict[str, Any]]]) -> None:
-        delay = 0.1
-        for attempt in range(4):
+    def _store_kept(self, force: bool = False) -> bool:
+        """One attempt to store every kept result, unless the backend is down and its backoff
+        has not passed; True once none is left. Never sleeps."""
+        now = time.monotonic()
+        if not force and now < self._store_retry_at:
+            return False
+        results = self._results
+        try:
             try:
                 self.app.backend.store_many(results)
-                return
-            except errors.BackendError as exc:
-                if attempt == 3:
-                    ids = ", ".join(task_id for task_id, _ in results)
-                    log.error("result backend failed 4 times (%s); results lost for: %s", exc, ids)
-                    return
-                log.warning("result backend failed (%s); retrying in %.1fs", exc, delay)
-                time.sleep(delay)
-                delay *= 3
+            except errors.BackendError:
+                raise
+            except Exception:  # not the backend's availability: this batch would never store
+                self._results = results = self._store_each(results)
+        except errors.BackendError as exc:
+            if self._store_retry_at == 0.0:
+                log.error(
+                    "result backend unavailable (%s); keeping results (%d so far) until it "
+                    "answers, late acks wait for them",
+                    exc,
+                    len(results),
+                )
+            self._store_retry_at = now + self._store_delay
+            self._store_delay = min(self._store_delay * 2, STORE_RETRY_MAX)
+            return False
+        if self._store_retry_at:
+            log.warning("result backend available again; stored %d kept result(s)", len(results))
+        self._results = []
+        self._store_retry_at = 0.0
+        self._store_delay = STORE_RETRY_START
+        return True
+
+    def _store_each(
+        self, results: list[tuple[str, dict[str, Any]]]
+    ) -> list[tuple[str, dict[str, Any]]]:
+        """One at a time, so only a result that cannot be stored at all is dropped (logged);
+        raises ``BackendError`` with the unstored ones left in ``self._results``."""
+        for index, item in enumerate(results):
+            try:
+                self.app.backend.store_many([item])
+            except errors.BackendError:
+                self._results = results[index:]
+                raise
+            except Exception:
+                log.exception("the result of task %s cannot be stored; dropped", item[0])
+        return results
+
+    def _backlog_wait(self, consumer: Consumer) -> float:
+        """Back-pressure while the backend is down: how long to wait instead of fetching, when
+        the kept results reached ``MAX_UNSTORED`` or unsent late acks fill the window."""
+        if not self._results or not self._store_retry_at:
+            return 0.0
+        if len(self._results) < MAX_UNSTORED and consumer.in_flight < self.prefetch:
+            return 0.0
+        wait = self._store_retry_at - time.monotonic()
+        if self._scheduled:
+            wait = min(wait, self._scheduled[0].when - time.time())
+        return max(0.0, wait)
 
     # -- one message -----------------------------------------------------------------------------
     def _handle(self, consumer: Consumer, delivery: Delivery) -> None:
+        """Never lets a message end the child: whatever it carries is refused, with a FAILURE
+        stored when it has an id (a child that died on it would be sent it again and again)."""
+        try:
+            self._handle_one(consumer, delivery)
+            self._flush(consumer)  # a refused or revoked one's state too, before the next task
+        except errors.BrokerConnectionError:
+            raise
+        except Exception as exc:
+            self._running = None
+            log.exception(
+                "task %s[%s] could not be handled; refused",
+                delivery.task_name,
+                delivery.task_id,
+            )
+            self._reject_bad(consumer, delivery, exc)
+
+    def _handle_one(self, consumer: Consumer, delivery: Delivery) -> None:
         message = delivery.message
         if message is None:
             self._refuse(consumer, delivery)
+            return
+        try:
+            context = build_context(delivery, self.hostname)
+        except errors.InvalidMessage as exc:
+            log.error(
+                "refused task %r (id %s) from queue %r: %s",
+                message.task,
+                message.id,
+                delivery.queue,
+                exc,
+            )
+            self._reject_bad(consumer, delivery, exc)
             return
         try:
             task = self.app.get_task(message.task)
@@ -233,12 +363,9 @@ class WorkerLoop:
                 message.id,
             )
             # The context carries reply_to, so rpc:// can tell the client too.
-            self._record(
-                message.id, exc, states.FAILURE, None, build_context(delivery, self.hostname)
-            )
+            self._record(message.id, exc, states.FAILURE, None, context)
             self._settle(consumer, delivery.delivery_tag, Settle.DROP)
             return
-        context = build_context(delivery, self.hostname)
         if delivery.redelivered and self._settled(context.id):
             log.info(
                 "task %s[%s] came back after its worker child was killed; its result is "
@@ -322,26 +449,15 @@ class WorkerLoop:
         self, consumer: Consumer, task: Task, delivery: Delivery, context: Context
     ) -> None:
         acks_late = task.acks_late if task.acks_late is not None else self.app.conf.task_acks_late
+        limits = effective_limits(task, context)  # before the ack: a bad one is refused whole
         if not acks_late:
             # Celery's default: acked before it runs, so a task that kills its worker is not
             # redelivered; written without waiting for the reply.
             consumer.ack([delivery.delivery_tag], wait=False)
         if self._tracks_started(task):
-            self._store(
-                [
-                    (
-                        context.id or "",
-                        self.app.backend.build_meta(
-                            context.id or "",
-                            {"pid": os.getpid(), "hostname": self.hostname},
-                            states.STARTED,
-                            None,
-                            context,
-                        ),
-                    )
-                ]
-            )
-        limits = effective_limits(task, context)
+            started = {"pid": os.getpid(), "hostname": self.hostname}
+            self._record(context.id, started, states.STARTED, None, context)
+            self._store_kept()
         if self.reporter is not None:
             hard = limits[0]
             deadline = time.time() + hard if hard else None
@@ -351,14 +467,22 @@ class WorkerLoop:
             outcome = run_task(task, context, acks_late, self.enforce_hard_limit, limits)
         finally:
             self._running = None
-        if self.reporter is not None:
-            self.reporter.finished()
+        # Stored now, not at the end of the batch: a child killed by a later task of the batch
+        # must leave no finished task PENDING (Celery stores each result right after its task).
         self._record_outcome(task, context, outcome)
+        if self._results:
+            self._store_kept()
         send_followups(self.app, context, outcome)  # callbacks, chain, chord, errbacks: canvas
         if acks_late:
             self._settle(consumer, delivery.delivery_tag, outcome.settle)
         elif outcome.settle is Settle.REQUEUE:
             log.warning("task %s[%s] asked to requeue but was acked early", task.name, context.id)
+        # Late acks per task: a child killed later in the batch makes only its running task run
+        # again. Reported finished only then, so the supervisor records a task whose child dies
+        # before its result is stored.
+        self._flush(consumer)
+        if self.reporter is not None:
+            self.reporter.finished()
         self.processed += 1
         if self.max_tasks is not None and self.processed >= self.max_tasks:
             log.info("reached max tasks per child (%d); exiting", self.max_tasks)
@@ -415,4 +539,25 @@ class WorkerLoop:
                 correlation_id=delivery.correlation_id,
             )
             self._record(delivery.task_id, kind(delivery.error), states.FAILURE, None, reply)
+        self._settle(consumer, delivery.delivery_tag, Settle.DROP)
+
+    def _reject_bad(self, consumer: Consumer, delivery: Delivery, exc: Exception) -> None:
+        """A message refused for what it carries: FAILURE with the reason if it has an id, and
+        dropped (rejecting a message already acked early is a no-op)."""
+        task_id = delivery.task_id
+        if isinstance(task_id, str) and task_id:
+            error = (
+                exc
+                if isinstance(exc, errors.InvalidMessage)
+                else errors.InvalidMessage(f"{type(exc).__name__}: {exc}")
+            )
+            reply_to = delivery.reply_to if isinstance(delivery.reply_to, str) else None
+            correlation = delivery.correlation_id
+            reply = Context(
+                id=task_id,
+                task=delivery.task_name,
+                reply_to=reply_to,
+                correlation_id=correlation if isinstance(correlation, str) else None,
+            )
+            self._record(task_id, error, states.FAILURE, None, reply)
         self._settle(consumer, delivery.delivery_tag, Settle.DROP)
