@@ -36,7 +36,7 @@ def test_countdown_tasks_start_on_time(own_redis: RedisServer, ledger_path: str)
             metas = client.backend.get_many([r.id for r, _ in sent])
         late = sorted(m["result"] - due for m, (_, due) in zip(metas, sent, strict=True))
         p50, p99 = statistics.median(late), late[int(0.99 * (len(late) - 1))]
-        print(f"[eta] lateness p50 {p50 * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms, max {late[-1]:.3f}s")
+        print(f"[eta] lateness p50 {p50 * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms")
         assert late[0] > -0.05, late  # never early (clocks of one machine)
         assert p99 < 0.3, late
     finally:
