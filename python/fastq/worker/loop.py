@@ -114,6 +114,8 @@ class WorkerLoop:
         self._due_at = math.inf
         #: The id of the task running now, for a terminate that arrives meanwhile.
         self._running: str | None = None
+        #: The reporter was told a task started and not yet that it finished.
+        self._reported = False
 
     # -- lifecycle -------------------------------------------------------------------------------
     def stop(self) -> None:
@@ -329,6 +331,9 @@ class WorkerLoop:
             raise
         except Exception as exc:
             self._running = None
+            if self._reported and self.reporter is not None:
+                self.reporter.finished()  # or the supervisor would time it out, or record it lost
+            self._reported = False
             log.exception(
                 "task %s[%s] could not be handled; refused",
                 delivery.task_name,
@@ -462,6 +467,7 @@ class WorkerLoop:
             hard = limits[0]
             deadline = time.time() + hard if hard else None
             self.reporter.started(context, deadline, acks_late)
+            self._reported = True
         self._running = context.id
         try:
             outcome = run_task(task, context, acks_late, self.enforce_hard_limit, limits)
@@ -483,6 +489,7 @@ class WorkerLoop:
         self._flush(consumer)
         if self.reporter is not None:
             self.reporter.finished()
+            self._reported = False
         self.processed += 1
         if self.max_tasks is not None and self.processed >= self.max_tasks:
             log.info("reached max tasks per child (%d); exiting", self.max_tasks)

@@ -125,7 +125,7 @@ def _text(name: str, value: Any) -> str | None:
 
 
 def _flag(name: str, value: Any) -> bool:
-    if value is None or isinstance(value, bool):
+    if value is None or isinstance(value, (bool, int)):  # 0/1 from clients that send ints
         return bool(value)
     raise InvalidMessage(f"{name} must be true or false, not {_kind(value)}")
 
