@@ -52,3 +52,10 @@ def now(seq: int) -> float:
     ledger.append(LEDGER, f"start {seq}")
     ledger.append(LEDGER, f"end {seq}")
     return started
+
+
+@app.task(name="faults.misconfigured", time_limit="soon")
+def misconfigured(seq: int) -> int:
+    """Fails in the worker before it runs (its time limit is no number): not a message fault,
+    but the child must survive it all the same."""
+    return seq

@@ -250,3 +250,16 @@ def test_a_task_that_kills_every_child_is_quarantined(pool: Pool) -> None:
     time.sleep(1.0)  # nothing brings it back
     assert pool.states_of([task_id]) == [states.FAILURE]
     assert pool.redis.llen(QUEUE) == 0
+
+
+def test_an_unexpected_error_before_the_run_is_refused_not_fatal(pool: Pool) -> None:
+    deaths = pool.deaths()
+    task_id, envelope = pool.envelope("faults.misconfigured")
+    good_id, good = pool.envelope()
+    pool.push(envelope)
+    pool.push(good)
+    assert pool.wait_ready([task_id, good_id], timeout=10) == [states.FAILURE, states.SUCCESS]
+    meta = pool.client.backend.get_meta(task_id)
+    assert "ValueError" in meta["result"]["exc_message"][0], meta
+    assert "could not be handled; refused" in pool.worker.log()
+    assert pool.deaths() == deaths

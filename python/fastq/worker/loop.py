@@ -330,16 +330,17 @@ class WorkerLoop:
         except errors.BrokerConnectionError:
             raise
         except Exception as exc:
-            self._running = None
-            if self._reported and self.reporter is not None:
-                self.reporter.finished()  # or the supervisor would time it out, or record it lost
-            self._reported = False
-            log.exception(
-                "task %s[%s] could not be handled; refused",
-                delivery.task_name,
-                delivery.task_id,
-            )
-            self._reject_bad(consumer, delivery, exc)
+            self._failed_handling(consumer, delivery, exc)
+
+    def _failed_handling(self, consumer: Consumer, delivery: Delivery, exc: Exception) -> None:
+        self._running = None
+        if self._reported and self.reporter is not None:
+            self.reporter.finished()  # or the supervisor would time it out, or record it lost
+        self._reported = False
+        log.exception(
+            "task %s[%s] could not be handled; refused", delivery.task_name, delivery.task_id
+        )
+        self._reject_bad(consumer, delivery, exc)
 
     def _handle_one(self, consumer: Consumer, delivery: Delivery) -> None:
         message = delivery.message
@@ -433,8 +434,13 @@ class WorkerLoop:
             if context.id in self.revoked:
                 self._revoke(consumer, item.delivery.delivery_tag, context, "revoked")
                 continue
-            task = self.app.get_task(context.task or "")
-            self._maybe_execute(consumer, task, item.delivery, context)
+            try:
+                task = self.app.get_task(context.task or "")
+                self._maybe_execute(consumer, task, item.delivery, context)
+            except errors.BrokerConnectionError:
+                raise
+            except Exception as exc:  # as in _handle: never the end of the child
+                self._failed_handling(consumer, item.delivery, exc)
 
     def _revoke(self, consumer: Consumer, tag: str, context: Context, reason: str) -> None:
         log.info("task %s[%s] %s before it ran; not running it", context.task, context.id, reason)
