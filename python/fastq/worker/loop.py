@@ -327,12 +327,12 @@ class WorkerLoop:
         try:
             self._handle_one(consumer, delivery)
             self._flush(consumer)  # a refused or revoked one's state too, before the next task
-        except errors.BrokerConnectionError:
+        except (errors.BrokerConnectionError, KeyboardInterrupt, SystemExit):
             raise
-        except Exception as exc:
+        except BaseException as exc:  # a panic in the extension is a BaseException too
             self._failed_handling(consumer, delivery, exc)
 
-    def _failed_handling(self, consumer: Consumer, delivery: Delivery, exc: Exception) -> None:
+    def _failed_handling(self, consumer: Consumer, delivery: Delivery, exc: BaseException) -> None:
         self._running = None
         if self._reported and self.reporter is not None:
             self.reporter.finished()  # or the supervisor would time it out, or record it lost
@@ -437,9 +437,9 @@ class WorkerLoop:
             try:
                 task = self.app.get_task(context.task or "")
                 self._maybe_execute(consumer, task, item.delivery, context)
-            except errors.BrokerConnectionError:
+            except (errors.BrokerConnectionError, KeyboardInterrupt, SystemExit):
                 raise
-            except Exception as exc:  # as in _handle: never the end of the child
+            except BaseException as exc:  # as in _handle: never the end of the child
                 self._failed_handling(consumer, item.delivery, exc)
 
     def _revoke(self, consumer: Consumer, tag: str, context: Context, reason: str) -> None:
@@ -554,7 +554,7 @@ class WorkerLoop:
             self._record(delivery.task_id, kind(delivery.error), states.FAILURE, None, reply)
         self._settle(consumer, delivery.delivery_tag, Settle.DROP)
 
-    def _reject_bad(self, consumer: Consumer, delivery: Delivery, exc: Exception) -> None:
+    def _reject_bad(self, consumer: Consumer, delivery: Delivery, exc: BaseException) -> None:
         """A message refused for what it carries: FAILURE with the reason if it has an id, and
         dropped (rejecting a message already acked early is a no-op)."""
         task_id = delivery.task_id
