@@ -63,3 +63,41 @@ def test_backend_outage_loses_no_result(
                 assert during >= 50, (during, log[-3000:])
         finally:
             client.close()
+
+
+def test_a_task_lost_while_the_backend_is_down_is_recorded_when_it_returns(
+    own_redis: RedisServer, ledger_path: str
+) -> None:
+    """Early ack: a child dies running a task while the backend is down; the supervisor stores
+    its ``WorkerLostError`` once the backend answers, and the finished tasks' results too."""
+    with RedisServer() as backend:
+        env = {
+            "FASTQ_BROKER_URL": own_redis.url(0),
+            "FASTQ_RESULT_BACKEND": backend.url(0),
+            "FASTQ_FAULT_LEDGER": ledger_path,
+        }
+        client = App(
+            "client", broker=own_redis.url(0), backend=backend.url(0), set_as_current=False
+        )
+        try:
+            with fastq_worker("--concurrency", "1", app="tests.faults.app", env=env) as worker:
+                backend.kill()
+                calls = [("faults.work", (0,), None), ("faults.crash", (1,), None)]
+                calls += [("faults.work", (i,), None) for i in range(2, 10)]
+                ids = [r.id for r in client.send_many(calls)]
+                wait_until(lambda: ledger.ended(ledger_path) >= 9, timeout=20)
+                time.sleep(0.5)
+                backend.start()
+                deadline = time.monotonic() + 15
+                found = client.backend.get_many(ids)
+                while time.monotonic() < deadline and any(
+                    m["status"] not in states.READY_STATES for m in found
+                ):
+                    time.sleep(0.2)
+                    found = client.backend.get_many(ids)
+                log = worker.log()
+            statuses = [m["status"] for m in found]
+            assert statuses == [states.SUCCESS, states.FAILURE] + [states.SUCCESS] * 8, log[-3000:]
+            assert found[1]["result"]["exc_type"] == "WorkerLostError"
+        finally:
+            client.close()

@@ -108,6 +108,8 @@ class WorkerLoop:
         #: While the backend is down: when to try it again (monotonic), and the next backoff.
         self._store_retry_at = 0.0
         self._store_delay = STORE_RETRY_START
+        #: How many of the kept results the supervisor has a copy of (``reporter.kept``).
+        self._told_kept = 0
         self._next_restore = 0.0
         self._next_due_move = 0.0
         #: When the broker's earliest deferred message is due (unix time).
@@ -245,16 +247,16 @@ class WorkerLoop:
         ``final``: the loop is ending; results the backend still refuses are logged as lost."""
         if self._results and not self._store_kept(force=final):
             if final:
-                ids = ", ".join(task_id for task_id, _ in self._results)
+                told = self._told_kept if self.reporter is not None else 0
                 log.error(
-                    "result backend still unavailable at shutdown; %d result(s) lost: %s%s",
+                    "result backend still unavailable at shutdown; %d result(s) not stored "
+                    "(%d handed to the supervisor, which stores them when it answers): %s",
                     len(self._results),
-                    ids,
-                    " (their late-acknowledged tasks go back to the queue)"
-                    if self._late_acks
-                    else "",
+                    told,
+                    ", ".join(task_id for task_id, _ in self._results),
                 )
                 self._results = []
+                self._told_kept = 0
                 self._late_acks = []  # unacknowledged: restored, so they run again
             return
         if self._late_acks:
@@ -285,9 +287,16 @@ class WorkerLoop:
                 )
             self._store_retry_at = now + self._store_delay
             self._store_delay = min(self._store_delay * 2, STORE_RETRY_MAX)
+            kept = getattr(self.reporter, "kept", None)
+            if kept is not None and len(self._results) > self._told_kept:
+                kept(self._results[self._told_kept :])  # the supervisor stores them if we die
+                self._told_kept = len(self._results)
             return False
         if self._store_retry_at:
             log.warning("result backend available again; stored %d kept result(s)", len(results))
+        if self._told_kept:
+            getattr(self.reporter, "stored", lambda: None)()
+            self._told_kept = 0
         self._results = []
         self._store_retry_at = 0.0
         self._store_delay = STORE_RETRY_START
@@ -303,6 +312,7 @@ class WorkerLoop:
                 self.app.backend.store_many([item])
             except errors.BackendError:
                 self._results = results[index:]
+                self._told_kept = max(0, self._told_kept - index)
                 raise
             except Exception:
                 log.exception("the result of task %s cannot be stored; dropped", item[0])

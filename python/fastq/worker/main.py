@@ -16,7 +16,7 @@ from fastq.errors import ConfigurationError
 from fastq.urls import redact
 from fastq.worker.control import ControlServer, PoolInfo, SlotReporter, TaskTracker
 from fastq.worker.loop import TaskReporter, WorkerLoop
-from fastq.worker.lost import QUARANTINED, record_lost
+from fastq.worker.lost import QUARANTINED, record_lost, store_lost
 from fastq.worker.revoke import RevokedIds
 from fastq.worker.supervisor import PipeReporter, Running, Supervisor
 
@@ -132,6 +132,9 @@ def run_worker(
                 elif running.delivery_tag:  # recorded: not to run again (where the broker can)
                     app.broker.discard(cid, running.delivery_tag)
 
+        def retry_lost(running: Running, reason: str, exit_code: int) -> None:
+            store_lost(app, running, reason, exit_code, hostname)
+
         def on_tick() -> None:
             processes[:] = [c.pid for c in supervisor.children.values()]
             control.tick()
@@ -144,6 +147,8 @@ def run_worker(
             on_lost,
             tracker=tracker,
             on_tick=on_tick,
+            retry_lost=retry_lost,
+            store_results=lambda metas: app.backend.store_many(metas),
         )
         control.on_revoke = supervisor.revoke
         app.close()  # nothing opened before the fork survives in the children

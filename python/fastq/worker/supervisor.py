@@ -19,11 +19,11 @@ import select
 import signal
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
-from fastq import errors
-from fastq.worker.lost import QUARANTINED, TERMINATED, TIME_LIMIT, WORKER_LOST, describe
+from fastq import _core, errors
+from fastq.worker.lost import JSON, QUARANTINED, TERMINATED, TIME_LIMIT, WORKER_LOST, describe
 from fastq.worker.revoke import RevokedIds
 
 if TYPE_CHECKING:
@@ -40,6 +40,11 @@ FAST_DEATH = 1.0
 QUARANTINE_AFTER = 3
 #: How many task ids the supervisor remembers child deaths for.
 _DEATHS_KEPT = 1000
+#: Storing the outcome of a dead child's task while the result backend is down: backoff (s),
+#: and how many such outcomes are kept meanwhile.
+LOST_RETRY_START = 0.25
+LOST_RETRY_MAX = 5.0
+_UNRECORDED_KEPT = 10_000
 #: How often the supervisor looks for dead children when nothing else wakes it.
 TICK = 0.25
 #: After reports woke it, how long the supervisor leaves the report pipes unwatched: what comes
@@ -75,6 +80,24 @@ class PipeReporter:
     def finished(self) -> None:
         self._write("D\n")
 
+    def kept(self, results: list[tuple[str, dict[str, Any]]]) -> None:
+        """Results the child could not store (the backend is down) and keeps: a copy goes to
+        the supervisor, which stores them should the child die before it can (JSON only)."""
+        lines = []
+        for task_id, meta in results:
+            try:
+                data = _core.dumps(meta, JSON).decode()
+            except errors.EncodeError:
+                continue
+            if "\n" not in data and " " not in task_id and "\n" not in task_id:
+                lines.append(f"K {task_id} {data}\n")
+        if lines:
+            self._write("".join(lines))
+
+    def stored(self) -> None:
+        """Every result the child kept is stored now."""
+        self._write("k\n")
+
     def _write(self, line: str) -> None:
         data = line.encode()
         try:
@@ -109,6 +132,8 @@ class Child:
     running: Running | None = None
     #: What the supervisor killed the child for: the task and "time limit" or "terminated".
     killed: tuple[Running, str] | None = None
+    #: Copies of the results the child keeps while the backend is down (``PipeReporter.kept``).
+    kept: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
 
 
 class Supervisor:
@@ -121,6 +146,8 @@ class Supervisor:
         on_lost: Callable[[str, Running, str, int], None] | None = None,
         tracker: TaskTracker | None = None,
         on_tick: Callable[[], None] | None = None,
+        retry_lost: Callable[[Running, str, int], None] | None = None,
+        store_results: Callable[[list[tuple[str, dict[str, Any]]]], None] | None = None,
     ) -> None:
         """``child_main(index, consumer_id, reporter, revoked_fd)`` runs in each child and returns
         its exit code; ``restore(consumer_id)`` returns a dead child's messages to their queues;
@@ -128,7 +155,9 @@ class Supervisor:
         finish: killed by the supervisor (reason "time limit" or "terminated"), or dead while
         running a task acknowledged early ("worker lost");
         ``tracker`` learns what each child runs; ``on_tick()`` runs between ticks (remote
-        control)."""
+        control); ``retry_lost(running, reason, exit_code)`` stores again what ``on_lost`` could
+        not (the result backend was down), retried until it can, so no such task stays PENDING;
+        ``store_results(metas)`` stores the results a dead child kept while the backend was down."""
         self.concurrency = concurrency
         self.child_main = child_main
         self.restore = restore
@@ -137,6 +166,11 @@ class Supervisor:
         self.revoked = RevokedIds()
         self.tracker = tracker
         self.on_tick = on_tick
+        self.retry_lost = retry_lost
+        self.store_results = store_results
+        #: Stores to retry while the backend is down (what, how), oldest first, and when.
+        self._unrecorded: list[tuple[str, Callable[[], None]]] = []
+        self._unrecorded_retry = (0.0, LOST_RETRY_START)
         self.children: dict[int, Child] = {}
         self.stopping = False
         self.cold = False
@@ -271,6 +305,19 @@ class Supervisor:
                 child.running = None
                 if self.tracker is not None:
                     self.tracker.finished(child.index)
+            elif line[:2] == b"K ":
+                self._kept(child, line)
+            elif line == b"k":
+                child.kept.clear()
+
+    def _kept(self, child: Child, line: bytes) -> None:
+        _, task_id, data = line.split(b" ", 2)
+        try:
+            meta = _core.loads(data, JSON, [JSON])
+        except errors.DecodeError:
+            return
+        if isinstance(meta, dict):
+            child.kept.append((task_id.decode(errors="replace"), meta))
 
     def _started(self, child: Child, line: bytes) -> None:
         # S <id> <tag|-> <deadline|-> <name|-> <L|-> <described request>
@@ -383,6 +430,8 @@ class Supervisor:
             self._enforce_deadlines()
             if self.on_tick is not None:
                 self.on_tick()
+            if self._unrecorded:
+                self._retry_unrecorded()
             while self.children:
                 try:
                     pid, status = os.waitpid(-1, os.WNOHANG)
@@ -417,7 +466,34 @@ class Supervisor:
             try:
                 self.on_lost(child.consumer_id, running, reason, code)
             except errors.FastqError as exc:
-                log.error("could not record task %s (%s): %s", running.task_id, reason, exc)
+                if self.retry_lost is None:
+                    log.error("could not record task %s (%s): %s", running.task_id, reason, exc)
+                else:
+                    log.error(
+                        "could not record task %s (%s): %s; retrying until it is stored",
+                        running.task_id,
+                        reason,
+                        exc,
+                    )
+                    retry, lost_code = self.retry_lost, code
+                    self._unrecorded.append(
+                        (
+                            f"task {running.task_id} ({reason})",
+                            lambda: retry(running, reason, lost_code),
+                        )
+                    )
+                    del self._unrecorded[:-_UNRECORDED_KEPT]
+        if child.kept and self.store_results is not None:
+            kept, store = list(child.kept), self.store_results
+            log.warning(
+                "worker child %d had %d result(s) not stored yet (backend down); the supervisor "
+                "stores them when it answers",
+                child.index,
+                len(kept),
+            )
+            self._unrecorded.append(
+                (f"{len(kept)} result(s) of child {child.index}", lambda: store(kept))
+            )
         if code != 0 or self.cold:
             self._restore(child)
         if self.stopping:
@@ -462,6 +538,22 @@ class Supervisor:
         self.revoked.settled.add([task_id])
         self._tell_children(f"={task_id}\n", f"that {task_id} is settled")
         return (running, QUARANTINED)
+
+    def _retry_unrecorded(self) -> None:
+        at, delay = self._unrecorded_retry
+        now = time.monotonic()
+        if now < at:
+            return
+        while self._unrecorded:
+            what, store = self._unrecorded[0]
+            try:
+                store()
+            except errors.FastqError:
+                self._unrecorded_retry = (now + delay, min(delay * 2, LOST_RETRY_MAX))
+                return
+            self._unrecorded.pop(0)
+            log.warning("stored %s at last", what)
+        self._unrecorded_retry = (0.0, LOST_RETRY_START)
 
     def _restore(self, child: Child) -> None:
         try:
