@@ -98,3 +98,18 @@ def test_arguments_json_cannot_carry_are_left_out(
     request = Context(id="t3", task="proj.x", args=(object(),), kwargs={}, reply_to="oid")
     rebuilt = request_of(report(pipe, request), "w@host")
     assert rebuilt.reply_to == "oid" and rebuilt.args == ()
+
+
+def test_kept_results_reach_the_supervisor_until_stored(
+    pipe: tuple[PipeReporter, Supervisor, Child],
+) -> None:
+    """While the backend is down a child hands copies of the results it keeps to the supervisor
+    (to store should it die); once it stored them itself, the copies are dropped."""
+    reporter, supervisor, child = pipe
+    meta = {"status": "SUCCESS", "result": [1, "two", None], "task_id": "t1", "traceback": None}
+    reporter.kept([("t1", meta), ("t 2", meta)])  # an id with a space cannot be reported
+    supervisor._read_reports(child)
+    assert child.kept == [("t1", meta)]
+    reporter.stored()
+    supervisor._read_reports(child)
+    assert child.kept == []
