@@ -1,11 +1,13 @@
 """The consumer loop one worker process (or thread) runs: fetch a batch, run, store, ack.
 
 The Rust consumer holds the prefetch window and decodes messages without the GIL; this loop only
-runs tasks. Each task's result is stored right after it runs, then its late ack is sent: a child
-that dies mid-batch leaves no finished task PENDING, and only the running task can run again.
-While the result backend is down, results are kept (up to ``MAX_UNSTORED``, then the loop stops
-fetching) and late acks wait for them; the store is retried on a backoff between tasks, never by
-sleeping while tasks wait.
+runs tasks. A prefork child stores the results of a fetched batch in one round trip, then sends
+its late acks, and hands a copy of each result to the supervisor as each task ends: should it die
+mid-batch, the supervisor stores them and settles their messages, so no finished task stays
+PENDING and only the running one can run again. Without a supervisor (threads, solo) each result
+is stored, and its late ack sent, right after its task. While the result backend is down,
+results are kept (up to ``MAX_UNSTORED``, then the loop stops fetching) and late acks wait for
+them; the store is retried on a backoff between tasks, never by sleeping while tasks wait.
 """
 
 from __future__ import annotations
@@ -108,8 +110,10 @@ class WorkerLoop:
         #: While the backend is down: when to try it again (monotonic), and the next backoff.
         self._store_retry_at = 0.0
         self._store_delay = STORE_RETRY_START
-        #: How many of the kept results the supervisor has a copy of (``reporter.kept``).
+        #: How many of ``_results`` (from the first) the supervisor has a copy of, and whether
+        #: it holds copies or finished late-ack tags the child has not confirmed settled yet.
         self._told_kept = 0
+        self._handed = False
         self._next_restore = 0.0
         self._next_due_move = 0.0
         #: When the broker's earliest deferred message is due (unix time).
@@ -118,6 +122,8 @@ class WorkerLoop:
         self._running: str | None = None
         #: The reporter was told a task started and not yet that it finished.
         self._reported = False
+        #: Prefork: ends a task's report with copies of its results (``PipeReporter``).
+        self._hand_over = getattr(reporter, "hand_over", None)
 
     # -- lifecycle -------------------------------------------------------------------------------
     def stop(self) -> None:
@@ -256,12 +262,16 @@ class WorkerLoop:
                     ", ".join(task_id for task_id, _ in self._results),
                 )
                 self._results = []
-                self._told_kept = 0
+                self._told_kept = 0  # the supervisor keeps its copies ("k" never comes)
+                self._handed = False
                 self._late_acks = []  # unacknowledged: restored, so they run again
             return
         if self._late_acks:
             consumer.ack(self._late_acks)  # raises: the tags stay for the next flush
             self._late_acks = []
+        if self._handed:  # the supervisor's copies are stored and their messages acked
+            getattr(self.reporter, "stored", lambda: None)()
+            self._handed = False
 
     def _store_kept(self, force: bool = False) -> bool:
         """One attempt to store every kept result, unless the backend is down and its backoff
@@ -291,13 +301,12 @@ class WorkerLoop:
             if kept is not None and len(self._results) > self._told_kept:
                 kept(self._results[self._told_kept :])  # the supervisor stores them if we die
                 self._told_kept = len(self._results)
+                self._handed = True
             return False
         if self._store_retry_at:
             log.warning("result backend available again; stored %d kept result(s)", len(results))
-        if self._told_kept:
-            getattr(self.reporter, "stored", lambda: None)()
-            self._told_kept = 0
         self._results = []
+        self._told_kept = 0  # an index into _results; the copies stay until the flush ends
         self._store_retry_at = 0.0
         self._store_delay = STORE_RETRY_START
         return True
@@ -336,7 +345,8 @@ class WorkerLoop:
         stored when it has an id (a child that died on it would be sent it again and again)."""
         try:
             self._handle_one(consumer, delivery)
-            self._flush(consumer)  # a refused or revoked one's state too, before the next task
+            if self._hand_over is None:  # a refused or revoked one's state too, at once
+                self._flush(consumer)
         except (errors.BrokerConnectionError, KeyboardInterrupt, SystemExit):
             raise
         except BaseException as exc:  # a panic in the extension is a BaseException too
@@ -489,23 +499,31 @@ class WorkerLoop:
             outcome = run_task(task, context, acks_late, self.enforce_hard_limit, limits)
         finally:
             self._running = None
-        # Stored now, not at the end of the batch: a child killed by a later task of the batch
-        # must leave no finished task PENDING (Celery stores each result right after its task).
         self._record_outcome(task, context, outcome)
-        if self._results:
+        hand_over = self._hand_over
+        if hand_over is None and self._results:
+            # No supervisor to hand it to (threads, solo): stored now, so a killed process leaves
+            # no finished task PENDING (Celery stores each result right after its task).
             self._store_kept()
         send_followups(self.app, context, outcome)  # callbacks, chain, chord, errbacks: canvas
         if acks_late:
             self._settle(consumer, delivery.delivery_tag, outcome.settle)
         elif outcome.settle is Settle.REQUEUE:
             log.warning("task %s[%s] asked to requeue but was acked early", task.name, context.id)
-        # Late acks per task: a child killed later in the batch makes only its running task run
-        # again. Reported finished only then, so the supervisor records a task whose child dies
-        # before its result is stored.
-        self._flush(consumer)
-        if self.reporter is not None:
-            self.reporter.finished()
+        if hand_over is not None:
+            # Prefork: stored and acked per fetched batch (a round trip each), with a copy of
+            # the result in the end report: should the child die before the batch is flushed,
+            # the supervisor stores it and settles the message, so only the running task runs
+            # again and no finished one stays PENDING.
+            hand_over(self._results[self._told_kept :], acks_late and outcome.settle is Settle.ACK)
+            self._told_kept = len(self._results)
+            self._handed = True
             self._reported = False
+        else:  # late acks per task, for the same reason
+            self._flush(consumer)
+            if self.reporter is not None:
+                self.reporter.finished()
+                self._reported = False
         self.processed += 1
         if self.max_tasks is not None and self.processed >= self.max_tasks:
             log.info("reached max tasks per child (%d); exiting", self.max_tasks)

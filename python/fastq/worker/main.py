@@ -135,6 +135,10 @@ def run_worker(
         def retry_lost(running: Running, reason: str, exit_code: int) -> None:
             store_lost(app, running, reason, exit_code, hostname)
 
+        def settle_done(cid: str, tags: list[str]) -> None:
+            for tag in tags:
+                app.broker.discard(cid, tag)
+
         def on_tick() -> None:
             processes[:] = [c.pid for c in supervisor.children.values()]
             control.tick()
@@ -149,6 +153,7 @@ def run_worker(
             on_tick=on_tick,
             retry_lost=retry_lost,
             store_results=lambda metas: app.backend.store_many(metas),
+            settle_done=settle_done,
         )
         control.on_revoke = supervisor.revoke
         app.close()  # nothing opened before the fork survives in the children

@@ -80,23 +80,33 @@ class PipeReporter:
     def finished(self) -> None:
         self._write("D\n")
 
+    def hand_over(self, results: list[tuple[str, dict[str, Any]]], late_ack: bool) -> None:
+        """The end of a task, with copies of the results not stored yet and whether its late
+        ack is still to be sent: should the child die before its batch is flushed, the
+        supervisor stores them and settles the message (``finished`` otherwise)."""
+        self._write(f"{self._copies(results)}{'DL' if late_ack else 'D'}\n")
+
     def kept(self, results: list[tuple[str, dict[str, Any]]]) -> None:
-        """Results the child could not store (the backend is down) and keeps: a copy goes to
-        the supervisor, which stores them should the child die before it can (JSON only)."""
+        """Results the child could not store (the backend is down) and keeps: copies."""
+        lines = self._copies(results)
+        if lines:
+            self._write(lines)
+
+    def stored(self) -> None:
+        """Every result handed over is stored now, and every late ack sent."""
+        self._write("k\n")
+
+    @staticmethod
+    def _copies(results: list[tuple[str, dict[str, Any]]]) -> str:
         lines = []
         for task_id, meta in results:
             try:
                 data = _core.dumps(meta, JSON).decode()
-            except errors.EncodeError:
+            except errors.EncodeError:  # JSON only: the rest is left to the child itself
                 continue
             if "\n" not in data and " " not in task_id and "\n" not in task_id:
                 lines.append(f"K {task_id} {data}\n")
-        if lines:
-            self._write("".join(lines))
-
-    def stored(self) -> None:
-        """Every result the child kept is stored now."""
-        self._write("k\n")
+        return "".join(lines)
 
     def _write(self, line: str) -> None:
         data = line.encode()
@@ -132,8 +142,10 @@ class Child:
     running: Running | None = None
     #: What the supervisor killed the child for: the task and "time limit" or "terminated".
     killed: tuple[Running, str] | None = None
-    #: Copies of the results the child keeps while the backend is down (``PipeReporter.kept``).
-    kept: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    #: Copies of the results the child has not stored yet (``PipeReporter.hand_over``), JSON.
+    kept: list[tuple[str, bytes]] = field(default_factory=list)
+    #: Finished tasks whose late ack the child has not sent yet: (task id, delivery tag).
+    done: list[tuple[str, str]] = field(default_factory=list)
 
 
 class Supervisor:
@@ -148,6 +160,7 @@ class Supervisor:
         on_tick: Callable[[], None] | None = None,
         retry_lost: Callable[[Running, str, int], None] | None = None,
         store_results: Callable[[list[tuple[str, dict[str, Any]]]], None] | None = None,
+        settle_done: Callable[[str, list[str]], None] | None = None,
     ) -> None:
         """``child_main(index, consumer_id, reporter, revoked_fd)`` runs in each child and returns
         its exit code; ``restore(consumer_id)`` returns a dead child's messages to their queues;
@@ -157,7 +170,9 @@ class Supervisor:
         ``tracker`` learns what each child runs; ``on_tick()`` runs between ticks (remote
         control); ``retry_lost(running, reason, exit_code)`` stores again what ``on_lost`` could
         not (the result backend was down), retried until it can, so no such task stays PENDING;
-        ``store_results(metas)`` stores the results a dead child kept while the backend was down."""
+        ``store_results(metas)`` stores the results a dead child had not stored yet, and
+        ``settle_done(consumer_id, tags)`` takes the messages of its finished tasks out of
+        circulation (acknowledged)."""
         self.concurrency = concurrency
         self.child_main = child_main
         self.restore = restore
@@ -168,6 +183,7 @@ class Supervisor:
         self.on_tick = on_tick
         self.retry_lost = retry_lost
         self.store_results = store_results
+        self.settle_done = settle_done
         #: Stores to retry while the backend is down (what, how), oldest first, and when.
         self._unrecorded: list[tuple[str, Callable[[], None]]] = []
         self._unrecorded_retry = (0.0, LOST_RETRY_START)
@@ -301,23 +317,19 @@ class Supervisor:
         for line in lines:
             if line[:2] == b"S ":
                 self._started(child, line)
-            elif line == b"D":
+            elif line[:2] == b"K ":  # decoded only if the child dies
+                _, task_id, data = line.split(b" ", 2)
+                child.kept.append((task_id.decode(errors="replace"), data))
+            elif line == b"D" or line == b"DL":
+                running = child.running
+                if line == b"DL" and running is not None and running.delivery_tag:
+                    child.done.append((running.task_id, running.delivery_tag))
                 child.running = None
                 if self.tracker is not None:
                     self.tracker.finished(child.index)
-            elif line[:2] == b"K ":
-                self._kept(child, line)
             elif line == b"k":
                 child.kept.clear()
-
-    def _kept(self, child: Child, line: bytes) -> None:
-        _, task_id, data = line.split(b" ", 2)
-        try:
-            meta = _core.loads(data, JSON, [JSON])
-        except errors.DecodeError:
-            return
-        if isinstance(meta, dict):
-            child.kept.append((task_id.decode(errors="replace"), meta))
+                child.done.clear()
 
     def _started(self, child: Child, line: bytes) -> None:
         # S <id> <tag|-> <deadline|-> <name|-> <L|-> <described request>
@@ -483,17 +495,7 @@ class Supervisor:
                         )
                     )
                     del self._unrecorded[:-_UNRECORDED_KEPT]
-        if child.kept and self.store_results is not None:
-            kept, store = list(child.kept), self.store_results
-            log.warning(
-                "worker child %d had %d result(s) not stored yet (backend down); the supervisor "
-                "stores them when it answers",
-                child.index,
-                len(kept),
-            )
-            self._unrecorded.append(
-                (f"{len(kept)} result(s) of child {child.index}", lambda: store(kept))
-            )
+        self._settle_finished(child)
         if code != 0 or self.cold:
             self._restore(child)
         if self.stopping:
@@ -538,6 +540,53 @@ class Supervisor:
         self.revoked.settled.add([task_id])
         self._tell_children(f"={task_id}\n", f"that {task_id} is settled")
         return (running, QUARANTINED)
+
+    def _settle_finished(self, child: Child) -> None:
+        """What a dead child finished but had not flushed: its results are stored, then the
+        messages of its late-acknowledged tasks taken out of circulation (they are done), so
+        only the task it was running comes back. Results the backend refuses now are stored
+        when it answers, and those messages come back instead (run again, never lost)."""
+        kept = []
+        for task_id, data in child.kept:
+            try:
+                meta = _core.loads(data, JSON, [JSON])
+            except errors.DecodeError:
+                continue
+            if isinstance(meta, dict):
+                kept.append((task_id, meta))
+        stored = True
+        if kept and self.store_results is not None:
+            store = self.store_results
+            try:
+                store(kept)
+            except errors.FastqError as exc:
+                stored = False
+                log.error(
+                    "could not store %d result(s) child %d finished (%s); retrying until it can",
+                    len(kept),
+                    child.index,
+                    exc,
+                )
+                what = f"{len(kept)} result(s) of child {child.index}"
+                self._unrecorded.append((what, lambda: store(kept)))
+        if child.done and stored and self.settle_done is not None:
+            done = list(child.done)
+            # Told first: where the broker itself gives back a dead channel's messages
+            # (RabbitMQ), the children ack and drop them instead of running them again.
+            self.revoked.settled.add([task_id for task_id, _ in done])
+            self._tell_children("".join(f"={t}\n" for t, _ in done), "finished tasks")
+            try:
+                self.settle_done(child.consumer_id, [tag for _, tag in done])
+            except errors.FastqError as exc:
+                log.error("could not settle the finished tasks of child %d: %s", child.index, exc)
+                return
+        if kept or child.done:
+            log.info(
+                "stored %d result(s) and settled %d finished task(s) child %d had not flushed",
+                len(kept) if stored else 0,
+                len(child.done) if stored else 0,
+                child.index,
+            )
 
     def _retry_unrecorded(self) -> None:
         at, delay = self._unrecorded_retry
