@@ -134,3 +134,16 @@ def test_a_finished_task_is_handed_over_until_its_batch_is_flushed(
     reporter.stored()
     supervisor._read_reports(child)
     assert (child.kept, child.done) == ([], [])
+
+
+def test_a_result_with_no_copy_leaves_its_message_to_come_back(
+    pipe: tuple[PipeReporter, Supervisor, Child],
+) -> None:
+    """A result JSON cannot carry (pickle accepted) has no copy in the supervisor: its late ack
+    is not reported as pending, so should the child die the message comes back, never lost."""
+    reporter, supervisor, child = pipe
+    meta = {"status": "SUCCESS", "result": object(), "task_id": "t1", "traceback": None}
+    report(pipe, Context(id="t1", task="proj.add", delivery_tag="tag-1"), acks_late=True)
+    reporter.hand_over([("t1", meta)], late_ack=True)
+    supervisor._read_reports(child)
+    assert (child.kept, child.done, child.running) == ([], [], None)

@@ -84,11 +84,13 @@ class PipeReporter:
         """The end of a task, with copies of the results not stored yet and whether its late
         ack is still to be sent: should the child die before its batch is flushed, the
         supervisor stores them and settles the message (``finished`` otherwise)."""
-        self._write(f"{self._copies(results)}{'DL' if late_ack else 'D'}\n")
+        copies, complete = self._copies(results)
+        # A result with no copy (not JSON) leaves its message to come back should the child die.
+        self._write(f"{copies}{'DL' if late_ack and complete else 'D'}\n")
 
     def kept(self, results: list[tuple[str, dict[str, Any]]]) -> None:
         """Results the child could not store (the backend is down) and keeps: copies."""
-        lines = self._copies(results)
+        lines, _ = self._copies(results)
         if lines:
             self._write(lines)
 
@@ -97,16 +99,18 @@ class PipeReporter:
         self._write("k\n")
 
     @staticmethod
-    def _copies(results: list[tuple[str, dict[str, Any]]]) -> str:
+    def _copies(results: list[tuple[str, dict[str, Any]]]) -> tuple[str, bool]:
+        """``K`` lines, and whether every result has one (JSON only; the rest is left to the
+        child itself)."""
         lines = []
         for task_id, meta in results:
             try:
                 data = _core.dumps(meta, JSON).decode()
-            except errors.EncodeError:  # JSON only: the rest is left to the child itself
+            except errors.EncodeError:
                 continue
             if "\n" not in data and " " not in task_id and "\n" not in task_id:
                 lines.append(f"K {task_id} {data}\n")
-        return "".join(lines)
+        return "".join(lines), len(lines) == len(results)
 
     def _write(self, line: str) -> None:
         data = line.encode()
