@@ -81,6 +81,9 @@ class Broker(ABC):
     #: Who can share its queues: "network" (any host), "machine" (processes of one host, as
     #: SQLite) or "process" (threads of one process, as memory://).
     reach: ClassVar[str] = "network"
+    #: The broker itself gives a dead consumer's unacknowledged messages back (RabbitMQ, when
+    #: the channel closes), before the worker can settle those it had finished.
+    returns_on_close: ClassVar[bool] = False
 
     def __init__(self, url: str, conf: Config) -> None:
         self.url = url

@@ -501,6 +501,8 @@ class WorkerLoop:
             self._running = None
         self._record_outcome(task, context, outcome)
         hand_over = self._hand_over
+        if acks_late and self.app.broker.returns_on_close:
+            hand_over = None  # the broker would give it back before the supervisor can settle it
         if hand_over is None and self._results:
             # No supervisor to hand it to (threads, solo): stored now, so a killed process leaves
             # no finished task PENDING (Celery stores each result right after its task).
