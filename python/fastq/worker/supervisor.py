@@ -463,6 +463,11 @@ class Supervisor:
                 os.close(child.fd)
                 os.close(child.revoked_fd)
                 fast_deaths = self._on_death(child, os.waitstatus_to_exitcode(status), fast_deaths)
+        if self._unrecorded:
+            self._unrecorded_retry = (0.0, LOST_RETRY_START)
+            self._retry_unrecorded()  # one last try: the backend may be back
+        for what, _ in self._unrecorded:
+            log.error("stopped with %s not stored (the result backend is down)", what)
         return 0
 
     def _on_death(self, child: Child, code: int, fast_deaths: int) -> int:
