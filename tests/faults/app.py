@@ -8,6 +8,7 @@ and optionally ``FASTQ_FAULT_VISIBILITY_TIMEOUT`` (seconds; the broker's default
 from __future__ import annotations
 
 import os
+import signal
 import time
 
 from fastq import App
@@ -35,4 +36,31 @@ def work(seq: int, seconds: float = 0.0) -> int:
     if seconds:
         time.sleep(seconds)
     ledger.append(LEDGER, f"end {seq}")
+    return seq
+
+
+@app.task(name="faults.crash")
+def crash(seq: int, times: int = 1) -> int:
+    """Kills its own worker process (SIGKILL, as the OOM killer would) the first ``times`` times
+    it starts, counted in the ledger; then runs as ``faults.work`` does."""
+    ledger.append(LEDGER, f"start {seq}")
+    if ledger.read(LEDGER)[0][seq] <= times:
+        os.kill(os.getpid(), signal.SIGKILL)
+    ledger.append(LEDGER, f"end {seq}")
+    return seq
+
+
+@app.task(name="faults.now")
+def now(seq: int) -> float:
+    """When it started (unix time): ETA tests measure lateness from it."""
+    started = time.time()
+    ledger.append(LEDGER, f"start {seq}")
+    ledger.append(LEDGER, f"end {seq}")
+    return started
+
+
+@app.task(name="faults.misconfigured", time_limit="soon")
+def misconfigured(seq: int) -> int:
+    """Fails in the worker before it runs (its time limit is no number): not a message fault,
+    but the child must survive it all the same."""
     return seq

@@ -3,6 +3,7 @@ from it to record the result of a task the child did not finish (no broker neede
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator
 
@@ -98,3 +99,51 @@ def test_arguments_json_cannot_carry_are_left_out(
     request = Context(id="t3", task="proj.x", args=(object(),), kwargs={}, reply_to="oid")
     rebuilt = request_of(report(pipe, request), "w@host")
     assert rebuilt.reply_to == "oid" and rebuilt.args == ()
+
+
+def test_kept_results_reach_the_supervisor_until_stored(
+    pipe: tuple[PipeReporter, Supervisor, Child],
+) -> None:
+    """While the backend is down a child hands copies of the results it keeps to the supervisor
+    (to store should it die); once it stored them itself, the copies are dropped."""
+    reporter, supervisor, child = pipe
+    meta = {"status": "SUCCESS", "result": [1, "two", None], "task_id": "t1", "traceback": None}
+    reporter.kept([("t1", meta), ("t 2", meta)])  # an id with a space cannot be reported
+    supervisor._read_reports(child)
+    assert [(t, json.loads(data)) for t, data in child.kept] == [("t1", meta)]
+    reporter.stored()
+    supervisor._read_reports(child)
+    assert child.kept == []
+
+
+def test_a_finished_task_is_handed_over_until_its_batch_is_flushed(
+    pipe: tuple[PipeReporter, Supervisor, Child],
+) -> None:
+    """Prefork: a task's end report carries a copy of its result and, with a late ack still to
+    send, its delivery tag: what the supervisor stores and settles should the child die."""
+    reporter, supervisor, child = pipe
+    meta = {"status": "SUCCESS", "result": 3, "task_id": "t1", "traceback": None}
+    report(pipe, Context(id="t1", task="proj.add", delivery_tag="tag-1"), acks_late=True)
+    reporter.hand_over([("t1", meta)], late_ack=True)
+    report(pipe, Context(id="t2", task="proj.add", delivery_tag="tag-2"))
+    reporter.hand_over([], late_ack=False)
+    supervisor._read_reports(child)
+    assert child.running is None
+    assert [(t, json.loads(data)) for t, data in child.kept] == [("t1", meta)]
+    assert child.done == [("t1", "tag-1")]
+    reporter.stored()
+    supervisor._read_reports(child)
+    assert (child.kept, child.done) == ([], [])
+
+
+def test_a_result_with_no_copy_leaves_its_message_to_come_back(
+    pipe: tuple[PipeReporter, Supervisor, Child],
+) -> None:
+    """A result JSON cannot carry (pickle accepted) has no copy in the supervisor: its late ack
+    is not reported as pending, so should the child die the message comes back, never lost."""
+    reporter, supervisor, child = pipe
+    meta = {"status": "SUCCESS", "result": object(), "task_id": "t1", "traceback": None}
+    report(pipe, Context(id="t1", task="proj.add", delivery_tag="tag-1"), acks_late=True)
+    reporter.hand_over([("t1", meta)], late_ack=True)
+    supervisor._read_reports(child)
+    assert (child.kept, child.done, child.running) == ([], [], None)

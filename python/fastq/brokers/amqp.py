@@ -349,6 +349,8 @@ def declare(channel: Any, decl: QueueDecl) -> None:
 
 
 class AmqpBroker(Broker):
+    returns_on_close = True
+
     def __init__(self, url: str, conf: Config) -> None:
         super().__init__(url, conf)
         self.params = AmqpParams.from_url(url)

@@ -81,6 +81,9 @@ class Broker(ABC):
     #: Who can share its queues: "network" (any host), "machine" (processes of one host, as
     #: SQLite) or "process" (threads of one process, as memory://).
     reach: ClassVar[str] = "network"
+    #: The broker itself gives a dead consumer's unacknowledged messages back (RabbitMQ, when
+    #: the channel closes), before the worker can settle those it had finished.
+    returns_on_close: ClassVar[bool] = False
 
     def __init__(self, url: str, conf: Config) -> None:
         self.url = url
@@ -127,8 +130,18 @@ class Broker(ABC):
         """Returns deferred messages whose time has come to their queues; how many."""
         return 0
 
+    def next_due(self) -> float | None:
+        """When the earliest deferred message is due (unix time), if any: a worker waits no
+        longer than that for new messages, so ETA tasks start on time."""
+        return None
+
     def discard(self, consumer_id: str, delivery_tag: str) -> None:  # noqa: B027 - optional
         """Drops a message a dead consumer held (its task timed out and was recorded as failed)."""
+
+    def quarantine(self, consumer_id: str, delivery_tag: str) -> None:
+        """Takes a message a dead consumer held out of circulation for good (it killed its
+        workers again and again): kept aside where the broker can, else dropped."""
+        self.discard(consumer_id, delivery_tag)
 
     @abstractmethod
     def purge(self, queue: str) -> int:

@@ -54,6 +54,21 @@ end
 return #due
 """
 
+#: Where messages that killed their workers too often are kept (``Broker.quarantine``).
+QUARANTINE_KEY = "fastq.quarantine"
+QUARANTINE_CAP = 1000
+_QUARANTINE = """
+local raw = redis.call('HGET', KEYS[1], ARGV[1])
+if raw then
+  redis.call('LPUSH', KEYS[4], raw)
+  redis.call('LTRIM', KEYS[4], 0, tonumber(ARGV[2]) - 1)
+end
+redis.call('HDEL', KEYS[1], ARGV[1])
+redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('SREM', KEYS[3], ARGV[1])
+return raw and 1 or 0
+"""
+
 
 class RedisBroker(Broker):
     visibility_timeout: float
@@ -67,6 +82,7 @@ class RedisBroker(Broker):
         self._bound: set[tuple[str, str, str]] = set()
         self._held = threading.local()
         self._move_due = self.client.register_script(_MOVE_DUE)
+        self._quarantine = self.client.register_script(_QUARANTINE)
 
     def _encode(self, m: OutgoingMessage) -> bytes:
         return _core.encode_task_envelope(
@@ -175,6 +191,29 @@ class RedisBroker(Broker):
         except redis.RedisError as exc:
             raise BrokerConnectionError(f"cannot reach {redact(self.url)}: {exc}") from exc
         return int(moved)
+
+    def next_due(self) -> float | None:
+        try:
+            first = self.client.zrange(self.prefix + DELAYED_KEY, 0, 0, withscores=True)
+        except redis.RedisError as exc:
+            raise BrokerConnectionError(f"cannot reach {redact(self.url)}: {exc}") from exc
+        return float(first[0][1]) if first else None  # type: ignore[index]
+
+    def quarantine(self, consumer_id: str, delivery_tag: str) -> None:
+        """The message goes, as held in ``unacked`` (kombu's ``[payload, exchange,
+        routing_key]``), to the list ``fastq.quarantine`` (newest first, capped), for a look."""
+        try:
+            self._quarantine(
+                keys=[
+                    self.prefix + "unacked",
+                    self.prefix + "unacked_index",
+                    f"{self.prefix}fastq.consumer.{consumer_id}",
+                    self.prefix + QUARANTINE_KEY,
+                ],
+                args=[delivery_tag, QUARANTINE_CAP],
+            )
+        except redis.RedisError as exc:
+            raise BrokerConnectionError(f"cannot reach {redact(self.url)}: {exc}") from exc
 
     def discard(self, consumer_id: str, delivery_tag: str) -> None:
         with self.client.pipeline() as pipe:

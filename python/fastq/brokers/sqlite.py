@@ -177,6 +177,12 @@ class SQLiteBroker(Broker):
             )
         return len(rows)
 
+    def next_due(self) -> float | None:
+        rows = self.db.execute(
+            "look for the next due message", "SELECT MIN(due) FROM fastq_scheduled"
+        )
+        return float(rows[0][0]) if rows and rows[0][0] is not None else None
+
     # -- consuming -------------------------------------------------------------------------------
     def consumer(
         self, queues: list[str], *, prefetch: int, consumer_id: str, accept: list[str]

@@ -1,7 +1,13 @@
 """The consumer loop one worker process (or thread) runs: fetch a batch, run, store, ack.
 
 The Rust consumer holds the prefetch window and decodes messages without the GIL; this loop only
-runs tasks. Results of a batch go to the backend in one round trip, before late acks.
+runs tasks. A prefork child stores the results of a fetched batch in one round trip, then sends
+its late acks, and hands a copy of each result to the supervisor as each task ends: should it die
+mid-batch, the supervisor stores them and settles their messages, so no finished task stays
+PENDING and only the running one can run again. Without a supervisor (threads, solo) each result
+is stored, and its late ack sent, right after its task. While the result backend is down,
+results are kept (up to ``MAX_UNSTORED``, then the loop stops fetching) and late acks wait for
+them; the store is retried on a backoff between tasks, never by sleeping while tasks wait.
 """
 
 from __future__ import annotations
@@ -9,6 +15,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import logging
+import math
 import os
 import random
 import signal
@@ -39,6 +46,13 @@ DEFER_AFTER = 2.0
 #: worker must consume again within ~2 s of its broker answering; a refused connect is cheap.
 BACKOFF_START = 0.2
 BACKOFF_MAX = 1.0
+#: How late a broker's blocking pop may return past its timeout (Redis: 1/hz, 100 ms).
+TIMER_SLACK = 0.1
+#: Results kept in memory while the result backend is down; past this the loop stops fetching.
+MAX_UNSTORED = 1000
+#: Result backend retry backoff while it is down: first wait and ceiling, in seconds.
+STORE_RETRY_START = 0.1
+STORE_RETRY_MAX = 2.0
 
 
 class TaskReporter(Protocol):
@@ -90,14 +104,29 @@ class WorkerLoop:
         self._consumer: Consumer | None = None
         self._scheduled: list[_Scheduled] = []
         self._seq = itertools.count()
+        #: Results not stored yet (all of them while the backend is down), oldest first.
         self._results: list[tuple[str, dict[str, Any]]] = []
+        #: Late acks not sent yet: they go only once every result before them is stored.
         self._late_acks: list[str] = []
         #: Deliveries of a batch a broker error interrupted, handled before the next fetch.
-        self._backlog: list[Delivery] = []
+        self._interrupted: list[Delivery] = []
+        #: While the backend is down: when to try it again (monotonic), and the next backoff.
+        self._store_retry_at = 0.0
+        self._store_delay = STORE_RETRY_START
+        #: How many of ``_results`` (from the first) the supervisor has a copy of, and whether
+        #: it holds copies or finished late-ack tags the child has not confirmed settled yet.
+        self._told_kept = 0
+        self._handed = False
         self._next_restore = 0.0
         self._next_due_move = 0.0
+        #: When the broker's earliest deferred message is due (unix time).
+        self._due_at = math.inf
         #: The id of the task running now, for a terminate that arrives meanwhile.
         self._running: str | None = None
+        #: The reporter was told a task started and not yet that it finished.
+        self._reported = False
+        #: Prefork: ends a task's report with copies of its results (``PipeReporter``).
+        self._hand_over = getattr(reporter, "hand_over", None)
 
     # -- lifecycle -------------------------------------------------------------------------------
     def stop(self) -> None:
@@ -140,7 +169,8 @@ class WorkerLoop:
                         consumer_id=self.consumer_id,
                         accept=accept,
                     )
-                fetches = not self._backlog  # a cycle that only finishes a backlog proves nothing
+                # A cycle that only finishes an interrupted batch proves nothing about the broker.
+                fetches = not self._interrupted
                 self._cycle(self._consumer)
                 if fetches:
                     if outage is not None:
@@ -157,6 +187,7 @@ class WorkerLoop:
                 else:
                     log.debug("broker still unavailable (%s)", exc)
                 self._next_restore = self._next_due_move = quiet
+                self._due_at = math.inf  # no due-ETA move either, until a fetch succeeds
                 self.stopping.wait(backoff + random.uniform(0, backoff / 4))
                 backoff = min(backoff * 2, BACKOFF_MAX)
         self._shutdown()
@@ -166,7 +197,7 @@ class WorkerLoop:
         if consumer is None:
             return
         try:
-            self._flush(consumer)
+            self._flush(consumer, final=True)
             restored = consumer.restore_unacked()
             if restored:
                 log.info("returned %d prefetched task(s) to the queue", restored)
@@ -182,13 +213,16 @@ class WorkerLoop:
             self.revoked.read_pipe(self.revoked_fd)
         self._maybe_restore_visible()
         self._maybe_move_due()
-        wait = 1.0
-        if self._scheduled:
-            wait = max(0.0, min(wait, self._scheduled[0].when - time.time()))
-        if self._backlog:
-            deliveries, self._backlog = self._backlog, []
+        pause = self._backlog_wait(consumer)
+        if pause:
+            self.stopping.wait(pause)  # the backend is down and the backlog full: fetch nothing
+            self._run_due(consumer)
+            self._flush(consumer)
+            return
+        if self._interrupted:
+            deliveries, self._interrupted = self._interrupted, []
         else:
-            deliveries = list(consumer.fetch(wait))
+            deliveries = list(consumer.fetch(self._fetch_wait()))
         for i, delivery in enumerate(deliveries):
             if self.stopping.is_set():
                 break  # the rest stay unacknowledged and are restored on shutdown
@@ -198,7 +232,7 @@ class WorkerLoop:
                 # The rest of the batch is still this worker's: handled by the next cycle.
                 # The interrupted one may or may not have run: back to its queue (a no-op for
                 # an early-acked one), so it neither holds a window slot nor is lost.
-                self._backlog = deliveries[i + 1 :]
+                self._interrupted = deliveries[i + 1 :]
                 self._give_back(consumer, delivery)
                 raise
         self._run_due(consumer)
@@ -209,6 +243,21 @@ class WorkerLoop:
             consumer.reject(delivery.delivery_tag, True)
         except errors.BrokerError as exc:
             log.warning("could not return task %s to its queue: %s", delivery.task_id, exc)
+
+    def _fetch_wait(self) -> float:
+        """How long the fetch may block: 1 s, or until the next ETA task is due. A blocking pop
+        ends up to ``TIMER_SLACK`` late (Redis checks its timeouts 10 times a second), so it is
+        cut that much short and the last stretch slept here."""
+        due = self._due_at
+        if self._scheduled:
+            due = min(due, self._scheduled[0].when)
+        due_in = due - time.time()
+        if due_in >= 1.0 + TIMER_SLACK:
+            return 1.0
+        if due_in > TIMER_SLACK:
+            return due_in - TIMER_SLACK
+        self.stopping.wait(max(0.0, due_in))
+        return 0.0
 
     def _maybe_restore_visible(self) -> None:
         now = time.monotonic()
@@ -224,43 +273,151 @@ class WorkerLoop:
             log.warning("restored %d task(s) unacknowledged past the visibility timeout", restored)
 
     def _maybe_move_due(self) -> None:
+        """Moves due deferred messages to their queues every half second, and at once when the
+        earliest one is due (``_due_at``, which also caps the wait for new messages)."""
         now = time.monotonic()
-        if now < self._next_due_move:
+        if now < self._next_due_move and time.time() < self._due_at:
             return
         self._next_due_move = now + 0.5
         try:
             self.app.broker.move_due()
+            due = self.app.broker.next_due()
         except errors.FastqError as exc:
             log.warning("could not move due ETA tasks: %s", exc)
+            return
+        self._due_at = math.inf if due is None else due
 
-    def _flush(self, consumer: Consumer) -> None:
-        if self._results:
-            results, self._results = self._results, []
-            self._store(results)
+    def _flush(self, consumer: Consumer, final: bool = False) -> None:
+        """Stores the results kept so far, then sends the late acks: never an ack before the
+        result of its task is stored (a task acked with its result lost would never run again).
+        ``final``: the loop is ending; results the backend still refuses are logged as lost."""
+        if self._results and not self._store_kept(force=final):
+            if final:
+                told = self._told_kept if self.reporter is not None else 0
+                log.error(
+                    "result backend still unavailable at shutdown; %d result(s) not stored "
+                    "(%d handed to the supervisor, which stores them when it answers): %s",
+                    len(self._results),
+                    told,
+                    ", ".join(task_id for task_id, _ in self._results),
+                )
+                self._results = []
+                self._told_kept = 0  # the supervisor keeps its copies ("k" never comes)
+                self._handed = False
+                self._late_acks = []  # unacknowledged: restored, so they run again
+            return
         if self._late_acks:
-            tags, self._late_acks = self._late_acks, []
-            consumer.ack(tags)
+            consumer.ack(self._late_acks)  # raises: the tags stay for the next flush
+            self._late_acks = []
+        if self._handed:  # the supervisor's copies are stored and their messages acked
+            getattr(self.reporter, "stored", lambda: None)()
+            self._handed = False
 
-    def _store(self, results: list[tuple[str, dict[str, Any]]]) -> None:
-        delay = 0.1
-        for attempt in range(4):
+    def _store_kept(self, force: bool = False) -> bool:
+        """One attempt to store every kept result, unless the backend is down and its backoff
+        has not passed; True once none is left. Never sleeps."""
+        now = time.monotonic()
+        if not force and now < self._store_retry_at:
+            return False
+        results = self._results
+        try:
             try:
                 self.app.backend.store_many(results)
-                return
-            except errors.BackendError as exc:
-                if attempt == 3:
-                    ids = ", ".join(task_id for task_id, _ in results)
-                    log.error("result backend failed 4 times (%s); results lost for: %s", exc, ids)
-                    return
-                log.warning("result backend failed (%s); retrying in %.1fs", exc, delay)
-                time.sleep(delay)
-                delay *= 3
+            except errors.BackendError:
+                raise
+            except Exception:  # not the backend's availability: this batch would never store
+                self._results = results = self._store_each(results)
+        except errors.BackendError as exc:
+            if self._store_retry_at == 0.0:
+                log.error(
+                    "result backend unavailable (%s); keeping results (%d so far) until it "
+                    "answers, late acks wait for them",
+                    exc,
+                    len(results),
+                )
+            self._store_retry_at = now + self._store_delay
+            self._store_delay = min(self._store_delay * 2, STORE_RETRY_MAX)
+            kept = getattr(self.reporter, "kept", None)
+            if kept is not None and len(self._results) > self._told_kept:
+                kept(self._results[self._told_kept :])  # the supervisor stores them if we die
+                self._told_kept = len(self._results)
+                self._handed = True
+            return False
+        if self._store_retry_at:
+            log.warning("result backend available again; stored %d kept result(s)", len(results))
+        self._results = []
+        self._told_kept = 0  # an index into _results; the copies stay until the flush ends
+        self._store_retry_at = 0.0
+        self._store_delay = STORE_RETRY_START
+        return True
+
+    def _store_each(
+        self, results: list[tuple[str, dict[str, Any]]]
+    ) -> list[tuple[str, dict[str, Any]]]:
+        """One at a time, so only a result that cannot be stored at all is dropped (logged);
+        raises ``BackendError`` with the unstored ones left in ``self._results``."""
+        for index, item in enumerate(results):
+            try:
+                self.app.backend.store_many([item])
+            except errors.BackendError:
+                self._results = results[index:]
+                self._told_kept = max(0, self._told_kept - index)
+                raise
+            except Exception:
+                log.exception("the result of task %s cannot be stored; dropped", item[0])
+        return results
+
+    def _backlog_wait(self, consumer: Consumer) -> float:
+        """Back-pressure while the backend is down: how long to wait instead of fetching, when
+        the kept results reached ``MAX_UNSTORED`` or unsent late acks fill the window."""
+        if not self._results or not self._store_retry_at:
+            return 0.0
+        if len(self._results) < MAX_UNSTORED and consumer.in_flight < self.prefetch:
+            return 0.0
+        wait = self._store_retry_at - time.monotonic()
+        if self._scheduled:
+            wait = min(wait, self._scheduled[0].when - time.time())
+        return max(0.0, wait)
 
     # -- one message -----------------------------------------------------------------------------
     def _handle(self, consumer: Consumer, delivery: Delivery) -> None:
+        """Never lets a message end the child: whatever it carries is refused, with a FAILURE
+        stored when it has an id (a child that died on it would be sent it again and again)."""
+        try:
+            self._handle_one(consumer, delivery)
+            if self._hand_over is None:  # a refused or revoked one's state too, at once
+                self._flush(consumer)
+        except (errors.BrokerConnectionError, KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException as exc:  # a panic in the extension is a BaseException too
+            self._failed_handling(consumer, delivery, exc)
+
+    def _failed_handling(self, consumer: Consumer, delivery: Delivery, exc: BaseException) -> None:
+        self._running = None
+        if self._reported and self.reporter is not None:
+            self.reporter.finished()  # or the supervisor would time it out, or record it lost
+        self._reported = False
+        log.exception(
+            "task %s[%s] could not be handled; refused", delivery.task_name, delivery.task_id
+        )
+        self._reject_bad(consumer, delivery, exc)
+
+    def _handle_one(self, consumer: Consumer, delivery: Delivery) -> None:
         message = delivery.message
         if message is None:
             self._refuse(consumer, delivery)
+            return
+        try:
+            context = build_context(delivery, self.hostname)
+        except errors.InvalidMessage as exc:
+            log.error(
+                "refused task %r (id %s) from queue %r: %s",
+                message.task,
+                message.id,
+                delivery.queue,
+                exc,
+            )
+            self._reject_bad(consumer, delivery, exc)
             return
         try:
             task = self.app.get_task(message.task)
@@ -272,12 +429,9 @@ class WorkerLoop:
                 message.id,
             )
             # The context carries reply_to, so rpc:// can tell the client too.
-            self._record(
-                message.id, exc, states.FAILURE, None, build_context(delivery, self.hostname)
-            )
+            self._record(message.id, exc, states.FAILURE, None, context)
             self._settle(consumer, delivery.delivery_tag, Settle.DROP)
             return
-        context = build_context(delivery, self.hostname)
         if delivery.redelivered and self._settled(context.id):
             log.info(
                 "task %s[%s] came back after its worker child was killed; its result is "
@@ -340,8 +494,13 @@ class WorkerLoop:
             if context.id in self.revoked:
                 self._revoke(consumer, item.delivery.delivery_tag, context, "revoked")
                 continue
-            task = self.app.get_task(context.task or "")
-            self._maybe_execute(consumer, task, item.delivery, context)
+            try:
+                task = self.app.get_task(context.task or "")
+                self._maybe_execute(consumer, task, item.delivery, context)
+            except (errors.BrokerConnectionError, KeyboardInterrupt, SystemExit):
+                raise
+            except BaseException as exc:  # as in _handle: never the end of the child
+                self._failed_handling(consumer, item.delivery, exc)
 
     def _revoke(self, consumer: Consumer, tag: str, context: Context, reason: str) -> None:
         log.info("task %s[%s] %s before it ran; not running it", context.task, context.id, reason)
@@ -361,43 +520,52 @@ class WorkerLoop:
         self, consumer: Consumer, task: Task, delivery: Delivery, context: Context
     ) -> None:
         acks_late = task.acks_late if task.acks_late is not None else self.app.conf.task_acks_late
+        limits = effective_limits(task, context)  # before the ack: a bad one is refused whole
         if not acks_late:
             # Celery's default: acked before it runs, so a task that kills its worker is not
             # redelivered; written without waiting for the reply.
             consumer.ack([delivery.delivery_tag], wait=False)
         if self._tracks_started(task):
-            self._store(
-                [
-                    (
-                        context.id or "",
-                        self.app.backend.build_meta(
-                            context.id or "",
-                            {"pid": os.getpid(), "hostname": self.hostname},
-                            states.STARTED,
-                            None,
-                            context,
-                        ),
-                    )
-                ]
-            )
-        limits = effective_limits(task, context)
+            started = {"pid": os.getpid(), "hostname": self.hostname}
+            self._record(context.id, started, states.STARTED, None, context)
+            self._store_kept()
         if self.reporter is not None:
             hard = limits[0]
             deadline = time.time() + hard if hard else None
             self.reporter.started(context, deadline, acks_late)
+            self._reported = True
         self._running = context.id
         try:
             outcome = run_task(task, context, acks_late, self.enforce_hard_limit, limits)
         finally:
             self._running = None
-        if self.reporter is not None:
-            self.reporter.finished()
         self._record_outcome(task, context, outcome)
+        hand_over = self._hand_over
+        if acks_late and self.app.broker.returns_on_close:
+            hand_over = None  # the broker would give it back before the supervisor can settle it
+        if hand_over is None and self._results:
+            # No supervisor to hand it to (threads, solo): stored now, so a killed process leaves
+            # no finished task PENDING (Celery stores each result right after its task).
+            self._store_kept()
         send_followups(self.app, context, outcome)  # callbacks, chain, chord, errbacks: canvas
         if acks_late:
             self._settle(consumer, delivery.delivery_tag, outcome.settle)
         elif outcome.settle is Settle.REQUEUE:
             log.warning("task %s[%s] asked to requeue but was acked early", task.name, context.id)
+        if hand_over is not None:
+            # Prefork: stored and acked per fetched batch (a round trip each), with a copy of
+            # the result in the end report: should the child die before the batch is flushed,
+            # the supervisor stores it and settles the message, so only the running task runs
+            # again and no finished one stays PENDING.
+            hand_over(self._results[self._told_kept :], acks_late and outcome.settle is Settle.ACK)
+            self._told_kept = len(self._results)
+            self._handed = True
+            self._reported = False
+        else:  # late acks per task, for the same reason
+            self._flush(consumer)
+            if self.reporter is not None:
+                self.reporter.finished()
+                self._reported = False
         self.processed += 1
         if self.max_tasks is not None and self.processed >= self.max_tasks:
             log.info("reached max tasks per child (%d); exiting", self.max_tasks)
@@ -454,4 +622,25 @@ class WorkerLoop:
                 correlation_id=delivery.correlation_id,
             )
             self._record(delivery.task_id, kind(delivery.error), states.FAILURE, None, reply)
+        self._settle(consumer, delivery.delivery_tag, Settle.DROP)
+
+    def _reject_bad(self, consumer: Consumer, delivery: Delivery, exc: BaseException) -> None:
+        """A message refused for what it carries: FAILURE with the reason if it has an id, and
+        dropped (rejecting a message already acked early is a no-op)."""
+        task_id = delivery.task_id
+        if isinstance(task_id, str) and task_id:
+            error = (
+                exc
+                if isinstance(exc, errors.InvalidMessage)
+                else errors.InvalidMessage(f"{type(exc).__name__}: {exc}")
+            )
+            reply_to = delivery.reply_to if isinstance(delivery.reply_to, str) else None
+            correlation = delivery.correlation_id
+            reply = Context(
+                id=task_id,
+                task=delivery.task_name,
+                reply_to=reply_to,
+                correlation_id=correlation if isinstance(correlation, str) else None,
+            )
+            self._record(task_id, error, states.FAILURE, None, reply)
         self._settle(consumer, delivery.delivery_tag, Settle.DROP)

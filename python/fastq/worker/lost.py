@@ -32,6 +32,8 @@ JSON = "application/json"
 TIME_LIMIT = "time limit"
 TERMINATED = "terminated"
 WORKER_LOST = "worker lost"
+#: A late-acknowledged task that killed its child ``QUARANTINE_AFTER`` times: not run again.
+QUARANTINED = "quarantined"
 #: Request fields a stored result or a follow-up reads, described when they are set.
 _FIELDS = ("group", "group_index", "parent_id", "chord", "chain", "errbacks")
 _ROUTE = ("reply_to", "correlation_id", "root_id", "parent_id", "group", "group_index")
@@ -122,35 +124,27 @@ def request_of(running: Running, hostname: str) -> Context:
 
 def record_lost(app: App, running: Running, reason: str, exit_code: int, hostname: str) -> None:
     """Stores the outcome of the task ``running`` its child did not finish, then sends what
-    follows from it. Raises ``FastqError`` only when the result could not be stored; the
-    follow-ups are sent either way."""
+    follows from it. Raises ``FastqError`` only when the result could not be stored (the
+    supervisor retries with ``store_lost``); the follow-ups are sent either way."""
     request = request_of(running, hostname)
     task = app.tasks.get(running.name)
     task_id = running.task_id
+    exc = _lost_error(reason, exit_code)
     stored: errors.FastqError | None = None
+    try:
+        _store(app, task, request, reason, exc)
+    except errors.FastqError as error:
+        stored = error
     if reason == TERMINATED:
         signum = -exit_code if exit_code < 0 else None
-        try:
-            app.backend.mark_as_revoked(task_id, TERMINATED, request)
-        except errors.FastqError as error:
-            stored = error
         if signals.task_revoked.receivers:
             signals.task_revoked.send(
                 task, request=request, terminated=True, signum=signum, expired=False
             )
         on_revoked(app, request, TERMINATED)
     else:
-        exc: BaseException
-        if reason == TIME_LIMIT:
-            exc = errors.TimeLimitExceeded("hard time limit exceeded")
-        else:
-            exc = errors.WorkerLostError(f"Worker exited prematurely: {_exit_status(exit_code)}.")
+        if reason != TIME_LIMIT:
             log.error("task %s[%s] failed: %r", running.name, task_id, exc)
-        try:
-            if keeps_result(app, task, request, states.FAILURE):
-                app.backend.mark_as_failure(task_id, exc, None, request)
-        except errors.FastqError as error:
-            stored = error
         if signals.task_failure.receivers:
             signals.task_failure.send(
                 task,
@@ -164,6 +158,32 @@ def record_lost(app: App, running: Running, reason: str, exit_code: int, hostnam
         on_failure(app, request, exc, None)
     if stored is not None:
         raise stored
+
+
+def store_lost(app: App, running: Running, reason: str, exit_code: int, hostname: str) -> None:
+    """Only the stored state of ``record_lost``: its retry once the backend answers again."""
+    request = request_of(running, hostname)
+    _store(app, app.tasks.get(running.name), request, reason, _lost_error(reason, exit_code))
+
+
+def _lost_error(reason: str, exit_code: int) -> BaseException:
+    if reason == TERMINATED:
+        return errors.TaskRevokedError(TERMINATED)
+    if reason == TIME_LIMIT:
+        return errors.TimeLimitExceeded("hard time limit exceeded")
+    if reason == QUARANTINED:
+        return errors.WorkerLostError(
+            f"Worker exited prematurely: {_exit_status(exit_code)}. The task killed its "
+            "worker child each time it ran and was quarantined (not run again)."
+        )
+    return errors.WorkerLostError(f"Worker exited prematurely: {_exit_status(exit_code)}.")
+
+
+def _store(app: App, task: Any, request: Context, reason: str, exc: BaseException) -> None:
+    if reason == TERMINATED:
+        app.backend.mark_as_revoked(request.id or "", TERMINATED, request)
+    elif keeps_result(app, task, request, states.FAILURE):
+        app.backend.mark_as_failure(request.id or "", exc, None, request)
 
 
 def _exit_status(code: int) -> str:

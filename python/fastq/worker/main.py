@@ -17,7 +17,7 @@ from fastq.urls import redact
 from fastq.worker.control import ControlServer, PoolInfo, SlotReporter, TaskTracker
 from fastq.worker.lease import LeaseRenewer
 from fastq.worker.loop import TaskReporter, WorkerLoop
-from fastq.worker.lost import record_lost
+from fastq.worker.lost import QUARANTINED, record_lost, store_lost
 from fastq.worker.revoke import RevokedIds
 from fastq.worker.supervisor import PipeReporter, Running, Supervisor
 
@@ -128,12 +128,21 @@ def run_worker(
             try:
                 record_lost(app, running, reason, exit_code, hostname)
             finally:
-                if running.delivery_tag:  # recorded: not to run again (where the broker can)
+                if running.delivery_tag and reason == QUARANTINED:  # kept aside, for a look
+                    app.broker.quarantine(cid, running.delivery_tag)
+                elif running.delivery_tag:  # recorded: not to run again (where the broker can)
                     app.broker.discard(cid, running.delivery_tag)
 
         renewer = LeaseRenewer(
             lambda: app.broker, lambda: [c.consumer_id for c in supervisor.children.values()]
         )
+
+        def retry_lost(running: Running, reason: str, exit_code: int) -> None:
+            store_lost(app, running, reason, exit_code, hostname)
+
+        def settle_done(cid: str, tags: list[str]) -> None:
+            for tag in tags:
+                app.broker.discard(cid, tag)
 
         def on_tick() -> None:
             processes[:] = [c.pid for c in supervisor.children.values()]
@@ -148,6 +157,9 @@ def run_worker(
             on_lost,
             tracker=tracker,
             on_tick=on_tick,
+            retry_lost=retry_lost,
+            store_results=lambda metas: app.backend.store_many(metas),
+            settle_done=settle_done,
         )
         control.on_revoke = supervisor.revoke
         app.close()  # nothing opened before the fork survives in the children

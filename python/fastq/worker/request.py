@@ -1,36 +1,52 @@
-"""From a delivery to a task request: the context a task runs in, and its scheduling facts."""
+"""From a delivery to a task request: the context a task runs in, and its scheduling facts.
+
+A message that decoded may still carry a header of the wrong type or one that does not parse
+(an ``eta`` of ``"not-a-date"``, a ``timelimit`` of ``["a", "b"]``): ``build_context`` checks
+every field a worker reads later and raises ``InvalidMessage`` naming it, before the message is
+acknowledged or scheduled, so a bad field is refused once instead of failing in a child later.
+"""
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
 from datetime import datetime, timezone
 from typing import Any
 
 from fastq.brokers.base import Delivery
+from fastq.errors import InvalidMessage
 from fastq.protocol import parse_iso
 from fastq.task import Context
 
 
 def build_context(delivery: Delivery, hostname: str) -> Context:
-    """``self.request`` for a task run; only called for deliveries whose message decoded."""
+    """``self.request`` for a task run; only called for deliveries whose message decoded.
+    Raises ``InvalidMessage`` for a field of the wrong type or that does not parse."""
     message = delivery.message
     assert message is not None
     headers = message.headers
     embed = message.embed
-    timelimit = headers.get("timelimit") or (None, None)
+    if not isinstance(headers, Mapping):
+        raise InvalidMessage(f"headers must be a mapping, not {_kind(headers)}")
+    if not isinstance(embed, Mapping):
+        raise InvalidMessage(f"embed must be a mapping, not {_kind(embed)}")
+    eta, expires = headers.get("eta"), headers.get("expires")
+    _when_of("eta", eta)
+    _when_of("expires", expires)
     return Context(
         id=message.id,
         task=message.task,
         args=message.args,
         kwargs=message.kwargs,
-        retries=int(headers.get("retries") or 0),
-        eta=headers.get("eta"),
-        expires=headers.get("expires"),
-        group=headers.get("group"),
-        group_index=headers.get("group_index"),
-        root_id=headers.get("root_id"),
-        parent_id=headers.get("parent_id"),
-        reply_to=delivery.reply_to,
-        correlation_id=delivery.correlation_id,
+        retries=_count("retries", headers.get("retries")),
+        eta=eta,
+        expires=expires,
+        group=_text("group", headers.get("group")),
+        group_index=_index("group_index", headers.get("group_index")),
+        root_id=_text("root_id", headers.get("root_id")),
+        parent_id=_text("parent_id", headers.get("parent_id")),
+        reply_to=_text("reply_to", delivery.reply_to),
+        correlation_id=_text("correlation_id", delivery.correlation_id),
         hostname=hostname,
         delivery_info={
             "exchange": delivery.exchange,
@@ -40,13 +56,13 @@ def build_context(delivery: Delivery, hostname: str) -> Context:
         },
         headers=headers,
         called_directly=False,
-        timelimit=tuple(timelimit) if isinstance(timelimit, (list, tuple)) else (None, None),
-        callbacks=embed.get("callbacks"),
-        errbacks=embed.get("errbacks"),
-        chain=embed.get("chain"),
-        chord=embed.get("chord"),
-        ignore_result=bool(headers.get("ignore_result")),
-        replaced_task_nesting=int(headers.get("replaced_task_nesting") or 0),
+        timelimit=_timelimit(headers.get("timelimit")),
+        callbacks=_signatures("callbacks", embed.get("callbacks")),
+        errbacks=_signatures("errbacks", embed.get("errbacks")),
+        chain=_signatures("chain", embed.get("chain")),
+        chord=_mapping("chord", embed.get("chord")),
+        ignore_result=_flag("ignore_result", headers.get("ignore_result")),
+        replaced_task_nesting=_count("replaced_task_nesting", headers.get("replaced_task_nesting")),
         delivery_tag=delivery.delivery_tag,
     )
 
@@ -66,3 +82,88 @@ def _when(value: Any) -> datetime | None:
     if isinstance(value, datetime):
         return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
     return parse_iso(str(value))
+
+
+# -- checks: each returns the value a worker uses, or raises InvalidMessage naming the field ------
+def _kind(value: Any) -> str:
+    text = repr(value)
+    return f"{type(value).__name__} {text[:60]}{'…' if len(text) > 60 else ''}"
+
+
+def _when_of(name: str, value: Any) -> None:
+    # An ISO 8601 string (or a datetime, from msgpack/pickle); numbers are not (Celery neither).
+    if value is None or isinstance(value, datetime):
+        return
+    if not isinstance(value, str):
+        raise InvalidMessage(f"{name} must be an ISO 8601 date-time string, not {_kind(value)}")
+    try:
+        parsed = parse_iso(value)
+        if parsed is not None:
+            parsed.timestamp()  # out of range for the platform raises here, not later
+    except (ValueError, OverflowError, OSError) as exc:
+        raise InvalidMessage(f"{name} {value[:60]!r} is not an ISO 8601 date-time: {exc}") from None
+
+
+def _count(name: str, value: Any) -> int:
+    if value is None:
+        return 0
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise InvalidMessage(f"{name} must be a whole number >= 0, not {_kind(value)}")
+    return value
+
+
+def _index(name: str, value: Any) -> int | None:
+    if value is None:
+        return None
+    return _count(name, value)
+
+
+def _text(name: str, value: Any) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    raise InvalidMessage(f"{name} must be a string, not {_kind(value)}")
+
+
+def _flag(name: str, value: Any) -> bool:
+    if value is None or isinstance(value, (bool, int)):  # 0/1 from clients that send ints
+        return bool(value)
+    raise InvalidMessage(f"{name} must be true or false, not {_kind(value)}")
+
+
+def _limit(value: Any) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError
+    limit = float(value)
+    if not math.isfinite(limit) or limit < 0:
+        raise ValueError
+    return limit
+
+
+def _timelimit(value: Any) -> tuple[float | None, float | None]:
+    """``[hard, soft]``: seconds or null each."""
+    if value is None:
+        return (None, None)
+    try:
+        if not isinstance(value, (list, tuple)) or len(value) != 2:
+            raise ValueError
+        return (_limit(value[0]), _limit(value[1]))
+    except (ValueError, OverflowError):
+        raise InvalidMessage(
+            f"timelimit must be [hard, soft] in seconds (numbers >= 0 or null), not {_kind(value)}"
+        ) from None
+
+
+def _signatures(name: str, value: Any) -> list[Any] | None:
+    if value is None:
+        return None
+    if not isinstance(value, list) or not all(isinstance(s, Mapping) for s in value):
+        raise InvalidMessage(f"{name} must be a list of signatures, not {_kind(value)}")
+    return value
+
+
+def _mapping(name: str, value: Any) -> Any:
+    if value is None or isinstance(value, Mapping):
+        return value
+    raise InvalidMessage(f"{name} must be a signature (a mapping), not {_kind(value)}")

@@ -19,11 +19,11 @@ import select
 import signal
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
-from fastq import errors
-from fastq.worker.lost import TERMINATED, TIME_LIMIT, WORKER_LOST, describe
+from fastq import _core, errors
+from fastq.worker.lost import JSON, QUARANTINED, TERMINATED, TIME_LIMIT, WORKER_LOST, describe
 from fastq.worker.revoke import RevokedIds
 
 if TYPE_CHECKING:
@@ -32,8 +32,19 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("fastq.worker")
 
-#: A child dying this soon after its start counts towards the crash-loop brake.
+#: A child dying this soon after its start counts towards the crash-loop brake (a clean exit,
+#: as at ``--max-tasks-per-child``, never does).
 FAST_DEATH = 1.0
+#: A late-acknowledged task whose child died running it this many times is quarantined: recorded
+#: as failed and kept out of the queue, instead of coming back to kill child after child.
+QUARANTINE_AFTER = 3
+#: How many task ids the supervisor remembers child deaths for.
+_DEATHS_KEPT = 1000
+#: Storing the outcome of a dead child's task while the result backend is down: backoff (s),
+#: and how many such outcomes are kept meanwhile.
+LOST_RETRY_START = 0.25
+LOST_RETRY_MAX = 5.0
+_UNRECORDED_KEPT = 10_000
 #: How often the supervisor looks for dead children when nothing else wakes it.
 TICK = 0.25
 #: After reports woke it, how long the supervisor leaves the report pipes unwatched: what comes
@@ -69,6 +80,38 @@ class PipeReporter:
     def finished(self) -> None:
         self._write("D\n")
 
+    def hand_over(self, results: list[tuple[str, dict[str, Any]]], late_ack: bool) -> None:
+        """The end of a task, with copies of the results not stored yet and whether its late
+        ack is still to be sent: should the child die before its batch is flushed, the
+        supervisor stores them and settles the message (``finished`` otherwise)."""
+        copies, complete = self._copies(results)
+        # A result with no copy (not JSON) leaves its message to come back should the child die.
+        self._write(f"{copies}{'DL' if late_ack and complete else 'D'}\n")
+
+    def kept(self, results: list[tuple[str, dict[str, Any]]]) -> None:
+        """Results the child could not store (the backend is down) and keeps: copies."""
+        lines, _ = self._copies(results)
+        if lines:
+            self._write(lines)
+
+    def stored(self) -> None:
+        """Every result handed over is stored now, and every late ack sent."""
+        self._write("k\n")
+
+    @staticmethod
+    def _copies(results: list[tuple[str, dict[str, Any]]]) -> tuple[str, bool]:
+        """``K`` lines, and whether every result has one (JSON only; the rest is left to the
+        child itself)."""
+        lines = []
+        for task_id, meta in results:
+            try:
+                data = _core.dumps(meta, JSON).decode()
+            except errors.EncodeError:
+                continue
+            if "\n" not in data and " " not in task_id and "\n" not in task_id:
+                lines.append(f"K {task_id} {data}\n")
+        return "".join(lines), len(lines) == len(results)
+
     def _write(self, line: str) -> None:
         data = line.encode()
         try:
@@ -103,6 +146,10 @@ class Child:
     running: Running | None = None
     #: What the supervisor killed the child for: the task and "time limit" or "terminated".
     killed: tuple[Running, str] | None = None
+    #: Copies of the results the child has not stored yet (``PipeReporter.hand_over``), JSON.
+    kept: list[tuple[str, bytes]] = field(default_factory=list)
+    #: Finished tasks whose late ack the child has not sent yet: (task id, delivery tag).
+    done: list[tuple[str, str]] = field(default_factory=list)
 
 
 class Supervisor:
@@ -115,6 +162,9 @@ class Supervisor:
         on_lost: Callable[[str, Running, str, int], None] | None = None,
         tracker: TaskTracker | None = None,
         on_tick: Callable[[], None] | None = None,
+        retry_lost: Callable[[Running, str, int], None] | None = None,
+        store_results: Callable[[list[tuple[str, dict[str, Any]]]], None] | None = None,
+        settle_done: Callable[[str, list[str]], None] | None = None,
     ) -> None:
         """``child_main(index, consumer_id, reporter, revoked_fd)`` runs in each child and returns
         its exit code; ``restore(consumer_id)`` returns a dead child's messages to their queues;
@@ -122,7 +172,11 @@ class Supervisor:
         finish: killed by the supervisor (reason "time limit" or "terminated"), or dead while
         running a task acknowledged early ("worker lost");
         ``tracker`` learns what each child runs; ``on_tick()`` runs between ticks (remote
-        control)."""
+        control); ``retry_lost(running, reason, exit_code)`` stores again what ``on_lost`` could
+        not (the result backend was down), retried until it can, so no such task stays PENDING;
+        ``store_results(metas)`` stores the results a dead child had not stored yet, and
+        ``settle_done(consumer_id, tags)`` takes the messages of its finished tasks out of
+        circulation (acknowledged)."""
         self.concurrency = concurrency
         self.child_main = child_main
         self.restore = restore
@@ -131,6 +185,12 @@ class Supervisor:
         self.revoked = RevokedIds()
         self.tracker = tracker
         self.on_tick = on_tick
+        self.retry_lost = retry_lost
+        self.store_results = store_results
+        self.settle_done = settle_done
+        #: Stores to retry while the backend is down (what, how), oldest first, and when.
+        self._unrecorded: list[tuple[str, Callable[[], None]]] = []
+        self._unrecorded_retry = (0.0, LOST_RETRY_START)
         self.children: dict[int, Child] = {}
         self.stopping = False
         self.cold = False
@@ -140,6 +200,8 @@ class Supervisor:
         self._wake_w: int | None = None
         #: Until when (monotonic) the loop leaves the report pipes unwatched.
         self._deaf_until = 0.0
+        #: Task id -> how many children died running it (late-acknowledged tasks only).
+        self._deaths: dict[str, int] = {}
 
     # -- children ----------------------------------------------------------------------------------
     def _spawn(self, index: int) -> None:
@@ -259,10 +321,19 @@ class Supervisor:
         for line in lines:
             if line[:2] == b"S ":
                 self._started(child, line)
-            elif line == b"D":
+            elif line[:2] == b"K ":  # decoded only if the child dies
+                _, task_id, data = line.split(b" ", 2)
+                child.kept.append((task_id.decode(errors="replace"), data))
+            elif line == b"D" or line == b"DL":
+                running = child.running
+                if line == b"DL" and running is not None and running.delivery_tag:
+                    child.done.append((running.task_id, running.delivery_tag))
                 child.running = None
                 if self.tracker is not None:
                     self.tracker.finished(child.index)
+            elif line == b"k":
+                child.kept.clear()
+                child.done.clear()
 
     def _started(self, child: Child, line: bytes) -> None:
         # S <id> <tag|-> <deadline|-> <name|-> <L|-> <described request>
@@ -375,6 +446,8 @@ class Supervisor:
             self._enforce_deadlines()
             if self.on_tick is not None:
                 self.on_tick()
+            if self._unrecorded:
+                self._retry_unrecorded()
             while self.children:
                 try:
                     pid, status = os.waitpid(-1, os.WNOHANG)
@@ -390,6 +463,11 @@ class Supervisor:
                 os.close(child.fd)
                 os.close(child.revoked_fd)
                 fast_deaths = self._on_death(child, os.waitstatus_to_exitcode(status), fast_deaths)
+        if self._unrecorded:
+            self._unrecorded_retry = (0.0, LOST_RETRY_START)
+            self._retry_unrecorded()  # one last try: the backend may be back
+        for what, _ in self._unrecorded:
+            log.error("stopped with %s not stored (the result backend is down)", what)
         return 0
 
     def _on_death(self, child: Child, code: int, fast_deaths: int) -> int:
@@ -402,12 +480,31 @@ class Supervisor:
             # Acknowledged before it ran, so no broker gives it back: it failed (Celery's
             # WorkerLostError). A late-acknowledged one is returned below and runs again.
             lost = (child.running, WORKER_LOST)
+        elif child.running is not None and code != 0 and not self.cold:
+            lost = self._count_death(child.running)
         if lost is not None and self.on_lost is not None:
             running, reason = lost
             try:
                 self.on_lost(child.consumer_id, running, reason, code)
             except errors.FastqError as exc:
-                log.error("could not record task %s (%s): %s", running.task_id, reason, exc)
+                if self.retry_lost is None:
+                    log.error("could not record task %s (%s): %s", running.task_id, reason, exc)
+                else:
+                    log.error(
+                        "could not record task %s (%s): %s; retrying until it is stored",
+                        running.task_id,
+                        reason,
+                        exc,
+                    )
+                    retry, lost_code = self.retry_lost, code
+                    self._unrecorded.append(
+                        (
+                            f"task {running.task_id} ({reason})",
+                            lambda: retry(running, reason, lost_code),
+                        )
+                    )
+                    del self._unrecorded[:-_UNRECORDED_KEPT]
+        self._settle_finished(child)
         if code != 0 or self.cold:
             self._restore(child)
         if self.stopping:
@@ -421,13 +518,100 @@ class Supervisor:
                 child.pid,
                 _describe(code),
             )
-        if time.monotonic() - child.started < FAST_DEATH:
+        if code != 0 and time.monotonic() - child.started < FAST_DEATH:
             fast_deaths += 1
             time.sleep(min(0.1 * 2**fast_deaths, 5.0))  # don't spin on a crash loop
+            if self.stopping:  # a stop came during the sleep: a new child would never hear it
+                return fast_deaths
         else:
             fast_deaths = 0
         self._spawn(child.index)
         return fast_deaths
+
+    def _count_death(self, running: Running) -> tuple[Running, str] | None:
+        """A child died running this late-acknowledged task: it comes back and runs again,
+        unless it has killed ``QUARANTINE_AFTER`` children: then it is quarantined (recorded as
+        failed; the broker moves its message aside), and children told to drop it should it
+        still come back (a broker that returns a dead channel's messages by itself)."""
+        task_id = running.task_id
+        deaths = self._deaths.pop(task_id, 0) + 1
+        if deaths < QUARANTINE_AFTER:
+            self._deaths[task_id] = deaths  # re-inserted: the dict stays oldest first
+            while len(self._deaths) > _DEATHS_KEPT:
+                del self._deaths[next(iter(self._deaths))]
+            return None
+        log.error(
+            "task %s[%s] killed %d worker children; quarantined instead of running again",
+            running.name,
+            task_id,
+            deaths,
+        )
+        self.revoked.settled.add([task_id])
+        self._tell_children(f"={task_id}\n", f"that {task_id} is settled")
+        return (running, QUARANTINED)
+
+    def _settle_finished(self, child: Child) -> None:
+        """What a dead child finished but had not flushed: its results are stored, then the
+        messages of its late-acknowledged tasks taken out of circulation (they are done), so
+        only the task it was running comes back. Results the backend refuses now are stored
+        when it answers, and those messages come back instead (run again, never lost)."""
+        kept = []
+        for task_id, data in child.kept:
+            try:
+                meta = _core.loads(data, JSON, [JSON])
+            except errors.DecodeError:
+                continue
+            if isinstance(meta, dict):
+                kept.append((task_id, meta))
+        stored = True
+        if kept and self.store_results is not None:
+            store = self.store_results
+            try:
+                store(kept)
+            except errors.FastqError as exc:
+                stored = False
+                log.error(
+                    "could not store %d result(s) child %d finished (%s); retrying until it can",
+                    len(kept),
+                    child.index,
+                    exc,
+                )
+                what = f"{len(kept)} result(s) of child {child.index}"
+                self._unrecorded.append((what, lambda: store(kept)))
+        if child.done and stored and self.settle_done is not None:
+            done = list(child.done)
+            # Told first: where the broker itself gives back a dead channel's messages
+            # (RabbitMQ), the children ack and drop them instead of running them again.
+            self.revoked.settled.add([task_id for task_id, _ in done])
+            self._tell_children("".join(f"={t}\n" for t, _ in done), "finished tasks")
+            try:
+                self.settle_done(child.consumer_id, [tag for _, tag in done])
+            except errors.FastqError as exc:
+                log.error("could not settle the finished tasks of child %d: %s", child.index, exc)
+                return
+        if kept or child.done:
+            log.info(
+                "stored %d result(s) and settled %d finished task(s) child %d had not flushed",
+                len(kept) if stored else 0,
+                len(child.done) if stored else 0,
+                child.index,
+            )
+
+    def _retry_unrecorded(self) -> None:
+        at, delay = self._unrecorded_retry
+        now = time.monotonic()
+        if now < at:
+            return
+        while self._unrecorded:
+            what, store = self._unrecorded[0]
+            try:
+                store()
+            except errors.FastqError:
+                self._unrecorded_retry = (now + delay, min(delay * 2, LOST_RETRY_MAX))
+                return
+            self._unrecorded.pop(0)
+            log.warning("stored %s at last", what)
+        self._unrecorded_retry = (0.0, LOST_RETRY_START)
 
     def _restore(self, child: Child) -> None:
         try:

@@ -1,0 +1,103 @@
+"""The result backend (a Redis of the test's own, apart from the broker) is killed mid-drain and
+comes back 4 s later: every task's result is stored in the end, none is PENDING, no task runs
+twice, and with early ack the worker keeps running tasks while the backend is down."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from fastq import App, states
+
+from tests.faults import ledger
+from tests.faults.conftest import report
+from tests.faults.redis_server import RedisServer
+from tests.processes import fastq_worker, wait_until
+
+SENT = 400
+DOWN_FOR = 4.0
+
+
+@pytest.mark.parametrize("acks_late", [False, True], ids=["early-ack", "acks-late"])
+def test_backend_outage_loses_no_result(
+    own_redis: RedisServer, ledger_path: str, acks_late: bool
+) -> None:
+    with RedisServer() as backend:
+        env = {
+            "FASTQ_BROKER_URL": own_redis.url(0),
+            "FASTQ_RESULT_BACKEND": backend.url(0),
+            "FASTQ_FAULT_LEDGER": ledger_path,
+            "FASTQ_FAULT_ACKS_LATE": "1" if acks_late else "",
+        }
+        client = App(
+            "client", broker=own_redis.url(0), backend=backend.url(0), set_as_current=False
+        )
+        try:
+            ids = [
+                r.id
+                for r in client.send_many([("faults.work", (i, 0.02), None) for i in range(SENT)])
+            ]
+            with fastq_worker("--concurrency", "2", app="tests.faults.app", env=env) as worker:
+                wait_until(lambda: ledger.ended(ledger_path) >= 50, timeout=20)
+                backend.kill()
+                before = ledger.ended(ledger_path)
+                time.sleep(DOWN_FOR)
+                during = ledger.ended(ledger_path) - before
+                backend.start()
+                deadline = time.monotonic() + 25
+                found = client.backend.get_many(ids)
+                while time.monotonic() < deadline and any(
+                    m["status"] != states.SUCCESS for m in found
+                ):
+                    time.sleep(0.2)
+                    found = client.backend.get_many(ids)
+                log = worker.log()
+            tally = ledger.tally(ledger_path, SENT)
+            mode = "acks_late" if acks_late else "early ack"
+            report(f"result backend down {DOWN_FOR:g}s mid-drain (Redis, {mode})", tally)
+            missing = [i for i, m in enumerate(found) if m["status"] != states.SUCCESS]
+            assert not missing, f"{len(missing)} results not stored: {missing[:20]}\n{log[-3000:]}"
+            assert (tally.once, tally.twice_or_more, tally.never) == (SENT, 0, 0), tally
+            assert "results lost" not in log
+            if not acks_late:  # results kept in memory: the tasks went on meanwhile
+                assert during >= 50, (during, log[-3000:])
+        finally:
+            client.close()
+
+
+def test_a_task_lost_while_the_backend_is_down_is_recorded_when_it_returns(
+    own_redis: RedisServer, ledger_path: str
+) -> None:
+    """Early ack: a child dies running a task while the backend is down; the supervisor stores
+    its ``WorkerLostError`` once the backend answers, and the finished tasks' results too."""
+    with RedisServer() as backend:
+        env = {
+            "FASTQ_BROKER_URL": own_redis.url(0),
+            "FASTQ_RESULT_BACKEND": backend.url(0),
+            "FASTQ_FAULT_LEDGER": ledger_path,
+        }
+        client = App(
+            "client", broker=own_redis.url(0), backend=backend.url(0), set_as_current=False
+        )
+        try:
+            with fastq_worker("--concurrency", "1", app="tests.faults.app", env=env) as worker:
+                backend.kill()
+                calls = [("faults.work", (0,), None), ("faults.crash", (1,), None)]
+                calls += [("faults.work", (i,), None) for i in range(2, 10)]
+                ids = [r.id for r in client.send_many(calls)]
+                wait_until(lambda: ledger.ended(ledger_path) >= 9, timeout=20)
+                time.sleep(0.5)
+                backend.start()
+                deadline = time.monotonic() + 15
+                found = client.backend.get_many(ids)
+                while time.monotonic() < deadline and any(
+                    m["status"] not in states.READY_STATES for m in found
+                ):
+                    time.sleep(0.2)
+                    found = client.backend.get_many(ids)
+                log = worker.log()
+            statuses = [m["status"] for m in found]
+            assert statuses == [states.SUCCESS, states.FAILURE] + [states.SUCCESS] * 8, log[-3000:]
+            assert found[1]["result"]["exc_type"] == "WorkerLostError"
+        finally:
+            client.close()
