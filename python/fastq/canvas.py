@@ -4,7 +4,7 @@ Everything here has Celery's wire form, so a workflow started on either side of 
 finished by whichever workers run its steps. A signature is a dict
 ``{"task", "args", "kwargs", "options", "subtask_type", "immutable"}``; a chain travels as the
 ``chain`` field of its first task's message (the remaining steps, reversed: the worker pops the
-last), a chord's body as the ``chord`` field of every header task. ``worker/followups.py`` is the
+last), a chord's body as the ``chord`` field of every header task. ``execution/followups.py`` is the
 worker side; ``maps.py`` adds ``xmap``, ``xstarmap`` and ``chunks``, and ``Task.replace`` swaps a
 running task for a signature.
 """

@@ -221,9 +221,9 @@ class Task(Generic[P, R, RCall]):
     ) -> EagerResult[R]:
         """Runs the task here and now (eager mode), retries included; returns an
         ``EagerResult``. With ``throw`` (default: ``task_eager_propagates``) failures raise."""
+        from fastq.execution.followups import eager_embed, send_followups
+        from fastq.execution.tracer import run_task
         from fastq.result import EagerResult
-        from fastq.worker.followups import eager_embed, send_followups
-        from fastq.worker.tracer import run_task
 
         context = Context(
             id=task_id or str(uuid.uuid4()),

@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 from fastq import App
 from fastq.errors import Ignore, Reject, Retry
+from fastq.execution.tracer import Settle, run_task
 from fastq.task import Context
-from fastq.worker.tracer import Settle, run_task
 
 
 @pytest.mark.parametrize("signal", [Ignore("replaced"), Reject("no", requeue=True), Retry("x")])

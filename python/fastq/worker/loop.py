@@ -29,13 +29,13 @@ from fastq import errors, signals, states
 from fastq.app import App
 from fastq.backends import DisabledBackend
 from fastq.brokers.base import Consumer, Delivery
+from fastq.execution.followups import on_revoked, send_followups
+from fastq.execution.limits import effective_limits
+from fastq.execution.tracer import Outcome, Settle, keeps_result, run_task
 from fastq.task import Context, Task
-from fastq.worker.followups import on_revoked, send_followups
-from fastq.worker.limits import effective_limits
 from fastq.worker.ratelimit import RateLimiter
 from fastq.worker.request import build_context, eta_of, expired
 from fastq.worker.revoke import RevokedIds
-from fastq.worker.tracer import Outcome, Settle, keeps_result, run_task
 
 log = logging.getLogger("fastq.worker")
 

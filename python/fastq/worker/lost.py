@@ -18,9 +18,9 @@ from typing import TYPE_CHECKING, Any
 
 from fastq import _core, errors, signals, states
 from fastq.app import App
+from fastq.execution.followups import on_failure, on_revoked
+from fastq.execution.tracer import keeps_result
 from fastq.task import Context
-from fastq.worker.followups import on_failure, on_revoked
-from fastq.worker.tracer import keeps_result
 
 if TYPE_CHECKING:
     from fastq.worker.supervisor import Running

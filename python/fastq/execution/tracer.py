@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 from fastq import signals, states
 from fastq.errors import Ignore, Reject, Retry
+from fastq.execution.limits import alarm, effective_limits
 from fastq.task import Context, Task
-from fastq.worker.limits import alarm, effective_limits
 
 if TYPE_CHECKING:
     import asyncio

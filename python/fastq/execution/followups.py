@@ -16,13 +16,15 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastq import errors, states
-from fastq.app import App
 from fastq.canvas import Signature, chord, group, signature
+from fastq.execution.tracer import Outcome
 from fastq.task import Context, Task
-from fastq.worker.tracer import Outcome
+
+if TYPE_CHECKING:
+    from fastq.app import App
 
 log = logging.getLogger("fastq.worker")
 
