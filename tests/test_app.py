@@ -116,3 +116,13 @@ def test_delay_to_a_dead_broker_is_a_clear_error() -> None:
     with pytest.raises(BrokerConnectionError) as info:
         app.send_task("proj.noop")
     assert "127.0.0.1:6390" in str(info.value) and "secret" not in str(info.value)
+
+
+def test_current_app_stands_for_the_last_app_created(monkeypatch: pytest.MonkeyPatch) -> None:
+    from fastq import _state, current_app
+
+    monkeypatch.setattr(_state, "_current", None)  # restored after the test
+    app = App("current", broker="memory://")
+    assert current_app() is app
+    assert current_app.tasks is app.tasks
+    assert App("other", set_as_current=False) and current_app() is app

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from fastq import states
 from fastq._core import __version__
-from fastq.app import App, current_app
+from fastq._state import current_app
+from fastq.app import App
 from fastq.canvas import Signature, chain, chord, group, signature
 from fastq.maps import chunks, xmap, xstarmap
 from fastq.result import AsyncResult, GroupResult

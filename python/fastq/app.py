@@ -12,6 +12,8 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any, Literal, overload
 
 from fastq import builtin_tasks, protocol
+from fastq._state import current_app as current_app  # its old home: ``from fastq.app import ...``
+from fastq._state import set_current_app
 from fastq.backends import Backend, backend_from_url
 from fastq.brokers import Broker, broker_from_url
 from fastq.config import DEFAULT_BROKER_URL, Config, default_result_backend
@@ -47,20 +49,6 @@ if TYPE_CHECKING:
         def __call__(self, fun: Callable[Concatenate[Any, P], R]) -> Task[P, R]: ...
 
 
-_current: App | None = None
-_default: App | None = None
-
-
-def current_app() -> App:
-    """The most recently created app (Celery's ``current_app``)."""
-    global _default
-    if _current is not None:
-        return _current
-    if _default is None:
-        _default = App("default")
-    return _default
-
-
 class App:
     """A fastq application::
 
@@ -82,7 +70,6 @@ class App:
         set_as_current: bool = True,
         **settings: Any,
     ) -> None:
-        global _current
         self.main = main
         self.conf = Config()
         if config_source is not None:
@@ -98,7 +85,7 @@ class App:
         self._local = threading.local()
         builtin_tasks.register(self)
         if set_as_current:
-            _current = self
+            set_current_app(self)
         os.register_at_fork(after_in_child=self._after_fork)
 
     def __repr__(self) -> str:

@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from copy import deepcopy
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar, overload
 
+from fastq._state import get_current_app
 from fastq._typing import R
 from fastq.result import AsyncResult, EagerResult, GroupResult, ResultNode
 
@@ -178,9 +179,7 @@ class Signature(dict, Generic[R]):  # type: ignore[type-arg]
     def app(self) -> App:
         if self._app is not None:
             return self._app
-        from fastq.app import current_app
-
-        return current_app()
+        return get_current_app()
 
     @property
     def type(self) -> Task | None:

@@ -7,18 +7,13 @@ from collections.abc import Generator, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Generic
 
 from fastq import errors, states
+from fastq._state import get_current_app
 from fastq._typing import R
 from fastq.backends.base import exception_to_meta, meta_to_exception
 
 if TYPE_CHECKING:
     from fastq.app import App
     from fastq.backends.base import Backend
-
-
-def _current_app() -> App:
-    from fastq.app import current_app
-
-    return current_app()
 
 
 class AsyncResult(Generic[R]):
@@ -33,7 +28,7 @@ class AsyncResult(Generic[R]):
         parent: ResultNode | None = None,
     ) -> None:
         self.id = id
-        self.app = app or _current_app()
+        self.app = app or get_current_app()
         self._backend = backend
         self._cache: dict[str, Any] | None = None
         #: The result this one's task was started from, in a chain or chord (``None`` otherwise).
@@ -203,7 +198,7 @@ class GroupResult:
     ) -> None:
         self.id = id
         self.results: list[ResultNode] = list(results or [])
-        self.app = app or _current_app()
+        self.app = app or get_current_app()
         self._backend = backend
         self.parent = parent
 
@@ -330,7 +325,7 @@ class GroupResult:
         cls, id: str, app: App | None = None, backend: Backend | None = None
     ) -> GroupResult | None:
         """The group saved under ``id``, or ``None`` when nothing is saved."""
-        app = app or _current_app()
+        app = app or get_current_app()
         meta = (backend or app.backend).restore_group(id)
         if meta is None:
             return None
