@@ -126,3 +126,12 @@ def test_current_app_stands_for_the_last_app_created(monkeypatch: pytest.MonkeyP
     assert current_app() is app
     assert current_app.tasks is app.tasks
     assert App("other", set_as_current=False) and current_app() is app
+
+
+def test_the_declared_send_options_are_those_build_message_takes() -> None:
+    import inspect
+
+    from fastq.canvas import SEND_OPTIONS
+
+    parameters = inspect.signature(App.build_message).parameters.values()
+    assert SEND_OPTIONS == {p.name for p in parameters if p.kind is inspect.Parameter.KEYWORD_ONLY}

@@ -11,7 +11,6 @@ running task for a signature.
 
 from __future__ import annotations
 
-import inspect
 import logging
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -53,20 +52,38 @@ _CELERY_ONLY_OPTIONS = frozenset(
 )
 
 
-def _send_options() -> frozenset[str]:
-    """The options ``App.build_message`` takes, read from its signature so new ones pass."""
-    global _SEND_OPTIONS
-    if _SEND_OPTIONS is None:
-        from fastq.app import App
-
-        parameters = inspect.signature(App.build_message).parameters.values()
-        _SEND_OPTIONS = frozenset(
-            p.name for p in parameters if p.kind is inspect.Parameter.KEYWORD_ONLY
-        )
-    return _SEND_OPTIONS
-
-
-_SEND_OPTIONS: frozenset[str] | None = None
+#: The options ``App.build_message`` takes (its keyword-only parameters; a test keeps them equal):
+#: what a signature passes on when it is sent.
+SEND_OPTIONS = frozenset(
+    {
+        "task_id",
+        "countdown",
+        "eta",
+        "expires",
+        "queue",
+        "exchange",
+        "routing_key",
+        "priority",
+        "serializer",
+        "headers",
+        "retries",
+        "parent_id",
+        "root_id",
+        "group_id",
+        "group_index",
+        "time_limit",
+        "soft_time_limit",
+        "shadow",
+        "ignore_result",
+        "link",
+        "link_error",
+        "chain",
+        "chord",
+        "reply_to",
+        "route_name",
+        "replaced_task_nesting",
+    }
+)
 
 
 class _Field(Generic[T]):
@@ -370,12 +387,11 @@ def send(
 ) -> AsyncResult:
     """Sends one task with signature options, through the registered task when there is one
     (so its defaults such as ``queue`` apply, as in Celery)."""
-    accepted = _send_options()
     send_options = {}
     for key, value in options.items():
         if value is None or key in _CELERY_ONLY_OPTIONS:
             continue
-        if key in accepted:
+        if key in SEND_OPTIONS:
             send_options[key] = value
         else:
             log.debug("task %s: ignoring the unknown signature option %r", name, key)
