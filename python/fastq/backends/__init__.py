@@ -14,30 +14,32 @@ __all__ = ["Backend", "DisabledBackend", "backend_from_url"]
 
 
 def backend_from_url(app: App, url: str | None) -> Backend:
-    """The backend for ``url``; ``None`` gives the disabled backend."""
+    """The backend for ``url``; ``None`` gives the disabled backend. Backends get the app's
+    ``conf`` (and the rpc one its ``oid``), not the app."""
+    conf = app.conf
     if not url:
-        return DisabledBackend(app)
+        return DisabledBackend(conf)
     scheme = url.split("://", 1)[0].lower()
     if scheme in ("redis", "rediss"):
         from fastq.backends.redis import RedisBackend
 
-        return RedisBackend(app, url)
+        return RedisBackend(conf, url)
     if scheme == "sqlite":
         from fastq.backends.sqlite import SQLiteBackend
 
-        return SQLiteBackend(app, url)
+        return SQLiteBackend(conf, url)
     if scheme in ("memory", "cache+memory"):
         from fastq.backends.memory import MemoryBackend
 
-        return MemoryBackend(app, url)
+        return MemoryBackend(conf, url)
     if scheme == "rpc":
         from fastq.backends.rpc import RpcBackend
 
-        return RpcBackend(app, url)
+        return RpcBackend(conf, url, app.oid)
     if scheme in ("rabbitmq", "rabbitmqs"):
         from fastq.backends.rabbitmq import RabbitMQBackend
 
-        return RabbitMQBackend(app, url)
+        return RabbitMQBackend(conf, url)
     raise ConfigurationError(
         f"result backend {scheme}:// is not supported; use redis://, rediss://, rpc://, "
         "rabbitmq://, sqlite:///path.db or cache+memory://"

@@ -15,7 +15,7 @@ from fastq.brokers.amqp import CONNECTION_ERRORS, AmqpChannel, AmqpParams, Queue
 from fastq.urls import redact
 
 if TYPE_CHECKING:
-    from fastq.app import App
+    from fastq.config import Config
 
 T = TypeVar("T")
 log = logging.getLogger("fastq.backends")
@@ -30,17 +30,17 @@ class AmqpResultBackend(Backend):
     """A result backend on RabbitMQ. ``<scheme>://`` alone uses the broker's server; a full URL
     (``rabbitmq://user:pass@host:5672/vhost``) names another one."""
 
-    def __init__(self, app: App, url: str) -> None:
-        super().__init__(app, url)
+    def __init__(self, conf: Config, url: str) -> None:
+        super().__init__(conf, url)
         rest = url.split("://", 1)[1] if "://" in url else ""
         if rest.strip("/"):
             target = "amqps://" + rest if url.lower().startswith("rabbitmqs") else "amqp://" + rest
         else:
-            target = app.conf.broker_url or "amqp://guest:guest@localhost:5672//"
+            target = conf.broker_url or "amqp://guest:guest@localhost:5672//"
         self.target = target
         self.params = AmqpParams.from_url(target)
-        self.conn = AmqpChannel(target, self.params, app.conf)
-        self.persistent = bool(app.conf.result_persistent)
+        self.conn = AmqpChannel(target, self.params, conf)
+        self.persistent = bool(conf.result_persistent)
 
     def expires_ms(self) -> int | None:
         return int(self.expires * 1000) if self.expires else None

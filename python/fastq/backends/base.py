@@ -21,8 +21,8 @@ from typing import TYPE_CHECKING, Any
 from fastq import errors, serialization, states
 
 if TYPE_CHECKING:
-    from fastq.app import App
     from fastq.backends.waiting import LoopPoller
+    from fastq.config import Config
 
 log = logging.getLogger("fastq.backends")
 
@@ -115,10 +115,9 @@ class ChordJoin:
 class Backend(ABC):
     """Stores task outcomes and lets clients wait for them."""
 
-    def __init__(self, app: App, url: str) -> None:
-        self.app = app
+    def __init__(self, conf: Config, url: str) -> None:
+        self.conf = conf
         self.url = url
-        conf = app.conf
         self.serializer: str = conf.result_serializer
         self.accept: list[str] = list(conf.result_accept_content or conf.accept_content)
         self.expires: float | None = conf.result_expires
@@ -150,7 +149,7 @@ class Backend(ABC):
                 meta["group_id"] = group
             if parent:
                 meta["parent_id"] = parent
-            if self.app.conf.result_extended:
+            if self.conf.result_extended:
                 meta.update(
                     name=getattr(request, "task", None),
                     args=getattr(request, "args", None),
@@ -326,8 +325,8 @@ class Backend(ABC):
 class DisabledBackend(Backend):
     """No result backend configured: storing is a no-op and reading says how to enable one."""
 
-    def __init__(self, app: App, url: str = "disabled://") -> None:
-        super().__init__(app, url)
+    def __init__(self, conf: Config, url: str = "disabled://") -> None:
+        super().__init__(conf, url)
 
     def _refuse(self) -> errors.BackendError:
         return errors.BackendError(

@@ -17,7 +17,7 @@ from fastq.backends.base import Backend
 from fastq.backends.waiting import LoopPoller
 
 if TYPE_CHECKING:
-    from fastq.app import App
+    from fastq.config import Config
 
 
 class MemoryResultStore:
@@ -37,8 +37,8 @@ def _store_for(url: str) -> MemoryResultStore:
 
 
 class MemoryBackend(Backend):
-    def __init__(self, app: App, url: str) -> None:
-        super().__init__(app, url)
+    def __init__(self, conf: Config, url: str) -> None:
+        super().__init__(conf, url)
         self.store = _store_for(url)
         self._async_poller = LoopPoller(self.get_many, self.get_meta)  # await: in the loop
 

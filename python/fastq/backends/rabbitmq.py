@@ -25,14 +25,14 @@ from fastq.backends.amqp import AmqpResultBackend
 from fastq.brokers.amqp import QueueDecl, declare
 
 if TYPE_CHECKING:
-    from fastq.app import App
+    from fastq.config import Config
 
 QUEUE_PREFIX = "celery-task-meta-"
 
 
 class RabbitMQBackend(AmqpResultBackend):
-    def __init__(self, app: App, url: str) -> None:
-        super().__init__(app, url)
+    def __init__(self, conf: Config, url: str) -> None:
+        super().__init__(conf, url)
         self.persistent = True  # the point of this backend: results survive broker restarts
 
     def result_queue(self, task_id: str) -> QueueDecl:

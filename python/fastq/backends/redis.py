@@ -24,7 +24,7 @@ from fastq.backends.waiting import BlockingListener, Listener, LoopListener
 from fastq.urls import redact
 
 if TYPE_CHECKING:
-    from fastq.app import App
+    from fastq.config import Config
 
 log = logging.getLogger("fastq.backends")
 
@@ -107,15 +107,15 @@ def result_keyprefix(options: dict[str, Any]) -> str:
 
 
 class RedisBackend(Backend):
-    def __init__(self, app: App, url: str) -> None:
-        super().__init__(app, url)
-        self.prefix = result_keyprefix(app.conf.result_backend_transport_options)
+    def __init__(self, conf: Config, url: str) -> None:
+        super().__init__(conf, url)
+        self.prefix = result_keyprefix(conf.result_backend_transport_options)
         self.client = redis.Redis.from_url(url, socket_connect_timeout=5, health_check_interval=30)
         self._store = self.client.register_script(_STORE)
         self._chord_part = self.client.register_script(_CHORD_PART)
         self._chord_done = self.client.register_script(_CHORD_DONE)
-        ordered = app.conf.result_backend_transport_options.get("result_chord_ordered")
-        self.chord_ordered = app.conf.result_chord_ordered if ordered is None else bool(ordered)
+        ordered = conf.result_backend_transport_options.get("result_chord_ordered")
+        self.chord_ordered = conf.result_chord_ordered if ordered is None else bool(ordered)
         self._hub: ResultHub | None = None  # made on the first wait: workers mostly store
         self._hub_lock = threading.Lock()
 

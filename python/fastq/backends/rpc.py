@@ -33,7 +33,7 @@ from fastq.backends.amqp import AmqpResultBackend
 from fastq.brokers.amqp import CONNECTION_ERRORS, QueueDecl
 
 if TYPE_CHECKING:
-    from fastq.app import App
+    from fastq.config import Config
 
 log = logging.getLogger("fastq.backends")
 
@@ -44,8 +44,10 @@ REPLY_QUEUE_GRACE = 300.0
 
 
 class RpcBackend(AmqpResultBackend):
-    def __init__(self, app: App, url: str) -> None:
-        super().__init__(app, url)
+    def __init__(self, conf: Config, url: str, oid: str) -> None:
+        super().__init__(conf, url)
+        #: The reply queue: the client's id (``App.oid``), the ``reply_to`` of what it sends.
+        self.oid = oid
         #: task id -> (reply_to, correlation_id), recorded when the worker builds a meta.
         self._routes: dict[str, tuple[str, str]] = {}
         self._buffer: OrderedDict[str, dict[str, Any]] = OrderedDict()
@@ -92,7 +94,7 @@ class RpcBackend(AmqpResultBackend):
         expires = self.expires_ms()
         grace = int(REPLY_QUEUE_GRACE * 1000)
         return QueueDecl(
-            name=self.app.oid,
+            name=self.oid,
             exchange="",
             durable=True,
             auto_delete=False,
@@ -103,10 +105,10 @@ class RpcBackend(AmqpResultBackend):
         """Declares the reply queue and consumes it (once per connection: what was declared and
         consumed is forgotten with the connection)."""
         self.ensure(channel, self.reply_queue())
-        marker = f"consume:{self.app.oid}"
+        marker = f"consume:{self.oid}"
         if marker not in self.conn.declared:
             # Acknowledged once buffered: a reply in flight when the connection dies comes back.
-            channel.basic_consume(self.app.oid, callback=self._on_reply, no_ack=False)
+            channel.basic_consume(self.oid, callback=self._on_reply, no_ack=False)
             self.conn.declared.add(marker)
 
     def _on_reply(self, message: Any) -> None:
@@ -119,7 +121,7 @@ class RpcBackend(AmqpResultBackend):
         try:
             meta = self.meta_of(message)
         except errors.DecodeError as exc:
-            log.error("dropped an undecodable reply on %s: %s", self.app.oid, exc)
+            log.error("dropped an undecodable reply on %s: %s", self.oid, exc)
             return
         task_id = meta.get("task_id") or message.properties.get("correlation_id")
         if not task_id:
@@ -171,9 +173,9 @@ class RpcBackend(AmqpResultBackend):
     def close(self) -> None:
         # A clean exit leaves no queue behind (nobody can read its replies any more).
         with self.conn.lock:
-            if f"consume:{self.app.oid}" in self.conn.declared:
+            if f"consume:{self.oid}" in self.conn.declared:
                 try:
-                    self.conn.channel().queue_delete(self.app.oid)
+                    self.conn.channel().queue_delete(self.oid)
                 except CONNECTION_ERRORS:
                     self.reset()
         super().close()

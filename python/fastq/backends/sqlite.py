@@ -20,7 +20,7 @@ from fastq.backends.waiting import LoopPoller
 from fastq.sqlitedb import BUSY_TIMEOUT, SQLiteDatabase
 
 if TYPE_CHECKING:
-    from fastq.app import App
+    from fastq.config import Config
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS fastq_results (
@@ -47,9 +47,9 @@ WHERE fastq_results.status != 'SUCCESS'
 
 
 class SQLiteBackend(Backend):
-    def __init__(self, app: App, url: str) -> None:
-        super().__init__(app, url)
-        options = app.conf.result_backend_transport_options
+    def __init__(self, conf: Config, url: str) -> None:
+        super().__init__(conf, url)
+        options = conf.result_backend_transport_options
         self.db = SQLiteDatabase(
             url,
             SCHEMA,
