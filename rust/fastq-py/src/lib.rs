@@ -7,6 +7,7 @@ mod convert;
 mod delivery;
 mod errors;
 mod message;
+mod outgoing;
 mod publisher;
 mod signals;
 
