@@ -15,6 +15,8 @@ __all__ = [
     "Delivery",
     "Envelope",
     "RedisConsumer",
+    "RedisKeys",
+    "RedisPublisher",
     "TaskMessage",
     "__version__",
     "decode_envelope",
@@ -349,3 +351,52 @@ class AmqpPublisher:
         """True while this process holds an open connection (as far as lapin knows)."""
     @property
     def connection_name(self) -> str: ...
+
+@final
+class RedisPublisher:
+    """The client's Redis publisher: task messages ``LPUSH``ed as kombu envelopes onto the list
+    of their queue's priority step (kombu's key layout, ``global_keyprefix`` applied), the
+    queue's binding (``_kombu.binding.<exchange>``) recorded the first time this process sends
+    to it, a batch in one pipelined round trip. One connection, opened on the first publish in
+    this process (a forked child opens its own and leaves the parent's alone); threads take
+    turns. The GIL is released for encoding and I/O.
+
+    A call returns once Redis answered every command. Raises ``EncodeError`` for a message that
+    cannot be encoded (nothing of the batch is sent), ``BrokerError`` when Redis refused a
+    command (out of memory…), ``BrokerConnectionError`` when it cannot be reached (a connection
+    found dead when reused is reopened and the call sent once more), ``ConfigurationError`` for
+    an unusable URL. Messages name the URL with its password hidden.
+    """
+
+    def __new__(cls, url: str, *, global_keyprefix: str = "") -> RedisPublisher:
+        """Parses ``url``; connects on the first publish."""
+    def publish(self, message: Any) -> None:
+        """Publishes one ``fastq.protocol.OutgoingMessage``."""
+    def publish_many(self, messages: Sequence[Any]) -> None:
+        """Publishes ``fastq.protocol.OutgoingMessage``s in order, in one round trip."""
+    def close(self) -> None:
+        """Closes this process's connection; the next publish opens a new one."""
+
+@final
+class RedisKeys:
+    """kombu's Redis key layout, and fastq's additions, under a ``global_keyprefix`` (the
+    consumer's and publisher's own, from ``keys.rs``)."""
+
+    def __new__(cls, global_keyprefix: str = "") -> RedisKeys: ...
+    def queue(self, queue: str, priority: int = 0) -> str:
+        """The list a message of ``priority`` for ``queue`` waits in: ``queue`` for priority
+        step 0, else ``queue + "\\x06\\x16" + step`` (the largest of kombu's steps 0, 3, 6, 9
+        not above the priority, clamped to 0-9)."""
+    def queue_keys(self, queue: str) -> list[str]:
+        """The lists of every priority step of ``queue``, step 0 first."""
+    def unacked(self) -> str:
+        """HASH delivery tag -> ``[envelope, exchange, routing_key]``."""
+    def unacked_index(self) -> str:
+        """ZSET of delivery tags scored by delivery time."""
+    def consumer(self, consumer_id: str) -> str:
+        """SET of the delivery tags one consumer holds."""
+    def delayed(self) -> str:
+        """ZSET of deferred ETA messages (``queue key NUL envelope``, the queue key unprefixed)
+        scored by due time."""
+    def quarantine(self) -> str:
+        """LIST of messages that killed their workers too often, newest first."""

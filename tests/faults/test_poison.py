@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 import pytest
-from fastq import App, states
+from fastq import App, _core, states
 from fastq.worker.supervisor import QUARANTINE_AFTER
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -40,7 +40,20 @@ class Pool:
         """A valid message as fastq sends it, as the JSON envelope on the Redis list."""
         self.seq += 1
         message = self.client.build_message(name, (self.seq,), kwargs)
-        raw = self.client.broker._encode(message)  # type: ignore[attr-defined]
+        m = message
+        raw = _core.encode_task_envelope(
+            m.headers,
+            m.args,
+            m.kwargs,
+            m.embed,
+            serializer=m.serializer,
+            exchange=m.exchange,
+            routing_key=m.routing_key or m.queue,
+            priority=m.priority or 0,
+            delivery_mode=m.delivery_mode,
+            reply_to=m.reply_to,
+            properties=m.properties or None,
+        )
         return message.id, json.loads(raw)
 
     def push(self, envelope: dict[str, Any]) -> None:

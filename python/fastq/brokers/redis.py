@@ -1,16 +1,15 @@
 """Redis broker in kombu's layout, so Celery clients, Celery workers and fastq share queues.
 
-Publishing goes through redis-py (one LPUSH, pipelined for batches); consuming is the Rust
-``RedisConsumer``.
+Publishing is the Rust ``RedisPublisher`` (one LPUSH, pipelined for batches) and consuming the
+Rust ``RedisConsumer``: the key layout (queue lists per priority step, bindings, ack emulation)
+is theirs. redis-py serves the rest (ETA deferral, quarantine, purge, remote control).
 """
 
 from __future__ import annotations
 
 import os
-import threading
 import time
 from collections.abc import Sequence
-from typing import Any
 
 import redis
 
@@ -18,28 +17,16 @@ from fastq import _core
 from fastq.brokers.base import Broker, Consumer
 from fastq.config import Config
 from fastq.control import ControlChannel
-from fastq.errors import BrokerConnectionError, BrokerError
+from fastq.errors import BrokerConnectionError
 from fastq.protocol import OutgoingMessage
 from fastq.urls import redact
-
-#: kombu's separator between a queue name and its priority step, and in binding entries.
-SEP = "\x06\x16"
-PRIORITY_STEPS = (0, 3, 6, 9)
-
-
-def priority_key(queue: str, priority: int | None) -> str:
-    """kombu's list key for a priority: the largest step <= p, 0-9, lower served first."""
-    p = min(max(int(priority or 0), 0), 9)
-    step = max(s for s in PRIORITY_STEPS if s <= p)
-    return queue if step == 0 else f"{queue}{SEP}{step}"
-
 
 #: Seconds the worker's remote control listener waits to connect or for a reply (as the Rust
 #: consumer waits to connect).
 CONTROL_TIMEOUT = 1.0
 
-#: Deferred ETA messages: a ZSET scored by due time, members ``<queue key>\x00<envelope>``.
-DELAYED_KEY = "fastq.delayed"
+#: Key names without the prefix: the members of the deferred-messages ZSET name their queue so.
+_UNPREFIXED = _core.RedisKeys()
 
 # Moves due deferred messages to the head of their queues, atomically per batch.
 _MOVE_DUE = """
@@ -54,8 +41,7 @@ end
 return #due
 """
 
-#: Where messages that killed their workers too often are kept (``Broker.quarantine``).
-QUARANTINE_KEY = "fastq.quarantine"
+#: How many messages that killed their workers too often are kept (``Broker.quarantine``).
 QUARANTINE_CAP = 1000
 _QUARANTINE = """
 local raw = redis.call('HGET', KEYS[1], ARGV[1])
@@ -78,79 +64,28 @@ class RedisBroker(Broker):
         options = conf.broker_transport_options
         self.prefix: str = str(options.get("global_keyprefix") or "")
         self.visibility_timeout = float(options.get("visibility_timeout", 3600))
+        self.keys = _core.RedisKeys(self.prefix)
         self.client = redis.Redis.from_url(url, socket_connect_timeout=5, health_check_interval=30)
-        self._bound: set[tuple[str, str, str]] = set()
-        self._held = threading.local()
+        self._publisher: _core.RedisPublisher | None = None
+        self._publisher_pid = 0
         self._move_due = self.client.register_script(_MOVE_DUE)
         self._quarantine = self.client.register_script(_QUARANTINE)
 
-    def _encode(self, m: OutgoingMessage) -> bytes:
-        return _core.encode_task_envelope(
-            m.headers,
-            m.args,
-            m.kwargs,
-            m.embed,
-            serializer=m.serializer,
-            exchange=m.exchange,
-            routing_key=m.routing_key or m.queue,
-            priority=m.priority or 0,
-            delivery_mode=m.delivery_mode,
-            reply_to=m.reply_to,
-            properties=m.properties or None,
-        )
-
-    def _bind(self, pipe: Any, m: OutgoingMessage) -> None:
-        """Records the queue's binding as kombu does when it declares a queue, once per process."""
-        exchange = m.exchange or m.queue
-        binding = (exchange, m.routing_key or m.queue, m.queue)
-        if binding not in self._bound:
-            pipe.sadd(f"{self.prefix}_kombu.binding.{exchange}", f"{binding[1]}{SEP}{SEP}{m.queue}")
-            self._bound.add(binding)
+    @property
+    def publisher(self) -> _core.RedisPublisher:
+        """This process's publisher: a new one in a forked child (the parent's connection is not
+        the child's to use; the old object leaves it alone)."""
+        publisher = self._publisher
+        if publisher is None or self._publisher_pid != os.getpid():
+            publisher = _core.RedisPublisher(self.url, global_keyprefix=self.prefix)
+            self._publisher, self._publisher_pid = publisher, os.getpid()
+        return publisher
 
     def publish(self, message: OutgoingMessage) -> None:
-        m = message
-        if (m.exchange or m.queue, m.routing_key or m.queue, m.queue) not in self._bound:
-            self.publish_many((m,))  # the first message to a queue also records its binding
-            return
-        payload = self._encode(m)
-        key = self.prefix + priority_key(m.queue, m.priority)
-        # The `.delay()` hot path: one command on a connection this thread keeps, skipping the
-        # pool's checkout/release on every call (a third of a publish's cost).
-        for attempt in (1, 2):  # a connection the server dropped while idle gets one retry
-            held = getattr(self._held, "conn", None)
-            if held is None or held[0] != os.getpid():
-                pool = self.client.connection_pool
-                held = self._held.conn = (os.getpid(), pool.make_connection())
-            conn = held[1]
-            try:
-                conn.send_command("LPUSH", key, payload)
-                conn.read_response()
-                return
-            except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
-                conn.disconnect()
-                self._held.conn = None
-                if attempt == 2:
-                    self._bound.clear()
-                    raise BrokerConnectionError(
-                        f"cannot publish to {redact(self.url)}: {exc}"
-                    ) from exc
-            except redis.RedisError as exc:
-                raise BrokerError(f"{redact(self.url)} refused the publish: {exc}") from exc
+        self.publisher.publish(message)
 
     def publish_many(self, messages: Sequence[OutgoingMessage]) -> None:
-        try:
-            with self.client.pipeline(transaction=False) as pipe:
-                for m in messages:
-                    self._bind(pipe, m)
-                    pipe.lpush(self.prefix + priority_key(m.queue, m.priority), self._encode(m))
-                pipe.execute()  # reads every reply: a refused LPUSH raises
-        except redis.ResponseError as exc:
-            # The server answered with an error (out of memory, read-only replica): not a
-            # broken connection, and retrying will not help.
-            raise BrokerError(f"{redact(self.url)} refused the publish: {exc}") from exc
-        except redis.RedisError as exc:
-            self._bound.clear()
-            raise BrokerConnectionError(f"cannot publish to {redact(self.url)}: {exc}") from exc
+        self.publisher.publish_many(list(messages))
 
     def consumer(
         self, queues: list[str], *, prefetch: int, consumer_id: str, accept: list[str]
@@ -176,25 +111,23 @@ class RedisBroker(Broker):
         return _core.renew_leases(self.url, ids, self.visibility_timeout, self.prefix)
 
     def defer(self, raw: bytes, queue: str, priority: int, when: float) -> bool:
-        member = priority_key(queue, priority).encode() + b"\x00" + raw
+        member = _UNPREFIXED.queue(queue, priority).encode() + b"\x00" + raw
         try:
-            self.client.zadd(self.prefix + DELAYED_KEY, {member: when})
+            self.client.zadd(self.keys.delayed(), {member: when})
         except redis.RedisError as exc:
             raise BrokerConnectionError(f"cannot defer to {redact(self.url)}: {exc}") from exc
         return True
 
     def move_due(self) -> int:
         try:
-            moved = self._move_due(
-                keys=[self.prefix + DELAYED_KEY], args=[time.time(), 500, self.prefix]
-            )
+            moved = self._move_due(keys=[self.keys.delayed()], args=[time.time(), 500, self.prefix])
         except redis.RedisError as exc:
             raise BrokerConnectionError(f"cannot reach {redact(self.url)}: {exc}") from exc
         return int(moved)
 
     def next_due(self) -> float | None:
         try:
-            first = self.client.zrange(self.prefix + DELAYED_KEY, 0, 0, withscores=True)
+            first = self.client.zrange(self.keys.delayed(), 0, 0, withscores=True)
         except redis.RedisError as exc:
             raise BrokerConnectionError(f"cannot reach {redact(self.url)}: {exc}") from exc
         return float(first[0][1]) if first else None  # type: ignore[index]
@@ -205,10 +138,10 @@ class RedisBroker(Broker):
         try:
             self._quarantine(
                 keys=[
-                    self.prefix + "unacked",
-                    self.prefix + "unacked_index",
-                    f"{self.prefix}fastq.consumer.{consumer_id}",
-                    self.prefix + QUARANTINE_KEY,
+                    self.keys.unacked(),
+                    self.keys.unacked_index(),
+                    self.keys.consumer(consumer_id),
+                    self.keys.quarantine(),
                 ],
                 args=[delivery_tag, QUARANTINE_CAP],
             )
@@ -217,9 +150,9 @@ class RedisBroker(Broker):
 
     def discard(self, consumer_id: str, delivery_tag: str) -> None:
         with self.client.pipeline() as pipe:
-            pipe.hdel(self.prefix + "unacked", delivery_tag)
-            pipe.zrem(self.prefix + "unacked_index", delivery_tag)
-            pipe.srem(f"{self.prefix}fastq.consumer.{consumer_id}", delivery_tag)
+            pipe.hdel(self.keys.unacked(), delivery_tag)
+            pipe.zrem(self.keys.unacked_index(), delivery_tag)
+            pipe.srem(self.keys.consumer(consumer_id), delivery_tag)
             pipe.execute()
 
     def control_channel(self) -> ControlChannel:
@@ -237,7 +170,7 @@ class RedisBroker(Broker):
         return RedisControlChannel(self.client, self.prefix, self.url, listener)
 
     def purge(self, queue: str) -> int:
-        keys = [self.prefix + priority_key(queue, step) for step in PRIORITY_STEPS]
+        keys = self.keys.queue_keys(queue)
         with self.client.pipeline() as pipe:
             for key in keys:
                 pipe.llen(key)
@@ -247,13 +180,12 @@ class RedisBroker(Broker):
 
     def queue_length(self, queue: str) -> int:
         with self.client.pipeline(transaction=False) as pipe:
-            for step in PRIORITY_STEPS:
-                pipe.llen(self.prefix + priority_key(queue, step))
+            for key in self.keys.queue_keys(queue):
+                pipe.llen(key)
             return int(sum(pipe.execute()))
 
     def close(self) -> None:
-        held = getattr(self._held, "conn", None)
-        if held is not None and held[0] == os.getpid():
-            held[1].disconnect()
-        self._held = threading.local()
+        publisher, self._publisher = self._publisher, None
+        if publisher is not None and self._publisher_pid == os.getpid():
+            publisher.close()
         self.client.close()

@@ -332,13 +332,7 @@ mod tests {
     use crate::codec::Accept;
 
     fn message() -> TaskMessage {
-        TaskMessage::new(
-            Value::map_from([("task", "proj.add".into()), ("id", "id-1".into())]),
-            Value::List(vec![Value::Int(2), Value::Int(3)]),
-            Value::Null,
-            Value::Null,
-        )
-        .unwrap()
+        crate::protocol::sample_message("id-1")
     }
 
     #[test]

@@ -7,9 +7,11 @@ pub mod amqp;
 pub mod codec;
 pub mod envelope;
 pub mod error;
+pub mod outgoing;
 pub mod protocol;
 pub mod redis;
 pub mod value;
 
 pub use error::{CodecError, Result};
+pub use outgoing::{MessageProperties, Outgoing};
 pub use value::Value;

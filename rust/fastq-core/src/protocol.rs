@@ -365,6 +365,18 @@ fn set(entries: &mut Entries, key: Value, value: Value) {
     }
 }
 
+/// `proj.add(2, 3)` with the id `id`, fresh from `TaskMessage::new`: what unit tests start from.
+#[cfg(test)]
+pub(crate) fn sample_message(id: &str) -> TaskMessage {
+    TaskMessage::new(
+        Value::map_from([("task", "proj.add".into()), ("id", id.into())]),
+        Value::List(vec![Value::Int(2), Value::Int(3)]),
+        Value::Null,
+        Value::Null,
+    )
+    .unwrap()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -372,13 +384,7 @@ mod tests {
 
     #[test]
     fn v2_headers_are_completed_with_celery_defaults() {
-        let msg = TaskMessage::new(
-            Value::map_from([("task", "proj.add".into()), ("id", "abc".into())]),
-            Value::List(vec![Value::Int(2), Value::Int(3)]),
-            Value::Null,
-            Value::Null,
-        )
-        .unwrap();
+        let msg = sample_message("abc");
         assert_eq!(msg.headers.len(), V2_HEADERS.len());
         assert_eq!(msg.header("root_id"), Some(&Value::from("abc")));
         assert_eq!(msg.header("retries"), Some(&Value::Int(0)));

@@ -1,4 +1,4 @@
-//! The consumer against the local Redis (db 15). Each test works under its own key prefix, so
+//! The consumer and the publisher against the local Redis (db 15). Each test works under its own key prefix, so
 //! they run in parallel and leave the rest of the database alone; without Redis they skip.
 
 use std::time::Duration;
@@ -7,9 +7,10 @@ use fastq_core::codec::Serializer;
 use fastq_core::envelope::{encode_task_envelope, Routing};
 use fastq_core::protocol::TaskMessage;
 use fastq_core::redis::{
-    restore_consumer, BrokerError, ConsumerConfig, RedisConsumer, RestoreReport,
+    restore_consumer, BrokerError, ConsumerConfig, PublishError, RedisConsumer, RedisPublisher,
+    RestoreReport,
 };
-use fastq_core::Value;
+use fastq_core::{MessageProperties, Outgoing, Value};
 
 const URL: &str = "redis://127.0.0.1:6379/15";
 
@@ -176,6 +177,82 @@ fn an_unreachable_broker_is_a_connection_error_without_the_password() {
     .unwrap();
     let err = consumer.fetch(Duration::ZERO).unwrap_err();
     assert!(matches!(err, BrokerError::Connection { .. }), "{err:?}");
+    let text = err.to_string();
+    assert!(text.contains("redis://:***@127.0.0.1:6390/15"), "{text}");
+    assert!(!text.contains("topsecret"), "{text}");
+}
+
+fn outgoing(id: &str, priority: u8) -> Outgoing {
+    Outgoing {
+        message: TaskMessage::new(
+            Value::map_from([("task", "proj.add".into()), ("id", id.into())]),
+            Value::List(vec![Value::Int(1)]),
+            Value::Null,
+            Value::Null,
+        )
+        .unwrap(),
+        serializer: Serializer::Json,
+        queue: "celery".into(),
+        exchange: String::new(),
+        routing_key: "celery".into(),
+        properties: MessageProperties {
+            delivery_mode: 2,
+            priority,
+            ..MessageProperties::default()
+        },
+    }
+}
+
+#[test]
+fn published_messages_are_in_kombus_layout_and_reach_the_consumer() {
+    let Some(mut sb) = Sandbox::new() else { return };
+    let mut publisher = RedisPublisher::new(URL, &sb.prefix).unwrap();
+    publisher
+        .publish(&[outgoing("low", 0), outgoing("high", 5)])
+        .unwrap();
+    publisher.publish(&[outgoing("again", 0)]).unwrap();
+    assert_eq!(sb.count("LLEN", "celery"), 2);
+    assert_eq!(sb.count("LLEN", "celery\x06\x163"), 1);
+    let members: Vec<String> = redis::cmd("SMEMBERS")
+        .arg(sb.key("_kombu.binding.celery"))
+        .query(&mut sb.conn)
+        .unwrap();
+    assert_eq!(members, ["celery\x06\x16\x06\x16celery"]);
+    let got = sb.consumer(10, "c").fetch(Duration::ZERO).unwrap();
+    let mut ids: Vec<_> = got.iter().map(|d| d.task_id.clone().unwrap()).collect();
+    ids.sort();
+    assert_eq!(ids, ["again", "high", "low"]);
+}
+
+#[test]
+fn a_publish_redis_refuses_is_an_error() {
+    let Some(mut sb) = Sandbox::new() else { return };
+    redis::cmd("SET")
+        .arg(sb.key("celery"))
+        .arg("not a list")
+        .exec(&mut sb.conn)
+        .unwrap();
+    let mut publisher = RedisPublisher::new(URL, &sb.prefix).unwrap();
+    let err = publisher.publish(&[outgoing("x", 0)]).unwrap_err();
+    assert!(matches!(err, PublishError::Refused { .. }), "{err:?}");
+    let text = err.to_string();
+    assert!(
+        text.contains("refused the publish") && text.contains("WRONGTYPE"),
+        "{text}"
+    );
+    // The connection stays usable for the next publish.
+    publisher.publish(&[outgoing("y", 3)]).unwrap();
+    assert_eq!(sb.count("LLEN", "celery\x06\x163"), 1);
+}
+
+#[test]
+fn publishing_to_an_unreachable_broker_is_a_connection_error_without_the_password() {
+    let mut publisher = RedisPublisher::new("redis://:topsecret@127.0.0.1:6390/15", "").unwrap();
+    let err = publisher.publish(&[outgoing("x", 0)]).unwrap_err();
+    assert!(
+        matches!(err, PublishError::Broker(BrokerError::Connection { .. })),
+        "{err:?}"
+    );
     let text = err.to_string();
     assert!(text.contains("redis://:***@127.0.0.1:6390/15"), "{text}");
     assert!(!text.contains("topsecret"), "{text}");

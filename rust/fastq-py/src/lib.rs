@@ -7,7 +7,9 @@ mod convert;
 mod delivery;
 mod errors;
 mod message;
+mod outgoing;
 mod publisher;
+mod redis_publisher;
 mod signals;
 
 use pyo3::prelude::*;
@@ -21,6 +23,8 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<consumer::RedisConsumer>()?;
     m.add_class::<amqp::AmqpConsumer>()?;
     m.add_class::<publisher::AmqpPublisher>()?;
+    m.add_class::<redis_publisher::RedisPublisher>()?;
+    m.add_class::<redis_publisher::RedisKeys>()?;
     m.add_function(wrap_pyfunction!(codec::dumps, m)?)?;
     m.add_function(wrap_pyfunction!(codec::loads, m)?)?;
     m.add_function(wrap_pyfunction!(codec::decode_envelope, m)?)?;

@@ -9,9 +9,7 @@ pub mod publisher;
 pub mod table;
 
 pub use consumer::{AmqpConsumer, Body, ConsumerConfig, Incoming, QueueSpec};
-pub use publisher::{
-    publish_via, AmqpPublisher, MessageProperties, Outgoing, PublishError, PublisherConfig,
-};
+pub use publisher::{publish_via, AmqpPublisher, PublishError, PublisherConfig};
 
 use thiserror::Error;
 

@@ -40,7 +40,7 @@ use super::table::headers_table;
 use super::{redact, AmqpError};
 use crate::codec::Serializer;
 use crate::error::CodecError;
-use crate::protocol::TaskMessage;
+use crate::outgoing::{MessageProperties, Outgoing};
 
 #[derive(Debug, Clone)]
 pub struct PublisherConfig {
@@ -58,40 +58,6 @@ pub struct PublisherConfig {
     /// finish or its next confirm to come); `None` waits as long as the connection lives, as
     /// py-amqp does.
     pub timeout: Option<Duration>,
-}
-
-/// The AMQP properties of a task message besides the content type and headers. Celery sets
-/// `correlation_id` (the task id, the default here), `reply_to`, `delivery_mode`, `priority` and,
-/// with `expires`, `expiration`; the rest are there for callers that set them.
-#[derive(Debug, Clone, Default)]
-pub struct MessageProperties {
-    /// Overrides the serializer's (Celery never does).
-    pub content_type: Option<String>,
-    pub content_encoding: Option<String>,
-    pub delivery_mode: u8,
-    pub priority: u8,
-    pub correlation_id: Option<String>,
-    pub reply_to: Option<String>,
-    pub expiration: Option<String>,
-    pub message_id: Option<String>,
-    pub kind: Option<String>,
-    pub user_id: Option<String>,
-    pub app_id: Option<String>,
-    pub timestamp: Option<u64>,
-}
-
-/// One task message to publish: the model (headers completed), its route and properties.
-#[derive(Debug, Clone)]
-pub struct Outgoing {
-    pub message: TaskMessage,
-    pub serializer: Serializer,
-    /// The queue it is for: declared (with its exchange and binding) before the first publish
-    /// to it on each connection; its declaration must have been given to `add_queue`.
-    pub queue: String,
-    /// `""` is the default exchange (Celery's route for a direct exchange).
-    pub exchange: String,
-    pub routing_key: String,
-    pub properties: MessageProperties,
 }
 
 #[derive(Debug, Clone, PartialEq, Error)]
@@ -740,6 +706,7 @@ async fn acked(confirms: Vec<PublisherConfirm>) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::outgoing::sample_outgoing as outgoing;
     use crate::value::Value;
     use lapin::types::AMQPValue;
 
@@ -762,30 +729,6 @@ mod tests {
             arguments: Value::Null,
         });
         p
-    }
-
-    fn outgoing(queue: &str, exchange: &str) -> Outgoing {
-        let message = TaskMessage::new(
-            Value::map_from([("task", "proj.add".into()), ("id", "abc".into())]),
-            Value::List(vec![Value::Int(2), Value::Int(3)]),
-            Value::Null,
-            Value::Null,
-        )
-        .unwrap();
-        Outgoing {
-            message,
-            serializer: Serializer::Json,
-            queue: queue.into(),
-            exchange: exchange.into(),
-            routing_key: queue.into(),
-            properties: MessageProperties {
-                delivery_mode: 2,
-                priority: 3,
-                reply_to: Some("oid".into()),
-                expiration: Some("60000".into()),
-                ..MessageProperties::default()
-            },
-        }
     }
 
     #[test]

@@ -99,6 +99,11 @@ impl Connector {
         self.ever_connected
     }
 
+    /// Whether a connection is open now (opened by an earlier call and not dropped since).
+    pub fn connected(&self) -> bool {
+        self.conn.is_some()
+    }
+
     /// Runs `op` with the usual reply timeout.
     pub fn run<T>(
         &mut self,

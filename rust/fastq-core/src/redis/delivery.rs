@@ -144,13 +144,7 @@ mod tests {
     use crate::envelope::{encode_task_envelope, Routing};
 
     fn good_envelope() -> Vec<u8> {
-        let msg = TaskMessage::new(
-            Value::map_from([("task", "proj.add".into()), ("id", "id-1".into())]),
-            Value::List(vec![Value::Int(2), Value::Int(3)]),
-            Value::Null,
-            Value::Null,
-        )
-        .unwrap();
+        let msg = crate::protocol::sample_message("id-1");
         let routing = Routing {
             routing_key: "celery".into(),
             priority: 12,

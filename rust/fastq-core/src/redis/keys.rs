@@ -10,6 +10,12 @@ pub const SEP: &str = "\x06\x16";
 pub const PRIORITY_STEPS: [u8; 4] = [0, 3, 6, 9];
 const MAX_PRIORITY: i64 = 9;
 
+/// A member of `_kombu.binding.<exchange>` (see [`KeyLayout::binding`]): `routing_key SEP
+/// pattern SEP queue`; the pattern is a regex for topic exchanges and empty otherwise.
+pub fn binding_member(routing_key: &str, pattern: &str, queue: &str) -> String {
+    format!("{routing_key}{SEP}{pattern}{SEP}{queue}")
+}
+
 /// Clamps a message priority to kombu's range 0–9.
 pub fn clamp_priority(priority: i64) -> i64 {
     priority.clamp(0, MAX_PRIORITY)
@@ -66,6 +72,14 @@ impl KeyLayout {
         self.queue(queue, priority_step(priority))
     }
 
+    /// The lists of every priority step of `queue`, step 0 first.
+    pub fn queue_keys(&self, queue: &str) -> Vec<String> {
+        PRIORITY_STEPS
+            .iter()
+            .map(|&step| self.queue(queue, step))
+            .collect()
+    }
+
     /// kombu's BRPOP order: every queue at step 0, then every queue at step 3, and so on.
     pub fn consume_order(&self, queues: &[String]) -> Vec<QueueKey> {
         PRIORITY_STEPS
@@ -111,6 +125,18 @@ impl KeyLayout {
         self.key("fastq.malformed")
     }
 
+    /// ZSET of deferred ETA messages scored by their due time (unix seconds), members
+    /// `queue key (without the prefix) NUL envelope`.
+    pub fn delayed(&self) -> String {
+        self.key("fastq.delayed")
+    }
+
+    /// LIST of the `unacked` entries of messages that killed their workers too often, newest
+    /// first.
+    pub fn quarantine(&self) -> String {
+        self.key("fastq.quarantine")
+    }
+
     /// LIST of `unacked` entries that could not be put back on a queue (unreadable, or no queue
     /// bound for their exchange and routing key); kombu would drop these.
     pub fn unrestorable(&self) -> String {
@@ -143,6 +169,21 @@ mod tests {
         assert_eq!(prefixed.binding("celery"), "pfx:_kombu.binding.celery");
         assert_eq!(prefixed.consumer("w1"), "pfx:fastq.consumer.w1");
         assert_eq!(prefixed.malformed(), "pfx:fastq.malformed");
+        assert_eq!(prefixed.delayed(), "pfx:fastq.delayed");
+        assert_eq!(prefixed.quarantine(), "pfx:fastq.quarantine");
+        assert_eq!(
+            prefixed.queue_keys("q"),
+            [
+                "pfx:q",
+                "pfx:q\x06\x163",
+                "pfx:q\x06\x166",
+                "pfx:q\x06\x169"
+            ]
+        );
+        assert_eq!(
+            binding_member("celery", "", "celery"),
+            "celery\x06\x16\x06\x16celery"
+        );
     }
 
     #[test]

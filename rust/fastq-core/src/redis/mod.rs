@@ -1,6 +1,7 @@
-//! The worker's side of kombu's Redis transport, wire-compatible with Celery: the same queue
-//! lists, the same ack emulation (`unacked` hash, `unacked_index` zset) and the same restore, so
-//! Celery and fastq workers and clients can share one Redis.
+//! kombu's Redis transport, wire-compatible with Celery: the client's publisher (`publisher`)
+//! and the worker's consumer, with the same queue lists, the same ack emulation (`unacked` hash,
+//! `unacked_index` zset) and the same restore, so Celery and fastq workers and clients can share
+//! one Redis. Every key name comes from `keys`.
 //!
 //! Where fastq departs from kombu it is to lose less: popping and recording as unacknowledged
 //! is one atomic script (kombu: two round trips), envelopes that cannot be recorded are kept in
@@ -24,6 +25,7 @@ mod consumer;
 mod delivery;
 pub mod keys;
 mod lease;
+mod publisher;
 mod restore;
 mod scripts;
 pub mod url;
@@ -32,4 +34,5 @@ pub use connection::{BrokerError, BrokerResult};
 pub use consumer::{restore_consumer, restore_visible, ConsumerConfig, RedisConsumer};
 pub use delivery::Delivery;
 pub use lease::{consumer_set_ttl, renew_leases};
+pub use publisher::{PublishError, RedisPublisher};
 pub use restore::{route, topic_matches, Binding, RestoreReport};
