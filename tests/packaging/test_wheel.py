@@ -13,6 +13,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tarfile
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -204,6 +205,18 @@ def test_wheel_imports_on_other_pythons(dist: Dist, python: Path, tmp_path: Path
     assert _run(bin_dir / "python", "-c", probe, env=env, cwd=tmp_path).stdout.strip() == VERSION
 
 
+def _unpacked_fresh(sdist: Path, into: Path) -> Path:
+    """The sdist unpacked with its files dated now. Its archive dates are older than what the
+    shared target dir last built, and cargo decides from dates whether fastq's own crates must
+    compile again: unpacked by pip, an sdist of changed sources would link stale ones."""
+    with tarfile.open(sdist) as archive:
+        archive.extractall(into, filter="data")
+    for path in into.rglob("*"):
+        os.utime(path)
+    (root,) = into.iterdir()
+    return root
+
+
 def test_sdist_builds_and_imports(dist: Dist, tmp_path: Path) -> None:
     bin_dir = _fresh_venv(tmp_path / "venv")
     cargo_home_bin = str(Path.home() / ".cargo" / "bin")
@@ -215,7 +228,7 @@ def test_sdist_builds_and_imports(dist: Dist, tmp_path: Path) -> None:
             "CARGO_TARGET_DIR", str(Path.home() / ".cache" / "fastq" / "target")
         ),
     }
-    _pip_install(bin_dir, dist.sdist, env)
+    _pip_install(bin_dir, _unpacked_fresh(dist.sdist, tmp_path / "src"), env)
     probe = "import fastq._core as c; print(c.__version__)"
     out = _run(bin_dir / "python", "-c", probe, env=env, cwd=tmp_path)
     assert out.stdout.strip() == VERSION
