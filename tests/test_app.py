@@ -135,3 +135,23 @@ def test_the_declared_send_options_are_those_build_message_takes() -> None:
 
     parameters = inspect.signature(App.build_message).parameters.values()
     assert SEND_OPTIONS == {p.name for p in parameters if p.kind is inspect.Parameter.KEYWORD_ONLY}
+
+
+def test_a_forked_child_has_a_client_id_of_its_own() -> None:
+    """The client id names the rpc:// reply queue: a child sharing its parent's would drain the
+    parent's replies, and delete the queue when it closes."""
+    import os
+
+    app = App("fork", broker="memory://", set_as_current=False)
+    parent_oid = app.oid
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report its id and leave at once
+        os.write(write_fd, app.oid.encode())
+        os._exit(0)
+    os.close(write_fd)
+    child_oid = os.read(read_fd, 100).decode()
+    os.close(read_fd)
+    os.waitpid(pid, 0)
+    assert child_oid and child_oid != parent_oid
+    assert app.oid == parent_oid

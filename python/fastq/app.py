@@ -102,8 +102,11 @@ class App:
             self.__dict__.pop(name, None)
 
     def _after_fork(self) -> None:
-        # Connections and their locks belong to the parent; a child opens its own.
+        # Connections and their locks belong to the parent; a child opens its own. So is the
+        # client id: it names the rpc:// reply queue, which a child sharing it would drain of
+        # the parent's replies (and delete when it closes).
         self._reset_connections()
+        self.__dict__.pop("oid", None)
 
     @property
     def broker_url(self) -> str:
