@@ -292,3 +292,50 @@ def test_persistent_awaits_share_one_thread() -> None:
         client.close()
         worker.close()
         delete(*(QUEUE_PREFIX + i for i in ids))
+
+
+def test_a_reply_that_could_not_be_sent_keeps_its_route_for_the_retry() -> None:
+    """The worker keeps a result the broker refused and stores it again later: the retry must
+    still know the reply queue, or the client's get() waits for a reply that is never sent."""
+    from fastq.errors import FastqError
+
+    port = _closed_port()
+    app = App(
+        "w", broker=f"amqp://guest:guest@127.0.0.1:{port}//", backend="rpc://", set_as_current=False
+    )
+    try:
+        backend = app.backend
+        request = Context(id="t1", reply_to="client-oid", correlation_id="t1")
+        meta = backend.build_meta("t1", 3, states.SUCCESS, None, request)
+        with pytest.raises(FastqError):
+            backend.store_many([("t1", meta)])
+        assert backend._routes["t1"] == ("client-oid", "t1")  # type: ignore[attr-defined]
+    finally:
+        app.close()
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_a_wait_on_an_unreachable_backend_says_so_once(caplog: pytest.LogCaptureFixture) -> None:
+    """A get() with no timeout would otherwise wait in silence: the first failed connect is
+    logged, naming the backend, and only once per outage."""
+    app = App(
+        "c",
+        broker=f"amqp://guest:guest@127.0.0.1:{_closed_port()}//",
+        backend="rabbitmq://",
+        set_as_current=False,
+    )
+    try:
+        with caplog.at_level("WARNING", logger="fastq"), pytest.raises(FastqTimeout):
+            app.backend.wait_for("t1", timeout=1.5)
+        lines = [r for r in caplog.records if "cannot reach the result backend" in r.message]
+        assert len(lines) == 1, [r.message for r in caplog.records]
+        assert "127.0.0.1" in lines[0].message
+    finally:
+        app.close()

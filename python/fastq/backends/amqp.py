@@ -134,6 +134,14 @@ class AmqpResultBackend(Backend):
                     with self.conn.lock:
                         meta = step(self.conn.channel(), seconds)
                 except errors.BrokerConnectionError as exc:  # the broker does not answer yet
+                    if lost is None:  # once per outage: a wait without a timeout says why
+                        log.warning(
+                            "cannot reach the result backend %s while waiting for %s (%s); "
+                            "retrying",
+                            redact(self.target),
+                            task_id,
+                            exc,
+                        )
                     lost = str(exc)
                     time.sleep(min(delay, seconds))
                     delay = min(delay * 2, RECONNECT_MAX)

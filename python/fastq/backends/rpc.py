@@ -69,8 +69,9 @@ class RpcBackend(AmqpResultBackend):
 
     def store_many(self, metas: Iterable[tuple[str, dict[str, Any]]]) -> None:
         replies = []
+        sent = []
         for task_id, meta in metas:
-            route = self._routes.pop(task_id, None)
+            route = self._routes.get(task_id)
             if route is None:
                 log.warning(
                     "task %s has no reply_to: its %s result cannot be sent (rpc://)",
@@ -79,6 +80,7 @@ class RpcBackend(AmqpResultBackend):
                 )
                 continue
             replies.append((route, self.message(meta, route[1])))
+            sent.append(task_id)
 
         def publish(channel: Any) -> None:
             for (reply_to, _), message in replies:
@@ -86,6 +88,10 @@ class RpcBackend(AmqpResultBackend):
 
         if replies:
             self._with_channel("send results", publish)
+        # Only once sent: a store retried after a failure (the loop's, the supervisor's) still
+        # knows where each reply goes.
+        for task_id in sent:
+            self._routes.pop(task_id, None)
 
     # -- client side -----------------------------------------------------------------------------
     def reply_queue(self) -> QueueDecl:
@@ -132,7 +138,13 @@ class RpcBackend(AmqpResultBackend):
         self._buffer[task_id] = meta
         self._buffer.move_to_end(task_id)
         while len(self._buffer) > BUFFER_LIMIT:
-            self._buffer.popitem(last=False)
+            dropped, _ = self._buffer.popitem(last=False)
+            log.warning(
+                "dropped the reply of task %s: %d replies nobody waits for are kept at most "
+                "(rpc://); a get() of it now waits until its timeout",
+                dropped,
+                BUFFER_LIMIT,
+            )
 
     def on_task_sent(self, task_id: str) -> None:
         # The queue must exist before the worker replies, or the reply is dropped.
