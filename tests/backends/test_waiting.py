@@ -95,3 +95,18 @@ def test_await_without_a_backend_says_how_to_enable_one() -> None:
             await asyncio.wait_for(app.AsyncResult("x"), 5)
 
     asyncio.run(main())
+
+
+def test_a_poller_that_fails_fails_its_awaits_instead_of_leaving_them_pending() -> None:
+    """``await`` has no timeout of its own: a reader that breaks the poller (here one that
+    returns fewer metas than ids) must reach every await, not end the task silently."""
+    from fastq.backends.waiting import LoopPoller
+
+    poller = LoopPoller(lambda ids: [], lambda task_id: {"status": "PENDING"})
+
+    async def main() -> None:
+        waits = [poller.wait(f"t{i}", None) for i in range(3)]
+        outcomes = await asyncio.wait_for(asyncio.gather(*waits, return_exceptions=True), timeout=5)
+        assert all(isinstance(o, ValueError) for o in outcomes), outcomes
+
+    asyncio.run(main())

@@ -10,6 +10,7 @@ a thousand futures, not a thousand threads.
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import weakref
 from collections.abc import Callable
@@ -17,6 +18,9 @@ from typing import Any
 
 #: What a listener receives: the ready meta, or the exception reading it raised.
 Outcome = dict[str, Any] | BaseException
+
+
+log = logging.getLogger("fastq.results")
 
 
 class Listener:
@@ -146,6 +150,29 @@ class LoopPoller:
             return outcomes
 
     async def _run(self, waits: _LoopWaits) -> None:
+        try:
+            await self._poll(waits)
+        except asyncio.CancelledError:  # the loop is going away
+            self._settle_all(waits, None)
+            raise
+        except Exception as exc:  # the awaits have no timeout of their own: they get the error
+            log.exception("result poller failed; its waits fail with it")
+            self._settle_all(waits, exc)
+
+    @staticmethod
+    def _settle_all(waits: _LoopWaits, exc: Exception | None) -> None:
+        """Ends every pending await: cancelled (``exc`` None) or failed with ``exc``."""
+        for futures in waits.futures.values():
+            for future in futures:
+                if future.done():
+                    continue
+                if exc is None:
+                    future.cancel()
+                else:
+                    future.set_exception(exc)
+        waits.futures.clear()
+
+    async def _poll(self, waits: _LoopWaits) -> None:
         from fastq import states
 
         while waits.futures:
