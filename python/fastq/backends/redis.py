@@ -298,6 +298,18 @@ class _Watch:
         self.due = now
 
 
+#: Taken by the first waits of a forked child, so that one of them replaces the parent's hub.
+_FORK_LOCK = threading.Lock()
+
+
+def _new_fork_lock() -> None:
+    global _FORK_LOCK
+    _FORK_LOCK = threading.Lock()  # the parent's may have been held by a thread that is gone
+
+
+os.register_at_fork(after_in_child=_new_fork_lock)
+
+
 class ResultHub:
     """Every wait of this process on one Redis backend: one pub/sub connection and one thread,
     however many callers (threads blocked in ``get()``, or futures awaited in event loops) wait.
@@ -314,8 +326,11 @@ class ResultHub:
         self._start_fresh()
 
     def _start_fresh(self) -> None:
-        # Also after a fork: the parent's thread and sockets are not this process's.
-        self._pid = os.getpid()
+        # Also after a fork: the parent's thread and sockets are not this process's. The pid is
+        # set last, so a concurrent first wait never sees it before the rest is replaced.
+        for sock in (getattr(self, "_wake_r", None), getattr(self, "_wake_w", None)):
+            if sock is not None:
+                sock.close()  # this process's copies of the parent's socket pair
         self._lock = threading.Lock()
         self._watches: dict[str, _Watch] = {}
         self._due: list[tuple[float, str]] = []  # heap; entries whose watch moved on are stale
@@ -337,11 +352,14 @@ class ResultHub:
             socket_timeout=10,
             retry=Retry(NoBackoff(), 1),
         )
+        self._pid = os.getpid()
 
     # -- callers' side ---------------------------------------------------------------------------
     def add(self, listener: Listener) -> None:
         if self._pid != os.getpid():
-            self._start_fresh()
+            with _FORK_LOCK:
+                if self._pid != os.getpid():
+                    self._start_fresh()
         key = self.backend.key_for(listener.task_id)
         now = time.monotonic()
         with self._lock:
