@@ -125,6 +125,8 @@ class WorkerLoop:
         self._running: str | None = None
         #: The reporter was told a task started and not yet that it finished.
         self._reported = False
+        #: The delivery tag of the message whose task has run in the ``_handle`` under way.
+        self._ran: str | None = None
         #: Prefork: ends a task's report with copies of its results (``PipeReporter``).
         self._hand_over = getattr(reporter, "hand_over", None)
 
@@ -229,11 +231,16 @@ class WorkerLoop:
             try:
                 self._handle(consumer, delivery)
             except errors.BrokerConnectionError:
-                # The rest of the batch is still this worker's: handled by the next cycle.
-                # The interrupted one may or may not have run: back to its queue (a no-op for
-                # an early-acked one), so it neither holds a window slot nor is lost.
-                self._interrupted = deliveries[i + 1 :]
-                self._give_back(consumer, delivery)
+                # The rest of the batch is still this worker's, handled by the next cycle,
+                # unless the broker takes back what a dead connection held (RabbitMQ): it
+                # redelivers them, and running them from here too would run them twice.
+                if not self.app.broker.returns_on_close:
+                    self._interrupted = deliveries[i + 1 :]
+                # The interrupted one goes back to its queue (a no-op for an early-acked one),
+                # so it neither holds a window slot nor is lost, unless its late ack is decided
+                # already: then giving it back would run it again.
+                if delivery.delivery_tag not in self._late_acks:
+                    self._give_back(consumer, delivery)
                 raise
         self._run_due(consumer)
         self._flush(consumer)
@@ -284,6 +291,7 @@ class WorkerLoop:
             due = self.app.broker.next_due()
         except errors.FastqError as exc:
             log.warning("could not move due ETA tasks: %s", exc)
+            self._due_at = math.inf  # retried on the 0.5 s throttle, not on every cycle
             return
         self._due_at = math.inf if due is None else due
 
@@ -383,20 +391,36 @@ class WorkerLoop:
     def _handle(self, consumer: Consumer, delivery: Delivery) -> None:
         """Never lets a message end the child: whatever it carries is refused, with a FAILURE
         stored when it has an id (a child that died on it would be sent it again and again)."""
+        self._ran = None
         try:
             self._handle_one(consumer, delivery)
             if self._hand_over is None:  # a refused or revoked one's state too, at once
                 self._flush(consumer)
         except (errors.BrokerConnectionError, KeyboardInterrupt, SystemExit):
+            self._end_report()
             raise
         except BaseException as exc:  # a panic in the extension is a BaseException too
             self._failed_handling(consumer, delivery, exc)
 
-    def _failed_handling(self, consumer: Consumer, delivery: Delivery, exc: BaseException) -> None:
+    def _end_report(self) -> None:
+        """Tells the supervisor the task ended, if it was told it started and not yet that it
+        ended: or it would time the task out, or record it lost, while the child lives on."""
         self._running = None
         if self._reported and self.reporter is not None:
-            self.reporter.finished()  # or the supervisor would time it out, or record it lost
+            self.reporter.finished()
         self._reported = False
+
+    def _failed_handling(self, consumer: Consumer, delivery: Delivery, exc: BaseException) -> None:
+        self._end_report()
+        if self._ran == delivery.delivery_tag:
+            # The task ran and its outcome is recorded; what failed came after (a follow-up,
+            # a settlement): refusing the message would store FAILURE over that outcome.
+            log.exception(
+                "task %s[%s] ran, but what follows its run failed",
+                delivery.task_name,
+                delivery.task_id,
+            )
+            return
         log.exception(
             "task %s[%s] could not be handled; refused", delivery.task_name, delivery.task_id
         )
@@ -494,10 +518,12 @@ class WorkerLoop:
             if context.id in self.revoked:
                 self._revoke(consumer, item.delivery.delivery_tag, context, "revoked")
                 continue
+            self._ran = None
             try:
                 task = self.app.get_task(context.task or "")
                 self._maybe_execute(consumer, task, item.delivery, context)
             except (errors.BrokerConnectionError, KeyboardInterrupt, SystemExit):
+                self._end_report()
                 raise
             except BaseException as exc:  # as in _handle: never the end of the child
                 self._failed_handling(consumer, item.delivery, exc)
@@ -539,6 +565,7 @@ class WorkerLoop:
             outcome = run_task(task, context, acks_late, self.enforce_hard_limit, limits)
         finally:
             self._running = None
+        self._ran = delivery.delivery_tag
         self._record_outcome(task, context, outcome)
         hand_over = self._hand_over
         if acks_late and self.app.broker.returns_on_close:
