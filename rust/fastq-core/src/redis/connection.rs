@@ -20,6 +20,9 @@ use super::url::{client_url, redact_url, scrub, TlsOptions};
 /// never held up for long; the worker retries every second, so a slow network costs retries,
 /// not a stuck worker.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// A client publishing tasks waits longer to connect: it has no loop that retries for it, so
+/// a slow network (a distant TLS endpoint) must not fail its `.delay()`.
+pub const CLIENT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long any reply may take, apart from a blocking pop's own wait: a claim over a batch takes
 /// milliseconds, so a longer silence means the server or the network is gone.
 pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
@@ -54,6 +57,8 @@ pub struct Connector {
     unread: usize,
     /// A connection was opened at least once: until then the server holds nothing of ours.
     ever_connected: bool,
+    /// How long opening a connection may take (`CONNECT_TIMEOUT` unless set otherwise).
+    connect_timeout: Duration,
 }
 
 impl Connector {
@@ -86,7 +91,14 @@ impl Connector {
             read_timeout: None,
             unread: 0,
             ever_connected: false,
+            connect_timeout: CONNECT_TIMEOUT,
         })
+    }
+
+    /// How long opening a connection may take, instead of `CONNECT_TIMEOUT`.
+    pub fn with_connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
     }
 
     /// The URL with its password hidden.
@@ -180,7 +192,7 @@ impl Connector {
         self.read_timeout = None;
         let mut conn = self
             .client
-            .get_connection_with_timeout(CONNECT_TIMEOUT)
+            .get_connection_with_timeout(self.connect_timeout)
             .map_err(|e| match e.kind() {
                 // e.g. `rediss://` without TLS support compiled in.
                 ErrorKind::InvalidClientConfig => BrokerError::Config(format!(
@@ -228,7 +240,7 @@ impl Connector {
              running there?)"
                 .to_owned()
         } else if e.is_timeout() {
-            let secs = CONNECT_TIMEOUT.as_secs_f64();
+            let secs = self.connect_timeout.as_secs_f64();
             if tls {
                 format!(
                     "no TLS handshake within {secs}s: the server does not seem to speak TLS \

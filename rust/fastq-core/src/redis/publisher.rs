@@ -16,7 +16,7 @@ use std::collections::HashSet;
 
 use thiserror::Error;
 
-use super::connection::{BrokerError, BrokerResult, Connector};
+use super::connection::{BrokerError, BrokerResult, Connector, CLIENT_CONNECT_TIMEOUT};
 use super::keys::{binding_member, KeyLayout};
 use super::url::redact_url;
 use crate::error::CodecError;
@@ -59,7 +59,7 @@ impl RedisPublisher {
             raw_url: url.to_owned(),
             url: redact_url(url),
             keys: KeyLayout::new(global_keyprefix),
-            connector: Some(Connector::new(url, &client_name(pid))?),
+            connector: Some(client_connector(url, pid)?),
             pid,
             bound: HashSet::new(),
         })
@@ -138,7 +138,7 @@ impl RedisPublisher {
         let pid = std::process::id();
         if pid != self.pid || self.connector.is_none() {
             std::mem::forget(self.connector.take());
-            self.connector = Some(Connector::new(&self.raw_url, &client_name(pid))?);
+            self.connector = Some(client_connector(&self.raw_url, pid)?);
             self.pid = pid;
         }
         Ok(self.connector.as_mut().expect("set above"))
@@ -165,4 +165,10 @@ impl Drop for RedisPublisher {
 
 fn client_name(pid: u32) -> String {
     format!("fastq publisher pid {pid}")
+}
+
+/// A publisher's connection: named for its process, and given the client's longer connect
+/// timeout.
+fn client_connector(url: &str, pid: u32) -> BrokerResult<Connector> {
+    Ok(Connector::new(url, &client_name(pid))?.with_connect_timeout(CLIENT_CONNECT_TIMEOUT))
 }
