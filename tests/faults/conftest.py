@@ -28,6 +28,26 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         terminalreporter.write_line(f"{name}: {tally}")
 
 
+def worker_env(
+    broker: str,
+    backend: str,
+    ledger: str,
+    acks_late: bool = False,
+    visibility_timeout: float | None = None,
+) -> dict[str, str]:
+    """The environment that points a ``tests.faults.app`` worker at a test's own broker,
+    backend (``""``: none) and run ledger."""
+    env = {
+        "FASTQ_BROKER_URL": broker,
+        "FASTQ_RESULT_BACKEND": backend,
+        "FASTQ_FAULT_LEDGER": ledger,
+        "FASTQ_FAULT_ACKS_LATE": "1" if acks_late else "",
+    }
+    if visibility_timeout is not None:
+        env["FASTQ_FAULT_VISIBILITY_TIMEOUT"] = str(visibility_timeout)
+    return env
+
+
 @pytest.fixture
 def own_redis() -> Iterator[RedisServer]:
     """A redis-server on a free port with an AOF (fsync always), killed at the end."""

@@ -18,22 +18,13 @@ from fastq import App
 from fastq.errors import BrokerError
 
 from tests.faults import ledger
-from tests.faults.conftest import report
+from tests.faults.conftest import report, worker_env
 from tests.faults.rabbit import RabbitNode, Vhost, own_rabbit, own_vhost  # noqa: F401
 from tests.processes import WorkerProcess, fastq_worker, wait_until
 
 PREFETCH = 4  # worker_prefetch_multiplier's default: each child's window
 CHILDREN = 2
 MODES = [pytest.param(False, id="early-ack"), pytest.param(True, id="acks-late")]
-
-
-def worker_env(url: str, ledger_path: str, acks_late: bool) -> dict[str, str]:
-    return {
-        "FASTQ_BROKER_URL": url,
-        "FASTQ_RESULT_BACKEND": "",
-        "FASTQ_FAULT_LEDGER": ledger_path,
-        "FASTQ_FAULT_ACKS_LATE": "1" if acks_late else "",
-    }
 
 
 def client_app(url: str) -> App:
@@ -87,7 +78,7 @@ def test_connections_closed_mid_drain(
     mode = "acks_late" if acks_late else "early ack"
     with fastq_worker(
         "--concurrency", str(CHILDREN), app="tests.faults.app",
-        env=worker_env(url, ledger_path, acks_late),
+        env=worker_env(url, "", ledger_path, acks_late),
     ) as worker:  # fmt: skip
         for at in (300, 900):
             wait_until(lambda at=at: ledger.ended(ledger_path) >= at, timeout=60)
@@ -169,7 +160,7 @@ def test_node_killed_mid_publish_and_mid_drain(
     mode = "acks_late" if acks_late else "early ack"
     with fastq_worker(
         "--concurrency", str(CHILDREN), app="tests.faults.app",
-        env=worker_env(url, ledger_path, acks_late),
+        env=worker_env(url, "", ledger_path, acks_late),
     ) as worker:  # fmt: skip
         publisher = Publisher(url, sent)
         publisher.start()

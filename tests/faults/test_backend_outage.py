@@ -10,7 +10,7 @@ import pytest
 from fastq import App, states
 
 from tests.faults import ledger
-from tests.faults.conftest import report
+from tests.faults.conftest import report, worker_env
 from tests.faults.redis_server import RedisServer
 from tests.processes import fastq_worker, wait_until
 
@@ -23,12 +23,7 @@ def test_backend_outage_loses_no_result(
     own_redis: RedisServer, ledger_path: str, acks_late: bool
 ) -> None:
     with RedisServer() as backend:
-        env = {
-            "FASTQ_BROKER_URL": own_redis.url(0),
-            "FASTQ_RESULT_BACKEND": backend.url(0),
-            "FASTQ_FAULT_LEDGER": ledger_path,
-            "FASTQ_FAULT_ACKS_LATE": "1" if acks_late else "",
-        }
+        env = worker_env(own_redis.url(0), backend.url(0), ledger_path, acks_late)
         client = App(
             "client", broker=own_redis.url(0), backend=backend.url(0), set_as_current=False
         )
@@ -71,11 +66,7 @@ def test_a_task_lost_while_the_backend_is_down_is_recorded_when_it_returns(
     """Early ack: a child dies running a task while the backend is down; the supervisor stores
     its ``WorkerLostError`` once the backend answers, and the finished tasks' results too."""
     with RedisServer() as backend:
-        env = {
-            "FASTQ_BROKER_URL": own_redis.url(0),
-            "FASTQ_RESULT_BACKEND": backend.url(0),
-            "FASTQ_FAULT_LEDGER": ledger_path,
-        }
+        env = worker_env(own_redis.url(0), backend.url(0), ledger_path)
         client = App(
             "client", broker=own_redis.url(0), backend=backend.url(0), set_as_current=False
         )

@@ -10,7 +10,7 @@ import pytest
 from fastq import App, states
 
 from tests.faults import ledger
-from tests.faults.conftest import report
+from tests.faults.conftest import report, worker_env
 from tests.faults.redis_server import RedisServer
 from tests.processes import fastq_worker
 
@@ -34,12 +34,7 @@ def _settle(client: App, ids: list[str], timeout: float) -> list[str]:
 
 @pytest.mark.parametrize("acks_late", [False, True], ids=["early-ack", "acks-late"])
 def test_child_killed_mid_drain(own_redis: RedisServer, ledger_path: str, acks_late: bool) -> None:
-    env = {
-        "FASTQ_BROKER_URL": own_redis.url(0),
-        "FASTQ_RESULT_BACKEND": own_redis.url(1),
-        "FASTQ_FAULT_LEDGER": ledger_path,
-        "FASTQ_FAULT_ACKS_LATE": "1" if acks_late else "",
-    }
+    env = worker_env(own_redis.url(0), own_redis.url(1), ledger_path, acks_late)
     client = App("client", broker=own_redis.url(0), backend=own_redis.url(1), set_as_current=False)
     try:
         calls = [

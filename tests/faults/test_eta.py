@@ -10,6 +10,7 @@ import time
 from fastq import App
 
 from tests.faults import ledger
+from tests.faults.conftest import worker_env
 from tests.faults.redis_server import RedisServer
 from tests.processes import fastq_worker, wait_until
 
@@ -17,11 +18,7 @@ SENT = 50
 
 
 def test_countdown_tasks_start_on_time(own_redis: RedisServer, ledger_path: str) -> None:
-    env = {
-        "FASTQ_BROKER_URL": own_redis.url(0),
-        "FASTQ_RESULT_BACKEND": own_redis.url(1),
-        "FASTQ_FAULT_LEDGER": ledger_path,
-    }
+    env = worker_env(own_redis.url(0), own_redis.url(1), ledger_path)
     client = App("client", broker=own_redis.url(0), backend=own_redis.url(1), set_as_current=False)
     rng = random.Random(12)
     try:

@@ -6,17 +6,13 @@ from __future__ import annotations
 from fastq import App
 
 from tests.faults import ledger
-from tests.faults.conftest import report
+from tests.faults.conftest import report, worker_env
 from tests.faults.redis_server import RedisServer
 from tests.processes import fastq_worker, wait_until
 
 
 def test_no_fault_runs_every_task_once(own_redis: RedisServer, ledger_path: str) -> None:
-    env = {
-        "FASTQ_BROKER_URL": own_redis.url(0),
-        "FASTQ_RESULT_BACKEND": own_redis.url(1),
-        "FASTQ_FAULT_LEDGER": ledger_path,
-    }
+    env = worker_env(own_redis.url(0), own_redis.url(1), ledger_path)
     client = App("client", broker=own_redis.url(0), backend=own_redis.url(1), set_as_current=False)
     try:
         client.send_many([("faults.work", (i,), None) for i in range(200)])

@@ -16,7 +16,7 @@ import pytest
 from fastq import App, _core
 
 from tests.faults import ledger
-from tests.faults.conftest import report
+from tests.faults.conftest import report, worker_env
 from tests.faults.redis_server import RedisServer
 from tests.processes import WorkerProcess, children_of, fastq_worker, wait_until
 
@@ -34,13 +34,7 @@ def broker_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
 
 
 def _env(url: str, ledger_path: str) -> dict[str, str]:
-    return {
-        "FASTQ_BROKER_URL": url,
-        "FASTQ_RESULT_BACKEND": "",
-        "FASTQ_FAULT_LEDGER": ledger_path,
-        "FASTQ_FAULT_ACKS_LATE": "1",
-        "FASTQ_FAULT_VISIBILITY_TIMEOUT": str(VISIBILITY),
-    }
+    return worker_env(url, "", ledger_path, acks_late=True, visibility_timeout=VISIBILITY)
 
 
 class _Restorer:

@@ -18,6 +18,7 @@ from fastq.worker.supervisor import QUARANTINE_AFTER
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.faults.conftest import worker_env
 from tests.faults.redis_server import RedisServer
 from tests.processes import WorkerProcess, fastq_worker
 
@@ -80,12 +81,8 @@ class Pool:
 def pool(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pool]:
     ledger_path = str(tmp_path_factory.mktemp("poison") / "ledger.txt")
     with RedisServer() as server:
-        env = {
-            "FASTQ_BROKER_URL": server.url(0),
-            "FASTQ_RESULT_BACKEND": server.url(1),
-            "FASTQ_FAULT_LEDGER": ledger_path,
-            "FASTQ_FAULT_ACKS_LATE": "1",  # a poison message would come back to the next child
-        }
+        # acks_late: a poison message would come back to the next child
+        env = worker_env(server.url(0), server.url(1), ledger_path, acks_late=True)
         client = App("client", broker=server.url(0), backend=server.url(1), set_as_current=False)
         worker = fastq_worker("--concurrency", "2", app="tests.faults.app", env=env)
         try:

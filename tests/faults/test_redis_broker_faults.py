@@ -12,7 +12,7 @@ import pytest
 from fastq import App
 
 from tests.faults import ledger
-from tests.faults.conftest import report
+from tests.faults.conftest import report, worker_env
 from tests.faults.redis_server import RedisServer, client_kill_all
 from tests.processes import fastq_worker, wait_until
 
@@ -43,13 +43,7 @@ def _run(
 ) -> tuple[ledger.Tally, list[float]]:
     """Sends ``SENT`` tasks, starts a worker, injects ``fault`` ``faults`` times mid-drain (it
     returns when the broker answers again) and measures each recovery."""
-    env = {
-        "FASTQ_BROKER_URL": own_redis.url(0),
-        "FASTQ_RESULT_BACKEND": "",
-        "FASTQ_FAULT_LEDGER": ledger_path,
-        "FASTQ_FAULT_ACKS_LATE": "1" if acks_late else "",
-        "FASTQ_FAULT_VISIBILITY_TIMEOUT": "3600",
-    }
+    env = worker_env(own_redis.url(0), "", ledger_path, acks_late, visibility_timeout=3600)
     client = App("client", broker=own_redis.url(0), set_as_current=False)
     recoveries: list[float] = []
     try:

@@ -23,6 +23,7 @@ from fastq.result import AsyncResult, GroupResult
 from fastq.task import Context
 
 from tests.amqp_support import AMQP_HOST, rabbitmqctl, requires_rabbitmq
+from tests.faults.conftest import worker_env
 from tests.faults.redis_server import RedisServer, client_kill_all
 from tests.processes import celery_worker, fastq_worker
 
@@ -67,11 +68,7 @@ def client(own_redis: RedisServer) -> Iterator[App]:
 @pytest.fixture
 def env(own_redis: RedisServer, ledger_path: str) -> dict[str, str]:
     """Points a ``tests.faults.app`` worker at the test's own Redis."""
-    return {
-        "FASTQ_BROKER_URL": own_redis.url(0),
-        "FASTQ_RESULT_BACKEND": own_redis.url(BACKEND_DB),
-        "FASTQ_FAULT_LEDGER": ledger_path,
-    }
+    return worker_env(own_redis.url(0), own_redis.url(BACKEND_DB), ledger_path)
 
 
 class Waiting:
