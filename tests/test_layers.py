@@ -18,6 +18,7 @@ LAYERS = {
     "fastq.errors": 1,
     "fastq.states": 1,
     "fastq.urls": 1,
+    "fastq.redis_errors": 1,
     "fastq.signals": 1,
     "fastq.protocol": 1,
     "fastq.serialization": 1,

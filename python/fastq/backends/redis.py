@@ -21,6 +21,7 @@ from redis.retry import Retry
 from fastq import errors, states
 from fastq.backends.base import Backend, ChordJoin, exception_to_meta
 from fastq.backends.waiting import BlockingListener, Listener, LoopListener
+from fastq.redis_errors import redis_failure
 from fastq.urls import redact
 
 if TYPE_CHECKING:
@@ -138,7 +139,7 @@ class RedisBackend(Backend):
                 self._store(keys=[self.key_for(task_id)], args=[self.encode_meta(meta), ttl])
             except redis.RedisError as exc:
                 raise errors.BackendError(
-                    f"cannot store results in {redact(self.url)}: {exc}"
+                    redis_failure("cannot store results in", self.url, exc)
                 ) from exc
             return
         try:
@@ -151,14 +152,16 @@ class RedisBackend(Backend):
                     )
                 pipe.execute()
         except redis.RedisError as exc:
-            raise errors.BackendError(f"cannot store results in {redact(self.url)}: {exc}") from exc
+            raise errors.BackendError(
+                redis_failure("cannot store results in", self.url, exc)
+            ) from exc
 
     def get_meta(self, task_id: str) -> dict[str, Any]:
         try:
             data: bytes | None = self.client.get(self.key_for(task_id))  # type: ignore[assignment]
         except redis.RedisError as exc:
             raise errors.BackendError(
-                f"cannot read results from {redact(self.url)}: {exc}"
+                redis_failure("cannot read results from", self.url, exc)
             ) from exc
         return self.pending_meta(task_id) if data is None else self.decode_meta(data)
 
@@ -191,7 +194,7 @@ class RedisBackend(Backend):
         self.client.delete(self.key_for(task_id))
 
     def _error(self, what: str, exc: redis.RedisError) -> errors.BackendError:
-        return errors.BackendError(f"cannot {what} in {redact(self.url)}: {exc}")
+        return errors.BackendError(redis_failure(f"cannot {what} in", self.url, exc))
 
     # -- groups ----------------------------------------------------------------------------------
     def save_group(self, group_id: str, result: list[Any]) -> None:

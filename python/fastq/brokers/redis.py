@@ -19,7 +19,7 @@ from fastq.config import Config
 from fastq.control import ControlChannel
 from fastq.errors import BrokerConnectionError
 from fastq.protocol import OutgoingMessage
-from fastq.urls import redact
+from fastq.redis_errors import redis_failure
 
 #: Seconds the worker's remote control listener waits to connect or for a reply (as the Rust
 #: consumer waits to connect).
@@ -115,21 +115,21 @@ class RedisBroker(Broker):
         try:
             self.client.zadd(self.keys.delayed(), {member: when})
         except redis.RedisError as exc:
-            raise BrokerConnectionError(f"cannot defer to {redact(self.url)}: {exc}") from exc
+            raise BrokerConnectionError(redis_failure("cannot defer to", self.url, exc)) from exc
         return True
 
     def move_due(self) -> int:
         try:
             moved = self._move_due(keys=[self.keys.delayed()], args=[time.time(), 500, self.prefix])
         except redis.RedisError as exc:
-            raise BrokerConnectionError(f"cannot reach {redact(self.url)}: {exc}") from exc
+            raise BrokerConnectionError(redis_failure("cannot reach", self.url, exc)) from exc
         return int(moved)
 
     def next_due(self) -> float | None:
         try:
             first = self.client.zrange(self.keys.delayed(), 0, 0, withscores=True)
         except redis.RedisError as exc:
-            raise BrokerConnectionError(f"cannot reach {redact(self.url)}: {exc}") from exc
+            raise BrokerConnectionError(redis_failure("cannot reach", self.url, exc)) from exc
         return float(first[0][1]) if first else None  # type: ignore[index]
 
     def quarantine(self, consumer_id: str, delivery_tag: str) -> None:
@@ -146,7 +146,7 @@ class RedisBroker(Broker):
                 args=[delivery_tag, QUARANTINE_CAP],
             )
         except redis.RedisError as exc:
-            raise BrokerConnectionError(f"cannot reach {redact(self.url)}: {exc}") from exc
+            raise BrokerConnectionError(redis_failure("cannot reach", self.url, exc)) from exc
 
     def discard(self, consumer_id: str, delivery_tag: str) -> None:
         with self.client.pipeline() as pipe:

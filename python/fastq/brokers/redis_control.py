@@ -23,7 +23,7 @@ from fastq.control import (
     encode_reply,
 )
 from fastq.errors import BrokerConnectionError
-from fastq.urls import redact
+from fastq.redis_errors import redis_failure
 
 CHANNEL = "fastq.control"
 REPLY_KEY = "fastq.reply."
@@ -40,7 +40,7 @@ class RedisControlChannel(ControlChannel):
         self.listener = listener if listener is not None else client
 
     def _error(self, what: str, exc: Exception) -> BrokerConnectionError:
-        return BrokerConnectionError(f"cannot {what} on {redact(self.url)}: {exc}")
+        return BrokerConnectionError(redis_failure(f"cannot {what} on", self.url, exc))
 
     def broadcast(
         self, command: ControlCommand, timeout: float, limit: int | None
