@@ -16,6 +16,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "python" / "fastq"
 LAYERS = {
     # 1. no fastq imports above them
     "fastq.errors": 1,
+    "fastq.exceptions": 1,
     "fastq.states": 1,
     "fastq.urls": 1,
     "fastq.redis_errors": 1,
@@ -40,6 +41,7 @@ LAYERS = {
     "fastq.canvas": 3,
     "fastq.maps": 3,
     "fastq.execution": 3,
+    "fastq.utils": 3,  # task loggers read the running task
     # 4. processes and tools built on all of the above
     "fastq.worker": 4,
     "fastq.control": 4,

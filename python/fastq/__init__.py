@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastq import states
 from fastq._core import __version__
-from fastq._state import current_app
+from fastq._state import current_app, current_task, shared_task
 from fastq.app import App
 from fastq.canvas import Signature, chain, chord, group, signature
 from fastq.maps import chunks, xmap, xstarmap
@@ -25,7 +25,9 @@ __all__ = [
     "chord",
     "chunks",
     "current_app",
+    "current_task",
     "group",
+    "shared_task",
     "signature",
     "states",
     "xmap",

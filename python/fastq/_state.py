@@ -4,13 +4,25 @@ importing the ``App`` class."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+import threading
+import weakref
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 if TYPE_CHECKING:
-    from fastq.app import App
+    from collections.abc import Coroutine
+
+    from fastq._typing import P, R
+    from fastq.app import App, BoundTaskDecorator, TaskDecorator
+    from fastq.task import Task
 
 _current: App | None = None
 _default: App | None = None
+#: Every app created, so a ``@shared_task`` defined after an app still reaches it.
+_apps: weakref.WeakSet[App] = weakref.WeakSet()
+#: ``@shared_task`` definitions: (function, options), added to each app as it is created.
+_shared: list[tuple[Callable[..., Any], dict[str, Any]]] = []
+_tasks = threading.local()
 
 
 def set_current_app(app: App) -> None:
@@ -47,3 +59,109 @@ class CurrentApp:
 
 
 current_app = CurrentApp()
+
+
+# -- apps and shared tasks -------------------------------------------------------------------------
+def add_app(app: App) -> None:
+    """Called by each new app: it gets every shared task defined so far."""
+    _apps.add(app)
+    for fun, options in _shared:
+        _register(app, fun, options)
+
+
+# Typed as ``App.task``: what it returns is used as the task itself.
+@overload
+def shared_task(
+    fun: Callable[P, Coroutine[Any, Any, R]], /
+) -> Task[P, R, Coroutine[Any, Any, R]]: ...
+@overload
+def shared_task(fun: Callable[P, R], /) -> Task[P, R]: ...
+@overload
+def shared_task(*, bind: Literal[True], **options: Any) -> BoundTaskDecorator: ...
+@overload
+def shared_task(*, bind: Literal[False] = False, **options: Any) -> TaskDecorator: ...
+def shared_task(*args: Any, **options: Any) -> Any:
+    """``@shared_task``: a task every app has (those that exist and those made later), as in
+    Celery, for reusable modules that must not import a project's app. What it returns stands
+    for the task of the current app: ``add.delay(2, 2)`` sends through ``current_app``."""
+
+    def create(fun: Callable[..., Any]) -> Any:
+        _shared.append((fun, options))
+        name: str | None = None
+        for app in list(_apps):
+            name = _register(app, fun, options).name
+        return SharedTask(fun, options, name)
+
+    if len(args) == 1 and callable(args[0]) and not options:
+        return create(args[0])
+    if args:
+        raise TypeError("shared_task takes the function, or keyword options only")
+    return create
+
+
+def _register(app: App, fun: Callable[..., Any], options: dict[str, Any]) -> Task:
+    name = options.get("name") or app.gen_task_name(fun)
+    task = app.tasks.get(name)
+    return task if task is not None else app.task(**dict(options))(fun)
+
+
+class SharedTask:
+    """A shared task, resolved in the current app on each use (Celery returns a proxy too)."""
+
+    __slots__ = ("_fun", "_name", "_options")
+
+    def __init__(self, fun: Callable[..., Any], options: dict[str, Any], name: str | None) -> None:
+        self._fun = fun
+        self._options = options
+        self._name = name
+
+    def _get_current_object(self) -> Task:
+        task = _register(get_current_app(), self._fun, self._options)
+        self._name = task.name
+        return task
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._get_current_object(), name)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self._get_current_object()(*args, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"<shared task {self._name or self._fun.__qualname__}>"
+
+
+# -- the running task ------------------------------------------------------------------------------
+def push_task(task: Task) -> None:
+    stack = getattr(_tasks, "stack", None)
+    if stack is None:
+        stack = _tasks.stack = []
+    stack.append(task)
+
+
+def pop_task() -> None:
+    _tasks.stack.pop()
+
+
+class CurrentTask:
+    """The task running in this thread (Celery's ``current_task``); false outside a task."""
+
+    __slots__ = ()
+
+    def _get_current_object(self) -> Task | None:
+        stack = getattr(_tasks, "stack", None)
+        return stack[-1] if stack else None
+
+    def __bool__(self) -> bool:
+        return self._get_current_object() is not None
+
+    def __getattr__(self, name: str) -> Any:
+        task = self._get_current_object()
+        if task is None:
+            raise AttributeError(f"no task is running, so current_task has no {name!r}")
+        return getattr(task, name)
+
+    def __repr__(self) -> str:
+        return f"<current_task: {self._get_current_object()!r}>"
+
+
+current_task = CurrentTask()

@@ -12,8 +12,8 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any, Literal, overload
 
 from fastq import builtin_tasks, protocol
+from fastq._state import add_app, set_current_app
 from fastq._state import current_app as current_app  # its old home: ``from fastq.app import ...``
-from fastq._state import set_current_app
 from fastq.backends import Backend, backend_from_url
 from fastq.brokers import Broker, broker_from_url
 from fastq.config import DEFAULT_BROKER_URL, Config, default_result_backend
@@ -84,6 +84,7 @@ class App:
         self.tasks: dict[str, Task] = {}
         self._local = threading.local()
         builtin_tasks.register(self)
+        add_app(self)  # the @shared_task tasks
         if set_as_current:
             set_current_app(self)
         os.register_at_fork(after_in_child=self._after_fork)

@@ -135,9 +135,13 @@ def _run(app: App, options: argparse.Namespace) -> int:
     if options.command in READING_COMMANDS:
         _require_existing_sqlite(app, options.command)
     if options.command == "worker":
+        from fastq.utils.log import TaskFormatter
         from fastq.worker import run_worker
 
-        logging.basicConfig(level=options.loglevel.upper(), format=LOG_FORMAT)
+        # Records from get_task_logger() name their task, as in Celery's worker_task_log_format.
+        handler = logging.StreamHandler()
+        handler.setFormatter(TaskFormatter(LOG_FORMAT))
+        logging.basicConfig(level=options.loglevel.upper(), handlers=[handler])
         return run_worker(
             app,
             concurrency=options.concurrency,

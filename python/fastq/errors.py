@@ -43,6 +43,14 @@ class BrokerConnectionError(BrokerError, ConnectionError):
     """The broker cannot be reached, went away or is not ready; retrying later may work."""
 
 
+class QueueNotFound(ConfigurationError, KeyError):
+    """A task was routed to a queue that is not in ``task_queues`` while
+    ``task_create_missing_queues`` is off."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
 class BackendError(FastqError):
     """The result backend failed or is not configured."""
 
@@ -76,7 +84,12 @@ class TaskRevokedError(FastqError):
     """The task was revoked or expired before it ran."""
 
 
-class Retry(FastqError):
+class TaskPredicate(FastqError):
+    """Raised by a task to tell the worker what to do with it instead of storing an outcome
+    (Celery's base of ``Retry``, ``Reject`` and ``Ignore``)."""
+
+
+class Retry(TaskPredicate):
     """Raised by ``Task.retry()`` to end the current run; the worker re-publishes the task."""
 
     def __init__(
@@ -104,7 +117,7 @@ class MaxRetriesExceededError(FastqError):
     """``Task.retry()`` was called more than ``max_retries`` times."""
 
 
-class Reject(FastqError):
+class Reject(TaskPredicate):
     """Raised by a task to reject its message, optionally requeueing it."""
 
     def __init__(self, reason: str = "", requeue: bool = False) -> None:
@@ -113,7 +126,7 @@ class Reject(FastqError):
         self.requeue = requeue
 
 
-class Ignore(FastqError):
+class Ignore(TaskPredicate):
     """Raised by a task so that no state is stored for it."""
 
 

@@ -10,6 +10,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, Generic
 
 from fastq import states
+from fastq._state import pop_task, push_task
 from fastq._typing import P, R, RCall
 from fastq.errors import Ignore, MaxRetriesExceededError, Retry
 
@@ -164,9 +165,11 @@ class Task(Generic[P, R, RCall]):
         if stack is None:
             stack = self._local.stack = []
         stack.append(request)
+        push_task(self)
 
     def pop_request(self) -> None:
         self._local.stack.pop()
+        pop_task()
 
     # -- calling -----------------------------------------------------------------------------
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> RCall:

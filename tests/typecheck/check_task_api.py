@@ -10,7 +10,17 @@ from __future__ import annotations
 from collections.abc import Coroutine
 from typing import Any
 
-from fastq import App, AsyncResult, Celery, GroupResult, Signature, Task, chain, group
+from fastq import (
+    App,
+    AsyncResult,
+    Celery,
+    GroupResult,
+    Signature,
+    Task,
+    chain,
+    group,
+    shared_task,
+)
 from fastq.result import EagerResult, ResultNode
 from typing_extensions import assert_type
 
@@ -118,3 +128,19 @@ def mul(x: int, y: int) -> int:
 
 
 assert_type(mul.delay(2, 3).get(), int)
+
+
+# -- @shared_task: typed as @app.task ------------------------------------------------------------
+@shared_task
+def shared_add(x: int, y: int) -> int:
+    return x + y
+
+
+@shared_task(bind=True, name="typing.shared_count")
+def shared_count(self: Task, items: list[str]) -> int:
+    return len(items)
+
+
+assert_type(shared_add.delay(1, 2).get(), int)
+assert_type(shared_count.delay(["a"]), AsyncResult[int])
+shared_add.delay("1", 2)  # type: ignore[arg-type]

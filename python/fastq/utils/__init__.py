@@ -1,0 +1,1 @@
+"""Helpers Celery users import from ``celery.utils`` (only ``log`` so far)."""
