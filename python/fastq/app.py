@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import threading
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -210,6 +211,28 @@ class App:
 
         for module in [*self.conf.imports, *self.conf.include]:
             importlib.import_module(module)
+
+    # -- the command line ------------------------------------------------------------------------
+    def start(self, argv: Sequence[str] | None = None) -> int:
+        """Runs the ``fastq`` command line with this app (Celery's ``app.start()``): in
+        ``proj.py``, ``if __name__ == "__main__": app.start()`` makes ``python proj.py worker``
+        work. ``argv`` defaults to the script's arguments; returns the exit code."""
+        from fastq.cli import main
+
+        args = list(sys.argv[1:] if argv is None else argv)
+        if args and args[0] == sys.argv[0]:  # Celery's form passes sys.argv whole
+            args = args[1:]
+        return main(args, app=self)
+
+    def worker_main(self, argv: Sequence[str] | None = None) -> int:
+        """``start`` for the worker command only (Celery's ``app.worker_main``)."""
+        args = list(sys.argv[1:] if argv is None else argv)
+        if "worker" not in args:
+            raise ValueError(
+                "worker_main needs the worker command in argv, e.g. ['worker', '-l', 'INFO']; "
+                "use app.start() for other commands"
+            )
+        return self.start(args)
 
     # -- the current request (set by the worker while a task runs) -------------------------------
     def current_request(self) -> Context | None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
-import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -15,51 +14,73 @@ from fastq import __version__
 from fastq.app import App
 from fastq.errors import ConfigurationError, FastqError
 from fastq.sqlitedb import path_from_url
+from fastq.worker.options import add_worker_arguments
 
 LOG_FORMAT = "[%(asctime)s: %(levelname)s/%(processName)s %(process)d] %(message)s"
 
 
 def find_app(spec: str) -> App:
-    """``module``, ``module:attribute``, or ``module.attribute`` → the ``App``."""
+    """The ``App`` that ``-A`` names, found as Celery finds it: ``module:attribute``,
+    ``module.attribute``, or a module, whose ``app`` or ``celery`` attribute is used, else the
+    ``celery`` submodule of a package (``-A proj`` finds ``proj/celery.py``), else the one App
+    in it."""
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
     module_name, _, attr = spec.partition(":")
     try:
         module = importlib.import_module(module_name)
-    except ImportError as exc:
-        if attr or "." not in module_name:
+    except ModuleNotFoundError as exc:
+        if attr or "." not in module_name or exc.name != module_name:
             raise SystemExit(f"fastq: cannot import {module_name!r}: {exc}") from exc
         module_name, _, attr = module_name.rpartition(".")
         module = importlib.import_module(module_name)
     if attr:
         app = getattr(module, attr, None)
     else:
-        app = getattr(module, "app", None) or getattr(module, "celery", None)
-        if not isinstance(app, App):
-            app = next((v for v in vars(module).values() if isinstance(v, App)), None)
+        app = _app_in(module)
+        if app is None and hasattr(module, "__path__"):
+            try:
+                app = _app_in(importlib.import_module(f"{module_name}.celery"))
+            except ModuleNotFoundError as exc:
+                if exc.name != f"{module_name}.celery":
+                    raise
     if not isinstance(app, App):
         raise SystemExit(
-            f"fastq: no fastq App found in {spec!r} (name it 'app' or use module:attr)"
+            f"fastq: no fastq App found in {spec!r} (name it 'app', put it in "
+            f"{module_name}/celery.py, or use module:attribute)"
         )
     return app
+
+
+def _app_in(module: Any) -> App | None:
+    for name in ("app", "celery"):
+        found = getattr(module, name, None)
+        if isinstance(found, App):
+            return found
+    return next((v for v in vars(module).values() if isinstance(v, App)), None)
+
+
+def _app_arguments(parser: argparse.ArgumentParser, *, top: bool) -> None:
+    """``-A``, ``-b``, ``--result-backend``, ``--config``, ``--workdir``: accepted before the
+    command (Celery's place) and after it; a value after the command wins."""
+    default = None if top else argparse.SUPPRESS
+    parser.add_argument("-A", "--app", default=default, help="module[:attribute] holding the App")
+    parser.add_argument("-b", "--broker", default=default, help="broker URL (overrides the app's)")
+    parser.add_argument(
+        "--result-backend", default=default, help="result backend URL (overrides the app's)"
+    )
+    parser.add_argument("--config", default=default, help="module to read settings from")
+    parser.add_argument("--workdir", default=default, help="change to this directory first")
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fastq", description=__doc__)
     parser.add_argument("--version", action="version", version=f"fastq {__version__}")
-    parser.add_argument("-A", "--app", help="module[:attribute] holding the App")
-    parser.add_argument("-b", "--broker", help="broker URL (overrides the app's)")
-    parser.add_argument("--result-backend", help="result backend URL (overrides the app's)")
+    _app_arguments(parser, top=True)
     sub = parser.add_subparsers(dest="command", required=True)
 
     w = sub.add_parser("worker", help="run a worker")
-    w.add_argument("-c", "--concurrency", type=int, help="processes/threads (default: CPUs)")
-    w.add_argument("-P", "--pool", choices=["prefork", "processes", "threads", "solo"])
-    w.add_argument("-Q", "--queues", help="comma-separated queues (default: task_default_queue)")
-    w.add_argument("-l", "--loglevel", default="INFO")
-    w.add_argument("--prefetch-multiplier", type=int)
-    w.add_argument("--max-tasks-per-child", type=int)
-    w.add_argument("-n", "--hostname")
+    add_worker_arguments(w)
 
     c = sub.add_parser("call", help="send a task by name")
     c.add_argument("name")
@@ -85,6 +106,9 @@ def _parser() -> argparse.ArgumentParser:
     from fastq.bench.cli import add_arguments as add_bench_arguments
 
     add_bench_arguments(sub.add_parser("bench", help="measure throughput and latency"))
+    for name, command in sub.choices.items():
+        if name != "bench":
+            _app_arguments(command, top=False)
     return parser
 
 
@@ -95,13 +119,21 @@ def _json_arg(text: str) -> Any:
         return text
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, app: App | None = None) -> int:
+    """The command line; ``app``: the App to use when ``-A`` is not given (``app.start()``)."""
     options = _parser().parse_args(argv)
     if options.command == "bench":  # starts its own workers and apps; -A does not apply
         from fastq.bench.cli import run as run_bench
 
         return run_bench(options, argv)
-    app = find_app(options.app) if options.app else App("fastq")
+    if options.workdir:
+        os.chdir(options.workdir)
+    if options.app:
+        app = find_app(options.app)
+    elif app is None:
+        app = App("fastq")
+    if options.config:
+        app.config_from_object(options.config)
     if options.broker:
         app.conf.broker_url = options.broker
     if options.result_backend:
@@ -137,20 +169,14 @@ def _run(app: App, options: argparse.Namespace) -> int:
     if options.command == "worker":
         from fastq.utils.log import TaskFormatter
         from fastq.worker import run_worker
+        from fastq.worker.options import set_up_logging, worker_kwargs, write_pidfile
 
         # Records from get_task_logger() name their task, as in Celery's worker_task_log_format.
-        handler = logging.StreamHandler()
-        handler.setFormatter(TaskFormatter(LOG_FORMAT))
-        logging.basicConfig(level=options.loglevel.upper(), handlers=[handler])
-        return run_worker(
-            app,
-            concurrency=options.concurrency,
-            pool=options.pool,
-            queues=options.queues.split(",") if options.queues else None,
-            prefetch_multiplier=options.prefetch_multiplier,
-            max_tasks_per_child=options.max_tasks_per_child,
-            hostname=options.hostname,
-        )
+        set_up_logging(options, TaskFormatter(LOG_FORMAT))
+        kwargs = worker_kwargs(options, app.conf)
+        if options.pidfile:
+            write_pidfile(options.pidfile)
+        return run_worker(app, **kwargs)
     if options.command == "call":
         try:
             kwargs = json.loads(options.kwargs)

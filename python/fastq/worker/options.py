@@ -1,0 +1,167 @@
+"""``fastq worker``'s command line: Celery's worker flags, each doing what it does in Celery or
+refused with the alternative, and the process set-up they ask for (log file, pid file).
+
+Flags for features fastq does not have are not silently taken: ``--without-gossip``,
+``--without-mingle`` and ``--without-heartbeat`` turn off things fastq never does, so they are
+accepted as they stand; ``-E`` is accepted with a warning until events exist; the rest are refused
+with what to use instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import atexit
+import logging
+import os
+import socket
+from typing import Any
+
+from fastq.errors import ConfigurationError
+
+log = logging.getLogger("fastq.worker")
+
+#: Pools Celery has and fastq does not, with what to use instead.
+REFUSED_POOLS = {
+    "gevent": "use --pool threads for I/O-bound tasks, or write them as `async def`",
+    "eventlet": "use --pool threads for I/O-bound tasks, or write them as `async def`",
+    "custom": "fastq's pools are prefork, threads and solo",
+}
+
+#: Flags refused, with the reason and the alternative.
+REFUSED_FLAGS = {
+    "detach": "fastq does not daemonize itself: run it under systemd, supervisord or a container "
+    "runtime (with --pidfile and --logfile if they need them)",
+    "beat": "fastq has no periodic-task scheduler yet: run `celery beat` against the same broker",
+    "autoscale": "fastq's pool has a fixed size: set --concurrency",
+    "statedb": "fastq keeps revoked ids in memory only; revoke again after a restart",
+    "purge": "run `fastq purge -Q <queues>` before starting the worker",
+}
+
+
+def add_worker_arguments(w: argparse.ArgumentParser) -> None:
+    w.add_argument("-c", "--concurrency", type=int, help="processes/threads (default: CPUs)")
+    w.add_argument("-P", "--pool", help="prefork (default), threads or solo")
+    w.add_argument("-Q", "--queues", help="comma-separated queues (default: task_default_queue)")
+    w.add_argument("-l", "--loglevel", default="INFO")
+    w.add_argument("-f", "--logfile", help="write the log to this file instead of stderr")
+    w.add_argument("--pidfile", help="write the worker's pid here; refuse to start if it is live")
+    w.add_argument("--prefetch-multiplier", type=int)
+    w.add_argument("--max-tasks-per-child", type=int)
+    w.add_argument("--time-limit", type=float, help="hard time limit per task (task_time_limit)")
+    w.add_argument("--soft-time-limit", type=float, help="task_soft_time_limit")
+    w.add_argument("-n", "--hostname", help="node name; %%h, %%n and %%d expand as in Celery")
+    w.add_argument("-I", "--include", help="comma-separated modules to import (tasks)")
+    w.add_argument(
+        "-O", "--optimization", choices=["fair", "default"],
+        help="accepted for Celery's command lines: each fastq child only fetches what it runs",
+    )  # fmt: skip
+    w.add_argument("-E", "--task-events", action="store_true", help="(events are not sent yet)")
+    for flag in ("--without-gossip", "--without-mingle", "--without-heartbeat"):
+        w.add_argument(flag, action="store_true", help="accepted: fastq never does this")
+    # Refused with a reason (REFUSED_FLAGS), rather than rejected as unknown by argparse.
+    w.add_argument("-D", "--detach", action="store_true", help=argparse.SUPPRESS)
+    w.add_argument("-B", "--beat", action="store_true", help=argparse.SUPPRESS)
+    w.add_argument("--autoscale", help=argparse.SUPPRESS)
+    w.add_argument("-S", "--statedb", help=argparse.SUPPRESS)
+    w.add_argument("--purge", "--discard", action="store_true", help=argparse.SUPPRESS)
+
+
+def worker_kwargs(options: argparse.Namespace, conf: Any) -> dict[str, Any]:
+    """Checks the flags and returns ``run_worker``'s keyword arguments; settings that flags set
+    (time limits, includes) go into ``conf``."""
+    for name, why in REFUSED_FLAGS.items():
+        if getattr(options, name, None):
+            raise ConfigurationError(f"--{name} is not supported: {why}")
+    pool = options.pool
+    if pool in REFUSED_POOLS:
+        raise ConfigurationError(f"--pool {pool} is not supported: {REFUSED_POOLS[pool]}")
+    if options.task_events:
+        log.warning(
+            "-E/--task-events: fastq does not send Celery's task events yet; Flower and "
+            "`celery events` will not see this worker's tasks"
+        )
+    if options.time_limit is not None:
+        conf.task_time_limit = options.time_limit
+    if options.soft_time_limit is not None:
+        conf.task_soft_time_limit = options.soft_time_limit
+    if options.include:
+        conf.include = [*conf.include, *options.include.split(",")]
+    return {
+        "concurrency": options.concurrency,
+        "pool": pool,
+        "queues": options.queues.split(",") if options.queues else None,
+        "prefetch_multiplier": options.prefetch_multiplier,
+        "max_tasks_per_child": options.max_tasks_per_child,
+        "hostname": node_name(options.hostname) if options.hostname else None,
+    }
+
+
+def node_name(template: str, host: str | None = None) -> str:
+    """Celery's node name expansion: ``%h`` host name, ``%n`` its first label, ``%d`` the rest
+    (domain), ``%%`` a percent sign; a name without ``@`` gets ``@<host>`` appended."""
+    host = host or socket.gethostname()
+    name, _, domain = host.partition(".")
+    out, i = [], 0
+    while i < len(template):
+        ch = template[i]
+        if ch == "%" and i + 1 < len(template):
+            code = template[i + 1]
+            expansions = {"h": host, "n": name, "d": domain, "%": "%"}
+            if code in expansions:
+                out.append(expansions[code])
+                i += 2
+                continue
+        out.append(ch)
+        i += 1
+    expanded = "".join(out)
+    return expanded if "@" in expanded else f"{expanded}@{host}"
+
+
+def set_up_logging(options: argparse.Namespace, log_format: logging.Formatter) -> None:
+    """Logging to ``--logfile`` or stderr, at ``--loglevel``."""
+    handler: logging.Handler
+    if options.logfile:
+        handler = logging.FileHandler(options.logfile)
+    else:
+        handler = logging.StreamHandler()
+    handler.setFormatter(log_format)
+    logging.basicConfig(level=options.loglevel.upper(), handlers=[handler])
+
+
+def write_pidfile(path: str) -> None:
+    """Writes this process's pid, removed at exit; a file naming a live process is refused (a
+    second worker started by mistake), a stale one replaced."""
+    try:
+        with open(path) as f:
+            other = int(f.read().strip() or 0)
+    except FileNotFoundError:
+        other = 0
+    except ValueError:
+        other = 0
+    if other and other != os.getpid() and _alive(other):
+        raise ConfigurationError(
+            f"pidfile {path} names process {other}, which is running: another worker? stop it "
+            "or use another --pidfile"
+        )
+    with open(path, "w") as f:
+        f.write(f"{os.getpid()}\n")
+    pid = os.getpid()
+
+    def remove() -> None:
+        if os.getpid() == pid:  # not from a forked child exiting
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
+
+    atexit.register(remove)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
