@@ -55,6 +55,11 @@ class BackendError(FastqError):
     """The result backend failed or is not configured."""
 
 
+class NotSupportedByBackend(BackendError, NotImplementedError):
+    """The result backend cannot do this (a chord or a saved group on rpc://). Celery raises
+    ``NotImplementedError`` there, and this is one."""
+
+
 class NotRegistered(FastqError, KeyError):
     """A message names a task this worker does not have."""
 

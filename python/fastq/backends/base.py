@@ -289,8 +289,8 @@ class Backend(ABC):
 
     # -- groups and chords -----------------------------------------------------------------------
     # Only backends with atomic counters can join a chord; the others say so instead of hanging.
-    def _no_groups(self, what: str) -> errors.BackendError:
-        return errors.BackendError(
+    def _no_groups(self, what: str) -> errors.NotSupportedByBackend:
+        return errors.NotSupportedByBackend(
             f"{what} needs a result backend that stores groups (redis://); "
             f"this app's backend is {type(self).__name__}"
         )
