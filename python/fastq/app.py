@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from typing import Concatenate, Protocol
 
     from fastq._typing import P, R
+    from fastq.loader import Packages
 
     # What ``@app.task(...)`` returns: a decorator generic in the function it gets. An
     # ``async def`` function's R is the value its coroutine returns (first overload).
@@ -83,6 +84,7 @@ class App:
         if include:
             self.conf.include = [*self.conf.include, *include]
         self.tasks: dict[str, Task] = {}
+        self._autodiscover: list[tuple[Packages, str | None]] = []
         self._local = threading.local()
         builtin_tasks.register(self)
         add_app(self)  # the @shared_task tasks
@@ -206,11 +208,29 @@ class App:
             ) from None
 
     def import_modules(self) -> None:
-        """Imports ``imports``/``include`` so their tasks register."""
+        """Imports ``imports``/``include`` so their tasks register, then the task modules of
+        ``autodiscover_tasks()``."""
         import importlib
+
+        from fastq.loader import discover
 
         for module in [*self.conf.imports, *self.conf.include]:
             importlib.import_module(module)
+        for packages, related_name in self._autodiscover:
+            discover(packages, related_name)
+
+    def autodiscover_tasks(
+        self, packages: Packages = None, related_name: str | None = "tasks", force: bool = False
+    ) -> None:
+        """Imports ``<package>.tasks`` of each package (Celery's ``autodiscover_tasks``): when
+        the worker starts, or now with ``force``. ``packages``: names, a callable returning
+        them, or None for Django's installed apps."""
+        from fastq.loader import discover
+
+        if force:
+            discover(packages, related_name)
+        else:
+            self._autodiscover.append((packages, related_name))
 
     # -- the command line ------------------------------------------------------------------------
     def start(self, argv: Sequence[str] | None = None) -> int:
