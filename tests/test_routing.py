@@ -58,3 +58,70 @@ def test_a_router_without_task_and_a_buggy_router() -> None:
     with pytest.raises(TypeError, match="bug inside the router"):
         router(task_routes=[buggy]).route("b", {})
     assert calls == ["a", "b"]  # each router called once
+
+
+# -- Celery's other forms of task_routes -------------------------------------------------------
+
+
+def route_by_name(name, args, kwargs, options, task=None, **kw):  # type: ignore[no-untyped-def]
+    """A router named by its dotted path in task_routes (used below)."""
+    return {"queue": f"by-{task.name if task is not None else name}"}
+
+
+class LegacyRouter:
+    def route_for_task(self, task, args=None, kwargs=None):  # type: ignore[no-untyped-def]
+        return {"queue": "legacy"} if task.startswith("old.") else None
+
+
+def test_ordered_pairs_dotted_names_and_router_objects() -> None:
+    r = router(
+        task_routes=(
+            [("feed.tasks.*", {"queue": "feeds"}), (re.compile(r"(video|image)\.tasks\..*"),
+             {"queue": "media"}), ("feed.tasks.*", {"queue": "never: the first pair wins"})],
+            LegacyRouter(),
+            "tests.test_routing:route_by_name",
+        )
+    )  # fmt: skip
+    assert r.route("feed.tasks.import_feed", {}).queue == "feeds"
+    assert r.route("video.tasks.encode", {}).queue == "media"
+    assert r.route("old.thing", {}).queue == "legacy"
+    assert r.route("proj.add", {}).queue == "by-proj.add"
+
+
+def test_a_router_gets_the_task_object() -> None:
+    from fastq import App
+
+    app = App("routes", broker="memory://", set_as_current=False,
+              task_routes=["tests.test_routing.route_by_name"])  # fmt: skip
+
+    @app.task(name="routes.registered")
+    def registered() -> None: ...
+
+    assert app.build_message("routes.registered").queue == "by-routes.registered"
+    assert app.build_message("routes.elsewhere").queue == "by-routes.elsewhere"
+
+
+def test_route_options_apply_unless_the_call_sets_them() -> None:
+    from fastq import App
+
+    routes = {"slow.*": {"queue": "slow", "priority": 7, "time_limit": 60}}
+    app = App("routes", broker="memory://", set_as_current=False, task_routes=routes)
+    message = app.build_message("slow.job")
+    assert (message.queue, message.priority, message.headers["timelimit"]) == (
+        "slow",
+        7,
+        [60, None],
+    )
+    assert app.build_message("slow.job", priority=1).priority == 1
+
+
+def test_bad_routes_are_clear_errors() -> None:
+    import pytest
+    from fastq.errors import ConfigurationError
+
+    with pytest.raises(ConfigurationError, match="cannot apply: \\['delivery_mode'\\]"):
+        router(task_routes={"a": {"queue": "q", "delivery_mode": 1}}).route("a", {})
+    with pytest.raises(ConfigurationError, match="cannot be imported"):
+        router(task_routes="no.such.module.router")
+    with pytest.raises(ConfigurationError, match=r"\(pattern, route\) pairs"):
+        router(task_routes=[["just-a-name"]])

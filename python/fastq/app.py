@@ -356,6 +356,21 @@ class App:
             raise TypeError("task args must be a list or tuple")
         kwargs = dict(kwargs) if kwargs is not None else {}
         task_id = task_id or str(uuid.uuid4())
+        route = self.router.route(
+            route_name or name,
+            {"queue": queue, "exchange": exchange, "routing_key": routing_key},
+            args,
+            kwargs,
+            task=self.tasks.get(name),
+        )
+        if route.options:  # what the matching task_routes entry sets, unless this call did
+            given = route.options
+            priority = priority if priority is not None else given.get("priority")
+            serializer = serializer or given.get("serializer")
+            expires = expires if expires is not None else given.get("expires")
+            time_limit = time_limit if time_limit is not None else given.get("time_limit")
+            if soft_time_limit is None:
+                soft_time_limit = given.get("soft_time_limit")
         eta_text = (
             protocol.seconds_from_now(countdown) if countdown is not None else protocol.to_iso(eta)
         )
@@ -369,12 +384,6 @@ class App:
             expires_text = protocol.to_iso(expires)
         if ignore_result is None:
             ignore_result = self.conf.task_ignore_result
-        route = self.router.route(
-            route_name or name,
-            {"queue": queue, "exchange": exchange, "routing_key": routing_key},
-            args,
-            kwargs,
-        )
         message_headers = protocol.task_headers(
             name,
             task_id,

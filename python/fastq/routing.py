@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import fnmatch
+import importlib
 import inspect
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from fastq.config import Config
 from fastq.errors import ConfigurationError
+
+#: Send options a ``task_routes`` entry may carry besides where the task goes (Celery merges a
+#: route into the call's options); an explicit option of the call wins.
+ROUTE_OPTIONS = frozenset({"priority", "serializer", "expires", "time_limit", "soft_time_limit"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -19,6 +24,8 @@ class Route:
     #: ``""`` is the default exchange: the message goes straight to the queue named by the key.
     exchange: str
     routing_key: str
+    #: ROUTE_OPTIONS the matching ``task_routes`` entry gave.
+    options: Mapping[str, Any] | None = None
 
 
 RouteSpec = Mapping[str, Any] | str | None
@@ -38,18 +45,23 @@ class Router:
         options: Mapping[str, Any],
         args: Sequence[Any] = (),
         kwargs: Mapping[str, Any] | None = None,
+        task: Any = None,
     ) -> Route:
+        """``task``: the task object when it is registered here, passed to router functions
+        that take ``task=`` as Celery does."""
         queue = options.get("queue")
         exchange = options.get("exchange")
         routing_key = options.get("routing_key")
+        extra: dict[str, Any] | None = None
         if queue is None and exchange is None and routing_key is None:
-            spec = self._lookup(name, args, kwargs or {}, options)
+            spec = self._lookup(name, args, kwargs or {}, options, task)
             if isinstance(spec, str):
                 queue = spec
             elif spec:
                 queue = spec.get("queue")
                 exchange = spec.get("exchange")
                 routing_key = spec.get("routing_key")
+                extra = _route_options(name, spec)
         if isinstance(queue, Mapping):  # a kombu-style Queue given as a dict
             exchange = exchange or queue.get("exchange")
             routing_key = routing_key or queue.get("routing_key")
@@ -58,41 +70,90 @@ class Router:
         if exchange in (None, "", queue) and routing_key in (None, queue):
             # A direct route to a queue of the same name: Celery publishes it to the default
             # exchange with the queue name as key.
-            return Route(queue, "", queue)
-        return Route(queue, str(exchange or ""), str(routing_key or queue))
+            return Route(queue, "", queue, extra)
+        return Route(queue, str(exchange or ""), str(routing_key or queue), extra)
 
     def _lookup(
-        self, name: str, args: Sequence[Any], kwargs: Mapping[str, Any], options: Mapping[str, Any]
+        self,
+        name: str,
+        args: Sequence[Any],
+        kwargs: Mapping[str, Any],
+        options: Mapping[str, Any],
+        task: Any,
     ) -> RouteSpec:
         for route in self._routes:
-            spec = route(name, args, kwargs, options)
+            spec = route(name, args, kwargs, options, task)
             if spec:
                 return spec
         return None
 
 
+def _route_options(name: str, spec: Mapping[str, Any]) -> dict[str, Any] | None:
+    unknown = set(spec) - ROUTE_OPTIONS - {"queue", "exchange", "routing_key"}
+    if unknown:
+        raise ConfigurationError(
+            f"the task_routes entry for {name!r} has option(s) fastq cannot apply: "
+            f"{sorted(unknown)}; a route may give queue, exchange, routing_key and "
+            f"{', '.join(sorted(ROUTE_OPTIONS))}"
+        )
+    return {k: v for k, v in spec.items() if k in ROUTE_OPTIONS} or None
+
+
 def _compile(routes: Any) -> list[RouterFn]:
+    """Celery's forms of ``task_routes``: one entry or a list/tuple of them, each a dict (names
+    and glob/regex patterns), a list of (pattern, route) pairs, a router function, or the
+    dotted name of one (``"proj.routers.route_task"``)."""
     if routes is None:
         return []
-    if isinstance(routes, (Mapping, str)) or callable(routes):
+    if not isinstance(routes, (list, tuple)):
         routes = [routes]
     compiled: list[RouterFn] = []
     for entry in routes:
+        if isinstance(entry, str):
+            entry = _import_router(entry)
         if isinstance(entry, Mapping):
-            compiled.append(_map_router(entry))
+            compiled.append(_map_router(entry.items()))
+        elif isinstance(entry, (list, tuple)):
+            compiled.append(_map_router(_pairs(entry)))
+        elif hasattr(entry, "route_for_task"):  # a router object, Celery's older form
+            method = entry.route_for_task
+            compiled.append(lambda name, args, kwargs, _o, _t, m=method: m(name, args, kwargs))
         elif callable(entry):
             compiled.append(_call_router(entry))
         else:
             raise ConfigurationError(
-                f"task_routes entries must be dicts or callables, got {type(entry).__name__}"
+                "task_routes entries must be dicts, lists of (pattern, route) pairs, router "
+                f"functions or their dotted names, got {type(entry).__name__}"
             )
     return compiled
 
 
-def _map_router(table: Mapping[Any, Any]) -> RouterFn:
+def _pairs(entry: Sequence[Any]) -> list[tuple[Any, Any]]:
+    if not all(isinstance(p, (list, tuple)) and len(p) == 2 for p in entry):
+        raise ConfigurationError(
+            f"a list in task_routes must hold (pattern, route) pairs, got {entry!r}"
+        )
+    return [(p[0], p[1]) for p in entry]
+
+
+def _import_router(path: str) -> Any:
+    """``"module.attribute"`` or ``"module:attribute"`` → the object."""
+    module, sep, attr = path.partition(":")
+    if not sep:
+        module, _, attr = path.rpartition(".")
+    try:
+        return getattr(importlib.import_module(module), attr)
+    except (ImportError, AttributeError, ValueError) as exc:
+        raise ConfigurationError(
+            f"task_routes names {path!r}, which cannot be imported: {exc}"
+        ) from exc
+
+
+def _map_router(table: Iterable[tuple[Any, Any]]) -> RouterFn:
+    """Exact names first, then patterns in the order given (Celery's MapRoute)."""
     exact: dict[str, RouteSpec] = {}
     patterns: list[tuple[re.Pattern[str], RouteSpec]] = []
-    for key, spec in table.items():
+    for key, spec in table:
         if isinstance(key, re.Pattern):
             patterns.append((key, spec))
         elif any(c in key for c in "*?["):
@@ -122,9 +183,9 @@ def _call_router(fn: Callable[..., Any]) -> RouterFn:
     except (TypeError, ValueError):
         takes_task = False
 
-    def route(name: str, args: Any, kwargs: Any, options: Any) -> RouteSpec:
+    def route(name: str, args: Any, kwargs: Any, options: Any, task: Any) -> RouteSpec:
         if takes_task:
-            return fn(name, args, kwargs, options, task=None)  # type: ignore[no-any-return]
+            return fn(name, args, kwargs, options, task=task)  # type: ignore[no-any-return]
         return fn(name, args, kwargs, options)  # type: ignore[no-any-return]
 
     return route
