@@ -48,6 +48,7 @@ LAYERS = {
     "fastq.control": 4,
     "fastq.bench": 4,
     "fastq.cli": 4,
+    "fastq.contrib": 4,
 }
 
 _CONTROL = (
