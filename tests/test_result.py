@@ -12,6 +12,8 @@ from fastq import App, AsyncResult, GroupResult, errors, states
 from fastq._state import set_task_join_will_block
 from fastq.result import ResultSet, allow_join_result
 
+from tests.processes import celery_worker, fastq_worker
+
 
 @pytest.fixture
 def app() -> Iterator[App]:
@@ -107,3 +109,39 @@ def test_get_in_a_pool_process_refuses_unless_allowed(app: App) -> None:
             result.get(timeout=1)
     finally:
         set_task_join_will_block(False)
+
+
+@pytest.mark.parametrize("flavour", ["fastq", "celery"])
+def test_custom_states_reach_get_on_message(
+    flavour: str, broker_url: str, backend_url: str
+) -> None:
+    """``update_state(state="PROGRESS")`` in a task, followed by a client's
+    ``get(on_message=...)``, on a fastq worker and on a Celery worker alike."""
+    client = App("client", broker=broker_url, backend=backend_url, set_as_current=False)
+    env = {"FASTQ_BROKER_URL": broker_url, "FASTQ_RESULT_BACKEND": backend_url}
+    start = fastq_worker if flavour == "fastq" else celery_worker
+    seen: list[tuple[str, object]] = []
+    with start("--pool", "solo", app=f"tests.apps.library_{flavour}", env=env):
+        result = client.send_task("library.progress", (2, 0.7))
+        value = result.get(timeout=20, on_message=lambda m: seen.append((m["status"], m["result"])))
+        assert value == 2
+        assert result.state == states.SUCCESS
+    assert seen == [
+        ("PROGRESS", {"done": 0, "of": 2}),
+        ("PROGRESS", {"done": 1, "of": 2}),
+        ("SUCCESS", 2),
+    ]
+    client.close()
+
+
+def test_update_state_needs_a_task_and_a_state(app: App) -> None:
+    @app.task(name="res.lonely")
+    def lonely() -> None: ...
+
+    with pytest.raises(RuntimeError, match="needs task_id"):
+        lonely.update_state(state="PROGRESS")
+    with pytest.raises(ValueError, match="needs a state"):
+        lonely.update_state(task_id="t")
+    lonely.update_state(task_id="t", state="PROGRESS", meta={"n": 1})
+    result = AsyncResult("t", app=app)
+    assert (result.state, result.info, result.ready()) == ("PROGRESS", {"n": 1}, False)

@@ -123,13 +123,17 @@ class AsyncResult(Generic[R]):
         propagate: bool = True,
         interval: float = 0.5,
         disable_sync_subtasks: bool = True,
+        on_message: Callable[[dict[str, Any]], Any] | None = None,
         **_: Any,
     ) -> R:
         """Waits until the task is ready and returns its value; re-raises its exception when
         ``propagate`` (with the original type where it can be imported here)."""
         if disable_sync_subtasks:
             assert_will_not_block()
-        meta = self._cache or self._set_cache(self.backend.wait_for(self.id, timeout, interval))
+        if on_message is not None:
+            meta = self._follow(on_message, timeout, interval)
+        else:
+            meta = self._cache or self._set_cache(self.backend.wait_for(self.id, timeout, interval))
         value = self._value(meta)
         if propagate and meta["status"] in states.PROPAGATE_STATES:
             assert isinstance(value, BaseException)
@@ -137,6 +141,31 @@ class AsyncResult(Generic[R]):
         return value
 
     wait = get
+
+    def _follow(
+        self, on_message: Callable[[dict[str, Any]], Any], timeout: float | None, interval: float
+    ) -> dict[str, Any]:
+        """Waits for the task, calling ``on_message`` with each new meta it reads (custom states
+        from ``update_state`` included, then the final one), as Celery's ``get(on_message=)``.
+        States are read every ``interval`` at most (from 10 ms, doubling), so one that lasts
+        less than that may not be seen; the final one always is."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        seen: tuple[Any, ...] | None = None
+        pause = min(0.01, interval)
+        while True:
+            meta = self._cache or self.backend.get_meta(self.id)
+            key = (meta.get("status"), repr(meta.get("result")))
+            if key != seen and meta.get("status") != states.PENDING:
+                seen = key
+                on_message(meta)
+            if meta["status"] in states.READY_STATES:
+                return self._set_cache(meta)
+            if deadline is not None and time.monotonic() >= deadline:
+                raise errors.TimeoutError(f"task {self.id} not ready after {timeout}s")
+            time.sleep(
+                pause if deadline is None else max(0.0, min(pause, deadline - time.monotonic()))
+            )
+            pause = min(pause * 2, interval)
 
     def __await__(self) -> Generator[Any, None, R]:
         return self._await_value().__await__()

@@ -336,6 +336,23 @@ class Task(Generic[P, R, RCall]):
         replacement.apply_async(parent_id=request.id)
         raise Ignore("replaced by a new task")
 
+    def update_state(
+        self, task_id: str | None = None, state: str | None = None, meta: Any = None, **_: Any
+    ) -> None:
+        """Stores a state of the task (this one by default) with its meta, a custom state such
+        as ``"PROGRESS"`` included: ``self.update_state(state="PROGRESS", meta={"done": 3})``.
+        Clients read it as ``result.state`` and ``result.info``, or follow it with
+        ``get(on_message=...)``. Without a result backend nothing is stored, as in Celery."""
+        request = self.request
+        task_id = task_id or request.id
+        if task_id is None:
+            raise RuntimeError(
+                f"{self.name}.update_state() outside a task run needs task_id= (whose state?)"
+            )
+        if not state:
+            raise ValueError("update_state() needs a state, e.g. state='PROGRESS'")
+        self.app.backend.store_result(task_id, meta, state, request=request)
+
     def AsyncResult(self, task_id: str) -> AsyncResult[R]:
         from fastq.result import AsyncResult
 
