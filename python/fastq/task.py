@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 import threading
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
+from functools import cached_property
 from typing import TYPE_CHECKING, Any, Generic
 
 from fastq import states
@@ -130,6 +132,9 @@ class Task(Generic[P, R, RCall]):
     expires: float | datetime | None = None
     shadow: str | None = None
     throws: tuple[type[BaseException], ...] = ()
+    #: Check the arguments of ``delay``/``apply_async`` against the function before sending, and
+    #: raise ``TypeError`` for a call it could not take (Celery's default).
+    typing: bool = True
 
     def __init__(self, app: App, fun: Callable[..., Any], name: str, **options: Any) -> None:
         self.app = app
@@ -191,6 +196,8 @@ class Task(Generic[P, R, RCall]):
     ) -> AsyncResult[R]:
         """Sends the task with options: ``countdown``, ``eta``, ``expires``, ``queue``,
         ``priority``, ``task_id``, ``serializer``, ``ignore_result``, ``headers``…"""
+        if self.typing:
+            self.check_arguments(args, kwargs)
         for key in ("queue", "exchange", "routing_key", "priority", "serializer", "shadow"):
             value = getattr(self, key)
             if value is not None:
@@ -335,6 +342,29 @@ class Task(Generic[P, R, RCall]):
         log.info("task %s[%s] replaced by %r", self.name, request.id, replacement)
         replacement.apply_async(parent_id=request.id)
         raise Ignore("replaced by a new task")
+
+    def check_arguments(
+        self, args: Sequence[Any] | None = None, kwargs: Mapping[str, Any] | None = None
+    ) -> None:
+        """Raises ``TypeError`` when the function cannot be called with these arguments (what
+        ``typing=True`` checks before a task is sent)."""
+        signature = self._signature
+        if signature is None:
+            return
+        try:
+            if self.bind:
+                signature.bind(None, *(args or ()), **(kwargs or {}))
+            else:
+                signature.bind(*(args or ()), **(kwargs or {}))
+        except TypeError as exc:
+            raise TypeError(f"{self.name}: {exc}") from None
+
+    @cached_property
+    def _signature(self) -> inspect.Signature | None:
+        try:
+            return inspect.signature(self.run)
+        except (TypeError, ValueError):  # a builtin or C function: nothing to check against
+            return None
 
     def update_state(
         self, task_id: str | None = None, state: str | None = None, meta: Any = None, **_: Any
