@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from typing import Concatenate, Protocol
 
     from fastq._typing import P, R
+    from fastq.canvas import Signature
     from fastq.loader import Packages
 
     # What ``@app.task(...)`` returns: a decorator generic in the function it gets. An
@@ -427,6 +428,21 @@ class App:
 
     def AsyncResult(self, task_id: str) -> AsyncResult:
         return AsyncResult(task_id, app=self)
+
+    def signature(
+        self,
+        name: str | Mapping[str, Any],
+        args: Sequence[Any] | None = None,
+        kwargs: Mapping[str, Any] | None = None,
+        **options: Any,
+    ) -> Signature:
+        """A signature of the task ``name`` (need not be registered here), or one rebuilt from
+        its dict form, bound to this app (Celery's ``app.signature``)."""
+        from fastq.canvas import Signature
+
+        if isinstance(name, Mapping):
+            return Signature.from_dict(name, app=self)
+        return Signature(name, args, kwargs, app=self, **options)
 
 
 def _as_list(value: Any) -> list[Any] | None:
