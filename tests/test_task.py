@@ -5,8 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 import celery
+import fastq
 import pytest
 from fastq import App
+from fastq.errors import ConfigurationError
 
 
 def _apps() -> list[Any]:
@@ -42,3 +44,42 @@ def test_wrong_arguments_raise_before_sending(flavour: str) -> None:
         add.s(1).delay()  # still one short when sent
     if flavour == "fastq":  # sent: nothing checks it (memory:// has no worker here)
         assert loose.apply_async((1, 2, 3)).id
+
+
+class Resize:  # the body shared by both flavours' class-based tasks
+    name = "images.resize"
+
+    def run(self, path: str, size: int) -> str:
+        return f"{path}@{size}"
+
+
+@pytest.mark.parametrize("flavour", ["fastq", "celery"])
+def test_class_based_tasks_register_and_run(flavour: str) -> None:
+    app = _apps()[0 if flavour == "fastq" else 1]
+    base = fastq.Task if flavour == "fastq" else celery.Task
+    resize = app.register_task(type("ResizeTask", (Resize, base), {})())
+    assert app.tasks["images.resize"] is resize
+    assert resize("a.png", 10) == "a.png@10"
+    assert resize.apply(("b.png", 20)).get() == "b.png@20"
+    if flavour == "fastq":  # Celery checks only decorated functions; fastq these too
+        with pytest.raises(TypeError):
+            resize.delay("c.png")
+    unnamed = app.register_task(type("Unnamed", (base,), {"run": lambda self: 1})())
+    assert unnamed.name.endswith("Unnamed")
+
+
+class Audited(fastq.Task):  # type: ignore[type-arg]
+    audited = True
+
+
+def test_task_cls_is_the_default_base() -> None:
+    app = App("cls", broker="memory://", set_as_current=False, task_cls=f"{__name__}:Audited")
+
+    @app.task
+    def hello() -> str:
+        return "hi"
+
+    assert isinstance(hello, Audited) and app.task_cls is Audited
+    assert App("plain", broker="memory://", set_as_current=False).task_cls is fastq.Task
+    with pytest.raises(ConfigurationError, match="task_cls must be a fastq Task subclass"):
+        App("bad", broker="memory://", set_as_current=False, task_cls="builtins:dict")

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Generic
 from fastq import states
 from fastq._state import pop_task, push_task
 from fastq._typing import P, R, RCall
-from fastq.errors import Ignore, MaxRetriesExceededError, Retry
+from fastq.errors import BrokerConnectionError, Ignore, MaxRetriesExceededError, Retry
 
 if TYPE_CHECKING:
     from fastq import maps
@@ -73,6 +73,7 @@ class Task(Generic[P, R, RCall]):
 
     name: str
     app: App
+    run: Callable[..., Any]
     #: Options that can be set with ``@app.task(...)``; others are refused with a clear error.
     OPTIONS = frozenset(
         {
@@ -136,9 +137,36 @@ class Task(Generic[P, R, RCall]):
     #: raise ``TypeError`` for a call it could not take (Celery's default).
     typing: bool = True
 
-    def __init__(self, app: App, fun: Callable[..., Any], name: str, **options: Any) -> None:
+    #: Celery's names for these, as class attributes (``except self.MaxRetriesExceededError``).
+    MaxRetriesExceededError = MaxRetriesExceededError
+    OperationalError = BrokerConnectionError
+
+    def __init__(
+        self,
+        app: App | None = None,
+        fun: Callable[..., Any] | None = None,
+        name: str | None = None,
+        **options: Any,
+    ) -> None:
+        """``@app.task`` builds a task from a function; a class-based task (a subclass defining
+        ``run``, Celery's other form) is built with no arguments and given an app by
+        ``app.register_task(MyTask())``."""
+        if fun is None:  # class-based: the subclass's own run() method
+            if getattr(type(self), "run", None) is None:
+                raise TypeError(
+                    f"{type(self).__name__}: a class-based task defines run(self, ...)"
+                )
+            fun = self.run
+        else:
+            self.run = fun
+        if app is None:
+            from fastq._state import get_current_app
+
+            app = get_current_app()
         self.app = app
-        self.run = fun
+        name = name or getattr(type(self), "name", None)
+        if not isinstance(name, str):  # unnamed: module.Class, as Celery names it
+            name = f"{type(self).__module__}.{type(self).__qualname__}"
         self.name = name
         for key, value in options.items():
             setattr(self, key, value)
