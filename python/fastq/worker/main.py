@@ -54,7 +54,8 @@ def run_worker(
         prefetch_multiplier if prefetch_multiplier is not None else conf.worker_prefetch_multiplier
     )
     prefetch = max(1, multiplier)  # per consumer: every process/thread runs one task at a time
-    queue_list = list(queues or [conf.task_default_queue])
+    # Without -Q, every queue of task_queues (else the default queue), as a Celery worker.
+    queue_list = list(queues or app.router.queues)
     hostname = hostname or conf.worker_hostname or default_hostname()
     max_tasks = max_tasks_per_child or conf.worker_max_tasks_per_child
     app.import_modules()

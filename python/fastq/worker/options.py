@@ -41,7 +41,11 @@ REFUSED_FLAGS = {
 def add_worker_arguments(w: argparse.ArgumentParser) -> None:
     w.add_argument("-c", "--concurrency", type=int, help="processes/threads (default: CPUs)")
     w.add_argument("-P", "--pool", help="prefork (default), threads or solo")
-    w.add_argument("-Q", "--queues", help="comma-separated queues (default: task_default_queue)")
+    w.add_argument(
+        "-Q",
+        "--queues",
+        help="comma-separated queues (default: those of task_queues, else task_default_queue)",
+    )
     w.add_argument("-l", "--loglevel", default="INFO")
     w.add_argument("-f", "--logfile", help="write the log to this file instead of stderr")
     w.add_argument("--pidfile", help="write the worker's pid here; refuse to start if it is live")

@@ -73,7 +73,7 @@ def start_worker(
         concurrency = 1
     app.import_modules()
     hostname = hostname or f"testworker-{uuid.uuid4().hex[:8]}@localhost"
-    queue_list = list(queues or [app.conf.task_default_queue])
+    queue_list = list(queues or app.router.queues)
     loops = [
         WorkerLoop(
             app,
