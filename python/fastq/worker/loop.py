@@ -127,7 +127,7 @@ class WorkerLoop:
         self._reported = False
         #: The delivery tag of the message whose task has run in the ``_handle`` under way.
         self._ran: str | None = None
-        #: Prefork: ends a task's report with copies of its results (``PipeReporter``).
+        #: Prefork: ends a task's report with copies of its results (``SupervisorReporter``).
         self._hand_over = getattr(reporter, "hand_over", None)
 
     # -- lifecycle -------------------------------------------------------------------------------

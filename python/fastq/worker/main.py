@@ -18,8 +18,9 @@ from fastq.worker.control import ControlServer, PoolInfo, SlotReporter, TaskTrac
 from fastq.worker.lease import LeaseRenewer
 from fastq.worker.loop import TaskReporter, WorkerLoop
 from fastq.worker.lost import QUARANTINED, record_lost, store_lost
+from fastq.worker.reports import ReportedTask, SupervisorReporter
 from fastq.worker.revoke import RevokedIds
-from fastq.worker.supervisor import PipeReporter, Running, Supervisor
+from fastq.worker.supervisor import Supervisor
 
 log = logging.getLogger("fastq.worker")
 
@@ -109,7 +110,7 @@ def run_worker(
 
     if pool == "prefork":
 
-        def child_main(index: int, cid: str, reporter: PipeReporter, revoked_fd: int) -> int:
+        def child_main(index: int, cid: str, reporter: SupervisorReporter, revoked_fd: int) -> int:
             signals.worker_process_init.send(None)
             reporter.with_args = bool(conf.result_extended)  # the stored meta carries them
             loop = make_loop(cid, max_tasks, reporter, revoked=supervisor.revoked)
@@ -124,7 +125,7 @@ def run_worker(
                 app.close()
             return 0
 
-        def on_lost(cid: str, running: Running, reason: str, exit_code: int) -> None:
+        def on_lost(cid: str, running: ReportedTask, reason: str, exit_code: int) -> None:
             try:
                 record_lost(app, running, reason, exit_code, hostname)
             finally:
@@ -137,7 +138,7 @@ def run_worker(
             lambda: app.broker, lambda: [c.consumer_id for c in supervisor.children.values()]
         )
 
-        def retry_lost(running: Running, reason: str, exit_code: int) -> None:
+        def retry_lost(running: ReportedTask, reason: str, exit_code: int) -> None:
             store_lost(app, running, reason, exit_code, hostname)
 
         def settle_done(cid: str, tags: list[str]) -> None:

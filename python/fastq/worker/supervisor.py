@@ -1,8 +1,8 @@
 """The prefork supervisor: forks N children that each run their own consumer loop.
 
 It starts no threads and opens no connections before forking. Each child reports on a pipe which
-task it runs, its hard time limit and what its result needs (``PipeReporter.started``); a child
-past that limit is killed. Once reports have woken the supervisor it stops listening to the
+task it runs, its hard time limit and what its result needs (``worker/reports.py``); a child past
+that limit is killed. Once reports have woken the supervisor it stops listening to the
 pipes for ``REPORT_GAP`` and then reads everything written meanwhile: at most one wake-up per gap
 however fast the children run (a wake-up per task cost them ~12% of their throughput). A child
 that dies is replaced and the messages it held come back to the queue; the outcome of a
@@ -23,11 +23,11 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from fastq import _core, errors
-from fastq.worker.lost import JSON, QUARANTINED, TERMINATED, TIME_LIMIT, WORKER_LOST, describe
+from fastq.worker.lost import QUARANTINED, TERMINATED, TIME_LIMIT, WORKER_LOST
+from fastq.worker.reports import JSON, ReportedTask, SupervisorReporter, parse_start
 from fastq.worker.revoke import RevokedIds
 
 if TYPE_CHECKING:
-    from fastq.task import Context
     from fastq.worker.control import TaskTracker
 
 log = logging.getLogger("fastq.worker")
@@ -57,82 +57,6 @@ _STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT, signal.SIGQUIT}
 _WARM_STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
 
 
-class PipeReporter:
-    """The child's end: one line per task start and end.
-
-    A start line carries what the supervisor needs to record the task's result if the child
-    does not live to (``lost.describe``): mostly the client's ``reply_to``, so it stays short.
-    """
-
-    def __init__(self, fd: int, with_args: bool = False) -> None:
-        self.fd = fd
-        #: Describe args and kwargs too (``result_extended``: the stored result carries them).
-        self.with_args = with_args
-
-    def started(self, request: Context, hard_deadline: float | None, acks_late: bool) -> None:
-        deadline = f"{hard_deadline:.3f}" if hard_deadline else "-"
-        name = (request.task or "").replace(" ", "_") or "-"
-        tag = getattr(request, "delivery_tag", None) or "-"
-        late = "L" if acks_late else "-"
-        described = describe(request, self.with_args)
-        self._write(f"S {request.id} {tag} {deadline} {name} {late} {described}\n")
-
-    def finished(self) -> None:
-        self._write("D\n")
-
-    def hand_over(self, results: list[tuple[str, dict[str, Any]]], late_ack: bool) -> None:
-        """The end of a task, with copies of the results not stored yet and whether its late
-        ack is still to be sent: should the child die before its batch is flushed, the
-        supervisor stores them and settles the message (``finished`` otherwise)."""
-        copies, complete = self._copies(results)
-        # A result with no copy (not JSON) leaves its message to come back should the child die.
-        self._write(f"{copies}{'DL' if late_ack and complete else 'D'}\n")
-
-    def kept(self, results: list[tuple[str, dict[str, Any]]]) -> None:
-        """Results the child could not store (the backend is down) and keeps: copies."""
-        lines, _ = self._copies(results)
-        if lines:
-            self._write(lines)
-
-    def stored(self) -> None:
-        """Every result handed over is stored now, and every late ack sent."""
-        self._write("k\n")
-
-    @staticmethod
-    def _copies(results: list[tuple[str, dict[str, Any]]]) -> tuple[str, bool]:
-        """``K`` lines, and whether every result has one (JSON only; the rest is left to the
-        child itself)."""
-        lines = []
-        for task_id, meta in results:
-            try:
-                data = _core.dumps(meta, JSON).decode()
-            except errors.EncodeError:
-                continue
-            if "\n" not in data and " " not in task_id and "\n" not in task_id:
-                lines.append(f"K {task_id} {data}\n")
-        return "".join(lines), len(lines) == len(results)
-
-    def _write(self, line: str) -> None:
-        data = line.encode()
-        try:
-            while data:  # a long line (a big chain) may go in parts; this child is its only writer
-                data = data[os.write(self.fd, data) :]
-        except OSError:  # the supervisor is gone; the child's own shutdown handles the rest
-            pass
-
-
-@dataclass
-class Running:
-    task_id: str
-    delivery_tag: str
-    deadline: float | None
-    name: str = ""
-    #: Its message is acknowledged after it runs: a dead child's broker gives it back.
-    acks_late: bool = False
-    #: The request as the child described it (``lost.describe``), decoded only when needed.
-    described: str = ""
-
-
 @dataclass
 class Child:
     index: int
@@ -143,10 +67,10 @@ class Child:
     #: The supervisor's end of the pipe that carries revoked task ids to the child.
     revoked_fd: int
     buffer: bytes = b""
-    running: Running | None = None
+    running: ReportedTask | None = None
     #: What the supervisor killed the child for: the task and "time limit" or "terminated".
-    killed: tuple[Running, str] | None = None
-    #: Copies of the results the child has not stored yet (``PipeReporter.hand_over``), JSON.
+    killed: tuple[ReportedTask, str] | None = None
+    #: Copies of the results the child has not stored yet (``SupervisorReporter.hand_over``).
     kept: list[tuple[str, bytes]] = field(default_factory=list)
     #: Finished tasks whose late ack the child has not sent yet: (task id, delivery tag).
     done: list[tuple[str, str]] = field(default_factory=list)
@@ -156,13 +80,13 @@ class Supervisor:
     def __init__(
         self,
         concurrency: int,
-        child_main: Callable[[int, str, PipeReporter, int], int],
+        child_main: Callable[[int, str, SupervisorReporter, int], int],
         restore: Callable[[str], int],
         consumer_id: Callable[[int, int], str],
-        on_lost: Callable[[str, Running, str, int], None] | None = None,
+        on_lost: Callable[[str, ReportedTask, str, int], None] | None = None,
         tracker: TaskTracker | None = None,
         on_tick: Callable[[], None] | None = None,
-        retry_lost: Callable[[Running, str, int], None] | None = None,
+        retry_lost: Callable[[ReportedTask, str, int], None] | None = None,
         store_results: Callable[[list[tuple[str, dict[str, Any]]]], None] | None = None,
         settle_done: Callable[[str, list[str]], None] | None = None,
     ) -> None:
@@ -239,7 +163,9 @@ class Supervisor:
                 os.close(other.revoked_fd)
             code = 1
             try:
-                code = self.child_main(index, consumer_id, PipeReporter(write_fd), revoked_read)
+                code = self.child_main(
+                    index, consumer_id, SupervisorReporter(write_fd), revoked_read
+                )
             except BaseException:
                 log.exception("worker child %d crashed", index)
             finally:
@@ -271,7 +197,7 @@ class Supervisor:
                 )
                 self._kill_running(child, running, TERMINATED, signum)
 
-    def _kill_running(self, child: Child, running: Running, reason: str, signum: int) -> None:
+    def _kill_running(self, child: Child, running: ReportedTask, reason: str, signum: int) -> None:
         child.killed = (running, reason)
         if signum in _WARM_STOP_SIGNALS:
             # The child takes SIGTERM as "stop after this task"; told first that this one is to
@@ -336,22 +262,14 @@ class Supervisor:
                 child.done.clear()
 
     def _started(self, child: Child, line: bytes) -> None:
-        # S <id> <tag|-> <deadline|-> <name|-> <L|-> <described request>
-        parts = line.decode(errors="replace").split(" ", 6)
-        if len(parts) < 6:
+        task = parse_start(line)
+        if task is None:
             log.warning("child %d sent a malformed report: %r", child.index, line[:200])
             return
-        _, task_id, tag, deadline, name, late = parts[:6]
-        child.running = Running(
-            task_id,
-            "" if tag == "-" else tag,
-            None if deadline == "-" else float(deadline),
-            "" if name == "-" else name,
-            acks_late=late == "L",
-            described=parts[6] if len(parts) == 7 else "",
-        )
+        child.running = task
         if self.tracker is not None:
-            self.tracker.started(child.index, child.pid, task_id, name, child.running.delivery_tag)
+            name = task.name or "-"
+            self.tracker.started(child.index, child.pid, task.task_id, name, task.delivery_tag)
 
     def _enforce_deadlines(self) -> None:
         now = time.time()
@@ -528,7 +446,7 @@ class Supervisor:
         self._spawn(child.index)
         return fast_deaths
 
-    def _count_death(self, running: Running) -> tuple[Running, str] | None:
+    def _count_death(self, running: ReportedTask) -> tuple[ReportedTask, str] | None:
         """A child died running this late-acknowledged task: it comes back and runs again,
         unless it has killed ``QUARANTINE_AFTER`` children: then it is quarantined (recorded as
         failed; the broker moves its message aside), and children told to drop it should it
