@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import redis
 from fastq import App
-from fastq.control import ControlCommand
+from fastq.control_channel import ControlCommand
 from fastq.errors import ConfigurationError, DecodeError
 from fastq.worker.control import ControlServer, PoolInfo, TaskTracker
 

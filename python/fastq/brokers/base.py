@@ -15,7 +15,7 @@ from fastq.errors import ConfigurationError
 if TYPE_CHECKING:
     from fastq._core import TaskMessage
     from fastq.config import Config
-    from fastq.control import ControlChannel
+    from fastq.control_channel import ControlChannel
     from fastq.protocol import OutgoingMessage
 
 

@@ -34,7 +34,7 @@ from fastq import _core
 from fastq.brokers.base import Broker, Consumer
 from fastq.brokers.stored import StoredDelivery, StoredMessage, deliver
 from fastq.config import Config
-from fastq.control import (
+from fastq.control_channel import (
     CONTROL_TTL,
     ControlChannel,
     ControlCommand,

@@ -24,7 +24,7 @@ from fastq.worker.revoke import revoke_arguments
 
 if TYPE_CHECKING:
     from fastq.app import App
-    from fastq.control import ControlCommand, ControlListener
+    from fastq.control_channel import ControlCommand, ControlListener
     from fastq.task import Context
 
 log = logging.getLogger("fastq.worker")
