@@ -14,7 +14,8 @@ import redis
 from fastq import App
 from fastq.control_channel import ControlCommand
 from fastq.errors import ConfigurationError, DecodeError
-from fastq.worker.control import ControlServer, PoolInfo, TaskTracker
+from fastq.worker.active import TaskTracker
+from fastq.worker.control import ControlServer, PoolInfo
 
 
 def serve(app: App, hostname: str, tracker: TaskTracker | None = None) -> Callable[[], None]:

@@ -2,9 +2,8 @@
 
 One ``ControlServer`` per worker, in the process that is never busy running a task: the prefork
 supervisor polls it between its ticks, the threads and solo pools from a thread of their own. So
-``inspect active`` is answered while every pool process is inside a long task. A
-``TaskTracker`` holds what each pool slot runs, fed by the supervisor's pipe (prefork) or by a
-``SlotReporter`` in each loop (threads, solo).
+``inspect active`` is answered while every pool process is inside a long task; what each pool
+slot runs is in a ``TaskTracker`` (``worker/active.py``).
 """
 
 from __future__ import annotations
@@ -13,7 +12,6 @@ import logging
 import os
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
@@ -25,7 +23,7 @@ from fastq.worker.revoke import revoke_arguments
 if TYPE_CHECKING:
     from fastq.app import App
     from fastq.control_channel import ControlCommand, ControlListener
-    from fastq.task import Context
+    from fastq.worker.active import TaskTracker
 
 log = logging.getLogger("fastq.worker")
 
@@ -34,58 +32,6 @@ TICK = 0.2
 #: Reopening a control channel the broker refused: first wait and ceiling, in seconds.
 LISTEN_BACKOFF_START = 0.5
 LISTEN_BACKOFF_MAX = 10.0
-
-
-@dataclass(slots=True)
-class ActiveTask:
-    id: str
-    name: str
-    delivery_tag: str
-    time_start: float
-    worker_pid: int
-
-
-class TaskTracker:
-    """What each pool slot (child index or thread) runs now, and how many tasks finished."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._running: dict[int, ActiveTask] = {}
-        self.total: Counter[str] = Counter()
-
-    def started(self, slot: int, pid: int, task_id: str, name: str, delivery_tag: str) -> None:
-        with self._lock:
-            self._running[slot] = ActiveTask(task_id, name, delivery_tag, time.time(), pid)
-
-    def finished(self, slot: int) -> None:
-        with self._lock:
-            task = self._running.pop(slot, None)
-            if task is not None:
-                self.total[task.name] += 1
-
-    def gone(self, slot: int) -> None:
-        """The slot's process died: what it ran did not finish."""
-        with self._lock:
-            self._running.pop(slot, None)
-
-    def active(self) -> list[ActiveTask]:
-        with self._lock:
-            return list(self._running.values())
-
-
-class SlotReporter:
-    """The loop's ``TaskReporter`` for the threads and solo pools: reports into the tracker."""
-
-    def __init__(self, tracker: TaskTracker, slot: int) -> None:
-        self.tracker = tracker
-        self.slot = slot
-
-    def started(self, request: Context, hard_deadline: float | None, acks_late: bool) -> None:
-        tag = getattr(request, "delivery_tag", "")
-        self.tracker.started(self.slot, os.getpid(), request.id or "", request.task or "", tag)
-
-    def finished(self) -> None:
-        self.tracker.finished(self.slot)
 
 
 @dataclass(slots=True)

@@ -14,7 +14,8 @@ from fastq.app import App
 from fastq.builtin_tasks import user_tasks
 from fastq.errors import ConfigurationError
 from fastq.urls import redact
-from fastq.worker.control import ControlServer, PoolInfo, SlotReporter, TaskTracker
+from fastq.worker.active import SlotReporter, TaskTracker
+from fastq.worker.control import ControlServer, PoolInfo
 from fastq.worker.lease import LeaseRenewer
 from fastq.worker.loop import TaskReporter, WorkerLoop
 from fastq.worker.lost import QUARANTINED, record_lost, store_lost

@@ -28,7 +28,7 @@ from fastq.worker.reports import JSON, ReportedTask, SupervisorReporter, parse_s
 from fastq.worker.revoke import RevokedIds
 
 if TYPE_CHECKING:
-    from fastq.worker.control import TaskTracker
+    from fastq.worker.active import TaskTracker
 
 log = logging.getLogger("fastq.worker")
 
