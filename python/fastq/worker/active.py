@@ -1,7 +1,7 @@
 """What each pool slot (child index or thread) runs now: ``inspect active`` and ``stats``.
 
-A ``TaskTracker`` holds it, fed by the supervisor's report pipe (prefork) or by a
-``SlotReporter`` in each loop (threads, solo).
+``ActiveTasks`` holds it, fed by the supervisor's report pipe (prefork) or by an
+``ActiveTasksReporter`` in each loop (threads, solo).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ class ActiveTask:
     worker_pid: int
 
 
-class TaskTracker:
+class ActiveTasks:
     """What each pool slot (child index or thread) runs now, and how many tasks finished."""
 
     def __init__(self) -> None:
@@ -49,21 +49,21 @@ class TaskTracker:
         with self._lock:
             self._running.pop(slot, None)
 
-    def active(self) -> list[ActiveTask]:
+    def snapshot(self) -> list[ActiveTask]:
         with self._lock:
             return list(self._running.values())
 
 
-class SlotReporter:
-    """The loop's ``TaskReporter`` for the threads and solo pools: reports into the tracker."""
+class ActiveTasksReporter:
+    """The loop's ``TaskReporter`` for the threads and solo pools: reports into ``ActiveTasks``."""
 
-    def __init__(self, tracker: TaskTracker, slot: int) -> None:
-        self.tracker = tracker
+    def __init__(self, active_tasks: ActiveTasks, slot: int) -> None:
+        self.active_tasks = active_tasks
         self.slot = slot
 
     def started(self, request: Context, hard_deadline: float | None, acks_late: bool) -> None:
         tag = getattr(request, "delivery_tag", "")
-        self.tracker.started(self.slot, os.getpid(), request.id or "", request.task or "", tag)
+        self.active_tasks.started(self.slot, os.getpid(), request.id or "", request.task or "", tag)
 
     def finished(self) -> None:
-        self.tracker.finished(self.slot)
+        self.active_tasks.finished(self.slot)

@@ -3,7 +3,7 @@
 One ``ControlServer`` per worker, in the process that is never busy running a task: the prefork
 supervisor polls it between its ticks, the threads and solo pools from a thread of their own. So
 ``inspect active`` is answered while every pool process is inside a long task; what each pool
-slot runs is in a ``TaskTracker`` (``worker/active.py``).
+slot runs is in ``ActiveTasks`` (``worker/active.py``).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from fastq.worker.revoke import revoke_arguments
 if TYPE_CHECKING:
     from fastq.app import App
     from fastq.control_channel import ControlCommand, ControlListener
-    from fastq.worker.active import TaskTracker
+    from fastq.worker.active import ActiveTasks
 
 log = logging.getLogger("fastq.worker")
 
@@ -49,14 +49,14 @@ class ControlServer:
         self,
         app: App,
         hostname: str,
-        tracker: TaskTracker,
+        active_tasks: ActiveTasks,
         pool: PoolInfo,
         on_revoke: Callable[[list[str], bool, str], None] | None = None,
     ) -> None:
         self.app = app
         self.on_revoke = on_revoke
         self.hostname = hostname
-        self.tracker = tracker
+        self.active_tasks = active_tasks
         self.pool = pool
         self.started = time.time()
         self._listener: ControlListener | None = None
@@ -71,7 +71,7 @@ class ControlServer:
             "ping": lambda _: "pong",
             "registered": lambda _: user_tasks(self.app),
             "active": lambda _: [
-                {**asdict(t), "hostname": self.hostname} for t in self.tracker.active()
+                {**asdict(t), "hostname": self.hostname} for t in self.active_tasks.snapshot()
             ],
             "stats": lambda _: self._stats(),
             "revoke": self._revoke,
@@ -163,7 +163,7 @@ class ControlServer:
             },
             "prefetch_count": self.pool.prefetch * self.pool.concurrency,
             "broker": {"transport": broker.url.split("://", 1)[0], "reach": broker.reach},
-            "total": dict(self.tracker.total),
+            "total": dict(self.active_tasks.total),
         }
 
     def close(self) -> None:

@@ -14,7 +14,7 @@ from fastq.app import App
 from fastq.builtin_tasks import user_tasks
 from fastq.errors import ConfigurationError
 from fastq.urls import redact
-from fastq.worker.active import SlotReporter, TaskTracker
+from fastq.worker.active import ActiveTasks, ActiveTasksReporter
 from fastq.worker.control import ControlServer, PoolInfo
 from fastq.worker.lease import LeaseRenewer
 from fastq.worker.loop import TaskReporter, WorkerLoop
@@ -81,10 +81,10 @@ def run_worker(
     note = broker.startup_note()
     if note:
         log.info("%s", note)
-    tracker = TaskTracker()
+    active_tasks = ActiveTasks()
     processes: list[int] = []
     control = ControlServer(
-        app, hostname, tracker, PoolInfo(pool, concurrency, prefetch, lambda: list(processes))
+        app, hostname, active_tasks, PoolInfo(pool, concurrency, prefetch, lambda: list(processes))
     )
 
     def make_loop(
@@ -157,7 +157,7 @@ def run_worker(
             app.broker.restore_consumer,
             consumer_id,
             on_lost,
-            tracker=tracker,
+            active_tasks=active_tasks,
             on_tick=on_tick,
             retry_lost=retry_lost,
             store_results=lambda metas: app.backend.store_many(metas),
@@ -184,7 +184,7 @@ def run_worker(
         make_loop(
             consumer_id(i, 1),
             None,
-            SlotReporter(tracker, i),
+            ActiveTasksReporter(active_tasks, i),
             enforce_hard_limit=pool == "solo",
             revoked=revoked,
         )

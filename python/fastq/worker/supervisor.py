@@ -28,7 +28,7 @@ from fastq.worker.reports import JSON, ReportedTask, SupervisorReporter, parse_s
 from fastq.worker.revoke import RevokedIds
 
 if TYPE_CHECKING:
-    from fastq.worker.active import TaskTracker
+    from fastq.worker.active import ActiveTasks
 
 log = logging.getLogger("fastq.worker")
 
@@ -84,7 +84,7 @@ class Supervisor:
         restore: Callable[[str], int],
         consumer_id: Callable[[int, int], str],
         on_lost: Callable[[str, ReportedTask, str, int], None] | None = None,
-        tracker: TaskTracker | None = None,
+        active_tasks: ActiveTasks | None = None,
         on_tick: Callable[[], None] | None = None,
         retry_lost: Callable[[ReportedTask, str, int], None] | None = None,
         store_results: Callable[[list[tuple[str, dict[str, Any]]]], None] | None = None,
@@ -95,7 +95,7 @@ class Supervisor:
         ``on_lost(consumer_id, running, reason, exit_code)`` records a task its child did not
         finish: killed by the supervisor (reason "time limit" or "terminated"), or dead while
         running a task acknowledged early ("worker lost");
-        ``tracker`` learns what each child runs; ``on_tick()`` runs between ticks (remote
+        ``active_tasks`` learns what each child runs; ``on_tick()`` runs between ticks (remote
         control); ``retry_lost(running, reason, exit_code)`` stores again what ``on_lost`` could
         not (the result backend was down), retried until it can, so no such task stays PENDING;
         ``store_results(metas)`` stores the results a dead child had not stored yet, and
@@ -107,7 +107,7 @@ class Supervisor:
         self.consumer_id = consumer_id
         self.on_lost = on_lost
         self.revoked = RevokedIds()
-        self.tracker = tracker
+        self.active_tasks = active_tasks
         self.on_tick = on_tick
         self.retry_lost = retry_lost
         self.store_results = store_results
@@ -255,8 +255,8 @@ class Supervisor:
                 if line == b"DL" and running is not None and running.delivery_tag:
                     child.done.append((running.task_id, running.delivery_tag))
                 child.running = None
-                if self.tracker is not None:
-                    self.tracker.finished(child.index)
+                if self.active_tasks is not None:
+                    self.active_tasks.finished(child.index)
             elif line == b"k":
                 child.kept.clear()
                 child.done.clear()
@@ -267,9 +267,9 @@ class Supervisor:
             log.warning("child %d sent a malformed report: %r", child.index, line[:200])
             return
         child.running = task
-        if self.tracker is not None:
+        if self.active_tasks is not None:
             name = task.name or "-"
-            self.tracker.started(child.index, child.pid, task.task_id, name, task.delivery_tag)
+            self.active_tasks.started(child.index, child.pid, task.task_id, name, task.delivery_tag)
 
     def _enforce_deadlines(self) -> None:
         now = time.time()
@@ -389,8 +389,8 @@ class Supervisor:
         return 0
 
     def _on_death(self, child: Child, code: int, fast_deaths: int) -> int:
-        if self.tracker is not None:
-            self.tracker.gone(child.index)
+        if self.active_tasks is not None:
+            self.active_tasks.gone(child.index)
         lost = None
         if child.running is not None and child.killed and child.killed[0] is child.running:
             lost = child.killed  # not if the task finished first (a signal the child handles)
