@@ -15,7 +15,7 @@ from fastq import App
 from fastq.control_channel import ControlCommand
 from fastq.errors import ConfigurationError, DecodeError
 from fastq.worker.active import ActiveTasks
-from fastq.worker.control import ControlServer, PoolInfo
+from fastq.worker.control_server import ControlServer, PoolInfo
 
 
 def serve(app: App, hostname: str, active_tasks: ActiveTasks | None = None) -> Callable[[], None]:

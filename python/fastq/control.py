@@ -3,7 +3,7 @@ their replies.
 
 ``fastq inspect registered|active|stats|ping`` and revoke go through here, over the broker's
 ``ControlChannel`` (``fastq.control_channel``: the wire format and what a broker provides). The
-worker side answers in ``fastq.worker.control``.
+worker side answers in ``fastq.worker.control_server``.
 """
 
 from __future__ import annotations

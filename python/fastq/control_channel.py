@@ -4,7 +4,7 @@
 A channel carries two things: a command fanned out to every worker that listens at the moment it
 is sent (workers that start later never see it), and replies addressed to the command's
 ``ticket``, which the sender collects until its timeout or ``limit`` replies. The client is
-``fastq.control`` (``app.control``); the worker answers in ``fastq.worker.control``.
+``fastq.control`` (``app.control``); the worker answers in ``fastq.worker.control_server``.
 
 A command is JSON ``{"method", "arguments", "destination", "ticket", "reply", "reply_to"}``
 (Celery's pidbox names; ``reply_to`` is set by transports that address replies, as AMQP's reply

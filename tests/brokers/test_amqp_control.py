@@ -22,7 +22,7 @@ from fastq.backends.rabbitmq import QUEUE_PREFIX
 from fastq.brokers.amqp_control import AmqpControlListener
 from fastq.errors import TaskRevokedError
 from fastq.worker.active import ActiveTasks
-from fastq.worker.control import ControlServer, PoolInfo
+from fastq.worker.control_server import ControlServer, PoolInfo
 
 from tests.amqp_support import AMQP_URL, delete, rabbitmqctl, requires_rabbitmq, unique
 from tests.processes import BIN, ROOT, WorkerProcess, fastq_worker, wait_until

@@ -15,7 +15,7 @@ from fastq.builtin_tasks import user_tasks
 from fastq.errors import ConfigurationError
 from fastq.urls import redact
 from fastq.worker.active import ActiveTasks, ActiveTasksReporter
-from fastq.worker.control import ControlServer, PoolInfo
+from fastq.worker.control_server import ControlServer, PoolInfo
 from fastq.worker.lease import LeaseRenewer
 from fastq.worker.loop import TaskReporter, WorkerLoop
 from fastq.worker.lost import QUARANTINED, record_lost, store_lost
