@@ -77,7 +77,7 @@ def store_for(url: str) -> MemoryStore:
 
 
 class MemoryBroker(Broker):
-    reach = "process"
+    consumers_within = "process"
 
     def __init__(self, url: str, conf: Config) -> None:
         super().__init__(url, conf)

@@ -109,7 +109,7 @@ MOVE_BATCH = 500
 class SQLiteBroker(Broker):
     """``sqlite:///path.db`` (relative to the working directory) or ``sqlite:////abs/path.db``."""
 
-    reach = "machine"
+    consumers_within = "machine"
     visibility_timeout: float
 
     def __init__(self, url: str, conf: Config) -> None:

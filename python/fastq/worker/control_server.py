@@ -162,7 +162,10 @@ class ControlServer:
                 "processes": self.pool.processes(),
             },
             "prefetch_count": self.pool.prefetch * self.pool.concurrency,
-            "broker": {"transport": broker.url.split("://", 1)[0], "reach": broker.reach},
+            "broker": {
+                "transport": broker.url.split("://", 1)[0],
+                "reach": broker.consumers_within,
+            },
             "total": dict(self.active_tasks.total),
         }
 

@@ -61,7 +61,7 @@ def run_worker(
     max_tasks = max_tasks_per_child or conf.worker_max_tasks_per_child
     app.import_modules()
     broker = app.broker
-    if broker.reach == "process" and pool == "prefork":
+    if broker.consumers_within == "process" and pool == "prefork":
         raise ConfigurationError(
             f"{redact(broker.url)} keeps its queues in this process's memory, which the children "
             "of a prefork worker do not share: use --pool threads or --pool solo"
