@@ -34,6 +34,7 @@ from fastq.execution.limits import effective_limits
 from fastq.execution.tracer import Outcome, Settle, keeps_result, run_task
 from fastq.task import Context, Task
 from fastq.worker.ratelimit import RateLimiter
+from fastq.worker.reports import SupervisorReporter
 from fastq.worker.request import build_context, eta_of, expired
 from fastq.worker.revoke import RevokedIds
 
@@ -127,8 +128,9 @@ class WorkerLoop:
         self._reported = False
         #: The delivery tag of the message whose task has run in the ``_handle`` under way.
         self._ran: str | None = None
-        #: Prefork: ends a task's report with copies of its results (``SupervisorReporter``).
-        self._hand_over = getattr(reporter, "hand_over", None)
+        #: Prefork: the supervisor's report pipe, which also takes copies of the results not
+        #: stored yet (``SupervisorReporter.hand_over``).
+        self._supervisor = reporter if isinstance(reporter, SupervisorReporter) else None
 
     # -- lifecycle -------------------------------------------------------------------------------
     def stop(self) -> None:
@@ -318,7 +320,8 @@ class WorkerLoop:
             consumer.ack(self._late_acks)  # raises: the tags stay for the next flush
             self._late_acks = []
         if self._handed:  # the supervisor's copies are stored and their messages acked
-            getattr(self.reporter, "stored", lambda: None)()
+            if self._supervisor is not None:
+                self._supervisor.stored()
             self._handed = False
 
     def _store_kept(self, force: bool = False) -> bool:
@@ -345,9 +348,10 @@ class WorkerLoop:
                 )
             self._store_retry_at = now + self._store_delay
             self._store_delay = min(self._store_delay * 2, STORE_RETRY_MAX)
-            kept = getattr(self.reporter, "kept", None)
-            if kept is not None and len(self._results) > self._told_kept:
-                kept(self._results[self._told_kept :])  # the supervisor stores them if we die
+            supervisor = self._supervisor
+            if supervisor is not None and len(self._results) > self._told_kept:
+                # the supervisor stores them if we die
+                supervisor.kept(self._results[self._told_kept :])
                 self._told_kept = len(self._results)
                 self._handed = True
             return False
@@ -394,7 +398,7 @@ class WorkerLoop:
         self._ran = None
         try:
             self._handle_one(consumer, delivery)
-            if self._hand_over is None:  # a refused or revoked one's state too, at once
+            if self._supervisor is None:  # a refused or revoked one's state too, at once
                 self._flush(consumer)
         except (errors.BrokerConnectionError, KeyboardInterrupt, SystemExit):
             self._end_report()
@@ -567,10 +571,10 @@ class WorkerLoop:
             self._running = None
         self._ran = delivery.delivery_tag
         self._record_outcome(task, context, outcome)
-        hand_over = self._hand_over
+        supervisor = self._supervisor
         if acks_late and self.app.broker.returns_on_close:
-            hand_over = None  # the broker would give it back before the supervisor can settle it
-        if hand_over is None and self._results:
+            supervisor = None  # the broker would give it back before the supervisor can settle it
+        if supervisor is None and self._results:
             # No supervisor to hand it to (threads, solo): stored now, so a killed process leaves
             # no finished task PENDING (Celery stores each result right after its task).
             self._store_kept()
@@ -579,12 +583,14 @@ class WorkerLoop:
             self._settle(consumer, delivery.delivery_tag, outcome.settle)
         elif outcome.settle is Settle.REQUEUE:
             log.warning("task %s[%s] asked to requeue but was acked early", task.name, context.id)
-        if hand_over is not None:
+        if supervisor is not None:
             # Prefork: stored and acked per fetched batch (a round trip each), with a copy of
             # the result in the end report: should the child die before the batch is flushed,
             # the supervisor stores it and settles the message, so only the running task runs
             # again and no finished one stays PENDING.
-            hand_over(self._results[self._told_kept :], acks_late and outcome.settle is Settle.ACK)
+            supervisor.hand_over(
+                self._results[self._told_kept :], acks_late and outcome.settle is Settle.ACK
+            )
             self._told_kept = len(self._results)
             self._handed = True
             self._reported = False
