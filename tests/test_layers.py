@@ -25,6 +25,7 @@ LAYERS = {
     "fastq.serialization": 1,
     "fastq._core": 1,
     "fastq._typing": 1,
+    "fastq.backoff": 1,
     "fastq.control_channel": 1,  # remote control's wire format and the channel brokers provide
     # 2. built from a URL and conf
     "fastq.config": 2,

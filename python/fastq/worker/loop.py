@@ -17,7 +17,6 @@ import itertools
 import logging
 import math
 import os
-import random
 import signal
 import threading
 import time
@@ -28,6 +27,7 @@ from typing import Any, Protocol
 from fastq import errors, signals, states
 from fastq.app import App
 from fastq.backends import DisabledBackend
+from fastq.backoff import Backoff
 from fastq.brokers.base import Consumer, Delivery
 from fastq.execution.followups import on_revoked, send_followups
 from fastq.execution.limits import effective_limits
@@ -113,7 +113,7 @@ class WorkerLoop:
         self._interrupted: list[Delivery] = []
         #: While the backend is down: when to try it again (monotonic), and the next backoff.
         self._store_retry_at = 0.0
-        self._store_delay = STORE_RETRY_START
+        self._store_backoff = Backoff(STORE_RETRY_START, STORE_RETRY_MAX)
         #: How many of ``_results`` (from the first) the supervisor has a copy of, and whether
         #: it holds copies or finished late-ack tags the child has not confirmed settled yet.
         self._told_kept = 0
@@ -157,7 +157,7 @@ class WorkerLoop:
 
     def run(self) -> None:
         accept = list(self.app.conf.accept_content)
-        backoff = BACKOFF_START
+        backoff = Backoff(BACKOFF_START, BACKOFF_MAX, jitter=0.25)
         outage: float | None = None  # when the broker stopped answering
         # Housekeeping (visibility restore, due ETA moves) waits for the first fetch to reach
         # the broker, and pauses while it is away: each would wait out its own connect timeout
@@ -182,7 +182,7 @@ class WorkerLoop:
                         outage = None
                     if self._next_restore == quiet:
                         self._next_restore = self._next_due_move = 0.0
-                    backoff = BACKOFF_START
+                    backoff.reset()
             except errors.BrokerConnectionError as exc:
                 # One line per outage, not one per retry.
                 if outage is None:
@@ -192,8 +192,7 @@ class WorkerLoop:
                     log.debug("broker still unavailable (%s)", exc)
                 self._next_restore = self._next_due_move = quiet
                 self._due_at = math.inf  # no due-ETA move either, until a fetch succeeds
-                self.stopping.wait(backoff + random.uniform(0, backoff / 4))
-                backoff = min(backoff * 2, BACKOFF_MAX)
+                self.stopping.wait(backoff.next())
         self._shutdown()
 
     def _shutdown(self) -> None:
@@ -346,8 +345,7 @@ class WorkerLoop:
                     exc,
                     len(results),
                 )
-            self._store_retry_at = now + self._store_delay
-            self._store_delay = min(self._store_delay * 2, STORE_RETRY_MAX)
+            self._store_retry_at = now + self._store_backoff.next()
             supervisor = self._supervisor
             if supervisor is not None and len(self._results) > self._told_kept:
                 # the supervisor stores them if we die
@@ -360,7 +358,7 @@ class WorkerLoop:
         self._results = []
         self._told_kept = 0  # an index into _results; the copies stay until the flush ends
         self._store_retry_at = 0.0
-        self._store_delay = STORE_RETRY_START
+        self._store_backoff.reset()
         return True
 
     def _store_each(
