@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
+from fastq.backoff import Backoff
 from fastq.builtin_tasks import user_tasks
 from fastq.errors import ConfigurationError, FastqError
 from fastq.worker.revoke import revoke_arguments
@@ -64,8 +65,8 @@ class ControlServer:
         self.listening = threading.Event()
         self._disabled = False
         self._next_tick = 0.0
-        #: After a failure: seconds until the next try (0 while the channel works), and when.
-        self._backoff = 0.0
+        #: Reopening the channel after a failure, and when to try next.
+        self._backoff = Backoff(LISTEN_BACKOFF_START, LISTEN_BACKOFF_MAX)
         self._retry_at = 0.0
         self._handlers: dict[str, Callable[[ControlCommand], Any]] = {
             "ping": lambda _: "pong",
@@ -88,7 +89,9 @@ class ControlServer:
             if self._listener is None:
                 self._listener = self.app.broker.control_channel().listen()
                 self.listening.set()
-                self._backoff = 0.0
+                if self._backoff.failures:
+                    log.info("remote control channel open again")
+                self._backoff.reset()
             commands = self._listener.fetch(timeout)
             for command in commands:
                 self._answer(self._listener, command)
@@ -99,16 +102,12 @@ class ControlServer:
         except FastqError as exc:
             # Once per outage, and reopened on a backoff: the caller's loop must not spin on
             # (or be held up by) a broker that is not there.
-            if self._backoff == 0.0:
+            if not self._backoff.failures:
                 log.warning("remote control channel failed (%s); reopening it", exc)
-            self._backoff = min(LISTEN_BACKOFF_MAX, self._backoff * 2 or LISTEN_BACKOFF_START)
-            self._retry_at = time.monotonic() + self._backoff
+            self._retry_at = time.monotonic() + self._backoff.next()
             self.close()
             time.sleep(min(timeout, 1.0))
             return
-        if self._backoff:
-            log.info("remote control channel open again")
-            self._backoff = 0.0
 
     def tick(self) -> None:
         """``poll()`` without waiting, at most every ``TICK`` seconds (the prefork supervisor
