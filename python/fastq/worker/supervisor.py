@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from fastq import _core, errors
+from fastq.backoff import Backoff
 from fastq.worker.lost import QUARANTINED, TERMINATED, TIME_LIMIT, WORKER_LOST
 from fastq.worker.reports import JSON, ReportedTask, SupervisorReporter, parse_start
 from fastq.worker.revoke import RevokedIds
@@ -114,7 +115,8 @@ class Supervisor:
         self.settle_done = settle_done
         #: Stores to retry while the backend is down (what, how), oldest first, and when.
         self._unrecorded: list[tuple[str, Callable[[], None]]] = []
-        self._unrecorded_retry = (0.0, LOST_RETRY_START)
+        self._unrecorded_at = 0.0
+        self._unrecorded_backoff = Backoff(LOST_RETRY_START, LOST_RETRY_MAX)
         self.children: dict[int, Child] = {}
         self.stopping = False
         self.cold = False
@@ -382,7 +384,8 @@ class Supervisor:
                 os.close(child.revoked_fd)
                 fast_deaths = self._on_death(child, os.waitstatus_to_exitcode(status), fast_deaths)
         if self._unrecorded:
-            self._unrecorded_retry = (0.0, LOST_RETRY_START)
+            self._unrecorded_at = 0.0
+            self._unrecorded_backoff.reset()
             self._retry_unrecorded()  # one last try: the backend may be back
         for what, _ in self._unrecorded:
             log.error("stopped with %s not stored (the result backend is down)", what)
@@ -516,20 +519,20 @@ class Supervisor:
             )
 
     def _retry_unrecorded(self) -> None:
-        at, delay = self._unrecorded_retry
         now = time.monotonic()
-        if now < at:
+        if now < self._unrecorded_at:
             return
         while self._unrecorded:
             what, store = self._unrecorded[0]
             try:
                 store()
             except errors.FastqError:
-                self._unrecorded_retry = (now + delay, min(delay * 2, LOST_RETRY_MAX))
+                self._unrecorded_at = now + self._unrecorded_backoff.next()
                 return
             self._unrecorded.pop(0)
             log.warning("stored %s at last", what)
-        self._unrecorded_retry = (0.0, LOST_RETRY_START)
+        self._unrecorded_at = 0.0
+        self._unrecorded_backoff.reset()
 
     def _restore(self, child: Child) -> None:
         try:
