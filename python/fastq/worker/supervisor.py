@@ -126,6 +126,8 @@ class Supervisor:
         self._wake_w: int | None = None
         #: Until when (monotonic) the loop leaves the report pipes unwatched.
         self._deaf_until = 0.0
+        #: The wait before replacing a child that died within ``FAST_DEATH`` of its start.
+        self._crash_backoff = Backoff(0.2, 5.0)
         #: Task id -> how many children died running it (late-acknowledged tasks only).
         self._deaths: dict[str, int] = {}
 
@@ -358,7 +360,7 @@ class Supervisor:
         if self.on_tick is not None:
             self.on_tick()  # subscribe to remote control before saying ready
         log.info("ready: %d worker children started", self.concurrency)
-        fast_deaths = 0
+        self._crash_backoff.reset()
         while self.children:
             self._wait()
             _drain(self._wake_r)
@@ -382,7 +384,7 @@ class Supervisor:
                 self._read_reports(child)
                 os.close(child.fd)
                 os.close(child.revoked_fd)
-                fast_deaths = self._on_death(child, os.waitstatus_to_exitcode(status), fast_deaths)
+                self._on_death(child, os.waitstatus_to_exitcode(status))
         if self._unrecorded:
             self._unrecorded_at = 0.0
             self._unrecorded_backoff.reset()
@@ -391,7 +393,7 @@ class Supervisor:
             log.error("stopped with %s not stored (the result backend is down)", what)
         return 0
 
-    def _on_death(self, child: Child, code: int, fast_deaths: int) -> int:
+    def _on_death(self, child: Child, code: int) -> None:
         if self.active_tasks is not None:
             self.active_tasks.gone(child.index)
         lost = None
@@ -429,7 +431,7 @@ class Supervisor:
         if code != 0 or self.cold:
             self._restore(child)
         if self.stopping:
-            return fast_deaths
+            return
         if code == 0:
             log.info("worker child %d (pid %d) exited; starting a new one", child.index, child.pid)
         else:
@@ -440,14 +442,12 @@ class Supervisor:
                 _describe(code),
             )
         if code != 0 and time.monotonic() - child.started < FAST_DEATH:
-            fast_deaths += 1
-            time.sleep(min(0.1 * 2**fast_deaths, 5.0))  # don't spin on a crash loop
+            time.sleep(self._crash_backoff.next())  # don't spin on a crash loop
             if self.stopping:  # a stop came during the sleep: a new child would never hear it
-                return fast_deaths
+                return
         else:
-            fast_deaths = 0
+            self._crash_backoff.reset()
         self._spawn(child.index)
-        return fast_deaths
 
     def _count_death(self, running: ReportedTask) -> tuple[ReportedTask, str] | None:
         """A child died running this late-acknowledged task: it comes back and runs again,
