@@ -426,7 +426,13 @@ class Supervisor:
                             lambda: retry(running, reason, lost_code),
                         )
                     )
-                    del self._unrecorded[:-_UNRECORDED_KEPT]
+                    if len(self._unrecorded) > _UNRECORDED_KEPT:
+                        dropped, _ = self._unrecorded.pop(0)
+                        log.error(
+                            "gave up storing %s: over %d outcomes wait for the result backend",
+                            dropped,
+                            _UNRECORDED_KEPT,
+                        )
         self._settle_finished(child)
         if code != 0 or self.cold:
             self._restore(child)
