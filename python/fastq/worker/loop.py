@@ -645,33 +645,29 @@ class WorkerLoop:
             delivery.error,
             delivery.error_kind,
         )
-        if delivery.task_id:
-            kind = getattr(errors, delivery.error_kind or "", errors.DecodeError)
-            reply = Context(
-                id=delivery.task_id,
-                reply_to=delivery.reply_to,
-                correlation_id=delivery.correlation_id,
-            )
-            self._record(delivery.task_id, kind(delivery.error), states.FAILURE, None, reply)
-        self._settle(consumer, delivery.delivery_tag, Settle.DROP)
+        kind = getattr(errors, delivery.error_kind or "", errors.DecodeError)
+        self._drop_as_failed(consumer, delivery, kind(delivery.error))
 
     def _reject_bad(self, consumer: Consumer, delivery: Delivery, exc: BaseException) -> None:
-        """A message refused for what it carries: FAILURE with the reason if it has an id, and
-        dropped (rejecting a message already acked early is a no-op)."""
+        """A message refused for what it carries: FAILURE with the reason, dropped."""
+        error = (
+            exc
+            if isinstance(exc, errors.InvalidMessage)
+            else errors.InvalidMessage(f"{type(exc).__name__}: {exc}")
+        )
+        self._drop_as_failed(consumer, delivery, error)
+
+    def _drop_as_failed(self, consumer: Consumer, delivery: Delivery, error: BaseException) -> None:
+        """FAILURE with ``error`` if the message has an id (sent where its ``reply_to`` says),
+        and the message dropped (rejecting one already acked early is a no-op)."""
         task_id = delivery.task_id
         if isinstance(task_id, str) and task_id:
-            error = (
-                exc
-                if isinstance(exc, errors.InvalidMessage)
-                else errors.InvalidMessage(f"{type(exc).__name__}: {exc}")
-            )
-            reply_to = delivery.reply_to if isinstance(delivery.reply_to, str) else None
-            correlation = delivery.correlation_id
-            reply = Context(
+            reply_to, correlation = delivery.reply_to, delivery.correlation_id
+            request = Context(
                 id=task_id,
                 task=delivery.task_name,
-                reply_to=reply_to,
+                reply_to=reply_to if isinstance(reply_to, str) else None,
                 correlation_id=correlation if isinstance(correlation, str) else None,
             )
-            self._record(task_id, error, states.FAILURE, None, reply)
+            self._record(task_id, error, states.FAILURE, None, request)
         self._settle(consumer, delivery.delivery_tag, Settle.DROP)
