@@ -191,13 +191,13 @@ def run_worker(
         for i in range(concurrency)
     ]
     processes.append(os.getpid())
-    stop_control = threading.Event()
+    stop_side_threads = threading.Event()
     threading.Thread(
-        target=control.serve, args=(stop_control,), name="fastq-control", daemon=True
+        target=control.serve, args=(stop_side_threads,), name="fastq-control", daemon=True
     ).start()
     renewer = LeaseRenewer(lambda: app.broker, lambda: [loop.consumer_id for loop in loops])
     threading.Thread(
-        target=renewer.serve, args=(stop_control,), name="fastq-lease", daemon=True
+        target=renewer.serve, args=(stop_side_threads,), name="fastq-lease", daemon=True
     ).start()
     control.listening.wait(5.0)  # say "ready" only once remote control can be heard
     stop_count = 0
@@ -228,7 +228,7 @@ def run_worker(
         while any(t.is_alive() for t in threads):
             for t in threads:
                 t.join(timeout=0.5)
-    stop_control.set()
+    stop_side_threads.set()
     signals.worker_shutdown.send(None)
     log.info("worker %s stopped", hostname)
     return 0
