@@ -83,7 +83,7 @@ def run_worker(
         log.info("%s", note)
     active_tasks = ActiveTasks()
     processes: list[int] = []
-    control = ControlServer(
+    control_server = ControlServer(
         app, hostname, active_tasks, PoolInfo(pool, concurrency, prefetch, lambda: list(processes))
     )
 
@@ -148,7 +148,7 @@ def run_worker(
 
         def on_tick() -> None:
             processes[:] = [c.pid for c in supervisor.children.values()]
-            control.tick()
+            control_server.tick()
             renewer.tick()
 
         supervisor = Supervisor(
@@ -163,11 +163,11 @@ def run_worker(
             store_results=lambda metas: app.backend.store_many(metas),
             settle_done=settle_done,
         )
-        control.on_revoke = supervisor.revoke
+        control_server.on_revoke = supervisor.revoke
         app.close()  # nothing opened before the fork survives in the children
         signals.worker_ready.send(None)
         code = supervisor.run()
-        control.close()
+        control_server.close()
         signals.worker_shutdown.send(None)
         log.info("worker %s stopped", hostname)
         return code
@@ -179,7 +179,7 @@ def run_worker(
         if terminate:
             log.warning("revoke with terminate needs the prefork pool; %s only skip", pool)
 
-    control.on_revoke = on_revoke
+    control_server.on_revoke = on_revoke
     loops = [
         make_loop(
             consumer_id(i, 1),
@@ -193,13 +193,13 @@ def run_worker(
     processes.append(os.getpid())
     stop_side_threads = threading.Event()
     threading.Thread(
-        target=control.serve, args=(stop_side_threads,), name="fastq-control", daemon=True
+        target=control_server.serve, args=(stop_side_threads,), name="fastq-control", daemon=True
     ).start()
     renewer = LeaseRenewer(lambda: app.broker, lambda: [loop.consumer_id for loop in loops])
     threading.Thread(
         target=renewer.serve, args=(stop_side_threads,), name="fastq-lease", daemon=True
     ).start()
-    control.listening.wait(5.0)  # say "ready" only once remote control can be heard
+    control_server.listening.wait(5.0)  # say "ready" only once remote control can be heard
     stop_count = 0
 
     def on_term(signum: int, _frame: object) -> None:
