@@ -445,7 +445,7 @@ class Supervisor:
                 "worker child %d (pid %d) died with %s; its tasks were returned, restarting",
                 child.index,
                 child.pid,
-                _describe(code),
+                _death_cause(code),
             )
         if code != 0 and time.monotonic() - child.started < FAST_DEATH:
             time.sleep(self._crash_backoff.next())  # don't spin on a crash loop
@@ -595,7 +595,9 @@ def _signal_number(name: str) -> int:
         return int(signal.SIGTERM)
 
 
-def _describe(code: int) -> str:
+def _death_cause(code: int) -> str:
+    """For the log: ``signal SIGKILL``, ``exit code 1`` (``lost._exit_status`` words the stored
+    error as Celery does)."""
     if code < 0:
         return f"signal {signal.Signals(-code).name}"
     return f"exit code {code}"
