@@ -9,7 +9,8 @@
 
 The child writes them (``SupervisorReporter``); the supervisor reads them (``parse_start``), and
 decodes a request (``decode_request``) only to record a task the child did not finish
-(``worker/lost.py``).
+(``worker/lost.py``). The other way, down a pipe of its own, the supervisor tells each child
+which ids to skip, drop or end (``worker/revoke.py``).
 """
 
 from __future__ import annotations

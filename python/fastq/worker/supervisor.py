@@ -26,7 +26,7 @@ from fastq import _core, errors
 from fastq.backoff import Backoff
 from fastq.worker.lost import QUARANTINED, TERMINATED, TIME_LIMIT, WORKER_LOST
 from fastq.worker.reports import JSON, ReportedTask, SupervisorReporter, parse_start
-from fastq.worker.revoke import RevokedIds
+from fastq.worker.revoke import RevokedIds, revoked_lines, settled_lines, terminate_line
 
 if TYPE_CHECKING:
     from fastq.worker.active import ActiveTasks
@@ -188,7 +188,7 @@ class Supervisor:
         """Tells every child to skip ``task_ids``; with ``terminate``, kills the child running
         one of them (the task is recorded as REVOKED and the child replaced)."""
         self.revoked.add(task_ids)
-        self._tell_children("".join(f"{t}\n" for t in task_ids), f"the revoke of {task_ids}")
+        self._tell_children(revoked_lines(task_ids), f"the revoke of {task_ids}")
         if not terminate:
             return
         signum = _signal_number(sig)
@@ -207,7 +207,7 @@ class Supervisor:
             # The child takes SIGTERM as "stop after this task"; told first that this one is to
             # end now, it dies of the signal as a Celery pool process does.
             try:
-                os.write(child.revoked_fd, f"!{running.task_id}\n".encode())
+                os.write(child.revoked_fd, terminate_line(running.task_id).encode())
             except (BlockingIOError, BrokenPipeError):
                 log.warning(
                     "child %d did not take the terminate of %s", child.index, running.task_id
@@ -217,7 +217,9 @@ class Supervisor:
             # the dead child held (RabbitMQ), the children drop the message instead of running
             # it again. Told before the kill, so before the message can come back.
             self.revoked.settled.add([running.task_id])
-            self._tell_children(f"={running.task_id}\n", f"that {running.task_id} is settled")
+            self._tell_children(
+                settled_lines([running.task_id]), f"that {running.task_id} is settled"
+            )
         _kill(child.pid, signum)
 
     def _tell_children(self, lines: str, what: str) -> None:
@@ -474,7 +476,7 @@ class Supervisor:
             deaths,
         )
         self.revoked.settled.add([task_id])
-        self._tell_children(f"={task_id}\n", f"that {task_id} is settled")
+        self._tell_children(settled_lines([task_id]), f"that {task_id} is settled")
         return (running, QUARANTINED)
 
     def _settle_finished(self, child: Child) -> None:
@@ -510,7 +512,7 @@ class Supervisor:
             # Told first: where the broker itself gives back a dead channel's messages
             # (RabbitMQ), the children ack and drop them instead of running them again.
             self.revoked.settled.add([task_id for task_id, _ in done])
-            self._tell_children("".join(f"={t}\n" for t, _ in done), "finished tasks")
+            self._tell_children(settled_lines(t for t, _ in done), "finished tasks")
             try:
                 self.settle_done(child.consumer_id, [tag for _, tag in done])
             except errors.FastqError as exc:
