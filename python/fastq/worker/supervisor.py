@@ -216,11 +216,14 @@ class Supervisor:
             # Its result is recorded when the child is gone; where the broker gives back what
             # the dead child held (RabbitMQ), the children drop the message instead of running
             # it again. Told before the kill, so before the message can come back.
-            self.revoked.settled.add([running.task_id])
-            self._tell_children(
-                settled_lines([running.task_id]), f"that {running.task_id} is settled"
-            )
+            self._mark_settled([running.task_id], f"that {running.task_id} is settled")
         _kill(child.pid, signum)
+
+    def _mark_settled(self, task_ids: list[str], what: str) -> None:
+        """Marks ``task_ids`` settled here and in every child: their result is recorded, so a
+        message of theirs that comes back is dropped, not run again."""
+        self.revoked.settled.add(task_ids)
+        self._tell_children(settled_lines(task_ids), what)
 
     def _tell_children(self, lines: str, what: str) -> None:
         data = lines.encode()
@@ -475,8 +478,7 @@ class Supervisor:
             task_id,
             deaths,
         )
-        self.revoked.settled.add([task_id])
-        self._tell_children(settled_lines([task_id]), f"that {task_id} is settled")
+        self._mark_settled([task_id], f"that {task_id} is settled")
         return (running, QUARANTINED)
 
     def _settle_finished(self, child: Child) -> None:
@@ -511,8 +513,7 @@ class Supervisor:
             done = list(child.done)
             # Told first: where the broker itself gives back a dead channel's messages
             # (RabbitMQ), the children ack and drop them instead of running them again.
-            self.revoked.settled.add([task_id for task_id, _ in done])
-            self._tell_children(settled_lines(t for t, _ in done), "finished tasks")
+            self._mark_settled([task_id for task_id, _ in done], "finished tasks")
             try:
                 self.settle_done(child.consumer_id, [tag for _, tag in done])
             except errors.FastqError as exc:
