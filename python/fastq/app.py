@@ -132,7 +132,7 @@ class App:
 
     @cached_property
     def backend(self) -> Backend:
-        return backend_from_url(self, self.result_backend_url)
+        return backend_from_url(self.result_backend_url, self.conf, self.oid)
 
     @cached_property
     def control(self) -> Control:

@@ -316,13 +316,13 @@ class Task(Generic[P, R, RCall]):
             raise MaxRetriesExceededError(
                 f"can't retry {self.name}[{request.id}]: max retries ({limit}) exceeded"
             )
+        if eta is None and countdown is None and not request.is_eager:
+            countdown = self.default_retry_delay
         signal = Retry(
             f"retry in {countdown}s" if countdown is not None else f"retry at {eta}", exc
         )
         if request.is_eager:  # apply() runs the next attempt itself
             raise signal
-        if eta is None and countdown is None:
-            countdown = self.default_retry_delay
         delivery = request.delivery_info or {}
         options.setdefault("queue", delivery.get("routing_key"))
         self.app.send_task(
@@ -344,9 +344,6 @@ class Task(Generic[P, R, RCall]):
             reply_to=request.reply_to,
             ignore_result=request.ignore_result,
             **options,
-        )
-        signal = Retry(
-            f"retry in {countdown}s" if countdown is not None else f"retry at {eta}", exc
         )
         if throw:
             raise signal

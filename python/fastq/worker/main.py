@@ -14,12 +14,14 @@ from fastq.app import App
 from fastq.builtin_tasks import user_tasks
 from fastq.errors import ConfigurationError
 from fastq.urls import redact
-from fastq.worker.control import ControlServer, PoolInfo, SlotReporter, TaskTracker
+from fastq.worker.active import ActiveTasks, ActiveTasksReporter
+from fastq.worker.control_server import ControlServer, PoolInfo
 from fastq.worker.lease import LeaseRenewer
 from fastq.worker.loop import TaskReporter, WorkerLoop
 from fastq.worker.lost import QUARANTINED, record_lost, store_lost
+from fastq.worker.reports import ReportedTask, SupervisorReporter
 from fastq.worker.revoke import RevokedIds
-from fastq.worker.supervisor import PipeReporter, Running, Supervisor
+from fastq.worker.supervisor import Supervisor
 
 log = logging.getLogger("fastq.worker")
 
@@ -60,7 +62,7 @@ def run_worker(
     max_tasks = max_tasks_per_child or conf.worker_max_tasks_per_child
     app.import_modules()
     broker = app.broker
-    if broker.reach == "process" and pool == "prefork":
+    if broker.consumers_within == "process" and pool == "prefork":
         raise ConfigurationError(
             f"{redact(broker.url)} keeps its queues in this process's memory, which the children "
             "of a prefork worker do not share: use --pool threads or --pool solo"
@@ -80,10 +82,10 @@ def run_worker(
     note = broker.startup_note()
     if note:
         log.info("%s", note)
-    tracker = TaskTracker()
+    active_tasks = ActiveTasks()
     processes: list[int] = []
-    control = ControlServer(
-        app, hostname, tracker, PoolInfo(pool, concurrency, prefetch, lambda: list(processes))
+    control_server = ControlServer(
+        app, hostname, active_tasks, PoolInfo(pool, concurrency, prefetch, lambda: list(processes))
     )
 
     def make_loop(
@@ -110,7 +112,7 @@ def run_worker(
 
     if pool == "prefork":
 
-        def child_main(index: int, cid: str, reporter: PipeReporter, revoked_fd: int) -> int:
+        def child_main(index: int, cid: str, reporter: SupervisorReporter, revoked_fd: int) -> int:
             signals.worker_process_init.send(None)
             reporter.with_args = bool(conf.result_extended)  # the stored meta carries them
             loop = make_loop(cid, max_tasks, reporter, revoked=supervisor.revoked)
@@ -125,7 +127,7 @@ def run_worker(
                 app.close()
             return 0
 
-        def on_lost(cid: str, running: Running, reason: str, exit_code: int) -> None:
+        def on_lost(cid: str, running: ReportedTask, reason: str, exit_code: int) -> None:
             try:
                 record_lost(app, running, reason, exit_code, hostname)
             finally:
@@ -138,7 +140,7 @@ def run_worker(
             lambda: app.broker, lambda: [c.consumer_id for c in supervisor.children.values()]
         )
 
-        def retry_lost(running: Running, reason: str, exit_code: int) -> None:
+        def retry_lost(running: ReportedTask, reason: str, exit_code: int) -> None:
             store_lost(app, running, reason, exit_code, hostname)
 
         def settle_done(cid: str, tags: list[str]) -> None:
@@ -147,7 +149,7 @@ def run_worker(
 
         def on_tick() -> None:
             processes[:] = [c.pid for c in supervisor.children.values()]
-            control.tick()
+            control_server.tick()
             renewer.tick()
 
         supervisor = Supervisor(
@@ -156,17 +158,17 @@ def run_worker(
             app.broker.restore_consumer,
             consumer_id,
             on_lost,
-            tracker=tracker,
+            active_tasks=active_tasks,
             on_tick=on_tick,
             retry_lost=retry_lost,
             store_results=lambda metas: app.backend.store_many(metas),
             settle_done=settle_done,
         )
-        control.on_revoke = supervisor.revoke
+        control_server.on_revoke = supervisor.revoke
         app.close()  # nothing opened before the fork survives in the children
         signals.worker_ready.send(None)
         code = supervisor.run()
-        control.close()
+        control_server.close()
         signals.worker_shutdown.send(None)
         log.info("worker %s stopped", hostname)
         return code
@@ -178,27 +180,27 @@ def run_worker(
         if terminate:
             log.warning("revoke with terminate needs the prefork pool; %s only skip", pool)
 
-    control.on_revoke = on_revoke
+    control_server.on_revoke = on_revoke
     loops = [
         make_loop(
             consumer_id(i, 1),
             None,
-            SlotReporter(tracker, i),
+            ActiveTasksReporter(active_tasks, i),
             enforce_hard_limit=pool == "solo",
             revoked=revoked,
         )
         for i in range(concurrency)
     ]
     processes.append(os.getpid())
-    stop_control = threading.Event()
+    stop_side_threads = threading.Event()
     threading.Thread(
-        target=control.serve, args=(stop_control,), name="fastq-control", daemon=True
+        target=control_server.serve, args=(stop_side_threads,), name="fastq-control", daemon=True
     ).start()
     renewer = LeaseRenewer(lambda: app.broker, lambda: [loop.consumer_id for loop in loops])
     threading.Thread(
-        target=renewer.serve, args=(stop_control,), name="fastq-lease", daemon=True
+        target=renewer.serve, args=(stop_side_threads,), name="fastq-lease", daemon=True
     ).start()
-    control.listening.wait(5.0)  # say "ready" only once remote control can be heard
+    control_server.listening.wait(5.0)  # say "ready" only once remote control can be heard
     stop_count = 0
 
     def on_term(signum: int, _frame: object) -> None:
@@ -227,7 +229,7 @@ def run_worker(
         while any(t.is_alive() for t in threads):
             for t in threads:
                 t.join(timeout=0.5)
-    stop_control.set()
+    stop_side_threads.set()
     signals.worker_shutdown.send(None)
     log.info("worker %s stopped", hostname)
     return 0
