@@ -10,6 +10,7 @@ import threading
 from collections.abc import Sequence
 
 from fastq import signals
+from fastq._state import set_task_join_will_block
 from fastq.app import App
 from fastq.builtin_tasks import user_tasks
 from fastq.errors import ConfigurationError
@@ -61,6 +62,9 @@ def run_worker(
     hostname = hostname or conf.worker_hostname or default_hostname()
     max_tasks = max_tasks_per_child or conf.worker_max_tasks_per_child
     app.import_modules()
+    # As in Celery's pools: a task here that waits for another task's result could hold up
+    # every process; result.get() refuses unless told (disable_sync_subtasks=False).
+    set_task_join_will_block(True)
     broker = app.broker
     if broker.consumers_within == "process" and pool == "prefork":
         raise ConfigurationError(
