@@ -124,3 +124,25 @@ def test_max_tasks_per_child_replaces_the_child(
         results = [client_app.send_task("interop.add", (i, 1)) for i in range(7)]
         assert [r.get(timeout=20) for r in results] == [i + 1 for i in range(7)]
         assert w.log().count("exited; starting a new one") >= 2
+
+
+def test_max_memory_per_child_replaces_the_child(
+    worker_env: dict[str, str], client_app: App
+) -> None:
+    # 1 KiB: every child is over it after its first task, so each task gets a new child.
+    with fastq_worker(
+        "--pool", "prefork", "--concurrency", "1", "--max-memory-per-child", "1", env=worker_env
+    ) as w:
+        results = [client_app.send_task("interop.add", (i, 1)) for i in range(3)]
+        assert [r.get(timeout=20) for r in results] == [1, 2, 3]
+        assert w.log().count("over max memory per child (1 KiB); exiting") >= 2
+        assert w.log().count("exited; starting a new one") >= 2
+
+
+def test_max_memory_per_child_needs_prefork() -> None:
+    from fastq.errors import ConfigurationError
+    from fastq.worker import run_worker
+
+    app = App("mem", broker="memory://", set_as_current=False)
+    with pytest.raises(ConfigurationError, match="needs --pool prefork"):
+        run_worker(app, pool="threads", max_memory_per_child=1000)

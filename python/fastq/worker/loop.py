@@ -84,6 +84,7 @@ class WorkerLoop:
         hostname: str,
         consumer_id: str,
         max_tasks: int | None = None,
+        max_memory_kib: int | None = None,
         reporter: TaskReporter | None = None,
         enforce_hard_limit: bool = False,
         revoked: RevokedIds | None = None,
@@ -95,6 +96,9 @@ class WorkerLoop:
         self.hostname = hostname
         self.consumer_id = consumer_id
         self.max_tasks = max_tasks
+        #: ``--max-memory-per-child``: a child whose resident memory passes it after a task exits
+        #: (cleanly, like at ``max_tasks``) and the supervisor starts a new one.
+        self.max_memory_kib = max_memory_kib
         self.reporter = reporter
         self.enforce_hard_limit = enforce_hard_limit
         self.revoked = revoked if revoked is not None else RevokedIds()
@@ -601,6 +605,15 @@ class WorkerLoop:
         if self.max_tasks is not None and self.processed >= self.max_tasks:
             log.info("reached max tasks per child (%d); exiting", self.max_tasks)
             self.stop()
+        if self.max_memory_kib is not None:
+            used = resident_kib()
+            if used > self.max_memory_kib:
+                log.info(
+                    "uses %d KiB, over max memory per child (%d KiB); exiting",
+                    used,
+                    self.max_memory_kib,
+                )
+                self.stop()
 
     def _tracks_started(self, task: Task) -> bool:
         track = task.track_started
@@ -671,3 +684,15 @@ class WorkerLoop:
             )
             self._record(task_id, error, states.FAILURE, None, request)
         self._settle(consumer, delivery.delivery_tag, Settle.DROP)
+
+
+def resident_kib() -> int:
+    """This process's resident memory in KiB (``/proc``; the peak where there is no ``/proc``)."""
+    try:
+        with open("/proc/self/statm") as f:
+            pages = int(f.read().split()[1])
+        return pages * (os.sysconf("SC_PAGE_SIZE") // 1024)
+    except (OSError, ValueError, IndexError):
+        import resource
+
+        return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)

@@ -44,6 +44,7 @@ def run_worker(
     prefetch_multiplier: int | None = None,
     max_tasks_per_child: int | None = None,
     hostname: str | None = None,
+    max_memory_per_child: int | None = None,
 ) -> int:
     """Runs a worker in this process until SIGTERM/SIGINT; returns the exit code."""
     conf = app.conf
@@ -61,6 +62,10 @@ def run_worker(
     queue_list = list(queues or app.router.queues)
     hostname = hostname or conf.worker_hostname or default_hostname()
     max_tasks = max_tasks_per_child or conf.worker_max_tasks_per_child
+    if max_memory_per_child is not None and pool != "prefork":
+        raise ConfigurationError(
+            f"--max-memory-per-child replaces pool processes: it needs --pool prefork, not {pool}"
+        )
     app.import_modules()
     # As in Celery's pools: a task here that waits for another task's result could hold up
     # every process; result.get() refuses unless told (disable_sync_subtasks=False).
@@ -106,6 +111,7 @@ def run_worker(
             hostname=hostname,
             consumer_id=consumer_id,
             max_tasks=limit,
+            max_memory_kib=max_memory_per_child,
             reporter=reporter,
             enforce_hard_limit=enforce_hard_limit,
             revoked=revoked,

@@ -51,6 +51,10 @@ def add_worker_arguments(w: argparse.ArgumentParser) -> None:
     w.add_argument("--pidfile", help="write the worker's pid here; refuse to start if it is live")
     w.add_argument("--prefetch-multiplier", type=int)
     w.add_argument("--max-tasks-per-child", type=int)
+    w.add_argument(
+        "--max-memory-per-child", type=int, metavar="KIB",
+        help="replace a pool process once its resident memory passes this many KiB",
+    )  # fmt: skip
     w.add_argument("--time-limit", type=float, help="hard time limit per task (task_time_limit)")
     w.add_argument("--soft-time-limit", type=float, help="task_soft_time_limit")
     w.add_argument("-n", "--hostname", help="node name; %%h, %%n and %%d expand as in Celery")
@@ -96,6 +100,7 @@ def worker_kwargs(options: argparse.Namespace, conf: Any) -> dict[str, Any]:
         "queues": options.queues.split(",") if options.queues else None,
         "prefetch_multiplier": options.prefetch_multiplier,
         "max_tasks_per_child": options.max_tasks_per_child,
+        "max_memory_per_child": options.max_memory_per_child,
         "hostname": node_name(options.hostname) if options.hostname else None,
     }
 
