@@ -177,7 +177,7 @@ def _run(app: App, options: argparse.Namespace) -> int:
 
         # Records from get_task_logger() name their task, as in Celery's worker_task_log_format.
         set_up_logging(options, TaskFormatter(LOG_FORMAT))
-        kwargs = worker_kwargs(options, app.conf)
+        kwargs = worker_kwargs(options, app.conf, list(app.router.queues))
         if options.pidfile:
             write_pidfile(options.pidfile)
         return run_worker(app, **kwargs)
