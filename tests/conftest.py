@@ -7,11 +7,20 @@ from collections.abc import Iterator
 
 import pytest
 import redis
-from fastq import App
+from fastq import App, _state
 
 from tests.apps import shared
 
 REDIS_HOST = "redis://127.0.0.1:6379"
+
+
+@pytest.fixture(autouse=True)
+def _shared_tasks_stay_in_their_test() -> Iterator[None]:
+    """A ``@shared_task`` defined in a test reaches every app made after it, as in Celery: take
+    it back when the test ends, so later tests' apps hold only their own tasks."""
+    before = list(_state._shared)
+    yield
+    _state._shared[:] = before
 #: Databases these tests own (flushed before each test that uses them).
 BROKER_DB = int(os.environ.get("FASTQ_TEST_BROKER_DB", "8"))
 BACKEND_DB = int(os.environ.get("FASTQ_TEST_BACKEND_DB", "9"))

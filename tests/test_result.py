@@ -93,20 +93,29 @@ def test_collect_stops_at_a_result_not_ready_unless_intermediate(app: App) -> No
         next(walk)
 
 
-def test_get_in_a_pool_process_refuses_unless_allowed(app: App) -> None:
+def test_get_in_a_task_in_a_pool_process_refuses_unless_allowed(app: App) -> None:
     done(app, "x", 5)
     result = AsyncResult("x", app=app)
+
+    @app.task(name="res.waiter")
+    def waiter(how: str) -> object:
+        if how == "plain":
+            return result.get(timeout=1)
+        if how == "set":
+            return ResultSet([result], app=app).join(timeout=1)
+        if how == "told":
+            return result.get(timeout=1, disable_sync_subtasks=False)
+        with allow_join_result():
+            return result.get(timeout=1)
+
     set_task_join_will_block(True)  # what a worker's pool process sets
     try:
-        with pytest.raises(RuntimeError, match=r"never call result\.get"):
-            result.get(timeout=1)
-        with pytest.raises(RuntimeError, match=r"never call result\.get"):
-            ResultSet([result], app=app).join(timeout=1)
-        assert result.get(timeout=1, disable_sync_subtasks=False) == 5
-        with allow_join_result():
-            assert result.get(timeout=1) == 5
-        with pytest.raises(RuntimeError):
-            result.get(timeout=1)
+        for how in ("plain", "set"):
+            with pytest.raises(RuntimeError, match=r"never call result\.get"):
+                waiter.apply((how,)).get(propagate=True)
+        assert waiter.apply(("told",)).get() == 5
+        assert waiter.apply(("allowed",)).get() == 5
+        assert result.get(timeout=1) == 5  # outside a task: the caller of a test worker
     finally:
         set_task_join_will_block(False)
 

@@ -513,8 +513,9 @@ def _as_node(value: Any, app: App) -> ResultNode:
 # -- waiting inside a task -------------------------------------------------------------------------
 def assert_will_not_block() -> None:
     """Celery's guard: in a worker's pool process, a task that waits for another task's result
-    can deadlock the pool (every process waiting, none free to run what they wait for)."""
-    if _state.task_join_will_block():
+    can deadlock the pool (every process waiting, none free to run what they wait for). Only a
+    task running in this thread is refused (an in-process test worker leaves its caller free)."""
+    if _state.task_join_will_block() and _state.current_task:
         raise RuntimeError(
             "never call result.get() within a task: it can deadlock the worker (see Celery's "
             "'Avoid launching synchronous subtasks'); use a chain or a chord, or, knowing the "

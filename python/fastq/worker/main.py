@@ -67,15 +67,15 @@ def run_worker(
             f"--max-memory-per-child replaces pool processes: it needs --pool prefork, not {pool}"
         )
     app.import_modules()
-    # As in Celery's pools: a task here that waits for another task's result could hold up
-    # every process; result.get() refuses unless told (disable_sync_subtasks=False).
-    set_task_join_will_block(True)
     broker = app.broker
     if broker.consumers_within == "process" and pool == "prefork":
         raise ConfigurationError(
             f"{redact(broker.url)} keeps its queues in this process's memory, which the children "
             "of a prefork worker do not share: use --pool threads or --pool solo"
         )
+    # As in Celery's pools: a task here that waits for another task's result could hold up
+    # every process; result.get() refuses unless told (disable_sync_subtasks=False).
+    set_task_join_will_block(True)
 
     log.info(
         "fastq worker %s: broker %s, results %s, pool %s x%d, queues %s, prefetch %d, tasks: %s",
