@@ -9,18 +9,16 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
 
 use crate::convert::{dict, to_py, to_value};
-use crate::errors::{codec_error, IntoPyResult};
+use crate::errors::{IntoPyErr, IntoPyResult};
 use crate::message::{Envelope, TaskMessage};
 
 pub fn serializer(py: Python<'_>, name: &str) -> PyResult<Serializer> {
     Serializer::from_name(name).ok_or_else(|| {
-        codec_error(
-            py,
-            CodecError::Encode {
-                serializer: name.into(),
-                reason: "fastq serializes json and msgpack natively (pickle only through Python, when accepted)".into(),
-            },
-        )
+        CodecError::Encode {
+            serializer: name.into(),
+            reason: "fastq serializes json and msgpack natively (pickle only through Python, when accepted)".into(),
+        }
+        .into_py_err(py)
     })
 }
 
@@ -60,13 +58,11 @@ pub fn loads<'py>(
         .py_err(py)?;
     match decoded {
         Decoded::Value(v) => to_py(py, &v),
-        Decoded::Foreign { content_type } => Err(codec_error(
-            py,
-            CodecError::Decode {
-                content_type: content_type.into(),
-                reason: "this format is decoded by fastq.serialization in Python".into(),
-            },
-        )),
+        Decoded::Foreign { content_type } => Err(CodecError::Decode {
+            content_type: content_type.into(),
+            reason: "this format is decoded by fastq.serialization in Python".into(),
+        }
+        .into_py_err(py)),
     }
 }
 

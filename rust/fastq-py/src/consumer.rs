@@ -13,12 +13,10 @@ use crate::signals::DeferSignals;
 use pyo3::types::PyList;
 
 use crate::delivery::{decoded_fields, Delivery, Lazy};
-use crate::errors::{codec_error_kind, IntoPyResult};
+use crate::errors::{decode_failure, IntoPyResult};
 
 fn delivery(py: Python<'_>, d: core::Delivery) -> PyResult<Delivery> {
-    let decoded = d
-        .message
-        .map_err(|e| (e.to_string(), codec_error_kind(&e).to_owned()));
+    let decoded = d.message.map_err(|e| decode_failure(&e));
     let (message, error, error_kind) = decoded_fields(py, decoded)?;
     Ok(Delivery {
         delivery_tag: d.delivery_tag,

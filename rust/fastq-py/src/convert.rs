@@ -8,7 +8,7 @@ use pyo3::types::{
     PyTime, PyTuple,
 };
 
-use crate::errors::{codec_error, encode_error};
+use crate::errors::{encode_error, IntoPyErr};
 
 /// Deeper than any real task argument; stops a self-referencing list from recursing forever.
 const MAX_DEPTH: usize = 256;
@@ -175,15 +175,11 @@ fn from_marker<'py>(
     parse: &Py<PyAny>,
 ) -> PyResult<Bound<'py, PyAny>> {
     parse.bind(py).call1((text,)).map_err(|e| {
-        codec_error(
-            py,
-            CodecError::Decode {
-                content_type: codec::JSON.into(),
-                reason: format!(
-                    "kombu {kind} marker holds {text:?}, which is not a valid {kind}: {e}"
-                ),
-            },
-        )
+        CodecError::Decode {
+            content_type: codec::JSON.into(),
+            reason: format!("kombu {kind} marker holds {text:?}, which is not a valid {kind}: {e}"),
+        }
+        .into_py_err(py)
     })
 }
 
