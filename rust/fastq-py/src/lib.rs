@@ -2,13 +2,13 @@
 
 mod amqp;
 mod codec;
-mod consumer;
 mod convert;
 mod delivery;
 mod errors;
 mod message;
 mod outgoing;
 mod publisher;
+mod redis_consumer;
 mod redis_publisher;
 mod signals;
 
@@ -20,7 +20,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<message::TaskMessage>()?;
     m.add_class::<message::Envelope>()?;
     m.add_class::<delivery::Delivery>()?;
-    m.add_class::<consumer::RedisConsumer>()?;
+    m.add_class::<redis_consumer::RedisConsumer>()?;
     m.add_class::<amqp::AmqpConsumer>()?;
     m.add_class::<publisher::AmqpPublisher>()?;
     m.add_class::<redis_publisher::RedisPublisher>()?;
@@ -34,8 +34,8 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(codec::decode_task, m)?)?;
     m.add_function(wrap_pyfunction!(codec::task_from_parts, m)?)?;
     m.add_function(wrap_pyfunction!(codec::decode_task_envelope, m)?)?;
-    m.add_function(wrap_pyfunction!(consumer::restore_consumer, m)?)?;
-    m.add_function(wrap_pyfunction!(consumer::restore_visible, m)?)?;
-    m.add_function(wrap_pyfunction!(consumer::renew_leases, m)?)?;
+    m.add_function(wrap_pyfunction!(redis_consumer::restore_consumer, m)?)?;
+    m.add_function(wrap_pyfunction!(redis_consumer::restore_visible, m)?)?;
+    m.add_function(wrap_pyfunction!(redis_consumer::renew_leases, m)?)?;
     Ok(())
 }
