@@ -10,6 +10,8 @@ from typing import Any, final
 
 # The module's own list (PyO3 fills it from every `m.add*` in lib.rs); stubtest compares the two.
 __all__ = [
+    "EMBED_KEYS",
+    "V2_HEADERS",
     "AmqpConsumer",
     "AmqpPublisher",
     "Delivery",
@@ -34,6 +36,12 @@ __all__ = [
 ]
 
 __version__: str
+
+V2_HEADERS: tuple[str, ...]
+"""Every protocol 2 header a Celery 5.x client sends, in its order (``fastq-core``'s
+``protocol::V2_HEADERS``); a decoded message has them all, missing ones at Celery's defaults."""
+EMBED_KEYS: tuple[str, ...]
+"""The keys of a protocol 2 body's third item: ``callbacks``, ``errbacks``, ``chain``, ``chord``."""
 
 @final
 class TaskMessage:

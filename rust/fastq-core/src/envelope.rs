@@ -262,7 +262,8 @@ struct TaskProperties<'a> {
     extra: &'a [(Value, Value)],
 }
 
-const TASK_PROPERTIES: [&str; 7] = [
+/// The properties of a task message's envelope, in kombu's order.
+pub const TASK_PROPERTIES: [&str; 7] = [
     "correlation_id",
     "reply_to",
     "delivery_mode",

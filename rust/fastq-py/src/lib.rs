@@ -12,11 +12,15 @@ mod redis_consumer;
 mod redis_publisher;
 mod signals;
 
+use fastq_core::protocol::{EMBED_KEYS, V2_HEADERS};
 use pyo3::prelude::*;
+use pyo3::types::PyTuple;
 
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    m.add("V2_HEADERS", PyTuple::new(m.py(), V2_HEADERS)?)?;
+    m.add("EMBED_KEYS", PyTuple::new(m.py(), EMBED_KEYS)?)?;
     m.add_class::<message::TaskMessage>()?;
     m.add_class::<message::Envelope>()?;
     m.add_class::<delivery::Delivery>()?;
