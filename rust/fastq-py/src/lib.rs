@@ -31,12 +31,9 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<redis_publisher::RedisKeys>()?;
     m.add_function(wrap_pyfunction!(codec::dumps, m)?)?;
     m.add_function(wrap_pyfunction!(codec::loads, m)?)?;
-    m.add_function(wrap_pyfunction!(codec::decode_envelope, m)?)?;
-    m.add_function(wrap_pyfunction!(codec::encode_envelope, m)?)?;
     m.add_function(wrap_pyfunction!(codec::encode_task_envelope, m)?)?;
     m.add_function(wrap_pyfunction!(codec::encode_task_message, m)?)?;
     m.add_function(wrap_pyfunction!(codec::decode_task, m)?)?;
-    m.add_function(wrap_pyfunction!(codec::task_from_parts, m)?)?;
     m.add_function(wrap_pyfunction!(codec::decode_task_envelope, m)?)?;
     m.add_function(wrap_pyfunction!(redis_consumer::restore_consumer, m)?)?;
     m.add_function(wrap_pyfunction!(redis_consumer::restore_visible, m)?)?;
