@@ -12,7 +12,7 @@ use pyo3::types::{PyBytes, PyDict};
 
 use crate::codec::accept;
 use crate::convert::to_value;
-use crate::delivery::{decoded_fields, Delivery, Lazy};
+use crate::delivery::{decoded_fields, Delivery, PropertiesAndBody};
 use crate::errors::{decode_failure, IntoPyResult};
 
 /// Reads a pickle/yaml body through `fastq.serialization` (only reached when it is accepted).
@@ -58,7 +58,7 @@ fn delivery(py: Python<'_>, mut inc: Incoming, accept: &[String]) -> PyResult<De
         error_kind,
         task_id,
         task_name,
-        lazy: Lazy::new(inc.properties, inc.body),
+        properties_and_body: PropertiesAndBody::new(inc.properties, inc.body),
     })
 }
 

@@ -12,7 +12,7 @@ use pyo3::prelude::*;
 use crate::signals::DeferSignals;
 use pyo3::types::PyList;
 
-use crate::delivery::{decoded_fields, Delivery, Lazy};
+use crate::delivery::{decoded_fields, Delivery, PropertiesAndBody};
 use crate::errors::{decode_failure, IntoPyResult};
 
 fn delivery(py: Python<'_>, d: core::Delivery) -> PyResult<Delivery> {
@@ -32,7 +32,7 @@ fn delivery(py: Python<'_>, d: core::Delivery) -> PyResult<Delivery> {
         error_kind,
         task_id: d.task_id,
         task_name: d.task_name,
-        lazy: Lazy::new(d.properties, d.raw),
+        properties_and_body: PropertiesAndBody::new(d.properties, d.raw),
     })
 }
 
