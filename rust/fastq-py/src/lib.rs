@@ -1,13 +1,13 @@
 //! `fastq._core`: bindings only; the logic lives in the `fastq-core` crate.
 
 mod amqp;
+mod amqp_publisher;
 mod codec;
 mod convert;
 mod delivery;
 mod errors;
 mod message;
 mod outgoing;
-mod publisher;
 mod redis_consumer;
 mod redis_publisher;
 mod signals;
@@ -26,7 +26,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<delivery::Delivery>()?;
     m.add_class::<redis_consumer::RedisConsumer>()?;
     m.add_class::<amqp::AmqpConsumer>()?;
-    m.add_class::<publisher::AmqpPublisher>()?;
+    m.add_class::<amqp_publisher::AmqpPublisher>()?;
     m.add_class::<redis_publisher::RedisPublisher>()?;
     m.add_class::<redis_publisher::RedisKeys>()?;
     m.add_function(wrap_pyfunction!(codec::dumps, m)?)?;
