@@ -10,6 +10,8 @@ from typing import Any, final
 
 # The module's own list (PyO3 fills it from every `m.add*` in lib.rs); stubtest compares the two.
 __all__ = [
+    "EMBED_KEYS",
+    "V2_HEADERS",
     "AmqpConsumer",
     "AmqpPublisher",
     "Delivery",
@@ -19,21 +21,24 @@ __all__ = [
     "RedisPublisher",
     "TaskMessage",
     "__version__",
-    "decode_envelope",
     "decode_task",
     "decode_task_envelope",
     "dumps",
-    "encode_envelope",
     "encode_task_envelope",
     "encode_task_message",
     "loads",
     "renew_leases",
     "restore_consumer",
     "restore_visible",
-    "task_from_parts",
 ]
 
 __version__: str
+
+V2_HEADERS: tuple[str, ...]
+"""Every protocol 2 header a Celery 5.x client sends, in its order (``fastq-core``'s
+``protocol::V2_HEADERS``); a decoded message has them all, missing ones at Celery's defaults."""
+EMBED_KEYS: tuple[str, ...]
+"""The keys of a protocol 2 body's third item: ``callbacks``, ``errbacks``, ``chain``, ``chord``."""
 
 @final
 class TaskMessage:
@@ -72,14 +77,6 @@ def loads(
 ) -> Any:
     """Deserialize ``data``; with ``accept``, types not listed raise ``ContentDisallowed``."""
 
-def decode_envelope(data: bytes) -> Envelope: ...
-def encode_envelope(
-    body: bytes,
-    content_type: str,
-    content_encoding: str,
-    headers: dict[str, Any] | None = None,
-    properties: dict[str, Any] | None = None,
-) -> bytes: ...
 def encode_task_envelope(
     headers: dict[str, Any],
     args: Any,
@@ -112,9 +109,6 @@ def decode_task(
     headers: dict[str, Any] | None, body: bytes, content_type: str, accept: list[str]
 ) -> TaskMessage:
     """Decode a task body checked against ``accept``; v1 bodies become the v2 model."""
-
-def task_from_parts(headers: dict[str, Any] | None, body: Any) -> TaskMessage:
-    """Read a task message from a body Python already deserialized (pickle, when accepted)."""
 
 def decode_task_envelope(data: bytes, accept: list[str]) -> tuple[Envelope, TaskMessage]:
     """Decode a kombu Redis envelope and the task message inside it."""

@@ -89,10 +89,11 @@ def task_headers(
     shadow: str | None = None,
     ignore_result: bool = False,
     replaced_task_nesting: int = 0,
-    stamped_headers: list[str] | None = None,
-    stamps: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Every protocol 2 header, in Celery's order (``timelimit`` is ``[hard, soft]``)."""
+    """Every protocol 2 header, in Celery's order (``timelimit`` is ``[hard, soft]``).
+
+    The names and their order are ``_core.V2_HEADERS`` (the Rust core's list, which completes
+    and checks them); ``tests/test_header_schema.py`` holds the two equal."""
     return {
         "lang": "py",
         "task": name,
@@ -111,6 +112,6 @@ def task_headers(
         "origin": origin(),
         "ignore_result": ignore_result,
         "replaced_task_nesting": replaced_task_nesting,
-        "stamped_headers": stamped_headers,
-        "stamps": stamps or {},
+        "stamped_headers": None,
+        "stamps": {},
     }

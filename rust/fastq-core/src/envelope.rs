@@ -38,17 +38,6 @@ struct RawEnvelope<'a> {
     properties: Value,
 }
 
-#[derive(Serialize)]
-struct OutEnvelope<'a> {
-    body: &'a str,
-    #[serde(rename = "content-encoding")]
-    content_encoding: &'a str,
-    #[serde(rename = "content-type")]
-    content_type: &'a str,
-    headers: JsonAt<'a>,
-    properties: JsonAt<'a>,
-}
-
 impl Envelope {
     pub fn decode(data: &[u8]) -> Result<Self> {
         let invalid =
@@ -91,23 +80,6 @@ impl Envelope {
             headers: raw.headers,
             properties: raw.properties,
         })
-    }
-
-    /// Writes the envelope with a base64 body, as kombu's Redis transport does.
-    pub fn encode(&self) -> Result<Vec<u8>> {
-        let mut properties = self.properties.clone();
-        set_property(&mut properties, "body_encoding", "base64".into());
-        let body = B64.encode(&self.body);
-        let out = OutEnvelope {
-            body: &body,
-            content_encoding: &self.content_encoding,
-            content_type: &self.content_type,
-            headers: JsonAt(&self.headers, 1),
-            properties: JsonAt(&properties, 1),
-        };
-        let mut bytes = Vec::with_capacity(body.len() + 512);
-        json::to_writer(&mut bytes, &out)?;
-        Ok(bytes)
     }
 
     pub fn delivery_tag(&self) -> Option<&str> {
@@ -262,7 +234,8 @@ struct TaskProperties<'a> {
     extra: &'a [(Value, Value)],
 }
 
-const TASK_PROPERTIES: [&str; 7] = [
+/// The properties of a task message's envelope, in kombu's order.
+pub const TASK_PROPERTIES: [&str; 7] = [
     "correlation_id",
     "reply_to",
     "delivery_mode",
@@ -312,17 +285,6 @@ impl Serialize for TaskProperties<'_> {
             }
         }
         map.end()
-    }
-}
-
-fn set_property(properties: &mut Value, key: &str, value: Value) {
-    if let Value::Map(entries) = properties {
-        match entries.iter_mut().find(|(k, _)| k.as_str() == Some(key)) {
-            Some(slot) => slot.1 = value,
-            None => entries.push((key.into(), value)),
-        }
-    } else {
-        *properties = Value::map_from([(key, value)]);
     }
 }
 

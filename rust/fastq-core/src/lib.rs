@@ -10,6 +10,7 @@ pub mod error;
 pub mod outgoing;
 pub mod protocol;
 pub mod redis;
+pub mod tls;
 pub mod value;
 
 pub use error::{CodecError, Result};

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use fastq_core::amqp::{self, AmqpError, Body, ConsumerConfig, Incoming, QueueSpec};
+use fastq_core::amqp::{self, Body, ConsumerConfig, Incoming, QueueSpec};
 use fastq_core::protocol::TaskMessage as CoreMessage;
 use fastq_core::Value;
 use pyo3::prelude::*;
@@ -12,15 +12,8 @@ use pyo3::types::{PyBytes, PyDict};
 
 use crate::codec::accept;
 use crate::convert::to_value;
-use crate::delivery::{decoded_fields, Delivery, Lazy};
-use crate::errors::{codec_error_kind, raise, IntoPyResult};
-
-pub(crate) fn amqp_error(py: Python<'_>, err: AmqpError) -> PyErr {
-    match err {
-        AmqpError::Connection(m) => raise(py, "BrokerConnectionError", m),
-        AmqpError::Config(m) => raise(py, "ConfigurationError", m),
-    }
-}
+use crate::delivery::{decoded_fields, Delivery, PropertiesAndBody};
+use crate::errors::{decode_failure, IntoPyResult};
 
 /// Reads a pickle/yaml body through `fastq.serialization` (only reached when it is accepted).
 fn foreign_message(
@@ -48,7 +41,7 @@ fn delivery(py: Python<'_>, mut inc: Incoming, accept: &[String]) -> PyResult<De
             Err(e) => Err((e.to_string(), e.get_type(py).name()?.to_string())),
         },
         Body::Message(m) => Ok(m),
-        Body::Error(e) => Err((e.to_string(), codec_error_kind(&e).to_owned())),
+        Body::Error(e) => Err(decode_failure(&e)),
     };
     let (message, error, error_kind) = decoded_fields(py, decoded)?;
     Ok(Delivery {
@@ -65,7 +58,7 @@ fn delivery(py: Python<'_>, mut inc: Incoming, accept: &[String]) -> PyResult<De
         error_kind,
         task_id,
         task_name,
-        lazy: Lazy::new(inc.properties, inc.body),
+        properties_and_body: PropertiesAndBody::new(inc.properties, inc.body),
     })
 }
 
@@ -134,9 +127,7 @@ impl AmqpConsumer {
             heartbeat,
             connect_timeout: Duration::from_secs_f64(connect_timeout.max(0.1)),
         };
-        let inner = py
-            .detach(|| amqp::AmqpConsumer::new(cfg))
-            .map_err(|e| amqp_error(py, e))?;
+        let inner = py.detach(|| amqp::AmqpConsumer::new(cfg)).py_err(py)?;
         Ok(AmqpConsumer { inner, accept })
     }
 
@@ -144,9 +135,7 @@ impl AmqpConsumer {
     fn fetch(&mut self, py: Python<'_>, timeout: f64) -> PyResult<Vec<Delivery>> {
         let wait = Duration::from_secs_f64(timeout.max(0.0));
         let inner = &mut self.inner;
-        let batch = py
-            .detach(|| inner.fetch(wait))
-            .map_err(|e| amqp_error(py, e))?;
+        let batch = py.detach(|| inner.fetch(wait)).py_err(py)?;
         batch
             .into_iter()
             .map(|inc| delivery(py, inc, &self.accept))
@@ -160,9 +149,7 @@ impl AmqpConsumer {
     fn ack(&mut self, py: Python<'_>, delivery_tags: Vec<String>, wait: bool) -> PyResult<()> {
         let _ = wait;
         let inner = &mut self.inner;
-        let stale = py
-            .detach(|| inner.ack(&delivery_tags))
-            .map_err(|e| amqp_error(py, e))?;
+        let stale = py.detach(|| inner.ack(&delivery_tags)).py_err(py)?;
         if stale > 0 {
             warn(
                 py,
@@ -180,14 +167,13 @@ impl AmqpConsumer {
         let inner = &mut self.inner;
         py.detach(|| inner.reject(&delivery_tag, requeue))
             .map(drop)
-            .map_err(|e| amqp_error(py, e))
+            .py_err(py)
     }
 
     /// Puts every message this consumer holds back in its queue; returns how many.
     fn restore_unacked(&mut self, py: Python<'_>) -> PyResult<usize> {
         let inner = &mut self.inner;
-        py.detach(|| inner.restore_unacked())
-            .map_err(|e| amqp_error(py, e))
+        py.detach(|| inner.restore_unacked()).py_err(py)
     }
 
     #[getter]

@@ -9,18 +9,16 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
 
 use crate::convert::{dict, to_py, to_value};
-use crate::errors::{codec_error, IntoPyResult};
+use crate::errors::{IntoPyErr, IntoPyResult};
 use crate::message::{Envelope, TaskMessage};
 
 pub fn serializer(py: Python<'_>, name: &str) -> PyResult<Serializer> {
     Serializer::from_name(name).ok_or_else(|| {
-        codec_error(
-            py,
-            CodecError::Encode {
-                serializer: name.into(),
-                reason: "fastq serializes json and msgpack natively (pickle only through Python, when accepted)".into(),
-            },
-        )
+        CodecError::Encode {
+            serializer: name.into(),
+            reason: "fastq serializes json and msgpack natively (pickle only through Python, when accepted)".into(),
+        }
+        .into_py_err(py)
     })
 }
 
@@ -60,43 +58,12 @@ pub fn loads<'py>(
         .py_err(py)?;
     match decoded {
         Decoded::Value(v) => to_py(py, &v),
-        Decoded::Foreign { content_type } => Err(codec_error(
-            py,
-            CodecError::Decode {
-                content_type: content_type.into(),
-                reason: "this format is decoded by fastq.serialization in Python".into(),
-            },
-        )),
+        Decoded::Foreign { content_type } => Err(CodecError::Decode {
+            content_type: content_type.into(),
+            reason: "this format is decoded by fastq.serialization in Python".into(),
+        }
+        .into_py_err(py)),
     }
-}
-
-/// Reads a kombu Redis envelope.
-#[pyfunction]
-pub fn decode_envelope(py: Python<'_>, data: &[u8]) -> PyResult<Envelope> {
-    let env = py.detach(|| CoreEnvelope::decode(data)).py_err(py)?;
-    Ok(Envelope::from_core(env))
-}
-
-/// Writes a kombu Redis envelope around an already-serialized body.
-#[pyfunction]
-#[pyo3(signature = (body, content_type, content_encoding, headers = None, properties = None))]
-pub fn encode_envelope<'py>(
-    py: Python<'py>,
-    body: &[u8],
-    content_type: &str,
-    content_encoding: &str,
-    headers: Option<&Bound<'py, PyDict>>,
-    properties: Option<&Bound<'py, PyDict>>,
-) -> PyResult<Bound<'py, PyBytes>> {
-    let env = CoreEnvelope {
-        body: body.to_vec(),
-        content_type: content_type.into(),
-        content_encoding: content_encoding.into(),
-        headers: optional_map(headers)?,
-        properties: optional_map(properties)?,
-    };
-    let bytes = py.detach(|| env.encode()).py_err(py)?;
-    Ok(PyBytes::new(py, &bytes))
 }
 
 fn optional_map(d: Option<&Bound<'_, PyDict>>) -> PyResult<Value> {
@@ -204,17 +171,6 @@ pub fn decode_task(
     TaskMessage::from_core(py, msg)
 }
 
-/// Reads a task message from headers and a body that Python already deserialized (pickle, yaml).
-#[pyfunction]
-pub fn task_from_parts(
-    py: Python<'_>,
-    headers: Option<&Bound<'_, PyAny>>,
-    body: &Bound<'_, PyAny>,
-) -> PyResult<TaskMessage> {
-    let msg = CoreMessage::parse(optional_value(headers)?, to_value(body)?).py_err(py)?;
-    TaskMessage::from_core(py, msg)
-}
-
 /// Reads a kombu Redis envelope and the task message inside it in one call.
 #[pyfunction]
 pub fn decode_task_envelope(
@@ -223,15 +179,17 @@ pub fn decode_task_envelope(
     accept: Vec<String>,
 ) -> PyResult<(Envelope, TaskMessage)> {
     let accept = self::accept(py, &accept)?;
-    let (env, msg, sent_headers) = py
+    let (env, msg, sent_headers, redelivered) = py
         .detach(|| {
             let mut env = CoreEnvelope::decode(data)?;
             let sent_headers = match &env.headers {
                 Value::Map(entries) => entries.len(),
                 _ => 0,
             };
+            // Read before the headers move into the message: `headers.redelivered` counts.
+            let redelivered = env.redelivered();
             let msg = env.take_task_message(&accept)?;
-            Ok::<_, CodecError>((env, msg, sent_headers))
+            Ok::<_, CodecError>((env, msg, sent_headers, redelivered))
         })
         .py_err(py)?;
     if msg.protocol == 1 {
@@ -248,5 +206,7 @@ pub fn decode_task_envelope(
     for key in &defaults {
         headers.del_item(to_py(py, key)?)?;
     }
-    Ok((Envelope::with_headers(py, env, headers.unbind()), msg))
+    let mut envelope = Envelope::with_headers(py, env, headers.unbind());
+    envelope.redelivered = redelivered;
+    Ok((envelope, msg))
 }

@@ -1,5 +1,7 @@
 //! Python objects ↔ `fastq_core::Value`, the only place that walks Python values.
 
+use fastq_core::envelope::TASK_PROPERTIES;
+use fastq_core::protocol::{EMBED_KEYS, V2_HEADERS};
 use fastq_core::{codec, CodecError, Value};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
@@ -8,7 +10,7 @@ use pyo3::types::{
     PyTime, PyTuple,
 };
 
-use crate::errors::{codec_error, encode_error};
+use crate::errors::{encode_error, IntoPyErr};
 
 /// Deeper than any real task argument; stops a self-referencing list from recursing forever.
 const MAX_DEPTH: usize = 256;
@@ -175,80 +177,53 @@ fn from_marker<'py>(
     parse: &Py<PyAny>,
 ) -> PyResult<Bound<'py, PyAny>> {
     parse.bind(py).call1((text,)).map_err(|e| {
-        codec_error(
-            py,
-            CodecError::Decode {
-                content_type: codec::JSON.into(),
-                reason: format!(
-                    "kombu {kind} marker holds {text:?}, which is not a valid {kind}: {e}"
-                ),
-            },
-        )
+        CodecError::Decode {
+            content_type: codec::JSON.into(),
+            reason: format!("kombu {kind} marker holds {text:?}, which is not a valid {kind}: {e}"),
+        }
+        .into_py_err(py)
     })
 }
 
-/// The names every task message repeats, as interned Python strings: no allocation or hashing
-/// per message, and dict lookups on them hit the identity fast path.
-macro_rules! interned {
-    ($py:expr, $key:expr, [$($name:literal),* $(,)?]) => {
-        match $key {
-            $($name => Some(pyo3::intern!($py, $name)),)*
-            _ => None,
-        }
-    };
+/// Keys that messages repeat besides the protocol's headers, embed and envelope properties:
+/// signatures' and `delivery_info`'s.
+const OTHER_KEYS: [&str; 11] = [
+    // signatures
+    "args",
+    "kwargs",
+    "options",
+    "subtask_type",
+    "immutable",
+    "chord_size",
+    "link",
+    "link_error",
+    // delivery_info
+    "exchange",
+    "routing_key",
+    "redelivered",
+];
+
+fn known_keys() -> impl Iterator<Item = &'static str> {
+    V2_HEADERS
+        .into_iter()
+        .chain(EMBED_KEYS)
+        .chain(TASK_PROPERTIES)
+        .chain(OTHER_KEYS)
 }
 
+/// `known_keys()` as interned Python strings, in the same order, made once per process.
+static INTERNED: PyOnceLock<Vec<Py<PyString>>> = PyOnceLock::new();
+
+/// The names every task message repeats as interned Python strings: no allocation or hashing
+/// per message, and dict lookups on them hit the identity fast path.
 fn known_key<'py>(py: Python<'py>, key: &str) -> Option<&'py Bound<'py, PyString>> {
-    interned!(
-        py,
-        key,
-        [
-            // protocol 2 headers
-            "lang",
-            "task",
-            "id",
-            "shadow",
-            "eta",
-            "expires",
-            "group",
-            "group_index",
-            "retries",
-            "timelimit",
-            "root_id",
-            "parent_id",
-            "argsrepr",
-            "kwargsrepr",
-            "origin",
-            "ignore_result",
-            "replaced_task_nesting",
-            "stamped_headers",
-            "stamps",
-            // embed and signatures
-            "callbacks",
-            "errbacks",
-            "chain",
-            "chord",
-            "args",
-            "kwargs",
-            "options",
-            "subtask_type",
-            "immutable",
-            "chord_size",
-            "link",
-            "link_error",
-            // kombu properties
-            "correlation_id",
-            "reply_to",
-            "delivery_mode",
-            "delivery_info",
-            "priority",
-            "body_encoding",
-            "delivery_tag",
-            "exchange",
-            "routing_key",
-            "redelivered",
-        ]
-    )
+    let i = known_keys().position(|k| k == key)?;
+    let interned = INTERNED.get_or_init(py, || {
+        known_keys()
+            .map(|k| PyString::intern(py, k).unbind())
+            .collect()
+    });
+    Some(interned[i].bind(py))
 }
 
 fn key_to_py<'py>(py: Python<'py>, key: &Value) -> PyResult<Bound<'py, PyAny>> {

@@ -1,5 +1,5 @@
 //! `Delivery`: one message as a worker's consumer (Redis or RabbitMQ) hands it over, decoded as
-//! far as it goes; and `Lazy`, the parts that become Python objects only when read.
+//! far as it goes; and `PropertiesAndBody`, the parts that become Python objects only when read.
 
 use fastq_core::protocol::TaskMessage as CoreMessage;
 use fastq_core::Value;
@@ -11,16 +11,16 @@ use crate::message::{map_or_empty, TaskMessage};
 
 /// Properties and body kept as Rust values until Python asks: a worker reads the task from the
 /// decoded message and seldom needs them.
-pub(crate) struct Lazy {
+pub(crate) struct PropertiesAndBody {
     properties: Value,
     body: Vec<u8>,
     properties_py: PyOnceLock<Py<PyDict>>,
     body_py: PyOnceLock<Py<PyBytes>>,
 }
 
-impl Lazy {
+impl PropertiesAndBody {
     pub(crate) fn new(properties: Value, body: Vec<u8>) -> Self {
-        Lazy {
+        PropertiesAndBody {
             properties,
             body,
             properties_py: PyOnceLock::new(),
@@ -91,19 +91,19 @@ pub struct Delivery {
     #[pyo3(get)]
     pub(crate) task_name: Option<String>,
     /// The properties, and `raw`: the kombu envelope as it was in Redis, the body on RabbitMQ.
-    pub(crate) lazy: Lazy,
+    pub(crate) properties_and_body: PropertiesAndBody,
 }
 
 #[pymethods]
 impl Delivery {
     #[getter]
     fn properties(&self, py: Python<'_>) -> PyResult<Py<PyDict>> {
-        self.lazy.properties(py)
+        self.properties_and_body.properties(py)
     }
 
     #[getter]
     fn raw(&self, py: Python<'_>) -> Py<PyBytes> {
-        self.lazy.body(py)
+        self.properties_and_body.body(py)
     }
 
     fn __repr__(&self) -> String {

@@ -1,62 +1,115 @@
-//! The one place Rust errors become Python exceptions, all classes of `fastq.errors`.
+//! The one place Rust errors become Python exceptions. Each `fastq.errors` class the bindings
+//! raise is imported here, once, as a type; no other module names one.
 
-use fastq_core::redis::BrokerError;
+use fastq_core::amqp::{self, AmqpError};
+use fastq_core::redis;
 use fastq_core::CodecError;
+use pyo3::import_exception;
 use pyo3::prelude::*;
 use pyo3::types::PyType;
+use pyo3::PyTypeInfo;
 
-pub fn raise(py: Python<'_>, class: &str, message: String) -> PyErr {
-    match py.import("fastq.errors").and_then(|m| m.getattr(class)) {
-        Ok(cls) => match cls.cast_into::<PyType>() {
-            Ok(ty) => PyErr::from_type(ty, message),
-            Err(e) => PyErr::from(e),
-        },
-        Err(e) => e,
-    }
+import_exception!(fastq.errors, BrokerConnectionError);
+import_exception!(fastq.errors, BrokerError);
+import_exception!(fastq.errors, ConfigurationError);
+import_exception!(fastq.errors, ContentDisallowed);
+import_exception!(fastq.errors, DecodeError);
+import_exception!(fastq.errors, EncodeError);
+import_exception!(fastq.errors, InvalidMessage);
+import_exception!(fastq.errors, UnknownContentType);
+
+fn raise<E: PyTypeInfo>(py: Python<'_>, message: String) -> PyErr {
+    PyErr::from_type(E::type_object(py), message)
 }
 
-/// The `fastq.errors` class a codec error is raised as (also reported on a failed delivery).
-pub fn codec_error_kind(err: &CodecError) -> &'static str {
+/// A `fastq.errors` class: its name and its type object.
+type Class = (&'static str, fn(Python<'_>) -> Bound<'_, PyType>);
+
+fn class<E: PyTypeInfo>() -> Class {
+    (E::NAME, E::type_object)
+}
+
+/// The class a codec error is raised as.
+fn codec_class(err: &CodecError) -> Class {
     match err {
-        CodecError::Decode { .. } => "DecodeError",
-        CodecError::Encode { .. } => "EncodeError",
-        CodecError::ContentDisallowed { .. } => "ContentDisallowed",
-        CodecError::UnknownContentType(_) => "UnknownContentType",
-        CodecError::InvalidMessage(_) => "InvalidMessage",
+        CodecError::Decode { .. } => class::<DecodeError>(),
+        CodecError::Encode { .. } => class::<EncodeError>(),
+        CodecError::ContentDisallowed { .. } => class::<ContentDisallowed>(),
+        CodecError::UnknownContentType(_) => class::<UnknownContentType>(),
+        CodecError::InvalidMessage(_) => class::<InvalidMessage>(),
     }
 }
 
-pub fn codec_error(py: Python<'_>, err: CodecError) -> PyErr {
-    raise(py, codec_error_kind(&err), err.to_string())
+/// A message that could not be decoded, as a `Delivery` reports it: the error as a sentence and
+/// the name of its class (the worker raises that class of `fastq.errors` by name).
+pub fn decode_failure(err: &CodecError) -> (String, String) {
+    (err.to_string(), codec_class(err).0.to_owned())
 }
 
-/// Broker failures: unreachable (retry later), refused command, or unusable configuration.
-pub fn broker_error(py: Python<'_>, err: BrokerError) -> PyErr {
-    let class = match &err {
-        BrokerError::Connection { .. } => "BrokerConnectionError",
-        BrokerError::Command { .. } => "BrokerError",
-        BrokerError::Config(_) => "ConfigurationError",
-    };
-    raise(py, class, err.to_string())
-}
-
+/// An `EncodeError` found while reading Python values (before the core sees them).
 pub fn encode_error(py: Python<'_>, message: String) -> PyErr {
-    raise(py, "EncodeError", message)
+    raise::<EncodeError>(py, message)
 }
 
-/// Maps a `fastq_core::Result` into a `PyResult`, converting the error with the GIL held.
+/// A Rust error that becomes one `fastq.errors` exception.
+pub trait IntoPyErr {
+    fn into_py_err(self, py: Python<'_>) -> PyErr;
+}
+
+impl IntoPyErr for CodecError {
+    fn into_py_err(self, py: Python<'_>) -> PyErr {
+        PyErr::from_type(codec_class(&self).1(py), self.to_string())
+    }
+}
+
+/// Redis: unreachable (retry later), refused command, or unusable configuration.
+impl IntoPyErr for redis::BrokerError {
+    fn into_py_err(self, py: Python<'_>) -> PyErr {
+        let message = self.to_string();
+        match self {
+            redis::BrokerError::Connection { .. } => raise::<BrokerConnectionError>(py, message),
+            redis::BrokerError::Command { .. } => raise::<BrokerError>(py, message),
+            redis::BrokerError::Config(_) => raise::<ConfigurationError>(py, message),
+        }
+    }
+}
+
+impl IntoPyErr for redis::PublishError {
+    fn into_py_err(self, py: Python<'_>) -> PyErr {
+        match self {
+            redis::PublishError::Codec(e) => e.into_py_err(py),
+            e @ redis::PublishError::Refused { .. } => raise::<BrokerError>(py, e.to_string()),
+            redis::PublishError::Broker(e) => e.into_py_err(py),
+        }
+    }
+}
+
+impl IntoPyErr for AmqpError {
+    fn into_py_err(self, py: Python<'_>) -> PyErr {
+        match self {
+            AmqpError::Connection(m) => raise::<BrokerConnectionError>(py, m),
+            AmqpError::Config(m) => raise::<ConfigurationError>(py, m),
+        }
+    }
+}
+
+impl IntoPyErr for amqp::PublishError {
+    fn into_py_err(self, py: Python<'_>) -> PyErr {
+        match self {
+            amqp::PublishError::Codec(e) => e.into_py_err(py),
+            amqp::PublishError::Amqp(e) => e.into_py_err(py),
+            amqp::PublishError::Refused(m) => raise::<BrokerError>(py, m),
+        }
+    }
+}
+
+/// Maps a core result into a `PyResult`, converting the error with the GIL held.
 pub trait IntoPyResult<T> {
     fn py_err(self, py: Python<'_>) -> PyResult<T>;
 }
 
-impl<T> IntoPyResult<T> for fastq_core::Result<T> {
+impl<T, E: IntoPyErr> IntoPyResult<T> for Result<T, E> {
     fn py_err(self, py: Python<'_>) -> PyResult<T> {
-        self.map_err(|e| codec_error(py, e))
-    }
-}
-
-impl<T> IntoPyResult<T> for fastq_core::redis::BrokerResult<T> {
-    fn py_err(self, py: Python<'_>) -> PyResult<T> {
-        self.map_err(|e| broker_error(py, e))
+        self.map_err(|e| e.into_py_err(py))
     }
 }

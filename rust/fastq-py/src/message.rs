@@ -8,7 +8,7 @@ use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBytes, PyDict, PyTuple};
 
 use crate::convert::{dict, tuple};
-use crate::delivery::Lazy;
+use crate::delivery::PropertiesAndBody;
 
 /// A task message in the protocol 2 model (v1 messages are converted on decode).
 #[pyclass(frozen, get_all, module = "fastq._core")]
@@ -73,7 +73,7 @@ pub struct Envelope {
     raw_headers: Value,
     headers: PyOnceLock<Py<PyDict>>,
     /// The properties and the body.
-    lazy: Lazy,
+    properties_and_body: PropertiesAndBody,
 }
 
 impl Envelope {
@@ -98,7 +98,7 @@ impl Envelope {
             content_encoding: env.content_encoding,
             raw_headers: env.headers,
             headers: PyOnceLock::new(),
-            lazy: Lazy::new(env.properties, env.body),
+            properties_and_body: PropertiesAndBody::new(env.properties, env.body),
         }
     }
 }
@@ -107,7 +107,7 @@ impl Envelope {
 impl Envelope {
     #[getter]
     fn body(&self, py: Python<'_>) -> Py<PyBytes> {
-        self.lazy.body(py)
+        self.properties_and_body.body(py)
     }
 
     #[getter]
@@ -120,7 +120,7 @@ impl Envelope {
 
     #[getter]
     fn properties(&self, py: Python<'_>) -> PyResult<Py<PyDict>> {
-        self.lazy.properties(py)
+        self.properties_and_body.properties(py)
     }
 
     fn __repr__(&self) -> String {

@@ -4,21 +4,13 @@
 
 use std::sync::{Mutex, PoisonError};
 
+use fastq_core::redis as core;
 use fastq_core::redis::keys::KeyLayout;
-use fastq_core::redis::{self as core, PublishError};
 use fastq_core::Outgoing;
 use pyo3::prelude::*;
 
-use crate::errors::{broker_error, codec_error, raise, IntoPyResult};
+use crate::errors::IntoPyResult;
 use crate::outgoing::outgoing;
-
-fn publish_error(py: Python<'_>, err: PublishError) -> PyErr {
-    match err {
-        PublishError::Codec(e) => codec_error(py, e),
-        e @ PublishError::Refused { .. } => raise(py, "BrokerError", e.to_string()),
-        PublishError::Broker(e) => broker_error(py, e),
-    }
-}
 
 /// The client's Redis publisher: one connection per process (a forked child opens its own),
 /// shared by the process's threads, which take turns.
@@ -33,7 +25,7 @@ impl RedisPublisher {
             let mut inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
             inner.publish(&batch)
         })
-        .map_err(|e| publish_error(py, e))
+        .py_err(py)
     }
 }
 

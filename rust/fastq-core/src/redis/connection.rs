@@ -253,7 +253,7 @@ impl Connector {
                      TLS-only port reached with redis://)"
                 )
             }
-        } else if tls && is_tls_error(&detail) {
+        } else if tls && crate::tls::is_handshake_failure(&detail) {
             "the TLS handshake failed (is this port serving TLS, with a certificate this \
              client trusts?)"
                 .to_owned()
@@ -292,19 +292,6 @@ impl Connector {
 
 fn is_auth_error(e: &RedisError) -> bool {
     e.kind() == ErrorKind::AuthenticationFailed || matches!(e.code(), Some("NOAUTH" | "WRONGPASS"))
-}
-
-fn is_tls_error(detail: &str) -> bool {
-    let d = detail.to_ascii_lowercase();
-    [
-        "tls",
-        "certificate",
-        "handshake",
-        "corrupt message",
-        "invalidcontenttype",
-    ]
-    .iter()
-    .any(|w| d.contains(w))
 }
 
 /// Reads `replies` replies owed to commands sent by `send_unread`.

@@ -5,21 +5,13 @@
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
-use fastq_core::amqp::{self, PublishError, PublisherConfig};
+use fastq_core::amqp::{self, PublisherConfig};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
-use crate::amqp::{amqp_error, queue_spec};
-use crate::errors::{codec_error, raise};
+use crate::amqp::queue_spec;
+use crate::errors::IntoPyResult;
 use crate::outgoing::outgoing;
-
-fn publish_error(py: Python<'_>, err: PublishError) -> PyErr {
-    match err {
-        PublishError::Codec(e) => codec_error(py, e),
-        PublishError::Amqp(e) => amqp_error(py, e),
-        PublishError::Refused(m) => raise(py, "BrokerError", m),
-    }
-}
 
 /// The client's RabbitMQ publisher (see `fastq-core`'s `amqp::publisher`). Safe to share between
 /// threads: calls take turns to write, and wait for their confirms together.
@@ -93,7 +85,7 @@ impl AmqpPublisher {
         // The publisher is held while the messages are written, not while their confirms come
         // back: other threads' calls overlap their waits.
         py.detach(|| amqp::publish_via(&self.inner, batch, retry))
-            .map_err(|e| publish_error(py, e))
+            .py_err(py)
     }
 
     /// With `wait=False` (at interpreter exit), a publisher another thread is using is left

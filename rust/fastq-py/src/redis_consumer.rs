@@ -12,13 +12,11 @@ use pyo3::prelude::*;
 use crate::signals::DeferSignals;
 use pyo3::types::PyList;
 
-use crate::delivery::{decoded_fields, Delivery, Lazy};
-use crate::errors::{codec_error_kind, IntoPyResult};
+use crate::delivery::{decoded_fields, Delivery, PropertiesAndBody};
+use crate::errors::{decode_failure, IntoPyResult};
 
 fn delivery(py: Python<'_>, d: core::Delivery) -> PyResult<Delivery> {
-    let decoded = d
-        .message
-        .map_err(|e| (e.to_string(), codec_error_kind(&e).to_owned()));
+    let decoded = d.message.map_err(|e| decode_failure(&e));
     let (message, error, error_kind) = decoded_fields(py, decoded)?;
     Ok(Delivery {
         delivery_tag: d.delivery_tag,
@@ -34,7 +32,7 @@ fn delivery(py: Python<'_>, d: core::Delivery) -> PyResult<Delivery> {
         error_kind,
         task_id: d.task_id,
         task_name: d.task_name,
-        lazy: Lazy::new(d.properties, d.raw),
+        properties_and_body: PropertiesAndBody::new(d.properties, d.raw),
     })
 }
 
