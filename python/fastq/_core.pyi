@@ -338,7 +338,6 @@ class AmqpPublisher:
     def add_queue(self, queue: dict[str, Any]) -> None:
         """Registers how to declare a queue (the dict ``AmqpConsumer`` takes); it is declared on
         the next publish to it."""
-    def has_queue(self, name: str) -> bool: ...
     def publish_many(self, messages: Sequence[Any], *, retry: bool = False) -> int:
         """Publishes ``fastq.protocol.OutgoingMessage``s in order; returns how many times it
         reconnected after losing the connection part-way (0 or 1)."""

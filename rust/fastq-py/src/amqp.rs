@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use fastq_core::amqp::{self, AmqpError, Body, ConsumerConfig, Incoming, QueueSpec};
+use fastq_core::amqp::{self, AmqpError, Body, ConsumerConfig, Endpoint, Incoming, QueueSpec};
 use fastq_core::protocol::TaskMessage as CoreMessage;
 use fastq_core::Value;
 use pyo3::prelude::*;
@@ -69,6 +69,15 @@ fn delivery(py: Python<'_>, mut inc: Incoming, accept: &[String]) -> PyResult<De
     })
 }
 
+/// Where to connect, as the consumer and the publisher take it from Python.
+pub(crate) fn endpoint(url: String, heartbeat: Option<u16>, connect_timeout: f64) -> Endpoint {
+    Endpoint {
+        url,
+        heartbeat,
+        connect_timeout: Duration::from_secs_f64(connect_timeout.max(0.1)),
+    }
+}
+
 pub(crate) fn queue_spec(d: &Bound<'_, PyDict>) -> PyResult<QueueSpec> {
     let get = |k: &str| -> PyResult<Option<Bound<'_, PyAny>>> { d.get_item(k) };
     let string = |k: &str, default: &str| -> PyResult<String> {
@@ -125,14 +134,12 @@ impl AmqpConsumer {
         connect_timeout: f64,
     ) -> PyResult<Self> {
         let cfg = ConsumerConfig {
-            url,
+            endpoint: endpoint(url, heartbeat, connect_timeout),
             queues: queues.iter().map(queue_spec).collect::<PyResult<_>>()?,
             prefetch,
             global_qos,
             accept: self::accept(py, &accept)?,
             consumer_tag,
-            heartbeat,
-            connect_timeout: Duration::from_secs_f64(connect_timeout.max(0.1)),
         };
         let inner = py
             .detach(|| amqp::AmqpConsumer::new(cfg))

@@ -9,7 +9,7 @@ use fastq_core::amqp::{self, PublishError, PublisherConfig};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
-use crate::amqp::{amqp_error, queue_spec};
+use crate::amqp::{amqp_error, endpoint, queue_spec};
 use crate::errors::{codec_error, raise};
 use crate::outgoing::outgoing;
 
@@ -54,10 +54,8 @@ impl AmqpPublisher {
         let connection_name = connection_name
             .unwrap_or_else(|| format!("fastq publisher pid {}", std::process::id()));
         let cfg = PublisherConfig {
-            url,
+            endpoint: endpoint(url, heartbeat, connect_timeout),
             confirm,
-            heartbeat,
-            connect_timeout: Duration::from_secs_f64(connect_timeout.max(0.1)),
             connection_name: connection_name.clone(),
             timeout: timeout.map(|t| Duration::from_secs_f64(t.max(0.0))),
         };
@@ -72,10 +70,6 @@ impl AmqpPublisher {
         let spec = queue_spec(queue)?;
         py.detach(|| self.lock().add_queue(spec));
         Ok(())
-    }
-
-    fn has_queue(&self, py: Python<'_>, name: &str) -> bool {
-        py.detach(|| self.lock().has_queue(name))
     }
 
     /// Publishes `OutgoingMessage`s in order; returns how many times it reconnected.

@@ -26,32 +26,29 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures_lite::future::poll_once;
-use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions};
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::protocol::BasicProperties;
 use lapin::types::{FieldTable, ShortString};
-use lapin::{Channel, Confirmation, Connection, ExchangeKind, PublisherConfirm};
+use lapin::{Channel, Confirmation, Connection, PublisherConfirm};
 use thiserror::Error;
 use tokio::runtime::{Handle, Runtime};
 
-use super::consumer::{
-    channel_error, close, connect, declare, declare_error, set_up_or_close, QueueSpec,
+use super::connection::{
+    channel_error, close, connect, open_channel, runtime, set_up_or_close, Endpoint,
 };
 use super::table::headers_table;
-use super::{redact, AmqpError};
+use super::topology::{declare_exchange, declare_queue, QueueSpec};
+use super::AmqpError;
 use crate::codec::Serializer;
 use crate::error::CodecError;
 use crate::outgoing::{MessageProperties, Outgoing};
 
 #[derive(Debug, Clone)]
 pub struct PublisherConfig {
-    /// An AMQP URI lapin understands (`amqp://` or `amqps://`, vhost percent-encoded).
-    pub url: String,
+    pub endpoint: Endpoint,
     /// Publisher confirms (`broker_confirm_publish`, on by default): a call returns once the
     /// broker acked every message of it, so a returned `.delay()` means the task is queued.
     pub confirm: bool,
-    /// Seconds; `None` takes the broker's proposal, `Some(0)` disables heartbeats.
-    pub heartbeat: Option<u16>,
-    pub connect_timeout: Duration,
     /// Shown by `rabbitmqctl list_connections client_properties` (and how to close it by hand).
     pub connection_name: String,
     /// `publish_timeout`: the longest a call waits without progress (for its next write to
@@ -165,7 +162,7 @@ pub struct AmqpPublisher {
 impl AmqpPublisher {
     /// No I/O and no thread until the first publish.
     pub fn new(cfg: PublisherConfig) -> Self {
-        let display_url = redact(&cfg.url);
+        let display_url = cfg.endpoint.display_url();
         AmqpPublisher {
             cfg,
             display_url,
@@ -184,10 +181,6 @@ impl AmqpPublisher {
             session.declared.remove(&spec.name);
         }
         self.queues.insert(spec.name.clone(), spec);
-    }
-
-    pub fn has_queue(&self, name: &str) -> bool {
-        self.queues.contains_key(name)
     }
 
     /// True when this process holds an open connection (nothing is checked on the wire).
@@ -477,7 +470,7 @@ fn state_of(slot: &mut Option<State>) -> Result<&mut State, AmqpError> {
         std::mem::forget(slot.take());
     }
     if slot.is_none() {
-        let rt = super::runtime("fastq-amqp-publish")?;
+        let rt = runtime("fastq-amqp-publish")?;
         *slot = Some(State {
             pid,
             rt,
@@ -547,13 +540,10 @@ fn basic_properties(
 }
 
 async fn open(cfg: &PublisherConfig, handle: Handle, serial: u64) -> Result<Session, AmqpError> {
-    let limit = cfg.connect_timeout;
-    let connection = connect(&cfg.url, cfg.heartbeat, &cfg.connection_name, limit, handle).await?;
+    let limit = cfg.endpoint.connect_timeout;
+    let connection = connect(&cfg.endpoint, &cfg.connection_name, handle).await?;
     let set_up = async {
-        let channel = connection
-            .create_channel()
-            .await
-            .map_err(|e| AmqpError::Connection(format!("cannot open a channel: {e}")))?;
+        let channel = open_channel(&connection).await?;
         if cfg.confirm {
             channel
                 .confirm_select(ConfirmSelectOptions::default())
@@ -581,7 +571,7 @@ async fn declare_for(
     for p in pubs {
         if !session.declared.contains(&p.queue) {
             if let Some(spec) = queues.get(&p.queue) {
-                declare(&session.channel, spec)
+                declare_queue(&session.channel, spec)
                     .await
                     .map_err(retryable_unless_config)?;
             }
@@ -590,26 +580,9 @@ async fn declare_for(
         if let Some(exchange) = &p.extra_exchange {
             let key = format!("exchange:{exchange}");
             if !session.declared.contains(&key) {
-                let name = short("the exchange name", exchange.clone())
-                    .map_err(|e| Failure::new(0, e.into(), false))?;
-                session
-                    .channel
-                    .exchange_declare(
-                        name,
-                        ExchangeKind::Direct,
-                        ExchangeDeclareOptions {
-                            durable: true,
-                            ..Default::default()
-                        },
-                        FieldTable::default(),
-                    )
+                declare_exchange(&session.channel, exchange, "direct", true)
                     .await
-                    .map_err(|e| {
-                        retryable_unless_config(declare_error(
-                            &format!("declaring exchange {exchange:?}"),
-                            e,
-                        ))
-                    })?;
+                    .map_err(retryable_unless_config)?;
                 session.declared.insert(key);
             }
         }
@@ -712,10 +685,12 @@ mod tests {
 
     fn publisher() -> AmqpPublisher {
         let mut p = AmqpPublisher::new(PublisherConfig {
-            url: "amqp://guest:s3cret@127.0.0.1:5679/%2f".into(),
+            endpoint: Endpoint {
+                url: "amqp://guest:s3cret@127.0.0.1:5679/%2f".into(),
+                heartbeat: None,
+                connect_timeout: Duration::from_millis(500),
+            },
             confirm: false,
-            heartbeat: None,
-            connect_timeout: Duration::from_millis(500),
             connection_name: "fastq test".into(),
             timeout: None,
         });
