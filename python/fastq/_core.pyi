@@ -5,7 +5,8 @@ their content type), ``InvalidMessage`` (valid data that is not a task message),
 ``ContentDisallowed`` (a type not in ``accept``), ``UnknownContentType`` and ``EncodeError``.
 """
 
-from collections.abc import Sequence
+import os
+from collections.abc import Mapping, Sequence
 from typing import Any, final
 
 # The module's own list (PyO3 fills it from every `m.add*` in lib.rs); stubtest compares the two.
@@ -280,7 +281,9 @@ class AmqpConsumer:
         global_qos: bool = True,
         heartbeat: int | None = None,
         connect_timeout: float = 10.0,
-    ) -> AmqpConsumer: ...
+        tls: Mapping[str, str | os.PathLike[str]] | None = None,
+    ) -> AmqpConsumer:
+        """``tls``: ``ca_certs``, ``certfile``, ``keyfile`` (PEM files) for ``amqps://``."""
     def fetch(self, timeout: float) -> list[Delivery]:
         """Waits up to ``timeout`` seconds (GIL released); returns every delivery received."""
     def ack(self, delivery_tags: list[str], wait: bool = True) -> None:
@@ -330,11 +333,13 @@ class AmqpPublisher:
         connect_timeout: float = 10.0,
         connection_name: str | None = None,
         timeout: float | None = None,
+        tls: Mapping[str, str | os.PathLike[str]] | None = None,
     ) -> AmqpPublisher:
         """``url``: an RFC AMQP URI (``AmqpParams.lapin_url()``); ``heartbeat`` None takes the
         broker's proposal; ``connection_name`` is shown by ``rabbitmqctl list_connections
         client_properties``; ``timeout`` bounds a wait without progress (for the next write
-        or confirm of a call), None waits as long as the connection lives."""
+        or confirm of a call), None waits as long as the connection lives; ``tls`` as
+        ``AmqpConsumer`` takes it."""
     def add_queue(self, queue: dict[str, Any]) -> None:
         """Registers how to declare a queue (the dict ``AmqpConsumer`` takes); it is declared on
         the next publish to it."""

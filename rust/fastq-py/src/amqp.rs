@@ -2,9 +2,11 @@
 //! are `delivery::Delivery`, as the Redis consumer's.
 //! The GIL is released while the consumer waits for the broker.
 
+use std::collections::HashMap;
+use std::path::PathBuf;
 use std::time::Duration;
 
-use fastq_core::amqp::{self, AmqpError, Body, ConsumerConfig, Endpoint, Incoming, QueueSpec};
+use fastq_core::amqp::{self, AmqpError, Body, ConsumerConfig, Endpoint, Incoming, QueueSpec, Tls};
 use fastq_core::protocol::TaskMessage as CoreMessage;
 use fastq_core::Value;
 use pyo3::prelude::*;
@@ -69,13 +71,31 @@ fn delivery(py: Python<'_>, mut inc: Incoming, accept: &[String]) -> PyResult<De
     })
 }
 
-/// Where to connect, as the consumer and the publisher take it from Python.
-pub(crate) fn endpoint(url: String, heartbeat: Option<u16>, connect_timeout: f64) -> Endpoint {
-    Endpoint {
+/// Where to connect, as the consumer and the publisher take it from Python; `tls` holds the
+/// files of `broker_use_ssl` (`ca_certs`, `certfile`, `keyfile`).
+pub(crate) fn endpoint(
+    py: Python<'_>,
+    url: String,
+    heartbeat: Option<u16>,
+    connect_timeout: f64,
+    tls: Option<HashMap<String, PathBuf>>,
+) -> PyResult<Endpoint> {
+    let mut files = tls.unwrap_or_default();
+    let tls = Tls {
+        ca_certs: files.remove("ca_certs"),
+        certfile: files.remove("certfile"),
+        keyfile: files.remove("keyfile"),
+    };
+    if let Some(other) = files.keys().next() {
+        let message = format!("unknown TLS option {other:?}: ca_certs, certfile, keyfile");
+        return Err(amqp_error(py, AmqpError::Config(message)));
+    }
+    Ok(Endpoint {
         url,
         heartbeat,
         connect_timeout: Duration::from_secs_f64(connect_timeout.max(0.1)),
-    }
+        tls,
+    })
 }
 
 pub(crate) fn queue_spec(d: &Bound<'_, PyDict>) -> PyResult<QueueSpec> {
@@ -119,7 +139,7 @@ impl AmqpConsumer {
     #[new]
     #[pyo3(signature = (
         url, queues, *, accept, prefetch, consumer_tag, global_qos = true, heartbeat = None,
-        connect_timeout = 10.0
+        connect_timeout = 10.0, tls = None
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -132,9 +152,10 @@ impl AmqpConsumer {
         global_qos: bool,
         heartbeat: Option<u16>,
         connect_timeout: f64,
+        tls: Option<HashMap<String, PathBuf>>,
     ) -> PyResult<Self> {
         let cfg = ConsumerConfig {
-            endpoint: endpoint(url, heartbeat, connect_timeout),
+            endpoint: endpoint(py, url, heartbeat, connect_timeout, tls)?,
             queues: queues.iter().map(queue_spec).collect::<PyResult<_>>()?,
             prefetch,
             global_qos,

@@ -2,6 +2,8 @@
 //! are read with the GIL held; encoding, publishing and waiting for the socket (or the confirms)
 //! run with it released, one crossing per batch.
 
+use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -41,28 +43,31 @@ impl AmqpPublisher {
     #[new]
     #[pyo3(signature = (
         url, *, confirm = true, heartbeat = None, connect_timeout = 10.0, connection_name = None,
-        timeout = None
+        timeout = None, tls = None
     ))]
+    #[allow(clippy::too_many_arguments)]
     fn new(
+        py: Python<'_>,
         url: String,
         confirm: bool,
         heartbeat: Option<u16>,
         connect_timeout: f64,
         connection_name: Option<String>,
         timeout: Option<f64>,
-    ) -> Self {
+        tls: Option<HashMap<String, PathBuf>>,
+    ) -> PyResult<Self> {
         let connection_name = connection_name
             .unwrap_or_else(|| format!("fastq publisher pid {}", std::process::id()));
         let cfg = PublisherConfig {
-            endpoint: endpoint(url, heartbeat, connect_timeout),
+            endpoint: endpoint(py, url, heartbeat, connect_timeout, tls)?,
             confirm,
             connection_name: connection_name.clone(),
             timeout: timeout.map(|t| Duration::from_secs_f64(t.max(0.0))),
         };
-        AmqpPublisher {
+        Ok(AmqpPublisher {
             inner: Mutex::new(amqp::AmqpPublisher::new(cfg)),
             connection_name,
-        }
+        })
     }
 
     /// Registers how to declare a queue (a dict as `AmqpConsumer` takes).

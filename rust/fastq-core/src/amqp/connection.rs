@@ -2,9 +2,11 @@
 //! URL and its heartbeat, the runtime lapin runs on, the set-up of a new connection within its
 //! time limit, and why a connection failed in words an operator can act on.
 
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use lapin::protocol::{AMQPErrorKind, AMQPHardError, AMQPSoftError};
+use lapin::tcp::{OwnedIdentity, OwnedTLSConfig};
 use lapin::uri::AMQPUri;
 use lapin::{Channel, Connection, ConnectionProperties, ErrorKind};
 use tokio::runtime::{Handle, Runtime};
@@ -48,6 +50,58 @@ pub struct Endpoint {
     pub heartbeat: Option<u16>,
     /// The longest a connection, and then its set-up (channel, declarations), may take.
     pub connect_timeout: Duration,
+    /// For `amqps://`: what to trust and how to prove who we are, beyond the system's roots.
+    pub tls: Tls,
+}
+
+/// TLS settings beyond `amqps://`, Celery's `broker_use_ssl` mapping. The files are read at
+/// each connection, so a renewed certificate is taken by the next one.
+#[derive(Debug, Clone, Default)]
+pub struct Tls {
+    /// PEM certificates of authorities trusted besides the system's (`ca_certs`).
+    pub ca_certs: Option<PathBuf>,
+    /// The client certificate (PEM), for a broker that asks for one (`certfile`).
+    pub certfile: Option<PathBuf>,
+    /// Its private key (PEM, `keyfile`); without one the key is read from `certfile`.
+    pub keyfile: Option<PathBuf>,
+}
+
+impl Tls {
+    fn config(&self) -> Result<OwnedTLSConfig, AmqpError> {
+        let read = |what: &str, path: &Path| {
+            std::fs::read(path).map_err(|e| {
+                AmqpError::Config(format!("cannot read the {what} {}: {e}", path.display()))
+            })
+        };
+        let cert_chain = match &self.ca_certs {
+            Some(path) => Some(
+                String::from_utf8(read("CA certificates (ca_certs)", path)?).map_err(|_| {
+                    AmqpError::Config(format!("{} is not a PEM file (ca_certs)", path.display()))
+                })?,
+            ),
+            None => None,
+        };
+        let identity = match (&self.certfile, &self.keyfile) {
+            (Some(cert), key) => {
+                let pem = read("client certificate (certfile)", cert)?;
+                let key = match key {
+                    Some(key) => read("client key (keyfile)", key)?,
+                    None => pem.clone(),
+                };
+                Some(OwnedIdentity::PKCS8 { pem, key })
+            }
+            (None, Some(_)) => {
+                return Err(AmqpError::Config(
+                    "keyfile without certfile: give the client certificate too".into(),
+                ))
+            }
+            (None, None) => None,
+        };
+        Ok(OwnedTLSConfig {
+            identity,
+            cert_chain,
+        })
+    }
 }
 
 impl Endpoint {
@@ -73,9 +127,10 @@ pub(super) async fn connect(
     }
     let props = ConnectionProperties::default().with_connection_name(name.to_owned().into());
     let target = Target::of(&uri);
-    let connect = Connection::connect_uri_with_runtime(
+    let connect = Connection::connect_uri_with_config(
         uri,
         props,
+        endpoint.tls.config()?,
         async_rs::Runtime::tokio_with_handle(handle),
     );
     match tokio::time::timeout(limit, connect).await {

@@ -689,6 +689,7 @@ mod tests {
                 url: "amqp://guest:s3cret@127.0.0.1:5679/%2f".into(),
                 heartbeat: None,
                 connect_timeout: Duration::from_millis(500),
+                tls: Default::default(),
             },
             confirm: false,
             connection_name: "fastq test".into(),
