@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import ssl
 import time
 from collections import Counter
 from pathlib import Path
@@ -14,8 +15,10 @@ from typing import Any
 
 import amqp
 import pytest
-from fastq import App
-from fastq.brokers.amqp import AmqpBroker, AmqpParams, declarations
+from fastq import App, _core
+from fastq.brokers.amqp import AmqpBroker
+from fastq.brokers.amqp_connection import AmqpParams
+from fastq.brokers.amqp_topology import declarations
 from fastq.config import Config
 from fastq.errors import BrokerConnectionError, ConfigurationError, NotRegistered
 from fastq.urls import redact
@@ -100,17 +103,31 @@ def test_declarations_follow_the_settings() -> None:
     assert topic["feeds"].exchange_type == "topic" and topic["feeds"].routing_key == "f.#"
 
 
-def test_the_rust_publisher_is_the_default_and_py_amqp_the_fallback() -> None:
-    def path(**settings: object) -> str:
-        return AmqpBroker("amqp://h//", Config(**settings)).publish_path
+def test_broker_use_ssl_files_go_to_the_rust_side_and_what_it_cannot_honour_is_refused() -> None:
+    def tls(use_ssl: object) -> object:
+        return AmqpBroker("amqps://h//", Config(broker_use_ssl=use_ssl)).tls
 
-    assert path() == "rust"
-    assert path(broker_transport_options={"publisher": "py-amqp"}) == "py-amqp"
-    # TLS options (a CA file, a client certificate) only py-amqp takes.
-    assert path(broker_use_ssl={"ca_certs": "/etc/ca.pem"}) == "py-amqp"
-    assert path(broker_use_ssl=True) == "rust"
-    with pytest.raises(ConfigurationError, match="publisher"):
-        path(broker_transport_options={"publisher": "kombu"})
+    assert tls(True) is None and tls(None) is None
+    files = {"ca_certs": Path("/etc/ca.pem"), "certfile": "/c.pem", "keyfile": "/k.pem"}
+    assert tls({**files, "cert_reqs": ssl.CERT_REQUIRED}) == {
+        "ca_certs": "/etc/ca.pem",
+        "certfile": "/c.pem",
+        "keyfile": "/k.pem",
+    }
+    with pytest.raises(ConfigurationError, match="cert_reqs"):
+        tls({"cert_reqs": ssl.CERT_NONE})
+    with pytest.raises(ConfigurationError, match="server_hostname"):
+        tls({"server_hostname": "rabbit"})
+    # The Rust side refuses an option it does not know, and a key without its certificate.
+    with pytest.raises(ConfigurationError, match="unknown TLS option"):
+        _core.AmqpPublisher("amqps://h/", tls={"ciphers": "x"})
+    for use_ssl, refusal in [
+        ({"keyfile": "/k.pem"}, "keyfile without certfile"),
+        ({"ca_certs": "/nonexistent/ca.pem"}, "cannot read the CA certificates"),
+    ]:
+        app = App("t", broker="amqps://h:1//", broker_use_ssl=use_ssl, set_as_current=False)
+        with pytest.raises(ConfigurationError, match=refusal):
+            app.send_task("proj.add", (1, 1))
 
 
 def test_publisher_confirms_are_on_unless_turned_off() -> None:
