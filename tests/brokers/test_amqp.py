@@ -24,6 +24,7 @@ from fastq.errors import BrokerConnectionError, ConfigurationError, NotRegistere
 from fastq.urls import redact
 
 from tests.amqp_support import (
+    AMQP_HOST,
     AMQP_URL,
     admin,
     children,
@@ -37,6 +38,7 @@ from tests.amqp_support import (
     wait_until,
     worker,
 )
+from tests.tls_support import Certificates, make_certificates, tls_front
 
 #: Tasks drained across the broker restart (the issue's 5000).
 RESTART_TASKS = int(os.environ.get("FASTQ_TEST_RESTART_TASKS", "5000"))
@@ -227,6 +229,59 @@ def test_publisher_confirms_and_reconnects_after_a_fork_or_a_break() -> None:
     finally:
         app.close()
         delete(queue)
+
+
+@pytest.fixture(scope="module")
+def certs(tmp_path_factory: pytest.TempPathFactory) -> Certificates:
+    return make_certificates(tmp_path_factory.mktemp("amqp-tls"))
+
+
+@requires_rabbitmq
+def test_amqps_with_a_private_ca_and_a_client_certificate(certs: Certificates) -> None:
+    """RabbitMQ behind TLS that takes only clients with a certificate from its own CA: the Rust
+    publisher and consumer connect with broker_use_ssl's files, and are refused without them."""
+    queue = unique("tls")
+    host, port = AMQP_HOST.rsplit(":", 1)
+    files = {
+        "ca_certs": str(certs.ca),
+        "certfile": str(certs.client_cert),
+        "keyfile": str(certs.client_key),
+    }
+    with tls_front((host, int(port)), certs, client_auth=True) as tls_port:
+
+        def app(**use_ssl: str) -> App:
+            url = f"amqps://guest:guest@127.0.0.1:{tls_port}//"
+            return App(
+                "t",
+                broker=url,
+                task_default_queue=queue,
+                broker_use_ssl=use_ssl,
+                set_as_current=False,
+            )
+
+        client = app(**files)
+        consumer = None
+        try:
+            client.send_task("proj.add", (1, 2), task_id="over-tls")
+            consumer = client.broker.consumer(
+                [queue], prefetch=1, consumer_id=unique("tls"), accept=["json"]
+            )
+            [d] = fetch(consumer, 1)
+            assert d.task_id == "over-tls"
+            consumer.ack([d.delivery_tag])
+            # The system does not know the CA.
+            with pytest.raises(BrokerConnectionError, match=r"not trusted.*ca_certs"):
+                app(certfile=files["certfile"], keyfile=files["keyfile"]).send_task("p", ())
+            # No client certificate: the server ends the handshake.
+            with pytest.raises(BrokerConnectionError, match="refused the client certificate"):
+                app(ca_certs=files["ca_certs"]).broker.consumer(
+                    [queue], prefetch=1, consumer_id=unique("tls"), accept=["json"]
+                )
+        finally:
+            if consumer is not None:
+                consumer.close()
+            client.close()
+            delete(queue)
 
 
 @requires_rabbitmq

@@ -196,6 +196,20 @@ impl Target {
                     ),
                     // rustls's alerts reach us as I/O errors; a plain AMQP server answers a TLS
                     // hello with bytes rustls calls corrupt.
+                    // rustls's verdict on the server's certificate, or the server's alert
+                    // about ours.
+                    _ if self.tls && text.contains("invalid peer certificate") => format!(
+                        "TLS handshake with {host}:{port} failed: the server's certificate is not \
+                         trusted ({text}). Give the CA that signed it as broker_use_ssl \
+                         {{'ca_certs': <PEM file>}}, and check that the URL's host is a name in it"
+                    ),
+                    _ if self.tls && text.contains("alert") && text.contains("Certificate") => {
+                        format!(
+                            "TLS handshake with {host}:{port} failed: the server refused the \
+                             client certificate ({text}). Give one it trusts as broker_use_ssl \
+                             {{'certfile': <PEM file>, 'keyfile': <PEM file>}}"
+                        )
+                    }
                     _ if self.tls && is_tls_failure(&text) => format!(
                         "TLS handshake with {host}:{port} failed ({text}): the server does not \
                          speak TLS there. amqps:// needs RabbitMQ's TLS listener (usually port \
