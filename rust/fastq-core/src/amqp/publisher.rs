@@ -22,7 +22,7 @@
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use futures_lite::future::poll_once;
@@ -89,8 +89,12 @@ struct Failure {
     error: PublishError,
     /// A lost connection: another attempt may succeed. A refusal will not.
     retryable: bool,
-    /// The session it happened on (`Session::serial`), dropped unless it was a nack.
+    /// The session it happened on (`Session::serial`), dropped unless `keeps_session`.
     session: Option<u64>,
+    /// A nack or a `publish_timeout`: the connection is as good as before. Dropping it would
+    /// cut the calls of other threads waiting on it (their messages then sent again, possibly
+    /// twice) and lose the frames of this call still queued for a blocked broker.
+    keeps_session: bool,
 }
 
 impl Failure {
@@ -100,7 +104,13 @@ impl Failure {
             error,
             retryable,
             session: None,
+            keeps_session: false,
         }
+    }
+
+    fn keeping_session(mut self) -> Self {
+        self.keeps_session = true;
+        self
     }
 
     fn on(mut self, session: u64) -> Self {
@@ -147,9 +157,53 @@ struct State {
     rt: Runtime,
     session: Option<Session>,
     serial: u64,
-    /// One clone per call waiting for confirms on the runtime without the publisher: `close`
-    /// lets them finish before it stops the runtime.
-    waiters: Arc<()>,
+    /// The calls waiting for confirms on the runtime without the publisher: `close` lets them
+    /// finish before it stops the runtime.
+    waiters: Waiters,
+}
+
+/// Counts the calls waiting for their confirms; `close` sleeps until the count is 0.
+#[derive(Clone, Default)]
+struct Waiters(Arc<(Mutex<usize>, Condvar)>);
+
+/// One call waiting; it stops counting when dropped.
+struct Waiting(Waiters);
+
+impl Waiters {
+    fn enter(&self) -> Waiting {
+        *lock(&self.0 .0) += 1;
+        Waiting(self.clone())
+    }
+
+    /// Whether every call finished before `deadline`.
+    fn wait_idle(&self, deadline: Instant) -> bool {
+        let (count, idle) = &*self.0;
+        let mut count = lock(count);
+        while *count > 0 {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            count = idle
+                .wait_timeout(count, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        true
+    }
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        let (count, idle) = &*self.0 .0;
+        *lock(count) -= 1;
+        idle.notify_all();
+    }
+}
+
+/// A poisoned lock still holds a valid count.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 pub struct AmqpPublisher {
@@ -214,11 +268,10 @@ impl AmqpPublisher {
             }
             // Calls still waiting for confirms run on this runtime: with the connection closed
             // they settle at once. One that does not is left its runtime (leaked, not stopped).
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while Arc::strong_count(&state.waiters) > 1 && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(5));
-            }
-            if Arc::strong_count(&state.waiters) > 1 {
+            if !state
+                .waiters
+                .wait_idle(Instant::now() + Duration::from_secs(5))
+            {
                 std::mem::forget(state);
             }
         }
@@ -304,7 +357,7 @@ impl AmqpPublisher {
         }
         Ok(Some(Unconfirmed {
             handle: state.rt.handle().clone(),
-            _waiter: Arc::clone(&state.waiters),
+            _waiting: state.waiters.enter(),
             serial,
             stall: cfg.timeout,
             confirms: pubs
@@ -359,10 +412,8 @@ pub fn publish_via(
             },
             Err(failure) => failure,
         };
-        let refused = matches!(failure.error, PublishError::Refused(_));
         let display_url = publisher.with(|p| {
-            // A nack leaves the channel as it was; anything else ends the session.
-            if let (Some(serial), false) = (failure.session, refused) {
+            if let (Some(serial), false) = (failure.session, failure.keeps_session) {
                 p.drop_session(serial);
             }
             p.display_url.clone()
@@ -384,7 +435,7 @@ pub fn publish_via(
 /// The confirms of one call's messages, in order, with their task ids.
 struct Unconfirmed {
     handle: Handle,
-    _waiter: Arc<()>,
+    _waiting: Waiting,
     serial: u64,
     /// `publish_timeout`: the longest wait for the next confirm.
     stall: Option<Duration>,
@@ -395,7 +446,7 @@ impl Unconfirmed {
     fn wait(self) -> Result<(), Failure> {
         let Unconfirmed {
             handle,
-            _waiter,
+            _waiting,
             serial,
             stall,
             confirms,
@@ -415,7 +466,8 @@ impl Unconfirmed {
                                 "the broker refused (nacked) task {task_id}: it was not queued"
                             )),
                             false,
-                        ))
+                        )
+                        .keeping_session())
                     }
                     Err(e) => return Err(Failure::lapin(i, "waiting for the confirm", &e)),
                 }
@@ -445,16 +497,18 @@ fn timed_out(count: usize, limit: Duration, confirm: bool) -> Failure {
     let message = if confirm {
         format!(
             "the broker confirmed none of the last {count} message(s) for {limit:.0?} \
-             (publish_timeout); it may be blocking publishers (a memory or disk alarm). Some of \
-             them may be queued"
+             (publish_timeout); it may be blocking publishers (a memory or disk alarm). They \
+             stay on the connection and are queued when it reads again, unless the connection \
+             breaks first"
         )
     } else {
         format!(
             "none of the last {count} message(s) could be written for {limit:.0?} \
-             (publish_timeout; the broker may be blocking publishers); some may have reached it"
+             (publish_timeout; the broker may be blocking publishers); they stay on the \
+             connection and go out when it reads again, unless the connection breaks first"
         )
     };
-    Failure::new(0, AmqpError::Connection(message).into(), false)
+    Failure::new(0, AmqpError::Connection(message).into(), false).keeping_session()
 }
 
 impl Drop for AmqpPublisher {
@@ -476,7 +530,7 @@ fn state_of(slot: &mut Option<State>) -> Result<&mut State, AmqpError> {
             rt,
             session: None,
             serial: 0,
-            waiters: Arc::new(()),
+            waiters: Waiters::default(),
         });
     }
     match slot.as_mut() {
@@ -753,6 +807,24 @@ mod tests {
             publisher.prepare(&long),
             Err(PublishError::Codec(CodecError::InvalidMessage(_)))
         ));
+    }
+
+    #[test]
+    fn close_waits_for_the_calls_waiting_on_confirms_and_no_longer() {
+        let waiters = Waiters::default();
+        assert!(waiters.wait_idle(Instant::now()));
+        let waiting = waiters.enter();
+        let started = Instant::now();
+        assert!(!waiters.wait_idle(started + Duration::from_millis(50)));
+        assert!(started.elapsed() >= Duration::from_millis(50));
+        let done = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            drop(waiting);
+        });
+        // Woken by the drop, well before the deadline.
+        assert!(waiters.wait_idle(Instant::now() + Duration::from_secs(30)));
+        assert!(started.elapsed() < Duration::from_secs(5));
+        done.join().unwrap();
     }
 
     #[test]
