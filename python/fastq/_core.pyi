@@ -7,7 +7,7 @@ their content type), ``InvalidMessage`` (valid data that is not a task message),
 
 import os
 from collections.abc import Mapping, Sequence
-from typing import Any, final
+from typing import Any, Literal, final
 
 # The module's own list (PyO3 fills it from every `m.add*` in lib.rs); stubtest compares the two.
 __all__ = [
@@ -20,6 +20,7 @@ __all__ = [
     "RedisPublisher",
     "TaskMessage",
     "__version__",
+    "amqp_connect_failure",
     "decode_envelope",
     "decode_task",
     "decode_task_envelope",
@@ -259,6 +260,32 @@ def restore_visible(url: str, visibility_timeout: float, global_keyprefix: str =
     routing key) are moved to the ``fastq.unrestorable`` list rather than dropped."""
 
 # -- RabbitMQ ------------------------------------------------------------------------------------
+def amqp_connect_failure(
+    failure: Literal[
+        "login_refused",
+        "vhost_refused",
+        "broker_refused",
+        "port_refused",
+        "untrusted",
+        "client_certificate_refused",
+        "not_tls",
+        "unresolved",
+        "no_answer",
+        "closed_in_handshake",
+        "other",
+    ],
+    detail: str,
+    *,
+    host: str,
+    port: int,
+    user: str,
+    vhost: str,
+    tls: bool,
+) -> str:
+    """Why a connection to ``host:port`` failed, in the words the Rust consumer and publisher
+    use; ``detail`` is what the client or the broker said. fastq's py-amqp connections sort
+    their errors into ``failure`` (``fastq.brokers.amqp_connection.why_not_connected``)."""
+
 @final
 class AmqpConsumer:
     """A worker process's RabbitMQ consumer (lapin on a runtime it starts itself).

@@ -296,6 +296,30 @@ def test_unreachable_broker_is_a_redacted_error() -> None:
     assert redact("amqp://u:hunter2@h//") == "amqp://u:***@h//"
 
 
+@requires_rabbitmq
+@pytest.mark.parametrize(
+    ("url", "cause"),
+    [
+        ("amqp://guest:hunter2@127.0.0.1:5679//", "connection refused by 127.0.0.1:5679"),
+        (AMQP_URL.replace("guest:guest@", "guest:hunter2@"), 'login refused for user "guest"'),
+    ],
+)
+def test_py_amqp_and_the_rust_side_say_the_same(url: str, cause: str) -> None:
+    """The queue admin calls (py-amqp) and the publisher (lapin) word a failure alike: one
+    wording, the Rust side's."""
+    app = App("t", broker=url, set_as_current=False)
+    with pytest.raises(BrokerConnectionError) as by_rust:
+        app.send_task("proj.add", (1, 1))
+    with pytest.raises(BrokerConnectionError) as by_py_amqp:
+        app.broker.queue_length("celery")
+    # The URL once, its password hidden; then the same explanation.
+    assert str(by_py_amqp.value).count("@") == 1 and "hunter2" not in str(by_py_amqp.value)
+    rust, py_amqp = (str(e.value) for e in (by_rust, by_py_amqp))
+    rust, py_amqp = rust[rust.index(cause) :], py_amqp[py_amqp.index(cause) :]
+    # The broker's own words may differ by client (py-amqp's exception adds the method).
+    assert rust.split(" (broker said")[0] == py_amqp.split(" (broker said")[0], (rust, py_amqp)
+
+
 # -- the Rust consumer ---------------------------------------------------------------------------
 @requires_rabbitmq
 def test_consumer_acks_rejects_and_restores() -> None:

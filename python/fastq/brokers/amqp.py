@@ -162,6 +162,8 @@ class AmqpBroker(Broker):
         with self.admin.lock:
             try:
                 return fn(self.admin.channel())
+            except BrokerConnectionError:  # could not connect: says so already, naming the URL
+                raise
             except CONNECTION_ERRORS as exc:
                 self.admin.reset()
                 if isinstance(exc, amqp.exceptions.NotFound):

@@ -1,7 +1,7 @@
 """Connecting to RabbitMQ: the URL read as kombu reads it, the TLS files of ``broker_use_ssl``
 for the Rust side, and the py-amqp connections fastq still opens from Python (queue admin,
-remote control, the RabbitMQ result backends), with why one failed in the words the Rust side
-uses. The Rust consumer and publisher connect in ``rust/fastq-core/src/amqp/connection.rs``.
+remote control, the RabbitMQ result backends), with why one failed in the Rust side's words.
+The Rust consumer and publisher connect in ``rust/fastq-core/src/amqp/connection.rs``.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from urllib.parse import quote, unquote, urlsplit
 
 import amqp
 
+from fastq import _core
 from fastq.config import Config
 from fastq.errors import BrokerConnectionError, ConfigurationError
 from fastq.urls import redact
@@ -102,34 +103,27 @@ def tls_files(use_ssl: Any) -> dict[str, str] | None:
 
 
 def why_not_connected(exc: BaseException, p: AmqpParams) -> str:
-    """Why py-amqp could not connect, in the words the Rust side uses (never the password)."""
-    where = f"{p.host}:{p.port}"
+    """Why py-amqp could not connect, in the words of the Rust side, which words it (never the
+    password): the exception sorted into what an operator has to change."""
+    failure: Any = "other"
     if isinstance(exc, amqp.exceptions.AccessRefused):
-        return (
-            f"login refused for user {p.userid!r}: wrong user name or password, or the user "
-            f"may not log in from here (broker said: {exc})"
-        )
-    if isinstance(exc, amqp.exceptions.NotAllowed):
-        return (
-            f"virtual host {p.vhost!r} does not exist or user {p.userid!r} has no permission on "
-            f"it (broker said: {exc})"
-        )
-    if isinstance(exc, ConnectionRefusedError):
-        return (
-            f"connection refused by {where}: nothing listens there (is RabbitMQ running, and is "
-            "this its port?)"
-        )
-    if isinstance(exc, ssl.SSLError) and p.ssl:
-        return (
-            f"TLS handshake with {where} failed ({exc}): the server does not speak TLS there. "
-            "amqps:// needs RabbitMQ's TLS listener (usually port 5671); use amqp:// for the "
-            "plain one (5672)"
-        )
-    if isinstance(exc, socket.gaierror):
-        return f"cannot resolve the host name {p.host!r}: {exc}"
-    if isinstance(exc, TimeoutError):
-        return f"no answer from {where} (a host that is down or a firewall dropping the packets)"
-    return f"{where}: {exc}"
+        failure = "login_refused"
+    elif isinstance(exc, amqp.exceptions.NotAllowed):
+        failure = "vhost_refused"
+    elif isinstance(exc, ConnectionRefusedError):
+        failure = "port_refused"
+    elif isinstance(exc, ssl.SSLCertVerificationError) and p.ssl:
+        failure = "untrusted"
+    elif isinstance(exc, ssl.SSLError) and p.ssl:
+        alert = "alert" in str(exc) and "certificate" in str(exc).lower()
+        failure = "client_certificate_refused" if alert else "not_tls"
+    elif isinstance(exc, socket.gaierror):
+        failure = "unresolved"
+    elif isinstance(exc, TimeoutError):
+        failure = "no_answer"
+    return _core.amqp_connect_failure(
+        failure, str(exc), host=p.host, port=p.port, user=p.userid, vhost=p.vhost, tls=p.ssl
+    )
 
 
 def connect(

@@ -6,7 +6,9 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use fastq_core::amqp::{self, AmqpError, Body, ConsumerConfig, Endpoint, Incoming, QueueSpec, Tls};
+use fastq_core::amqp::{
+    self, AmqpError, Body, ConsumerConfig, Endpoint, Failure, Incoming, QueueSpec, Target, Tls,
+};
 use fastq_core::protocol::TaskMessage as CoreMessage;
 use fastq_core::Value;
 use pyo3::prelude::*;
@@ -125,6 +127,37 @@ pub(crate) fn queue_spec(d: &Bound<'_, PyDict>) -> PyResult<QueueSpec> {
         },
         name,
     })
+}
+
+/// Why a connection to RabbitMQ failed, worded as the Rust clients word it: fastq's py-amqp
+/// connections sort their errors into `failure` (`login_refused`…) and say the same.
+#[pyfunction]
+#[pyo3(signature = (failure, detail, *, host, port, user, vhost, tls))]
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn amqp_connect_failure(
+    py: Python<'_>,
+    failure: &str,
+    detail: &str,
+    host: String,
+    port: u16,
+    user: String,
+    vhost: String,
+    tls: bool,
+) -> PyResult<String> {
+    let failure = Failure::from_name(failure).ok_or_else(|| {
+        amqp_error(
+            py,
+            AmqpError::Config(format!("unknown connection failure {failure:?}")),
+        )
+    })?;
+    let target = Target {
+        host,
+        port,
+        user,
+        vhost,
+        tls,
+    };
+    Ok(target.explain(failure, detail, None))
 }
 
 /// A worker process's RabbitMQ consumer (see `fastq-core`'s `amqp::consumer`).

@@ -37,5 +37,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(consumer::restore_consumer, m)?)?;
     m.add_function(wrap_pyfunction!(consumer::restore_visible, m)?)?;
     m.add_function(wrap_pyfunction!(consumer::renew_leases, m)?)?;
+    m.add_function(wrap_pyfunction!(amqp::amqp_connect_failure, m)?)?;
     Ok(())
 }

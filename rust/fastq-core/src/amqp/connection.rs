@@ -140,21 +140,65 @@ pub(super) async fn connect(
             target.why(&e)
         ))),
         Err(_) => Err(AmqpError::Connection(format!(
-            "cannot connect: no answer from {}:{} within {limit:.0?} (a host that is down or \
-             a firewall dropping the packets)",
-            target.host, target.port
+            "cannot connect: {}",
+            target.explain(Failure::NoAnswer, "", Some(limit))
         ))),
+    }
+}
+
+/// Why a connection attempt failed, sorted so that an operator knows what to change. The Rust
+/// clients sort lapin's errors ([`Target::why`]); fastq's py-amqp connections sort py-amqp's
+/// and have them worded here too (`_core.amqp_connect_failure`), so both say the same.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    LoginRefused,
+    VhostRefused,
+    /// Another refusal of the broker's.
+    BrokerRefused,
+    /// Nothing listens on the port.
+    PortRefused,
+    /// TLS: the server's certificate is not one we trust.
+    Untrusted,
+    /// TLS: the server wants a client certificate it trusts.
+    ClientCertificateRefused,
+    /// TLS to a port that does not speak it.
+    NotTls,
+    Unresolved,
+    NoAnswer,
+    /// Plain AMQP to a port that hung up during the handshake (a TLS port, or not RabbitMQ).
+    ClosedInHandshake,
+    Other,
+}
+
+impl Failure {
+    /// The names Python passes (`login_refused`…).
+    pub fn from_name(name: &str) -> Option<Self> {
+        Some(match name {
+            "login_refused" => Failure::LoginRefused,
+            "vhost_refused" => Failure::VhostRefused,
+            "broker_refused" => Failure::BrokerRefused,
+            "port_refused" => Failure::PortRefused,
+            "untrusted" => Failure::Untrusted,
+            "client_certificate_refused" => Failure::ClientCertificateRefused,
+            "not_tls" => Failure::NotTls,
+            "unresolved" => Failure::Unresolved,
+            "no_answer" => Failure::NoAnswer,
+            "closed_in_handshake" => Failure::ClosedInHandshake,
+            "other" => Failure::Other,
+            _ => return None,
+        })
     }
 }
 
 /// What a failed connection attempt was aimed at, to say why it failed in words an operator can
 /// act on. Never the password.
-struct Target {
-    host: String,
-    port: u16,
-    user: String,
-    vhost: String,
-    tls: bool,
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub host: String,
+    pub port: u16,
+    pub user: String,
+    pub vhost: String,
+    pub tls: bool,
 }
 
 impl Target {
@@ -168,69 +212,97 @@ impl Target {
         }
     }
 
-    fn why(&self, e: &lapin::Error) -> String {
+    /// The failure in words; `detail` is what the client or the broker said, `limit` how long
+    /// an unanswered attempt waited (if known).
+    pub fn explain(&self, failure: Failure, detail: &str, limit: Option<Duration>) -> String {
         let (host, port) = (&self.host, self.port);
-        match e.kind() {
+        match failure {
+            Failure::LoginRefused => format!(
+                "login refused for user {:?}: wrong user name or password, or the user may not \
+                 log in from here (broker said: {detail})",
+                self.user
+            ),
+            Failure::VhostRefused => format!(
+                "virtual host {:?} does not exist or user {:?} has no permission on it (broker \
+                 said: {detail})",
+                self.vhost, self.user
+            ),
+            Failure::BrokerRefused => format!("the broker refused the connection: {detail}"),
+            Failure::PortRefused => format!(
+                "connection refused by {host}:{port}: nothing listens there (is RabbitMQ \
+                 running, and is this its port?)"
+            ),
+            Failure::Untrusted => format!(
+                "TLS handshake with {host}:{port} failed: the server's certificate is not trusted \
+                 ({detail}). Give the CA that signed it as broker_use_ssl {{'ca_certs': <PEM \
+                 file>}}, and check that the URL's host is a name in it"
+            ),
+            Failure::ClientCertificateRefused => format!(
+                "TLS handshake with {host}:{port} failed: the server refused the client \
+                 certificate ({detail}). Give one it trusts as broker_use_ssl {{'certfile': \
+                 <PEM file>, 'keyfile': <PEM file>}}"
+            ),
+            Failure::NotTls => format!(
+                "TLS handshake with {host}:{port} failed ({detail}): the server does not speak \
+                 TLS there. amqps:// needs RabbitMQ's TLS listener (usually port 5671); use \
+                 amqp:// for the plain one (5672)"
+            ),
+            Failure::Unresolved => format!("cannot resolve the host name {host:?}: {detail}"),
+            Failure::NoAnswer => {
+                let within = limit
+                    .map(|l| format!(" within {l:.0?}"))
+                    .unwrap_or_default();
+                format!(
+                    "no answer from {host}:{port}{within} (a host that is down or a firewall \
+                     dropping the packets)"
+                )
+            }
+            Failure::ClosedInHandshake => format!(
+                "{host}:{port} closed the connection during the AMQP handshake ({detail}): is it \
+                 a TLS port (then use amqps://) or not RabbitMQ?"
+            ),
+            Failure::Other => format!("{host}:{port}: {detail}"),
+        }
+    }
+
+    /// lapin's error, sorted and worded.
+    fn why(&self, e: &lapin::Error) -> String {
+        let (failure, detail) = match e.kind() {
             ErrorKind::ProtocolError(err) => {
-                let said = err.get_message();
-                match err.kind() {
-                    AMQPErrorKind::Soft(AMQPSoftError::ACCESSREFUSED) => format!(
-                        "login refused for user {:?}: wrong user name or password, or the \
-                         user may not log in from here (broker said: {said})",
-                        self.user
-                    ),
-                    AMQPErrorKind::Hard(AMQPHardError::NOTALLOWED) => format!(
-                        "virtual host {:?} does not exist or user {:?} has no permission on \
-                         it (broker said: {said})",
-                        self.vhost, self.user
-                    ),
-                    _ => format!("the broker refused the connection: {said}"),
-                }
+                let failure = match err.kind() {
+                    AMQPErrorKind::Soft(AMQPSoftError::ACCESSREFUSED) => Failure::LoginRefused,
+                    AMQPErrorKind::Hard(AMQPHardError::NOTALLOWED) => Failure::VhostRefused,
+                    _ => Failure::BrokerRefused,
+                };
+                (failure, err.get_message().to_string())
             }
             ErrorKind::IOError(io) => {
                 let text = io.to_string();
-                match io.kind() {
-                    std::io::ErrorKind::ConnectionRefused => format!(
-                        "connection refused by {host}:{port}: nothing listens there (is \
-                         RabbitMQ running, and is this its port?)"
-                    ),
-                    // rustls's alerts reach us as I/O errors; a plain AMQP server answers a TLS
-                    // hello with bytes rustls calls corrupt.
-                    // rustls's verdict on the server's certificate, or the server's alert
-                    // about ours.
-                    _ if self.tls && text.contains("invalid peer certificate") => format!(
-                        "TLS handshake with {host}:{port} failed: the server's certificate is not \
-                         trusted ({text}). Give the CA that signed it as broker_use_ssl \
-                         {{'ca_certs': <PEM file>}}, and check that the URL's host is a name in it"
-                    ),
+                let failure = match io.kind() {
+                    std::io::ErrorKind::ConnectionRefused => Failure::PortRefused,
+                    // rustls's verdicts and alerts reach us as I/O errors: on the server's
+                    // certificate, the server's about ours, and a plain AMQP server's answer to
+                    // a TLS hello (bytes rustls calls corrupt).
+                    _ if self.tls && text.contains("invalid peer certificate") => {
+                        Failure::Untrusted
+                    }
                     _ if self.tls && text.contains("alert") && text.contains("Certificate") => {
-                        format!(
-                            "TLS handshake with {host}:{port} failed: the server refused the \
-                             client certificate ({text}). Give one it trusts as broker_use_ssl \
-                             {{'certfile': <PEM file>, 'keyfile': <PEM file>}}"
-                        )
+                        Failure::ClientCertificateRefused
                     }
-                    _ if self.tls && is_tls_failure(&text) => format!(
-                        "TLS handshake with {host}:{port} failed ({text}): the server does not \
-                         speak TLS there. amqps:// needs RabbitMQ's TLS listener (usually port \
-                         5671); use amqp:// for the plain one (5672)"
-                    ),
-                    _ if text.contains("lookup") || text.contains("resolve") => {
-                        format!("cannot resolve the host name {host:?}: {text}")
-                    }
+                    _ if self.tls && is_tls_failure(&text) => Failure::NotTls,
+                    _ if text.contains("lookup") || text.contains("resolve") => Failure::Unresolved,
                     std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::ConnectionReset
                         if !self.tls =>
                     {
-                        format!(
-                            "{host}:{port} closed the connection during the AMQP handshake \
-                             ({text}): is it a TLS port (then use amqps://) or not RabbitMQ?"
-                        )
+                        Failure::ClosedInHandshake
                     }
-                    _ => format!("{host}:{port}: {text}"),
-                }
+                    _ => Failure::Other,
+                };
+                (failure, text)
             }
-            _ => e.to_string(),
-        }
+            _ => return e.to_string(),
+        };
+        self.explain(failure, &detail, None)
     }
 }
 
@@ -291,7 +363,33 @@ pub(super) async fn close(connection: &Connection, who: &str) {
 
 #[cfg(test)]
 mod tests {
-    use super::redact;
+    use super::{redact, Duration, Failure, Target};
+
+    #[test]
+    fn failures_are_worded_for_the_operator() {
+        let target = Target {
+            host: "rabbit".into(),
+            port: 5671,
+            user: "guest".into(),
+            vhost: "prod".into(),
+            tls: true,
+        };
+        let say = |name: &str, limit| {
+            let failure = Failure::from_name(name).unwrap();
+            target.explain(failure, "said", limit)
+        };
+        assert!(say("login_refused", None).starts_with("login refused for user \"guest\""));
+        assert!(say("vhost_refused", None).contains("virtual host \"prod\" does not exist"));
+        assert!(say("untrusted", None).contains("not trusted (said). Give the CA"));
+        assert_eq!(
+            say("no_answer", Some(Duration::from_secs(5))),
+            "no answer from rabbit:5671 within 5s (a host that is down or a firewall dropping \
+             the packets)"
+        );
+        assert!(!say("no_answer", None).contains("within"));
+        assert_eq!(say("other", None), "rabbit:5671: said");
+        assert_eq!(Failure::from_name("nope"), None);
+    }
 
     #[test]
     fn passwords_never_show() {
