@@ -1,5 +1,6 @@
-"""RabbitMQ publish path: fastq's Rust publisher (lapin) against its py-amqp one, with Celery's
-`.delay()` for reference; one RabbitMQ, rounds interleaved, medians.
+"""RabbitMQ publish path: fastq's Rust publisher (lapin) against Celery's `.delay()`; one
+RabbitMQ, rounds interleaved, medians. (fastq's py-amqp publisher, measured here until it was
+dropped, is in the earlier sections of `bench/RESULTS.md`.)
 
     .venv/bin/maturin develop --release
     .venv/bin/python bench/amqp_publish.py --rounds 7 --json bench/data/amqp-publish-1.json
@@ -11,9 +12,9 @@ so results are off and `ignore_result` is set). Each measurement builds a fresh 
 sends one untimed task (connection and declarations), then times, on one queue emptied before
 each measurement:
 
-- `.delay()`: N single publishes in a loop, fastq on each path and Celery;
-- `send_many`: fastq's batch call, chunks of `--batch-size`, on each path;
-- `send_many` with publisher confirms (`broker_confirm_publish`), on each path;
+- `.delay()`: N single publishes in a loop, fastq and Celery;
+- `send_many`: fastq's batch call, chunks of `--batch-size`;
+- `send_many` with publisher confirms (`broker_confirm_publish`);
 - `.delay()` with confirms, fastq's Rust path and Celery (kombu's `confirm_publish`): fastq's
   default since confirms went on, against Celery's opt-in.
 
@@ -54,9 +55,9 @@ from fastq.bench.apps.fastq_app import make_app  # noqa: E402
 from fastq.bench.spec import TASK_NAME  # noqa: E402
 
 TITLE = "RabbitMQ publish path"
-DELAY_RUST, DELAY_PY, DELAY_CELERY = "delay-rust", "delay-py-amqp", "delay-celery"
-BATCH_RUST, BATCH_PY = "batch-rust", "batch-py-amqp"
-CONFIRM_RUST, CONFIRM_PY = "confirm-rust", "confirm-py-amqp"
+DELAY_RUST, DELAY_CELERY = "delay-rust", "delay-celery"
+BATCH_RUST = "batch-rust"
+CONFIRM_RUST = "confirm-rust"
 DELAY_CONFIRM_RUST, DELAY_CONFIRM_CELERY = "delay-confirm-rust", "delay-confirm-celery"
 THREADS_CONFIRM_RUST, THREADS_CONFIRM_CELERY = "threads-confirm-rust", "threads-confirm-celery"
 #: Threads calling `.delay()` at once in the threaded rows (a threaded web server's workers).
@@ -64,25 +65,18 @@ THREADS = 8
 #: Rows of the table, in order.
 LABELS = {
     DELAY_RUST: "fastq `.delay()`, confirms off, Rust publisher",
-    DELAY_PY: "fastq `.delay()`, confirms off, py-amqp",
     DELAY_CELERY: "Celery `.delay()` (confirms off, its default)",
     DELAY_CONFIRM_RUST: "fastq `.delay()`, confirms (the default), Rust publisher",
     DELAY_CONFIRM_CELERY: "Celery `.delay()`, `confirm_publish`",
     THREADS_CONFIRM_RUST: f"fastq `.delay()` from {THREADS} threads, confirms, Rust publisher",
     THREADS_CONFIRM_CELERY: f"Celery `.delay()` from {THREADS} threads, `confirm_publish`",
     BATCH_RUST: "fastq `send_many`, confirms off, Rust publisher",
-    BATCH_PY: "fastq `send_many`, confirms off, py-amqp",
     CONFIRM_RUST: "fastq `send_many`, confirms (the default), Rust publisher",
-    CONFIRM_PY: "fastq `send_many`, confirms, py-amqp",
 }
 #: (label, numerator, denominator) of the ratio table.
 RATIOS = [
-    ("`.delay()`: Rust / py-amqp", DELAY_RUST, DELAY_PY),
     ("`.delay()`: Rust / Celery", DELAY_RUST, DELAY_CELERY),
-    ("`.delay()`: py-amqp / Celery", DELAY_PY, DELAY_CELERY),
-    ("`send_many`: Rust / py-amqp", BATCH_RUST, BATCH_PY),
     ("`send_many`, Rust / Celery `.delay()`", BATCH_RUST, DELAY_CELERY),
-    ("`send_many` with confirms: Rust / py-amqp", CONFIRM_RUST, CONFIRM_PY),
     ("`.delay()`, Rust: confirms on / off", DELAY_CONFIRM_RUST, DELAY_RUST),
     ("`send_many`, Rust: confirms on / off", CONFIRM_RUST, BATCH_RUST),
     ("`.delay()` with confirms: fastq / Celery without", DELAY_CONFIRM_RUST, DELAY_CELERY),
@@ -140,9 +134,8 @@ class Broker:
         delete_queue(self.url, self.queue)
 
 
-def fastq_client(url: str, queue: str, path: str, confirm: bool) -> tuple[Any, Any]:
+def fastq_client(url: str, queue: str, confirm: bool) -> tuple[Any, Any]:
     app, task = make_app(url, None, queue=queue)
-    app.conf.broker_transport_options = {"publisher": path}
     app.conf.broker_confirm_publish = confirm
     return app, task
 
@@ -203,24 +196,21 @@ def plan(args: argparse.Namespace, broker: Broker) -> dict[str, Callable[[], dic
     url, queue = args.url, broker.queue
     n, b, c, batch = args.tasks, args.batch_tasks, args.confirm_tasks, batches(args.batch_size)
 
-    def fq(path: str, confirm: bool = False) -> Callable[[], tuple[Any, Any]]:
-        return lambda: fastq_client(url, queue, path, confirm)
+    def fq(confirm: bool = False) -> Callable[[], tuple[Any, Any]]:
+        return lambda: fastq_client(url, queue, confirm)
 
     def celery(confirm: bool = False) -> Callable[[], tuple[Any, Any]]:
         return lambda: celery_client(url, queue, confirm)
 
     return {
-        DELAY_RUST: lambda: measure(broker, n, fq("rust"), delay),
-        DELAY_PY: lambda: measure(broker, n, fq("py-amqp"), delay),
+        DELAY_RUST: lambda: measure(broker, n, fq(), delay),
         DELAY_CELERY: lambda: measure(broker, n, celery(), delay),
-        DELAY_CONFIRM_RUST: lambda: measure(broker, n, fq("rust", True), delay),
+        DELAY_CONFIRM_RUST: lambda: measure(broker, n, fq(True), delay),
         DELAY_CONFIRM_CELERY: lambda: measure(broker, n, celery(True), delay),
-        THREADS_CONFIRM_RUST: lambda: measure(broker, n, fq("rust", True), threaded),
+        THREADS_CONFIRM_RUST: lambda: measure(broker, n, fq(True), threaded),
         THREADS_CONFIRM_CELERY: lambda: measure(broker, n, celery(True), threaded),
-        BATCH_RUST: lambda: measure(broker, b, fq("rust"), batch),
-        BATCH_PY: lambda: measure(broker, b, fq("py-amqp"), batch),
-        CONFIRM_RUST: lambda: measure(broker, c, fq("rust", True), batch),
-        CONFIRM_PY: lambda: measure(broker, c, fq("py-amqp", True), batch),
+        BATCH_RUST: lambda: measure(broker, b, fq(), batch),
+        CONFIRM_RUST: lambda: measure(broker, c, fq(True), batch),
     }
 
 
@@ -330,12 +320,11 @@ def report(runs: list[dict[str, Any]], sources: list[str], title: str = TITLE) -
     day = runs[0]["finished"][:10]
     return f"""## {title}
 
-Which client publishes fastq's task messages on RabbitMQ: the Rust publisher
-(`_core.AmqpPublisher`, lapin; the default) or py-amqp (the path before it, still there as
-`broker_transport_options={{"publisher": "py-amqp"}}`), with publisher confirms (fastq's default)
-and without, and Celery 5.7's `.delay()` with and without kombu's `confirm_publish`, in the same
-rounds. Results off (no backend), the `fastq bench` harness's task and client apps, fastq built
-with `maturin develop --release` (commit {commits}).
+fastq's task messages on RabbitMQ through its Rust publisher (`_core.AmqpPublisher`, lapin),
+with publisher confirms (fastq's default) and without, and Celery 5.7's `.delay()` with and
+without kombu's `confirm_publish`, in the same rounds. Results off (no backend), the `fastq
+bench` harness's task and client apps, fastq built with `maturin develop --release` (commit
+{commits}).
 {len(runs)} run(s) of {s["rounds"]} rounds, finished on {day} at {when}; each round measures
 everything once, in an order that rotates. The figures are medians over all {len(rounds)}
 rounds; the ratios are taken within each round, then the median.

@@ -42,7 +42,7 @@ BIN = Path(sys.executable).parent
 sys.path.insert(0, str(ROOT / "python"))
 
 from fastq import App, _core  # noqa: E402
-from fastq.brokers.amqp import AmqpParams  # noqa: E402
+from fastq.brokers.amqp_connection import AmqpParams  # noqa: E402
 
 
 def admin(url: str) -> Any:

@@ -5,8 +5,9 @@ their content type), ``InvalidMessage`` (valid data that is not a task message),
 ``ContentDisallowed`` (a type not in ``accept``), ``UnknownContentType`` and ``EncodeError``.
 """
 
-from collections.abc import Sequence
-from typing import Any, final
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal, final
 
 # The module's own list (PyO3 fills it from every `m.add*` in lib.rs); stubtest compares the two.
 __all__ = [
@@ -21,6 +22,7 @@ __all__ = [
     "RedisPublisher",
     "TaskMessage",
     "__version__",
+    "amqp_connect_failure",
     "decode_task",
     "decode_task_envelope",
     "dumps",
@@ -252,6 +254,32 @@ def restore_visible(url: str, visibility_timeout: float, global_keyprefix: str =
     routing key) are moved to the ``fastq.unrestorable`` list rather than dropped."""
 
 # -- RabbitMQ ------------------------------------------------------------------------------------
+def amqp_connect_failure(
+    failure: Literal[
+        "login_refused",
+        "vhost_refused",
+        "broker_refused",
+        "port_refused",
+        "untrusted",
+        "client_certificate_refused",
+        "not_tls",
+        "unresolved",
+        "no_answer",
+        "closed_in_handshake",
+        "other",
+    ],
+    detail: str,
+    *,
+    host: str,
+    port: int,
+    user: str,
+    vhost: str,
+    tls: bool,
+) -> str:
+    """Why a connection to ``host:port`` failed, in the words the Rust consumer and publisher
+    use; ``detail`` is what the client or the broker said. fastq's py-amqp connections sort
+    their errors into ``failure`` (``fastq.brokers.amqp_connection.why_not_connected``)."""
+
 @final
 class AmqpConsumer:
     """A worker process's RabbitMQ consumer (lapin on a runtime it starts itself).
@@ -274,7 +302,9 @@ class AmqpConsumer:
         global_qos: bool = True,
         heartbeat: int | None = None,
         connect_timeout: float = 10.0,
-    ) -> AmqpConsumer: ...
+        tls: Mapping[str, str | os.PathLike[str]] | None = None,
+    ) -> AmqpConsumer:
+        """``tls``: ``ca_certs``, ``certfile``, ``keyfile`` (PEM files) for ``amqps://``."""
     def fetch(self, timeout: float) -> list[Delivery]:
         """Waits up to ``timeout`` seconds (GIL released); returns every delivery received."""
     def ack(self, delivery_tags: list[str], wait: bool = True) -> None:
@@ -324,15 +354,16 @@ class AmqpPublisher:
         connect_timeout: float = 10.0,
         connection_name: str | None = None,
         timeout: float | None = None,
+        tls: Mapping[str, str | os.PathLike[str]] | None = None,
     ) -> AmqpPublisher:
         """``url``: an RFC AMQP URI (``AmqpParams.lapin_url()``); ``heartbeat`` None takes the
         broker's proposal; ``connection_name`` is shown by ``rabbitmqctl list_connections
         client_properties``; ``timeout`` bounds a wait without progress (for the next write
-        or confirm of a call), None waits as long as the connection lives."""
+        or confirm of a call), None waits as long as the connection lives; ``tls`` as
+        ``AmqpConsumer`` takes it."""
     def add_queue(self, queue: dict[str, Any]) -> None:
         """Registers how to declare a queue (the dict ``AmqpConsumer`` takes); it is declared on
         the next publish to it."""
-    def has_queue(self, name: str) -> bool: ...
     def publish_many(self, messages: Sequence[Any], *, retry: bool = False) -> int:
         """Publishes ``fastq.protocol.OutgoingMessage``s in order; returns how many times it
         reconnected after losing the connection part-way (0 or 1)."""

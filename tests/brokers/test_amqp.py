@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import ssl
 import time
 from collections import Counter
 from pathlib import Path
@@ -14,13 +15,16 @@ from typing import Any
 
 import amqp
 import pytest
-from fastq import App
-from fastq.brokers.amqp import AmqpBroker, AmqpParams, declarations
+from fastq import App, _core
+from fastq.brokers.amqp import AmqpBroker
+from fastq.brokers.amqp_connection import AmqpParams
+from fastq.brokers.amqp_topology import declarations
 from fastq.config import Config
 from fastq.errors import BrokerConnectionError, ConfigurationError, NotRegistered
 from fastq.urls import redact
 
 from tests.amqp_support import (
+    AMQP_HOST,
     AMQP_URL,
     admin,
     children,
@@ -34,6 +38,7 @@ from tests.amqp_support import (
     wait_until,
     worker,
 )
+from tests.tls_support import Certificates, make_certificates, tls_front
 
 #: Tasks drained across the broker restart (the issue's 5000).
 RESTART_TASKS = int(os.environ.get("FASTQ_TEST_RESTART_TASKS", "5000"))
@@ -100,17 +105,31 @@ def test_declarations_follow_the_settings() -> None:
     assert topic["feeds"].exchange_type == "topic" and topic["feeds"].routing_key == "f.#"
 
 
-def test_the_rust_publisher_is_the_default_and_py_amqp_the_fallback() -> None:
-    def path(**settings: object) -> str:
-        return AmqpBroker("amqp://h//", Config(**settings)).publish_path
+def test_broker_use_ssl_files_go_to_the_rust_side_and_what_it_cannot_honour_is_refused() -> None:
+    def tls(use_ssl: object) -> object:
+        return AmqpBroker("amqps://h//", Config(broker_use_ssl=use_ssl)).tls
 
-    assert path() == "rust"
-    assert path(broker_transport_options={"publisher": "py-amqp"}) == "py-amqp"
-    # TLS options (a CA file, a client certificate) only py-amqp takes.
-    assert path(broker_use_ssl={"ca_certs": "/etc/ca.pem"}) == "py-amqp"
-    assert path(broker_use_ssl=True) == "rust"
-    with pytest.raises(ConfigurationError, match="publisher"):
-        path(broker_transport_options={"publisher": "kombu"})
+    assert tls(True) is None and tls(None) is None
+    files = {"ca_certs": Path("/etc/ca.pem"), "certfile": "/c.pem", "keyfile": "/k.pem"}
+    assert tls({**files, "cert_reqs": ssl.CERT_REQUIRED}) == {
+        "ca_certs": "/etc/ca.pem",
+        "certfile": "/c.pem",
+        "keyfile": "/k.pem",
+    }
+    with pytest.raises(ConfigurationError, match="cert_reqs"):
+        tls({"cert_reqs": ssl.CERT_NONE})
+    with pytest.raises(ConfigurationError, match="server_hostname"):
+        tls({"server_hostname": "rabbit"})
+    # The Rust side refuses an option it does not know, and a key without its certificate.
+    with pytest.raises(ConfigurationError, match="unknown TLS option"):
+        _core.AmqpPublisher("amqps://h/", tls={"ciphers": "x"})
+    for use_ssl, refusal in [
+        ({"keyfile": "/k.pem"}, "keyfile without certfile"),
+        ({"ca_certs": "/nonexistent/ca.pem"}, "cannot read the CA certificates"),
+    ]:
+        app = App("t", broker="amqps://h:1//", broker_use_ssl=use_ssl, set_as_current=False)
+        with pytest.raises(ConfigurationError, match=refusal):
+            app.send_task("proj.add", (1, 1))
 
 
 def test_publisher_confirms_are_on_unless_turned_off() -> None:
@@ -212,6 +231,59 @@ def test_publisher_confirms_and_reconnects_after_a_fork_or_a_break() -> None:
         delete(queue)
 
 
+@pytest.fixture(scope="module")
+def certs(tmp_path_factory: pytest.TempPathFactory) -> Certificates:
+    return make_certificates(tmp_path_factory.mktemp("amqp-tls"))
+
+
+@requires_rabbitmq
+def test_amqps_with_a_private_ca_and_a_client_certificate(certs: Certificates) -> None:
+    """RabbitMQ behind TLS that takes only clients with a certificate from its own CA: the Rust
+    publisher and consumer connect with broker_use_ssl's files, and are refused without them."""
+    queue = unique("tls")
+    host, port = AMQP_HOST.rsplit(":", 1)
+    files = {
+        "ca_certs": str(certs.ca),
+        "certfile": str(certs.client_cert),
+        "keyfile": str(certs.client_key),
+    }
+    with tls_front((host, int(port)), certs, client_auth=True) as tls_port:
+
+        def app(**use_ssl: str) -> App:
+            url = f"amqps://guest:guest@127.0.0.1:{tls_port}//"
+            return App(
+                "t",
+                broker=url,
+                task_default_queue=queue,
+                broker_use_ssl=use_ssl,
+                set_as_current=False,
+            )
+
+        client = app(**files)
+        consumer = None
+        try:
+            client.send_task("proj.add", (1, 2), task_id="over-tls")
+            consumer = client.broker.consumer(
+                [queue], prefetch=1, consumer_id=unique("tls"), accept=["json"]
+            )
+            [d] = fetch(consumer, 1)
+            assert d.task_id == "over-tls"
+            consumer.ack([d.delivery_tag])
+            # The system does not know the CA.
+            with pytest.raises(BrokerConnectionError, match=r"not trusted.*ca_certs"):
+                app(certfile=files["certfile"], keyfile=files["keyfile"]).send_task("p", ())
+            # No client certificate: the server ends the handshake.
+            with pytest.raises(BrokerConnectionError, match="refused the client certificate"):
+                app(ca_certs=files["ca_certs"]).broker.consumer(
+                    [queue], prefetch=1, consumer_id=unique("tls"), accept=["json"]
+                )
+        finally:
+            if consumer is not None:
+                consumer.close()
+            client.close()
+            delete(queue)
+
+
 @requires_rabbitmq
 def test_unreachable_broker_is_a_redacted_error() -> None:
     app = App("t", broker="amqp://guest:hunter2@127.0.0.1:5679//", set_as_current=False)
@@ -222,6 +294,30 @@ def test_unreachable_broker_is_a_redacted_error() -> None:
         app.broker.consumer(["q"], prefetch=1, consumer_id="c", accept=["json"])
     assert "hunter2" not in str(info.value)
     assert redact("amqp://u:hunter2@h//") == "amqp://u:***@h//"
+
+
+@requires_rabbitmq
+@pytest.mark.parametrize(
+    ("url", "cause"),
+    [
+        ("amqp://guest:hunter2@127.0.0.1:5679//", "connection refused by 127.0.0.1:5679"),
+        (AMQP_URL.replace("guest:guest@", "guest:hunter2@"), 'login refused for user "guest"'),
+    ],
+)
+def test_py_amqp_and_the_rust_side_say_the_same(url: str, cause: str) -> None:
+    """The queue admin calls (py-amqp) and the publisher (lapin) word a failure alike: one
+    wording, the Rust side's."""
+    app = App("t", broker=url, set_as_current=False)
+    with pytest.raises(BrokerConnectionError) as by_rust:
+        app.send_task("proj.add", (1, 1))
+    with pytest.raises(BrokerConnectionError) as by_py_amqp:
+        app.broker.queue_length("celery")
+    # The URL once, its password hidden; then the same explanation.
+    assert str(by_py_amqp.value).count("@") == 1 and "hunter2" not in str(by_py_amqp.value)
+    rust, py_amqp = (str(e.value) for e in (by_rust, by_py_amqp))
+    rust, py_amqp = rust[rust.index(cause) :], py_amqp[py_amqp.index(cause) :]
+    # The broker's own words may differ by client (py-amqp's exception adds the method).
+    assert rust.split(" (broker said")[0] == py_amqp.split(" (broker said")[0], (rust, py_amqp)
 
 
 # -- the Rust consumer ---------------------------------------------------------------------------

@@ -19,6 +19,8 @@ import pytest
 import redis
 from fastq import _core, errors
 
+from tests.tls_support import make_certificates
+
 URL = "redis://127.0.0.1:6379/15"
 SEP = "\x06\x16"
 
@@ -669,52 +671,10 @@ def test_a_command_redis_refuses_is_a_broker_error(
 def tls_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, Path]]:
     """A throwaway redis-server speaking only TLS, with a certificate for 127.0.0.1 from a CA
     made for the test: (port, CA file)."""
-    if not (shutil.which("redis-server") and shutil.which("openssl")):
-        pytest.skip("needs redis-server and openssl")
+    if not shutil.which("redis-server"):
+        pytest.skip("needs redis-server")
     d = tmp_path_factory.mktemp("tls")
-
-    def openssl(*args: str) -> None:
-        subprocess.run(["openssl", *args], cwd=d, check=True, capture_output=True)
-
-    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
-    openssl(
-        "req",
-        "-x509",
-        *ec,
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.pem",
-        "-days",
-        "1",
-        "-subj",
-        "/CN=fastq test CA",
-        "-addext",
-        "basicConstraints=critical,CA:TRUE",
-        "-addext",
-        "keyUsage=critical,keyCertSign",
-    )
-    openssl("req", *ec, "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=127.0.0.1")
-    (d / "server.ext").write_text(
-        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n"
-    )
-    openssl(
-        "x509",
-        "-req",
-        "-in",
-        "server.csr",
-        "-CA",
-        "ca.pem",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-out",
-        "server.pem",
-        "-days",
-        "1",
-        "-extfile",
-        "server.ext",
-    )
+    make_certificates(d)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]

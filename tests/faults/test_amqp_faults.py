@@ -207,8 +207,9 @@ def test_a_broker_blocking_publishers_fails_the_publish_in_time(
     own_rabbit: RabbitNode,  # noqa: F811
 ) -> None:
     """A memory alarm makes RabbitMQ stop reading publishers' sockets: with confirms, a
-    publish raises after ``publish_timeout`` without progress, saying why, instead of hanging;
-    once the alarm clears, publishing works again."""
+    publish raises after ``publish_timeout`` without progress, saying why, instead of hanging.
+    The connection stays (other threads' calls on it are not cut and resent): once the alarm
+    clears, the timed-out call's messages are queued, once, and publishing works again."""
     client = App(
         "fault-client",
         broker=own_rabbit.url(),
@@ -223,10 +224,25 @@ def test_a_broker_blocking_publishers_fails_the_publish_in_time(
             client.send_many([("faults.work", (i,), None) for i in range(1, 50)])
         took = time.monotonic() - started
         assert took < 10, took
+        publisher = client.broker.publisher
+        assert publisher.connected
         own_rabbit.ctl("set_vm_memory_high_watermark", "0.4")
-        wait_until(lambda: _publishes(client), timeout=30)
+        wait_until(lambda: _depth(own_rabbit, client.conf.task_default_queue) == 50, timeout=30)
+        assert _publishes(client) and client.broker.publisher is publisher
+        wait_until(lambda: _depth(own_rabbit, client.conf.task_default_queue) == 51, timeout=10)
+        # One connection, the one it had before the alarm.
+        listed = own_rabbit.ctl("list_connections", "client_properties")
+        assert listed.count("fastq publisher") == 1 and publisher.connection_name in listed
     finally:
         client.close()
+
+
+def _depth(node: RabbitNode, queue: str) -> int:
+    for row in node.ctl("list_queues", "name", "messages").splitlines():
+        name, _, count = row.partition("\t")
+        if name == queue:
+            return int(count)
+    return 0
 
 
 def _publishes(client: App) -> bool:

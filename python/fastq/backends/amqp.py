@@ -11,7 +11,8 @@ import amqp
 
 from fastq import errors, serialization, states
 from fastq.backends.base import Backend
-from fastq.brokers.amqp import CONNECTION_ERRORS, AmqpChannel, AmqpParams, QueueDecl, declare
+from fastq.brokers.amqp_connection import CONNECTION_ERRORS, AmqpChannel, AmqpParams
+from fastq.brokers.amqp_topology import QueueDecl, declare
 from fastq.urls import redact
 
 if TYPE_CHECKING:

@@ -22,7 +22,7 @@ import amqp
 
 from fastq import errors, states
 from fastq.backends.amqp import AmqpResultBackend
-from fastq.brokers.amqp import QueueDecl, declare
+from fastq.brokers.amqp_topology import QueueDecl, declare
 
 if TYPE_CHECKING:
     from fastq.config import Config

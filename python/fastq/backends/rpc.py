@@ -30,7 +30,8 @@ from typing import TYPE_CHECKING, Any
 
 from fastq import errors, states
 from fastq.backends.amqp import AmqpResultBackend
-from fastq.brokers.amqp import CONNECTION_ERRORS, QueueDecl
+from fastq.brokers.amqp_connection import CONNECTION_ERRORS
+from fastq.brokers.amqp_topology import QueueDecl
 
 if TYPE_CHECKING:
     from fastq.config import Config

@@ -24,7 +24,14 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import amqp
 
-from fastq.brokers.amqp import CONNECTION_ERRORS, AmqpChannel, discard, why_not_connected
+from fastq.brokers.amqp_connection import (
+    CONNECTION_ERRORS,
+    AmqpChannel,
+    connect,
+    connect_timeout,
+    discard,
+)
+from fastq.brokers.amqp_topology import QueueDecl, declare, declare_exchange
 from fastq.control_channel import (
     CONTROL_TTL,
     ControlChannel,
@@ -105,7 +112,7 @@ class AmqpControlChannel(ControlChannel):
         (whose callback appends to ``replies``) and returns its consumer tag."""
         channel = self.sender.channel()
         if EXCHANGE not in self.sender.declared:
-            declare_exchange(channel)
+            declare_exchange(channel, EXCHANGE, "fanout", durable=False)
             self.sender.declared.add(EXCHANGE)
         tag = None
         if command.reply:
@@ -144,10 +151,6 @@ class AmqpControlChannel(ControlChannel):
         return AmqpControlListener(self.broker)
 
 
-def declare_exchange(channel: Any) -> None:
-    channel.exchange_declare(EXCHANGE, "fanout", durable=False, auto_delete=False)
-
-
 class AmqpControlListener:
     """A worker's queue on the control exchange, on a connection of its own.
 
@@ -176,46 +179,41 @@ class AmqpControlListener:
         # A new name for each connection: the old exclusive queue may outlive its connection
         # for a moment, and declaring it again from another one would be refused.
         name = f"fastq.control.{os.getpid()}@{socket.gethostname()}.{uuid.uuid4().hex[:8]}"
-        p = self.broker.params
         conf = self.broker.conf
-        connect_timeout = float(conf.broker_transport_options.get("connect_timeout", 5))
-        conn = amqp.Connection(
-            host=f"{p.host}:{p.port}",
-            userid=p.userid,
-            password=p.password,
-            virtual_host=p.vhost,
-            ssl=conf.broker_use_ssl or p.ssl,
-            connect_timeout=connect_timeout,
+        queue = QueueDecl(
+            name=name,
+            exchange=EXCHANGE,
+            exchange_type="fanout",
+            durable=False,
+            auto_delete=True,
+            exclusive=True,
+            # A worker that does not read for this long would answer too late anyway.
+            arguments={"x-message-ttl": int(CONTROL_TTL * 1000)},
+        )
+
+        def set_up(conn: amqp.Connection) -> Any:
+            channel = conn.channel()
+            declare(channel, queue)
+            channel.basic_consume(name, no_ack=True, callback=self._on_message)
+            return channel
+
+        timeout = connect_timeout(conf)
+        self._connection, self._channel = connect(
+            self.broker.params,
+            conf,
+            f"cannot listen for control commands on {self._url}",
+            set_up,
             # Bounds a handshake or a close with a broker that stopped answering; reads in
             # fetch() pass their own timeout.
-            read_timeout=max(connect_timeout, 5.0),
-            write_timeout=max(connect_timeout, 5.0),
+            read_timeout=max(timeout, 5.0),
+            write_timeout=max(timeout, 5.0),
             # fetch() runs at least every half second in every pool (the prefork supervisor
             # every tick), reads the socket and calls heartbeat_tick(), so the broker sees this
             # connection alive while idle, and a dead one is noticed after two missed beats.
             heartbeat=int(conf.broker_heartbeat or 0),
             client_properties={"connection_name": name},
         )
-        try:
-            conn.connect()
-            channel = conn.channel()
-            declare_exchange(channel)
-            channel.queue_declare(
-                name,
-                durable=False,
-                exclusive=True,
-                auto_delete=True,
-                # A worker that does not read for this long would answer too late anyway.
-                arguments={"x-message-ttl": int(CONTROL_TTL * 1000)},
-            )
-            channel.queue_bind(name, EXCHANGE, "")
-            channel.basic_consume(name, no_ack=True, callback=self._on_message)
-        except CONNECTION_ERRORS as exc:
-            discard(conn)
-            raise BrokerConnectionError(
-                f"cannot listen for control commands on {self._url}: {why_not_connected(exc, p)}"
-            ) from exc
-        self._connection, self._channel, self.name = conn, channel, name
+        self.name = name
 
     def _on_message(self, message: Any) -> None:
         command = decode_command(message.body)

@@ -2,9 +2,13 @@
 //! are `delivery::Delivery`, as the Redis consumer's.
 //! The GIL is released while the consumer waits for the broker.
 
+use std::collections::HashMap;
+use std::path::PathBuf;
 use std::time::Duration;
 
-use fastq_core::amqp::{self, Body, ConsumerConfig, Incoming, QueueSpec};
+use fastq_core::amqp::{
+    self, AmqpError, Body, ConsumerConfig, Endpoint, Failure, Incoming, QueueSpec, Target, Tls,
+};
 use fastq_core::protocol::TaskMessage as CoreMessage;
 use fastq_core::Value;
 use pyo3::prelude::*;
@@ -13,7 +17,7 @@ use pyo3::types::{PyBytes, PyDict};
 use crate::codec::accept;
 use crate::convert::to_value;
 use crate::delivery::{decoded_fields, Delivery, PropertiesAndBody};
-use crate::errors::{decode_failure, IntoPyResult};
+use crate::errors::{decode_failure, IntoPyErr, IntoPyResult};
 
 /// Reads a pickle/yaml body through `fastq.serialization` (only reached when it is accepted).
 fn foreign_message(
@@ -62,6 +66,33 @@ fn delivery(py: Python<'_>, mut inc: Incoming, accept: &[String]) -> PyResult<De
     })
 }
 
+/// Where to connect, as the consumer and the publisher take it from Python; `tls` holds the
+/// files of `broker_use_ssl` (`ca_certs`, `certfile`, `keyfile`).
+pub(crate) fn endpoint(
+    py: Python<'_>,
+    url: String,
+    heartbeat: Option<u16>,
+    connect_timeout: f64,
+    tls: Option<HashMap<String, PathBuf>>,
+) -> PyResult<Endpoint> {
+    let mut files = tls.unwrap_or_default();
+    let tls = Tls {
+        ca_certs: files.remove("ca_certs"),
+        certfile: files.remove("certfile"),
+        keyfile: files.remove("keyfile"),
+    };
+    if let Some(other) = files.keys().next() {
+        let message = format!("unknown TLS option {other:?}: ca_certs, certfile, keyfile");
+        return Err(AmqpError::Config(message).into_py_err(py));
+    }
+    Ok(Endpoint {
+        url,
+        heartbeat,
+        connect_timeout: Duration::from_secs_f64(connect_timeout.max(0.1)),
+        tls,
+    })
+}
+
 pub(crate) fn queue_spec(d: &Bound<'_, PyDict>) -> PyResult<QueueSpec> {
     let get = |k: &str| -> PyResult<Option<Bound<'_, PyAny>>> { d.get_item(k) };
     let string = |k: &str, default: &str| -> PyResult<String> {
@@ -91,6 +122,34 @@ pub(crate) fn queue_spec(d: &Bound<'_, PyDict>) -> PyResult<QueueSpec> {
     })
 }
 
+/// Why a connection to RabbitMQ failed, worded as the Rust clients word it: fastq's py-amqp
+/// connections sort their errors into `failure` (`login_refused`…) and say the same.
+#[pyfunction]
+#[pyo3(signature = (failure, detail, *, host, port, user, vhost, tls))]
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn amqp_connect_failure(
+    py: Python<'_>,
+    failure: &str,
+    detail: &str,
+    host: String,
+    port: u16,
+    user: String,
+    vhost: String,
+    tls: bool,
+) -> PyResult<String> {
+    let failure = Failure::from_name(failure).ok_or_else(|| {
+        AmqpError::Config(format!("unknown connection failure {failure:?}")).into_py_err(py)
+    })?;
+    let target = Target {
+        host,
+        port,
+        user,
+        vhost,
+        tls,
+    };
+    Ok(target.explain(failure, detail, None))
+}
+
 /// A worker process's RabbitMQ consumer (see `fastq-core`'s `amqp::consumer`).
 #[pyclass(module = "fastq._core")]
 pub struct AmqpConsumer {
@@ -103,7 +162,7 @@ impl AmqpConsumer {
     #[new]
     #[pyo3(signature = (
         url, queues, *, accept, prefetch, consumer_tag, global_qos = true, heartbeat = None,
-        connect_timeout = 10.0
+        connect_timeout = 10.0, tls = None
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -116,16 +175,15 @@ impl AmqpConsumer {
         global_qos: bool,
         heartbeat: Option<u16>,
         connect_timeout: f64,
+        tls: Option<HashMap<String, PathBuf>>,
     ) -> PyResult<Self> {
         let cfg = ConsumerConfig {
-            url,
+            endpoint: endpoint(py, url, heartbeat, connect_timeout, tls)?,
             queues: queues.iter().map(queue_spec).collect::<PyResult<_>>()?,
             prefetch,
             global_qos,
             accept: self::accept(py, &accept)?,
             consumer_tag,
-            heartbeat,
-            connect_timeout: Duration::from_secs_f64(connect_timeout.max(0.1)),
         };
         let inner = py.detach(|| amqp::AmqpConsumer::new(cfg)).py_err(py)?;
         Ok(AmqpConsumer { inner, accept })

@@ -2,6 +2,8 @@
 //! are read with the GIL held; encoding, publishing and waiting for the socket (or the confirms)
 //! run with it released, one crossing per batch.
 
+use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -9,7 +11,7 @@ use fastq_core::amqp::{self, PublisherConfig};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
-use crate::amqp::queue_spec;
+use crate::amqp::{endpoint, queue_spec};
 use crate::errors::IntoPyResult;
 use crate::outgoing::outgoing;
 
@@ -33,30 +35,31 @@ impl AmqpPublisher {
     #[new]
     #[pyo3(signature = (
         url, *, confirm = true, heartbeat = None, connect_timeout = 10.0, connection_name = None,
-        timeout = None
+        timeout = None, tls = None
     ))]
+    #[allow(clippy::too_many_arguments)]
     fn new(
+        py: Python<'_>,
         url: String,
         confirm: bool,
         heartbeat: Option<u16>,
         connect_timeout: f64,
         connection_name: Option<String>,
         timeout: Option<f64>,
-    ) -> Self {
+        tls: Option<HashMap<String, PathBuf>>,
+    ) -> PyResult<Self> {
         let connection_name = connection_name
             .unwrap_or_else(|| format!("fastq publisher pid {}", std::process::id()));
         let cfg = PublisherConfig {
-            url,
+            endpoint: endpoint(py, url, heartbeat, connect_timeout, tls)?,
             confirm,
-            heartbeat,
-            connect_timeout: Duration::from_secs_f64(connect_timeout.max(0.1)),
             connection_name: connection_name.clone(),
             timeout: timeout.map(|t| Duration::from_secs_f64(t.max(0.0))),
         };
-        AmqpPublisher {
+        Ok(AmqpPublisher {
             inner: Mutex::new(amqp::AmqpPublisher::new(cfg)),
             connection_name,
-        }
+        })
     }
 
     /// Registers how to declare a queue (a dict as `AmqpConsumer` takes).
@@ -64,10 +67,6 @@ impl AmqpPublisher {
         let spec = queue_spec(queue)?;
         py.detach(|| self.lock().add_queue(spec));
         Ok(())
-    }
-
-    fn has_queue(&self, py: Python<'_>, name: &str) -> bool {
-        py.detach(|| self.lock().has_queue(name))
     }
 
     /// Publishes `OutgoingMessage`s in order; returns how many times it reconnected.

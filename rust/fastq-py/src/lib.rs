@@ -38,5 +38,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(redis_consumer::restore_consumer, m)?)?;
     m.add_function(wrap_pyfunction!(redis_consumer::restore_visible, m)?)?;
     m.add_function(wrap_pyfunction!(redis_consumer::renew_leases, m)?)?;
+    m.add_function(wrap_pyfunction!(amqp::amqp_connect_failure, m)?)?;
     Ok(())
 }

@@ -26,49 +26,31 @@ use futures_lite::stream::{self, Stream};
 use futures_lite::StreamExt;
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions, BasicRejectOptions,
-    ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
 };
-use lapin::protocol::{AMQPErrorKind, AMQPHardError, AMQPSoftError};
 use lapin::types::FieldTable;
-use lapin::uri::AMQPUri;
-use lapin::{Channel, Connection, ConnectionProperties, ErrorKind, ExchangeKind};
+use lapin::{Channel, Connection};
 use tokio::runtime::{Handle, Runtime};
 
 use super::acks::plan_acks;
-use super::table::{table_to_value, value_to_table};
-use super::{redact, AmqpError};
+use super::connection::{close, connect, open_channel, runtime, set_up_or_close, Endpoint};
+use super::table::table_to_value;
+use super::topology::{declare_error, declare_queue, QueueSpec};
+use super::AmqpError;
 use crate::codec::{decode_accepted, Accept, Decoded};
 use crate::error::CodecError;
 use crate::protocol::TaskMessage;
 use crate::value::Value;
 
-/// A queue to declare and consume, as Celery declares it.
-#[derive(Debug, Clone)]
-pub struct QueueSpec {
-    pub name: String,
-    /// `""`: the queue is only reachable through the default exchange; nothing to bind.
-    pub exchange: String,
-    pub exchange_type: String,
-    pub routing_key: String,
-    pub durable: bool,
-    pub auto_delete: bool,
-    /// `x-max-priority`, `x-queue-type`, … (a map, or null).
-    pub arguments: Value,
-}
-
 #[derive(Debug, Clone)]
 pub struct ConsumerConfig {
-    /// An AMQP URI lapin understands (`amqp://` or `amqps://`, vhost percent-encoded).
-    pub url: String,
+    pub endpoint: Endpoint,
     pub queues: Vec<QueueSpec>,
     pub prefetch: u16,
     /// `basic.qos` global flag: per channel on classic queues, per consumer on quorum queues.
     pub global_qos: bool,
     pub accept: Accept,
+    /// Also names the connection (`rabbitmqctl list_connections client_properties`).
     pub consumer_tag: String,
-    /// Seconds; `None` takes the broker's proposal, `Some(0)` disables heartbeats.
-    pub heartbeat: Option<u16>,
-    pub connect_timeout: Duration,
 }
 
 /// The task message in a delivery, or why there is none.
@@ -167,8 +149,8 @@ impl AmqpConsumer {
                 "the consumer needs at least one queue".into(),
             ));
         }
-        let rt = super::runtime("fastq-amqp")?;
-        let display_url = redact(&cfg.url);
+        let rt = runtime("fastq-amqp")?;
+        let display_url = cfg.endpoint.display_url();
         let mut consumer = AmqpConsumer {
             rt,
             cfg: Arc::new(cfg),
@@ -387,8 +369,8 @@ async fn open_session(
     generation: u64,
     handle: Handle,
 ) -> Result<Session, AmqpError> {
-    let limit = cfg.connect_timeout;
-    let connection = connect(&cfg.url, cfg.heartbeat, &cfg.consumer_tag, limit, handle).await?;
+    let limit = cfg.endpoint.connect_timeout;
+    let connection = connect(&cfg.endpoint, &cfg.consumer_tag, handle).await?;
     let (channel, events) =
         set_up_or_close(&connection, "consumer", limit, set_up(&connection, &cfg)).await?;
     Ok(Session {
@@ -400,162 +382,12 @@ async fn open_session(
     })
 }
 
-/// Runs a new connection's set-up (channel, QoS, declarations…) within `limit`. One that fails
-/// or stalls (a broker still starting) must not leave the connection open: it would keep
-/// heartbeating and could hold prefetched messages nobody acks.
-pub(super) async fn set_up_or_close<T>(
-    connection: &Connection,
-    who: &str,
-    limit: Duration,
-    set_up: impl std::future::Future<Output = Result<T, AmqpError>>,
-) -> Result<T, AmqpError> {
-    let outcome = match tokio::time::timeout(limit, set_up).await {
-        Ok(outcome) => outcome,
-        Err(_) => Err(AmqpError::Connection(format!(
-            "the broker did not finish setting up the channel within {limit:.0?}"
-        ))),
-    };
-    if outcome.is_err() {
-        close(connection, who).await;
-    }
-    outcome
-}
-
-/// Opens a connection named `name` (shown by `rabbitmqctl list_connections client_properties`);
-/// `heartbeat` `None` takes the broker's proposal.
-pub(super) async fn connect(
-    url: &str,
-    heartbeat: Option<u16>,
-    name: &str,
-    limit: Duration,
-    handle: Handle,
-) -> Result<Connection, AmqpError> {
-    let mut uri: AMQPUri = url
-        .parse()
-        .map_err(|e: String| AmqpError::Config(format!("invalid AMQP URL: {e}")))?;
-    if heartbeat.is_some() {
-        uri.query.heartbeat = heartbeat;
-    }
-    let props = ConnectionProperties::default().with_connection_name(name.to_owned().into());
-    let target = Target::of(&uri);
-    let connect = Connection::connect_uri_with_runtime(
-        uri,
-        props,
-        async_rs::Runtime::tokio_with_handle(handle),
-    );
-    match tokio::time::timeout(limit, connect).await {
-        Ok(Ok(connection)) => Ok(connection),
-        Ok(Err(e)) => Err(AmqpError::Connection(format!(
-            "cannot connect: {}",
-            target.why(&e)
-        ))),
-        Err(_) => Err(AmqpError::Connection(format!(
-            "cannot connect: no answer from {}:{} within {limit:.0?} (a host that is down or \
-             a firewall dropping the packets)",
-            target.host, target.port
-        ))),
-    }
-}
-
-/// What a failed connection attempt was aimed at, to say why it failed in words an operator can
-/// act on. Never the password.
-struct Target {
-    host: String,
-    port: u16,
-    user: String,
-    vhost: String,
-    tls: bool,
-}
-
-impl Target {
-    fn of(uri: &AMQPUri) -> Self {
-        Target {
-            host: uri.authority.host.clone(),
-            port: uri.authority.port,
-            user: uri.authority.userinfo.username.clone(),
-            vhost: uri.vhost.clone(),
-            tls: uri.scheme == lapin::uri::AMQPScheme::AMQPS,
-        }
-    }
-
-    fn why(&self, e: &lapin::Error) -> String {
-        let (host, port) = (&self.host, self.port);
-        match e.kind() {
-            ErrorKind::ProtocolError(err) => {
-                let said = err.get_message();
-                match err.kind() {
-                    AMQPErrorKind::Soft(AMQPSoftError::ACCESSREFUSED) => format!(
-                        "login refused for user {:?}: wrong user name or password, or the \
-                         user may not log in from here (broker said: {said})",
-                        self.user
-                    ),
-                    AMQPErrorKind::Hard(AMQPHardError::NOTALLOWED) => format!(
-                        "virtual host {:?} does not exist or user {:?} has no permission on \
-                         it (broker said: {said})",
-                        self.vhost, self.user
-                    ),
-                    _ => format!("the broker refused the connection: {said}"),
-                }
-            }
-            ErrorKind::IOError(io) => {
-                let text = io.to_string();
-                match io.kind() {
-                    std::io::ErrorKind::ConnectionRefused => format!(
-                        "connection refused by {host}:{port}: nothing listens there (is \
-                         RabbitMQ running, and is this its port?)"
-                    ),
-                    // rustls's alerts reach us as I/O errors; a plain AMQP server answers a TLS
-                    // hello with bytes rustls calls corrupt.
-                    _ if self.tls && is_tls_failure(&text) => format!(
-                        "TLS handshake with {host}:{port} failed ({text}): the server does not \
-                         speak TLS there. amqps:// needs RabbitMQ's TLS listener (usually port \
-                         5671); use amqp:// for the plain one (5672)"
-                    ),
-                    _ if text.contains("lookup") || text.contains("resolve") => {
-                        format!("cannot resolve the host name {host:?}: {text}")
-                    }
-                    std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::ConnectionReset
-                        if !self.tls =>
-                    {
-                        format!(
-                            "{host}:{port} closed the connection during the AMQP handshake \
-                             ({text}): is it a TLS port (then use amqps://) or not RabbitMQ?"
-                        )
-                    }
-                    _ => format!("{host}:{port}: {text}"),
-                }
-            }
-            _ => e.to_string(),
-        }
-    }
-}
-
-fn is_tls_failure(text: &str) -> bool {
-    [
-        "corrupt message",
-        "InvalidContentType",
-        "HandshakeFailure",
-        "handshake",
-        "certificate",
-    ]
-    .iter()
-    .any(|needle| text.contains(needle))
-}
-
-pub(super) async fn close(connection: &Connection, who: &str) {
-    let bye = connection.close(200, format!("fastq {who} closing").into());
-    let _ = tokio::time::timeout(Duration::from_secs(2), bye).await;
-}
-
 /// Channel, QoS, declarations and one consumer per queue.
 async fn set_up(
     connection: &Connection,
     cfg: &ConsumerConfig,
 ) -> Result<(Channel, Events), AmqpError> {
-    let channel = connection
-        .create_channel()
-        .await
-        .map_err(|e| AmqpError::Connection(format!("cannot open a channel: {e}")))?;
+    let channel = open_channel(connection).await?;
     channel
         .basic_qos(
             cfg.prefetch,
@@ -566,7 +398,7 @@ async fn set_up(
         .await
         .map_err(|e| AmqpError::Connection(format!("basic.qos failed: {e}")))?;
     for queue in &cfg.queues {
-        declare(&channel, queue).await?;
+        declare_queue(&channel, queue).await?;
     }
     let mut merged: Option<Events> = None;
     for (i, queue) in cfg.queues.iter().enumerate() {
@@ -588,82 +420,6 @@ async fn set_up(
     }
     let events = merged.ok_or_else(|| AmqpError::Config("no queue to consume".into()))?;
     Ok((channel, events))
-}
-
-fn exchange_kind(name: &str) -> ExchangeKind {
-    match name {
-        "direct" => ExchangeKind::Direct,
-        "topic" => ExchangeKind::Topic,
-        "fanout" => ExchangeKind::Fanout,
-        "headers" => ExchangeKind::Headers,
-        other => ExchangeKind::Custom(other.to_owned()),
-    }
-}
-
-/// The broker refusing a declaration (arguments that differ from the existing queue's, access
-/// rights: a channel-level error) is a configuration problem; anything else, a connection-level
-/// error such as `rabbitmqctl close_connection`'s included, is the connection.
-pub(super) fn declare_error(what: &str, e: lapin::Error) -> AmqpError {
-    match channel_error(&e) {
-        Some(err) => AmqpError::Config(format!(
-            "{what} refused by the broker: {err}. If the queue already exists with other \
-             arguments (x-max-priority, x-queue-type), make the settings match or delete the queue"
-        )),
-        None => AmqpError::Connection(format!("{what} failed: {e}")),
-    }
-}
-
-/// The broker's channel-level (soft) error, if that is what `e` is: a refusal that reconnecting
-/// does not cure.
-pub(super) fn channel_error(e: &lapin::Error) -> Option<&lapin::protocol::AMQPError> {
-    match e.kind() {
-        ErrorKind::ProtocolError(err) if matches!(err.kind(), AMQPErrorKind::Soft(_)) => Some(err),
-        _ => None,
-    }
-}
-
-pub(super) async fn declare(channel: &Channel, q: &QueueSpec) -> Result<(), AmqpError> {
-    let arguments = value_to_table(&q.arguments)
-        .map_err(|e| AmqpError::Config(format!("queue {:?} arguments: {e}", q.name)))?;
-    if !q.exchange.is_empty() {
-        channel
-            .exchange_declare(
-                q.exchange.as_str().into(),
-                exchange_kind(&q.exchange_type),
-                ExchangeDeclareOptions {
-                    durable: q.durable,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await
-            .map_err(|e| declare_error(&format!("declaring exchange {:?}", q.exchange), e))?;
-    }
-    channel
-        .queue_declare(
-            q.name.as_str().into(),
-            QueueDeclareOptions {
-                durable: q.durable,
-                auto_delete: q.auto_delete,
-                ..Default::default()
-            },
-            arguments,
-        )
-        .await
-        .map_err(|e| declare_error(&format!("declaring queue {:?}", q.name), e))?;
-    if !q.exchange.is_empty() {
-        channel
-            .queue_bind(
-                q.name.as_str().into(),
-                q.exchange.as_str().into(),
-                q.routing_key.as_str().into(),
-                QueueBindOptions::default(),
-                FieldTable::default(),
-            )
-            .await
-            .map_err(|e| declare_error(&format!("binding queue {:?}", q.name), e))?;
-    }
-    Ok(())
 }
 
 /// One queue's deliveries; an error or the consumer's end becomes a `Lost`.

@@ -22,36 +22,33 @@
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use futures_lite::future::poll_once;
-use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions};
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::protocol::BasicProperties;
 use lapin::types::{FieldTable, ShortString};
-use lapin::{Channel, Confirmation, Connection, ExchangeKind, PublisherConfirm};
+use lapin::{Channel, Confirmation, Connection, PublisherConfirm};
 use thiserror::Error;
 use tokio::runtime::{Handle, Runtime};
 
-use super::consumer::{
-    channel_error, close, connect, declare, declare_error, set_up_or_close, QueueSpec,
+use super::connection::{
+    channel_error, close, connect, open_channel, runtime, set_up_or_close, Endpoint,
 };
 use super::table::headers_table;
-use super::{redact, AmqpError};
+use super::topology::{declare_exchange, declare_queue, QueueSpec};
+use super::AmqpError;
 use crate::codec::Serializer;
 use crate::error::CodecError;
 use crate::outgoing::{MessageProperties, Outgoing};
 
 #[derive(Debug, Clone)]
 pub struct PublisherConfig {
-    /// An AMQP URI lapin understands (`amqp://` or `amqps://`, vhost percent-encoded).
-    pub url: String,
+    pub endpoint: Endpoint,
     /// Publisher confirms (`broker_confirm_publish`, on by default): a call returns once the
     /// broker acked every message of it, so a returned `.delay()` means the task is queued.
     pub confirm: bool,
-    /// Seconds; `None` takes the broker's proposal, `Some(0)` disables heartbeats.
-    pub heartbeat: Option<u16>,
-    pub connect_timeout: Duration,
     /// Shown by `rabbitmqctl list_connections client_properties` (and how to close it by hand).
     pub connection_name: String,
     /// `publish_timeout`: the longest a call waits without progress (for its next write to
@@ -92,8 +89,12 @@ struct Failure {
     error: PublishError,
     /// A lost connection: another attempt may succeed. A refusal will not.
     retryable: bool,
-    /// The session it happened on (`Session::serial`), dropped unless it was a nack.
+    /// The session it happened on (`Session::serial`), dropped unless `keeps_session`.
     session: Option<u64>,
+    /// A nack or a `publish_timeout`: the connection is as good as before. Dropping it would
+    /// cut the calls of other threads waiting on it (their messages then sent again, possibly
+    /// twice) and lose the frames of this call still queued for a blocked broker.
+    keeps_session: bool,
 }
 
 impl Failure {
@@ -103,7 +104,13 @@ impl Failure {
             error,
             retryable,
             session: None,
+            keeps_session: false,
         }
+    }
+
+    fn keeping_session(mut self) -> Self {
+        self.keeps_session = true;
+        self
     }
 
     fn on(mut self, session: u64) -> Self {
@@ -150,9 +157,53 @@ struct State {
     rt: Runtime,
     session: Option<Session>,
     serial: u64,
-    /// One clone per call waiting for confirms on the runtime without the publisher: `close`
-    /// lets them finish before it stops the runtime.
-    waiters: Arc<()>,
+    /// The calls waiting for confirms on the runtime without the publisher: `close` lets them
+    /// finish before it stops the runtime.
+    waiters: Waiters,
+}
+
+/// Counts the calls waiting for their confirms; `close` sleeps until the count is 0.
+#[derive(Clone, Default)]
+struct Waiters(Arc<(Mutex<usize>, Condvar)>);
+
+/// One call waiting; it stops counting when dropped.
+struct Waiting(Waiters);
+
+impl Waiters {
+    fn enter(&self) -> Waiting {
+        *lock(&self.0 .0) += 1;
+        Waiting(self.clone())
+    }
+
+    /// Whether every call finished before `deadline`.
+    fn wait_idle(&self, deadline: Instant) -> bool {
+        let (count, idle) = &*self.0;
+        let mut count = lock(count);
+        while *count > 0 {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            count = idle
+                .wait_timeout(count, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        true
+    }
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        let (count, idle) = &*self.0 .0;
+        *lock(count) -= 1;
+        idle.notify_all();
+    }
+}
+
+/// A poisoned lock still holds a valid count.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 pub struct AmqpPublisher {
@@ -165,7 +216,7 @@ pub struct AmqpPublisher {
 impl AmqpPublisher {
     /// No I/O and no thread until the first publish.
     pub fn new(cfg: PublisherConfig) -> Self {
-        let display_url = redact(&cfg.url);
+        let display_url = cfg.endpoint.display_url();
         AmqpPublisher {
             cfg,
             display_url,
@@ -184,10 +235,6 @@ impl AmqpPublisher {
             session.declared.remove(&spec.name);
         }
         self.queues.insert(spec.name.clone(), spec);
-    }
-
-    pub fn has_queue(&self, name: &str) -> bool {
-        self.queues.contains_key(name)
     }
 
     /// True when this process holds an open connection (nothing is checked on the wire).
@@ -221,11 +268,10 @@ impl AmqpPublisher {
             }
             // Calls still waiting for confirms run on this runtime: with the connection closed
             // they settle at once. One that does not is left its runtime (leaked, not stopped).
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while Arc::strong_count(&state.waiters) > 1 && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(5));
-            }
-            if Arc::strong_count(&state.waiters) > 1 {
+            if !state
+                .waiters
+                .wait_idle(Instant::now() + Duration::from_secs(5))
+            {
                 std::mem::forget(state);
             }
         }
@@ -311,7 +357,7 @@ impl AmqpPublisher {
         }
         Ok(Some(Unconfirmed {
             handle: state.rt.handle().clone(),
-            _waiter: Arc::clone(&state.waiters),
+            _waiting: state.waiters.enter(),
             serial,
             stall: cfg.timeout,
             confirms: pubs
@@ -366,10 +412,8 @@ pub fn publish_via(
             },
             Err(failure) => failure,
         };
-        let refused = matches!(failure.error, PublishError::Refused(_));
         let display_url = publisher.with(|p| {
-            // A nack leaves the channel as it was; anything else ends the session.
-            if let (Some(serial), false) = (failure.session, refused) {
+            if let (Some(serial), false) = (failure.session, failure.keeps_session) {
                 p.drop_session(serial);
             }
             p.display_url.clone()
@@ -391,7 +435,7 @@ pub fn publish_via(
 /// The confirms of one call's messages, in order, with their task ids.
 struct Unconfirmed {
     handle: Handle,
-    _waiter: Arc<()>,
+    _waiting: Waiting,
     serial: u64,
     /// `publish_timeout`: the longest wait for the next confirm.
     stall: Option<Duration>,
@@ -402,7 +446,7 @@ impl Unconfirmed {
     fn wait(self) -> Result<(), Failure> {
         let Unconfirmed {
             handle,
-            _waiter,
+            _waiting,
             serial,
             stall,
             confirms,
@@ -422,7 +466,8 @@ impl Unconfirmed {
                                 "the broker refused (nacked) task {task_id}: it was not queued"
                             )),
                             false,
-                        ))
+                        )
+                        .keeping_session())
                     }
                     Err(e) => return Err(Failure::lapin(i, "waiting for the confirm", &e)),
                 }
@@ -452,16 +497,18 @@ fn timed_out(count: usize, limit: Duration, confirm: bool) -> Failure {
     let message = if confirm {
         format!(
             "the broker confirmed none of the last {count} message(s) for {limit:.0?} \
-             (publish_timeout); it may be blocking publishers (a memory or disk alarm). Some of \
-             them may be queued"
+             (publish_timeout); it may be blocking publishers (a memory or disk alarm). They \
+             stay on the connection and are queued when it reads again, unless the connection \
+             breaks first"
         )
     } else {
         format!(
             "none of the last {count} message(s) could be written for {limit:.0?} \
-             (publish_timeout; the broker may be blocking publishers); some may have reached it"
+             (publish_timeout; the broker may be blocking publishers); they stay on the \
+             connection and go out when it reads again, unless the connection breaks first"
         )
     };
-    Failure::new(0, AmqpError::Connection(message).into(), false)
+    Failure::new(0, AmqpError::Connection(message).into(), false).keeping_session()
 }
 
 impl Drop for AmqpPublisher {
@@ -477,13 +524,13 @@ fn state_of(slot: &mut Option<State>) -> Result<&mut State, AmqpError> {
         std::mem::forget(slot.take());
     }
     if slot.is_none() {
-        let rt = super::runtime("fastq-amqp-publish")?;
+        let rt = runtime("fastq-amqp-publish")?;
         *slot = Some(State {
             pid,
             rt,
             session: None,
             serial: 0,
-            waiters: Arc::new(()),
+            waiters: Waiters::default(),
         });
     }
     match slot.as_mut() {
@@ -547,13 +594,10 @@ fn basic_properties(
 }
 
 async fn open(cfg: &PublisherConfig, handle: Handle, serial: u64) -> Result<Session, AmqpError> {
-    let limit = cfg.connect_timeout;
-    let connection = connect(&cfg.url, cfg.heartbeat, &cfg.connection_name, limit, handle).await?;
+    let limit = cfg.endpoint.connect_timeout;
+    let connection = connect(&cfg.endpoint, &cfg.connection_name, handle).await?;
     let set_up = async {
-        let channel = connection
-            .create_channel()
-            .await
-            .map_err(|e| AmqpError::Connection(format!("cannot open a channel: {e}")))?;
+        let channel = open_channel(&connection).await?;
         if cfg.confirm {
             channel
                 .confirm_select(ConfirmSelectOptions::default())
@@ -581,7 +625,7 @@ async fn declare_for(
     for p in pubs {
         if !session.declared.contains(&p.queue) {
             if let Some(spec) = queues.get(&p.queue) {
-                declare(&session.channel, spec)
+                declare_queue(&session.channel, spec)
                     .await
                     .map_err(retryable_unless_config)?;
             }
@@ -590,26 +634,9 @@ async fn declare_for(
         if let Some(exchange) = &p.extra_exchange {
             let key = format!("exchange:{exchange}");
             if !session.declared.contains(&key) {
-                let name = short("the exchange name", exchange.clone())
-                    .map_err(|e| Failure::new(0, e.into(), false))?;
-                session
-                    .channel
-                    .exchange_declare(
-                        name,
-                        ExchangeKind::Direct,
-                        ExchangeDeclareOptions {
-                            durable: true,
-                            ..Default::default()
-                        },
-                        FieldTable::default(),
-                    )
+                declare_exchange(&session.channel, exchange, "direct", true)
                     .await
-                    .map_err(|e| {
-                        retryable_unless_config(declare_error(
-                            &format!("declaring exchange {exchange:?}"),
-                            e,
-                        ))
-                    })?;
+                    .map_err(retryable_unless_config)?;
                 session.declared.insert(key);
             }
         }
@@ -712,10 +739,13 @@ mod tests {
 
     fn publisher() -> AmqpPublisher {
         let mut p = AmqpPublisher::new(PublisherConfig {
-            url: "amqp://guest:s3cret@127.0.0.1:5679/%2f".into(),
+            endpoint: Endpoint {
+                url: "amqp://guest:s3cret@127.0.0.1:5679/%2f".into(),
+                heartbeat: None,
+                connect_timeout: Duration::from_millis(500),
+                tls: Default::default(),
+            },
             confirm: false,
-            heartbeat: None,
-            connect_timeout: Duration::from_millis(500),
             connection_name: "fastq test".into(),
             timeout: None,
         });
@@ -777,6 +807,24 @@ mod tests {
             publisher.prepare(&long),
             Err(PublishError::Codec(CodecError::InvalidMessage(_)))
         ));
+    }
+
+    #[test]
+    fn close_waits_for_the_calls_waiting_on_confirms_and_no_longer() {
+        let waiters = Waiters::default();
+        assert!(waiters.wait_idle(Instant::now()));
+        let waiting = waiters.enter();
+        let started = Instant::now();
+        assert!(!waiters.wait_idle(started + Duration::from_millis(50)));
+        assert!(started.elapsed() >= Duration::from_millis(50));
+        let done = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            drop(waiting);
+        });
+        // Woken by the drop, well before the deadline.
+        assert!(waiters.wait_idle(Instant::now() + Duration::from_secs(30)));
+        assert!(started.elapsed() < Duration::from_secs(5));
+        done.join().unwrap();
     }
 
     #[test]
