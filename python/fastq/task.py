@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import traceback as tb
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
@@ -11,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Generic
 
 from fastq import states
 from fastq._typing import P, R, RCall
-from fastq.errors import Ignore, MaxRetriesExceededError, Retry
+from fastq.errors import Ignore, MaxRetriesExceededError, Reject, Retry
 
 if TYPE_CHECKING:
     from fastq import maps
@@ -50,15 +51,45 @@ class Context:
     chord: Any = None
     ignore_result: bool = False
     replaced_task_nesting: int = 0
+    #: What this run sent (``AsyncResult``s), stored with its result as Celery's ``children``.
+    children: list[Any] | None = None
 
     def __init__(self, **fields: Any) -> None:
         self.__dict__.update(fields)
+
+    def add_child(self, result: Any) -> None:
+        if self.children is None:
+            self.children = []
+        self.children.append(result)
 
     def __repr__(self) -> str:
         return f"<Context {self.task} id={self.id}>"
 
 
 _DIRECT = Context()
+
+
+class ExceptionInfo:
+    """What a task raised, as its ``on_failure``/``on_retry`` handlers get it (``einfo``): the
+    attributes of Celery's ``ExceptionInfo`` (``type``, ``exception``, ``tb``, ``traceback``
+    text, ``exc_info``); ``str(einfo)`` is the traceback."""
+
+    def __init__(self, exception: BaseException, internal: bool = False) -> None:
+        self.type = type(exception)
+        self.exception = exception
+        self.tb = exception.__traceback__
+        self.traceback = "".join(tb.format_exception(self.type, exception, self.tb))
+        self.internal = internal
+
+    @property
+    def exc_info(self) -> tuple[type[BaseException], BaseException, Any]:
+        return self.type, self.exception, self.tb
+
+    def __str__(self) -> str:
+        return self.traceback
+
+    def __repr__(self) -> str:
+        return f"<ExceptionInfo: {self.exception!r}>"
 
 
 class Task(Generic[P, R, RCall]):
@@ -92,6 +123,7 @@ class Task(Generic[P, R, RCall]):
             "time_limit",
             "soft_time_limit",
             "autoretry_for",
+            "dont_autoretry_for",
             "retry_kwargs",
             "retry_backoff",
             "retry_backoff_max",
@@ -122,6 +154,7 @@ class Task(Generic[P, R, RCall]):
     time_limit: float | None = None
     soft_time_limit: float | None = None
     autoretry_for: tuple[type[BaseException], ...] = ()
+    dont_autoretry_for: tuple[type[BaseException], ...] = ()
     retry_kwargs: Mapping[str, Any] = {}
     retry_backoff: bool | float = False
     retry_backoff_max: float = 600
@@ -167,6 +200,47 @@ class Task(Generic[P, R, RCall]):
 
     def pop_request(self) -> None:
         self._local.stack.pop()
+
+    # -- handlers: override them in a base class (``@app.task(base=MyTask)``), as in Celery --------
+    def before_start(self, task_id: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        """Runs before the task, in the worker (an error here fails the task)."""
+
+    def on_success(
+        self, retval: Any, task_id: str, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> None:
+        """Runs after the task succeeded and its result was recorded."""
+
+    def on_failure(
+        self,
+        exc: BaseException,
+        task_id: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        einfo: ExceptionInfo,
+    ) -> None:
+        """Runs after the task failed and its failure was recorded."""
+
+    def on_retry(
+        self,
+        exc: BaseException | None,
+        task_id: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        einfo: ExceptionInfo,
+    ) -> None:
+        """Runs when the task is to be retried (``exc``: the reason given to ``retry``)."""
+
+    def after_return(
+        self,
+        status: str,
+        retval: Any,
+        task_id: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        einfo: ExceptionInfo | None,
+    ) -> None:
+        """Runs after a task succeeded or failed (not on retry, reject or ignore); ``einfo``
+        is None, as in Celery."""
 
     # -- calling -----------------------------------------------------------------------------
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> RCall:
@@ -236,13 +310,18 @@ class Task(Generic[P, R, RCall]):
             delivery_info={"is_eager": True},
             **eager_embed(options),
         )
+        propagate = self.app.conf.task_eager_propagates if throw is None else throw
         while True:
-            outcome = run_task(self, context, acks_late=False, enforce_hard_limit=False)
+            outcome = run_task(
+                self, context, False, False, eager=True, propagate=propagate
+            )
             if outcome.state != states.RETRY:
                 break
             context.retries += 1  # eager retries run at once, as in Celery
+        if isinstance(outcome.error, (Reject, Ignore)):  # as Celery's apply(): nothing follows
+            state = states.REJECTED if isinstance(outcome.error, Reject) else states.IGNORED
+            return EagerResult(context.id or "", outcome.error, state, None, app=self.app)
         send_followups(self.app, context, outcome)  # link, link_error, chain: run here too
-        propagate = self.app.conf.task_eager_propagates if throw is None else throw
         if propagate and outcome.state == states.FAILURE:
             raise outcome.value
         return EagerResult(
