@@ -23,18 +23,30 @@ def _client(side: str, broker_url: str, backend_url: str) -> Iterator[SimpleName
     tasks.app.close()
 
 
-@pytest.fixture(params=SIDES)
-def client(request: Any, broker_url: str, backend_url: str) -> Iterator[SimpleNamespace]:
-    """The tasks, sent to a worker of the same side (solo pool on both)."""
-    side = request.param
+def _with_worker(
+    side: str, broker_url: str, backend_url: str, *flags: str
+) -> Iterator[SimpleNamespace]:
     env = {
         "FASTQ_COMPAT_SIDE": side,
         "FASTQ_BROKER_URL": broker_url,
         "FASTQ_RESULT_BACKEND": backend_url,
     }
     start = fastq_worker if side == "fastq" else celery_worker
-    with start("--pool", "solo", app="tests.compat.apps", env=env):
+    with start(*flags, app="tests.compat.apps", env=env):
         yield from _client(side, broker_url, backend_url)
+
+
+@pytest.fixture(params=SIDES)
+def client(request: Any, broker_url: str, backend_url: str) -> Iterator[SimpleNamespace]:
+    """The tasks, sent to a worker of the same side (solo pool on both)."""
+    yield from _with_worker(request.param, broker_url, backend_url, "--pool", "solo")
+
+
+@pytest.fixture(params=SIDES)
+def prefork(request: Any, broker_url: str, backend_url: str) -> Iterator[SimpleNamespace]:
+    """The tasks, sent to a prefork worker of the same side (two children)."""
+    flags = ("--pool", "prefork", "--concurrency", "2")
+    yield from _with_worker(request.param, broker_url, backend_url, *flags)
 
 
 @pytest.fixture(params=SIDES)
@@ -60,6 +72,22 @@ def test_handlers_on_success(client: SimpleNamespace, backend_url: str) -> None:
         ["before_start", "compat.double", res.id, [21], {}],
         ["on_success", "compat.double", 42, res.id, [21], "SUCCESS"],
         ["after_return", "compat.double", "SUCCESS", 42, res.id, None],
+    ]
+
+
+def test_handlers_in_a_prefork_child(prefork: SimpleNamespace, backend_url: str) -> None:
+    ok, failed = prefork.double.delay(4), prefork.fail.delay("child boom")
+    assert ok.get(timeout=15) == 8
+    with pytest.raises(Exception, match="child boom"):
+        failed.get(timeout=15)
+    assert _wait_calls(backend_url, ok.id, "after_return")[1:] == [
+        ["on_success", "compat.double", 8, ok.id, [4], "SUCCESS"],
+        ["after_return", "compat.double", "SUCCESS", 8, ok.id, None],
+    ]
+    assert [c[0] for c in _wait_calls(backend_url, failed.id, "after_return")] == [
+        "before_start",
+        "on_failure",
+        "after_return",
     ]
 
 

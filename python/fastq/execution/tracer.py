@@ -173,6 +173,14 @@ def _overrides(task: Task, name: str) -> bool:
     return getattr(type(task), name) is not getattr(Task, name)
 
 
+def has_handlers(task: Task) -> bool:
+    """Whether the task has a handler that runs once its outcome is recorded."""
+    return any(_overrides(task, name) for name in _AFTER_RECORD)
+
+
+_AFTER_RECORD = ("on_success", "on_failure", "on_retry", "after_return")
+
+
 def _conclude(task: Task, context: Context, outcome: Outcome, eager: bool) -> None:
     """The task's handlers and signals once its outcome is recorded, in Celery's order
     (``app/trace.py``): ``on_success`` or ``on_failure`` or ``on_retry``, then the signal, then

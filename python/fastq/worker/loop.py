@@ -31,7 +31,7 @@ from fastq.backends import DisabledBackend
 from fastq.brokers.base import Consumer, Delivery
 from fastq.execution.followups import on_revoked, send_followups
 from fastq.execution.limits import effective_limits
-from fastq.execution.tracer import Outcome, Settle, keeps_result, run_task
+from fastq.execution.tracer import Outcome, Settle, has_handlers, keeps_result, run_task
 from fastq.task import Context, Task
 from fastq.worker.ratelimit import RateLimiter
 from fastq.worker.request import build_context, eta_of, expired
@@ -569,9 +569,10 @@ class WorkerLoop:
             if outcome.state == states.SUCCESS:  # Celery's order: the children are stored too
                 send_followups(self.app, context, outcome)  # callbacks, chain, chord: canvas
             self._record_outcome(task, context, outcome)
-            if hand_over is None and self._results:
+            if self._results and (hand_over is None or has_handlers(task)):
                 # No supervisor to hand it to (threads, solo): stored now, so a killed process
                 # leaves no finished task PENDING (Celery stores each result right after it).
+                # Prefork too when the task has handlers: they find its outcome stored.
                 self._store_kept()
             if outcome.state != states.SUCCESS:
                 send_followups(self.app, context, outcome)  # chord part, chain, errbacks
