@@ -185,6 +185,19 @@ class EagerResult(AsyncResult[R]):
         assert self._cache is not None
         return self._cache
 
+    def get(
+        self,
+        timeout: float | None = None,
+        propagate: bool = True,
+        interval: float = 0.5,
+        **options: Any,
+    ) -> R:
+        """The value, or the error raised (``propagate``); None for a task that rejected its
+        message or was ignored (``Reject``, ``Ignore``), as Celery's ``EagerResult``."""
+        if self.state not in states.READY_STATES:
+            return None  # type: ignore[return-value]
+        return super().get(timeout, propagate, interval, **options)
+
     def forget(self) -> None:
         return None
 

@@ -204,11 +204,32 @@ def test_the_message_decides_whether_the_result_is_stored(
     assert silent.state == "PENDING"  # as Celery: no result will come (get() needs a timeout)
 
 
+def test_get_without_a_result_backend_says_so_at_once(eager: SimpleNamespace) -> None:
+    if eager.side == "celery":
+        from celery import Celery
+
+        app: Any = Celery("nobackend", broker=eager.app.conf.broker_url, set_as_current=False)
+    else:
+        from fastq import App
+
+        app = App("nobackend", broker=eager.app.conf.broker_url, set_as_current=False)
+    started = time.monotonic()
+    with pytest.raises(Exception, match=r"(?i)no result backend is configured"):
+        app.send_task("compat.double", (1,)).get()
+    assert time.monotonic() - started < 2
+    app.close()
+
+
 # -- Reject, children, a returned AsyncResult --------------------------------------------------
 def test_reject_without_requeue_stores_failure(client: SimpleNamespace) -> None:
     res = client.reject.delay(False)
     wait_until(lambda: res.state == "FAILURE", timeout=15)
     assert type(res.result).__name__ == "Reject"
+
+
+def test_reject_in_eager_mode(eager: SimpleNamespace) -> None:
+    res = eager.reject.apply((False,))
+    assert (res.state, type(res.result).__name__, res.get()) == ("REJECTED", "Reject", None)
 
 
 def test_link_callbacks_and_sent_tasks_are_children(client: SimpleNamespace) -> None:
