@@ -180,23 +180,13 @@ class EagerResult(AsyncResult[R]):
             "date_done": None,
             "task_id": id,
         }
+        # A task that rejected its message or was ignored has no value: get() is None, as in
+        # Celery's EagerResult.
+        self.ignored = state in (states.REJECTED, states.IGNORED)
 
     def _get_meta(self) -> dict[str, Any]:
         assert self._cache is not None
         return self._cache
-
-    def get(
-        self,
-        timeout: float | None = None,
-        propagate: bool = True,
-        interval: float = 0.5,
-        **options: Any,
-    ) -> R:
-        """The value, or the error raised (``propagate``); None for a task that rejected its
-        message or was ignored (``Reject``, ``Ignore``), as Celery's ``EagerResult``."""
-        if self.state not in states.READY_STATES:
-            return None  # type: ignore[return-value]
-        return super().get(timeout, propagate, interval, **options)
 
     def forget(self) -> None:
         return None
