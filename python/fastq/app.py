@@ -228,7 +228,10 @@ class App:
         """A task running here sent ``result``'s task: it is stored among its ``children``, as
         Celery does. Not the members of a group being sent: the group counts as one."""
         request = self.current_request()
-        if request is not None and getattr(self._local, "batch", None) is None:
+        if request is None or getattr(self._local, "batch", None) is not None:
+            return
+        task = self.tasks.get(request.task or "")
+        if task is None or task.trail:  # ``trail=False``: the task keeps no children
             request.add_child(result)
 
     # -- sending ---------------------------------------------------------------------------------

@@ -133,6 +133,7 @@ class Task(Generic[P, R, RCall]):
             "typing",
             "base",
             "throws",
+            "trail",
         }
     )
 
@@ -162,6 +163,8 @@ class Task(Generic[P, R, RCall]):
     expires: float | datetime | None = None
     shadow: str | None = None
     throws: tuple[type[BaseException], ...] = ()
+    #: Keep the tasks this one sends as its result's ``children`` (Celery's ``trail``).
+    trail: bool = True
 
     def __init__(self, app: App, fun: Callable[..., Any], name: str, **options: Any) -> None:
         self.app = app

@@ -164,6 +164,10 @@ def build(side: str, broker: str, backend: str) -> SimpleNamespace:
     def spawn(x: int) -> str:
         return str(double.delay(x).id)
 
+    @app.task(name="compat.spawn_untracked", trail=False)
+    def spawn_untracked(x: int) -> str:
+        return str(double.delay(x).id)
+
     @app.task(name="compat.returns_result")
     def returns_result(x: int) -> Any:
         return double.delay(x)
@@ -181,6 +185,7 @@ def build(side: str, broker: str, backend: str) -> SimpleNamespace:
         ignored=ignored,
         reject=reject,
         spawn=spawn,
+        spawn_untracked=spawn_untracked,
         returns_result=returns_result,
     )
 

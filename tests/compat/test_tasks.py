@@ -239,6 +239,9 @@ def test_link_callbacks_and_sent_tasks_are_children(client: SimpleNamespace) -> 
     spawned = client.spawn.delay(3)
     child_id = spawned.get(timeout=15)
     assert [child.id for child in spawned.children] == [child_id]
+    untracked = client.spawn_untracked.delay(3)
+    untracked.get(timeout=15)
+    assert untracked.children == []  # trail=False
 
 
 def test_a_task_returning_an_async_result(client: SimpleNamespace) -> None:
