@@ -101,6 +101,14 @@ def build(side: str, broker: str, backend: str) -> SimpleNamespace:
             raise RuntimeError("refused before start")
 
 
+    class BadHandler(Recording):  # type: ignore[misc, valid-type]
+        def on_success(self, retval: Any, task_id: str, args: Any, kwargs: Any) -> None:
+            raise RuntimeError("on_success broke")
+
+    @app.task(name="compat.bad_handler", base=BadHandler)
+    def bad_handler(x: int) -> int:
+        return x + 1
+
     @app.task(name="compat.double", base=Recording)
     def double(x: int) -> int:
         return x * 2
@@ -176,6 +184,7 @@ def build(side: str, broker: str, backend: str) -> SimpleNamespace:
         app=app,
         side=side,
         double=double,
+        bad_handler=bad_handler,
         fail=fail,
         retry_once=retry_once,
         starts_badly=starts_badly,

@@ -129,6 +129,23 @@ def test_an_error_in_before_start_fails_the_task(
     ]
 
 
+def test_an_error_in_on_success_leaves_the_outcome(
+    client: SimpleNamespace, backend_url: str
+) -> None:
+    res = client.bad_handler.delay(1)
+    assert res.get(timeout=15) == 2
+    assert [c[0] for c in _wait_calls(backend_url, res.id, "after_return")] == [
+        "before_start",
+        "after_return",  # still called
+    ]
+    assert client.double.delay(2).get(timeout=15) == 4  # and the worker goes on
+
+
+def test_an_error_in_on_success_is_raised_in_eager_mode(eager: SimpleNamespace) -> None:
+    with pytest.raises(RuntimeError, match="on_success broke"):
+        eager.bad_handler.apply((1,))
+
+
 def test_handlers_in_eager_mode(eager: SimpleNamespace, backend_url: str) -> None:
     ok = eager.double.apply((5,))
     assert ok.get() == 10

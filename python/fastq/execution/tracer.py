@@ -184,8 +184,8 @@ _AFTER_RECORD = ("on_success", "on_failure", "on_retry", "after_return")
 def _conclude(task: Task, context: Context, outcome: Outcome, eager: bool) -> None:
     """The task's handlers and signals once its outcome is recorded, in Celery's order
     (``app/trace.py``): ``on_success`` or ``on_failure`` or ``on_retry``, then the signal, then
-    ``after_return`` (success and failure only). An error in ``on_success`` or
-    ``after_return`` is logged (raised when eager): the outcome is stored already."""
+    ``after_return`` (success and failure only). An error in a handler is logged (raised when
+    eager): the outcome is recorded already, and the message must still be settled."""
     task_id = context.id or ""
     args, kwargs = context.args, context.kwargs or {}
     state, error = outcome.state, outcome.error
@@ -198,14 +198,14 @@ def _conclude(task: Task, context: Context, outcome: Outcome, eager: bool) -> No
         assert isinstance(error, Retry)
         einfo = ExceptionInfo(error)
         if _overrides(task, "on_retry"):
-            task.on_retry(error.exc, task_id, args, kwargs, einfo)
+            _guarded(task, context, "on_retry", eager, error.exc, task_id, args, kwargs, einfo)
         if signals.task_retry.receivers:
             signals.task_retry.send(task, request=context, reason=outcome.value, einfo=einfo)
         return
     elif state == states.FAILURE and error is not None:
         einfo = ExceptionInfo(error)
         if not isinstance(error, Reject) and _overrides(task, "on_failure"):
-            task.on_failure(error, task_id, args, kwargs, einfo)
+            _guarded(task, context, "on_failure", eager, error, task_id, args, kwargs, einfo)
         if signals.task_failure.receivers:
             signals.task_failure.send(
                 task,
@@ -229,8 +229,6 @@ def _conclude(task: Task, context: Context, outcome: Outcome, eager: bool) -> No
 def _guarded(task: Task, context: Context, name: str, eager: bool, *args: Any) -> None:
     try:
         getattr(task, name)(*args)
-    except Reject:
-        raise
     except Exception as exc:
         if eager:
             raise
