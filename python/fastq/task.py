@@ -69,6 +69,16 @@ class Context:
 _DIRECT = Context()
 
 
+def result_ignored(app: App, task: Task | None, request: Context) -> bool:
+    """Whether the result of ``request`` is ignored: as its message says when it says (its
+    sender waits by it), else as the task says, else the app (Celery 5.7's rule)."""
+    said = request.headers.get("ignore_result") if request.headers else None
+    if said is not None:
+        return bool(said)
+    own = task.ignore_result if task is not None else None
+    return bool(request.ignore_result or (app.conf.task_ignore_result if own is None else own))
+
+
 class ExceptionInfo:
     """What a task raised, as its ``on_failure``/``on_retry`` handlers get it (``einfo``): the
     attributes of Celery's ``ExceptionInfo`` (``type``, ``exception``, ``tb``, ``traceback``
@@ -386,7 +396,7 @@ class Task(Generic[P, R, RCall]):
             chain=request.chain,
             chord=request.chord,
             reply_to=request.reply_to,
-            ignore_result=request.ignore_result,
+            ignore_result=result_ignored(self.app, self, request),
             **options,
         )
         signal = Retry(

@@ -164,6 +164,13 @@ def build(side: str, broker: str, backend: str) -> SimpleNamespace:
         note(backend, "ran", token)
         return token
 
+    @app.task(name="compat.ignored_retry", bind=True, ignore_result=True)
+    def ignored_retry(self: Any, token: str) -> str:
+        note(backend, "ran", token, self.request.retries)
+        if self.request.retries == 0:
+            raise self.retry(countdown=0)
+        return token
+
     @app.task(name="compat.reject")
     def reject(requeue: bool) -> None:
         raise Reject("not for me", requeue=requeue)
@@ -192,6 +199,7 @@ def build(side: str, broker: str, backend: str) -> SimpleNamespace:
         autoretry_max=autoretry_max,
         autoretry_backoff=autoretry_backoff,
         ignored=ignored,
+        ignored_retry=ignored_retry,
         reject=reject,
         spawn=spawn,
         spawn_untracked=spawn_untracked,

@@ -219,6 +219,11 @@ def test_the_message_decides_whether_the_result_is_stored(
     wait_until(lambda: ["ran", "silent"] in apps.calls(backend_url), timeout=15)
     time.sleep(0.5)
     assert silent.state == "PENDING"  # as Celery: no result will come (get() needs a timeout)
+    # A retry keeps what the first message decided (here: the task's own ignore_result).
+    retried = client.app.send_task("compat.ignored_retry", ("retried",))
+    wait_until(lambda: ["ran", "retried", 1] in apps.calls(backend_url), timeout=15)
+    time.sleep(0.5)
+    assert retried.state == "PENDING"
 
 
 def test_get_without_a_result_backend_says_so_at_once(eager: SimpleNamespace) -> None:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from fastq import signals, states
 from fastq.errors import Ignore, Reject, Retry
 from fastq.execution.limits import alarm, effective_limits
-from fastq.task import Context, ExceptionInfo, Task
+from fastq.task import Context, ExceptionInfo, Task, result_ignored
 
 if TYPE_CHECKING:
     import asyncio
@@ -102,22 +102,14 @@ def _invoke(task: Task, args: Any, kwargs: dict[str, Any]) -> Any:
 
 
 def keeps_result(app: App, task: Task | None, request: Context, state: str) -> bool:
-    """Whether ``state`` is stored: not when the result is ignored, except errors with
-    ``store_errors_even_if_ignored``. The message's ``ignore_result`` decides when it says
-    (its sender waits by it), else the task's, else the app's: Celery 5.7's rule."""
-    conf = app.conf
-    said = request.headers.get("ignore_result") if request.headers else None
-    if said is None:
-        own = task.ignore_result if task is not None else None
-        ignored = request.ignore_result or bool(conf.task_ignore_result if own is None else own)
-    else:
-        ignored = bool(said)
-    if not ignored:
+    """Whether ``state`` is stored: not when the result is ignored (``result_ignored``),
+    except errors with ``store_errors_even_if_ignored``."""
+    if not result_ignored(app, task, request):
         return True
     if state == states.SUCCESS:
         return False
     keep = task.store_errors_even_if_ignored if task is not None else None
-    return bool(keep or conf.task_store_errors_even_if_ignored)
+    return bool(keep or app.conf.task_store_errors_even_if_ignored)
 
 
 def _call(
