@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 import traceback as tb
+import types
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
@@ -178,10 +179,11 @@ class Task(Generic[P, R, RCall]):
 
     def __init__(self, app: App, fun: Callable[..., Any], name: str, **options: Any) -> None:
         self.app = app
-        self.run = fun
         self.name = name
         for key, value in options.items():
             setattr(self, key, value)
+        # Bound as in Celery: ``self.run(*args)`` in a base class's ``__call__`` passes ``self``.
+        self.run: Callable[..., Any] = types.MethodType(fun, self) if self.bind else fun
         self.__name__ = getattr(fun, "__name__", name)
         self.__doc__ = getattr(fun, "__doc__", None)
         self.__module__ = getattr(fun, "__module__", None) or __name__
@@ -257,8 +259,6 @@ class Task(Generic[P, R, RCall]):
 
     # -- calling -----------------------------------------------------------------------------
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> RCall:
-        if self.bind:
-            return self.run(self, *args, **kwargs)
         return self.run(*args, **kwargs)
 
     def delay(self, *args: P.args, **kwargs: P.kwargs) -> AsyncResult[R]:

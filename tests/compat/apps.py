@@ -105,6 +105,21 @@ def build(side: str, broker: str, backend: str) -> SimpleNamespace:
         def on_success(self, retval: Any, task_id: str, args: Any, kwargs: Any) -> None:
             raise RuntimeError("on_success broke")
 
+    class InContext(Task):  # type: ignore[misc, valid-type]
+        """Flask's pattern: every run wrapped by the base class's ``__call__``."""
+
+        def __call__(self, *args: Any, **kwargs: Any) -> Any:
+            note(backend, "in context", self.name, list(args))
+            return self.run(*args, **kwargs)
+
+    @app.task(name="compat.in_context", base=InContext, bind=True)
+    def in_context(self: Any, x: int) -> list[Any]:
+        return [self.name, x]
+
+    @app.task(name="compat.in_context_unbound", base=InContext)
+    def in_context_unbound(x: int) -> int:
+        return x + 1
+
     @app.task(name="compat.bad_handler", base=BadHandler)
     def bad_handler(x: int) -> int:
         return x + 1
@@ -192,6 +207,8 @@ def build(side: str, broker: str, backend: str) -> SimpleNamespace:
         side=side,
         double=double,
         bad_handler=bad_handler,
+        in_context=in_context,
+        in_context_unbound=in_context_unbound,
         fail=fail,
         retry_once=retry_once,
         starts_badly=starts_badly,

@@ -146,6 +146,15 @@ def test_an_error_in_on_success_is_raised_in_eager_mode(eager: SimpleNamespace) 
         eager.bad_handler.apply((1,))
 
 
+def test_a_base_class_call_wraps_every_run(client: SimpleNamespace, backend_url: str) -> None:
+    assert client.in_context.delay(3).get(timeout=15) == ["compat.in_context", 3]
+    assert client.in_context_unbound.delay(3).get(timeout=15) == 4
+    assert [c for c in apps.calls(backend_url) if c[0] == "in context"] == [
+        ["in context", "compat.in_context", [3]],
+        ["in context", "compat.in_context_unbound", [3]],
+    ]
+
+
 def test_handlers_in_eager_mode(eager: SimpleNamespace, backend_url: str) -> None:
     ok = eager.double.apply((5,))
     assert ok.get() == 10

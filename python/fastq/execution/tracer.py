@@ -95,7 +95,9 @@ def run_task(
 
 
 def _invoke(task: Task, args: Any, kwargs: dict[str, Any]) -> Any:
-    value = task.run(task, *args, **kwargs) if task.bind else task.run(*args, **kwargs)
+    # A base class's own ``__call__`` (an app context around every task, say) wraps the run,
+    # as in Celery.
+    value = task(*args, **kwargs) if _overrides(task, "__call__") else task.run(*args, **kwargs)
     if inspect.iscoroutine(value):
         value = _event_loop().run_until_complete(value)
     return value
