@@ -325,9 +325,7 @@ class Task(Generic[P, R, RCall]):
         )
         propagate = self.app.conf.task_eager_propagates if throw is None else throw
         while True:
-            outcome = run_task(
-                self, context, False, False, eager=True, propagate=propagate
-            )
+            outcome = run_task(self, context, False, False, eager=True, propagate=propagate)
             if outcome.state != states.RETRY:
                 break
             context.retries += 1  # eager retries run at once, as in Celery

@@ -100,7 +100,6 @@ def build(side: str, broker: str, backend: str) -> SimpleNamespace:
             super().before_start(task_id, args, kwargs)
             raise RuntimeError("refused before start")
 
-
     class BadHandler(Recording):  # type: ignore[misc, valid-type]
         def on_success(self, retval: Any, task_id: str, args: Any, kwargs: Any) -> None:
             raise RuntimeError("on_success broke")

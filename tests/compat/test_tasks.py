@@ -116,9 +116,7 @@ def test_handlers_on_retry(client: SimpleNamespace, backend_url: str) -> None:
     ]
 
 
-def test_an_error_in_before_start_fails_the_task(
-    client: SimpleNamespace, backend_url: str
-) -> None:
+def test_an_error_in_before_start_fails_the_task(client: SimpleNamespace, backend_url: str) -> None:
     res = client.starts_badly.delay(7)
     with pytest.raises(Exception, match="refused before start"):
         res.get(timeout=15)

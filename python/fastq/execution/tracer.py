@@ -163,16 +163,28 @@ def _call(
 
 
 def _overrides(task: Task, name: str) -> bool:
-    """Whether the task's class has its own handler ``name`` (the base one does nothing)."""
-    return getattr(type(task), name) is not getattr(Task, name)
+    """Whether the task's class has its own ``name`` (a handler, ``__call__``): the base ones
+    do nothing, so a task without any costs one dict lookup per run."""
+    return name in _custom(type(task))
+
+
+def _custom(cls: type[Task]) -> frozenset[str]:
+    custom = _CUSTOM.get(cls)
+    if custom is None:
+        names = ("__call__", "before_start", *_AFTER_RECORD)
+        own = (n for n in names if getattr(cls, n) is not getattr(Task, n))
+        custom = _CUSTOM[cls] = frozenset(own)
+    return custom
 
 
 def has_handlers(task: Task) -> bool:
     """Whether the task has a handler that runs once its outcome is recorded."""
-    return any(_overrides(task, name) for name in _AFTER_RECORD)
+    return not _custom(type(task)).isdisjoint(_AFTER_RECORD)
 
 
 _AFTER_RECORD = ("on_success", "on_failure", "on_retry", "after_return")
+#: A task class -> the handlers (and ``__call__``) it has of its own.
+_CUSTOM: dict[type[Task], frozenset[str]] = {}
 
 
 def _conclude(task: Task, context: Context, outcome: Outcome, eager: bool) -> None:
