@@ -233,7 +233,11 @@ def test_the_message_decides_whether_the_result_is_stored(
     assert retried.state == "PENDING"
 
 
-def test_get_without_a_result_backend_says_so_at_once(eager: SimpleNamespace) -> None:
+def test_get_without_a_result_backend_says_so_at_once(
+    eager: SimpleNamespace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("FASTQ_RESULT_BACKEND", "CELERY_RESULT_BACKEND"):
+        monkeypatch.delenv(name, raising=False)
     if eager.side == "celery":
         from celery import Celery
 
