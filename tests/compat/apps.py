@@ -189,6 +189,11 @@ def build(side: str, broker: str, backend: str) -> SimpleNamespace:
     def reject(requeue: bool) -> None:
         raise Reject("not for me", requeue=requeue)
 
+    @app.task(name="compat.reject_late", acks_late=True)
+    def reject_late(token: str) -> None:
+        note(backend, "ran", token)
+        raise Reject("not for me either", requeue=False)
+
     @app.task(name="compat.spawn")
     def spawn(x: int) -> str:
         return str(double.delay(x).id)
@@ -217,6 +222,7 @@ def build(side: str, broker: str, backend: str) -> SimpleNamespace:
         ignored=ignored,
         ignored_retry=ignored_retry,
         reject=reject,
+        reject_late=reject_late,
         spawn=spawn,
         spawn_untracked=spawn_untracked,
         returns_result=returns_result,

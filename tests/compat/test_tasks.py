@@ -254,10 +254,14 @@ def test_get_without_a_result_backend_says_so_at_once(
 
 
 # -- Reject, children, a returned AsyncResult --------------------------------------------------
-def test_reject_without_requeue_stores_failure(client: SimpleNamespace) -> None:
+def test_reject_without_requeue_stores_failure(client: SimpleNamespace, backend_url: str) -> None:
     res = client.reject.delay(False)
     wait_until(lambda: res.state == "FAILURE", timeout=15)
     assert type(res.result).__name__ == "Reject"
+    late = client.reject_late.delay("late")  # acks_late: rejected, not redelivered
+    wait_until(lambda: late.state == "FAILURE", timeout=15)
+    time.sleep(1)
+    assert [c for c in apps.calls(backend_url) if c[0] == "ran"] == [["ran", "late"]]
 
 
 def test_reject_in_eager_mode(eager: SimpleNamespace) -> None:
