@@ -305,6 +305,16 @@ class App:
     def pop_request(self) -> None:
         self._local.requests.pop()
 
+    def add_child(self, result: Any) -> None:
+        """A task running here sent ``result``'s task: it is stored among its ``children``, as
+        Celery does. Not the members of a group being sent: the group counts as one."""
+        request = self.current_request()
+        if request is None or getattr(self._local, "batch", None) is not None:
+            return
+        task = self.tasks.get(request.task or "")
+        if task is None or task.trail:  # ``trail=False``: the task keeps no children
+            request.add_child(result)
+
     # -- sending ---------------------------------------------------------------------------------
     def send_task(
         self,
@@ -322,7 +332,10 @@ class App:
             batch.append(message)
         else:
             self.broker.publish(message)
-        return AsyncResult(message.id, app=self)
+        result = AsyncResult(message.id, app=self)
+        result.ignored = bool(message.headers.get("ignore_result"))
+        self.add_child(result)
+        return result
 
     @contextmanager
     def publish_batch(self) -> Iterator[None]:
@@ -350,7 +363,10 @@ class App:
         # Before publishing, as send_task does: rpc:// loses replies sent before its queue exists.
         self.backend.on_tasks_sent([m.id for m in messages if not m.headers.get("ignore_result")])
         self.broker.publish_many(messages)
-        return [AsyncResult(m.id, app=self) for m in messages]
+        results = [AsyncResult(m.id, app=self) for m in messages]
+        for message, result in zip(messages, results, strict=True):
+            result.ignored = bool(message.headers.get("ignore_result"))
+        return results
 
     def build_message(
         self,
@@ -419,8 +435,9 @@ class App:
             expires_text: str | None = protocol.seconds_from_now(expires)
         else:
             expires_text = protocol.to_iso(expires)
-        if ignore_result is None:
-            ignore_result = self.conf.task_ignore_result
+        if ignore_result is None and self.conf.task_ignore_result:
+            ignore_result = True
+        # Otherwise None, as Celery's send_task sends it: the worker then asks the task.
         message_headers = protocol.task_headers(
             name,
             task_id,
@@ -436,7 +453,7 @@ class App:
             time_limit=time_limit,
             soft_time_limit=soft_time_limit,
             shadow=shadow,
-            ignore_result=bool(ignore_result),
+            ignore_result=ignore_result,
             replaced_task_nesting=replaced_task_nesting,
         )
         if headers:

@@ -793,7 +793,9 @@ class group(Signature):  # Celery's lower-case name
                 )
                 for i, task in enumerate(members)
             ]
-        return GroupResult(gid, results, app=self.app)
+        result = GroupResult(gid, results, app=self.app)
+        self.app.add_child(result)
+        return result
 
     def apply(  # type: ignore[override]
         self,

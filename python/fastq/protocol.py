@@ -87,7 +87,7 @@ def task_headers(
     time_limit: float | None = None,
     soft_time_limit: float | None = None,
     shadow: str | None = None,
-    ignore_result: bool = False,
+    ignore_result: bool | None = False,
     replaced_task_nesting: int = 0,
 ) -> dict[str, Any]:
     """Every protocol 2 header, in Celery's order (``timelimit`` is ``[hard, soft]``).

@@ -36,6 +36,8 @@ class AsyncResult(Generic[R]):
         self._cache: dict[str, Any] | None = None
         #: The result this one's task was started from, in a chain or chord (``None`` otherwise).
         self.parent = parent
+        #: Sent with ``ignore_result``: no result will ever be stored, ``get()`` returns None.
+        self.ignored = False
 
     @property
     def backend(self) -> Backend:
@@ -98,8 +100,10 @@ class AsyncResult(Generic[R]):
         return value
 
     @property
-    def children(self) -> list[Any]:
-        return list(self._get_meta().get("children") or [])
+    def children(self) -> list[ResultNode]:
+        """What the task sent while it ran, its link callbacks included, as results (Celery's
+        ``children``)."""
+        return [result_from_tuple(c, self.app) for c in self._get_meta().get("children") or []]
 
     def ready(self) -> bool:
         return self.state in states.READY_STATES
@@ -127,7 +131,10 @@ class AsyncResult(Generic[R]):
         **_: Any,
     ) -> R:
         """Waits until the task is ready and returns its value; re-raises its exception when
-        ``propagate`` (with the original type where it can be imported here)."""
+        ``propagate`` (with the original type where it can be imported here). A task sent
+        with ``ignore_result`` stores nothing to wait for: None at once, as in Celery."""
+        if self.ignored:
+            return None  # type: ignore[return-value]
         if disable_sync_subtasks:
             assert_will_not_block()
         if on_message is not None:
@@ -176,6 +183,8 @@ class AsyncResult(Generic[R]):
         return self._set_cache(await self.backend.wait_async(self.id))
 
     async def _await_value(self) -> R:
+        if self.ignored:
+            return None  # type: ignore[return-value]
         meta = await self._await_meta()
         value = self._value(meta)
         if meta["status"] in states.PROPAGATE_STATES:
@@ -243,6 +252,9 @@ class EagerResult(AsyncResult[R]):
             "date_done": None,
             "task_id": id,
         }
+        # A task that rejected its message or was ignored has no value: get() is None, as in
+        # Celery's EagerResult.
+        self.ignored = state in (states.REJECTED, states.IGNORED)
 
     def _get_meta(self) -> dict[str, Any]:
         assert self._cache is not None

@@ -5,6 +5,8 @@ from __future__ import annotations
 import inspect
 import logging
 import threading
+import traceback as tb
+import types
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
@@ -14,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Generic
 from fastq import states
 from fastq._state import pop_task, push_task
 from fastq._typing import P, R, RCall
-from fastq.errors import BrokerConnectionError, Ignore, MaxRetriesExceededError, Retry
+from fastq.errors import BrokerConnectionError, Ignore, MaxRetriesExceededError, Reject, Retry
 
 if TYPE_CHECKING:
     from fastq import maps
@@ -53,15 +55,55 @@ class Context:
     chord: Any = None
     ignore_result: bool = False
     replaced_task_nesting: int = 0
+    #: What this run sent (``AsyncResult``s), stored with its result as Celery's ``children``.
+    children: list[Any] | None = None
 
     def __init__(self, **fields: Any) -> None:
         self.__dict__.update(fields)
+
+    def add_child(self, result: Any) -> None:
+        if self.children is None:
+            self.children = []
+        self.children.append(result)
 
     def __repr__(self) -> str:
         return f"<Context {self.task} id={self.id}>"
 
 
 _DIRECT = Context()
+
+
+def result_ignored(app: App, task: Task | None, request: Context) -> bool:
+    """Whether the result of ``request`` is ignored: as its message says when it says (its
+    sender waits by it), else as the task says, else the app (Celery 5.7's rule)."""
+    said = request.headers.get("ignore_result") if request.headers else None
+    if said is not None:
+        return bool(said)
+    own = task.ignore_result if task is not None else None
+    return bool(request.ignore_result or (app.conf.task_ignore_result if own is None else own))
+
+
+class ExceptionInfo:
+    """What a task raised, as its ``on_failure``/``on_retry`` handlers get it (``einfo``): the
+    attributes of Celery's ``ExceptionInfo`` (``type``, ``exception``, ``tb``, ``traceback``
+    text, ``exc_info``); ``str(einfo)`` is the traceback."""
+
+    def __init__(self, exception: BaseException, internal: bool = False) -> None:
+        self.type = type(exception)
+        self.exception = exception
+        self.tb = exception.__traceback__
+        self.traceback = "".join(tb.format_exception(self.type, exception, self.tb))
+        self.internal = internal
+
+    @property
+    def exc_info(self) -> tuple[type[BaseException], BaseException, Any]:
+        return self.type, self.exception, self.tb
+
+    def __str__(self) -> str:
+        return self.traceback
+
+    def __repr__(self) -> str:
+        return f"<ExceptionInfo: {self.exception!r}>"
 
 
 class Task(Generic[P, R, RCall]):
@@ -96,6 +138,7 @@ class Task(Generic[P, R, RCall]):
             "time_limit",
             "soft_time_limit",
             "autoretry_for",
+            "dont_autoretry_for",
             "retry_kwargs",
             "retry_backoff",
             "retry_backoff_max",
@@ -105,6 +148,7 @@ class Task(Generic[P, R, RCall]):
             "typing",
             "base",
             "throws",
+            "trail",
         }
     )
 
@@ -126,6 +170,7 @@ class Task(Generic[P, R, RCall]):
     time_limit: float | None = None
     soft_time_limit: float | None = None
     autoretry_for: tuple[type[BaseException], ...] = ()
+    dont_autoretry_for: tuple[type[BaseException], ...] = ()
     retry_kwargs: Mapping[str, Any] = {}
     retry_backoff: bool | float = False
     retry_backoff_max: float = 600
@@ -136,6 +181,8 @@ class Task(Generic[P, R, RCall]):
     #: Check the arguments of ``delay``/``apply_async`` against the function before sending, and
     #: raise ``TypeError`` for a call it could not take (Celery's default).
     typing: bool = True
+    #: Keep the tasks this one sends as its result's ``children`` (Celery's ``trail``).
+    trail: bool = True
 
     #: Celery's names for these, as class attributes (``except self.MaxRetriesExceededError``).
     MaxRetriesExceededError = MaxRetriesExceededError
@@ -151,14 +198,11 @@ class Task(Generic[P, R, RCall]):
         """``@app.task`` builds a task from a function; a class-based task (a subclass defining
         ``run``, Celery's other form) is built with no arguments and given an app by
         ``app.register_task(MyTask())``."""
-        if fun is None:  # class-based: the subclass's own run() method
+        class_based = fun is None
+        if fun is None:  # class-based: the subclass's own run() method, bound already
             if getattr(type(self), "run", None) is None:
-                raise TypeError(
-                    f"{type(self).__name__}: a class-based task defines run(self, ...)"
-                )
+                raise TypeError(f"{type(self).__name__}: a class-based task defines run(self, ...)")
             fun = self.run
-        else:
-            self.run = fun
         if app is None:
             from fastq._state import get_current_app
 
@@ -170,6 +214,9 @@ class Task(Generic[P, R, RCall]):
         self.name = name
         for key, value in options.items():
             setattr(self, key, value)
+        if not class_based:
+            # Bound as in Celery: ``self.run(*args)`` in a base class's ``__call__`` passes self.
+            self.run = types.MethodType(fun, self) if self.bind else fun
         self.__name__ = getattr(fun, "__name__", name)
         self.__doc__ = getattr(fun, "__doc__", None)
         self.__module__ = getattr(fun, "__module__", None) or __name__
@@ -204,10 +251,49 @@ class Task(Generic[P, R, RCall]):
         self._local.stack.pop()
         pop_task()
 
+    # -- handlers: override them in a base class (``@app.task(base=MyTask)``), as in Celery --------
+    def before_start(self, task_id: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        """Runs before the task, in the worker (an error here fails the task)."""
+
+    def on_success(
+        self, retval: Any, task_id: str, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> None:
+        """Runs after the task succeeded and its result was recorded."""
+
+    def on_failure(
+        self,
+        exc: BaseException,
+        task_id: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        einfo: ExceptionInfo,
+    ) -> None:
+        """Runs after the task failed and its failure was recorded."""
+
+    def on_retry(
+        self,
+        exc: BaseException | None,
+        task_id: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        einfo: ExceptionInfo,
+    ) -> None:
+        """Runs when the task is to be retried (``exc``: the reason given to ``retry``)."""
+
+    def after_return(
+        self,
+        status: str,
+        retval: Any,
+        task_id: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        einfo: ExceptionInfo | None,
+    ) -> None:
+        """Runs after a task succeeded or failed (not on retry, reject or ignore); ``einfo``
+        is None, as in Celery."""
+
     # -- calling -----------------------------------------------------------------------------
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> RCall:
-        if self.bind:
-            return self.run(self, *args, **kwargs)
         return self.run(*args, **kwargs)
 
     def delay(self, *args: P.args, **kwargs: P.kwargs) -> AsyncResult[R]:
@@ -274,13 +360,16 @@ class Task(Generic[P, R, RCall]):
             delivery_info={"is_eager": True},
             **eager_embed(options),
         )
+        propagate = self.app.conf.task_eager_propagates if throw is None else throw
         while True:
-            outcome = run_task(self, context, acks_late=False, enforce_hard_limit=False)
+            outcome = run_task(self, context, False, False, eager=True, propagate=propagate)
             if outcome.state != states.RETRY:
                 break
             context.retries += 1  # eager retries run at once, as in Celery
+        if isinstance(outcome.error, (Reject, Ignore)):  # as Celery's apply(): nothing follows
+            state = states.REJECTED if isinstance(outcome.error, Reject) else states.IGNORED
+            return EagerResult(context.id or "", outcome.error, state, None, app=self.app)
         send_followups(self.app, context, outcome)  # link, link_error, chain: run here too
-        propagate = self.app.conf.task_eager_propagates if throw is None else throw
         if propagate and outcome.state == states.FAILURE:
             raise outcome.value
         return EagerResult(
@@ -342,7 +431,7 @@ class Task(Generic[P, R, RCall]):
             chain=request.chain,
             chord=request.chord,
             reply_to=request.reply_to,
-            ignore_result=request.ignore_result,
+            ignore_result=result_ignored(self.app, self, request),
             **options,
         )
         if throw:
@@ -376,11 +465,8 @@ class Task(Generic[P, R, RCall]):
         signature = self._signature
         if signature is None:
             return
-        try:
-            if self.bind:
-                signature.bind(None, *(args or ()), **(kwargs or {}))
-            else:
-                signature.bind(*(args or ()), **(kwargs or {}))
+        try:  # run is bound when the task is: its signature has no self
+            signature.bind(*(args or ()), **(kwargs or {}))
         except TypeError as exc:
             raise TypeError(f"{self.name}: {exc}") from None
 

@@ -134,6 +134,9 @@ class Backend(ABC):
     ) -> dict[str, Any]:
         if state in states.EXCEPTION_STATES and isinstance(result, BaseException):
             result = exception_to_meta(result)
+        elif self.serializer != "pickle" and callable(getattr(type(result), "as_tuple", None)):
+            # A task returned an AsyncResult/GroupResult: stored as its id tree, as Celery does.
+            result = result.as_tuple()
         meta: dict[str, Any] = {
             "status": state,
             "result": result,
@@ -149,6 +152,9 @@ class Backend(ABC):
                 meta["group_id"] = group
             if parent:
                 meta["parent_id"] = parent
+            children = getattr(request, "children", None)
+            if children:
+                meta["children"] = [child.as_tuple() for child in children]
             if self.conf.result_extended:
                 meta.update(
                     name=getattr(request, "task", None),

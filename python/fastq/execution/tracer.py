@@ -7,6 +7,7 @@ import logging
 import random
 import threading
 import traceback as tb
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 from typing import TYPE_CHECKING, Any
@@ -14,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from fastq import signals, states
 from fastq.errors import Ignore, Reject, Retry
 from fastq.execution.limits import alarm, effective_limits
-from fastq.task import Context, Task
+from fastq.task import Context, ExceptionInfo, Task, result_ignored
 
 if TYPE_CHECKING:
     import asyncio
@@ -34,10 +35,12 @@ class Settle(Enum):
 
 @dataclass(slots=True)
 class Outcome:
-    state: str | None  # None: store nothing (Ignore, Reject)
+    state: str | None  # None: store nothing (Ignore, Reject with requeue)
     value: Any
     traceback: str | None
     settle: Settle
+    #: What the task raised (the ``Retry`` when it is retried): for its handlers and signals.
+    error: BaseException | None = None
 
 
 def run_task(
@@ -46,12 +49,21 @@ def run_task(
     acks_late: bool,
     enforce_hard_limit: bool,
     limits: tuple[float | None, float | None] | None = None,
+    *,
+    record: Callable[[Outcome], None] | None = None,
+    eager: bool = False,
+    propagate: bool = False,
 ) -> Outcome:
-    """Calls the task with its request pushed, mapping what it raised to an outcome.
+    """Calls the task with its request pushed, mapping what it raised to an outcome, then its
+    handlers (``on_success``, ``on_failure``…) and signals, in Celery's order.
 
     ``enforce_hard_limit``: raise ``TimeLimitExceeded`` in-process (solo pool); under prefork the
     supervisor enforces it by replacing the child. ``limits``: ``effective_limits`` when the
-    caller has them already.
+    caller has them already. ``record``: stores the outcome and sends what follows it, called
+    before the handlers (as Celery stores before ``on_success``), the request still pushed so
+    that what it sends is among the task's children. ``eager``: a handler's error is raised
+    (a worker logs it); ``propagate``: a failure is raised by the caller, before any handler
+    (Celery's ``apply(throw=True)``).
     """
     task.push_request(context)
     task.app.push_request(context)
@@ -62,6 +74,10 @@ def run_task(
     try:
         hard, soft = limits if limits is not None else effective_limits(task, context)
         outcome = _call(task, context, acks_late, soft, hard if enforce_hard_limit else None)
+        if record is not None:
+            record(outcome)
+        if not (propagate and outcome.state == states.FAILURE):
+            _conclude(task, context, outcome, eager)
     finally:
         if signals.task_postrun.receivers:
             signals.task_postrun.send(
@@ -79,23 +95,23 @@ def run_task(
 
 
 def _invoke(task: Task, args: Any, kwargs: dict[str, Any]) -> Any:
-    value = task.run(task, *args, **kwargs) if task.bind else task.run(*args, **kwargs)
+    # A base class's own ``__call__`` (an app context around every task, say) wraps the run,
+    # as in Celery.
+    value = task(*args, **kwargs) if _overrides(task, "__call__") else task.run(*args, **kwargs)
     if inspect.iscoroutine(value):
         value = _event_loop().run_until_complete(value)
     return value
 
 
 def keeps_result(app: App, task: Task | None, request: Context, state: str) -> bool:
-    """Whether ``state`` is stored: not when the result is ignored (by the message, the task or
-    the app), except errors with ``store_errors_even_if_ignored``."""
-    conf = app.conf
-    own = task.ignore_result if task is not None else None
-    if not (request.ignore_result or bool(conf.task_ignore_result if own is None else own)):
+    """Whether ``state`` is stored: not when the result is ignored (``result_ignored``),
+    except errors with ``store_errors_even_if_ignored``."""
+    if not result_ignored(app, task, request):
         return True
     if state == states.SUCCESS:
         return False
     keep = task.store_errors_even_if_ignored if task is not None else None
-    return bool(keep or conf.task_store_errors_even_if_ignored)
+    return bool(keep or app.conf.task_store_errors_even_if_ignored)
 
 
 def _call(
@@ -105,6 +121,8 @@ def _call(
     args, kwargs = context.args, context.kwargs or {}
     try:
         try:
+            if _overrides(task, "before_start"):
+                task.before_start(context.id or "", args, kwargs)
             if soft or hard:
                 with alarm(soft, hard):
                     value = _invoke(task, args, kwargs)
@@ -113,42 +131,123 @@ def _call(
         except (Retry, Ignore, Reject):
             raise  # the task's own decision (retry, replace...), never retried automatically
         except Exception as exc:
-            if task.autoretry_for and isinstance(exc, task.autoretry_for):
-                task.retry(exc=exc, countdown=backoff(task, context.retries), **task.retry_kwargs)
+            if (
+                task.autoretry_for
+                and isinstance(exc, task.autoretry_for)
+                and not (task.dont_autoretry_for and isinstance(exc, task.dont_autoretry_for))
+            ):
+                autoretry(task, context, exc)
             raise
     except Retry as exc:
-        cause = exc.exc if exc.exc is not None else exc
         log.info("task %s[%s] retry: %s", task.name, context.id, exc)
-        if signals.task_retry.receivers:
-            signals.task_retry.send(task, request=context, reason=cause, einfo=None)
-        return Outcome(states.RETRY, cause, _format(exc.exc), Settle.ACK)
-    except Ignore:
-        return Outcome(None, None, None, Settle.ACK)
+        cause = exc.exc if exc.exc is not None else exc
+        return Outcome(states.RETRY, cause, _format(exc.exc), Settle.ACK, exc)
+    except Ignore as exc:
+        return Outcome(None, None, None, Settle.ACK, exc)
     except Reject as exc:
         log.info("task %s[%s] rejected: %s", task.name, context.id, exc.reason or "no reason given")
-        return Outcome(None, None, None, Settle.REQUEUE if exc.requeue else Settle.DROP)
+        if exc.requeue:
+            return Outcome(None, None, None, Settle.REQUEUE, exc)
+        # It will never run again: FAILURE, as Celery 5.7 stores, not PENDING forever.
+        return Outcome(states.FAILURE, exc, None, Settle.DROP, exc)
     except Exception as exc:
         text = tb.format_exc()
         if task.throws and isinstance(exc, task.throws):
             log.info("task %s[%s] raised expected: %r", task.name, context.id, exc)
         else:
             log.error("task %s[%s] raised %r\n%s", task.name, context.id, exc, text)
+        acks_on_failure = _option(task, "acks_on_failure_or_timeout", True)
+        settle = Settle.DROP if acks_late and not acks_on_failure else Settle.ACK
+        return Outcome(states.FAILURE, exc, text, settle, exc)
+    return Outcome(states.SUCCESS, value, None, Settle.ACK)
+
+
+def _overrides(task: Task, name: str) -> bool:
+    """Whether the task's class has its own ``name`` (a handler, ``__call__``): the base ones
+    do nothing, so a task without any costs one dict lookup per run."""
+    return name in _custom(type(task))
+
+
+def _custom(cls: type[Task]) -> frozenset[str]:
+    custom = _CUSTOM.get(cls)
+    if custom is None:
+        names = ("__call__", "before_start", *_AFTER_RECORD)
+        own = (n for n in names if getattr(cls, n) is not getattr(Task, n))
+        custom = _CUSTOM[cls] = frozenset(own)
+    return custom
+
+
+def has_handlers(task: Task) -> bool:
+    """Whether the task has a handler that runs once its outcome is recorded."""
+    return not _custom(type(task)).isdisjoint(_AFTER_RECORD)
+
+
+_AFTER_RECORD = ("on_success", "on_failure", "on_retry", "after_return")
+#: A task class -> the handlers (and ``__call__``) it has of its own.
+_CUSTOM: dict[type[Task], frozenset[str]] = {}
+
+
+def _conclude(task: Task, context: Context, outcome: Outcome, eager: bool) -> None:
+    """The task's handlers and signals once its outcome is recorded, in Celery's order
+    (``app/trace.py``): ``on_success`` or ``on_failure`` or ``on_retry``, then the signal, then
+    ``after_return`` (success and failure only). An error in a handler is logged (raised when
+    eager): the outcome is recorded already, and the message must still be settled."""
+    task_id = context.id or ""
+    args, kwargs = context.args, context.kwargs or {}
+    state, error = outcome.state, outcome.error
+    if state == states.SUCCESS:
+        if _overrides(task, "on_success"):
+            _guarded(task, context, "on_success", eager, outcome.value, task_id, args, kwargs)
+        if signals.task_success.receivers:
+            signals.task_success.send(task, result=outcome.value)
+    elif state == states.RETRY:
+        assert isinstance(error, Retry)
+        einfo = ExceptionInfo(error)
+        if _overrides(task, "on_retry"):
+            _guarded(task, context, "on_retry", eager, error.exc, task_id, args, kwargs, einfo)
+        if signals.task_retry.receivers:
+            signals.task_retry.send(task, request=context, reason=outcome.value, einfo=einfo)
+        return
+    elif state == states.FAILURE and error is not None:
+        einfo = ExceptionInfo(error)
+        if not isinstance(error, Reject) and _overrides(task, "on_failure"):
+            _guarded(task, context, "on_failure", eager, error, task_id, args, kwargs, einfo)
         if signals.task_failure.receivers:
             signals.task_failure.send(
                 task,
                 task_id=context.id,
-                exception=exc,
+                exception=error,
                 args=args,
                 kwargs=kwargs,
-                traceback=exc.__traceback__,
-                einfo=text,
+                traceback=error.__traceback__,
+                einfo=einfo,
             )
-        acks_on_failure = _option(task, "acks_on_failure_or_timeout", True)
-        settle = Settle.DROP if acks_late and not acks_on_failure else Settle.ACK
-        return Outcome(states.FAILURE, exc, text, settle)
-    if signals.task_success.receivers:
-        signals.task_success.send(task, result=value)
-    return Outcome(states.SUCCESS, value, None, Settle.ACK)
+        if isinstance(error, Reject):
+            return  # Celery calls no handler for a rejected message
+    else:
+        return  # ignored, requeued: no handler
+    if _overrides(task, "after_return"):
+        _guarded(
+            task, context, "after_return", eager, state, outcome.value, task_id, args, kwargs, None
+        )
+
+
+def _guarded(task: Task, context: Context, name: str, eager: bool, *args: Any) -> None:
+    try:
+        getattr(task, name)(*args)
+    except Exception as exc:
+        if eager:
+            raise
+        log.exception("task %s[%s]: its %s handler raised %r", task.name, context.id, name, exc)
+
+
+def autoretry(task: Task, context: Context, exc: Exception) -> None:
+    """``autoretry_for``: retries with ``retry_kwargs`` (``countdown``, ``max_retries``...),
+    the countdown computed by ``retry_backoff`` when set, as Celery does."""
+    options = dict(task.retry_kwargs or {})
+    if task.retry_backoff:
+        options["countdown"] = backoff(task, context.retries)
+    task.retry(exc=exc, **options)
 
 
 _loops = threading.local()
@@ -165,15 +264,14 @@ def _event_loop() -> asyncio.AbstractEventLoop:
     return loop
 
 
-def backoff(task: Task, retries: int) -> float | None:
-    """Celery's exponential backoff: ``factor * 2**retries`` capped, with full jitter."""
-    if not task.retry_backoff:
-        return task.retry_kwargs.get("countdown") if task.retry_kwargs else None
-    factor = 1.0 if task.retry_backoff is True else float(task.retry_backoff)
-    countdown = min(float(task.retry_backoff_max), factor * (2**retries))
+def backoff(task: Task, retries: int) -> int:
+    """Celery's exponential backoff: ``factor * 2**retries`` seconds (``factor`` an integer, at
+    least 1), capped by ``retry_backoff_max``, with full jitter (``retry_jitter``)."""
+    factor = int(max(1.0, float(task.retry_backoff)))
+    countdown = min(int(task.retry_backoff_max), factor * (2**retries))
     if task.retry_jitter:
-        countdown = random.uniform(0, countdown)
-    return max(0.0, countdown)
+        countdown = random.randrange(countdown + 1)
+    return max(0, countdown)
 
 
 def _format(exc: BaseException | None) -> str | None:

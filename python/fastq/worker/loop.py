@@ -31,7 +31,7 @@ from fastq.backoff import Backoff
 from fastq.brokers.base import Consumer, Delivery
 from fastq.execution.followups import on_revoked, send_followups
 from fastq.execution.limits import effective_limits
-from fastq.execution.tracer import Outcome, Settle, keeps_result, run_task
+from fastq.execution.tracer import Outcome, Settle, has_handlers, keeps_result, run_task
 from fastq.task import Context, Task
 from fastq.worker.ratelimit import RateLimiter
 from fastq.worker.reports import SupervisorReporter
@@ -566,21 +566,31 @@ class WorkerLoop:
             deadline = time.time() + hard if hard else None
             self.reporter.started(context, deadline, acks_late)
             self._reported = True
-        self._running = context.id
-        try:
-            outcome = run_task(task, context, acks_late, self.enforce_hard_limit, limits)
-        finally:
-            self._running = None
-        self._ran = delivery.delivery_tag
-        self._record_outcome(task, context, outcome)
         supervisor = self._supervisor
         if acks_late and self.app.broker.returns_on_close:
             supervisor = None  # the broker would give it back before the supervisor can settle it
-        if supervisor is None and self._results:
-            # No supervisor to hand it to (threads, solo): stored now, so a killed process leaves
-            # no finished task PENDING (Celery stores each result right after its task).
-            self._store_kept()
-        send_followups(self.app, context, outcome)  # callbacks, chain, chord, errbacks: canvas
+
+        def record(outcome: Outcome) -> None:  # before the task's handlers, as in Celery
+            self._ran = delivery.delivery_tag
+            if outcome.state == states.SUCCESS:  # Celery's order: the children are stored too
+                send_followups(self.app, context, outcome)  # callbacks, chain, chord: canvas
+            self._record_outcome(task, context, outcome)
+            if self._results and (supervisor is None or has_handlers(task)):
+                # No supervisor to hand it to (threads, solo): stored now, so a killed process
+                # leaves no finished task PENDING (Celery stores each result right after it).
+                # Prefork too when the task has handlers: they find its outcome stored.
+                self._store_kept()
+            if outcome.state != states.SUCCESS:
+                send_followups(self.app, context, outcome)  # chord part, chain, errbacks
+
+        self._running = context.id
+        try:
+            outcome = run_task(
+                task, context, acks_late, self.enforce_hard_limit, limits, record=record
+            )
+        finally:
+            self._running = None
+        self._ran = delivery.delivery_tag
         if acks_late:
             self._settle(consumer, delivery.delivery_tag, outcome.settle)
         elif outcome.settle is Settle.REQUEUE:
