@@ -25,6 +25,7 @@ LAYERS = {
     "fastq.serialization": 1,
     "fastq._core": 1,
     "fastq._typing": 1,
+    "fastq.schedules": 1,  # crontab and schedule; the app is duck-typed (its conf.timezone)
     # 2. built from a URL and conf
     "fastq.config": 2,
     "fastq.routing": 2,
@@ -48,6 +49,7 @@ LAYERS = {
     "fastq.control": 4,
     "fastq.bench": 4,
     "fastq.cli": 4,
+    "fastq.beat": 4,
 }
 
 _CONTROL = (
