@@ -8,9 +8,10 @@ leader moved the entry on first. A process killed between the record and the sen
 tick (at most once); a send that raises puts the record back, so the tick is tried again.
 
 An entry's stored last run is the time of the tick it sent (not the time it sent it), so runs
-do not drift; after downtime that missed more than one tick, the entry runs once at once and
-its last run becomes now (``beat_catch_up = "once"``, Celery's behaviour), or the missed ticks
-are dropped and it waits for its next time (``"skip"``).
+do not drift. Ticks that fell due while no beat led for up to the lease time (a failover) are
+each sent, late. After longer downtime that missed more than one tick, the entry runs once at
+once and its last run becomes now (``beat_catch_up = "once"``, Celery's behaviour), or the
+missed ticks are dropped and it waits for its next time (``"skip"``).
 """
 
 from __future__ import annotations
@@ -44,6 +45,8 @@ DEFAULT_SCHEDULERS = (
 )
 #: Keys of a ``beat_schedule`` entry: Celery's, and fastq's ``catch_up``.
 ENTRY_KEYS = {"task", "schedule", "args", "kwargs", "options", "relative", "catch_up"}
+#: The longest a follower waits between attempts to take the lease (seconds).
+FOLLOWER_POLL = 1.0
 #: Seconds to wait after a failed send or an unreachable store before trying again.
 RETRY_DELAY = 1.0
 
@@ -202,7 +205,7 @@ class Beat:
     def tick(self) -> float:
         """One pass; returns how long to sleep before the next."""
         now = time.time()
-        follow_poll = min(1.0, self.lease_timeout / 10)
+        follow_poll = min(FOLLOWER_POLL, self.lease_timeout / 10)
         if not self._lead(now):
             return follow_poll
         wake = min(self._renew_at, now + self.max_interval)
@@ -222,7 +225,10 @@ class Beat:
 
     def _run(self, entry: Entry, last: float, due: float, now: float) -> bool:
         """Records then sends the tick due at ``due``; False if it could not (retry later)."""
-        missed = entry.schedule.next_run_after(_at(due)).timestamp() <= now
+        # Ticks missed during a failover (the lease time, plus a follower's poll) are each sent,
+        # late; older ones were missed in downtime and are caught up once (or skipped).
+        downtime = due < now - self.lease_timeout - FOLLOWER_POLL
+        missed = downtime and entry.schedule.next_run_after(_at(due)).timestamp() <= now
         new = now if missed else due
         skip = missed and entry.catch_up == "skip"
         if not self.state.record(self.token, entry.name, last, new):
