@@ -1,0 +1,148 @@
+"""Beat processes on real Redis: two at once send each tick once; the leader SIGKILLed, the other
+takes over within the lease and sends every tick once; a restart continues from the stored
+state; after downtime each entry runs once; a real worker runs what beat sends (-B too)."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import signal
+import time
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import redis
+
+from tests.beat.support import beat_process, messages, sent
+from tests.processes import BIN, WorkerProcess, wait_until
+
+LEASE = 2.0
+LEASE_KEY = "fastq.beat.lease"
+
+
+def _env(broker_url: str, **extra: str) -> dict[str, str]:
+    return {"FASTQ_BROKER_URL": broker_url, "BEAT_LEASE": str(LEASE), "BEAT_EVERY": "1", **extra}
+
+
+def _holder(client: redis.Redis) -> str:
+    value = client.get(LEASE_KEY)
+    return value.decode() if value else ""
+
+
+def _leader_pid(client: redis.Redis) -> int:
+    wait_until(lambda: bool(_holder(client)), timeout=20)
+    return int(_holder(client).split(":")[1])  # host:pid:random
+
+
+def _assert_every_tick_once(dues: list[datetime]) -> None:
+    assert len(dues) == len(set(dues)), f"a tick was sent twice: {dues}"
+    steps = {b - a for a, b in itertools.pairwise(dues)}
+    assert steps == {timedelta(seconds=1)}, f"a tick was lost: {dues}"
+
+
+def _run_for(seconds: float, check: Callable[[], None] | None = None) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if check is not None:
+            check()
+        time.sleep(0.1)
+
+
+def test_two_beats_send_each_tick_exactly_once(broker_url: str, broker_redis: redis.Redis) -> None:
+    with beat_process(_env(broker_url)) as a, beat_process(_env(broker_url)) as b:
+        _leader_pid(broker_redis)
+        started = time.monotonic()
+        _run_for(12)
+        a.stop()
+        b.stop()
+        window = time.monotonic() - started
+    dues = [due for name, due in sent(broker_redis)]
+    assert window - 1.5 <= len(dues) <= window + 1, (window, dues)
+    assert 11 <= len(dues) <= 13
+    _assert_every_tick_once(dues)
+    assert (a.log().count("sending due task"), b.log().count("sending due task")) in (
+        (len(dues), 0),
+        (0, len(dues)),
+    )
+
+
+def test_the_leader_killed_the_other_takes_over_within_the_lease(
+    broker_url: str, broker_redis: redis.Redis
+) -> None:
+    with beat_process(_env(broker_url)) as a, beat_process(_env(broker_url)) as b:
+        leader = _leader_pid(broker_redis)
+        first, second = (a, b) if leader == a.pid else (b, a)
+        second.wait_for_log("beat ")  # started, following
+        _run_for(3.3)
+        before = len(sent(broker_redis))
+        os.kill(first.pid, signal.SIGKILL)
+        killed = time.monotonic()
+        wait_until(lambda: _holder(broker_redis).split(":")[1:2] == [str(second.pid)], 10)
+        takeover = time.monotonic() - killed
+        _run_for(3)
+        second.stop()
+        first.proc.wait()
+    assert before >= 2
+    assert takeover <= LEASE + 1.0, takeover  # the lease, plus the follower's poll
+    _assert_every_tick_once([due for _, due in sent(broker_redis)])
+    assert len(sent(broker_redis)) >= before + 4
+
+
+def test_a_restarted_beat_continues_from_the_stored_state(
+    broker_url: str, broker_redis: redis.Redis
+) -> None:
+    with beat_process(_env(broker_url)) as first:
+        _leader_pid(broker_redis)
+        _run_for(3)
+        first.stop()  # a clean stop gives the lease up
+    assert not _holder(broker_redis)
+    stopped_with = len(sent(broker_redis))
+    with beat_process(_env(broker_url)) as second:
+        second.wait_for_log("leads")
+        _run_for(3)
+        second.stop()
+    dues = [due for _, due in sent(broker_redis)]
+    assert stopped_with >= 2 and len(dues) >= stopped_with + 3
+    _assert_every_tick_once(dues)
+
+
+def test_after_30_s_of_downtime_each_entry_runs_once(
+    broker_url: str, broker_redis: redis.Redis
+) -> None:
+    now = time.time()
+    # What a beat stopped 30 s ago left (the 1 minute entry: 5 minutes ago).
+    broker_redis.hset(
+        "fastq.beat.last_run", mapping={"every": repr(now - 30), "minutely": repr(now - 300)}
+    )
+    env = _env(broker_url, BEAT_EVERY="5", BEAT_CRONTAB="1")
+    with beat_process(env) as beat:
+        wait_until(lambda: len(messages(broker_redis)) >= 2, timeout=20)
+        _run_for(1.5)
+        beat.stop()
+    assert sorted(name for name, _ in sent(broker_redis)) == ["every", "minutely"]
+    stored = {k.decode(): float(v) for k, v in broker_redis.hgetall("fastq.beat.last_run").items()}
+    assert stored["every"] > now and stored["minutely"] > now  # caught up: runs from now on
+
+
+def _ledger_lines(path: Path) -> int:
+    return len(path.read_text().splitlines()) if path.exists() else 0
+
+
+def test_a_worker_runs_what_beat_sends_and_worker_b_embeds_beat(
+    broker_url: str, broker_redis: redis.Redis, tmp_path: Path
+) -> None:
+    ledger = tmp_path / "ledger"
+    env = _env(broker_url, BEAT_LEDGER=str(ledger))
+    worker_argv = [str(BIN / "fastq"), "-A", "tests.beat.proj", "worker", "-c", "2"]
+    with beat_process(env) as beat, WorkerProcess(worker_argv, env=env) as worker:
+        wait_until(lambda: _ledger_lines(ledger) >= 2, timeout=20)
+        beat.stop()
+        worker.stop()
+    assert set(ledger.read_text().split()) == {"hello"}
+    ledger.unlink()
+    broker_redis.delete(LEASE_KEY)
+    with WorkerProcess([*worker_argv, "-B"], env=env) as embedded:
+        wait_until(lambda: _ledger_lines(ledger) >= 2, timeout=20)
+        embedded.stop()
+    assert "leads" in embedded.log() and set(ledger.read_text().split()) == {"hello"}
