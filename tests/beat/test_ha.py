@@ -5,8 +5,11 @@ state; after downtime each entry runs once; a real worker runs what beat sends (
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import signal
+import sqlite3
+import subprocess
 import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
@@ -146,3 +149,36 @@ def test_a_worker_runs_what_beat_sends_and_worker_b_embeds_beat(
         wait_until(lambda: _ledger_lines(ledger) >= 2, timeout=20)
         embedded.stop()
     assert "leads" in embedded.log() and set(ledger.read_text().split()) == {"hello"}
+
+
+def test_two_beats_on_the_embedded_sqlite_broker_send_each_tick_once(tmp_path: Path) -> None:
+    from fastq import App
+
+    url = f"sqlite:///{tmp_path}/fastq.db"
+    env = {**_env(url), "FASTQ_BROKER_URL": url}
+    with beat_process(env) as a, beat_process(env) as b:
+        wait_until(lambda: "leads" in a.log() + b.log(), timeout=20)
+        started = time.monotonic()
+        _run_for(5)
+        a.stop()
+        b.stop()
+        window = time.monotonic() - started
+    app = App("check", broker=url, set_as_current=False)
+    assert window - 1.5 <= app.broker.queue_length("beat-q") <= window + 1
+    with sqlite3.connect(tmp_path / "fastq.db") as db:
+        rows = db.execute("SELECT headers FROM fastq_messages WHERE queue = 'beat-q'").fetchall()
+    dues = sorted(datetime.fromisoformat(json.loads(h)["fastq_beat_due"]) for (h,) in rows)
+    assert len(dues) == app.broker.queue_length("beat-q")
+    _assert_every_tick_once(dues)
+    listed = subprocess.run(
+        [str(BIN / "fastq"), "-A", "tests.beat.proj", "beat", "list"],
+        env={**os.environ, **env}, capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert listed.returncode == 0, listed.stderr
+    leader, entry = listed.stdout.splitlines()
+    assert leader == "leader: (none)"  # both stopped cleanly
+    shown = json.loads(entry)
+    assert shown["name"] == "every" and shown["task"] == "beatproj.tick"
+    last, upcoming = (datetime.fromisoformat(shown[k]) for k in ("last_run", "next_run"))
+    assert upcoming - last == timedelta(seconds=1)
+    app.close()
