@@ -40,7 +40,7 @@ def test_next_runs_match_celerys_over_a_year(tz: str) -> None:
     rnd = random.Random(16)
     compared = 0
     for spec in SPECS:
-        for _ in range(150):
+        for _ in range(100):
             last = datetime(2026, 1, 1, tzinfo=UTC) + timedelta(seconds=rnd.randrange(366 * 86400))
             ours = crontab(**spec, nowfun=lambda last=last: last, tz=tz)
             mine = last + ours.remaining_estimate(last)
@@ -50,7 +50,7 @@ def test_next_runs_match_celerys_over_a_year(tz: str) -> None:
             theirs = celery_crontab(**spec, nowfun=lambda last=last: last, app=app)
             assert mine == last + theirs.remaining_estimate(last), (spec, last)
             compared += 1
-    assert compared > len(SPECS) * 100
+    assert compared > len(SPECS) * 60
 
 
 def _near_transition(a: datetime, b: datetime, zone: ZoneInfo) -> bool:

@@ -85,9 +85,17 @@ def _parser() -> argparse.ArgumentParser:
 
     b = sub.add_parser("beat", help="run periodic tasks (any number may run: one leads)")
     b.add_argument(
-        "action", nargs="?", choices=["run", "list"], default="run",
-        help="run (default), or list the entries with their last and next runs",
+        "action", nargs="?", choices=["run", "list", "add", "remove"], default="run",
+        help="run (default); list the entries with their last and next runs; add or remove an "
+        "entry stored on the broker (running beats pick it up)",
     )  # fmt: skip
+    b.add_argument("name", nargs="?", help="add/remove: the entry's name")
+    b.add_argument("task", nargs="?", help="add: the task's name")
+    b.add_argument("--every", type=float, help="add: run every this many seconds")
+    b.add_argument("--crontab", help='add: a crontab line, e.g. "*/5 * * * mon-fri"')
+    b.add_argument("--args", default="[]", help="add: positional arguments as a JSON list")
+    b.add_argument("--kwargs", default="{}", help="add: keyword arguments as a JSON object")
+    b.add_argument("--queue", help="add: the queue to send to")
     b.add_argument("-l", "--loglevel", default="INFO")
     b.add_argument("-f", "--logfile", help="write the log to this file instead of stderr")
     b.add_argument("--pidfile", help="write beat's pid here; refuse to start if it is live")
@@ -253,6 +261,8 @@ def _beat(app: App, options: argparse.Namespace) -> int:
         app.conf.beat_scheduler = options.scheduler
     if options.action == "list":
         return _beat_list(app)
+    if options.action in ("add", "remove"):
+        return _beat_edit(app, options)
     set_up_logging(options, logging.Formatter(LOG_FORMAT))
     if options.schedule:
         logging.getLogger("fastq.beat").warning(
@@ -274,19 +284,53 @@ def _beat(app: App, options: argparse.Namespace) -> int:
     return 0
 
 
+def _beat_edit(app: App, options: argparse.Namespace) -> int:
+    from fastq.beat import StoredEntries
+    from fastq.schedules import crontab
+
+    if not options.name or (options.action == "add" and not options.task):
+        raise ConfigurationError(f"fastq beat {options.action} needs NAME" + (
+            " TASK" if options.action == "add" else ""))  # fmt: skip
+    app.import_modules()
+    entries = StoredEntries(app)
+    try:
+        if options.action == "remove":
+            if not entries.remove(options.name):
+                print(f"fastq: no stored entry {options.name!r}", file=sys.stderr)
+                return 1
+            print(f"removed {options.name}")
+            return 0
+        if (options.every is None) == (options.crontab is None):
+            raise ConfigurationError("fastq beat add needs one of --every SECONDS or --crontab")
+        try:
+            args, kwargs = json.loads(options.args), json.loads(options.kwargs)
+        except ValueError as exc:
+            raise ConfigurationError(f"--args/--kwargs must be JSON: {exc}") from None
+        schedule = (
+            options.every if options.crontab is None else crontab.from_string(options.crontab)
+        )
+        entry = entries.add(
+            options.name, options.task, schedule, args, kwargs,
+            {"queue": options.queue} if options.queue else None,
+        )  # fmt: skip
+        print(f"added {entry.name}: {entry.task} {entry.schedule!r}")
+        return 0
+    finally:
+        entries.close()
+
+
 def _beat_list(app: App) -> int:
     from datetime import datetime, timezone
 
-    from fastq.beat import entries_from_conf, state_for
+    from fastq.beat import StoredEntries
 
     app.import_modules()
-    app.finalize()
-    entries = entries_from_conf(app)
-    state = state_for(app.conf, app.broker_url, app.result_backend_url)
+    listing = StoredEntries(app)
     try:
-        stored, holder = state.last_runs(), state.holder()
+        entries = listing.list()
+        stored, holder = listing.state.last_runs(), listing.state.holder()
     finally:
-        state.close()
+        listing.close()
     print(f"leader: {holder or '(none)'}")
     for name, entry in entries.items():
         last = stored.get(name)
@@ -300,6 +344,7 @@ def _beat_list(app: App) -> int:
                     "schedule": repr(entry.schedule),
                     "last_run": when.isoformat() if when else None,
                     "next_run": upcoming,
+                    "stored": entry.stored,
                 }
             )
         )

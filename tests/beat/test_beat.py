@@ -10,7 +10,7 @@ from datetime import timedelta
 import pytest
 import redis
 from fastq import App
-from fastq.beat import Beat, entries_from_conf
+from fastq.beat import Beat, StoredEntries, entries_from_conf
 from fastq.beat.state import MemoryBeatState, RedisBeatState
 from fastq.errors import ConfigurationError
 from fastq.schedules import crontab, schedule, solar
@@ -197,3 +197,40 @@ def test_configuration_errors_say_what_is_wrong(settings: dict, message: str) ->
 def test_solar_is_refused_with_the_alternative() -> None:
     with pytest.raises(ConfigurationError, match="crontab"):
         solar("sunset", -33.87, 151.21)
+
+
+def test_entries_stored_at_run_time_are_picked_up_and_dropped_without_restart(
+    broker_url: str, broker_redis: redis.Redis
+) -> None:
+    app = _app(broker_url)
+    app.conf.beat_schedule = {"configured": {"task": "t", "schedule": 60}}
+    state = _memory_state()
+    beat = Beat(app, state=state)
+    beat.tick()
+    entries = StoredEntries(app, state=state)
+    entries.add("added", "proj.report", 0.2, args=[1], options={"queue": QUEUE})
+    weekly = crontab(minute={0, 30}, hour="9-17", day_of_week="mon-fri")
+    entries.add("weekly", "proj.weekly", weekly)
+    listed = entries.list()
+    assert set(listed) == {"configured", "added", "weekly"}
+    assert listed["weekly"].schedule == weekly and listed["weekly"].stored
+    assert not listed["configured"].stored
+    beat._renew_at = 0  # the next renewal reads the stored entries
+    beat.tick()
+    assert set(beat.entries) == {"configured", "added", "weekly"}
+    time.sleep(0.25)
+    beat.tick()
+    assert [name for name, _ in sent(broker_redis)] == ["added"]
+    assert messages(broker_redis)[0]["headers"]["task"] == "proj.report"
+    assert entries.remove("added") and not entries.remove("added")
+    beat._renew_at = 0
+    beat.tick()
+    assert set(beat.entries) == {"configured", "weekly"}
+    assert set(state.last_runs()) == {"configured", "weekly"}
+    with pytest.raises(ConfigurationError, match="beat_schedule"):
+        entries.add("configured", "t", 1)
+    with pytest.raises(TypeError):
+        entries.add("bad", "t", 1, args=[object()])
+    with pytest.raises(ConfigurationError, match="schedule must be"):
+        entries.add("bad", "t", "hourly")
+    assert "bad" not in entries.list()

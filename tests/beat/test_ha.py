@@ -77,19 +77,19 @@ def test_the_leader_killed_the_other_takes_over_within_the_lease(
         leader = _leader_pid(broker_redis)
         first, second = (a, b) if leader == a.pid else (b, a)
         second.wait_for_log("beat ")  # started, following
-        _run_for(3.3)
+        _run_for(2.5)
         before = len(sent(broker_redis))
         os.kill(first.pid, signal.SIGKILL)
         killed = time.monotonic()
         wait_until(lambda: _holder(broker_redis).split(":")[1:2] == [str(second.pid)], 10)
         takeover = time.monotonic() - killed
-        _run_for(3)
+        _run_for(2.5)
         second.stop()
         first.proc.wait()
-    assert before >= 2
+    assert before >= 1
     assert takeover <= LEASE + 1.0, takeover  # the lease, plus the follower's poll
     _assert_every_tick_once([due for _, due in sent(broker_redis)])
-    assert len(sent(broker_redis)) >= before + 4
+    assert len(sent(broker_redis)) >= before + 3
 
 
 def test_a_restarted_beat_continues_from_the_stored_state(
@@ -97,16 +97,16 @@ def test_a_restarted_beat_continues_from_the_stored_state(
 ) -> None:
     with beat_process(_env(broker_url)) as first:
         _leader_pid(broker_redis)
-        _run_for(3)
+        _run_for(2.5)
         first.stop()  # a clean stop gives the lease up
     assert not _holder(broker_redis)
     stopped_with = len(sent(broker_redis))
     with beat_process(_env(broker_url)) as second:
         second.wait_for_log("leads")
-        _run_for(3)
+        _run_for(2.5)
         second.stop()
     dues = [due for _, due in sent(broker_redis)]
-    assert stopped_with >= 2 and len(dues) >= stopped_with + 3
+    assert stopped_with >= 1 and len(dues) >= stopped_with + 2
     _assert_every_tick_once(dues)
 
 
@@ -159,7 +159,7 @@ def test_two_beats_on_the_embedded_sqlite_broker_send_each_tick_once(tmp_path: P
     with beat_process(env) as a, beat_process(env) as b:
         wait_until(lambda: "leads" in a.log() + b.log(), timeout=20)
         started = time.monotonic()
-        _run_for(5)
+        _run_for(4)
         a.stop()
         b.stop()
         window = time.monotonic() - started
@@ -182,3 +182,41 @@ def test_two_beats_on_the_embedded_sqlite_broker_send_each_tick_once(tmp_path: P
     last, upcoming = (datetime.fromisoformat(shown[k]) for k in ("last_run", "next_run"))
     assert upcoming - last == timedelta(seconds=1)
     app.close()
+
+
+def test_fastq_beat_add_and_remove_edit_a_running_beat(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/fastq.db"
+    env = {**os.environ, **_env(url), "FASTQ_BROKER_URL": url, "BEAT_EVERY": "3600"}
+
+    def fastq_beat(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(BIN / "fastq"), "-A", "tests.beat.proj", "beat", *args],
+            env=env, capture_output=True, text=True, timeout=30,
+        )  # fmt: skip
+
+    def pings() -> list[dict]:
+        with sqlite3.connect(tmp_path / "fastq.db") as db:
+            try:
+                rows = db.execute("SELECT headers FROM fastq_messages").fetchall()
+            except sqlite3.OperationalError:  # no message yet: the broker's tables come with it
+                return []
+        return [h for (text,) in rows if (h := json.loads(text))["periodic_task_name"] == "ping"]
+
+    with beat_process(env) as beat:
+        beat.wait_for_log("leads")
+        added = fastq_beat("add", "ping", "beatproj.tick", "--every", "1", "--args", '["p"]')
+        assert added.returncode == 0, added.stderr
+        # Picked up at the next renewal (a third of the lease), first run one period later.
+        wait_until(lambda: len(pings()) >= 1, timeout=LEASE / 3 + 5)
+        listed = [json.loads(line) for line in fastq_beat("list").stdout.splitlines()[1:]]
+        assert {e["name"]: e["stored"] for e in listed} == {"every": False, "ping": True}
+        assert fastq_beat("remove", "ping").returncode == 0
+        time.sleep(LEASE / 3 + 0.5)
+        stopped_at = len(pings())
+        _run_for(1.5)
+        beat.stop()
+    assert len(pings()) == stopped_at
+    assert "entry 'ping' removed" in beat.log()
+    assert fastq_beat("remove", "ping").returncode == 1
+    refused = fastq_beat("add", "x", "beatproj.tick")
+    assert refused.returncode == 2 and "--every" in refused.stderr

@@ -22,14 +22,12 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Mapping
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
+from fastq.beat.entries import Entry, entries_from_conf, entries_from_state
 from fastq.beat.state import BeatState, state_for
 from fastq.errors import ConfigurationError, FastqError
-from fastq.schedules import BaseSchedule, maybe_schedule
 
 if TYPE_CHECKING:
     from fastq.app import App
@@ -43,66 +41,10 @@ DEFAULT_SCHEDULERS = (
     "fastq.beat:Beat",
     "fastq.beat.Beat",
 )
-#: Keys of a ``beat_schedule`` entry: Celery's, and fastq's ``catch_up``.
-ENTRY_KEYS = {"task", "schedule", "args", "kwargs", "options", "relative", "catch_up"}
 #: The longest a follower waits between attempts to take the lease (seconds).
 FOLLOWER_POLL = 1.0
 #: Seconds to wait after a failed send or an unreachable store before trying again.
 RETRY_DELAY = 1.0
-
-
-@dataclass
-class Entry:
-    """One periodic task: ``name`` is its ``beat_schedule`` key."""
-
-    name: str
-    task: str
-    schedule: BaseSchedule
-    args: tuple[Any, ...] = ()
-    kwargs: dict[str, Any] = field(default_factory=dict)
-    options: dict[str, Any] = field(default_factory=dict)
-    catch_up: str = "once"
-
-
-def entries_from_conf(app: App) -> dict[str, Entry]:
-    """The entries of ``beat_schedule`` (after ``app.finalize()``, so ``add_periodic_task``
-    calls in ``on_after_configure`` receivers count), checked."""
-    entries = {}
-    for name, spec in app.conf.beat_schedule.items():
-        if not isinstance(spec, Mapping):
-            raise ConfigurationError(f"beat_schedule[{name!r}] must be a dict, got {spec!r}")
-        unknown = set(spec) - ENTRY_KEYS
-        if unknown:
-            raise ConfigurationError(
-                f"beat_schedule[{name!r}]: unknown key(s) {sorted(unknown)}; "
-                f"known: {sorted(ENTRY_KEYS)}"
-            )
-        if not isinstance(spec.get("task"), str):
-            raise ConfigurationError(f"beat_schedule[{name!r}] needs 'task': the task's name")
-        if "schedule" not in spec:
-            raise ConfigurationError(f"beat_schedule[{name!r}] needs 'schedule'")
-        if spec.get("relative"):
-            raise ConfigurationError(
-                f"beat_schedule[{name!r}]: relative schedules are not supported; use a crontab"
-            )
-        catch_up = spec.get("catch_up", app.conf.beat_catch_up)
-        if catch_up not in ("once", "skip"):
-            raise ConfigurationError(
-                f"beat_schedule[{name!r}]: catch_up must be 'once' or 'skip', got {catch_up!r}"
-            )
-        args = spec.get("args") or ()
-        if not isinstance(args, (list, tuple)):
-            raise ConfigurationError(f"beat_schedule[{name!r}]: args must be a list or tuple")
-        entries[name] = Entry(
-            name=name,
-            task=spec["task"],
-            schedule=maybe_schedule(spec["schedule"], app),
-            args=tuple(args),
-            kwargs=dict(spec.get("kwargs") or {}),
-            options=dict(spec.get("options") or {}),
-            catch_up=catch_up,
-        )
-    return entries
 
 
 def _at(ts: float) -> datetime:
@@ -129,7 +71,8 @@ class Beat:
             )
         self.app = app
         app.finalize()
-        self.entries = entries_from_conf(app)
+        self.configured = entries_from_conf(app)
+        self.entries = dict(self.configured)
         self.state = state or state_for(app.conf, app.broker_url, app.result_backend_url)
         self.lease_timeout = self.state.lease_timeout
         self.max_interval = float(max_interval or app.conf.beat_max_loop_interval)
@@ -137,6 +80,7 @@ class Beat:
         self.leading = False
         self.last: dict[str, float] = {}
         self._renew_at = 0.0
+        self._shadowed: set[str] = set()
 
     # -- leadership -------------------------------------------------------------------------------
     def _lead(self, now: float) -> bool:
@@ -149,15 +93,26 @@ class Beat:
             if not self.leading:
                 self.leading = True
                 log.info("beat %s leads (lease %gs)", self.token, self.lease_timeout)
-                self._load(now)
+            self._sync(now)
         elif self.leading:
             self.leading = False
             log.warning("beat %s lost the lease; following", self.token)
         return self.leading
 
-    def _load(self, now: float) -> None:
-        """Reads the stored last runs; an entry seen for the first time starts now (its first
-        run is one period later, as in Celery); stored entries no longer in the schedule go."""
+    def _sync(self, now: float) -> None:
+        """At every take-over and renewal: reads the entries stored at run time and the last
+        runs; an entry seen for the first time starts now (its first run is one period later,
+        as in Celery); the state of entries no longer in the schedule goes."""
+        dynamic = entries_from_state(self.state, self.app)
+        for name in (set(dynamic) & set(self.configured)) - self._shadowed:
+            self._shadowed.add(name)
+            log.warning("beat: stored entry %r has a beat_schedule name; the configured wins", name)
+        entries = {**dynamic, **self.configured}
+        for name in set(entries) - set(self.entries):
+            log.info("beat: entry %r added", name)
+        for name in set(self.entries) - set(entries):
+            log.info("beat: entry %r removed", name)
+        self.entries = entries
         stored = self.state.last_runs()
         self.last = {}
         for name in self.entries:

@@ -27,6 +27,7 @@ from fastq.errors import BrokerConnectionError, ConfigurationError
 #: Key names (after the broker's ``global_keyprefix``) and table names.
 LEASE_KEY = "fastq.beat.lease"
 LAST_RUN_KEY = "fastq.beat.last_run"
+ENTRIES_KEY = "fastq.beat.entries"
 
 
 class BeatState(ABC):
@@ -52,6 +53,16 @@ class BeatState(ABC):
     @abstractmethod
     def record(self, token: str, name: str, old: float | None, new: float | None) -> bool:
         """Compare-and-set of ``name``'s last run under the lease; ``new`` None deletes it."""
+
+    @abstractmethod
+    def stored_entries(self) -> dict[str, str]:
+        """Entries added at run time (``StoredEntries``): name -> their JSON."""
+
+    @abstractmethod
+    def put_entry(self, name: str, spec: str) -> None: ...
+
+    @abstractmethod
+    def delete_entry(self, name: str) -> bool: ...
 
     def close(self) -> None:  # noqa: B027 - optional
         """Releases connections."""
@@ -100,6 +111,7 @@ class RedisBeatState(BeatState):
         self.client = redis.Redis.from_url(url, socket_connect_timeout=5, socket_timeout=5)
         self.lease_key = prefix + LEASE_KEY
         self.last_run_key = prefix + LAST_RUN_KEY
+        self.entries_key = prefix + ENTRIES_KEY
         self._renew = self.client.register_script(_RENEW)
         self._release = self.client.register_script(_RELEASE)
         self._record = self.client.register_script(_RECORD)
@@ -139,6 +151,16 @@ class RedisBeatState(BeatState):
         )
         return int(done) == 1
 
+    def stored_entries(self) -> dict[str, str]:
+        stored = self._call("read its entries", self.client.hgetall, self.entries_key)
+        return {k.decode(): v.decode() for k, v in stored.items()}
+
+    def put_entry(self, name: str, spec: str) -> None:
+        self._call("store an entry", self.client.hset, self.entries_key, name, spec)
+
+    def delete_entry(self, name: str) -> bool:
+        return bool(self._call("remove an entry", self.client.hdel, self.entries_key, name))
+
     def close(self) -> None:
         self.client.close()
 
@@ -154,6 +176,10 @@ CREATE TABLE IF NOT EXISTS fastq_beat_lease (
 CREATE TABLE IF NOT EXISTS fastq_beat_last_run (
     name TEXT PRIMARY KEY,
     last_run REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS fastq_beat_entries (
+    name TEXT PRIMARY KEY,
+    spec TEXT NOT NULL              -- JSON, as StoredEntries writes it
 );
 """
 
@@ -221,6 +247,24 @@ class SQLiteBeatState(BeatState):
                 )
             return True
 
+    def stored_entries(self) -> dict[str, str]:
+        rows = self.db.execute("read beat entries", "SELECT name, spec FROM fastq_beat_entries")
+        return {str(name): str(spec) for name, spec in rows}
+
+    def put_entry(self, name: str, spec: str) -> None:
+        self.db.execute(
+            "store a beat entry",
+            "INSERT INTO fastq_beat_entries (name, spec) VALUES (?, ?) "
+            "ON CONFLICT (name) DO UPDATE SET spec = excluded.spec",
+            (name, spec),
+        )
+
+    def delete_entry(self, name: str) -> bool:
+        with self.db.transaction("remove a beat entry") as conn:
+            return (
+                conn.execute("DELETE FROM fastq_beat_entries WHERE name = ?", (name,)).rowcount > 0
+            )
+
     def close(self) -> None:
         self.db.close()
 
@@ -237,7 +281,9 @@ class MemoryBeatState(BeatState):
     def __init__(self, url: str, lease_timeout: float) -> None:
         super().__init__(lease_timeout)
         with self._lock:
-            self.data = self._shared.setdefault(url, {"lease": None, "last_runs": {}})
+            self.data = self._shared.setdefault(
+                url, {"lease": None, "last_runs": {}, "entries": {}}
+            )
 
     def acquire(self, token: str) -> bool:
         now = time.monotonic()
@@ -275,6 +321,18 @@ class MemoryBeatState(BeatState):
             else:
                 runs[name] = new
             return True
+
+    def stored_entries(self) -> dict[str, str]:
+        with self._lock:
+            return dict(self.data["entries"])
+
+    def put_entry(self, name: str, spec: str) -> None:
+        with self._lock:
+            self.data["entries"][name] = spec
+
+    def delete_entry(self, name: str) -> bool:
+        with self._lock:
+            return self.data["entries"].pop(name, None) is not None
 
 
 def state_for(conf: Any, broker_url: str, result_backend_url: str | None) -> BeatState:
