@@ -184,6 +184,10 @@ def test_state_lives_on_the_redis_broker_under_its_key_prefix(broker_url: str) -
         ({"beat_schedule": {"e": {"task": "t", "schedule": 1, "every": 2}}}, "unknown key"),
         ({"beat_schedule": {"e": {"task": "t", "schedule": "1m"}}}, "a schedule must be"),
         ({"beat_scheduler": "redbeat.RedBeatScheduler"}, "not supported"),
+        (
+            {"beat_schedule": {"e": {"task": "t", "schedule": crontab(0, 0, "*", 30, 2)}}},
+            r"beat_schedule\['e'\]: <crontab: 0 0 30 2 \* .*never runs",
+        ),
         ({"broker_url": "amqp://guest@127.0.0.1//"}, "beat_state_url"),
     ],
 )

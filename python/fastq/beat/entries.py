@@ -7,7 +7,7 @@ import json
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
 from fastq.errors import ConfigurationError
@@ -59,10 +59,15 @@ def entry_from_spec(name: str, spec: Any, app: App, where: str = "beat_schedule"
     args = spec.get("args") or ()
     if not isinstance(args, (list, tuple)):
         raise ConfigurationError(f"{what}: args must be a list or tuple")
+    runs = maybe_schedule(spec["schedule"], app)
+    try:
+        runs.next_run_after(datetime.now(timezone.utc))
+    except ConfigurationError as exc:
+        raise ConfigurationError(f"{what}: {exc}") from None
     return Entry(
         name=name,
         task=spec["task"],
-        schedule=maybe_schedule(spec["schedule"], app),
+        schedule=runs,
         args=tuple(args),
         kwargs=dict(spec.get("kwargs") or {}),
         options=dict(spec.get("options") or {}),

@@ -152,6 +152,9 @@ class Beat:
                 except FastqError as exc:
                     log.error("beat: %s; trying again in %gs", exc, RETRY_DELAY)
                     delay = RETRY_DELAY
+                except Exception:  # a bug must not stop periodic tasks for good
+                    log.exception("beat: unexpected error; trying again in %gs", RETRY_DELAY)
+                    delay = RETRY_DELAY
                 stop.wait(delay)
         finally:
             self.release()
