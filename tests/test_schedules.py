@@ -148,6 +148,24 @@ def test_a_schedule_from_seconds_or_timedelta_and_the_app_timezone() -> None:
         schedule(0)
 
 
+def test_enable_utc_false_without_a_timezone_uses_the_machines_zone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    class Conf:
+        timezone = "UTC"
+        enable_utc = False
+
+    class App:
+        conf = Conf()
+
+    monkeypatch.setenv("TZ", "America/New_York")
+    assert crontab(app=App()).tz == ZoneInfo("America/New_York")
+    Conf.enable_utc = True
+    assert crontab(app=App()).tz == ZoneInfo("UTC")
+    Conf.timezone = "Asia/Tokyo"
+    assert crontab(app=App()).tz == ZoneInfo("Asia/Tokyo")
+
+
 def test_an_impossible_crontab_and_solar_are_refused_clearly() -> None:
     with pytest.raises(ConfigurationError, match="never runs"):
         crontab(minute=0, hour=0, day_of_month=31, month_of_year=2).next_run_after(

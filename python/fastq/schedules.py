@@ -15,6 +15,7 @@ the entry runs every hour, in which case both hours run (as cron does).
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Callable, Iterable
 from datetime import date, datetime, timedelta, timezone, tzinfo
@@ -44,6 +45,23 @@ def _aware(dt: datetime) -> datetime:
     return dt if dt.tzinfo is not None else dt.replace(tzinfo=timezone.utc)
 
 
+def local_zone() -> tzinfo:
+    """This machine's time zone: ``TZ``, else the zone ``/etc/localtime`` links to, else its
+    current UTC offset (fixed: without the zone's name its DST rules are unknown)."""
+    name = os.environ.get("TZ", "").lstrip(":")
+    if not name:
+        target = os.path.realpath("/etc/localtime")
+        name = target.split("zoneinfo/", 1)[1] if "zoneinfo/" in target else ""
+    try:
+        return ZoneInfo(name) if name else _fixed_local()
+    except (KeyError, ValueError, OSError):  # not a zone name (ZoneInfoNotFoundError: KeyError)
+        return _fixed_local()
+
+
+def _fixed_local() -> tzinfo:
+    return datetime.now().astimezone().tzinfo or timezone.utc
+
+
 class BaseSchedule:
     """What every schedule has: a clock (``nowfun``) and a time zone."""
 
@@ -56,10 +74,14 @@ class BaseSchedule:
 
     @property
     def tz(self) -> tzinfo:
-        """``tz`` if given, else the app's ``timezone`` setting, else UTC."""
+        """``tz`` if given, else the app's ``timezone`` setting (with ``enable_utc = False`` and
+        the default ``timezone``: the machine's zone, as Celery), else UTC."""
         tz = self._tz
         if tz is None and self.app is not None:
-            tz = getattr(self.app.conf, "timezone", None)
+            conf = self.app.conf
+            tz = getattr(conf, "timezone", None)
+            if tz == "UTC" and getattr(conf, "enable_utc", True) is False:
+                return local_zone()
         if tz is None:
             return timezone.utc
         return ZoneInfo(tz) if isinstance(tz, str) else tz

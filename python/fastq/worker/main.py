@@ -61,6 +61,7 @@ def run_worker(
     hostname = hostname or conf.worker_hostname or default_hostname()
     max_tasks = max_tasks_per_child or conf.worker_max_tasks_per_child
     app.import_modules()
+    app.finalize()  # on_after_configure / on_after_finalize, as a Celery worker sends them
     # Built now so a bad schedule stops the worker at start; its thread starts once ready.
     beat_service = Beat(app) if beat else None
     embedded_beat: list[tuple[threading.Thread, threading.Event]] = []
