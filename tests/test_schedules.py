@@ -173,3 +173,73 @@ def test_an_impossible_crontab_and_solar_are_refused_clearly() -> None:
         )
     with pytest.raises(ConfigurationError, match="crontab"):
         solar("sunrise", 52.5, 13.4)
+
+
+def _oracle_runs(entry: crontab, zone: ZoneInfo, start: datetime, end: datetime) -> list[datetime]:
+    """The documented rule, by scanning every real minute: a minute whose wall time matches
+    runs, a repeated wall time only the first time unless the entry runs every hour; a matching
+    wall time the clocks skipped runs at its instant read with the offset from before the jump."""
+    runs = set()
+    t = start
+    while t <= end:
+        local = t.astimezone(zone)
+        wall = local.replace(tzinfo=None)
+        repeated = (
+            wall.replace(tzinfo=zone, fold=0).utcoffset()
+            != wall.replace(tzinfo=zone, fold=1).utcoffset()
+        )
+        if _matches(entry, wall) and (not repeated or local.fold == 0 or len(entry.hour) == 24):
+            runs.add(t)
+        t += timedelta(minutes=1)
+    # Skipped wall times: those a day's wall clock has and no real minute showed.
+    day = start.astimezone(zone).date()
+    while day <= end.astimezone(zone).date():
+        for hour in range(24):
+            for minute in range(60):
+                wall = datetime(day.year, day.month, day.day, hour, minute)
+                instant = wall.replace(tzinfo=zone).astimezone(UTC)
+                skipped = instant.astimezone(zone).replace(tzinfo=None) != wall
+                if skipped and _matches(entry, wall) and len(entry.hour) < 24:
+                    runs.add(instant)
+        day += timedelta(days=1)
+    return sorted(r for r in runs if start < r <= end)  # as _runs: strictly after start
+
+
+def _matches(entry: crontab, wall: datetime) -> bool:
+    return (
+        wall.minute in entry.minute
+        and wall.hour in entry.hour
+        and wall.day in entry.day_of_month
+        and wall.month in entry.month_of_year
+        and wall.isoweekday() % 7 in entry.day_of_week
+    )
+
+
+@pytest.mark.parametrize(
+    ("zone", "days"),
+    [
+        ("Europe/Berlin", [(2026, 3, 29), (2026, 10, 25)]),
+        ("America/New_York", [(2026, 3, 8), (2026, 11, 1)]),
+    ],
+)
+@pytest.mark.parametrize(
+    "spec",
+    [
+        {"minute": 30, "hour": 2},
+        {"minute": 30},
+        {"minute": "*/15", "hour": "1-3"},
+        {"minute": 0, "hour": "*/2", "day_of_week": "sun"},
+        {"minute": 59, "hour": 1},
+    ],
+)
+def test_next_runs_across_dst_match_a_minute_by_minute_scan(
+    zone: str, days: list[tuple[int, int, int]], spec: dict
+) -> None:
+    tz = ZoneInfo(zone)
+    entry = crontab(**spec, tz=zone)
+    for day in days:
+        start = datetime(*day, tzinfo=UTC) - timedelta(days=1)
+        end = start + timedelta(days=3)
+        expected = _oracle_runs(entry, tz, start, end)
+        got = [r.astimezone(UTC) for r in _runs(entry, start, end)]
+        assert got == expected, (spec, day)
