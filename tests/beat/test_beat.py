@@ -238,3 +238,20 @@ def test_entries_stored_at_run_time_are_picked_up_and_dropped_without_restart(
     with pytest.raises(ConfigurationError, match="schedule must be"):
         entries.add("bad", "t", "hourly")
     assert "bad" not in entries.list()
+
+
+def test_with_rabbitmq_state_goes_to_the_result_backend_or_beat_state_url(
+    tmp_path: object,
+) -> None:
+    from fastq.beat.state import SQLiteBeatState
+
+    amqp = "amqp://guest:guest@127.0.0.1:5672//"
+    on_backend = Beat(
+        App("p", broker=amqp, backend="redis://127.0.0.1:6379/0", set_as_current=False)
+    )
+    assert isinstance(on_backend.state, RedisBeatState)
+    assert on_backend.state.url == "redis://127.0.0.1:6379/0"
+    chosen = App(
+        "p", broker=amqp, beat_state_url=f"sqlite:///{tmp_path}/beat.db", set_as_current=False
+    )
+    assert isinstance(Beat(chosen).state, SQLiteBeatState)
