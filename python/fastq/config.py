@@ -190,6 +190,8 @@ SETTINGS.update(
         # broker and written at every send).
         "beat_schedule_filename": ("celerybeat-schedule", _str),
         "beat_sync_every": (0, _int),
+        # A crontab run missed by more than this many seconds is not caught up (None: always).
+        "beat_cron_starting_deadline": (None, _seconds),
         # fastq's own: the leader lease of highly available beat, the catch-up policy after
         # downtime, and where state is kept when the broker cannot (RabbitMQ).
         "beat_lease_timeout": (10.0, _positive_seconds),

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 
 import pytest
 import redis
@@ -135,6 +135,34 @@ def test_after_downtime_each_entry_runs_once_or_is_skipped(
     assert sorted(name for name, _ in sent(broker_redis)) == ["minutely", "seconds"]
     stored = state.last_runs()
     assert all(abs(stored[n] - now) < 5 for n in ("seconds", "minutely", "skipped"))
+
+
+def test_beat_cron_starting_deadline_drops_crontab_runs_missed_for_longer(
+    broker_url: str, broker_redis: redis.Redis
+) -> None:
+    now = time.time()
+    this_minute = int(now // 60) % 60
+    app = _app(broker_url, beat_cron_starting_deadline=120)
+    app.conf.beat_schedule = {  # hourly: one ran at most a minute ago, one ten minutes ago
+        "fresh": {"task": "t", "schedule": crontab(this_minute), "options": {"queue": QUEUE}},
+        "stale": {
+            "task": "t",
+            "schedule": crontab((this_minute - 10) % 60),
+            "options": {"queue": QUEUE},
+        },
+    }
+    state = _memory_state()
+    assert state.acquire("seed")
+    for name in ("fresh", "stale"):
+        assert state.record("seed", name, None, now - 3000)
+    state.release("seed")
+    beat = Beat(app, state=state)
+    beat.tick()
+    beat.tick()
+    assert [name for name, _ in sent(broker_redis)] == ["fresh"]
+    skipped_to = datetime.fromtimestamp(state.last_runs()["stale"], timezone.utc)
+    assert skipped_to.timestamp() > now - 3000  # moved on: it waits for its next time
+    assert app.conf.beat_schedule["stale"]["schedule"].next_run_after(skipped_to).timestamp() > now
 
 
 def test_a_failed_send_is_tried_again(broker_url: str, broker_redis: redis.Redis) -> None:

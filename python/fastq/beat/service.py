@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 from fastq.beat.entries import Entry, entries_from_conf, entries_from_state
 from fastq.beat.state import BeatState, state_for
 from fastq.errors import ConfigurationError, FastqError
+from fastq.schedules import crontab
 
 if TYPE_CHECKING:
     from fastq.app import App
@@ -188,14 +189,14 @@ class Beat:
         downtime = due < now - self.lease_timeout - FOLLOWER_POLL
         missed = downtime and entry.schedule.next_run_after(_at(due)).timestamp() <= now
         new = now if missed else due
-        skip = missed and entry.catch_up == "skip"
+        skip = (missed and entry.catch_up == "skip") or self._past_deadline(entry, now)
         if not self.state.record(self.token, entry.name, last, new):
             log.warning("beat: %r was moved on by another beat; re-reading the lease", entry.name)
             self.leading = False
             return True
         self.last[entry.name] = new
         if skip:
-            log.info("beat: %r missed runs while no beat led; skipped (catch_up=skip)", entry.name)
+            log.info("beat: %r missed its run while no beat led; skipped", entry.name)
             return True
         try:
             self.send(entry, due)
@@ -205,6 +206,14 @@ class Beat:
                 self.last[entry.name] = last
             return False
         return True
+
+    def _past_deadline(self, entry: Entry, now: float) -> bool:
+        """Celery's ``beat_cron_starting_deadline``: a crontab entry with no run time in the
+        last ``deadline`` seconds is not caught up."""
+        deadline = self.app.conf.beat_cron_starting_deadline
+        if deadline is None or not isinstance(entry.schedule, crontab):
+            return False
+        return entry.schedule.next_run_after(_at(now - deadline)).timestamp() > now
 
     def send(self, entry: Entry, due: float) -> Any:
         """Sends the entry's task as Celery's beat does, with its options and the headers
