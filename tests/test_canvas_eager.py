@@ -105,3 +105,23 @@ def test_replace_runs_the_replacement_here(eager: App) -> None:
     assert eager.calls == [("record", 2)]  # type: ignore[attr-defined]
     with pytest.raises(ValueError, match="replaced 1"):
         replace.apply((1, "fail"), throw=True)
+
+
+def test_invert_sends_and_waits(eager: App) -> None:
+    add = eager.tasks["add"]
+    assert ~add.s(2, 2) == 4
+    assert ~group(add.s(i, i) for i in range(3)) == [0, 2, 4]
+
+
+def test_skew_spreads_countdowns_as_celery() -> None:
+    import celery
+
+    fastq_app = App("skew", set_as_current=False)
+    celery_app = celery.Celery("skew", set_as_current=False)
+    for start, stop, step in [(1.0, None, 1.0), (1.0, 3.0, 1.0), (0.5, 2.0, 0.5), (2.0, 2.5, 1.0)]:
+        ours = group(fastq_app.signature("t", (i,)) for i in range(6)).skew(start, stop, step)
+        theirs = celery.group(celery_app.signature("t", (i,)) for i in range(6))
+        theirs = theirs.skew(start, stop, step)
+        assert [t.options["countdown"] for t in ours.tasks] == [
+            t.options["countdown"] for t in theirs.tasks
+        ]

@@ -12,15 +12,19 @@ from pathlib import Path
 import pytest
 import redis
 from fastq import App
-from fastq.control import ControlCommand
+from fastq.control_channel import ControlCommand
 from fastq.errors import ConfigurationError, DecodeError
-from fastq.worker.control import ControlServer, PoolInfo, TaskTracker
+from fastq.worker.active import ActiveTasks
+from fastq.worker.control_server import ControlServer, PoolInfo
 
 
-def serve(app: App, hostname: str, tracker: TaskTracker | None = None) -> Callable[[], None]:
+def serve(app: App, hostname: str, active_tasks: ActiveTasks | None = None) -> Callable[[], None]:
     """A worker's control server in a thread, subscribed before this returns; returns its stop."""
     server = ControlServer(
-        app, hostname, tracker or TaskTracker(), PoolInfo("threads", 2, 4, lambda: [os.getpid()])
+        app,
+        hostname,
+        active_tasks or ActiveTasks(),
+        PoolInfo("threads", 2, 4, lambda: [os.getpid()]),
     )
     server.poll(0)  # opens the subscription
     stop = threading.Event()
@@ -60,11 +64,11 @@ def app(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[App]:
 
 
 def test_inspect_gets_one_reply_per_worker(app: App) -> None:
-    tracker = TaskTracker()
-    tracker.started(0, 1234, "task-1", "ctl.add", "7")
-    tracker.started(1, 1235, "task-2", "ctl.add", "8")
-    tracker.finished(1)
-    stops = [serve(app, "w1@host", tracker), serve(app, "w2@host")]
+    active_tasks = ActiveTasks()
+    active_tasks.started(0, 1234, "task-1", "ctl.add", "7")
+    active_tasks.started(1, 1235, "task-2", "ctl.add", "8")
+    active_tasks.finished(1)
+    stops = [serve(app, "w1@host", active_tasks), serve(app, "w2@host")]
     try:
         assert app.control.ping(timeout=0.5) == {"w1@host": "pong", "w2@host": "pong"}
         assert app.control.inspect("registered", timeout=0.5)["w2@host"] == ["ctl.add"]

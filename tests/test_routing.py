@@ -1,5 +1,7 @@
 import re
+from typing import Any
 
+import pytest
 from fastq.config import Config
 from fastq.routing import Route, Router
 
@@ -125,3 +127,76 @@ def test_bad_routes_are_clear_errors() -> None:
         router(task_routes="no.such.module.router")
     with pytest.raises(ConfigurationError, match=r"\(pattern, route\) pairs"):
         router(task_routes=[["just-a-name"]])
+
+
+# -- where a message goes, compared with Celery -----------------------------------------------
+
+
+def _celery_destination(app: Any, name: str, options: dict[str, Any]) -> tuple[str, str, str]:
+    """(queue, exchange, routing key) Celery publishes to: its router's answer, then the rule
+    of its ``send_task_message`` (a direct exchange without both goes to the anonymous one)."""
+    route = app.amqp.router.route(dict(options), name)
+    queue = route["queue"]
+    exchange, routing_key = route.get("exchange"), route.get("routing_key")
+    if (not exchange or not routing_key) and queue.exchange.type == "direct":
+        return queue.name, "", queue.name
+    if exchange is None:
+        exchange = queue.exchange.name
+        routing_key = routing_key or queue.routing_key
+    return queue.name, getattr(exchange, "name", exchange), routing_key
+
+
+ROUTING_RST = {  # Celery's routing guide: a topic default exchange, routing keys per queue
+    "task_queues": "topic",
+    "task_default_queue": "default",
+    "task_default_exchange": "tasks",
+    "task_default_exchange_type": "topic",
+    "task_default_routing_key": "task.default",
+    "task_routes": {"feeds.tasks.*": {"queue": "feed_tasks", "routing_key": "feed.import"}},
+}
+
+
+@pytest.mark.parametrize("setup", ["defaults", "routing.rst", "named-exchanges"])
+def test_destinations_match_celery(setup: str) -> None:
+    import celery
+    from kombu import Exchange, Queue
+
+    settings: dict[str, Any] = {}
+    if setup == "routing.rst":
+        settings = {**ROUTING_RST}
+        settings["task_queues"] = (
+            Queue("default", routing_key="task.#"),
+            Queue("feed_tasks", routing_key="feed.#"),
+        )
+    elif setup == "named-exchanges":
+        settings["task_queues"] = (
+            Queue("celery"),
+            Queue("videos", Exchange("media", type="direct"), routing_key="media.video"),
+            Queue("images", Exchange("media", type="direct"), routing_key="media.image"),
+            Queue("broadcast", Exchange("all", type="fanout")),
+        )
+        settings["task_routes"] = {"video.*": {"queue": "videos"}, "all.*": "broadcast"}
+    theirs = celery.Celery("r", set_as_current=False)
+    theirs.conf.update(settings)
+    ours = router(**settings)
+    calls = [
+        ("proj.add", {}),
+        ("feeds.tasks.import_feed", {}),
+        ("video.encode", {}),
+        ("video.encode", {"routing_key": "media.image"}),
+        ("all.ping", {}),
+        ("proj.add", {"queue": "elsewhere"}),
+        ("proj.add", {"queue": "default" if setup == "routing.rst" else "celery"}),
+    ]
+    for name, options in calls:
+        route = ours.route(name, options)
+        assert (route.queue, route.exchange, route.routing_key) == _celery_destination(
+            theirs, name, options
+        ), (name, options)
+
+
+def test_a_missing_queue_is_refused_when_creation_is_off() -> None:
+    from fastq.errors import QueueNotFound
+
+    with pytest.raises(QueueNotFound, match="task_create_missing_queues is off"):
+        router(task_create_missing_queues=False).route("x", {"queue": "nowhere"})

@@ -165,3 +165,17 @@ class CurrentTask:
 
 
 current_task = CurrentTask()
+
+
+# -- waiting for results inside a task ----------------------------------------------------------
+_join_will_block = False
+
+
+def task_join_will_block() -> bool:
+    """True in a worker's pool process: ``get()`` inside a task refuses to wait there."""
+    return _join_will_block
+
+
+def set_task_join_will_block(value: bool) -> None:
+    global _join_will_block
+    _join_will_block = value

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from typing import Concatenate, Protocol
 
     from fastq._typing import P, R
+    from fastq.canvas import Signature
     from fastq.loader import Packages
 
     # What ``@app.task(...)`` returns: a decorator generic in the function it gets. An
@@ -71,9 +72,11 @@ class App:
         include: Iterable[str] = (),
         config_source: object | str | None = None,
         set_as_current: bool = True,
+        task_cls: type[Task] | str = Task,
         **settings: Any,
     ) -> None:
         self.main = main
+        self._task_cls = task_cls
         self.conf = Config()
         if config_source is not None:
             self.conf.from_object(config_source)
@@ -135,7 +138,7 @@ class App:
 
     @cached_property
     def backend(self) -> Backend:
-        return backend_from_url(self, self.result_backend_url)
+        return backend_from_url(self.result_backend_url, self.conf, self.oid)
 
     @cached_property
     def control(self) -> Control:
@@ -191,13 +194,47 @@ class App:
             )
 
         def register(f: Callable[..., Any]) -> Task:
-            base: type[Task] = options.pop("base", None) or Task
+            base: type[Task] = options.pop("base", None) or self.task_cls
             name = options.pop("name", None) or self.gen_task_name(f)
             task = base(self, f, name, **options)
             self.tasks[name] = task
             return task
 
         return register(fun) if fun is not None else register
+
+    def register_task(self, task: Task | type[Task], **options: Any) -> Task:
+        """Adds a class-based task (an instance, or its class) to this app, Celery's way::
+
+        class Resize(Task):
+            name = "images.resize"
+            def run(self, path, size): ...
+
+        resize = app.register_task(Resize())
+        """
+        if isinstance(task, type):
+            task = task(self, **options)
+        else:
+            task.app = self
+            for key, value in options.items():
+                setattr(task, key, value)
+        self.tasks[task.name] = task
+        return task
+
+    @cached_property
+    def task_cls(self) -> type[Task]:
+        """The base class of this app's tasks: ``App(task_cls=...)`` (a class or
+        ``"module:Class"``), else ``fastq.Task``."""
+        cls: Any = self._task_cls
+        if isinstance(cls, str):
+            import importlib
+
+            module, sep, attr = cls.partition(":")
+            if not sep:
+                module, _, attr = cls.rpartition(".")
+            cls = getattr(importlib.import_module(module), attr)
+        if not (isinstance(cls, type) and issubclass(cls, Task)):
+            raise ConfigurationError(f"task_cls must be a fastq Task subclass, got {cls!r}")
+        return cls
 
     def gen_task_name(self, fun: Callable[..., Any]) -> str:
         module = getattr(fun, "__module__", None) or "__main__"
@@ -477,6 +514,21 @@ class App:
 
     def AsyncResult(self, task_id: str) -> AsyncResult:
         return AsyncResult(task_id, app=self)
+
+    def signature(
+        self,
+        name: str | Mapping[str, Any],
+        args: Sequence[Any] | None = None,
+        kwargs: Mapping[str, Any] | None = None,
+        **options: Any,
+    ) -> Signature:
+        """A signature of the task ``name`` (need not be registered here), or one rebuilt from
+        its dict form, bound to this app (Celery's ``app.signature``)."""
+        from fastq.canvas import Signature
+
+        if isinstance(name, Mapping):
+            return Signature.from_dict(name, app=self)
+        return Signature(name, args, kwargs, app=self, **options)
 
 
 def _as_list(value: Any) -> list[Any] | None:

@@ -349,6 +349,10 @@ class Signature(dict, Generic[R]):  # type: ignore[type-arg]
     def delay(self, *args: Any, **kwargs: Any) -> AsyncResult[R]:
         return self.apply_async(args, kwargs)
 
+    def __invert__(self) -> Any:
+        """``~sig``: sends it and waits for its result (Celery's shorthand, for the shell)."""
+        return self.apply_async().get()
+
     def apply_async(
         self,
         args: Iterable[Any] | None = None,
@@ -688,6 +692,16 @@ class group(Signature):  # Celery's lower-case name
         copy.args = self._merge(args)[0]
         copy.immutable = self.immutable
         return copy
+
+    def skew(self, start: float = 1.0, stop: float | None = None, step: float = 1.0) -> group:
+        """Spreads the tasks out in time: the first gets ``countdown=start``, each next one
+        ``step`` seconds more, up to ``stop`` (then ``stop`` for the rest), as Celery's."""
+        countdown = start
+        for task in self.tasks:
+            task.set(countdown=countdown)
+            if stop is None or countdown + step <= stop:
+                countdown += step
+        return self
 
     def _members(self) -> list[Signature]:
         """The tasks, nested groups flattened (their options dropped, as Celery does)."""

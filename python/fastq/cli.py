@@ -118,7 +118,11 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("task_id")
 
     p = sub.add_parser("purge", help="delete waiting messages")
-    p.add_argument("-Q", "--queues", help="comma-separated queues (default: task_default_queue)")
+    p.add_argument(
+        "-Q",
+        "--queues",
+        help="comma-separated queues (default: those of task_queues, else task_default_queue)",
+    )
 
     i = sub.add_parser("inspect", help="ask the live workers (prints one JSON line per worker)")
     i.add_argument("what", choices=["registered", "active", "stats", "ping"])
@@ -195,7 +199,7 @@ def _run(app: App, options: argparse.Namespace) -> int:
 
         # Records from get_task_logger() name their task, as in Celery's worker_task_log_format.
         set_up_logging(options, TaskFormatter(LOG_FORMAT))
-        kwargs = worker_kwargs(options, app.conf)
+        kwargs = worker_kwargs(options, app.conf, list(app.router.queues))
         if options.pidfile:
             write_pidfile(options.pidfile)
         return run_worker(app, **kwargs)
@@ -226,7 +230,7 @@ def _run(app: App, options: argparse.Namespace) -> int:
         print(json.dumps({"state": res.state, "result": res.result}, default=repr))
         return 0
     if options.command == "purge":
-        queues = options.queues.split(",") if options.queues else [app.conf.task_default_queue]
+        queues = options.queues.split(",") if options.queues else list(app.router.queues)
         total = sum(app.broker.purge(q) for q in queues)
         print(f"purged {total} message(s) from {', '.join(queues)}")
         return 0

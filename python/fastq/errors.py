@@ -135,6 +135,10 @@ class Ignore(TaskPredicate):
     """Raised by a task so that no state is stored for it."""
 
 
+class IncompleteStream(FastqError):
+    """``AsyncResult.collect()`` reached a result that is not ready (Celery's name)."""
+
+
 class ChordError(FastqError):
     """A chord's body did not run: a header task failed, or the body could not be sent."""
 

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Generator, Iterator, Sequence
+from collections import deque
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, Generic
 
-from fastq import errors, states
+from fastq import _state, errors, states
 from fastq._state import get_current_app
 from fastq._typing import R
 from fastq.backends.base import exception_to_meta, meta_to_exception
@@ -44,6 +47,9 @@ class AsyncResult(Generic[R]):
 
     def __repr__(self) -> str:
         return f"<AsyncResult: {self.id}>"
+
+    def __str__(self) -> str:
+        return self.id
 
     def __eq__(self, other: object) -> bool:
         if isinstance(other, AsyncResult):
@@ -84,8 +90,12 @@ class AsyncResult(Generic[R]):
         return self._get_meta().get("traceback")
 
     @property
-    def date_done(self) -> str | None:
-        return self._get_meta().get("date_done")
+    def date_done(self) -> datetime | None:
+        """When the task finished (UTC), as Celery gives it: a datetime."""
+        value = self._get_meta().get("date_done")
+        if isinstance(value, str):
+            return datetime.fromisoformat(value[:-1] + "+00:00" if value.endswith("Z") else value)
+        return value
 
     @property
     def children(self) -> list[Any]:
@@ -112,11 +122,18 @@ class AsyncResult(Generic[R]):
         timeout: float | None = None,
         propagate: bool = True,
         interval: float = 0.5,
+        disable_sync_subtasks: bool = True,
+        on_message: Callable[[dict[str, Any]], Any] | None = None,
         **_: Any,
     ) -> R:
         """Waits until the task is ready and returns its value; re-raises its exception when
         ``propagate`` (with the original type where it can be imported here)."""
-        meta = self._cache or self._set_cache(self.backend.wait_for(self.id, timeout, interval))
+        if disable_sync_subtasks:
+            assert_will_not_block()
+        if on_message is not None:
+            meta = self._follow(on_message, timeout, interval)
+        else:
+            meta = self._cache or self._set_cache(self.backend.wait_for(self.id, timeout, interval))
         value = self._value(meta)
         if propagate and meta["status"] in states.PROPAGATE_STATES:
             assert isinstance(value, BaseException)
@@ -124,6 +141,31 @@ class AsyncResult(Generic[R]):
         return value
 
     wait = get
+
+    def _follow(
+        self, on_message: Callable[[dict[str, Any]], Any], timeout: float | None, interval: float
+    ) -> dict[str, Any]:
+        """Waits for the task, calling ``on_message`` with each new meta it reads (custom states
+        from ``update_state`` included, then the final one), as Celery's ``get(on_message=)``.
+        States are read every ``interval`` at most (from 10 ms, doubling), so one that lasts
+        less than that may not be seen; the final one always is."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        seen: tuple[Any, ...] | None = None
+        pause = min(0.01, interval)
+        while True:
+            meta = self._cache or self.backend.get_meta(self.id)
+            key = (meta.get("status"), repr(meta.get("result")))
+            if key != seen and meta.get("status") != states.PENDING:
+                seen = key
+                on_message(meta)
+            if meta["status"] in states.READY_STATES:
+                return self._set_cache(meta)
+            if deadline is not None and time.monotonic() >= deadline:
+                raise errors.TimeoutError(f"task {self.id} not ready after {timeout}s")
+            time.sleep(
+                pause if deadline is None else max(0.0, min(pause, deadline - time.monotonic()))
+            )
+            pause = min(pause * 2, interval)
 
     def __await__(self) -> Generator[Any, None, R]:
         return self._await_value().__await__()
@@ -153,6 +195,36 @@ class AsyncResult(Generic[R]):
         """Celery's nested form, ``[[id, parent], None]``, as saved in a group's meta."""
         return [[self.id, self.parent.as_tuple() if self.parent else None], None]
 
+    # -- the result graph ------------------------------------------------------------------------
+    def iterdeps(self, intermediate: bool = False) -> Iterator[tuple[Any, ResultNode]]:
+        """``(parent, node)`` for this result and, once each is ready, what its task sent
+        (``children``), breadth first. A node not ready yet ends the walk with
+        ``IncompleteStream`` unless ``intermediate``."""
+        stack: deque[tuple[Any, ResultNode]] = deque([(None, self)])
+        while stack:
+            parent, node = stack.popleft()
+            yield parent, node
+            if node.ready():
+                stack.extend((node, _as_node(c, self.app)) for c in node.children or [])
+            elif not intermediate:
+                raise errors.IncompleteStream(f"{node!r} is not ready")
+
+    def collect(self, intermediate: bool = False, **kwargs: Any) -> Iterator[tuple[Any, Any]]:
+        """``(result, value)`` for this result and every result its tasks sent, waiting for
+        each (``get(**kwargs)``): Celery's ``collect``."""
+        for _, node in self.iterdeps(intermediate=intermediate):
+            yield node, node.get(**kwargs)
+
+    def maybe_throw(self, propagate: bool = True, callback: Any = None) -> None:
+        """Raises the task's exception if it failed (and ``propagate``)."""
+        meta = self._get_meta()
+        value = self._value(meta)
+        if callback is not None:
+            callback(self.id, value)
+        if propagate and meta["status"] in states.PROPAGATE_STATES:
+            assert isinstance(value, BaseException)
+            raise value
+
 
 class EagerResult(AsyncResult[R]):
     """The outcome of a task run in this process by ``apply()`` / ``task_always_eager``."""
@@ -180,38 +252,29 @@ class EagerResult(AsyncResult[R]):
         return None
 
 
-class GroupResult:
-    """The results of a group's tasks, in the order they were given::
-
-    res = group(add.s(i, i) for i in range(10)).apply_async()
-    res.get(timeout=10)  # [0, 2, 4, ...]
-    res.save()  # later: GroupResult.restore(res.id)
-    """
+class ResultSet:
+    """A set of results handled together (Celery's ``ResultSet``): ``ready()``, ``join()``,
+    ``revoke()`` over all of them. ``GroupResult`` is one with an id that can be saved."""
 
     def __init__(
         self,
-        id: str,
         results: Sequence[ResultNode] | None = None,
         app: App | None = None,
         backend: Backend | None = None,
-        parent: ResultNode | None = None,
     ) -> None:
-        self.id = id
         self.results: list[ResultNode] = list(results or [])
         self.app = app or get_current_app()
         self._backend = backend
-        self.parent = parent
 
     @property
     def backend(self) -> Backend:
         return self._backend if self._backend is not None else self.app.backend
 
-    @property
-    def children(self) -> list[ResultNode]:
-        return self.results
+    #: ``join_native`` is ``join``: fastq's always reads the states in one round trip.
+    supports_native_join = True
 
     def __repr__(self) -> str:
-        return f"<GroupResult: {self.id} [{', '.join(r.id for r in self.results)}]>"
+        return f"<{type(self).__name__}: [{', '.join(r.id for r in self.results)}]>"
 
     def __len__(self) -> int:
         return len(self.results)
@@ -223,12 +286,41 @@ class GroupResult:
         return self.results[index]
 
     def __eq__(self, other: object) -> bool:
-        if isinstance(other, GroupResult):
-            return other.id == self.id and other.results == self.results
+        if isinstance(other, ResultSet) and not isinstance(other, GroupResult):
+            return other.results == self.results
         return NotImplemented
 
-    def __hash__(self) -> int:
-        return hash(self.id)
+    # -- membership ------------------------------------------------------------------------------
+    def add(self, result: ResultNode) -> None:
+        if result not in self.results:
+            self.results.append(result)
+
+    def update(self, results: Iterable[ResultNode]) -> None:
+        self.results.extend(r for r in results if r not in self.results)
+
+    def remove(self, result: ResultNode | str) -> None:
+        """Removes ``result`` (or the result of that id); ``KeyError`` when it is not here."""
+        if isinstance(result, str):
+            result = AsyncResult(result, app=self.app)
+        try:
+            self.results.remove(result)
+        except ValueError:
+            raise KeyError(result) from None
+
+    def discard(self, result: ResultNode | str) -> None:
+        try:
+            self.remove(result)
+        except KeyError:
+            pass
+
+    def clear(self) -> None:
+        self.results[:] = []
+
+    def revoke(self, terminate: bool = False, signal: str = "SIGTERM", **_: Any) -> None:
+        """Asks the workers not to run any of these tasks."""
+        ids = [r.id for r in self.leaves()]
+        if ids:
+            self.app.control.revoke(ids, terminate=terminate, signal=signal)
 
     # -- state -----------------------------------------------------------------------------------
     def leaves(self) -> Iterator[AsyncResult]:
@@ -278,29 +370,48 @@ class GroupResult:
 
         return sum(succeeded(r) for r in self.results)
 
+    def maybe_throw(self, callback: Any = None, propagate: bool = True) -> None:
+        """Raises the first failure, in order (and ``propagate``)."""
+        self._statuses()
+        for result in self.results:
+            result.maybe_throw(callback=callback, propagate=propagate)
+
     # -- waiting ---------------------------------------------------------------------------------
     def join(
-        self, timeout: float | None = None, propagate: bool = True, interval: float = 0.5, **_: Any
+        self,
+        timeout: float | None = None,
+        propagate: bool = True,
+        interval: float = 0.5,
+        callback: Callable[[str, Any], Any] | None = None,
+        disable_sync_subtasks: bool = True,
+        **_: Any,
     ) -> list[Any]:
         """Waits for every task and returns their values in order; ``timeout`` is for the whole
-        group. With ``propagate``, the first failure (in order) is raised."""
+        set. With ``propagate``, the first failure (in order) is raised. With ``callback``, each
+        ``(task_id, value)`` goes to it instead, and the list is empty (Celery's)."""
+        if disable_sync_subtasks:
+            assert_will_not_block()
         deadline = None if timeout is None else time.monotonic() + timeout
         self._statuses()  # one MGET fills the cache of the finished ones
         values = []
         for result in self.results:
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0 and not result.ready():
-                raise errors.TimeoutError(f"group {self.id} not ready after {timeout}s")
-            values.append(
-                result.get(
-                    timeout=None if remaining is None else max(remaining, 0.001),
-                    propagate=propagate,
-                    interval=interval,
-                )
+                raise errors.TimeoutError(f"{self!r} not ready after {timeout}s")
+            value = result.get(
+                timeout=None if remaining is None else max(remaining, 0.001),
+                propagate=propagate,
+                interval=interval,
+                disable_sync_subtasks=False,
             )
+            if callback is not None:
+                callback(result.id, value)
+            else:
+                values.append(value)
         return values
 
     get = join
+    join_native = join
 
     def __await__(self) -> Generator[Any, None, Any]:
         return self._await_values().__await__()
@@ -312,6 +423,45 @@ class GroupResult:
 
         await asyncio.gather(*(leaf._await_meta() for leaf in self.leaves()))
         return [await result for result in self.results]  # all cached now: no I/O
+
+
+class GroupResult(ResultSet):
+    """The results of a group's tasks, in the order they were given::
+
+    res = group(add.s(i, i) for i in range(10)).apply_async()
+    res.get(timeout=10)  # [0, 2, 4, ...]
+    res.save()  # later: GroupResult.restore(res.id)
+    """
+
+    def __init__(
+        self,
+        id: str,
+        results: Sequence[ResultNode] | None = None,
+        app: App | None = None,
+        backend: Backend | None = None,
+        parent: ResultNode | None = None,
+    ) -> None:
+        super().__init__(results, app, backend)
+        self.id = id
+        self.parent = parent
+
+    @property
+    def children(self) -> list[ResultNode]:
+        return self.results
+
+    def __repr__(self) -> str:
+        return f"<GroupResult: {self.id} [{', '.join(r.id for r in self.results)}]>"
+
+    def __str__(self) -> str:
+        return self.id
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, GroupResult):
+            return other.id == self.id and other.results == self.results
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(self.id)
 
     # -- storing ---------------------------------------------------------------------------------
     def save(self, backend: Backend | None = None) -> GroupResult:
@@ -354,6 +504,33 @@ class GroupResult:
 
 #: A node of a workflow's result tree.
 ResultNode = AsyncResult | GroupResult
+
+
+def _as_node(value: Any, app: App) -> ResultNode:
+    return value if isinstance(value, (AsyncResult, GroupResult)) else result_from_tuple(value, app)
+
+
+# -- waiting inside a task -------------------------------------------------------------------------
+def assert_will_not_block() -> None:
+    """Celery's guard: in a worker's pool process, a task that waits for another task's result
+    can deadlock the pool (every process waiting, none free to run what they wait for)."""
+    if _state.task_join_will_block():
+        raise RuntimeError(
+            "never call result.get() within a task: it can deadlock the worker (see Celery's "
+            "'Avoid launching synchronous subtasks'); use a chain or a chord, or, knowing the "
+            "risk, get(disable_sync_subtasks=False) or `with allow_join_result():`"
+        )
+
+
+@contextmanager
+def allow_join_result() -> Iterator[None]:
+    """Lets the tasks run in this block wait for results (Celery's ``allow_join_result``)."""
+    before = _state.task_join_will_block()
+    _state.set_task_join_will_block(False)
+    try:
+        yield
+    finally:
+        _state.set_task_join_will_block(before)
 
 
 def result_from_tuple(value: Any, app: App | None = None) -> ResultNode:

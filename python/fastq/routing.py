@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from fastq.config import Config
-from fastq.errors import ConfigurationError
+from fastq.errors import ConfigurationError, QueueNotFound
 
 #: Send options a ``task_routes`` entry may carry besides where the task goes (Celery merges a
 #: route into the call's options); an explicit option of the call wins.
@@ -32,12 +32,66 @@ RouteSpec = Mapping[str, Any] | str | None
 RouterFn = Callable[..., RouteSpec]
 
 
+@dataclass(frozen=True, slots=True)
+class QueueSpec:
+    """Where a queue is bound, as Celery completes a ``task_queues`` entry: a queue with no
+    exchange is bound to the default exchange (``task_default_exchange``, else the default
+    queue's name, of ``task_default_exchange_type``), with no routing key to
+    ``task_default_routing_key`` (else the default queue's name)."""
+
+    name: str
+    exchange: str
+    exchange_type: str
+    routing_key: str
+
+
+def queue_specs(conf: Config) -> dict[str, QueueSpec]:
+    """Every queue the settings define, by name: ``task_queues``, else the default queue."""
+    exchange = conf.task_default_exchange or conf.task_default_queue
+    exchange_type = conf.task_default_exchange_type
+    routing_key = conf.task_default_routing_key or conf.task_default_queue
+    specs: dict[str, QueueSpec] = {}
+    for entry in conf.task_queues or ({"name": conf.task_default_queue},):
+        name, ex_name, ex_type, key = _queue_fields(entry)
+        if not ex_name:
+            ex_name, ex_type = exchange, exchange_type
+        specs[name] = QueueSpec(name, ex_name, ex_type or "direct", key or routing_key)
+    return specs
+
+
+def _queue_fields(entry: Any) -> tuple[str, str | None, str | None, str | None]:
+    """``(name, exchange, exchange type, routing key)`` of a kombu ``Queue`` (duck-typed) or a
+    dict with its field names (the exchange a name, an ``Exchange`` or a dict)."""
+    get = entry.get if isinstance(entry, Mapping) else lambda k: getattr(entry, k, None)
+    exchange = get("exchange")
+    if isinstance(exchange, Mapping):
+        ex_name, ex_type = exchange.get("name"), exchange.get("type")
+    elif isinstance(exchange, str) or exchange is None:
+        ex_name, ex_type = exchange, get("exchange_type")
+    else:  # a kombu Exchange
+        ex_name, ex_type = getattr(exchange, "name", None), getattr(exchange, "type", None)
+    return str(get("name")), ex_name or None, ex_type or None, get("routing_key") or None
+
+
 class Router:
     """Resolves routes like Celery: explicit options, then ``task_routes``, then the default."""
 
     def __init__(self, conf: Config) -> None:
         self.conf = conf
         self._routes = _compile(conf.task_routes)
+        self.queues = queue_specs(conf)
+
+    def queue(self, name: str) -> QueueSpec:
+        """The queue's binding; a queue not in ``task_queues`` is created as Celery creates it
+        (a direct exchange of its name), or refused when ``task_create_missing_queues`` is off."""
+        spec = self.queues.get(name)
+        if spec is not None:
+            return spec
+        if not self.conf.task_create_missing_queues:
+            raise QueueNotFound(
+                f"queue {name!r} is not in task_queues and task_create_missing_queues is off"
+            )
+        return QueueSpec(name, name, "direct", name)
 
     def route(
         self,
@@ -48,30 +102,33 @@ class Router:
         task: Any = None,
     ) -> Route:
         """``task``: the task object when it is registered here, passed to router functions
-        that take ``task=`` as Celery does."""
+        that take ``task=`` as Celery does. As in Celery, ``task_routes`` is consulted even when
+        the call gives a destination, and what the call gives wins over the route."""
         queue = options.get("queue")
         exchange = options.get("exchange")
         routing_key = options.get("routing_key")
         extra: dict[str, Any] | None = None
-        if queue is None and exchange is None and routing_key is None:
-            spec = self._lookup(name, args, kwargs or {}, options, task)
-            if isinstance(spec, str):
-                queue = spec
-            elif spec:
-                queue = spec.get("queue")
-                exchange = spec.get("exchange")
-                routing_key = spec.get("routing_key")
-                extra = _route_options(name, spec)
+        spec = self._lookup(name, args, kwargs or {}, options, task)
+        if isinstance(spec, str):
+            queue = queue or spec
+        elif spec:
+            queue = queue or spec.get("queue")
+            exchange = exchange or spec.get("exchange")
+            routing_key = routing_key or spec.get("routing_key")
+            extra = _route_options(name, spec)
         if isinstance(queue, Mapping):  # a kombu-style Queue given as a dict
             exchange = exchange or queue.get("exchange")
             routing_key = routing_key or queue.get("routing_key")
             queue = queue.get("name")
         queue = str(queue or self.conf.task_default_queue)
-        if exchange in (None, "", queue) and routing_key in (None, queue):
-            # A direct route to a queue of the same name: Celery publishes it to the default
-            # exchange with the queue name as key.
+        binding = self.queue(queue)
+        if (not exchange or not routing_key) and binding.exchange_type == "direct":
+            # A direct exchange with the queue's own key: Celery publishes to the default
+            # exchange, which delivers to the queue of that name.
             return Route(queue, "", queue, extra)
-        return Route(queue, str(exchange or ""), str(routing_key or queue), extra)
+        if not exchange:  # through the queue's exchange (topic, fanout), with its key
+            exchange, routing_key = binding.exchange, routing_key or binding.routing_key
+        return Route(queue, str(exchange), str(routing_key or queue), extra)
 
     def _lookup(
         self,

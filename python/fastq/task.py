@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 import threading
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
+from functools import cached_property
 from typing import TYPE_CHECKING, Any, Generic
 
 from fastq import states
 from fastq._state import pop_task, push_task
 from fastq._typing import P, R, RCall
-from fastq.errors import Ignore, MaxRetriesExceededError, Retry
+from fastq.errors import BrokerConnectionError, Ignore, MaxRetriesExceededError, Retry
 
 if TYPE_CHECKING:
     from fastq import maps
@@ -71,6 +73,7 @@ class Task(Generic[P, R, RCall]):
 
     name: str
     app: App
+    run: Callable[..., Any]
     #: Options that can be set with ``@app.task(...)``; others are refused with a clear error.
     OPTIONS = frozenset(
         {
@@ -130,10 +133,40 @@ class Task(Generic[P, R, RCall]):
     expires: float | datetime | None = None
     shadow: str | None = None
     throws: tuple[type[BaseException], ...] = ()
+    #: Check the arguments of ``delay``/``apply_async`` against the function before sending, and
+    #: raise ``TypeError`` for a call it could not take (Celery's default).
+    typing: bool = True
 
-    def __init__(self, app: App, fun: Callable[..., Any], name: str, **options: Any) -> None:
+    #: Celery's names for these, as class attributes (``except self.MaxRetriesExceededError``).
+    MaxRetriesExceededError = MaxRetriesExceededError
+    OperationalError = BrokerConnectionError
+
+    def __init__(
+        self,
+        app: App | None = None,
+        fun: Callable[..., Any] | None = None,
+        name: str | None = None,
+        **options: Any,
+    ) -> None:
+        """``@app.task`` builds a task from a function; a class-based task (a subclass defining
+        ``run``, Celery's other form) is built with no arguments and given an app by
+        ``app.register_task(MyTask())``."""
+        if fun is None:  # class-based: the subclass's own run() method
+            if getattr(type(self), "run", None) is None:
+                raise TypeError(
+                    f"{type(self).__name__}: a class-based task defines run(self, ...)"
+                )
+            fun = self.run
+        else:
+            self.run = fun
+        if app is None:
+            from fastq._state import get_current_app
+
+            app = get_current_app()
         self.app = app
-        self.run = fun
+        name = name or getattr(type(self), "name", None)
+        if not isinstance(name, str):  # unnamed: module.Class, as Celery names it
+            name = f"{type(self).__module__}.{type(self).__qualname__}"
         self.name = name
         for key, value in options.items():
             setattr(self, key, value)
@@ -191,6 +224,8 @@ class Task(Generic[P, R, RCall]):
     ) -> AsyncResult[R]:
         """Sends the task with options: ``countdown``, ``eta``, ``expires``, ``queue``,
         ``priority``, ``task_id``, ``serializer``, ``ignore_result``, ``headers``…"""
+        if self.typing:
+            self.check_arguments(args, kwargs)
         for key in ("queue", "exchange", "routing_key", "priority", "serializer", "shadow"):
             value = getattr(self, key)
             if value is not None:
@@ -281,13 +316,13 @@ class Task(Generic[P, R, RCall]):
             raise MaxRetriesExceededError(
                 f"can't retry {self.name}[{request.id}]: max retries ({limit}) exceeded"
             )
+        if eta is None and countdown is None and not request.is_eager:
+            countdown = self.default_retry_delay
         signal = Retry(
             f"retry in {countdown}s" if countdown is not None else f"retry at {eta}", exc
         )
         if request.is_eager:  # apply() runs the next attempt itself
             raise signal
-        if eta is None and countdown is None:
-            countdown = self.default_retry_delay
         delivery = request.delivery_info or {}
         options.setdefault("queue", delivery.get("routing_key"))
         self.app.send_task(
@@ -309,9 +344,6 @@ class Task(Generic[P, R, RCall]):
             reply_to=request.reply_to,
             ignore_result=request.ignore_result,
             **options,
-        )
-        signal = Retry(
-            f"retry in {countdown}s" if countdown is not None else f"retry at {eta}", exc
         )
         if throw:
             raise signal
@@ -335,6 +367,46 @@ class Task(Generic[P, R, RCall]):
         log.info("task %s[%s] replaced by %r", self.name, request.id, replacement)
         replacement.apply_async(parent_id=request.id)
         raise Ignore("replaced by a new task")
+
+    def check_arguments(
+        self, args: Sequence[Any] | None = None, kwargs: Mapping[str, Any] | None = None
+    ) -> None:
+        """Raises ``TypeError`` when the function cannot be called with these arguments (what
+        ``typing=True`` checks before a task is sent)."""
+        signature = self._signature
+        if signature is None:
+            return
+        try:
+            if self.bind:
+                signature.bind(None, *(args or ()), **(kwargs or {}))
+            else:
+                signature.bind(*(args or ()), **(kwargs or {}))
+        except TypeError as exc:
+            raise TypeError(f"{self.name}: {exc}") from None
+
+    @cached_property
+    def _signature(self) -> inspect.Signature | None:
+        try:
+            return inspect.signature(self.run)
+        except (TypeError, ValueError):  # a builtin or C function: nothing to check against
+            return None
+
+    def update_state(
+        self, task_id: str | None = None, state: str | None = None, meta: Any = None, **_: Any
+    ) -> None:
+        """Stores a state of the task (this one by default) with its meta, a custom state such
+        as ``"PROGRESS"`` included: ``self.update_state(state="PROGRESS", meta={"done": 3})``.
+        Clients read it as ``result.state`` and ``result.info``, or follow it with
+        ``get(on_message=...)``. Without a result backend nothing is stored, as in Celery."""
+        request = self.request
+        task_id = task_id or request.id
+        if task_id is None:
+            raise RuntimeError(
+                f"{self.name}.update_state() outside a task run needs task_id= (whose state?)"
+            )
+        if not state:
+            raise ValueError("update_state() needs a state, e.g. state='PROGRESS'")
+        self.app.backend.store_result(task_id, meta, state, request=request)
 
     def AsyncResult(self, task_id: str) -> AsyncResult[R]:
         from fastq.result import AsyncResult

@@ -5,6 +5,7 @@ same module runs on both workers."""
 from __future__ import annotations
 
 import os
+import time
 from typing import Any
 
 if os.environ.get("FASTQ_TEST_FLAVOUR") == "celery":
@@ -26,3 +27,11 @@ def whoami(word: str) -> list[Any]:
 @shared_task(name="library.add", bind=True)
 def add(self: Any, x: int, y: int) -> list[Any]:
     return [self.request.id, x + y]
+
+
+@shared_task(name="library.progress", bind=True)
+def progress(self: Any, steps: int, pause: float) -> int:
+    for i in range(steps):
+        self.update_state(state="PROGRESS", meta={"done": i, "of": steps})
+        time.sleep(pause)
+    return steps

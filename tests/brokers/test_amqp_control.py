@@ -21,7 +21,8 @@ from fastq import App, states
 from fastq.backends.rabbitmq import QUEUE_PREFIX
 from fastq.brokers.amqp_control import AmqpControlListener
 from fastq.errors import TaskRevokedError
-from fastq.worker.control import ControlServer, PoolInfo, TaskTracker
+from fastq.worker.active import ActiveTasks
+from fastq.worker.control_server import ControlServer, PoolInfo
 
 from tests.amqp_support import AMQP_URL, delete, rabbitmqctl, requires_rabbitmq, unique
 from tests.processes import BIN, ROOT, WorkerProcess, fastq_worker, wait_until
@@ -158,7 +159,7 @@ def served(hostname: str) -> Iterator[tuple[App, ControlServer]]:
     """A worker's control server on amqp:// in a thread (as the threads pool runs it)."""
     app = App("ctl", broker=AMQP_URL, set_as_current=False)
     server = ControlServer(
-        app, hostname, TaskTracker(), PoolInfo("threads", 1, 1, lambda: [os.getpid()])
+        app, hostname, ActiveTasks(), PoolInfo("threads", 1, 1, lambda: [os.getpid()])
     )
     server.poll(0)  # listening before the test sends anything
     stop = threading.Event()

@@ -9,27 +9,27 @@ from collections.abc import Iterator
 
 import pytest
 from fastq.task import Context
-from fastq.worker.lost import request_of
-from fastq.worker.supervisor import Child, PipeReporter, Running, Supervisor
+from fastq.worker.reports import ReportedTask, SupervisorReporter, decode_request
+from fastq.worker.supervisor import Child, Supervisor
 
 
 @pytest.fixture
-def pipe() -> Iterator[tuple[PipeReporter, Supervisor, Child]]:
+def pipe() -> Iterator[tuple[SupervisorReporter, Supervisor, Child]]:
     read_fd, write_fd = os.pipe()
     os.set_blocking(read_fd, False)
     supervisor = Supervisor(1, lambda *_: 0, lambda _: 0, lambda i, g: f"c{i}.{g}")
     child = Child(0, os.getpid(), "c0.1", 0.0, read_fd, -1)
-    yield PipeReporter(write_fd), supervisor, child
+    yield SupervisorReporter(write_fd), supervisor, child
     os.close(read_fd)
     os.close(write_fd)
 
 
 def report(
-    pipe: tuple[PipeReporter, Supervisor, Child],
+    pipe: tuple[SupervisorReporter, Supervisor, Child],
     request: Context,
     deadline: float | None = None,
     acks_late: bool = False,
-) -> Running:
+) -> ReportedTask:
     reporter, supervisor, child = pipe
     reporter.started(request, deadline, acks_late)
     supervisor._read_reports(child)
@@ -38,7 +38,7 @@ def report(
 
 
 def test_a_plain_task_reports_its_reply_queue_and_no_json(
-    pipe: tuple[PipeReporter, Supervisor, Child],
+    pipe: tuple[SupervisorReporter, Supervisor, Child],
 ) -> None:
     request = Context(
         id="t1",
@@ -53,14 +53,14 @@ def test_a_plain_task_reports_its_reply_queue_and_no_json(
     )
     running = report(pipe, request, deadline=1234.5, acks_late=True)
     assert (running.task_id, running.delivery_tag, running.deadline) == ("t1", "tag-1", 1234.5)
-    assert (running.name, running.acks_late, running.described) == ("proj.add", True, "client-oid")
-    rebuilt = request_of(running, "w@host")
+    assert (running.name, running.acks_late, running.request) == ("proj.add", True, "client-oid")
+    rebuilt = decode_request(running, "w@host")
     assert (rebuilt.id, rebuilt.task, rebuilt.reply_to) == ("t1", "proj.add", "client-oid")
     assert rebuilt.hostname == "w@host" and rebuilt.chord is None and rebuilt.errbacks is None
 
 
 def test_canvas_ids_and_awkward_values_survive_the_line(
-    pipe: tuple[PipeReporter, Supervisor, Child],
+    pipe: tuple[SupervisorReporter, Supervisor, Child],
 ) -> None:
     chord = {"task": "proj.tsum", "args": [], "kwargs": {}, "options": {"task_id": "body"}}
     request = Context(
@@ -82,7 +82,7 @@ def test_canvas_ids_and_awkward_values_survive_the_line(
         delivery_tag="tag-2",
     )
     running = report(pipe, request)
-    rebuilt = request_of(running, "w@host")
+    rebuilt = decode_request(running, "w@host")
     for name in ("reply_to", "correlation_id", "root_id", "parent_id", "group", "group_index"):
         assert getattr(rebuilt, name) == getattr(request, name), name
     assert rebuilt.chord == chord and rebuilt.chain == request.chain
@@ -93,16 +93,16 @@ def test_canvas_ids_and_awkward_values_survive_the_line(
 
 
 def test_arguments_json_cannot_carry_are_left_out(
-    pipe: tuple[PipeReporter, Supervisor, Child],
+    pipe: tuple[SupervisorReporter, Supervisor, Child],
 ) -> None:
     pipe[0].with_args = True  # result_extended
     request = Context(id="t3", task="proj.x", args=(object(),), kwargs={}, reply_to="oid")
-    rebuilt = request_of(report(pipe, request), "w@host")
+    rebuilt = decode_request(report(pipe, request), "w@host")
     assert rebuilt.reply_to == "oid" and rebuilt.args == ()
 
 
 def test_kept_results_reach_the_supervisor_until_stored(
-    pipe: tuple[PipeReporter, Supervisor, Child],
+    pipe: tuple[SupervisorReporter, Supervisor, Child],
 ) -> None:
     """While the backend is down a child hands copies of the results it keeps to the supervisor
     (to store should it die); once it stored them itself, the copies are dropped."""
@@ -117,7 +117,7 @@ def test_kept_results_reach_the_supervisor_until_stored(
 
 
 def test_a_finished_task_is_handed_over_until_its_batch_is_flushed(
-    pipe: tuple[PipeReporter, Supervisor, Child],
+    pipe: tuple[SupervisorReporter, Supervisor, Child],
 ) -> None:
     """Prefork: a task's end report carries a copy of its result and, with a late ack still to
     send, its delivery tag: what the supervisor stores and settles should the child die."""
@@ -137,7 +137,7 @@ def test_a_finished_task_is_handed_over_until_its_batch_is_flushed(
 
 
 def test_a_result_with_no_copy_leaves_its_message_to_come_back(
-    pipe: tuple[PipeReporter, Supervisor, Child],
+    pipe: tuple[SupervisorReporter, Supervisor, Child],
 ) -> None:
     """A result JSON cannot carry (pickle accepted) has no copy in the supervisor: its late ack
     is not reported as pending, so should the child die the message comes back, never lost."""

@@ -12,6 +12,7 @@ import pytest
 from fastq import App
 from fastq.cli import _parser
 from fastq.config import Config
+from fastq.errors import ConfigurationError
 from fastq.worker.options import node_name, worker_kwargs, write_pidfile
 
 from tests.processes import BIN, ROOT, WorkerProcess
@@ -92,3 +93,16 @@ def test_logfile_pidfile_and_events_warning_on_a_running_worker(tmp_path: Path) 
     finally:
         assert worker.stop() == 0
     assert not pidfile.exists()
+
+
+def test_exclude_queues() -> None:
+    conf = Config()
+    parse = _parser().parse_args
+    known = ["celery", "low", "high"]
+    assert worker_kwargs(parse(["worker", "-X", "low"]), conf, known)["queues"] == [
+        "celery",
+        "high",
+    ]
+    assert worker_kwargs(parse(["worker", "-Q", "a,b", "-X", "b"]), conf, known)["queues"] == ["a"]
+    with pytest.raises(ConfigurationError, match="leaves no queue"):
+        worker_kwargs(parse(["worker", "-Q", "a", "-X", "a"]), conf, known)

@@ -36,8 +36,8 @@ def wait_until(predicate, timeout: float = 20.0) -> None:  # type: ignore[no-unt
 
 
 @pytest.mark.parametrize("pool", ["prefork", "threads", "solo"])
-def test_results_come_back(client_app: App, pool: str) -> None:
-    with fastq_worker("--pool", pool, "--concurrency", "2"):
+def test_results_come_back(worker_env: dict[str, str], client_app: App, pool: str) -> None:
+    with fastq_worker("--pool", pool, "--concurrency", "2", env=worker_env):
         results = [client_app.send_task("interop.add", (i, i)) for i in range(20)]
         assert [r.get(timeout=20) for r in results] == [2 * i for i in range(20)]
         failing = client_app.send_task("interop.fail", ("boom",))
@@ -47,7 +47,10 @@ def test_results_come_back(client_app: App, pool: str) -> None:
 
 
 def test_bad_input_is_logged_and_later_tasks_run(
-    client_app: App, broker_redis: redis.Redis, backend_redis: redis.Redis
+    worker_env: dict[str, str],
+    client_app: App,
+    broker_redis: redis.Redis,
+    backend_redis: redis.Redis,
 ) -> None:
     good = _core.encode_task_envelope({"task": "interop.add", "id": "later"}, (1, 2), {})
     unknown = _core.encode_task_envelope({"task": "no.such.task", "id": "unknown-id"}, (), {})
@@ -62,7 +65,7 @@ def test_bad_input_is_logged_and_later_tasks_run(
     # Queue order: the consumer pops from the right, so push in the order they should arrive.
     for raw in [b"{not json", unknown, json.dumps(pickled), json.dumps(bad_body), good]:
         broker_redis.lpush("celery", raw)
-    with fastq_worker("--pool", "solo") as worker:
+    with fastq_worker("--pool", "solo", env=worker_env) as worker:
         assert client_app.AsyncResult("later").get(timeout=20) == 3
         log = worker.log()
     assert "no.such.task" in log and "unregistered" in log
@@ -77,9 +80,9 @@ def test_bad_input_is_logged_and_later_tasks_run(
 
 
 def test_sigkill_of_a_child_with_acks_late_reruns_the_task(
-    client_app: App, broker_redis: redis.Redis, runs: redis.Redis
+    worker_env: dict[str, str], client_app: App, broker_redis: redis.Redis, runs: redis.Redis
 ) -> None:
-    with fastq_worker("--pool", "prefork", "--concurrency", "1") as worker:
+    with fastq_worker("--pool", "prefork", "--concurrency", "1", env=worker_env) as worker:
         result = client_app.send_task("interop.record_late", ("victim", 3.0))
         wait_until(lambda: runs.hexists("started", "victim"))
         child = int(runs.hget("started", "victim") or 0)
@@ -92,10 +95,10 @@ def test_sigkill_of_a_child_with_acks_late_reruns_the_task(
 
 
 def test_warm_shutdown_finishes_in_flight_tasks(
-    client_app: App, broker_redis: redis.Redis, runs: redis.Redis
+    worker_env: dict[str, str], client_app: App, broker_redis: redis.Redis, runs: redis.Redis
 ) -> None:
     tokens = [f"t{i}" for i in range(12)]
-    worker = fastq_worker("--pool", "prefork", "--concurrency", "2")
+    worker = fastq_worker("--pool", "prefork", "--concurrency", "2", env=worker_env)
     try:
         for token in tokens:
             client_app.send_task("interop.record_late", (token, 0.3))
@@ -112,8 +115,34 @@ def test_warm_shutdown_finishes_in_flight_tasks(
     assert broker_redis.llen("celery") == len(tokens) - len(finished)
 
 
-def test_max_tasks_per_child_replaces_the_child(client_app: App) -> None:
-    with fastq_worker("--pool", "prefork", "--concurrency", "1", "--max-tasks-per-child", "3") as w:
+def test_max_tasks_per_child_replaces_the_child(
+    worker_env: dict[str, str], client_app: App
+) -> None:
+    with fastq_worker(
+        "--pool", "prefork", "--concurrency", "1", "--max-tasks-per-child", "3", env=worker_env
+    ) as w:
         results = [client_app.send_task("interop.add", (i, 1)) for i in range(7)]
         assert [r.get(timeout=20) for r in results] == [i + 1 for i in range(7)]
         assert w.log().count("exited; starting a new one") >= 2
+
+
+def test_max_memory_per_child_replaces_the_child(
+    worker_env: dict[str, str], client_app: App
+) -> None:
+    # 1 KiB: every child is over it after its first task, so each task gets a new child.
+    with fastq_worker(
+        "--pool", "prefork", "--concurrency", "1", "--max-memory-per-child", "1", env=worker_env
+    ) as w:
+        results = [client_app.send_task("interop.add", (i, 1)) for i in range(3)]
+        assert [r.get(timeout=20) for r in results] == [1, 2, 3]
+        assert w.log().count("over max memory per child (1 KiB); exiting") >= 2
+        assert w.log().count("exited; starting a new one") >= 2
+
+
+def test_max_memory_per_child_needs_prefork() -> None:
+    from fastq.errors import ConfigurationError
+    from fastq.worker import run_worker
+
+    app = App("mem", broker="memory://", set_as_current=False)
+    with pytest.raises(ConfigurationError, match="needs --pool prefork"):
+        run_worker(app, pool="threads", max_memory_per_child=1000)

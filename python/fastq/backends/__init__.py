@@ -8,15 +8,14 @@ from fastq.backends.base import Backend, DisabledBackend
 from fastq.errors import ConfigurationError
 
 if TYPE_CHECKING:
-    from fastq.app import App
+    from fastq.config import Config
 
 __all__ = ["Backend", "DisabledBackend", "backend_from_url"]
 
 
-def backend_from_url(app: App, url: str | None) -> Backend:
-    """The backend for ``url``; ``None`` gives the disabled backend. Backends get the app's
-    ``conf`` (and the rpc one its ``oid``), not the app."""
-    conf = app.conf
+def backend_from_url(url: str | None, conf: Config, oid: str) -> Backend:
+    """The backend for ``url``; ``None`` gives the disabled backend. ``oid`` is the client's id
+    (``App.oid``), which names the rpc:// reply queue."""
     if not url:
         return DisabledBackend(conf)
     scheme = url.split("://", 1)[0].lower()
@@ -35,7 +34,7 @@ def backend_from_url(app: App, url: str | None) -> Backend:
     if scheme == "rpc":
         from fastq.backends.rpc import RpcBackend
 
-        return RpcBackend(conf, url, app.oid)
+        return RpcBackend(conf, url, oid)
     if scheme in ("rabbitmq", "rabbitmqs"):
         from fastq.backends.rabbitmq import RabbitMQBackend
 

@@ -21,6 +21,7 @@ from redis.retry import Retry
 from fastq import errors, states
 from fastq.backends.base import Backend, ChordJoin, exception_to_meta
 from fastq.backends.waiting import BlockingListener, Listener, LoopListener
+from fastq.backoff import Backoff
 from fastq.redis_errors import redis_failure
 from fastq.urls import redact
 
@@ -481,7 +482,7 @@ class ResultHub:
     def _run(self) -> None:
         conn: Any = None
         subscribed: set[str] = set()
-        retry_at, retry_delay = 0.0, 0.1
+        retry_at, reconnect = 0.0, Backoff(0.1, RECONNECT_MAX)
         idle_since: float | None = None
         try:
             while True:
@@ -501,11 +502,10 @@ class ResultHub:
                     try:
                         conn = self._connect()
                         subscribed = set()
-                        retry_delay = 0.1
+                        reconnect.reset()
                     except (redis.RedisError, OSError) as exc:
                         self._note(exc)
-                        retry_at = now + retry_delay
-                        retry_delay = min(retry_delay * 2, RECONNECT_MAX)
+                        retry_at = now + reconnect.next()
                 if conn is not None:
                     try:
                         self._resubscribe(conn, subscribed)

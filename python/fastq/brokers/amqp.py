@@ -36,7 +36,7 @@ from fastq.protocol import OutgoingMessage
 from fastq.urls import redact
 
 if TYPE_CHECKING:
-    from fastq.control import ControlChannel
+    from fastq.control_channel import ControlChannel
 
 log = logging.getLogger("fastq.amqp")
 

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import amqp
 
 from fastq.brokers.amqp import CONNECTION_ERRORS, AmqpChannel, discard, why_not_connected
-from fastq.control import (
+from fastq.control_channel import (
     CONTROL_TTL,
     ControlChannel,
     ControlCommand,

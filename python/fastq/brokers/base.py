@@ -15,7 +15,7 @@ from fastq.errors import ConfigurationError
 if TYPE_CHECKING:
     from fastq._core import TaskMessage
     from fastq.config import Config
-    from fastq.control import ControlChannel
+    from fastq.control_channel import ControlChannel
     from fastq.protocol import OutgoingMessage
 
 
@@ -78,9 +78,9 @@ class Consumer(Protocol):
 class Broker(ABC):
     """A transport: publishes task messages and creates consumers."""
 
-    #: Who can share its queues: "network" (any host), "machine" (processes of one host, as
-    #: SQLite) or "process" (threads of one process, as memory://).
-    reach: ClassVar[str] = "network"
+    #: Where the consumers of its queues can be: "network" (any host), "machine" (processes of
+    #: one host, as SQLite) or "process" (threads of one process, as memory://).
+    consumers_within: ClassVar[str] = "network"
     #: The broker itself gives a dead consumer's unacknowledged messages back (RabbitMQ, when
     #: the channel closes), before the worker can settle those it had finished.
     returns_on_close: ClassVar[bool] = False

@@ -24,7 +24,7 @@ from typing import Any
 from fastq.brokers.base import Broker, Consumer
 from fastq.brokers.stored import StoredDelivery, StoredMessage, deliver
 from fastq.config import Config
-from fastq.control import (
+from fastq.control_channel import (
     ControlChannel,
     ControlCommand,
     ControlListener,
@@ -77,7 +77,7 @@ def store_for(url: str) -> MemoryStore:
 
 
 class MemoryBroker(Broker):
-    reach = "process"
+    consumers_within = "process"
 
     def __init__(self, url: str, conf: Config) -> None:
         super().__init__(url, conf)

@@ -16,7 +16,7 @@ import redis
 from fastq import _core
 from fastq.brokers.base import Broker, Consumer
 from fastq.config import Config
-from fastq.control import ControlChannel
+from fastq.control_channel import ControlChannel
 from fastq.errors import BrokerConnectionError
 from fastq.protocol import OutgoingMessage
 from fastq.redis_errors import redis_failure

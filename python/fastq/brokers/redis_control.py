@@ -13,7 +13,7 @@ from typing import Any
 
 import redis
 
-from fastq.control import (
+from fastq.control_channel import (
     CONTROL_TTL,
     ControlChannel,
     ControlCommand,

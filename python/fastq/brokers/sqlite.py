@@ -34,7 +34,7 @@ from fastq import _core
 from fastq.brokers.base import Broker, Consumer
 from fastq.brokers.stored import StoredDelivery, StoredMessage, deliver
 from fastq.config import Config
-from fastq.control import (
+from fastq.control_channel import (
     CONTROL_TTL,
     ControlChannel,
     ControlCommand,
@@ -109,7 +109,7 @@ MOVE_BATCH = 500
 class SQLiteBroker(Broker):
     """``sqlite:///path.db`` (relative to the working directory) or ``sqlite:////abs/path.db``."""
 
-    reach = "machine"
+    consumers_within = "machine"
     visibility_timeout: float
 
     def __init__(self, url: str, conf: Config) -> None:

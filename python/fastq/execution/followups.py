@@ -195,12 +195,12 @@ def chord_error(app: App, body: Signature, exc: BaseException) -> None:
             chord_error(app, task, exc)
         return
     body.options.setdefault("task_id", str(uuid.uuid4()))
-    request = request_of(body)
+    request = signature_request(body)
     app.backend.store_result(body.options["task_id"], exc, states.FAILURE, None, request)
     on_failure(app, request, exc, None)
 
 
-def request_of(sig: Signature) -> Context:
+def signature_request(sig: Signature) -> Context:
     """The request a frozen signature's task would have run with: what storing its result or
     failing it in its place needs (its chord, chain and errbacks included)."""
     options = sig.options
@@ -234,7 +234,7 @@ def fail_chain(app: App, chain: list[Any] | None, exc: Any, traceback: str | Non
         if isinstance(step, chord):
             pending.append(step.body)  # its result is its body's
             continue
-        request = request_of(step)
+        request = signature_request(step)
         if request.id is None:
             continue
         failed_before = request.chord and backend.get_meta(request.id)["status"] in (

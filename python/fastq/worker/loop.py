@@ -17,7 +17,6 @@ import itertools
 import logging
 import math
 import os
-import random
 import signal
 import threading
 import time
@@ -28,12 +27,14 @@ from typing import Any, Protocol
 from fastq import errors, signals, states
 from fastq.app import App
 from fastq.backends import DisabledBackend
+from fastq.backoff import Backoff
 from fastq.brokers.base import Consumer, Delivery
 from fastq.execution.followups import on_revoked, send_followups
 from fastq.execution.limits import effective_limits
 from fastq.execution.tracer import Outcome, Settle, keeps_result, run_task
 from fastq.task import Context, Task
 from fastq.worker.ratelimit import RateLimiter
+from fastq.worker.reports import SupervisorReporter
 from fastq.worker.request import build_context, eta_of, expired
 from fastq.worker.revoke import RevokedIds
 
@@ -83,6 +84,7 @@ class WorkerLoop:
         hostname: str,
         consumer_id: str,
         max_tasks: int | None = None,
+        max_memory_kib: int | None = None,
         reporter: TaskReporter | None = None,
         enforce_hard_limit: bool = False,
         revoked: RevokedIds | None = None,
@@ -94,6 +96,9 @@ class WorkerLoop:
         self.hostname = hostname
         self.consumer_id = consumer_id
         self.max_tasks = max_tasks
+        #: ``--max-memory-per-child``: a child whose resident memory passes it after a task exits
+        #: (cleanly, like at ``max_tasks``) and the supervisor starts a new one.
+        self.max_memory_kib = max_memory_kib
         self.reporter = reporter
         self.enforce_hard_limit = enforce_hard_limit
         self.revoked = revoked if revoked is not None else RevokedIds()
@@ -112,7 +117,7 @@ class WorkerLoop:
         self._interrupted: list[Delivery] = []
         #: While the backend is down: when to try it again (monotonic), and the next backoff.
         self._store_retry_at = 0.0
-        self._store_delay = STORE_RETRY_START
+        self._store_backoff = Backoff(STORE_RETRY_START, STORE_RETRY_MAX)
         #: How many of ``_results`` (from the first) the supervisor has a copy of, and whether
         #: it holds copies or finished late-ack tags the child has not confirmed settled yet.
         self._told_kept = 0
@@ -127,8 +132,9 @@ class WorkerLoop:
         self._reported = False
         #: The delivery tag of the message whose task has run in the ``_handle`` under way.
         self._ran: str | None = None
-        #: Prefork: ends a task's report with copies of its results (``PipeReporter``).
-        self._hand_over = getattr(reporter, "hand_over", None)
+        #: Prefork: the supervisor's report pipe, which also takes copies of the results not
+        #: stored yet (``SupervisorReporter.hand_over``).
+        self._supervisor = reporter if isinstance(reporter, SupervisorReporter) else None
 
     # -- lifecycle -------------------------------------------------------------------------------
     def stop(self) -> None:
@@ -155,7 +161,7 @@ class WorkerLoop:
 
     def run(self) -> None:
         accept = list(self.app.conf.accept_content)
-        backoff = BACKOFF_START
+        backoff = Backoff(BACKOFF_START, BACKOFF_MAX, jitter=0.25)
         outage: float | None = None  # when the broker stopped answering
         # Housekeeping (visibility restore, due ETA moves) waits for the first fetch to reach
         # the broker, and pauses while it is away: each would wait out its own connect timeout
@@ -180,7 +186,7 @@ class WorkerLoop:
                         outage = None
                     if self._next_restore == quiet:
                         self._next_restore = self._next_due_move = 0.0
-                    backoff = BACKOFF_START
+                    backoff.reset()
             except errors.BrokerConnectionError as exc:
                 # One line per outage, not one per retry.
                 if outage is None:
@@ -190,8 +196,7 @@ class WorkerLoop:
                     log.debug("broker still unavailable (%s)", exc)
                 self._next_restore = self._next_due_move = quiet
                 self._due_at = math.inf  # no due-ETA move either, until a fetch succeeds
-                self.stopping.wait(backoff + random.uniform(0, backoff / 4))
-                backoff = min(backoff * 2, BACKOFF_MAX)
+                self.stopping.wait(backoff.next())
         self._shutdown()
 
     def _shutdown(self) -> None:
@@ -318,7 +323,8 @@ class WorkerLoop:
             consumer.ack(self._late_acks)  # raises: the tags stay for the next flush
             self._late_acks = []
         if self._handed:  # the supervisor's copies are stored and their messages acked
-            getattr(self.reporter, "stored", lambda: None)()
+            if self._supervisor is not None:
+                self._supervisor.stored()
             self._handed = False
 
     def _store_kept(self, force: bool = False) -> bool:
@@ -343,11 +349,11 @@ class WorkerLoop:
                     exc,
                     len(results),
                 )
-            self._store_retry_at = now + self._store_delay
-            self._store_delay = min(self._store_delay * 2, STORE_RETRY_MAX)
-            kept = getattr(self.reporter, "kept", None)
-            if kept is not None and len(self._results) > self._told_kept:
-                kept(self._results[self._told_kept :])  # the supervisor stores them if we die
+            self._store_retry_at = now + self._store_backoff.next()
+            supervisor = self._supervisor
+            if supervisor is not None and len(self._results) > self._told_kept:
+                # the supervisor stores them if we die
+                supervisor.kept(self._results[self._told_kept :])
                 self._told_kept = len(self._results)
                 self._handed = True
             return False
@@ -356,7 +362,7 @@ class WorkerLoop:
         self._results = []
         self._told_kept = 0  # an index into _results; the copies stay until the flush ends
         self._store_retry_at = 0.0
-        self._store_delay = STORE_RETRY_START
+        self._store_backoff.reset()
         return True
 
     def _store_each(
@@ -394,7 +400,7 @@ class WorkerLoop:
         self._ran = None
         try:
             self._handle_one(consumer, delivery)
-            if self._hand_over is None:  # a refused or revoked one's state too, at once
+            if self._supervisor is None:  # a refused or revoked one's state too, at once
                 self._flush(consumer)
         except (errors.BrokerConnectionError, KeyboardInterrupt, SystemExit):
             self._end_report()
@@ -567,10 +573,10 @@ class WorkerLoop:
             self._running = None
         self._ran = delivery.delivery_tag
         self._record_outcome(task, context, outcome)
-        hand_over = self._hand_over
+        supervisor = self._supervisor
         if acks_late and self.app.broker.returns_on_close:
-            hand_over = None  # the broker would give it back before the supervisor can settle it
-        if hand_over is None and self._results:
+            supervisor = None  # the broker would give it back before the supervisor can settle it
+        if supervisor is None and self._results:
             # No supervisor to hand it to (threads, solo): stored now, so a killed process leaves
             # no finished task PENDING (Celery stores each result right after its task).
             self._store_kept()
@@ -579,12 +585,14 @@ class WorkerLoop:
             self._settle(consumer, delivery.delivery_tag, outcome.settle)
         elif outcome.settle is Settle.REQUEUE:
             log.warning("task %s[%s] asked to requeue but was acked early", task.name, context.id)
-        if hand_over is not None:
+        if supervisor is not None:
             # Prefork: stored and acked per fetched batch (a round trip each), with a copy of
             # the result in the end report: should the child die before the batch is flushed,
             # the supervisor stores it and settles the message, so only the running task runs
             # again and no finished one stays PENDING.
-            hand_over(self._results[self._told_kept :], acks_late and outcome.settle is Settle.ACK)
+            supervisor.hand_over(
+                self._results[self._told_kept :], acks_late and outcome.settle is Settle.ACK
+            )
             self._told_kept = len(self._results)
             self._handed = True
             self._reported = False
@@ -597,6 +605,15 @@ class WorkerLoop:
         if self.max_tasks is not None and self.processed >= self.max_tasks:
             log.info("reached max tasks per child (%d); exiting", self.max_tasks)
             self.stop()
+        if self.max_memory_kib is not None:
+            used = resident_kib()
+            if used > self.max_memory_kib:
+                log.info(
+                    "uses %d KiB, over max memory per child (%d KiB); exiting",
+                    used,
+                    self.max_memory_kib,
+                )
+                self.stop()
 
     def _tracks_started(self, task: Task) -> bool:
         track = task.track_started
@@ -641,33 +658,41 @@ class WorkerLoop:
             delivery.error,
             delivery.error_kind,
         )
-        if delivery.task_id:
-            kind = getattr(errors, delivery.error_kind or "", errors.DecodeError)
-            reply = Context(
-                id=delivery.task_id,
-                reply_to=delivery.reply_to,
-                correlation_id=delivery.correlation_id,
-            )
-            self._record(delivery.task_id, kind(delivery.error), states.FAILURE, None, reply)
-        self._settle(consumer, delivery.delivery_tag, Settle.DROP)
+        kind = getattr(errors, delivery.error_kind or "", errors.DecodeError)
+        self._drop_as_failed(consumer, delivery, kind(delivery.error))
 
     def _reject_bad(self, consumer: Consumer, delivery: Delivery, exc: BaseException) -> None:
-        """A message refused for what it carries: FAILURE with the reason if it has an id, and
-        dropped (rejecting a message already acked early is a no-op)."""
+        """A message refused for what it carries: FAILURE with the reason, dropped."""
+        error = (
+            exc
+            if isinstance(exc, errors.InvalidMessage)
+            else errors.InvalidMessage(f"{type(exc).__name__}: {exc}")
+        )
+        self._drop_as_failed(consumer, delivery, error)
+
+    def _drop_as_failed(self, consumer: Consumer, delivery: Delivery, error: BaseException) -> None:
+        """FAILURE with ``error`` if the message has an id (sent where its ``reply_to`` says),
+        and the message dropped (rejecting one already acked early is a no-op)."""
         task_id = delivery.task_id
         if isinstance(task_id, str) and task_id:
-            error = (
-                exc
-                if isinstance(exc, errors.InvalidMessage)
-                else errors.InvalidMessage(f"{type(exc).__name__}: {exc}")
-            )
-            reply_to = delivery.reply_to if isinstance(delivery.reply_to, str) else None
-            correlation = delivery.correlation_id
-            reply = Context(
+            reply_to, correlation = delivery.reply_to, delivery.correlation_id
+            request = Context(
                 id=task_id,
                 task=delivery.task_name,
-                reply_to=reply_to,
+                reply_to=reply_to if isinstance(reply_to, str) else None,
                 correlation_id=correlation if isinstance(correlation, str) else None,
             )
-            self._record(task_id, error, states.FAILURE, None, reply)
+            self._record(task_id, error, states.FAILURE, None, request)
         self._settle(consumer, delivery.delivery_tag, Settle.DROP)
+
+
+def resident_kib() -> int:
+    """This process's resident memory in KiB (``/proc``; the peak where there is no ``/proc``)."""
+    try:
+        with open("/proc/self/statm") as f:
+            pages = int(f.read().split()[1])
+        return pages * (os.sysconf("SC_PAGE_SIZE") // 1024)
+    except (OSError, ValueError, IndexError):
+        import resource
+
+        return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)

@@ -6,127 +6,40 @@ was acknowledged before it started. Nobody else can record those outcomes, so th
 does, as Celery's main process does: FAILURE ``TimeLimitExceeded``, REVOKED ("terminated"),
 FAILURE ``WorkerLostError``; then what the child would have sent next (a chord part, the failure
 of the rest of a chain, errbacks). It knows the task only from the child's start report, so the
-child describes there what a stored result and those follow-ups need (``describe``): above all
-the client's ``reply_to``, without which an ``rpc://`` result has nowhere to go.
+child encodes there what a stored result and those follow-ups need (``reports.encode_request``):
+above all the client's ``reply_to``, without which an ``rpc://`` result has nowhere to go.
 """
 
 from __future__ import annotations
 
 import logging
 import signal
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from fastq import _core, errors, signals, states
+from fastq import errors, signals, states
 from fastq.app import App
 from fastq.execution.followups import on_failure, on_revoked
 from fastq.execution.tracer import keeps_result
 from fastq.task import Context
-
-if TYPE_CHECKING:
-    from fastq.worker.supervisor import Running
+from fastq.worker.reports import ReportedTask, decode_request
 
 log = logging.getLogger("fastq.worker")
 
-JSON = "application/json"
 #: Why the supervisor records a task (``Supervisor.on_lost``).
 TIME_LIMIT = "time limit"
 TERMINATED = "terminated"
 WORKER_LOST = "worker lost"
 #: A late-acknowledged task that killed its child ``QUARANTINE_AFTER`` times: not run again.
 QUARANTINED = "quarantined"
-#: Request fields a stored result or a follow-up reads, described when they are set.
-_FIELDS = ("group", "group_index", "parent_id", "chord", "chain", "errbacks")
-_ROUTE = ("reply_to", "correlation_id", "root_id", "parent_id", "group", "group_index")
 
 
-def describe(request: Context, with_args: bool) -> str:
-    """The child's side, per task: ``<reply_to or ->``, then `` <JSON>`` of the other request
-    fields the supervisor would need, when any is set. A plain task from a fastq or Celery
-    client has none of them, so this is usually the reply queue's name alone: no encoding."""
-    reply_to = request.reply_to or "-"
-    task_id = request.id
-    fields: dict[str, Any] = {}
-    if " " in reply_to or "\n" in reply_to:  # not a token: it goes in the JSON
-        fields["reply_to"], reply_to = reply_to, "-"
-    if request.correlation_id and request.correlation_id != task_id:
-        fields["correlation_id"] = request.correlation_id
-    if request.root_id and request.root_id != task_id:
-        fields["root_id"] = request.root_id
-    for name in _FIELDS:
-        value = getattr(request, name)
-        if value is not None:
-            fields[name] = value
-    if request.ignore_result:
-        fields["ignore_result"] = True
-    # What only the stored meta (``result_extended``) or an errback given the request reads.
-    if with_args or request.errbacks:
-        fields["args"] = request.args
-        fields["kwargs"] = request.kwargs
-        fields["retries"] = request.retries
-        fields["queue"] = (request.delivery_info or {}).get("routing_key")
-    if not fields:
-        return reply_to
-    if len(fields) == 1 and request.ignore_result:  # results off: the common case, encoded once
-        return f"{reply_to} {_IGNORED}"
-    return f"{reply_to} {_encode(fields)}"
-
-
-def _encode(fields: dict[str, Any]) -> str:
-    """JSON of ``fields``; what JSON cannot carry is left out (args first, then all but the
-    route)."""
-    try:
-        return _core.dumps(fields, JSON).decode()
-    except errors.EncodeError:  # values JSON cannot carry (pickle accepted): leave them out
-        pass
-    fields.pop("args", None)
-    fields.pop("kwargs", None)
-    try:
-        return _core.dumps(fields, JSON).decode()
-    except errors.EncodeError as exc:
-        dropped = ", ".join(sorted(k for k in fields if k not in _ROUTE))
-        log.warning(
-            "a task's %s cannot be written as JSON (%s): should its child die, the supervisor "
-            "records the task without them (no chord part, chain or errback follows)",
-            dropped,
-            exc,
-        )
-        return _core.dumps({k: fields[k] for k in _ROUTE if k in fields}, JSON).decode()
-
-
-def request_of(running: Running, hostname: str) -> Context:
-    """The supervisor's side: the request of the task ``running``, as the child described it."""
-    fields: dict[str, Any] = {}
-    reply_to, _, encoded = running.described.partition(" ")
-    if encoded:
-        try:
-            decoded = _core.loads(encoded.encode(), JSON, [JSON])
-            if isinstance(decoded, dict):
-                fields = decoded
-        except errors.DecodeError as exc:
-            log.warning("task %s: unreadable start report (%s)", running.task_id, exc)
-    if reply_to not in ("", "-"):
-        fields["reply_to"] = reply_to
-    queue = fields.pop("queue", None)
-    return Context(
-        **{
-            "args": (),
-            "kwargs": {},
-            **fields,
-            "id": running.task_id,
-            "task": running.name or None,
-            "hostname": hostname,
-            "delivery_info": {"routing_key": queue} if queue else {},
-            "delivery_tag": running.delivery_tag,
-            "called_directly": False,
-        }
-    )
-
-
-def record_lost(app: App, running: Running, reason: str, exit_code: int, hostname: str) -> None:
+def record_lost(
+    app: App, running: ReportedTask, reason: str, exit_code: int, hostname: str
+) -> None:
     """Stores the outcome of the task ``running`` its child did not finish, then sends what
     follows from it. Raises ``FastqError`` only when the result could not be stored (the
     supervisor retries with ``store_lost``); the follow-ups are sent either way."""
-    request = request_of(running, hostname)
+    request = decode_request(running, hostname)
     task = app.tasks.get(running.name)
     task_id = running.task_id
     exc = _lost_error(reason, exit_code)
@@ -160,9 +73,9 @@ def record_lost(app: App, running: Running, reason: str, exit_code: int, hostnam
         raise stored
 
 
-def store_lost(app: App, running: Running, reason: str, exit_code: int, hostname: str) -> None:
+def store_lost(app: App, running: ReportedTask, reason: str, exit_code: int, hostname: str) -> None:
     """Only the stored state of ``record_lost``: its retry once the backend answers again."""
-    request = request_of(running, hostname)
+    request = decode_request(running, hostname)
     _store(app, app.tasks.get(running.name), request, reason, _lost_error(reason, exit_code))
 
 
@@ -194,6 +107,3 @@ def _exit_status(code: int) -> str:
         except ValueError:
             return f"signal {-code}"
     return f"exitcode {code}"
-
-
-_IGNORED = _encode({"ignore_result": True})

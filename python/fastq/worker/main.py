@@ -10,17 +10,20 @@ import threading
 from collections.abc import Sequence
 
 from fastq import signals
+from fastq._state import set_task_join_will_block
 from fastq.app import App
 from fastq.beat import Beat, start_embedded, stop_embedded
 from fastq.builtin_tasks import user_tasks
 from fastq.errors import ConfigurationError
 from fastq.urls import redact
-from fastq.worker.control import ControlServer, PoolInfo, SlotReporter, TaskTracker
+from fastq.worker.active import ActiveTasks, ActiveTasksReporter
+from fastq.worker.control_server import ControlServer, PoolInfo
 from fastq.worker.lease import LeaseRenewer
 from fastq.worker.loop import TaskReporter, WorkerLoop
 from fastq.worker.lost import QUARANTINED, record_lost, store_lost
+from fastq.worker.reports import ReportedTask, SupervisorReporter
 from fastq.worker.revoke import RevokedIds
-from fastq.worker.supervisor import PipeReporter, Running, Supervisor
+from fastq.worker.supervisor import Supervisor
 
 log = logging.getLogger("fastq.worker")
 
@@ -42,6 +45,7 @@ def run_worker(
     prefetch_multiplier: int | None = None,
     max_tasks_per_child: int | None = None,
     hostname: str | None = None,
+    max_memory_per_child: int | None = None,
     beat: bool = False,
 ) -> int:
     """Runs a worker in this process until SIGTERM/SIGINT; returns the exit code. ``beat``:
@@ -57,16 +61,24 @@ def run_worker(
         prefetch_multiplier if prefetch_multiplier is not None else conf.worker_prefetch_multiplier
     )
     prefetch = max(1, multiplier)  # per consumer: every process/thread runs one task at a time
-    queue_list = list(queues or [conf.task_default_queue])
+    # Without -Q, every queue of task_queues (else the default queue), as a Celery worker.
+    queue_list = list(queues or app.router.queues)
     hostname = hostname or conf.worker_hostname or default_hostname()
     max_tasks = max_tasks_per_child or conf.worker_max_tasks_per_child
+    if max_memory_per_child is not None and pool != "prefork":
+        raise ConfigurationError(
+            f"--max-memory-per-child replaces pool processes: it needs --pool prefork, not {pool}"
+        )
     app.import_modules()
     app.finalize()  # on_after_configure / on_after_finalize, as a Celery worker sends them
     # Built now so a bad schedule stops the worker at start; its thread starts once ready.
     beat_service = Beat(app) if beat else None
     embedded_beat: list[tuple[threading.Thread, threading.Event]] = []
+    # As in Celery's pools: a task here that waits for another task's result could hold up
+    # every process; result.get() refuses unless told (disable_sync_subtasks=False).
+    set_task_join_will_block(True)
     broker = app.broker
-    if broker.reach == "process" and pool == "prefork":
+    if broker.consumers_within == "process" and pool == "prefork":
         raise ConfigurationError(
             f"{redact(broker.url)} keeps its queues in this process's memory, which the children "
             "of a prefork worker do not share: use --pool threads or --pool solo"
@@ -86,10 +98,10 @@ def run_worker(
     note = broker.startup_note()
     if note:
         log.info("%s", note)
-    tracker = TaskTracker()
+    active_tasks = ActiveTasks()
     processes: list[int] = []
-    control = ControlServer(
-        app, hostname, tracker, PoolInfo(pool, concurrency, prefetch, lambda: list(processes))
+    control_server = ControlServer(
+        app, hostname, active_tasks, PoolInfo(pool, concurrency, prefetch, lambda: list(processes))
     )
 
     def make_loop(
@@ -106,6 +118,7 @@ def run_worker(
             hostname=hostname,
             consumer_id=consumer_id,
             max_tasks=limit,
+            max_memory_kib=max_memory_per_child,
             reporter=reporter,
             enforce_hard_limit=enforce_hard_limit,
             revoked=revoked,
@@ -116,7 +129,7 @@ def run_worker(
 
     if pool == "prefork":
 
-        def child_main(index: int, cid: str, reporter: PipeReporter, revoked_fd: int) -> int:
+        def child_main(index: int, cid: str, reporter: SupervisorReporter, revoked_fd: int) -> int:
             signals.worker_process_init.send(None)
             reporter.with_args = bool(conf.result_extended)  # the stored meta carries them
             loop = make_loop(cid, max_tasks, reporter, revoked=supervisor.revoked)
@@ -131,7 +144,7 @@ def run_worker(
                 app.close()
             return 0
 
-        def on_lost(cid: str, running: Running, reason: str, exit_code: int) -> None:
+        def on_lost(cid: str, running: ReportedTask, reason: str, exit_code: int) -> None:
             try:
                 record_lost(app, running, reason, exit_code, hostname)
             finally:
@@ -144,7 +157,7 @@ def run_worker(
             lambda: app.broker, lambda: [c.consumer_id for c in supervisor.children.values()]
         )
 
-        def retry_lost(running: Running, reason: str, exit_code: int) -> None:
+        def retry_lost(running: ReportedTask, reason: str, exit_code: int) -> None:
             store_lost(app, running, reason, exit_code, hostname)
 
         def settle_done(cid: str, tags: list[str]) -> None:
@@ -156,7 +169,7 @@ def run_worker(
                 # After the first fork: the children must not inherit a running beat's state.
                 embedded_beat.append(start_embedded(beat_service))
             processes[:] = [c.pid for c in supervisor.children.values()]
-            control.tick()
+            control_server.tick()
             renewer.tick()
 
         supervisor = Supervisor(
@@ -165,18 +178,18 @@ def run_worker(
             app.broker.restore_consumer,
             consumer_id,
             on_lost,
-            tracker=tracker,
+            active_tasks=active_tasks,
             on_tick=on_tick,
             retry_lost=retry_lost,
             store_results=lambda metas: app.backend.store_many(metas),
             settle_done=settle_done,
         )
-        control.on_revoke = supervisor.revoke
+        control_server.on_revoke = supervisor.revoke
         app.close()  # nothing opened before the fork survives in the children
         signals.worker_ready.send(None)
         code = supervisor.run()
         stop_embedded(embedded_beat)
-        control.close()
+        control_server.close()
         signals.worker_shutdown.send(None)
         log.info("worker %s stopped", hostname)
         return code
@@ -188,27 +201,27 @@ def run_worker(
         if terminate:
             log.warning("revoke with terminate needs the prefork pool; %s only skip", pool)
 
-    control.on_revoke = on_revoke
+    control_server.on_revoke = on_revoke
     loops = [
         make_loop(
             consumer_id(i, 1),
             None,
-            SlotReporter(tracker, i),
+            ActiveTasksReporter(active_tasks, i),
             enforce_hard_limit=pool == "solo",
             revoked=revoked,
         )
         for i in range(concurrency)
     ]
     processes.append(os.getpid())
-    stop_control = threading.Event()
+    stop_side_threads = threading.Event()
     threading.Thread(
-        target=control.serve, args=(stop_control,), name="fastq-control", daemon=True
+        target=control_server.serve, args=(stop_side_threads,), name="fastq-control", daemon=True
     ).start()
     renewer = LeaseRenewer(lambda: app.broker, lambda: [loop.consumer_id for loop in loops])
     threading.Thread(
-        target=renewer.serve, args=(stop_control,), name="fastq-lease", daemon=True
+        target=renewer.serve, args=(stop_side_threads,), name="fastq-lease", daemon=True
     ).start()
-    control.listening.wait(5.0)  # say "ready" only once remote control can be heard
+    control_server.listening.wait(5.0)  # say "ready" only once remote control can be heard
     stop_count = 0
 
     def on_term(signum: int, _frame: object) -> None:
@@ -240,7 +253,7 @@ def run_worker(
             for t in threads:
                 t.join(timeout=0.5)
     stop_embedded(embedded_beat)
-    stop_control.set()
+    stop_side_threads.set()
     signals.worker_shutdown.send(None)
     log.info("worker %s stopped", hostname)
     return 0

@@ -40,12 +40,21 @@ REFUSED_FLAGS = {
 def add_worker_arguments(w: argparse.ArgumentParser) -> None:
     w.add_argument("-c", "--concurrency", type=int, help="processes/threads (default: CPUs)")
     w.add_argument("-P", "--pool", help="prefork (default), threads or solo")
-    w.add_argument("-Q", "--queues", help="comma-separated queues (default: task_default_queue)")
+    w.add_argument(
+        "-Q",
+        "--queues",
+        help="comma-separated queues (default: those of task_queues, else task_default_queue)",
+    )
+    w.add_argument("-X", "--exclude-queues", help="comma-separated queues not to consume")
     w.add_argument("-l", "--loglevel", default="INFO")
     w.add_argument("-f", "--logfile", help="write the log to this file instead of stderr")
     w.add_argument("--pidfile", help="write the worker's pid here; refuse to start if it is live")
     w.add_argument("--prefetch-multiplier", type=int)
     w.add_argument("--max-tasks-per-child", type=int)
+    w.add_argument(
+        "--max-memory-per-child", type=int, metavar="KIB",
+        help="replace a pool process once its resident memory passes this many KiB",
+    )  # fmt: skip
     w.add_argument("--time-limit", type=float, help="hard time limit per task (task_time_limit)")
     w.add_argument("--soft-time-limit", type=float, help="task_soft_time_limit")
     w.add_argument("-n", "--hostname", help="node name; %%h, %%n and %%d expand as in Celery")
@@ -68,9 +77,12 @@ def add_worker_arguments(w: argparse.ArgumentParser) -> None:
     w.add_argument("--purge", "--discard", action="store_true", help=argparse.SUPPRESS)
 
 
-def worker_kwargs(options: argparse.Namespace, conf: Any) -> dict[str, Any]:
+def worker_kwargs(
+    options: argparse.Namespace, conf: Any, known_queues: list[str] | None = None
+) -> dict[str, Any]:
     """Checks the flags and returns ``run_worker``'s keyword arguments; settings that flags set
-    (time limits, includes) go into ``conf``."""
+    (time limits, includes) go into ``conf``. ``known_queues``: what the worker consumes
+    without ``-Q`` (``-X`` takes queues out of it)."""
     for name, why in REFUSED_FLAGS.items():
         if getattr(options, name, None):
             raise ConfigurationError(f"--{name} is not supported: {why}")
@@ -88,12 +100,19 @@ def worker_kwargs(options: argparse.Namespace, conf: Any) -> dict[str, Any]:
         conf.task_soft_time_limit = options.soft_time_limit
     if options.include:
         conf.include = [*conf.include, *options.include.split(",")]
+    queues = options.queues.split(",") if options.queues else None
+    if options.exclude_queues:
+        excluded = set(options.exclude_queues.split(","))
+        queues = [q for q in queues or known_queues or [] if q not in excluded]
+        if not queues:
+            raise ConfigurationError(f"-X {options.exclude_queues} leaves no queue to consume")
     return {
         "concurrency": options.concurrency,
         "pool": pool,
-        "queues": options.queues.split(",") if options.queues else None,
+        "queues": queues,
         "prefetch_multiplier": options.prefetch_multiplier,
         "max_tasks_per_child": options.max_tasks_per_child,
+        "max_memory_per_child": options.max_memory_per_child,
         "hostname": node_name(options.hostname) if options.hostname else None,
         "beat": options.beat,
     }

@@ -75,6 +75,21 @@ class RevokedIds(IdSet):
             self.terminate.add(line[1:].decode() for line in lines if line[:1] == b"!")
 
 
+def revoked_lines(task_ids: Iterable[str]) -> str:
+    """What the supervisor writes down a child's pipe for ids to skip (``read_pipe``)."""
+    return "".join(f"{task_id}\n" for task_id in task_ids)
+
+
+def settled_lines(task_ids: Iterable[str]) -> str:
+    """For ids whose result the supervisor recorded: dropped should their message come back."""
+    return "".join(f"={task_id}\n" for task_id in task_ids)
+
+
+def terminate_line(task_id: str) -> str:
+    """For the id to end at once when the signal the supervisor sends next arrives."""
+    return f"!{task_id}\n"
+
+
 def revoke_arguments(arguments: dict[str, object]) -> tuple[list[str], bool, str]:
     """``(ids, terminate, signal)`` from a ``revoke`` command (Celery's argument names)."""
     raw = arguments.get("task_id") or []

@@ -1,8 +1,8 @@
 """The prefork supervisor: forks N children that each run their own consumer loop.
 
 It starts no threads and opens no connections before forking. Each child reports on a pipe which
-task it runs, its hard time limit and what its result needs (``PipeReporter.started``); a child
-past that limit is killed. Once reports have woken the supervisor it stops listening to the
+task it runs, its hard time limit and what its result needs (``worker/reports.py``); a child past
+that limit is killed. Once reports have woken the supervisor it stops listening to the
 pipes for ``REPORT_GAP`` and then reads everything written meanwhile: at most one wake-up per gap
 however fast the children run (a wake-up per task cost them ~12% of their throughput). A child
 that dies is replaced and the messages it held come back to the queue; the outcome of a
@@ -23,12 +23,13 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from fastq import _core, errors
-from fastq.worker.lost import JSON, QUARANTINED, TERMINATED, TIME_LIMIT, WORKER_LOST, describe
-from fastq.worker.revoke import RevokedIds
+from fastq.backoff import Backoff
+from fastq.worker.lost import QUARANTINED, TERMINATED, TIME_LIMIT, WORKER_LOST
+from fastq.worker.reports import JSON, ReportedTask, SupervisorReporter, parse_start
+from fastq.worker.revoke import RevokedIds, revoked_lines, settled_lines, terminate_line
 
 if TYPE_CHECKING:
-    from fastq.task import Context
-    from fastq.worker.control import TaskTracker
+    from fastq.worker.active import ActiveTasks
 
 log = logging.getLogger("fastq.worker")
 
@@ -57,82 +58,6 @@ _STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT, signal.SIGQUIT}
 _WARM_STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
 
 
-class PipeReporter:
-    """The child's end: one line per task start and end.
-
-    A start line carries what the supervisor needs to record the task's result if the child
-    does not live to (``lost.describe``): mostly the client's ``reply_to``, so it stays short.
-    """
-
-    def __init__(self, fd: int, with_args: bool = False) -> None:
-        self.fd = fd
-        #: Describe args and kwargs too (``result_extended``: the stored result carries them).
-        self.with_args = with_args
-
-    def started(self, request: Context, hard_deadline: float | None, acks_late: bool) -> None:
-        deadline = f"{hard_deadline:.3f}" if hard_deadline else "-"
-        name = (request.task or "").replace(" ", "_") or "-"
-        tag = getattr(request, "delivery_tag", None) or "-"
-        late = "L" if acks_late else "-"
-        described = describe(request, self.with_args)
-        self._write(f"S {request.id} {tag} {deadline} {name} {late} {described}\n")
-
-    def finished(self) -> None:
-        self._write("D\n")
-
-    def hand_over(self, results: list[tuple[str, dict[str, Any]]], late_ack: bool) -> None:
-        """The end of a task, with copies of the results not stored yet and whether its late
-        ack is still to be sent: should the child die before its batch is flushed, the
-        supervisor stores them and settles the message (``finished`` otherwise)."""
-        copies, complete = self._copies(results)
-        # A result with no copy (not JSON) leaves its message to come back should the child die.
-        self._write(f"{copies}{'DL' if late_ack and complete else 'D'}\n")
-
-    def kept(self, results: list[tuple[str, dict[str, Any]]]) -> None:
-        """Results the child could not store (the backend is down) and keeps: copies."""
-        lines, _ = self._copies(results)
-        if lines:
-            self._write(lines)
-
-    def stored(self) -> None:
-        """Every result handed over is stored now, and every late ack sent."""
-        self._write("k\n")
-
-    @staticmethod
-    def _copies(results: list[tuple[str, dict[str, Any]]]) -> tuple[str, bool]:
-        """``K`` lines, and whether every result has one (JSON only; the rest is left to the
-        child itself)."""
-        lines = []
-        for task_id, meta in results:
-            try:
-                data = _core.dumps(meta, JSON).decode()
-            except errors.EncodeError:
-                continue
-            if "\n" not in data and " " not in task_id and "\n" not in task_id:
-                lines.append(f"K {task_id} {data}\n")
-        return "".join(lines), len(lines) == len(results)
-
-    def _write(self, line: str) -> None:
-        data = line.encode()
-        try:
-            while data:  # a long line (a big chain) may go in parts; this child is its only writer
-                data = data[os.write(self.fd, data) :]
-        except OSError:  # the supervisor is gone; the child's own shutdown handles the rest
-            pass
-
-
-@dataclass
-class Running:
-    task_id: str
-    delivery_tag: str
-    deadline: float | None
-    name: str = ""
-    #: Its message is acknowledged after it runs: a dead child's broker gives it back.
-    acks_late: bool = False
-    #: The request as the child described it (``lost.describe``), decoded only when needed.
-    described: str = ""
-
-
 @dataclass
 class Child:
     index: int
@@ -143,10 +68,10 @@ class Child:
     #: The supervisor's end of the pipe that carries revoked task ids to the child.
     revoked_fd: int
     buffer: bytes = b""
-    running: Running | None = None
+    running: ReportedTask | None = None
     #: What the supervisor killed the child for: the task and "time limit" or "terminated".
-    killed: tuple[Running, str] | None = None
-    #: Copies of the results the child has not stored yet (``PipeReporter.hand_over``), JSON.
+    killed: tuple[ReportedTask, str] | None = None
+    #: Copies of the results the child has not stored yet (``SupervisorReporter.hand_over``).
     kept: list[tuple[str, bytes]] = field(default_factory=list)
     #: Finished tasks whose late ack the child has not sent yet: (task id, delivery tag).
     done: list[tuple[str, str]] = field(default_factory=list)
@@ -156,13 +81,13 @@ class Supervisor:
     def __init__(
         self,
         concurrency: int,
-        child_main: Callable[[int, str, PipeReporter, int], int],
+        child_main: Callable[[int, str, SupervisorReporter, int], int],
         restore: Callable[[str], int],
         consumer_id: Callable[[int, int], str],
-        on_lost: Callable[[str, Running, str, int], None] | None = None,
-        tracker: TaskTracker | None = None,
+        on_lost: Callable[[str, ReportedTask, str, int], None] | None = None,
+        active_tasks: ActiveTasks | None = None,
         on_tick: Callable[[], None] | None = None,
-        retry_lost: Callable[[Running, str, int], None] | None = None,
+        retry_lost: Callable[[ReportedTask, str, int], None] | None = None,
         store_results: Callable[[list[tuple[str, dict[str, Any]]]], None] | None = None,
         settle_done: Callable[[str, list[str]], None] | None = None,
     ) -> None:
@@ -171,7 +96,7 @@ class Supervisor:
         ``on_lost(consumer_id, running, reason, exit_code)`` records a task its child did not
         finish: killed by the supervisor (reason "time limit" or "terminated"), or dead while
         running a task acknowledged early ("worker lost");
-        ``tracker`` learns what each child runs; ``on_tick()`` runs between ticks (remote
+        ``active_tasks`` learns what each child runs; ``on_tick()`` runs between ticks (remote
         control); ``retry_lost(running, reason, exit_code)`` stores again what ``on_lost`` could
         not (the result backend was down), retried until it can, so no such task stays PENDING;
         ``store_results(metas)`` stores the results a dead child had not stored yet, and
@@ -183,14 +108,15 @@ class Supervisor:
         self.consumer_id = consumer_id
         self.on_lost = on_lost
         self.revoked = RevokedIds()
-        self.tracker = tracker
+        self.active_tasks = active_tasks
         self.on_tick = on_tick
         self.retry_lost = retry_lost
         self.store_results = store_results
         self.settle_done = settle_done
         #: Stores to retry while the backend is down (what, how), oldest first, and when.
         self._unrecorded: list[tuple[str, Callable[[], None]]] = []
-        self._unrecorded_retry = (0.0, LOST_RETRY_START)
+        self._unrecorded_at = 0.0
+        self._unrecorded_backoff = Backoff(LOST_RETRY_START, LOST_RETRY_MAX)
         self.children: dict[int, Child] = {}
         self.stopping = False
         self.cold = False
@@ -200,6 +126,8 @@ class Supervisor:
         self._wake_w: int | None = None
         #: Until when (monotonic) the loop leaves the report pipes unwatched.
         self._deaf_until = 0.0
+        #: The wait before replacing a child that died within ``FAST_DEATH`` of its start.
+        self._crash_backoff = Backoff(0.2, 5.0)
         #: Task id -> how many children died running it (late-acknowledged tasks only).
         self._deaths: dict[str, int] = {}
 
@@ -239,7 +167,9 @@ class Supervisor:
                 os.close(other.revoked_fd)
             code = 1
             try:
-                code = self.child_main(index, consumer_id, PipeReporter(write_fd), revoked_read)
+                code = self.child_main(
+                    index, consumer_id, SupervisorReporter(write_fd), revoked_read
+                )
             except BaseException:
                 log.exception("worker child %d crashed", index)
             finally:
@@ -258,7 +188,7 @@ class Supervisor:
         """Tells every child to skip ``task_ids``; with ``terminate``, kills the child running
         one of them (the task is recorded as REVOKED and the child replaced)."""
         self.revoked.add(task_ids)
-        self._tell_children("".join(f"{t}\n" for t in task_ids), f"the revoke of {task_ids}")
+        self._tell_children(revoked_lines(task_ids), f"the revoke of {task_ids}")
         if not terminate:
             return
         signum = _signal_number(sig)
@@ -271,13 +201,13 @@ class Supervisor:
                 )
                 self._kill_running(child, running, TERMINATED, signum)
 
-    def _kill_running(self, child: Child, running: Running, reason: str, signum: int) -> None:
+    def _kill_running(self, child: Child, running: ReportedTask, reason: str, signum: int) -> None:
         child.killed = (running, reason)
         if signum in _WARM_STOP_SIGNALS:
             # The child takes SIGTERM as "stop after this task"; told first that this one is to
             # end now, it dies of the signal as a Celery pool process does.
             try:
-                os.write(child.revoked_fd, f"!{running.task_id}\n".encode())
+                os.write(child.revoked_fd, terminate_line(running.task_id).encode())
             except (BlockingIOError, BrokenPipeError):
                 log.warning(
                     "child %d did not take the terminate of %s", child.index, running.task_id
@@ -286,9 +216,14 @@ class Supervisor:
             # Its result is recorded when the child is gone; where the broker gives back what
             # the dead child held (RabbitMQ), the children drop the message instead of running
             # it again. Told before the kill, so before the message can come back.
-            self.revoked.settled.add([running.task_id])
-            self._tell_children(f"={running.task_id}\n", f"that {running.task_id} is settled")
+            self._mark_settled([running.task_id], f"that {running.task_id} is settled")
         _kill(child.pid, signum)
+
+    def _mark_settled(self, task_ids: list[str], what: str) -> None:
+        """Marks ``task_ids`` settled here and in every child: their result is recorded, so a
+        message of theirs that comes back is dropped, not run again."""
+        self.revoked.settled.add(task_ids)
+        self._tell_children(settled_lines(task_ids), what)
 
     def _tell_children(self, lines: str, what: str) -> None:
         data = lines.encode()
@@ -329,29 +264,21 @@ class Supervisor:
                 if line == b"DL" and running is not None and running.delivery_tag:
                     child.done.append((running.task_id, running.delivery_tag))
                 child.running = None
-                if self.tracker is not None:
-                    self.tracker.finished(child.index)
+                if self.active_tasks is not None:
+                    self.active_tasks.finished(child.index)
             elif line == b"k":
                 child.kept.clear()
                 child.done.clear()
 
     def _started(self, child: Child, line: bytes) -> None:
-        # S <id> <tag|-> <deadline|-> <name|-> <L|-> <described request>
-        parts = line.decode(errors="replace").split(" ", 6)
-        if len(parts) < 6:
+        task = parse_start(line)
+        if task is None:
             log.warning("child %d sent a malformed report: %r", child.index, line[:200])
             return
-        _, task_id, tag, deadline, name, late = parts[:6]
-        child.running = Running(
-            task_id,
-            "" if tag == "-" else tag,
-            None if deadline == "-" else float(deadline),
-            "" if name == "-" else name,
-            acks_late=late == "L",
-            described=parts[6] if len(parts) == 7 else "",
-        )
-        if self.tracker is not None:
-            self.tracker.started(child.index, child.pid, task_id, name, child.running.delivery_tag)
+        child.running = task
+        if self.active_tasks is not None:
+            name = task.name or "-"
+            self.active_tasks.started(child.index, child.pid, task.task_id, name, task.delivery_tag)
 
     def _enforce_deadlines(self) -> None:
         now = time.time()
@@ -438,7 +365,7 @@ class Supervisor:
         if self.on_tick is not None:
             self.on_tick()  # subscribe to remote control before saying ready
         log.info("ready: %d worker children started", self.concurrency)
-        fast_deaths = 0
+        self._crash_backoff.reset()
         while self.children:
             self._wait()
             _drain(self._wake_r)
@@ -462,17 +389,18 @@ class Supervisor:
                 self._read_reports(child)
                 os.close(child.fd)
                 os.close(child.revoked_fd)
-                fast_deaths = self._on_death(child, os.waitstatus_to_exitcode(status), fast_deaths)
+                self._on_death(child, os.waitstatus_to_exitcode(status))
         if self._unrecorded:
-            self._unrecorded_retry = (0.0, LOST_RETRY_START)
+            self._unrecorded_at = 0.0
+            self._unrecorded_backoff.reset()
             self._retry_unrecorded()  # one last try: the backend may be back
         for what, _ in self._unrecorded:
             log.error("stopped with %s not stored (the result backend is down)", what)
         return 0
 
-    def _on_death(self, child: Child, code: int, fast_deaths: int) -> int:
-        if self.tracker is not None:
-            self.tracker.gone(child.index)
+    def _on_death(self, child: Child, code: int) -> None:
+        if self.active_tasks is not None:
+            self.active_tasks.gone(child.index)
         lost = None
         if child.running is not None and child.killed and child.killed[0] is child.running:
             lost = child.killed  # not if the task finished first (a signal the child handles)
@@ -503,12 +431,18 @@ class Supervisor:
                             lambda: retry(running, reason, lost_code),
                         )
                     )
-                    del self._unrecorded[:-_UNRECORDED_KEPT]
+                    if len(self._unrecorded) > _UNRECORDED_KEPT:
+                        dropped, _ = self._unrecorded.pop(0)
+                        log.error(
+                            "gave up storing %s: over %d outcomes wait for the result backend",
+                            dropped,
+                            _UNRECORDED_KEPT,
+                        )
         self._settle_finished(child)
         if code != 0 or self.cold:
             self._restore(child)
         if self.stopping:
-            return fast_deaths
+            return
         if code == 0:
             log.info("worker child %d (pid %d) exited; starting a new one", child.index, child.pid)
         else:
@@ -516,19 +450,17 @@ class Supervisor:
                 "worker child %d (pid %d) died with %s; its tasks were returned, restarting",
                 child.index,
                 child.pid,
-                _describe(code),
+                _death_cause(code),
             )
         if code != 0 and time.monotonic() - child.started < FAST_DEATH:
-            fast_deaths += 1
-            time.sleep(min(0.1 * 2**fast_deaths, 5.0))  # don't spin on a crash loop
+            time.sleep(self._crash_backoff.next())  # don't spin on a crash loop
             if self.stopping:  # a stop came during the sleep: a new child would never hear it
-                return fast_deaths
+                return
         else:
-            fast_deaths = 0
+            self._crash_backoff.reset()
         self._spawn(child.index)
-        return fast_deaths
 
-    def _count_death(self, running: Running) -> tuple[Running, str] | None:
+    def _count_death(self, running: ReportedTask) -> tuple[ReportedTask, str] | None:
         """A child died running this late-acknowledged task: it comes back and runs again,
         unless it has killed ``QUARANTINE_AFTER`` children: then it is quarantined (recorded as
         failed; the broker moves its message aside), and children told to drop it should it
@@ -546,8 +478,7 @@ class Supervisor:
             task_id,
             deaths,
         )
-        self.revoked.settled.add([task_id])
-        self._tell_children(f"={task_id}\n", f"that {task_id} is settled")
+        self._mark_settled([task_id], f"that {task_id} is settled")
         return (running, QUARANTINED)
 
     def _settle_finished(self, child: Child) -> None:
@@ -582,8 +513,7 @@ class Supervisor:
             done = list(child.done)
             # Told first: where the broker itself gives back a dead channel's messages
             # (RabbitMQ), the children ack and drop them instead of running them again.
-            self.revoked.settled.add([task_id for task_id, _ in done])
-            self._tell_children("".join(f"={t}\n" for t, _ in done), "finished tasks")
+            self._mark_settled([task_id for task_id, _ in done], "finished tasks")
             try:
                 self.settle_done(child.consumer_id, [tag for _, tag in done])
             except errors.FastqError as exc:
@@ -598,20 +528,20 @@ class Supervisor:
             )
 
     def _retry_unrecorded(self) -> None:
-        at, delay = self._unrecorded_retry
         now = time.monotonic()
-        if now < at:
+        if now < self._unrecorded_at:
             return
         while self._unrecorded:
             what, store = self._unrecorded[0]
             try:
                 store()
             except errors.FastqError:
-                self._unrecorded_retry = (now + delay, min(delay * 2, LOST_RETRY_MAX))
+                self._unrecorded_at = now + self._unrecorded_backoff.next()
                 return
             self._unrecorded.pop(0)
             log.warning("stored %s at last", what)
-        self._unrecorded_retry = (0.0, LOST_RETRY_START)
+        self._unrecorded_at = 0.0
+        self._unrecorded_backoff.reset()
 
     def _restore(self, child: Child) -> None:
         try:
@@ -668,7 +598,9 @@ def _signal_number(name: str) -> int:
         return int(signal.SIGTERM)
 
 
-def _describe(code: int) -> str:
+def _death_cause(code: int) -> str:
+    """For the log: ``signal SIGKILL``, ``exit code 1`` (``lost._exit_status`` words the stored
+    error as Celery does)."""
     if code < 0:
         return f"signal {signal.Signals(-code).name}"
     return f"exit code {code}"

@@ -2,9 +2,8 @@
 
 One ``ControlServer`` per worker, in the process that is never busy running a task: the prefork
 supervisor polls it between its ticks, the threads and solo pools from a thread of their own. So
-``inspect active`` is answered while every pool process is inside a long task. A
-``TaskTracker`` holds what each pool slot runs, fed by the supervisor's pipe (prefork) or by a
-``SlotReporter`` in each loop (threads, solo).
+``inspect active`` is answered while every pool process is inside a long task; what each pool
+slot runs is in ``ActiveTasks`` (``worker/active.py``).
 """
 
 from __future__ import annotations
@@ -13,19 +12,19 @@ import logging
 import os
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
+from fastq.backoff import Backoff
 from fastq.builtin_tasks import user_tasks
 from fastq.errors import ConfigurationError, FastqError
 from fastq.worker.revoke import revoke_arguments
 
 if TYPE_CHECKING:
     from fastq.app import App
-    from fastq.control import ControlCommand, ControlListener
-    from fastq.task import Context
+    from fastq.control_channel import ControlCommand, ControlListener
+    from fastq.worker.active import ActiveTasks
 
 log = logging.getLogger("fastq.worker")
 
@@ -34,58 +33,6 @@ TICK = 0.2
 #: Reopening a control channel the broker refused: first wait and ceiling, in seconds.
 LISTEN_BACKOFF_START = 0.5
 LISTEN_BACKOFF_MAX = 10.0
-
-
-@dataclass(slots=True)
-class ActiveTask:
-    id: str
-    name: str
-    delivery_tag: str
-    time_start: float
-    worker_pid: int
-
-
-class TaskTracker:
-    """What each pool slot (child index or thread) runs now, and how many tasks finished."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._running: dict[int, ActiveTask] = {}
-        self.total: Counter[str] = Counter()
-
-    def started(self, slot: int, pid: int, task_id: str, name: str, delivery_tag: str) -> None:
-        with self._lock:
-            self._running[slot] = ActiveTask(task_id, name, delivery_tag, time.time(), pid)
-
-    def finished(self, slot: int) -> None:
-        with self._lock:
-            task = self._running.pop(slot, None)
-            if task is not None:
-                self.total[task.name] += 1
-
-    def gone(self, slot: int) -> None:
-        """The slot's process died: what it ran did not finish."""
-        with self._lock:
-            self._running.pop(slot, None)
-
-    def active(self) -> list[ActiveTask]:
-        with self._lock:
-            return list(self._running.values())
-
-
-class SlotReporter:
-    """The loop's ``TaskReporter`` for the threads and solo pools: reports into the tracker."""
-
-    def __init__(self, tracker: TaskTracker, slot: int) -> None:
-        self.tracker = tracker
-        self.slot = slot
-
-    def started(self, request: Context, hard_deadline: float | None, acks_late: bool) -> None:
-        tag = getattr(request, "delivery_tag", "")
-        self.tracker.started(self.slot, os.getpid(), request.id or "", request.task or "", tag)
-
-    def finished(self) -> None:
-        self.tracker.finished(self.slot)
 
 
 @dataclass(slots=True)
@@ -103,14 +50,14 @@ class ControlServer:
         self,
         app: App,
         hostname: str,
-        tracker: TaskTracker,
+        active_tasks: ActiveTasks,
         pool: PoolInfo,
         on_revoke: Callable[[list[str], bool, str], None] | None = None,
     ) -> None:
         self.app = app
         self.on_revoke = on_revoke
         self.hostname = hostname
-        self.tracker = tracker
+        self.active_tasks = active_tasks
         self.pool = pool
         self.started = time.time()
         self._listener: ControlListener | None = None
@@ -118,14 +65,14 @@ class ControlServer:
         self.listening = threading.Event()
         self._disabled = False
         self._next_tick = 0.0
-        #: After a failure: seconds until the next try (0 while the channel works), and when.
-        self._backoff = 0.0
+        #: Reopening the channel after a failure, and when to try next.
+        self._backoff = Backoff(LISTEN_BACKOFF_START, LISTEN_BACKOFF_MAX)
         self._retry_at = 0.0
         self._handlers: dict[str, Callable[[ControlCommand], Any]] = {
             "ping": lambda _: "pong",
             "registered": lambda _: user_tasks(self.app),
             "active": lambda _: [
-                {**asdict(t), "hostname": self.hostname} for t in self.tracker.active()
+                {**asdict(t), "hostname": self.hostname} for t in self.active_tasks.snapshot()
             ],
             "stats": lambda _: self._stats(),
             "revoke": self._revoke,
@@ -142,7 +89,9 @@ class ControlServer:
             if self._listener is None:
                 self._listener = self.app.broker.control_channel().listen()
                 self.listening.set()
-                self._backoff = 0.0
+                if self._backoff.failures:
+                    log.info("remote control channel open again")
+                self._backoff.reset()
             commands = self._listener.fetch(timeout)
             for command in commands:
                 self._answer(self._listener, command)
@@ -153,16 +102,12 @@ class ControlServer:
         except FastqError as exc:
             # Once per outage, and reopened on a backoff: the caller's loop must not spin on
             # (or be held up by) a broker that is not there.
-            if self._backoff == 0.0:
+            if not self._backoff.failures:
                 log.warning("remote control channel failed (%s); reopening it", exc)
-            self._backoff = min(LISTEN_BACKOFF_MAX, self._backoff * 2 or LISTEN_BACKOFF_START)
-            self._retry_at = time.monotonic() + self._backoff
+            self._retry_at = time.monotonic() + self._backoff.next()
             self.close()
             time.sleep(min(timeout, 1.0))
             return
-        if self._backoff:
-            log.info("remote control channel open again")
-            self._backoff = 0.0
 
     def tick(self) -> None:
         """``poll()`` without waiting, at most every ``TICK`` seconds (the prefork supervisor
@@ -216,8 +161,11 @@ class ControlServer:
                 "processes": self.pool.processes(),
             },
             "prefetch_count": self.pool.prefetch * self.pool.concurrency,
-            "broker": {"transport": broker.url.split("://", 1)[0], "reach": broker.reach},
-            "total": dict(self.tracker.total),
+            "broker": {
+                "transport": broker.url.split("://", 1)[0],
+                "reach": broker.consumers_within,
+            },
+            "total": dict(self.active_tasks.total),
         }
 
     def close(self) -> None:
