@@ -243,3 +243,49 @@ def test_next_runs_across_dst_match_a_minute_by_minute_scan(
         expected = _oracle_runs(entry, tz, start, end)
         got = [r.astimezone(UTC) for r in _runs(entry, start, end)]
         assert got == expected, (spec, day)
+
+
+@pytest.mark.parametrize(
+    ("tz", "days"),
+    [
+        ("Europe/Berlin", [(2026, 3, 29), (2026, 10, 25)]),
+        ("America/New_York", [(2026, 3, 8), (2026, 11, 1)]),
+    ],
+)
+def test_on_dst_days_every_difference_from_celery_is_a_celery_dst_defect(
+    tz: str, days: list[tuple[int, int, int]]
+) -> None:
+    """Around DST, next runs equal Celery's except where Celery's is wrong by the rule in the
+    module docstring, each case named: Celery's next run is not after the last one (it would
+    run the entry again at once in the repeated hour), Celery skips a wall time the clocks
+    skipped (we run it as they jump), or Celery skips the repeated hour of an hourly entry."""
+    celery = pytest.importorskip("celery")
+    from celery.schedules import crontab as celery_crontab
+
+    app = celery.Celery(set_as_current=False)
+    app.conf.timezone = tz
+    zone = ZoneInfo(tz)
+    counts = {"same": 0, "celery runs again": 0, "skipped wall time": 0, "repeated hour": 0}
+    dst_specs = [{"minute": "*/20"}, {"minute": 30, "hour": 2}, {"minute": "*/15", "hour": "1-3"}]
+    for spec in dst_specs:
+        for day in days:
+            last = datetime(*day, tzinfo=UTC) - timedelta(hours=12)
+            while last < datetime(*day, tzinfo=UTC) + timedelta(hours=24):
+                ours = crontab(**spec, nowfun=lambda last=last: last, tz=tz)
+                mine = (last + ours.remaining_estimate(last)).astimezone(UTC)
+                theirs = celery_crontab(**spec, nowfun=lambda last=last: last, app=app)
+                celerys = (last + theirs.remaining_estimate(last)).astimezone(UTC)
+                local = mine.astimezone(zone)
+                if mine == celerys:
+                    counts["same"] += 1
+                elif celerys <= last:
+                    counts["celery runs again"] += 1
+                elif not _matches(ours, local.replace(tzinfo=None)):  # shifted by the jump
+                    assert celerys > mine, (spec, last)
+                    counts["skipped wall time"] += 1
+                else:
+                    assert local.fold == 1 and len(ours.hour) == 24, (spec, last, mine, celerys)
+                    counts["repeated hour"] += 1
+                last += timedelta(minutes=11)
+    assert counts["same"] > 0.9 * sum(counts.values())
+    assert counts["celery runs again"] and counts["skipped wall time"] and counts["repeated hour"]
