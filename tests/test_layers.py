@@ -27,6 +27,7 @@ LAYERS = {
     "fastq._typing": 1,
     "fastq.backoff": 1,
     "fastq.control_channel": 1,  # remote control's wire format and the channel brokers provide
+    "fastq.schedules": 1,  # crontab and schedule; the app is duck-typed (its conf.timezone)
     # 2. built from a URL and conf
     "fastq.config": 2,
     "fastq.routing": 2,
@@ -51,6 +52,7 @@ LAYERS = {
     "fastq.bench": 4,
     "fastq.cli": 4,
     "fastq.contrib": 4,
+    "fastq.beat": 4,
 }
 
 #: Upward imports at run time not untangled yet: (importer, imported) -> why it is still there.

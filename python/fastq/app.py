@@ -22,6 +22,7 @@ from fastq.control import Control
 from fastq.errors import ConfigurationError, NotRegistered
 from fastq.result import AsyncResult
 from fastq.routing import Router
+from fastq.signals import Signal
 from fastq.task import Context, Task
 
 if TYPE_CHECKING:
@@ -89,6 +90,11 @@ class App:
         self.tasks: dict[str, Task] = {}
         self._autodiscover: list[tuple[Packages, str | None]] = []
         self._local = threading.local()
+        #: Celery's app signals: sent once, by ``finalize()`` (when beat or a worker starts), so
+        #: receivers may use tasks defined after them (``add_periodic_task`` in the guide).
+        self.on_after_configure = Signal("app.on_after_configure", ("source",))
+        self.on_after_finalize = Signal("app.on_after_finalize")
+        self.finalized = False
         builtin_tasks.register(self)
         add_app(self)  # the @shared_task tasks
         if set_as_current:
@@ -268,6 +274,50 @@ class App:
             discover(packages, related_name)
         else:
             self._autodiscover.append((packages, related_name))
+
+    # -- periodic tasks (fastq beat) -------------------------------------------------------------
+    def finalize(self) -> None:
+        """Sends ``on_after_configure`` then ``on_after_finalize``, once (Celery sends them when
+        the configuration is first read and when the task registry is complete)."""
+        if self.finalized:
+            return
+        self.finalized = True
+        self.on_after_configure.send(sender=self, source=self.conf)
+        self.on_after_finalize.send(sender=self)
+
+    def add_periodic_task(
+        self,
+        schedule: Any,
+        sig: Any,
+        args: Sequence[Any] = (),
+        kwargs: Mapping[str, Any] | None = None,
+        name: str | None = None,
+        **opts: Any,
+    ) -> str:
+        """Adds an entry to ``beat_schedule``, as Celery's ``add_periodic_task``: ``schedule``
+        is seconds, a ``timedelta`` or a ``crontab``; ``sig`` a signature (``task.s(...)``)
+        whose args/kwargs/options the entry takes, ``args``/``kwargs`` merged in as a partial
+        call; ``opts`` are send options. The key is ``name``, else ``repr(sig)``; returns it."""
+        from fastq.canvas import Signature
+
+        if not isinstance(sig, Signature):
+            sig = Signature(getattr(sig, "name", sig), app=self)
+        sig = sig.clone(args, kwargs or {})
+        key = name or repr(sig)
+        if name is None and key in self.conf.beat_schedule:
+            import logging
+
+            logging.getLogger("fastq.beat").warning(
+                "periodic task %r replaces an earlier unnamed one: pass name= to keep both", key
+            )
+        self.conf.beat_schedule[key] = {
+            "schedule": schedule,
+            "task": sig.task,
+            "args": tuple(sig.args),
+            "kwargs": dict(sig.kwargs),
+            "options": {**sig.options, **opts},
+        }
+        return key
 
     # -- the command line ------------------------------------------------------------------------
     def start(self, argv: Sequence[str] | None = None) -> int:

@@ -1,4 +1,5 @@
-"""The ``fastq`` command: ``worker``, ``call``, ``result``, ``purge``, ``inspect``, ``bench``."""
+"""The ``fastq`` command: ``worker``, ``beat``, ``call``, ``result``, ``purge``, ``inspect``,
+``bench``."""
 
 from __future__ import annotations
 
@@ -81,6 +82,27 @@ def _parser() -> argparse.ArgumentParser:
 
     w = sub.add_parser("worker", help="run a worker")
     add_worker_arguments(w)
+
+    b = sub.add_parser("beat", help="run periodic tasks (any number may run: one leads)")
+    b.add_argument(
+        "action", nargs="?", choices=["run", "list", "add", "remove"], default="run",
+        help="run (default); list the entries with their last and next runs; add or remove an "
+        "entry stored on the broker (running beats pick it up)",
+    )  # fmt: skip
+    b.add_argument("name", nargs="?", help="add/remove: the entry's name")
+    b.add_argument("task", nargs="?", help="add: the task's name")
+    b.add_argument("--every", type=float, help="add: run every this many seconds")
+    b.add_argument("--crontab", help='add: a crontab line, e.g. "*/5 * * * mon-fri"')
+    b.add_argument("--args", default="[]", help="add: positional arguments as a JSON list")
+    b.add_argument("--kwargs", default="{}", help="add: keyword arguments as a JSON object")
+    b.add_argument("--queue", help="add: the queue to send to")
+    b.add_argument("-l", "--loglevel", default="INFO")
+    b.add_argument("-f", "--logfile", help="write the log to this file instead of stderr")
+    b.add_argument("--pidfile", help="write beat's pid here; refuse to start if it is live")
+    b.add_argument("--max-interval", type=float, help="seconds between checks at most")
+    b.add_argument("-s", "--schedule", help="Celery's state file: unused (state is on the broker)")
+    b.add_argument("-S", "--scheduler", help="only fastq's own scheduler is supported")
+    b.add_argument("-D", "--detach", action="store_true", help=argparse.SUPPRESS)
 
     c = sub.add_parser("call", help="send a task by name")
     c.add_argument("name")
@@ -181,6 +203,8 @@ def _run(app: App, options: argparse.Namespace) -> int:
         if options.pidfile:
             write_pidfile(options.pidfile)
         return run_worker(app, **kwargs)
+    if options.command == "beat":
+        return _beat(app, options)
     if options.command == "call":
         try:
             kwargs = json.loads(options.kwargs)
@@ -222,6 +246,113 @@ def _run(app: App, options: argparse.Namespace) -> int:
             return 1
         return 0
     raise AssertionError(options.command)
+
+
+def _beat(app: App, options: argparse.Namespace) -> int:
+    import logging
+    import signal
+    import threading
+
+    from fastq.beat import Beat
+    from fastq.worker.options import set_up_logging, write_pidfile
+
+    if options.detach:
+        raise ConfigurationError(
+            "--detach is not supported: run beat under systemd, supervisord or a container "
+            "runtime (any number of beat processes may run: one leads)"
+        )
+    if options.scheduler:
+        app.conf.beat_scheduler = options.scheduler
+    if options.action == "list":
+        return _beat_list(app)
+    if options.action in ("add", "remove"):
+        return _beat_edit(app, options)
+    set_up_logging(options, logging.Formatter(LOG_FORMAT))
+    if options.schedule:
+        logging.getLogger("fastq.beat").warning(
+            "-s/--schedule %s is not used: fastq beat keeps its state on the broker",
+            options.schedule,
+        )
+    app.import_modules()
+    beat = Beat(app, max_interval=options.max_interval)
+    if options.pidfile:
+        write_pidfile(options.pidfile)
+    stop = threading.Event()
+
+    def on_term(signum: int, _frame: object) -> None:
+        stop.set()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, on_term)
+    beat.run(stop)
+    return 0
+
+
+def _beat_edit(app: App, options: argparse.Namespace) -> int:
+    from fastq.beat import StoredEntries
+    from fastq.schedules import crontab
+
+    if not options.name or (options.action == "add" and not options.task):
+        raise ConfigurationError(f"fastq beat {options.action} needs NAME" + (
+            " TASK" if options.action == "add" else ""))  # fmt: skip
+    app.import_modules()
+    entries = StoredEntries(app)
+    try:
+        if options.action == "remove":
+            if not entries.remove(options.name):
+                print(f"fastq: no stored entry {options.name!r}", file=sys.stderr)
+                return 1
+            print(f"removed {options.name}")
+            return 0
+        if (options.every is None) == (options.crontab is None):
+            raise ConfigurationError("fastq beat add needs one of --every SECONDS or --crontab")
+        try:
+            args, kwargs = json.loads(options.args), json.loads(options.kwargs)
+        except ValueError as exc:
+            raise ConfigurationError(f"--args/--kwargs must be JSON: {exc}") from None
+        schedule = (
+            options.every if options.crontab is None else crontab.from_string(options.crontab)
+        )
+        entry = entries.add(
+            options.name, options.task, schedule, args, kwargs,
+            {"queue": options.queue} if options.queue else None,
+        )  # fmt: skip
+        print(f"added {entry.name}: {entry.task} {entry.schedule!r}")
+        return 0
+    finally:
+        entries.close()
+
+
+def _beat_list(app: App) -> int:
+    from datetime import datetime, timezone
+
+    from fastq.beat import StoredEntries
+
+    app.import_modules()
+    listing = StoredEntries(app)
+    try:
+        entries = listing.list()
+        stored, holder = listing.state.last_runs(), listing.state.holder()
+    finally:
+        listing.close()
+    print(f"leader: {holder or '(none)'}")
+    for name, entry in entries.items():
+        last = stored.get(name)
+        when = datetime.fromtimestamp(last, timezone.utc) if last is not None else None
+        upcoming = entry.schedule.next_run_after(when).isoformat() if when else "(not started)"
+        print(
+            json.dumps(
+                {
+                    "name": name,
+                    "task": entry.task,
+                    "schedule": repr(entry.schedule),
+                    "last_run": when.isoformat() if when else None,
+                    "next_run": upcoming,
+                    "stored": entry.stored,
+                }
+            )
+        )
+    return 0
 
 
 if __name__ == "__main__":

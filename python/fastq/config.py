@@ -164,6 +164,42 @@ SETTINGS: dict[str, tuple[Any, Callable[[Any], Any]]] = {
     "include": ((), _str_list),
 }
 
+# -- periodic tasks (fastq beat, docs/periodic-tasks.md) ----------------------------------------
+
+
+def _catch_up(value: Any) -> str:
+    if value not in ("once", "skip"):
+        raise ValueError('expected "once" (run a missed entry once, as Celery) or "skip"')
+    return str(value)
+
+
+def _positive_seconds(value: Any) -> float:
+    seconds = _seconds(value)
+    if seconds is None or seconds <= 0:
+        raise ValueError("expected a positive number of seconds")
+    return seconds
+
+
+SETTINGS.update(
+    {
+        "beat_schedule": ({}, _dict),
+        # Only fastq's own scheduler (state on the broker); the default names Celery's class.
+        "beat_scheduler": ("celery.beat:PersistentScheduler", _str),
+        "beat_max_loop_interval": (300.0, _positive_seconds),
+        # Celery's local state file and its sync interval: accepted, unused (state is on the
+        # broker and written at every send).
+        "beat_schedule_filename": ("celerybeat-schedule", _str),
+        "beat_sync_every": (0, _int),
+        # A crontab run missed by more than this many seconds is not caught up (None: always).
+        "beat_cron_starting_deadline": (None, _seconds),
+        # fastq's own: the leader lease of highly available beat, the catch-up policy after
+        # downtime, and where state is kept when the broker cannot (RabbitMQ).
+        "beat_lease_timeout": (10.0, _positive_seconds),
+        "beat_catch_up": ("once", _catch_up),
+        "beat_state_url": (None, _opt_str),
+    }
+)
+
 #: Settings read from the environment when they were not given in code.
 ENVIRONMENT = {"broker_url": "FASTQ_BROKER_URL", "result_backend": "FASTQ_RESULT_BACKEND"}
 

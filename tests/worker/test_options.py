@@ -32,7 +32,6 @@ def test_node_name_expands_as_celery() -> None:
         (["--pool", "gevent"], "--pool threads"),
         (["-P", "eventlet"], "async def"),
         (["--autoscale", "10,3"], "--concurrency"),
-        (["-B"], "celery beat"),
         (["--detach"], "systemd"),
         (["--statedb", "/tmp/x"], "revoke again"),
         (["--purge"], "fastq purge"),

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from fastq import signals
 from fastq._state import set_task_join_will_block
 from fastq.app import App
+from fastq.beat import Beat, start_embedded, stop_embedded
 from fastq.builtin_tasks import user_tasks
 from fastq.errors import ConfigurationError
 from fastq.urls import redact
@@ -45,8 +46,10 @@ def run_worker(
     max_tasks_per_child: int | None = None,
     hostname: str | None = None,
     max_memory_per_child: int | None = None,
+    beat: bool = False,
 ) -> int:
-    """Runs a worker in this process until SIGTERM/SIGINT; returns the exit code."""
+    """Runs a worker in this process until SIGTERM/SIGINT; returns the exit code. ``beat``:
+    periodic tasks too, from a thread of this (main) process, never a pool child."""
     conf = app.conf
     pool = POOL_ALIASES.get(pool or conf.worker_pool, pool or conf.worker_pool)
     if pool not in POOLS:
@@ -67,6 +70,10 @@ def run_worker(
             f"--max-memory-per-child replaces pool processes: it needs --pool prefork, not {pool}"
         )
     app.import_modules()
+    app.finalize()  # on_after_configure / on_after_finalize, as a Celery worker sends them
+    # Built now so a bad schedule stops the worker at start; its thread starts once ready.
+    beat_service = Beat(app) if beat else None
+    embedded_beat: list[tuple[threading.Thread, threading.Event]] = []
     broker = app.broker
     if broker.consumers_within == "process" and pool == "prefork":
         raise ConfigurationError(
@@ -158,6 +165,9 @@ def run_worker(
                 app.broker.discard(cid, tag)
 
         def on_tick() -> None:
+            if beat_service is not None and not embedded_beat:
+                # After the first fork: the children must not inherit a running beat's state.
+                embedded_beat.append(start_embedded(beat_service))
             processes[:] = [c.pid for c in supervisor.children.values()]
             control_server.tick()
             renewer.tick()
@@ -178,6 +188,7 @@ def run_worker(
         app.close()  # nothing opened before the fork survives in the children
         signals.worker_ready.send(None)
         code = supervisor.run()
+        stop_embedded(embedded_beat)
         control_server.close()
         signals.worker_shutdown.send(None)
         log.info("worker %s stopped", hostname)
@@ -225,6 +236,8 @@ def run_worker(
 
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
         signal.signal(sig, on_term)
+    if beat_service is not None:
+        embedded_beat.append(start_embedded(beat_service))
     log.info("ready: %s pool with %d consumer(s)", pool, concurrency)
     signals.worker_ready.send(None)
     if pool == "solo":
@@ -239,6 +252,7 @@ def run_worker(
         while any(t.is_alive() for t in threads):
             for t in threads:
                 t.join(timeout=0.5)
+    stop_embedded(embedded_beat)
     stop_side_threads.set()
     signals.worker_shutdown.send(None)
     log.info("worker %s stopped", hostname)

@@ -31,7 +31,6 @@ REFUSED_POOLS = {
 REFUSED_FLAGS = {
     "detach": "fastq does not daemonize itself: run it under systemd, supervisord or a container "
     "runtime (with --pidfile and --logfile if they need them)",
-    "beat": "fastq has no periodic-task scheduler yet: run `celery beat` against the same broker",
     "autoscale": "fastq's pool has a fixed size: set --concurrency",
     "statedb": "fastq keeps revoked ids in memory only; revoke again after a restart",
     "purge": "run `fastq purge -Q <queues>` before starting the worker",
@@ -69,7 +68,10 @@ def add_worker_arguments(w: argparse.ArgumentParser) -> None:
         w.add_argument(flag, action="store_true", help="accepted: fastq never does this")
     # Refused with a reason (REFUSED_FLAGS), rather than rejected as unknown by argparse.
     w.add_argument("-D", "--detach", action="store_true", help=argparse.SUPPRESS)
-    w.add_argument("-B", "--beat", action="store_true", help=argparse.SUPPRESS)
+    w.add_argument(
+        "-B", "--beat", action="store_true",
+        help="run beat (periodic tasks) in this worker's main process too",
+    )  # fmt: skip
     w.add_argument("--autoscale", help=argparse.SUPPRESS)
     w.add_argument("-S", "--statedb", help=argparse.SUPPRESS)
     w.add_argument("--purge", "--discard", action="store_true", help=argparse.SUPPRESS)
@@ -112,6 +114,7 @@ def worker_kwargs(
         "max_tasks_per_child": options.max_tasks_per_child,
         "max_memory_per_child": options.max_memory_per_child,
         "hostname": node_name(options.hostname) if options.hostname else None,
+        "beat": options.beat,
     }
 
 
