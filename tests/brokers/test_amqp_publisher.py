@@ -162,6 +162,22 @@ def test_confirms_wait_for_the_broker_and_a_nack_names_the_task() -> None:
         delete(queue)
 
 
+def test_an_unroutable_publish_raises_instead_of_vanishing() -> None:
+    queue, exchange = unique("unroutable"), unique("unbound_ex")
+    # A route through an exchange nothing is bound to with that key: RabbitMQ would drop it.
+    routes = {"proj.lost": {"queue": queue, "exchange": exchange, "routing_key": "nowhere"}}
+    app = make_app(queue, task_routes=routes)
+    try:
+        with pytest.raises(BrokerError, match="was not routed") as info:
+            app.send_task("proj.lost", (1,), task_id="the-lost-one")
+        assert "the-lost-one" in str(info.value) and "nowhere" in str(info.value)
+        app.send_task("proj.add", (1, 1))  # the channel is still good
+        assert queue_state(queue)[0] == 1
+    finally:
+        app.close()
+        delete(queue, exchange)
+
+
 @pytest.mark.parametrize("confirm", [False, True])
 def test_reconnects_after_the_broker_closes_the_connection(confirm: bool) -> None:
     queue = unique("closed")

@@ -458,7 +458,24 @@ impl Unconfirmed {
                     return Err(timed_out(total - i, stall.unwrap_or_default(), true));
                 };
                 match settled {
-                    Ok(Confirmation::Ack(_) | Confirmation::NotRequested) => {}
+                    Ok(Confirmation::Ack(Some(returned))) => {
+                        // Published as mandatory: nothing was bound to take it (basic.return).
+                        let delivery = &returned.delivery;
+                        return Err(Failure::new(
+                            i,
+                            PublishError::Refused(format!(
+                                "task {task_id} was not routed: exchange {:?} has no queue bound \
+                                 for routing key {:?} ({} {}); it was not queued",
+                                delivery.exchange.as_str(),
+                                delivery.routing_key.as_str(),
+                                returned.reply_code,
+                                returned.reply_text.as_str(),
+                            )),
+                            false,
+                        )
+                        .keeping_session());
+                    }
+                    Ok(Confirmation::Ack(None) | Confirmation::NotRequested) => {}
                     Ok(Confirmation::Nack(_)) => {
                         return Err(Failure::new(
                             i,
@@ -683,7 +700,12 @@ async fn publish_all(
         let mut write: Write<'_> = Box::pin(channel.basic_publish(
             exchange,
             routing_key,
-            BasicPublishOptions::default(),
+            // With confirms, an unroutable message comes back (basic.return) before its ack, so
+            // the call can raise instead of RabbitMQ dropping the task.
+            BasicPublishOptions {
+                mandatory: confirm,
+                ..BasicPublishOptions::default()
+            },
             &p.body,
             properties,
         ));
