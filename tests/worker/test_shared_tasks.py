@@ -24,3 +24,10 @@ def test_shared_tasks_run_alike(flavour: str, app: App, worker_env: dict[str, st
         worker.wait_for_log(line)
         # Celery's task log format: "[time: LEVEL/process] name[id]: message".
         assert re.search(r"\] " + re.escape(line), worker.log())
+        # One INFO line when a task arrives and one when it succeeds, worded as Celery's.
+        worker.wait_for_log(f"Task library.add[{bound.id}] succeeded in ")
+        assert f"Task tests.apps.library.whoami[{result.id}] received" in worker.log()
+        assert re.search(
+            rf"Task library\.add\[{bound.id}\] succeeded in [0-9.e-]+s: \['{bound.id}', 5\]",
+            worker.log(),
+        )

@@ -6,6 +6,7 @@ import inspect
 import logging
 import random
 import threading
+import time
 import traceback as tb
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from fastq import signals, states
 from fastq.errors import Ignore, Reject, Retry
 from fastq.execution.limits import alarm, effective_limits
+from fastq.protocol import short_repr
 from fastq.task import Context, ExceptionInfo, Task, result_ignored
 
 if TYPE_CHECKING:
@@ -73,7 +75,16 @@ def run_task(
     outcome = Outcome(states.FAILURE, None, None, Settle.ACK)
     try:
         hard, soft = limits if limits is not None else effective_limits(task, context)
+        started = time.perf_counter()
         outcome = _call(task, context, acks_late, soft, hard if enforce_hard_limit else None)
+        if not eager and outcome.state == states.SUCCESS and log.isEnabledFor(logging.INFO):
+            log.info(  # Celery's line, with its 1 024-character cut of the value
+                "Task %s[%s] succeeded in %ss: %s",
+                task.name,
+                context.id,
+                time.perf_counter() - started,
+                short_repr(outcome.value),
+            )
         if record is not None:
             record(outcome)
         if not (propagate and outcome.state == states.FAILURE):

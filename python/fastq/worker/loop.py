@@ -449,6 +449,8 @@ class WorkerLoop:
             )
             self._reject_bad(consumer, delivery, exc)
             return
+        if log.isEnabledFor(logging.INFO):  # Celery's line (a worker at WARNING pays nothing)
+            log.info("Task %s[%s] received", message.task, message.id)
         try:
             task = self.app.get_task(message.task)
         except errors.NotRegistered as exc:
