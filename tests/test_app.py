@@ -155,3 +155,15 @@ def test_a_forked_child_has_a_client_id_of_its_own() -> None:
     os.waitpid(pid, 0)
     assert child_oid and child_oid != parent_oid
     assert app.oid == parent_oid
+
+
+def test_argsrepr_and_kwargsrepr_keep_secrets_out_of_the_headers() -> None:
+    app = App("repr", broker="memory://", set_as_current=False)
+    message = app.build_message("t", ("s3cret",), {"token": "abc"}, argsrepr="(<hidden>,)",
+                                kwargsrepr="{'token': '***'}")  # fmt: skip
+    assert (message.headers["argsrepr"], message.headers["kwargsrepr"]) == (
+        "(<hidden>,)",
+        "{'token': '***'}",
+    )
+    plain = app.build_message("t", ("x",), {})
+    assert (plain.headers["argsrepr"], plain.headers["kwargsrepr"]) == ("('x',)", "{}")

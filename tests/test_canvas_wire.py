@@ -364,7 +364,7 @@ def replace_with_fastq(app: App, how: str, where: str, **fields: Any) -> None:
     app.push_request(request)
     try:
         with pytest.raises(errors.Ignore):
-            task.run(task, 1, how)
+            task.run(1, how)  # bound, as in Celery
     finally:
         app.pop_request()
         task.pop_request()

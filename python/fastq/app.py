@@ -450,6 +450,8 @@ class App:
         reply_to: str | None = None,
         route_name: str | None = None,
         replaced_task_nesting: int = 0,
+        argsrepr: str | None = None,
+        kwargsrepr: str | None = None,
         **unknown: Any,
     ) -> protocol.OutgoingMessage:
         if unknown:
@@ -505,6 +507,8 @@ class App:
             shadow=shadow,
             ignore_result=ignore_result,
             replaced_task_nesting=replaced_task_nesting,
+            argsrepr=argsrepr,
+            kwargsrepr=kwargsrepr,
         )
         if headers:
             message_headers.update(headers)

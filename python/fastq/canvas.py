@@ -56,6 +56,8 @@ _CELERY_ONLY_OPTIONS = frozenset(
 #: what a signature passes on when it is sent.
 SEND_OPTIONS = frozenset(
     {
+        "argsrepr",
+        "kwargsrepr",
         "task_id",
         "countdown",
         "eta",

@@ -89,11 +89,15 @@ def task_headers(
     shadow: str | None = None,
     ignore_result: bool | None = False,
     replaced_task_nesting: int = 0,
+    argsrepr: str | None = None,
+    kwargsrepr: str | None = None,
 ) -> dict[str, Any]:
     """Every protocol 2 header, in Celery's order (``timelimit`` is ``[hard, soft]``).
 
     The names and their order are ``_core.V2_HEADERS`` (the Rust core's list, which completes
-    and checks them); ``tests/test_header_schema.py`` holds the two equal."""
+    and checks them); ``tests/test_header_schema.py`` holds the two equal. ``argsrepr`` and
+    ``kwargsrepr``: what logs and monitors show instead of the arguments (Celery's options, to
+    keep secrets out of them); by default a repr cut at 1 024 characters."""
     return {
         "lang": "py",
         "task": name,
@@ -107,8 +111,8 @@ def task_headers(
         "timelimit": [time_limit, soft_time_limit],
         "root_id": root_id or task_id,
         "parent_id": parent_id,
-        "argsrepr": short_repr(args),
-        "kwargsrepr": short_repr(kwargs),
+        "argsrepr": short_repr(args) if argsrepr is None else argsrepr,
+        "kwargsrepr": short_repr(kwargs) if kwargsrepr is None else kwargsrepr,
         "origin": origin(),
         "ignore_result": ignore_result,
         "replaced_task_nesting": replaced_task_nesting,
