@@ -27,6 +27,7 @@ LAYERS = {
     "fastq._typing": 1,
     "fastq.backoff": 1,
     "fastq.control_channel": 1,  # remote control's wire format and the channel brokers provide
+    "fastq.celery_settings": 1,  # Celery's setting names and defaults: data only
     # 2. built from a URL and conf
     "fastq.config": 2,
     "fastq.routing": 2,

@@ -70,15 +70,17 @@ class App:
         backend: str | None = None,
         include: Iterable[str] = (),
         config_source: object | str | None = None,
+        namespace: str | None = None,
         set_as_current: bool = True,
         task_cls: type[Task] | str = Task,
         **settings: Any,
     ) -> None:
         self.main = main
         self._task_cls = task_cls
+        self.namespace = namespace
         self.conf = Config()
         if config_source is not None:
-            self.conf.from_object(config_source)
+            self.conf.from_object(config_source, namespace)
         self.conf.update(settings)
         if broker is not None:
             self.conf.broker_url = broker
@@ -99,10 +101,35 @@ class App:
         return f"<App {self.main or '__main__'}>"
 
     # -- configuration ---------------------------------------------------------------------------
-    def config_from_object(self, obj: object | str) -> None:
-        """Reads settings from an object or module (``"proj.celeryconfig"``), Celery-style."""
-        self.conf.from_object(obj)
+    def config_from_object(
+        self,
+        obj: object | str,
+        silent: bool = False,
+        force: bool = False,
+        namespace: str | None = None,
+    ) -> None:
+        """Reads settings from an object or module (``"proj.celeryconfig"``), Celery-style:
+        with ``namespace="CELERY"``, Django's way (``CELERY_BROKER_URL``). ``silent``: a module
+        that cannot be imported is no error. ``force`` is Celery's (fastq reads at once)."""
+        self.namespace = namespace or self.namespace
+        try:
+            self.conf.from_object(obj, self.namespace)
+        except ImportError:
+            if not silent:
+                raise
         self._reset_connections()
+
+    def config_from_envvar(self, variable_name: str, silent: bool = False) -> None:
+        """``config_from_object`` of the module named by the environment variable."""
+        module = os.environ.get(variable_name)
+        if not module:
+            if silent:
+                return
+            raise ConfigurationError(
+                f"environment variable {variable_name!r} is not set: it should name the "
+                "configuration module"
+            )
+        self.config_from_object(module, silent=silent)
 
     def _reset_connections(self) -> None:
         for name in ("broker", "backend", "router"):

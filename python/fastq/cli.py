@@ -138,10 +138,12 @@ def main(argv: Sequence[str] | None = None, app: App | None = None) -> int:
         app = App("fastq")
     if options.config:
         app.config_from_object(options.config)
+    # The flags win over everything, CELERY_BROKER_URL / CELERY_RESULT_BACKEND too: set here as
+    # Celery's command line sets them.
     if options.broker:
-        app.conf.broker_url = options.broker
+        os.environ["CELERY_BROKER_URL"] = app.conf.broker_url = options.broker
     if options.result_backend:
-        app.conf.result_backend = options.result_backend
+        os.environ["CELERY_RESULT_BACKEND"] = app.conf.result_backend = options.result_backend
     try:
         return _run(app, options)
     except FastqError as exc:
