@@ -178,7 +178,9 @@ def _run(app: App, options: argparse.Namespace) -> int:
         from fastq.worker.options import set_up_logging, worker_kwargs, write_pidfile
 
         # Records from get_task_logger() name their task, as in Celery's worker_task_log_format.
-        set_up_logging(options, TaskFormatter(LOG_FORMAT))
+        set_up_logging(
+            options, TaskFormatter(LOG_FORMAT), hijack=bool(app.conf.worker_hijack_root_logger)
+        )
         kwargs = worker_kwargs(options, app.conf, list(app.router.queues))
         if options.pidfile:
             write_pidfile(options.pidfile)

@@ -15,7 +15,7 @@ import importlib
 import os
 import warnings
 from collections.abc import Callable, Iterator, Mapping, MutableMapping
-from datetime import timedelta, tzinfo
+from datetime import datetime, timedelta, tzinfo
 from datetime import timezone as dt_timezone
 from typing import Any
 
@@ -130,6 +130,18 @@ def zone_info(name: str) -> tzinfo:
         return ZoneInfo(name)
     except ZoneInfoNotFoundError:
         raise KeyError(name) from None
+
+
+def app_timezone(conf: Mapping[str, Any]) -> tzinfo:
+    """The app's time zone, as Celery's: ``timezone`` if set, else UTC with ``enable_utc``
+    (the default), else the machine's local time zone. Countdowns become ETAs and results get
+    their ``date_done`` in it."""
+    if conf["timezone"]:
+        return zone_info(conf["timezone"])
+    if conf["enable_utc"]:
+        return dt_timezone.utc
+    local = datetime.now().astimezone().tzinfo
+    return local or dt_timezone.utc
 
 
 def _protocol(value: Any) -> int:
@@ -372,10 +384,16 @@ class Config(MutableMapping[str, Any]):
     def __init__(self, **settings: Any) -> None:
         object.__setattr__(self, "_values", {k: _copy(d) for k, (d, _) in SETTINGS.items()})
         object.__setattr__(self, "_warned", set())
+        #: Called with a setting's name after it is set (the app re-annotates its tasks).
+        object.__setattr__(self, "_on_change", None)
         for name, env in ENVIRONMENT.items():
             if os.environ.get(env):
                 self._values[name] = os.environ[env]
         self.update(settings)
+
+    def on_change(self, callback: Callable[[str], None]) -> None:
+        """Calls ``callback(name)`` after each setting is set."""
+        object.__setattr__(self, "_on_change", callback)
 
     def __getitem__(self, name: str) -> Any:
         name = self._check(name)
@@ -396,6 +414,8 @@ class Config(MutableMapping[str, Any]):
         if name in REFUSED and value != default:
             raise ConfigurationError(f"setting {name!r} is not supported: {REFUSED[name]}")
         self._values[name] = value
+        if self._on_change is not None:
+            self._on_change(name)
         if value != default and value not in _AS_FASTQ.get(name, ()):
             reason = no_effect_reason(name)
             if reason is not None and name not in self._warned:
@@ -531,6 +551,36 @@ def _read_namespaced(found: Mapping[str, Any], prefix: str) -> dict[str, Any]:
                 f"unknown setting {name!r}{_suggestion(key)} (namespace {prefix[:-1]!r})"
             )
     return settings
+
+
+def resolve_annotations(annotations: Any, task: Any) -> list[dict[str, Any]]:
+    """The attribute maps ``task_annotations`` gives ``task``, in the order Celery applies
+    them: the first entry with one for the task's name (or whose ``annotate(task)`` answers),
+    then the first with one for every task (``'*'``, or ``annotate_any()``). ``annotations``: a
+    dict, an object with ``annotate``, the dotted name of a class of those, or a list of them."""
+    if annotations is None:
+        return []
+    entries = annotations if isinstance(annotations, (list, tuple)) else [annotations]
+    found = []
+    for method in ("annotate", "annotate_any"):
+        for entry in entries:
+            answer = _annotation(entry, method, task)
+            if answer is not None:
+                found.append(dict(answer))
+                break
+    return found
+
+
+def _annotation(entry: Any, method: str, task: Any) -> Any:
+    if isinstance(entry, Mapping):
+        return entry.get(task.name if method == "annotate" else "*")
+    if isinstance(entry, str):
+        module, _, attr = entry.replace(":", ".").rpartition(".")
+        entry = getattr(importlib.import_module(module), attr)()
+    answer = getattr(entry, method, None)
+    if answer is None:
+        return None
+    return answer(task) if method == "annotate" else answer()
 
 
 def _copy(value: Any) -> Any:

@@ -136,15 +136,24 @@ def node_name(template: str, host: str | None = None) -> str:
     return expanded if "@" in expanded else f"{expanded}@{host}"
 
 
-def set_up_logging(options: argparse.Namespace, log_format: logging.Formatter) -> None:
-    """Logging to ``--logfile`` or stderr, at ``--loglevel``."""
+def set_up_logging(
+    options: argparse.Namespace, log_format: logging.Formatter, hijack: bool = True
+) -> None:
+    """Logging to ``--logfile`` or stderr, at ``--loglevel``, in place of the root logger's
+    handlers; as in Celery, with ``hijack`` off (``worker_hijack_root_logger``) handlers the app
+    set up are kept instead (given the level)."""
+    level = options.loglevel.upper()
+    root = logging.getLogger()
+    if root.handlers and not hijack:
+        root.setLevel(level)
+        return
     handler: logging.Handler
     if options.logfile:
         handler = logging.FileHandler(options.logfile)
     else:
         handler = logging.StreamHandler()
     handler.setFormatter(log_format)
-    logging.basicConfig(level=options.loglevel.upper(), handlers=[handler])
+    logging.basicConfig(level=level, handlers=[handler], force=True)
 
 
 def write_pidfile(path: str) -> None:
