@@ -1,0 +1,54 @@
+"""Settings a worker honours, given as a Celery 3 project gives them (old upper-case names in a
+settings module, ``tests.apps.old_settings``), on a fastq worker and on a Celery worker alike."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import pytest
+import redis
+from fastq import App
+
+from tests.processes import WorkerProcess, celery_worker, fastq_worker
+
+WORKERS: dict[str, Callable[..., WorkerProcess]] = {
+    "fastq": lambda env: fastq_worker("--pool", "solo", app="tests.apps.config_app", env=env),
+    "celery": lambda env: celery_worker(
+        "--pool", "solo", app="tests.apps.celery_config_app", env=env
+    ),
+}
+
+
+@pytest.fixture
+def client(broker_url: str, backend_url: str) -> Iterator[App]:
+    app = App("client", broker=broker_url, backend=backend_url, set_as_current=False)
+    yield app
+    app.close()
+
+
+@pytest.mark.parametrize("kind", list(WORKERS))
+def test_old_names_annotations_and_timezone_take_effect(
+    kind: str, client: App, worker_env: dict[str, str], backend_redis: redis.Redis
+) -> None:
+    with WORKERS[kind](worker_env):
+        results = [client.send_task("cfg.limited", (i,)) for i in range(6)]
+        times = sorted(r.get(timeout=30) for r in results)
+        date_done = client.backend.get_meta(results[0].id)["date_done"]
+    # Reached at all: the worker read BROKER_URL / CELERY_RESULT_BACKEND (not its default).
+    # CELERY_ANNOTATIONS' rate_limit "2/s": six tasks need 2 s and more (Celery: 2.5 s,
+    # fastq's token bucket lets the first two through at once).
+    assert times[-1] - times[0] >= 1.8, times
+    assert str(date_done).endswith("+09:00"), date_done  # CELERY_TIMEZONE
+
+
+@pytest.mark.parametrize("kind", list(WORKERS))
+@pytest.mark.parametrize("hijack", [False, True], ids=["kept", "hijacked"])
+def test_worker_hijack_root_logger(kind: str, hijack: bool, worker_env: dict[str, str]) -> None:
+    env = {**worker_env, "FASTQ_TEST_HIJACK": "1" if hijack else ""}
+    with WORKERS[kind](env) as worker:
+        pass
+    lines = [line for line in worker.log().splitlines() if "ready" in line]
+    assert lines, worker.log()
+    # The user's handler (its format starts with USERLOG) logs the worker's lines unless the
+    # worker took the root logger over.
+    assert any(line.startswith("USERLOG") for line in lines) is not hijack, worker.log()
