@@ -262,7 +262,6 @@ def test_every_celery_setting_takes_effect_or_says_why_not() -> None:
         ("broker_connection_retry", False, "always reconnects"),
         ("broker_connection_max_retries", 5, "always reconnects"),
         ("broker_pool_limit", 1, "one broker connection"),
-        ("task_reject_on_worker_lost", False, "queue to run again"),
         ("worker_log_format", "%(message)s", "own format"),
         ("CELERY_SEND_EVENTS", True, "issue 15"),  # an old name: warns under the new one
     ],

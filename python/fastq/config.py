@@ -297,9 +297,6 @@ NO_EFFECT: dict[str, str] = {
     "sends",
     "task_publish_retry_policy": "fastq retries a publish with its own policy "
     "(task_publish_retry turns it off)",
-    "task_reject_on_worker_lost": "fastq returns a late-acknowledged task whose child died to its "
-    "queue to run again (quarantined after it killed 3 children), as "
-    "task_reject_on_worker_lost=True does",
     "task_remote_tracebacks": "fastq stores the remote traceback as text in the result",
     "task_repr_maxlevels": "fastq does not shorten argument reprs",
     "task_retry_on_worker_lost": "fastq returns a late-acknowledged task whose child died to its "
@@ -343,8 +340,6 @@ NO_EFFECT: dict[str, str] = {
 _AS_FASTQ: dict[str, tuple[Any, ...]] = {
     "broker_connection_retry": (True,),
     "broker_connection_retry_on_startup": (None, True),
-    "task_reject_on_worker_lost": (None, True),
-    "task_retry_on_worker_lost": (False, True),
 }
 #: Settings whose value fastq refuses: ignoring them would send tasks to another server.
 REFUSED: dict[str, str] = {

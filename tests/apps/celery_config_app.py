@@ -2,16 +2,12 @@
 
 import logging
 import sys
-import time
 
 from celery import Celery
 
+from tests.apps import config_tasks
+
 logging.basicConfig(stream=sys.stdout, format="USERLOG %(message)s", level=logging.INFO)
 
-app = Celery("cfg")
+app = config_tasks.register(Celery("cfg"))
 app.config_from_object("tests.apps.old_settings")
-
-
-@app.task(name="cfg.limited")
-def limited(index: int) -> float:
-    return time.time()

@@ -6,16 +6,12 @@ worker replaces unless ``worker_hijack_root_logger`` is off.
 
 import logging
 import sys
-import time
 
 from fastq import App
 
+from tests.apps import config_tasks
+
 logging.basicConfig(stream=sys.stdout, format="USERLOG %(message)s", level=logging.INFO)
 
-app = App("cfg")
+app = config_tasks.register(App("cfg"))
 app.config_from_object("tests.apps.old_settings")
-
-
-@app.task(name="cfg.limited")
-def limited(index: int) -> float:
-    return time.time()

@@ -8,3 +8,5 @@ CELERY_TIMEZONE = "Asia/Tokyo"
 CELERY_ANNOTATIONS = {"cfg.limited": {"rate_limit": "2/s"}}
 CELERYD_HIJACK_ROOT_LOGGER = os.environ.get("FASTQ_TEST_HIJACK") == "1"
 BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# Unset (None): fastq runs the task again, Celery fails it.
+CELERY_REJECT_ON_WORKER_LOST = {"1": True, "0": False}.get(os.environ.get("FASTQ_TEST_REJECT", ""))

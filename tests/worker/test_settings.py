@@ -3,11 +3,14 @@ settings module, ``tests.apps.old_settings``), on a fastq worker and on a Celery
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 import redis
 from fastq import App
+from fastq.errors import WorkerLostError
 
 from tests.processes import WorkerProcess, celery_worker, fastq_worker
 
@@ -52,3 +55,30 @@ def test_worker_hijack_root_logger(kind: str, hijack: bool, worker_env: dict[str
     # The user's handler (its format starts with USERLOG) logs the worker's lines unless the
     # worker took the root logger over.
     assert any(line.startswith("USERLOG") for line in lines) is not hijack, worker.log()
+
+
+PREFORK: dict[str, Callable[..., WorkerProcess]] = {
+    "fastq": lambda env: fastq_worker("-c", "1", app="tests.apps.config_app", env=env),
+    "celery": lambda env: celery_worker(
+        "--pool", "prefork", "-c", "1", app="tests.apps.celery_config_app", env=env
+    ),
+}
+
+
+@pytest.mark.parametrize("kind", list(PREFORK))
+@pytest.mark.parametrize("reject", ["0", "1"], ids=["fails", "requeued"])
+def test_task_reject_on_worker_lost(
+    kind: str, reject: str, client: App, worker_env: dict[str, str], tmp_path: Path
+) -> None:
+    """A late-acknowledged task whose child dies: ``task_reject_on_worker_lost=True`` gives it
+    back to its queue and it runs again; ``False`` fails it with WorkerLostError, once."""
+    marker = tmp_path / "runs"
+    with PREFORK[kind]({**worker_env, "FASTQ_TEST_REJECT": reject}):
+        result = client.send_task("cfg.dies_once", (str(marker),))
+        if reject == "1":
+            assert result.get(timeout=60) == 2
+        else:
+            with pytest.raises(WorkerLostError):
+                result.get(timeout=60)
+            time.sleep(1)  # nothing runs it again
+    assert marker.read_text() == ("2" if reject == "1" else "1")

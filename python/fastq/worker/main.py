@@ -157,6 +157,11 @@ def run_worker(
             for tag in tags:
                 app.broker.discard(cid, tag)
 
+        def fails_when_lost(name: str) -> bool:
+            # task_reject_on_worker_lost: fastq's default (None) and True run it again.
+            reject = getattr(app.tasks.get(name), "reject_on_worker_lost", None)
+            return (conf.task_reject_on_worker_lost if reject is None else reject) is False
+
         def on_tick() -> None:
             processes[:] = [c.pid for c in supervisor.children.values()]
             control_server.tick()
@@ -173,6 +178,7 @@ def run_worker(
             retry_lost=retry_lost,
             store_results=lambda metas: app.backend.store_many(metas),
             settle_done=settle_done,
+            fails_when_lost=fails_when_lost,
         )
         control_server.on_revoke = supervisor.revoke
         app.close()  # nothing opened before the fork survives in the children

@@ -90,6 +90,7 @@ class Supervisor:
         retry_lost: Callable[[ReportedTask, str, int], None] | None = None,
         store_results: Callable[[list[tuple[str, dict[str, Any]]]], None] | None = None,
         settle_done: Callable[[str, list[str]], None] | None = None,
+        fails_when_lost: Callable[[str], bool] | None = None,
     ) -> None:
         """``child_main(index, consumer_id, reporter, revoked_fd)`` runs in each child and returns
         its exit code; ``restore(consumer_id)`` returns a dead child's messages to their queues;
@@ -101,7 +102,9 @@ class Supervisor:
         not (the result backend was down), retried until it can, so no such task stays PENDING;
         ``store_results(metas)`` stores the results a dead child had not stored yet, and
         ``settle_done(consumer_id, tags)`` takes the messages of its finished tasks out of
-        circulation (acknowledged)."""
+        circulation (acknowledged); ``fails_when_lost(task_name)``: whether a late-acknowledged
+        task whose child died fails (``WorkerLostError``) instead of running again
+        (``task_reject_on_worker_lost=False``)."""
         self.concurrency = concurrency
         self.child_main = child_main
         self.restore = restore
@@ -113,6 +116,7 @@ class Supervisor:
         self.retry_lost = retry_lost
         self.store_results = store_results
         self.settle_done = settle_done
+        self.fails_when_lost = fails_when_lost
         #: Stores to retry while the backend is down (what, how), oldest first, and when.
         self._unrecorded: list[tuple[str, Callable[[], None]]] = []
         self._unrecorded_at = 0.0
@@ -464,8 +468,12 @@ class Supervisor:
         """A child died running this late-acknowledged task: it comes back and runs again,
         unless it has killed ``QUARANTINE_AFTER`` children: then it is quarantined (recorded as
         failed; the broker moves its message aside), and children told to drop it should it
-        still come back (a broker that returns a dead channel's messages by itself)."""
+        still come back (a broker that returns a dead channel's messages by itself). With
+        ``fails_when_lost`` it fails at once (WorkerLostError), as in Celery."""
         task_id = running.task_id
+        if self.fails_when_lost is not None and self.fails_when_lost(running.name):
+            self._mark_settled([task_id], f"that {task_id} is settled")
+            return (running, WORKER_LOST)
         deaths = self._deaths.pop(task_id, 0) + 1
         if deaths < QUARANTINE_AFTER:
             self._deaths[task_id] = deaths  # re-inserted: the dict stays oldest first
