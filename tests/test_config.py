@@ -262,7 +262,7 @@ def test_every_celery_setting_takes_effect_or_says_why_not() -> None:
         ("broker_connection_retry", False, "always reconnects"),
         ("broker_connection_max_retries", 5, "always reconnects"),
         ("broker_pool_limit", 1, "one broker connection"),
-        ("worker_log_format", "%(message)s", "own format"),
+        ("worker_task_log_format", "%(message)s", "worker_log_format"),
         ("CELERY_SEND_EVENTS", True, "issue 15"),  # an old name: warns under the new one
     ],
 )
@@ -299,3 +299,11 @@ def test_typos_still_get_a_suggestion_among_all_names() -> None:
         Config(beat_schedul={})
     with pytest.raises(ConfigurationError, match="did you mean 'task_acks_late'"):
         App("x", set_as_current=False).config_from_object(type("S", (), {"task_acks_lat": 1}))
+
+
+def test_celery_read_and_write_broker_variables_are_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("CELERY_BROKER_READ_URL", "redis://127.0.0.1:6379/1")
+    with pytest.raises(ConfigurationError, match="CELERY_BROKER_READ_URL"):
+        App("x", broker="redis://127.0.0.1:6379/2", set_as_current=False).broker_url  # noqa: B018

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -12,6 +13,7 @@ from typing import Any
 
 from fastq import __version__
 from fastq.app import App
+from fastq.celery_settings import CELERY_DEFAULTS
 from fastq.errors import ConfigurationError, FastqError
 from fastq.sqlitedb import path_from_url
 from fastq.worker.options import add_worker_arguments
@@ -169,17 +171,29 @@ def _require_existing_sqlite(app: App, command: str) -> None:
             )
 
 
+def _log_formatter(app: App) -> logging.Formatter:
+    """The worker's log format: fastq's (it names the process id) unless the app sets
+    ``worker_log_format``; records from ``get_task_logger()`` name their task, as in Celery's
+    ``worker_task_log_format``; ``worker_log_datefmt`` applies."""
+    from fastq.utils.log import TaskFormatter
+
+    fmt = app.conf.worker_log_format
+    if fmt == CELERY_DEFAULTS["worker_log_format"]:
+        fmt = LOG_FORMAT
+    formatter = TaskFormatter(fmt)
+    formatter.datefmt = app.conf.worker_log_datefmt
+    return formatter
+
+
 def _run(app: App, options: argparse.Namespace) -> int:
     if options.command in READING_COMMANDS:
         _require_existing_sqlite(app, options.command)
     if options.command == "worker":
-        from fastq.utils.log import TaskFormatter
         from fastq.worker import run_worker
         from fastq.worker.options import set_up_logging, worker_kwargs, write_pidfile
 
-        # Records from get_task_logger() name their task, as in Celery's worker_task_log_format.
         set_up_logging(
-            options, TaskFormatter(LOG_FORMAT), hijack=bool(app.conf.worker_hijack_root_logger)
+            options, _log_formatter(app), hijack=bool(app.conf.worker_hijack_root_logger)
         )
         kwargs = worker_kwargs(options, app.conf, list(app.router.queues))
         if options.pidfile:

@@ -209,6 +209,8 @@ SETTINGS: dict[str, tuple[Any, Callable[[Any], Any]]] = {
     "worker_hostname": (None, _opt_str),
     "worker_send_task_events": (False, _bool),
     "worker_hijack_root_logger": (True, _bool),
+    "worker_log_format": (CELERY_DEFAULTS["worker_log_format"], _str),
+    "worker_log_datefmt": (None, _opt_str),
     "worker_restore_interval": (10.0, _seconds),
     "enable_utc": (True, _bool),
     "timezone": (None, _timezone),
@@ -224,7 +226,7 @@ _BACKENDS = "redis://, rpc://, rabbitmq://, sqlite:// and cache+memory://"
 _NO_BACKEND = f"configures a Celery result backend fastq does not have (fastq's: {_BACKENDS})"
 _EVENTS = "fastq workers do not send task events yet (issue 15)"
 _BEAT = "fastq has no periodic task scheduler (beat) yet (issue 16)"
-_LOGGING = "fastq's worker logs with its own format (--loglevel sets the level)"
+_LOGGING = "fastq's worker logs a task's lines with worker_log_format and worker_log_datefmt"
 _RECONNECT = (
     "fastq's worker always reconnects to its broker, without a limit, at startup and after a "
     "connection loss"
@@ -317,9 +319,7 @@ NO_EFFECT: dict[str, str] = {
     "worker_enable_remote_control": "fastq's worker always answers remote control",
     "worker_enable_soft_shutdown_on_idle": "fastq's worker stops warm (finishing its tasks)",
     "worker_eta_task_limit": "fastq returns far ETA tasks to the broker instead of holding them",
-    "worker_log_color": _LOGGING,
-    "worker_log_datefmt": _LOGGING,
-    "worker_log_format": _LOGGING,
+    "worker_log_color": "fastq's worker does not color its log",
     "worker_task_log_datefmt": _LOGGING,
     "worker_task_log_format": _LOGGING,
     "worker_redirect_stdouts": "fastq's worker leaves a task's stdout and stderr alone",
@@ -397,6 +397,13 @@ class Config(MutableMapping[str, Any]):
         return self._values[name]
 
     def _from_celery_environment(self, name: str) -> Any:
+        if name == "broker_url":
+            for env in ("CELERY_BROKER_READ_URL", "CELERY_BROKER_WRITE_URL"):
+                if os.environ.get(env):
+                    raise ConfigurationError(
+                        f"environment variable {env} is set: fastq reads and writes through "
+                        "one broker URL (broker_url, or CELERY_BROKER_URL)"
+                    )
         return os.environ.get(CELERY_ENVIRONMENT[name]) or self._values[name]
 
     def __setitem__(self, name: str, value: Any) -> None:

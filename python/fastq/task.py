@@ -153,9 +153,7 @@ class Task(Generic[P, R, RCall]):
         ``app.register_task(MyTask())``."""
         if fun is None:  # class-based: the subclass's own run() method
             if getattr(type(self), "run", None) is None:
-                raise TypeError(
-                    f"{type(self).__name__}: a class-based task defines run(self, ...)"
-                )
+                raise TypeError(f"{type(self).__name__}: a class-based task defines run(self, ...)")
             fun = self.run
         else:
             self.run = fun
