@@ -258,20 +258,21 @@ NO_EFFECT: dict[str, str] = {
     "worker_send_task_events": _EVENTS,
     "task_send_sent_event": _EVENTS,
     "security_": "fastq does not sign messages (Celery's 'auth' serializer)",
-    "control_": "fastq's remote control uses Celery's default exchange and queues",
+    "control_": "fastq's remote control uses its own exchanges and queues (remote control is "
+    "another issue's)",
     "broker_connection_retry": _RECONNECT,
     "broker_connection_max_retries": _RECONNECT,
     "broker_connection_retry_on_startup": _RECONNECT,
-    "broker_connection_timeout": "fastq uses its own connect timeouts",
-    "broker_channel_error_retry": "fastq's worker reopens a failed channel by itself",
+    "broker_connection_timeout": "fastq's connect timeouts are its own",
+    "broker_channel_error_retry": _RECONNECT,
     "broker_failover_strategy": "fastq connects to one broker URL (Redis Sentinel and RabbitMQ "
     "clusters fail over behind it)",
     "broker_heartbeat_checkrate": "fastq checks AMQP heartbeats in its own client",
-    "broker_login_method": "fastq logs in to RabbitMQ with AMQPLAIN/PLAIN from the URL",
+    "broker_login_method": "fastq logs in with the user and password of broker_url",
     "broker_native_delayed_delivery_queue_type": "fastq keeps ETA tasks without RabbitMQ's "
     "delayed delivery exchanges",
-    "broker_pool_limit": "fastq keeps one broker connection per process",
-    "broker_pool_acquire_timeout": "fastq keeps one broker connection per process",
+    "broker_pool_limit": "fastq's broker connections are not a pool of a set size",
+    "broker_pool_acquire_timeout": "fastq's broker connections are not a pool of a set size",
     "result_backend_always_retry": "fastq's worker keeps results and retries storing them until "
     "the backend answers",
     "result_backend_base_sleep_between_retries_ms": "fastq's worker retries storing results on "
@@ -290,7 +291,7 @@ NO_EFFECT: dict[str, str] = {
     "result_failure_expires": "fastq's failures expire with result_expires",
     "task_acks_on_failure": "use task_acks_on_failure_or_timeout",
     "task_acks_on_timeout": "use task_acks_on_failure_or_timeout",
-    "task_allow_error_cb_on_chord_header": "fastq calls a chord's errbacks as Celery's default",
+    "task_allow_error_cb_on_chord_header": "fastq has no such option for a chord's header",
     "task_compression": "fastq sends messages uncompressed",
     "task_create_missing_queue_exchange_type": "fastq declares missing queues on "
     "task_default_exchange_type",
@@ -299,8 +300,9 @@ NO_EFFECT: dict[str, str] = {
     "sends",
     "task_publish_retry_policy": "fastq retries a publish with its own policy "
     "(task_publish_retry turns it off)",
-    "task_remote_tracebacks": "fastq stores the remote traceback as text in the result",
-    "task_repr_maxlevels": "fastq does not shorten argument reprs",
+    "task_remote_tracebacks": "fastq does not rebuild remote tracebacks (the result holds the "
+    "traceback as text)",
+    "task_repr_maxlevels": "fastq shortens argsrepr/kwargsrepr by length only",
     "task_retry_on_worker_lost": "fastq returns a late-acknowledged task whose child died to its "
     "queue to run again",
     "task_store_eager_result": "fastq does not store the results of eager tasks",
@@ -318,7 +320,7 @@ NO_EFFECT: dict[str, str] = {
     "worker_prefetch_multiplier",
     "worker_enable_remote_control": "fastq's worker always answers remote control",
     "worker_enable_soft_shutdown_on_idle": "fastq's worker stops warm (finishing its tasks)",
-    "worker_eta_task_limit": "fastq returns far ETA tasks to the broker instead of holding them",
+    "worker_eta_task_limit": "fastq has no limit on the ETA tasks a worker holds",
     "worker_log_color": "fastq's worker does not color its log",
     "worker_task_log_datefmt": _LOGGING,
     "worker_task_log_format": _LOGGING,
