@@ -261,7 +261,7 @@ def test_every_celery_setting_takes_effect_or_says_why_not() -> None:
         ("task_send_sent_event", True, "issue 15"),
         ("broker_connection_retry", False, "always reconnects"),
         ("broker_connection_max_retries", 5, "always reconnects"),
-        ("broker_pool_limit", 1, "one broker connection"),
+        ("broker_pool_limit", 1, "not a pool"),
         ("worker_task_log_format", "%(message)s", "worker_log_format"),
         ("CELERY_SEND_EVENTS", True, "issue 15"),  # an old name: warns under the new one
     ],
@@ -307,3 +307,21 @@ def test_celery_read_and_write_broker_variables_are_refused(
     monkeypatch.setenv("CELERY_BROKER_READ_URL", "redis://127.0.0.1:6379/1")
     with pytest.raises(ConfigurationError, match="CELERY_BROKER_READ_URL"):
         App("x", broker="redis://127.0.0.1:6379/2", set_as_current=False).broker_url  # noqa: B018
+
+
+class DjangoNoNamespace:
+    TIME_ZONE = "Asia/Tokyo"
+    CELERY_TASK_SERIALIZER = "json"
+
+
+class DjangoBothZones:
+    TIME_ZONE = "Asia/Tokyo"
+    CELERY_TIMEZONE = "Europe/Paris"
+
+
+@pytest.mark.parametrize("obj", [DjangoNoNamespace, DjangoBothZones])
+@pytest.mark.parametrize("namespace", [None, "CELERY"])
+def test_django_time_zone_is_read_as_celery_reads_it(obj: type, namespace: str | None) -> None:
+    app = App("x", set_as_current=False)
+    app.config_from_object(obj, namespace=namespace)
+    assert app.conf.timezone == _celery_conf(obj, namespace).timezone

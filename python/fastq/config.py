@@ -212,6 +212,7 @@ SETTINGS: dict[str, tuple[Any, Callable[[Any], Any]]] = {
     "worker_log_format": (CELERY_DEFAULTS["worker_log_format"], _str),
     "worker_log_datefmt": (None, _opt_str),
     "worker_restore_interval": (10.0, _seconds),
+    "worker_disable_rate_limits": (False, _bool),
     "enable_utc": (True, _bool),
     "timezone": (None, _timezone),
     "imports": ((), _str_list),
@@ -315,7 +316,6 @@ NO_EFFECT: dict[str, str] = {
     "worker_detect_quorum_queues": "fastq reads the queue type from task_default_queue_type",
     "worker_direct": "fastq's worker consumes no per-worker direct queue",
     "worker_disable_prefetch": "fastq's prefetch window is worker_prefetch_multiplier",
-    "worker_disable_rate_limits": "fastq's worker always applies rate limits",
     "worker_enable_prefetch_count_reduction": "fastq's prefetch window is "
     "worker_prefetch_multiplier",
     "worker_enable_remote_control": "fastq's worker always answers remote control",
@@ -530,17 +530,21 @@ def _read_settings(found: Mapping[str, Any], namespace: str | None) -> dict[str,
         raise ConfigurationError(
             f"cannot mix Celery's old upper-case setting names with new ones; rename: {renames}"
         )
-    settings = {OLD_NAMES[name]: v for name, v in old.items()}
+    settings = _time_zone(found)
+    settings.update({OLD_NAMES[name]: v for name, v in old.items()})
     settings.update(new)  # a setting given under both names: the new one
     return settings
+
+
+def _time_zone(found: Mapping[str, Any]) -> dict[str, Any]:
+    """Django's ``TIME_ZONE``, read for ``timezone`` (when no other name gives it) as Celery."""
+    return {"timezone": found["TIME_ZONE"]} if "TIME_ZONE" in found else {}
 
 
 def _read_namespaced(found: Mapping[str, Any], prefix: str) -> dict[str, Any]:
     """Celery's order under a namespace: ``<NS>_<NAME>``, then ``name``, then the old name (and
     Django's ``TIME_ZONE`` for ``timezone``)."""
-    settings: dict[str, Any] = {}
-    if "TIME_ZONE" in found:
-        settings["timezone"] = found["TIME_ZONE"]
+    settings = _time_zone(found)
     settings.update({OLD_NAMES[n]: v for n, v in found.items() if n in OLD_NAMES})
     settings.update({n: v for n, v in found.items() if n.islower() and n in SETTINGS})
     upper = prefix.isupper()

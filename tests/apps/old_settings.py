@@ -10,3 +10,4 @@ CELERYD_HIJACK_ROOT_LOGGER = os.environ.get("FASTQ_TEST_HIJACK") == "1"
 BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # Unset (None): fastq runs the task again, Celery fails it.
 CELERY_REJECT_ON_WORKER_LOST = {"1": True, "0": False}.get(os.environ.get("FASTQ_TEST_REJECT", ""))
+CELERY_DISABLE_RATE_LIMITS = os.environ.get("FASTQ_TEST_NO_RATE_LIMITS") == "1"

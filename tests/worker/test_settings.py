@@ -45,6 +45,14 @@ def test_old_names_annotations_and_timezone_take_effect(
 
 
 @pytest.mark.parametrize("kind", list(WORKERS))
+def test_worker_disable_rate_limits(kind: str, client: App, worker_env: dict[str, str]) -> None:
+    with WORKERS[kind]({**worker_env, "FASTQ_TEST_NO_RATE_LIMITS": "1"}):
+        results = [client.send_task("cfg.limited", (i,)) for i in range(6)]
+        times = sorted(r.get(timeout=30) for r in results)
+    assert times[-1] - times[0] < 1.0, times  # the annotation's "2/s" would need 2 s
+
+
+@pytest.mark.parametrize("kind", list(WORKERS))
 @pytest.mark.parametrize("hijack", [False, True], ids=["kept", "hijacked"])
 def test_worker_hijack_root_logger(kind: str, hijack: bool, worker_env: dict[str, str]) -> None:
     env = {**worker_env, "FASTQ_TEST_HIJACK": "1" if hijack else ""}

@@ -103,7 +103,9 @@ class WorkerLoop:
         self.enforce_hard_limit = enforce_hard_limit
         self.revoked = revoked if revoked is not None else RevokedIds()
         self.revoked_fd = revoked_fd
-        self.rate_limiter = RateLimiter(app.conf.task_default_rate_limit)
+        self.rate_limiter = RateLimiter(
+            None if app.conf.worker_disable_rate_limits else app.conf.task_default_rate_limit
+        )
         self.stopping = threading.Event()
         self.processed = 0
         self._consumer: Consumer | None = None
@@ -507,7 +509,8 @@ class WorkerLoop:
     def _maybe_execute(
         self, consumer: Consumer, task: Task, delivery: Delivery, context: Context
     ) -> None:
-        wait = self.rate_limiter.delay_for(task.name, task.rate_limit)
+        limit = None if self.app.conf.worker_disable_rate_limits else task.rate_limit
+        wait = self.rate_limiter.delay_for(task.name, limit)
         if wait > 0:
             self._schedule(time.time() + wait, delivery, context)
             return
