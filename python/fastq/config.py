@@ -162,6 +162,7 @@ SETTINGS: dict[str, tuple[Any, Callable[[Any], Any]]] = {
     "broker_transport_options": ({}, _dict),
     "broker_connection_retry": (True, _bool),
     "broker_connection_max_retries": (None, _opt_int),
+    "broker_connection_retry_on_startup": (None, _opt_bool),
     "broker_pool_limit": (10, _opt_int),
     "broker_heartbeat": (120.0, _seconds),
     "broker_use_ssl": (None, _any),
@@ -228,10 +229,6 @@ _NO_BACKEND = f"configures a Celery result backend fastq does not have (fastq's:
 _EVENTS = "fastq workers do not send task events yet (issue 15)"
 _BEAT = "fastq has no periodic task scheduler (beat) yet (issue 16)"
 _LOGGING = "fastq's worker logs a task's lines with worker_log_format and worker_log_datefmt"
-_RECONNECT = (
-    "fastq's worker always reconnects to its broker, without a limit, at startup and after a "
-    "connection loss"
-)
 
 #: Settings fastq accepts that have no effect in fastq, and why: set to anything but their default
 #: they warn once. Prefixes name whole groups (``cassandra_``).
@@ -261,11 +258,9 @@ NO_EFFECT: dict[str, str] = {
     "security_": "fastq does not sign messages (Celery's 'auth' serializer)",
     "control_": "fastq's remote control uses its own exchanges and queues (remote control is "
     "another issue's)",
-    "broker_connection_retry": _RECONNECT,
-    "broker_connection_max_retries": _RECONNECT,
-    "broker_connection_retry_on_startup": _RECONNECT,
     "broker_connection_timeout": "fastq's connect timeouts are its own",
-    "broker_channel_error_retry": _RECONNECT,
+    "broker_channel_error_retry": "fastq's worker treats a channel error as a connection loss "
+    "(broker_connection_retry)",
     "broker_failover_strategy": "fastq connects to one broker URL (Redis Sentinel and RabbitMQ "
     "clusters fail over behind it)",
     "broker_heartbeat_checkrate": "fastq checks AMQP heartbeats in its own client",
@@ -337,11 +332,6 @@ NO_EFFECT: dict[str, str] = {
     "worker_state_db": "fastq's worker keeps revoked ids in memory only",
     "worker_timer": "fastq's timer is built in",
     "worker_timer_precision": "fastq's timer is built in",
-}
-#: Values of these settings that are what fastq does anyway: set to one, they do not warn.
-_AS_FASTQ: dict[str, tuple[Any, ...]] = {
-    "broker_connection_retry": (True,),
-    "broker_connection_retry_on_startup": (None, True),
 }
 #: Settings whose value fastq refuses: ignoring them would send tasks to another server.
 REFUSED: dict[str, str] = {
@@ -420,7 +410,7 @@ class Config(MutableMapping[str, Any]):
         self._values[name] = value
         if self._on_change is not None:
             self._on_change(name)
-        if value != default and value not in _AS_FASTQ.get(name, ()):
+        if value != default:
             reason = no_effect_reason(name)
             if reason is not None and name not in self._warned:
                 self._warned.add(name)

@@ -7,7 +7,8 @@ CELERY_RESULT_BACKEND = os.environ.get("FASTQ_RESULT_BACKEND", "redis://127.0.0.
 CELERY_TIMEZONE = "Asia/Tokyo"
 CELERY_ANNOTATIONS = {"cfg.limited": {"rate_limit": "2/s"}}
 CELERYD_HIJACK_ROOT_LOGGER = os.environ.get("FASTQ_TEST_HIJACK") == "1"
-BROKER_CONNECTION_RETRY_ON_STARTUP = True
+BROKER_CONNECTION_RETRY_ON_STARTUP = os.environ.get("FASTQ_TEST_RETRY_ON_STARTUP", "1") == "1"
+BROKER_CONNECTION_MAX_RETRIES = int(os.environ.get("FASTQ_TEST_MAX_RETRIES") or 0) or None
 # Unset (None): fastq runs the task again, Celery fails it.
 CELERY_REJECT_ON_WORKER_LOST = {"1": True, "0": False}.get(os.environ.get("FASTQ_TEST_REJECT", ""))
 CELERY_DISABLE_RATE_LIMITS = os.environ.get("FASTQ_TEST_NO_RATE_LIMITS") == "1"

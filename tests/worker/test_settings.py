@@ -12,7 +12,7 @@ import redis
 from fastq import App
 from fastq.errors import WorkerLostError
 
-from tests.processes import WorkerProcess, celery_worker, fastq_worker
+from tests.processes import BIN, WorkerProcess, celery_worker, fastq_worker
 
 WORKERS: dict[str, Callable[..., WorkerProcess]] = {
     "fastq": lambda env: fastq_worker("--pool", "solo", app="tests.apps.config_app", env=env),
@@ -90,3 +90,33 @@ def test_task_reject_on_worker_lost(
                 result.get(timeout=60)
             time.sleep(1)  # nothing runs it again
     assert marker.read_text() == ("2" if reject == "1" else "1")
+
+
+GIVING_UP: dict[str, list[str]] = {
+    "fastq-prefork": [str(BIN / "fastq"), "-A", "tests.apps.config_app", "worker", "-c", "2"],
+    "fastq-solo": [str(BIN / "fastq"), "-A", "tests.apps.config_app", "worker", "-P", "solo"],
+    "celery": [str(BIN / "celery"), "-A", "tests.apps.celery_config_app", "worker", "-P", "solo"],
+}
+
+
+@pytest.mark.parametrize("kind", list(GIVING_UP))
+@pytest.mark.parametrize(
+    ("settings", "why"),
+    [
+        ({"FASTQ_TEST_RETRY_ON_STARTUP": "0"}, "broker_connection_retry_on_startup is off"),
+        ({"FASTQ_TEST_MAX_RETRIES": "2"}, "broker_connection_max_retries (2) reached"),
+    ],
+    ids=["no-retry-on-startup", "max-retries"],
+)
+def test_a_worker_that_may_not_reconnect_stops(
+    kind: str, settings: dict[str, str], why: str, worker_env: dict[str, str]
+) -> None:
+    env = {**worker_env, **settings, "FASTQ_BROKER_URL": "redis://127.0.0.1:1/0"}  # nobody there
+    worker = WorkerProcess([*GIVING_UP[kind], "--loglevel", "INFO"], env)
+    try:
+        code = worker.proc.wait(timeout=60)
+    finally:
+        worker.stop()
+    assert code != 0, worker.log()
+    if kind != "celery":
+        assert why in worker.log()

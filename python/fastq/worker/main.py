@@ -22,7 +22,7 @@ from fastq.worker.loop import TaskReporter, WorkerLoop
 from fastq.worker.lost import QUARANTINED, record_lost, store_lost
 from fastq.worker.reports import ReportedTask, SupervisorReporter
 from fastq.worker.revoke import RevokedIds
-from fastq.worker.supervisor import Supervisor
+from fastq.worker.supervisor import EXIT_GAVE_UP, Supervisor
 
 log = logging.getLogger("fastq.worker")
 
@@ -135,7 +135,7 @@ def run_worker(
                 # The child ends with os._exit: close the connections properly first, so the
                 # broker takes what this child published last (a chain's next step, a retry).
                 app.close()
-            return 0
+            return EXIT_GAVE_UP if loop.gave_up else 0
 
         def on_lost(cid: str, running: ReportedTask, reason: str, exit_code: int) -> None:
             try:
@@ -245,7 +245,10 @@ def run_worker(
         while any(t.is_alive() for t in threads):
             for t in threads:
                 t.join(timeout=0.5)
+            if any(loop.gave_up for loop in loops):  # the broker is out of reach for good
+                for loop in loops:
+                    loop.stop()
     stop_side_threads.set()
     signals.worker_shutdown.send(None)
     log.info("worker %s stopped", hostname)
-    return 0
+    return 1 if any(loop.gave_up for loop in loops) else 0

@@ -28,6 +28,10 @@ from fastq.worker.lost import QUARANTINED, TERMINATED, TIME_LIMIT, WORKER_LOST
 from fastq.worker.reports import JSON, ReportedTask, SupervisorReporter, parse_start
 from fastq.worker.revoke import RevokedIds, revoked_lines, settled_lines, terminate_line
 
+#: A child's exit code when it may not reconnect to its broker (``broker_connection_retry``):
+#: the worker stops, as Celery's does, instead of starting a new child.
+EXIT_GAVE_UP = 75
+
 if TYPE_CHECKING:
     from fastq.worker.active import ActiveTasks
 
@@ -124,6 +128,8 @@ class Supervisor:
         self.children: dict[int, Child] = {}
         self.stopping = False
         self.cold = False
+        #: The worker's exit code: 1 once a child gave up on the broker.
+        self.exit_code = 0
         self._generation = 0
         #: Signals (SIGCHLD included) wake the loop here.
         self._wake_r: int | None = None
@@ -400,7 +406,7 @@ class Supervisor:
             self._retry_unrecorded()  # one last try: the backend may be back
         for what, _ in self._unrecorded:
             log.error("stopped with %s not stored (the result backend is down)", what)
-        return 0
+        return self.exit_code
 
     def _on_death(self, child: Child, code: int) -> None:
         if self.active_tasks is not None:
@@ -445,6 +451,10 @@ class Supervisor:
         self._settle_finished(child)
         if code != 0 or self.cold:
             self._restore(child)
+        if code == EXIT_GAVE_UP and not self.stopping:
+            log.critical("worker child %d cannot reach the broker: the worker stops", child.index)
+            self.exit_code = 1
+            self._on_term(signal.SIGTERM, None)
         if self.stopping:
             return
         if code == 0:
