@@ -305,3 +305,18 @@ def test_without_utc_the_local_timezone_is_used(monkeypatch: pytest.MonkeyPatch)
     finally:
         monkeypatch.delenv("TZ")
         time.tzset()
+
+
+def test_task_inherit_parent_priority() -> None:
+    from fastq.task import Context
+
+    app = App("p", broker="memory://", task_default_priority=1, set_as_current=False)
+    app.push_request(Context(id="parent", delivery_info={"priority": 7}))
+    try:
+        assert app.build_message("child").priority == 1  # off by default, as in Celery
+        app.conf.task_inherit_parent_priority = True
+        assert app.build_message("child").priority == 7
+        assert app.build_message("child", priority=3).priority == 3  # an explicit one wins
+    finally:
+        app.pop_request()
+    assert app.build_message("child").priority == 1  # not sent from a task

@@ -323,3 +323,14 @@ def test_django_time_zone_is_read_as_celery_reads_it(obj: type, namespace: str |
     app = App("x", set_as_current=False)
     app.config_from_object(obj, namespace=namespace)
     assert app.conf.timezone == _celery_conf(obj, namespace).timezone
+
+
+def test_config_from_a_mapping_as_celery() -> None:
+    settings = {"broker_url": "redis://127.0.0.1:6379/3", "task_acks_late": True}
+    app = App("x", set_as_current=False)
+    app.config_from_object(settings)
+    celery_conf = _celery_conf(settings)
+    assert app.conf.broker_url == celery_conf.broker_url == "redis://127.0.0.1:6379/3"
+    assert app.conf.task_acks_late is celery_conf.task_acks_late is True
+    app.config_from_object({"CELERYD_CONCURRENCY": 2})
+    assert app.conf.worker_concurrency == 2

@@ -522,12 +522,22 @@ class App:
             queue=route.queue,
             exchange=route.exchange,
             routing_key=route.routing_key,
-            priority=priority if priority is not None else self.conf.task_default_priority,
+            priority=priority if priority is not None else self._default_priority(),
             serializer=serializer or self.conf.task_serializer,
             reply_to=reply_to or self.oid,
             delivery_mode=self.conf.task_default_delivery_mode,
             properties=properties,
         )
+
+    def _default_priority(self) -> int | None:
+        """``task_default_priority``, or with ``task_inherit_parent_priority`` the priority of
+        the task running here (the one sending), as in Celery."""
+        if self.conf.task_inherit_parent_priority:
+            request = self.current_request()
+            parent = (request.delivery_info or {}).get("priority") if request else None
+            if parent is not None:
+                return int(parent)
+        return self.conf.task_default_priority
 
     def AsyncResult(self, task_id: str) -> AsyncResult:
         return AsyncResult(task_id, app=self)

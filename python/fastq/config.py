@@ -182,6 +182,7 @@ SETTINGS: dict[str, tuple[Any, Callable[[Any], Any]]] = {
     "task_default_exchange_type": ("direct", _str),
     "task_default_routing_key": (None, _opt_str),
     "task_default_priority": (None, _opt_int),
+    "task_inherit_parent_priority": (False, _bool),
     "task_default_delivery_mode": (2, _int),
     "task_queues": (None, _any),
     "task_routes": (None, _any),
@@ -292,8 +293,6 @@ NO_EFFECT: dict[str, str] = {
     "task_create_missing_queue_exchange_type": "fastq declares missing queues on "
     "task_default_exchange_type",
     "task_create_missing_queue_type": "fastq declares missing queues as task_default_queue_type",
-    "task_inherit_parent_priority": "fastq does not pass a task's priority on to the tasks it "
-    "sends",
     "task_publish_retry_policy": "fastq retries a publish with its own policy "
     "(task_publish_retry turns it off)",
     "task_remote_tracebacks": "fastq does not rebuild remote tracebacks (the result holds the "
@@ -458,9 +457,9 @@ class Config(MutableMapping[str, Any]):
         raise ConfigurationError(f"unknown setting {name!r}{_suggestion(lowered)}")
 
     def from_object(self, obj: object | str, namespace: str | None = None) -> None:
-        """Reads the settings of ``obj`` (or of the module named ``obj``), as Celery does: the
-        lower-case names; Celery's old upper-case names (``BROKER_URL``), which may not be mixed
-        with new ones; with a ``namespace`` (``"CELERY"``), the names under it
+        """Reads the settings of ``obj`` (a mapping, an object, or the module named ``obj``), as
+        Celery does: the lower-case names; Celery's old upper-case names (``BROKER_URL``), which
+        may not be mixed with new ones; with a ``namespace`` (``"CELERY"``), the names under it
         (``CELERY_BROKER_URL``) first."""
         if isinstance(obj, str):
             module, _, attr = obj.partition(":")
@@ -468,10 +467,11 @@ class Config(MutableMapping[str, Any]):
             if attr:
                 obj = getattr(obj, attr)
         found: dict[str, Any] = {}
-        for name in dir(obj):
+        names = list(obj) if isinstance(obj, Mapping) else dir(obj)
+        for name in names:
             if name.startswith("_"):
                 continue
-            value = getattr(obj, name)
+            value = obj[name] if isinstance(obj, Mapping) else getattr(obj, name)
             if isinstance(value, type(importlib)):  # modules imported by the config module
                 continue
             if name.islower() and callable(value) and not isinstance(value, type):
