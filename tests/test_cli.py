@@ -10,6 +10,7 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastq import App
@@ -181,8 +182,10 @@ def test_worker_logging_follows_the_settings(root_logger: logging.Logger) -> Non
     assert root_logger.level == logging.DEBUG
 
     app = App("x", worker_log_format="%(levelname)s|%(message)s", set_as_current=False)
-    app.conf.worker_log_datefmt = "%H"
+    app.conf.update(worker_log_datefmt="%H", CELERYD_TASK_LOG_FORMAT="%(task_name)s|%(message)s")
+    app.conf.worker_task_log_datefmt = "%M"
     _worker_logging(app)
-    formatter = root_logger.handlers[0].formatter
-    assert formatter is not None
+    formatter: Any = root_logger.handlers[0].formatter
     assert (formatter._fmt, formatter.datefmt) == ("%(levelname)s|%(message)s", "%H")
+    task_formatter = formatter.task_formatter
+    assert (task_formatter._fmt, task_formatter.datefmt) == ("%(task_name)s|%(message)s", "%M")

@@ -252,7 +252,7 @@ def test_every_celery_setting_takes_effect_or_says_why_not() -> None:
         ("task_send_sent_event", True, "issue 15"),
         ("broker_channel_error_retry", True, "connection loss"),
         ("broker_pool_limit", 1, "not a pool"),
-        ("worker_task_log_format", "%(message)s", "worker_log_format"),
+        ("worker_log_color", True, "color"),
         ("CELERY_SEND_EVENTS", True, "issue 15"),  # an old name: warns under the new one
     ],
 )

@@ -172,16 +172,19 @@ def _require_existing_sqlite(app: App, command: str) -> None:
 
 
 def _log_formatter(app: App) -> logging.Formatter:
-    """The worker's log format: fastq's (it names the process id) unless the app sets
-    ``worker_log_format``; records from ``get_task_logger()`` name their task, as in Celery's
-    ``worker_task_log_format``; ``worker_log_datefmt`` applies."""
-    from fastq.utils.log import TaskFormatter
+    """The worker's log format: fastq's (they name the process id) unless the app sets
+    ``worker_log_format`` / ``worker_task_log_format`` (records from ``get_task_logger()``,
+    which name their task); ``worker_log_datefmt`` / ``worker_task_log_datefmt`` apply."""
+    from fastq.utils.log import TASK_LOG_FORMAT, TaskFormatter
 
-    fmt = app.conf.worker_log_format
-    if fmt == CELERY_DEFAULTS["worker_log_format"]:
-        fmt = LOG_FORMAT
-    formatter = TaskFormatter(fmt)
-    formatter.datefmt = app.conf.worker_log_datefmt
+    conf = app.conf
+    fmt, task_fmt = conf.worker_log_format, conf.worker_task_log_format
+    formatter = TaskFormatter(
+        LOG_FORMAT if fmt == CELERY_DEFAULTS["worker_log_format"] else fmt,
+        TASK_LOG_FORMAT if task_fmt == CELERY_DEFAULTS["worker_task_log_format"] else task_fmt,
+    )
+    formatter.datefmt = conf.worker_log_datefmt
+    formatter.task_formatter.datefmt = conf.worker_task_log_datefmt
     return formatter
 
 

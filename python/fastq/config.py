@@ -213,6 +213,8 @@ SETTINGS: dict[str, tuple[Any, Callable[[Any], Any]]] = {
     "worker_hijack_root_logger": (True, _bool),
     "worker_log_format": (CELERY_DEFAULTS["worker_log_format"], _str),
     "worker_log_datefmt": (None, _opt_str),
+    "worker_task_log_format": (CELERY_DEFAULTS["worker_task_log_format"], _str),
+    "worker_task_log_datefmt": (None, _opt_str),
     "worker_restore_interval": (10.0, _seconds),
     "worker_disable_rate_limits": (False, _bool),
     "enable_utc": (True, _bool),
@@ -229,7 +231,6 @@ _BACKENDS = "redis://, rpc://, rabbitmq://, sqlite:// and cache+memory://"
 _NO_BACKEND = f"configures a Celery result backend fastq does not have (fastq's: {_BACKENDS})"
 _EVENTS = "fastq workers do not send task events yet (issue 15)"
 _BEAT = "fastq has no periodic task scheduler (beat) yet (issue 16)"
-_LOGGING = "fastq's worker logs a task's lines with worker_log_format and worker_log_datefmt"
 
 #: Settings fastq accepts that have no effect in fastq, and why: set to anything but their default
 #: they warn once. Prefixes name whole groups (``cassandra_``).
@@ -316,8 +317,6 @@ NO_EFFECT: dict[str, str] = {
     "worker_enable_soft_shutdown_on_idle": "fastq's worker stops warm (finishing its tasks)",
     "worker_eta_task_limit": "fastq has no limit on the ETA tasks a worker holds",
     "worker_log_color": "fastq's worker does not color its log",
-    "worker_task_log_datefmt": _LOGGING,
-    "worker_task_log_format": _LOGGING,
     "worker_redirect_stdouts": "fastq's worker leaves a task's stdout and stderr alone",
     "worker_redirect_stdouts_level": "fastq's worker leaves a task's stdout and stderr alone",
     "worker_lost_wait": "fastq's supervisor records a dead child's task at once",
