@@ -193,11 +193,18 @@ def _run(app: App, options: argparse.Namespace) -> int:
         _require_existing_sqlite(app, options.command)
     if options.command == "worker":
         from fastq.worker import run_worker
-        from fastq.worker.options import set_up_logging, worker_kwargs, write_pidfile
+        from fastq.worker.options import (
+            redirect_stdouts,
+            set_up_logging,
+            worker_kwargs,
+            write_pidfile,
+        )
 
         set_up_logging(
             options, _log_formatter(app), hijack=bool(app.conf.worker_hijack_root_logger)
         )
+        if app.conf.worker_redirect_stdouts:
+            redirect_stdouts(app.conf.worker_redirect_stdouts_level)
         kwargs = worker_kwargs(options, app.conf, list(app.router.queues))
         if options.pidfile:
             write_pidfile(options.pidfile)

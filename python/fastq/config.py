@@ -211,6 +211,8 @@ SETTINGS: dict[str, tuple[Any, Callable[[Any], Any]]] = {
     "worker_hostname": (None, _opt_str),
     "worker_send_task_events": (False, _bool),
     "worker_hijack_root_logger": (True, _bool),
+    "worker_redirect_stdouts": (True, _bool),
+    "worker_redirect_stdouts_level": ("WARNING", _str),
     "worker_log_format": (CELERY_DEFAULTS["worker_log_format"], _str),
     "worker_log_datefmt": (None, _opt_str),
     "worker_task_log_format": (CELERY_DEFAULTS["worker_task_log_format"], _str),
@@ -317,8 +319,6 @@ NO_EFFECT: dict[str, str] = {
     "worker_enable_soft_shutdown_on_idle": "fastq's worker stops warm (finishing its tasks)",
     "worker_eta_task_limit": "fastq has no limit on the ETA tasks a worker holds",
     "worker_log_color": "fastq's worker does not color its log",
-    "worker_redirect_stdouts": "fastq's worker leaves a task's stdout and stderr alone",
-    "worker_redirect_stdouts_level": "fastq's worker leaves a task's stdout and stderr alone",
     "worker_lost_wait": "fastq's supervisor records a dead child's task at once",
     "worker_max_memory_per_child": "fastq's worker does not watch its children's memory "
     "(worker_max_tasks_per_child replaces them)",

@@ -24,7 +24,19 @@ def dies_once(marker: str) -> int:
     return runs
 
 
+def shout(text: str) -> None:
+    """Prints (``worker_redirect_stdouts`` sends it to the log)."""
+    print(text)
+
+
+def pid() -> int:
+    """The pool process that ran it."""
+    return os.getpid()
+
+
 def register(app: Any) -> Any:
     app.task(name="cfg.limited")(limited)
+    app.task(name="cfg.pid")(pid)
+    app.task(name="cfg.shout")(shout)
     app.task(name="cfg.dies_once", acks_late=True)(dies_once)
     return app

@@ -11,4 +11,5 @@ BROKER_CONNECTION_RETRY_ON_STARTUP = os.environ.get("FASTQ_TEST_RETRY_ON_STARTUP
 BROKER_CONNECTION_MAX_RETRIES = int(os.environ.get("FASTQ_TEST_MAX_RETRIES") or 0) or None
 # Unset (None): fastq runs the task again, Celery fails it.
 CELERY_REJECT_ON_WORKER_LOST = {"1": True, "0": False}.get(os.environ.get("FASTQ_TEST_REJECT", ""))
+CELERY_REDIRECT_STDOUTS = os.environ.get("FASTQ_TEST_REDIRECT") != "0"
 CELERY_DISABLE_RATE_LIMITS = os.environ.get("FASTQ_TEST_NO_RATE_LIMITS") == "1"

@@ -120,3 +120,17 @@ def test_a_worker_that_may_not_reconnect_stops(
     assert code != 0, worker.log()
     if kind != "celery":
         assert why in worker.log()
+
+
+@pytest.mark.parametrize("kind", list(PREFORK))
+@pytest.mark.parametrize("redirect", ["1", "0"], ids=["logged", "printed"])
+def test_worker_redirect_stdouts(
+    kind: str, redirect: str, client: App, worker_env: dict[str, str]
+) -> None:
+    """A task's print() goes to the log (here the app's USERLOG handler), or straight out."""
+    env = {**worker_env, "FASTQ_TEST_REDIRECT": redirect}
+    with PREFORK[kind](env) as worker:
+        client.send_task("cfg.shout", ("PRINTED-BY-A-TASK",)).get(timeout=30)
+    lines = [line for line in worker.log().splitlines() if "PRINTED-BY-A-TASK" in line]
+    expected = "USERLOG PRINTED-BY-A-TASK" if redirect == "1" else "PRINTED-BY-A-TASK"
+    assert lines == [expected], worker.log()
