@@ -207,6 +207,7 @@ SETTINGS: dict[str, tuple[Any, Callable[[Any], Any]]] = {
     "worker_concurrency": (None, _opt_int),
     "worker_prefetch_multiplier": (4, _int),
     "worker_max_tasks_per_child": (None, _opt_int),
+    "worker_max_memory_per_child": (None, _opt_int),
     "worker_pool": ("prefork", _str),
     "worker_hostname": (None, _opt_str),
     "worker_send_task_events": (False, _bool),
@@ -320,8 +321,6 @@ NO_EFFECT: dict[str, str] = {
     "worker_eta_task_limit": "fastq has no limit on the ETA tasks a worker holds",
     "worker_log_color": "fastq's worker does not color its log",
     "worker_lost_wait": "fastq's supervisor records a dead child's task at once",
-    "worker_max_memory_per_child": "fastq's worker does not watch its children's memory "
-    "(worker_max_tasks_per_child replaces them)",
     "worker_pool_putlocks": "fastq's pool children fetch their own tasks",
     "worker_pool_restarts": "fastq's pool cannot be restarted remotely",
     "worker_pool_start_method": "fastq's pool forks",

@@ -134,3 +134,12 @@ def test_worker_redirect_stdouts(
     lines = [line for line in worker.log().splitlines() if "PRINTED-BY-A-TASK" in line]
     expected = "USERLOG PRINTED-BY-A-TASK" if redirect == "1" else "PRINTED-BY-A-TASK"
     assert lines == [expected], worker.log()
+
+
+@pytest.mark.parametrize("kind", list(PREFORK))
+def test_worker_max_memory_per_child(kind: str, client: App, worker_env: dict[str, str]) -> None:
+    """CELERYD_MAX_MEMORY_PER_CHILD = 1 (KiB): every child is over it after its first task, and
+    replaced."""
+    with PREFORK[kind]({**worker_env, "FASTQ_TEST_MAX_MEMORY": "1"}):
+        pids = [client.send_task("cfg.pid").get(timeout=30) for _ in range(3)]
+    assert len(set(pids)) == 3, pids

@@ -62,6 +62,10 @@ def run_worker(
     queue_list = list(queues or app.router.queues)
     hostname = hostname or conf.worker_hostname or default_hostname()
     max_tasks = max_tasks_per_child or conf.worker_max_tasks_per_child
+    # worker_max_memory_per_child: as in Celery, the setting applies to prefork children only.
+    max_memory = (
+        max_memory_per_child or conf.worker_max_memory_per_child if pool == "prefork" else None
+    )
     if max_memory_per_child is not None and pool != "prefork":
         raise ConfigurationError(
             f"--max-memory-per-child replaces pool processes: it needs --pool prefork, not {pool}"
@@ -111,7 +115,7 @@ def run_worker(
             hostname=hostname,
             consumer_id=consumer_id,
             max_tasks=limit,
-            max_memory_kib=max_memory_per_child,
+            max_memory_kib=max_memory,
             reporter=reporter,
             enforce_hard_limit=enforce_hard_limit,
             revoked=revoked,
