@@ -220,6 +220,7 @@ SETTINGS: dict[str, tuple[Any, Callable[[Any], Any]]] = {
     "worker_task_log_datefmt": (None, _opt_str),
     "worker_restore_interval": (10.0, _seconds),
     "worker_disable_rate_limits": (False, _bool),
+    "worker_enable_remote_control": (True, _bool),
     "enable_utc": (True, _bool),
     "timezone": (None, _timezone),
     "imports": ((), _str_list),
@@ -316,7 +317,6 @@ NO_EFFECT: dict[str, str] = {
     "worker_disable_prefetch": "fastq's prefetch window is worker_prefetch_multiplier",
     "worker_enable_prefetch_count_reduction": "fastq's prefetch window is "
     "worker_prefetch_multiplier",
-    "worker_enable_remote_control": "fastq's worker always answers remote control",
     "worker_enable_soft_shutdown_on_idle": "fastq's worker stops warm (finishing its tasks)",
     "worker_eta_task_limit": "fastq has no limit on the ETA tasks a worker holds",
     "worker_log_color": "fastq's worker does not color its log",

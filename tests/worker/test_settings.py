@@ -143,3 +143,19 @@ def test_worker_max_memory_per_child(kind: str, client: App, worker_env: dict[st
     with PREFORK[kind]({**worker_env, "FASTQ_TEST_MAX_MEMORY": "1"}):
         pids = [client.send_task("cfg.pid").get(timeout=30) for _ in range(3)]
     assert len(set(pids)) == 3, pids
+
+
+@pytest.mark.parametrize("kind", list(WORKERS))
+@pytest.mark.parametrize("enabled", ["1", "0"], ids=["answers", "silent"])
+def test_worker_enable_remote_control(
+    kind: str, enabled: str, client: App, worker_env: dict[str, str]
+) -> None:
+    import celery
+
+    celery_client = celery.Celery(broker=worker_env["FASTQ_BROKER_URL"], set_as_current=False)
+    with WORKERS[kind]({**worker_env, "FASTQ_TEST_REMOTE_CONTROL": enabled}):
+        client.send_task("cfg.pid").get(timeout=30)  # the worker is up and consuming
+        # Each asked with its own client: fastq's remote control is not Celery's yet.
+        ping = client.control.ping if kind == "fastq" else celery_client.control.ping
+        replies = ping(timeout=2.0)
+    assert bool(replies) is (enabled == "1"), replies
