@@ -201,6 +201,7 @@ SETTINGS: dict[str, tuple[Any, Callable[[Any], Any]]] = {
     "task_annotations": (None, _any),
     "task_always_eager": (False, _bool),
     "task_eager_propagates": (False, _bool),
+    "task_store_eager_result": (False, _bool),
     "task_publish_retry": (True, _bool),
     "task_send_sent_event": (False, _bool),
     "task_protocol": (2, _protocol),
@@ -305,7 +306,6 @@ NO_EFFECT: dict[str, str] = {
     "task_repr_maxlevels": "fastq shortens argsrepr/kwargsrepr by length only",
     "task_retry_on_worker_lost": "fastq returns a late-acknowledged task whose child died to its "
     "queue to run again",
-    "task_store_eager_result": "fastq does not store the results of eager tasks",
     "worker_agent": "fastq's worker has no agent",
     "worker_autoscaler": "fastq's worker runs a fixed pool (worker_concurrency)",
     "worker_cancel_long_running_tasks_on_connection_loss": "fastq's worker never cancels a "

@@ -278,6 +278,8 @@ class Task(Generic[P, R, RCall]):
                 break
             context.retries += 1  # eager retries run at once, as in Celery
         send_followups(self.app, context, outcome)  # link, link_error, chain: run here too
+        if self.app.conf.task_store_eager_result:
+            self._store_eager(context, outcome.state or states.SUCCESS, outcome)
         propagate = self.app.conf.task_eager_propagates if throw is None else throw
         if propagate and outcome.state == states.FAILURE:
             raise outcome.value
@@ -288,6 +290,15 @@ class Task(Generic[P, R, RCall]):
             outcome.traceback,
             app=self.app,
         )
+
+    def _store_eager(self, context: Context, state: str, outcome: Any) -> None:
+        """``task_store_eager_result``: the result of an eager run in the backend, as a
+        worker would store it (so ``AsyncResult(id)`` finds it), as in Celery."""
+        from fastq.execution.tracer import keeps_result
+
+        if state in states.READY_STATES and keeps_result(self.app, self, context, state):
+            backend = self.app.backend
+            backend.store_result(context.id or "", outcome.value, state, outcome.traceback, context)
 
     def retry(
         self,
