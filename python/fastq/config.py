@@ -169,6 +169,11 @@ SETTINGS: dict[str, tuple[Any, Callable[[Any], Any]]] = {
     "broker_confirm_publish": (True, _bool),
     "result_backend": (None, _opt_str),
     "result_backend_transport_options": ({}, _dict),
+    "redis_socket_timeout": (120.0, _seconds),
+    "redis_socket_connect_timeout": (None, _seconds),
+    "redis_socket_keepalive": (False, _bool),
+    "redis_retry_on_timeout": (False, _bool),
+    "redis_max_connections": (None, _opt_int),
     "result_serializer": ("json", _str),
     "result_accept_content": (None, _opt_str_list),
     "result_expires": (86400.0, _seconds),
@@ -256,8 +261,18 @@ NO_EFFECT: dict[str, str] = {
         ),
         _NO_BACKEND,
     ),
-    "redis_": "configures Celery's Redis result backend; fastq's takes everything from the "
-    "result_backend URL and result_backend_transport_options",
+    **dict.fromkeys(
+        (
+            "redis_backend_use_ssl",
+            "redis_db",
+            "redis_host",
+            "redis_password",
+            "redis_port",
+            "redis_username",
+        ),
+        "fastq's Redis backend takes its server, database and TLS options from the "
+        "result_backend URL (redis://user:password@host:port/db, rediss://...)",
+    ),
     "beat_": _BEAT,
     "event_": _EVENTS,
     "worker_send_task_events": _EVENTS,
