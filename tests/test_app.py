@@ -1,10 +1,11 @@
 """App and Task: registration, names, and the message ``send_task`` publishes."""
 
 from datetime import datetime, timezone
+from typing import Any
 
 import pytest
 import redis
-from fastq import App, _core
+from fastq import App, Task, _core
 from fastq.errors import BrokerConnectionError, ConfigurationError, NotRegistered
 
 
@@ -167,3 +168,167 @@ def test_argsrepr_and_kwargsrepr_keep_secrets_out_of_the_headers() -> None:
     )
     plain = app.build_message("t", ("x",), {})
     assert (plain.headers["argsrepr"], plain.headers["kwargsrepr"]) == ("('x',)", "{}")
+
+
+# -- task_annotations -----------------------------------------------------------------------------
+class SlowDown:
+    """An annotation object, as Celery's docs have them."""
+
+    def annotate(self, task: Any) -> dict[str, Any] | None:
+        if task.name.startswith("ann.slow"):
+            return {"rate_limit": "10/s", "max_retries": 7}
+        return None
+
+
+def _wrap(method: Any) -> Any:  # an '@' annotation wraps a method
+    def wrapped(self: Any, *args: Any, **kwargs: Any) -> Any:
+        return ("wrapped", method(self, *args, **kwargs))
+
+    return wrapped
+
+
+def _named(self: Any) -> str:
+    return f"named {self.name}"
+
+
+ANNOTATIONS: list[Any] = [
+    {"ann.add": {"rate_limit": "2/s", "default_retry_delay": 5, "acks_late": True}},
+    SlowDown(),
+    {"*": {"time_limit": 30, "describe": _named}},
+    {"ann.add": {"max_retries": 99}, "*": {"soft_time_limit": 1}},  # later ones: never reached
+]
+
+
+def _annotated(kind: str, annotations: Any) -> dict[str, dict[str, Any]]:
+    """What ``annotations`` make of three tasks, on fastq's App or Celery's."""
+    if kind == "fastq":
+        app: Any = App("ann", set_as_current=False)
+    else:
+        import celery
+
+        app = celery.Celery("ann", set_as_current=False)
+    app.conf.task_annotations = annotations
+
+    @app.task(name="ann.add", max_retries=2)
+    def add(x: int, y: int) -> int:
+        return x + y
+
+    @app.task(name="ann.slow")
+    def slow() -> None: ...
+
+    @app.task(name="ann.other", rate_limit="1/m")
+    def other() -> None: ...
+
+    seen = {}
+    for task in (add, slow, other):
+        attrs = ("rate_limit", "max_retries", "default_retry_delay", "acks_late", "time_limit")
+        seen[task.name] = {a: getattr(task, a) for a in attrs}
+        seen[task.name]["acks_late"] = bool(task.acks_late)  # fastq: None is "the setting's"
+        seen[task.name]["describe"] = task.describe()
+        seen[task.name]["soft_time_limit"] = task.soft_time_limit
+    return seen
+
+
+def test_task_annotations_set_task_attributes_as_in_celery() -> None:
+    fastq_seen = _annotated("fastq", ANNOTATIONS)
+    assert fastq_seen == _annotated("celery", ANNOTATIONS)
+    assert fastq_seen["ann.add"]["rate_limit"] == "2/s"  # over nothing
+    assert fastq_seen["ann.add"]["max_retries"] == 2  # the decorator's: no annotation for it
+    assert fastq_seen["ann.slow"]["max_retries"] == 7  # the object's annotate()
+    assert fastq_seen["ann.other"]["time_limit"] == 30  # '*'
+    assert fastq_seen["ann.other"]["describe"] == "named ann.other"  # a function: a method
+
+
+def test_task_annotations_given_after_the_tasks_and_by_name() -> None:
+    app = App("ann", set_as_current=False)
+
+    @app.task(name="ann.add")
+    def add(x: int, y: int) -> int:
+        return x + y
+
+    old_style = {"CELERY_ANNOTATIONS": {"ann.add": {"rate_limit": "1/s"}}}
+    app.config_from_object(type("S", (), old_style))
+    assert add.rate_limit == "1/s"
+    app.conf.task_annotations = ["tests.test_app.SlowDown", {"ann.add": {"max_retries": 1}}]
+    assert add.max_retries == 1
+
+
+def test_an_around_annotation_wraps_the_method_once() -> None:
+    app = App("ann", set_as_current=False)
+    app.conf.task_annotations = {"ann.x": {"@describe": _wrap, "@__call__": _wrap}}
+
+    @app.task(name="ann.x", base=Described)
+    def x() -> str:
+        return "called"
+
+    assert x.describe() == ("wrapped", "plain")
+    assert x() == ("wrapped", "called")
+    app.conf.task_annotations = {"ann.x": {"@describe": _wrap}}  # applied again
+    assert x.describe() == ("wrapped", "plain")
+    assert Described.describe(x) == "plain"  # the class of other tasks is not changed
+
+
+class Described(Task):
+    def describe(self) -> str:
+        return "plain"
+
+
+# -- timezone / enable_utc ------------------------------------------------------------------------
+def _celery_times(**settings: Any) -> tuple[str, str, str]:
+    import celery
+
+    capp = celery.Celery("tz", backend="cache+memory://", set_as_current=False, **settings)
+    message = capp.amqp.as_task_v2("an-id", "tz.t", countdown=60, expires=120)
+    meta = capp.backend._get_result_meta(1, "SUCCESS", None, None)
+    return message.headers["eta"], message.headers["expires"], meta["date_done"]
+
+
+def _fastq_times(**settings: Any) -> tuple[str, str, str]:
+    app = App("tz", broker="memory://", backend="cache+memory://", set_as_current=False)
+    app.conf.update(settings)
+    message = app.build_message("tz.t", countdown=60, expires=120)
+    meta = app.backend.build_meta("an-id", 1, "SUCCESS")
+    return message.headers["eta"], message.headers["expires"], meta["date_done"]
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [{}, {"timezone": "Asia/Tokyo"}, {"timezone": "America/Caracas", "enable_utc": True}],
+    ids=["utc", "tokyo", "caracas"],
+)
+def test_times_are_in_the_app_timezone_as_in_celery(settings: dict[str, Any]) -> None:
+    fastq_times = _fastq_times(**settings)
+    celery_times = _celery_times(**settings)
+    for ours, theirs in zip(fastq_times, celery_times, strict=True):
+        assert ours[-6:] == theirs[-6:], (ours, theirs)  # the same offset
+        gap = datetime.fromisoformat(ours) - datetime.fromisoformat(theirs)
+        assert abs(gap.total_seconds()) < 5  # and the same instant
+
+
+def test_without_utc_the_local_timezone_is_used(monkeypatch: pytest.MonkeyPatch) -> None:
+    import time
+
+    monkeypatch.setenv("TZ", "Asia/Kolkata")
+    time.tzset()
+    try:
+        eta, _, date_done = _fastq_times(enable_utc=False)
+        assert eta.endswith("+05:30")
+        assert date_done.endswith("+05:30")
+    finally:
+        monkeypatch.delenv("TZ")
+        time.tzset()
+
+
+def test_task_inherit_parent_priority() -> None:
+    from fastq.task import Context
+
+    app = App("p", broker="memory://", task_default_priority=1, set_as_current=False)
+    app.push_request(Context(id="parent", delivery_info={"priority": 7}))
+    try:
+        assert app.build_message("child").priority == 1  # off by default, as in Celery
+        app.conf.task_inherit_parent_priority = True
+        assert app.build_message("child").priority == 7
+        assert app.build_message("child", priority=3).priority == 3  # an explicit one wins
+    finally:
+        app.pop_request()
+    assert app.build_message("child").priority == 1  # not sent from a task

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import argparse
 import json
+import logging
 import os
 import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastq import App
@@ -144,3 +147,45 @@ def test_version_prints_the_package_version() -> None:
 
     out = subprocess.run([str(BIN / "fastq"), "--version"], capture_output=True, text=True)
     assert out.returncode == 0 and out.stdout.strip() == f"fastq {fastq.__version__}"
+
+
+@pytest.fixture
+def root_logger() -> Iterator[logging.Logger]:
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield root
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
+def _worker_logging(app: App, level: str = "INFO") -> None:
+    """What ``fastq worker`` sets up for ``app``'s logging."""
+    from fastq.cli import _log_formatter
+    from fastq.worker.options import set_up_logging
+
+    options = argparse.Namespace(loglevel=level, logfile=None)
+    set_up_logging(options, _log_formatter(app), hijack=app.conf.worker_hijack_root_logger)
+
+
+def test_worker_logging_follows_the_settings(root_logger: logging.Logger) -> None:
+    from fastq.cli import LOG_FORMAT
+
+    mine = logging.StreamHandler()
+    root_logger.handlers[:] = [mine]
+    _worker_logging(App("x", set_as_current=False))  # hijacked, as Celery's default
+    assert root_logger.handlers != [mine]
+    assert root_logger.handlers[0].formatter._fmt == LOG_FORMAT  # type: ignore[union-attr]
+
+    root_logger.handlers[:] = [mine]
+    _worker_logging(App("x", set_as_current=False, worker_hijack_root_logger=False), "DEBUG")
+    assert root_logger.handlers == [mine]
+    assert root_logger.level == logging.DEBUG
+
+    app = App("x", worker_log_format="%(levelname)s|%(message)s", set_as_current=False)
+    app.conf.update(worker_log_datefmt="%H", CELERYD_TASK_LOG_FORMAT="%(task_name)s|%(message)s")
+    app.conf.worker_task_log_datefmt = "%M"
+    _worker_logging(app)
+    formatter: Any = root_logger.handlers[0].formatter
+    assert (formatter._fmt, formatter.datefmt) == ("%(levelname)s|%(message)s", "%H")
+    task_formatter = formatter.task_formatter
+    assert (task_formatter._fmt, task_formatter.datefmt) == ("%(task_name)s|%(message)s", "%M")

@@ -141,3 +141,36 @@ def test_async_def_tasks_run(eager: App) -> None:
         return x * 2
 
     assert fetch.delay(21).get() == 42
+
+
+@pytest.mark.parametrize("store", [False, True])
+def test_task_store_eager_result_as_celery(store: bool) -> None:
+    import celery
+
+    app = App(
+        "e",
+        broker="memory://",
+        backend="cache+memory://",
+        task_always_eager=True,
+        task_store_eager_result=store,
+        set_as_current=False,
+    )
+    capp = celery.Celery(
+        "e",
+        broker="memory://",
+        backend="cache+memory://",
+        set_as_current=False,
+        task_always_eager=True,
+        task_store_eager_result=store,
+    )
+    seen = []
+    for each in (app, capp):
+
+        @each.task(name="e.double")
+        def double(x: int) -> int:
+            return 2 * x
+
+        result = double.delay(21)
+        stored = each.AsyncResult(result.id)
+        seen.append((stored.state, stored.result if stored.state == "SUCCESS" else None))
+    assert seen[0] == seen[1] == (("SUCCESS", 42) if store else ("PENDING", None)), seen

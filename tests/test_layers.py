@@ -28,6 +28,7 @@ LAYERS = {
     "fastq.backoff": 1,
     "fastq.control_channel": 1,  # remote control's wire format and the channel brokers provide
     "fastq.schedules": 1,  # crontab and schedule; the app is duck-typed (its conf.timezone)
+    "fastq.celery_settings": 1,  # Celery's setting names and defaults: data only
     # 2. built from a URL and conf
     "fastq.config": 2,
     "fastq.routing": 2,

@@ -8,8 +8,9 @@ import threading
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, tzinfo
 from functools import cached_property
+from types import FunctionType
 from typing import TYPE_CHECKING, Any, Literal, overload
 
 from fastq import builtin_tasks, protocol
@@ -17,7 +18,13 @@ from fastq._state import add_app, set_current_app
 from fastq._state import current_app as current_app  # its old home: ``from fastq.app import ...``
 from fastq.backends import Backend, backend_from_url
 from fastq.brokers import Broker, broker_from_url
-from fastq.config import DEFAULT_BROKER_URL, Config, default_result_backend
+from fastq.config import (
+    DEFAULT_BROKER_URL,
+    Config,
+    app_timezone,
+    default_result_backend,
+    resolve_annotations,
+)
 from fastq.control import Control
 from fastq.errors import ConfigurationError, NotRegistered
 from fastq.result import AsyncResult
@@ -71,15 +78,18 @@ class App:
         backend: str | None = None,
         include: Iterable[str] = (),
         config_source: object | str | None = None,
+        namespace: str | None = None,
         set_as_current: bool = True,
         task_cls: type[Task] | str = Task,
         **settings: Any,
     ) -> None:
         self.main = main
         self._task_cls = task_cls
+        self.namespace = namespace
         self.conf = Config()
+        self.conf.on_change(self._setting_changed)
         if config_source is not None:
-            self.conf.from_object(config_source)
+            self.conf.from_object(config_source, namespace)
         self.conf.update(settings)
         if broker is not None:
             self.conf.broker_url = broker
@@ -105,10 +115,57 @@ class App:
         return f"<App {self.main or '__main__'}>"
 
     # -- configuration ---------------------------------------------------------------------------
-    def config_from_object(self, obj: object | str) -> None:
-        """Reads settings from an object or module (``"proj.celeryconfig"``), Celery-style."""
-        self.conf.from_object(obj)
+    def config_from_object(
+        self,
+        obj: object | str,
+        silent: bool = False,
+        force: bool = False,
+        namespace: str | None = None,
+    ) -> None:
+        """Reads settings from an object or module (``"proj.celeryconfig"``), Celery-style:
+        with ``namespace="CELERY"``, Django's way (``CELERY_BROKER_URL``). ``silent``: a module
+        that cannot be imported is no error. ``force`` is Celery's (fastq reads at once)."""
+        self.namespace = namespace or self.namespace
+        try:
+            self.conf.from_object(obj, self.namespace)
+        except ImportError:
+            if not silent:
+                raise
         self._reset_connections()
+
+    def config_from_envvar(self, variable_name: str, silent: bool = False) -> None:
+        """``config_from_object`` of the module named by the environment variable."""
+        module = os.environ.get(variable_name)
+        if not module:
+            if silent:
+                return
+            raise ConfigurationError(
+                f"environment variable {variable_name!r} is not set: it should name the "
+                "configuration module"
+            )
+        self.config_from_object(module, silent=silent)
+
+    def _setting_changed(self, name: str) -> None:
+        if name == "task_annotations":
+            for task in self.tasks.values():
+                self._annotate(task)
+
+    def _annotate(self, task: Task) -> None:
+        """Applies ``task_annotations`` to ``task``, as Celery does: they set its attributes
+        (over the decorator's options); a function is set on the task's class (a method), and
+        ``'@name'`` wraps the method ``name`` with what it maps to."""
+        for attributes in resolve_annotations(self.conf.task_annotations, task):
+            for key, value in attributes.items():
+                name = key.lstrip("@")
+                if key.startswith("@"):
+                    original = getattr(type(task), name)
+                    original = getattr(original, "__wrapped__", None) or original
+                    value = value(original)
+                    value.__wrapped__ = original
+                if isinstance(value, FunctionType):
+                    setattr(_own_class(task), name, value)
+                else:
+                    setattr(task, name, value)
 
     def _reset_connections(self) -> None:
         for name in ("broker", "backend", "router"):
@@ -131,6 +188,12 @@ class App:
         """The result backend this app uses: ``result_backend``, else the broker's default
         (``None``: results are not stored)."""
         return self.conf.result_backend or default_result_backend(self.broker_url)
+
+    @property
+    def timezone(self) -> tzinfo:
+        """The app's time zone (``timezone``, ``enable_utc``): ETAs of countdowns and
+        ``date_done`` are in it, as in Celery."""
+        return app_timezone(self.conf)
 
     @cached_property
     def broker(self) -> Broker:
@@ -198,6 +261,7 @@ class App:
             name = options.pop("name", None) or self.gen_task_name(f)
             task = base(self, f, name, **options)
             self.tasks[name] = task
+            self._annotate(task)
             return task
 
         return register(fun) if fun is not None else register
@@ -476,15 +540,18 @@ class App:
             time_limit = time_limit if time_limit is not None else given.get("time_limit")
             if soft_time_limit is None:
                 soft_time_limit = given.get("soft_time_limit")
+        tz = self.timezone
         eta_text = (
-            protocol.seconds_from_now(countdown) if countdown is not None else protocol.to_iso(eta)
+            protocol.seconds_from_now(countdown, tz)
+            if countdown is not None
+            else protocol.to_iso(eta)
         )
         properties: dict[str, Any] = {}
         if isinstance(expires, timedelta):
             expires = expires.total_seconds()
         if isinstance(expires, (int, float)):
             properties["expiration"] = str(int(expires * 1000))
-            expires_text: str | None = protocol.seconds_from_now(expires)
+            expires_text: str | None = protocol.seconds_from_now(expires, tz)
         else:
             expires_text = protocol.to_iso(expires)
         if ignore_result is None and self.conf.task_ignore_result:
@@ -526,12 +593,22 @@ class App:
             queue=route.queue,
             exchange=route.exchange,
             routing_key=route.routing_key,
-            priority=priority if priority is not None else self.conf.task_default_priority,
+            priority=priority if priority is not None else self._default_priority(),
             serializer=serializer or self.conf.task_serializer,
             reply_to=reply_to or self.oid,
             delivery_mode=self.conf.task_default_delivery_mode,
             properties=properties,
         )
+
+    def _default_priority(self) -> int | None:
+        """``task_default_priority``, or with ``task_inherit_parent_priority`` the priority of
+        the task running here (the one sending), as in Celery."""
+        if self.conf.task_inherit_parent_priority:
+            request = self.current_request()
+            parent = (request.delivery_info or {}).get("priority") if request else None
+            if parent is not None:
+                return int(parent)
+        return self.conf.task_default_priority
 
     def AsyncResult(self, task_id: str) -> AsyncResult:
         return AsyncResult(task_id, app=self)
@@ -550,6 +627,15 @@ class App:
         if isinstance(name, Mapping):
             return Signature.from_dict(name, app=self)
         return Signature(name, args, kwargs, app=self, **options)
+
+
+def _own_class(task: Task) -> type[Task]:
+    """A class of ``task``'s own (a subclass of its class), for the methods annotations set."""
+    cls = type(task)
+    if not cls.__dict__.get("_annotated"):
+        cls = type(cls.__name__, (cls,), {"_annotated": True, "__module__": cls.__module__})
+        task.__class__ = cls
+    return cls
 
 
 def _as_list(value: Any) -> list[Any] | None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -13,6 +14,7 @@ from typing import Any
 
 from fastq import __version__
 from fastq.app import App
+from fastq.celery_settings import CELERY_DEFAULTS
 from fastq.errors import ConfigurationError, FastqError
 from fastq.sqlitedb import path_from_url
 from fastq.worker.options import add_worker_arguments
@@ -160,10 +162,12 @@ def main(argv: Sequence[str] | None = None, app: App | None = None) -> int:
         app = App("fastq")
     if options.config:
         app.config_from_object(options.config)
+    # The flags win over everything, CELERY_BROKER_URL / CELERY_RESULT_BACKEND too: set here as
+    # Celery's command line sets them.
     if options.broker:
-        app.conf.broker_url = options.broker
+        os.environ["CELERY_BROKER_URL"] = app.conf.broker_url = options.broker
     if options.result_backend:
-        app.conf.result_backend = options.result_backend
+        os.environ["CELERY_RESULT_BACKEND"] = app.conf.result_backend = options.result_backend
     try:
         return _run(app, options)
     except FastqError as exc:
@@ -189,16 +193,40 @@ def _require_existing_sqlite(app: App, command: str) -> None:
             )
 
 
+def _log_formatter(app: App) -> logging.Formatter:
+    """The worker's log format: fastq's (they name the process id) unless the app sets
+    ``worker_log_format`` / ``worker_task_log_format`` (records from ``get_task_logger()``,
+    which name their task); ``worker_log_datefmt`` / ``worker_task_log_datefmt`` apply."""
+    from fastq.utils.log import TASK_LOG_FORMAT, TaskFormatter
+
+    conf = app.conf
+    fmt, task_fmt = conf.worker_log_format, conf.worker_task_log_format
+    formatter = TaskFormatter(
+        LOG_FORMAT if fmt == CELERY_DEFAULTS["worker_log_format"] else fmt,
+        TASK_LOG_FORMAT if task_fmt == CELERY_DEFAULTS["worker_task_log_format"] else task_fmt,
+    )
+    formatter.datefmt = conf.worker_log_datefmt
+    formatter.task_formatter.datefmt = conf.worker_task_log_datefmt
+    return formatter
+
+
 def _run(app: App, options: argparse.Namespace) -> int:
     if options.command in READING_COMMANDS:
         _require_existing_sqlite(app, options.command)
     if options.command == "worker":
-        from fastq.utils.log import TaskFormatter
         from fastq.worker import run_worker
-        from fastq.worker.options import set_up_logging, worker_kwargs, write_pidfile
+        from fastq.worker.options import (
+            redirect_stdouts,
+            set_up_logging,
+            worker_kwargs,
+            write_pidfile,
+        )
 
-        # Records from get_task_logger() name their task, as in Celery's worker_task_log_format.
-        set_up_logging(options, TaskFormatter(LOG_FORMAT))
+        set_up_logging(
+            options, _log_formatter(app), hijack=bool(app.conf.worker_hijack_root_logger)
+        )
+        if app.conf.worker_redirect_stdouts:
+            redirect_stdouts(app.conf.worker_redirect_stdouts_level)
         kwargs = worker_kwargs(options, app.conf, list(app.router.queues))
         if options.pidfile:
             write_pidfile(options.pidfile)

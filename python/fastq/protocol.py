@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import socket
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta, timezone, tzinfo
 from typing import Any
 
 #: Celery cuts argsrepr/kwargsrepr to this many characters.
@@ -36,8 +36,9 @@ def to_iso(when: datetime | str | None) -> str | None:
     return when.isoformat()
 
 
-def seconds_from_now(seconds: float) -> str:
-    return (datetime.now(timezone.utc) + timedelta(seconds=seconds)).isoformat()
+def seconds_from_now(seconds: float, tz: tzinfo = timezone.utc) -> str:
+    """The time ``seconds`` from now, in ISO 8601 with the offset of ``tz`` (the app's)."""
+    return (datetime.now(tz) + timedelta(seconds=seconds)).isoformat()
 
 
 def parse_iso(value: str | None) -> datetime | None:

@@ -370,6 +370,8 @@ class Task(Generic[P, R, RCall]):
             state = states.REJECTED if isinstance(outcome.error, Reject) else states.IGNORED
             return EagerResult(context.id or "", outcome.error, state, None, app=self.app)
         send_followups(self.app, context, outcome)  # link, link_error, chain: run here too
+        if self.app.conf.task_store_eager_result:
+            self._store_eager(context, outcome.state or states.SUCCESS, outcome)
         if propagate and outcome.state == states.FAILURE:
             raise outcome.value
         return EagerResult(
@@ -379,6 +381,15 @@ class Task(Generic[P, R, RCall]):
             outcome.traceback,
             app=self.app,
         )
+
+    def _store_eager(self, context: Context, state: str, outcome: Any) -> None:
+        """``task_store_eager_result``: the result of an eager run in the backend, as a
+        worker would store it (so ``AsyncResult(id)`` finds it), as in Celery."""
+        from fastq.execution.tracer import keeps_result
+
+        if state in states.READY_STATES and keeps_result(self.app, self, context, state):
+            backend = self.app.backend
+            backend.store_result(context.id or "", outcome.value, state, outcome.traceback, context)
 
     def retry(
         self,

@@ -227,3 +227,23 @@ def test_awaiting_a_group_raises_its_first_failure_in_order(app: App) -> None:
         asyncio.run(_await(later))  # type: ignore[arg-type]
     ok = GroupResult("ok", [AsyncResult("g-ok", app=app)], app=app)
     assert asyncio.run(_await(ok)) == [1]  # type: ignore[arg-type]
+
+
+def test_celery_redis_connection_settings_reach_the_client(backend_url: str) -> None:
+    from fastq.backends.redis import RedisBackend
+    from fastq.config import Config
+
+    plain = RedisBackend(Config(), backend_url).client.connection_pool
+    assert plain.connection_kwargs.get("socket_timeout") is None  # fastq's: no read timeout
+    conf = Config(
+        redis_socket_timeout=7,
+        redis_socket_connect_timeout=3,
+        redis_socket_keepalive=True,
+        redis_retry_on_timeout=True,
+        redis_max_connections=4,
+    )
+    pool = RedisBackend(conf, backend_url).client.connection_pool
+    kwargs = pool.connection_kwargs
+    assert (kwargs["socket_timeout"], kwargs["socket_connect_timeout"]) == (7.0, 3.0)
+    assert kwargs["socket_keepalive"] is True
+    assert pool.max_connections == 4

@@ -15,10 +15,11 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timezone, tzinfo
 from typing import TYPE_CHECKING, Any
 
 from fastq import errors, serialization, states
+from fastq.config import app_timezone
 
 if TYPE_CHECKING:
     from fastq.backends.waiting import LoopPoller
@@ -86,8 +87,8 @@ def _find_class(module_name: str, qualname: str) -> Any:
     return obj
 
 
-def now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat()
+def now_iso(tz: tzinfo = timezone.utc) -> str:
+    return datetime.now(tz).isoformat()
 
 
 @dataclass(slots=True)
@@ -121,6 +122,7 @@ class Backend(ABC):
         self.serializer: str = conf.result_serializer
         self.accept: list[str] = list(conf.result_accept_content or conf.accept_content)
         self.expires: float | None = conf.result_expires
+        self.timezone = app_timezone(conf)  # of date_done, as Celery's
         self._async_poller: LoopPoller | None = None
 
     # -- meta ------------------------------------------------------------------------------------
@@ -142,7 +144,7 @@ class Backend(ABC):
             "result": result,
             "traceback": traceback,
             "children": [],
-            "date_done": now_iso() if state in states.READY_STATES else None,
+            "date_done": now_iso(self.timezone) if state in states.READY_STATES else None,
             "task_id": task_id,
         }
         if request is not None:

@@ -22,6 +22,7 @@ from fastq import errors, states
 from fastq.backends.base import Backend, ChordJoin, exception_to_meta
 from fastq.backends.waiting import BlockingListener, Listener, LoopListener
 from fastq.backoff import Backoff
+from fastq.config import SETTINGS
 from fastq.redis_errors import redis_failure
 from fastq.urls import redact
 
@@ -108,11 +109,31 @@ def result_keyprefix(options: dict[str, Any]) -> str:
     return prefix
 
 
+def connection_options(conf: Config) -> dict[str, Any]:
+    """The client's connection options: fastq's, with Celery's ``redis_socket_timeout``,
+    ``redis_socket_connect_timeout``, ``redis_socket_keepalive``, ``redis_retry_on_timeout`` and
+    ``redis_max_connections`` where the app sets them (a socket timeout left at Celery's 120 s
+    default: none, as fastq's)."""
+    options: dict[str, Any] = {
+        "socket_connect_timeout": conf.redis_socket_connect_timeout or 5,
+        "health_check_interval": 30,
+    }
+    if conf.redis_socket_timeout != SETTINGS["redis_socket_timeout"][0]:
+        options["socket_timeout"] = conf.redis_socket_timeout
+    if conf.redis_socket_keepalive:
+        options["socket_keepalive"] = True
+    if conf.redis_retry_on_timeout:
+        options["retry_on_timeout"] = True
+    if conf.redis_max_connections:
+        options["max_connections"] = int(conf.redis_max_connections)
+    return options
+
+
 class RedisBackend(Backend):
     def __init__(self, conf: Config, url: str) -> None:
         super().__init__(conf, url)
         self.prefix = result_keyprefix(conf.result_backend_transport_options)
-        self.client = redis.Redis.from_url(url, socket_connect_timeout=5, health_check_interval=30)
+        self.client = redis.Redis.from_url(url, **connection_options(conf))
         self._store = self.client.register_script(_STORE)
         self._chord_part = self.client.register_script(_CHORD_PART)
         self._chord_done = self.client.register_script(_CHORD_DONE)

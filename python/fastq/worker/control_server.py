@@ -63,7 +63,10 @@ class ControlServer:
         self._listener: ControlListener | None = None
         #: Set once subscribed: a worker says "ready" only after it can hear commands.
         self.listening = threading.Event()
-        self._disabled = False
+        self._disabled = not app.conf.worker_enable_remote_control
+        if self._disabled:
+            log.info("remote control (fastq inspect) is off: worker_enable_remote_control")
+            self.listening.set()
         self._next_tick = 0.0
         #: Reopening the channel after a failure, and when to try next.
         self._backoff = Backoff(LISTEN_BACKOFF_START, LISTEN_BACKOFF_MAX)

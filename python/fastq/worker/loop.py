@@ -56,6 +56,24 @@ STORE_RETRY_START = 0.1
 STORE_RETRY_MAX = 2.0
 
 
+def retry_refusal(conf: Any, connected: bool, retries: int) -> str | None:
+    """Why the worker may not try its broker again (Celery's settings), or ``None``: after a
+    connection loss ``broker_connection_retry``; at startup ``broker_connection_retry_on_startup``
+    (unset: the former); at most ``broker_connection_max_retries`` times an outage (unset or 0:
+    no limit)."""
+    if connected:
+        if not conf.broker_connection_retry:
+            return "broker_connection_retry is off"
+    elif conf.broker_connection_retry_on_startup is False or (
+        conf.broker_connection_retry_on_startup is None and not conf.broker_connection_retry
+    ):
+        return "broker_connection_retry_on_startup is off"
+    limit = conf.broker_connection_max_retries
+    if limit and retries >= limit:
+        return f"broker_connection_max_retries ({limit}) reached"
+    return None
+
+
 class TaskReporter(Protocol):
     """Tells the prefork supervisor what a child runs, so it can enforce hard time limits and
     record the result of a task the child does not finish (``request``)."""
@@ -103,8 +121,12 @@ class WorkerLoop:
         self.enforce_hard_limit = enforce_hard_limit
         self.revoked = revoked if revoked is not None else RevokedIds()
         self.revoked_fd = revoked_fd
-        self.rate_limiter = RateLimiter(app.conf.task_default_rate_limit)
+        self.rate_limiter = RateLimiter(
+            None if app.conf.worker_disable_rate_limits else app.conf.task_default_rate_limit
+        )
         self.stopping = threading.Event()
+        #: It stopped because it may not reconnect to the broker (``broker_connection_retry``).
+        self.gave_up = False
         self.processed = 0
         self._consumer: Consumer | None = None
         self._scheduled: list[_Scheduled] = []
@@ -163,6 +185,8 @@ class WorkerLoop:
         accept = list(self.app.conf.accept_content)
         backoff = Backoff(BACKOFF_START, BACKOFF_MAX, jitter=0.25)
         outage: float | None = None  # when the broker stopped answering
+        retries = 0  # in this outage
+        connected = False  # a fetch has reached the broker
         # Housekeeping (visibility restore, due ETA moves) waits for the first fetch to reach
         # the broker, and pauses while it is away: each would wait out its own connect timeout
         # in turn, delaying the first clear error and a warm stop, and log once per cycle.
@@ -181,6 +205,7 @@ class WorkerLoop:
                 fetches = not self._interrupted
                 self._cycle(self._consumer)
                 if fetches:
+                    connected, retries = True, 0
                     if outage is not None:
                         log.info("broker reachable again after %.1fs", time.monotonic() - outage)
                         outage = None
@@ -188,6 +213,12 @@ class WorkerLoop:
                         self._next_restore = self._next_due_move = 0.0
                     backoff.reset()
             except errors.BrokerConnectionError as exc:
+                refusal = retry_refusal(self.app.conf, connected, retries)
+                if refusal is not None:
+                    log.critical("cannot reach the broker (%s); stopping: %s", exc, refusal)
+                    self.gave_up = True
+                    break
+                retries += 1
                 # One line per outage, not one per retry.
                 if outage is None:
                     outage = time.monotonic()
@@ -509,7 +540,8 @@ class WorkerLoop:
     def _maybe_execute(
         self, consumer: Consumer, task: Task, delivery: Delivery, context: Context
     ) -> None:
-        wait = self.rate_limiter.delay_for(task.name, task.rate_limit)
+        limit = None if self.app.conf.worker_disable_rate_limits else task.rate_limit
+        wait = self.rate_limiter.delay_for(task.name, limit)
         if wait > 0:
             self._schedule(time.time() + wait, delivery, context)
             return

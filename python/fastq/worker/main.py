@@ -23,7 +23,7 @@ from fastq.worker.loop import TaskReporter, WorkerLoop
 from fastq.worker.lost import QUARANTINED, record_lost, store_lost
 from fastq.worker.reports import ReportedTask, SupervisorReporter
 from fastq.worker.revoke import RevokedIds
-from fastq.worker.supervisor import Supervisor
+from fastq.worker.supervisor import EXIT_GAVE_UP, Supervisor
 
 log = logging.getLogger("fastq.worker")
 
@@ -65,6 +65,10 @@ def run_worker(
     queue_list = list(queues or app.router.queues)
     hostname = hostname or conf.worker_hostname or default_hostname()
     max_tasks = max_tasks_per_child or conf.worker_max_tasks_per_child
+    # worker_max_memory_per_child: as in Celery, the setting applies to prefork children only.
+    max_memory = (
+        max_memory_per_child or conf.worker_max_memory_per_child if pool == "prefork" else None
+    )
     if max_memory_per_child is not None and pool != "prefork":
         raise ConfigurationError(
             f"--max-memory-per-child replaces pool processes: it needs --pool prefork, not {pool}"
@@ -118,7 +122,7 @@ def run_worker(
             hostname=hostname,
             consumer_id=consumer_id,
             max_tasks=limit,
-            max_memory_kib=max_memory_per_child,
+            max_memory_kib=max_memory,
             reporter=reporter,
             enforce_hard_limit=enforce_hard_limit,
             revoked=revoked,
@@ -142,7 +146,7 @@ def run_worker(
                 # The child ends with os._exit: close the connections properly first, so the
                 # broker takes what this child published last (a chain's next step, a retry).
                 app.close()
-            return 0
+            return EXIT_GAVE_UP if loop.gave_up else 0
 
         def on_lost(cid: str, running: ReportedTask, reason: str, exit_code: int) -> None:
             try:
@@ -164,6 +168,11 @@ def run_worker(
             for tag in tags:
                 app.broker.discard(cid, tag)
 
+        def fails_when_lost(name: str) -> bool:
+            # task_reject_on_worker_lost: fastq's default (None) and True run it again.
+            reject = getattr(app.tasks.get(name), "reject_on_worker_lost", None)
+            return (conf.task_reject_on_worker_lost if reject is None else reject) is False
+
         def on_tick() -> None:
             if beat_service is not None and not embedded_beat:
                 # After the first fork: the children must not inherit a running beat's state.
@@ -183,6 +192,7 @@ def run_worker(
             retry_lost=retry_lost,
             store_results=lambda metas: app.backend.store_many(metas),
             settle_done=settle_done,
+            fails_when_lost=fails_when_lost,
         )
         control_server.on_revoke = supervisor.revoke
         app.close()  # nothing opened before the fork survives in the children
@@ -252,8 +262,11 @@ def run_worker(
         while any(t.is_alive() for t in threads):
             for t in threads:
                 t.join(timeout=0.5)
+            if any(loop.gave_up for loop in loops):  # the broker is out of reach for good
+                for loop in loops:
+                    loop.stop()
     stop_embedded(embedded_beat)
     stop_side_threads.set()
     signals.worker_shutdown.send(None)
     log.info("worker %s stopped", hostname)
-    return 0
+    return 1 if any(loop.gave_up for loop in loops) else 0

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import argparse
 import atexit
+import io
 import logging
 import os
 import socket
+import sys
 from typing import Any
 
 from fastq.errors import ConfigurationError
@@ -139,15 +141,71 @@ def node_name(template: str, host: str | None = None) -> str:
     return expanded if "@" in expanded else f"{expanded}@{host}"
 
 
-def set_up_logging(options: argparse.Namespace, log_format: logging.Formatter) -> None:
-    """Logging to ``--logfile`` or stderr, at ``--loglevel``."""
+def set_up_logging(
+    options: argparse.Namespace, log_format: logging.Formatter, hijack: bool = True
+) -> None:
+    """Logging to ``--logfile`` or stderr, at ``--loglevel``, in place of the root logger's
+    handlers; as in Celery, with ``hijack`` off (``worker_hijack_root_logger``) handlers the app
+    set up are kept instead (given the level)."""
+    level = options.loglevel.upper()
+    root = logging.getLogger()
+    if root.handlers and not hijack:
+        root.setLevel(level)
+        return
     handler: logging.Handler
     if options.logfile:
         handler = logging.FileHandler(options.logfile)
     else:
         handler = logging.StreamHandler()
     handler.setFormatter(log_format)
-    logging.basicConfig(level=options.loglevel.upper(), handlers=[handler])
+    logging.basicConfig(level=level, handlers=[handler], force=True)
+
+
+class LoggingStream(io.TextIOBase):
+    """``sys.stdout``/``sys.stderr`` of a worker (``worker_redirect_stdouts``, on by default as
+    in Celery): each line written goes to the ``fastq.redirected`` logger at ``level``, so a
+    task's ``print()`` lands in the worker's log (its file with ``--logfile``)."""
+
+    def __init__(self, level: int, original: Any) -> None:
+        self.logger = logging.getLogger("fastq.redirected")
+        self.level = level
+        self.original = original
+        self._pending = ""
+        self._inside = False
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        if self._inside:  # logging itself writing here (an error in a handler): not again
+            return int(self.original.write(text))
+        self._pending += text
+        *lines, self._pending = self._pending.split("\n")
+        self._emit(lines)
+        return len(text)
+
+    def flush(self) -> None:
+        if self._pending:
+            lines, self._pending = [self._pending], ""
+            self._emit(lines)
+
+    def _emit(self, lines: list[str]) -> None:
+        self._inside = True
+        try:
+            for line in lines:
+                if line.strip():
+                    self.logger.log(self.level, line.rstrip())
+        finally:
+            self._inside = False
+
+
+def redirect_stdouts(level: str | int) -> None:
+    """Sends what is printed to the log, at ``level`` (``worker_redirect_stdouts_level``)."""
+    number = level if isinstance(level, int) else logging.getLevelName(str(level).upper())
+    if not isinstance(number, int):
+        raise ConfigurationError(f"worker_redirect_stdouts_level {level!r} is not a log level")
+    sys.stdout = LoggingStream(number, sys.__stdout__)
+    sys.stderr = LoggingStream(number, sys.__stderr__)
 
 
 def write_pidfile(path: str) -> None:

@@ -28,6 +28,10 @@ from fastq.worker.lost import QUARANTINED, TERMINATED, TIME_LIMIT, WORKER_LOST
 from fastq.worker.reports import JSON, ReportedTask, SupervisorReporter, parse_start
 from fastq.worker.revoke import RevokedIds, revoked_lines, settled_lines, terminate_line
 
+#: A child's exit code when it may not reconnect to its broker (``broker_connection_retry``):
+#: the worker stops, as Celery's does, instead of starting a new child.
+EXIT_GAVE_UP = 75
+
 if TYPE_CHECKING:
     from fastq.worker.active import ActiveTasks
 
@@ -90,6 +94,7 @@ class Supervisor:
         retry_lost: Callable[[ReportedTask, str, int], None] | None = None,
         store_results: Callable[[list[tuple[str, dict[str, Any]]]], None] | None = None,
         settle_done: Callable[[str, list[str]], None] | None = None,
+        fails_when_lost: Callable[[str], bool] | None = None,
     ) -> None:
         """``child_main(index, consumer_id, reporter, revoked_fd)`` runs in each child and returns
         its exit code; ``restore(consumer_id)`` returns a dead child's messages to their queues;
@@ -101,7 +106,9 @@ class Supervisor:
         not (the result backend was down), retried until it can, so no such task stays PENDING;
         ``store_results(metas)`` stores the results a dead child had not stored yet, and
         ``settle_done(consumer_id, tags)`` takes the messages of its finished tasks out of
-        circulation (acknowledged)."""
+        circulation (acknowledged); ``fails_when_lost(task_name)``: whether a late-acknowledged
+        task whose child died fails (``WorkerLostError``) instead of running again
+        (``task_reject_on_worker_lost=False``)."""
         self.concurrency = concurrency
         self.child_main = child_main
         self.restore = restore
@@ -113,6 +120,7 @@ class Supervisor:
         self.retry_lost = retry_lost
         self.store_results = store_results
         self.settle_done = settle_done
+        self.fails_when_lost = fails_when_lost
         #: Stores to retry while the backend is down (what, how), oldest first, and when.
         self._unrecorded: list[tuple[str, Callable[[], None]]] = []
         self._unrecorded_at = 0.0
@@ -120,6 +128,8 @@ class Supervisor:
         self.children: dict[int, Child] = {}
         self.stopping = False
         self.cold = False
+        #: The worker's exit code: 1 once a child gave up on the broker.
+        self.exit_code = 0
         self._generation = 0
         #: Signals (SIGCHLD included) wake the loop here.
         self._wake_r: int | None = None
@@ -396,7 +406,7 @@ class Supervisor:
             self._retry_unrecorded()  # one last try: the backend may be back
         for what, _ in self._unrecorded:
             log.error("stopped with %s not stored (the result backend is down)", what)
-        return 0
+        return self.exit_code
 
     def _on_death(self, child: Child, code: int) -> None:
         if self.active_tasks is not None:
@@ -441,6 +451,10 @@ class Supervisor:
         self._settle_finished(child)
         if code != 0 or self.cold:
             self._restore(child)
+        if code == EXIT_GAVE_UP and not self.stopping:
+            log.critical("worker child %d cannot reach the broker: the worker stops", child.index)
+            self.exit_code = 1
+            self._on_term(signal.SIGTERM, None)
         if self.stopping:
             return
         if code == 0:
@@ -464,8 +478,12 @@ class Supervisor:
         """A child died running this late-acknowledged task: it comes back and runs again,
         unless it has killed ``QUARANTINE_AFTER`` children: then it is quarantined (recorded as
         failed; the broker moves its message aside), and children told to drop it should it
-        still come back (a broker that returns a dead channel's messages by itself)."""
+        still come back (a broker that returns a dead channel's messages by itself). With
+        ``fails_when_lost`` it fails at once (WorkerLostError), as in Celery."""
         task_id = running.task_id
+        if self.fails_when_lost is not None and self.fails_when_lost(running.name):
+            self._mark_settled([task_id], f"that {task_id} is settled")
+            return (running, WORKER_LOST)
         deaths = self._deaths.pop(task_id, 0) + 1
         if deaths < QUARANTINE_AFTER:
             self._deaths[task_id] = deaths  # re-inserted: the dict stays oldest first
