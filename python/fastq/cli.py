@@ -213,8 +213,8 @@ def _run(app: App, options: argparse.Namespace) -> int:
     if options.command == "inspect":
         destination = options.destination.split(",") if options.destination else None
         replies = app.control.broadcast(
-            options.what, destination=destination, timeout=options.timeout
-        )
+            options.what, destination=destination, reply=True, timeout=options.timeout
+        ) or []
         for reply in replies:
             print(json.dumps(reply, default=repr))
         if not replies:
