@@ -16,6 +16,7 @@ from celery import Celery
 from fastq import App
 
 from tests.processes import BIN, ROOT, celery_worker, fastq_worker, wait_until
+from tests.test_control import serve
 
 pytestmark = pytest.mark.usefixtures("runs")
 
@@ -151,3 +152,27 @@ def test_fastq_control_reaches_a_celery_worker_and_both_answer_celery(
         assert replies[celery_node] == replies[fastq_node] == {"ok": "pong"}
         limited = control(env, "rate_limit", "interop.add", "5/s", "-d", celery_node)
         assert limited[celery_node] == {"ok": "new rate limit set successfully"}
+
+
+def test_celery_client_and_fastq_worker_share_a_global_keyprefix(broker_url: str) -> None:
+    """kombu prefixes the pidbox's channel and binding keys with ``global_keyprefix``; so does
+    fastq (a worker's control server in this process, a Celery client beside it)."""
+    options = {"global_keyprefix": f"{uuid.uuid4().hex[:6]}:"}
+    app = App("ctl", broker=broker_url, broker_transport_options=options, set_as_current=False)
+    client = Celery("client", broker=broker_url, set_as_current=False)
+    client.conf.broker_transport_options = options
+    unprefixed = Celery("other", broker=broker_url, set_as_current=False)
+    stop = serve(app, "prefixed@pidbox")
+    try:
+        assert client.control.inspect(["prefixed@pidbox"], timeout=5).ping() == {
+            "prefixed@pidbox": {"ok": "pong"}
+        }
+        assert unprefixed.control.inspect(["prefixed@pidbox"], timeout=0.5).ping() is None
+        binding = f"{options['global_keyprefix']}_kombu.binding.celery.pidbox"
+        members = redis.Redis.from_url(broker_url).smembers(binding)
+        assert b"\x06\x16\x06\x16prefixed@pidbox.celery.pidbox" in members
+    finally:
+        stop()
+        app.close()
+        client.close()
+        unprefixed.close()
