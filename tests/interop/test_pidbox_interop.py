@@ -15,7 +15,7 @@ import redis
 from celery import Celery
 from fastq import App
 
-from tests.processes import BIN, ROOT, celery_worker, fastq_worker, wait_until
+from tests.processes import BIN, ROOT, WorkerProcess, celery_worker, fastq_worker, wait_until
 from tests.test_control import serve
 
 pytestmark = pytest.mark.usefixtures("runs")
@@ -176,3 +176,34 @@ def test_celery_client_and_fastq_worker_share_a_global_keyprefix(broker_url: str
         app.close()
         client.close()
         unprefixed.close()
+
+
+def test_a_celery_worker_learns_a_fastq_workers_revoked_ids_at_mingle(
+    env: dict[str, str], fastq_client: App
+) -> None:
+    fastq_node, celery_node = hostname("fastq"), hostname("celery")
+    with fastq_worker("-n", fastq_node, "--pool", "threads", env=env):
+        fastq_client.control.revoke("revoked-before", [fastq_node], reply=True, timeout=5)
+        argv = [str(BIN / "celery"), "-A", "tests.apps.celery_app", "worker", "-P", "solo"]
+        argv += ["-n", celery_node, "--without-gossip", "--without-heartbeat", "-l", "INFO"]
+        with WorkerProcess(argv, env) as cw:  # with mingle: it says hello to the fleet
+            cw.wait_for_log("ready", timeout=60)
+            revoked = fastq_client.control.inspect([celery_node], timeout=5).revoked()
+            assert revoked == {celery_node: ["revoked-before"]}
+
+
+def test_a_worker_skips_what_it_cannot_read_on_the_pidbox(broker_url: str) -> None:
+    options = {"global_keyprefix": f"{uuid.uuid4().hex[:6]}:"}
+    app = App("ctl", broker=broker_url, broker_transport_options=options, set_as_current=False)
+    stop = serve(app, "sturdy@pidbox")
+    try:
+        topic = f"{options['global_keyprefix']}/{broker_url.rsplit('/', 1)[1]}.celery.pidbox"
+        client = redis.Redis.from_url(broker_url)
+        for junk in (b"not json", b'{"body": "!!", "content-type": "application/json"}', b"[]"):
+            client.publish(topic, junk)
+        client.publish(topic, json.dumps({"content-type": "application/x-yaml", "body": "x"}))
+        replies = app.control.ping(["sturdy@pidbox"], timeout=5)
+        assert replies == [{"sturdy@pidbox": {"ok": "pong"}}]
+    finally:
+        stop()
+        app.close()
