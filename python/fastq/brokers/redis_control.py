@@ -145,8 +145,6 @@ class _Mailbox:
     def __init__(self) -> None:
         self.pid = os.getpid()
         self.oid = str(uuid.uuid4())
-        #: When the reply queue's binding was last declared, by binding key (url and prefix).
-        self.declared: dict[tuple[str, str], float] = {}
         self.unclaimed: dict[str, list[dict[str, Any]]] = defaultdict(list)
         self.lock = threading.Lock()
 
@@ -203,10 +201,9 @@ class RedisControlChannel(ControlChannel):
         key = f"{self.prefix}{reply_queue(box.oid)}"
         try:
             if command.reply:
-                where = (self.url, self.prefix)
-                if time.monotonic() - box.declared.get(where, -REFRESH_EVERY) >= REFRESH_EVERY:
-                    self.bind(self.client, REPLY_EXCHANGE, box.oid, reply_queue(box.oid))
-                    box.declared[where] = time.monotonic()
+                # Declared on every call, as cheap as a ping: the binding may have been swept
+                # or flushed since the last one, and a worker replies only where it is bound.
+                self.bind(self.client, REPLY_EXCHANGE, box.oid, reply_queue(box.oid))
                 body["ticket"] = command.ticket
                 body["reply_to"] = {"exchange": REPLY_EXCHANGE, "routing_key": box.oid}
             headers = {"clock": CLOCK.forward(), "expires": time.time() + timeout if timeout else 0}
