@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -148,3 +149,29 @@ def test_a_broker_without_a_channel_says_so() -> None:
 
     with pytest.raises(ConfigurationError, match="no remote-control channel"):
         Bare("amqp://x", App("t", set_as_current=False).conf).control_channel()
+
+
+def test_replies_survive_a_dropped_connection(app: App) -> None:
+    """The replies wait in a list on Redis: a connection the server drops while the client
+    collects (a CLIENT KILL, a failover) costs a reconnection, not the replies."""
+    if not app.broker.url.startswith("redis"):
+        pytest.skip("a Redis connection")
+    stop = serve(app, "w1@host")
+    client: redis.Redis = app.broker.client  # type: ignore[attr-defined]
+    victim = client.client_id()
+
+    def kill() -> None:
+        time.sleep(0.5)
+        with redis.Redis.from_url(app.broker.url) as other:
+            other.client_kill_filter(_id=victim)
+
+    killer = threading.Thread(target=kill)
+    killer.start()
+    try:
+        replies = app.control.broadcast(
+            "ping", destination=["w1@host", "nobody@host"], reply=True, timeout=1.5
+        )
+        assert replies == [{"w1@host": {"ok": "pong"}}]
+    finally:
+        killer.join()
+        stop()

@@ -220,11 +220,21 @@ class RedisControlChannel(ControlChannel):
         with box.lock:
             replies = box.unclaimed.pop(ticket, [])
         deadline = time.monotonic() + timeout
+        lost = 0
         while limit is None or len(replies) < limit:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 break
-            item: Any = self.client.brpop([key], timeout=max(min(remaining, POP_SLICE), 0.01))
+            try:
+                item: Any = self.client.brpop([key], timeout=max(min(remaining, POP_SLICE), 0.01))
+            except redis.ConnectionError:
+                # The replies wait in the list: a connection the server dropped (a failover, a
+                # CLIENT KILL) costs a reconnection, not the replies. Twice in a row is an outage.
+                lost += 1
+                if lost > 1:
+                    raise
+                continue
+            lost = 0
             if item is None:
                 continue
             opened = open_envelope(item[1])
