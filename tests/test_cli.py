@@ -97,7 +97,7 @@ def test_inspect(env: dict[str, str], worker: WorkerProcess) -> None:
     assert len(stats["pool"]["processes"]) == 2
     assert stats["broker"] == {"transport": "sqlite", "reach": "machine"}
     ping = fastq(env, "inspect", "ping", "-d", "cli@test")
-    assert json.loads(ping.stdout) == {"cli@test": "pong"}
+    assert json.loads(ping.stdout) == {"cli@test": {"ok": "pong"}}
 
 
 def test_inspect_without_workers(tmp_path: Path) -> None:

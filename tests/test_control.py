@@ -1,10 +1,12 @@
-"""Remote control: broadcast and replies on the memory, SQLite and Redis channels, and the
-worker's answers (ping, registered, active, stats)."""
+"""Remote control: broadcast and replies on the memory, SQLite and Redis (Celery's pidbox)
+channels, and the worker's answers in Celery's shapes (ping, registered, active, stats, revoked,
+query_task, refusals)."""
 
 from __future__ import annotations
 
 import os
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -46,7 +48,7 @@ def app(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[App]:
     elif request.param == "sqlite":
         url = f"sqlite:///{tmp_path}/fastq.db"
     else:
-        url = "redis://127.0.0.1:6379/8"
+        url = f"redis://127.0.0.1:6379/{os.environ.get('FASTQ_TEST_BROKER_DB', '8')}"
         try:
             redis.Redis.from_url(url).ping()
         except redis.RedisError:
@@ -70,12 +72,20 @@ def test_inspect_gets_one_reply_per_worker(app: App) -> None:
     active_tasks.finished(1)
     stops = [serve(app, "w1@host", active_tasks), serve(app, "w2@host")]
     try:
-        assert app.control.ping(timeout=0.5) == {"w1@host": "pong", "w2@host": "pong"}
-        assert app.control.inspect("registered", timeout=0.5)["w2@host"] == ["ctl.add"]
-        [active] = app.control.inspect("active", timeout=0.5)["w1@host"]
+        pong = {"ok": "pong"}
+        assert sorted(app.control.ping(timeout=0.5), key=str) == [
+            {"w1@host": pong},
+            {"w2@host": pong},
+        ]
+        inspect = app.control.inspect(timeout=0.5)
+        assert inspect.ping() == {"w1@host": pong, "w2@host": pong}
+        assert inspect.registered()["w2@host"] == ["ctl.add"]
+        [active] = inspect.active()["w1@host"]
         assert active["id"] == "task-1" and active["name"] == "ctl.add"
         assert active["worker_pid"] == 1234 and active["hostname"] == "w1@host"
-        stats = app.control.inspect("stats", timeout=0.5)["w1@host"]
+        query = app.control.inspect(["w1@host"], timeout=5).query_task("task-1", "nope")
+        assert query["w1@host"]["task-1"][0] == "active"
+        stats = inspect.stats()["w1@host"]
         assert stats["total"] == {"ctl.add": 1}
         assert stats["pool"]["max-concurrency"] == 2 and stats["pool"]["processes"]
         assert stats["broker"]["transport"] == app.broker.url.split("://")[0]
@@ -87,18 +97,36 @@ def test_inspect_gets_one_reply_per_worker(app: App) -> None:
 def test_destination_and_limit(app: App) -> None:
     stops = [serve(app, "w1@host"), serve(app, "w2@host")]
     try:
-        replies = app.control.broadcast("ping", destination=["w2@host"], timeout=5)
-        assert replies == [{"w2@host": "pong"}]  # returned as soon as the one reply came
-        assert app.control.broadcast("ping", reply=False) == []
-        [unknown] = app.control.broadcast("nope", destination=["w1@host"], timeout=5)
+        replies = app.control.broadcast("ping", destination=["w2@host"], reply=True, timeout=5)
+        assert replies == [{"w2@host": {"ok": "pong"}}]  # returned as soon as the one reply came
+        assert app.control.broadcast("ping") is None  # Celery's default: no reply wanted
+        one = app.control.inspect("w2@host", timeout=5)  # one name: its reply alone
+        assert one.ping() == {"ok": "pong"}
+        glob = app.control.inspect(timeout=0.5, pattern="w1@*", matcher="glob")
+        assert glob.ping() == {"w1@host": {"ok": "pong"}}
+        [unknown] = app.control.broadcast("nope", destination=["w1@host"], reply=True, timeout=5)
         assert "unknown control command 'nope'" in unknown["w1@host"]["error"]
+        [refused] = app.control.rate_limit("ctl.add", "5/s", ["w1@host"], reply=True, timeout=5)
+        assert "rate limit" in refused["w1@host"]["error"]
+        # shutdown with no way to stop (an in-process server) is refused, not ignored
+        [kept] = app.control.shutdown(["w1@host"], reply=True, timeout=5)
+        assert "cannot be shut down" in kept["w1@host"]["error"]
+        assert app.control.revoke(["t1", "t2"], ["w1@host"]) is None
+        [revoked] = app.control.revoke("t3", ["w1@host"], reply=True, timeout=5)
+        assert revoked == {"w1@host": {"ok": "tasks t3 flagged as revoked"}}
+        assert sorted(app.control.inspect(["w1@host"], timeout=5).revoked()["w1@host"]) == [
+            "t1",
+            "t2",
+            "t3",
+        ]
     finally:
         for stop in stops:
             stop()
 
 
 def test_no_worker_no_reply(app: App) -> None:
-    assert app.control.inspect("ping", timeout=0.2) == {}
+    assert app.control.inspect(timeout=0.2).ping() is None
+    assert app.control.ping(timeout=0.2) == []
 
 
 def test_commands_round_trip_and_bad_ones_are_refused() -> None:
@@ -121,3 +149,29 @@ def test_a_broker_without_a_channel_says_so() -> None:
 
     with pytest.raises(ConfigurationError, match="no remote-control channel"):
         Bare("amqp://x", App("t", set_as_current=False).conf).control_channel()
+
+
+def test_replies_survive_a_dropped_connection(app: App) -> None:
+    """The replies wait in a list on Redis: a connection the server drops while the client
+    collects (a CLIENT KILL, a failover) costs a reconnection, not the replies."""
+    if not app.broker.url.startswith("redis"):
+        pytest.skip("a Redis connection")
+    stop = serve(app, "w1@host")
+    client: redis.Redis = app.broker.client  # type: ignore[attr-defined]
+    victim = client.client_id()
+
+    def kill() -> None:
+        time.sleep(0.5)
+        with redis.Redis.from_url(app.broker.url) as other:
+            other.client_kill_filter(_id=victim)
+
+    killer = threading.Thread(target=kill)
+    killer.start()
+    try:
+        replies = app.control.broadcast(
+            "ping", destination=["w1@host", "nobody@host"], reply=True, timeout=1.5
+        )
+        assert replies == [{"w1@host": {"ok": "pong"}}]
+    finally:
+        killer.join()
+        stop()

@@ -205,7 +205,7 @@ class App:
 
     @cached_property
     def control(self) -> Control:
-        """Remote control of the live workers: ``app.control.inspect("active")``."""
+        """Remote control of the live workers: ``app.control.inspect().active()``."""
         return Control(self)
 
     @cached_property

@@ -127,7 +127,21 @@ def _parser() -> argparse.ArgumentParser:
     )
 
     i = sub.add_parser("inspect", help="ask the live workers (prints one JSON line per worker)")
-    i.add_argument("what", choices=["registered", "active", "stats", "ping"])
+    i.add_argument(
+        "what",
+        choices=[
+            "ping",
+            "registered",
+            "active",
+            "stats",
+            "revoked",
+            "active_queues",
+            "conf",
+            "clock",
+            "reserved",
+            "scheduled",
+        ],
+    )
     i.add_argument("-d", "--destination", help="comma-separated worker hostnames (default: all)")
     i.add_argument("-t", "--timeout", type=float, default=1.0, help="seconds to wait for replies")
 
@@ -264,8 +278,11 @@ def _run(app: App, options: argparse.Namespace) -> int:
         return 0
     if options.command == "inspect":
         destination = options.destination.split(",") if options.destination else None
-        replies = app.control.broadcast(
-            options.what, destination=destination, timeout=options.timeout
+        replies = (
+            app.control.broadcast(
+                options.what, destination=destination, reply=True, timeout=options.timeout
+            )
+            or []
         )
         for reply in replies:
             print(json.dumps(reply, default=repr))

@@ -6,15 +6,21 @@ is sent (workers that start later never see it), and replies addressed to the co
 ``ticket``, which the sender collects until its timeout or ``limit`` replies. The client is
 ``fastq.control`` (``app.control``); the worker answers in ``fastq.worker.control_server``.
 
-A command is JSON ``{"method", "arguments", "destination", "ticket", "reply", "reply_to"}``
+On Redis the channel is Celery's own pidbox (``fastq.brokers.redis_control``), so Celery's
+``celery inspect``/``celery control`` reach fastq workers and ``app.control`` reaches Celery's.
+SQLite and memory, which Celery has no transport for, keep fastq's format: a command is JSON
+``{"method", "arguments", "destination", "pattern", "matcher", "ticket", "reply", "reply_to"}``
 (Celery's pidbox names; ``reply_to`` is set by transports that address replies, as AMQP's reply
 queue); a reply is ``{"<hostname>": <reply>}``, as in Celery.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import logging
+import re
+import threading
 import uuid
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
@@ -26,6 +32,27 @@ log = logging.getLogger("fastq.broker")
 
 #: Commands and replies older than this are ignored and cleaned up (seconds).
 CONTROL_TTL = 60.0
+
+
+class _Clock:
+    """A Lamport clock, sent in the ``clock`` header of Celery's pidbox messages."""
+
+    def __init__(self) -> None:
+        self.value = 0
+        self._lock = threading.Lock()
+
+    def forward(self) -> int:
+        with self._lock:
+            self.value += 1
+            return self.value
+
+    def adjust(self, other: Any) -> None:
+        if isinstance(other, int):
+            with self._lock:
+                self.value = max(self.value, other) + 1
+
+
+CLOCK = _Clock()
 
 
 @dataclass(slots=True)
@@ -40,6 +67,13 @@ class ControlCommand:
     #: Where replies go, for a transport that addresses them (AMQP: the sender's reply queue);
     #: None where the ticket is enough (Redis, SQLite, memory).
     reply_to: str | None = None
+    #: The exchange replies are published to, where the transport names one (Celery's pidbox:
+    #: ``reply.celery.pidbox``, with ``reply_to`` the routing key, the sender's oid).
+    reply_exchange: str | None = None
+    #: Celery's other way of addressing: a hostname ``pattern`` and its ``matcher``
+    #: (``glob`` or ``pcre``), used when there is no ``destination``.
+    pattern: str | None = None
+    matcher: str | None = None
 
     def encode(self) -> bytes:
         return json.dumps(
@@ -50,6 +84,8 @@ class ControlCommand:
                 "ticket": self.ticket,
                 "reply": self.reply,
                 "reply_to": self.reply_to,
+                "pattern": self.pattern,
+                "matcher": self.matcher,
             }
         ).encode()
 
@@ -64,12 +100,32 @@ class ControlCommand:
                 destination=body.get("destination"),
                 reply=bool(body.get("reply", True)),
                 reply_to=None if body.get("reply_to") is None else str(body["reply_to"]),
+                pattern=body.get("pattern"),
+                matcher=body.get("matcher"),
             )
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise DecodeError(f"malformed control command {data!r:.200}: {exc}") from None
 
     def addressed_to(self, hostname: str) -> bool:
-        return not self.destination or hostname in self.destination
+        """As kombu's pidbox decides: the destination list if any, else the pattern if any."""
+        if self.destination:
+            return hostname in self.destination
+        if self.pattern and self.matcher:
+            return matches(hostname, self.pattern, self.matcher)
+        return True
+
+
+def matches(hostname: str, pattern: str, matcher: str) -> bool:
+    """kombu's matchers by name: ``glob`` (shell wildcards) and ``pcre`` (a regex that matches
+    from the start); an unknown matcher matches nothing."""
+    if matcher == "glob":
+        return fnmatch.fnmatchcase(hostname, pattern)
+    if matcher == "pcre":
+        try:
+            return re.match(pattern, hostname) is not None
+        except re.error:
+            return False
+    return False
 
 
 def decode_command(data: bytes | str) -> ControlCommand | None:
@@ -118,3 +174,8 @@ class ControlChannel(ABC):
     @abstractmethod
     def listen(self) -> ControlListener:
         """A subscription that sees the commands sent from now on."""
+
+    def listen_as(self, hostname: str) -> ControlListener:
+        """``listen()`` for the worker named ``hostname``: a transport with a queue per node
+        (Celery's pidbox) declares it under that name."""
+        return self.listen()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 
 import pytest
 import redis
@@ -13,20 +12,6 @@ from fastq import App
 from tests.processes import celery_worker, fastq_worker
 
 pytestmark = pytest.mark.usefixtures("runs")
-
-
-@pytest.fixture
-def celery_client(broker_url: str, backend_url: str) -> Iterator[Celery]:
-    app = Celery("client", broker=broker_url, backend=backend_url, set_as_current=False)
-    yield app
-    app.close()
-
-
-@pytest.fixture
-def fastq_client(broker_url: str, backend_url: str) -> Iterator[App]:
-    app = App("client", broker=broker_url, backend=backend_url, set_as_current=False)
-    yield app
-    app.close()
 
 
 def test_celery_client_to_fastq_worker(celery_client: Celery) -> None:

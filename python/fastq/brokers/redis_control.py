@@ -1,105 +1,340 @@
-"""Remote control over Redis: commands on a pub/sub channel, replies on a list per command.
+"""Remote control over Redis, on Celery's pidbox as kombu lays it out, so ``celery inspect`` and
+``celery control`` reach fastq workers and fastq's ``app.control`` reaches Celery workers.
 
-Pub/sub reaches exactly the workers subscribed when the command is sent, which is what a
-broadcast means. Replies go to the list ``fastq.reply.<ticket>`` (RPUSH, with a TTL), so a reply
-that arrives before the sender starts waiting is kept, and the sender BLPOPs it. These are
-fastq's own keys; Celery's pidbox (``/0.celery.pidbox``) is not spoken.
+kombu emulates the pidbox's two exchanges on Redis:
+
+- ``celery.pidbox`` is a fanout exchange, i.e. pub/sub: a command is a kombu envelope (the body
+  base64 JSON) PUBLISHed on ``/<db>.celery.pidbox`` (pub/sub ignores the database, hence the
+  number; with kombu's default ``fanout_patterns`` a routing key would be appended after ``/``,
+  and the pidbox sends none). Each worker declares its node queue ``<hostname>.celery.pidbox``,
+  bound in the set ``_kombu.binding.celery.pidbox``, and subscribes to the channel.
+- ``reply.celery.pidbox`` is a direct exchange: the sender declares its reply queue
+  ``<oid>.reply.celery.pidbox`` bound with routing key ``<oid>`` in
+  ``_kombu.binding.reply.celery.pidbox``; a worker looks the binding up and LPUSHes its reply
+  (``{hostname: reply}``, headers ``ticket`` and ``clock``) on that list, which the sender pops.
+
+Both bindings have an expiry (the pidbox queues' ``x-expires``): kombu 5.7 records a deadline per
+exchange in ``_kombu.binding_deadlines`` and refreshes it while it consumes; this does the same.
+Every key and channel carries ``global_keyprefix``, as kombu's.
 """
 
 from __future__ import annotations
 
+import base64
+import json
+import logging
+import os
+import threading
 import time
+import uuid
+from collections import defaultdict
 from typing import Any
 
 import redis
 
-from fastq.control_channel import (
-    CONTROL_TTL,
-    ControlChannel,
-    ControlCommand,
-    ControlListener,
-    decode_command,
-    decode_reply,
-    encode_reply,
-)
+from fastq.control_channel import CLOCK, ControlChannel, ControlCommand, ControlListener
 from fastq.errors import BrokerConnectionError
 from fastq.redis_errors import redis_failure
 
-CHANNEL = "fastq.control"
-REPLY_KEY = "fastq.reply."
+log = logging.getLogger("fastq.broker")
+
+#: Celery's ``control_exchange`` default: the mailbox's namespace.
+NAMESPACE = "celery"
+EXCHANGE = f"{NAMESPACE}.pidbox"
+REPLY_EXCHANGE = f"reply.{NAMESPACE}.pidbox"
+#: kombu's separator of the fields of a binding (routing key, pattern, queue).
+SEP = "\x06\x16"
+BINDING = "_kombu.binding."
+DEADLINES = "_kombu.binding_deadlines"
+#: A binding is kept this long after its last refresh (ms): kombu's floor for tables of
+#: expiring queues, which the pidbox queues are (``control_queue_expires``, 10 s).
+BINDING_TTL_MS = 3600 * 1000
+#: How often a live listener refreshes its binding (seconds), a third of its lifetime as kombu.
+REFRESH_EVERY = BINDING_TTL_MS / 1000 / 3
+#: How long a listener waits for Redis to confirm its subscription (seconds).
+SUBSCRIBE_TIMEOUT = 5.0
+#: The longest single BRPOP while collecting replies (seconds): below the client's socket
+#: timeout, so a long collection never reads as a dead connection.
+POP_SLICE = 1.0
+#: A reply list nobody pops is dropped after this (ms), the reply queue's ``x-expires``.
+REPLY_EXPIRES_MS = 10_000
+
+# Adds a binding and pushes its exchange's deadline to now + ARGV[3] ms (server clock; never
+# lowered, as other consumers of the exchange may hold a later one).
+_BIND = """
+redis.call('SADD', KEYS[1], ARGV[1])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZADD', KEYS[2], 'GT', now + tonumber(ARGV[3]), ARGV[2])
+"""
+
+
+def node_queue(hostname: str) -> str:
+    return f"{hostname}.{EXCHANGE}"
+
+
+def reply_queue(oid: str) -> str:
+    return f"{oid}.{REPLY_EXCHANGE}"
+
+
+def envelope(body: Any, headers: dict[str, Any], exchange: str, routing_key: str) -> bytes:
+    """A kombu Redis message: JSON body, base64 in the envelope, transient."""
+    return json.dumps(
+        {
+            "body": base64.b64encode(json.dumps(body, default=repr).encode()).decode(),
+            "content-encoding": "utf-8",
+            "content-type": "application/json",
+            "headers": headers,
+            "properties": {
+                "delivery_mode": 1,
+                "delivery_info": {"exchange": exchange, "routing_key": routing_key},
+                "priority": 0,
+                "body_encoding": "base64",
+                "delivery_tag": str(uuid.uuid4()),
+            },
+        }
+    ).encode()
+
+
+def open_envelope(data: bytes | str) -> tuple[Any, dict[str, Any]] | None:
+    """``(body, headers)`` of a kombu envelope with a JSON body, or None (logged) for anything
+    else: a listener skips what it cannot read."""
+    try:
+        message = json.loads(data)
+        if message.get("content-type") != "application/json":
+            log.warning("ignored a control message of type %r", message.get("content-type"))
+            return None
+        raw = message["body"]
+        properties = message.get("properties") or {}
+        if properties.get("body_encoding") == "base64":
+            raw = base64.b64decode(raw)
+        return json.loads(raw), dict(message.get("headers") or {})
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        log.warning("ignored a control message that is not kombu's JSON (%s): %.200r", exc, data)
+        return None
+
+
+def command_from(body: Any, headers: dict[str, Any]) -> ControlCommand | None:
+    """A pidbox command (``{method, arguments, destination, pattern, matcher, ticket,
+    reply_to: {exchange, routing_key}}``); None for one that is malformed or expired."""
+    if not isinstance(body, dict) or not isinstance(body.get("method"), str):
+        log.warning("ignored a control command without a method: %.200r", body)
+        return None
+    expires = headers.get("expires")
+    if isinstance(expires, (int, float)) and expires and time.time() > expires:
+        return None  # the sender stopped waiting for replies
+    reply_to = body.get("reply_to")
+    destination = body.get("destination")
+    return ControlCommand(
+        method=body["method"],
+        arguments=dict(body.get("arguments") or {}),
+        ticket=str(body.get("ticket") or ""),
+        destination=list(destination) if isinstance(destination, (list, tuple)) else None,
+        reply=isinstance(reply_to, dict),
+        reply_to=str(reply_to["routing_key"]) if isinstance(reply_to, dict) else None,
+        reply_exchange=str(reply_to.get("exchange")) if isinstance(reply_to, dict) else None,
+        pattern=body.get("pattern"),
+        matcher=body.get("matcher"),
+    )
+
+
+class _Mailbox:
+    """This process's reply queue (kombu's oid: one per process) and the replies it popped for
+    another ticket than the one being collected (another thread's broadcast)."""
+
+    def __init__(self) -> None:
+        self.pid = os.getpid()
+        self.oid = str(uuid.uuid4())
+        self.unclaimed: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        self.lock = threading.Lock()
+
+
+_mailbox: _Mailbox | None = None
+
+
+def mailbox() -> _Mailbox:
+    global _mailbox
+    if _mailbox is None or _mailbox.pid != os.getpid():  # a forked child has its own
+        _mailbox = _Mailbox()
+    return _mailbox
 
 
 class RedisControlChannel(ControlChannel):
     def __init__(
-        self, client: redis.Redis, prefix: str, url: str, listener: redis.Redis | None = None
+        self,
+        client: redis.Redis,
+        prefix: str,
+        url: str,
+        listener: redis.Redis | None = None,
     ) -> None:
         self.client = client
         self.prefix = prefix
         self.url = url
         #: What ``listen()`` uses (a worker's short-timeout client); ``client`` if not given.
         self.listener = listener if listener is not None else client
+        db = int(client.connection_pool.connection_kwargs.get("db") or 0)
+        #: The pub/sub channel of commands, as kombu names it (with its default fanout_prefix).
+        self.topic = f"{prefix}/{db}.{EXCHANGE}"
+        self._bind = client.register_script(_BIND)
 
     def _error(self, what: str, exc: Exception) -> BrokerConnectionError:
         return BrokerConnectionError(redis_failure(f"cannot {what} on", self.url, exc))
 
+    def bind(self, client: redis.Redis, exchange: str, routing_key: str, queue: str) -> None:
+        self._bind(
+            keys=[f"{self.prefix}{BINDING}{exchange}", f"{self.prefix}{DEADLINES}"],
+            args=[SEP.join([routing_key, "", queue]), exchange, BINDING_TTL_MS],
+            client=client,
+        )
+
     def broadcast(
         self, command: ControlCommand, timeout: float, limit: int | None
     ) -> list[dict[str, Any]]:
-        key = f"{self.prefix}{REPLY_KEY}{command.ticket}"
+        box = mailbox()
+        body: dict[str, Any] = {
+            "method": command.method,
+            "arguments": command.arguments,
+            "destination": command.destination,
+            "pattern": command.pattern,
+            "matcher": command.matcher,
+        }
+        key = f"{self.prefix}{reply_queue(box.oid)}"
         try:
-            self.client.publish(self.prefix + CHANNEL, command.encode())
+            if command.reply:
+                # Declared on every call, as cheap as a ping: the binding may have been swept
+                # or flushed since the last one, and a worker replies only where it is bound.
+                self.bind(self.client, REPLY_EXCHANGE, box.oid, reply_queue(box.oid))
+                body["ticket"] = command.ticket
+                body["reply_to"] = {"exchange": REPLY_EXCHANGE, "routing_key": box.oid}
+            headers = {"clock": CLOCK.forward(), "expires": time.time() + timeout if timeout else 0}
+            self.client.publish(self.topic, envelope(body, headers, EXCHANGE, ""))
             if not command.reply:
                 return []
-            replies: list[dict[str, Any]] = []
-            deadline = time.monotonic() + timeout
-            while limit is None or len(replies) < limit:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    break
-                item: Any = self.client.blpop([key], timeout=max(remaining, 0.01))
-                if item is None:
-                    break
-                reply = decode_reply(item[1])
-                if reply is not None:
-                    replies.append(reply)
-            self.client.delete(key)
+            return self._collect(box, key, command.ticket, timeout, limit)
         except redis.RedisError as exc:
             raise self._error("send a control command", exc) from exc
+
+    def _collect(
+        self, box: _Mailbox, key: str, ticket: str, timeout: float, limit: int | None
+    ) -> list[dict[str, Any]]:
+        with box.lock:
+            replies = box.unclaimed.pop(ticket, [])
+        deadline = time.monotonic() + timeout
+        lost = 0
+        while limit is None or len(replies) < limit:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            try:
+                item: Any = self.client.brpop([key], timeout=max(min(remaining, POP_SLICE), 0.01))
+            except redis.ConnectionError:
+                # The replies wait in the list: a connection the server dropped (a failover, a
+                # CLIENT KILL) costs a reconnection, not the replies. Twice in a row is an outage.
+                lost += 1
+                if lost > 1:
+                    raise
+                continue
+            lost = 0
+            if item is None:
+                continue
+            opened = open_envelope(item[1])
+            if opened is None or not isinstance(opened[0], dict):
+                continue
+            reply, headers = opened
+            CLOCK.adjust(headers.get("clock"))
+            this = headers.get("ticket", ticket)
+            if this == ticket:
+                replies.append(reply)
+            else:
+                with box.lock:
+                    box.unclaimed[str(this)].append(reply)
         return replies
 
     def listen(self) -> ControlListener:
-        return RedisControlListener(self)
+        return RedisControlListener(self, None)
+
+    def listen_as(self, hostname: str) -> ControlListener:
+        return RedisControlListener(self, hostname)
 
 
 class RedisControlListener:
-    def __init__(self, channel: RedisControlChannel) -> None:
+    """A worker's node on the pidbox: its queue's binding, and the subscription to commands."""
+
+    def __init__(self, channel: RedisControlChannel, hostname: str | None) -> None:
         self.channel = channel
+        self.hostname = hostname
+        self._refreshed = 0.0
+        #: Messages read while waiting for the subscription's confirmation.
+        self._early: list[Any] = []
         try:
-            self.pubsub = channel.listener.pubsub(ignore_subscribe_messages=True)
-            self.pubsub.subscribe(channel.prefix + CHANNEL)
+            self._refresh()
+            self.pubsub = channel.listener.pubsub()
+            self.pubsub.psubscribe(channel.topic)  # as kombu subscribes to fanout topics
+            # Subscribed only once Redis confirms: a command published before then is not heard,
+            # and a worker must not say "ready" (nor a test send) until it would be.
+            deadline = time.monotonic() + SUBSCRIBE_TIMEOUT
+            while time.monotonic() < deadline:
+                message = self.pubsub.get_message(timeout=0.1)
+                if message is None:
+                    continue
+                if message.get("type") == "psubscribe":
+                    break
+                self._early.append(message)
+            else:
+                raise redis.TimeoutError("no confirmation of the subscription")
         except redis.RedisError as exc:
             raise channel._error("subscribe to control commands", exc) from exc
+
+    def _refresh(self) -> None:
+        """Declares (and keeps alive) the node queue's binding, as a Celery worker's."""
+        if self.hostname is not None:
+            self.channel.bind(self.channel.listener, EXCHANGE, "", node_queue(self.hostname))
+        self._refreshed = time.monotonic()
 
     def fetch(self, timeout: float) -> list[ControlCommand]:
         commands: list[ControlCommand] = []
         try:
-            message = self.pubsub.get_message(timeout=timeout)
+            if time.monotonic() - self._refreshed > REFRESH_EVERY:
+                self._refresh()
+            early, self._early = self._early, []
+            message = early.pop(0) if early else self.pubsub.get_message(timeout=timeout)
             while message is not None:
-                if message.get("type") == "message":
-                    command = decode_command(message["data"])
-                    if command is not None:
-                        commands.append(command)
-                message = self.pubsub.get_message(timeout=0)
+                if message.get("type") in ("message", "pmessage"):
+                    opened = open_envelope(message["data"])
+                    if opened is not None:
+                        CLOCK.adjust(opened[1].get("clock"))
+                        command = command_from(*opened)
+                        if command is not None:
+                            commands.append(command)
+                message = early.pop(0) if early else self.pubsub.get_message(timeout=0)
         except redis.RedisError as exc:
             raise self.channel._error("read control commands", exc) from exc
         return commands
 
     def reply(self, command: ControlCommand, hostname: str, reply: Any) -> None:
-        key = f"{self.channel.prefix}{REPLY_KEY}{command.ticket}"
+        """Publishes ``{hostname: reply}`` to the command's reply exchange as kombu routes a
+        direct exchange: to every queue bound with the routing key; none bound, none sent."""
+        if command.reply_to is None:
+            return
+        exchange = command.reply_exchange or REPLY_EXCHANGE
+        prefix = self.channel.prefix
+        client = self.channel.listener
+        headers = {"ticket": command.ticket, "clock": CLOCK.forward()}
+        data = envelope({hostname: reply}, headers, exchange, command.reply_to)
         try:
-            with self.channel.listener.pipeline(transaction=False) as pipe:
-                pipe.rpush(key, encode_reply(hostname, reply))
-                pipe.expire(key, int(CONTROL_TTL))
+            queues = []
+            for raw in client.smembers(f"{prefix}{BINDING}{exchange}"):  # type: ignore[union-attr]
+                member = raw.decode() if isinstance(raw, bytes) else str(raw)
+                fields = member.split(SEP)
+                if len(fields) == 3 and fields[0] == command.reply_to:
+                    queues.append(fields[2])
+            if not queues:
+                log.debug("no queue bound for the reply to %r; not sent", command.method)
+                return
+            with client.pipeline(transaction=False) as pipe:
+                for queue in queues:
+                    pipe.lpush(f"{prefix}{queue}", data)
+                    pipe.pexpire(f"{prefix}{queue}", REPLY_EXPIRES_MS)
                 pipe.execute()
         except redis.RedisError as exc:
             raise self.channel._error("send a control reply", exc) from exc

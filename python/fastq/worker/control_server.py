@@ -1,4 +1,9 @@
-"""The worker's side of remote control: answers ``ping``, ``registered``, ``active``, ``stats``.
+"""The worker's side of remote control: answers Celery's pidbox commands with Celery's reply
+shapes (``celery/worker/control.py``): ``ping`` → ``{"ok": "pong"}``, ``active``, ``stats``,
+``registered``, ``revoked``, ``active_queues``, ``conf``, ``query_task``, ``clock``, ``hello``;
+``revoke``/``terminate`` and a warm ``shutdown`` act; what fastq cannot do (``rate_limit``,
+``time_limit``, ``add_consumer``, ``pool_grow``, events, ...) is refused with Celery's
+``{"error": reason}``, never ignored.
 
 One ``ControlServer`` per worker, in the process that is never busy running a task: the prefork
 supervisor polls it between its ticks, the threads and solo pools from a thread of their own. So
@@ -10,14 +15,17 @@ from __future__ import annotations
 
 import logging
 import os
+import resource
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from fastq.backoff import Backoff
 from fastq.builtin_tasks import user_tasks
+from fastq.control_channel import CLOCK
 from fastq.errors import ConfigurationError, FastqError
 from fastq.worker.revoke import revoke_arguments
 
@@ -41,6 +49,38 @@ class PoolInfo:
     concurrency: int
     prefetch: int
     processes: Callable[[], list[int]]
+    queues: list[str] = field(default_factory=list)
+    max_tasks_per_child: int | None = None
+
+
+def ok(value: Any) -> dict[str, Any]:
+    return {"ok": value}
+
+
+def nok(value: str) -> dict[str, Any]:
+    return {"error": value}
+
+
+#: Commands fastq's worker refuses, and why (Celery's ``{"error": ...}`` reply).
+REFUSED = {
+    "rate_limit": "fastq cannot change a rate limit at run time: it is read when the worker "
+    "starts (set the task's rate_limit and restart the worker)",
+    "time_limit": "fastq cannot change time limits at run time: they are read when the worker "
+    "starts (set the task's time_limit/soft_time_limit and restart the worker)",
+    "add_consumer": "fastq consumes the queues it was started with (-Q); it cannot add one at "
+    "run time",
+    "cancel_consumer": "fastq consumes the queues it was started with (-Q); it cannot cancel "
+    "one at run time",
+    "pool_grow": "fastq's pool has a fixed size (--concurrency)",
+    "pool_shrink": "fastq's pool has a fixed size (--concurrency)",
+    "autoscale": "fastq has no autoscaler",
+    "pool_restart": "fastq cannot restart its pool remotely",
+    "enable_events": "fastq workers send no events yet",
+    "disable_events": "fastq workers send no events yet",
+    "heartbeat": "fastq workers send no events yet",
+    "revoke_by_stamped_headers": "fastq cannot revoke by stamped headers",
+    "election": "fastq takes no part in elections",
+}
 
 
 class ControlServer:
@@ -53,9 +93,15 @@ class ControlServer:
         active_tasks: ActiveTasks,
         pool: PoolInfo,
         on_revoke: Callable[[list[str], bool, str], None] | None = None,
+        on_shutdown: Callable[[], None] | None = None,
     ) -> None:
         self.app = app
         self.on_revoke = on_revoke
+        #: Starts a warm shutdown (the worker sets it; without it, ``shutdown`` is refused).
+        self.on_shutdown = on_shutdown
+        #: Ids revoked since the worker started (``inspect revoked``), newest last.
+        self.revoked: deque[str] = deque(maxlen=50_000)
+        self._after_reply: list[Callable[[], None]] = []
         self.hostname = hostname
         self.active_tasks = active_tasks
         self.pool = pool
@@ -71,15 +117,31 @@ class ControlServer:
         #: Reopening the channel after a failure, and when to try next.
         self._backoff = Backoff(LISTEN_BACKOFF_START, LISTEN_BACKOFF_MAX)
         self._retry_at = 0.0
-        self._handlers: dict[str, Callable[[ControlCommand], Any]] = {
-            "ping": lambda _: "pong",
-            "registered": lambda _: user_tasks(self.app),
-            "active": lambda _: [
-                {**asdict(t), "hostname": self.hostname} for t in self.active_tasks.snapshot()
-            ],
+        self._handlers: dict[str, Callable[[dict[str, Any]], Any]] = {
+            "ping": lambda _: ok("pong"),
+            "registered": self._registered,
+            "active": lambda _: self._active(),
+            "reserved": lambda _: nok(
+                "fastq does not report reserved tasks: the prefetched messages are held by "
+                "each pool process, not by the process that answers"
+            ),
+            "scheduled": lambda _: nok(
+                "fastq does not report scheduled (ETA) tasks: they wait in the broker, not in "
+                "the worker"
+            ),
             "stats": lambda _: self._stats(),
+            "revoked": lambda _: list(self.revoked),
+            "active_queues": lambda _: self._active_queues(),
+            "conf": self._conf,
+            "query_task": self._query_task,
+            "clock": lambda _: {"clock": self._clock()},
+            "hello": self._hello,
             "revoke": self._revoke,
+            "terminate": lambda a: self._revoke({**a, "terminate": True}),
+            "shutdown": self._shutdown,
         }
+        for name in ("dump_tasks", "dump_active", "dump_revoked", "dump_conf"):
+            self._handlers[name] = self._handlers[name[5:].replace("tasks", "registered")]
 
     def poll(self, timeout: float = 0.0) -> None:
         """Answers the commands that arrived; waits up to ``timeout`` for one. Never raises."""
@@ -90,7 +152,7 @@ class ControlServer:
             return
         try:
             if self._listener is None:
-                self._listener = self.app.broker.control_channel().listen()
+                self._listener = self.app.broker.control_channel().listen_as(self.hostname)
                 self.listening.set()
                 if self._backoff.failures:
                     log.info("remote control channel open again")
@@ -131,42 +193,191 @@ class ControlServer:
             return
         handler = self._handlers.get(command.method)
         reply: Any
-        if handler is None:
-            reply = {
-                "error": f"unknown control command {command.method!r}; "
+        if command.method in REFUSED:
+            reply = nok(REFUSED[command.method])
+        elif handler is None:
+            reply = nok(
+                f"unknown control command {command.method!r}; "
                 f"known: {', '.join(sorted(self._handlers))}"
-            }
+            )
         else:
             try:
-                reply = handler(command)
+                reply = handler(command.arguments)
             except Exception as exc:  # a bad command must not stop the worker answering others
                 log.exception("control command %r failed", command.method)
-                reply = {"error": f"{command.method} failed: {exc!r}"}
-        if command.reply:
-            listener.reply(command, self.hostname, reply)
+                reply = nok(f"{command.method} failed: {exc!r}")
+        if isinstance(reply, dict) and "error" in reply:
+            log.info("control command %r refused: %s", command.method, reply["error"])
+        try:
+            if command.reply:
+                listener.reply(command, self.hostname, reply)
+        finally:
+            actions, self._after_reply = self._after_reply, []
+            for action in actions:
+                action()
 
-    def _revoke(self, command: ControlCommand) -> dict[str, str]:
-        ids, terminate, sig = revoke_arguments(command.arguments)
+    def _clock(self) -> int:
+        return CLOCK.value
+
+    def _active(self) -> list[dict[str, Any]]:
+        """Celery's ``Request.info()`` shape; the arguments are not known here (None)."""
+        return [
+            {
+                "id": t.id,
+                "name": t.name,
+                "args": None,
+                "kwargs": None,
+                "type": t.name,
+                "hostname": self.hostname,
+                "time_start": t.time_start,
+                "acknowledged": None,
+                "delivery_info": {"delivery_tag": t.delivery_tag},
+                "worker_pid": t.worker_pid,
+                "delivery_tag": t.delivery_tag,
+            }
+            for t in self.active_tasks.snapshot()
+        ]
+
+    def _registered(self, arguments: dict[str, Any]) -> list[str]:
+        """Task names, with ``[rate_limit=...]`` as Celery lists a task that has one."""
+        items = [
+            i
+            for i in (arguments.get("taskinfoitems") or ("rate_limit",))
+            if isinstance(i, str) and not i.startswith("_")
+        ]
+        names = [
+            n
+            for n in sorted(self.app.tasks)
+            if arguments.get("builtins") or n in set(user_tasks(self.app))
+        ]
+        out: list[str] = []
+        for name in names:
+            task = self.app.tasks[name]
+            fields = [
+                f"{i}={getattr(task, i)}" for i in items if getattr(task, i, None) is not None
+            ]
+            out.append(f"{name} [{' '.join(fields)}]" if fields else name)
+        return out
+
+    def _active_queues(self) -> list[dict[str, Any]]:
+        """The consumed queues in the shape of kombu's ``Queue.as_dict(recurse=True)``."""
+        out: list[dict[str, Any]] = []
+        for name in self.pool.queues:
+            spec = self.app.router.queue(name)
+            out.append(
+                {
+                    "name": spec.name,
+                    "exchange": {
+                        "name": spec.exchange,
+                        "type": spec.exchange_type,
+                        "arguments": None,
+                        "durable": True,
+                        "passive": False,
+                        "auto_delete": False,
+                        "delivery_mode": None,
+                        "no_declare": False,
+                    },
+                    "routing_key": spec.routing_key,
+                    "queue_arguments": None,
+                    "binding_arguments": None,
+                    "consumer_arguments": None,
+                    "durable": True,
+                    "exclusive": False,
+                    "auto_delete": False,
+                    "no_ack": False,
+                    "alias": None,
+                    "bindings": [],
+                    "no_declare": None,
+                    "expires": None,
+                    "message_ttl": None,
+                    "max_length": None,
+                    "max_length_bytes": None,
+                    "max_priority": None,
+                }
+            )
+        return out
+
+    def _conf(self, arguments: dict[str, Any]) -> dict[str, Any]:
+        """The settings (all of them: fastq keeps no separate table of changed ones), values
+        that are not JSON as their repr; credentials in URLs are masked."""
+        from fastq.urls import redact
+
+        out: dict[str, Any] = {}
+        for key, value in self.app.conf.items():
+            if isinstance(value, str) and "://" in value:
+                value = redact(value)
+            out[key] = (
+                value
+                if isinstance(value, (str, int, float, bool, type(None), list, dict))
+                else repr(value)
+            )
+        return out
+
+    def _query_task(self, arguments: dict[str, Any]) -> dict[str, Any]:
+        raw = arguments.get("ids") or []
+        ids = {raw} if isinstance(raw, str) else {str(i) for i in raw}
+        return {t["id"]: ["active", t] for t in self._active() if t["id"] in ids}
+
+    def _hello(self, arguments: dict[str, Any]) -> dict[str, Any] | None:
+        """Celery's mingle at worker start: the revoked ids this worker knows, merging the
+        sender's."""
+        if arguments.get("from_node") == self.hostname:
+            return None
+        revoked = arguments.get("revoked")
+        if isinstance(revoked, (list, dict)) and revoked and self.on_revoke is not None:
+            ids = [str(i) for i in revoked]
+            self.on_revoke(ids, False, "SIGTERM")
+            self.revoked.extend(i for i in ids if i not in set(self.revoked))
+        return {"revoked": list(self.revoked), "clock": self._clock()}
+
+    def _revoke(self, arguments: dict[str, Any]) -> dict[str, str]:
+        ids, terminate, sig = revoke_arguments(arguments)
         if self.on_revoke is not None:
             self.on_revoke(ids, terminate, sig)
+        known = set(self.revoked)
+        self.revoked.extend(i for i in ids if i not in known)
         log.info("revoked %s%s", ", ".join(ids), " (terminate)" if terminate else "")
-        return {"ok": f"tasks {', '.join(ids)} flagged as revoked"}
+        if terminate:
+            running = {t.id for t in self.active_tasks.snapshot()} & set(ids)
+            if not running:
+                return ok("terminate: tasks unknown")
+            return ok(f"terminate: {', '.join(sorted(running))}")
+        return ok(f"tasks {', '.join(ids)} flagged as revoked")
+
+    def _shutdown(self, arguments: dict[str, Any]) -> dict[str, str]:
+        if self.on_shutdown is None:
+            return nok("this worker cannot be shut down remotely")
+        log.warning("%s", arguments.get("msg") or "Got shutdown from remote")
+        self._after_reply.append(self.on_shutdown)  # the reply goes out first
+        return ok("shutting down (warm: running tasks finish)")
 
     def _stats(self) -> dict[str, Any]:
         broker = self.app.broker
+        usage = resource.getrusage(resource.RUSAGE_SELF)
         return {
             "hostname": self.hostname,
             "pid": os.getpid(),
+            "clock": str(self._clock()),
             "uptime": round(time.time() - self.started, 3),
             "pool": {
                 "implementation": self.pool.implementation,
                 "max-concurrency": self.pool.concurrency,
                 "processes": self.pool.processes(),
+                "max-tasks-per-child": self.pool.max_tasks_per_child or "N/A",
             },
             "prefetch_count": self.pool.prefetch * self.pool.concurrency,
             "broker": {
                 "transport": broker.url.split("://", 1)[0],
                 "reach": broker.consumers_within,
+            },
+            "rusage": {
+                "utime": usage.ru_utime,
+                "stime": usage.ru_stime,
+                "maxrss": usage.ru_maxrss,
+                "minflt": usage.ru_minflt,
+                "majflt": usage.ru_majflt,
+                "nvcsw": usage.ru_nvcsw,
+                "nivcsw": usage.ru_nivcsw,
             },
             "total": dict(self.active_tasks.total),
         }

@@ -105,8 +105,21 @@ def run_worker(
     active_tasks = ActiveTasks()
     processes: list[int] = []
     control_server = ControlServer(
-        app, hostname, active_tasks, PoolInfo(pool, concurrency, prefetch, lambda: list(processes))
+        app,
+        hostname,
+        active_tasks,
+        PoolInfo(pool, concurrency, prefetch, lambda: list(processes), queue_list, max_tasks),
     )
+    shutdown_asked = threading.Event()
+
+    def remote_shutdown() -> None:
+        """``shutdown`` by remote control: the warm shutdown SIGTERM starts (once: a second
+        SIGTERM would make it cold)."""
+        if not shutdown_asked.is_set():
+            shutdown_asked.set()
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    control_server.on_shutdown = remote_shutdown
 
     def make_loop(
         consumer_id: str,

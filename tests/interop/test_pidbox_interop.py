@@ -1,0 +1,209 @@
+"""Celery's remote control (the pidbox) across fastq and Celery on Redis: Celery's own CLI
+(``celery inspect``/``celery control``, run as a subprocess) and ``app.control`` reach a fastq
+worker, and fastq's ``app.control`` reaches a real Celery worker."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import uuid
+from typing import Any
+
+import pytest
+import redis
+from celery import Celery
+from fastq import App
+
+from tests.processes import BIN, ROOT, WorkerProcess, celery_worker, fastq_worker, wait_until
+from tests.test_control import serve
+
+pytestmark = pytest.mark.usefixtures("runs")
+
+
+@pytest.fixture
+def env(broker_url: str, backend_url: str) -> dict[str, str]:
+    return {"FASTQ_BROKER_URL": broker_url, "FASTQ_RESULT_BACKEND": backend_url}
+
+
+def hostname(kind: str) -> str:
+    return f"{kind}-{uuid.uuid4().hex[:8]}@pidbox"
+
+
+def celery_cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(BIN / "celery"), "-A", "tests.apps.celery_app", *args],
+        cwd=ROOT,
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def inspect(env: dict[str, str], command: str, node: str, *args: str) -> Any:
+    """``celery inspect <command> -d node --json``: the node's reply."""
+    done = celery_cli(env, "inspect", command, *args, "-d", node, "-t", "5", "--json")
+    assert done.returncode == 0, done.stdout + done.stderr
+    return json.loads(done.stdout)[node]
+
+
+def control(env: dict[str, str], *args: str) -> dict[str, Any]:
+    """``celery control ... --json`` (a list of ``{node: reply}``), flattened."""
+    done = celery_cli(env, "control", *args, "-t", "5", "--json")
+    assert done.returncode == 0, done.stdout + done.stderr
+    return {node: reply for one in json.loads(done.stdout) for node, reply in one.items()}
+
+
+def test_celery_inspect_sees_a_fastq_worker(env: dict[str, str]) -> None:
+    node = hostname("fastq")
+    with fastq_worker("-n", node, "--pool", "prefork", "--concurrency", "2", env=env) as w:
+        assert inspect(env, "ping", node) == {"ok": "pong"}
+        registered = inspect(env, "registered", node)
+        assert "interop.add" in registered and "interop.record" in registered
+        assert inspect(env, "active", node) == []
+        stats = inspect(env, "stats", node)
+        assert stats["pool"]["max-concurrency"] == 2 and len(stats["pool"]["processes"]) == 2
+        assert stats["pid"] == w.pid
+        [queue] = inspect(env, "active_queues", node)
+        assert queue["name"] == "celery" and queue["exchange"]["name"] == "celery"
+        assert inspect(env, "conf", node)["broker_url"] == env["FASTQ_BROKER_URL"]
+        assert inspect(env, "revoked", node) == []
+        assert inspect(env, "query_task", node, "nope") == {}
+        # Refused with Celery's error shape and the reason, not ignored.
+        assert (
+            "rate limit"
+            in control(env, "rate_limit", "interop.add", "5/s", "-d", node)[node]["error"]
+        )
+        assert "fixed size" in control(env, "pool_grow", "1", "-d", node)[node]["error"]
+
+
+def test_celery_sees_what_a_fastq_worker_runs(
+    env: dict[str, str], celery_client: Celery, runs: redis.Redis
+) -> None:
+    node = hostname("fastq")
+    with fastq_worker("-n", node, "--pool", "prefork", "--concurrency", "1", env=env):
+        long = celery_client.send_task("interop.record", ("long", 3.0))
+        wait_until(lambda: runs.hexists("started", "long"), timeout=20)
+        inspector = celery_client.control.inspect(destination=[node], timeout=5)
+        [active] = inspector.active()[node]
+        assert active["id"] == long.id and active["name"] == "interop.record"
+        assert inspector.query_task(long.id)[node][long.id][0] == "active"
+        long.get(timeout=20)
+
+
+def test_celery_revoke_skips_a_task_on_a_fastq_worker(
+    env: dict[str, str], celery_client: Celery, runs: redis.Redis
+) -> None:
+    node = hostname("fastq")
+    with fastq_worker("-n", node, "--pool", "prefork", "--concurrency", "1", env=env):
+        busy = celery_client.send_task("interop.record", ("busy", 2.0))
+        wait_until(lambda: runs.hexists("started", "busy"), timeout=20)
+        skipped = celery_client.send_task("interop.record", ("skipped",))
+        [reply] = celery_client.control.revoke(skipped.id, destination=[node], reply=True)
+        assert reply == {node: {"ok": f"tasks {skipped.id} flagged as revoked"}}
+        assert busy.get(timeout=20) == "busy"
+        after = celery_client.send_task("interop.record", ("after",))
+        assert after.get(timeout=20) == "after"  # the queue went past the revoked one
+        assert not runs.hexists("runs", "skipped")
+        assert skipped.state == "REVOKED"
+        assert inspect(env, "revoked", node) == [skipped.id]
+
+
+def test_celery_control_shutdown_stops_a_fastq_worker_warm(
+    env: dict[str, str], celery_client: Celery, runs: redis.Redis
+) -> None:
+    node = hostname("fastq")
+    with fastq_worker("-n", node, "--pool", "prefork", "--concurrency", "1", env=env) as w:
+        running = celery_client.send_task("interop.record", ("running", 2.0))
+        wait_until(lambda: runs.hexists("started", "running"), timeout=20)
+        assert "shutting down" in control(env, "shutdown", "-d", node)[node]["ok"]
+        assert w.proc.wait(30) == 0
+        assert running.get(timeout=5) == "running"  # the running task finished first
+        assert "Got shutdown from remote" in w.log()
+
+
+def test_fastq_shutdown_stops_a_threads_worker(env: dict[str, str], fastq_client: App) -> None:
+    node = hostname("fastq")
+    with fastq_worker("-n", node, "--pool", "threads", "--concurrency", "2", env=env) as w:
+        assert fastq_client.control.shutdown([node]) is None  # Celery's: no reply asked
+        assert w.proc.wait(30) == 0
+
+
+def test_fastq_control_reaches_a_celery_worker_and_both_answer_celery(
+    env: dict[str, str], fastq_client: App
+) -> None:
+    celery_node, fastq_node = hostname("celery"), hostname("fastq")
+    with (
+        celery_worker("-P", "solo", "-n", celery_node, env=env),
+        fastq_worker("-n", fastq_node, "--pool", "threads", env=env),
+    ):
+        inspector = fastq_client.control.inspect([celery_node], timeout=5)
+        assert inspector.ping() == {celery_node: {"ok": "pong"}}
+        assert "interop.add" in inspector.registered()[celery_node]
+        assert inspector.stats()[celery_node]["pool"]["max-concurrency"] == 1
+        both = fastq_client.control.inspect([celery_node, fastq_node], timeout=5).ping()
+        assert both == {celery_node: {"ok": "pong"}, fastq_node: {"ok": "pong"}}
+        [revoked] = fastq_client.control.revoke("some-id", [celery_node], reply=True)
+        assert revoked == {celery_node: {"ok": "tasks {'some-id'} flagged as revoked"}}
+        # Celery's CLI sees both nodes of the mixed fleet.
+        done = celery_cli(env, "inspect", "ping", "-t", "3", "--json")
+        replies = json.loads(done.stdout)
+        assert replies[celery_node] == replies[fastq_node] == {"ok": "pong"}
+        limited = control(env, "rate_limit", "interop.add", "5/s", "-d", celery_node)
+        assert limited[celery_node] == {"ok": "new rate limit set successfully"}
+
+
+def test_celery_client_and_fastq_worker_share_a_global_keyprefix(broker_url: str) -> None:
+    """kombu prefixes the pidbox's channel and binding keys with ``global_keyprefix``; so does
+    fastq (a worker's control server in this process, a Celery client beside it)."""
+    options = {"global_keyprefix": f"{uuid.uuid4().hex[:6]}:"}
+    app = App("ctl", broker=broker_url, broker_transport_options=options, set_as_current=False)
+    client = Celery("client", broker=broker_url, set_as_current=False)
+    client.conf.broker_transport_options = options
+    unprefixed = Celery("other", broker=broker_url, set_as_current=False)
+    stop = serve(app, "prefixed@pidbox")
+    try:
+        assert client.control.inspect(["prefixed@pidbox"], timeout=5).ping() == {
+            "prefixed@pidbox": {"ok": "pong"}
+        }
+        assert unprefixed.control.inspect(["prefixed@pidbox"], timeout=0.5).ping() is None
+        binding = f"{options['global_keyprefix']}_kombu.binding.celery.pidbox"
+        members = redis.Redis.from_url(broker_url).smembers(binding)
+        assert b"\x06\x16\x06\x16prefixed@pidbox.celery.pidbox" in members
+    finally:
+        stop()
+        app.close()
+        client.close()
+        unprefixed.close()
+
+
+def test_a_celery_worker_learns_a_fastq_workers_revoked_ids_at_mingle(
+    env: dict[str, str], fastq_client: App
+) -> None:
+    fastq_node, celery_node = hostname("fastq"), hostname("celery")
+    with fastq_worker("-n", fastq_node, "--pool", "threads", env=env):
+        fastq_client.control.revoke("revoked-before", [fastq_node], reply=True, timeout=5)
+        argv = [str(BIN / "celery"), "-A", "tests.apps.celery_app", "worker", "-P", "solo"]
+        argv += ["-n", celery_node, "--without-gossip", "--without-heartbeat", "-l", "INFO"]
+        with WorkerProcess(argv, env) as cw:  # with mingle: it says hello to the fleet
+            cw.wait_for_log("ready", timeout=60)
+            revoked = fastq_client.control.inspect([celery_node], timeout=5).revoked()
+            assert revoked == {celery_node: ["revoked-before"]}
+
+
+def test_a_worker_skips_what_it_cannot_read_on_the_pidbox(broker_url: str) -> None:
+    options = {"global_keyprefix": f"{uuid.uuid4().hex[:6]}:"}
+    app = App("ctl", broker=broker_url, broker_transport_options=options, set_as_current=False)
+    stop = serve(app, "sturdy@pidbox")
+    try:
+        topic = f"{options['global_keyprefix']}/{broker_url.rsplit('/', 1)[1]}.celery.pidbox"
+        client = redis.Redis.from_url(broker_url)
+        for junk in (b"not json", b'{"body": "!!", "content-type": "application/json"}', b"[]"):
+            client.publish(topic, junk)
+        client.publish(topic, json.dumps({"content-type": "application/x-yaml", "body": "x"}))
+        replies = app.control.ping(["sturdy@pidbox"], timeout=5)
+        assert replies == [{"sturdy@pidbox": {"ok": "pong"}}]
+    finally:
+        stop()
+        app.close()
