@@ -101,15 +101,23 @@ def test_unsupported_broker_scheme() -> None:
         app.send_task("x")
 
 
-def test_delay_survives_a_dropped_connection(app: App, broker_redis: redis.Redis) -> None:
-    @app.task(name="proj.noop")
-    def noop() -> None: ...
+def test_delay_survives_a_dropped_connection() -> None:
+    from tests.faults.redis_server import RedisServer
 
-    noop.delay()
-    noop.delay()  # the second goes through the connection the broker keeps for this thread
-    broker_redis.execute_command("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes")
-    noop.delay()  # a connection the server dropped is replaced once, as Celery retries publishes
-    assert broker_redis.llen("celery") == 3
+    # A server of its own: killing every client of the shared one would cut other sessions.
+    with RedisServer() as server:
+        app = App("drop", broker=server.url(), set_as_current=False)
+
+        @app.task(name="proj.noop")
+        def noop() -> None: ...
+
+        noop.delay()
+        noop.delay()  # the second goes through the connection the broker keeps for this thread
+        admin = server.client()
+        admin.execute_command("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes")
+        noop.delay()  # a connection the server dropped is replaced once, as Celery retries
+        assert admin.llen("celery") == 3
+        app.close()
 
 
 def test_delay_to_a_dead_broker_is_a_clear_error() -> None:
