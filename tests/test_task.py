@@ -83,3 +83,30 @@ def test_task_cls_is_the_default_base() -> None:
     assert App("plain", broker="memory://", set_as_current=False).task_cls is fastq.Task
     with pytest.raises(ConfigurationError, match="task_cls must be a fastq Task subclass"):
         App("bad", broker="memory://", set_as_current=False, task_cls="builtins:dict")
+
+
+def test_the_positional_fast_path_decides_as_bind_does() -> None:
+    app = App("arity", broker="memory://", set_as_current=False)
+
+    @app.task(name="a.defaults")
+    def defaults(x: int, y: int = 1, *, z: int = 2) -> int:
+        return x
+
+    @app.task(name="a.star")
+    def star(x: int, *rest: int) -> int:
+        return x
+
+    @app.task(name="a.kwonly")
+    def kwonly(x: int, *, must: int) -> int:
+        return x
+
+    for task, args, ok in [
+        (defaults, (1,), True), (defaults, (1, 2), True), (defaults, (), False),
+        (defaults, (1, 2, 3), False), (star, (1, 2, 3, 4), True), (star, (), False),
+        (kwonly, (1,), False),
+    ]:  # fmt: skip
+        if ok:
+            task.check_arguments(args)
+        else:
+            with pytest.raises(TypeError):
+                task.check_arguments(args)

@@ -80,6 +80,7 @@ class Router:
         self.conf = conf
         self._routes = _compile(conf.task_routes)
         self.queues = queue_specs(conf)
+        self._plain: dict[tuple[Any, Any, Any], Route] = {}
 
     def queue(self, name: str) -> QueueSpec:
         """The queue's binding; a queue not in ``task_queues`` is created as Celery creates it
@@ -120,6 +121,19 @@ class Router:
             exchange = exchange or queue.get("exchange")
             routing_key = routing_key or queue.get("routing_key")
             queue = queue.get("name")
+        if extra is not None:
+            return self._destination(queue, exchange, routing_key, extra)
+        # Without route options the answer depends only on these three: kept, as .delay() in a
+        # loop asks the same question every time.
+        key = (queue, exchange, routing_key)
+        route = self._plain.get(key)
+        if route is None:
+            route = self._plain[key] = self._destination(queue, exchange, routing_key, None)
+        return route
+
+    def _destination(
+        self, queue: Any, exchange: Any, routing_key: Any, extra: Mapping[str, Any] | None
+    ) -> Route:
         queue = str(queue or self.conf.task_default_queue)
         binding = self.queue(queue)
         if (not exchange or not routing_key) and binding.exchange_type == "direct":

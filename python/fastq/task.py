@@ -473,6 +473,10 @@ class Task(Generic[P, R, RCall]):
     ) -> None:
         """Raises ``TypeError`` when the function cannot be called with these arguments (what
         ``typing=True`` checks before a task is sent)."""
+        if not kwargs and args is not None and self._arity is not None:
+            low, high = self._arity  # positional arguments only: a count is the whole check
+            if low <= len(args) <= high:
+                return
         signature = self._signature
         if signature is None:
             return
@@ -480,6 +484,24 @@ class Task(Generic[P, R, RCall]):
             signature.bind(*(args or ()), **(kwargs or {}))
         except TypeError as exc:
             raise TypeError(f"{self.name}: {exc}") from None
+
+    @cached_property
+    def _arity(self) -> tuple[int, float] | None:
+        """How many positional arguments a call may pass when it passes no keyword ones, when
+        that count alone decides (every parameter positional, no keyword-only one required)."""
+        signature = self._signature
+        if signature is None:
+            return None
+        low, high = 0, 0.0
+        for p in signature.parameters.values():
+            if p.kind is p.VAR_POSITIONAL:
+                high = float("inf")
+            elif p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD):
+                high += 1
+                low += p.default is p.empty
+            elif p.kind is p.KEYWORD_ONLY and p.default is p.empty:
+                return None
+        return low, high
 
     @cached_property
     def _signature(self) -> inspect.Signature | None:
