@@ -43,3 +43,34 @@ def test_a_celery_worker_runs_what_fastq_beat_sends(
         assert len(beat.sent) == 1
         assert beat.sent[0].get(timeout=30) == 5
     app.close()
+
+
+CELERY_BEAT_APP = """
+import os
+from celery import Celery
+
+app = Celery("beatproj", broker=os.environ["FASTQ_BROKER_URL"])
+app.conf.beat_schedule = {{
+    "record": {{"task": "interop.record", "schedule": 1.0, "args": ({token!r},)}},
+}}
+"""
+
+
+def test_a_fastq_worker_runs_what_celerys_beat_sends(
+    tmp_path: Any, worker_env: dict[str, str], runs: Any
+) -> None:
+    from tests.processes import BIN, WorkerProcess, fastq_worker, wait_until
+
+    (tmp_path / "beatproj.py").write_text(CELERY_BEAT_APP.format(token="celery-beat"))
+    beat = WorkerProcess(
+        [str(BIN / "celery"), "-A", "beatproj", "beat", "-l", "INFO",
+         "-s", str(tmp_path / "celerybeat-schedule")],
+        {**worker_env, "PYTHONPATH": str(tmp_path)},
+        cwd=tmp_path,
+    )  # fmt: skip
+    try:
+        with fastq_worker("--pool", "solo", env=worker_env):
+            wait_until(lambda: int(runs.hget("runs", "celery-beat") or 0) >= 2, timeout=30)
+    finally:
+        beat.stop()
+    assert "Sending due task record (interop.record)" in beat.log()
