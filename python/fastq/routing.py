@@ -52,14 +52,14 @@ def queue_specs(conf: Config) -> dict[str, QueueSpec]:
     routing_key = conf.task_default_routing_key or conf.task_default_queue
     specs: dict[str, QueueSpec] = {}
     for entry in conf.task_queues or ({"name": conf.task_default_queue},):
-        name, ex_name, ex_type, key = _queue_fields(entry)
+        name, ex_name, ex_type, key = queue_fields(entry)
         if not ex_name:
             ex_name, ex_type = exchange, exchange_type
         specs[name] = QueueSpec(name, ex_name, ex_type or "direct", key or routing_key)
     return specs
 
 
-def _queue_fields(entry: Any) -> tuple[str, str | None, str | None, str | None]:
+def queue_fields(entry: Any) -> tuple[str, str | None, str | None, str | None]:
     """``(name, exchange, exchange type, routing key)`` of a kombu ``Queue`` (duck-typed) or a
     dict with its field names (the exchange a name, an ``Exchange`` or a dict)."""
     get = entry.get if isinstance(entry, Mapping) else lambda k: getattr(entry, k, None)

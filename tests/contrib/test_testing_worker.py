@@ -41,3 +41,18 @@ def test_celerys_arguments_and_refusals() -> None:
         pass
     with pytest.raises(ConfigurationError, match="does not take"), start_worker(app, bogus=1):
         pass
+
+
+def test_loglevel_applies_while_it_runs_and_logfile_is_refused() -> None:
+    import logging
+
+    app = _app()
+    before = logging.getLogger("fastq").level
+    with start_worker(app, loglevel="ERROR"):
+        assert logging.getLogger("fastq").level == logging.ERROR
+    assert logging.getLogger("fastq").level == before
+    with (
+        pytest.raises(ConfigurationError, match="does not take"),
+        start_worker(app, logfile="/tmp/x.log"),
+    ):
+        pass

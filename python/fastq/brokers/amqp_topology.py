@@ -14,7 +14,7 @@ from typing import Any
 
 from fastq.config import Config
 from fastq.errors import QueueNotFound
-from fastq.routing import QueueSpec, queue_specs
+from fastq.routing import QueueSpec, queue_fields, queue_specs
 
 log = logging.getLogger("fastq.amqp")
 
@@ -84,15 +84,11 @@ def _declaration(spec: QueueSpec, entry: Any, conf: Config) -> QueueDecl:
 def declarations(conf: Config) -> dict[str, QueueDecl]:
     """Every queue the settings define, by name: ``task_queues``, else the default queue, bound
     as Celery binds them (``fastq.routing.queue_specs``)."""
-    entries = {str(_name(e)): e for e in conf.task_queues or ()}
+    entries = {queue_fields(e)[0]: e for e in conf.task_queues or ()}
     return {
         name: _declaration(spec, entries.get(name, {}), conf)
         for name, spec in queue_specs(conf).items()
     }
-
-
-def _name(entry: Any) -> Any:
-    return entry["name"] if isinstance(entry, Mapping) else entry.name
 
 
 def declaration_for(conf: Config, queue: str, known: Mapping[str, QueueDecl]) -> QueueDecl:

@@ -214,9 +214,7 @@ def write_pidfile(path: str) -> None:
     try:
         with open(path) as f:
             other = int(f.read().strip() or 0)
-    except FileNotFoundError:
-        other = 0
-    except ValueError:
+    except (FileNotFoundError, ValueError):  # none, or not a pid: not a live worker's
         other = 0
     if other and other != os.getpid() and _alive(other):
         raise ConfigurationError(

@@ -10,6 +10,7 @@ Redis, RabbitMQ or SQLite; it stops warm when the block ends.
 
 from __future__ import annotations
 
+import logging
 import threading
 import uuid
 from collections.abc import Iterable, Iterator
@@ -23,7 +24,7 @@ if TYPE_CHECKING:
     from fastq.worker.loop import WorkerLoop
 
 #: What Celery's ``start_worker`` takes and fastq's does not use (no events, no ping task).
-IGNORED = frozenset({"perform_ping_check", "ping_task_timeout", "logfile", "without_heartbeat"})
+IGNORED = frozenset({"perform_ping_check", "ping_task_timeout", "without_heartbeat"})
 
 
 class TestWorker:
@@ -89,10 +90,17 @@ def start_worker(
         threading.Thread(target=loop.run, name=f"fastq-testworker-{i}", daemon=True)
         for i, loop in enumerate(loops)
     ]
+    # ``loglevel``, as Celery's: the level of fastq's loggers while the worker runs.
+    logger = logging.getLogger("fastq")
+    level_before = logger.level
+    logger.setLevel(loglevel if isinstance(loglevel, int) else loglevel.upper())
     for thread in threads:
         thread.start()
     worker = TestWorker(loops, threads)
     try:
         yield worker
     finally:
-        worker.stop(shutdown_timeout)
+        try:
+            worker.stop(shutdown_timeout)
+        finally:
+            logger.setLevel(level_before)
