@@ -11,7 +11,8 @@ from fastq import App, _state
 
 from tests.apps import shared
 
-REDIS_HOST = "redis://127.0.0.1:6379"
+#: The Redis server the tests use; FASTQ_TEST_REDIS points a parallel run at a server of its own.
+REDIS_HOST = os.environ.get("FASTQ_TEST_REDIS", "redis://127.0.0.1:6379")
 
 
 @pytest.fixture(autouse=True)
@@ -21,6 +22,8 @@ def _shared_tasks_stay_in_their_test() -> Iterator[None]:
     before = list(_state._shared)
     yield
     _state._shared[:] = before
+
+
 #: Databases these tests own (flushed before each test that uses them).
 BROKER_DB = int(os.environ.get("FASTQ_TEST_BROKER_DB", "8"))
 BACKEND_DB = int(os.environ.get("FASTQ_TEST_BACKEND_DB", "9"))

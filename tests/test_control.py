@@ -19,6 +19,8 @@ from fastq.errors import ConfigurationError, DecodeError
 from fastq.worker.active import ActiveTasks
 from fastq.worker.control_server import ControlServer, PoolInfo
 
+from tests.conftest import BROKER_DB, REDIS_HOST
+
 
 def serve(app: App, hostname: str, active_tasks: ActiveTasks | None = None) -> Callable[[], None]:
     """A worker's control server in a thread, subscribed before this returns; returns its stop."""
@@ -48,11 +50,11 @@ def app(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[App]:
     elif request.param == "sqlite":
         url = f"sqlite:///{tmp_path}/fastq.db"
     else:
-        url = f"redis://127.0.0.1:6379/{os.environ.get('FASTQ_TEST_BROKER_DB', '8')}"
+        url = f"{REDIS_HOST}/{BROKER_DB}"
         try:
             redis.Redis.from_url(url).ping()
         except redis.RedisError:
-            pytest.skip("no Redis on 127.0.0.1:6379")
+            pytest.skip(f"no Redis on {REDIS_HOST}")
         # A prefix of its own, so concurrent test runs never hear each other's commands.
         options = {"broker_transport_options": {"global_keyprefix": f"{uuid.uuid4().hex}:"}}
     application = App("ctl", broker=url, set_as_current=False, **options)

@@ -19,9 +19,10 @@ import pytest
 import redis
 from fastq import _core, errors
 
+from tests.conftest import REDIS_HOST
 from tests.tls_support import make_certificates
 
-URL = "redis://127.0.0.1:6379/15"
+URL = f"{REDIS_HOST}/15"
 SEP = "\x06\x16"
 
 pytestmark = pytest.mark.redis
@@ -33,7 +34,7 @@ def r() -> Iterator[redis.Redis]:
     try:
         client.ping()
     except redis.ConnectionError:
-        pytest.skip("Redis is not running on 127.0.0.1:6379 (scripts/services.sh redis)")
+        pytest.skip(f"Redis is not running on {REDIS_HOST} (scripts/services.sh redis)")
     client.flushdb()
     yield client
     client.flushdb()
