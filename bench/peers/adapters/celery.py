@@ -1,0 +1,68 @@
+"""Celery: prefork ``-c 2``, ``--without-gossip --without-mingle --without-heartbeat``,
+prefetch multiplier 16 (the docs: raise it for many short tasks); the Redis result backend in its
+own database when results are on. No batch publish API (a group still
+publishes one message per task)."""
+
+from __future__ import annotations
+
+from celery import Celery
+from counting import task_done
+
+from adapters import BACKEND, BROKER, PYTHON, QUEUE, RESULTS_ON, WARMUP
+from adapters._timing import latencies, timed_loop
+
+DIST = "celery"
+CONFIG = "prefork `-c 2`, prefetch multiplier 16, without gossip/mingle/heartbeat"
+BATCH = None
+RESULTS = True
+STORED = {"how": "dbsize", "url": BACKEND}
+
+app = Celery("peers", broker=BROKER, backend=BACKEND if RESULTS_ON else None)
+app.conf.update(
+    task_default_queue=QUEUE,
+    task_ignore_result=not RESULTS_ON,
+    worker_prefetch_multiplier=16,
+    worker_hijack_root_logger=False,
+    broker_connection_retry_on_startup=True,
+)
+
+
+@app.task(name="bench.task")
+def work() -> None:
+    task_done()
+
+
+def worker_argv(results: bool) -> list[list[str]]:
+    return [
+        [
+            PYTHON,
+            "-m",
+            "celery",
+            "-A",
+            "adapters.celery",
+            "worker",
+            "-P",
+            "prefork",
+            "-c",
+            "2",
+            "-Q",
+            QUEUE,
+            "--loglevel",
+            "WARNING",
+            "--without-gossip",
+            "--without-mingle",
+            "--without-heartbeat",
+        ]
+    ]
+
+
+def enqueue(n: int) -> float:
+    return timed_loop(n, work.delay)
+
+
+def enqueue_batch(n: int) -> float:
+    raise NotImplementedError("Celery has no batch publish API")
+
+
+def latency(n: int) -> list[float]:
+    return latencies(n, WARMUP, lambda: work.delay().get(timeout=30))
