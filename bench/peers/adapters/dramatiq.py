@@ -25,7 +25,8 @@ if RESULTS_ON:
 dramatiq.set_broker(broker)
 
 
-@dramatiq.actor(queue_name=QUEUE, store_results=RESULTS_ON, max_retries=0)
+# store_results is an option of the Results middleware: only there when results are on.
+@dramatiq.actor(queue_name=QUEUE, max_retries=0, **({"store_results": True} if RESULTS_ON else {}))
 def work() -> None:
     task_done()
 
