@@ -31,8 +31,9 @@ repo_python() {
 # A python of version $1 (major.minor): on PATH, in pyenv, or installed with pyenv.
 find_python() {
   local want="$1" exe
-  for exe in "python$want" "$HOME"/.pyenv/versions/"$want"*/bin/python"$want"; do
-    if command -v "$exe" >/dev/null 2>&1; then command -v "$exe"; return 0; fi
+  # pyenv's own builds first: its shim on PATH may exist without that version being selected.
+  for exe in "$HOME"/.pyenv/versions/"$want"*/bin/python"$want" "python$want"; do
+    if "$exe" -V >/dev/null 2>&1; then command -v "$exe"; return 0; fi
   done
   if command -v pyenv >/dev/null 2>&1 && pyenv install -s "$want" >&2; then
     exe=$(ls -d "$HOME"/.pyenv/versions/"$want"*/bin/python"$want" 2>/dev/null | tail -1)
