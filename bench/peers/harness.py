@@ -227,6 +227,8 @@ def stored_count(conn: redis.Redis, spec: dict[str, Any]) -> int:
     how = spec["how"]
     if how == "dbsize":
         return int(conn.dbsize())  # type: ignore[arg-type]
+    if how == "scard":
+        return int(conn.scard(spec["key"]))  # type: ignore[arg-type]
     if how == "hlen":
         return int(conn.hlen(spec["key"]))  # type: ignore[arg-type]
     if how == "scan":
