@@ -7,8 +7,9 @@ JSON in ``bench/data/``, draws the plots into ``bench/``, and rewrites only the 
 ``<!-- fastq-bench:NAME -->`` and ``<!-- /fastq-bench:NAME -->``; everything else in the file
 (other engineers' sections, hand-written analysis) is kept as it is.
 
-Options: ``--quick`` (small N, to check the pipeline), ``--only headline|sweep|micro``,
-``--broker``/``--backend`` (default Redis databases 6 and 7 on 127.0.0.1).
+Options: ``--quick`` (small N, to check the pipeline), ``--only headline|sweep|micro|peers``,
+``--broker``/``--backend`` (default Redis databases 6 and 7 on 127.0.0.1). ``peers`` is
+``bench/peers/run.sh`` (fastq against the other task queues, on a redis-server of its own).
 """
 
 from __future__ import annotations
@@ -59,6 +60,10 @@ figure. The benchmark uses its own queue (`fastq.bench`) and deletes the keys it
 count their completions in Redis, so with `--broker amqp://…` pass `--counter redis://…` too;
 the broker ceiling has a probe for Redis only so far (`fastq.bench.ceiling.register`).
 Sections between `fastq-bench` markers are generated; edit outside them.
+
+`bash bench/run_all.sh --only peers` measures fastq against Celery, Dramatiq, Huey, RQ, arq,
+potatoq, taskito, ardiq and mayu side by side, each in a virtualenv of its own, on a redis-server
+the harness starts (`bench/peers/README.md` says how and with which configurations).
 """
 
 
@@ -193,7 +198,7 @@ def replace_section(text: str, name: str, body: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="small N: check the pipeline only")
-    parser.add_argument("--only", choices=["headline", "sweep", "micro"])
+    parser.add_argument("--only", choices=["headline", "sweep", "micro", "peers"])
     parser.add_argument("--broker", default="redis://127.0.0.1:6379/6")
     parser.add_argument("--backend", default="redis://127.0.0.1:6379/7")
     options = parser.parse_args(argv)
@@ -245,7 +250,16 @@ def main(argv: list[str] | None = None) -> int:
         text = replace_section(text, "micro", body)
     RESULTS.write_text(text)
     print(f"wrote {RESULTS}", file=sys.stderr)
+    if options.only in (None, "peers"):  # after the write above: it rewrites its own section
+        failed |= not peers(options.quick)
     return 1 if failed else 0
+
+
+def peers(quick: bool) -> bool:
+    """fastq against the other task queues (bench/peers); it writes its own section and plot."""
+    argv = ["bash", "bench/peers/run.sh", *(["--tasks", "500", "--rounds", "1"] if quick else [])]
+    print("$", shlex.join(argv), file=sys.stderr, flush=True)
+    return subprocess.run(argv, cwd=ROOT, check=False).returncode == 0
 
 
 if __name__ == "__main__":
