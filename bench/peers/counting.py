@@ -13,6 +13,8 @@ harness through the environment:
 Keys: ``<run>.done`` (count), ``<run>.first`` and ``<run>.last`` (hashes pid -> wall-clock time
 of the process's first task start and latest task end). The harness reads these times, not the
 moment it noticed, so neither its polling nor the flush interval blurs the drain time.
+The buffered counter is ``fastq.bench.probe.Recorder``'s, written again here because the peers'
+virtualenvs do not have fastq to import it from.
 """
 
 from __future__ import annotations

@@ -43,7 +43,7 @@ import redis
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
-sys.path.insert(0, str(HERE))
+sys.path[:0] = [str(HERE), str(HERE.parent)]
 
 import ceiling  # noqa: E402  (bench/peers is not a package)
 import procstat  # noqa: E402
@@ -194,7 +194,13 @@ class Bench:
             elif now - last_change > self.timeout:
                 raise TrialError(f"stalled at {done}/{n} tasks for {self.timeout:.0f}s")
             time.sleep(POLL)
-        end = max(float(v) for v in counter.hgetall(last_key).values())
+        # The INCR that reached N is followed by its end-time write: wait for that to land.
+        deadline = time.time() + 5
+        while not (ends := counter.hgetall(last_key)) and time.time() < deadline:
+            time.sleep(POLL)
+        if not ends:
+            raise TrialError("the last task's end time was never written")
+        end = max(float(v) for v in ends.values())  # type: ignore[union-attr]
         if results:
             end = max(end, self.wait_stored(system.info["stored"], workers))
         workers.sample()

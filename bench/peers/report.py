@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import re
 import statistics
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from run_all import replace_section  # bench/ is on sys.path (harness.py puts it there)
 
 Trial = dict[str, Any]
 Pick = Callable[[Trial], float | None]
@@ -197,16 +198,6 @@ def section(data: dict[str, Any], plot_name: str, command: str) -> str:
         f"![fastq and its peers]({plot_name})",
     ]
     return "\n\n".join(p for p in parts if p) + "\n"
-
-
-def replace_section(text: str, name: str, body: str) -> str:
-    """Rewrites the text between this section's markers, or appends the section."""
-    start, end = f"<!-- fastq-bench:{name} -->", f"<!-- /fastq-bench:{name} -->"
-    block = f"{start}\n{body.rstrip()}\n{end}"
-    pattern = re.compile(re.escape(start) + r".*?" + re.escape(end), re.S)
-    if pattern.search(text):
-        return pattern.sub(lambda _: block, text, count=1)
-    return text.rstrip() + "\n\n" + block + "\n"
 
 
 def plot(data: dict[str, Any], path: Path) -> None:

@@ -8,7 +8,7 @@
   so the harness knows when a results-on drain has really ended;
 - ``worker_argv(results) -> list[list[str]]``: the command(s) starting 2 worker processes;
 - ``enqueue(n) -> seconds``: n tasks sent one at a time;
-- ``enqueue_batch(n) -> seconds``: n tasks sent through ``BATCH``;
+- ``enqueue_batch(n) -> seconds``: n tasks sent through ``BATCH`` (only where there is one);
 - ``latency(n) -> [ms]``: n tasks sent one at a time, each result awaited (results on).
 
 Every task runs ``counting.task_done()`` and nothing else. Settings from the harness:

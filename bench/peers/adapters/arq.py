@@ -58,10 +58,6 @@ def enqueue(n: int) -> float:
     return asyncio.run(send())
 
 
-def enqueue_batch(n: int) -> float:
-    raise NotImplementedError("arq has no batch enqueue API")
-
-
 def latency(n: int) -> list[float]:
     async def measure() -> list[float]:
         pool = await create_pool(SETTINGS, default_queue_name=QUEUE_NAME)

@@ -60,9 +60,5 @@ def enqueue(n: int) -> float:
     return timed_loop(n, work.delay)
 
 
-def enqueue_batch(n: int) -> float:
-    raise NotImplementedError("Celery has no batch publish API")
-
-
 def latency(n: int) -> list[float]:
     return latencies(n, WARMUP, lambda: work.delay().get(timeout=30))

@@ -52,9 +52,5 @@ def enqueue(n: int) -> float:
     return timed_loop(n, work.send)
 
 
-def enqueue_batch(n: int) -> float:
-    raise NotImplementedError("Dramatiq has no batch enqueue API")
-
-
 def latency(n: int) -> list[float]:
     return latencies(n, WARMUP, lambda: work.send().get_result(block=True, timeout=30_000))

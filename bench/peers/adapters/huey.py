@@ -34,9 +34,5 @@ def enqueue(n: int) -> float:
     return timed_loop(n, work)
 
 
-def enqueue_batch(n: int) -> float:
-    raise NotImplementedError("Huey has no batch enqueue API")
-
-
 def latency(n: int) -> list[float]:
     return latencies(n, WARMUP, lambda: work()(blocking=True, timeout=30))

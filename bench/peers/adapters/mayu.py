@@ -49,9 +49,5 @@ def enqueue(n: int) -> float:
     return timed_loop(n, work.delay)
 
 
-def enqueue_batch(n: int) -> float:
-    raise NotImplementedError("mayu has no batch enqueue API")
-
-
 def latency(n: int) -> list[float]:
     return latencies(n, WARMUP, lambda: work.delay().result(timeout=30))

@@ -35,9 +35,5 @@ def enqueue(n: int) -> float:
     return timed_loop(n, work.delay)
 
 
-def enqueue_batch(n: int) -> float:
-    raise NotImplementedError("potatoq has no batch enqueue API")
-
-
 def latency(n: int) -> list[float]:
     return latencies(n, WARMUP, lambda: work.delay().get(timeout=30))
