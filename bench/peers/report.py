@@ -181,8 +181,15 @@ median with min-max over rounds. A system or trial that failed shows as such, wi
 
 def section(data: dict[str, Any], plot_name: str, command: str) -> str:
     n, rounds = data["tasks"], data["rounds"]
+    quick = (
+        "**A quick run (a check of the pipeline, not a measurement): "
+        "run `bash bench/run_all.sh --only peers` on a quiet machine for figures.**"
+        if n < 5000 or rounds < 3
+        else ""
+    )
     parts = [
         f"## fastq and its peers, {n:,} tasks, 2 worker processes, {rounds} round(s)",
+        quick,
         ABOUT.strip(),
         "```sh\n" + command + "\n```",
         f"Measured {data['created']} on {data['machine']['nproc']} CPUs; load average at the end "
