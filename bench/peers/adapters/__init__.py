@@ -31,5 +31,6 @@ PYTHON = sys.executable
 WARMUP = 10
 
 
-def db_of(url: str) -> int:
-    return int(url.rsplit("/", 1)[1] or 0)
+def script(name: str, args: str) -> list[str]:
+    """The command line of this virtualenv's console script ``name`` with ``args`` (words)."""
+    return [PYTHON, os.path.join(os.path.dirname(PYTHON), name), *args.split()]

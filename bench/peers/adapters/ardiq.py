@@ -14,7 +14,7 @@ from typing import Any
 from ardiq import Ardiq
 from counting import task_done
 
-from adapters import BROKER, PYTHON, QUEUE, RESULTS_ON, WARMUP
+from adapters import BROKER, QUEUE, RESULTS_ON, WARMUP, script
 from adapters._timing import batched
 
 DIST = "ardiq"
@@ -32,8 +32,7 @@ async def work() -> None:
 
 
 def worker_argv(results: bool) -> list[list[str]]:
-    ardiq = PYTHON.rsplit("/", 1)[0] + "/ardiq"
-    return [[PYTHON, ardiq, "run", "adapters.ardiq:app", "-w", "2", "-q"]]
+    return [script("ardiq", "run adapters.ardiq:app -w 2 -q")]
 
 
 def _timed(n: int, send: Callable[[], Awaitable[Any]]) -> float:

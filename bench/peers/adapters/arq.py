@@ -15,7 +15,7 @@ from arq import create_pool
 from arq.connections import RedisSettings
 from counting import task_done
 
-from adapters import BROKER, PYTHON, QUEUE, RESULTS_ON, WARMUP
+from adapters import BROKER, QUEUE, RESULTS_ON, WARMUP, script
 
 DIST = "arq"
 CONFIG = "2 `arq` processes, `max_jobs=20`, `poll_delay=0.01`; async task"
@@ -41,8 +41,7 @@ class WorkerSettings:
 
 
 def worker_argv(results: bool) -> list[list[str]]:
-    arq = PYTHON.rsplit("/", 1)[0] + "/arq"
-    return [[PYTHON, arq, "adapters.arq.WorkerSettings"]] * 2
+    return [script("arq", "adapters.arq.WorkerSettings")] * 2
 
 
 def enqueue(n: int) -> float:

@@ -8,7 +8,7 @@ from __future__ import annotations
 from celery import Celery
 from counting import task_done
 
-from adapters import BACKEND, BROKER, PYTHON, QUEUE, RESULTS_ON, WARMUP
+from adapters import BACKEND, BROKER, QUEUE, RESULTS_ON, WARMUP, script
 from adapters._timing import latencies, timed_loop
 
 DIST = "celery"
@@ -33,27 +33,8 @@ def work() -> None:
 
 
 def worker_argv(results: bool) -> list[list[str]]:
-    return [
-        [
-            PYTHON,
-            "-m",
-            "celery",
-            "-A",
-            "adapters.celery",
-            "worker",
-            "-P",
-            "prefork",
-            "-c",
-            "2",
-            "-Q",
-            QUEUE,
-            "--loglevel",
-            "WARNING",
-            "--without-gossip",
-            "--without-mingle",
-            "--without-heartbeat",
-        ]
-    ]
+    args = f"-A adapters.celery worker -P prefork -c 2 -Q {QUEUE} --loglevel WARNING"
+    return [script("celery", args + " --without-gossip --without-mingle --without-heartbeat")]
 
 
 def enqueue(n: int) -> float:

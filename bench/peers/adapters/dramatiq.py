@@ -10,7 +10,7 @@ from dramatiq.brokers.redis import RedisBroker
 from dramatiq.results import Results
 from dramatiq.results.backends import RedisBackend
 
-from adapters import BACKEND, BROKER, PYTHON, QUEUE, RESULTS_ON, WARMUP
+from adapters import BACKEND, BROKER, QUEUE, RESULTS_ON, WARMUP, script
 from adapters._timing import latencies, timed_loop
 
 DIST = "dramatiq"
@@ -32,20 +32,7 @@ def work() -> None:
 
 
 def worker_argv(results: bool) -> list[list[str]]:
-    return [
-        [
-            PYTHON,
-            "-m",
-            "dramatiq",
-            "adapters.dramatiq",
-            "--processes",
-            "2",
-            "--threads",
-            "8",
-            "--queues",
-            QUEUE,
-        ]
-    ]
+    return [script("dramatiq", f"adapters.dramatiq --processes 2 --threads 8 --queues {QUEUE}")]
 
 
 def enqueue(n: int) -> float:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from counting import task_done
 from fastq import App
 
-from adapters import BACKEND, BROKER, PYTHON, QUEUE, RESULTS_ON, WARMUP
+from adapters import BACKEND, BROKER, QUEUE, RESULTS_ON, WARMUP, script
 from adapters._timing import batched, latencies, timed_loop
 
 DIST = "fastq-worker"
@@ -32,24 +32,8 @@ def work() -> None:
 
 
 def worker_argv(results: bool) -> list[list[str]]:
-    return [
-        [
-            PYTHON,
-            "-m",
-            "fastq.cli",
-            "-A",
-            "adapters.fastq",
-            "worker",
-            "--pool",
-            "prefork",
-            "--concurrency",
-            "2",
-            "-Q",
-            QUEUE,
-            "--loglevel",
-            "WARNING",
-        ]
-    ]
+    args = f"-A adapters.fastq worker --pool prefork --concurrency 2 -Q {QUEUE}"
+    return [script("fastq", args + " --loglevel WARNING")]
 
 
 def enqueue(n: int) -> float:

@@ -8,7 +8,7 @@ from __future__ import annotations
 from counting import task_done
 from huey import RedisHuey
 
-from adapters import BROKER, PYTHON, QUEUE, RESULTS_ON, WARMUP
+from adapters import BROKER, QUEUE, RESULTS_ON, WARMUP, script
 from adapters._timing import latencies, timed_loop
 
 DIST = "huey"
@@ -26,8 +26,7 @@ def work() -> None:
 
 
 def worker_argv(results: bool) -> list[list[str]]:
-    consumer = PYTHON.rsplit("/", 1)[0] + "/huey_consumer"
-    return [[PYTHON, consumer, "adapters.huey.huey", "-k", "process", "-w", "2", "-q"]]
+    return [script("huey_consumer", "adapters.huey.huey -k process -w 2 -q")]
 
 
 def enqueue(n: int) -> float:

@@ -8,7 +8,7 @@ from __future__ import annotations
 from counting import task_done
 from mayu import App
 
-from adapters import BROKER, PYTHON, QUEUE, RESULTS_ON, WARMUP
+from adapters import BROKER, QUEUE, RESULTS_ON, WARMUP, script
 from adapters._timing import latencies, timed_loop
 
 DIST = "mayu"
@@ -26,23 +26,8 @@ def work() -> None:
 
 
 def worker_argv(results: bool) -> list[list[str]]:
-    mayu = PYTHON.rsplit("/", 1)[0] + "/mayu"
-    return [
-        [
-            PYTHON,
-            mayu,
-            "worker",
-            "adapters.mayu:app",
-            "--mode",
-            "process",
-            "--processes",
-            "2",
-            "--queues",
-            QUEUE,
-            "--log-level",
-            "WARNING",
-        ]
-    ]
+    args = f"worker adapters.mayu:app --mode process --processes 2 --queues {QUEUE}"
+    return [script("mayu", args + " --log-level WARNING")]
 
 
 def enqueue(n: int) -> float:

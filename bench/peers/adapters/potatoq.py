@@ -8,7 +8,7 @@ from __future__ import annotations
 from counting import task_done
 from potatoq import Potatoq
 
-from adapters import BACKEND, BROKER, PYTHON, QUEUE, RESULTS_ON, WARMUP
+from adapters import BACKEND, BROKER, QUEUE, RESULTS_ON, WARMUP, script
 from adapters._timing import latencies, timed_loop
 
 DIST = "potatoq"
@@ -27,8 +27,7 @@ def work() -> None:
 
 
 def worker_argv(results: bool) -> list[list[str]]:
-    potatoq = PYTHON.rsplit("/", 1)[0] + "/potatoq"
-    return [[PYTHON, potatoq, "-A", "adapters.potatoq", "worker", "-c", "2", "-Q", QUEUE]]
+    return [script("potatoq", f"-A adapters.potatoq worker -c 2 -Q {QUEUE}")]
 
 
 def enqueue(n: int) -> float:

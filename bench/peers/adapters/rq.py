@@ -10,7 +10,7 @@ from counting import task_done
 from redis import Redis
 from rq import Queue
 
-from adapters import BROKER, PYTHON, QUEUE, RESULTS_ON, WARMUP
+from adapters import BROKER, QUEUE, RESULTS_ON, WARMUP, script
 from adapters._timing import batched, latencies, timed_loop
 
 DIST = "rq"
@@ -29,22 +29,8 @@ def work() -> None:
 
 
 def worker_argv(results: bool) -> list[list[str]]:
-    rq = PYTHON.rsplit("/", 1)[0] + "/rq"
-    return [
-        [
-            PYTHON,
-            rq,
-            "worker-pool",
-            QUEUE,
-            "-n",
-            "2",
-            "-w",
-            "rq.worker.SimpleWorker",
-            "-u",
-            BROKER,
-            "-q",
-        ]
-    ]
+    args = f"worker-pool {QUEUE} -n 2 -w rq.worker.SimpleWorker -u {BROKER} -q"
+    return [script("rq", args)]
 
 
 def enqueue(n: int) -> float:

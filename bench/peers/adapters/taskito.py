@@ -17,7 +17,7 @@ import sysconfig
 from counting import task_done
 from taskito import Queue
 
-from adapters import BROKER, PYTHON, QUEUE, WARMUP
+from adapters import BROKER, QUEUE, WARMUP, script
 from adapters._timing import batched, latencies, timed_loop
 
 DIST = "taskito"
@@ -37,23 +37,9 @@ def work() -> None:
 
 
 def worker_argv(results: bool) -> list[list[str]]:
-    taskito = PYTHON.rsplit("/", 1)[0] + "/taskito"
     path = os.pathsep.join([sysconfig.get_paths()["purelib"], os.environ.get("PYTHONPATH", "")])
-    return [
-        [
-            "env",
-            f"PYTHONPATH={path}",
-            PYTHON,
-            taskito,
-            "worker",
-            "--app",
-            "adapters.taskito:queue",
-            "--pool",
-            "prefork",
-            "--queues",
-            QUEUE,
-        ]
-    ]
+    args = f"worker --app adapters.taskito:queue --pool prefork --queues {QUEUE}"
+    return [["env", f"PYTHONPATH={path}", *script("taskito", args)]]
 
 
 def enqueue(n: int) -> float:
