@@ -283,6 +283,7 @@ def free_port() -> int:
 
 
 def run(options: argparse.Namespace) -> dict[str, Any]:
+    load_start = list(os.getloadavg())
     bench = Bench(options.redis, options.tasks, options.latency_tasks, options.timeout)
     systems = []
     for name in options.systems:
@@ -319,7 +320,11 @@ def run(options: argparse.Namespace) -> dict[str, Any]:
         "tasks": options.tasks,
         "rounds": options.rounds,
         "latency_tasks": options.latency_tasks,
-        "machine": {"nproc": os.cpu_count(), "loadavg_end": list(os.getloadavg())},
+        "machine": {
+            "nproc": os.cpu_count(),
+            "loadavg_start": load_start,
+            "loadavg_end": list(os.getloadavg()),
+        },
         "systems": [
             {"name": s.name, "error": s.error, **s.info, "trials": trials[s.name]} for s in systems
         ],

@@ -187,14 +187,17 @@ def section(data: dict[str, Any], plot_name: str, command: str) -> str:
         if n < 5000 or rounds < 3
         else ""
     )
+
+    def load(key: str) -> str:
+        return ", ".join(f"{x:.2f}" for x in data["machine"].get(key, [])) or "n/a"
+
     parts = [
         f"## fastq and its peers, {n:,} tasks, 2 worker processes, {rounds} round(s)",
         quick,
         ABOUT.strip(),
         "```sh\n" + command + "\n```",
-        f"Measured {data['created']} on {data['machine']['nproc']} CPUs; load average at the end "
-        + ", ".join(f"{x:.2f}" for x in data["machine"]["loadavg_end"])
-        + ".",
+        f"Measured {data['created']} on {data['machine']['nproc']} CPUs; load average (1, 5, "
+        f"15 min) at the start {load('loadavg_start')}, at the end {load('loadavg_end')}.",
         figures_table(data),
         "Ratios, fastq ÷ system (throughput) or system ÷ fastq (CPU, latency): above 1, fastq is "
         "ahead. The last row is fastq against Redis itself for the same pattern "
