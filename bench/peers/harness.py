@@ -323,6 +323,7 @@ def run(options: argparse.Namespace) -> dict[str, Any]:
         "latency_tasks": options.latency_tasks,
         "machine": {
             "nproc": os.cpu_count(),
+            "redis": redis.Redis.from_url(options.redis).info().get("redis_version"),
             "loadavg_start": load_start,
             "loadavg_end": list(os.getloadavg()),
         },

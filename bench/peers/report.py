@@ -196,7 +196,8 @@ def section(data: dict[str, Any], plot_name: str, command: str) -> str:
         quick,
         ABOUT.strip(),
         "```sh\n" + command + "\n```",
-        f"Measured {data['created']} on {data['machine']['nproc']} CPUs; load average (1, 5, "
+        f"Measured {data['created']} on {data['machine']['nproc']} CPUs, Redis "
+        f"{data['machine'].get('redis') or 'n/a'}; load average (1, 5, "
         f"15 min) at the start {load('loadavg_start')}, at the end {load('loadavg_end')}.",
         figures_table(data),
         "Ratios, fastq ÷ system (throughput) or system ÷ fastq (CPU, latency): above 1, fastq is "
