@@ -1,6 +1,7 @@
-"""Celery's remote control (the pidbox) across fastq and Celery on Redis: Celery's own CLI
-(``celery inspect``/``celery control``, run as a subprocess) and ``app.control`` reach a fastq
-worker, and fastq's ``app.control`` reaches a real Celery worker."""
+"""Celery's remote control (the pidbox) across fastq and Celery, on Redis and on RabbitMQ:
+Celery's own CLI (``celery inspect``/``celery control``, run as a subprocess) and
+``app.control`` reach a fastq worker, and fastq's ``app.control`` reaches a real Celery
+worker."""
 
 from __future__ import annotations
 
@@ -8,22 +9,46 @@ import json
 import os
 import subprocess
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import redis
 from celery import Celery
 from fastq import App
+from fastq.urls import redact
 
+from tests.amqp_support import AMQP_URL, requires_rabbitmq
 from tests.processes import BIN, ROOT, WorkerProcess, celery_worker, fastq_worker, wait_until
 from tests.test_control import serve
 
 pytestmark = pytest.mark.usefixtures("runs")
 
 
+@pytest.fixture(params=["redis", pytest.param("amqp", marks=requires_rabbitmq)])
+def transport(request: pytest.FixtureRequest, broker_url: str) -> str:
+    """The broker the pidbox runs on: the test's Redis database, or RabbitMQ
+    (FASTQ_TEST_AMQP_URL, a vhost of the test run's own)."""
+    return AMQP_URL if request.param == "amqp" else broker_url
+
+
 @pytest.fixture
-def env(broker_url: str, backend_url: str) -> dict[str, str]:
-    return {"FASTQ_BROKER_URL": broker_url, "FASTQ_RESULT_BACKEND": backend_url}
+def env(transport: str, backend_url: str) -> dict[str, str]:
+    return {"FASTQ_BROKER_URL": transport, "FASTQ_RESULT_BACKEND": backend_url}
+
+
+@pytest.fixture
+def celery_client(transport: str, backend_url: str) -> Iterator[Celery]:
+    app = Celery("client", broker=transport, backend=backend_url, set_as_current=False)
+    yield app
+    app.close()
+
+
+@pytest.fixture
+def fastq_client(transport: str, backend_url: str) -> Iterator[App]:
+    app = App("client", broker=transport, backend=backend_url, set_as_current=False)
+    yield app
+    app.close()
 
 
 def hostname(kind: str) -> str:
@@ -67,7 +92,7 @@ def test_celery_inspect_sees_a_fastq_worker(env: dict[str, str]) -> None:
         assert stats["pid"] == w.pid
         [queue] = inspect(env, "active_queues", node)
         assert queue["name"] == "celery" and queue["exchange"]["name"] == "celery"
-        assert inspect(env, "conf", node)["broker_url"] == env["FASTQ_BROKER_URL"]
+        assert inspect(env, "conf", node)["broker_url"] == redact(env["FASTQ_BROKER_URL"])
         assert inspect(env, "revoked", node) == []
         assert inspect(env, "query_task", node, "nope") == {}
         # Refused with Celery's error shape and the reason, not ignored.
