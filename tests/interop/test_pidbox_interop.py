@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -16,6 +17,7 @@ import pytest
 import redis
 from celery import Celery
 from fastq import App
+from fastq.errors import SoftTimeLimitExceeded, TimeLimitExceeded
 from fastq.urls import redact
 
 from tests.amqp_support import AMQP_URL, requires_rabbitmq
@@ -96,10 +98,7 @@ def test_celery_inspect_sees_a_fastq_worker(env: dict[str, str]) -> None:
         assert inspect(env, "revoked", node) == []
         assert inspect(env, "query_task", node, "nope") == {}
         # Refused with Celery's error shape and the reason, not ignored.
-        assert (
-            "rate limit"
-            in control(env, "rate_limit", "interop.add", "5/s", "-d", node)[node]["error"]
-        )
+        assert "autoscaler" in control(env, "autoscale", "2", "1", "-d", node)[node]["error"]
         assert "fixed size" in control(env, "pool_grow", "1", "-d", node)[node]["error"]
 
 
@@ -232,3 +231,61 @@ def test_a_worker_skips_what_it_cannot_read_on_the_pidbox(broker_url: str) -> No
     finally:
         stop()
         app.close()
+
+
+# -- task settings changed at run time -----------------------------------------------------------
+def drain(client: App, count: int) -> float:
+    """Seconds ``count`` ``interop.add`` tasks take from sending to their last result."""
+    started = time.monotonic()
+    results = [client.send_task("interop.add", (i, 1)) for i in range(count)]
+    assert [r.get(timeout=60) for r in results] == [i + 1 for i in range(count)]
+    return time.monotonic() - started
+
+
+@pytest.mark.parametrize("pool", ["prefork", "threads"])
+def test_rate_limit_changes_a_running_fastq_workers_throughput(
+    env: dict[str, str], fastq_client: App, pool: str
+) -> None:
+    node = hostname("fastq")
+    with fastq_worker("-n", node, "--pool", pool, "--concurrency", "1", env=env):
+        # Celery's CLI sets it (a prefork child learns it from the supervisor) ...
+        limited = control(env, "rate_limit", "interop.add", "2/s", "-d", node)
+        assert limited == {node: {"ok": "new rate limit set successfully"}}
+        assert "interop.add [rate_limit=2/s]" in inspect(env, "registered", node)
+        # ... and 2/s (a burst of 2, then one every half second) holds 7 tasks >= 2.5 s.
+        assert drain(fastq_client, 7) >= 2.4
+        # app.control lifts it: the same tasks no longer wait for tokens.
+        [lifted] = fastq_client.control.rate_limit("interop.add", "0", [node], reply=True)
+        assert lifted == {node: {"ok": "rate limit disabled successfully"}}
+        assert drain(fastq_client, 7) < 2.0
+        assert fastq_client.control.rate_limit("nope", "1/s", [node], reply=True) == [
+            {node: {"error": "unknown task"}}
+        ]
+        [bad] = fastq_client.control.rate_limit("interop.add", "fast", [node], reply=True)
+        assert "Invalid rate limit string" in bad[node]["error"]
+
+
+@pytest.mark.parametrize("pool", ["prefork", "solo"])
+def test_time_limit_set_at_run_time_stops_a_long_task(
+    env: dict[str, str], fastq_client: App, runs: redis.Redis, pool: str
+) -> None:
+    node = hostname("fastq")
+    with fastq_worker("-n", node, "--pool", pool, "--concurrency", "1", env=env) as w:
+        done = control(env, "time_limit", "interop.record", "1", "30", "-d", node)  # soft, hard
+        assert done == {node: {"ok": "time limits set successfully"}}
+        started = time.monotonic()
+        with pytest.raises(SoftTimeLimitExceeded):
+            fastq_client.send_task("interop.record", ("soft", 20.0)).get(timeout=30)
+        assert time.monotonic() - started < 10
+        # A hard limit alone: the task is killed (prefork: its child; solo: the task's thread).
+        fastq_client.control.time_limit("interop.record", None, 1, [node], reply=True)
+        started = time.monotonic()
+        with pytest.raises(TimeLimitExceeded):
+            fastq_client.send_task("interop.record", ("hard", 20.0)).get(timeout=30)
+        assert time.monotonic() - started < 10
+        assert not runs.hexists("runs", "soft") and not runs.hexists("runs", "hard")
+        # Lifted again (None: no limit), a task longer than the old limit finishes.
+        [lifted] = fastq_client.control.time_limit("interop.record", None, None, [node], reply=True)
+        assert lifted == {node: {"ok": "time limits set successfully"}}
+        assert fastq_client.send_task("interop.record", ("slow", 3.0)).get(timeout=30) == "slow"
+        assert "new time limits for tasks of type interop.record" in w.log()

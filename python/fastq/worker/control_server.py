@@ -27,6 +27,7 @@ from fastq.backoff import Backoff
 from fastq.builtin_tasks import user_tasks
 from fastq.control_channel import CLOCK
 from fastq.errors import ConfigurationError, FastqError
+from fastq.worker import task_settings
 from fastq.worker.revoke import revoke_arguments
 
 if TYPE_CHECKING:
@@ -63,10 +64,6 @@ def nok(value: str) -> dict[str, Any]:
 
 #: Commands fastq's worker refuses, and why (Celery's ``{"error": ...}`` reply).
 REFUSED = {
-    "rate_limit": "fastq cannot change a rate limit at run time: it is read when the worker "
-    "starts (set the task's rate_limit and restart the worker)",
-    "time_limit": "fastq cannot change time limits at run time: they are read when the worker "
-    "starts (set the task's time_limit/soft_time_limit and restart the worker)",
     "add_consumer": "fastq consumes the queues it was started with (-Q); it cannot add one at "
     "run time",
     "cancel_consumer": "fastq consumes the queues it was started with (-Q); it cannot cancel "
@@ -94,8 +91,11 @@ class ControlServer:
         pool: PoolInfo,
         on_revoke: Callable[[list[str], bool, str], None] | None = None,
         on_shutdown: Callable[[], None] | None = None,
+        on_task_change: Callable[[dict[str, Any]], None] | None = None,
     ) -> None:
         self.app = app
+        #: Passes a task setting change (set here already) to the processes that run tasks.
+        self.on_task_change = on_task_change
         self.on_revoke = on_revoke
         #: Starts a warm shutdown (the worker sets it; without it, ``shutdown`` is refused).
         self.on_shutdown = on_shutdown
@@ -139,6 +139,8 @@ class ControlServer:
             "revoke": self._revoke,
             "terminate": lambda a: self._revoke({**a, "terminate": True}),
             "shutdown": self._shutdown,
+            "rate_limit": lambda a: self._change_task(task_settings.rate_limit_change, a),
+            "time_limit": lambda a: self._change_task(task_settings.time_limit_change, a),
         }
         for name in ("dump_tasks", "dump_active", "dump_revoked", "dump_conf"):
             self._handlers[name] = self._handlers[name[5:].replace("tasks", "registered")]
@@ -343,6 +345,34 @@ class ControlServer:
                 return ok("terminate: tasks unknown")
             return ok(f"terminate: {', '.join(sorted(running))}")
         return ok(f"tasks {', '.join(ids)} flagged as revoked")
+
+    def _change_task(
+        self,
+        make: Callable[[Any, dict[str, Any]], dict[str, Any]],
+        arguments: dict[str, Any],
+    ) -> dict[str, str]:
+        """Celery's ``rate_limit``/``time_limit``: the task object changes in this process and,
+        through ``on_task_change``, in every process that runs tasks."""
+        try:
+            change = make(self.app.tasks, arguments)
+        except task_settings.SettingError as exc:
+            return nok(str(exc))
+        task_settings.apply(self.app.tasks, change)
+        if self.on_task_change is not None:
+            self.on_task_change(change)
+        name = change["task"]
+        if "rate_limit" in change:
+            log.info("new rate limit for tasks of type %s: %s", name, change["rate_limit"])
+            if change["rate_limit"] is None:
+                return ok("rate limit disabled successfully")
+            return ok("new rate limit set successfully")
+        log.info(
+            "new time limits for tasks of type %s: soft=%s hard=%s",
+            name,
+            change["soft_time_limit"],
+            change["time_limit"],
+        )
+        return ok("time limits set successfully")
 
     def _shutdown(self, arguments: dict[str, Any]) -> dict[str, str]:
         if self.on_shutdown is None:

@@ -33,6 +33,7 @@ from fastq.execution.followups import on_revoked, send_followups
 from fastq.execution.limits import effective_limits
 from fastq.execution.tracer import Outcome, Settle, has_handlers, keeps_result, run_task
 from fastq.task import Context, Task
+from fastq.worker import task_settings
 from fastq.worker.ratelimit import RateLimiter
 from fastq.worker.reports import SupervisorReporter
 from fastq.worker.request import build_context, eta_of, expired
@@ -246,9 +247,15 @@ class WorkerLoop:
             self._consumer = None
 
     # -- one cycle -------------------------------------------------------------------------------
-    def _cycle(self, consumer: Consumer) -> None:
+    def _read_supervisor(self) -> None:
+        """What the prefork supervisor wrote down the pipe: revoked ids, setting changes."""
         if self.revoked_fd is not None:
             self.revoked.read_pipe(self.revoked_fd)
+            if self.revoked.changes:
+                self._apply_changes()
+
+    def _cycle(self, consumer: Consumer) -> None:
+        self._read_supervisor()
         self._maybe_restore_visible()
         self._maybe_move_due()
         pause = self._backlog_wait(consumer)
@@ -261,6 +268,8 @@ class WorkerLoop:
             deliveries, self._interrupted = self._interrupted, []
         else:
             deliveries = list(consumer.fetch(self._fetch_wait()))
+            if deliveries:  # what came while the fetch waited applies to them too
+                self._read_supervisor()
         for i, delivery in enumerate(deliveries):
             if self.stopping.is_set():
                 break  # the rest stay unacknowledged and are restored on shutdown
@@ -518,6 +527,19 @@ class WorkerLoop:
             self._schedule(when, delivery, context)
             return
         self._maybe_execute(consumer, task, delivery, context)
+
+    def _apply_changes(self) -> None:
+        """Task setting changes the supervisor sent (``rate_limit``, ``time_limit``)."""
+        lines, self.revoked.changes = self.revoked.changes, []
+        for line in lines:
+            change = task_settings.read_change(line)
+            name = None if change is None else task_settings.apply(self.app.tasks, change)
+            if name is not None:
+                self.settings_changed(name)
+
+    def settings_changed(self, name: str) -> None:
+        """``name``'s settings changed: its rate limit is read again."""
+        self.rate_limiter.forget(name)
 
     def _settled(self, task_id: str | None) -> bool:
         if self.revoked_fd is not None:  # the supervisor wrote it before the kill: read it now

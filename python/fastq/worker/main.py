@@ -8,6 +8,7 @@ import signal
 import socket
 import threading
 from collections.abc import Sequence
+from typing import Any
 
 from fastq import signals
 from fastq._state import set_task_join_will_block
@@ -208,6 +209,7 @@ def run_worker(
             fails_when_lost=fails_when_lost,
         )
         control_server.on_revoke = supervisor.revoke
+        control_server.on_task_change = supervisor.change_task_settings
         app.close()  # nothing opened before the fork survives in the children
         signals.worker_ready.send(None)
         code = supervisor.run()
@@ -225,6 +227,12 @@ def run_worker(
             log.warning("revoke with terminate needs the prefork pool; %s only skip", pool)
 
     control_server.on_revoke = on_revoke
+
+    def on_task_change(change: dict[str, Any]) -> None:
+        for loop in loops:  # the task itself is shared, already changed
+            loop.settings_changed(str(change["task"]))
+
+    control_server.on_task_change = on_task_change
     loops = [
         make_loop(
             consumer_id(i, 1),

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from fastq import _core, errors
 from fastq.backoff import Backoff
+from fastq.worker import task_settings
 from fastq.worker.lost import QUARANTINED, TERMINATED, TIME_LIMIT, WORKER_LOST
 from fastq.worker.reports import JSON, ReportedTask, SupervisorReporter, parse_start
 from fastq.worker.revoke import RevokedIds, revoked_lines, settled_lines, terminate_line
@@ -210,6 +211,11 @@ class Supervisor:
                     "terminating task %s (child %d) with %s", running.task_id, child.index, sig
                 )
                 self._kill_running(child, running, TERMINATED, signum)
+
+    def change_task_settings(self, change: dict[str, Any]) -> None:
+        """Passes a task setting change (``rate_limit``, ``time_limit``) to every child; a child
+        forked later inherits it from this process."""
+        self._tell_children(task_settings.change_line(change), f"the change of {change['task']}")
 
     def _kill_running(self, child: Child, running: ReportedTask, reason: str, signum: int) -> None:
         child.killed = (running, reason)
