@@ -99,7 +99,6 @@ def test_celery_inspect_sees_a_fastq_worker(env: dict[str, str]) -> None:
         assert inspect(env, "query_task", node, "nope") == {}
         # Refused with Celery's error shape and the reason, not ignored.
         assert "autoscaler" in control(env, "autoscale", "2", "1", "-d", node)[node]["error"]
-        assert "fixed size" in control(env, "pool_grow", "1", "-d", node)[node]["error"]
 
 
 def test_celery_sees_what_a_fastq_worker_runs(
@@ -289,3 +288,37 @@ def test_time_limit_set_at_run_time_stops_a_long_task(
         assert lifted == {node: {"ok": "time limits set successfully"}}
         assert fastq_client.send_task("interop.record", ("slow", 3.0)).get(timeout=30) == "slow"
         assert "new time limits for tasks of type interop.record" in w.log()
+
+
+def started_together(client: App, runs: redis.Redis, count: int, label: str) -> int:
+    """Sends ``count`` 3-second tasks at once; how many of them were running together, 1.5 s
+    after the first started."""
+    results = [client.send_task("interop.record", (f"{label}{i}", 3.0)) for i in range(count)]
+    wait_until(lambda: runs.hlen("started") > 0, 30)
+    time.sleep(1.5)
+    together = sum(runs.hexists("started", f"{label}{i}") for i in range(count))
+    for r in results:
+        r.get(timeout=60)
+    return together
+
+
+@pytest.mark.parametrize("pool", ["prefork", "threads"])
+def test_pool_grow_and_shrink_change_how_many_tasks_run_at_once(
+    env: dict[str, str], fastq_client: App, runs: redis.Redis, pool: str
+) -> None:
+    node = hostname("fastq")
+    with fastq_worker("-n", node, "--pool", pool, "--concurrency", "1", env=env):
+        assert control(env, "pool_grow", "2", "-d", node) == {node: {"ok": "pool will grow"}}
+        stats = inspect(env, "stats", node)
+        assert stats["pool"]["max-concurrency"] == 3
+        if pool == "prefork":
+            wait_until(lambda: len(inspect(env, "stats", node)["pool"]["processes"]) == 3, 20)
+        assert started_together(fastq_client, runs, 3, "grown") == 3
+        runs.delete("started")
+        [shrunk] = fastq_client.control.pool_shrink(2, [node], reply=True)
+        assert shrunk == {node: {"ok": "pool will shrink"}}
+        if pool == "prefork":
+            wait_until(lambda: len(inspect(env, "stats", node)["pool"]["processes"]) == 1, 20)
+        assert started_together(fastq_client, runs, 3, "shrunk") == 1
+        [refused] = fastq_client.control.pool_shrink(1, [node], reply=True)
+        assert "cannot shrink a pool of 1" in refused[node]["error"]

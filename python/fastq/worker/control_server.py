@@ -68,8 +68,6 @@ REFUSED = {
     "run time",
     "cancel_consumer": "fastq consumes the queues it was started with (-Q); it cannot cancel "
     "one at run time",
-    "pool_grow": "fastq's pool has a fixed size (--concurrency)",
-    "pool_shrink": "fastq's pool has a fixed size (--concurrency)",
     "autoscale": "fastq has no autoscaler",
     "pool_restart": "fastq cannot restart its pool remotely",
     "enable_events": "fastq workers send no events yet",
@@ -92,8 +90,12 @@ class ControlServer:
         on_revoke: Callable[[list[str], bool, str], None] | None = None,
         on_shutdown: Callable[[], None] | None = None,
         on_task_change: Callable[[dict[str, Any]], None] | None = None,
+        on_resize: Callable[[int], int] | None = None,
     ) -> None:
         self.app = app
+        #: Grows (n > 0) or shrinks the pool by n, returning its new size; raises ValueError
+        #: for a size it refuses. None: a pool of a fixed size (solo).
+        self.on_resize = on_resize
         #: Passes a task setting change (set here already) to the processes that run tasks.
         self.on_task_change = on_task_change
         self.on_revoke = on_revoke
@@ -139,6 +141,8 @@ class ControlServer:
             "revoke": self._revoke,
             "terminate": lambda a: self._revoke({**a, "terminate": True}),
             "shutdown": self._shutdown,
+            "pool_grow": lambda a: self._resize(a, 1),
+            "pool_shrink": lambda a: self._resize(a, -1),
             "rate_limit": lambda a: self._change_task(task_settings.rate_limit_change, a),
             "time_limit": lambda a: self._change_task(task_settings.time_limit_change, a),
         }
@@ -345,6 +349,19 @@ class ControlServer:
                 return ok("terminate: tasks unknown")
             return ok(f"terminate: {', '.join(sorted(running))}")
         return ok(f"tasks {', '.join(ids)} flagged as revoked")
+
+    def _resize(self, arguments: dict[str, Any], sign: int) -> dict[str, str]:
+        """Celery's ``pool_grow``/``pool_shrink`` (``n``, default 1)."""
+        if self.on_resize is None:
+            return nok(f"the {self.pool.implementation} pool has a fixed size")
+        try:
+            n = int(arguments.get("n") or 1)
+            if n < 1:
+                raise ValueError(f"n must be at least 1, not {n}")
+            self.pool.concurrency = self.on_resize(sign * n)
+        except (TypeError, ValueError) as exc:
+            return nok(f"pool_{'grow' if sign > 0 else 'shrink'} refused: {exc}")
+        return ok("pool will grow" if sign > 0 else "pool will shrink")
 
     def _change_task(
         self,

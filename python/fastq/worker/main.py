@@ -210,6 +210,7 @@ def run_worker(
         )
         control_server.on_revoke = supervisor.revoke
         control_server.on_task_change = supervisor.change_task_settings
+        control_server.on_resize = lambda n: supervisor.grow(n) if n > 0 else supervisor.shrink(-n)
         app.close()  # nothing opened before the fork survives in the children
         signals.worker_ready.send(None)
         code = supervisor.run()
@@ -267,6 +268,36 @@ def run_worker(
 
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
         signal.signal(sig, on_term)
+    threads: list[threading.Thread] = []
+
+    def start_thread(loop: WorkerLoop) -> None:
+        thread = threading.Thread(target=loop.run, name=f"fastq-worker-{len(threads)}", daemon=True)
+        threads.append(thread)
+        thread.start()
+
+    def resize_threads(n: int) -> int:
+        """Celery's pool_grow/pool_shrink for the threads pool: more consumer threads, or the
+        last ones stopped warm (each finishes its task)."""
+        running = [loop for loop in loops if not loop.stopping.is_set()]
+        if n < 0:
+            if -n >= len(running):
+                raise ValueError(f"cannot shrink a pool of {len(running)} by {-n}")
+            for loop in running[n:]:
+                loop.stop()
+            return len(running) + n
+        for _ in range(n):
+            loop = make_loop(
+                consumer_id(len(loops), 1),
+                None,
+                ActiveTasksReporter(active_tasks, len(loops)),
+                revoked=revoked,
+            )
+            loops.append(loop)
+            start_thread(loop)
+        return len(running) + n
+
+    if pool == "threads":
+        control_server.on_resize = resize_threads
     if beat_service is not None:
         embedded_beat.append(start_embedded(beat_service))
     log.info("ready: %s pool with %d consumer(s)", pool, concurrency)
@@ -274,14 +305,10 @@ def run_worker(
     if pool == "solo":
         loops[0].run()
     else:
-        threads = [
-            threading.Thread(target=loop.run, name=f"fastq-worker-{i}", daemon=True)
-            for i, loop in enumerate(loops)
-        ]
-        for t in threads:
-            t.start()
-        while any(t.is_alive() for t in threads):
-            for t in threads:
+        for loop in list(loops):
+            start_thread(loop)
+        while any(t.is_alive() for t in list(threads)):
+            for t in list(threads):
                 t.join(timeout=0.5)
             if any(loop.gave_up for loop in loops):  # the broker is out of reach for good
                 for loop in loops:
