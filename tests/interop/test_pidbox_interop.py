@@ -322,3 +322,32 @@ def test_pool_grow_and_shrink_change_how_many_tasks_run_at_once(
         assert started_together(fastq_client, runs, 3, "shrunk") == 1
         [refused] = fastq_client.control.pool_shrink(1, [node], reply=True)
         assert "cannot shrink a pool of 1" in refused[node]["error"]
+
+
+@pytest.mark.parametrize("pool", ["prefork", "threads"])
+def test_add_and_cancel_consumer_change_the_queues_a_fastq_worker_takes(
+    env: dict[str, str], fastq_client: App, pool: str
+) -> None:
+    node, extra = hostname("fastq"), f"extra-{uuid.uuid4().hex[:6]}"
+    with fastq_worker("-n", node, "--pool", pool, "--concurrency", "2", env=env):
+        waiting = fastq_client.send_task("interop.add", (1, 2), queue=extra)
+        time.sleep(1.5)
+        assert waiting.state == "PENDING"  # nobody consumes the queue yet
+        added = control(env, "add_consumer", extra, "-d", node)
+        assert added == {node: {"ok": f"add consumer {extra}"}}
+        assert waiting.get(timeout=30) == 3
+        names = [q["name"] for q in inspect(env, "active_queues", node)]
+        assert names == ["celery", extra]
+        # Still consuming its first queue, and the new one for later tasks too.
+        assert fastq_client.send_task("interop.add", (2, 2)).get(timeout=30) == 4
+        assert fastq_client.send_task("interop.add", (3, 2), queue=extra).get(timeout=30) == 5
+        [cancelled] = fastq_client.control.cancel_consumer(extra, [node], reply=True)
+        assert cancelled == {node: {"ok": f"no longer consuming from {extra}"}}
+        time.sleep(2.5)  # each consumer switches before its next fetch (within ~1 s)
+        left = fastq_client.send_task("interop.add", (4, 2), queue=extra)
+        time.sleep(3)
+        assert left.state == "PENDING"
+        assert [q["name"] for q in inspect(env, "active_queues", node)] == ["celery"]
+        [last] = fastq_client.control.cancel_consumer("celery", [node], reply=True)
+        assert "only queue" in last[node]["error"]
+        assert fastq_client.send_task("interop.add", (5, 2)).get(timeout=30) == 7

@@ -64,10 +64,6 @@ def nok(value: str) -> dict[str, Any]:
 
 #: Commands fastq's worker refuses, and why (Celery's ``{"error": ...}`` reply).
 REFUSED = {
-    "add_consumer": "fastq consumes the queues it was started with (-Q); it cannot add one at "
-    "run time",
-    "cancel_consumer": "fastq consumes the queues it was started with (-Q); it cannot cancel "
-    "one at run time",
     "autoscale": "fastq has no autoscaler",
     "pool_restart": "fastq cannot restart its pool remotely",
     "enable_events": "fastq workers send no events yet",
@@ -91,8 +87,12 @@ class ControlServer:
         on_shutdown: Callable[[], None] | None = None,
         on_task_change: Callable[[dict[str, Any]], None] | None = None,
         on_resize: Callable[[int], int] | None = None,
+        on_queues: Callable[[list[str]], None] | None = None,
     ) -> None:
         self.app = app
+        #: Passes the new consumed queue set (``pool.queues``, changed already) to the
+        #: consumers; None: they read ``pool.queues`` themselves (the same list).
+        self.on_queues = on_queues
         #: Grows (n > 0) or shrinks the pool by n, returning its new size; raises ValueError
         #: for a size it refuses. None: a pool of a fixed size (solo).
         self.on_resize = on_resize
@@ -141,6 +141,8 @@ class ControlServer:
             "revoke": self._revoke,
             "terminate": lambda a: self._revoke({**a, "terminate": True}),
             "shutdown": self._shutdown,
+            "add_consumer": self._add_consumer,
+            "cancel_consumer": self._cancel_consumer,
             "pool_grow": lambda a: self._resize(a, 1),
             "pool_shrink": lambda a: self._resize(a, -1),
             "rate_limit": lambda a: self._change_task(task_settings.rate_limit_change, a),
@@ -349,6 +351,46 @@ class ControlServer:
                 return ok("terminate: tasks unknown")
             return ok(f"terminate: {', '.join(sorted(running))}")
         return ok(f"tasks {', '.join(ids)} flagged as revoked")
+
+    def _add_consumer(self, arguments: dict[str, Any]) -> dict[str, str]:
+        """Celery's ``add_consumer``: the queue is consumed from the next fetch on, declared as
+        the router knows it (``task_queues``, else a direct exchange of its name)."""
+        queue = str(arguments.get("queue") or "")
+        if not queue:
+            return nok("add_consumer needs a queue")
+        if arguments.get("exchange") not in (None, "", queue) or arguments.get(
+            "routing_key"
+        ) not in (
+            None,
+            "",
+            queue,
+        ):
+            return nok(
+                "fastq declares an added queue as task_queues has it (or as a direct exchange "
+                "of its name); declare other bindings in task_queues"
+            )
+        try:
+            self.app.router.queue(queue)
+        except FastqError as exc:
+            return nok(str(exc))
+        if queue not in self.pool.queues:
+            self.pool.queues.append(queue)
+            self._queues_changed()
+        return ok(f"add consumer {queue}")
+
+    def _cancel_consumer(self, arguments: dict[str, Any]) -> dict[str, str]:
+        queue = str(arguments.get("queue") or "")
+        if queue in self.pool.queues:
+            if len(self.pool.queues) == 1:
+                return nok(f"{queue} is the only queue this worker consumes; it stays")
+            self.pool.queues.remove(queue)
+            self._queues_changed()
+        return ok(f"no longer consuming from {queue}")
+
+    def _queues_changed(self) -> None:
+        log.info("consumed queues now: %s", ", ".join(self.pool.queues))
+        if self.on_queues is not None:
+            self.on_queues(list(self.pool.queues))
 
     def _resize(self, arguments: dict[str, Any], sign: int) -> dict[str, str]:
         """Celery's ``pool_grow``/``pool_shrink`` (``n``, default 1)."""

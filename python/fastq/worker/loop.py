@@ -111,6 +111,8 @@ class WorkerLoop:
     ) -> None:
         self.app = app
         self.queues = queues
+        #: The queues of the open consumer (``queues`` may change at run time).
+        self._consuming: list[str] = list(queues)
         self.prefetch = max(1, prefetch)
         self.hostname = hostname
         self.consumer_id = consumer_id
@@ -195,9 +197,13 @@ class WorkerLoop:
         self._next_restore = self._next_due_move = quiet
         while not self.stopping.is_set():
             try:
+                self._read_supervisor()
+                if self._consumer is not None and self._consuming != self.queues:
+                    self._switch_queues()
                 if self._consumer is None:
+                    self._consuming = list(self.queues)
                     self._consumer = self.app.broker.consumer(
-                        self.queues,
+                        self._consuming,
                         prefetch=self.prefetch,
                         consumer_id=self.consumer_id,
                         accept=accept,
@@ -231,6 +237,15 @@ class WorkerLoop:
                 self.stopping.wait(backoff.next())
         self._shutdown()
 
+    def _switch_queues(self) -> None:
+        """``add_consumer``/``cancel_consumer`` changed the queues: the consumer is closed as at
+        a warm stop (what it prefetched or holds for an ETA goes back to its queue) and the
+        next cycle opens one on the new set."""
+        log.info("consuming from %s (was %s)", ", ".join(self.queues), ", ".join(self._consuming))
+        self._shutdown()
+        self._scheduled.clear()  # returned with the rest: they come back through the queue
+        self._interrupted = []
+
     def _shutdown(self) -> None:
         consumer = self._consumer
         if consumer is None:
@@ -255,7 +270,6 @@ class WorkerLoop:
                 self._apply_changes()
 
     def _cycle(self, consumer: Consumer) -> None:
-        self._read_supervisor()
         self._maybe_restore_visible()
         self._maybe_move_due()
         pause = self._backlog_wait(consumer)
@@ -533,6 +547,9 @@ class WorkerLoop:
         lines, self.revoked.changes = self.revoked.changes, []
         for line in lines:
             change = task_settings.read_change(line)
+            if change is not None and isinstance(change.get("queues"), list):
+                self.queues[:] = [str(q) for q in change["queues"]]  # switched next cycle
+                continue
             name = None if change is None else task_settings.apply(self.app.tasks, change)
             if name is not None:
                 self.settings_changed(name)

@@ -210,6 +210,7 @@ def run_worker(
         )
         control_server.on_revoke = supervisor.revoke
         control_server.on_task_change = supervisor.change_task_settings
+        control_server.on_queues = supervisor.change_queues
         control_server.on_resize = lambda n: supervisor.grow(n) if n > 0 else supervisor.shrink(-n)
         app.close()  # nothing opened before the fork survives in the children
         signals.worker_ready.send(None)

@@ -219,6 +219,11 @@ class Supervisor:
         forked later inherits it from this process."""
         self._tell_children(task_settings.change_line(change), f"the change of {change['task']}")
 
+    def change_queues(self, queues: list[str]) -> None:
+        """``add_consumer``/``cancel_consumer``: every child switches its consumer to
+        ``queues`` (a child forked later starts with them: they are this process's list)."""
+        self._tell_children(task_settings.change_line({"queues": queues}), "the new queue set")
+
     def grow(self, n: int) -> int:
         """Celery's ``pool_grow``: ``n`` more children (at free indices); returns the size."""
         for _ in range(n):
