@@ -173,8 +173,18 @@ def test_fastq_control_reaches_a_celery_worker_and_both_answer_celery(
         done = celery_cli(env, "inspect", "ping", "-t", "3", "--json")
         replies = json.loads(done.stdout)
         assert replies[celery_node] == replies[fastq_node] == {"ok": "pong"}
-        limited = control(env, "rate_limit", "interop.add", "5/s", "-d", celery_node)
-        assert limited[celery_node] == {"ok": "new rate limit set successfully"}
+        # One rate_limit from Celery's CLI reaches both, and both act on it.
+        limited = control(
+            env, "rate_limit", "interop.add", "5/s", "-d", f"{celery_node},{fastq_node}"
+        )
+        assert limited == {
+            celery_node: {"ok": "new rate limit set successfully"},
+            fastq_node: {"ok": "new rate limit set successfully"},
+        }
+        registered = fastq_client.control.inspect([celery_node, fastq_node], timeout=5).registered()
+        assert registered is not None
+        assert "interop.add [rate_limit=5/s]" in registered[fastq_node]
+        assert "interop.add [rate_limit=5/s]" in registered[celery_node]
 
 
 def test_celery_client_and_fastq_worker_share_a_global_keyprefix(broker_url: str) -> None:

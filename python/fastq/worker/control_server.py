@@ -1,9 +1,10 @@
 """The worker's side of remote control: answers Celery's pidbox commands with Celery's reply
 shapes (``celery/worker/control.py``): ``ping`` → ``{"ok": "pong"}``, ``active``, ``stats``,
 ``registered``, ``revoked``, ``active_queues``, ``conf``, ``query_task``, ``clock``, ``hello``;
-``revoke``/``terminate`` and a warm ``shutdown`` act; what fastq cannot do (``rate_limit``,
-``time_limit``, ``add_consumer``, ``pool_grow``, events, ...) is refused with Celery's
-``{"error": reason}``, never ignored.
+``revoke``/``terminate``, a warm ``shutdown``, ``rate_limit``/``time_limit`` (a task's limits,
+in every process that runs tasks), ``pool_grow``/``pool_shrink`` and
+``add_consumer``/``cancel_consumer`` act; what fastq cannot do (``reserved``, ``scheduled``,
+``autoscale``, events, ...) is refused with Celery's ``{"error": reason}``, never ignored.
 
 One ``ControlServer`` per worker, in the process that is never busy running a task: the prefork
 supervisor polls it between its ticks, the threads and solo pools from a thread of their own. So
