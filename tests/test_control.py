@@ -108,8 +108,10 @@ def test_destination_and_limit(app: App) -> None:
         assert glob.ping() == {"w1@host": {"ok": "pong"}}
         [unknown] = app.control.broadcast("nope", destination=["w1@host"], reply=True, timeout=5)
         assert "unknown control command 'nope'" in unknown["w1@host"]["error"]
-        [refused] = app.control.rate_limit("ctl.add", "5/s", ["w1@host"], reply=True, timeout=5)
-        assert "rate limit" in refused["w1@host"]["error"]
+        [refused] = app.control.broadcast(
+            "autoscale", {"max": 2, "min": 1}, ["w1@host"], reply=True, timeout=5
+        )
+        assert "autoscaler" in refused["w1@host"]["error"]
         # shutdown with no way to stop (an in-process server) is refused, not ignored
         [kept] = app.control.shutdown(["w1@host"], reply=True, timeout=5)
         assert "cannot be shut down" in kept["w1@host"]["error"]

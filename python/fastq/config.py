@@ -319,8 +319,8 @@ NO_EFFECT: dict[str, str] = {
     "worker_send_task_events": _EVENTS,
     "task_send_sent_event": _EVENTS,
     "security_": "fastq does not sign messages (Celery's 'auth' serializer)",
-    "control_": "fastq's remote control uses its own exchanges and queues (remote control is "
-    "another issue's)",
+    "control_": "fastq's remote control uses Celery's pidbox with its defaults (control_exchange "
+    "'celery', queues expiring after 10 s, messages after 300 s, exclusive)",
     "broker_connection_timeout": "fastq's connect timeouts are its own",
     "broker_channel_error_retry": "fastq's worker treats a channel error as a connection loss "
     "(broker_connection_retry)",

@@ -1,7 +1,7 @@
-"""Remote control on RabbitMQ: ping/inspect/revoke reaching a live ``fastq worker`` over
-``amqp://``, ``fastq inspect`` on the command line, and a listener that reconnects after losing
-its connection. Real RabbitMQ on 127.0.0.1:5672; each worker has its own queue and hostname, and
-every command names it (other test runs may have workers listening on the same broker)."""
+"""Remote control on RabbitMQ (Celery's pidbox): ping/inspect/revoke reaching a live ``fastq
+worker`` over ``amqp://``, ``fastq inspect`` on the command line, and a listener that reconnects
+after losing its connection. Real RabbitMQ (FASTQ_TEST_AMQP_URL); each worker has its own queue
+and hostname, and every command names it (other test runs may share the broker)."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from urllib.parse import unquote, urlsplit
 
 import pytest
 import redis
@@ -246,3 +247,18 @@ def test_heartbeats_keep_an_idle_listener_connected(caplog: pytest.LogCaptureFix
     finally:
         listener.close()
         app.close()
+
+
+def test_a_worker_declares_celerys_node_queue(
+    served: tuple[App, ControlServer], hostname: str
+) -> None:
+    """The node queue is Celery 5.7's, so a Celery client's commands reach it and a Celery
+    worker's would be declared the same (RabbitMQ refuses a redeclaration with other flags)."""
+    vhost = unquote(urlsplit(AMQP_URL).path[1:]) or "/"
+    rows = rabbitmqctl(
+        "list_queues", "-p", vhost, "name", "durable", "auto_delete", "exclusive", "arguments"
+    )
+    [row] = [r for r in rows.splitlines() if r.startswith(f"{hostname}.celery.pidbox\t")]
+    _, durable, auto_delete, exclusive, arguments = row.split("\t")
+    assert (durable, auto_delete, exclusive) == ("false", "true", "true")
+    assert '"x-expires",10000' in arguments and '"x-message-ttl",300000' in arguments

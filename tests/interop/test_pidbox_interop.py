@@ -1,29 +1,56 @@
-"""Celery's remote control (the pidbox) across fastq and Celery on Redis: Celery's own CLI
-(``celery inspect``/``celery control``, run as a subprocess) and ``app.control`` reach a fastq
-worker, and fastq's ``app.control`` reaches a real Celery worker."""
+"""Celery's remote control (the pidbox) across fastq and Celery, on Redis and on RabbitMQ:
+Celery's own CLI (``celery inspect``/``celery control``, run as a subprocess) and
+``app.control`` reach a fastq worker, and fastq's ``app.control`` reaches a real Celery
+worker."""
 
 from __future__ import annotations
 
 import json
 import os
 import subprocess
+import time
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import redis
 from celery import Celery
 from fastq import App
+from fastq.errors import SoftTimeLimitExceeded, TimeLimitExceeded
+from fastq.urls import redact
 
+from tests.amqp_support import AMQP_URL, requires_rabbitmq
 from tests.processes import BIN, ROOT, WorkerProcess, celery_worker, fastq_worker, wait_until
 from tests.test_control import serve
 
 pytestmark = pytest.mark.usefixtures("runs")
 
 
+@pytest.fixture(params=["redis", pytest.param("amqp", marks=requires_rabbitmq)])
+def transport(request: pytest.FixtureRequest, broker_url: str) -> str:
+    """The broker the pidbox runs on: the test's Redis database, or RabbitMQ
+    (FASTQ_TEST_AMQP_URL, a vhost of the test run's own)."""
+    return AMQP_URL if request.param == "amqp" else broker_url
+
+
 @pytest.fixture
-def env(broker_url: str, backend_url: str) -> dict[str, str]:
-    return {"FASTQ_BROKER_URL": broker_url, "FASTQ_RESULT_BACKEND": backend_url}
+def env(transport: str, backend_url: str) -> dict[str, str]:
+    return {"FASTQ_BROKER_URL": transport, "FASTQ_RESULT_BACKEND": backend_url}
+
+
+@pytest.fixture
+def celery_client(transport: str, backend_url: str) -> Iterator[Celery]:
+    app = Celery("client", broker=transport, backend=backend_url, set_as_current=False)
+    yield app
+    app.close()
+
+
+@pytest.fixture
+def fastq_client(transport: str, backend_url: str) -> Iterator[App]:
+    app = App("client", broker=transport, backend=backend_url, set_as_current=False)
+    yield app
+    app.close()
 
 
 def hostname(kind: str) -> str:
@@ -67,15 +94,11 @@ def test_celery_inspect_sees_a_fastq_worker(env: dict[str, str]) -> None:
         assert stats["pid"] == w.pid
         [queue] = inspect(env, "active_queues", node)
         assert queue["name"] == "celery" and queue["exchange"]["name"] == "celery"
-        assert inspect(env, "conf", node)["broker_url"] == env["FASTQ_BROKER_URL"]
+        assert inspect(env, "conf", node)["broker_url"] == redact(env["FASTQ_BROKER_URL"])
         assert inspect(env, "revoked", node) == []
         assert inspect(env, "query_task", node, "nope") == {}
         # Refused with Celery's error shape and the reason, not ignored.
-        assert (
-            "rate limit"
-            in control(env, "rate_limit", "interop.add", "5/s", "-d", node)[node]["error"]
-        )
-        assert "fixed size" in control(env, "pool_grow", "1", "-d", node)[node]["error"]
+        assert "autoscaler" in control(env, "autoscale", "2", "1", "-d", node)[node]["error"]
 
 
 def test_celery_sees_what_a_fastq_worker_runs(
@@ -150,8 +173,18 @@ def test_fastq_control_reaches_a_celery_worker_and_both_answer_celery(
         done = celery_cli(env, "inspect", "ping", "-t", "3", "--json")
         replies = json.loads(done.stdout)
         assert replies[celery_node] == replies[fastq_node] == {"ok": "pong"}
-        limited = control(env, "rate_limit", "interop.add", "5/s", "-d", celery_node)
-        assert limited[celery_node] == {"ok": "new rate limit set successfully"}
+        # One rate_limit from Celery's CLI reaches both, and both act on it.
+        limited = control(
+            env, "rate_limit", "interop.add", "5/s", "-d", f"{celery_node},{fastq_node}"
+        )
+        assert limited == {
+            celery_node: {"ok": "new rate limit set successfully"},
+            fastq_node: {"ok": "new rate limit set successfully"},
+        }
+        registered = fastq_client.control.inspect([celery_node, fastq_node], timeout=5).registered()
+        assert registered is not None
+        assert "interop.add [rate_limit=5/s]" in registered[fastq_node]
+        assert "interop.add [rate_limit=5/s]" in registered[celery_node]
 
 
 def test_celery_client_and_fastq_worker_share_a_global_keyprefix(broker_url: str) -> None:
@@ -207,3 +240,124 @@ def test_a_worker_skips_what_it_cannot_read_on_the_pidbox(broker_url: str) -> No
     finally:
         stop()
         app.close()
+
+
+# -- task settings changed at run time -----------------------------------------------------------
+def drain(client: App, count: int) -> float:
+    """Seconds ``count`` ``interop.add`` tasks take from sending to their last result."""
+    started = time.monotonic()
+    results = [client.send_task("interop.add", (i, 1)) for i in range(count)]
+    assert [r.get(timeout=60) for r in results] == [i + 1 for i in range(count)]
+    return time.monotonic() - started
+
+
+@pytest.mark.parametrize("pool", ["prefork", "threads"])
+def test_rate_limit_changes_a_running_fastq_workers_throughput(
+    env: dict[str, str], fastq_client: App, pool: str
+) -> None:
+    node = hostname("fastq")
+    with fastq_worker("-n", node, "--pool", pool, "--concurrency", "1", env=env):
+        # Celery's CLI sets it (a prefork child learns it from the supervisor) ...
+        limited = control(env, "rate_limit", "interop.add", "2/s", "-d", node)
+        assert limited == {node: {"ok": "new rate limit set successfully"}}
+        assert "interop.add [rate_limit=2/s]" in inspect(env, "registered", node)
+        # ... and 2/s (a burst of 2, then one every half second) holds 7 tasks >= 2.5 s.
+        assert drain(fastq_client, 7) >= 2.4
+        # app.control lifts it: the same tasks no longer wait for tokens.
+        [lifted] = fastq_client.control.rate_limit("interop.add", "0", [node], reply=True)
+        assert lifted == {node: {"ok": "rate limit disabled successfully"}}
+        assert drain(fastq_client, 7) < 2.0
+        assert fastq_client.control.rate_limit("nope", "1/s", [node], reply=True) == [
+            {node: {"error": "unknown task"}}
+        ]
+        [bad] = fastq_client.control.rate_limit("interop.add", "fast", [node], reply=True)
+        assert "Invalid rate limit string" in bad[node]["error"]
+
+
+@pytest.mark.parametrize("pool", ["prefork", "solo"])
+def test_time_limit_set_at_run_time_stops_a_long_task(
+    env: dict[str, str], fastq_client: App, runs: redis.Redis, pool: str
+) -> None:
+    node = hostname("fastq")
+    with fastq_worker("-n", node, "--pool", pool, "--concurrency", "1", env=env) as w:
+        done = control(env, "time_limit", "interop.record", "1", "30", "-d", node)  # soft, hard
+        assert done == {node: {"ok": "time limits set successfully"}}
+        started = time.monotonic()
+        with pytest.raises(SoftTimeLimitExceeded):
+            fastq_client.send_task("interop.record", ("soft", 20.0)).get(timeout=30)
+        assert time.monotonic() - started < 10
+        # A hard limit alone: the task is killed (prefork: its child; solo: the task's thread).
+        fastq_client.control.time_limit("interop.record", None, 1, [node], reply=True)
+        started = time.monotonic()
+        with pytest.raises(TimeLimitExceeded):
+            fastq_client.send_task("interop.record", ("hard", 20.0)).get(timeout=30)
+        assert time.monotonic() - started < 10
+        assert not runs.hexists("runs", "soft") and not runs.hexists("runs", "hard")
+        # Lifted again (None: no limit), a task longer than the old limit finishes.
+        [lifted] = fastq_client.control.time_limit("interop.record", None, None, [node], reply=True)
+        assert lifted == {node: {"ok": "time limits set successfully"}}
+        assert fastq_client.send_task("interop.record", ("slow", 3.0)).get(timeout=30) == "slow"
+        assert "new time limits for tasks of type interop.record" in w.log()
+
+
+def started_together(client: App, runs: redis.Redis, count: int, label: str) -> int:
+    """Sends ``count`` 3-second tasks at once; how many of them were running together, 1.5 s
+    after the first started."""
+    results = [client.send_task("interop.record", (f"{label}{i}", 3.0)) for i in range(count)]
+    wait_until(lambda: runs.hlen("started") > 0, 30)
+    time.sleep(1.5)
+    together = sum(runs.hexists("started", f"{label}{i}") for i in range(count))
+    for r in results:
+        r.get(timeout=60)
+    return together
+
+
+@pytest.mark.parametrize("pool", ["prefork", "threads"])
+def test_pool_grow_and_shrink_change_how_many_tasks_run_at_once(
+    env: dict[str, str], fastq_client: App, runs: redis.Redis, pool: str
+) -> None:
+    node = hostname("fastq")
+    with fastq_worker("-n", node, "--pool", pool, "--concurrency", "1", env=env):
+        assert control(env, "pool_grow", "2", "-d", node) == {node: {"ok": "pool will grow"}}
+        stats = inspect(env, "stats", node)
+        assert stats["pool"]["max-concurrency"] == 3
+        if pool == "prefork":
+            wait_until(lambda: len(inspect(env, "stats", node)["pool"]["processes"]) == 3, 20)
+        assert started_together(fastq_client, runs, 3, "grown") == 3
+        runs.delete("started")
+        [shrunk] = fastq_client.control.pool_shrink(2, [node], reply=True)
+        assert shrunk == {node: {"ok": "pool will shrink"}}
+        if pool == "prefork":
+            wait_until(lambda: len(inspect(env, "stats", node)["pool"]["processes"]) == 1, 20)
+        assert started_together(fastq_client, runs, 3, "shrunk") == 1
+        [refused] = fastq_client.control.pool_shrink(1, [node], reply=True)
+        assert "cannot shrink a pool of 1" in refused[node]["error"]
+
+
+@pytest.mark.parametrize("pool", ["prefork", "threads"])
+def test_add_and_cancel_consumer_change_the_queues_a_fastq_worker_takes(
+    env: dict[str, str], fastq_client: App, pool: str
+) -> None:
+    node, extra = hostname("fastq"), f"extra-{uuid.uuid4().hex[:6]}"
+    with fastq_worker("-n", node, "--pool", pool, "--concurrency", "2", env=env):
+        waiting = fastq_client.send_task("interop.add", (1, 2), queue=extra)
+        time.sleep(1.5)
+        assert waiting.state == "PENDING"  # nobody consumes the queue yet
+        added = control(env, "add_consumer", extra, "-d", node)
+        assert added == {node: {"ok": f"add consumer {extra}"}}
+        assert waiting.get(timeout=30) == 3
+        names = [q["name"] for q in inspect(env, "active_queues", node)]
+        assert names == ["celery", extra]
+        # Still consuming its first queue, and the new one for later tasks too.
+        assert fastq_client.send_task("interop.add", (2, 2)).get(timeout=30) == 4
+        assert fastq_client.send_task("interop.add", (3, 2), queue=extra).get(timeout=30) == 5
+        [cancelled] = fastq_client.control.cancel_consumer(extra, [node], reply=True)
+        assert cancelled == {node: {"ok": f"no longer consuming from {extra}"}}
+        time.sleep(2.5)  # each consumer switches before its next fetch (within ~1 s)
+        left = fastq_client.send_task("interop.add", (4, 2), queue=extra)
+        time.sleep(3)
+        assert left.state == "PENDING"
+        assert [q["name"] for q in inspect(env, "active_queues", node)] == ["celery"]
+        [last] = fastq_client.control.cancel_consumer("celery", [node], reply=True)
+        assert "only queue" in last[node]["error"]
+        assert fastq_client.send_task("interop.add", (5, 2)).get(timeout=30) == 7

@@ -1,11 +1,12 @@
-"""Remote control over RabbitMQ: commands on a fanout exchange, replies to the sender's queue.
+"""Remote control over RabbitMQ on Celery's pidbox (``fastq.brokers.pidbox``), so ``celery
+inspect``/``celery control`` reach fastq workers and ``app.control`` reaches Celery's.
 
-Every listening worker binds its own exclusive, auto-delete queue to the fanout exchange
-``fastq.control``, so it gets each command sent while it listens, and none sent before or while
-it was disconnected (as Redis pub/sub). A sender that wants replies first declares an exclusive,
-auto-delete queue of its own, names it in the command's ``reply_to``, and consumes it; workers
-publish ``{hostname: reply}`` there through the default exchange. These are fastq's own names;
-Celery's pidbox (``celery.pidbox``) is not spoken.
+A worker declares its node queue ``<hostname>.celery.pidbox`` as Celery 5.7 does (non-durable,
+exclusive, auto-delete, ``x-expires`` 10 s, ``x-message-ttl`` 300 s), bound to the non-durable
+fanout exchange ``celery.pidbox``, and consumes it without acks; it publishes a reply to the
+direct exchange ``reply.celery.pidbox`` with the command's ``reply_to.routing_key``. A sender
+declares its reply queue ``<oid>.reply.celery.pidbox`` (same flags) bound with its oid, once per
+connection, and consumes it while it collects a broadcast's replies.
 
 Each listener has a py-amqp connection of its own (the publisher's is shared under a lock and
 never read between publishes), with heartbeats, and reconnects by itself when it loses it.
@@ -13,7 +14,7 @@ never read between publishes), with heartbeats, and reconnects by itself when it
 
 from __future__ import annotations
 
-import dataclasses
+import json
 import logging
 import os
 import socket
@@ -32,15 +33,20 @@ from fastq.brokers.amqp_connection import (
     discard,
 )
 from fastq.brokers.amqp_topology import QueueDecl, declare, declare_exchange
-from fastq.control_channel import (
-    CONTROL_TTL,
-    ControlChannel,
-    ControlCommand,
-    ControlListener,
-    decode_command,
-    decode_reply,
-    encode_reply,
+from fastq.brokers.pidbox import (
+    EXCHANGE,
+    QUEUE_EXPIRES,
+    QUEUE_TTL,
+    REPLY_EXCHANGE,
+    command_body,
+    command_from,
+    command_headers,
+    node_queue,
+    reply_from,
+    reply_headers,
+    reply_queue,
 )
+from fastq.control_channel import ControlChannel, ControlCommand, ControlListener
 from fastq.errors import BrokerConnectionError
 from fastq.urls import redact
 
@@ -54,16 +60,51 @@ log = logging.getLogger("fastq.broker")
 
 T = TypeVar("T")
 
-#: Non-durable, like Celery's ``celery.pidbox``: a command only matters to the workers listening
-#: when it is sent, and their queues are exclusive (gone with their connection, so gone after a
-#: broker restart too). Both sides declare it on every connection, so nothing needs it to
-#: survive a restart. (Declaring it durable would also work, but the two flags must never
-#: differ between fastq versions: RabbitMQ refuses a redeclaration with other flags.)
-EXCHANGE = "fastq.control"
+#: The pidbox queues' arguments, Celery 5.7's defaults (``control_queue_expires``/``_ttl``).
+QUEUE_ARGUMENTS = {"x-expires": int(QUEUE_EXPIRES * 1000), "x-message-ttl": int(QUEUE_TTL * 1000)}
 #: Seconds between reconnection attempts of a listener that lost its connection, doubling up to
 #: ``MAX_BACKOFF``.
 FIRST_BACKOFF = 1.0
 MAX_BACKOFF = 30.0
+
+
+def pidbox_queue(name: str, exchange: str, kind: str, routing_key: str) -> QueueDecl:
+    return QueueDecl(
+        name=name,
+        exchange=exchange,
+        exchange_type=kind,
+        routing_key=routing_key,
+        durable=False,
+        auto_delete=True,
+        exclusive=True,
+        arguments=QUEUE_ARGUMENTS,
+    )
+
+
+def pidbox_message(body: Any, headers: dict[str, Any]) -> amqp.Message:
+    """A transient JSON message, as kombu publishes the pidbox's (Celery's ``task_serializer``
+    default; its ``accept_content`` default takes only JSON)."""
+    return amqp.Message(
+        json.dumps(body, default=repr).encode(),
+        content_type="application/json",
+        content_encoding="utf-8",
+        delivery_mode=1,
+        application_headers=headers,
+    )
+
+
+def open_message(message: Any) -> tuple[Any, dict[str, Any]] | None:
+    """``(body, headers)`` of a JSON pidbox message, or None (logged) for anything else."""
+    properties = getattr(message, "properties", None) or {}
+    if properties.get("content_type") != "application/json":
+        log.warning("ignored a control message of type %r", properties.get("content_type"))
+        return None
+    try:
+        body = json.loads(message.body)
+    except ValueError as exc:
+        log.warning("ignored a control message that is not JSON (%s): %.200r", exc, message.body)
+        return None
+    return body, dict(properties.get("application_headers") or {})
 
 
 class AmqpControlChannel(ControlChannel):
@@ -80,13 +121,13 @@ class AmqpControlChannel(ControlChannel):
         replies: list[dict[str, Any]] = []
         with self.sender.lock:
             try:
-                tag = self._publish(command, replies)
+                tag = self._publish(command, replies, timeout)
             except CONNECTION_ERRORS as exc:
                 # The sender's connection has no heartbeats (nothing reads it between
                 # commands), so a broker restart shows only now: once more on a new one.
                 self.sender.reset()
                 log.info("control connection to %s was lost (%s); reconnecting", self._url, exc)
-                tag = self._guarded(lambda: self._publish(command, replies))
+                tag = self._guarded(lambda: self._publish(command, replies, timeout))
             if tag is not None:
                 self._guarded(lambda: self._collect(tag, replies, timeout, limit))
         return replies[:limit] if limit is not None else replies
@@ -107,25 +148,41 @@ class AmqpControlChannel(ControlChannel):
                 f"cannot send a control command on {self._url}: {exc}"
             ) from exc
 
-    def _publish(self, command: ControlCommand, replies: list[dict[str, Any]]) -> str | None:
-        """Sends ``command``; when it wants replies, first declares and consumes a reply queue
-        (whose callback appends to ``replies``) and returns its consumer tag."""
+    def _reply_oid(self, channel: Any) -> str:
+        """This connection's oid; its reply queue is declared (exclusive: it goes with the
+        connection, so a new connection gets a new oid)."""
+        for name in self.sender.declared:
+            if name.endswith(f".{REPLY_EXCHANGE}"):
+                return name[: -len(REPLY_EXCHANGE) - 1]
+        oid = str(uuid.uuid4())
+        declare(channel, pidbox_queue(reply_queue(oid), REPLY_EXCHANGE, "direct", oid))
+        self.sender.declared.add(reply_queue(oid))
+        return oid
+
+    def _publish(
+        self, command: ControlCommand, replies: list[dict[str, Any]], timeout: float
+    ) -> str | None:
+        """Sends ``command``; when it wants replies, first consumes the reply queue (whose
+        callback appends the replies carrying this command's ticket) and returns the tag."""
         channel = self.sender.channel()
         if EXCHANGE not in self.sender.declared:
             declare_exchange(channel, EXCHANGE, "fanout", durable=False)
             self.sender.declared.add(EXCHANGE)
         tag = None
+        oid = ""
         if command.reply:
-            queue = channel.queue_declare("", exclusive=True, auto_delete=True).queue
+            oid = self._reply_oid(channel)
 
             def on_reply(message: Any) -> None:
-                reply = decode_reply(message.body)
-                if reply is not None:
-                    replies.append(reply)
+                opened = open_message(message)
+                got = None if opened is None else reply_from(*opened, command.ticket)
+                # Another ticket is a late reply to an earlier broadcast (broadcasts on this
+                # connection take turns under its lock): nobody waits for it any more.
+                if got is not None and got[0] == command.ticket:
+                    replies.append(got[1])
 
-            tag = channel.basic_consume(queue, no_ack=True, callback=on_reply)
-            command = dataclasses.replace(command, reply_to=queue)
-        message = amqp.Message(command.encode(), content_type="application/json", delivery_mode=1)
+            tag = channel.basic_consume(reply_queue(oid), no_ack=True, callback=on_reply)
+        message = pidbox_message(command_body(command, oid), command_headers(timeout))
         # With publisher confirms: returns once the broker has routed it.
         channel.basic_publish(message, exchange=EXCHANGE, routing_key="")
         return tag
@@ -134,7 +191,7 @@ class AmqpControlChannel(ControlChannel):
         self, tag: str, replies: list[dict[str, Any]], timeout: float, limit: int | None
     ) -> None:
         """Reads replies for ``timeout`` seconds or until ``limit`` came, then stops consuming
-        (the reply queue is auto-delete: it goes, and later replies are dropped)."""
+        (replies arriving later wait in the queue and are skipped by the next broadcast)."""
         connection = self.sender.connection
         deadline = time.monotonic() + timeout
         while connection is not None and (limit is None or len(replies) < limit):
@@ -148,19 +205,24 @@ class AmqpControlChannel(ControlChannel):
         self.sender.channel().basic_cancel(tag)
 
     def listen(self) -> ControlListener:
-        return AmqpControlListener(self.broker)
+        anonymous = f"fastq-{os.getpid()}-{uuid.uuid4().hex[:8]}@{socket.gethostname()}"
+        return AmqpControlListener(self.broker, anonymous)
+
+    def listen_as(self, hostname: str) -> ControlListener:
+        return AmqpControlListener(self.broker, hostname)
 
 
 class AmqpControlListener:
-    """A worker's queue on the control exchange, on a connection of its own.
+    """A worker's node queue on the pidbox, on a connection of its own.
 
     ``fetch`` never raises for a lost connection: it logs it, and the next ``fetch`` reconnects
     (backing off while the broker stays away); commands sent in between are not seen. Only the
     first connection, made here, raises ``BrokerConnectionError``: the worker retries it.
     """
 
-    def __init__(self, broker: AmqpBroker) -> None:
+    def __init__(self, broker: AmqpBroker, hostname: str) -> None:
         self.broker = broker
+        self.hostname = hostname
         #: Names the current connection's queue and, in the management UI and ``rabbitmqctl
         #: list_connections client_properties``, the connection itself.
         self.name = ""
@@ -176,25 +238,17 @@ class AmqpControlListener:
         return redact(self.broker.url)
 
     def _open(self) -> None:
-        # A new name for each connection: the old exclusive queue may outlive its connection
-        # for a moment, and declaring it again from another one would be refused.
-        name = f"fastq.control.{os.getpid()}@{socket.gethostname()}.{uuid.uuid4().hex[:8]}"
+        # A new connection name each time (the queue's name is the node's, as Celery's).
+        name = f"{node_queue(self.hostname)}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
         conf = self.broker.conf
-        queue = QueueDecl(
-            name=name,
-            exchange=EXCHANGE,
-            exchange_type="fanout",
-            durable=False,
-            auto_delete=True,
-            exclusive=True,
-            # A worker that does not read for this long would answer too late anyway.
-            arguments={"x-message-ttl": int(CONTROL_TTL * 1000)},
-        )
+        queue = pidbox_queue(node_queue(self.hostname), EXCHANGE, "fanout", "")
 
         def set_up(conn: amqp.Connection) -> Any:
             channel = conn.channel()
             declare(channel, queue)
-            channel.basic_consume(name, no_ack=True, callback=self._on_message)
+            # Replies go to this exchange: declared as kombu declares it before replying.
+            declare_exchange(channel, REPLY_EXCHANGE, "direct", durable=False)
+            channel.basic_consume(queue.name, no_ack=True, callback=self._on_message)
             return channel
 
         timeout = connect_timeout(conf)
@@ -216,7 +270,8 @@ class AmqpControlListener:
         self.name = name
 
     def _on_message(self, message: Any) -> None:
-        command = decode_command(message.body)
+        opened = open_message(message)
+        command = None if opened is None else command_from(*opened)
         if command is not None:
             self._received.append(command)
 
@@ -280,10 +335,9 @@ class AmqpControlListener:
             return
         try:
             self._channel.basic_publish(
-                amqp.Message(
-                    encode_reply(hostname, reply), content_type="application/json", delivery_mode=1
-                ),
-                exchange="",
+                pidbox_message({hostname: reply}, reply_headers(command)),
+                # Declared with the connection; the only one a ``celery.pidbox`` sender names.
+                exchange=REPLY_EXCHANGE,
                 routing_key=command.reply_to,
             )
         except CONNECTION_ERRORS as exc:

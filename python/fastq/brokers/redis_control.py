@@ -32,16 +32,23 @@ from typing import Any
 
 import redis
 
-from fastq.control_channel import CLOCK, ControlChannel, ControlCommand, ControlListener
+from fastq.brokers.pidbox import (
+    EXCHANGE,
+    REPLY_EXCHANGE,
+    command_body,
+    command_from,
+    command_headers,
+    node_queue,
+    reply_from,
+    reply_headers,
+    reply_queue,
+)
+from fastq.control_channel import ControlChannel, ControlCommand, ControlListener
 from fastq.errors import BrokerConnectionError
 from fastq.redis_errors import redis_failure
 
 log = logging.getLogger("fastq.broker")
 
-#: Celery's ``control_exchange`` default: the mailbox's namespace.
-NAMESPACE = "celery"
-EXCHANGE = f"{NAMESPACE}.pidbox"
-REPLY_EXCHANGE = f"reply.{NAMESPACE}.pidbox"
 #: kombu's separator of the fields of a binding (routing key, pattern, queue).
 SEP = "\x06\x16"
 BINDING = "_kombu.binding."
@@ -67,14 +74,6 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 redis.call('ZADD', KEYS[2], 'GT', now + tonumber(ARGV[3]), ARGV[2])
 """
-
-
-def node_queue(hostname: str) -> str:
-    return f"{hostname}.{EXCHANGE}"
-
-
-def reply_queue(oid: str) -> str:
-    return f"{oid}.{REPLY_EXCHANGE}"
 
 
 def envelope(body: Any, headers: dict[str, Any], exchange: str, routing_key: str) -> bytes:
@@ -112,30 +111,6 @@ def open_envelope(data: bytes | str) -> tuple[Any, dict[str, Any]] | None:
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         log.warning("ignored a control message that is not kombu's JSON (%s): %.200r", exc, data)
         return None
-
-
-def command_from(body: Any, headers: dict[str, Any]) -> ControlCommand | None:
-    """A pidbox command (``{method, arguments, destination, pattern, matcher, ticket,
-    reply_to: {exchange, routing_key}}``); None for one that is malformed or expired."""
-    if not isinstance(body, dict) or not isinstance(body.get("method"), str):
-        log.warning("ignored a control command without a method: %.200r", body)
-        return None
-    expires = headers.get("expires")
-    if isinstance(expires, (int, float)) and expires and time.time() > expires:
-        return None  # the sender stopped waiting for replies
-    reply_to = body.get("reply_to")
-    destination = body.get("destination")
-    return ControlCommand(
-        method=body["method"],
-        arguments=dict(body.get("arguments") or {}),
-        ticket=str(body.get("ticket") or ""),
-        destination=list(destination) if isinstance(destination, (list, tuple)) else None,
-        reply=isinstance(reply_to, dict),
-        reply_to=str(reply_to["routing_key"]) if isinstance(reply_to, dict) else None,
-        reply_exchange=str(reply_to.get("exchange")) if isinstance(reply_to, dict) else None,
-        pattern=body.get("pattern"),
-        matcher=body.get("matcher"),
-    )
 
 
 class _Mailbox:
@@ -191,22 +166,14 @@ class RedisControlChannel(ControlChannel):
         self, command: ControlCommand, timeout: float, limit: int | None
     ) -> list[dict[str, Any]]:
         box = mailbox()
-        body: dict[str, Any] = {
-            "method": command.method,
-            "arguments": command.arguments,
-            "destination": command.destination,
-            "pattern": command.pattern,
-            "matcher": command.matcher,
-        }
+        body = command_body(command, box.oid)
         key = f"{self.prefix}{reply_queue(box.oid)}"
         try:
             if command.reply:
                 # Declared on every call, as cheap as a ping: the binding may have been swept
                 # or flushed since the last one, and a worker replies only where it is bound.
                 self.bind(self.client, REPLY_EXCHANGE, box.oid, reply_queue(box.oid))
-                body["ticket"] = command.ticket
-                body["reply_to"] = {"exchange": REPLY_EXCHANGE, "routing_key": box.oid}
-            headers = {"clock": CLOCK.forward(), "expires": time.time() + timeout if timeout else 0}
+            headers = command_headers(timeout)
             self.client.publish(self.topic, envelope(body, headers, EXCHANGE, ""))
             if not command.reply:
                 return []
@@ -238,16 +205,15 @@ class RedisControlChannel(ControlChannel):
             if item is None:
                 continue
             opened = open_envelope(item[1])
-            if opened is None or not isinstance(opened[0], dict):
+            got = None if opened is None else reply_from(*opened, ticket)
+            if got is None:
                 continue
-            reply, headers = opened
-            CLOCK.adjust(headers.get("clock"))
-            this = headers.get("ticket", ticket)
+            this, reply = got
             if this == ticket:
                 replies.append(reply)
             else:
                 with box.lock:
-                    box.unclaimed[str(this)].append(reply)
+                    box.unclaimed[this].append(reply)
         return replies
 
     def listen(self) -> ControlListener:
@@ -302,7 +268,6 @@ class RedisControlListener:
                 if message.get("type") in ("message", "pmessage"):
                     opened = open_envelope(message["data"])
                     if opened is not None:
-                        CLOCK.adjust(opened[1].get("clock"))
                         command = command_from(*opened)
                         if command is not None:
                             commands.append(command)
@@ -319,8 +284,7 @@ class RedisControlListener:
         exchange = command.reply_exchange or REPLY_EXCHANGE
         prefix = self.channel.prefix
         client = self.channel.listener
-        headers = {"ticket": command.ticket, "clock": CLOCK.forward()}
-        data = envelope({hostname: reply}, headers, exchange, command.reply_to)
+        data = envelope({hostname: reply}, reply_headers(command), exchange, command.reply_to)
         try:
             queues = []
             for raw in client.smembers(f"{prefix}{BINDING}{exchange}"):  # type: ignore[union-attr]

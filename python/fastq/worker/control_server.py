@@ -1,9 +1,10 @@
 """The worker's side of remote control: answers Celery's pidbox commands with Celery's reply
 shapes (``celery/worker/control.py``): ``ping`` → ``{"ok": "pong"}``, ``active``, ``stats``,
 ``registered``, ``revoked``, ``active_queues``, ``conf``, ``query_task``, ``clock``, ``hello``;
-``revoke``/``terminate`` and a warm ``shutdown`` act; what fastq cannot do (``rate_limit``,
-``time_limit``, ``add_consumer``, ``pool_grow``, events, ...) is refused with Celery's
-``{"error": reason}``, never ignored.
+``revoke``/``terminate``, a warm ``shutdown``, ``rate_limit``/``time_limit`` (a task's limits,
+in every process that runs tasks), ``pool_grow``/``pool_shrink`` and
+``add_consumer``/``cancel_consumer`` act; what fastq cannot do (``reserved``, ``scheduled``,
+``autoscale``, events, ...) is refused with Celery's ``{"error": reason}``, never ignored.
 
 One ``ControlServer`` per worker, in the process that is never busy running a task: the prefork
 supervisor polls it between its ticks, the threads and solo pools from a thread of their own. So
@@ -27,6 +28,7 @@ from fastq.backoff import Backoff
 from fastq.builtin_tasks import user_tasks
 from fastq.control_channel import CLOCK
 from fastq.errors import ConfigurationError, FastqError
+from fastq.worker import task_settings
 from fastq.worker.revoke import revoke_arguments
 
 if TYPE_CHECKING:
@@ -63,16 +65,6 @@ def nok(value: str) -> dict[str, Any]:
 
 #: Commands fastq's worker refuses, and why (Celery's ``{"error": ...}`` reply).
 REFUSED = {
-    "rate_limit": "fastq cannot change a rate limit at run time: it is read when the worker "
-    "starts (set the task's rate_limit and restart the worker)",
-    "time_limit": "fastq cannot change time limits at run time: they are read when the worker "
-    "starts (set the task's time_limit/soft_time_limit and restart the worker)",
-    "add_consumer": "fastq consumes the queues it was started with (-Q); it cannot add one at "
-    "run time",
-    "cancel_consumer": "fastq consumes the queues it was started with (-Q); it cannot cancel "
-    "one at run time",
-    "pool_grow": "fastq's pool has a fixed size (--concurrency)",
-    "pool_shrink": "fastq's pool has a fixed size (--concurrency)",
     "autoscale": "fastq has no autoscaler",
     "pool_restart": "fastq cannot restart its pool remotely",
     "enable_events": "fastq workers send no events yet",
@@ -94,8 +86,19 @@ class ControlServer:
         pool: PoolInfo,
         on_revoke: Callable[[list[str], bool, str], None] | None = None,
         on_shutdown: Callable[[], None] | None = None,
+        on_task_change: Callable[[dict[str, Any]], None] | None = None,
+        on_resize: Callable[[int], int] | None = None,
+        on_queues: Callable[[list[str]], None] | None = None,
     ) -> None:
         self.app = app
+        #: Passes the new consumed queue set (``pool.queues``, changed already) to the
+        #: consumers; None: they read ``pool.queues`` themselves (the same list).
+        self.on_queues = on_queues
+        #: Grows (n > 0) or shrinks the pool by n, returning its new size; raises ValueError
+        #: for a size it refuses. None: a pool of a fixed size (solo).
+        self.on_resize = on_resize
+        #: Passes a task setting change (set here already) to the processes that run tasks.
+        self.on_task_change = on_task_change
         self.on_revoke = on_revoke
         #: Starts a warm shutdown (the worker sets it; without it, ``shutdown`` is refused).
         self.on_shutdown = on_shutdown
@@ -139,6 +142,12 @@ class ControlServer:
             "revoke": self._revoke,
             "terminate": lambda a: self._revoke({**a, "terminate": True}),
             "shutdown": self._shutdown,
+            "add_consumer": self._add_consumer,
+            "cancel_consumer": self._cancel_consumer,
+            "pool_grow": lambda a: self._resize(a, 1),
+            "pool_shrink": lambda a: self._resize(a, -1),
+            "rate_limit": lambda a: self._change_task(task_settings.rate_limit_change, a),
+            "time_limit": lambda a: self._change_task(task_settings.time_limit_change, a),
         }
         for name in ("dump_tasks", "dump_active", "dump_revoked", "dump_conf"):
             self._handlers[name] = self._handlers[name[5:].replace("tasks", "registered")]
@@ -343,6 +352,87 @@ class ControlServer:
                 return ok("terminate: tasks unknown")
             return ok(f"terminate: {', '.join(sorted(running))}")
         return ok(f"tasks {', '.join(ids)} flagged as revoked")
+
+    def _add_consumer(self, arguments: dict[str, Any]) -> dict[str, str]:
+        """Celery's ``add_consumer``: the queue is consumed from the next fetch on, declared as
+        the router knows it (``task_queues``, else a direct exchange of its name)."""
+        queue = str(arguments.get("queue") or "")
+        if not queue:
+            return nok("add_consumer needs a queue")
+        if arguments.get("exchange") not in (None, "", queue) or arguments.get(
+            "routing_key"
+        ) not in (
+            None,
+            "",
+            queue,
+        ):
+            return nok(
+                "fastq declares an added queue as task_queues has it (or as a direct exchange "
+                "of its name); declare other bindings in task_queues"
+            )
+        try:
+            self.app.router.queue(queue)
+        except FastqError as exc:
+            return nok(str(exc))
+        if queue not in self.pool.queues:
+            self.pool.queues.append(queue)
+            self._queues_changed()
+        return ok(f"add consumer {queue}")
+
+    def _cancel_consumer(self, arguments: dict[str, Any]) -> dict[str, str]:
+        queue = str(arguments.get("queue") or "")
+        if queue in self.pool.queues:
+            if len(self.pool.queues) == 1:
+                return nok(f"{queue} is the only queue this worker consumes; it stays")
+            self.pool.queues.remove(queue)
+            self._queues_changed()
+        return ok(f"no longer consuming from {queue}")
+
+    def _queues_changed(self) -> None:
+        log.info("consumed queues now: %s", ", ".join(self.pool.queues))
+        if self.on_queues is not None:
+            self.on_queues(list(self.pool.queues))
+
+    def _resize(self, arguments: dict[str, Any], sign: int) -> dict[str, str]:
+        """Celery's ``pool_grow``/``pool_shrink`` (``n``, default 1)."""
+        if self.on_resize is None:
+            return nok(f"the {self.pool.implementation} pool has a fixed size")
+        try:
+            n = int(arguments.get("n") or 1)
+            if n < 1:
+                raise ValueError(f"n must be at least 1, not {n}")
+            self.pool.concurrency = self.on_resize(sign * n)
+        except (TypeError, ValueError) as exc:
+            return nok(f"pool_{'grow' if sign > 0 else 'shrink'} refused: {exc}")
+        return ok("pool will grow" if sign > 0 else "pool will shrink")
+
+    def _change_task(
+        self,
+        make: Callable[[Any, dict[str, Any]], dict[str, Any]],
+        arguments: dict[str, Any],
+    ) -> dict[str, str]:
+        """Celery's ``rate_limit``/``time_limit``: the task object changes in this process and,
+        through ``on_task_change``, in every process that runs tasks."""
+        try:
+            change = make(self.app.tasks, arguments)
+        except task_settings.SettingError as exc:
+            return nok(str(exc))
+        task_settings.apply(self.app.tasks, change)
+        if self.on_task_change is not None:
+            self.on_task_change(change)
+        name = change["task"]
+        if "rate_limit" in change:
+            log.info("new rate limit for tasks of type %s: %s", name, change["rate_limit"])
+            if change["rate_limit"] is None:
+                return ok("rate limit disabled successfully")
+            return ok("new rate limit set successfully")
+        log.info(
+            "new time limits for tasks of type %s: soft=%s hard=%s",
+            name,
+            change["soft_time_limit"],
+            change["time_limit"],
+        )
+        return ok("time limits set successfully")
 
     def _shutdown(self, arguments: dict[str, Any]) -> dict[str, str]:
         if self.on_shutdown is None:

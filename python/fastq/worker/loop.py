@@ -33,6 +33,7 @@ from fastq.execution.followups import on_revoked, send_followups
 from fastq.execution.limits import effective_limits
 from fastq.execution.tracer import Outcome, Settle, has_handlers, keeps_result, run_task
 from fastq.task import Context, Task
+from fastq.worker import task_settings
 from fastq.worker.ratelimit import RateLimiter
 from fastq.worker.reports import SupervisorReporter
 from fastq.worker.request import build_context, eta_of, expired
@@ -110,6 +111,8 @@ class WorkerLoop:
     ) -> None:
         self.app = app
         self.queues = queues
+        #: The queues of the open consumer (``queues`` may change at run time).
+        self._consuming: list[str] = list(queues)
         self.prefetch = max(1, prefetch)
         self.hostname = hostname
         self.consumer_id = consumer_id
@@ -194,9 +197,13 @@ class WorkerLoop:
         self._next_restore = self._next_due_move = quiet
         while not self.stopping.is_set():
             try:
+                self._read_supervisor()
+                if self._consumer is not None and self._consuming != self.queues:
+                    self._switch_queues()
                 if self._consumer is None:
+                    self._consuming = list(self.queues)
                     self._consumer = self.app.broker.consumer(
-                        self.queues,
+                        self._consuming,
                         prefetch=self.prefetch,
                         consumer_id=self.consumer_id,
                         accept=accept,
@@ -230,6 +237,15 @@ class WorkerLoop:
                 self.stopping.wait(backoff.next())
         self._shutdown()
 
+    def _switch_queues(self) -> None:
+        """``add_consumer``/``cancel_consumer`` changed the queues: the consumer is closed as at
+        a warm stop (what it prefetched or holds for an ETA goes back to its queue) and the
+        next cycle opens one on the new set."""
+        log.info("consuming from %s (was %s)", ", ".join(self.queues), ", ".join(self._consuming))
+        self._shutdown()
+        self._scheduled.clear()  # returned with the rest: they come back through the queue
+        self._interrupted = []
+
     def _shutdown(self) -> None:
         consumer = self._consumer
         if consumer is None:
@@ -246,9 +262,14 @@ class WorkerLoop:
             self._consumer = None
 
     # -- one cycle -------------------------------------------------------------------------------
-    def _cycle(self, consumer: Consumer) -> None:
+    def _read_supervisor(self) -> None:
+        """What the prefork supervisor wrote down the pipe: revoked ids, setting changes."""
         if self.revoked_fd is not None:
             self.revoked.read_pipe(self.revoked_fd)
+            if self.revoked.changes:
+                self._apply_changes()
+
+    def _cycle(self, consumer: Consumer) -> None:
         self._maybe_restore_visible()
         self._maybe_move_due()
         pause = self._backlog_wait(consumer)
@@ -261,6 +282,8 @@ class WorkerLoop:
             deliveries, self._interrupted = self._interrupted, []
         else:
             deliveries = list(consumer.fetch(self._fetch_wait()))
+            if deliveries:  # what came while the fetch waited applies to them too
+                self._read_supervisor()
         for i, delivery in enumerate(deliveries):
             if self.stopping.is_set():
                 break  # the rest stay unacknowledged and are restored on shutdown
@@ -518,6 +541,22 @@ class WorkerLoop:
             self._schedule(when, delivery, context)
             return
         self._maybe_execute(consumer, task, delivery, context)
+
+    def _apply_changes(self) -> None:
+        """Task setting changes the supervisor sent (``rate_limit``, ``time_limit``)."""
+        lines, self.revoked.changes = self.revoked.changes, []
+        for line in lines:
+            change = task_settings.read_change(line)
+            if change is not None and isinstance(change.get("queues"), list):
+                self.queues[:] = [str(q) for q in change["queues"]]  # switched next cycle
+                continue
+            name = None if change is None else task_settings.apply(self.app.tasks, change)
+            if name is not None:
+                self.settings_changed(name)
+
+    def settings_changed(self, name: str) -> None:
+        """``name``'s settings changed: its rate limit is read again."""
+        self.rate_limiter.forget(name)
 
     def _settled(self, task_id: str | None) -> bool:
         if self.revoked_fd is not None:  # the supervisor wrote it before the kill: read it now

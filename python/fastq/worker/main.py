@@ -8,6 +8,7 @@ import signal
 import socket
 import threading
 from collections.abc import Sequence
+from typing import Any
 
 from fastq import signals
 from fastq._state import set_task_join_will_block
@@ -208,6 +209,9 @@ def run_worker(
             fails_when_lost=fails_when_lost,
         )
         control_server.on_revoke = supervisor.revoke
+        control_server.on_task_change = supervisor.change_task_settings
+        control_server.on_queues = supervisor.change_queues
+        control_server.on_resize = lambda n: supervisor.grow(n) if n > 0 else supervisor.shrink(-n)
         app.close()  # nothing opened before the fork survives in the children
         signals.worker_ready.send(None)
         code = supervisor.run()
@@ -225,6 +229,12 @@ def run_worker(
             log.warning("revoke with terminate needs the prefork pool; %s only skip", pool)
 
     control_server.on_revoke = on_revoke
+
+    def on_task_change(change: dict[str, Any]) -> None:
+        for loop in loops:  # the task itself is shared, already changed
+            loop.settings_changed(str(change["task"]))
+
+    control_server.on_task_change = on_task_change
     loops = [
         make_loop(
             consumer_id(i, 1),
@@ -259,6 +269,36 @@ def run_worker(
 
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
         signal.signal(sig, on_term)
+    threads: list[threading.Thread] = []
+
+    def start_thread(loop: WorkerLoop) -> None:
+        thread = threading.Thread(target=loop.run, name=f"fastq-worker-{len(threads)}", daemon=True)
+        threads.append(thread)
+        thread.start()
+
+    def resize_threads(n: int) -> int:
+        """Celery's pool_grow/pool_shrink for the threads pool: more consumer threads, or the
+        last ones stopped warm (each finishes its task)."""
+        running = [loop for loop in loops if not loop.stopping.is_set()]
+        if n < 0:
+            if -n >= len(running):
+                raise ValueError(f"cannot shrink a pool of {len(running)} by {-n}")
+            for loop in running[n:]:
+                loop.stop()
+            return len(running) + n
+        for _ in range(n):
+            loop = make_loop(
+                consumer_id(len(loops), 1),
+                None,
+                ActiveTasksReporter(active_tasks, len(loops)),
+                revoked=revoked,
+            )
+            loops.append(loop)
+            start_thread(loop)
+        return len(running) + n
+
+    if pool == "threads":
+        control_server.on_resize = resize_threads
     if beat_service is not None:
         embedded_beat.append(start_embedded(beat_service))
     log.info("ready: %s pool with %d consumer(s)", pool, concurrency)
@@ -266,14 +306,10 @@ def run_worker(
     if pool == "solo":
         loops[0].run()
     else:
-        threads = [
-            threading.Thread(target=loop.run, name=f"fastq-worker-{i}", daemon=True)
-            for i, loop in enumerate(loops)
-        ]
-        for t in threads:
-            t.start()
-        while any(t.is_alive() for t in threads):
-            for t in threads:
+        for loop in list(loops):
+            start_thread(loop)
+        while any(t.is_alive() for t in list(threads)):
+            for t in list(threads):
                 t.join(timeout=0.5)
             if any(loop.gave_up for loop in loops):  # the broker is out of reach for good
                 for loop in loops:

@@ -60,3 +60,7 @@ class RateLimiter:
             per_second = parse_rate(rate) if rate is not None else self.default
             bucket = self._buckets[name] = TokenBucket(per_second) if per_second else None
         return 0.0 if bucket is None else bucket.take()  # type: ignore[union-attr]
+
+    def forget(self, name: str) -> None:
+        """Drops ``name``'s bucket: its next task reads the task's (changed) rate limit."""
+        self._buckets.pop(name, None)

@@ -48,12 +48,15 @@ class RevokedIds(IdSet):
         #: Tasks to end at once if running when a SIGTERM or SIGINT comes (``revoke`` with
         #: ``terminate=True``): the prefork supervisor writes them just before the signal.
         self.terminate = IdSet(maxlen)
+        #: Task setting changes (``fastq.worker.task_settings``), JSON, for the loop to apply.
+        self.changes: list[str] = []
         self._buffer = b""
         self._poll: tuple[int, select.poll] | None = None
 
     def read_pipe(self, fd: int) -> None:
         """Adds the ids the supervisor wrote to ``fd`` (non-blocking; one id per line, settled
-        ones marked with a leading ``=``, ones to terminate with ``!``)."""
+        ones marked with a leading ``=``, ones to terminate with ``!``; ``~`` marks a task setting
+        change)."""
         if self._poll is None or self._poll[0] != fd:
             poll = select.poll()
             poll.register(fd, select.POLLIN)
@@ -70,9 +73,10 @@ class RevokedIds(IdSet):
                 return
             lines = (self._buffer + data).split(b"\n")
             self._buffer = lines.pop()
-            self.add(line.decode() for line in lines if line and line[:1] not in b"=!")
+            self.add(line.decode() for line in lines if line and line[:1] not in b"=!~")
             self.settled.add(line[1:].decode() for line in lines if line[:1] == b"=")
             self.terminate.add(line[1:].decode() for line in lines if line[:1] == b"!")
+            self.changes.extend(line[1:].decode() for line in lines if line[:1] == b"~")
 
 
 def revoked_lines(task_ids: Iterable[str]) -> str:

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from fastq import _core, errors
 from fastq.backoff import Backoff
+from fastq.worker import task_settings
 from fastq.worker.lost import QUARANTINED, TERMINATED, TIME_LIMIT, WORKER_LOST
 from fastq.worker.reports import JSON, ReportedTask, SupervisorReporter, parse_start
 from fastq.worker.revoke import RevokedIds, revoked_lines, settled_lines, terminate_line
@@ -138,6 +139,8 @@ class Supervisor:
         self._deaf_until = 0.0
         #: The wait before replacing a child that died within ``FAST_DEATH`` of its start.
         self._crash_backoff = Backoff(0.2, 5.0)
+        #: Indices of children stopped by ``shrink``: not replaced when they exit.
+        self._retiring: set[int] = set()
         #: Task id -> how many children died running it (late-acknowledged tasks only).
         self._deaths: dict[str, int] = {}
 
@@ -210,6 +213,40 @@ class Supervisor:
                     "terminating task %s (child %d) with %s", running.task_id, child.index, sig
                 )
                 self._kill_running(child, running, TERMINATED, signum)
+
+    def change_task_settings(self, change: dict[str, Any]) -> None:
+        """Passes a task setting change (``rate_limit``, ``time_limit``) to every child; a child
+        forked later inherits it from this process."""
+        self._tell_children(task_settings.change_line(change), f"the change of {change['task']}")
+
+    def change_queues(self, queues: list[str]) -> None:
+        """``add_consumer``/``cancel_consumer``: every child switches its consumer to
+        ``queues`` (a child forked later starts with them: they are this process's list)."""
+        self._tell_children(task_settings.change_line({"queues": queues}), "the new queue set")
+
+    def grow(self, n: int) -> int:
+        """Celery's ``pool_grow``: ``n`` more children (at free indices); returns the size."""
+        for _ in range(n):
+            used = {c.index for c in self.children.values()}
+            self._spawn(min(set(range(len(used) + 1)) - used))
+        self.concurrency += n
+        log.info("pool grown by %d to %d children", n, self.concurrency)
+        return self.concurrency
+
+    def shrink(self, n: int) -> int:
+        """Celery's ``pool_shrink``: stops ``n`` children warm (idle ones first, each finishing
+        its task) and does not replace them; returns the size. At least one child stays."""
+        if n >= self.concurrency:
+            raise ValueError(f"cannot shrink a pool of {self.concurrency} by {n}")
+        self._read_all_reports()
+        staying = [c for c in self.children.values() if c.index not in self._retiring]
+        staying.sort(key=lambda c: (c.running is None, c.index), reverse=True)
+        for child in staying[:n]:
+            self._retiring.add(child.index)
+            _kill(child.pid, signal.SIGTERM)  # a child's SIGTERM: stop after this task
+        self.concurrency -= n
+        log.info("pool shrinking by %d to %d children", n, self.concurrency)
+        return self.concurrency
 
     def _kill_running(self, child: Child, running: ReportedTask, reason: str, signum: int) -> None:
         child.killed = (running, reason)
@@ -456,6 +493,10 @@ class Supervisor:
             self.exit_code = 1
             self._on_term(signal.SIGTERM, None)
         if self.stopping:
+            return
+        if child.index in self._retiring:
+            self._retiring.discard(child.index)
+            log.info("worker child %d (pid %d) stopped: the pool shrank", child.index, child.pid)
             return
         if code == 0:
             log.info("worker child %d (pid %d) exited; starting a new one", child.index, child.pid)
