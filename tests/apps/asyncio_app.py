@@ -103,3 +103,22 @@ async def hard(token: str) -> str:
 @app.task(name="aio.noop")
 async def noop() -> None:
     return None
+
+
+@app.task(name="aio.flaky", bind=True, max_retries=3, default_retry_delay=0.1)
+async def flaky(self: Any, token: str, fail_times: int) -> int:
+    await runs().hincrby("attempts", token, 1)
+    if self.request.retries < fail_times:
+        raise self.retry(exc=RuntimeError(f"attempt {self.request.retries}"))
+    return int(self.request.retries)
+
+
+@app.task(name="aio.stamp")
+async def stamp(token: str) -> float:
+    await runs().hincrby("runs", token, 1)
+    return time.time()
+
+
+@app.task(name="aio.limited", rate_limit="5/s")
+async def limited(token: str) -> float:
+    return await stamp(token)  # type: ignore[no-any-return]

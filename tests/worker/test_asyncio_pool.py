@@ -136,3 +136,35 @@ def test_warm_shutdown_finishes_tasks_in_flight(client: App, runs: redis.Redis) 
     not_run = [r for r in queued if not r.ready()]
     with fastq_worker("--pool", "asyncio", app=APP):
         assert len([r.get(timeout=20) for r in not_run]) == len(not_run)
+
+
+def test_retries_eta_expires_and_rate_limits(client: App, runs: redis.Redis) -> None:
+    with fastq_worker("--pool", "asyncio", "--concurrency", "20", app=APP):
+        retried = client.send_task("aio.flaky", ("f", 2))
+        sent = time.time()
+        delayed = client.send_task("aio.stamp", ("eta",), countdown=2)
+        stale = client.send_task("aio.stamp", ("stale",), countdown=2, expires=1)
+        limited = [client.send_task("aio.limited", (f"l{i}",)) for i in range(10)]
+        assert retried.get(timeout=20) == 2
+        assert int(runs.hget("attempts", "f") or 0) == 3
+        assert delayed.get(timeout=20) >= sent + 1.5
+        with pytest.raises(TaskRevokedError, match="expired"):
+            stale.get(timeout=20)
+        stamps = sorted(r.get(timeout=20) for r in limited)
+    # 5/s with a burst of 5: the last of 10 starts a second or so after the first.
+    assert stamps[-1] - stamps[0] >= 0.8, stamps
+    assert not runs.hexists("runs", "stale")
+
+
+def test_remote_control_answers_while_tasks_are_in_flight(client: App, runs: redis.Redis) -> None:
+    with fastq_worker("--pool", "asyncio", "--concurrency", "30", app=APP):
+        results = client.send_many([("aio.sleep", (f"a{i}", 3), None) for i in range(20)])
+        wait_until(lambda: runs.hlen("started") == 20, timeout=15)
+        replies = client.control.inspect(timeout=2).active() or {}
+        assert len(replies) == 1
+        (active,) = replies.values()
+        assert {t["id"] for t in active} == {r.id for r in results}
+        stats = client.control.inspect(timeout=2).stats() or {}
+        (info,) = stats.values()
+        assert info["pool"]["max-concurrency"] == 30
+        assert len([r.get(timeout=20) for r in results]) == 20
