@@ -20,6 +20,8 @@ app = App(
     broker=os.environ.get("FASTQ_BROKER_URL", "redis://127.0.0.1:6379/8"),
     backend=os.environ.get("FASTQ_RESULT_BACKEND", "redis://127.0.0.1:6379/9"),
 )
+if os.environ.get("FASTQ_TEST_POOL"):  # the setting instead of --pool
+    app.conf.worker_pool = os.environ["FASTQ_TEST_POOL"]
 if os.environ.get("FASTQ_TEST_VISIBILITY_TIMEOUT"):  # a killed worker's messages come back soon
     app.conf.broker_transport_options = {
         "visibility_timeout": float(os.environ["FASTQ_TEST_VISIBILITY_TIMEOUT"])
