@@ -52,7 +52,11 @@ class _SerialConsumer:
         self._deferred: list[tuple[str, Any]] = []
         self._in_flight = 0
 
-    async def fetch(self, io: concurrent.futures.Executor, timeout: float) -> list[Delivery]:
+    def fetch(self, timeout: float) -> Sequence[Delivery]:
+        return self.inner.fetch(timeout)
+
+    async def fetch_in(self, io: concurrent.futures.Executor, timeout: float) -> list[Delivery]:
+        """The fetch, in ``io``'s thread: the loop goes on meanwhile."""
         self._in_flight = self.inner.in_flight
         self.fetching = True
         try:
@@ -139,8 +143,6 @@ class AsyncioLoop(WorkerLoop):
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.Event | None = None
         self._serial: _SerialConsumer | None = None
-        #: The most tasks seen in flight at once (``stats``).
-        self.peak = 0
 
     # -- lifecycle -------------------------------------------------------------------------------
     def stop(self) -> None:
@@ -191,7 +193,7 @@ class AsyncioLoop(WorkerLoop):
             loop = asyncio.get_running_loop()
             consumer = await loop.run_in_executor(self._io, self._open_consumer)
             self._serial = _SerialConsumer(consumer)
-            self._consumer = self._serial  # type: ignore[assignment]  # the same methods
+            self._consumer = self._serial
         return self._serial
 
     async def _drain(self) -> None:
@@ -223,11 +225,11 @@ class AsyncioLoop(WorkerLoop):
     async def _cycle_async(self, consumer: _SerialConsumer) -> None:
         self._housekeeping()
         self._start_waiting(consumer)
-        pause = self._backlog_wait(consumer)  # type: ignore[arg-type]
+        pause = self._backlog_wait(consumer)
         if pause:
             await self._nap(pause)  # the backend is down and the backlog full
-            self._run_due(consumer)  # type: ignore[arg-type]
-            self._flush(consumer)  # type: ignore[arg-type]
+            self._run_due(consumer)
+            self._flush(consumer)
             return
         deliveries: list[Delivery] = []
         sleep, timeout = self._fetch_timing()
@@ -240,19 +242,19 @@ class AsyncioLoop(WorkerLoop):
                 await self._nap(sleep)
             if self._in_flight:
                 timeout = min(timeout, BUSY_FETCH_WAIT)
-            deliveries = await consumer.fetch(self._io, timeout)
+            deliveries = await consumer.fetch_in(self._io, timeout)
             await asyncio.sleep(0)  # tasks that ended meanwhile settle before the next starts
-        self._dispatch(consumer, deliveries)  # type: ignore[arg-type]
-        self._run_due(consumer)  # type: ignore[arg-type]
-        self._flush(consumer)  # type: ignore[arg-type]
+        self._dispatch(consumer, deliveries)
+        self._run_due(consumer)
+        self._flush(consumer)
 
     def _start_waiting(self, consumer: _SerialConsumer) -> None:
         while self._waiting and self._free_slots and not self.stopping.is_set():
             task, delivery, context = self._waiting.popleft()
             if expired(context):
-                self._revoke(consumer, delivery.delivery_tag, context, "expired")  # type: ignore[arg-type]
+                self._revoke(consumer, delivery.delivery_tag, context, "expired")
             elif context.id in self.revoked:
-                self._revoke(consumer, delivery.delivery_tag, context, "revoked")  # type: ignore[arg-type]
+                self._revoke(consumer, delivery.delivery_tag, context, "revoked")
             else:
                 self._launch(consumer, task, delivery, context)
 
@@ -263,20 +265,17 @@ class AsyncioLoop(WorkerLoop):
         if not self._free_slots or self._waiting:
             self._waiting.append((task, delivery, context))
             return
-        self._launch(consumer, task, delivery, context)  # type: ignore[arg-type]
+        self._launch(consumer, task, delivery, context)
 
-    def _launch(
-        self, consumer: _SerialConsumer, task: Task, delivery: Delivery, context: Context
-    ) -> None:
+    def _launch(self, consumer: Consumer, task: Task, delivery: Delivery, context: Context) -> None:
         loop = self._loop
         assert loop is not None
-        run = self._start(consumer, task, delivery, context)  # type: ignore[arg-type]
+        run = self._start(consumer, task, delivery, context)
         slot = self._free_slots.pop()
         task_id = context.id or ""
         self.active_tasks.started(slot, os.getpid(), task_id, task.name, delivery.delivery_tag)
         flight = _InFlight(run, slot, sync=not is_async(task))
         self._in_flight[task_id] = flight
-        self.peak = max(self.peak, len(self._in_flight))
         hard, soft = run.limits
         future: asyncio.Future[Outcome]
         if flight.sync:
@@ -325,9 +324,7 @@ class AsyncioLoop(WorkerLoop):
 
         return record_on_loop
 
-    def _ended(
-        self, consumer: _SerialConsumer, task_id: str, done: asyncio.Future[Outcome]
-    ) -> None:
+    def _ended(self, consumer: Consumer, task_id: str, done: asyncio.Future[Outcome]) -> None:
         flight = self._in_flight.pop(task_id)
         for timer in flight.timers:
             timer.cancel()
@@ -340,7 +337,7 @@ class AsyncioLoop(WorkerLoop):
                 signals.task_revoked.send(
                     run.task, request=run.context, terminated=True, signum=None, expired=False
                 )
-            self._finish(consumer, run, outcome)  # type: ignore[arg-type]
+            self._finish(consumer, run, outcome)
         except asyncio.CancelledError:
             log.warning("task %s[%s] cancelled: the loop is stopping", run.task.name, task_id)
         except errors.BrokerConnectionError as exc:  # its ack is kept for the next flush
@@ -348,7 +345,7 @@ class AsyncioLoop(WorkerLoop):
                 "task %s[%s] ended; could not settle it yet: %s", run.task.name, task_id, exc
             )
         except Exception as exc:
-            self._failed_handling(consumer, run.delivery, exc)  # type: ignore[arg-type]
+            self._failed_handling(consumer, run.delivery, exc)
         finally:
             self._poke_slot()
 
@@ -394,7 +391,7 @@ class AsyncioLoop(WorkerLoop):
         if self._serial is None:
             return
         try:
-            self._flush(self._serial)  # type: ignore[arg-type]
+            self._flush(self._serial)
         except errors.FastqError as exc:  # kept: the cycle's own flush tries again
             log.debug("flush after tasks ended failed: %s", exc)
 
