@@ -144,22 +144,27 @@ def test_warm_shutdown_finishes_tasks_in_flight(client: App, runs: redis.Redis) 
         assert len([r.get(timeout=20) for r in not_run]) == len(not_run)
 
 
-def test_retries_eta_expires_and_rate_limits(client: App, runs: redis.Redis) -> None:
+def test_retries_eta_expires_revoke_and_rate_limits(client: App, runs: redis.Redis) -> None:
     with fastq_worker("--pool", "asyncio", "--concurrency", "20", app=APP):
         retried = client.send_task("aio.flaky", ("f", 2))
         sent = time.time()
         delayed = client.send_task("aio.stamp", ("eta",), countdown=2)
         stale = client.send_task("aio.stamp", ("stale",), countdown=2, expires=1)
+        time.sleep(0.5)  # the worker's control listener is subscribed
+        doomed = client.send_task("aio.stamp", ("doomed",), countdown=2)
+        doomed.revoke()
         limited = [client.send_task("aio.limited", (f"l{i}",)) for i in range(10)]
         assert retried.get(timeout=20) == 2
         assert int(runs.hget("attempts", "f") or 0) == 3
         assert delayed.get(timeout=20) >= sent + 1.5
         with pytest.raises(TaskRevokedError, match="expired"):
             stale.get(timeout=20)
+        with pytest.raises(TaskRevokedError, match="revoked"):
+            doomed.get(timeout=20)
         stamps = sorted(r.get(timeout=20) for r in limited)
     # 5/s with a burst of 5: the last of 10 starts a second or so after the first.
     assert stamps[-1] - stamps[0] >= 0.8, stamps
-    assert not runs.hexists("runs", "stale")
+    assert not runs.hexists("runs", "stale") and not runs.hexists("runs", "doomed")
 
 
 def test_remote_control_answers_while_tasks_are_in_flight(client: App, runs: redis.Redis) -> None:
