@@ -4,9 +4,9 @@ importing the ``App`` class."""
 
 from __future__ import annotations
 
-import threading
 import weakref
 from collections.abc import Callable
+from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, Literal, overload
 
 if TYPE_CHECKING:
@@ -22,7 +22,8 @@ _default: App | None = None
 _apps: weakref.WeakSet[App] = weakref.WeakSet()
 #: ``@shared_task`` definitions: (function, options), added to each app as it is created.
 _shared: list[tuple[Callable[..., Any], dict[str, Any]]] = []
-_tasks = threading.local()
+#: The running tasks, innermost last: per thread and per asyncio task (the asyncio pool).
+_tasks: ContextVar[tuple[Task, ...]] = ContextVar("fastq.current_task", default=())
 
 
 def set_current_app(app: App) -> None:
@@ -132,23 +133,21 @@ class SharedTask:
 
 # -- the running task ------------------------------------------------------------------------------
 def push_task(task: Task) -> None:
-    stack = getattr(_tasks, "stack", None)
-    if stack is None:
-        stack = _tasks.stack = []
-    stack.append(task)
+    _tasks.set((*_tasks.get(), task))
 
 
 def pop_task() -> None:
-    _tasks.stack.pop()
+    _tasks.set(_tasks.get()[:-1])
 
 
 class CurrentTask:
-    """The task running in this thread (Celery's ``current_task``); false outside a task."""
+    """The task running in this thread or asyncio task (Celery's ``current_task``); false
+    outside a task."""
 
     __slots__ = ()
 
     def _get_current_object(self) -> Task | None:
-        stack = getattr(_tasks, "stack", None)
+        stack = _tasks.get()
         return stack[-1] if stack else None
 
     def __bool__(self) -> bool:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import os
 import sys
-import threading
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import datetime, timedelta, tzinfo
 from functools import cached_property
 from types import FunctionType
@@ -99,7 +99,12 @@ class App:
             self.conf.include = [*self.conf.include, *include]
         self.tasks: dict[str, Task] = {}
         self._autodiscover: list[tuple[Packages, str | None]] = []
-        self._local = threading.local()
+        #: The current request (a stack) and the open ``publish_batch``: per thread and per
+        #: asyncio task, as the asyncio pool runs many tasks on one thread.
+        self._requests: ContextVar[tuple[Context, ...]] = ContextVar("fastq.app.requests")
+        self._batch: ContextVar[list[protocol.OutgoingMessage] | None] = ContextVar(
+            "fastq.app.batch"
+        )
         #: Celery's app signals: sent once, by ``finalize()`` (when beat or a worker starts), so
         #: receivers may use tasks defined after them (``add_periodic_task`` in the guide).
         self.on_after_configure = Signal("app.on_after_configure", ("source",))
@@ -407,23 +412,20 @@ class App:
 
     # -- the current request (set by the worker while a task runs) -------------------------------
     def current_request(self) -> Context | None:
-        stack = getattr(self._local, "requests", None)
+        stack = self._requests.get(())
         return stack[-1] if stack else None
 
     def push_request(self, request: Context) -> None:
-        stack = getattr(self._local, "requests", None)
-        if stack is None:
-            stack = self._local.requests = []
-        stack.append(request)
+        self._requests.set((*self._requests.get(()), request))
 
     def pop_request(self) -> None:
-        self._local.requests.pop()
+        self._requests.set(self._requests.get()[:-1])
 
     def add_child(self, result: Any) -> None:
         """A task running here sent ``result``'s task: it is stored among its ``children``, as
         Celery does. Not the members of a group being sent: the group counts as one."""
         request = self.current_request()
-        if request is None or getattr(self._local, "batch", None) is not None:
+        if request is None or self._batch.get(None) is not None:
             return
         task = self.tasks.get(request.task or "")
         if task is None or task.trail:  # ``trail=False``: the task keeps no children
@@ -441,7 +443,7 @@ class App:
         message = self.build_message(name, args, kwargs, **options)
         if not message.headers.get("ignore_result"):
             self.backend.on_task_sent(message.id)
-        batch = getattr(self._local, "batch", None)
+        batch = self._batch.get(None)
         if batch is not None:
             batch.append(message)
         else:
@@ -455,15 +457,15 @@ class App:
     def publish_batch(self) -> Iterator[None]:
         """Tasks sent in this block (by this thread) are published together when it ends, in
         one pipelined round trip: how a group's tasks go out. Nothing is sent if it raises."""
-        if getattr(self._local, "batch", None) is not None:
+        if self._batch.get(None) is not None:
             yield  # nested: the outermost block publishes
             return
         batch: list[protocol.OutgoingMessage] = []
-        self._local.batch = batch
+        token = self._batch.set(batch)
         try:
             yield
         finally:
-            self._local.batch = None
+            self._batch.reset(token)
         if batch:
             self.broker.publish_many(batch)
 

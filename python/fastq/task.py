@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import inspect
 import logging
-import threading
 import traceback as tb
 import types
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextvars import ContextVar
 from datetime import datetime
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, Generic
@@ -221,7 +221,9 @@ class Task(Generic[P, R, RCall]):
         self.__doc__ = getattr(fun, "__doc__", None)
         self.__module__ = getattr(fun, "__module__", None) or __name__
         self.__wrapped__ = fun
-        self._local = threading.local()
+        #: The request stack, per thread and per asyncio task (the asyncio pool runs many tasks
+        #: on one thread): a context variable, each push a new tuple.
+        self._requests: ContextVar[tuple[Context, ...]] = ContextVar(f"fastq.request:{name}")
 
     def __repr__(self) -> str:
         return f"<@task: {self.name} of {self.app.main or 'fastq'}>"
@@ -237,18 +239,15 @@ class Task(Generic[P, R, RCall]):
     # -- the request context -----------------------------------------------------------------
     @property
     def request(self) -> Context:
-        stack = getattr(self._local, "stack", None)
+        stack = self._requests.get(())
         return stack[-1] if stack else _DIRECT
 
     def push_request(self, request: Context) -> None:
-        stack = getattr(self._local, "stack", None)
-        if stack is None:
-            stack = self._local.stack = []
-        stack.append(request)
+        self._requests.set((*self._requests.get(()), request))
         push_task(self)
 
     def pop_request(self) -> None:
-        self._local.stack.pop()
+        self._requests.set(self._requests.get()[:-1])
         pop_task()
 
     # -- handlers: override them in a base class (``@app.task(base=MyTask)``), as in Celery --------

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from fastq import signals, states
 from fastq.errors import Ignore, Reject, Retry
-from fastq.execution.limits import alarm, effective_limits
+from fastq.execution.limits import Interrupt, alarm, effective_limits
 from fastq.protocol import short_repr
 from fastq.task import Context, ExceptionInfo, Task, result_ignored
 
@@ -67,42 +67,92 @@ def run_task(
     (a worker logs it); ``propagate``: a failure is raised by the caller, before any handler
     (Celery's ``apply(throw=True)``).
     """
-    task.push_request(context)
-    task.app.push_request(context)
-    args, kwargs = context.args, context.kwargs or {}
-    if signals.task_prerun.receivers:
-        signals.task_prerun.send(task, task_id=context.id, task=task, args=args, kwargs=kwargs)
-    outcome = Outcome(states.FAILURE, None, None, Settle.ACK)
+    _enter(task, context)
+    outcome = _unfinished()
     try:
         hard, soft = limits if limits is not None else effective_limits(task, context)
         started = time.perf_counter()
         outcome = _call(task, context, acks_late, soft, hard if enforce_hard_limit else None)
-        if not eager and outcome.state == states.SUCCESS and log.isEnabledFor(logging.INFO):
-            log.info(  # Celery's line, with its 1 024-character cut of the value
-                "Task %s[%s] succeeded in %ss: %s",
-                task.name,
-                context.id,
-                time.perf_counter() - started,
-                short_repr(outcome.value),
-            )
-        if record is not None:
-            record(outcome)
-        if not (propagate and outcome.state == states.FAILURE):
-            _conclude(task, context, outcome, eager)
+        _after_call(task, context, outcome, started, record, eager, propagate)
     finally:
+        _leave(task, context, outcome)
+    return outcome
+
+
+async def run_task_async(
+    task: Task,
+    context: Context,
+    acks_late: bool,
+    interrupt: Interrupt,
+    *,
+    record: Callable[[Outcome], None] | None = None,
+) -> Outcome:
+    """``run_task`` for the asyncio pool: an ``async def`` task awaited on the running loop, so
+    many run at once in one thread. Time limits and ``terminate`` come through ``interrupt``
+    (the pool arms it): the soft limit raises ``SoftTimeLimitExceeded`` at the await where the
+    coroutine waits, the hard one cancels it and fails the task with ``TimeLimitExceeded``."""
+    _enter(task, context)
+    outcome = _unfinished()
+    try:
+        started = time.perf_counter()
+        outcome = await _call_async(task, context, acks_late, interrupt)
+        _after_call(task, context, outcome, started, record, False, False)
+    finally:
+        _leave(task, context, outcome)
+    return outcome
+
+
+def _unfinished() -> Outcome:
+    """The outcome the postrun signal reports when the run itself raised (a bug, a cancel)."""
+    return Outcome(states.FAILURE, None, None, Settle.ACK)
+
+
+def _enter(task: Task, context: Context) -> None:
+    task.push_request(context)
+    task.app.push_request(context)
+    if signals.task_prerun.receivers:
+        args, kwargs = context.args, context.kwargs or {}
+        signals.task_prerun.send(task, task_id=context.id, task=task, args=args, kwargs=kwargs)
+
+
+def _after_call(
+    task: Task,
+    context: Context,
+    outcome: Outcome,
+    started: float,
+    record: Callable[[Outcome], None] | None,
+    eager: bool,
+    propagate: bool,
+) -> None:
+    if not eager and outcome.state == states.SUCCESS and log.isEnabledFor(logging.INFO):
+        log.info(  # Celery's line, with its 1 024-character cut of the value
+            "Task %s[%s] succeeded in %ss: %s",
+            task.name,
+            context.id,
+            time.perf_counter() - started,
+            short_repr(outcome.value),
+        )
+    if record is not None:
+        record(outcome)
+    if not (propagate and outcome.state == states.FAILURE):
+        _conclude(task, context, outcome, eager)
+
+
+def _leave(task: Task, context: Context, outcome: Outcome) -> None:
+    try:
         if signals.task_postrun.receivers:
             signals.task_postrun.send(
                 task,
                 task_id=context.id,
                 task=task,
-                args=args,
-                kwargs=kwargs,
+                args=context.args,
+                kwargs=context.kwargs or {},
                 retval=outcome.value,
                 state=outcome.state,
             )
+    finally:
         task.app.pop_request()
         task.pop_request()
-    return outcome
 
 
 def _invoke(task: Task, args: Any, kwargs: dict[str, Any]) -> Any:
@@ -131,46 +181,84 @@ def _call(
     """``soft``/``hard``: the limits to raise in this process (``hard`` only in the solo pool)."""
     args, kwargs = context.args, context.kwargs or {}
     try:
-        try:
-            if _overrides(task, "before_start"):
-                task.before_start(context.id or "", args, kwargs)
-            if soft or hard:
-                with alarm(soft, hard):
-                    value = _invoke(task, args, kwargs)
-            else:
+        if _overrides(task, "before_start"):
+            task.before_start(context.id or "", args, kwargs)
+        if soft or hard:
+            with alarm(soft, hard):
                 value = _invoke(task, args, kwargs)
-        except (Retry, Ignore, Reject):
-            raise  # the task's own decision (retry, replace...), never retried automatically
-        except Exception as exc:
-            if (
-                task.autoretry_for
-                and isinstance(exc, task.autoretry_for)
-                and not (task.dont_autoretry_for and isinstance(exc, task.dont_autoretry_for))
-            ):
-                autoretry(task, context, exc)
-            raise
-    except Retry as exc:
-        log.info("task %s[%s] retry: %s", task.name, context.id, exc)
-        cause = exc.exc if exc.exc is not None else exc
-        return Outcome(states.RETRY, cause, _format(exc.exc), Settle.ACK, exc)
-    except Ignore as exc:
-        return Outcome(None, None, None, Settle.ACK, exc)
-    except Reject as exc:
-        log.info("task %s[%s] rejected: %s", task.name, context.id, exc.reason or "no reason given")
-        if exc.requeue:
-            return Outcome(None, None, None, Settle.REQUEUE, exc)
-        # It will never run again: FAILURE, as Celery 5.7 stores, not PENDING forever.
-        return Outcome(states.FAILURE, exc, None, Settle.DROP, exc)
-    except Exception as exc:
-        text = tb.format_exc()
-        if task.throws and isinstance(exc, task.throws):
-            log.info("task %s[%s] raised expected: %r", task.name, context.id, exc)
         else:
-            log.error("task %s[%s] raised %r\n%s", task.name, context.id, exc, text)
-        acks_on_failure = _option(task, "acks_on_failure_or_timeout", True)
-        settle = Settle.DROP if acks_late and not acks_on_failure else Settle.ACK
-        return Outcome(states.FAILURE, exc, text, settle, exc)
+            value = _invoke(task, args, kwargs)
+    except Exception as exc:
+        return _raised(task, context, acks_late, exc)
     return Outcome(states.SUCCESS, value, None, Settle.ACK)
+
+
+async def _call_async(
+    task: Task, context: Context, acks_late: bool, interrupt: Interrupt
+) -> Outcome:
+    import asyncio
+
+    args, kwargs = context.args, context.kwargs or {}
+    try:
+        if _overrides(task, "before_start"):
+            task.before_start(context.id or "", args, kwargs)
+        value = task(*args, **kwargs) if _overrides(task, "__call__") else task.run(*args, **kwargs)
+        if inspect.isawaitable(value):
+            value = await interrupt.guard(value)
+    except asyncio.CancelledError:
+        if interrupt.reason is None:
+            raise  # not the pool's doing: the loop is going away
+        error = interrupt.error()
+        text = _format(error)
+        log.error("task %s[%s] %s", task.name, context.id, error)
+        if interrupt.reason == "terminate":
+            return Outcome(states.REVOKED, error, None, Settle.ACK, error)
+        return _failure(task, context, acks_late, error, text)  # hard time limit
+    except Exception as exc:
+        return _raised(task, context, acks_late, exc)
+    return Outcome(states.SUCCESS, value, None, Settle.ACK)
+
+
+def _raised(task: Task, context: Context, acks_late: bool, exc: Exception) -> Outcome:
+    """The outcome of a task that raised ``exc``: retried (``autoretry_for``), ignored,
+    rejected or failed."""
+    try:
+        if (
+            task.autoretry_for
+            and not isinstance(exc, (Retry, Ignore, Reject))  # the task's own decision
+            and isinstance(exc, task.autoretry_for)
+            and not (task.dont_autoretry_for and isinstance(exc, task.dont_autoretry_for))
+        ):
+            autoretry(task, context, exc)
+        raise exc
+    except Retry as retry:
+        log.info("task %s[%s] retry: %s", task.name, context.id, retry)
+        cause = retry.exc if retry.exc is not None else retry
+        return Outcome(states.RETRY, cause, _format(retry.exc), Settle.ACK, retry)
+    except Ignore as ignore:
+        return Outcome(None, None, None, Settle.ACK, ignore)
+    except Reject as reject:
+        reason = reject.reason or "no reason given"
+        log.info("task %s[%s] rejected: %s", task.name, context.id, reason)
+        if reject.requeue:
+            return Outcome(None, None, None, Settle.REQUEUE, reject)
+        # It will never run again: FAILURE, as Celery 5.7 stores, not PENDING forever.
+        return Outcome(states.FAILURE, reject, None, Settle.DROP, reject)
+    except Exception as failed:
+        text = tb.format_exc()
+        if task.throws and isinstance(failed, task.throws):
+            log.info("task %s[%s] raised expected: %r", task.name, context.id, failed)
+        else:
+            log.error("task %s[%s] raised %r\n%s", task.name, context.id, failed, text)
+        return _failure(task, context, acks_late, failed, text)
+
+
+def _failure(
+    task: Task, context: Context, acks_late: bool, exc: BaseException, text: str | None
+) -> Outcome:
+    acks_on_failure = _option(task, "acks_on_failure_or_timeout", True)
+    settle = Settle.DROP if acks_late and not acks_on_failure else Settle.ACK
+    return Outcome(states.FAILURE, exc, text, settle, exc)
 
 
 def _overrides(task: Task, name: str) -> bool:

@@ -75,6 +75,10 @@ REFUSED = {
 }
 
 
+#: Tasks in flight hold the asyncio pool's one consumer, so it cannot be reopened on new queues.
+FIXED_QUEUES = "the asyncio pool consumes the queues it was started with (-Q)"
+
+
 class ControlServer:
     """Reads the broker's control channel and replies as ``hostname``."""
 
@@ -359,6 +363,8 @@ class ControlServer:
         queue = str(arguments.get("queue") or "")
         if not queue:
             return nok("add_consumer needs a queue")
+        if self.pool.implementation == "asyncio":
+            return nok(FIXED_QUEUES)
         if arguments.get("exchange") not in (None, "", queue) or arguments.get(
             "routing_key"
         ) not in (
@@ -381,6 +387,8 @@ class ControlServer:
 
     def _cancel_consumer(self, arguments: dict[str, Any]) -> dict[str, str]:
         queue = str(arguments.get("queue") or "")
+        if self.pool.implementation == "asyncio":
+            return nok(FIXED_QUEUES)
         if queue in self.pool.queues:
             if len(self.pool.queues) == 1:
                 return nok(f"{queue} is the only queue this worker consumes; it stays")

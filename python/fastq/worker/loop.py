@@ -20,6 +20,7 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Protocol
@@ -50,6 +51,8 @@ BACKOFF_START = 0.2
 BACKOFF_MAX = 1.0
 #: How late a broker's blocking pop may return past its timeout (Redis: 1/hz, 100 ms).
 TIMER_SLACK = 0.1
+#: Housekeeping paused: the broker has not answered a fetch yet.
+_QUIET = float("inf")
 #: Results kept in memory while the result backend is down; past this the loop stops fetching.
 MAX_UNSTORED = 1000
 #: Result backend retry backoff while it is down: first wait and ceiling, in seconds.
@@ -89,6 +92,19 @@ class _Scheduled:
     seq: int
     delivery: Any = field(compare=False)
     context: Context = field(compare=False)
+
+
+@dataclass(slots=True)
+class _Run:
+    """A task about to run: what ``_start`` decided, for ``_finish``."""
+
+    task: Task
+    delivery: Delivery
+    context: Context
+    acks_late: bool
+    limits: tuple[float | None, float | None]
+    supervisor: SupervisorReporter | None
+    record: Callable[[Outcome], None]
 
 
 class WorkerLoop:
@@ -185,57 +201,75 @@ class WorkerLoop:
             self.stop()
 
     def run(self) -> None:
-        accept = list(self.app.conf.accept_content)
-        backoff = Backoff(BACKOFF_START, BACKOFF_MAX, jitter=0.25)
-        outage: float | None = None  # when the broker stopped answering
-        retries = 0  # in this outage
-        connected = False  # a fetch has reached the broker
+        self._begin_run()
+        while not self.stopping.is_set():
+            try:
+                self._read_supervisor()  # before a queue change is looked for
+                consumer = self._open_consumer()
+                # A cycle that only finishes an interrupted batch proves nothing about the broker.
+                fetches = not self._interrupted
+                self._cycle(consumer)
+                self._reached(fetches)
+            except errors.BrokerConnectionError as exc:
+                delay = self._unreachable(exc)
+                if delay is None:
+                    break
+                self.stopping.wait(delay)
+        self._shutdown()
+
+    # -- reconnecting (shared with the asyncio pool's loop) ---------------------------------------
+    def _begin_run(self) -> None:
+        self._backoff = Backoff(BACKOFF_START, BACKOFF_MAX, jitter=0.25)
+        self._outage: float | None = None  # when the broker stopped answering
+        self._retries = 0  # in this outage
+        self._connected = False  # a fetch has reached the broker
         # Housekeeping (visibility restore, due ETA moves) waits for the first fetch to reach
         # the broker, and pauses while it is away: each would wait out its own connect timeout
         # in turn, delaying the first clear error and a warm stop, and log once per cycle.
-        quiet = float("inf")
-        self._next_restore = self._next_due_move = quiet
-        while not self.stopping.is_set():
-            try:
-                self._read_supervisor()
-                if self._consumer is not None and self._consuming != self.queues:
-                    self._switch_queues()
-                if self._consumer is None:
-                    self._consuming = list(self.queues)
-                    self._consumer = self.app.broker.consumer(
-                        self._consuming,
-                        prefetch=self.prefetch,
-                        consumer_id=self.consumer_id,
-                        accept=accept,
-                    )
-                # A cycle that only finishes an interrupted batch proves nothing about the broker.
-                fetches = not self._interrupted
-                self._cycle(self._consumer)
-                if fetches:
-                    connected, retries = True, 0
-                    if outage is not None:
-                        log.info("broker reachable again after %.1fs", time.monotonic() - outage)
-                        outage = None
-                    if self._next_restore == quiet:
-                        self._next_restore = self._next_due_move = 0.0
-                    backoff.reset()
-            except errors.BrokerConnectionError as exc:
-                refusal = retry_refusal(self.app.conf, connected, retries)
-                if refusal is not None:
-                    log.critical("cannot reach the broker (%s); stopping: %s", exc, refusal)
-                    self.gave_up = True
-                    break
-                retries += 1
-                # One line per outage, not one per retry.
-                if outage is None:
-                    outage = time.monotonic()
-                    log.error("broker unavailable (%s); retrying every %.0fs", exc, BACKOFF_MAX)
-                else:
-                    log.debug("broker still unavailable (%s)", exc)
-                self._next_restore = self._next_due_move = quiet
-                self._due_at = math.inf  # no due-ETA move either, until a fetch succeeds
-                self.stopping.wait(backoff.next())
-        self._shutdown()
+        self._next_restore = self._next_due_move = _QUIET
+
+    def _open_consumer(self) -> Consumer:
+        if self._consumer is not None and self._consuming != self.queues:
+            self._switch_queues()
+        if self._consumer is None:
+            self._consuming = list(self.queues)
+            self._consumer = self.app.broker.consumer(
+                self._consuming,
+                prefetch=self.prefetch,
+                consumer_id=self.consumer_id,
+                accept=list(self.app.conf.accept_content),
+            )
+        return self._consumer
+
+    def _reached(self, fetches: bool) -> None:
+        """A cycle ended without a broker error; ``fetches``: it asked the broker for more."""
+        if not fetches:
+            return
+        self._connected, self._retries = True, 0
+        if self._outage is not None:
+            log.info("broker reachable again after %.1fs", time.monotonic() - self._outage)
+            self._outage = None
+        if self._next_restore == _QUIET:
+            self._next_restore = self._next_due_move = 0.0
+        self._backoff.reset()
+
+    def _unreachable(self, exc: errors.BrokerConnectionError) -> float | None:
+        """How long to wait before trying the broker again, or None: stop (Celery's settings)."""
+        refusal = retry_refusal(self.app.conf, self._connected, self._retries)
+        if refusal is not None:
+            log.critical("cannot reach the broker (%s); stopping: %s", exc, refusal)
+            self.gave_up = True
+            return None
+        self._retries += 1
+        # One line per outage, not one per retry.
+        if self._outage is None:
+            self._outage = time.monotonic()
+            log.error("broker unavailable (%s); retrying every %.0fs", exc, BACKOFF_MAX)
+        else:
+            log.debug("broker still unavailable (%s)", exc)
+        self._next_restore = self._next_due_move = _QUIET
+        self._due_at = math.inf  # no due-ETA move either, until a fetch succeeds
+        return self._backoff.next()
 
     def _switch_queues(self) -> None:
         """``add_consumer``/``cancel_consumer`` changed the queues: the consumer is closed as at
@@ -270,8 +304,7 @@ class WorkerLoop:
                 self._apply_changes()
 
     def _cycle(self, consumer: Consumer) -> None:
-        self._maybe_restore_visible()
-        self._maybe_move_due()
+        self._housekeeping()
         pause = self._backlog_wait(consumer)
         if pause:
             self.stopping.wait(pause)  # the backend is down and the backlog full: fetch nothing
@@ -284,6 +317,17 @@ class WorkerLoop:
             deliveries = list(consumer.fetch(self._fetch_wait()))
             if deliveries:  # what came while the fetch waited applies to them too
                 self._read_supervisor()
+        self._dispatch(consumer, deliveries)
+        self._run_due(consumer)
+        self._flush(consumer)
+
+    def _housekeeping(self) -> None:
+        self._read_supervisor()
+        self._maybe_restore_visible()
+        self._maybe_move_due()
+
+    def _dispatch(self, consumer: Consumer, deliveries: list[Delivery]) -> None:
+        """Handles a fetched batch in order, until a warm stop."""
         for i, delivery in enumerate(deliveries):
             if self.stopping.is_set():
                 break  # the rest stay unacknowledged and are restored on shutdown
@@ -301,8 +345,6 @@ class WorkerLoop:
                 if delivery.delivery_tag not in self._late_acks:
                     self._give_back(consumer, delivery)
                 raise
-        self._run_due(consumer)
-        self._flush(consumer)
 
     def _give_back(self, consumer: Consumer, delivery: Delivery) -> None:
         try:
@@ -311,19 +353,25 @@ class WorkerLoop:
             log.warning("could not return task %s to its queue: %s", delivery.task_id, exc)
 
     def _fetch_wait(self) -> float:
-        """How long the fetch may block: 1 s, or until the next ETA task is due. A blocking pop
-        ends up to ``TIMER_SLACK`` late (Redis checks its timeouts 10 times a second), so it is
-        cut that much short and the last stretch slept here."""
+        """How long the fetch may block: 1 s, or until the next ETA task is due."""
+        sleep, timeout = self._fetch_timing()
+        if sleep:
+            self.stopping.wait(sleep)
+        return timeout
+
+    def _fetch_timing(self) -> tuple[float, float]:
+        """``(sleep, timeout)``: how long to sleep before the fetch, and how long the fetch may
+        block. A blocking pop ends up to ``TIMER_SLACK`` late (Redis checks its timeouts 10
+        times a second), so it is cut that much short and the last stretch slept instead."""
         due = self._due_at
         if self._scheduled:
             due = min(due, self._scheduled[0].when)
         due_in = due - time.time()
         if due_in >= 1.0 + TIMER_SLACK:
-            return 1.0
+            return 0.0, 1.0
         if due_in > TIMER_SLACK:
-            return due_in - TIMER_SLACK
-        self.stopping.wait(max(0.0, due_in))
-        return 0.0
+            return 0.0, due_in - TIMER_SLACK
+        return max(0.0, due_in), 0.0
 
     def _maybe_restore_visible(self) -> None:
         now = time.monotonic()
@@ -455,7 +503,7 @@ class WorkerLoop:
         try:
             self._handle_one(consumer, delivery)
             if self._supervisor is None:  # a refused or revoked one's state too, at once
-                self._flush(consumer)
+                self._task_flush(consumer)
         except (errors.BrokerConnectionError, KeyboardInterrupt, SystemExit):
             self._end_report()
             raise
@@ -624,6 +672,19 @@ class WorkerLoop:
     def _execute(
         self, consumer: Consumer, task: Task, delivery: Delivery, context: Context
     ) -> None:
+        run = self._start(consumer, task, delivery, context)
+        self._running = context.id
+        try:
+            outcome = run_task(
+                task, context, run.acks_late, self.enforce_hard_limit, run.limits, record=run.record
+            )
+        finally:
+            self._running = None
+        self._finish(consumer, run, outcome)
+
+    def _start(self, consumer: Consumer, task: Task, delivery: Delivery, context: Context) -> _Run:
+        """What comes before a task runs: the early ack, STARTED, the report; and the
+        ``record`` its run calls with its outcome."""
         acks_late = task.acks_late if task.acks_late is not None else self.app.conf.task_acks_late
         limits = effective_limits(task, context)  # before the ack: a bad one is refused whole
         if not acks_late:
@@ -652,35 +713,39 @@ class WorkerLoop:
                 # No supervisor to hand it to (threads, solo): stored now, so a killed process
                 # leaves no finished task PENDING (Celery stores each result right after it).
                 # Prefork too when the task has handlers: they find its outcome stored.
-                self._store_kept()
+                self._store_ran(task)
             if outcome.state != states.SUCCESS:
                 send_followups(self.app, context, outcome)  # chord part, chain, errbacks
 
-        self._running = context.id
-        try:
-            outcome = run_task(
-                task, context, acks_late, self.enforce_hard_limit, limits, record=record
-            )
-        finally:
-            self._running = None
-        self._ran = delivery.delivery_tag
-        if acks_late:
-            self._settle(consumer, delivery.delivery_tag, outcome.settle)
+        return _Run(task, delivery, context, acks_late, limits, supervisor, record)
+
+    def _store_ran(self, task: Task) -> None:
+        """Stores the result of a task that just ran (the asyncio pool gathers them)."""
+        self._store_kept()
+
+    def _finish(self, consumer: Consumer, run: _Run, outcome: Outcome) -> None:
+        """What comes after a task ran: its late ack (or reject), the results flushed or handed
+        to the supervisor, and the per-child limits."""
+        task, context, tag = run.task, run.context, run.delivery.delivery_tag
+        self._ran = tag
+        if run.acks_late:
+            self._settle(consumer, tag, outcome.settle)
         elif outcome.settle is Settle.REQUEUE:
             log.warning("task %s[%s] asked to requeue but was acked early", task.name, context.id)
+        supervisor = run.supervisor
         if supervisor is not None:
             # Prefork: stored and acked per fetched batch (a round trip each), with a copy of
             # the result in the end report: should the child die before the batch is flushed,
             # the supervisor stores it and settles the message, so only the running task runs
             # again and no finished one stays PENDING.
             supervisor.hand_over(
-                self._results[self._told_kept :], acks_late and outcome.settle is Settle.ACK
+                self._results[self._told_kept :], run.acks_late and outcome.settle is Settle.ACK
             )
             self._told_kept = len(self._results)
             self._handed = True
             self._reported = False
         else:  # late acks per task, for the same reason
-            self._flush(consumer)
+            self._task_flush(consumer)
             if self.reporter is not None:
                 self.reporter.finished()
                 self._reported = False
@@ -697,6 +762,11 @@ class WorkerLoop:
                     self.max_memory_kib,
                 )
                 self.stop()
+
+    def _task_flush(self, consumer: Consumer) -> None:
+        """Stores and acknowledges after each task without a supervisor (the asyncio pool
+        gathers the tasks that end together into one flush)."""
+        self._flush(consumer)
 
     def _tracks_started(self, task: Task) -> bool:
         track = task.track_started

@@ -7,7 +7,7 @@ import os
 import signal
 import socket
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from fastq import signals
@@ -28,8 +28,12 @@ from fastq.worker.supervisor import EXIT_GAVE_UP, Supervisor
 
 log = logging.getLogger("fastq.worker")
 
-POOLS = ("prefork", "threads", "solo")
+POOLS = ("prefork", "threads", "solo", "asyncio")
 #: Celery's pool names that mean the same thing here.
+#: The asyncio pool's ``--concurrency`` when none is set (tasks in flight on its one loop), and
+#: its threads for plain ``def`` tasks (at most the concurrency).
+ASYNCIO_CONCURRENCY = 100
+ASYNCIO_THREADS = 10
 POOL_ALIASES = {"processes": "prefork", "thread": "threads", "threading": "threads"}
 
 
@@ -55,6 +59,8 @@ def run_worker(
     pool = POOL_ALIASES.get(pool or conf.worker_pool, pool or conf.worker_pool)
     if pool not in POOLS:
         raise ConfigurationError(f"unknown pool {pool!r}; choose one of {', '.join(POOLS)}")
+    if pool == "asyncio":  # tasks in flight on one loop, not processes: not the CPU count
+        concurrency = concurrency or conf.worker_concurrency or ASYNCIO_CONCURRENCY
     concurrency = concurrency or conf.worker_concurrency or os.cpu_count() or 1
     if pool == "solo":
         concurrency = 1
@@ -62,6 +68,8 @@ def run_worker(
         prefetch_multiplier if prefetch_multiplier is not None else conf.worker_prefetch_multiplier
     )
     prefetch = max(1, multiplier)  # per consumer: every process/thread runs one task at a time
+    if pool == "asyncio":  # one consumer for every task in flight
+        prefetch *= concurrency
     # Without -Q, every queue of task_queues (else the default queue), as a Celery worker.
     queue_list = list(queues or app.router.queues)
     hostname = hostname or conf.worker_hostname or default_hostname()
@@ -222,11 +230,74 @@ def run_worker(
         return code
 
     revoked = RevokedIds()
+    stop_side_threads = threading.Event()
+
+    def start_side_threads(consumer_ids: Callable[[], list[str]]) -> None:
+        """Remote control and lease renewal, in threads of this process."""
+        threading.Thread(
+            target=control_server.serve,
+            args=(stop_side_threads,),
+            name="fastq-control",
+            daemon=True,
+        ).start()
+        renewer = LeaseRenewer(lambda: app.broker, consumer_ids)
+        threading.Thread(
+            target=renewer.serve, args=(stop_side_threads,), name="fastq-lease", daemon=True
+        ).start()
+        control_server.listening.wait(5.0)  # say "ready" only once remote control can be heard
+        if beat_service is not None:
+            embedded_beat.append(start_embedded(beat_service))
+
+    def stopped(code: int) -> int:
+        stop_embedded(embedded_beat)
+        stop_side_threads.set()
+        signals.worker_shutdown.send(None)
+        log.info("worker %s stopped", hostname)
+        return code
+
+    if pool == "asyncio":
+        import asyncio  # only this pool pays for the import (~13 ms)
+
+        from fastq.worker.asyncio_pool import AsyncioLoop
+
+        aloop = AsyncioLoop(
+            app,
+            queue_list,
+            concurrency=concurrency,
+            threads=min(concurrency, ASYNCIO_THREADS),
+            prefetch=prefetch,
+            hostname=hostname,
+            consumer_id=consumer_id(0, 1),
+            revoked=revoked,
+            active_tasks=active_tasks,
+        )
+
+        def revoke_on_loop(task_ids: list[str], terminate: bool, sig: str) -> None:
+            revoked.add(task_ids)
+            if terminate:  # the control thread asks; the loop's thread cancels
+                aloop.call_soon(aloop.terminate, task_ids)
+
+        control_server.on_revoke = revoke_on_loop
+        control_server.on_task_change = lambda change: aloop.call_soon(
+            aloop.settings_changed, str(change["task"])
+        )
+        processes.append(os.getpid())
+        start_side_threads(lambda: [aloop.consumer_id])
+
+        async def serve() -> None:
+            log.info("ready: asyncio pool, up to %d task(s) in flight", concurrency)
+            signals.worker_ready.send(None)
+            await aloop.run_async(handle_signals=True)
+
+        asyncio.run(serve())
+        return stopped(1 if aloop.gave_up else 0)
 
     def on_revoke(task_ids: list[str], terminate: bool, sig: str) -> None:
         revoked.add(task_ids)
         if terminate:
-            log.warning("revoke with terminate needs the prefork pool; %s only skip", pool)
+            log.warning(
+                "revoke with terminate needs the prefork or asyncio pool; %s only skip", pool
+            )
 
     control_server.on_revoke = on_revoke
 
@@ -246,15 +317,7 @@ def run_worker(
         for i in range(concurrency)
     ]
     processes.append(os.getpid())
-    stop_side_threads = threading.Event()
-    threading.Thread(
-        target=control_server.serve, args=(stop_side_threads,), name="fastq-control", daemon=True
-    ).start()
-    renewer = LeaseRenewer(lambda: app.broker, lambda: [loop.consumer_id for loop in loops])
-    threading.Thread(
-        target=renewer.serve, args=(stop_side_threads,), name="fastq-lease", daemon=True
-    ).start()
-    control_server.listening.wait(5.0)  # say "ready" only once remote control can be heard
+    start_side_threads(lambda: [loop.consumer_id for loop in loops])
     stop_count = 0
 
     def on_term(signum: int, _frame: object) -> None:
@@ -299,8 +362,6 @@ def run_worker(
 
     if pool == "threads":
         control_server.on_resize = resize_threads
-    if beat_service is not None:
-        embedded_beat.append(start_embedded(beat_service))
     log.info("ready: %s pool with %d consumer(s)", pool, concurrency)
     signals.worker_ready.send(None)
     if pool == "solo":
@@ -314,8 +375,4 @@ def run_worker(
             if any(loop.gave_up for loop in loops):  # the broker is out of reach for good
                 for loop in loops:
                     loop.stop()
-    stop_embedded(embedded_beat)
-    stop_side_threads.set()
-    signals.worker_shutdown.send(None)
-    log.info("worker %s stopped", hostname)
-    return 1 if any(loop.gave_up for loop in loops) else 0
+    return stopped(1 if any(loop.gave_up for loop in loops) else 0)

@@ -24,9 +24,9 @@ log = logging.getLogger("fastq.worker")
 
 #: Pools Celery has and fastq does not, with what to use instead.
 REFUSED_POOLS = {
-    "gevent": "use --pool threads for I/O-bound tasks, or write them as `async def`",
-    "eventlet": "use --pool threads for I/O-bound tasks, or write them as `async def`",
-    "custom": "fastq's pools are prefork, threads and solo",
+    "gevent": "write I/O-bound tasks as `async def` for --pool asyncio, or use --pool threads",
+    "eventlet": "write I/O-bound tasks as `async def` for --pool asyncio, or use --pool threads",
+    "custom": "fastq's pools are prefork, threads, solo and asyncio",
 }
 
 #: Flags refused, with the reason and the alternative.
@@ -40,8 +40,15 @@ REFUSED_FLAGS = {
 
 
 def add_worker_arguments(w: argparse.ArgumentParser) -> None:
-    w.add_argument("-c", "--concurrency", type=int, help="processes/threads (default: CPUs)")
-    w.add_argument("-P", "--pool", help="prefork (default), threads or solo")
+    w.add_argument(
+        "-c", "--concurrency", type=int,
+        help="processes/threads (default: CPUs); asyncio: tasks in flight at once (default 100)",
+    )  # fmt: skip
+    w.add_argument(
+        "-P", "--pool",
+        help="prefork (default), threads, solo, or asyncio (one process, one event loop: async "
+        "def tasks awaited together, plain def tasks in 10 threads at most)",
+    )  # fmt: skip
     w.add_argument(
         "-Q",
         "--queues",
