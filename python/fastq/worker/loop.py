@@ -33,6 +33,7 @@ from fastq.execution.followups import on_revoked, send_followups
 from fastq.execution.limits import effective_limits
 from fastq.execution.tracer import Outcome, Settle, has_handlers, keeps_result, run_task
 from fastq.task import Context, Task
+from fastq.worker.observe import TaskObserver
 from fastq.worker.ratelimit import RateLimiter
 from fastq.worker.reports import SupervisorReporter
 from fastq.worker.request import build_context, eta_of, expired
@@ -88,6 +89,8 @@ class _Scheduled:
     seq: int
     delivery: Any = field(compare=False)
     context: Context = field(compare=False)
+    #: When its message was received (unix time), for the wait metric.
+    received: float = field(default=0.0, compare=False)
 
 
 class WorkerLoop:
@@ -107,6 +110,7 @@ class WorkerLoop:
         enforce_hard_limit: bool = False,
         revoked: RevokedIds | None = None,
         revoked_fd: int | None = None,
+        observer: TaskObserver | None = None,
     ) -> None:
         self.app = app
         self.queues = queues
@@ -157,6 +161,11 @@ class WorkerLoop:
         #: Prefork: the supervisor's report pipe, which also takes copies of the results not
         #: stored yet (``SupervisorReporter.hand_over``).
         self._supervisor = reporter if isinstance(reporter, SupervisorReporter) else None
+        #: Metrics and tracing (``worker/observe.py``); None when both are off, so a task pays
+        #: one attribute check for them.
+        self.observer = observer
+        #: When the batch under way was fetched (unix time).
+        self._received = 0.0
 
     # -- lifecycle -------------------------------------------------------------------------------
     def stop(self) -> None:
@@ -209,6 +218,8 @@ class WorkerLoop:
                     if outage is not None:
                         log.info("broker reachable again after %.1fs", time.monotonic() - outage)
                         outage = None
+                        if self.observer is not None:
+                            self.observer.reconnected()
                     if self._next_restore == quiet:
                         self._next_restore = self._next_due_move = 0.0
                     backoff.reset()
@@ -236,6 +247,8 @@ class WorkerLoop:
             return
         try:
             self._flush(consumer, final=True)
+            if self.observer is not None:
+                self.observer.tick(0, final=True)
             restored = consumer.restore_unacked()
             if restored:
                 log.info("returned %d prefetched task(s) to the queue", restored)
@@ -261,6 +274,9 @@ class WorkerLoop:
             deliveries, self._interrupted = self._interrupted, []
         else:
             deliveries = list(consumer.fetch(self._fetch_wait()))
+            self._received = time.time()
+            if self.observer is not None:  # the window in use, as full as it gets
+                self.observer.tick(consumer.in_flight)
         for i, delivery in enumerate(deliveries):
             if self.stopping.is_set():
                 break  # the rest stay unacknowledged and are restored on shutdown
@@ -535,7 +551,8 @@ class WorkerLoop:
         return deferred
 
     def _schedule(self, when: float, delivery: Delivery, context: Context) -> None:
-        heapq.heappush(self._scheduled, _Scheduled(when, next(self._seq), delivery, context))
+        item = _Scheduled(when, next(self._seq), delivery, context, self._received)
+        heapq.heappush(self._scheduled, item)
 
     def _maybe_execute(
         self, consumer: Consumer, task: Task, delivery: Delivery, context: Context
@@ -559,6 +576,7 @@ class WorkerLoop:
                 self._revoke(consumer, item.delivery.delivery_tag, context, "revoked")
                 continue
             self._ran = None
+            self._received = item.received
             try:
                 task = self.app.get_task(context.task or "")
                 self._maybe_execute(consumer, task, item.delivery, context)
@@ -570,6 +588,8 @@ class WorkerLoop:
 
     def _revoke(self, consumer: Consumer, tag: str, context: Context, reason: str) -> None:
         log.info("task %s[%s] %s before it ran; not running it", context.task, context.id, reason)
+        if self.observer is not None:
+            self.observer.skipped(context.task or "", reason)
         self._record(context.id, errors.TaskRevokedError(reason), states.REVOKED, None, context)
         if signals.task_revoked.receivers:
             signals.task_revoked.send(
@@ -617,13 +637,21 @@ class WorkerLoop:
             if outcome.state != states.SUCCESS:
                 send_followups(self.app, context, outcome)  # chord part, chain, errbacks
 
+        observer = self.observer
+        watch = None if observer is None else observer.begin(task.name, context, self._received)
         self._running = context.id
         try:
             outcome = run_task(
                 task, context, acks_late, self.enforce_hard_limit, limits, record=record
             )
+        except BaseException as exc:
+            if observer is not None:
+                observer.end(watch, None, exc)
+            raise
         finally:
             self._running = None
+        if observer is not None:
+            observer.end(watch, outcome)
         self._ran = delivery.delivery_tag
         if acks_late:
             self._settle(consumer, delivery.delivery_tag, outcome.settle)
