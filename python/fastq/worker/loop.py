@@ -89,7 +89,7 @@ class _Scheduled:
     seq: int
     delivery: Any = field(compare=False)
     context: Context = field(compare=False)
-    #: When its message was received (unix time), for the wait metric.
+    #: When its message was received (``perf_counter``), for the wait metric.
     received: float = field(default=0.0, compare=False)
 
 
@@ -164,7 +164,7 @@ class WorkerLoop:
         #: Metrics and tracing (``worker/observe.py``); None when both are off, so a task pays
         #: one attribute check for them.
         self.observer = observer
-        #: When the batch under way was fetched (unix time).
+        #: When the batch under way was fetched (``perf_counter``), for the wait metric.
         self._received = 0.0
 
     # -- lifecycle -------------------------------------------------------------------------------
@@ -274,7 +274,7 @@ class WorkerLoop:
             deliveries, self._interrupted = self._interrupted, []
         else:
             deliveries = list(consumer.fetch(self._fetch_wait()))
-            self._received = time.time()
+            self._received = time.perf_counter()
             if self.observer is not None:  # the window in use, as full as it gets
                 self.observer.tick(consumer.in_flight)
         for i, delivery in enumerate(deliveries):

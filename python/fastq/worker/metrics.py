@@ -51,14 +51,6 @@ def _histogram() -> list[float]:
     return [0] * (len(BUCKETS) + 1) + [0.0]
 
 
-def _observe(histograms: dict[str, list[float]], name: str, value: float) -> None:
-    counts = histograms.get(name)
-    if counts is None:
-        counts = histograms[name] = _histogram()
-    counts[bisect_left(BUCKETS, value)] += 1
-    counts[-1] += value
-
-
 class TaskStats:
     """What one consumer loop counted since it last handed its counts over."""
 
@@ -78,12 +70,17 @@ class TaskStats:
     def ran(self, name: str, state: str | None, runtime: float, wait: float) -> None:
         """A task ran: ``state`` its outcome, ``wait`` from its message's receipt to its start."""
         outcomes = self.tasks.get(name)
-        if outcomes is None:
-            outcomes = self.tasks[name] = {}
+        if outcomes is None or name not in self.runtime:
+            outcomes = self.tasks.setdefault(name, {})
+            self.runtime[name], self.wait[name] = _histogram(), _histogram()
         outcome = OUTCOMES.get(state) or str(state).lower()
         outcomes[outcome] = outcomes.get(outcome, 0) + 1
-        _observe(self.runtime, name, runtime)
-        _observe(self.wait, name, max(0.0, wait))
+        counts = self.runtime[name]
+        counts[bisect_left(BUCKETS, runtime)] += 1
+        counts[-1] += runtime
+        counts = self.wait[name]
+        counts[bisect_left(BUCKETS, wait)] += 1
+        counts[-1] += wait
         self._dirty = True
 
     def skipped(self, name: str, outcome: str) -> None:

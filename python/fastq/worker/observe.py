@@ -8,7 +8,7 @@ before it ran, ``reconnected`` when its broker answers again, and ``tick`` betwe
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
 from fastq.task import Context
 
@@ -18,13 +18,9 @@ if TYPE_CHECKING:
     from fastq.worker.metrics import TaskStats
 
 
-class Watch(NamedTuple):
-    """A task being run: what ``TaskObserver.end`` needs."""
-
-    name: str
-    started: float  # perf_counter
-    wait: float  # seconds from its message's receipt to its start
-    span: Any  # the tracing span, or None
+#: A task being run, what ``TaskObserver.end`` needs: its name, when it started and how long it
+#: waited since its message's receipt (``perf_counter``), its tracing span (or None).
+Watch = tuple[str, float, float, Any]
 
 
 class TaskObserver:
@@ -33,8 +29,10 @@ class TaskObserver:
         self.tracing = tracing
 
     def begin(self, name: str, context: Context, received: float) -> Watch:
+        """``received``: when the loop fetched its message (``perf_counter``)."""
         span = self.tracing.begin(name, context) if self.tracing is not None else None
-        return Watch(name, time.perf_counter(), time.time() - received, span)
+        started = time.perf_counter()
+        return name, started, started - received, span
 
     def end(
         self, watch: Watch | None, outcome: Outcome | None, error: BaseException | None = None
@@ -42,12 +40,13 @@ class TaskObserver:
         """The run ended with ``outcome``, or ``error`` escaped it (then it counts as failed)."""
         if watch is None:
             return
-        runtime = time.perf_counter() - watch.started
+        name, started, wait, span = watch
+        runtime = time.perf_counter() - started
         state = outcome.state if outcome is not None else "FAILURE"
-        if watch.span is not None and self.tracing is not None:
-            self.tracing.end(watch.span, state, outcome.error if outcome is not None else error)
+        if span is not None and self.tracing is not None:
+            self.tracing.end(span, state, outcome.error if outcome is not None else error)
         if self.stats is not None:
-            self.stats.ran(watch.name, state, runtime, watch.wait)
+            self.stats.ran(name, state, runtime, wait)
 
     def skipped(self, name: str, reason: str) -> None:
         if self.stats is not None:
