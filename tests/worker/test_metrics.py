@@ -49,7 +49,8 @@ def histogram_count(samples: dict, metric: str) -> float:
 @pytest.fixture
 def client(request: pytest.FixtureRequest, broker_url: str, backend_url: str) -> Iterator[App]:
     """The client app on the case's broker: Redis, or RabbitMQ (FASTQ_TEST_AMQP_URL)."""
-    url = AMQP_URL if request.node.callspec.params["broker"] == "amqp" else broker_url
+    params = getattr(request.node, "callspec", None)
+    url = AMQP_URL if params and params.params.get("broker") == "amqp" else broker_url
     app = App("observed", broker=url, backend=backend_url, set_as_current=False)
     if url == AMQP_URL:
         app.broker.purge("celery")  # what an earlier run left in the vhost
@@ -147,3 +148,25 @@ def test_metrics_port_without_prometheus_client_names_the_extra(broker_url: str)
     assert done.returncode != 0
     assert "pip install 'fastq-worker[metrics]'" in done.stderr, done.stderr
     assert "prometheus_client" in done.stderr
+
+
+def test_a_task_skipped_before_it_ran_counts_apart(client: App, backend_url: str) -> None:
+    """An expired task counts as ``expired``, with no runtime; the same task run after it counts
+    as ``succeeded`` and in the histograms."""
+    expired = client.send_task("observed.add", [1, 1], expires=0.01)
+    time.sleep(0.1)
+    ran = [client.send_task("observed.add", [i, i]) for i in range(3)]
+    port = _free_port()
+    env = {"FASTQ_BROKER_URL": client.broker_url, "FASTQ_RESULT_BACKEND": backend_url}
+    with fastq_worker("-P", "solo", "--metrics-port", str(port), app=APP, env=env):
+        assert [r.get(timeout=30) for r in ran] == [0, 2, 4]
+        assert expired.state == "REVOKED"
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            samples = scrape(port)
+            if tasks(samples, "observed.add", "succeeded") == 3:
+                break
+            time.sleep(0.2)
+    assert tasks(samples, "observed.add", "succeeded") == 3
+    assert tasks(samples, "observed.add", "expired") == 1
+    assert histogram_count(samples, "fastq_task_runtime_seconds") == 3
