@@ -170,3 +170,31 @@ def test_a_task_skipped_before_it_ran_counts_apart(client: App, backend_url: str
     assert tasks(samples, "observed.add", "succeeded") == 3
     assert tasks(samples, "observed.add", "expired") == 1
     assert histogram_count(samples, "fastq_task_runtime_seconds") == 3
+
+
+def test_a_broker_outage_counts_reconnects(backend_url: str) -> None:
+    """The broker (a redis-server of this test's own) restarts under a prefork worker: each
+    child's consumer counts reaching it again, and tasks sent after it run and are counted."""
+    from tests.faults.redis_server import RedisServer
+
+    with RedisServer() as server:
+        client = App("observed", broker=server.url(), backend=backend_url, set_as_current=False)
+        port = _free_port()
+        env = {"FASTQ_BROKER_URL": server.url(), "FASTQ_RESULT_BACKEND": backend_url}
+        with fastq_worker(
+            "-P", "prefork", "-c", "2", "--metrics-port", str(port), app=APP, env=env
+        ):
+            assert client.send_task("observed.add", [1, 2]).get(timeout=30) == 3
+            server.restart(down_for=1.0)
+            results = [client.send_task("observed.add", [i, 1]) for i in range(4)]
+            assert [r.get(timeout=60) for r in results] == [1, 2, 3, 4]
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                samples = scrape(port)
+                reconnects = samples[("fastq_broker_reconnects_total", ())]
+                if reconnects >= 2 and tasks(samples, "observed.add", "succeeded") >= 5:
+                    break
+                time.sleep(0.2)
+            assert samples[("fastq_broker_reconnects_total", ())] == 2  # one per child
+            assert tasks(samples, "observed.add", "succeeded") == 5
+        client.close()
