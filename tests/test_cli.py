@@ -163,8 +163,8 @@ def _worker_logging(app: App, level: str = "INFO") -> None:
     from fastq.cli import _log_formatter
     from fastq.worker.options import set_up_logging
 
-    options = argparse.Namespace(loglevel=level, logfile=None)
-    set_up_logging(options, _log_formatter(app), hijack=app.conf.worker_hijack_root_logger)
+    options = argparse.Namespace(loglevel=level, logfile=None, log_format="text", hostname=None)
+    set_up_logging(options, _log_formatter(app, options), hijack=app.conf.worker_hijack_root_logger)
 
 
 def test_worker_logging_follows_the_settings(root_logger: logging.Logger) -> None:

@@ -31,6 +31,7 @@ from fastq.result import AsyncResult
 from fastq.routing import Router
 from fastq.signals import Signal
 from fastq.task import Context, Task
+from fastq.tracing import Tracing
 
 if TYPE_CHECKING:
     from collections.abc import Coroutine
@@ -105,6 +106,7 @@ class App:
         self._batch: ContextVar[list[protocol.OutgoingMessage] | None] = ContextVar(
             "fastq.app.batch"
         )
+        self._tracing: Tracing | None = None
         #: Celery's app signals: sent once, by ``finalize()`` (when beat or a worker starts), so
         #: receivers may use tasks defined after them (``add_periodic_task`` in the guide).
         self.on_after_configure = Signal("app.on_after_configure", ("source",))
@@ -432,6 +434,15 @@ class App:
             request.add_child(result)
 
     # -- sending ---------------------------------------------------------------------------------
+    @property
+    def tracing(self) -> Tracing | None:
+        """OpenTelemetry spans of publishes and task runs (``task_tracing``), or None when off."""
+        if not self.conf.task_tracing:
+            return None
+        if self._tracing is None:
+            self._tracing = Tracing()
+        return self._tracing
+
     def send_task(
         self,
         name: str,
@@ -443,11 +454,24 @@ class App:
         message = self.build_message(name, args, kwargs, **options)
         if not message.headers.get("ignore_result"):
             self.backend.on_task_sent(message.id)
+        tracing = self.tracing
+        span = (
+            None
+            if tracing is None
+            else tracing.publishing(message.headers, name, message.id, message.queue)
+        )
         batch = self._batch.get(None)
-        if batch is not None:
-            batch.append(message)
-        else:
-            self.broker.publish(message)
+        try:
+            if batch is not None:
+                batch.append(message)
+            else:
+                self.broker.publish(message)
+        except BaseException as exc:
+            if span is not None:
+                tracing.end_publish(span, exc)  # type: ignore[union-attr]
+            raise
+        if span is not None:
+            tracing.end_publish(span)  # type: ignore[union-attr]
         result = AsyncResult(message.id, app=self)
         result.ignored = bool(message.headers.get("ignore_result"))
         self.add_child(result)
@@ -478,7 +502,16 @@ class App:
         messages = [self.build_message(n, a, k, **options) for n, a, k in calls]
         # Before publishing, as send_task does: rpc:// loses replies sent before its queue exists.
         self.backend.on_tasks_sent([m.id for m in messages if not m.headers.get("ignore_result")])
-        self.broker.publish_many(messages)
+        tracing = self.tracing
+        if tracing is None:
+            self.broker.publish_many(messages)
+        else:
+            spans = [
+                tracing.publishing(m.headers, m.headers["task"], m.id, m.queue) for m in messages
+            ]
+            self.broker.publish_many(messages)
+            for span in spans:
+                tracing.end_publish(span)
         results = [AsyncResult(m.id, app=self) for m in messages]
         for message, result in zip(messages, results, strict=True):
             result.ignored = bool(message.headers.get("ignore_result"))

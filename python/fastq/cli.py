@@ -207,13 +207,21 @@ def _require_existing_sqlite(app: App, command: str) -> None:
             )
 
 
-def _log_formatter(app: App) -> logging.Formatter:
-    """The worker's log format: fastq's (they name the process id) unless the app sets
-    ``worker_log_format`` / ``worker_task_log_format`` (records from ``get_task_logger()``,
-    which name their task); ``worker_log_datefmt`` / ``worker_task_log_datefmt`` apply."""
-    from fastq.utils.log import TASK_LOG_FORMAT, TaskFormatter
+def _log_formatter(app: App, options: argparse.Namespace) -> logging.Formatter:
+    """The worker's log format: JSON lines with ``--log-format json``; else fastq's (they name
+    the process id) unless the app sets ``worker_log_format`` / ``worker_task_log_format``
+    (records that name their task: from ``get_task_logger()`` or logged while a task runs);
+    ``worker_log_datefmt`` / ``worker_task_log_datefmt`` apply."""
+    from fastq.utils.log import TASK_LOG_FORMAT, JsonFormatter, TaskFormatter
+    from fastq.worker.main import default_hostname
+    from fastq.worker.options import node_name
 
     conf = app.conf
+    if options.log_format == "json":
+        given = options.hostname
+        return JsonFormatter(
+            node_name(given) if given else conf.worker_hostname or default_hostname()
+        )
     fmt, task_fmt = conf.worker_log_format, conf.worker_task_log_format
     formatter = TaskFormatter(
         LOG_FORMAT if fmt == CELERY_DEFAULTS["worker_log_format"] else fmt,
@@ -237,7 +245,9 @@ def _run(app: App, options: argparse.Namespace) -> int:
         )
 
         set_up_logging(
-            options, _log_formatter(app), hijack=bool(app.conf.worker_hijack_root_logger)
+            options,
+            _log_formatter(app, options),
+            hijack=bool(app.conf.worker_hijack_root_logger),
         )
         if app.conf.worker_redirect_stdouts:
             redirect_stdouts(app.conf.worker_redirect_stdouts_level)

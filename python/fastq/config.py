@@ -227,6 +227,10 @@ SETTINGS: dict[str, tuple[Any, Callable[[Any], Any]]] = {
     "worker_restore_interval": (10.0, _seconds),
     "worker_disable_rate_limits": (False, _bool),
     "worker_enable_remote_control": (True, _bool),
+    # fastq's own: a Prometheus endpoint on this port (``--metrics-port``), and OpenTelemetry
+    # spans of publishes and task runs (docs/operations.md).
+    "worker_metrics_port": (None, _opt_int),
+    "task_tracing": (False, _bool),
     "enable_utc": (True, _bool),
     "timezone": (None, _timezone),
     "imports": ((), _str_list),

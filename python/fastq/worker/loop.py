@@ -35,6 +35,7 @@ from fastq.execution.limits import effective_limits
 from fastq.execution.tracer import Outcome, Settle, has_handlers, keeps_result, run_task
 from fastq.task import Context, Task
 from fastq.worker import task_settings
+from fastq.worker.observe import TaskObserver
 from fastq.worker.ratelimit import RateLimiter
 from fastq.worker.reports import SupervisorReporter
 from fastq.worker.request import build_context, eta_of, expired
@@ -92,6 +93,8 @@ class _Scheduled:
     seq: int
     delivery: Any = field(compare=False)
     context: Context = field(compare=False)
+    #: When its message was received (``perf_counter``), for the wait metric.
+    received: float = field(default=0.0, compare=False)
 
 
 @dataclass(slots=True)
@@ -124,6 +127,7 @@ class WorkerLoop:
         enforce_hard_limit: bool = False,
         revoked: RevokedIds | None = None,
         revoked_fd: int | None = None,
+        observer: TaskObserver | None = None,
     ) -> None:
         self.app = app
         self.queues = queues
@@ -176,6 +180,11 @@ class WorkerLoop:
         #: Prefork: the supervisor's report pipe, which also takes copies of the results not
         #: stored yet (``SupervisorReporter.hand_over``).
         self._supervisor = reporter if isinstance(reporter, SupervisorReporter) else None
+        #: Metrics and tracing (``worker/observe.py``); None when both are off, so a task pays
+        #: one attribute check for them.
+        self.observer = observer
+        #: When the batch under way was fetched (``perf_counter``), for the wait metric.
+        self._received = 0.0
 
     # -- lifecycle -------------------------------------------------------------------------------
     def stop(self) -> None:
@@ -249,6 +258,8 @@ class WorkerLoop:
         if self._outage is not None:
             log.info("broker reachable again after %.1fs", time.monotonic() - self._outage)
             self._outage = None
+            if self.observer is not None:
+                self.observer.reconnected()
         if self._next_restore == _QUIET:
             self._next_restore = self._next_due_move = 0.0
         self._backoff.reset()
@@ -286,6 +297,8 @@ class WorkerLoop:
             return
         try:
             self._flush(consumer, final=True)
+            if self.observer is not None:
+                self.observer.tick(0, final=True)
             restored = consumer.restore_unacked()
             if restored:
                 log.info("returned %d prefetched task(s) to the queue", restored)
@@ -315,6 +328,9 @@ class WorkerLoop:
             deliveries, self._interrupted = self._interrupted, []
         else:
             deliveries = list(consumer.fetch(self._fetch_wait()))
+            self._received = time.perf_counter()
+            if self.observer is not None:  # the window in use, as full as it gets
+                self.observer.tick(consumer.in_flight)
             if deliveries:  # what came while the fetch waited applies to them too
                 self._read_supervisor()
         self._dispatch(consumer, deliveries)
@@ -622,7 +638,8 @@ class WorkerLoop:
         return deferred
 
     def _schedule(self, when: float, delivery: Delivery, context: Context) -> None:
-        heapq.heappush(self._scheduled, _Scheduled(when, next(self._seq), delivery, context))
+        item = _Scheduled(when, next(self._seq), delivery, context, self._received)
+        heapq.heappush(self._scheduled, item)
 
     def _maybe_execute(
         self, consumer: Consumer, task: Task, delivery: Delivery, context: Context
@@ -646,6 +663,7 @@ class WorkerLoop:
                 self._revoke(consumer, item.delivery.delivery_tag, context, "revoked")
                 continue
             self._ran = None
+            self._received = item.received
             try:
                 task = self.app.get_task(context.task or "")
                 self._maybe_execute(consumer, task, item.delivery, context)
@@ -657,6 +675,8 @@ class WorkerLoop:
 
     def _revoke(self, consumer: Consumer, tag: str, context: Context, reason: str) -> None:
         log.info("task %s[%s] %s before it ran; not running it", context.task, context.id, reason)
+        if self.observer is not None:
+            self.observer.skipped(context.task or "", reason)
         self._record(context.id, errors.TaskRevokedError(reason), states.REVOKED, None, context)
         if signals.task_revoked.receivers:
             signals.task_revoked.send(
@@ -673,13 +693,21 @@ class WorkerLoop:
         self, consumer: Consumer, task: Task, delivery: Delivery, context: Context
     ) -> None:
         run = self._start(consumer, task, delivery, context)
+        observer = self.observer
+        watch = None if observer is None else observer.begin(task.name, context, self._received)
         self._running = context.id
         try:
             outcome = run_task(
                 task, context, run.acks_late, self.enforce_hard_limit, run.limits, record=run.record
             )
+        except BaseException as exc:
+            if observer is not None:
+                observer.end(watch, None, exc)
+            raise
         finally:
             self._running = None
+        if observer is not None:
+            observer.end(watch, outcome)
         self._finish(consumer, run, outcome)
 
     def _start(self, consumer: Consumer, task: Task, delivery: Delivery, context: Context) -> _Run:

@@ -22,6 +22,8 @@ from fastq.worker.control_server import ControlServer, PoolInfo
 from fastq.worker.lease import LeaseRenewer
 from fastq.worker.loop import TaskReporter, WorkerLoop
 from fastq.worker.lost import QUARANTINED, record_lost, store_lost
+from fastq.worker.metrics import TaskStats, WorkerMetrics, check_serving, decode, encode, serve
+from fastq.worker.observe import TaskObserver
 from fastq.worker.reports import ReportedTask, SupervisorReporter
 from fastq.worker.revoke import RevokedIds
 from fastq.worker.supervisor import EXIT_GAVE_UP, Supervisor
@@ -52,9 +54,11 @@ def run_worker(
     hostname: str | None = None,
     max_memory_per_child: int | None = None,
     beat: bool = False,
+    metrics_port: int | None = None,
 ) -> int:
     """Runs a worker in this process until SIGTERM/SIGINT; returns the exit code. ``beat``:
-    periodic tasks too, from a thread of this (main) process, never a pool child."""
+    periodic tasks too, from a thread of this (main) process, never a pool child;
+    ``metrics_port``: Prometheus metrics on this port (``worker_metrics_port``)."""
     conf = app.conf
     pool = POOL_ALIASES.get(pool or conf.worker_pool, pool or conf.worker_pool)
     if pool not in POOLS:
@@ -93,6 +97,29 @@ def run_worker(
             f"{redact(broker.url)} keeps its queues in this process's memory, which the children "
             "of a prefork worker do not share: use --pool threads or --pool solo"
         )
+    metrics_port = metrics_port or conf.worker_metrics_port
+    if pool == "asyncio" and (metrics_port or conf.task_tracing):
+        # Its tasks interleave on one thread; the per-run hooks assume one task at a time.
+        raise ConfigurationError(
+            "metrics (--metrics-port) and task_tracing are not supported with --pool asyncio "
+            "yet: use --pool threads or prefork for them"
+        )
+    metrics = None
+    if metrics_port:
+        check_serving(metrics_port)
+        metrics = WorkerMetrics(hostname, queue_list, prefetch * concurrency)
+    tracing = app.tracing  # refused here, at start, when the library is missing
+    stop_metrics = threading.Event()
+
+    def observer(sink: Callable[[dict[str, Any]], None]) -> TaskObserver | None:
+        """A loop's metrics and tracing; None when both are off."""
+        stats = TaskStats(sink) if metrics is not None else None
+        return TaskObserver(stats, tracing) if stats or tracing else None
+
+    def serve_metrics() -> None:
+        if metrics is not None and metrics_port:
+            serve(metrics, metrics_port, broker.queue_length, stop_metrics)
+
     # As in Celery's pools: a task here that waits for another task's result could hold up
     # every process; result.get() refuses unless told (disable_sync_subtasks=False).
     set_task_join_will_block(True)
@@ -136,6 +163,7 @@ def run_worker(
         reporter: TaskReporter | None = None,
         enforce_hard_limit: bool = False,
         revoked: RevokedIds | None = None,
+        observer: TaskObserver | None = None,
     ) -> WorkerLoop:
         return WorkerLoop(
             app,
@@ -148,6 +176,7 @@ def run_worker(
             reporter=reporter,
             enforce_hard_limit=enforce_hard_limit,
             revoked=revoked,
+            observer=observer,
         )
 
     def consumer_id(index: int, generation: int) -> str:
@@ -158,7 +187,8 @@ def run_worker(
         def child_main(index: int, cid: str, reporter: SupervisorReporter, revoked_fd: int) -> int:
             signals.worker_process_init.send(None)
             reporter.with_args = bool(conf.result_extended)  # the stored meta carries them
-            loop = make_loop(cid, max_tasks, reporter, revoked=supervisor.revoked)
+            watch = observer(lambda taken: reporter.metrics(encode(taken)))
+            loop = make_loop(cid, max_tasks, reporter, revoked=supervisor.revoked, observer=watch)
             loop.revoked_fd = revoked_fd
             loop.install_signal_handlers()
             try:
@@ -171,6 +201,8 @@ def run_worker(
             return EXIT_GAVE_UP if loop.gave_up else 0
 
         def on_lost(cid: str, running: ReportedTask, reason: str, exit_code: int) -> None:
+            if metrics is not None:
+                metrics.lost(running.name, reason)
             try:
                 record_lost(app, running, reason, exit_code, hostname)
             finally:
@@ -195,10 +227,22 @@ def run_worker(
             reject = getattr(app.tasks.get(name), "reject_on_worker_lost", None)
             return (conf.task_reject_on_worker_lost if reject is None else reject) is False
 
+        def on_metrics(index: int, data: bytes | None) -> None:
+            assert metrics is not None
+            if data is None:
+                metrics.merge(index, None)
+                return
+            taken = decode(data)
+            if taken is not None:
+                metrics.merge(index, taken)
+
         def on_tick() -> None:
             if beat_service is not None and not embedded_beat:
                 # After the first fork: the children must not inherit a running beat's state.
                 embedded_beat.append(start_embedded(beat_service))
+            if metrics is not None and not served:
+                served.append(True)  # after the first fork too: its threads stay here
+                serve_metrics()
             processes[:] = [c.pid for c in supervisor.children.values()]
             control_server.tick()
             renewer.tick()
@@ -215,7 +259,11 @@ def run_worker(
             store_results=lambda metas: app.backend.store_many(metas),
             settle_done=settle_done,
             fails_when_lost=fails_when_lost,
+            on_metrics=on_metrics if metrics is not None else None,
         )
+        served: list[bool] = []
+        if metrics is not None:
+            metrics.restarts = lambda: supervisor.restarts
         control_server.on_revoke = supervisor.revoke
         control_server.on_task_change = supervisor.change_task_settings
         control_server.on_queues = supervisor.change_queues
@@ -223,6 +271,7 @@ def run_worker(
         app.close()  # nothing opened before the fork survives in the children
         signals.worker_ready.send(None)
         code = supervisor.run()
+        stop_metrics.set()
         stop_embedded(embedded_beat)
         control_server.close()
         signals.worker_shutdown.send(None)
@@ -251,6 +300,7 @@ def run_worker(
     def stopped(code: int) -> int:
         stop_embedded(embedded_beat)
         stop_side_threads.set()
+        stop_metrics.set()
         signals.worker_shutdown.send(None)
         log.info("worker %s stopped", hostname)
         return code
@@ -284,12 +334,12 @@ def run_worker(
         processes.append(os.getpid())
         start_side_threads(lambda: [aloop.consumer_id])
 
-        async def serve() -> None:
+        async def serve_loop() -> None:
             log.info("ready: asyncio pool, up to %d task(s) in flight", concurrency)
             signals.worker_ready.send(None)
             await aloop.run_async(handle_signals=True)
 
-        asyncio.run(serve())
+        asyncio.run(serve_loop())
         return stopped(1 if aloop.gave_up else 0)
 
     def on_revoke(task_ids: list[str], terminate: bool, sig: str) -> None:
@@ -313,9 +363,11 @@ def run_worker(
             ActiveTasksReporter(active_tasks, i),
             enforce_hard_limit=pool == "solo",
             revoked=revoked,
+            observer=observer(_merge_into(metrics, i)),
         )
         for i in range(concurrency)
     ]
+    serve_metrics()
     processes.append(os.getpid())
     start_side_threads(lambda: [loop.consumer_id for loop in loops])
     stop_count = 0
@@ -355,6 +407,7 @@ def run_worker(
                 None,
                 ActiveTasksReporter(active_tasks, len(loops)),
                 revoked=revoked,
+                observer=observer(_merge_into(metrics, len(loops))),
             )
             loops.append(loop)
             start_thread(loop)
@@ -376,3 +429,9 @@ def run_worker(
                 for loop in loops:
                     loop.stop()
     return stopped(1 if any(loop.gave_up for loop in loops) else 0)
+
+
+def _merge_into(metrics: WorkerMetrics | None, index: int) -> Callable[[dict[str, Any]], None]:
+    """A thread's hand-over of its metrics: into the main process's figures, as consumer
+    ``index``."""
+    return lambda taken: metrics.merge(index, taken) if metrics is not None else None

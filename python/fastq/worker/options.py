@@ -19,6 +19,7 @@ import sys
 from typing import Any
 
 from fastq.errors import ConfigurationError
+from fastq.utils.log import RunningTask
 
 log = logging.getLogger("fastq.worker")
 
@@ -57,6 +58,16 @@ def add_worker_arguments(w: argparse.ArgumentParser) -> None:
     w.add_argument("-X", "--exclude-queues", help="comma-separated queues not to consume")
     w.add_argument("-l", "--loglevel", default="INFO")
     w.add_argument("-f", "--logfile", help="write the log to this file instead of stderr")
+    w.add_argument(
+        "--log-format", choices=["text", "json"], default="text",
+        help="json: one JSON object per line (time, level, logger, message, task_id, task_name, "
+        "hostname), for log pipelines",
+    )  # fmt: skip
+    w.add_argument(
+        "--metrics-port", type=int, metavar="PORT",
+        help="serve Prometheus metrics on this port (worker_metrics_port; needs the "
+        "fastq-worker[metrics] extra)",
+    )  # fmt: skip
     w.add_argument("--pidfile", help="write the worker's pid here; refuse to start if it is live")
     w.add_argument("--prefetch-multiplier", type=int)
     w.add_argument("--max-tasks-per-child", type=int)
@@ -124,6 +135,7 @@ def worker_kwargs(
         "max_memory_per_child": options.max_memory_per_child,
         "hostname": node_name(options.hostname) if options.hostname else None,
         "beat": options.beat,
+        "metrics_port": options.metrics_port,
     }
 
 
@@ -165,6 +177,7 @@ def set_up_logging(
     else:
         handler = logging.StreamHandler()
     handler.setFormatter(log_format)
+    handler.addFilter(RunningTask())  # every record logged while a task runs names it
     logging.basicConfig(level=level, handlers=[handler], force=True)
 
 

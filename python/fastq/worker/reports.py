@@ -6,6 +6,8 @@
 - ``D``: the task ended; ``DL``: it ended and its late ack is still to be sent.
 - ``K <id> <JSON>``: a copy of a result the child has not stored yet.
 - ``k``: every result handed over is stored, and every late ack sent.
+- ``M <JSON>``: the child's metrics since its last ``M`` line (``worker/metrics.py``), with
+  ``--metrics-port`` only.
 
 The child writes them (``SupervisorReporter``); the supervisor reads them (``parse_start``), and
 decodes a request (``decode_request``) only to record a task the child did not finish
@@ -154,6 +156,10 @@ class SupervisorReporter:
     def stored(self) -> None:
         """Every result handed over is stored now, and every late ack sent."""
         self._write("k\n")
+
+    def metrics(self, encoded: str) -> None:
+        """What the child counted since it last said (``metrics.encode``: one line)."""
+        self._write(f"M {encoded}\n")
 
     @staticmethod
     def _copies(results: list[tuple[str, dict[str, Any]]]) -> tuple[str, bool]:

@@ -96,6 +96,7 @@ class Supervisor:
         store_results: Callable[[list[tuple[str, dict[str, Any]]]], None] | None = None,
         settle_done: Callable[[str, list[str]], None] | None = None,
         fails_when_lost: Callable[[str], bool] | None = None,
+        on_metrics: Callable[[int, bytes | None], None] | None = None,
     ) -> None:
         """``child_main(index, consumer_id, reporter, revoked_fd)`` runs in each child and returns
         its exit code; ``restore(consumer_id)`` returns a dead child's messages to their queues;
@@ -109,7 +110,8 @@ class Supervisor:
         ``settle_done(consumer_id, tags)`` takes the messages of its finished tasks out of
         circulation (acknowledged); ``fails_when_lost(task_name)``: whether a late-acknowledged
         task whose child died fails (``WorkerLostError``) instead of running again
-        (``task_reject_on_worker_lost=False``)."""
+        (``task_reject_on_worker_lost=False``); ``on_metrics(index, data)`` takes a child's
+        metrics line (``M``), and ``None`` when that child is gone (it holds no message now)."""
         self.concurrency = concurrency
         self.child_main = child_main
         self.restore = restore
@@ -122,6 +124,9 @@ class Supervisor:
         self.store_results = store_results
         self.settle_done = settle_done
         self.fails_when_lost = fails_when_lost
+        self.on_metrics = on_metrics
+        #: Children started again after one ended, since the worker started.
+        self.restarts = 0
         #: Stores to retry while the backend is down (what, how), oldest first, and when.
         self._unrecorded: list[tuple[str, Callable[[], None]]] = []
         self._unrecorded_at = 0.0
@@ -316,6 +321,8 @@ class Supervisor:
             elif line == b"k":
                 child.kept.clear()
                 child.done.clear()
+            elif line[:2] == b"M " and self.on_metrics is not None:
+                self.on_metrics(child.index, line[2:])
 
     def _started(self, child: Child, line: bytes) -> None:
         task = parse_start(line)
@@ -486,6 +493,8 @@ class Supervisor:
                             _UNRECORDED_KEPT,
                         )
         self._settle_finished(child)
+        if self.on_metrics is not None:
+            self.on_metrics(child.index, None)
         if code != 0 or self.cold:
             self._restore(child)
         if code == EXIT_GAVE_UP and not self.stopping:
@@ -513,6 +522,7 @@ class Supervisor:
                 return
         else:
             self._crash_backoff.reset()
+        self.restarts += 1
         self._spawn(child.index)
 
     def _count_death(self, running: ReportedTask) -> tuple[ReportedTask, str] | None:
