@@ -14,6 +14,7 @@ from types import FunctionType
 from typing import TYPE_CHECKING, Any, Literal, overload
 
 from fastq import builtin_tasks, protocol
+from fastq._core import compression_type
 from fastq._state import add_app, set_current_app
 from fastq._state import current_app as current_app  # its old home: ``from fastq.app import ...``
 from fastq.backends import Backend, backend_from_url
@@ -516,6 +517,7 @@ class App:
         replaced_task_nesting: int = 0,
         argsrepr: str | None = None,
         kwargsrepr: str | None = None,
+        compression: str | None = None,
         **unknown: Any,
     ) -> protocol.OutgoingMessage:
         if unknown:
@@ -579,6 +581,9 @@ class App:
         )
         if headers:
             message_headers.update(headers)
+        compression = compression or self.conf.task_compression
+        if compression:  # kombu's header: the encoders compress the body by it
+            message_headers["compression"] = compression_type(compression)
         embed = {
             "callbacks": _as_list(link),
             "errbacks": _as_list(link_error),

@@ -44,7 +44,6 @@ _CELERY_ONLY_OPTIONS = frozenset(
         "retry_policy",
         "mandatory",
         "immediate",
-        "compression",
         "stamped_headers",
         "stamps",
         "subtask_type",
@@ -84,6 +83,7 @@ SEND_OPTIONS = frozenset(
         "reply_to",
         "route_name",
         "replaced_task_nesting",
+        "compression",
     }
 )
 

@@ -181,6 +181,7 @@ SETTINGS: dict[str, tuple[Any, Callable[[Any], Any]]] = {
     "result_extended": (False, _bool),
     "result_chord_ordered": (True, _bool),
     "task_serializer": ("json", _str),
+    "task_compression": (None, _opt_str),
     "accept_content": (["json"], _str_list),
     "task_default_queue": ("celery", _str),
     "task_default_exchange": (None, _opt_str),
@@ -351,7 +352,6 @@ NO_EFFECT: dict[str, str] = {
     "task_acks_on_failure": "use task_acks_on_failure_or_timeout",
     "task_acks_on_timeout": "use task_acks_on_failure_or_timeout",
     "task_allow_error_cb_on_chord_header": "fastq has no such option for a chord's header",
-    "task_compression": "fastq sends messages uncompressed",
     "task_create_missing_queue_exchange_type": "fastq declares missing queues on "
     "task_default_exchange_type",
     "task_create_missing_queue_type": "fastq declares missing queues as task_default_queue_type",

@@ -106,6 +106,10 @@ class ExceptionInfo:
         return f"<ExceptionInfo: {self.exception!r}>"
 
 
+#: Task attributes that are the defaults of the ``apply_async`` options of the same name.
+_SEND_DEFAULTS = tuple("queue exchange routing_key priority serializer compression shadow".split())
+
+
 class Task(Generic[P, R, RCall]):
     """A task. Created by ``@app.task``; call it directly, or send it with ``delay``.
 
@@ -126,6 +130,7 @@ class Task(Generic[P, R, RCall]):
             "routing_key",
             "priority",
             "serializer",
+            "compression",
             "acks_late",
             "acks_on_failure_or_timeout",
             "reject_on_worker_lost",
@@ -158,6 +163,8 @@ class Task(Generic[P, R, RCall]):
     routing_key: str | None = None
     priority: int | None = None
     serializer: str | None = None
+    #: kombu's compression for this task's messages (``zlib``, ``bzip2``, ``lzma``).
+    compression: str | None = None
     acks_late: bool | None = None
     acks_on_failure_or_timeout: bool | None = None
     reject_on_worker_lost: bool | None = None
@@ -312,7 +319,7 @@ class Task(Generic[P, R, RCall]):
         ``priority``, ``task_id``, ``serializer``, ``ignore_result``, ``headers``…"""
         if self.typing:
             self.check_arguments(args, kwargs)
-        for key in ("queue", "exchange", "routing_key", "priority", "serializer", "shadow"):
+        for key in _SEND_DEFAULTS:
             value = getattr(self, key)
             if value is not None:
                 options.setdefault(key, value)
