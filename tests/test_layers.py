@@ -32,6 +32,7 @@ LAYERS = {
     # 2. built from a URL and conf
     "fastq.config": 2,
     "fastq.routing": 2,
+    "fastq.publish_retry": 2,  # Celery's publish retry policy around a broker's publish
     "fastq.sqlitedb": 2,  # the SQLite file shared by the sqlite broker and backend
     "fastq.brokers": 2,
     "fastq.backends": 2,

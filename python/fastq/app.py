@@ -13,7 +13,7 @@ from functools import cached_property
 from types import FunctionType
 from typing import TYPE_CHECKING, Any, Literal, overload
 
-from fastq import builtin_tasks, protocol
+from fastq import builtin_tasks, protocol, publish_retry
 from fastq._core import compression_type
 from fastq._state import add_app, set_current_app
 from fastq._state import current_app as current_app  # its old home: ``from fastq.app import ...``
@@ -438,7 +438,10 @@ class App:
         kwargs: Mapping[str, Any] | None = None,
         **options: Any,
     ) -> AsyncResult:
-        """Sends a task by name (it need not be registered here); returns its ``AsyncResult``."""
+        """Sends a task by name (it need not be registered here); returns its ``AsyncResult``.
+        ``retry``/``retry_policy``: Celery's publish retry (``task_publish_retry``,
+        ``task_publish_retry_policy`` by default)."""
+        retry, policy = options.pop("retry", None), options.pop("retry_policy", None)
         message = self.build_message(name, args, kwargs, **options)
         if not message.headers.get("ignore_result"):
             self.backend.on_task_sent(message.id)
@@ -446,7 +449,7 @@ class App:
         if batch is not None:
             batch.append(message)
         else:
-            self.broker.publish(message)
+            self._publish(lambda: self.broker.publish(message), name, retry, policy)
         result = AsyncResult(message.id, app=self)
         result.ignored = bool(message.headers.get("ignore_result"))
         self.add_child(result)
@@ -466,7 +469,24 @@ class App:
         finally:
             self._local.batch = None
         if batch:
-            self.broker.publish_many(batch)
+            self._publish(lambda: self.broker.publish_many(batch), f"{len(batch)} tasks")
+
+    def _publish(
+        self,
+        send: Callable[[], None],
+        what: str,
+        retry: bool | None = None,
+        policy: Mapping[str, Any] | None = None,
+    ) -> None:
+        """One publish under Celery's publish retry: the call's ``retry``/``retry_policy``
+        over ``task_publish_retry``/``task_publish_retry_policy``."""
+        conf = self.conf
+        publish_retry.publish(
+            send,
+            retry=conf.task_publish_retry if retry is None else bool(retry),
+            policy=publish_retry.RetryPolicy.of(conf.task_publish_retry_policy, policy),
+            what=what,
+        )
 
     def send_many(
         self,
@@ -474,10 +494,12 @@ class App:
         **options: Any,
     ) -> list[AsyncResult]:
         """Sends many tasks in one pipelined round trip: ``[(name, args, kwargs), ...]``."""
+        retry, policy = options.pop("retry", None), options.pop("retry_policy", None)
         messages = [self.build_message(n, a, k, **options) for n, a, k in calls]
         # Before publishing, as send_task does: rpc:// loses replies sent before its queue exists.
         self.backend.on_tasks_sent([m.id for m in messages if not m.headers.get("ignore_result")])
-        self.broker.publish_many(messages)
+        what = f"{len(messages)} tasks"
+        self._publish(lambda: self.broker.publish_many(messages), what, retry, policy)
         results = [AsyncResult(m.id, app=self) for m in messages]
         for message, result in zip(messages, results, strict=True):
             result.ignored = bool(message.headers.get("ignore_result"))

@@ -40,8 +40,6 @@ _CELERY_ONLY_OPTIONS = frozenset(
         "connection",
         "publisher",
         "router",
-        "retry",
-        "retry_policy",
         "mandatory",
         "immediate",
         "stamped_headers",
@@ -86,6 +84,10 @@ SEND_OPTIONS = frozenset(
         "compression",
     }
 )
+
+
+#: What ``send_task`` takes besides ``build_message``'s options: how to publish, not what.
+PUBLISH_OPTIONS = frozenset({"retry", "retry_policy"})
 
 
 class _Field(Generic[T]):
@@ -397,7 +399,7 @@ def send(
     for key, value in options.items():
         if value is None or key in _CELERY_ONLY_OPTIONS:
             continue
-        if key in SEND_OPTIONS:
+        if key in SEND_OPTIONS or key in PUBLISH_OPTIONS:
             send_options[key] = value
         else:
             log.debug("task %s: ignoring the unknown signature option %r", name, key)

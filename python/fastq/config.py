@@ -209,6 +209,7 @@ SETTINGS: dict[str, tuple[Any, Callable[[Any], Any]]] = {
     "task_eager_propagates": (False, _bool),
     "task_store_eager_result": (False, _bool),
     "task_publish_retry": (True, _bool),
+    "task_publish_retry_policy": (CELERY_DEFAULTS["task_publish_retry_policy"], _dict),
     "task_send_sent_event": (False, _bool),
     "task_protocol": (2, _protocol),
     "worker_concurrency": (None, _opt_int),
@@ -355,8 +356,6 @@ NO_EFFECT: dict[str, str] = {
     "task_create_missing_queue_exchange_type": "fastq declares missing queues on "
     "task_default_exchange_type",
     "task_create_missing_queue_type": "fastq declares missing queues as task_default_queue_type",
-    "task_publish_retry_policy": "fastq retries a publish with its own policy "
-    "(task_publish_retry turns it off)",
     "task_remote_tracebacks": "fastq does not rebuild remote tracebacks (the result holds the "
     "traceback as text)",
     "task_repr_maxlevels": "fastq shortens argsrepr/kwargsrepr by length only",
