@@ -26,6 +26,7 @@ LAYERS = {
     "fastq._core": 1,
     "fastq._typing": 1,
     "fastq.backoff": 1,
+    "fastq.promise": 1,  # what AsyncResult.then returns
     "fastq.control_channel": 1,  # remote control's wire format and the channel brokers provide
     "fastq.schedules": 1,  # crontab and schedule; the app is duck-typed (its conf.timezone)
     "fastq.celery_settings": 1,  # Celery's setting names and defaults: data only
