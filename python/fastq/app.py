@@ -13,7 +13,7 @@ from functools import cached_property
 from types import FunctionType
 from typing import TYPE_CHECKING, Any, Literal, overload
 
-from fastq import builtin_tasks, protocol, publish_retry
+from fastq import builtin_tasks, protocol, publish_retry, stamping
 from fastq._core import compression_type
 from fastq._state import add_app, set_current_app
 from fastq._state import current_app as current_app  # its old home: ``from fastq.app import ...``
@@ -442,6 +442,8 @@ class App:
         ``retry``/``retry_policy``: Celery's publish retry (``task_publish_retry``,
         ``task_publish_retry_policy`` by default)."""
         retry, policy = options.pop("retry", None), options.pop("retry_policy", None)
+        if "stamps" not in options:  # Celery's form: stamped_headers=[names], name=value...
+            options.update(stamping.sending_options(options))
         message = self.build_message(name, args, kwargs, **options)
         if not message.headers.get("ignore_result"):
             self.backend.on_task_sent(message.id)
@@ -540,6 +542,8 @@ class App:
         argsrepr: str | None = None,
         kwargsrepr: str | None = None,
         compression: str | None = None,
+        stamped_headers: Sequence[str] | None = None,
+        stamps: Mapping[str, Any] | None = None,
         **unknown: Any,
     ) -> protocol.OutgoingMessage:
         if unknown:
@@ -603,6 +607,9 @@ class App:
         )
         if headers:
             message_headers.update(headers)
+        if stamped_headers:
+            message_headers["stamped_headers"] = list(stamped_headers)
+            message_headers["stamps"] = dict(stamps or {})
         compression = compression or self.conf.task_compression
         if compression:  # kombu's header: the encoders compress the body by it
             message_headers["compression"] = compression_type(compression)

@@ -55,6 +55,9 @@ class Context:
     chord: Any = None
     ignore_result: bool = False
     replaced_task_nesting: int = 0
+    #: Celery's stamping: the names of the stamps and their values (the message's headers).
+    stamped_headers: list[str] | None = None
+    stamps: dict[str, Any] | None = None
     #: What this run sent (``AsyncResult``s), stored with its result as Celery's ``children``.
     children: list[Any] | None = None
 

@@ -206,8 +206,16 @@ def build(side: str, broker: str, backend: str) -> SimpleNamespace:
     def returns_result(x: int) -> Any:
         return double.delay(x)
 
+    @app.task(name="compat.stamped", bind=True)
+    def stamped(self: Any, x: int) -> int:
+        request = self.request
+        names = sorted(request.stamped_headers or [])
+        note(backend, "stamped", request.id, x, names, dict(request.stamps or {}))
+        return x + 1
+
     return SimpleNamespace(
         app=app,
+        stamped=stamped,
         side=side,
         double=double,
         bad_handler=bad_handler,
