@@ -45,7 +45,8 @@ LAYERS = {
     "fastq.result": 3,
     "fastq.task": 3,
     "fastq.canvas": 3,
-    "fastq.stamping": 3,  # Celery's stamping of signatures
+    "fastq.stamping": 3,
+    "fastq.pydantic_models": 3,  # @app.task(pydantic=True)  # Celery's stamping of signatures
     "fastq.maps": 3,
     "fastq.loader": 3,
     "fastq.execution": 3,

@@ -13,7 +13,7 @@ from functools import cached_property
 from types import FunctionType
 from typing import TYPE_CHECKING, Any, Literal, overload
 
-from fastq import builtin_tasks, protocol, publish_retry, stamping
+from fastq import builtin_tasks, protocol, publish_retry, pydantic_models, stamping
 from fastq._core import compression_type
 from fastq._state import add_app, set_current_app
 from fastq._state import current_app as current_app  # its old home: ``from fastq.app import ...``
@@ -260,6 +260,9 @@ class App:
         def register(f: Callable[..., Any]) -> Task:
             base: type[Task] = options.pop("base", None) or self.task_cls
             name = options.pop("name", None) or self.gen_task_name(f)
+            models = {k[len("pydantic_") :]: options.pop(k) for k in _PYDANTIC if k in options}
+            if options.pop("pydantic", False):
+                f = pydantic_models.wrap(self, f, name, **models)
             task = base(self, f, name, **options)
             self.tasks[name] = task
             self._annotate(task)
@@ -661,6 +664,10 @@ class App:
         if isinstance(name, Mapping):
             return Signature.from_dict(name, app=self)
         return Signature(name, args, kwargs, app=self, **options)
+
+
+#: ``@app.task(pydantic=True, ...)``'s settings, as Celery names them.
+_PYDANTIC = ("pydantic_strict", "pydantic_context", "pydantic_dump_kwargs")
 
 
 def _own_class(task: Task) -> type[Task]:

@@ -157,6 +157,10 @@ class Task(Generic[P, R, RCall]):
             "base",
             "throws",
             "trail",
+            "pydantic",
+            "pydantic_strict",
+            "pydantic_context",
+            "pydantic_dump_kwargs",
         }
     )
 
@@ -322,6 +326,9 @@ class Task(Generic[P, R, RCall]):
         ``priority``, ``task_id``, ``serializer``, ``ignore_result``, ``headers``…"""
         if self.typing:
             self.check_arguments(args, kwargs)
+        dump = getattr(self.run, "dump_arguments", None)  # pydantic=True: send models as data
+        if dump is not None and options.get("serializer") != "pickle":
+            args, kwargs = dump(args, kwargs, self.bind)
         for key in _SEND_DEFAULTS:
             value = getattr(self, key)
             if value is not None:
