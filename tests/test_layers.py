@@ -26,12 +26,14 @@ LAYERS = {
     "fastq._core": 1,
     "fastq._typing": 1,
     "fastq.backoff": 1,
+    "fastq.promise": 1,  # what AsyncResult.then returns
     "fastq.control_channel": 1,  # remote control's wire format and the channel brokers provide
     "fastq.schedules": 1,  # crontab and schedule; the app is duck-typed (its conf.timezone)
     "fastq.celery_settings": 1,  # Celery's setting names and defaults: data only
     # 2. built from a URL and conf
     "fastq.config": 2,
     "fastq.routing": 2,
+    "fastq.publish_retry": 2,  # Celery's publish retry policy around a broker's publish
     "fastq.sqlitedb": 2,  # the SQLite file shared by the sqlite broker and backend
     "fastq.brokers": 2,
     "fastq.backends": 2,
@@ -43,6 +45,8 @@ LAYERS = {
     "fastq.result": 3,
     "fastq.task": 3,
     "fastq.canvas": 3,
+    "fastq.stamping": 3,
+    "fastq.pydantic_models": 3,  # @app.task(pydantic=True)  # Celery's stamping of signatures
     "fastq.maps": 3,
     "fastq.loader": 3,
     "fastq.execution": 3,

@@ -23,6 +23,7 @@ __all__ = [
     "TaskMessage",
     "__version__",
     "amqp_connect_failure",
+    "compression_type",
     "decode_task",
     "decode_task_envelope",
     "dumps",
@@ -111,6 +112,11 @@ def decode_task(
     headers: dict[str, Any] | None, body: bytes, content_type: str, accept: list[str]
 ) -> TaskMessage:
     """Decode a task body checked against ``accept``; v1 bodies become the v2 model."""
+
+def compression_type(name: str) -> str:
+    """kombu's MIME type for a compression name (``"zlib"`` -> ``"application/x-gzip"``); an
+    unknown name raises ``fastq.errors.EncodeError``. A ``compression`` header set to it makes
+    every encoder compress the body, and every decoder decompresses such a body."""
 
 def decode_task_envelope(data: bytes, accept: list[str]) -> tuple[Envelope, TaskMessage]:
     """Decode a kombu Redis envelope and the task message inside it."""

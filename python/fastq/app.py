@@ -13,7 +13,8 @@ from functools import cached_property
 from types import FunctionType
 from typing import TYPE_CHECKING, Any, Literal, overload
 
-from fastq import builtin_tasks, protocol
+from fastq import builtin_tasks, protocol, publish_retry, pydantic_models, stamping
+from fastq._core import compression_type
 from fastq._state import add_app, set_current_app
 from fastq._state import current_app as current_app  # its old home: ``from fastq.app import ...``
 from fastq.backends import Backend, backend_from_url
@@ -266,6 +267,9 @@ class App:
         def register(f: Callable[..., Any]) -> Task:
             base: type[Task] = options.pop("base", None) or self.task_cls
             name = options.pop("name", None) or self.gen_task_name(f)
+            models = {k[len("pydantic_") :]: options.pop(k) for k in _PYDANTIC if k in options}
+            if options.pop("pydantic", False):
+                f = pydantic_models.wrap(self, f, name, **models)
             task = base(self, f, name, **options)
             self.tasks[name] = task
             self._annotate(task)
@@ -450,7 +454,12 @@ class App:
         kwargs: Mapping[str, Any] | None = None,
         **options: Any,
     ) -> AsyncResult:
-        """Sends a task by name (it need not be registered here); returns its ``AsyncResult``."""
+        """Sends a task by name (it need not be registered here); returns its ``AsyncResult``.
+        ``retry``/``retry_policy``: Celery's publish retry (``task_publish_retry``,
+        ``task_publish_retry_policy`` by default)."""
+        retry, policy = options.pop("retry", None), options.pop("retry_policy", None)
+        if "stamps" not in options:  # Celery's form: stamped_headers=[names], name=value...
+            options.update(stamping.sending_options(options))
         message = self.build_message(name, args, kwargs, **options)
         if not message.headers.get("ignore_result"):
             self.backend.on_task_sent(message.id)
@@ -465,7 +474,7 @@ class App:
             if batch is not None:
                 batch.append(message)
             else:
-                self.broker.publish(message)
+                self._publish(lambda: self.broker.publish(message), name, retry, policy)
         except BaseException as exc:
             if span is not None:
                 tracing.end_publish(span, exc)  # type: ignore[union-attr]
@@ -491,7 +500,26 @@ class App:
         finally:
             self._batch.reset(token)
         if batch:
-            self.broker.publish_many(batch)
+            self._publish(lambda: self.broker.publish_many(batch), f"{len(batch)} tasks")
+
+    def _publish(
+        self,
+        send: Callable[[], None],
+        what: str,
+        retry: bool | None = None,
+        policy: Mapping[str, Any] | None = None,
+    ) -> None:
+        """One publish under Celery's publish retry: the call's ``retry``/``retry_policy``
+        over ``task_publish_retry``/``task_publish_retry_policy``."""
+        conf = self.conf
+        if policy is not None:
+            publish_retry.RetryPolicy.of(policy)  # a bad key is refused now, not at an outage
+        publish_retry.publish(
+            send,
+            retry=conf.task_publish_retry if retry is None else bool(retry),
+            policy=lambda: publish_retry.RetryPolicy.of(conf.task_publish_retry_policy, policy),
+            what=what,
+        )
 
     def send_many(
         self,
@@ -499,17 +527,19 @@ class App:
         **options: Any,
     ) -> list[AsyncResult]:
         """Sends many tasks in one pipelined round trip: ``[(name, args, kwargs), ...]``."""
+        retry, policy = options.pop("retry", None), options.pop("retry_policy", None)
         messages = [self.build_message(n, a, k, **options) for n, a, k in calls]
         # Before publishing, as send_task does: rpc:// loses replies sent before its queue exists.
         self.backend.on_tasks_sent([m.id for m in messages if not m.headers.get("ignore_result")])
+        what = f"{len(messages)} tasks"
         tracing = self.tracing
         if tracing is None:
-            self.broker.publish_many(messages)
+            self._publish(lambda: self.broker.publish_many(messages), what, retry, policy)
         else:
             spans = [
                 tracing.publishing(m.headers, m.headers["task"], m.id, m.queue) for m in messages
             ]
-            self.broker.publish_many(messages)
+            self._publish(lambda: self.broker.publish_many(messages), what, retry, policy)
             for span in spans:
                 tracing.end_publish(span)
         results = [AsyncResult(m.id, app=self) for m in messages]
@@ -551,6 +581,9 @@ class App:
         replaced_task_nesting: int = 0,
         argsrepr: str | None = None,
         kwargsrepr: str | None = None,
+        compression: str | None = None,
+        stamped_headers: Sequence[str] | None = None,
+        stamps: Mapping[str, Any] | None = None,
         **unknown: Any,
     ) -> protocol.OutgoingMessage:
         if unknown:
@@ -614,6 +647,12 @@ class App:
         )
         if headers:
             message_headers.update(headers)
+        if stamped_headers:
+            message_headers["stamped_headers"] = list(stamped_headers)
+            message_headers["stamps"] = dict(stamps or {})
+        compression = compression or self.conf.task_compression
+        if compression:  # kombu's header: the encoders compress the body by it
+            message_headers["compression"] = compression_type(compression)
         embed = {
             "callbacks": _as_list(link),
             "errbacks": _as_list(link_error),
@@ -662,6 +701,10 @@ class App:
         if isinstance(name, Mapping):
             return Signature.from_dict(name, app=self)
         return Signature(name, args, kwargs, app=self, **options)
+
+
+#: ``@app.task(pydantic=True, ...)``'s settings, as Celery names them.
+_PYDANTIC = ("pydantic_strict", "pydantic_context", "pydantic_dump_kwargs")
 
 
 def _own_class(task: Task) -> type[Task]:

@@ -17,9 +17,11 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from copy import deepcopy
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar, overload
 
+from fastq import stamping
 from fastq._state import get_current_app
 from fastq._typing import R
 from fastq.result import AsyncResult, EagerResult, GroupResult, ResultNode
+from fastq.stamping import StampingVisitor as StampingVisitor  # Celery's home for it
 
 if TYPE_CHECKING:
     from fastq.app import App
@@ -40,12 +42,8 @@ _CELERY_ONLY_OPTIONS = frozenset(
         "connection",
         "publisher",
         "router",
-        "retry",
-        "retry_policy",
         "mandatory",
         "immediate",
-        "compression",
-        "stamped_headers",
         "stamps",
         "subtask_type",
     }
@@ -84,8 +82,15 @@ SEND_OPTIONS = frozenset(
         "reply_to",
         "route_name",
         "replaced_task_nesting",
+        "compression",
+        "stamped_headers",
+        "stamps",
     }
 )
+
+
+#: What ``send_task`` takes besides ``build_message``'s options: how to publish, not what.
+PUBLISH_OPTIONS = frozenset({"retry", "retry_policy"})
 
 
 class _Field(Generic[T]):
@@ -279,6 +284,39 @@ class Signature(dict, Generic[R]):  # type: ignore[type-arg]
     def set_immutable(self, immutable: bool) -> None:
         self.immutable = immutable
 
+    def stamp(
+        self, visitor: StampingVisitor | None = None, append_stamps: bool = False, **headers: Any
+    ) -> Signature[R]:
+        """Celery's stamping: ``headers`` (and what ``visitor.on_signature`` adds) become stamps
+        of this signature and of its link callbacks and errbacks; with ``append_stamps`` a stamp
+        given again becomes a list of its values. A workflow stamps every task in it."""
+        stamping.stamp_links(self, visitor, append_stamps, headers)
+        extra = visitor.on_signature(self, **headers) or {} if visitor else None
+        self.options.update(stamping.collect(self, extra, append_stamps, headers))
+        return self
+
+    def _stamp_flow(
+        self, kind: str, visitor: StampingVisitor | None, append: bool, headers: dict[str, Any]
+    ) -> None:
+        """A chain's or group's ``stamp``: the visitor's ``on_<kind>_start`` stamps, then the
+        links and every task, then ``on_<kind>_end``."""
+        start = getattr(visitor, f"on_{kind}_start", None)
+        extra = start(self, **headers) or {} if start else None
+        headers = stamping.collect(self, extra, append, headers)
+        stamping.stamp_links(self, visitor, append, headers)
+        self._stamp_members("tasks", visitor, append, headers)
+        if visitor is not None:
+            getattr(visitor, f"on_{kind}_end")(self, **headers)
+
+    def _stamp_members(
+        self, key: str, visitor: StampingVisitor | None, append: bool, headers: dict[str, Any]
+    ) -> None:
+        """Stamps each signature of ``self.kwargs[key]`` (a chain's or group's tasks)."""
+        members = [maybe_signature(t, app=self._app) for t in self.kwargs[key]]
+        for member in members:
+            member.stamp(visitor, append, **headers)
+        self.kwargs[key] = members
+
     def _append_option(self, key: str, value: Any) -> Any:
         items = self.options.get(key)
         if items is None:
@@ -393,11 +431,12 @@ def send(
 ) -> AsyncResult:
     """Sends one task with signature options, through the registered task when there is one
     (so its defaults such as ``queue`` apply, as in Celery)."""
-    send_options = {}
+    options = dict(options)
+    send_options = stamping.sending_options(options)
     for key, value in options.items():
         if value is None or key in _CELERY_ONLY_OPTIONS:
             continue
-        if key in SEND_OPTIONS:
+        if key in SEND_OPTIONS or key in PUBLISH_OPTIONS:
             send_options[key] = value
         else:
             log.debug("task %s: ignoring the unknown signature option %r", name, key)
@@ -481,6 +520,11 @@ class chain(Signature):  # Celery's lower-case name
     @property
     def tasks(self) -> list[Signature]:
         return self.kwargs["tasks"]  # type: ignore[no-any-return]
+
+    def stamp(  # type: ignore[override]
+        self, visitor: StampingVisitor | None = None, append_stamps: bool = False, **headers: Any
+    ) -> None:
+        self._stamp_flow("chain", visitor, append_stamps, headers)
 
     def __or__(self, other: Any) -> Signature:
         if isinstance(other, chain):
@@ -667,6 +711,11 @@ class group(Signature):  # Celery's lower-case name
     @property
     def tasks(self) -> list[Signature]:
         return self.kwargs["tasks"]  # type: ignore[no-any-return]
+
+    def stamp(  # type: ignore[override]
+        self, visitor: StampingVisitor | None = None, append_stamps: bool = False, **headers: Any
+    ) -> None:
+        self._stamp_flow("group", visitor, append_stamps, headers)
 
     def __len__(self) -> int:  # the number of tasks, as in Celery (not the dict's size)
         return len(self.tasks)
@@ -890,6 +939,25 @@ class chord(Signature):  # Celery's lower-case name
     def tasks(self) -> list[Signature]:
         header = self.kwargs["header"]
         return header.tasks if isinstance(header, group) else header  # type: ignore[no-any-return]
+
+    def stamp(  # type: ignore[override]
+        self, visitor: StampingVisitor | None = None, append_stamps: bool = False, **headers: Any
+    ) -> None:
+        extra = visitor.on_chord_header_start(self, **headers) or {} if visitor else None
+        headers = stamping.collect(self, extra, append_stamps, headers)
+        stamping.stamp_links(self, visitor, append_stamps, headers)
+        header = self.kwargs["header"]
+        if isinstance(header, group):
+            header._stamp_members("tasks", visitor, append_stamps, headers)
+        else:
+            self._stamp_members("header", visitor, append_stamps, headers)
+        if visitor is not None:
+            visitor.on_chord_header_end(self, **headers)
+        if visitor is not None and self.kwargs.get("body") is not None:
+            # As Celery: the body is stamped through a visitor only.
+            extra = visitor.on_chord_body(self, **headers) or {}
+            body_headers = stamping.collect(self, extra, append_stamps, headers)
+            self.body.stamp(visitor, append_stamps, **body_headers)
 
     def _header(self) -> group:
         header = self.kwargs["header"]

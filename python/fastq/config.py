@@ -101,6 +101,15 @@ def _dict(value: Any) -> dict[str, Any]:
     return dict(value)
 
 
+def _retry_policy(value: Any) -> dict[str, Any]:
+    """A publish retry policy, its keys checked when it is set rather than at an outage."""
+    from fastq.publish_retry import RetryPolicy
+
+    policy = _dict(value)
+    RetryPolicy.of(policy)
+    return policy
+
+
 def _opt_bool(value: Any) -> bool | None:
     return None if value is None else _bool(value)
 
@@ -181,6 +190,7 @@ SETTINGS: dict[str, tuple[Any, Callable[[Any], Any]]] = {
     "result_extended": (False, _bool),
     "result_chord_ordered": (True, _bool),
     "task_serializer": ("json", _str),
+    "task_compression": (None, _opt_str),
     "accept_content": (["json"], _str_list),
     "task_default_queue": ("celery", _str),
     "task_default_exchange": (None, _opt_str),
@@ -208,6 +218,7 @@ SETTINGS: dict[str, tuple[Any, Callable[[Any], Any]]] = {
     "task_eager_propagates": (False, _bool),
     "task_store_eager_result": (False, _bool),
     "task_publish_retry": (True, _bool),
+    "task_publish_retry_policy": (CELERY_DEFAULTS["task_publish_retry_policy"], _retry_policy),
     "task_send_sent_event": (False, _bool),
     "task_protocol": (2, _protocol),
     "worker_concurrency": (None, _opt_int),
@@ -355,12 +366,9 @@ NO_EFFECT: dict[str, str] = {
     "task_acks_on_failure": "use task_acks_on_failure_or_timeout",
     "task_acks_on_timeout": "use task_acks_on_failure_or_timeout",
     "task_allow_error_cb_on_chord_header": "fastq has no such option for a chord's header",
-    "task_compression": "fastq sends messages uncompressed",
     "task_create_missing_queue_exchange_type": "fastq declares missing queues on "
     "task_default_exchange_type",
     "task_create_missing_queue_type": "fastq declares missing queues as task_default_queue_type",
-    "task_publish_retry_policy": "fastq retries a publish with its own policy "
-    "(task_publish_retry turns it off)",
     "task_remote_tracebacks": "fastq does not rebuild remote tracebacks (the result holds the "
     "traceback as text)",
     "task_repr_maxlevels": "fastq shortens argsrepr/kwargsrepr by length only",

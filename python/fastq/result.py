@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
@@ -13,6 +14,11 @@ from fastq import _state, errors, states
 from fastq._state import get_current_app
 from fastq._typing import R
 from fastq.backends.base import exception_to_meta, meta_to_exception
+from fastq.promise import Promise
+
+#: What ``then`` takes: a callback (or a promise) and an error handler.
+Callback = Callable[[Any], Any] | Promise
+OnError = Callable[[BaseException], Any] | None
 
 if TYPE_CHECKING:
     from fastq.app import App
@@ -78,6 +84,26 @@ class AsyncResult(Generic[R]):
     @property
     def state(self) -> str:
         return str(self._get_meta()["status"])
+
+    def then(self, callback: Callback, on_error: OnError = None, weak: bool = False) -> Promise:
+        """Celery's promise: ``callback(result)`` once the task is ready (succeeded or failed),
+        from a thread of fastq's, without any ``get()``; ``on_error(exc)`` if reading the
+        result fails. Returns the callback's promise. ``weak`` is accepted and changes
+        nothing (the pending callback keeps the result alive until it is ready)."""
+        promise = callback if isinstance(callback, Promise) else Promise(callback, on_error)
+
+        def settle(outcome: dict[str, Any] | BaseException) -> None:
+            if isinstance(outcome, BaseException):
+                promise.throw(outcome)
+            else:
+                self._set_cache(outcome)
+                promise(self)
+
+        self._when_ready(settle)
+        return promise
+
+    def _when_ready(self, settle: Callable[[dict[str, Any] | BaseException], None]) -> None:
+        self.backend.on_ready(self.id, settle)
 
     status = state
 
@@ -260,6 +286,9 @@ class EagerResult(AsyncResult[R]):
         assert self._cache is not None
         return self._cache
 
+    def _when_ready(self, settle: Callable[[dict[str, Any] | BaseException], None]) -> None:
+        settle(self._get_meta())  # ready already: ``then`` calls back at once, as in Celery
+
     def forget(self) -> None:
         return None
 
@@ -281,6 +310,26 @@ class ResultSet:
     @property
     def backend(self) -> Backend:
         return self._backend if self._backend is not None else self.app.backend
+
+    def then(self, callback: Callback, on_error: OnError = None, weak: bool = False) -> Promise:
+        """Celery's promise: ``callback(self)`` once every result of the set is ready."""
+        promise = callback if isinstance(callback, Promise) else Promise(callback, on_error)
+        remaining = len(self.results)
+        lock = threading.Lock()
+
+        def one_ready(_: Any) -> None:
+            nonlocal remaining
+            with lock:
+                remaining -= 1
+                done = remaining == 0
+            if done:
+                promise(self)
+
+        if not self.results:
+            promise(self)
+        for result in self.results:
+            result.then(one_ready, promise.throw)
+        return promise
 
     #: ``join_native`` is ``join``: fastq's always reads the states in one round trip.
     supports_native_join = True

@@ -55,6 +55,9 @@ class Context:
     chord: Any = None
     ignore_result: bool = False
     replaced_task_nesting: int = 0
+    #: Celery's stamping: the names of the stamps and their values (the message's headers).
+    stamped_headers: list[str] | None = None
+    stamps: dict[str, Any] | None = None
     #: What this run sent (``AsyncResult``s), stored with its result as Celery's ``children``.
     children: list[Any] | None = None
 
@@ -106,6 +109,10 @@ class ExceptionInfo:
         return f"<ExceptionInfo: {self.exception!r}>"
 
 
+#: Task attributes that are the defaults of the ``apply_async`` options of the same name.
+_SEND_DEFAULTS = tuple("queue exchange routing_key priority serializer compression shadow".split())
+
+
 class Task(Generic[P, R, RCall]):
     """A task. Created by ``@app.task``; call it directly, or send it with ``delay``.
 
@@ -126,6 +133,7 @@ class Task(Generic[P, R, RCall]):
             "routing_key",
             "priority",
             "serializer",
+            "compression",
             "acks_late",
             "acks_on_failure_or_timeout",
             "reject_on_worker_lost",
@@ -149,6 +157,10 @@ class Task(Generic[P, R, RCall]):
             "base",
             "throws",
             "trail",
+            "pydantic",
+            "pydantic_strict",
+            "pydantic_context",
+            "pydantic_dump_kwargs",
         }
     )
 
@@ -158,6 +170,8 @@ class Task(Generic[P, R, RCall]):
     routing_key: str | None = None
     priority: int | None = None
     serializer: str | None = None
+    #: kombu's compression for this task's messages (``zlib``, ``bzip2``, ``lzma``).
+    compression: str | None = None
     acks_late: bool | None = None
     acks_on_failure_or_timeout: bool | None = None
     reject_on_worker_lost: bool | None = None
@@ -311,7 +325,10 @@ class Task(Generic[P, R, RCall]):
         ``priority``, ``task_id``, ``serializer``, ``ignore_result``, ``headers``…"""
         if self.typing:
             self.check_arguments(args, kwargs)
-        for key in ("queue", "exchange", "routing_key", "priority", "serializer", "shadow"):
+        dump = getattr(self.run, "dump_arguments", None)  # pydantic=True: send models as data
+        if dump is not None and options.get("serializer") != "pickle":
+            args, kwargs = dump(args, kwargs, self.bind)
+        for key in _SEND_DEFAULTS:
             value = getattr(self, key)
             if value is not None:
                 options.setdefault(key, value)

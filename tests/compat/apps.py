@@ -15,6 +15,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import redis
+from pydantic import BaseModel
 
 #: The Redis list where tasks and handlers record what they were called with.
 CALLS = "compat:calls"
@@ -76,6 +77,13 @@ class _Handlers:
     ) -> None:
         value = retval if status == "SUCCESS" else type(retval).__name__
         note(self.backend_url, "after_return", self.name, status, value, task_id, einfo)
+
+
+class Point(BaseModel):
+    """A pydantic model for ``@app.task(pydantic=True)``."""
+
+    x: int
+    y: int
 
 
 def build(side: str, broker: str, backend: str) -> SimpleNamespace:
@@ -206,8 +214,22 @@ def build(side: str, broker: str, backend: str) -> SimpleNamespace:
     def returns_result(x: int) -> Any:
         return double.delay(x)
 
+    @app.task(name="compat.stamped", bind=True)
+    def stamped(self: Any, x: int) -> int:
+        request = self.request
+        names = sorted(request.stamped_headers or [])
+        note(backend, "stamped", request.id, x, names, dict(request.stamps or {}))
+        return x + 1
+
+    @app.task(name="compat.shift", pydantic=True)
+    def shift(point: Point, by: int = 1) -> Point:
+        assert isinstance(point, Point)
+        return Point(x=point.x + by, y=point.y + by)
+
     return SimpleNamespace(
         app=app,
+        shift=shift,
+        stamped=stamped,
         side=side,
         double=double,
         bad_handler=bad_handler,

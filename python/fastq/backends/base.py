@@ -11,9 +11,10 @@ import builtins
 import importlib
 import logging
 import sys
+import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone, tzinfo
 from typing import TYPE_CHECKING, Any
@@ -279,6 +280,22 @@ class Backend(ABC):
                 self.get_many, self.get_meta, first=0.01, cap=0.2, in_thread=True
             )
         return await self._async_poller.wait(task_id, timeout)
+
+    def on_ready(
+        self, task_id: str, callback: Callable[[dict[str, Any] | BaseException], None]
+    ) -> None:
+        """Calls ``callback`` once, from a thread of fastq's, with the task's ready meta (or
+        the error reading it raised): what ``AsyncResult.then`` needs. By default a thread
+        waits with ``wait_for``; the Redis backend's shared waiter watches it instead."""
+
+        def wait() -> None:
+            try:
+                outcome: dict[str, Any] | BaseException = self.wait_for(task_id, None)
+            except Exception as exc:
+                outcome = exc
+            callback(outcome)
+
+        threading.Thread(target=wait, name="fastq-then", daemon=True).start()
 
     def on_task_sent(self, task_id: str) -> None:  # noqa: B027 - optional hook
         """Called before a task is published (rpc:// declares its reply queue here)."""

@@ -11,7 +11,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 import redis
@@ -20,7 +20,7 @@ from redis.retry import Retry
 
 from fastq import errors, states
 from fastq.backends.base import Backend, ChordJoin, exception_to_meta
-from fastq.backends.waiting import BlockingListener, Listener, LoopListener
+from fastq.backends.waiting import BlockingListener, CallbackListener, Listener, LoopListener
 from fastq.backoff import Backoff
 from fastq.config import SETTINGS
 from fastq.redis_errors import redis_failure
@@ -204,6 +204,11 @@ class RedisBackend(Backend):
 
     async def wait_async(self, task_id: str, timeout: float | None = None) -> dict[str, Any]:
         return await self.hub().wait_async(task_id, timeout)
+
+    def on_ready(
+        self, task_id: str, callback: Callable[[dict[str, Any] | BaseException], None]
+    ) -> None:
+        self.hub().add(CallbackListener(task_id, callback))
 
     def hub(self) -> ResultHub:
         if self._hub is None:

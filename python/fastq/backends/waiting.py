@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import threading
 import weakref
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 #: What a listener receives: the ready meta, or the exception reading it raised.
@@ -50,6 +52,34 @@ class BlockingListener(Listener):
     def wait(self, timeout: float | None) -> Outcome | None:
         """The outcome, or ``None`` when ``timeout`` passed first."""
         return self._outcome if self._event.wait(timeout) else None
+
+
+class CallbackListener(Listener):
+    """Calls ``callback(outcome)`` on fastq's callback thread, never the delivering one (a
+    backend's waiting thread), so a callback may itself wait on results."""
+
+    __slots__ = ("_callback",)
+
+    def __init__(self, task_id: str, callback: Callable[[Outcome], None]) -> None:
+        super().__init__(task_id)
+        self._callback = callback
+
+    def deliver(self, outcome: Outcome) -> None:
+        _callback_thread().submit(self._callback, outcome)
+
+
+_callbacks: tuple[int, ThreadPoolExecutor] | None = None
+_callbacks_lock = threading.Lock()
+
+
+def _callback_thread() -> ThreadPoolExecutor:
+    """One thread per process runs the callbacks, in the order results became ready (as
+    Celery's result consumer calls them one by one)."""
+    global _callbacks
+    with _callbacks_lock:
+        if _callbacks is None or _callbacks[0] != os.getpid():  # a forked child makes its own
+            _callbacks = (os.getpid(), ThreadPoolExecutor(1, thread_name_prefix="fastq-then"))
+        return _callbacks[1]
 
 
 class LoopListener(Listener):

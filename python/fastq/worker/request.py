@@ -63,6 +63,8 @@ def build_context(delivery: Delivery, hostname: str) -> Context:
         chord=_mapping("chord", embed.get("chord")),
         ignore_result=_flag("ignore_result", headers.get("ignore_result")),
         replaced_task_nesting=_count("replaced_task_nesting", headers.get("replaced_task_nesting")),
+        stamped_headers=headers.get("stamped_headers"),
+        stamps=headers.get("stamps") or {},
         delivery_tag=delivery.delivery_tag,
     )
 

@@ -133,7 +133,8 @@ impl Envelope {
     }
 
     fn decode_body(&self, accept: &crate::codec::Accept) -> Result<Value> {
-        match crate::codec::decode_accepted(&self.content_type, &self.body, accept)? {
+        let body = crate::compression::decompressed(&self.headers, &self.body)?;
+        match crate::codec::decode_accepted(&self.content_type, &body, accept)? {
             crate::codec::Decoded::Value(body) => Ok(body),
             crate::codec::Decoded::Foreign { content_type } => Err(CodecError::invalid(format!(
                 "{content_type} bodies are decoded in Python, not by the Rust consumer"

@@ -5,6 +5,7 @@
 
 pub mod amqp;
 pub mod codec;
+pub mod compression;
 pub mod envelope;
 pub mod error;
 pub mod outgoing;

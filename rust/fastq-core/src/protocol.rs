@@ -4,6 +4,7 @@
 //! message has empty headers and everything in one body dict.
 
 use crate::codec::{json, msgpack, Serializer};
+use crate::compression;
 use crate::error::{CodecError, Result};
 use crate::value::Value;
 
@@ -175,8 +176,18 @@ impl TaskMessage {
         lookup(&self.headers, key)
     }
 
-    /// Serializes the v2 body `[args, kwargs, embed]` without copying it into one `Value`.
+    /// The body as it goes on the wire: serialized, then compressed when the `compression`
+    /// header names a method (kombu's order).
     pub fn encode_body(&self, serializer: Serializer) -> Result<Vec<u8>> {
+        let body = self.serialize_body(serializer)?;
+        match compression::named_by(self.header(compression::HEADER))? {
+            Some(method) => method.compress(&body),
+            None => Ok(body),
+        }
+    }
+
+    /// Serializes the v2 body `[args, kwargs, embed]` without copying it into one `Value`.
+    pub fn serialize_body(&self, serializer: Serializer) -> Result<Vec<u8>> {
         match serializer {
             Serializer::Json => {
                 let mut out = Vec::with_capacity(512);

@@ -9,7 +9,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
 
 use crate::convert::{dict, to_py, to_value};
-use crate::errors::{IntoPyErr, IntoPyResult};
+use crate::errors::{encode_error, IntoPyErr, IntoPyResult};
 use crate::message::{Envelope, TaskMessage};
 
 pub fn serializer(py: Python<'_>, name: &str) -> PyResult<Serializer> {
@@ -145,6 +145,18 @@ pub fn encode_task_message<'py>(
     Ok((dict(py, &msg.headers)?, PyBytes::new(py, &body)))
 }
 
+/// kombu's MIME type for a compression name (`zlib` -> `application/x-gzip`); an unknown one
+/// raises EncodeError naming the methods fastq has.
+#[pyfunction]
+pub fn compression_type(py: Python<'_>, name: &str) -> PyResult<&'static str> {
+    fastq_core::compression::Compression::from_name(name)
+        .map(fastq_core::compression::Compression::content_type)
+        .map_err(|e| match e {
+            CodecError::InvalidMessage(reason) => encode_error(py, reason),
+            other => encode_error(py, other.to_string()),
+        })
+}
+
 /// Decodes a task body of `content_type` (checked against `accept`) with its message headers.
 #[pyfunction]
 #[pyo3(signature = (headers, body, content_type, accept))]
@@ -159,14 +171,18 @@ pub fn decode_task(
     // Any object is read; one that is not a mapping is an InvalidMessage naming its type.
     let headers = optional_value(headers)?;
     let msg = py
-        .detach(
-            || match codec::decode_accepted(content_type, body, &accept)? {
+        .detach(|| {
+            match codec::decode_accepted(
+                content_type,
+                &fastq_core::compression::decompressed(&headers, body)?,
+                &accept,
+            )? {
                 Decoded::Value(v) => CoreMessage::parse(headers, v),
                 Decoded::Foreign { content_type } => Err(CodecError::invalid(format!(
                     "{content_type} bodies must go through fastq.serialization"
                 ))),
-            },
-        )
+            }
+        })
         .py_err(py)?;
     TaskMessage::from_core(py, msg)
 }

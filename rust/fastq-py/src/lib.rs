@@ -34,6 +34,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(codec::encode_task_envelope, m)?)?;
     m.add_function(wrap_pyfunction!(codec::encode_task_message, m)?)?;
     m.add_function(wrap_pyfunction!(codec::decode_task, m)?)?;
+    m.add_function(wrap_pyfunction!(codec::compression_type, m)?)?;
     m.add_function(wrap_pyfunction!(codec::decode_task_envelope, m)?)?;
     m.add_function(wrap_pyfunction!(redis_consumer::restore_consumer, m)?)?;
     m.add_function(wrap_pyfunction!(redis_consumer::restore_visible, m)?)?;

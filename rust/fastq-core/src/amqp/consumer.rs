@@ -16,6 +16,7 @@
 //! tags carry their generation, so an ack for a tag of a dead channel is dropped (RabbitMQ has
 //! already requeued that message) instead of acking an unrelated message on the new channel.
 
+use std::borrow::Cow;
 use std::collections::BTreeSet;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -36,6 +37,7 @@ use super::connection::{close, connect, open_channel, runtime, set_up_or_close, 
 use super::table::table_to_value;
 use super::topology::{declare_error, declare_queue, QueueSpec};
 use super::AmqpError;
+
 use crate::codec::{decode_accepted, Accept, Decoded};
 use crate::error::CodecError;
 use crate::protocol::TaskMessage;
@@ -472,7 +474,16 @@ pub fn incoming(
             ]),
         ),
     ]);
-    let (decoded, headers) = match decode_accepted(&content_type, &delivery.data, accept) {
+    let mut body = delivery.data;
+    let decoded = match crate::compression::decompressed(&headers, &body) {
+        Ok(Cow::Owned(plain)) => {
+            body = plain; // what a Python decoder (pickle, yaml) reads too
+            decode_accepted(&content_type, &body, accept)
+        }
+        Ok(Cow::Borrowed(_)) => decode_accepted(&content_type, &body, accept),
+        Err(e) => Err(e),
+    };
+    let (decoded, headers) = match decoded {
         Ok(Decoded::Value(body)) => {
             // The headers move into the message; should it be invalid, its id and name are
             // what the log and the stored failure need.
@@ -502,7 +513,7 @@ pub fn incoming(
         correlation_id,
         properties,
         headers,
-        body: delivery.data,
+        body,
         decoded,
     }
 }
