@@ -42,6 +42,7 @@ from fastq.urls import redact
 
 if TYPE_CHECKING:
     from fastq.control_channel import ControlChannel
+    from fastq.events import EventPublisher
 
 log = logging.getLogger("fastq.amqp")
 
@@ -185,6 +186,13 @@ class AmqpBroker(Broker):
         from fastq.brokers.amqp_control import AmqpControlChannel
 
         return AmqpControlChannel(self, self.control_sender)
+
+    def event_publisher(self, hostname: str) -> EventPublisher:
+        from fastq.brokers.amqp_events import AmqpEventPublisher
+
+        return AmqpEventPublisher(
+            AmqpChannel(self.url, self.params, self.conf), str(self.conf.event_exchange), hostname
+        )
 
     def close(self) -> None:
         publisher, self._publisher = self._publisher, None

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from fastq._core import TaskMessage
     from fastq.config import Config
     from fastq.control_channel import ControlChannel
+    from fastq.events import EventPublisher
     from fastq.protocol import OutgoingMessage
 
 
@@ -159,6 +160,14 @@ class Broker(ABC):
         """The broadcast/reply channel of remote control (``fastq inspect``)."""
         raise ConfigurationError(
             f"the {self.url.split('://', 1)[0]}:// broker has no remote-control channel yet"
+        )
+
+    def event_publisher(self, hostname: str) -> EventPublisher:
+        """Sends Celery's events (``celery events``, Flower) to ``event_exchange`` as
+        ``hostname``."""
+        raise ConfigurationError(
+            f"the {self.url.split('://', 1)[0]}:// broker cannot carry Celery's events "
+            "(Celery has no such transport): use redis:// or amqp://"
         )
 
     def close(self) -> None:  # noqa: B027 - optional hook

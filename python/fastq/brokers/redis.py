@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import redis
 
@@ -20,6 +21,9 @@ from fastq.control_channel import ControlChannel
 from fastq.errors import BrokerConnectionError
 from fastq.protocol import OutgoingMessage
 from fastq.redis_errors import redis_failure
+
+if TYPE_CHECKING:
+    from fastq.events import EventPublisher
 
 #: Seconds the worker's remote control listener waits to connect or for a reply (as the Rust
 #: consumer waits to connect).
@@ -168,6 +172,16 @@ class RedisBroker(Broker):
             health_check_interval=30,
         )
         return RedisControlChannel(self.client, self.prefix, self.url, listener)
+
+    def event_publisher(self, hostname: str) -> EventPublisher:
+        from fastq.brokers.redis_events import RedisEventPublisher
+
+        # Short timeouts, as the control listener's: the prefork supervisor publishes from its loop.
+        client = redis.Redis.from_url(
+            self.url, socket_connect_timeout=CONTROL_TIMEOUT, socket_timeout=CONTROL_TIMEOUT
+        )
+        exchange = str(self.conf.event_exchange)
+        return RedisEventPublisher(client, self.prefix, self.url, exchange, hostname)
 
     def purge(self, queue: str) -> int:
         keys = self.keys.queue_keys(queue)
