@@ -218,6 +218,9 @@ class App:
         return str(uuid.uuid4())
 
     def close(self) -> None:
+        events = self.__dict__.pop("_events", None)
+        if events is not None:
+            events.close()
         for name in ("broker", "backend"):
             obj = self.__dict__.pop(name, None)
             if obj is not None:
@@ -446,6 +449,8 @@ class App:
             batch.append(message)
         else:
             self.broker.publish(message)
+            if self.conf.task_send_sent_event:
+                self._sent_events([message])
         result = AsyncResult(message.id, app=self)
         result.ignored = bool(message.headers.get("ignore_result"))
         self.add_child(result)
@@ -466,6 +471,8 @@ class App:
             self._local.batch = None
         if batch:
             self.broker.publish_many(batch)
+            if self.conf.task_send_sent_event:
+                self._sent_events(batch)
 
     def send_many(
         self,
@@ -477,10 +484,20 @@ class App:
         # Before publishing, as send_task does: rpc:// loses replies sent before its queue exists.
         self.backend.on_tasks_sent([m.id for m in messages if not m.headers.get("ignore_result")])
         self.broker.publish_many(messages)
+        if self.conf.task_send_sent_event:
+            self._sent_events(messages)
         results = [AsyncResult(m.id, app=self) for m in messages]
         for message, result in zip(messages, results, strict=True):
             result.ignored = bool(message.headers.get("ignore_result"))
         return results
+
+    def _sent_events(self, messages: Sequence[protocol.OutgoingMessage]) -> None:
+        """``task-sent`` events (``task_send_sent_event``), as a Celery client sends them."""
+        from fastq.events import client_dispatcher, sent_event
+
+        dispatcher = client_dispatcher(self)
+        if dispatcher is not None:
+            dispatcher.send_many([("task-sent", sent_event(m)) for m in messages])
 
     def build_message(
         self,

@@ -280,7 +280,7 @@ for _name, _default in CELERY_DEFAULTS.items():
 
 _BACKENDS = "redis://, rpc://, rabbitmq://, sqlite:// and cache+memory://"
 _NO_BACKEND = f"configures a Celery result backend fastq does not have (fastq's: {_BACKENDS})"
-_EVENTS = "fastq workers do not send task events yet (issue 15)"
+_NO_RECEIVER = "fastq has no event receiver: it applies to Celery's (celery events, Flower)"
 
 #: Settings fastq accepts that have no effect in fastq, and why: set to anything but their default
 #: they warn once. Prefixes name whole groups (``cassandra_``).
@@ -315,9 +315,17 @@ NO_EFFECT: dict[str, str] = {
     ),
     "beat_enable_remote_control": "fastq beat answers no remote control commands",
     "beat_remote_control_max_tick_age": "fastq beat answers no remote control commands",
-    "event_": _EVENTS,
-    "worker_send_task_events": _EVENTS,
-    "task_send_sent_event": _EVENTS,
+    **dict.fromkeys(
+        (
+            "event_queue_durable",
+            "event_queue_exclusive",
+            "event_queue_expires",
+            "event_queue_prefix",
+            "event_queue_ttl",
+        ),
+        _NO_RECEIVER,
+    ),
+    "event_serializer": "fastq sends events as JSON (Celery's default)",
     "security_": "fastq does not sign messages (Celery's 'auth' serializer)",
     "control_": "fastq's remote control uses its own exchanges and queues (remote control is "
     "another issue's)",

@@ -2,7 +2,7 @@
 shapes (``celery/worker/control.py``): ``ping`` → ``{"ok": "pong"}``, ``active``, ``stats``,
 ``registered``, ``revoked``, ``active_queues``, ``conf``, ``query_task``, ``clock``, ``hello``;
 ``revoke``/``terminate`` and a warm ``shutdown`` act; what fastq cannot do (``rate_limit``,
-``time_limit``, ``add_consumer``, ``pool_grow``, events, ...) is refused with Celery's
+``time_limit``, ``add_consumer``, ``pool_grow``, ...) is refused with Celery's
 ``{"error": reason}``, never ignored.
 
 One ``ControlServer`` per worker, in the process that is never busy running a task: the prefork
@@ -75,9 +75,6 @@ REFUSED = {
     "pool_shrink": "fastq's pool has a fixed size (--concurrency)",
     "autoscale": "fastq has no autoscaler",
     "pool_restart": "fastq cannot restart its pool remotely",
-    "enable_events": "fastq workers send no events yet",
-    "disable_events": "fastq workers send no events yet",
-    "heartbeat": "fastq workers send no events yet",
     "revoke_by_stamped_headers": "fastq cannot revoke by stamped headers",
     "election": "fastq takes no part in elections",
 }
@@ -99,6 +96,10 @@ class ControlServer:
         self.on_revoke = on_revoke
         #: Starts a warm shutdown (the worker sets it; without it, ``shutdown`` is refused).
         self.on_shutdown = on_shutdown
+        #: Task events: turns them on/off and says whether they were on; sends a heartbeat
+        #: (the worker sets them when its broker carries events).
+        self.on_events: Callable[[bool], bool] | None = None
+        self.on_heartbeat: Callable[[], None] | None = None
         #: Ids revoked since the worker started (``inspect revoked``), newest last.
         self.revoked: deque[str] = deque(maxlen=50_000)
         self._after_reply: list[Callable[[], None]] = []
@@ -139,6 +140,9 @@ class ControlServer:
             "revoke": self._revoke,
             "terminate": lambda a: self._revoke({**a, "terminate": True}),
             "shutdown": self._shutdown,
+            "enable_events": lambda _: self._task_events(True),
+            "disable_events": lambda _: self._task_events(False),
+            "heartbeat": lambda _: self._heartbeat(),
         }
         for name in ("dump_tasks", "dump_active", "dump_revoked", "dump_conf"):
             self._handlers[name] = self._handlers[name[5:].replace("tasks", "registered")]
@@ -343,6 +347,17 @@ class ControlServer:
                 return ok("terminate: tasks unknown")
             return ok(f"terminate: {', '.join(sorted(running))}")
         return ok(f"tasks {', '.join(ids)} flagged as revoked")
+
+    def _task_events(self, on: bool) -> dict[str, str]:
+        if self.on_events is None:
+            return nok("this worker's broker carries no events (Celery's need redis:// or amqp://)")
+        was = self.on_events(on)
+        word = "enabled" if on else "disabled"
+        return ok(f"task events already {word}" if was == on else f"task events {word}")
+
+    def _heartbeat(self) -> None:
+        if self.on_heartbeat is not None:
+            self.on_heartbeat()
 
     def _shutdown(self, arguments: dict[str, Any]) -> dict[str, str]:
         if self.on_shutdown is None:

@@ -29,6 +29,7 @@ from fastq.app import App
 from fastq.backends import DisabledBackend
 from fastq.backoff import Backoff
 from fastq.brokers.base import Consumer, Delivery
+from fastq.events import TaskEvents
 from fastq.execution.followups import on_revoked, send_followups
 from fastq.execution.limits import effective_limits
 from fastq.execution.tracer import Outcome, Settle, has_handlers, keeps_result, run_task
@@ -107,6 +108,7 @@ class WorkerLoop:
         enforce_hard_limit: bool = False,
         revoked: RevokedIds | None = None,
         revoked_fd: int | None = None,
+        events: TaskEvents | None = None,
     ) -> None:
         self.app = app
         self.queues = queues
@@ -121,6 +123,8 @@ class WorkerLoop:
         self.enforce_hard_limit = enforce_hard_limit
         self.revoked = revoked if revoked is not None else RevokedIds()
         self.revoked_fd = revoked_fd
+        #: Celery's task events, when the worker can send them (on while ``events.enabled``).
+        self.events = events
         self.rate_limiter = RateLimiter(
             None if app.conf.worker_disable_rate_limits else app.conf.task_default_rate_limit
         )
@@ -280,6 +284,8 @@ class WorkerLoop:
                 raise
         self._run_due(consumer)
         self._flush(consumer)
+        if self._supervisor is not None and self.events is not None:
+            self._supervisor.flush_events()  # those no report carried (revoked, ETA received)
 
     def _give_back(self, consumer: Consumer, delivery: Delivery) -> None:
         try:
@@ -484,6 +490,8 @@ class WorkerLoop:
             log.info("Task %s[%s] received", message.task, message.id)
         try:
             task = self.app.get_task(message.task)
+            if self.events is not None and self.events.enabled:
+                self.events.received(context)
         except errors.NotRegistered as exc:
             log.error(
                 "received unregistered task %r (id %s); rejected. Is the module that defines it "
@@ -580,6 +588,8 @@ class WorkerLoop:
                 expired=reason == "expired",
             )
         on_revoked(self.app, context, reason)  # canvas: a chord still gets this part
+        if self.events is not None and self.events.enabled:
+            self.events.revoked(context, expired=reason == "expired", terminated=False)
         self._settle(consumer, tag, Settle.ACK)
 
     def _execute(
@@ -595,6 +605,9 @@ class WorkerLoop:
             started = {"pid": os.getpid(), "hostname": self.hostname}
             self._record(context.id, started, states.STARTED, None, context)
             self._store_kept()
+        events = self.events if self.events is not None and self.events.enabled else None
+        if events is not None:
+            events.started(context)  # before the start report, which carries it (prefork)
         if self.reporter is not None:
             hard = limits[0]
             deadline = time.time() + hard if hard else None
@@ -617,6 +630,7 @@ class WorkerLoop:
             if outcome.state != states.SUCCESS:
                 send_followups(self.app, context, outcome)  # chord part, chain, errbacks
 
+        began = time.perf_counter()
         self._running = context.id
         try:
             outcome = run_task(
@@ -624,6 +638,8 @@ class WorkerLoop:
             )
         finally:
             self._running = None
+        if events is not None:
+            events.outcome(context, outcome, time.perf_counter() - began)
         self._ran = delivery.delivery_tag
         if acks_late:
             self._settle(consumer, delivery.delivery_tag, outcome.settle)

@@ -7,7 +7,7 @@ import os
 import signal
 import socket
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from fastq import signals
 from fastq._state import set_task_join_will_block
@@ -15,6 +15,7 @@ from fastq.app import App
 from fastq.beat import Beat, start_embedded, stop_embedded
 from fastq.builtin_tasks import user_tasks
 from fastq.errors import ConfigurationError
+from fastq.events import EventDispatcher, TaskEvents
 from fastq.urls import redact
 from fastq.worker.active import ActiveTasks, ActiveTasksReporter
 from fastq.worker.control_server import ControlServer, PoolInfo
@@ -47,9 +48,14 @@ def run_worker(
     hostname: str | None = None,
     max_memory_per_child: int | None = None,
     beat: bool = False,
+    task_events: bool = False,
+    heartbeat: bool = True,
 ) -> int:
     """Runs a worker in this process until SIGTERM/SIGINT; returns the exit code. ``beat``:
-    periodic tasks too, from a thread of this (main) process, never a pool child."""
+    periodic tasks too, from a thread of this (main) process, never a pool child.
+    ``task_events`` (``-E``, or ``worker_send_task_events``): Celery's task events;
+    ``heartbeat``: worker-online/heartbeat/offline events, which a Celery worker sends even
+    without ``-E`` (``--without-heartbeat`` turns them off)."""
     conf = app.conf
     pool = POOL_ALIASES.get(pool or conf.worker_pool, pool or conf.worker_pool)
     if pool not in POOLS:
@@ -120,6 +126,10 @@ def run_worker(
             os.kill(os.getpid(), signal.SIGTERM)
 
     control_server.on_shutdown = remote_shutdown
+    send_events = bool(task_events or conf.worker_send_task_events)
+    events = event_dispatcher(app, hostname, active_tasks, send_events)
+    if events is not None:
+        control_server.on_heartbeat = events.heartbeat
 
     def make_loop(
         consumer_id: str,
@@ -127,6 +137,7 @@ def run_worker(
         reporter: TaskReporter | None = None,
         enforce_hard_limit: bool = False,
         revoked: RevokedIds | None = None,
+        task_events: TaskEvents | None = None,
     ) -> WorkerLoop:
         return WorkerLoop(
             app,
@@ -139,6 +150,7 @@ def run_worker(
             reporter=reporter,
             enforce_hard_limit=enforce_hard_limit,
             revoked=revoked,
+            events=task_events,
         )
 
     def consumer_id(index: int, generation: int) -> str:
@@ -149,7 +161,14 @@ def run_worker(
         def child_main(index: int, cid: str, reporter: SupervisorReporter, revoked_fd: int) -> int:
             signals.worker_process_init.send(None)
             reporter.with_args = bool(conf.result_extended)  # the stored meta carries them
-            loop = make_loop(cid, max_tasks, reporter, revoked=supervisor.revoked)
+            child_events = None
+            if events is not None:  # to the supervisor with the reports, which publishes them
+                child_events = TaskEvents(
+                    hostname, os.getppid(), reporter.event, supervisor.revoked
+                )
+            loop = make_loop(
+                cid, max_tasks, reporter, revoked=supervisor.revoked, task_events=child_events
+            )
             loop.revoked_fd = revoked_fd
             loop.install_signal_handlers()
             try:
@@ -193,6 +212,10 @@ def run_worker(
             processes[:] = [c.pid for c in supervisor.children.values()]
             control_server.tick()
             renewer.tick()
+            if events is not None:
+                if heartbeat and not events.beating:
+                    events.online()
+                events.tick()
 
         supervisor = Supervisor(
             concurrency,
@@ -206,18 +229,36 @@ def run_worker(
             store_results=lambda metas: app.backend.store_many(metas),
             settle_done=settle_done,
             fails_when_lost=fails_when_lost,
+            on_events=events.put_many if events is not None else None,
         )
+        supervisor.revoked.send_events = send_events
+        if events is not None:
+            control_server.on_events = lambda on: _switch(
+                supervisor.revoked, on, supervisor.send_events
+            )
         control_server.on_revoke = supervisor.revoke
         app.close()  # nothing opened before the fork survives in the children
         signals.worker_ready.send(None)
         code = supervisor.run()
         stop_embedded(embedded_beat)
+        if events is not None:
+            events.offline()
+            events.close()
         control_server.close()
         signals.worker_shutdown.send(None)
         log.info("worker %s stopped", hostname)
         return code
 
     revoked = RevokedIds()
+    revoked.send_events = send_events
+    loop_events = None
+    if events is not None:
+        loop_events = TaskEvents(hostname, os.getpid(), events.put, revoked)
+
+        def set_events(on: bool) -> None:
+            revoked.send_events = on
+
+        control_server.on_events = lambda on: _switch(revoked, on, set_events)
 
     def on_revoke(task_ids: list[str], terminate: bool, sig: str) -> None:
         revoked.add(task_ids)
@@ -232,6 +273,7 @@ def run_worker(
             ActiveTasksReporter(active_tasks, i),
             enforce_hard_limit=pool == "solo",
             revoked=revoked,
+            task_events=loop_events,
         )
         for i in range(concurrency)
     ]
@@ -261,6 +303,12 @@ def run_worker(
         signal.signal(sig, on_term)
     if beat_service is not None:
         embedded_beat.append(start_embedded(beat_service))
+    if events is not None:
+        if heartbeat:
+            events.online()
+        threading.Thread(
+            target=events.serve, args=(stop_side_threads,), name="fastq-events", daemon=True
+        ).start()
     log.info("ready: %s pool with %d consumer(s)", pool, concurrency)
     signals.worker_ready.send(None)
     if pool == "solo":
@@ -280,6 +328,35 @@ def run_worker(
                     loop.stop()
     stop_embedded(embedded_beat)
     stop_side_threads.set()
+    if events is not None:
+        events.offline()
+        events.close()
     signals.worker_shutdown.send(None)
     log.info("worker %s stopped", hostname)
     return 1 if any(loop.gave_up for loop in loops) else 0
+
+
+def event_dispatcher(
+    app: App, hostname: str, active_tasks: ActiveTasks, task_events: bool
+) -> EventDispatcher | None:
+    """The worker's sender of Celery's events, or None where its broker carries none (SQLite,
+    memory: said once when task events were asked for)."""
+    try:
+        app.broker.event_publisher(hostname).close()  # only asks: nothing is connected yet
+    except ConfigurationError as exc:
+        if task_events:
+            log.warning("task events (-E / worker_send_task_events) are off: %s", exc)
+        return None
+
+    def stats() -> tuple[int, int]:
+        return len(active_tasks.snapshot()), sum(active_tasks.total.values())
+
+    return EventDispatcher(lambda: app.broker.event_publisher(hostname), hostname, stats)
+
+
+def _switch(revoked: RevokedIds, on: bool, apply: Callable[[bool], None]) -> bool:
+    """``enable_events``/``disable_events``: applies ``on``; whether events were on before."""
+    was = revoked.send_events
+    apply(on)
+    log.info("task events %s by remote control", "enabled" if on else "disabled")
+    return was
