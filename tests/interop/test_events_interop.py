@@ -4,7 +4,6 @@ Flower (both real, as subprocesses), on Redis and RabbitMQ, next to a Celery wor
 from __future__ import annotations
 
 import json
-import os
 import socket
 import subprocess
 import time
@@ -18,7 +17,7 @@ import pytest
 from celery import Celery
 
 from tests.amqp_support import AMQP_URL, requires_rabbitmq
-from tests.processes import BIN, ROOT, WorkerProcess, fastq_worker, wait_until
+from tests.processes import BIN, WorkerProcess, fastq_worker, wait_until
 
 pytestmark = pytest.mark.usefixtures("runs")
 
@@ -42,25 +41,20 @@ def node(kind: str) -> str:
     return f"{kind}-{uuid.uuid4().hex[:8]}@events"
 
 
-def celery_tool(env: dict[str, str], *args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [str(BIN / "celery"), "-A", "tests.apps.celery_app", *args],
-        cwd=ROOT,
-        env={**os.environ, "PYTHONUNBUFFERED": "1", "FLOWER_UNAUTHENTICATED_API": "true", **env},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+def celery_tool(env: dict[str, str], *args: str) -> WorkerProcess:
+    """Celery's CLI as a subprocess (``celery events``, ``celery flower``), its output kept."""
+    argv = [str(BIN / "celery"), "-A", "tests.apps.celery_app", *args]
+    return WorkerProcess(argv, {"FLOWER_UNAUTHENTICATED_API": "true", **env})
 
 
-def stop(proc: subprocess.Popen[str]) -> str:
-    proc.terminate()
+def stop(proc: WorkerProcess) -> str:
+    proc.proc.terminate()
     try:
-        out, _ = proc.communicate(timeout=20)
+        proc.proc.wait(20)
     except subprocess.TimeoutExpired:
-        proc.kill()
-        out, _ = proc.communicate()
-    return out
+        proc.proc.kill()
+        proc.proc.wait()
+    return proc.log()
 
 
 def test_celery_events_dump_shows_a_fastq_workers_task_events(
@@ -68,7 +62,8 @@ def test_celery_events_dump_shows_a_fastq_workers_task_events(
 ) -> None:
     dump = celery_tool(env, "events", "--dump")
     try:
-        time.sleep(3)  # subscribed (Redis pub/sub keeps nothing for late listeners)
+        dump.wait_for_log("starting capture", timeout=60)
+        time.sleep(4)  # its queue bound: no broker keeps events for a listener not there yet
         name = node("fastq")
         with fastq_worker("-n", name, "-E", "--pool", "prefork", "-c", "1", env=env):
             ok = client.send_task("interop.add", (2, 3))
@@ -109,8 +104,8 @@ def flower(env: dict[str, str]) -> Iterator[str]:
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_until(lambda: _answers(url) or proc.poll() is not None, timeout=30)
-        assert proc.poll() is None, proc.communicate()[0]
+        wait_until(lambda: _answers(url) or proc.proc.poll() is not None, timeout=60)
+        assert proc.proc.poll() is None, proc.log()
         yield url
     finally:
         stop(proc)
