@@ -265,6 +265,10 @@ class WorkerLoop:
             deliveries, self._interrupted = self._interrupted, []
         else:
             deliveries = list(consumer.fetch(self._fetch_wait()))
+            if deliveries and self.revoked_fd is not None:
+                # What the supervisor said while the fetch waited (a revoke, enable_events)
+                # applies to this batch already.
+                self.revoked.read_pipe(self.revoked_fd)
         for i, delivery in enumerate(deliveries):
             if self.stopping.is_set():
                 break  # the rest stay unacknowledged and are restored on shutdown
