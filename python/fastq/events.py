@@ -26,6 +26,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 from fastq import _core, errors
+from fastq.backoff import Backoff
 from fastq.control_channel import CLOCK
 
 if TYPE_CHECKING:
@@ -42,8 +43,13 @@ JSON = "application/json"
 HEARTBEAT_EVERY = 2.0
 #: Celery's ``resultrepr_maxsize`` and argsrepr bound: longer reprs are cut.
 REPR_MAX = 1024
-#: Task events kept while the broker does not take them; the oldest are dropped past this.
+#: Task events kept between two publishes; the oldest are dropped past this.
 MAX_BUFFERED = 10_000
+#: After a failed publish, events are dropped (not tried) for this long, doubling up to the
+#: ceiling: the prefork supervisor publishes from its loop, which a broker that does not answer
+#: must not hold up at every tick.
+RETRY_START = 1.0
+RETRY_MAX = 30.0
 
 
 def utcoffset() -> float:
@@ -208,7 +214,8 @@ class EventDispatcher:
         self._buffer: deque[bytes] = deque(maxlen=MAX_BUFFERED)
         self._lock = threading.Lock()
         self._next_heartbeat = 0.0
-        self._failing = False
+        self._backoff = Backoff(RETRY_START, RETRY_MAX)
+        self._retry_at = 0.0
         #: Heartbeats on: between ``online()`` and ``offline()``.
         self.beating = False
 
@@ -284,17 +291,19 @@ class EventDispatcher:
             self.tick()
 
     def _publish(self, messages: list[tuple[str, bytes]]) -> None:
+        if self._backoff.failures and time.monotonic() < self._retry_at:
+            return  # the broker failed the last try: dropped until the next one
         try:
             if self._publisher is None:
                 self._publisher = self.open_publisher()
             self._publisher.publish(messages)
-            if self._failing:
+            if self._backoff.failures:
                 log.info("events are sent again")
-                self._failing = False
+                self._backoff.reset()
         except errors.FastqError as exc:
-            if not self._failing:
+            if not self._backoff.failures:
                 log.warning("could not send events (%s); dropped until the broker answers", exc)
-                self._failing = True
+            self._retry_at = time.monotonic() + self._backoff.next()
             self.close()
 
     def close(self) -> None:

@@ -132,7 +132,7 @@ def test_flower_lists_a_fastq_worker_and_its_tasks_next_to_a_celery_worker(
     with flower(env) as url:
         time.sleep(2)
         celery_argv = [str(BIN / "celery"), "-A", "tests.apps.celery_app", "worker", "-E",
-                       "-n", celery_name, "-Q", "celery_only", "-c", "1"]  # fmt: skip
+                       "-n", celery_name, "-Q", "celery_only", "-c", "1", "-l", "INFO"]  # fmt: skip
         with (
             fastq_worker("-n", fastq_name, "-E", "--pool", "prefork", "-c", "2", env=env),
             WorkerProcess(celery_argv, env) as celery_worker,
