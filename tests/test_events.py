@@ -188,3 +188,21 @@ def test_a_client_sends_task_sent_with_task_send_sent_event(
     assert sent.id in events
     channels = {channel for channel, _ in wire.messages}
     assert channels == {f"/{wire.db}.celeryev/task.sent"}
+
+
+def test_the_supervisor_sends_the_event_of_a_task_whose_process_it_killed(
+    wire: Wire, worker_env: dict[str, str], task_client: App, runs: redis.Redis, broker_url: str
+) -> None:
+    name = node()
+    celery = Celery("control", broker=broker_url)
+    try:
+        with fastq_worker("-n", name, "-E", "-P", "prefork", "-c", "1", env=worker_env):
+            long = task_client.send_task("interop.record", ("long", 30.0))
+            wait_until(lambda: runs.hexists("started", "long"), timeout=20)
+            celery.control.revoke(long.id, terminate=True, signal="SIGKILL", destination=[name])
+            wait_until(lambda: "task-revoked" in wire.types(name, long.id), timeout=20)
+    finally:
+        celery.close()
+    assert wire.types(name, long.id) == ["task-received", "task-started", "task-revoked"]
+    [revoked] = [e for e in wire.events(name) if e["type"] == "task-revoked"]
+    assert revoked["terminated"] is True and revoked["signum"] == 9

@@ -173,10 +173,18 @@ class TaskEvents:
         else:  # Ignore, Reject: nothing stored, and the message is settled as the task asked
             self.rejected(context, requeue=outcome.settle.name == "REQUEUE")
 
-    def revoked(self, context: Context, expired: bool, terminated: bool) -> None:
+    def revoked(
+        self, context: Context, expired: bool, terminated: bool, signum: int | None = None
+    ) -> None:
         self._send(
             "task-revoked",
-            {"uuid": context.id, "terminated": terminated, "signum": None, "expired": expired},
+            {"uuid": context.id, "terminated": terminated, "signum": signum, "expired": expired},
+        )
+
+    def failed(self, task_id: str, error: BaseException) -> None:
+        """A task that failed outside its run: its pool process was killed or died."""
+        self._send(
+            "task-failed", {"uuid": task_id, "exception": short_repr(error), "traceback": ""}
         )
 
     def rejected(self, context: Context, requeue: bool) -> None:

@@ -16,12 +16,13 @@ from fastq.beat import Beat, start_embedded, stop_embedded
 from fastq.builtin_tasks import user_tasks
 from fastq.errors import ConfigurationError
 from fastq.events import EventDispatcher, TaskEvents
+from fastq.task import Context
 from fastq.urls import redact
 from fastq.worker.active import ActiveTasks, ActiveTasksReporter
 from fastq.worker.control_server import ControlServer, PoolInfo
 from fastq.worker.lease import LeaseRenewer
 from fastq.worker.loop import TaskReporter, WorkerLoop
-from fastq.worker.lost import QUARANTINED, record_lost, store_lost
+from fastq.worker.lost import QUARANTINED, TERMINATED, lost_error, record_lost, store_lost
 from fastq.worker.reports import ReportedTask, SupervisorReporter
 from fastq.worker.revoke import RevokedIds
 from fastq.worker.supervisor import EXIT_GAVE_UP, Supervisor
@@ -184,6 +185,8 @@ def run_worker(
             try:
                 record_lost(app, running, reason, exit_code, hostname)
             finally:
+                if lost_events is not None and lost_events.enabled:
+                    lost_event(lost_events, running, reason, exit_code)
                 if running.delivery_tag and reason == QUARANTINED:  # kept aside, for a look
                     app.broker.quarantine(cid, running.delivery_tag)
                 elif running.delivery_tag:  # recorded: not to run again (where the broker can)
@@ -232,6 +235,9 @@ def run_worker(
             on_events=events.put_many if events is not None else None,
         )
         supervisor.revoked.send_events = send_events
+        lost_events = None
+        if events is not None:
+            lost_events = TaskEvents(hostname, os.getpid(), events.put, supervisor.revoked)
         if events is not None:
             control_server.on_events = lambda on: _switch(
                 supervisor.revoked, on, supervisor.send_events
@@ -352,6 +358,16 @@ def event_dispatcher(
         return len(active_tasks.snapshot()), sum(active_tasks.total.values())
 
     return EventDispatcher(lambda: app.broker.event_publisher(hostname), hostname, stats)
+
+
+def lost_event(events: TaskEvents, running: ReportedTask, reason: str, exit_code: int) -> None:
+    """The event of a task its pool process did not finish, as Celery's main process sends it:
+    ``task-revoked`` (terminated) or ``task-failed`` (time limit, a dead process)."""
+    if reason == TERMINATED:
+        signum = -exit_code if exit_code < 0 else None
+        events.revoked(Context(id=running.task_id), expired=False, terminated=True, signum=signum)
+    else:
+        events.failed(running.task_id, lost_error(reason, exit_code))
 
 
 def _switch(revoked: RevokedIds, on: bool, apply: Callable[[bool], None]) -> bool:
