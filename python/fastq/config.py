@@ -209,6 +209,7 @@ SETTINGS: dict[str, tuple[Any, Callable[[Any], Any]]] = {
     "task_store_eager_result": (False, _bool),
     "task_publish_retry": (True, _bool),
     "task_send_sent_event": (False, _bool),
+    "event_exchange": ("celeryev", _str),
     "task_protocol": (2, _protocol),
     "worker_concurrency": (None, _opt_int),
     "worker_prefetch_multiplier": (4, _int),

@@ -31,6 +31,7 @@ from fastq.control_channel import CLOCK
 
 if TYPE_CHECKING:
     from fastq.app import App
+    from fastq.brokers.base import EventPublisher
     from fastq.execution.tracer import Outcome
     from fastq.protocol import OutgoingMessage
     from fastq.task import Context
@@ -189,14 +190,6 @@ class TaskEvents:
 
     def rejected(self, context: Context, requeue: bool) -> None:
         self._send("task-rejected", {"uuid": context.id, "requeue": requeue})
-
-
-class EventPublisher(Protocol):
-    """A broker's side of events: sends ``(routing_key, JSON body)`` messages to the event
-    exchange, in order."""
-
-    def publish(self, messages: list[tuple[str, bytes]]) -> None: ...
-    def close(self) -> None: ...
 
 
 class EventDispatcher:

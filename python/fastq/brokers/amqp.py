@@ -34,7 +34,7 @@ from fastq.brokers.amqp_connection import (
     tls_files,
 )
 from fastq.brokers.amqp_topology import QueueDecl, declaration_for, declarations
-from fastq.brokers.base import Broker, Consumer
+from fastq.brokers.base import Broker, Consumer, EventPublisher
 from fastq.config import Config
 from fastq.errors import BrokerConnectionError
 from fastq.protocol import OutgoingMessage
@@ -42,7 +42,6 @@ from fastq.urls import redact
 
 if TYPE_CHECKING:
     from fastq.control_channel import ControlChannel
-    from fastq.events import EventPublisher
 
 log = logging.getLogger("fastq.amqp")
 

@@ -16,7 +16,6 @@ if TYPE_CHECKING:
     from fastq._core import TaskMessage
     from fastq.config import Config
     from fastq.control_channel import ControlChannel
-    from fastq.events import EventPublisher
     from fastq.protocol import OutgoingMessage
 
 
@@ -73,6 +72,14 @@ class Consumer(Protocol):
 
     @property
     def in_flight(self) -> int: ...
+    def close(self) -> None: ...
+
+
+class EventPublisher(Protocol):
+    """A broker's side of Celery's events (``fastq.events``): sends ``(routing_key, JSON body)``
+    messages to the event exchange, in order."""
+
+    def publish(self, messages: list[tuple[str, bytes]]) -> None: ...
     def close(self) -> None: ...
 
 

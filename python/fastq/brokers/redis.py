@@ -10,20 +10,16 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 import redis
 
 from fastq import _core
-from fastq.brokers.base import Broker, Consumer
+from fastq.brokers.base import Broker, Consumer, EventPublisher
 from fastq.config import Config
 from fastq.control_channel import ControlChannel
 from fastq.errors import BrokerConnectionError
 from fastq.protocol import OutgoingMessage
 from fastq.redis_errors import redis_failure
-
-if TYPE_CHECKING:
-    from fastq.events import EventPublisher
 
 #: Seconds the worker's remote control listener waits to connect or for a reply (as the Rust
 #: consumer waits to connect).
