@@ -44,6 +44,9 @@ JSON = "application/json"
 HEARTBEAT_EVERY = 2.0
 #: Celery's ``resultrepr_maxsize`` and argsrepr bound: longer reprs are cut.
 REPR_MAX = 1024
+#: How often buffered task events are published (seconds): one message per interval, however
+#: often the prefork supervisor wakes up.
+FLUSH_EVERY = 0.1
 #: Task events kept between two publishes; the oldest are dropped past this.
 MAX_BUFFERED = 10_000
 #: After a failed publish, events are dropped (not tried) for this long, doubling up to the
@@ -215,6 +218,7 @@ class EventDispatcher:
         self._buffer: deque[bytes] = deque(maxlen=MAX_BUFFERED)
         self._lock = threading.Lock()
         self._next_heartbeat = 0.0
+        self._next_flush = 0.0
         self._backoff = Backoff(RETRY_START, RETRY_MAX)
         self._retry_at = 0.0
         #: Heartbeats on: between ``online()`` and ``offline()``.
@@ -262,7 +266,7 @@ class EventDispatcher:
         self._next_heartbeat = time.monotonic() + HEARTBEAT_EVERY
 
     def offline(self) -> None:
-        self.tick()
+        self.tick(force=True)
         if self.beating:
             self.beating = False
             self.worker_event("worker-offline")
@@ -272,10 +276,12 @@ class EventDispatcher:
         self.worker_event("worker-heartbeat")
         self._next_heartbeat = time.monotonic() + HEARTBEAT_EVERY
 
-    def tick(self) -> None:
-        """Publishes the buffered task events (one ``task.multi`` message) and, when due, a
-        heartbeat. Never raises."""
-        if self._buffer:
+    def tick(self, force: bool = False) -> None:
+        """Publishes the buffered task events (one ``task.multi`` message) at most every
+        ``FLUSH_EVERY`` seconds (``force``: now) and, when due, a heartbeat. Never raises."""
+        now = time.monotonic()
+        if self._buffer and (force or now >= self._next_flush):
+            self._next_flush = now + FLUSH_EVERY
             batch = []
             with self._lock:
                 while self._buffer:
