@@ -247,12 +247,12 @@ def test_every_celery_setting_takes_effect_or_says_why_not() -> None:
     ("name", "value", "reason"),
     [
         ("cassandra_servers", ["db1"], "result backend fastq does not have"),
-        ("worker_send_task_events", True, "issue 15"),
-        ("task_send_sent_event", True, "issue 15"),
+        ("event_queue_ttl", 10.0, "no event receiver"),
+        ("event_serializer", "pickle", "as JSON"),
         ("broker_channel_error_retry", True, "connection loss"),
         ("broker_pool_limit", 1, "not a pool"),
         ("worker_log_color", True, "color"),
-        ("CELERY_SEND_EVENTS", True, "issue 15"),  # an old name: warns under the new one
+        ("CELERY_EVENT_SERIALIZER", "msgpack", "as JSON"),  # an old name: under the new one
     ],
 )
 def test_a_setting_without_effect_warns_once_naming_it(name: str, value: Any, reason: str) -> None:

@@ -53,6 +53,7 @@ LAYERS = {
     "fastq.utils": 3,  # task loggers read the running task
     "fastq.control": 3,  # the remote-control client, ``app.control``
     "fastq.tracing": 3,  # OpenTelemetry spans of publishes (the app) and runs (the worker)
+    "fastq.events": 3,  # Celery's events: what workers send, and a client's task-sent
     # 4. processes and tools built on all of the above
     "fastq.worker": 4,
     "fastq.bench": 4,

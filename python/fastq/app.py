@@ -226,6 +226,9 @@ class App:
         return str(uuid.uuid4())
 
     def close(self) -> None:
+        events = self.__dict__.pop("_events", None)
+        if events is not None:
+            events.close()
         for name in ("broker", "backend"):
             obj = self.__dict__.pop(name, None)
             if obj is not None:
@@ -475,6 +478,8 @@ class App:
                 batch.append(message)
             else:
                 self._publish(lambda: self.broker.publish(message), name, retry, policy)
+                if self.conf.task_send_sent_event:
+                    self._sent_events([message])
         except BaseException as exc:
             if span is not None:
                 tracing.end_publish(span, exc)  # type: ignore[union-attr]
@@ -501,6 +506,8 @@ class App:
             self._batch.reset(token)
         if batch:
             self._publish(lambda: self.broker.publish_many(batch), f"{len(batch)} tasks")
+            if self.conf.task_send_sent_event:
+                self._sent_events(batch)
 
     def _publish(
         self,
@@ -542,10 +549,20 @@ class App:
             self._publish(lambda: self.broker.publish_many(messages), what, retry, policy)
             for span in spans:
                 tracing.end_publish(span)
+        if self.conf.task_send_sent_event:
+            self._sent_events(messages)
         results = [AsyncResult(m.id, app=self) for m in messages]
         for message, result in zip(messages, results, strict=True):
             result.ignored = bool(message.headers.get("ignore_result"))
         return results
+
+    def _sent_events(self, messages: Sequence[protocol.OutgoingMessage]) -> None:
+        """``task-sent`` events (``task_send_sent_event``), as a Celery client sends them."""
+        from fastq.events import client_dispatcher, sent_event
+
+        dispatcher = client_dispatcher(self)
+        if dispatcher is not None:
+            dispatcher.send_many([("task-sent", sent_event(m)) for m in messages])
 
     def build_message(
         self,

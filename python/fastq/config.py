@@ -220,6 +220,7 @@ SETTINGS: dict[str, tuple[Any, Callable[[Any], Any]]] = {
     "task_publish_retry": (True, _bool),
     "task_publish_retry_policy": (CELERY_DEFAULTS["task_publish_retry_policy"], _retry_policy),
     "task_send_sent_event": (False, _bool),
+    "event_exchange": ("celeryev", _str),
     "task_protocol": (2, _protocol),
     "worker_concurrency": (None, _opt_int),
     "worker_prefetch_multiplier": (4, _int),
@@ -295,7 +296,7 @@ for _name, _default in CELERY_DEFAULTS.items():
 
 _BACKENDS = "redis://, rpc://, rabbitmq://, sqlite:// and cache+memory://"
 _NO_BACKEND = f"configures a Celery result backend fastq does not have (fastq's: {_BACKENDS})"
-_EVENTS = "fastq workers do not send task events yet (issue 15)"
+_NO_RECEIVER = "fastq has no event receiver: it applies to Celery's (celery events, Flower)"
 
 #: Settings fastq accepts that have no effect in fastq, and why: set to anything but their default
 #: they warn once. Prefixes name whole groups (``cassandra_``).
@@ -330,9 +331,17 @@ NO_EFFECT: dict[str, str] = {
     ),
     "beat_enable_remote_control": "fastq beat answers no remote control commands",
     "beat_remote_control_max_tick_age": "fastq beat answers no remote control commands",
-    "event_": _EVENTS,
-    "worker_send_task_events": _EVENTS,
-    "task_send_sent_event": _EVENTS,
+    **dict.fromkeys(
+        (
+            "event_queue_durable",
+            "event_queue_exclusive",
+            "event_queue_expires",
+            "event_queue_prefix",
+            "event_queue_ttl",
+        ),
+        _NO_RECEIVER,
+    ),
+    "event_serializer": "fastq sends events as JSON (Celery's default)",
     "security_": "fastq does not sign messages (Celery's 'auth' serializer)",
     "control_": "fastq's remote control uses Celery's pidbox with its defaults (control_exchange "
     "'celery', queues expiring after 10 s, messages after 300 s, exclusive)",

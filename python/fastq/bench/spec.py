@@ -50,6 +50,8 @@ class BenchConfig:
     prefetch: int = 4
     acks_late: bool = False
     results: bool = False
+    #: Workers send Celery's task events (``-E``).
+    events: bool = False
     #: Tasks sent one by one, each awaited, for the latency figures (results on only).
     latency_tasks: int = 300
     #: Messages per ``send_many`` call in the batch enqueue measurement.
@@ -105,6 +107,7 @@ class BenchConfig:
             "prefetch": self.prefetch,
             "acks_late": self.acks_late,
             "results": self.results,
+            "events": self.events,
         }
 
 
@@ -118,6 +121,7 @@ SWEEPABLE: dict[str, tuple[str, Any]] = {
     "work": ("work", str),
     "results": ("results", lambda v: {"on": True, "off": False}[v]),
     "acks-late": ("acks_late", lambda v: {"on": True, "off": False}[v]),
+    "events": ("events", lambda v: {"on": True, "off": False}[v]),
 }
 
 

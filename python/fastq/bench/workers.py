@@ -38,6 +38,7 @@ def worker_argv(system: str, config: BenchConfig) -> list[str]:
         # Celery logs two INFO lines per task; fastq none. WARNING keeps logging out of both.
         "--loglevel",
         "WARNING",
+        *(["-E"] if config.events else []),
     ]
     if system == "fastq":
         return [sys.executable, "-m", "fastq.cli", "-A", config.fastq_app, *common]

@@ -34,7 +34,7 @@ from fastq.brokers.amqp_connection import (
     tls_files,
 )
 from fastq.brokers.amqp_topology import QueueDecl, declaration_for, declarations
-from fastq.brokers.base import Broker, Consumer
+from fastq.brokers.base import Broker, Consumer, EventPublisher
 from fastq.config import Config
 from fastq.errors import BrokerConnectionError
 from fastq.protocol import OutgoingMessage
@@ -185,6 +185,13 @@ class AmqpBroker(Broker):
         from fastq.brokers.amqp_control import AmqpControlChannel
 
         return AmqpControlChannel(self, self.control_sender)
+
+    def event_publisher(self, hostname: str) -> EventPublisher:
+        from fastq.brokers.amqp_events import AmqpEventPublisher
+
+        return AmqpEventPublisher(
+            AmqpChannel(self.url, self.params, self.conf), str(self.conf.event_exchange), hostname
+        )
 
     def close(self) -> None:
         publisher, self._publisher = self._publisher, None

@@ -75,6 +75,14 @@ class Consumer(Protocol):
     def close(self) -> None: ...
 
 
+class EventPublisher(Protocol):
+    """A broker's side of Celery's events (``fastq.events``): sends ``(routing_key, JSON body)``
+    messages to the event exchange, in order."""
+
+    def publish(self, messages: list[tuple[str, bytes]]) -> None: ...
+    def close(self) -> None: ...
+
+
 class Broker(ABC):
     """A transport: publishes task messages and creates consumers."""
 
@@ -159,6 +167,14 @@ class Broker(ABC):
         """The broadcast/reply channel of remote control (``fastq inspect``)."""
         raise ConfigurationError(
             f"the {self.url.split('://', 1)[0]}:// broker has no remote-control channel yet"
+        )
+
+    def event_publisher(self, hostname: str) -> EventPublisher:
+        """Sends Celery's events (``celery events``, Flower) to ``event_exchange`` as
+        ``hostname``."""
+        raise ConfigurationError(
+            f"the {self.url.split('://', 1)[0]}:// broker cannot carry Celery's events "
+            "(Celery has no such transport): use redis:// or amqp://"
         )
 
     def close(self) -> None:  # noqa: B027 - optional hook

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import redis
 
 from fastq import _core
-from fastq.brokers.base import Broker, Consumer
+from fastq.brokers.base import Broker, Consumer, EventPublisher
 from fastq.config import Config
 from fastq.control_channel import ControlChannel
 from fastq.errors import BrokerConnectionError
@@ -168,6 +168,16 @@ class RedisBroker(Broker):
             health_check_interval=30,
         )
         return RedisControlChannel(self.client, self.prefix, self.url, listener)
+
+    def event_publisher(self, hostname: str) -> EventPublisher:
+        from fastq.brokers.redis_events import RedisEventPublisher
+
+        # Short timeouts, as the control listener's: the prefork supervisor publishes from its loop.
+        client = redis.Redis.from_url(
+            self.url, socket_connect_timeout=CONTROL_TIMEOUT, socket_timeout=CONTROL_TIMEOUT
+        )
+        exchange = str(self.conf.event_exchange)
+        return RedisEventPublisher(client, self.prefix, self.url, exchange, hostname)
 
     def purge(self, queue: str) -> int:
         keys = self.keys.queue_keys(queue)

@@ -26,6 +26,7 @@ from typing import Any
 from fastq import errors, signals, states
 from fastq.app import App
 from fastq.brokers.base import Consumer, Delivery
+from fastq.events import TaskEvents
 from fastq.execution.limits import Interrupt
 from fastq.execution.tracer import Outcome, has_handlers, run_task, run_task_async
 from fastq.task import Context, Task
@@ -125,10 +126,11 @@ class AsyncioLoop(WorkerLoop):
         consumer_id: str,
         revoked: RevokedIds,
         active_tasks: ActiveTasks,
+        events: TaskEvents | None = None,
     ) -> None:
         super().__init__(
             app, queues, prefetch=prefetch, hostname=hostname, consumer_id=consumer_id,
-            revoked=revoked,
+            revoked=revoked, events=events,
         )  # fmt: skip
         self.concurrency = concurrency
         self.active_tasks = active_tasks

@@ -2,9 +2,10 @@
 shapes (``celery/worker/control.py``): ``ping`` → ``{"ok": "pong"}``, ``active``, ``stats``,
 ``registered``, ``revoked``, ``active_queues``, ``conf``, ``query_task``, ``clock``, ``hello``;
 ``revoke``/``terminate``, a warm ``shutdown``, ``rate_limit``/``time_limit`` (a task's limits,
-in every process that runs tasks), ``pool_grow``/``pool_shrink`` and
-``add_consumer``/``cancel_consumer`` act; what fastq cannot do (``reserved``, ``scheduled``,
-``autoscale``, events, ...) is refused with Celery's ``{"error": reason}``, never ignored.
+in every process that runs tasks), ``pool_grow``/``pool_shrink``,
+``add_consumer``/``cancel_consumer`` and ``enable_events``/``disable_events``/``heartbeat`` act;
+what fastq cannot do (``reserved``, ``scheduled``, ``autoscale``, ...) is refused with Celery's
+``{"error": reason}``, never ignored.
 
 One ``ControlServer`` per worker, in the process that is never busy running a task: the prefork
 supervisor polls it between its ticks, the threads and solo pools from a thread of their own. So
@@ -67,9 +68,6 @@ def nok(value: str) -> dict[str, Any]:
 REFUSED = {
     "autoscale": "fastq has no autoscaler",
     "pool_restart": "fastq cannot restart its pool remotely",
-    "enable_events": "fastq workers send no events yet",
-    "disable_events": "fastq workers send no events yet",
-    "heartbeat": "fastq workers send no events yet",
     "revoke_by_stamped_headers": "fastq cannot revoke by stamped headers",
     "election": "fastq takes no part in elections",
 }
@@ -106,6 +104,10 @@ class ControlServer:
         self.on_revoke = on_revoke
         #: Starts a warm shutdown (the worker sets it; without it, ``shutdown`` is refused).
         self.on_shutdown = on_shutdown
+        #: Task events: turns them on/off and says whether they were on; sends a heartbeat
+        #: (the worker sets them when its broker carries events).
+        self.on_events: Callable[[bool], bool] | None = None
+        self.on_heartbeat: Callable[[], None] | None = None
         #: Ids revoked since the worker started (``inspect revoked``), newest last.
         self.revoked: deque[str] = deque(maxlen=50_000)
         self._after_reply: list[Callable[[], None]] = []
@@ -152,6 +154,9 @@ class ControlServer:
             "pool_shrink": lambda a: self._resize(a, -1),
             "rate_limit": lambda a: self._change_task(task_settings.rate_limit_change, a),
             "time_limit": lambda a: self._change_task(task_settings.time_limit_change, a),
+            "enable_events": lambda _: self._task_events(True),
+            "disable_events": lambda _: self._task_events(False),
+            "heartbeat": lambda _: self._heartbeat(),
         }
         for name in ("dump_tasks", "dump_active", "dump_revoked", "dump_conf"):
             self._handlers[name] = self._handlers[name[5:].replace("tasks", "registered")]
@@ -441,6 +446,17 @@ class ControlServer:
             change["time_limit"],
         )
         return ok("time limits set successfully")
+
+    def _task_events(self, on: bool) -> dict[str, str]:
+        if self.on_events is None:
+            return nok("this worker's broker carries no events (Celery's need redis:// or amqp://)")
+        was = self.on_events(on)
+        word = "enabled" if on else "disabled"
+        return ok(f"task events already {word}" if was == on else f"task events {word}")
+
+    def _heartbeat(self) -> None:
+        if self.on_heartbeat is not None:
+            self.on_heartbeat()
 
     def _shutdown(self, arguments: dict[str, Any]) -> dict[str, str]:
         if self.on_shutdown is None:

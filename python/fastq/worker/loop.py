@@ -30,6 +30,7 @@ from fastq.app import App
 from fastq.backends import DisabledBackend
 from fastq.backoff import Backoff
 from fastq.brokers.base import Consumer, Delivery
+from fastq.events import TaskEvents
 from fastq.execution.followups import on_revoked, send_followups
 from fastq.execution.limits import effective_limits
 from fastq.execution.tracer import Outcome, Settle, has_handlers, keeps_result, run_task
@@ -108,6 +109,8 @@ class _Run:
     limits: tuple[float | None, float | None]
     supervisor: SupervisorReporter | None
     record: Callable[[Outcome], None]
+    #: When it started (``perf_counter``), for its runtime in the task event.
+    began: float
 
 
 class WorkerLoop:
@@ -128,6 +131,7 @@ class WorkerLoop:
         revoked: RevokedIds | None = None,
         revoked_fd: int | None = None,
         observer: TaskObserver | None = None,
+        events: TaskEvents | None = None,
     ) -> None:
         self.app = app
         self.queues = queues
@@ -144,6 +148,8 @@ class WorkerLoop:
         self.enforce_hard_limit = enforce_hard_limit
         self.revoked = revoked if revoked is not None else RevokedIds()
         self.revoked_fd = revoked_fd
+        #: Celery's task events, when the worker can send them (on while ``events.enabled``).
+        self.events = events
         self.rate_limiter = RateLimiter(
             None if app.conf.worker_disable_rate_limits else app.conf.task_default_rate_limit
         )
@@ -336,6 +342,8 @@ class WorkerLoop:
         self._dispatch(consumer, deliveries)
         self._run_due(consumer)
         self._flush(consumer)
+        if self._supervisor is not None and self.events is not None:
+            self._supervisor.flush_events()  # those no report carried (revoked, ETA received)
 
     def _housekeeping(self) -> None:
         self._read_supervisor()
@@ -571,6 +579,8 @@ class WorkerLoop:
             log.info("Task %s[%s] received", message.task, message.id)
         try:
             task = self.app.get_task(message.task)
+            if self.events is not None and self.events.enabled:
+                self.events.received(context)
         except errors.NotRegistered as exc:
             log.error(
                 "received unregistered task %r (id %s); rejected. Is the module that defines it "
@@ -687,6 +697,8 @@ class WorkerLoop:
                 expired=reason == "expired",
             )
         on_revoked(self.app, context, reason)  # canvas: a chord still gets this part
+        if self.events is not None and self.events.enabled:
+            self.events.revoked(context, expired=reason == "expired", terminated=False)
         self._settle(consumer, tag, Settle.ACK)
 
     def _execute(
@@ -723,6 +735,9 @@ class WorkerLoop:
             started = {"pid": os.getpid(), "hostname": self.hostname}
             self._record(context.id, started, states.STARTED, None, context)
             self._store_kept()
+        events = self.events if self.events is not None and self.events.enabled else None
+        if events is not None:
+            events.started(context)  # before the start report, which carries it (prefork)
         if self.reporter is not None:
             hard = limits[0]
             deadline = time.time() + hard if hard else None
@@ -745,7 +760,9 @@ class WorkerLoop:
             if outcome.state != states.SUCCESS:
                 send_followups(self.app, context, outcome)  # chord part, chain, errbacks
 
-        return _Run(task, delivery, context, acks_late, limits, supervisor, record)
+        return _Run(
+            task, delivery, context, acks_late, limits, supervisor, record, time.perf_counter()
+        )
 
     def _store_ran(self, task: Task) -> None:
         """Stores the result of a task that just ran (the asyncio pool gathers them)."""
@@ -755,6 +772,8 @@ class WorkerLoop:
         """What comes after a task ran: its late ack (or reject), the results flushed or handed
         to the supervisor, and the per-child limits."""
         task, context, tag = run.task, run.context, run.delivery.delivery_tag
+        if self.events is not None and self.events.enabled:
+            self.events.outcome(context, outcome, time.perf_counter() - run.began)
         self._ran = tag
         if run.acks_late:
             self._settle(consumer, tag, outcome.settle)

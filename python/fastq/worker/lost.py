@@ -42,7 +42,7 @@ def record_lost(
     request = decode_request(running, hostname)
     task = app.tasks.get(running.name)
     task_id = running.task_id
-    exc = _lost_error(reason, exit_code)
+    exc = lost_error(reason, exit_code)
     stored: errors.FastqError | None = None
     try:
         _store(app, task, request, reason, exc)
@@ -76,10 +76,11 @@ def record_lost(
 def store_lost(app: App, running: ReportedTask, reason: str, exit_code: int, hostname: str) -> None:
     """Only the stored state of ``record_lost``: its retry once the backend answers again."""
     request = decode_request(running, hostname)
-    _store(app, app.tasks.get(running.name), request, reason, _lost_error(reason, exit_code))
+    _store(app, app.tasks.get(running.name), request, reason, lost_error(reason, exit_code))
 
 
-def _lost_error(reason: str, exit_code: int) -> BaseException:
+def lost_error(reason: str, exit_code: int) -> BaseException:
+    """What a task its child did not finish is recorded as having raised."""
     if reason == TERMINATED:
         return errors.TaskRevokedError(TERMINATED)
     if reason == TIME_LIMIT:

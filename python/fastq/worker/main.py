@@ -16,12 +16,14 @@ from fastq.app import App
 from fastq.beat import Beat, start_embedded, stop_embedded
 from fastq.builtin_tasks import user_tasks
 from fastq.errors import ConfigurationError
+from fastq.events import EventDispatcher, TaskEvents
+from fastq.task import Context
 from fastq.urls import redact
 from fastq.worker.active import ActiveTasks, ActiveTasksReporter
 from fastq.worker.control_server import ControlServer, PoolInfo
 from fastq.worker.lease import LeaseRenewer
 from fastq.worker.loop import TaskReporter, WorkerLoop
-from fastq.worker.lost import QUARANTINED, record_lost, store_lost
+from fastq.worker.lost import QUARANTINED, TERMINATED, lost_error, record_lost, store_lost
 from fastq.worker.metrics import TaskStats, WorkerMetrics, check_serving, decode, encode, serve
 from fastq.worker.observe import TaskObserver
 from fastq.worker.reports import ReportedTask, SupervisorReporter
@@ -55,10 +57,15 @@ def run_worker(
     max_memory_per_child: int | None = None,
     beat: bool = False,
     metrics_port: int | None = None,
+    task_events: bool = False,
+    heartbeat: bool = True,
 ) -> int:
     """Runs a worker in this process until SIGTERM/SIGINT; returns the exit code. ``beat``:
     periodic tasks too, from a thread of this (main) process, never a pool child;
-    ``metrics_port``: Prometheus metrics on this port (``worker_metrics_port``)."""
+    ``metrics_port``: Prometheus metrics on this port (``worker_metrics_port``);
+    ``task_events`` (``-E``, or ``worker_send_task_events``): Celery's task events;
+    ``heartbeat``: worker-online/heartbeat/offline events, which a Celery worker sends even
+    without ``-E`` (``--without-heartbeat`` turns them off)."""
     conf = app.conf
     pool = POOL_ALIASES.get(pool or conf.worker_pool, pool or conf.worker_pool)
     if pool not in POOLS:
@@ -156,6 +163,10 @@ def run_worker(
             os.kill(os.getpid(), signal.SIGTERM)
 
     control_server.on_shutdown = remote_shutdown
+    send_events = bool(task_events or conf.worker_send_task_events)
+    events = event_dispatcher(app, hostname, active_tasks, send_events)
+    if events is not None:
+        control_server.on_heartbeat = events.heartbeat
 
     def make_loop(
         consumer_id: str,
@@ -164,6 +175,7 @@ def run_worker(
         enforce_hard_limit: bool = False,
         revoked: RevokedIds | None = None,
         observer: TaskObserver | None = None,
+        task_events: TaskEvents | None = None,
     ) -> WorkerLoop:
         return WorkerLoop(
             app,
@@ -177,6 +189,7 @@ def run_worker(
             enforce_hard_limit=enforce_hard_limit,
             revoked=revoked,
             observer=observer,
+            events=task_events,
         )
 
     def consumer_id(index: int, generation: int) -> str:
@@ -187,8 +200,20 @@ def run_worker(
         def child_main(index: int, cid: str, reporter: SupervisorReporter, revoked_fd: int) -> int:
             signals.worker_process_init.send(None)
             reporter.with_args = bool(conf.result_extended)  # the stored meta carries them
+            child_events = None
+            if events is not None:  # to the supervisor with the reports, which publishes them
+                child_events = TaskEvents(
+                    hostname, os.getppid(), reporter.event, supervisor.revoked
+                )
             watch = observer(lambda taken: reporter.metrics(encode(taken)))
-            loop = make_loop(cid, max_tasks, reporter, revoked=supervisor.revoked, observer=watch)
+            loop = make_loop(
+                cid,
+                max_tasks,
+                reporter,
+                revoked=supervisor.revoked,
+                observer=watch,
+                task_events=child_events,
+            )
             loop.revoked_fd = revoked_fd
             loop.install_signal_handlers()
             try:
@@ -206,6 +231,8 @@ def run_worker(
             try:
                 record_lost(app, running, reason, exit_code, hostname)
             finally:
+                if lost_events is not None and lost_events.enabled:
+                    lost_event(lost_events, running, reason, exit_code)
                 if running.delivery_tag and reason == QUARANTINED:  # kept aside, for a look
                     app.broker.quarantine(cid, running.delivery_tag)
                 elif running.delivery_tag:  # recorded: not to run again (where the broker can)
@@ -246,6 +273,10 @@ def run_worker(
             processes[:] = [c.pid for c in supervisor.children.values()]
             control_server.tick()
             renewer.tick()
+            if events is not None:
+                if heartbeat and not events.beating:
+                    events.online()
+                events.tick()
 
         supervisor = Supervisor(
             concurrency,
@@ -260,10 +291,19 @@ def run_worker(
             settle_done=settle_done,
             fails_when_lost=fails_when_lost,
             on_metrics=on_metrics if metrics is not None else None,
+            on_events=events.put_many if events is not None else None,
         )
         served: list[bool] = []
         if metrics is not None:
             metrics.restarts = lambda: supervisor.restarts
+        supervisor.revoked.send_events = send_events
+        lost_events = None
+        if events is not None:
+            lost_events = TaskEvents(hostname, os.getpid(), events.put, supervisor.revoked)
+        if events is not None:
+            control_server.on_events = lambda on: _switch(
+                supervisor.revoked, on, supervisor.send_events
+            )
         control_server.on_revoke = supervisor.revoke
         control_server.on_task_change = supervisor.change_task_settings
         control_server.on_queues = supervisor.change_queues
@@ -273,12 +313,24 @@ def run_worker(
         code = supervisor.run()
         stop_metrics.set()
         stop_embedded(embedded_beat)
+        if events is not None:
+            events.offline()
+            events.close()
         control_server.close()
         signals.worker_shutdown.send(None)
         log.info("worker %s stopped", hostname)
         return code
 
     revoked = RevokedIds()
+    revoked.send_events = send_events
+    loop_events = None
+    if events is not None:
+        loop_events = TaskEvents(hostname, os.getpid(), events.put, revoked)
+
+        def set_events(on: bool) -> None:
+            revoked.send_events = on
+
+        control_server.on_events = lambda on: _switch(revoked, on, set_events)
     stop_side_threads = threading.Event()
 
     def start_side_threads(consumer_ids: Callable[[], list[str]]) -> None:
@@ -296,11 +348,20 @@ def run_worker(
         control_server.listening.wait(5.0)  # say "ready" only once remote control can be heard
         if beat_service is not None:
             embedded_beat.append(start_embedded(beat_service))
+        if events is not None:
+            if heartbeat:
+                events.online()
+            threading.Thread(
+                target=events.serve, args=(stop_side_threads,), name="fastq-events", daemon=True
+            ).start()
 
     def stopped(code: int) -> int:
         stop_embedded(embedded_beat)
         stop_side_threads.set()
         stop_metrics.set()
+        if events is not None:
+            events.offline()
+            events.close()
         signals.worker_shutdown.send(None)
         log.info("worker %s stopped", hostname)
         return code
@@ -320,6 +381,7 @@ def run_worker(
             consumer_id=consumer_id(0, 1),
             revoked=revoked,
             active_tasks=active_tasks,
+            events=loop_events,
         )
 
         def revoke_on_loop(task_ids: list[str], terminate: bool, sig: str) -> None:
@@ -364,6 +426,7 @@ def run_worker(
             enforce_hard_limit=pool == "solo",
             revoked=revoked,
             observer=observer(_merge_into(metrics, i)),
+            task_events=loop_events,
         )
         for i in range(concurrency)
     ]
@@ -408,6 +471,7 @@ def run_worker(
                 ActiveTasksReporter(active_tasks, len(loops)),
                 revoked=revoked,
                 observer=observer(_merge_into(metrics, len(loops))),
+                task_events=loop_events,
             )
             loops.append(loop)
             start_thread(loop)
@@ -435,3 +499,39 @@ def _merge_into(metrics: WorkerMetrics | None, index: int) -> Callable[[dict[str
     """A thread's hand-over of its metrics: into the main process's figures, as consumer
     ``index``."""
     return lambda taken: metrics.merge(index, taken) if metrics is not None else None
+
+
+def event_dispatcher(
+    app: App, hostname: str, active_tasks: ActiveTasks, task_events: bool
+) -> EventDispatcher | None:
+    """The worker's sender of Celery's events, or None where its broker carries none (SQLite,
+    memory: said once when task events were asked for)."""
+    try:
+        app.broker.event_publisher(hostname).close()  # only asks: nothing is connected yet
+    except ConfigurationError as exc:
+        if task_events:
+            log.warning("task events (-E / worker_send_task_events) are off: %s", exc)
+        return None
+
+    def stats() -> tuple[int, int]:
+        return len(active_tasks.snapshot()), sum(active_tasks.total.values())
+
+    return EventDispatcher(lambda: app.broker.event_publisher(hostname), hostname, stats)
+
+
+def lost_event(events: TaskEvents, running: ReportedTask, reason: str, exit_code: int) -> None:
+    """The event of a task its pool process did not finish, as Celery's main process sends it:
+    ``task-revoked`` (terminated) or ``task-failed`` (time limit, a dead process)."""
+    if reason == TERMINATED:
+        signum = -exit_code if exit_code < 0 else None
+        events.revoked(Context(id=running.task_id), expired=False, terminated=True, signum=signum)
+    else:
+        events.failed(running.task_id, lost_error(reason, exit_code))
+
+
+def _switch(revoked: RevokedIds, on: bool, apply: Callable[[bool], None]) -> bool:
+    """``enable_events``/``disable_events``: applies ``on``; whether events were on before."""
+    was = revoked.send_events
+    apply(on)
+    log.info("task events %s by remote control", "enabled" if on else "disabled")
+    return was

@@ -2,9 +2,9 @@
 refused with the alternative, and the process set-up they ask for (log file, pid file).
 
 Flags for features fastq does not have are not silently taken: ``--without-gossip``,
-``--without-mingle`` and ``--without-heartbeat`` turn off things fastq never does, so they are
-accepted as they stand; ``-E`` is accepted with a warning until events exist; the rest are refused
-with what to use instead.
+``--without-mingle`` turn off things fastq never does, so they are accepted as they stand;
+``-E`` sends task events and ``--without-heartbeat`` stops the worker's heartbeat events, as in
+Celery; the rest are refused with what to use instead.
 """
 
 from __future__ import annotations
@@ -83,9 +83,16 @@ def add_worker_arguments(w: argparse.ArgumentParser) -> None:
         "-O", "--optimization", choices=["fair", "default"],
         help="accepted for Celery's command lines: each fastq child only fetches what it runs",
     )  # fmt: skip
-    w.add_argument("-E", "--task-events", action="store_true", help="(events are not sent yet)")
-    for flag in ("--without-gossip", "--without-mingle", "--without-heartbeat"):
+    w.add_argument(
+        "-E", "--task-events", action="store_true",
+        help="send Celery's task events (celery events, Flower); worker_send_task_events",
+    )  # fmt: skip
+    for flag in ("--without-gossip", "--without-mingle"):
         w.add_argument(flag, action="store_true", help="accepted: fastq never does this")
+    w.add_argument(
+        "--without-heartbeat", action="store_true",
+        help="send no worker-online/heartbeat/offline events",
+    )  # fmt: skip
     # Refused with a reason (REFUSED_FLAGS), rather than rejected as unknown by argparse.
     w.add_argument("-D", "--detach", action="store_true", help=argparse.SUPPRESS)
     w.add_argument(
@@ -109,11 +116,6 @@ def worker_kwargs(
     pool = options.pool
     if pool in REFUSED_POOLS:
         raise ConfigurationError(f"--pool {pool} is not supported: {REFUSED_POOLS[pool]}")
-    if options.task_events:
-        log.warning(
-            "-E/--task-events: fastq does not send Celery's task events yet; Flower and "
-            "`celery events` will not see this worker's tasks"
-        )
     if options.time_limit is not None:
         conf.task_time_limit = options.time_limit
     if options.soft_time_limit is not None:
@@ -136,6 +138,8 @@ def worker_kwargs(
         "hostname": node_name(options.hostname) if options.hostname else None,
         "beat": options.beat,
         "metrics_port": options.metrics_port,
+        "task_events": options.task_events,
+        "heartbeat": not options.without_heartbeat,
     }
 
 

@@ -8,6 +8,8 @@
 - ``k``: every result handed over is stored, and every late ack sent.
 - ``M <JSON>``: the child's metrics since its last ``M`` line (``worker/metrics.py``), with
   ``--metrics-port`` only.
+- ``E <JSON>``: a task event (``fastq.events``), which the supervisor publishes; written with the
+  next line above, so events cost the child no write of their own.
 
 The child writes them (``SupervisorReporter``); the supervisor reads them (``parse_start``), and
 decodes a request (``decode_request``) only to record a task the child did not finish
@@ -125,6 +127,8 @@ class SupervisorReporter:
 
     def __init__(self, fd: int, with_args: bool = False) -> None:
         self.fd = fd
+        #: Task events not written yet (``E`` lines), written with the next report.
+        self._events: list[bytes] = []
         #: Describe args and kwargs too (``result_extended``: the stored result carries them).
         self.with_args = with_args
 
@@ -175,8 +179,19 @@ class SupervisorReporter:
                 lines.append(f"K {task_id} {data}\n")
         return "".join(lines), len(lines) == len(results)
 
+    def event(self, raw: bytes) -> None:
+        """A task event (JSON), sent with the next report (``flush_events`` if none follows)."""
+        self._events.append(b"E " + raw + b"\n")
+
+    def flush_events(self) -> None:
+        if self._events:
+            self._write("")
+
     def _write(self, line: str) -> None:
         data = line.encode()
+        if self._events:
+            data = b"".join(self._events) + data
+            self._events.clear()
         try:
             while data:  # a long line (a big chain) may go in parts; this child is its only writer
                 data = data[os.write(self.fd, data) :]

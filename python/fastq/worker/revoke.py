@@ -50,13 +50,16 @@ class RevokedIds(IdSet):
         self.terminate = IdSet(maxlen)
         #: Task setting changes (``fastq.worker.task_settings``), JSON, for the loop to apply.
         self.changes: list[str] = []
+        #: Send task events (``-E``; ``enable_events``/``disable_events`` change it at run time,
+        #: told to prefork children on this pipe as ``^1``/``^0``).
+        self.send_events = False
         self._buffer = b""
         self._poll: tuple[int, select.poll] | None = None
 
     def read_pipe(self, fd: int) -> None:
         """Adds the ids the supervisor wrote to ``fd`` (non-blocking; one id per line, settled
         ones marked with a leading ``=``, ones to terminate with ``!``; ``~`` marks a task setting
-        change)."""
+        change, ``^1``/``^0`` turn task events on or off)."""
         if self._poll is None or self._poll[0] != fd:
             poll = select.poll()
             poll.register(fd, select.POLLIN)
@@ -73,10 +76,13 @@ class RevokedIds(IdSet):
                 return
             lines = (self._buffer + data).split(b"\n")
             self._buffer = lines.pop()
-            self.add(line.decode() for line in lines if line and line[:1] not in b"=!~")
+            self.add(line.decode() for line in lines if line and line[:1] not in b"=!~^")
             self.settled.add(line[1:].decode() for line in lines if line[:1] == b"=")
             self.terminate.add(line[1:].decode() for line in lines if line[:1] == b"!")
             self.changes.extend(line[1:].decode() for line in lines if line[:1] == b"~")
+            for line in lines:
+                if line[:1] == b"^":
+                    self.send_events = line == b"^1"
 
 
 def revoked_lines(task_ids: Iterable[str]) -> str:
@@ -92,6 +98,11 @@ def settled_lines(task_ids: Iterable[str]) -> str:
 def terminate_line(task_id: str) -> str:
     """For the id to end at once when the signal the supervisor sends next arrives."""
     return f"!{task_id}\n"
+
+
+def events_line(on: bool) -> str:
+    """Turns a child's task events on or off (``enable_events``, ``disable_events``)."""
+    return "^1\n" if on else "^0\n"
 
 
 def revoke_arguments(arguments: dict[str, object]) -> tuple[list[str], bool, str]:

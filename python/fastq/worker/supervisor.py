@@ -27,7 +27,13 @@ from fastq.backoff import Backoff
 from fastq.worker import task_settings
 from fastq.worker.lost import QUARANTINED, TERMINATED, TIME_LIMIT, WORKER_LOST
 from fastq.worker.reports import JSON, ReportedTask, SupervisorReporter, parse_start
-from fastq.worker.revoke import RevokedIds, revoked_lines, settled_lines, terminate_line
+from fastq.worker.revoke import (
+    RevokedIds,
+    events_line,
+    revoked_lines,
+    settled_lines,
+    terminate_line,
+)
 
 #: A child's exit code when it may not reconnect to its broker (``broker_connection_retry``):
 #: the worker stops, as Celery's does, instead of starting a new child.
@@ -97,6 +103,7 @@ class Supervisor:
         settle_done: Callable[[str, list[str]], None] | None = None,
         fails_when_lost: Callable[[str], bool] | None = None,
         on_metrics: Callable[[int, bytes | None], None] | None = None,
+        on_events: Callable[[list[bytes]], None] | None = None,
     ) -> None:
         """``child_main(index, consumer_id, reporter, revoked_fd)`` runs in each child and returns
         its exit code; ``restore(consumer_id)`` returns a dead child's messages to their queues;
@@ -111,7 +118,8 @@ class Supervisor:
         circulation (acknowledged); ``fails_when_lost(task_name)``: whether a late-acknowledged
         task whose child died fails (``WorkerLostError``) instead of running again
         (``task_reject_on_worker_lost=False``); ``on_metrics(index, data)`` takes a child's
-        metrics line (``M``), and ``None`` when that child is gone (it holds no message now)."""
+        metrics line (``M``), and ``None`` when that child is gone (it holds no message now);
+        ``on_events(raws)`` takes the task events the children reported (``E`` lines, JSON)."""
         self.concurrency = concurrency
         self.child_main = child_main
         self.restore = restore
@@ -127,6 +135,7 @@ class Supervisor:
         self.on_metrics = on_metrics
         #: Children started again after one ended, since the worker started.
         self.restarts = 0
+        self.on_events = on_events
         #: Stores to retry while the backend is down (what, how), oldest first, and when.
         self._unrecorded: list[tuple[str, Callable[[], None]]] = []
         self._unrecorded_at = 0.0
@@ -253,6 +262,11 @@ class Supervisor:
         log.info("pool shrinking by %d to %d children", n, self.concurrency)
         return self.concurrency
 
+    def send_events(self, on: bool) -> None:
+        """Turns task events on or off in every child (and in those started later)."""
+        self.revoked.send_events = on
+        self._tell_children(events_line(on), "the change of task events")
+
     def _kill_running(self, child: Child, running: ReportedTask, reason: str, signum: int) -> None:
         child.killed = (running, reason)
         if signum in _WARM_STOP_SIGNALS:
@@ -305,8 +319,11 @@ class Supervisor:
             return
         lines = (child.buffer + b"".join(chunks)).split(b"\n")
         child.buffer = lines.pop()
+        events = []
         for line in lines:
-            if line[:2] == b"S ":
+            if line[:2] == b"E ":
+                events.append(line[2:])
+            elif line[:2] == b"S ":
                 self._started(child, line)
             elif line[:2] == b"K ":  # decoded only if the child dies
                 _, task_id, data = line.split(b" ", 2)
@@ -323,6 +340,8 @@ class Supervisor:
                 child.done.clear()
             elif line[:2] == b"M " and self.on_metrics is not None:
                 self.on_metrics(child.index, line[2:])
+        if events and self.on_events is not None:
+            self.on_events(events)
 
     def _started(self, child: Child, line: bytes) -> None:
         task = parse_start(line)

@@ -1,0 +1,360 @@
+"""Celery's events (``celery/events``): what a worker sends so ``celery events`` and Flower see
+it, and the ``task-sent`` a client sends with ``task_send_sent_event``.
+
+An event is a JSON object with Celery's fields: ``type`` (``task-succeeded``), ``hostname``,
+``timestamp``, ``utcoffset``, ``pid``, ``clock`` and the type's own. It goes to the
+``event_exchange`` (``celeryev``) with its type as routing key (``task.succeeded``). Task events
+are batched as Celery's own prefork worker batches them: a JSON list on ``task.multi``, which
+Celery's receivers (``celery events``, Flower) read as the events it holds.
+
+Each event is encoded once where it happens (a prefork child encodes its own and hands it to the
+supervisor on its report pipe) and published off the task's path: ``EventDispatcher.tick`` runs
+from the supervisor's loop (prefork) or a thread of its own (threads, solo). The Lamport clock is
+stamped at publish time, by the process that publishes (``with_clock``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import platform
+import socket
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Protocol
+
+from fastq import _core, errors
+from fastq.backoff import Backoff
+from fastq.control_channel import CLOCK
+
+if TYPE_CHECKING:
+    from fastq.app import App
+    from fastq.brokers.base import EventPublisher
+    from fastq.execution.tracer import Outcome
+    from fastq.protocol import OutgoingMessage
+    from fastq.task import Context
+
+log = logging.getLogger("fastq.events")
+
+JSON = "application/json"
+#: Celery's heartbeat interval (``worker_heartbeat``'s default), in seconds: Flower and
+#: ``celery events`` take a worker for offline after missing a few.
+HEARTBEAT_EVERY = 2.0
+#: Celery's ``resultrepr_maxsize`` and argsrepr bound: longer reprs are cut.
+REPR_MAX = 1024
+#: How often buffered task events are published (seconds): one message per interval, however
+#: often the prefork supervisor wakes up.
+FLUSH_EVERY = 0.1
+#: Task events kept between two publishes; the oldest are dropped past this.
+MAX_BUFFERED = 10_000
+#: After a failed publish, events are dropped (not tried) for this long, doubling up to the
+#: ceiling: the prefork supervisor publishes from its loop, which a broker that does not answer
+#: must not hold up at every tick.
+RETRY_START = 1.0
+RETRY_MAX = 30.0
+
+
+def utcoffset() -> float:
+    """The local offset to UTC in hours as Celery's events carry it: hours *west* of UTC
+    (``time.timezone``), which receivers use to adjust ``timestamp``."""
+    return (time.altzone if time.localtime().tm_isdst > 0 else time.timezone) / 3600
+
+
+def short_repr(value: Any, limit: int = REPR_MAX) -> str:
+    try:
+        text = repr(value)
+    except Exception as exc:  # a repr that raises must not lose the event
+        text = f"<unrepresentable {type(value).__name__}: {exc!r}>"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def encode(event_type: str, fields: dict[str, Any], hostname: str, pid: int) -> bytes:
+    """The event as JSON without its ``clock`` (``with_clock`` adds it when it is sent)."""
+    event = {
+        "type": event_type,
+        "hostname": hostname,
+        "timestamp": time.time(),
+        "utcoffset": _UTCOFFSET,
+        "pid": pid,
+        **fields,
+    }
+    try:
+        return _core.dumps(event, JSON)
+    except errors.EncodeError:  # a field JSON cannot carry: its repr
+        return _core.dumps({k: v if _plain(v) else repr(v) for k, v in event.items()}, JSON)
+
+
+def with_clock(raw: bytes, clock: int) -> bytes:
+    """``raw`` (a JSON object from ``encode``) with ``clock`` as its first field."""
+    return b'{"clock":%d,%s' % (clock, raw[1:])
+
+
+def _plain(value: Any) -> bool:
+    return isinstance(value, (str, int, float, bool, type(None)))
+
+
+_UTCOFFSET = utcoffset()
+#: Celery's ``SOFTWARE_INFO``, for fastq: Flower shows these in a worker's details.
+SOFTWARE_INFO = {"sw_ident": "fastq", "sw_ver": _core.__version__, "sw_sys": platform.system()}
+
+
+class EventSwitch(Protocol):
+    """Whether task events are on now: set at start (``-E``) and by ``enable_events`` /
+    ``disable_events`` (a prefork child hears them on its revoked-ids pipe)."""
+
+    send_events: bool
+
+
+class TaskEvents:
+    """A consumer loop's task events, with Celery's fields, handed to ``emit`` encoded.
+
+    ``pid`` is the worker's main process, as in Celery, where the main process sends them.
+    """
+
+    def __init__(
+        self, hostname: str, pid: int, emit: Callable[[bytes], None], switch: EventSwitch
+    ) -> None:
+        self.hostname = hostname
+        self.pid = pid
+        self.emit = emit
+        self.switch = switch
+
+    @property
+    def enabled(self) -> bool:
+        return self.switch.send_events
+
+    def _send(self, event_type: str, fields: dict[str, Any]) -> None:
+        self.emit(encode(event_type, fields, self.hostname, self.pid))
+
+    def received(self, context: Context) -> None:
+        headers = context.headers or {}
+        argsrepr, kwargsrepr = headers.get("argsrepr"), headers.get("kwargsrepr")
+        self._send(
+            "task-received",
+            {
+                "uuid": context.id,
+                "name": context.task,
+                "args": argsrepr if isinstance(argsrepr, str) else short_repr(context.args),
+                "kwargs": kwargsrepr
+                if isinstance(kwargsrepr, str)
+                else short_repr(context.kwargs or {}),
+                "root_id": context.root_id,
+                "parent_id": context.parent_id,
+                "retries": context.retries,
+                "eta": context.eta,
+                "expires": context.expires,
+            },
+        )
+
+    def started(self, context: Context) -> None:
+        self._send("task-started", {"uuid": context.id})
+
+    def outcome(self, context: Context, outcome: Outcome, runtime: float) -> None:
+        """``task-succeeded``, ``-failed``, ``-retried``, ``-revoked`` or ``-rejected``, from
+        what the task's run came to."""
+        from fastq import states
+
+        state = outcome.state
+        if state == states.SUCCESS:
+            fields = {"uuid": context.id, "result": short_repr(outcome.value), "runtime": runtime}
+            self._send("task-succeeded", fields)
+        elif state in (states.FAILURE, states.RETRY):
+            error = outcome.error if state == states.RETRY else outcome.value
+            if state == states.RETRY and error is not None:
+                error = getattr(error, "exc", None) or error  # the reason, as Celery's
+            self._send(
+                "task-failed" if state == states.FAILURE else "task-retried",
+                {
+                    "uuid": context.id,
+                    "exception": short_repr(error),
+                    "traceback": outcome.traceback or "",
+                },
+            )
+        elif state == states.REVOKED:
+            self.revoked(context, expired=False, terminated=False)
+        else:  # Ignore, Reject: nothing stored, and the message is settled as the task asked
+            self.rejected(context, requeue=outcome.settle.name == "REQUEUE")
+
+    def revoked(
+        self, context: Context, expired: bool, terminated: bool, signum: int | None = None
+    ) -> None:
+        self._send(
+            "task-revoked",
+            {"uuid": context.id, "terminated": terminated, "signum": signum, "expired": expired},
+        )
+
+    def failed(self, task_id: str, error: BaseException) -> None:
+        """A task that failed outside its run: its pool process was killed or died."""
+        self._send(
+            "task-failed", {"uuid": task_id, "exception": short_repr(error), "traceback": ""}
+        )
+
+    def rejected(self, context: Context, requeue: bool) -> None:
+        self._send("task-rejected", {"uuid": context.id, "requeue": requeue})
+
+
+class EventDispatcher:
+    """Sends this process's events: task events buffered (``put``) and published in batches by
+    ``tick``, worker events (online, heartbeat, offline) as they come.
+
+    ``stats()`` gives the heartbeat's ``active`` and ``processed``. A broker that refuses events
+    drops them with one warning per outage: events are for watching, and must never hold up
+    the tasks they describe.
+    """
+
+    def __init__(
+        self,
+        open_publisher: Callable[[], EventPublisher],
+        hostname: str,
+        stats: Callable[[], tuple[int, int]] = lambda: (0, 0),
+    ) -> None:
+        self.open_publisher = open_publisher
+        self.hostname = hostname
+        self.stats = stats
+        self.pid = os.getpid()
+        self._publisher: EventPublisher | None = None
+        self._buffer: deque[bytes] = deque(maxlen=MAX_BUFFERED)
+        self._lock = threading.Lock()
+        self._next_heartbeat = 0.0
+        self._next_flush = 0.0
+        self._backoff = Backoff(RETRY_START, RETRY_MAX)
+        self._retry_at = 0.0
+        #: Heartbeats on: between ``online()`` and ``offline()``.
+        self.beating = False
+
+    def put(self, raw: bytes) -> None:
+        """Buffers an encoded task event (thread-safe; a deque's append)."""
+        self._buffer.append(raw)
+
+    def put_many(self, raws: list[bytes]) -> None:
+        self._buffer.extend(raws)
+
+    def send(self, event_type: str, **fields: Any) -> None:
+        """Publishes one event now (worker events)."""
+        self.send_many([(event_type, fields)])
+
+    def send_many(self, events: list[tuple[str, dict[str, Any]]]) -> None:
+        """Publishes events now, in one round trip (a client's ``task-sent``)."""
+        self._publish(
+            [
+                (
+                    event_type.replace("-", "."),
+                    with_clock(
+                        encode(event_type, fields, self.hostname, self.pid), CLOCK.forward()
+                    ),
+                )
+                for event_type, fields in events
+            ]
+        )
+
+    def worker_event(self, event_type: str) -> None:
+        active, processed = self.stats()
+        self.send(
+            event_type,
+            freq=HEARTBEAT_EVERY,
+            active=active,
+            processed=processed,
+            loadavg=[round(x, 2) for x in os.getloadavg()],
+            **SOFTWARE_INFO,
+        )
+
+    def online(self) -> None:
+        self.beating = True
+        self.worker_event("worker-online")
+        self._next_heartbeat = time.monotonic() + HEARTBEAT_EVERY
+
+    def offline(self) -> None:
+        self.tick(force=True)
+        if self.beating:
+            self.beating = False
+            self.worker_event("worker-offline")
+
+    def heartbeat(self) -> None:
+        """A heartbeat now (the ``heartbeat`` control command), and the next in 2 s."""
+        self.worker_event("worker-heartbeat")
+        self._next_heartbeat = time.monotonic() + HEARTBEAT_EVERY
+
+    def tick(self, force: bool = False) -> None:
+        """Publishes the buffered task events (one ``task.multi`` message) at most every
+        ``FLUSH_EVERY`` seconds (``force``: now) and, when due, a heartbeat. Never raises."""
+        now = time.monotonic()
+        if self._buffer and (force or now >= self._next_flush):
+            self._next_flush = now + FLUSH_EVERY
+            batch = []
+            with self._lock:
+                while self._buffer:
+                    batch.append(self._buffer.popleft())
+            if batch:
+                body = b"[" + b",".join(with_clock(raw, CLOCK.forward()) for raw in batch) + b"]"
+                self._publish([("task.multi", body)])
+        if self.beating and time.monotonic() >= self._next_heartbeat:
+            self.heartbeat()
+
+    def serve(self, stop: threading.Event, every: float = 0.1) -> None:
+        """``tick`` every ``every`` seconds until ``stop`` is set (threads and solo pools)."""
+        while not stop.wait(every):
+            self.tick()
+
+    def _publish(self, messages: list[tuple[str, bytes]]) -> None:
+        if self._backoff.failures and time.monotonic() < self._retry_at:
+            return  # the broker failed the last try: dropped until the next one
+        try:
+            if self._publisher is None:
+                self._publisher = self.open_publisher()
+            self._publisher.publish(messages)
+            if self._backoff.failures:
+                log.info("events are sent again")
+                self._backoff.reset()
+        except errors.FastqError as exc:
+            if not self._backoff.failures:
+                log.warning("could not send events (%s); dropped until the broker answers", exc)
+            self._retry_at = time.monotonic() + self._backoff.next()
+            self.close()
+
+    def close(self) -> None:
+        publisher, self._publisher = self._publisher, None
+        if publisher is not None:
+            try:
+                publisher.close()
+            except errors.FastqError:
+                pass
+
+
+def sent_event(message: OutgoingMessage) -> dict[str, Any]:
+    """The fields of Celery's ``task-sent`` for a message just published."""
+    headers = message.headers
+    return {
+        "uuid": message.id,
+        "root_id": headers.get("root_id"),
+        "parent_id": headers.get("parent_id"),
+        "name": headers.get("task"),
+        "args": headers.get("argsrepr") or short_repr(message.args),
+        "kwargs": headers.get("kwargsrepr") or short_repr(message.kwargs),
+        "retries": headers.get("retries") or 0,
+        "eta": headers.get("eta"),
+        "expires": headers.get("expires"),
+        "queue": message.queue,
+        "exchange": message.exchange,
+        "routing_key": message.routing_key or message.queue,
+    }
+
+
+def client_dispatcher(app: App) -> EventDispatcher | None:
+    """The app's sender of ``task-sent`` (one per process, named as Celery's anonymous
+    ``gen<pid>@<host>``), or None where the broker carries no events (said once)."""
+    dispatcher: EventDispatcher | None = app.__dict__.get("_events")
+    if dispatcher is not None and dispatcher.pid == os.getpid():
+        return dispatcher
+    hostname = f"gen{os.getpid()}@{socket.gethostname()}"
+    try:
+        app.broker.event_publisher(hostname).close()
+    except errors.ConfigurationError as exc:
+        if not app.__dict__.get("_events_refused"):
+            log.warning("task_send_sent_event is set, but no task-sent is sent: %s", exc)
+            app.__dict__["_events_refused"] = True
+        return None
+    dispatcher = EventDispatcher(lambda: app.broker.event_publisher(hostname), hostname)
+    app.__dict__["_events"] = dispatcher
+    return dispatcher
