@@ -193,20 +193,7 @@ impl Connector {
         let mut conn = self
             .client
             .get_connection_with_timeout(self.connect_timeout)
-            .map_err(|e| match e.kind() {
-                // e.g. `rediss://` without TLS support compiled in.
-                ErrorKind::InvalidClientConfig => BrokerError::Config(format!(
-                    "cannot connect to the Redis broker at {}: {}",
-                    self.url,
-                    self.reason(&e)
-                )),
-                // Everything else while connecting (refused, timed out, AUTH, SELECT) is about
-                // reaching the broker, and may work on a later try.
-                _ => BrokerError::Connection {
-                    url: self.url.clone(),
-                    reason: self.connect_reason(&e),
-                },
-            })?;
+            .map_err(|e| self.connect_error(&e))?;
         conn.set_write_timeout(Some(COMMAND_TIMEOUT))
             .and_then(|()| {
                 ::redis::cmd("CLIENT")
@@ -217,6 +204,39 @@ impl Connector {
             .map_err(|e| self.connection_error(&e))?;
         self.ever_connected = true;
         Ok(conn)
+    }
+
+    /// What a failure to open a connection means for the caller.
+    pub fn connect_error(&self, e: &RedisError) -> BrokerError {
+        match e.kind() {
+            // e.g. `rediss://` without TLS support compiled in.
+            ErrorKind::InvalidClientConfig => BrokerError::Config(format!(
+                "cannot connect to the Redis broker at {}: {}",
+                self.url,
+                self.reason(e)
+            )),
+            // Everything else while connecting (refused, timed out, AUTH, SELECT) is about
+            // reaching the broker, and may work on a later try.
+            _ => BrokerError::Connection {
+                url: self.url.clone(),
+                reason: self.connect_reason(e),
+            },
+        }
+    }
+
+    /// Where the URL points, and the credentials and db to set a connection up with.
+    pub fn connection_info(&self) -> &::redis::ConnectionInfo {
+        self.client.get_connection_info()
+    }
+
+    /// The name `CLIENT SETNAME` gives each connection.
+    pub fn client_name(&self) -> &str {
+        &self.client_name
+    }
+
+    /// How long opening a connection may take.
+    pub fn connect_timeout(&self) -> Duration {
+        self.connect_timeout
     }
 
     fn set_read_timeout(&mut self, conn: &Connection, timeout: Duration) -> RedisResult<()> {
@@ -278,7 +298,9 @@ impl Connector {
         }
     }
 
-    fn error(&self, e: &RedisError) -> BrokerError {
+    /// What a failed command means for the caller: the broker unreachable (retry later) or the
+    /// command refused.
+    pub fn error(&self, e: &RedisError) -> BrokerError {
         if is_transient(e) {
             self.connection_error(e)
         } else {

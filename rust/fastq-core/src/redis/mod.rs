@@ -28,6 +28,7 @@ mod lease;
 mod publisher;
 mod restore;
 mod scripts;
+mod spin_socket;
 pub mod url;
 
 pub use connection::{BrokerError, BrokerResult};

@@ -8,6 +8,10 @@
 //! connection dropped by a proxy) is reopened and the call sent once more, as redis-py's retry
 //! does; a second failure is the caller's.
 //!
+//! To a plain-TCP Redis the publisher talks through its own socket ([`SpinSocket`]: a reply is
+//! polled for a few µs before the reader sleeps, which halves a `.delay()` on a VM); TLS and unix
+//! sockets go through the `redis` crate's connection.
+//!
 //! One connection per process: a forked child (a prefork worker's child sending canvas
 //! follow-ups or retries) sees the parent's pid on it and opens its own. The parent's is
 //! forgotten, never closed or read: its socket (and TLS session) is the parent's.
@@ -18,6 +22,7 @@ use thiserror::Error;
 
 use super::connection::{BrokerError, BrokerResult, Connector, CLIENT_CONNECT_TIMEOUT};
 use super::keys::{binding_member, KeyLayout};
+use super::spin_socket::{plain_tcp, SpinSocket};
 use super::url::redact_url;
 use crate::error::CodecError;
 use crate::outgoing::Outgoing;
@@ -44,8 +49,13 @@ pub struct RedisPublisher {
     /// With the password hidden.
     url: String,
     keys: KeyLayout,
-    /// Always there, except while a publisher of a forked child is dropped.
+    /// Always there, except while a publisher of a forked child is dropped. Opens the
+    /// connection for TLS and unix sockets, and maps every error for all of them.
     connector: Option<Connector>,
+    /// A plain-TCP Redis's `(host, port)`: published to through `socket` instead.
+    plain: Option<(String, u16)>,
+    /// The open connection to a plain-TCP Redis.
+    socket: Option<SpinSocket>,
     /// The process the connector belongs to.
     pid: u32,
     bound: HashSet<Bound>,
@@ -55,11 +65,14 @@ impl RedisPublisher {
     /// Parses `url`; connects on the first publish.
     pub fn new(url: &str, global_keyprefix: &str) -> BrokerResult<Self> {
         let pid = std::process::id();
+        let connector = client_connector(url, pid)?;
         Ok(RedisPublisher {
             raw_url: url.to_owned(),
             url: redact_url(url),
             keys: KeyLayout::new(global_keyprefix),
-            connector: Some(client_connector(url, pid)?),
+            plain: plain_tcp(connector.connection_info()),
+            connector: Some(connector),
+            socket: None,
             pid,
             bound: HashSet::new(),
         })
@@ -79,9 +92,8 @@ impl RedisPublisher {
             .collect::<Result<Vec<_>, _>>()?;
         for attempt in 1..=2 {
             let (pipe, bindings) = self.pipeline(batch, &payloads);
-            let connector = self.connector()?;
-            let reused = connector.connected();
-            match connector.run(|c| pipe.exec(c)) {
+            let (reused, result) = self.exec(&pipe)?;
+            match result {
                 Ok(()) => {
                     self.bound.extend(bindings);
                     return Ok(());
@@ -100,6 +112,41 @@ impl RedisPublisher {
             }
         }
         unreachable!("the second attempt returns")
+    }
+
+    /// Runs `pipe` on this process's connection (opened first if needed); tells whether that
+    /// connection was already open. The outer error is a connector that cannot be made.
+    fn exec(&mut self, pipe: &::redis::Pipeline) -> BrokerResult<(bool, BrokerResult<()>)> {
+        self.connector()?;
+        let connector = self.connector.as_mut().expect("made above");
+        let Some((host, port)) = &self.plain else {
+            let reused = connector.connected();
+            return Ok((reused, connector.run(|c| pipe.exec(c))));
+        };
+        let reused = self.socket.is_some();
+        let mut socket = match self.socket.take() {
+            Some(socket) => socket,
+            None => {
+                let settings = connector.connection_info().redis_settings();
+                let opened = SpinSocket::open(
+                    (host, *port),
+                    settings,
+                    connector.client_name(),
+                    connector.connect_timeout(),
+                );
+                match opened {
+                    Ok(socket) => socket,
+                    Err(e) => return Ok((false, Err(connector.connect_error(&e)))),
+                }
+            }
+        };
+        // Any error drops the socket: after a timeout or a half-read reply it may be out of
+        // step with the server, and reconnecting is cheap.
+        let result = socket.exec(pipe).map_err(|e| connector.error(&e));
+        if result.is_ok() {
+            self.socket = Some(socket);
+        }
+        Ok((reused, result))
     }
 
     /// The batch's commands: each message's `LPUSH`, preceded by an `SADD` of its queue's
@@ -138,6 +185,7 @@ impl RedisPublisher {
         let pid = std::process::id();
         if pid != self.pid || self.connector.is_none() {
             std::mem::forget(self.connector.take());
+            std::mem::forget(self.socket.take());
             self.connector = Some(client_connector(&self.raw_url, pid)?);
             self.pid = pid;
         }
@@ -150,6 +198,8 @@ impl RedisPublisher {
             if let Some(connector) = &mut self.connector {
                 connector.close();
             }
+            // Every reply of a spin socket is read before its call returns.
+            self.socket = None;
         }
     }
 }
@@ -159,6 +209,7 @@ impl Drop for RedisPublisher {
         if self.pid != std::process::id() {
             // Not this process's to close: its socket (and TLS session) is the parent's.
             std::mem::forget(self.connector.take());
+            std::mem::forget(self.socket.take());
         }
     }
 }
