@@ -266,6 +266,11 @@ class EventDispatcher:
         self._next_heartbeat = time.monotonic() + HEARTBEAT_EVERY
 
     def offline(self) -> None:
+        """The last events, and worker-offline; skipped when the broker failed the last try:
+        a warm stop must not wait on a broker that is away."""
+        if self._backoff.failures:
+            self.beating = False
+            return
         self.tick(force=True)
         if self.beating:
             self.beating = False
