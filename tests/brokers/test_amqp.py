@@ -29,6 +29,7 @@ from tests.amqp_support import (
     children,
     close_connection,
     delete,
+    list_queues,
     queue_state,
     rabbitmqctl,
     requires_rabbitmq,
@@ -480,7 +481,7 @@ def test_quorum_queue_end_to_end(tmp_path: Path) -> None:
         with worker("fastq", queue, tmp_path / "w.log", "-c", "2", consumers=2, **env):
             results = [app.send_task("interop.add", (i, 1)) for i in range(20)]
             assert [r.get(timeout=20) for r in results] == [i + 1 for i in range(20)]
-        listing = rabbitmqctl("list_queues", "name", "type")
+        listing = list_queues("name", "type")
         assert any(line.split() == [queue, "quorum"] for line in listing.splitlines())
     finally:
         app.close()

@@ -24,7 +24,8 @@ import pytest
 
 from tests.processes import ROOT, WorkerProcess
 
-pytestmark = [pytest.mark.packaging, pytest.mark.timeout(900)]
+#: One xdist worker runs the module: its installed venvs are module fixtures, built once.
+pytestmark = [pytest.mark.packaging, pytest.mark.timeout(900), pytest.mark.xdist_group("wheel")]
 
 DIST = ROOT / "dist"
 VERSION = fastq.__version__
