@@ -4,8 +4,8 @@ Under ``pytest -n N`` the workers run tests at the same time, and the tests' fix
 databases 8/9/10, queues such as ``celery``) would collide. Each worker process therefore starts
 a ``redis-server`` of its own on a free loopback port and adds a vhost of its own on the shared
 RabbitMQ, then points the environment the tests and their worker subprocesses read
-(FASTQ_TEST_REDIS, FASTQ_BROKER_URL, FASTQ_RESULT_BACKEND, FASTQ_TEST_RUNS, FASTQ_TEST_AMQP_URL)
-at them. Both go away when the worker exits. A run without xdist keeps the environment as given.
+(FASTQ_TEST_REDIS, FASTQ_TEST_RUNS, FASTQ_TEST_AMQP_URL) at them. Both go away when the worker
+exits. A run without xdist keeps the environment as given.
 
 ``tests/conftest.py`` calls :func:`isolate_xdist_worker` before it reads those variables, and
 modules that read them at import are imported after it (test modules, ``tests.amqp_support``).
@@ -28,8 +28,8 @@ from urllib.parse import urlsplit
 
 import redis
 
-#: The databases the tests use on whichever server they get (see tests/conftest.py).
-BROKER_DB, BACKEND_DB, RUNS_DB = 8, 9, 10
+#: The database of the runs side channel (tests/apps/shared.py), on whichever server.
+RUNS_DB = 10
 _PR_SET_PDEATHSIG = 1
 #: What :func:`cleanup` undoes, last made first undone.
 _CLEANUPS: list[Callable[[], None]] = []
@@ -115,12 +115,11 @@ def isolate_xdist_worker() -> None:
     if not worker or os.environ.get("FASTQ_TEST_ISOLATED") == worker:
         return
     host = _start_redis()
+    # Not FASTQ_BROKER_URL / FASTQ_RESULT_BACKEND: App reads those as its defaults, and tests
+    # of apps made without a broker or backend would get this server's. The test apps
+    # (tests/apps) default to FASTQ_TEST_REDIS's databases instead.
     os.environ.update(
-        FASTQ_TEST_REDIS=host,
-        FASTQ_BROKER_URL=f"{host}/{BROKER_DB}",
-        FASTQ_RESULT_BACKEND=f"{host}/{BACKEND_DB}",
-        FASTQ_TEST_RUNS=f"{host}/{RUNS_DB}",
-        FASTQ_TEST_ISOLATED=worker,
+        FASTQ_TEST_REDIS=host, FASTQ_TEST_RUNS=f"{host}/{RUNS_DB}", FASTQ_TEST_ISOLATED=worker
     )
     base = os.environ.get("FASTQ_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672//")
     amqp_url = _add_vhost(base, f"fastq_test_{worker}_{os.getpid()}")

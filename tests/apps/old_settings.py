@@ -2,8 +2,10 @@
 
 import os
 
-BROKER_URL = os.environ.get("FASTQ_BROKER_URL", "redis://127.0.0.1:6379/8")
-CELERY_RESULT_BACKEND = os.environ.get("FASTQ_RESULT_BACKEND", "redis://127.0.0.1:6379/9")
+from tests.apps.shared import redis_db
+
+BROKER_URL = os.environ.get("FASTQ_BROKER_URL", redis_db(8))
+CELERY_RESULT_BACKEND = os.environ.get("FASTQ_RESULT_BACKEND", redis_db(9))
 CELERY_TIMEZONE = "Asia/Tokyo"
 CELERY_ANNOTATIONS = {"cfg.limited": {"rate_limit": "2/s"}}
 CELERYD_HIJACK_ROOT_LOGGER = os.environ.get("FASTQ_TEST_HIJACK") == "1"
