@@ -301,6 +301,7 @@ def test_unreachable_broker_is_a_redacted_error() -> None:
         ("amqp://guest:hunter2@127.0.0.1:5679//", "connection refused by 127.0.0.1:5679"),
         (AMQP_URL.replace("guest:guest@", "guest:hunter2@"), 'login refused for user "guest"'),
     ],
+    ids=["refused", "bad-password"],  # not the URL: each xdist worker has its own vhost
 )
 def test_py_amqp_and_the_rust_side_say_the_same(url: str, cause: str) -> None:
     """The queue admin calls (py-amqp) and the publisher (lapin) word a failure alike: one
