@@ -27,5 +27,9 @@ cargo fmt --all --check
 echo "== package"
 bash scripts/package.sh
 
+# Several pytest-xdist workers: most tests wait on worker subprocesses and brokers, not on CPU.
+# Each worker gets a Redis server and a RabbitMQ vhost of its own (tests/isolation.py); modules
+# with an expensive module fixture stay on one worker (xdist_group, --dist loadgroup).
+# FASTQ_TEST_WORKERS=0 runs in one process; pytest args given here come last and win (-n 0).
 echo "== pytest"
-.venv/bin/python -m pytest -q "$@"
+.venv/bin/python -m pytest -q -n "${FASTQ_TEST_WORKERS:-3}" --dist loadgroup "$@"

@@ -25,7 +25,7 @@ import pytest
 AMQP_URL = os.environ.get("FASTQ_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672//")
 #: Where AMQP_URL points, for the checks and set-up done with py-amqp.
 AMQP_HOST = f"{urlsplit(AMQP_URL).hostname or '127.0.0.1'}:{urlsplit(AMQP_URL).port or 5672}"
-#: Its virtual host (kombu's reading: an empty path or "/" is "/").
+#: The vhost AMQP_URL names (``amqp://host//`` is ``/``): set-up, checks and listings use it.
 AMQP_VHOST = unquote(urlsplit(AMQP_URL).path[1:]) or "/"
 #: The node ``rabbitmqctl`` talks to (its default when unset); set it with FASTQ_TEST_AMQP_URL
 #: when the tests run against a second local node.
@@ -120,6 +120,11 @@ def rabbitmqctl(*args: str) -> str:
         text=True,
         timeout=120,
     ).stdout
+
+
+def list_queues(*columns: str) -> str:
+    """``rabbitmqctl list_queues`` of AMQP_URL's vhost."""
+    return rabbitmqctl("list_queues", "-p", AMQP_VHOST, *columns)
 
 
 def close_connection(connection_name: str, reason: str = "fastq test: connection loss") -> int:

@@ -1,4 +1,6 @@
-"""Shared fixtures: real Redis on loopback, one database pair per test run, flushed per test."""
+"""Shared fixtures: real Redis on loopback, one database pair per test run, flushed per test.
+Under pytest-xdist each worker gets a Redis server and a RabbitMQ vhost of its own
+(``tests/isolation.py``), set up here before anything reads the environment."""
 
 from __future__ import annotations
 
@@ -9,10 +11,38 @@ import pytest
 import redis
 from fastq import App, _state
 
+from tests import isolation
 from tests.apps import shared
+
+isolation.isolate_xdist_worker()
 
 #: The Redis server the tests use; FASTQ_TEST_REDIS points a parallel run at a server of its own.
 REDIS_HOST = os.environ.get("FASTQ_TEST_REDIS", "redis://127.0.0.1:6379")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    isolation.cleanup()
+
+
+#: The ``user_properties`` key under which a fault test's counts travel (tests/faults/conftest.py).
+FAULT_TALLY = "fault tally"
+_TALLIES: list[str] = []
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.when == "teardown":
+        _TALLIES.extend(str(v) for k, v in report.user_properties if k == FAULT_TALLY)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """The fault suite's counts, from every test's report: here rather than in
+    tests/faults/conftest.py because under pytest-xdist only this conftest is loaded in the
+    process that prints the summary."""
+    if not _TALLIES:
+        return
+    terminalreporter.section("fault suite: how often each task ran")
+    for line in _TALLIES:
+        terminalreporter.write_line(line)
 
 
 @pytest.fixture(autouse=True)
@@ -75,7 +105,7 @@ def worker_env(broker_url: str, backend_url: str) -> dict[str, str]:
 @pytest.fixture
 def runs() -> Iterator[redis.Redis]:
     """The side channel where the test apps' tasks record what ran, emptied for the test."""
-    client = redis.Redis.from_url(shared.RUNS_URL)
+    client = redis.Redis.from_url(shared.runs_url())
     client.flushdb()
     yield client
     client.close()

@@ -19,6 +19,9 @@ from tests.processes import BIN, ROOT, WorkerProcess, fastq_worker
 
 APP = "tests.apps.embedded_app"
 
+#: One xdist worker runs the module, so its module-scoped worker starts once.
+pytestmark = pytest.mark.xdist_group("cli")
+
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:

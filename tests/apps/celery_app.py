@@ -6,11 +6,12 @@ from typing import Any
 from celery import Celery, group
 
 from tests.apps import shared
+from tests.apps.shared import redis_db
 
 app = Celery(
     "interop",
-    broker=os.environ.get("FASTQ_BROKER_URL", "redis://127.0.0.1:6379/8"),
-    backend=os.environ.get("FASTQ_RESULT_BACKEND", "redis://127.0.0.1:6379/9"),
+    broker=os.environ.get("FASTQ_BROKER_URL", redis_db(8)),
+    backend=os.environ.get("FASTQ_RESULT_BACKEND", redis_db(9)),
 )
 app.conf.update(worker_hijack_root_logger=False, broker_connection_retry_on_startup=True)
 

@@ -2,14 +2,16 @@
 
 import os
 
+from tests.apps.shared import redis_db
+
 os.environ["FASTQ_TEST_FLAVOUR"] = "celery"
 
 from celery import Celery
 
 app = Celery(
     "library",
-    broker=os.environ.get("FASTQ_BROKER_URL", "redis://127.0.0.1:6379/8"),
-    backend=os.environ.get("FASTQ_RESULT_BACKEND", "redis://127.0.0.1:6379/9"),
+    broker=os.environ.get("FASTQ_BROKER_URL", redis_db(8)),
+    backend=os.environ.get("FASTQ_RESULT_BACKEND", redis_db(9)),
 )
 app.conf.update(worker_hijack_root_logger=True, broker_connection_retry_on_startup=True)
 

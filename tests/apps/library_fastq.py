@@ -4,10 +4,12 @@ import os
 
 from fastq import App
 
+from tests.apps.shared import redis_db
+
 app = App(
     "library",
-    broker=os.environ.get("FASTQ_BROKER_URL", "redis://127.0.0.1:6379/8"),
-    backend=os.environ.get("FASTQ_RESULT_BACKEND", "redis://127.0.0.1:6379/9"),
+    broker=os.environ.get("FASTQ_BROKER_URL", redis_db(8)),
+    backend=os.environ.get("FASTQ_RESULT_BACKEND", redis_db(9)),
 )
 
 import tests.apps.library  # noqa: E402, F401  (after the app: shared tasks reach it anyway)

@@ -2,8 +2,11 @@
 
 import os
 
-BROKER_URL = os.environ.get("FASTQ_BROKER_URL", "redis://127.0.0.1:6379/8")
-CELERY_RESULT_BACKEND = os.environ.get("FASTQ_RESULT_BACKEND", "redis://127.0.0.1:6379/9")
+# Every lower-case name here would count as a new-style setting (Celery refuses the mix): the
+# tests' Redis server (FASTQ_TEST_REDIS, per xdist worker) is read inline.
+_REDIS = os.environ.get("FASTQ_TEST_REDIS", "redis://127.0.0.1:6379")
+BROKER_URL = os.environ.get("FASTQ_BROKER_URL", f"{_REDIS}/8")
+CELERY_RESULT_BACKEND = os.environ.get("FASTQ_RESULT_BACKEND", f"{_REDIS}/9")
 CELERY_TIMEZONE = "Asia/Tokyo"
 CELERY_ANNOTATIONS = {"cfg.limited": {"rate_limit": "2/s"}}
 CELERYD_HIJACK_ROOT_LOGGER = os.environ.get("FASTQ_TEST_HIJACK") == "1"

@@ -7,11 +7,12 @@ from fastq import App, signals
 from fastq.errors import SoftTimeLimitExceeded
 
 from tests.apps import shared
+from tests.apps.shared import redis_db
 
 app = App(
     "semantics",
-    broker=os.environ.get("FASTQ_BROKER_URL", "redis://127.0.0.1:6379/8"),
-    backend=os.environ.get("FASTQ_RESULT_BACKEND", "redis://127.0.0.1:6379/9"),
+    broker=os.environ.get("FASTQ_BROKER_URL", redis_db(8)),
+    backend=os.environ.get("FASTQ_RESULT_BACKEND", redis_db(9)),
     broker_transport_options={"visibility_timeout": 2},
     result_extended=os.environ.get("FASTQ_TEST_RESULT_EXTENDED") == "1",
 )

@@ -9,15 +9,25 @@ from typing import Any
 
 import redis
 
-#: Where tasks record that they ran: a hash token -> run count (a database tests own).
-RUNS_URL = os.environ.get("FASTQ_TEST_RUNS", "redis://127.0.0.1:6379/10")
 _client: redis.Redis | None = None
+
+
+def redis_db(db: int) -> str:
+    """Database ``db`` of the tests' Redis server (FASTQ_TEST_REDIS, which a pytest-xdist worker
+    sets to a server of its own), for the test apps' defaults."""
+    return f"{os.environ.get('FASTQ_TEST_REDIS', 'redis://127.0.0.1:6379')}/{db}"
+
+
+def runs_url() -> str:
+    """Where tasks record that they ran: a hash token -> run count (a database tests own).
+    Read when used: a pytest-xdist worker sets it after this module is imported."""
+    return os.environ.get("FASTQ_TEST_RUNS", redis_db(10))
 
 
 def runs() -> redis.Redis:
     global _client
     if _client is None:
-        _client = redis.Redis.from_url(RUNS_URL)
+        _client = redis.Redis.from_url(runs_url())
     return _client
 
 

@@ -21,8 +21,8 @@ from tests.amqp_support import (
     AMQP_URL,
     admin,
     delete,
+    list_queues,
     queue_state,
-    rabbitmqctl,
     requires_rabbitmq,
     unique,
     wait_until,
@@ -100,7 +100,7 @@ def test_reply_queue_outlives_a_dropped_connection(client: App) -> None:
     # Not auto_delete (unlike Celery's): replies sent while the client reconnects wait in it;
     # x-expires (result_expires here, at most REPLY_QUEUE_GRACE) removes it once the client is gone.
     sent(client)
-    rows = rabbitmqctl("list_queues", "name", "durable", "auto_delete", "arguments")
+    rows = list_queues("name", "durable", "auto_delete", "arguments")
     row = next(line for line in rows.splitlines() if line.startswith(client.oid))
     assert row.split("\t")[1:3] == ["true", "false"] and '"x-expires",60000' in row
 

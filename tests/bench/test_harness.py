@@ -15,10 +15,11 @@ from fastq.bench import BenchConfig, run_bench
 from fastq.bench.spec import parse_sweep, parse_work
 from fastq.errors import ConfigurationError
 
-REDIS = "redis://127.0.0.1:6379"
+from tests.conftest import REDIS_HOST
+
 #: Databases the benchmark tests use (their keys are per run and deleted afterwards).
-BROKER = f"{REDIS}/{os.environ.get('FASTQ_BENCH_TEST_BROKER_DB', '6')}"
-BACKEND = f"{REDIS}/{os.environ.get('FASTQ_BENCH_TEST_BACKEND_DB', '7')}"
+BROKER = f"{REDIS_HOST}/{os.environ.get('FASTQ_BENCH_TEST_BROKER_DB', '6')}"
+BACKEND = f"{REDIS_HOST}/{os.environ.get('FASTQ_BENCH_TEST_BACKEND_DB', '7')}"
 #: A queue of the tests' own, so a benchmark running on the same databases is not disturbed.
 QUEUE = f"fastq.bench.test-{os.getpid()}"
 #: A port nothing listens on.

@@ -29,6 +29,7 @@ from tests.amqp_support import (
     children,
     close_connection,
     delete,
+    list_queues,
     queue_state,
     rabbitmqctl,
     requires_rabbitmq,
@@ -300,6 +301,7 @@ def test_unreachable_broker_is_a_redacted_error() -> None:
         ("amqp://guest:hunter2@127.0.0.1:5679//", "connection refused by 127.0.0.1:5679"),
         (AMQP_URL.replace("guest:guest@", "guest:hunter2@"), 'login refused for user "guest"'),
     ],
+    ids=["refused", "bad-password"],  # not the URL: each xdist worker has its own vhost
 )
 def test_py_amqp_and_the_rust_side_say_the_same(url: str, cause: str) -> None:
     """The queue admin calls (py-amqp) and the publisher (lapin) word a failure alike: one
@@ -480,7 +482,7 @@ def test_quorum_queue_end_to_end(tmp_path: Path) -> None:
         with worker("fastq", queue, tmp_path / "w.log", "-c", "2", consumers=2, **env):
             results = [app.send_task("interop.add", (i, 1)) for i in range(20)]
             assert [r.get(timeout=20) for r in results] == [i + 1 for i in range(20)]
-        listing = rabbitmqctl("list_queues", "name", "type")
+        listing = list_queues("name", "type")
         assert any(line.split() == [queue, "quorum"] for line in listing.splitlines())
     finally:
         app.close()

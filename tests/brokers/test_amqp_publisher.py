@@ -26,8 +26,8 @@ from tests.amqp_support import (
     admin,
     close_connection,
     delete,
+    list_queues,
     queue_state,
-    rabbitmqctl,
     requires_rabbitmq,
     unique,
     wait_until,
@@ -124,7 +124,7 @@ def test_queues_are_declared_with_x_max_priority_and_a_mismatch_is_a_clear_error
     other = make_app(queue, task_queue_max_priority=9)
     try:
         app.send_task("proj.add", (1, 1), priority=4)
-        rows = rabbitmqctl("list_queues", "name", "arguments").splitlines()
+        rows = list_queues("name", "arguments").splitlines()
         assert any(row.startswith(queue) and "x-max-priority" in row for row in rows), rows
         assert get(queue).properties["priority"] == 4
         with pytest.raises(ConfigurationError, match="x-max-priority"):

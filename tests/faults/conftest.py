@@ -1,5 +1,6 @@
 """Fault-suite fixtures: a Redis server of the test's own, a run ledger, and the tallies every
-test reports, printed together at the end of the run (``pytest`` output, no ``-s`` needed)."""
+test reports, printed together at the end of the run (``pytest`` output, no ``-s`` needed; the
+summary itself is in tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -8,24 +9,28 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import FAULT_TALLY
 from tests.faults.ledger import Tally
 from tests.faults.redis_server import RedisServer
 
-_TALLIES: list[tuple[str, Tally]] = []
+#: Tallies reported by the running test, attached to its report when it ends.
+_PENDING: list[tuple[str, Tally]] = []
 
 
 def report(name: str, tally: Tally) -> None:
-    """Keeps a test's counts for the summary and prints them (seen with ``-s`` or on failure)."""
-    _TALLIES.append((name, tally))
+    """Keeps a test's counts for the summary and prints them (seen with ``-s`` or on failure).
+    They travel in the test's report (``user_properties``), so under pytest-xdist they reach
+    the summary that tests/conftest.py prints in the controlling process."""
+    _PENDING.append((name, tally))
     print(f"[fault tally] {name}: {tally}")
 
 
-def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    if not _TALLIES:
-        return
-    terminalreporter.section("fault suite: how often each task ran")
-    for name, tally in _TALLIES:
-        terminalreporter.write_line(f"{name}: {tally}")
+@pytest.fixture(autouse=True)
+def _tallies_in_report(request: pytest.FixtureRequest) -> Iterator[None]:
+    yield
+    while _PENDING:
+        name, tally = _PENDING.pop(0)
+        request.node.user_properties.append((FAULT_TALLY, f"{name}: {tally}"))
 
 
 def worker_env(

@@ -22,6 +22,10 @@ from tests.faults.conftest import report, worker_env
 from tests.faults.rabbit import RabbitNode, Vhost, own_rabbit, own_vhost  # noqa: F401
 from tests.processes import WorkerProcess, fastq_worker, wait_until
 
+#: These drains of 1 500 tasks on RabbitMQ judge progress by time: they run one after another on
+#: one xdist worker rather than side by side (seen stalling when two ran at once).
+pytestmark = pytest.mark.xdist_group("amqp-faults")
+
 PREFETCH = 4  # worker_prefetch_multiplier's default: each child's window
 CHILDREN = 2
 MODES = [pytest.param(False, id="early-ack"), pytest.param(True, id="acks-late")]

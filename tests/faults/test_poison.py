@@ -22,6 +22,9 @@ from tests.faults.conftest import worker_env
 from tests.faults.redis_server import RedisServer
 from tests.processes import WorkerProcess, fastq_worker
 
+#: One xdist worker runs the module, so its module-scoped worker starts once.
+pytestmark = pytest.mark.xdist_group("poison")
+
 QUEUE = "celery"
 
 

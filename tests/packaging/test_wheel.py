@@ -25,6 +25,9 @@ import pytest
 from tests.processes import ROOT, WorkerProcess
 
 pytestmark = [pytest.mark.packaging, pytest.mark.timeout(900)]
+#: The tests of the installed wheel share one xdist worker, so its venv (a module fixture) is
+#: built once; the sdist build (minutes of cold Rust) and the rest spread over the others.
+same_venv = pytest.mark.xdist_group("installed-wheel")
 
 DIST = ROOT / "dist"
 VERSION = fastq.__version__
@@ -167,6 +170,7 @@ def test_wheel_extension_needs_no_glibc_newer_than_2_28(dist: Dist, tmp_path: Pa
     assert versions and max(versions) <= GLIBC_MAX, sorted(versions)
 
 
+@same_venv
 def test_installed_wheel_reports_one_version(installed_wheel: Installed) -> None:
     py = installed_wheel.bin / "python"
     probe = (
@@ -181,6 +185,7 @@ def test_installed_wheel_reports_one_version(installed_wheel: Installed) -> None
     assert cli.stdout.strip() == f"fastq {VERSION}"
 
 
+@same_venv
 def test_installed_wheel_runs_the_demo_tasks_without_cargo(installed_wheel: Installed) -> None:
     bin_dir, cwd, env = installed_wheel
     argv = [str(bin_dir / "fastq"), "-A", "examples.tasks", "worker", "--concurrency", "2"]
