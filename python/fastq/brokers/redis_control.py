@@ -78,9 +78,14 @@ redis.call('ZADD', KEYS[2], 'GT', now + tonumber(ARGV[3]), ARGV[2])
 
 def envelope(body: Any, headers: dict[str, Any], exchange: str, routing_key: str) -> bytes:
     """A kombu Redis message: JSON body, base64 in the envelope, transient."""
+    return json_envelope(json.dumps(body, default=repr).encode(), headers, exchange, routing_key)
+
+
+def json_envelope(body: bytes, headers: dict[str, Any], exchange: str, routing_key: str) -> bytes:
+    """A transient kombu Redis message around a ``body`` already encoded as JSON."""
     return json.dumps(
         {
-            "body": base64.b64encode(json.dumps(body, default=repr).encode()).decode(),
+            "body": base64.b64encode(body).decode(),
             "content-encoding": "utf-8",
             "content-type": "application/json",
             "headers": headers,

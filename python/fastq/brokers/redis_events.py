@@ -10,33 +10,16 @@ prefixes the channel, as kombu's.
 
 from __future__ import annotations
 
-import base64
-import json
-import uuid
-
 import redis
 
+from fastq.brokers.redis_control import json_envelope
 from fastq.errors import BrokerConnectionError
 from fastq.redis_errors import redis_failure
 
 
 def event_envelope(body: bytes, hostname: str, exchange: str, routing_key: str) -> bytes:
     """A transient kombu Redis message around a JSON ``body``."""
-    return json.dumps(
-        {
-            "body": base64.b64encode(body).decode(),
-            "content-encoding": "utf-8",
-            "content-type": "application/json",
-            "headers": {"hostname": hostname},
-            "properties": {
-                "delivery_mode": 1,
-                "delivery_info": {"exchange": exchange, "routing_key": routing_key},
-                "priority": 0,
-                "body_encoding": "base64",
-                "delivery_tag": str(uuid.uuid4()),
-            },
-        }
-    ).encode()
+    return json_envelope(body, {"hostname": hostname}, exchange, routing_key)
 
 
 class RedisEventPublisher:
