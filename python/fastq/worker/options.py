@@ -34,7 +34,8 @@ REFUSED_POOLS = {
 REFUSED_FLAGS = {
     "detach": "fastq does not daemonize itself: run it under systemd, supervisord or a container "
     "runtime (with --pidfile and --logfile if they need them)",
-    "autoscale": "fastq's pool has a fixed size: set --concurrency",
+    "autoscale": "fastq has no autoscaler: set --concurrency, and resize at run time with "
+    "celery control pool_grow/pool_shrink",
     "statedb": "fastq keeps revoked ids in memory only; revoke again after a restart",
     "purge": "run `fastq purge -Q <queues>` before starting the worker",
 }
