@@ -74,7 +74,7 @@ def publish(
     except Exception as first:
         chosen = policy()
         retried: tuple[type[BaseException], ...] = (BrokerConnectionError, *chosen.retry_errors)
-        if not isinstance(first, retried):
+        if not isinstance(first, retried) or _still_pending(first):
             raise
         exc: BaseException = first
     waits = chosen.intervals()
@@ -92,4 +92,13 @@ def publish(
         try:
             return send()
         except retried as again:
+            if _still_pending(again):
+                raise
             exc = again
+
+
+def _still_pending(exc: BaseException) -> bool:
+    """A publish that ran out of ``publish_timeout`` on a blocked RabbitMQ leaves its messages on
+    the connection, queued once the broker reads again: sending them again would queue them
+    twice, so that error is raised at once (the Rust publisher words it so)."""
+    return isinstance(exc, BrokerConnectionError) and "(publish_timeout" in str(exc)

@@ -17,8 +17,8 @@ from tests.apps import shared
 
 app = App(
     "aio",
-    broker=os.environ.get("FASTQ_BROKER_URL", "redis://127.0.0.1:6379/8"),
-    backend=os.environ.get("FASTQ_RESULT_BACKEND", "redis://127.0.0.1:6379/9"),
+    broker=os.environ.get("FASTQ_BROKER_URL", shared.redis_db(8)),
+    backend=os.environ.get("FASTQ_RESULT_BACKEND", shared.redis_db(9)),
 )
 if os.environ.get("FASTQ_TEST_POOL"):  # the setting instead of --pool
     app.conf.worker_pool = os.environ["FASTQ_TEST_POOL"]
@@ -37,7 +37,7 @@ def runs() -> redis.asyncio.Redis:
     if _runs is None:
         # A few connections, shared: tasks wait for one rather than open hundreds at once.
         pool = redis.asyncio.BlockingConnectionPool.from_url(
-            shared.RUNS_URL, max_connections=20, timeout=None
+            shared.runs_url(), max_connections=20, timeout=None
         )
         _runs = redis.asyncio.Redis(connection_pool=pool)
     return _runs

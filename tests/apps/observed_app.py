@@ -14,10 +14,12 @@ import time
 from fastq import App
 from fastq.utils.log import get_task_logger
 
+from tests.apps.shared import redis_db
+
 app = App(
     "observed",
-    broker=os.environ.get("FASTQ_BROKER_URL", "redis://127.0.0.1:6379/8"),
-    backend=os.environ.get("FASTQ_RESULT_BACKEND", "redis://127.0.0.1:6379/9"),
+    broker=os.environ.get("FASTQ_BROKER_URL", redis_db(8)),
+    backend=os.environ.get("FASTQ_RESULT_BACKEND", redis_db(9)),
 )
 
 SPANS = os.environ.get("FASTQ_TEST_SPANS")

@@ -155,7 +155,7 @@ def test_wheel_is_manylinux_abi3_with_its_metadata(dist: Dist) -> None:
     extras = {
         line.split(": ")[1] for line in meta.splitlines() if line.startswith("Provides-Extra")
     }
-    assert extras == {"bench", "compare", "hiredis"}  # test/lint are dependency groups
+    assert extras == {"bench", "compare", "hiredis", "metrics", "otel"}  # test, lint: groups
     requires = [line for line in meta.splitlines() if line.startswith("Requires-Dist")]
     assert not any(tool in line for line in requires for tool in ("pytest", "ruff", "mypy"))
 
