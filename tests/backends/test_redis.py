@@ -54,6 +54,22 @@ def test_get_wakes_up_on_publish(app: App) -> None:
     assert result.successful() and result.ready()
 
 
+def test_get_is_woken_by_pub_sub_without_hiredis(
+    app: App, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The pure-Python parser, as installed without the ``hiredis`` extra: redis-py 8 refused
+    the waiter's RESP2 connection (its maintenance notifications need RESP3 or hiredis), and
+    every wait fell back to polling."""
+    from redis._parsers import _RESP2Parser
+
+    hub = app.backend.hub()
+    hub._reader.connection_pool.connection_kwargs["parser_class"] = _RESP2Parser
+    result = AsyncResult("t3-resp2", app=app)
+    threading.Timer(0.3, lambda: app.backend.mark_as_done("t3-resp2", "done")).start()
+    assert result.get(timeout=5) == "done"
+    assert "failed while results are awaited" not in caplog.text
+
+
 def test_get_times_out(app: App) -> None:
     with pytest.raises(FastqTimeout, match=r"not ready after 0\.2s"):
         AsyncResult("t4", app=app).get(timeout=0.2)

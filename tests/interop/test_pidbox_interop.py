@@ -317,7 +317,10 @@ def test_pool_grow_and_shrink_change_how_many_tasks_run_at_once(
     env: dict[str, str], fastq_client: App, runs: redis.Redis, pool: str
 ) -> None:
     node = hostname("fastq")
-    with fastq_worker("-n", node, "--pool", pool, "--concurrency", "1", env=env):
+    # A multiplier of 1: each consumer holds only the task it runs. With more, one consumer
+    # may fetch two of the three tasks and run them in turn while a new one idles.
+    args = ("--pool", pool, "--concurrency", "1", "--prefetch-multiplier", "1")
+    with fastq_worker("-n", node, *args, env=env):
         assert control(env, "pool_grow", "2", "-d", node) == {node: {"ok": "pool will grow"}}
         stats = inspect(env, "stats", node)
         assert stats["pool"]["max-concurrency"] == 3

@@ -553,7 +553,15 @@ class ResultHub:
     def _connect(self) -> Any:
         pool = self._reader.connection_pool
         # RESP2: messages arrive as replies (RESP3 would route them to push handlers instead).
-        conn = pool.connection_class(**{**pool.connection_kwargs, "protocol": 2})
+        kwargs = {**pool.connection_kwargs, "protocol": 2}
+        # redis-py 8 turns on maintenance notifications for every connection of a pool, which
+        # it then refuses for a RESP2 connection with its pure-Python parser (no hiredis).
+        # Push messages are what this connection must not have: off, whatever the version.
+        if "maint_notifications_config" in kwargs:
+            kwargs["maint_notifications_config"] = None
+            kwargs.pop("maint_notifications_pool_handler", None)
+            kwargs.pop("oss_cluster_maint_notifications_handler", None)
+        conn = pool.connection_class(**kwargs)
         conn.connect()
         return conn
 
