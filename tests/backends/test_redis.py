@@ -28,6 +28,25 @@ def test_meta_layout_is_celerys(app: App, backend_redis: redis.Redis) -> None:
     assert 86000 < ttl <= 86400
 
 
+def test_a_batch_is_stored_in_one_round_trip_and_after_a_script_flush(
+    app: App, backend_redis: redis.Redis
+) -> None:
+    """A worker's batch: one pipeline of EVALSHAs, without redis-py's SCRIPT EXISTS before it;
+    a server that lost its scripts (restarted, SCRIPT FLUSH) gets the script loaded again."""
+    backend = app.backend
+    meta = backend.build_meta("b1", 1, states.SUCCESS, None, None)
+    backend_redis.script_flush()
+    backend.store_many([("b1", meta), ("b2", {**meta, "task_id": "b2"})])
+    before = backend_redis.info("commandstats")
+    backend.store_many([("b3", {**meta, "task_id": "b3"}), ("b4", {**meta, "task_id": "b4"})])
+    after = backend_redis.info("commandstats")
+    scripts = {k: v for k, v in after.items() if k.startswith("cmdstat_script")}  # |exists
+    assert scripts == {k: v for k, v in before.items() if k.startswith("cmdstat_script")}
+    assert after["cmdstat_evalsha"]["calls"] - before["cmdstat_evalsha"]["calls"] == 2
+    stored = [AsyncResult(f"b{i}", app=app) for i in range(1, 5)]
+    assert [r.get(timeout=1) for r in stored] == [1, 1, 1, 1]
+
+
 def test_success_is_never_overwritten(app: App) -> None:
     app.backend.mark_as_done("t2", 1)
     app.backend.mark_as_failure("t2", ValueError("late duplicate"))
