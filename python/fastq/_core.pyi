@@ -20,6 +20,7 @@ __all__ = [
     "RedisConsumer",
     "RedisKeys",
     "RedisPublisher",
+    "RedisResultStore",
     "TaskMessage",
     "__version__",
     "amqp_connect_failure",
@@ -407,6 +408,27 @@ class RedisPublisher:
         """Publishes ``fastq.protocol.OutgoingMessage``s in order, in one round trip."""
     def close(self) -> None:
         """Closes this process's connection; the next publish opens a new one."""
+
+@final
+class RedisResultStore:
+    """The worker's result stores for the Redis backend: the backend's store script run by
+    ``EVALSHA`` on each ``(key, meta)``, a batch in one pipelined round trip (a server that lost
+    the script gets it loaded and the batch again). One connection per process, opened on the
+    first store (a forked child opens its own); threads take turns; the GIL is released for the
+    round trip. Raises ``BrokerError`` when Redis refused a command, ``BrokerConnectionError``
+    when it cannot be reached (a connection found dead when reused is reopened and the batch
+    sent once more), ``ConfigurationError`` for an unusable URL.
+    """
+
+    def __new__(cls, url: str, script: str) -> RedisResultStore:
+        """Parses ``url``; connects on the first store."""
+    @property
+    def sha(self) -> str:
+        """The script's SHA1."""
+    def store(self, items: list[tuple[str, bytes]], ttl: int) -> None:
+        """Runs the script on each ``(key, meta)`` with ``ttl`` (seconds, 0: none), in order."""
+    def close(self) -> None:
+        """Closes this process's connection; the next store opens a new one."""
 
 @final
 class RedisKeys:

@@ -277,8 +277,14 @@ def test_celery_redis_connection_settings_reach_the_client(backend_url: str) -> 
         redis_retry_on_timeout=True,
         redis_max_connections=4,
     )
-    pool = RedisBackend(conf, backend_url).client.connection_pool
+    backend = RedisBackend(conf, backend_url)
+    pool = backend.client.connection_pool
     kwargs = pool.connection_kwargs
     assert (kwargs["socket_timeout"], kwargs["socket_connect_timeout"]) == (7.0, 3.0)
     assert kwargs["socket_keepalive"] is True
     assert pool.max_connections == 4
+    # A worker's stores then go through that client too, not the Rust one, which has none of
+    # these settings; without them (and on plain TCP) they are Rust's.
+    assert backend._rust_store is None
+    assert RedisBackend(Config(), backend_url)._rust_store is not None
+    assert RedisBackend(Config(), backend_url + "?health_check_interval=5")._rust_store is None

@@ -6,6 +6,7 @@ import heapq
 import logging
 import math
 import os
+import re
 import select
 import socket
 import threading
@@ -13,12 +14,13 @@ import time
 import uuid
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from fastq import errors, states
+from fastq import _core, errors, states
 from fastq.backends.base import Backend, ChordJoin, exception_to_meta
 from fastq.backends.waiting import BlockingListener, CallbackListener, Listener, LoopListener
 from fastq.backoff import Backoff
@@ -129,12 +131,32 @@ def connection_options(conf: Config) -> dict[str, Any]:
     return options
 
 
+_BROKER_WORDING = re.compile(
+    r"^(cannot reach the Redis broker at \S+: |the Redis broker at \S+ refused a command: )"
+)
+#: ``connection_options`` of an app that sets none of Celery's ``redis_*`` client settings.
+_DEFAULT_OPTIONS = {"socket_connect_timeout": 5, "health_check_interval": 30}
+
+
+def _rust_stores(conf: Config, url: str) -> bool:
+    parts = urlsplit(url)
+    return (
+        parts.scheme == "redis"
+        and not parts.query
+        and connection_options(conf) == (_DEFAULT_OPTIONS)
+    )
+
+
 class RedisBackend(Backend):
     def __init__(self, conf: Config, url: str) -> None:
         super().__init__(conf, url)
         self.prefix = result_keyprefix(conf.result_backend_transport_options)
         self.client = redis.Redis.from_url(url, **connection_options(conf))
         self._store = self.client.register_script(_STORE)
+        #: Stores from Rust (no redis-py per command, GIL released) where the connection is
+        #: all in the URL: plain TCP and none of Celery's ``redis_*`` client settings, which
+        #: only redis-py's client applies.
+        self._rust_store = _core.RedisResultStore(url, _STORE) if _rust_stores(conf, url) else None
         self._chord_part = self.client.register_script(_CHORD_PART)
         self._chord_done = self.client.register_script(_CHORD_DONE)
         ordered = conf.result_backend_transport_options.get("result_chord_ordered")
@@ -153,6 +175,16 @@ class RedisBackend(Backend):
 
     def store_many(self, metas: Iterable[tuple[str, dict[str, Any]]]) -> None:
         ttl = self._ttl()
+        if self._rust_store is not None:
+            items = [(self.key_for(task_id), self.encode_meta(meta)) for task_id, meta in metas]
+            try:
+                self._rust_store.store(items, ttl)
+            except (errors.BrokerError, errors.ConfigurationError) as exc:
+                reason = _BROKER_WORDING.sub("", str(exc))  # the Rust client says "broker"
+                raise errors.BackendError(
+                    f"cannot store results in {redact(self.url)}: {reason}"
+                ) from exc
+            return
         if isinstance(metas, list) and len(metas) == 1:
             # A worker stores each result right after its task: no pipeline object for one
             # script call (half the client CPU of a pipeline of one).
@@ -308,6 +340,8 @@ class RedisBackend(Backend):
     def close(self) -> None:
         if self._hub is not None:
             self._hub.close()
+        if self._rust_store is not None:
+            self._rust_store.close()
         self.client.close()
 
 

@@ -10,6 +10,7 @@ mod message;
 mod outgoing;
 mod redis_consumer;
 mod redis_publisher;
+mod redis_results;
 mod signals;
 
 use fastq_core::protocol::{EMBED_KEYS, V2_HEADERS};
@@ -29,6 +30,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<amqp_publisher::AmqpPublisher>()?;
     m.add_class::<redis_publisher::RedisPublisher>()?;
     m.add_class::<redis_publisher::RedisKeys>()?;
+    m.add_class::<redis_results::RedisResultStore>()?;
     m.add_function(wrap_pyfunction!(codec::dumps, m)?)?;
     m.add_function(wrap_pyfunction!(codec::loads, m)?)?;
     m.add_function(wrap_pyfunction!(codec::encode_task_envelope, m)?)?;

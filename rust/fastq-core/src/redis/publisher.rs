@@ -114,6 +114,20 @@ impl RedisPublisher {
         unreachable!("the second attempt returns")
     }
 
+    /// Runs `pipe` (commands other than task publishes: the worker's result stores) on this
+    /// process's connection, with a publish's retry: a reused connection found dead is
+    /// reopened and `pipe` sent once more.
+    pub fn run(&mut self, pipe: &::redis::Pipeline) -> BrokerResult<()> {
+        let (reused, result) = self.exec(pipe)?;
+        match result {
+            Err(BrokerError::Connection { .. }) if reused => {
+                self.bound.clear(); // a Redis that came back empty has lost its bindings too
+                self.exec(pipe)?.1
+            }
+            other => other,
+        }
+    }
+
     /// Runs `pipe` on this process's connection (opened first if needed); tells whether that
     /// connection was already open. The outer error is a connector that cannot be made.
     fn exec(&mut self, pipe: &::redis::Pipeline) -> BrokerResult<(bool, BrokerResult<()>)> {
