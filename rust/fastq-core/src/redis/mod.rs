@@ -28,6 +28,7 @@ mod lease;
 mod publisher;
 mod restore;
 mod scripts;
+pub mod sentinel;
 mod spin_socket;
 pub mod url;
 
