@@ -24,16 +24,21 @@ FAILOVER_TIMEOUT_MS = 3000
 class Node:
     """One ``redis-server`` process (a data node, or a sentinel with ``--sentinel``)."""
 
-    def __init__(self, workdir: Path, name: str, port: int, argv: list[str]) -> None:
+    def __init__(
+        self, workdir: Path, name: str, port: int, argv: list[str], password: str | None = None
+    ) -> None:
         self.name = name
         self.port = port
+        self.password = password
         log = (workdir / f"{name}.log").open("ab")
         self.proc: subprocess.Popen[bytes] | None = subprocess.Popen(
             argv, stdout=log, stderr=subprocess.STDOUT
         )
 
     def client(self, timeout: float = 2.0) -> redis.Redis:
-        return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=timeout)
+        return redis.Redis(
+            host="127.0.0.1", port=self.port, password=self.password, socket_timeout=timeout
+        )
 
     def kill(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -43,7 +48,12 @@ class Node:
 
 
 class SentinelSet:
-    def __init__(self, sentinels: int = 3) -> None:
+    """``password``: the data nodes' (``requirepass``, ``masterauth``); ``sentinel_password``:
+    the sentinels' own (``requirepass``, and what they give each other)."""
+
+    def __init__(
+        self, sentinels: int = 3, password: str | None = None, sentinel_password: str | None = None
+    ) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
             raise RuntimeError("redis-server is not installed (scripts/services.sh installs it)")
@@ -52,12 +62,16 @@ class SentinelSet:
         self.data: dict[int, Node] = {}
         self.sentinels: list[Node] = []
         self.sentinel_count = sentinels
+        self.password = password
+        self.sentinel_password = sentinel_password
 
     # -- URLs ----------------------------------------------------------------------------------
     def url(self, db: int = 0) -> str:
         """kombu's form: every sentinel, ``;``-separated, the db in the first."""
         parts = [f"sentinel://127.0.0.1:{s.port}" for s in self.sentinels]
         parts[0] += f"/{db}"
+        if self.password:
+            parts[0] = parts[0].replace("://", f"://:{self.password}@", 1)
         return ";".join(parts)
 
     # -- processes -----------------------------------------------------------------------------
@@ -76,7 +90,9 @@ class SentinelSet:
         ]  # fmt: skip
         if replica_of is not None:
             argv += ["--replicaof", "127.0.0.1", str(replica_of)]
-        node = Node(self.dir, f"redis-{port}", port, argv)
+        if self.password:
+            argv += ["--requirepass", self.password, "--masterauth", self.password]
+        node = Node(self.dir, f"redis-{port}", port, argv, self.password)
         self.data[port] = node
         _wait(lambda: node.client().ping(), f"redis-server on port {port}")
         return node
@@ -101,8 +117,14 @@ class SentinelSet:
                 f"sentinel failover-timeout {MASTER_NAME} {FAILOVER_TIMEOUT_MS}\n"
                 f"sentinel parallel-syncs {MASTER_NAME} 1\n"
             )
+            with conf.open("a") as f:
+                if self.password:
+                    f.write(f"sentinel auth-pass {MASTER_NAME} {self.password}\n")
+                if self.sentinel_password:
+                    f.write(f"requirepass {self.sentinel_password}\n")
+                    f.write(f"sentinel sentinel-pass {self.sentinel_password}\n")
             argv = [self.binary, str(conf), "--sentinel"]
-            node = Node(self.dir, f"sentinel-{port}", port, argv)
+            node = Node(self.dir, f"sentinel-{port}", port, argv, self.sentinel_password)
             self.sentinels.append(node)
             _wait(lambda node=node: node.client().ping(), f"sentinel on port {port}")
         # A failover needs every sentinel to know the replica and the others (hello messages).
@@ -128,7 +150,10 @@ class SentinelSet:
 
     def client(self, db: int = 0) -> redis.Redis:
         """A direct client of the current master."""
-        return redis.Redis(host="127.0.0.1", port=self.master_port(), db=db, socket_timeout=5)
+        port = self.master_port()
+        return redis.Redis(
+            host="127.0.0.1", port=port, db=db, password=self.password, socket_timeout=5
+        )
 
     def failover(self) -> int:
         """``SENTINEL FAILOVER``; returns the old master's port (the new one is not known yet)."""

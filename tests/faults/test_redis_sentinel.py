@@ -38,10 +38,17 @@ def _end_lines(path: str) -> int:
     return sum(ledger.read(path)[1].values())
 
 
+MASTER_PASSWORD = "master-secret"
+SENTINEL_PASSWORD = "sentinel-secret"
+#: The shared set-up's options: the sentinels' own password apart from the master's (in the URL).
+SECURED = {**OPTIONS, "sentinel_kwargs": {"password": SENTINEL_PASSWORD}}
+
+
 @pytest.fixture(scope="module")
 def shared_set() -> Iterator[SentinelSet]:
-    """One set-up for the tests that do not break it."""
-    with SentinelSet() as s:
+    """One set-up for the tests that do not break it, with passwords on the data nodes and,
+    another, on the sentinels."""
+    with SentinelSet(password=MASTER_PASSWORD, sentinel_password=SENTINEL_PASSWORD) as s:
         yield s
 
 
@@ -51,10 +58,14 @@ def own_set() -> Iterator[SentinelSet]:
         yield s
 
 
+def _options(s: SentinelSet) -> dict[str, object]:
+    return dict(SECURED if s.sentinel_password else OPTIONS)
+
+
 def _client(s: SentinelSet) -> App:
     app = App("client", broker=s.url(0), backend=s.url(1), set_as_current=False)
-    app.conf.broker_transport_options = dict(OPTIONS)
-    app.conf.result_backend_transport_options = dict(OPTIONS)
+    app.conf.broker_transport_options = _options(s)
+    app.conf.result_backend_transport_options = _options(s)
     return app
 
 
@@ -65,7 +76,7 @@ def _env(s: SentinelSet, ledger_path: str, acks_late: bool = True) -> dict[str, 
         ledger_path,
         acks_late,
         visibility_timeout=3600,
-        transport_options=OPTIONS,
+        transport_options=_options(s),
     )
 
 
@@ -88,22 +99,26 @@ def test_tasks_and_results_through_sentinel(shared_set: SentinelSet, ledger_path
             assert [r.get(timeout=20) for r in results] == list(range(50))
             one = client.send_task("faults.work", (50,))
             assert one.get(timeout=10) == 50
+            # ETA (deferred in the worker, moved back when due) and remote control.
+            later = client.send_task("faults.work", (51,), countdown=1)
+            assert later.get(timeout=10) == 51
+            assert client.control.ping(timeout=2.0), "no worker answered ping"
         # On the master, in Celery's keys: results in db 1, queue lists and bindings in db 0.
         master = shared_set.client(1)
         assert master.exists(f"celery-task-meta-{one.id}")
         assert shared_set.client(0).exists("_kombu.binding.celery")
     finally:
         client.close()
-    tally = ledger.tally(ledger_path, 51)
-    assert tally.once == 51, tally
+    tally = ledger.tally(ledger_path, 52)
+    assert tally.once == 52, tally
 
 
 def test_celery_client_to_fastq_worker(shared_set: SentinelSet, ledger_path: str) -> None:
     """Celery's own Sentinel transport and backend, configured the same way."""
     celery = pytest.importorskip("celery")
     app = celery.Celery("sentinel-interop", broker=shared_set.url(0), backend=shared_set.url(1))
-    app.conf.broker_transport_options = dict(OPTIONS)
-    app.conf.result_backend_transport_options = dict(OPTIONS)
+    app.conf.broker_transport_options = _options(shared_set)
+    app.conf.result_backend_transport_options = _options(shared_set)
     try:
         with fastq_worker(
             "--concurrency", "2", app="tests.faults.app", env=_env(shared_set, ledger_path)
