@@ -228,3 +228,14 @@ def test_master_killed_mid_drain(own_set: SentinelSet, ledger_path: str) -> None
     _drain_through(
         own_set, ledger_path, kill, "master SIGKILLed mid-drain", lambda: f"{behind[0]} B behind"
     )
+
+
+def test_beat_keeps_its_state_on_sentinel(shared_set: SentinelSet) -> None:
+    from fastq.beat.state import RedisBeatState, state_for
+
+    app = _client(shared_set)
+    state = state_for(app.conf, shared_set.url(0), shared_set.url(1))
+    assert isinstance(state, RedisBeatState)
+    assert state.acquire("beat-1")
+    assert not state.acquire("beat-2"), "a second beat got the lease"
+    assert shared_set.client(0).exists(state.lease_key)
