@@ -19,7 +19,7 @@ from typing import Any
 from urllib.parse import quote, unquote, urlsplit
 
 import redis
-from redis.sentinel import Sentinel
+from redis.sentinel import MasterNotFoundError, Sentinel
 
 from fastq.errors import ConfigurationError
 from fastq.urls import redact
@@ -148,6 +148,38 @@ def _host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
+class _Sentinel(Sentinel):
+    """redis-py's ``Sentinel`` asking what the Rust side asks: ``SENTINEL
+    get-master-addr-by-name`` (``SENTINEL MASTER`` with ``min_other_sentinels``), of each
+    sentinel in turn. redis-py's own ``SENTINEL MASTERS`` names the new master up to a sentinel
+    tick (100 ms) later than ``get-master-addr-by-name`` does; in that gap a worker's Rust
+    consumer would ack on the new master the task whose result its backend had just stored on
+    the old one (lost with it when Sentinel demotes it)."""
+
+    def discover_master(self, service_name: str) -> tuple[str, int]:
+        failures = []
+        for index, node in enumerate(self.sentinels):
+            try:
+                if self.min_other_sentinels:
+                    state = node.sentinel_master(service_name)
+                    address = (
+                        (state["ip"], int(state["port"]))
+                        if self.check_master_state(state, service_name)
+                        else None
+                    )
+                else:
+                    address = node.sentinel_get_master_addr_by_name(service_name)
+            except (redis.ConnectionError, redis.TimeoutError, redis.ResponseError) as exc:
+                failures.append(f"{node} - {exc!r}")
+                continue
+            if address:
+                self.sentinels[0], self.sentinels[index] = node, self.sentinels[0]
+                host = address[0]
+                return host.decode() if isinstance(host, bytes) else str(host), int(address[1])
+        detail = f": {', '.join(failures)}" if failures else ""
+        raise MasterNotFoundError(f"No master found for {service_name!r}{detail}")
+
+
 def master_client(spec: SentinelSpec, **kwargs: Any) -> redis.Redis:
     """A redis-py client of the master the sentinels name (asked again on every reconnect);
     ``kwargs`` are the master connections' options."""
@@ -155,7 +187,7 @@ def master_client(spec: SentinelSpec, **kwargs: Any) -> redis.Redis:
     # As the Rust side: a sentinel that cannot answer within a second is passed over.
     sentinel_kwargs.setdefault("socket_timeout", DEFAULT_TIMEOUT)
     sentinel_kwargs.setdefault("socket_connect_timeout", sentinel_kwargs["socket_timeout"])
-    sentinel = Sentinel(
+    sentinel = _Sentinel(
         spec.sentinels,
         min_other_sentinels=spec.min_other_sentinels,
         sentinel_kwargs=sentinel_kwargs,
