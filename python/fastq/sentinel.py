@@ -151,10 +151,11 @@ def _host(host: str) -> str:
 class _Sentinel(Sentinel):
     """redis-py's ``Sentinel`` asking what the Rust side asks: ``SENTINEL
     get-master-addr-by-name`` (``SENTINEL MASTER`` with ``min_other_sentinels``), of each
-    sentinel in turn. redis-py's own ``SENTINEL MASTERS`` names the new master up to a sentinel
-    tick (100 ms) later than ``get-master-addr-by-name`` does; in that gap a worker's Rust
-    consumer would ack on the new master the task whose result its backend had just stored on
-    the old one (lost with it when Sentinel demotes it)."""
+    sentinel in turn. redis-py's own ``SENTINEL MASTERS`` names the new master only once the
+    other replicas are reconfigured (``+switch-master``), ``get-master-addr-by-name`` as soon as
+    the promotion is seen; in that gap a worker's Rust consumer would ack on the new master the
+    task whose result its backend had just stored on the old one (lost with it when Sentinel
+    demotes it)."""
 
     def discover_master(self, service_name: str) -> tuple[str, int]:
         failures = []
