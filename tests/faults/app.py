@@ -2,11 +2,14 @@
 
 Configured from the environment so each test points it at its own broker, backend and ledger:
 ``FASTQ_BROKER_URL``, ``FASTQ_RESULT_BACKEND``, ``FASTQ_FAULT_LEDGER``, ``FASTQ_FAULT_ACKS_LATE``,
-and optionally ``FASTQ_FAULT_VISIBILITY_TIMEOUT`` (seconds; the broker's default otherwise).
+and optionally ``FASTQ_FAULT_VISIBILITY_TIMEOUT`` (seconds; the broker's default otherwise) and
+``FASTQ_FAULT_TRANSPORT_OPTIONS`` (JSON: more broker and result backend transport options, such as
+Sentinel's ``master_name``).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
@@ -22,10 +25,13 @@ app = App(
     task_acks_late=os.environ.get("FASTQ_FAULT_ACKS_LATE", "") == "1",
     set_as_current=False,
 )
+_options = json.loads(os.environ.get("FASTQ_FAULT_TRANSPORT_OPTIONS") or "{}")
+if _options:
+    app.conf.result_backend_transport_options = dict(_options)
 if os.environ.get("FASTQ_FAULT_VISIBILITY_TIMEOUT"):
-    app.conf.broker_transport_options = {
-        "visibility_timeout": float(os.environ["FASTQ_FAULT_VISIBILITY_TIMEOUT"])
-    }
+    _options["visibility_timeout"] = float(os.environ["FASTQ_FAULT_VISIBILITY_TIMEOUT"])
+if _options:
+    app.conf.broker_transport_options = _options
 
 LEDGER = os.environ.get("FASTQ_FAULT_LEDGER", "")
 

@@ -4,6 +4,7 @@ summary itself is in tests/conftest.py)."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -39,6 +40,7 @@ def worker_env(
     ledger: str,
     acks_late: bool = False,
     visibility_timeout: float | None = None,
+    transport_options: dict[str, object] | None = None,
 ) -> dict[str, str]:
     """The environment that points a ``tests.faults.app`` worker at a test's own broker,
     backend (``""``: none) and run ledger."""
@@ -50,6 +52,8 @@ def worker_env(
     }
     if visibility_timeout is not None:
         env["FASTQ_FAULT_VISIBILITY_TIMEOUT"] = str(visibility_timeout)
+    if transport_options:
+        env["FASTQ_FAULT_TRANSPORT_OPTIONS"] = json.dumps(transport_options)
     return env
 
 

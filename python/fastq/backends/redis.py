@@ -20,7 +20,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from fastq import _core, errors, states
+from fastq import _core, errors, sentinel, states
 from fastq.backends.base import Backend, ChordJoin, exception_to_meta
 from fastq.backends.waiting import BlockingListener, CallbackListener, Listener, LoopListener
 from fastq.backoff import Backoff
@@ -141,17 +141,21 @@ _DEFAULT_OPTIONS = {"socket_connect_timeout": 5, "health_check_interval": 30}
 def _rust_stores(conf: Config, url: str) -> bool:
     parts = urlsplit(url)
     return (
-        parts.scheme == "redis"
-        and not parts.query
-        and connection_options(conf) == (_DEFAULT_OPTIONS)
+        parts.scheme == "redis" and not parts.query and connection_options(conf) == _DEFAULT_OPTIONS
     )
 
 
 class RedisBackend(Backend):
     def __init__(self, conf: Config, url: str) -> None:
         super().__init__(conf, url)
-        self.prefix = result_keyprefix(conf.result_backend_transport_options)
-        self.client = redis.Redis.from_url(url, **connection_options(conf))
+        options = conf.result_backend_transport_options
+        self.prefix = result_keyprefix(options)
+        #: With a sentinel:// URL (Celery's SentinelBackend): the sentinels and the master's name.
+        self.sentinel: sentinel.SentinelSpec | None = None
+        if sentinel.is_sentinel_url(url):
+            self.sentinel = sentinel.parse(url, options, "result_backend_transport_options")
+        self.client = self.redis_client(**connection_options(conf))
+        self._watch = sentinel.MasterWatch(self.client) if self.sentinel else None
         self._store = self.client.register_script(_STORE)
         #: Stores from Rust (no redis-py per command, GIL released) where the connection is
         #: all in the URL: plain TCP and none of Celery's ``redis_*`` client settings, which
@@ -163,6 +167,17 @@ class RedisBackend(Backend):
         self.chord_ordered = conf.result_chord_ordered if ordered is None else bool(ordered)
         self._hub: ResultHub | None = None  # made on the first wait: workers mostly store
         self._hub_lock = threading.Lock()
+
+    def redis_client(self, **options: Any) -> redis.Redis:
+        """A redis-py client of the backend (of the master the sentinels name, with Sentinel)."""
+        if self.sentinel is not None:
+            return sentinel.master_client(self.sentinel, **options)
+        return redis.Redis.from_url(self.url, **options)
+
+    def follow(self, force: bool = False) -> tuple[str, int] | None:
+        """With Sentinel, moves ``client`` to a new master (``MasterWatch``); the master's
+        address when the sentinels were asked."""
+        return self._watch.check(force) if self._watch is not None else None
 
     def key_for(self, task_id: str) -> str:
         return f"{self.prefix}{TASK_KEY}{task_id}"
@@ -185,6 +200,10 @@ class RedisBackend(Backend):
                     f"cannot store results in {redact(self.url)}: {reason}"
                 ) from exc
             return
+        # Before every store: a worker acks a late-acked task once its result is stored, and
+        # its Rust consumer follows a failover on its own; a result written to the demoted
+        # master after that consumer moved would be lost with its ack kept.
+        self.follow(force=True)
         if isinstance(metas, list) and len(metas) == 1:
             # A worker stores each result right after its task: no pipeline object for one
             # script call (half the client CPU of a pipeline of one).
@@ -218,6 +237,7 @@ class RedisBackend(Backend):
             pipe.execute()
 
     def get_meta(self, task_id: str) -> dict[str, Any]:
+        self.follow()
         try:
             data: bytes | None = self.client.get(self.key_for(task_id))  # type: ignore[assignment]
         except redis.RedisError as exc:
@@ -229,6 +249,7 @@ class RedisBackend(Backend):
     def get_many(self, task_ids: list[str]) -> list[dict[str, Any]]:
         if not task_ids:
             return []
+        self.follow()
         try:
             values: list[bytes | None] = self.client.mget([self.key_for(t) for t in task_ids])  # type: ignore[assignment]
         except redis.RedisError as exc:
@@ -267,6 +288,7 @@ class RedisBackend(Backend):
         # Celery stores {"result": tree} and publishes it like a task meta.
         key, ttl = self.group_key(group_id), self._ttl()
         data = self.encode_value({"result": result})
+        self.follow(force=True)
         try:
             with self.client.pipeline() as pipe:
                 pipe.set(key, data, ex=ttl or None)
@@ -294,6 +316,7 @@ class RedisBackend(Backend):
     def set_chord_size(self, group_id: str, size: int) -> None:
         # Reusing a chord's group id starts a new run: forget an old claim or 'done' marker.
         ttl = self._ttl()
+        self.follow(force=True)
         try:
             with self.client.pipeline() as pipe:
                 pipe.delete(self.group_key(group_id, ".c"))
@@ -318,6 +341,7 @@ class RedisBackend(Backend):
             CHORD_CLAIM_SECONDS,
             token,
         ]
+        self.follow(force=True)  # as store_many: the task is acked once this returns
         try:
             reply = self._chord_part(keys=keys, args=args)
         except redis.RedisError as exc:
@@ -417,12 +441,12 @@ class ResultHub:
         self.trouble: str | None = None
         # Its own connections, with a read timeout and at most one quick retry: a caller's
         # client may be blocked elsewhere, and a hung server must not wedge every waiter.
-        self._reader = redis.Redis.from_url(
-            self.backend.url,
+        self._reader = self.backend.redis_client(
             socket_connect_timeout=5,
             socket_timeout=10,
             retry=Retry(NoBackoff(), 1),
         )
+        self._master_watch: sentinel.MasterWatch | None = None
         self._pid = os.getpid()
 
     # -- callers' side ---------------------------------------------------------------------------
@@ -573,6 +597,13 @@ class ResultHub:
                     except (redis.RedisError, OSError) as exc:
                         self._note(exc)
                         retry_at = now + reconnect.next()
+                if conn is not None and self._moved(conn):
+                    # Reconnected (to the new master) and resubscribed on the next turn; the
+                    # confirmations re-read every waited-on key there.
+                    self._drop(conn)
+                    conn, subscribed = None, set()
+                    retry_at = now
+                    continue
                 if conn is not None:
                     try:
                         self._resubscribe(conn, subscribed)
@@ -621,6 +652,16 @@ class ResultHub:
                 exc,
             )
         self.trouble = f"{type(exc).__name__}: {exc}"
+
+    def _moved(self, conn: Any) -> bool:
+        """With Sentinel: whether the master moved away from ``conn``'s node (the reader's idle
+        connections are dropped by the check itself)."""
+        if self.backend.sentinel is None:
+            return False
+        if self._master_watch is None:
+            self._master_watch = sentinel.MasterWatch(self._reader)
+        address = self._master_watch.check()
+        return address is not None and conn is not None and (conn.host, conn.port) != address
 
     def _resubscribe(self, conn: Any, subscribed: set[str]) -> None:
         with self._lock:

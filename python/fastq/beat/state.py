@@ -103,12 +103,17 @@ return 1
 
 
 class RedisBeatState(BeatState):
-    def __init__(self, url: str, lease_timeout: float, prefix: str = "") -> None:
+    def __init__(
+        self, url: str, lease_timeout: float, prefix: str = "", client: Any = None
+    ) -> None:
+        """``client``: a redis-py client to use instead of one made from ``url`` (Sentinel's)."""
         import redis
 
         super().__init__(lease_timeout)
         self.url = url
-        self.client = redis.Redis.from_url(url, socket_connect_timeout=5, socket_timeout=5)
+        if client is None:
+            client = redis.Redis.from_url(url, socket_connect_timeout=5, socket_timeout=5)
+        self.client = client
         self.lease_key = prefix + LEASE_KEY
         self.last_run_key = prefix + LAST_RUN_KEY
         self.entries_key = prefix + ENTRIES_KEY
@@ -336,19 +341,30 @@ class MemoryBeatState(BeatState):
 
 
 def state_for(conf: Any, broker_url: str, result_backend_url: str | None) -> BeatState:
-    """The state store of this app: ``beat_state_url`` if set, else the broker when it is Redis,
-    SQLite or memory://, else the result backend when it is Redis or SQLite."""
+    """The state store of this app: ``beat_state_url`` if set, else the broker when it is Redis
+    (Sentinel too), SQLite or memory://, else the result backend when it is Redis or SQLite."""
     lease = float(conf.beat_lease_timeout)
     candidates = (
         [conf.beat_state_url] if conf.beat_state_url else [broker_url, result_backend_url or ""]
     )
     for url in candidates:
         scheme = url.split("://", 1)[0].lower()
-        if scheme in ("redis", "rediss"):
+        if scheme in ("redis", "rediss", "sentinel"):
             prefix = ""
             if url == broker_url:
                 prefix = str(conf.broker_transport_options.get("global_keyprefix") or "")
-            return RedisBeatState(url, lease, prefix)
+            client = None
+            if scheme == "sentinel":
+                from fastq import sentinel
+
+                setting = (
+                    "result_backend_transport_options"
+                    if url == result_backend_url and url != broker_url
+                    else "broker_transport_options"
+                )
+                spec = sentinel.parse(url, conf[setting], setting)
+                client = sentinel.master_client(spec, socket_connect_timeout=5, socket_timeout=5)
+            return RedisBeatState(url, lease, prefix, client)
         if scheme == "sqlite":
             return SQLiteBeatState(url, lease)
         if scheme == "memory":

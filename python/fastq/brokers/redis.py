@@ -13,11 +13,11 @@ from collections.abc import Sequence
 
 import redis
 
-from fastq import _core
+from fastq import _core, sentinel
 from fastq.brokers.base import Broker, Consumer, EventPublisher
 from fastq.config import Config
 from fastq.control_channel import ControlChannel
-from fastq.errors import BrokerConnectionError
+from fastq.errors import BrokerConnectionError, ConfigurationError
 from fastq.protocol import OutgoingMessage
 from fastq.redis_errors import redis_failure
 
@@ -65,11 +65,37 @@ class RedisBroker(Broker):
         self.prefix: str = str(options.get("global_keyprefix") or "")
         self.visibility_timeout = float(options.get("visibility_timeout", 3600))
         self.keys = _core.RedisKeys(self.prefix)
-        self.client = redis.Redis.from_url(url, socket_connect_timeout=5, health_check_interval=30)
+        #: With a sentinel:// URL: the sentinels and the master's name (and the URL the Rust
+        #: side reads, which carries them); None for a plain Redis.
+        self.sentinel: sentinel.SentinelSpec | None = None
+        self.core_url = url
+        if sentinel.is_sentinel_url(url):
+            self.sentinel = sentinel.parse(url, options, "broker_transport_options")
+            self.core_url = sentinel.core_url(self.sentinel)
+            if conf.broker_use_ssl:
+                raise ConfigurationError(
+                    "broker_use_ssl with a sentinel:// broker: fastq does not speak TLS to "
+                    "Redis Sentinel or the masters it names"
+                )
+        self.client = self.redis_client(socket_connect_timeout=5, health_check_interval=30)
+        self._watch = sentinel.MasterWatch(self.client) if self.sentinel else None
         self._publisher: _core.RedisPublisher | None = None
         self._publisher_pid = 0
         self._move_due = self.client.register_script(_MOVE_DUE)
         self._quarantine = self.client.register_script(_QUARANTINE)
+
+    def redis_client(self, **options: object) -> redis.Redis:
+        """A redis-py client of the broker (of the master the sentinels name, with Sentinel)."""
+        if self.sentinel is not None:
+            return sentinel.master_client(self.sentinel, **options)
+        return redis.Redis.from_url(self.url, **options)  # type: ignore[arg-type]
+
+    def _follow(self, force: bool = False) -> None:
+        """With Sentinel, moves ``client`` to a new master (see ``MasterWatch``); forced before
+        a write whose loss would lose a task (the Rust consumer may already ack on the new
+        master)."""
+        if self._watch is not None:
+            self._watch.check(force)
 
     @property
     def publisher(self) -> _core.RedisPublisher:
@@ -77,7 +103,7 @@ class RedisBroker(Broker):
         the child's to use; the old object leaves it alone)."""
         publisher = self._publisher
         if publisher is None or self._publisher_pid != os.getpid():
-            publisher = _core.RedisPublisher(self.url, global_keyprefix=self.prefix)
+            publisher = _core.RedisPublisher(self.core_url, global_keyprefix=self.prefix)
             self._publisher, self._publisher_pid = publisher, os.getpid()
         return publisher
 
@@ -91,7 +117,7 @@ class RedisBroker(Broker):
         self, queues: list[str], *, prefetch: int, consumer_id: str, accept: list[str]
     ) -> Consumer:
         return _core.RedisConsumer(
-            self.url,
+            self.core_url,
             queues,
             accept=accept,
             prefetch=prefetch,
@@ -101,17 +127,18 @@ class RedisBroker(Broker):
         )
 
     def restore_consumer(self, consumer_id: str) -> int:
-        return _core.restore_consumer(self.url, consumer_id, self.prefix)
+        return _core.restore_consumer(self.core_url, consumer_id, self.prefix)
 
     def restore_visible(self) -> int:
-        return _core.restore_visible(self.url, self.visibility_timeout, self.prefix)
+        return _core.restore_visible(self.core_url, self.visibility_timeout, self.prefix)
 
     def renew(self, consumer_ids: Sequence[str]) -> int:
         ids = list(consumer_ids)
-        return _core.renew_leases(self.url, ids, self.visibility_timeout, self.prefix)
+        return _core.renew_leases(self.core_url, ids, self.visibility_timeout, self.prefix)
 
     def defer(self, raw: bytes, queue: str, priority: int, when: float) -> bool:
         member = _UNPREFIXED.queue(queue, priority).encode() + b"\x00" + raw
+        self._follow(force=True)
         try:
             self.client.zadd(self.keys.delayed(), {member: when})
         except redis.RedisError as exc:
@@ -119,6 +146,7 @@ class RedisBroker(Broker):
         return True
 
     def move_due(self) -> int:
+        self._follow()
         try:
             moved = self._move_due(keys=[self.keys.delayed()], args=[time.time(), 500, self.prefix])
         except redis.RedisError as exc:
@@ -135,6 +163,7 @@ class RedisBroker(Broker):
     def quarantine(self, consumer_id: str, delivery_tag: str) -> None:
         """The message goes, as held in ``unacked`` (kombu's ``[payload, exchange,
         routing_key]``), to the list ``fastq.quarantine`` (newest first, capped), for a look."""
+        self._follow()
         try:
             self._quarantine(
                 keys=[
@@ -161,8 +190,7 @@ class RedisBroker(Broker):
         # The worker's listener gets a client of its own with short timeouts (a TLS handshake
         # waits on the read timeout): the supervisor polls it from its loop, which must never be
         # held up long by a broker that cannot answer.
-        listener = redis.Redis.from_url(
-            self.url,
+        listener = self.redis_client(
             socket_connect_timeout=CONTROL_TIMEOUT,
             socket_timeout=CONTROL_TIMEOUT,
             health_check_interval=30,
@@ -173,8 +201,8 @@ class RedisBroker(Broker):
         from fastq.brokers.redis_events import RedisEventPublisher
 
         # Short timeouts, as the control listener's: the prefork supervisor publishes from its loop.
-        client = redis.Redis.from_url(
-            self.url, socket_connect_timeout=CONTROL_TIMEOUT, socket_timeout=CONTROL_TIMEOUT
+        client = self.redis_client(
+            socket_connect_timeout=CONTROL_TIMEOUT, socket_timeout=CONTROL_TIMEOUT
         )
         exchange = str(self.conf.event_exchange)
         return RedisEventPublisher(client, self.prefix, self.url, exchange, hostname)

@@ -12,6 +12,7 @@ use ::redis::{
 };
 use thiserror::Error;
 
+use super::sentinel::{self, Resolver, SentinelConfig};
 use super::url::{client_url, redact_url, scrub, TlsOptions};
 
 /// Opening a connection (TCP, TLS handshake, AUTH, SELECT) takes milliseconds on any sane
@@ -44,7 +45,10 @@ pub enum BrokerError {
 pub type BrokerResult<T> = std::result::Result<T, BrokerError>;
 
 pub struct Connector {
+    /// The server's client; with Sentinel, the master's found by the last connect.
     client: Client,
+    /// With a `sentinel://` URL: who to ask for the master, and when it was last asked.
+    sentinel: Option<Resolver>,
     /// The URL with its password hidden: the only form that goes into messages.
     url: String,
     password: Option<String>,
@@ -65,6 +69,9 @@ impl Connector {
     /// Parses `url` (`redis://`, `rediss://`, `unix://`; db number in the path); does not connect.
     /// `client_name` is shown by `CLIENT LIST` (spaces become `_`, which Redis requires).
     pub fn new(url: &str, client_name: &str) -> BrokerResult<Self> {
+        if sentinel::is_sentinel(url) {
+            return Self::with_sentinel(url, client_name);
+        }
         let redacted = redact_url(url);
         let (target, tls) = client_url(url);
         let client = match tls_certificates(&tls)? {
@@ -82,9 +89,26 @@ impl Connector {
             .redis_settings()
             .password()
             .map(str::to_owned);
-        Ok(Connector {
+        Ok(Self::assemble(
             client,
-            url: redacted,
+            None,
+            redacted,
+            password,
+            client_name,
+        ))
+    }
+
+    fn assemble(
+        client: Client,
+        sentinel: Option<Resolver>,
+        url: String,
+        password: Option<String>,
+        client_name: &str,
+    ) -> Self {
+        Connector {
+            client,
+            sentinel,
+            url,
             password,
             client_name: client_name.replace(|c: char| c.is_whitespace(), "_"),
             conn: None,
@@ -92,6 +116,60 @@ impl Connector {
             unread: 0,
             ever_connected: false,
             connect_timeout: CONNECT_TIMEOUT,
+        }
+    }
+
+    /// A connector to the master the sentinels of `url` name (see `sentinel`).
+    fn with_sentinel(url: &str, client_name: &str) -> BrokerResult<Self> {
+        let config = SentinelConfig::parse(url)?;
+        let redacted = sentinel::redact(url);
+        // Replaced by the master's on every connect; never used to connect itself.
+        let placeholder = config
+            .master_info("localhost", 6379)
+            .and_then(Client::open)
+            .map_err(|e| BrokerError::Config(format!("the Sentinel URL {redacted}: {e}")))?;
+        let password = config.password.clone();
+        let resolver = Some(Resolver::new(config));
+        Ok(Self::assemble(
+            placeholder,
+            resolver,
+            redacted,
+            password,
+            client_name,
+        ))
+    }
+
+    /// Whether the URL is a Sentinel URL (the server's address changes with failovers).
+    pub fn is_sentinel(&self) -> bool {
+        self.sentinel.is_some()
+    }
+
+    /// With Sentinel, a connection that is open to a master the sentinels no longer name is
+    /// dropped, and the caller told (a connection error): whatever it wrote there since the
+    /// failover is lost when Sentinel turns that node into a replica, and whatever a broken
+    /// connection asks of the caller (acks sent again, a claim's lost reply reconciled) is due.
+    fn follow_failover(&mut self) -> BrokerResult<()> {
+        let Some(resolver) = self.sentinel.as_mut() else {
+            return Ok(());
+        };
+        if self.conn.is_none() {
+            return Ok(());
+        }
+        let Some((host, port)) = resolver.moved() else {
+            return Ok(());
+        };
+        let old = resolver
+            .current
+            .as_ref()
+            .map(|(h, p)| format!("{h}:{p}"))
+            .unwrap_or_default();
+        self.close();
+        Err(BrokerError::Connection {
+            url: self.url.clone(),
+            reason: format!(
+                "the sentinels now name {host}:{port} as the master instead of {old} (a \
+                 failover): reconnecting"
+            ),
         })
     }
 
@@ -133,6 +211,7 @@ impl Connector {
         read_timeout: Duration,
         op: impl FnOnce(&mut Connection) -> RedisResult<T>,
     ) -> BrokerResult<T> {
+        self.follow_failover()?;
         let mut conn = match self.conn.take() {
             Some(conn) => conn,
             None => self.connect()?,
@@ -158,6 +237,7 @@ impl Connector {
     /// the next command. The bytes are in the server's socket before this returns, so the command
     /// takes effect even if this process dies before reading the reply.
     pub fn send_unread(&mut self, packed: &[u8], replies: usize) -> BrokerResult<()> {
+        self.follow_failover()?;
         let mut conn = match self.conn.take() {
             Some(conn) => conn,
             None => self.connect()?,
@@ -190,10 +270,13 @@ impl Connector {
 
     fn connect(&mut self) -> BrokerResult<Connection> {
         self.read_timeout = None;
-        let mut conn = self
-            .client
-            .get_connection_with_timeout(self.connect_timeout)
-            .map_err(|e| self.connect_error(&e))?;
+        let mut conn = if self.sentinel.is_some() {
+            self.connect_to_master()?
+        } else {
+            self.client
+                .get_connection_with_timeout(self.connect_timeout)
+                .map_err(|e| self.connect_error(&e))?
+        };
         conn.set_write_timeout(Some(COMMAND_TIMEOUT))
             .and_then(|()| {
                 ::redis::cmd("CLIENT")
@@ -203,6 +286,63 @@ impl Connector {
             })
             .map_err(|e| self.connection_error(&e))?;
         self.ever_connected = true;
+        Ok(conn)
+    }
+
+    /// Asks the sentinels for the master, connects to it and checks with `ROLE` that it is one.
+    fn connect_to_master(&mut self) -> BrokerResult<Connection> {
+        let resolver = self.sentinel.as_mut().expect("only called with Sentinel");
+        let name = resolver.config.master_name.clone();
+        let (host, port) = resolver
+            .master()
+            .map_err(|failures| BrokerError::Connection {
+                url: self.url.clone(),
+                reason: format!(
+                    "no sentinel gave the address of the master {name:?}: {}",
+                    failures.join("; ")
+                ),
+            })?;
+        let client = resolver
+            .config
+            .master_info(&host, port)
+            .and_then(Client::open)
+            .map_err(|e| BrokerError::Config(format!("the master {host}:{port}: {e}")))?;
+        self.client = client;
+        let mut conn = self
+            .client
+            .get_connection_with_timeout(self.connect_timeout)
+            .map_err(|e| BrokerError::Connection {
+                url: self.url.clone(),
+                reason: format!(
+                    "the master {name:?} at {host}:{port} (as the sentinels say): {}",
+                    self.connect_reason(&e)
+                ),
+            })?;
+        conn.set_read_timeout(Some(self.connect_timeout))
+            .map_err(|e| self.connection_error(&e))?;
+        let role: ::redis::Value = ::redis::cmd("ROLE")
+            .query(&mut conn)
+            .map_err(|e| self.connection_error(&e))?;
+        let role = match role {
+            ::redis::Value::Array(items) => items
+                .into_iter()
+                .next()
+                .and_then(|v| ::redis::from_redis_value::<String>(v).ok())
+                .unwrap_or_default(),
+            _ => String::new(),
+        };
+        if role != "master" {
+            return Err(BrokerError::Connection {
+                url: self.url.clone(),
+                reason: format!(
+                    "{host}:{port}, which the sentinels name as the master {name:?}, is a \
+                     {role} (a failover is under way)"
+                ),
+            });
+        }
+        if let Some(resolver) = self.sentinel.as_mut() {
+            resolver.connected((host, port));
+        }
         Ok(conn)
     }
 
@@ -343,7 +483,12 @@ fn is_transient(e: &RedisError) -> bool {
                         | ServerErrorKind::ClusterDown
                 )
         )
-        || matches!(e.code(), Some("NOAUTH" | "WRONGPASS"))
+        // A demoted master unblocks its blocked clients, and one that lost its replicas
+        // refuses writes (min-replicas-to-write): both pass with the failover.
+        || matches!(
+            e.code(),
+            Some("NOAUTH" | "WRONGPASS" | "UNBLOCKED" | "NOREPLICAS")
+        )
 }
 
 /// Reads the PEM files the URL names; `None` when it names none (the system's CAs are trusted).

@@ -29,6 +29,7 @@ mod publisher;
 mod restore;
 mod results;
 mod scripts;
+pub mod sentinel;
 mod spin_socket;
 pub mod url;
 

@@ -23,7 +23,6 @@ use thiserror::Error;
 use super::connection::{BrokerError, BrokerResult, Connector, CLIENT_CONNECT_TIMEOUT};
 use super::keys::{binding_member, KeyLayout};
 use super::spin_socket::{plain_tcp, SpinSocket};
-use super::url::redact_url;
 use crate::error::CodecError;
 use crate::outgoing::Outgoing;
 
@@ -66,11 +65,18 @@ impl RedisPublisher {
     pub fn new(url: &str, global_keyprefix: &str) -> BrokerResult<Self> {
         let pid = std::process::id();
         let connector = client_connector(url, pid)?;
+        // With Sentinel the master's address changes: published to through the connector,
+        // which finds it.
+        let plain = if connector.is_sentinel() {
+            None
+        } else {
+            plain_tcp(connector.connection_info())
+        };
         Ok(RedisPublisher {
             raw_url: url.to_owned(),
-            url: redact_url(url),
+            url: connector.url().to_owned(),
             keys: KeyLayout::new(global_keyprefix),
-            plain: plain_tcp(connector.connection_info()),
+            plain,
             connector: Some(connector),
             socket: None,
             pid,

@@ -100,7 +100,7 @@ fn redact_query(text: &str) -> String {
     let params: Vec<String> = query
         .split('&')
         .map(|param| match param.split_once('=') {
-            Some((name, _)) if name.eq_ignore_ascii_case("password") => {
+            Some((name, _)) if name.to_ascii_lowercase().ends_with("password") => {
                 format!("{name}={HIDDEN}")
             }
             _ => param.to_owned(),
