@@ -11,7 +11,7 @@ from contextvars import ContextVar
 from datetime import datetime, timedelta, tzinfo
 from functools import cached_property
 from types import FunctionType
-from typing import TYPE_CHECKING, Any, Literal, overload
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple, overload
 
 from fastq import builtin_tasks, protocol, publish_retry, pydantic_models, stamping
 from fastq._core import compression_type
@@ -62,6 +62,17 @@ if TYPE_CHECKING:
         def __call__(self, fun: Callable[Concatenate[Any, P], R]) -> Task[P, R]: ...
 
 
+class _SendDefaults(NamedTuple):
+    """The settings every outgoing message reads (``App._send_defaults``)."""
+
+    tz: tzinfo
+    ignore_result: bool
+    compression: str | None
+    serializer: str
+    delivery_mode: int
+    priority: Callable[[], int | None]
+
+
 class App:
     """A fastq application::
 
@@ -108,6 +119,7 @@ class App:
             "fastq.app.batch"
         )
         self._tracing: Tracing | None = None
+        self._sent_with: tuple[Config, int, _SendDefaults] | None = None
         #: Celery's app signals: sent once, by ``finalize()`` (when beat or a worker starts), so
         #: receivers may use tasks defined after them (``add_periodic_task`` in the guide).
         self.on_after_configure = Signal("app.on_after_configure", ("source",))
@@ -609,7 +621,8 @@ class App:
         if not isinstance(args, tuple):
             raise TypeError("task args must be a list or tuple")
         kwargs = dict(kwargs) if kwargs is not None else {}
-        task_id = task_id or str(uuid.uuid4())
+        task_id = task_id or protocol.new_task_id()
+        defaults = self._send_defaults()
         route = self.router.route(
             route_name or name,
             {"queue": queue, "exchange": exchange, "routing_key": routing_key},
@@ -625,7 +638,7 @@ class App:
             time_limit = time_limit if time_limit is not None else given.get("time_limit")
             if soft_time_limit is None:
                 soft_time_limit = given.get("soft_time_limit")
-        tz = self.timezone
+        tz = defaults.tz
         eta_text = (
             protocol.seconds_from_now(countdown, tz)
             if countdown is not None
@@ -639,7 +652,7 @@ class App:
             expires_text: str | None = protocol.seconds_from_now(expires, tz)
         else:
             expires_text = protocol.to_iso(expires)
-        if ignore_result is None and self.conf.task_ignore_result:
+        if ignore_result is None and defaults.ignore_result:
             ignore_result = True
         # Otherwise None, as Celery's send_task sends it: the worker then asks the task.
         message_headers = protocol.task_headers(
@@ -667,7 +680,7 @@ class App:
         if stamped_headers:
             message_headers["stamped_headers"] = list(stamped_headers)
             message_headers["stamps"] = dict(stamps or {})
-        compression = compression or self.conf.task_compression
+        compression = compression or defaults.compression
         if compression:  # kombu's header: the encoders compress the body by it
             message_headers["compression"] = compression_type(compression)
         embed = {
@@ -684,12 +697,36 @@ class App:
             queue=route.queue,
             exchange=route.exchange,
             routing_key=route.routing_key,
-            priority=priority if priority is not None else self._default_priority(),
-            serializer=serializer or self.conf.task_serializer,
+            priority=priority if priority is not None else defaults.priority(),
+            serializer=serializer or defaults.serializer,
             reply_to=reply_to or self.oid,
-            delivery_mode=self.conf.task_default_delivery_mode,
+            delivery_mode=defaults.delivery_mode,
             properties=properties,
         )
+
+    def _send_defaults(self) -> _SendDefaults:
+        """What every message takes from the settings, read again only after one changed
+        (a ``.delay()`` in a loop would read six of them each time)."""
+        conf = self.conf
+        cached = self._sent_with
+        if cached is not None and cached[0] is conf and cached[1] == conf.version:
+            return cached[2]
+        priority: Callable[[], int | None]
+        if conf.task_inherit_parent_priority:
+            priority = self._default_priority
+        else:
+            fixed = conf.task_default_priority
+            priority = lambda: fixed  # noqa: E731
+        defaults = _SendDefaults(
+            tz=self.timezone,
+            ignore_result=bool(conf.task_ignore_result),
+            compression=conf.task_compression,
+            serializer=conf.task_serializer,
+            delivery_mode=conf.task_default_delivery_mode,
+            priority=priority,
+        )
+        self._sent_with = (conf, conf.version, defaults)
+        return defaults
 
     def _default_priority(self) -> int | None:
         """``task_default_priority``, or with ``task_inherit_parent_priority`` the priority of

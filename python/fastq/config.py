@@ -447,6 +447,8 @@ class Config(MutableMapping[str, Any]):
         object.__setattr__(self, "_warned", set())
         #: Called with a setting's name after it is set (the app re-annotates its tasks).
         object.__setattr__(self, "_on_change", None)
+        #: Counts the settings set or reset, so a reader may keep what it derived from them.
+        object.__setattr__(self, "version", 0)
         for name, env in ENVIRONMENT.items():
             if os.environ.get(env):
                 self._values[name] = os.environ[env]
@@ -482,6 +484,7 @@ class Config(MutableMapping[str, Any]):
         if name in REFUSED and value != default:
             raise ConfigurationError(f"setting {name!r} is not supported: {REFUSED[name]}")
         self._values[name] = value
+        object.__setattr__(self, "version", self.version + 1)
         if self._on_change is not None:
             self._on_change(name)
         if value != default:
@@ -497,6 +500,7 @@ class Config(MutableMapping[str, Any]):
     def __delitem__(self, name: str) -> None:
         name = self._check(name)
         self._values[name] = _copy(SETTINGS[name][0])
+        object.__setattr__(self, "version", self.version + 1)
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._values)

@@ -23,6 +23,34 @@ def origin() -> str:
     return _ORIGIN[1]
 
 
+#: Task ids made ahead, 256 from one system call; ``list.pop`` hands each out once, whichever
+#: thread asks.
+_IDS: list[str] = []
+
+
+def new_task_id() -> str:
+    """A random (version 4) UUID in its text form, as ``str(uuid.uuid4())`` but ~3x faster."""
+    try:
+        return _IDS.pop()
+    except IndexError:
+        pass
+    raw = bytearray(os.urandom(16 * 256))
+    raw[6::16] = bytes((b & 0x0F) | 0x40 for b in raw[6::16])  # version 4
+    raw[8::16] = bytes((b & 0x3F) | 0x80 for b in raw[8::16])  # RFC 4122 variant
+    h = raw.hex()
+    fresh = [
+        f"{h[i : i + 8]}-{h[i + 8 : i + 12]}-{h[i + 12 : i + 16]}-{h[i + 16 : i + 20]}"
+        f"-{h[i + 20 : i + 32]}"
+        for i in range(0, len(h), 32)
+    ]
+    _IDS.extend(fresh[1:])
+    return fresh[0]
+
+
+# A forked child must not hand out the ids its parent holds.
+os.register_at_fork(after_in_child=_IDS.clear)
+
+
 def short_repr(value: Any) -> str:
     text = repr(value)
     return text if len(text) <= REPR_MAXSIZE else text[: REPR_MAXSIZE - 3] + "..."
