@@ -6,7 +6,7 @@ their content type), ``InvalidMessage`` (valid data that is not a task message),
 """
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Literal, final
 
 # The module's own list (PyO3 fills it from every `m.add*` in lib.rs); stubtest compares the two.
@@ -28,12 +28,15 @@ __all__ = [
     "decode_task",
     "decode_task_envelope",
     "dumps",
+    "encode_event_lines",
+    "encode_events",
     "encode_task_envelope",
     "encode_task_message",
     "loads",
     "renew_leases",
     "restore_consumer",
     "restore_visible",
+    "stamp_events",
 ]
 
 __version__: str
@@ -80,6 +83,25 @@ def loads(
     data: bytes, content_type: str = "application/json", accept: list[str] | None = None
 ) -> Any:
     """Deserialize ``data``; with ``accept``, types not listed raise ``ContentDisallowed``."""
+
+def encode_events(
+    events: Iterable[tuple[str, float, Mapping[str, Any]]], common: bytes
+) -> list[bytes]:
+    """Celery's events, each ``(type, timestamp, fields)``, as JSON objects without their clock:
+    ``{"type": …, "timestamp": …, <common>, <fields>}``, where ``common`` holds the members every
+    event of the sender shares (``b'"hostname":"w@h","utcoffset":-1,"pid":7'``), written as
+    given. ``fields`` is a dict; a value JSON cannot carry raises ``EncodeError``."""
+
+def encode_event_lines(
+    events: Iterable[tuple[str, float, Mapping[str, Any]]], common: bytes, prefix: bytes
+) -> bytes:
+    """``encode_events`` as lines, each ``<prefix><JSON>\\n`` (JSON holds no raw newline): a
+    prefork child's ``E`` report lines."""
+
+def stamp_events(events: Iterable[bytes], clock: int) -> bytes:
+    """A ``task.multi`` body: the JSON array of ``events`` (``encode_events``' objects), each with
+    ``"clock"`` spliced in as its first member, numbered from ``clock`` on. An item that is not a
+    JSON object (``{…}``) is left out, and its clock number with it."""
 
 def encode_task_envelope(
     headers: dict[str, Any],

@@ -7,10 +7,12 @@ An event is a JSON object with Celery's fields: ``type`` (``task-succeeded``), `
 are batched as Celery's own prefork worker batches them: a JSON list on ``task.multi``, which
 Celery's receivers (``celery events``, Flower) read as the events it holds.
 
-Each event is encoded once where it happens (a prefork child encodes its own and hands it to the
-supervisor on its report pipe) and published off the task's path: ``EventDispatcher.tick`` runs
-from the supervisor's loop (prefork) or a thread of its own (threads, solo). The Lamport clock is
-stamped at publish time, by the process that publishes (``with_clock``).
+Each event is encoded once, in Rust (``_core.encode_events``), by the process where it happens (a
+prefork child holds its events until its next report, which carries them to the supervisor: the
+``task-received`` and ``task-started`` of a task are encoded in one call), and published off the
+task's path: ``EventDispatcher.tick`` runs from the supervisor's loop (prefork) or a thread of
+its own (threads, solo). The Lamport clock is stamped at publish time, by the process that
+publishes, spliced into the encoded events in one call per batch (``_core.stamp_events``).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
-from fastq import _core, errors
+from fastq import _core, errors, states
 from fastq.backoff import Backoff
 from fastq.control_channel import CLOCK
 
@@ -70,24 +72,41 @@ def short_repr(value: Any, limit: int = REPR_MAX) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def encode(event_type: str, fields: dict[str, Any], hostname: str, pid: int) -> bytes:
-    """The event as JSON without its ``clock`` (``with_clock`` adds it when it is sent)."""
-    event = {
-        "type": event_type,
-        "hostname": hostname,
-        "timestamp": time.time(),
-        "utcoffset": _UTCOFFSET,
-        "pid": pid,
-        **fields,
-    }
+def common_members(hostname: str, pid: int) -> bytes:
+    """The JSON object members every event of a sender carries besides its type, timestamp and
+    clock: ``"hostname":…,"utcoffset":…,"pid":…`` (``_core.encode_events``' ``common``)."""
+    return _core.dumps({"hostname": hostname, "utcoffset": _UTCOFFSET, "pid": pid}, JSON)[1:-1]
+
+
+def encode_events(events: list[tuple[str, float, dict[str, Any]]], common: bytes) -> list[bytes]:
+    """``events`` (type, timestamp, fields) as JSON objects without their ``clock``."""
     try:
-        return _core.dumps(event, JSON)
+        return _core.encode_events(events, common)
     except errors.EncodeError:  # a field JSON cannot carry: its repr
-        return _core.dumps({k: v if _plain(v) else repr(v) for k, v in event.items()}, JSON)
+        return [_encode_one(event, common) for event in events]
+
+
+def encode_lines(
+    events: list[tuple[str, float, dict[str, Any]]], common: bytes, prefix: bytes
+) -> bytes:
+    """``events`` as lines, each ``<prefix><JSON>\\n`` (a prefork child's ``E`` reports)."""
+    try:
+        return _core.encode_event_lines(events, common, prefix)
+    except errors.EncodeError:
+        return b"".join(prefix + raw + b"\n" for raw in encode_events(events, common))
+
+
+def _encode_one(event: tuple[str, float, dict[str, Any]], common: bytes) -> bytes:
+    try:
+        return _core.encode_events([event], common)[0]
+    except errors.EncodeError:
+        event_type, timestamp, fields = event
+        fields = {k: v if _plain(v) else repr(v) for k, v in fields.items()}
+        return _core.encode_events([(event_type, timestamp, fields)], common)[0]
 
 
 def with_clock(raw: bytes, clock: int) -> bytes:
-    """``raw`` (a JSON object from ``encode``) with ``clock`` as its first field."""
+    """``raw`` (a JSON object from ``encode_events``) with ``clock`` as its first field."""
     return b'{"clock":%d,%s' % (clock, raw[1:])
 
 
@@ -111,22 +130,40 @@ class TaskEvents:
     """A consumer loop's task events, with Celery's fields, handed to ``emit`` encoded.
 
     ``pid`` is the worker's main process, as in Celery, where the main process sends them.
+    Without ``emit`` (a prefork child), events are ``held`` until ``take``: the child's next
+    report carries them, and the events held meanwhile are encoded in one call.
     """
 
     def __init__(
-        self, hostname: str, pid: int, emit: Callable[[bytes], None], switch: EventSwitch
+        self,
+        hostname: str,
+        pid: int,
+        emit: Callable[[list[bytes]], None] | None,
+        switch: EventSwitch,
     ) -> None:
         self.hostname = hostname
         self.pid = pid
         self.emit = emit
         self.switch = switch
+        self.common = common_members(hostname, pid)
+        #: Events not encoded yet (``emit`` None): (type, timestamp, fields).
+        self.held: list[tuple[str, float, dict[str, Any]]] = []
 
     @property
     def enabled(self) -> bool:
         return self.switch.send_events
 
     def _send(self, event_type: str, fields: dict[str, Any]) -> None:
-        self.emit(encode(event_type, fields, self.hostname, self.pid))
+        event = (event_type, time.time(), fields)
+        if self.emit is None:
+            self.held.append(event)
+        else:  # shared by a thread pool's loops: nothing held
+            self.emit(encode_events([event], self.common))
+
+    def take(self, prefix: bytes) -> bytes:
+        """The events held so far as lines, each ``<prefix><JSON>\\n`` (``emit`` None)."""
+        held, self.held = self.held, []
+        return encode_lines(held, self.common, prefix) if held else b""
 
     def received(self, context: Context) -> None:
         headers = context.headers or {}
@@ -154,8 +191,6 @@ class TaskEvents:
     def outcome(self, context: Context, outcome: Outcome, runtime: float) -> None:
         """``task-succeeded``, ``-failed``, ``-retried``, ``-revoked`` or ``-rejected``, from
         what the task's run came to."""
-        from fastq import states
-
         state = outcome.state
         if state == states.SUCCESS:
             fields = {"uuid": context.id, "result": short_repr(outcome.value), "runtime": runtime}
@@ -196,7 +231,7 @@ class TaskEvents:
 
 
 class EventDispatcher:
-    """Sends this process's events: task events buffered (``put``) and published in batches by
+    """Sends this process's events: task events buffered (``put_many``) and published in batches by
     ``tick``, worker events (online, heartbeat, offline) as they come.
 
     ``stats()`` gives the heartbeat's ``active`` and ``processed``. A broker that refuses events
@@ -214,6 +249,7 @@ class EventDispatcher:
         self.hostname = hostname
         self.stats = stats
         self.pid = os.getpid()
+        self.common = common_members(hostname, self.pid)
         self._publisher: EventPublisher | None = None
         self._buffer: deque[bytes] = deque(maxlen=MAX_BUFFERED)
         self._lock = threading.Lock()
@@ -224,12 +260,10 @@ class EventDispatcher:
         #: Heartbeats on: between ``online()`` and ``offline()``.
         self.beating = False
 
-    def put(self, raw: bytes) -> None:
-        """Buffers an encoded task event (thread-safe; a deque's append)."""
-        self._buffer.append(raw)
-
     def put_many(self, raws: list[bytes]) -> None:
-        self._buffer.extend(raws)
+        """Buffers encoded task events (thread-safe)."""
+        with self._lock:
+            self._buffer.extend(raws)
 
     def send(self, event_type: str, **fields: Any) -> None:
         """Publishes one event now (worker events)."""
@@ -237,15 +271,11 @@ class EventDispatcher:
 
     def send_many(self, events: list[tuple[str, dict[str, Any]]]) -> None:
         """Publishes events now, in one round trip (a client's ``task-sent``)."""
+        raws = encode_events([(t, time.time(), fields) for t, fields in events], self.common)
         self._publish(
             [
-                (
-                    event_type.replace("-", "."),
-                    with_clock(
-                        encode(event_type, fields, self.hostname, self.pid), CLOCK.forward()
-                    ),
-                )
-                for event_type, fields in events
+                (event_type.replace("-", "."), with_clock(raw, CLOCK.forward()))
+                for (event_type, _), raw in zip(events, raws, strict=True)
             ]
         )
 
@@ -287,12 +317,11 @@ class EventDispatcher:
         now = time.monotonic()
         if self._buffer and (force or now >= self._next_flush):
             self._next_flush = now + FLUSH_EVERY
-            batch = []
             with self._lock:
-                while self._buffer:
-                    batch.append(self._buffer.popleft())
+                batch = list(self._buffer)
+                self._buffer.clear()
             if batch:
-                body = b"[" + b",".join(with_clock(raw, CLOCK.forward()) for raw in batch) + b"]"
+                body = _core.stamp_events(batch, CLOCK.forward_many(len(batch)))
                 self._publish([("task.multi", body)])
         if self.beating and time.monotonic() >= self._next_heartbeat:
             self.heartbeat()

@@ -83,9 +83,10 @@ def envelope(body: Any, headers: dict[str, Any], exchange: str, routing_key: str
 
 def json_envelope(body: bytes, headers: dict[str, Any], exchange: str, routing_key: str) -> bytes:
     """A transient kombu Redis message around a ``body`` already encoded as JSON."""
-    return json.dumps(
+    # Base64 needs no JSON escaping: spliced in, not scanned by the encoder (a batch of task
+    # events is a few hundred kB of it).
+    rest = json.dumps(
         {
-            "body": base64.b64encode(body).decode(),
             "content-encoding": "utf-8",
             "content-type": "application/json",
             "headers": headers,
@@ -98,6 +99,7 @@ def json_envelope(body: bytes, headers: dict[str, Any], exchange: str, routing_k
             },
         }
     ).encode()
+    return b'{"body": "' + base64.b64encode(body) + b'", ' + rest[1:]
 
 
 def open_envelope(data: bytes | str) -> tuple[Any, dict[str, Any]] | None:

@@ -202,9 +202,8 @@ def run_worker(
             reporter.with_args = bool(conf.result_extended)  # the stored meta carries them
             child_events = None
             if events is not None:  # to the supervisor with the reports, which publishes them
-                child_events = TaskEvents(
-                    hostname, os.getppid(), reporter.event, supervisor.revoked
-                )
+                child_events = TaskEvents(hostname, os.getppid(), None, supervisor.revoked)
+                reporter.events = child_events
             watch = observer(lambda taken: reporter.metrics(encode(taken)))
             loop = make_loop(
                 cid,
@@ -299,7 +298,7 @@ def run_worker(
         supervisor.revoked.send_events = send_events
         lost_events = None
         if events is not None:
-            lost_events = TaskEvents(hostname, os.getpid(), events.put, supervisor.revoked)
+            lost_events = TaskEvents(hostname, os.getpid(), events.put_many, supervisor.revoked)
         if events is not None:
             control_server.on_events = lambda on: _switch(
                 supervisor.revoked, on, supervisor.send_events
@@ -325,7 +324,7 @@ def run_worker(
     revoked.send_events = send_events
     loop_events = None
     if events is not None:
-        loop_events = TaskEvents(hostname, os.getpid(), events.put, revoked)
+        loop_events = TaskEvents(hostname, os.getpid(), events.put_many, revoked)
 
         def set_events(on: bool) -> None:
             revoked.send_events = on

@@ -9,7 +9,8 @@
 - ``M <JSON>``: the child's metrics since its last ``M`` line (``worker/metrics.py``), with
   ``--metrics-port`` only.
 - ``E <JSON>``: a task event (``fastq.events``), which the supervisor publishes; written with the
-  next line above, so events cost the child no write of their own.
+  next line above, so events cost the child no write of their own (and the events held until
+  then are encoded in one call: ``TaskEvents.take``).
 
 The child writes them (``SupervisorReporter``); the supervisor reads them (``parse_start``), and
 decodes a request (``decode_request``) only to record a task the child did not finish
@@ -22,7 +23,7 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from fastq import _core, errors
 from fastq.task import Context
@@ -118,6 +119,14 @@ def decode_request(task: ReportedTask, hostname: str) -> Context:
     )
 
 
+class HeldEvents(Protocol):
+    """Task events held until a report carries them (``fastq.events.TaskEvents``)."""
+
+    held: list[Any]
+
+    def take(self, prefix: bytes) -> bytes: ...
+
+
 class SupervisorReporter:
     """The child's end of the report pipe (the loop's ``TaskReporter`` in a prefork child).
 
@@ -127,8 +136,9 @@ class SupervisorReporter:
 
     def __init__(self, fd: int, with_args: bool = False) -> None:
         self.fd = fd
-        #: Task events not written yet (``E`` lines), written with the next report.
-        self._events: list[bytes] = []
+        #: The task events held since the last report (``fastq.events.TaskEvents``), written
+        #: as ``E`` lines before the next report.
+        self.events: HeldEvents | None = None
         #: Describe args and kwargs too (``result_extended``: the stored result carries them).
         self.with_args = with_args
 
@@ -179,19 +189,17 @@ class SupervisorReporter:
                 lines.append(f"K {task_id} {data}\n")
         return "".join(lines), len(lines) == len(results)
 
-    def event(self, raw: bytes) -> None:
-        """A task event (JSON), sent with the next report (``flush_events`` if none follows)."""
-        self._events.append(b"E " + raw + b"\n")
-
     def flush_events(self) -> None:
-        if self._events:
-            self._write("")
+        """Writes the task events held, when no report follows to carry them."""
+        self._write("")
 
     def _write(self, line: str) -> None:
         data = line.encode()
-        if self._events:
-            data = b"".join(self._events) + data
-            self._events.clear()
+        events = self.events
+        if events is not None and events.held:
+            data = events.take(b"E ") + data
+        if not data:
+            return
         try:
             while data:  # a long line (a big chain) may go in parts; this child is its only writer
                 data = data[os.write(self.fd, data) :]

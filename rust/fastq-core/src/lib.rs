@@ -8,6 +8,7 @@ pub mod codec;
 pub mod compression;
 pub mod envelope;
 pub mod error;
+pub mod events;
 pub mod outgoing;
 pub mod protocol;
 pub mod redis;

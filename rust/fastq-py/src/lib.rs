@@ -6,6 +6,7 @@ mod codec;
 mod convert;
 mod delivery;
 mod errors;
+mod events;
 mod message;
 mod outgoing;
 mod redis_consumer;
@@ -38,6 +39,9 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(codec::decode_task, m)?)?;
     m.add_function(wrap_pyfunction!(codec::compression_type, m)?)?;
     m.add_function(wrap_pyfunction!(codec::decode_task_envelope, m)?)?;
+    m.add_function(wrap_pyfunction!(events::encode_events, m)?)?;
+    m.add_function(wrap_pyfunction!(events::encode_event_lines, m)?)?;
+    m.add_function(wrap_pyfunction!(events::stamp_events, m)?)?;
     m.add_function(wrap_pyfunction!(redis_consumer::restore_consumer, m)?)?;
     m.add_function(wrap_pyfunction!(redis_consumer::restore_visible, m)?)?;
     m.add_function(wrap_pyfunction!(redis_consumer::renew_leases, m)?)?;

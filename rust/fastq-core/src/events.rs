@@ -1,0 +1,181 @@
+//! Celery's events as a worker sends them: each a JSON object encoded where it happens
+//! (`encode`), without its Lamport clock, which the process that publishes it splices in
+//! (`stamp`): a prefork worker's children encode their task events, its supervisor stamps them.
+
+use std::io::Write as _;
+
+use crate::codec::json;
+use crate::error::Result;
+use crate::value::Value;
+
+/// A field of an event: the scalars events carry, written as they are, or any other value.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Field<'a> {
+    Null,
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    Str(&'a str),
+    Value(Value),
+}
+
+/// Appends one event: `{"type":…,"timestamp":…,<common>,<fields>}`. `common` holds the JSON
+/// object members every event of the sender shares (`"hostname":…,"utcoffset":…,"pid":…`),
+/// written as they are; `fields` are the event's own.
+pub fn encode<'a>(
+    out: &mut Vec<u8>,
+    event_type: &str,
+    timestamp: f64,
+    common: &[u8],
+    fields: impl IntoIterator<Item = (&'a str, Field<'a>)>,
+) -> Result<()> {
+    let mut event = EventWriter::begin(out, event_type, timestamp, common)?;
+    for (key, field) in fields {
+        event.field(key, field)?;
+    }
+    event.end();
+    Ok(())
+}
+
+/// `encode` a field at a time, for a caller that reads the fields as it writes them.
+pub struct EventWriter<'o> {
+    out: &'o mut Vec<u8>,
+}
+
+impl<'o> EventWriter<'o> {
+    pub fn begin(
+        out: &'o mut Vec<u8>,
+        event_type: &str,
+        timestamp: f64,
+        common: &[u8],
+    ) -> Result<Self> {
+        out.extend_from_slice(b"{\"type\":");
+        json::to_writer(out, event_type)?;
+        out.extend_from_slice(b",\"timestamp\":");
+        json::write(out, &Value::Float(timestamp))?;
+        if !common.is_empty() {
+            out.push(b',');
+            out.extend_from_slice(common);
+        }
+        Ok(EventWriter { out })
+    }
+
+    pub fn field(&mut self, key: &str, field: Field<'_>) -> Result<()> {
+        let out = &mut *self.out;
+        out.push(b',');
+        json::to_writer(out, key)?;
+        out.push(b':');
+        match field {
+            Field::Null => out.extend_from_slice(b"null"),
+            Field::Bool(true) => out.extend_from_slice(b"true"),
+            Field::Bool(false) => out.extend_from_slice(b"false"),
+            Field::Int(i) => {
+                let _ = write!(out, "{i}"); // writing to a Vec cannot fail
+            }
+            Field::Float(f) => json::write(out, &Value::Float(f))?,
+            Field::Str(text) => json::to_writer(out, text)?,
+            Field::Value(value) => json::write(out, &value)?,
+        }
+        Ok(())
+    }
+
+    pub fn end(self) {
+        self.out.push(b'}');
+    }
+}
+
+/// The JSON array of `events` (objects from `encode`), each with `"clock"` spliced in as its
+/// first member: `first_clock`, `first_clock + 1`… (the body of a `task.multi` message). An
+/// event that is not a JSON object (`{…}`) is left out, and its clock with it.
+pub fn stamp<'a>(events: impl IntoIterator<Item = &'a [u8]>, first_clock: u64) -> Vec<u8> {
+    let events = events.into_iter();
+    let mut out = Vec::with_capacity(2 + events.size_hint().0 * 320);
+    out.push(b'[');
+    let mut clock = first_clock;
+    for event in events {
+        if event.len() < 2 || event[0] != b'{' || event[event.len() - 1] != b'}' {
+            clock += 1;
+            continue;
+        }
+        if out.len() > 1 {
+            out.push(b',');
+        }
+        out.extend_from_slice(b"{\"clock\":");
+        let _ = write!(out, "{clock}"); // writing to a Vec cannot fail
+        if event.len() > 2 {
+            out.push(b',');
+            out.extend_from_slice(&event[1..]);
+        } else {
+            out.push(b'}');
+        }
+        clock += 1;
+    }
+    out.push(b']');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encode_writes_type_timestamp_common_then_fields() {
+        let mut out = Vec::new();
+        let fields = [
+            ("uuid", Field::Str("a\"b")),
+            ("runtime", Field::Float(0.5)),
+            ("retries", Field::Int(-3)),
+            ("requeue", Field::Bool(false)),
+            ("eta", Field::Null),
+            (
+                "loadavg",
+                Field::Value(Value::List(vec![Value::Float(0.25)])),
+            ),
+        ];
+        encode(&mut out, "task-succeeded", 1.25, b"\"pid\":7", fields).unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            r#"{"type":"task-succeeded","timestamp":1.25,"pid":7,"uuid":"a\"b","runtime":0.5,"retries":-3,"requeue":false,"eta":null,"loadavg":[0.25]}"#
+        );
+    }
+
+    #[test]
+    fn encode_without_fields_or_common() {
+        let mut out = Vec::new();
+        encode(&mut out, "task-started", 2.0, b"", []).unwrap();
+        assert_eq!(out, br#"{"type":"task-started","timestamp":2.0}"#);
+    }
+
+    #[test]
+    fn encoded_events_are_valid_json_with_every_member() {
+        let mut out = Vec::new();
+        let fields = [("args", Field::Str("(1,\n2)")), ("eta", Field::Null)];
+        encode(
+            &mut out,
+            "task-received",
+            3.5,
+            b"\"hostname\":\"h\"",
+            fields,
+        )
+        .unwrap();
+        let value: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(value["args"], "(1,\n2)");
+        assert_eq!(value["hostname"], "h");
+        assert!(value["eta"].is_null());
+        assert!(
+            !out.contains(&b'\n'),
+            "one line per event on the report pipe"
+        );
+    }
+
+    #[test]
+    fn stamp_splices_consecutive_clocks_and_skips_what_is_not_an_object() {
+        let events: [&[u8]; 4] = [br#"{"type":"a"}"#, b"{}", b"oops", br#"{"type":"b"}"#];
+        let body = stamp(events, 41);
+        assert_eq!(
+            String::from_utf8(body).unwrap(),
+            r#"[{"clock":41,"type":"a"},{"clock":42},{"clock":44,"type":"b"}]"#
+        );
+        assert_eq!(stamp(std::iter::empty(), 1), b"[]");
+    }
+}
