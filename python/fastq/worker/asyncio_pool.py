@@ -31,6 +31,7 @@ from fastq.execution.limits import Interrupt
 from fastq.execution.tracer import Outcome, has_handlers, run_task, run_task_async
 from fastq.task import Context, Task
 from fastq.worker.active import ActiveTasks
+from fastq.worker.held import Entry, waiting_entry
 from fastq.worker.loop import WorkerLoop, _Run
 from fastq.worker.request import expired
 from fastq.worker.revoke import RevokedIds
@@ -40,6 +41,8 @@ log = logging.getLogger("fastq.worker")
 #: How long a fetch may block while tasks are in flight: the late acks and rejects of tasks that
 #: end meanwhile wait for it (their results are stored at once).
 BUSY_FETCH_WAIT = 0.05
+#: The loop's key in ``ActiveTasks`` for what it holds (its slots are the tasks in flight).
+HELD_BY = -1
 
 
 class _SerialConsumer:
@@ -145,6 +148,7 @@ class AsyncioLoop(WorkerLoop):
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.Event | None = None
         self._serial: _SerialConsumer | None = None
+        self._tell_held = lambda entries: active_tasks.held(HELD_BY, entries)
 
     # -- lifecycle -------------------------------------------------------------------------------
     def stop(self) -> None:
@@ -249,6 +253,7 @@ class AsyncioLoop(WorkerLoop):
         self._dispatch(consumer, deliveries)
         self._run_due(consumer)
         self._flush(consumer)
+        self._sync_held()
 
     def _start_waiting(self, consumer: _SerialConsumer) -> None:
         while self._waiting and self._free_slots and not self.stopping.is_set():
@@ -259,6 +264,14 @@ class AsyncioLoop(WorkerLoop):
                 self._revoke(consumer, delivery.delivery_tag, context, "revoked")
             else:
                 self._launch(consumer, task, delivery, context)
+
+    def _held(self) -> list[Entry]:
+        entries = super()._held()
+        entries += (waiting_entry(d, context, False) for _, d, context in self._waiting)
+        return entries
+
+    def _holds(self) -> bool:
+        return bool(self._waiting) or super()._holds()
 
     # -- one task --------------------------------------------------------------------------------
     def _execute(
@@ -275,7 +288,9 @@ class AsyncioLoop(WorkerLoop):
         run = self._start(consumer, task, delivery, context)
         slot = self._free_slots.pop()
         task_id = context.id or ""
-        self.active_tasks.started(slot, os.getpid(), task_id, task.name, delivery.delivery_tag)
+        self.active_tasks.started(
+            slot, os.getpid(), task_id, task.name, delivery.delivery_tag, held_by=HELD_BY
+        )
         flight = _InFlight(run, slot, sync=not is_async(task))
         self._in_flight[task_id] = flight
         hard, soft = run.limits

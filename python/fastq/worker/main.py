@@ -305,6 +305,7 @@ def run_worker(
                 supervisor.revoked, on, supervisor.send_events
             )
         control_server.on_revoke = supervisor.revoke
+        control_server.on_refresh = supervisor.read_reports
         control_server.on_task_change = supervisor.change_task_settings
         control_server.on_queues = supervisor.change_queues
         control_server.on_resize = lambda n: supervisor.grow(n) if n > 0 else supervisor.shrink(-n)

@@ -10,6 +10,10 @@
   ``--metrics-port`` only.
 - ``E <JSON>``: a task event (``fastq.events``), which the supervisor publishes; written with the
   next line above, so events cost the child no write of their own.
+- ``R <JSON>``: what the child holds and has not started (``worker/held.py``: the rest of its
+  fetched batch, ETA and rate-limited tasks), replacing what it said before; written with the
+  start report that follows a fetch (an ``S`` line takes its task out), on its own only when
+  something left without starting (revoked, expired, handed back to the broker).
 
 The child writes them (``SupervisorReporter``); the supervisor reads them (``parse_start``), and
 decodes a request (``decode_request``) only to record a task the child did not finish
@@ -26,6 +30,7 @@ from typing import Any
 
 from fastq import _core, errors
 from fastq.task import Context
+from fastq.worker.held import Entry, encode_entries
 
 log = logging.getLogger("fastq.worker")
 
@@ -127,8 +132,8 @@ class SupervisorReporter:
 
     def __init__(self, fd: int, with_args: bool = False) -> None:
         self.fd = fd
-        #: Task events not written yet (``E`` lines), written with the next report.
-        self._events: list[bytes] = []
+        #: Lines not written yet (``E`` task events, an ``R`` line), written with the next report.
+        self._pending: list[bytes] = []
         #: Describe args and kwargs too (``result_extended``: the stored result carries them).
         self.with_args = with_args
 
@@ -181,17 +186,23 @@ class SupervisorReporter:
 
     def event(self, raw: bytes) -> None:
         """A task event (JSON), sent with the next report (``flush_events`` if none follows)."""
-        self._events.append(b"E " + raw + b"\n")
+        self._pending.append(b"E " + raw + b"\n")
+
+    def held(self, entries: list[Entry]) -> None:
+        """What the child holds and has not started, sent with the next report
+        (``flush_events`` if none follows)."""
+        self._pending.append(b"R " + encode_entries(entries) + b"\n")
 
     def flush_events(self) -> None:
-        if self._events:
+        """Writes the lines waiting for a report (events, what the child holds)."""
+        if self._pending:
             self._write("")
 
     def _write(self, line: str) -> None:
         data = line.encode()
-        if self._events:
-            data = b"".join(self._events) + data
-            self._events.clear()
+        if self._pending:
+            data = b"".join(self._pending) + data
+            self._pending.clear()
         try:
             while data:  # a long line (a big chain) may go in parts; this child is its only writer
                 data = data[os.write(self.fd, data) :]
