@@ -157,10 +157,9 @@ def test_flower_lists_a_fastq_worker_and_its_tasks_next_to_a_celery_worker(
             task = get(url + f"/api/task/info/{result.id}")
             assert task["worker"] == fastq_name and task["name"] == "interop.add"
             assert task["result"] == "42" and task["runtime"] >= 0
-            if env["FASTQ_BROKER_URL"].startswith("redis"):  # the pidbox on RabbitMQ: pending
-                workers = get(url + "/api/workers?refresh=1")
-                assert fastq_name in workers and celery_name in workers
-                assert workers[fastq_name]["stats"]["pid"]
+            workers = get(url + "/api/workers?refresh=1")  # pidbox inspect, both brokers
+            assert fastq_name in workers and celery_name in workers
+            assert workers[fastq_name]["stats"]["pid"]
 
 
 def post(url: str) -> Any:
