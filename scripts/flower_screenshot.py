@@ -107,7 +107,7 @@ def main() -> int:
 
         app = flower_demo.app
         # The task list: invoices, images and card charges (every fourth one declined).
-        results = []
+        results: list[Any] = []
         for i in range(1, 9):
             results.append(flower_demo.send_invoice.delay(1000 + i, f"customer{i}@example.com"))
             results.append(flower_demo.resize_image.delay(f"/media/product-{i}.jpg", 640))
