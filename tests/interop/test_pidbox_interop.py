@@ -116,7 +116,7 @@ def test_celery_sees_what_a_fastq_worker_runs(
         long.get(timeout=20)
 
 
-@pytest.mark.parametrize("pool", ["prefork", "threads", "solo"])
+@pytest.mark.parametrize("pool", ["prefork", "threads", "solo", "asyncio"])
 def test_celery_inspect_reserved_and_scheduled_on_a_fastq_worker(
     transport: str,
     env: dict[str, str],
@@ -126,6 +126,9 @@ def test_celery_inspect_reserved_and_scheduled_on_a_fastq_worker(
     pool: str,
 ) -> None:
     node = hostname("fastq")
+    # Until it is handled, "later" (a 60 s countdown) is held in the fetched batch behind
+    # "long"; the asyncio pool handles a batch at once, and on Redis hands it to the broker.
+    held_eta = pool != "asyncio" or not transport.startswith("redis")
 
     def ask(method: str, *args: str) -> Any:
         """Celery's CLI on the prefork pool; Celery's API (the same messages, quicker) else."""
@@ -162,23 +165,27 @@ def test_celery_inspect_reserved_and_scheduled_on_a_fastq_worker(
             info = reserved["delivery_info"]
             assert info["routing_key"] == "celery" and info["redelivered"] is False
             assert set(info) == {"exchange", "routing_key", "priority", "redelivered"}
-            [scheduled] = ask("scheduled")
-            assert scheduled["request"]["id"] == later.id and set(scheduled) == {
-                "eta",
-                "priority",
-                "request",
-            }
-            assert abs(datetime.fromisoformat(scheduled["eta"]).timestamp() - due) < 5
+            if held_eta:
+                [scheduled] = ask("scheduled")
+                assert scheduled["request"]["id"] == later.id and set(scheduled) == {
+                    "eta",
+                    "priority",
+                    "request",
+                }
+                assert abs(datetime.fromisoformat(scheduled["eta"]).timestamp() - due) < 5
+            else:
+                assert ask("scheduled") == []
             states = ask("query_task", long.id, waiting.id, later.id)
             assert {task_id: state for task_id, (state, _) in states.items()} == {
                 long.id: "active",
                 waiting.id: "reserved",
-                later.id: "scheduled",
+                **({later.id: "scheduled"} if held_eta else {}),
             }
             # fastq's app.control sees the same.
             mine = fastq_client.control.inspect([node], timeout=5)
             assert [r["id"] for r in mine.reserved()[node]] == [waiting.id]
-            assert [s["request"]["id"] for s in mine.scheduled()[node]] == [later.id]
+            expected = [later.id] if held_eta else []
+            assert [s["request"]["id"] for s in mine.scheduled()[node]] == expected
             assert runs.hget("runs", "long") is None  # all of it while "long" still ran
             assert first.get(timeout=20) == "first" and long.get(timeout=20) == "long"
             assert waiting.get(timeout=20) == "waiting"
