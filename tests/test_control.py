@@ -96,6 +96,48 @@ def test_inspect_gets_one_reply_per_worker(app: App) -> None:
             stop()
 
 
+def test_reserved_and_scheduled_in_celerys_shapes(app: App) -> None:
+    active_tasks = ActiveTasks()
+    eta = "2030-01-01T00:00:00+00:00"
+    reserved = ["r-1", "ctl.add", "celery", "celery", 0, False, None, "(1, 2)", "{}"]
+    scheduled = ["s-1", "ctl.add", "", "celery", 3, True, eta, None, None]
+    active_tasks.held(0, [reserved, scheduled])
+    stop = serve(app, "w1@host", active_tasks)
+    try:
+        inspect = app.control.inspect(["w1@host"], timeout=5)
+        request = {
+            "id": "r-1",
+            "name": "ctl.add",
+            "args": "(1, 2)",
+            "kwargs": "{}",
+            "type": "ctl.add",
+            "hostname": "w1@host",
+            "time_start": None,
+            "acknowledged": False,
+            "delivery_info": {
+                "exchange": "celery",
+                "routing_key": "celery",
+                "priority": 0,
+                "redelivered": False,
+            },
+            "worker_pid": None,
+        }
+        assert inspect.reserved() == {"w1@host": [request]}
+        [held] = inspect.scheduled()["w1@host"]
+        assert held["eta"] == eta and held["priority"] == 3
+        assert held["request"]["id"] == "s-1" and held["request"]["delivery_info"]["priority"] == 3
+        query = inspect.query_task("r-1", "s-1", "nope")["w1@host"]
+        assert query == {"r-1": ["reserved", request], "s-1": ["scheduled", held["request"]]}
+        # A start takes it out of what its consumer holds.
+        active_tasks.started(0, 1234, "r-1", "ctl.add", "7")
+        assert inspect.reserved() == {"w1@host": []}
+        assert inspect.query_task("r-1")["w1@host"]["r-1"][0] == "active"
+        active_tasks.gone(0)  # the process died: what it held went back to the broker
+        assert inspect.scheduled() == {"w1@host": []}
+    finally:
+        stop()
+
+
 def test_destination_and_limit(app: App) -> None:
     stops = [serve(app, "w1@host"), serve(app, "w2@host")]
     try:

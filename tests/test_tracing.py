@@ -47,9 +47,22 @@ def _worker_spans(path: Path, count: int) -> list[dict[str, Any]]:
     return [json.loads(line) for line in lines]
 
 
-@pytest.mark.parametrize("pool", ["prefork", "threads"])
+@pytest.mark.parametrize(
+    ("pool", "task"),
+    [
+        ("prefork", "observed.add"),
+        ("threads", "observed.add"),
+        ("asyncio", "observed.add"),  # a plain def: in a thread of the pool
+        ("asyncio", "observed.async_add"),  # a coroutine, many at once on the loop
+    ],
+)
 def test_a_chain_of_three_tasks_is_one_trace(
-    pool: str, spans: InMemorySpanExporter, broker_url: str, backend_url: str, tmp_path: Path
+    pool: str,
+    task: str,
+    spans: InMemorySpanExporter,
+    broker_url: str,
+    backend_url: str,
+    tmp_path: Path,
 ) -> None:
     span_file = tmp_path / "spans.jsonl"
     span_file.touch()
@@ -63,15 +76,13 @@ def test_a_chain_of_three_tasks_is_one_trace(
     add = client.signature
     with fastq_worker("-P", pool, "-c", "2", app=APP, env=env):
         with trace.get_tracer("test").start_as_current_span("client") as root:
-            result = chain(
-                add("observed.add", (1, 2)), add("observed.add", (3,)), add("observed.add", (4,))
-            ).apply_async()
+            result = chain(add(task, (1, 2)), add(task, (3,)), add(task, (4,))).apply_async()
         assert result.get(timeout=30) == 10
     client.close()
 
     trace_id = _hex(root.get_span_context().trace_id, 32)
     mine = {s.name: s for s in spans.get_finished_spans()}
-    publish = mine["apply_async/observed.add"]
+    publish = mine[f"apply_async/{task}"]
     assert publish.kind is trace.SpanKind.PRODUCER
     assert publish.parent is not None and publish.parent.span_id == root.get_span_context().span_id
     # The worker: three runs, and the two publishes of the chain's next steps.
@@ -85,15 +96,15 @@ def test_a_chain_of_three_tasks_is_one_trace(
     # Walk up from each run: run <- publish <- run <- publish ... <- the client's publish.
     ids = []
     for run in runs:
-        assert run["name"] == "run/observed.add"
+        assert run["name"] == f"run/{task}"
         attributes = run["attributes"]
-        assert attributes["celery.task_name"] == "observed.add"
+        assert attributes["celery.task_name"] == task
         assert attributes["celery.state"] == "SUCCESS"
         assert attributes["celery.retries"] == 0
         assert attributes["messaging.destination.name"] == "celery"
         ids.append(attributes["messaging.message.id"])
         parent = by_id[run["parent_id"]]
-        assert parent["name"] in ("apply_async/observed.add", "client publish")
+        assert parent["name"] in (f"apply_async/{task}", "client publish")
     # One connected line: each run's publish is the parent of the next run.
     first = next(r for r in runs if r["parent_id"] == _hex(publish.context.span_id, 16))
     chain_order = [first]

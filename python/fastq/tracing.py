@@ -81,9 +81,18 @@ class Tracing:
         token = self._context.attach(self._trace.set_span_in_context(span))
         return span, token
 
+    def release(self, begun: tuple[Any, Any]) -> tuple[Any, Any]:
+        """The span stops being current here (it stays current in the copies of this context
+        made meanwhile, where the task runs); ``end`` then only ends it."""
+        span, token = begun
+        if token is not None:
+            self._context.detach(token)
+        return span, None
+
     def end(self, begun: tuple[Any, Any], state: str | None, error: BaseException | None) -> None:
         span, token = begun
-        self._context.detach(token)
+        if token is not None:
+            self._context.detach(token)
         span.set_attribute(STATE, state or "IGNORED")
         if state == "FAILURE":
             if error is not None:

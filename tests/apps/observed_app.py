@@ -7,6 +7,7 @@ reads them.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import time
@@ -41,6 +42,12 @@ task_log = get_task_logger(__name__)
 
 @app.task(name="observed.add")
 def add(x: int, y: int) -> int:
+    return x + y
+
+
+@app.task(name="observed.async_add")
+async def async_add(x: int, y: int) -> int:
+    await asyncio.sleep(0)
     return x + y
 
 

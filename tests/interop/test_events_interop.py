@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import pytest
+import redis
 from celery import Celery
 
 from tests.amqp_support import AMQP_URL, requires_rabbitmq
@@ -156,7 +157,53 @@ def test_flower_lists_a_fastq_worker_and_its_tasks_next_to_a_celery_worker(
             task = get(url + f"/api/task/info/{result.id}")
             assert task["worker"] == fastq_name and task["name"] == "interop.add"
             assert task["result"] == "42" and task["runtime"] >= 0
-            if env["FASTQ_BROKER_URL"].startswith("redis"):  # the pidbox on RabbitMQ: pending
-                workers = get(url + "/api/workers?refresh=1")
-                assert fastq_name in workers and celery_name in workers
-                assert workers[fastq_name]["stats"]["pid"]
+            workers = get(url + "/api/workers?refresh=1")  # pidbox inspect, both brokers
+            assert fastq_name in workers and celery_name in workers
+            assert workers[fastq_name]["stats"]["pid"]
+
+
+def post(url: str) -> Any:
+    """A POST as Flower's buttons send them (no body; the arguments in the query)."""
+    request = urllib.request.Request(url, data=b"", method="POST")
+    with urllib.request.urlopen(request, timeout=15) as response:
+        return json.loads(response.read())
+
+
+def test_flowers_revoke_and_rate_limit_buttons_act_on_a_fastq_worker(
+    env: dict[str, str], client: Celery, runs: redis.Redis
+) -> None:
+    name = node("fastq")
+    with flower(env) as url:
+        with fastq_worker("-n", name, "-E", "--pool", "prefork", "-c", "1", env=env):
+            # Flower's rate-limit button needs the worker in its inspected list: its worker
+            # page's refresh, which also asks for the task lists (reserved, scheduled ...).
+            def inspected() -> bool:
+                info = get(f"{url}/api/workers?refresh=1&workername={name}").get(name) or {}
+                return isinstance(info.get("reserved"), list) and "registered" in info
+
+            wait_until(inspected, timeout=30)
+            # The task page's "Terminate": revoke with terminate (SIGTERM).
+            long = client.send_task("interop.record", ("long", 60.0))
+            wait_until(lambda: runs.hexists("started", "long"), timeout=20)
+            started = time.monotonic()
+            reply = post(f"{url}/api/task/revoke/{long.id}?terminate=true")
+            assert reply == {"message": f"Revoked '{long.id}'"}
+            wait_until(lambda: long.state == "REVOKED", timeout=20)
+            assert time.monotonic() - started < 20 and not runs.hexists("runs", "long")
+
+            def state(task_id: str) -> str | None:
+                return (get(url + "/api/tasks").get(task_id) or {}).get("state")
+
+            wait_until(lambda: state(long.id) == "REVOKED", timeout=20)  # from fastq's event
+            # The worker page's rate limit: 1/s for interop.record on this worker.
+            reply = post(
+                f"{url}/api/task/rate-limit/interop.record?workername={name}&ratelimit=1/s"
+            )
+            assert reply == {"message": "new rate limit set successfully"}
+            registered = client.control.inspect([name], timeout=5).registered()[name]
+            assert "interop.record [rate_limit=1/s]" in registered
+            # A token a second (a burst of one): three tasks take two seconds at least.
+            started = time.monotonic()
+            results = [client.send_task("interop.record", (f"limited{i}",)) for i in range(3)]
+            assert [r.get(timeout=30) for r in results] == ["limited0", "limited1", "limited2"]
+            assert time.monotonic() - started >= 1.8

@@ -11,6 +11,7 @@ import subprocess
 import time
 import uuid
 from collections.abc import Iterator
+from datetime import datetime
 from typing import Any
 
 import pytest
@@ -113,6 +114,94 @@ def test_celery_sees_what_a_fastq_worker_runs(
         assert active["id"] == long.id and active["name"] == "interop.record"
         assert inspector.query_task(long.id)[node][long.id][0] == "active"
         long.get(timeout=20)
+
+
+@pytest.mark.parametrize("pool", ["prefork", "threads", "solo", "asyncio"])
+def test_celery_inspect_reserved_and_scheduled_on_a_fastq_worker(
+    transport: str,
+    env: dict[str, str],
+    celery_client: Celery,
+    fastq_client: App,
+    runs: redis.Redis,
+    pool: str,
+) -> None:
+    node = hostname("fastq")
+    # Until it is handled, "later" (a 60 s countdown) is held in the fetched batch behind
+    # "long"; the asyncio pool handles a batch at once, and on Redis hands it to the broker.
+    held_eta = pool != "asyncio" or not transport.startswith("redis")
+
+    def ask(method: str, *args: str) -> Any:
+        """Celery's CLI on the prefork pool; Celery's API (the same messages, quicker) else."""
+        if pool == "prefork":
+            return inspect(env, method, node, *args)
+        inspector = celery_client.control.inspect([node], timeout=5)
+        return getattr(inspector, method)(*args)[node]
+
+    try:
+        with fastq_worker("-n", node, "--pool", pool, "--concurrency", "1", env=env):
+            first = celery_client.send_task("interop.record", ("first", 1.5))
+            wait_until(lambda: runs.hexists("started", "first"), timeout=20)
+            # Sent while "first" runs: the consumer fetches all three once it ends, and holds
+            # the other two while "long" runs (prefork: in its child).
+            seconds = 8.0 if pool == "prefork" else 4.0  # the CLI takes a second or two a call
+            long = celery_client.send_task("interop.record", ("long", seconds))
+            waiting = celery_client.send_task("interop.record", ("waiting",))
+            later = celery_client.send_task("interop.record", ("later",), countdown=60)
+            due = time.time() + 60
+            wait_until(lambda: runs.hexists("started", "long"), timeout=20)
+            [reserved] = ask("reserved")
+            assert reserved == {
+                "id": waiting.id,
+                "name": "interop.record",
+                "args": "('waiting',)",
+                "kwargs": "{}",
+                "type": "interop.record",
+                "hostname": node,
+                "time_start": None,
+                "acknowledged": False,
+                "delivery_info": reserved["delivery_info"],
+                "worker_pid": None,
+            }
+            info = reserved["delivery_info"]
+            assert info["routing_key"] == "celery" and info["redelivered"] is False
+            assert set(info) == {"exchange", "routing_key", "priority", "redelivered"}
+            if held_eta:
+                [scheduled] = ask("scheduled")
+                assert scheduled["request"]["id"] == later.id and set(scheduled) == {
+                    "eta",
+                    "priority",
+                    "request",
+                }
+                assert abs(datetime.fromisoformat(scheduled["eta"]).timestamp() - due) < 5
+            else:
+                assert ask("scheduled") == []
+            states = ask("query_task", long.id, waiting.id, later.id)
+            assert {task_id: state for task_id, (state, _) in states.items()} == {
+                long.id: "active",
+                waiting.id: "reserved",
+                **({later.id: "scheduled"} if held_eta else {}),
+            }
+            # fastq's app.control sees the same.
+            mine = fastq_client.control.inspect([node], timeout=5)
+            assert [r["id"] for r in mine.reserved()[node]] == [waiting.id]
+            expected = [later.id] if held_eta else []
+            assert [s["request"]["id"] for s in mine.scheduled()[node]] == expected
+            assert runs.hget("runs", "long") is None  # all of it while "long" still ran
+            assert first.get(timeout=20) == "first" and long.get(timeout=20) == "long"
+            assert waiting.get(timeout=20) == "waiting"
+            mine = fastq_client.control.inspect([node], timeout=5)
+            wait_until(lambda: mine.reserved() == {node: []}, timeout=10)
+            if transport.startswith("redis"):
+                # Due in more than 2 s: handed to the broker's schedule (fastq.delayed), held
+                # by no worker, so no worker lists it.
+                wait_until(lambda: mine.scheduled() == {node: []}, timeout=10)
+                assert redis.Redis.from_url(transport).zcard("fastq.delayed") == 1
+            else:  # RabbitMQ: held by the worker, unacknowledged, until it is due
+                time.sleep(1)
+                assert [s["request"]["id"] for s in ask("scheduled")] == [later.id]
+            assert mine.active() == {node: []}
+    finally:
+        celery_client.control.purge()  # RabbitMQ: "later" went back to the queue
 
 
 def test_celery_revoke_skips_a_task_on_a_fastq_worker(

@@ -1,5 +1,5 @@
 """``fastq worker --metrics-port``: Prometheus metrics scraped from a real worker during and after a
-real drain, prefork (children's figures added up by the supervisor) and threads."""
+real drain, prefork (children's figures added up by the supervisor), threads and asyncio."""
 
 from __future__ import annotations
 
@@ -63,6 +63,7 @@ def client(request: pytest.FixtureRequest, broker_url: str, backend_url: str) ->
     [
         ("prefork", "redis"),
         ("threads", "redis"),
+        ("asyncio", "redis"),
         pytest.param("prefork", "amqp", marks=requires_rabbitmq),
     ],
 )

@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextvars
 import inspect
 import logging
 import os
 import signal
+import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -31,7 +33,9 @@ from fastq.execution.limits import Interrupt
 from fastq.execution.tracer import Outcome, has_handlers, run_task, run_task_async
 from fastq.task import Context, Task
 from fastq.worker.active import ActiveTasks
+from fastq.worker.held import Entry, waiting_entry
 from fastq.worker.loop import WorkerLoop, _Run
+from fastq.worker.observe import TaskObserver, Watch
 from fastq.worker.request import expired
 from fastq.worker.revoke import RevokedIds
 
@@ -40,6 +44,8 @@ log = logging.getLogger("fastq.worker")
 #: How long a fetch may block while tasks are in flight: the late acks and rejects of tasks that
 #: end meanwhile wait for it (their results are stored at once).
 BUSY_FETCH_WAIT = 0.05
+#: The loop's key in ``ActiveTasks`` for what it holds (its slots are the tasks in flight).
+HELD_BY = -1
 
 
 class _SerialConsumer:
@@ -109,6 +115,8 @@ class _InFlight:
     interrupt: Interrupt = field(default_factory=Interrupt)
     timers: list[asyncio.TimerHandle] = field(default_factory=list)
     sync: bool = False
+    #: Its metrics and span (``TaskObserver.begin``), with metrics or tracing on.
+    watch: Watch | None = None
 
 
 class AsyncioLoop(WorkerLoop):
@@ -127,10 +135,11 @@ class AsyncioLoop(WorkerLoop):
         revoked: RevokedIds,
         active_tasks: ActiveTasks,
         events: TaskEvents | None = None,
+        observer: TaskObserver | None = None,
     ) -> None:
         super().__init__(
             app, queues, prefetch=prefetch, hostname=hostname, consumer_id=consumer_id,
-            revoked=revoked, events=events,
+            revoked=revoked, events=events, observer=observer,
         )  # fmt: skip
         self.concurrency = concurrency
         self.active_tasks = active_tasks
@@ -138,13 +147,15 @@ class AsyncioLoop(WorkerLoop):
         self._io = concurrent.futures.ThreadPoolExecutor(1, "fastq-fetch")
         self._free_slots = list(range(concurrency - 1, -1, -1))
         self._in_flight: dict[str, _InFlight] = {}
-        #: Fetched while every slot was busy: started as slots free up (unacknowledged till then).
-        self._waiting: deque[tuple[Task, Delivery, Context]] = deque()
+        #: Fetched while every slot was busy: started as slots free up (unacknowledged till then),
+        #: with when each was received (``perf_counter``, for the wait metric).
+        self._waiting: deque[tuple[Task, Delivery, Context, float]] = deque()
         self._flush_due = False
         self._warned_sync_limits: set[str] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.Event | None = None
         self._serial: _SerialConsumer | None = None
+        self._tell_held = lambda entries: active_tasks.held(HELD_BY, entries)
 
     # -- lifecycle -------------------------------------------------------------------------------
     def stop(self) -> None:
@@ -245,14 +256,19 @@ class AsyncioLoop(WorkerLoop):
             if self._in_flight:
                 timeout = min(timeout, BUSY_FETCH_WAIT)
             deliveries = await consumer.fetch_in(self._io, timeout)
+            self._received = time.perf_counter()
+            if self.observer is not None:  # the window in use, as full as it gets
+                self.observer.tick(consumer.in_flight)
             await asyncio.sleep(0)  # tasks that ended meanwhile settle before the next starts
         self._dispatch(consumer, deliveries)
         self._run_due(consumer)
         self._flush(consumer)
+        self._sync_held()
 
     def _start_waiting(self, consumer: _SerialConsumer) -> None:
         while self._waiting and self._free_slots and not self.stopping.is_set():
-            task, delivery, context = self._waiting.popleft()
+            task, delivery, context, received = self._waiting.popleft()
+            self._received = received
             if expired(context):
                 self._revoke(consumer, delivery.delivery_tag, context, "expired")
             elif context.id in self.revoked:
@@ -260,12 +276,20 @@ class AsyncioLoop(WorkerLoop):
             else:
                 self._launch(consumer, task, delivery, context)
 
+    def _held(self) -> list[Entry]:
+        entries = super()._held()
+        entries += (waiting_entry(d, context, False) for _, d, context, _ in self._waiting)
+        return entries
+
+    def _holds(self) -> bool:
+        return bool(self._waiting) or super()._holds()
+
     # -- one task --------------------------------------------------------------------------------
     def _execute(
         self, consumer: Consumer, task: Task, delivery: Delivery, context: Context
     ) -> None:
         if not self._free_slots or self._waiting:
-            self._waiting.append((task, delivery, context))
+            self._waiting.append((task, delivery, context, self._received))
             return
         self._launch(consumer, task, delivery, context)
 
@@ -275,9 +299,29 @@ class AsyncioLoop(WorkerLoop):
         run = self._start(consumer, task, delivery, context)
         slot = self._free_slots.pop()
         task_id = context.id or ""
-        self.active_tasks.started(slot, os.getpid(), task_id, task.name, delivery.delivery_tag)
+        self.active_tasks.started(
+            slot, os.getpid(), task_id, task.name, delivery.delivery_tag, held_by=HELD_BY
+        )
         flight = _InFlight(run, slot, sync=not is_async(task))
         self._in_flight[task_id] = flight
+        observer = self.observer
+        if observer is not None:  # its span is current in what runs the task (a copy), not here
+            flight.watch = observer.begin(task.name, context, self._received)
+        try:
+            future = self._run(task, context, run, flight)
+        finally:
+            if flight.watch is not None:
+                assert observer is not None
+                flight.watch = observer.release(flight.watch)
+        future.add_done_callback(lambda done: self._ended(consumer, task_id, done))
+
+    def _run(
+        self, task: Task, context: Context, run: _Run, flight: _InFlight
+    ) -> asyncio.Future[Outcome]:
+        """Starts the task: a coroutine on the loop, or a plain ``def`` in a thread, each in a
+        copy of the current context (the task's span current in it, with tracing)."""
+        loop = self._loop
+        assert loop is not None
         hard, soft = run.limits
         future: asyncio.Future[Outcome]
         if flight.sync:
@@ -290,9 +334,10 @@ class AsyncioLoop(WorkerLoop):
                     task.name,
                 )
             record = self._on_loop(run.record)
+            copied = contextvars.copy_context()
             future = loop.run_in_executor(
-                self._executor, lambda: run_task(task, context, run.acks_late, False, run.limits,
-                                                 record=record),
+                self._executor, lambda: copied.run(run_task, task, context, run.acks_late, False,
+                                                   run.limits, record=record),
             )  # fmt: skip
         else:
             interrupt = flight.interrupt
@@ -303,7 +348,7 @@ class AsyncioLoop(WorkerLoop):
                 flight.timers.append(loop.call_later(soft, interrupt.soft, soft))
             if hard:
                 flight.timers.append(loop.call_later(hard, interrupt.hard, hard))
-        future.add_done_callback(lambda done: self._ended(consumer, task_id, done))
+        return future
 
     def _on_loop(self, record: Callable[[Outcome], None]) -> Callable[[Outcome], None]:
         """``record`` for a task in a thread: run on the loop, which owns the results and acks;
@@ -321,7 +366,8 @@ class AsyncioLoop(WorkerLoop):
                 except BaseException as exc:
                     done.set_exception(exc)
 
-            loop.call_soon_threadsafe(call)
+            # In the task's context: a chain's next step, sent from there, continues its trace.
+            loop.call_soon_threadsafe(call, context=contextvars.copy_context())
             done.result()
 
         return record_on_loop
@@ -333,6 +379,9 @@ class AsyncioLoop(WorkerLoop):
         self._free_slots.append(flight.slot)
         self.active_tasks.finished(flight.slot)
         run = flight.run
+        observer = self.observer
+        if observer is not None and flight.watch is not None:
+            observer.end(flight.watch, *_outcome_of(done))
         try:
             outcome = done.result()
             if outcome.state == states.REVOKED and signals.task_revoked.receivers:
@@ -396,6 +445,14 @@ class AsyncioLoop(WorkerLoop):
             self._flush(self._serial)
         except errors.FastqError as exc:  # kept: the cycle's own flush tries again
             log.debug("flush after tasks ended failed: %s", exc)
+
+
+def _outcome_of(done: asyncio.Future[Outcome]) -> tuple[Outcome | None, BaseException | None]:
+    """A finished run's outcome, or what escaped it (cancelled: the loop is stopping)."""
+    if done.cancelled():
+        return None, asyncio.CancelledError()
+    error = done.exception()
+    return (None, error) if error is not None else (done.result(), None)
 
 
 def is_async(task: Task) -> bool:

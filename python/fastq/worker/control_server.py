@@ -1,16 +1,18 @@
 """The worker's side of remote control: answers Celery's pidbox commands with Celery's reply
-shapes (``celery/worker/control.py``): ``ping`` → ``{"ok": "pong"}``, ``active``, ``stats``,
-``registered``, ``revoked``, ``active_queues``, ``conf``, ``query_task``, ``clock``, ``hello``;
+shapes (``celery/worker/control.py``): ``ping`` → ``{"ok": "pong"}``, ``active``, ``reserved``,
+``scheduled``, ``stats``, ``registered``, ``revoked``, ``active_queues``, ``conf``,
+``query_task``, ``clock``, ``hello``;
 ``revoke``/``terminate``, a warm ``shutdown``, ``rate_limit``/``time_limit`` (a task's limits,
 in every process that runs tasks), ``pool_grow``/``pool_shrink``,
 ``add_consumer``/``cancel_consumer`` and ``enable_events``/``disable_events``/``heartbeat`` act;
-what fastq cannot do (``reserved``, ``scheduled``, ``autoscale``, ...) is refused with Celery's
+what fastq cannot do (``autoscale``, ``pool_restart``, ...) is refused with Celery's
 ``{"error": reason}``, never ignored.
 
 One ``ControlServer`` per worker, in the process that is never busy running a task: the prefork
 supervisor polls it between its ticks, the threads and solo pools from a thread of their own. So
 ``inspect active`` is answered while every pool process is inside a long task; what each pool
-slot runs is in ``ActiveTasks`` (``worker/active.py``).
+slot runs, and what each consumer holds and has not started (``worker/held.py``), is in
+``ActiveTasks`` (``worker/active.py``).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from fastq.builtin_tasks import user_tasks
 from fastq.control_channel import CLOCK
 from fastq.errors import ConfigurationError, FastqError
 from fastq.worker import task_settings
+from fastq.worker.held import is_scheduled, request_info, scheduled_info
 from fastq.worker.revoke import revoke_arguments
 
 if TYPE_CHECKING:
@@ -108,6 +111,9 @@ class ControlServer:
         #: (the worker sets them when its broker carries events).
         self.on_events: Callable[[bool], bool] | None = None
         self.on_heartbeat: Callable[[], None] | None = None
+        #: Reads what the pool processes reported since the last tick, before an answer about
+        #: their tasks (prefork: the supervisor's report pipes).
+        self.on_refresh: Callable[[], None] | None = None
         #: Ids revoked since the worker started (``inspect revoked``), newest last.
         self.revoked: deque[str] = deque(maxlen=50_000)
         self._after_reply: list[Callable[[], None]] = []
@@ -130,14 +136,8 @@ class ControlServer:
             "ping": lambda _: ok("pong"),
             "registered": self._registered,
             "active": lambda _: self._active(),
-            "reserved": lambda _: nok(
-                "fastq does not report reserved tasks: the prefetched messages are held by "
-                "each pool process, not by the process that answers"
-            ),
-            "scheduled": lambda _: nok(
-                "fastq does not report scheduled (ETA) tasks: they wait in the broker, not in "
-                "the worker"
-            ),
+            "reserved": lambda _: self._reserved(),
+            "scheduled": lambda _: self._scheduled(),
             "stats": lambda _: self._stats(),
             "revoked": lambda _: list(self.revoked),
             "active_queues": lambda _: self._active_queues(),
@@ -158,8 +158,9 @@ class ControlServer:
             "disable_events": lambda _: self._task_events(False),
             "heartbeat": lambda _: self._heartbeat(),
         }
-        for name in ("dump_tasks", "dump_active", "dump_revoked", "dump_conf"):
+        for name in ("dump_tasks", "dump_active", "dump_revoked", "dump_conf", "dump_reserved"):
             self._handlers[name] = self._handlers[name[5:].replace("tasks", "registered")]
+        self._handlers["dump_schedule"] = self._handlers["scheduled"]
 
     def poll(self, timeout: float = 0.0) -> None:
         """Answers the commands that arrived; waits up to ``timeout`` for one. Never raises."""
@@ -236,6 +237,26 @@ class ControlServer:
 
     def _clock(self) -> int:
         return CLOCK.value
+
+    def _refresh(self) -> None:
+        if self.on_refresh is not None:
+            self.on_refresh()
+
+    def _reserved(self) -> list[dict[str, Any]]:
+        """Celery's: the tasks received and not started, those waiting for their ETA aside."""
+        self._refresh()
+        return [
+            request_info(e, self.hostname)
+            for e in self.active_tasks.holding()
+            if not is_scheduled(e)
+        ]
+
+    def _scheduled(self) -> list[dict[str, Any]]:
+        """Celery's: the tasks this worker holds until their ETA (``{eta, priority, request}``)."""
+        self._refresh()
+        return [
+            scheduled_info(e, self.hostname) for e in self.active_tasks.holding() if is_scheduled(e)
+        ]
 
     def _active(self) -> list[dict[str, Any]]:
         """Celery's ``Request.info()`` shape; the arguments are not known here (None)."""
@@ -332,9 +353,17 @@ class ControlServer:
         return out
 
     def _query_task(self, arguments: dict[str, Any]) -> dict[str, Any]:
+        """Celery's ``{id: [state, info]}``: ``active``, else ``reserved``, else ``scheduled``."""
         raw = arguments.get("ids") or []
         ids = {raw} if isinstance(raw, str) else {str(i) for i in raw}
-        return {t["id"]: ["active", t] for t in self._active() if t["id"] in ids}
+        self._refresh()
+        found: dict[str, Any] = {}
+        for entry in self.active_tasks.holding():
+            if entry[0] in ids:
+                state = "scheduled" if is_scheduled(entry) else "reserved"
+                found[entry[0]] = [state, request_info(entry, self.hostname)]
+        found.update({t["id"]: ["active", t] for t in self._active() if t["id"] in ids})
+        return found
 
     def _hello(self, arguments: dict[str, Any]) -> dict[str, Any] | None:
         """Celery's mingle at worker start: the revoked ids this worker knows, merging the

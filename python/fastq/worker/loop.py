@@ -36,6 +36,7 @@ from fastq.execution.limits import effective_limits
 from fastq.execution.tracer import Outcome, Settle, has_handlers, keeps_result, run_task
 from fastq.task import Context, Task
 from fastq.worker import task_settings
+from fastq.worker.held import Entry, delivery_entry, waiting_entry
 from fastq.worker.observe import TaskObserver
 from fastq.worker.ratelimit import RateLimiter
 from fastq.worker.reports import SupervisorReporter
@@ -96,6 +97,8 @@ class _Scheduled:
     context: Context = field(compare=False)
     #: When its message was received (``perf_counter``), for the wait metric.
     received: float = field(default=0.0, compare=False)
+    #: It waits for its ETA (``inspect scheduled``), not for a rate-limit token (``reserved``).
+    for_eta: bool = field(default=False, compare=False)
 
 
 @dataclass(slots=True)
@@ -191,6 +194,15 @@ class WorkerLoop:
         self.observer = observer
         #: When the batch under way was fetched (``perf_counter``), for the wait metric.
         self._received = 0.0
+        #: ``inspect reserved``/``scheduled``: where this consumer tells what it holds and has
+        #: not started (the reporter's ``held``; None: nobody asks), the batch under way and
+        #: the index of its next message, whether a fetch brought messages not told yet, and
+        #: what was told (id → waits for an ETA) less the tasks started since.
+        self._tell_held: Callable[[list[Entry]], None] | None = getattr(reporter, "held", None)
+        self._batch: list[Delivery] = []
+        self._batch_next = 0
+        self._held_new = False
+        self._told: dict[str, bool] = {}
 
     # -- lifecycle -------------------------------------------------------------------------------
     def stop(self) -> None:
@@ -313,6 +325,11 @@ class WorkerLoop:
         finally:
             consumer.close()
             self._consumer = None
+            if self._tell_held is not None and self._told:  # returned, or back after a timeout
+                self._tell_held([])
+                self._told = {}
+                if self._supervisor is not None:
+                    self._supervisor.flush_events()
 
     # -- one cycle -------------------------------------------------------------------------------
     def _read_supervisor(self) -> None:
@@ -342,8 +359,10 @@ class WorkerLoop:
         self._dispatch(consumer, deliveries)
         self._run_due(consumer)
         self._flush(consumer)
-        if self._supervisor is not None and self.events is not None:
-            self._supervisor.flush_events()  # those no report carried (revoked, ETA received)
+        self._sync_held()
+        if self._supervisor is not None:
+            # What no report carried (events of revoked or ETA tasks, what the child holds).
+            self._supervisor.flush_events()
 
     def _housekeeping(self) -> None:
         self._read_supervisor()
@@ -352,23 +371,64 @@ class WorkerLoop:
 
     def _dispatch(self, consumer: Consumer, deliveries: list[Delivery]) -> None:
         """Handles a fetched batch in order, until a warm stop."""
-        for i, delivery in enumerate(deliveries):
-            if self.stopping.is_set():
-                break  # the rest stay unacknowledged and are restored on shutdown
-            try:
-                self._handle(consumer, delivery)
-            except errors.BrokerConnectionError:
-                # The rest of the batch is still this worker's, handled by the next cycle,
-                # unless the broker takes back what a dead connection held (RabbitMQ): it
-                # redelivers them, and running them from here too would run them twice.
-                if not self.app.broker.returns_on_close:
-                    self._interrupted = deliveries[i + 1 :]
-                # The interrupted one goes back to its queue (a no-op for an early-acked one),
-                # so it neither holds a window slot nor is lost, unless its late ack is decided
-                # already: then giving it back would run it again.
-                if delivery.delivery_tag not in self._late_acks:
-                    self._give_back(consumer, delivery)
-                raise
+        if not deliveries:
+            return
+        self._batch, self._held_new = deliveries, self._tell_held is not None
+        try:
+            for i, delivery in enumerate(deliveries):
+                if self.stopping.is_set():
+                    break  # the rest stay unacknowledged and are restored on shutdown
+                self._batch_next = i + 1
+                try:
+                    self._handle(consumer, delivery)
+                except errors.BrokerConnectionError:
+                    # The rest of the batch is still this worker's, handled by the next cycle,
+                    # unless the broker takes back what a dead connection held (RabbitMQ): it
+                    # redelivers them, and running them from here too would run them twice.
+                    if not self.app.broker.returns_on_close:
+                        self._interrupted = deliveries[i + 1 :]
+                    # The interrupted one goes back to its queue (a no-op for an early-acked
+                    # one), so it neither holds a window slot nor is lost, unless its late ack
+                    # is decided already: then giving it back would run it again.
+                    if delivery.delivery_tag not in self._late_acks:
+                        self._give_back(consumer, delivery)
+                    raise
+        finally:
+            self._batch, self._batch_next = [], 0
+
+    # -- what it holds: inspect reserved/scheduled -----------------------------------------------
+    def _held(self) -> list[Entry]:
+        """What this consumer holds and has not started (``worker/held.py``)."""
+        now = time.time()
+        entries = [
+            entry
+            for delivery in (*self._batch[self._batch_next :], *self._interrupted)
+            if (entry := delivery_entry(delivery, now)) is not None
+        ]
+        entries += (waiting_entry(i.delivery, i.context, i.for_eta) for i in self._scheduled)
+        return entries
+
+    def _report_held(self, entries: list[Entry] | None = None) -> None:
+        assert self._tell_held is not None
+        if entries is None:
+            entries = self._held()
+        self._tell_held(entries)
+        self._told = {e[0]: e[6] is not None for e in entries}
+        self._held_new = False
+
+    def _sync_held(self) -> None:
+        """At the end of a cycle: tells what it holds if that changed other than by a task
+        starting (a fetch no start report carried, a task revoked, an ETA task handed to the
+        broker); nothing to compare, and nothing done, while it holds nothing."""
+        if self._tell_held is None or not (self._held_new or self._told or self._holds()):
+            return
+        entries = self._held()
+        if self._held_new or {e[0]: e[6] is not None for e in entries} != self._told:
+            self._report_held(entries)
+
+    def _holds(self) -> bool:
+        """It holds something besides the batch under way (the asyncio pool: more)."""
+        return bool(self._scheduled or self._interrupted)
 
     def _give_back(self, consumer: Consumer, delivery: Delivery) -> None:
         try:
@@ -612,7 +672,7 @@ class WorkerLoop:
             when = eta.timestamp()
             if when - time.time() > DEFER_AFTER and self._defer(consumer, delivery, when):
                 return
-            self._schedule(when, delivery, context)
+            self._schedule(when, delivery, context, for_eta=True)
             return
         self._maybe_execute(consumer, task, delivery, context)
 
@@ -647,8 +707,10 @@ class WorkerLoop:
             consumer.ack([delivery.delivery_tag])
         return deferred
 
-    def _schedule(self, when: float, delivery: Delivery, context: Context) -> None:
-        item = _Scheduled(when, next(self._seq), delivery, context, self._received)
+    def _schedule(
+        self, when: float, delivery: Delivery, context: Context, for_eta: bool = False
+    ) -> None:
+        item = _Scheduled(when, next(self._seq), delivery, context, self._received, for_eta)
         heapq.heappush(self._scheduled, item)
 
     def _maybe_execute(
@@ -738,6 +800,10 @@ class WorkerLoop:
         events = self.events if self.events is not None and self.events.enabled else None
         if events is not None:
             events.started(context)  # before the start report, which carries it (prefork)
+        if self._held_new:  # what this fetch brought goes with the start report (prefork)
+            self._report_held()
+        elif self._told:
+            self._told.pop(context.id or "", None)
         if self.reporter is not None:
             hard = limits[0]
             deadline = time.time() + hard if hard else None

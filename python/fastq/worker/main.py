@@ -105,16 +105,12 @@ def run_worker(
             "of a prefork worker do not share: use --pool threads or --pool solo"
         )
     metrics_port = metrics_port or conf.worker_metrics_port
-    if pool == "asyncio" and (metrics_port or conf.task_tracing):
-        # Its tasks interleave on one thread; the per-run hooks assume one task at a time.
-        raise ConfigurationError(
-            "metrics (--metrics-port) and task_tracing are not supported with --pool asyncio "
-            "yet: use --pool threads or prefork for them"
-        )
     metrics = None
     if metrics_port:
         check_serving(metrics_port)
-        metrics = WorkerMetrics(hostname, queue_list, prefetch * concurrency)
+        # The asyncio pool's one consumer holds the whole window (``prefetch`` is its).
+        capacity = prefetch if pool == "asyncio" else prefetch * concurrency
+        metrics = WorkerMetrics(hostname, queue_list, capacity)
     tracing = app.tracing  # refused here, at start, when the library is missing
     stop_metrics = threading.Event()
 
@@ -304,6 +300,7 @@ def run_worker(
                 supervisor.revoked, on, supervisor.send_events
             )
         control_server.on_revoke = supervisor.revoke
+        control_server.on_refresh = supervisor.read_reports
         control_server.on_task_change = supervisor.change_task_settings
         control_server.on_queues = supervisor.change_queues
         control_server.on_resize = lambda n: supervisor.grow(n) if n > 0 else supervisor.shrink(-n)
@@ -381,6 +378,7 @@ def run_worker(
             revoked=revoked,
             active_tasks=active_tasks,
             events=loop_events,
+            observer=observer(_merge_into(metrics, 0)),
         )
 
         def revoke_on_loop(task_ids: list[str], terminate: bool, sig: str) -> None:
@@ -393,6 +391,7 @@ def run_worker(
             aloop.settings_changed, str(change["task"])
         )
         processes.append(os.getpid())
+        serve_metrics()
         start_side_threads(lambda: [aloop.consumer_id])
 
         async def serve_loop() -> None:

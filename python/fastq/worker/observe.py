@@ -1,7 +1,8 @@
 """What a consumer loop tells about each task it handles, for metrics and traces.
 
 The loop holds one ``TaskObserver``, or None when both are off (a task then pays one attribute
-check); it calls ``begin``/``end`` around a task's run, ``skipped`` for one revoked or expired
+check); it calls ``begin``/``end`` around a task's run (the asyncio pool, which runs many at
+once on one thread, ``release`` after starting it), ``skipped`` for one revoked or expired
 before it ran, ``reconnected`` when its broker answers again, and ``tick`` between batches.
 """
 
@@ -33,6 +34,14 @@ class TaskObserver:
         span = self.tracing.begin(name, context) if self.tracing is not None else None
         started = time.perf_counter()
         return name, started, started - received, span
+
+    def release(self, watch: Watch) -> Watch:
+        """The span ``begin`` made current stops being current here (the asyncio pool runs the
+        task in a copy of this context, and starts others meanwhile); ``end`` still ends it."""
+        name, started, wait, span = watch
+        if span is not None and self.tracing is not None:
+            span = self.tracing.release(span)
+        return name, started, wait, span
 
     def end(
         self, watch: Watch | None, outcome: Outcome | None, error: BaseException | None = None

@@ -11,6 +11,10 @@
 - ``E <JSON>``: a task event (``fastq.events``), which the supervisor publishes; written with the
   next line above, so events cost the child no write of their own (and the events held until
   then are encoded in one call: ``TaskEvents.take``).
+- ``R <JSON>``: what the child holds and has not started (``worker/held.py``: the rest of its
+  fetched batch, ETA and rate-limited tasks), replacing what it said before; written with the
+  start report that follows a fetch (an ``S`` line takes its task out), on its own only when
+  something left without starting (revoked, expired, handed back to the broker).
 
 The child writes them (``SupervisorReporter``); the supervisor reads them (``parse_start``), and
 decodes a request (``decode_request``) only to record a task the child did not finish
@@ -27,6 +31,7 @@ from typing import Any, Protocol
 
 from fastq import _core, errors
 from fastq.task import Context
+from fastq.worker.held import Entry, encode_entries
 
 log = logging.getLogger("fastq.worker")
 
@@ -139,6 +144,8 @@ class SupervisorReporter:
         #: The task events held since the last report (``fastq.events.TaskEvents``), written
         #: as ``E`` lines before the next report.
         self.events: HeldEvents | None = None
+        #: An ``R`` line not written yet, written with the next report.
+        self._pending: list[bytes] = []
         #: Describe args and kwargs too (``result_extended``: the stored result carries them).
         self.with_args = with_args
 
@@ -189,8 +196,14 @@ class SupervisorReporter:
                 lines.append(f"K {task_id} {data}\n")
         return "".join(lines), len(lines) == len(results)
 
+    def held(self, entries: list[Entry]) -> None:
+        """What the child holds and has not started, sent with the next report
+        (``flush_events`` if none follows)."""
+        self._pending.append(b"R " + encode_entries(entries) + b"\n")
+
     def flush_events(self) -> None:
-        """Writes the task events held, when no report follows to carry them."""
+        """Writes the lines waiting for a report (task events, what the child holds), when no
+        report follows to carry them."""
         self._write("")
 
     def _write(self, line: str) -> None:
@@ -198,6 +211,9 @@ class SupervisorReporter:
         events = self.events
         if events is not None and events.held:
             data = events.take(b"E ") + data
+        if self._pending:
+            data = b"".join(self._pending) + data
+            self._pending.clear()
         if not data:
             return
         try:

@@ -78,6 +78,11 @@ def expired(context: Context, now: datetime | None = None) -> bool:
     return expires is not None and expires <= (now or datetime.now(timezone.utc))
 
 
+def parse_when(value: Any) -> datetime | None:
+    """An ``eta``/``expires`` header as an aware datetime (naive ones are UTC)."""
+    return _when(value)
+
+
 def _when(value: Any) -> datetime | None:
     if value is None:
         return None

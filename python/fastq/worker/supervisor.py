@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 from fastq import _core, errors
 from fastq.backoff import Backoff
 from fastq.worker import task_settings
+from fastq.worker.held import decode_entries
 from fastq.worker.lost import QUARANTINED, TERMINATED, TIME_LIMIT, WORKER_LOST
 from fastq.worker.reports import JSON, ReportedTask, SupervisorReporter, parse_start
 from fastq.worker.revoke import (
@@ -299,6 +300,10 @@ class Supervisor:
             except (BlockingIOError, BrokenPipeError):
                 log.warning("child %d did not take %s", child.index, what)
 
+    def read_reports(self) -> None:
+        """Reads what every child reported so far (before answering remote control)."""
+        self._read_all_reports()
+
     def _read_all_reports(self) -> None:
         for child in self.children.values():
             self._read_reports(child)
@@ -340,6 +345,10 @@ class Supervisor:
                 child.done.clear()
             elif line[:2] == b"M " and self.on_metrics is not None:
                 self.on_metrics(child.index, line[2:])
+            elif line[:2] == b"R " and self.active_tasks is not None:
+                entries = decode_entries(line[2:])
+                if entries is not None:
+                    self.active_tasks.held(child.index, entries)
         if events and self.on_events is not None:
             self.on_events(events)
 
