@@ -2,7 +2,8 @@
 
 Configured from the environment so each test points it at its own broker, backend and ledger:
 ``FASTQ_BROKER_URL``, ``FASTQ_RESULT_BACKEND``, ``FASTQ_FAULT_LEDGER``, ``FASTQ_FAULT_ACKS_LATE``,
-and optionally ``FASTQ_FAULT_VISIBILITY_TIMEOUT`` (seconds; the broker's default otherwise).
+and optionally ``FASTQ_FAULT_VISIBILITY_TIMEOUT`` (seconds; the broker's default otherwise) and
+``FASTQ_FAULT_QUORUM=1`` (the default queue ``celery`` is a RabbitMQ quorum queue).
 """
 
 from __future__ import annotations
@@ -22,6 +23,11 @@ app = App(
     task_acks_late=os.environ.get("FASTQ_FAULT_ACKS_LATE", "") == "1",
     set_as_current=False,
 )
+if os.environ.get("FASTQ_FAULT_QUORUM") == "1":
+    # The default queue as a quorum queue, the way Celery's documentation declares one.
+    from kombu import Queue
+
+    app.conf.task_queues = [Queue("celery", queue_arguments={"x-queue-type": "quorum"})]
 if os.environ.get("FASTQ_FAULT_VISIBILITY_TIMEOUT"):
     app.conf.broker_transport_options = {
         "visibility_timeout": float(os.environ["FASTQ_FAULT_VISIBILITY_TIMEOUT"])

@@ -34,7 +34,7 @@ use thiserror::Error;
 use tokio::runtime::{Handle, Runtime};
 
 use super::connection::{
-    channel_error, close, connect, open_channel, runtime, set_up_or_close, Endpoint,
+    channel_error, close, connect_any, open_channel, runtime, set_up_or_close, Endpoint, Rotation,
 };
 use super::table::headers_table;
 use super::topology::{declare_exchange, declare_queue, QueueSpec};
@@ -91,9 +91,11 @@ struct Failure {
     retryable: bool,
     /// The session it happened on (`Session::serial`), dropped unless `keeps_session`.
     session: Option<u64>,
-    /// A nack or a `publish_timeout`: the connection is as good as before. Dropping it would
-    /// cut the calls of other threads waiting on it (their messages then sent again, possibly
-    /// twice) and lose the frames of this call still queued for a blocked broker.
+    /// A `publish_timeout` or an unroutable message: the connection is as good as before.
+    /// Dropping it would cut the calls of other threads waiting on it (their messages then
+    /// sent again, possibly twice) and lose the frames of this call still queued for a blocked
+    /// broker. A nack drops it: after a quorum queue's leader died, RabbitMQ (3.10) can go on
+    /// nacking every publish of a channel that published to it, where a new channel succeeds.
     keeps_session: bool,
 }
 
@@ -139,6 +141,8 @@ struct Session {
     /// Tells this connection from the next one: a failure seen by a thread that waited for
     /// confirms without the publisher drops the session it happened on, not a newer one.
     serial: u64,
+    /// The broker it is connected to (redacted URL), for error messages.
+    broker: String,
     connection: Connection,
     channel: Channel,
     /// Queues (by name) and `exchange:<name>`s declared on this connection.
@@ -160,6 +164,8 @@ struct State {
     /// The calls waiting for confirms on the runtime without the publisher: `close` lets them
     /// finish before it stops the runtime.
     waiters: Waiters,
+    /// Which broker of the list the next connection tries first.
+    rotation: Rotation,
 }
 
 /// Counts the calls waiting for their confirms; `close` sleeps until the count is 0.
@@ -303,13 +309,24 @@ impl AmqpPublisher {
         })
     }
 
+    /// The broker (redacted URL) of session `serial` if it is the current one, else the list.
+    fn broker_of(&self, serial: Option<u64>) -> String {
+        let current = self.state.as_ref().and_then(|s| s.session.as_ref());
+        match current {
+            Some(session) if Some(session.serial) == serial => session.broker.clone(),
+            _ => self.display_url.clone(),
+        }
+    }
+
     /// Forgets the session a failure happened on (if it is still the current one); a broken
-    /// connection fails its close at once.
+    /// connection fails its close at once. The next connection starts at another broker of the
+    /// list (the node may be gone).
     fn drop_session(&mut self, serial: u64) {
         if let Some(state) = self.state.as_mut() {
             if state.session.as_ref().is_some_and(|s| s.serial == serial) {
                 if let Some(session) = state.session.take() {
                     state.rt.block_on(close(&session.connection, "publisher"));
+                    state.rotation.advance();
                 }
             }
         }
@@ -320,12 +337,14 @@ impl AmqpPublisher {
     fn send(&mut self, pubs: &mut [Publication]) -> Result<Option<Unconfirmed>, Failure> {
         let cfg = &self.cfg;
         let queues = &self.queues;
-        let state = state_of(&mut self.state).map_err(|e| Failure::new(0, e.into(), false))?;
+        let state = state_of(&mut self.state, &cfg.endpoint)
+            .map_err(|e| Failure::new(0, e.into(), false))?;
         // A connection the broker closed since the last call (lapin's I/O thread noticed):
-        // replace it before writing into it.
+        // replace it before writing into it, starting at another broker of the list.
         if state.session.as_ref().is_some_and(|s| !s.usable()) {
             if let Some(stale) = state.session.take() {
                 state.rt.block_on(close(&stale.connection, "publisher"));
+                state.rotation.advance();
             }
         }
         if state.session.is_none() {
@@ -333,7 +352,7 @@ impl AmqpPublisher {
             state.serial += 1;
             let session = state
                 .rt
-                .block_on(open(cfg, handle, state.serial))
+                .block_on(open(cfg, handle, state.serial, &mut state.rotation))
                 .map_err(|e| Failure::new(0, e.into(), true))?;
             state.session = Some(session);
         }
@@ -413,10 +432,12 @@ pub fn publish_via(
             Err(failure) => failure,
         };
         let display_url = publisher.with(|p| {
+            // The broker the failed session was connected to, before it is dropped.
+            let broker = p.broker_of(failure.session);
             if let (Some(serial), false) = (failure.session, failure.keeps_session) {
                 p.drop_session(serial);
             }
-            p.display_url.clone()
+            broker
         });
         start += failure.done;
         if !(retry && failure.retryable && reconnects == 0) {
@@ -483,8 +504,7 @@ impl Unconfirmed {
                                 "the broker refused (nacked) task {task_id}: it was not queued"
                             )),
                             false,
-                        )
-                        .keeping_session())
+                        ))
                     }
                     Err(e) => return Err(Failure::lapin(i, "waiting for the confirm", &e)),
                 }
@@ -535,7 +555,10 @@ impl Drop for AmqpPublisher {
 }
 
 /// The state of this process: a child of a fork leaks its parent's and starts afresh.
-fn state_of(slot: &mut Option<State>) -> Result<&mut State, AmqpError> {
+fn state_of<'a>(
+    slot: &'a mut Option<State>,
+    endpoint: &Endpoint,
+) -> Result<&'a mut State, AmqpError> {
     let pid = std::process::id();
     if slot.as_ref().is_some_and(|s| s.pid != pid) {
         std::mem::forget(slot.take());
@@ -548,6 +571,7 @@ fn state_of(slot: &mut Option<State>) -> Result<&mut State, AmqpError> {
             session: None,
             serial: 0,
             waiters: Waiters::default(),
+            rotation: Rotation::new(endpoint),
         });
     }
     match slot.as_mut() {
@@ -610,9 +634,15 @@ fn basic_properties(
     Ok(props)
 }
 
-async fn open(cfg: &PublisherConfig, handle: Handle, serial: u64) -> Result<Session, AmqpError> {
+async fn open(
+    cfg: &PublisherConfig,
+    handle: Handle,
+    serial: u64,
+    rotation: &mut Rotation,
+) -> Result<Session, AmqpError> {
     let limit = cfg.endpoint.connect_timeout;
-    let connection = connect(&cfg.endpoint, &cfg.connection_name, handle).await?;
+    let (connection, index) =
+        connect_any(&cfg.endpoint, rotation, &cfg.connection_name, handle).await?;
     let set_up = async {
         let channel = open_channel(&connection).await?;
         if cfg.confirm {
@@ -623,9 +653,16 @@ async fn open(cfg: &PublisherConfig, handle: Handle, serial: u64) -> Result<Sess
         }
         Ok(channel)
     };
-    let channel = set_up_or_close(&connection, "publisher", limit, set_up).await?;
+    let channel = match set_up_or_close(&connection, "publisher", limit, set_up).await {
+        Ok(channel) => channel,
+        Err(e) => {
+            rotation.advance(); // a node that cannot serve: the next attempt tries another
+            return Err(e);
+        }
+    };
     Ok(Session {
         serial,
+        broker: super::connection::redact(&cfg.endpoint.urls[index]),
         connection,
         channel,
         declared: HashSet::new(),
@@ -761,12 +798,11 @@ mod tests {
 
     fn publisher() -> AmqpPublisher {
         let mut p = AmqpPublisher::new(PublisherConfig {
-            endpoint: Endpoint {
-                url: "amqp://guest:s3cret@127.0.0.1:5679/%2f".into(),
-                heartbeat: None,
-                connect_timeout: Duration::from_millis(500),
-                tls: Default::default(),
-            },
+            endpoint: Endpoint::single(
+                "amqp://guest:s3cret@127.0.0.1:5679/%2f".into(),
+                None,
+                Duration::from_millis(500),
+            ),
             confirm: false,
             connection_name: "fastq test".into(),
             timeout: None,
