@@ -91,12 +91,15 @@ struct Failure {
     retryable: bool,
     /// The session it happened on (`Session::serial`), dropped unless `keeps_session`.
     session: Option<u64>,
-    /// A `publish_timeout` or an unroutable message: the connection is as good as before.
-    /// Dropping it would cut the calls of other threads waiting on it (their messages then
-    /// sent again, possibly twice) and lose the frames of this call still queued for a blocked
-    /// broker. A nack drops it: after a quorum queue's leader died, RabbitMQ (3.10) can go on
-    /// nacking every publish of a channel that published to it, where a new channel succeeds.
+    /// A nack, a `publish_timeout` or an unroutable message: the connection is as good as
+    /// before. Dropping it would cut the calls of other threads waiting on it (their messages
+    /// then sent again, possibly twice) and lose the frames of this call still queued for a
+    /// blocked broker.
     keeps_session: bool,
+    /// A nack: the channel is replaced once no call waits on it. After a quorum queue's leader
+    /// died, RabbitMQ (3.10) can go on nacking every publish of a channel that had published
+    /// to it, where a new channel succeeds.
+    renew_channel: bool,
 }
 
 impl Failure {
@@ -107,11 +110,17 @@ impl Failure {
             retryable,
             session: None,
             keeps_session: false,
+            renew_channel: false,
         }
     }
 
     fn keeping_session(mut self) -> Self {
         self.keeps_session = true;
+        self
+    }
+
+    fn renewing_channel(mut self) -> Self {
+        self.renew_channel = true;
         self
     }
 
@@ -143,6 +152,9 @@ struct Session {
     serial: u64,
     /// The broker it is connected to (redacted URL), for error messages.
     broker: String,
+    /// A publish on `channel` was nacked: the next call with no other call waiting on the
+    /// channel's confirms opens a new one.
+    renew_channel: bool,
     connection: Connection,
     channel: Channel,
     /// Queues (by name) and `exchange:<name>`s declared on this connection.
@@ -179,6 +191,11 @@ impl Waiters {
     fn enter(&self) -> Waiting {
         *lock(&self.0 .0) += 1;
         Waiting(self.clone())
+    }
+
+    /// Whether no call waits now.
+    fn idle(&self) -> bool {
+        *lock(&self.0 .0) == 0
     }
 
     /// Whether every call finished before `deadline`.
@@ -309,6 +326,15 @@ impl AmqpPublisher {
         })
     }
 
+    /// Marks session `serial` (if current) for a new channel, opened by the next call that
+    /// finds no call waiting on the old one.
+    fn renew_channel(&mut self, serial: u64) {
+        let current = self.state.as_mut().and_then(|s| s.session.as_mut());
+        if let Some(session) = current.filter(|s| s.serial == serial) {
+            session.renew_channel = true;
+        }
+    }
+
     /// The broker (redacted URL) of session `serial` if it is the current one, else the list.
     fn broker_of(&self, serial: Option<u64>) -> String {
         let current = self.state.as_ref().and_then(|s| s.session.as_ref());
@@ -364,6 +390,19 @@ impl AmqpPublisher {
             ));
         };
         let serial = session.serial;
+        // After a nack, a new channel, once no call waits on the old one's confirms (none can
+        // start while this one holds the publisher). The queues declared stay declared.
+        if session.renew_channel && state.waiters.idle() {
+            let renewed = state.rt.block_on(async {
+                let channel = new_channel(&session.connection, cfg.confirm).await?;
+                let old = std::mem::replace(&mut session.channel, channel);
+                let bye = old.close(200, "fastq publisher: a new channel after a nack".into());
+                let _ = tokio::time::timeout(Duration::from_secs(2), bye).await;
+                Ok::<_, AmqpError>(())
+            });
+            session.renew_channel = false;
+            renewed.map_err(|e| Failure::new(0, e.into(), true).on(serial))?;
+        }
         let confirms = state
             .rt
             .block_on(async {
@@ -437,6 +476,9 @@ pub fn publish_via(
             if let (Some(serial), false) = (failure.session, failure.keeps_session) {
                 p.drop_session(serial);
             }
+            if let (Some(serial), true) = (failure.session, failure.renew_channel) {
+                p.renew_channel(serial);
+            }
             broker
         });
         start += failure.done;
@@ -504,7 +546,9 @@ impl Unconfirmed {
                                 "the broker refused (nacked) task {task_id}: it was not queued"
                             )),
                             false,
-                        ))
+                        )
+                        .keeping_session()
+                        .renewing_channel())
                     }
                     Err(e) => return Err(Failure::lapin(i, "waiting for the confirm", &e)),
                 }
@@ -643,16 +687,7 @@ async fn open(
     let limit = cfg.endpoint.connect_timeout;
     let (connection, index) =
         connect_any(&cfg.endpoint, rotation, &cfg.connection_name, handle).await?;
-    let set_up = async {
-        let channel = open_channel(&connection).await?;
-        if cfg.confirm {
-            channel
-                .confirm_select(ConfirmSelectOptions::default())
-                .await
-                .map_err(|e| AmqpError::Connection(format!("confirm.select failed: {e}")))?;
-        }
-        Ok(channel)
-    };
+    let set_up = new_channel(&connection, cfg.confirm);
     let channel = match set_up_or_close(&connection, "publisher", limit, set_up).await {
         Ok(channel) => channel,
         Err(e) => {
@@ -663,10 +698,23 @@ async fn open(
     Ok(Session {
         serial,
         broker: super::connection::redact(&cfg.endpoint.urls[index]),
+        renew_channel: false,
         connection,
         channel,
         declared: HashSet::new(),
     })
+}
+
+/// A channel for publishing, in confirm mode with confirms.
+async fn new_channel(connection: &Connection, confirm: bool) -> Result<Channel, AmqpError> {
+    let channel = open_channel(connection).await?;
+    if confirm {
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await
+            .map_err(|e| AmqpError::Connection(format!("confirm.select failed: {e}")))?;
+    }
+    Ok(channel)
 }
 
 /// Declares what the batch needs and this connection has not declared yet (a round trip each,
