@@ -318,11 +318,16 @@ class AmqpConsumer:
     consumes them. Raises ``BrokerConnectionError`` when the broker is unreachable or the
     connection broke (the next ``fetch`` reconnects and redeclares), ``ConfigurationError`` when
     the broker refuses a declaration.
+
+    ``url`` may be a list: the nodes of a cluster. The first connection tries them from the
+    first, each in turn until one answers; after a lost connection the next one starts at
+    another node (``failover``: ``round-robin``, the next in the list, or ``shuffle``, one at
+    random), the lost one being tried last.
     """
 
     def __new__(
         cls,
-        url: str,
+        url: str | list[str],
         queues: list[dict[str, Any]],
         *,
         accept: list[str],
@@ -332,6 +337,7 @@ class AmqpConsumer:
         heartbeat: int | None = None,
         connect_timeout: float = 10.0,
         tls: Mapping[str, str | os.PathLike[str]] | None = None,
+        failover: str = "round-robin",
     ) -> AmqpConsumer:
         """``tls``: ``ca_certs``, ``certfile``, ``keyfile`` (PEM files) for ``amqps://``."""
     def fetch(self, timeout: float) -> list[Delivery]:
@@ -347,6 +353,9 @@ class AmqpConsumer:
     @property
     def generation(self) -> int:
         """1 for the first connection, +1 on every reconnection."""
+    @property
+    def broker(self) -> str | None:
+        """The URL of the node connected to (password redacted); None while disconnected."""
     def close(self) -> None: ...
 
 @final
@@ -376,7 +385,7 @@ class AmqpPublisher:
 
     def __new__(
         cls,
-        url: str,
+        url: str | list[str],
         *,
         confirm: bool = True,
         heartbeat: int | None = None,
@@ -384,9 +393,11 @@ class AmqpPublisher:
         connection_name: str | None = None,
         timeout: float | None = None,
         tls: Mapping[str, str | os.PathLike[str]] | None = None,
+        failover: str = "round-robin",
     ) -> AmqpPublisher:
-        """``url``: an RFC AMQP URI (``AmqpParams.lapin_url()``); ``heartbeat`` None takes the
-        broker's proposal; ``connection_name`` is shown by ``rabbitmqctl list_connections
+        """``url``: an RFC AMQP URI (``AmqpParams.lapin_url()``), or a list of them (a
+        cluster's nodes, tried and failed over as ``AmqpConsumer`` does); ``heartbeat`` None
+        takes the broker's proposal; ``connection_name`` is shown by ``rabbitmqctl list_connections
         client_properties``; ``timeout`` bounds a wait without progress (for the next write
         or confirm of a call), None waits as long as the connection lives; ``tls`` as
         ``AmqpConsumer`` takes it."""

@@ -71,6 +71,27 @@ def _opt_str(value: Any) -> str | None:
     return None if value is None else _str(value)
 
 
+def _broker_url(value: Any) -> str | None:
+    """One URL, or Celery's list of a cluster's nodes: a list, or one ``;``-separated string
+    (what the list becomes)."""
+    if isinstance(value, (list, tuple)):
+        return ";".join(_str(v) for v in value)
+    return _opt_str(value)
+
+
+#: ``broker_failover_strategy``: kombu's names (None: the first).
+FAILOVER_STRATEGIES = ("round-robin", "shuffle")
+
+
+def _failover(value: Any) -> str | None:
+    if value is None or value in FAILOVER_STRATEGIES:
+        return value
+    raise ValueError(
+        f"fastq takes {' or '.join(repr(s) for s in FAILOVER_STRATEGIES)} (a function, as "
+        "kombu allows, is not supported: the Rust consumer and publisher pick the next broker)"
+    )
+
+
 def _int(value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError("expected an integer")
@@ -167,7 +188,8 @@ def _rate(value: Any) -> str | float | None:
 
 #: name -> (default, validator). Defaults follow Celery's.
 SETTINGS: dict[str, tuple[Any, Callable[[Any], Any]]] = {
-    "broker_url": (None, _opt_str),
+    "broker_url": (None, _broker_url),
+    "broker_failover_strategy": (None, _failover),
     "broker_transport_options": ({}, _dict),
     "broker_connection_retry": (True, _bool),
     "broker_connection_max_retries": (None, _opt_int),
@@ -348,8 +370,6 @@ NO_EFFECT: dict[str, str] = {
     "broker_connection_timeout": "fastq's connect timeouts are its own",
     "broker_channel_error_retry": "fastq's worker treats a channel error as a connection loss "
     "(broker_connection_retry)",
-    "broker_failover_strategy": "fastq connects to one broker URL (Redis Sentinel and RabbitMQ "
-    "clusters fail over behind it)",
     "broker_heartbeat_checkrate": "fastq checks AMQP heartbeats in its own client",
     "broker_login_method": "fastq logs in with the user and password of broker_url",
     "broker_native_delayed_delivery_queue_type": "fastq keeps ETA tasks without RabbitMQ's "
@@ -389,7 +409,9 @@ NO_EFFECT: dict[str, str] = {
     "running task on a connection loss (a late-acknowledged one's lease is renewed)",
     "worker_consumer": "fastq's consumer is built in",
     "worker_deduplicate_successful_tasks": "fastq does not check for duplicate deliveries",
-    "worker_detect_quorum_queues": "fastq reads the queue type from task_default_queue_type",
+    "worker_detect_quorum_queues": "fastq always detects quorum queues (x-queue-type in "
+    "task_queues' arguments or task_default_queue_type) and gives them per-consumer QoS: "
+    "RabbitMQ refuses global QoS on them",
     "worker_direct": "fastq's worker consumes no per-worker direct queue",
     "worker_disable_prefetch": "fastq's prefetch window is worker_prefetch_multiplier",
     "worker_enable_prefetch_count_reduction": "fastq's prefetch window is "

@@ -210,19 +210,20 @@ def test_a_listener_retries_while_the_broker_is_unreachable(
     listener = app.broker.control_channel().listen()
     assert isinstance(listener, AmqpControlListener)
     try:
-        good = app.broker.params
+        good = app.broker.servers
         # Point reconnection at a port where nothing listens, then break the connection.
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
             port = probe.getsockname()[1]
-        app.broker.params = dataclasses.replace(good, port=port)
+        nowhere = dataclasses.replace(good.params[0], port=port)
+        app.broker.servers = dataclasses.replace(good, params=(nowhere,))
         close_connection(listener.name)
         started = time.monotonic()
         for _ in range(5):
             assert listener.fetch(0.2) == []  # never raises: logs and waits its timeout
         assert time.monotonic() - started >= 0.5
         assert "cannot listen for control commands" in caplog.text
-        app.broker.params = good
+        app.broker.servers = good
         wait_until(lambda: listener._connection is not None or bool(listener.fetch(0.2)), 20)
     finally:
         listener.close()

@@ -4,7 +4,8 @@ Configured from the environment so each test points it at its own broker, backen
 ``FASTQ_BROKER_URL``, ``FASTQ_RESULT_BACKEND``, ``FASTQ_FAULT_LEDGER``, ``FASTQ_FAULT_ACKS_LATE``,
 and optionally ``FASTQ_FAULT_VISIBILITY_TIMEOUT`` (seconds; the broker's default otherwise) and
 ``FASTQ_FAULT_TRANSPORT_OPTIONS`` (JSON: more broker and result backend transport options, such as
-Sentinel's ``master_name``).
+Sentinel's ``master_name``) and ``FASTQ_FAULT_QUORUM=1`` (the default queue ``celery`` is a
+RabbitMQ quorum queue).
 """
 
 from __future__ import annotations
@@ -28,6 +29,11 @@ app = App(
 _options = json.loads(os.environ.get("FASTQ_FAULT_TRANSPORT_OPTIONS") or "{}")
 if _options:
     app.conf.result_backend_transport_options = dict(_options)
+if os.environ.get("FASTQ_FAULT_QUORUM") == "1":
+    # The default queue as a quorum queue, the way Celery's documentation declares one.
+    from kombu import Queue
+
+    app.conf.task_queues = [Queue("celery", queue_arguments={"x-queue-type": "quorum"})]
 if os.environ.get("FASTQ_FAULT_VISIBILITY_TIMEOUT"):
     _options["visibility_timeout"] = float(os.environ["FASTQ_FAULT_VISIBILITY_TIMEOUT"])
 if _options:

@@ -120,15 +120,23 @@ class Publisher(threading.Thread):
     """Publishes ``total`` tasks in small paced batches; a batch that raised is sent again
     until it returns. ``confirmed`` holds the seqs whose call returned."""
 
-    def __init__(self, url: str, total: int, batch: int = 10, pause: float = 0.03) -> None:
+    def __init__(
+        self,
+        url: str,
+        total: int,
+        batch: int = 10,
+        pause: float = 0.03,
+        make_app: Callable[[str], App] = client_app,
+    ) -> None:
         super().__init__(daemon=True)
         self.url, self.total, self.batch, self.pause = url, total, batch, pause
+        self.make_app = make_app
         self.confirmed: list[int] = []
         self.failures: list[str] = []
         self.error: BaseException | None = None
 
     def run(self) -> None:
-        client = client_app(self.url)
+        client = self.make_app(self.url)
         deadline = time.monotonic() + 120
         try:
             for start in range(0, self.total, self.batch):

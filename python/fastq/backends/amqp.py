@@ -11,7 +11,7 @@ import amqp
 
 from fastq import errors, serialization, states
 from fastq.backends.base import Backend
-from fastq.brokers.amqp_connection import CONNECTION_ERRORS, AmqpChannel, AmqpParams
+from fastq.brokers.amqp_connection import CONNECTION_ERRORS, AmqpChannel, AmqpServers
 from fastq.brokers.amqp_topology import QueueDecl, declare
 from fastq.urls import redact
 
@@ -39,8 +39,9 @@ class AmqpResultBackend(Backend):
         else:
             target = conf.broker_url or "amqp://guest:guest@localhost:5672//"
         self.target = target
-        self.params = AmqpParams.from_url(target)
-        self.conn = AmqpChannel(target, self.params, conf)
+        # The broker's nodes (a list fails over as the broker does).
+        self.servers = AmqpServers.from_url(target, conf.broker_failover_strategy)
+        self.conn = AmqpChannel(target, self.servers, conf)
         self.persistent = bool(conf.result_persistent)
 
     def expires_ms(self) -> int | None:

@@ -29,7 +29,7 @@ from fastq import _core
 from fastq.brokers.amqp_connection import (
     CONNECTION_ERRORS,
     AmqpChannel,
-    AmqpParams,
+    AmqpServers,
     connect_timeout,
     tls_files,
 )
@@ -64,13 +64,15 @@ class AmqpBroker(Broker):
 
     def __init__(self, url: str, conf: Config) -> None:
         super().__init__(url, conf)
-        self.params = AmqpParams.from_url(url)
+        #: The broker's nodes: one URL, or Celery's list (``amqp://h1;amqp://h2``), failed over
+        #: as ``broker_failover_strategy`` says.
+        self.servers = AmqpServers.from_url(url, conf.broker_failover_strategy)
         self.declarations = declarations(conf)
         #: The PEM files of ``broker_use_ssl`` for the Rust consumer and publisher.
         self.tls = tls_files(conf.broker_use_ssl)
         self.confirm = confirm_publish(conf)
         #: py-amqp, for the queue admin calls (purge, length, delete).
-        self.admin = AmqpChannel(url, self.params, conf)
+        self.admin = AmqpChannel(url, self.servers, conf)
         self._publisher: _core.AmqpPublisher | None = None
         self._publisher_pid = 0
         self._publisher_lock = threading.Lock()
@@ -79,7 +81,7 @@ class AmqpBroker(Broker):
         #: Sends remote-control commands and reads their replies (which takes a while: not on
         #: the publisher's connection). Connects on first use; confirms tell a command reached
         #: the broker.
-        self.control_sender = AmqpChannel(url, self.params, conf, confirm=True)
+        self.control_sender = AmqpChannel(url, self.servers, conf, confirm=True)
 
     def declaration(self, queue: str) -> QueueDecl:
         return declaration_for(self.conf, queue, self.declarations)
@@ -104,7 +106,8 @@ class AmqpBroker(Broker):
                         "publish_timeout", CONFIRM_TIMEOUT if self.confirm else None
                     )
                     publisher = _core.AmqpPublisher(
-                        self.params.lapin_url(),
+                        self.servers.lapin_urls(),
+                        failover=self.servers.strategy,
                         confirm=self.confirm,
                         heartbeat=None if heartbeat is None else int(heartbeat),
                         connect_timeout=connect_timeout(self.conf),
@@ -137,8 +140,9 @@ class AmqpBroker(Broker):
         decls = [self.declaration(q) for q in queues]
         heartbeat = self.conf.broker_heartbeat
         consumer: Consumer = _core.AmqpConsumer(
-            self.params.lapin_url(),
+            self.servers.lapin_urls(),
             [d.as_dict() for d in decls],
+            failover=self.servers.strategy,
             accept=accept,
             prefetch=min(max(prefetch, 1), 65535),
             consumer_tag=consumer_id,
@@ -190,7 +194,7 @@ class AmqpBroker(Broker):
         from fastq.brokers.amqp_events import AmqpEventPublisher
 
         return AmqpEventPublisher(
-            AmqpChannel(self.url, self.params, self.conf), str(self.conf.event_exchange), hostname
+            AmqpChannel(self.url, self.servers, self.conf), str(self.conf.event_exchange), hostname
         )
 
     def close(self) -> None:

@@ -1,24 +1,27 @@
-"""Connecting to RabbitMQ: the URL read as kombu reads it, the TLS files of ``broker_use_ssl``
-for the Rust side, and the py-amqp connections fastq still opens from Python (queue admin,
-remote control, the RabbitMQ result backends), with why one failed in the Rust side's words.
-The Rust consumer and publisher connect in ``rust/fastq-core/src/amqp/connection.rs``.
+"""Connecting to RabbitMQ: the URL read as kombu reads it (one, or Celery's ``;``-separated
+list of a cluster's nodes with ``broker_failover_strategy``), the TLS files of
+``broker_use_ssl`` for the Rust side, and the py-amqp connections fastq still opens from Python
+(queue admin, remote control, the RabbitMQ result backends), with why one failed in the Rust
+side's words. The Rust consumer and publisher connect in
+``rust/fastq-core/src/amqp/connection.rs``, failing over the same way.
 """
 
 from __future__ import annotations
 
 import os
+import random
 import socket
 import ssl
 import threading
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 from urllib.parse import quote, unquote, urlsplit
 
 import amqp
 
 from fastq import _core
-from fastq.config import Config
+from fastq.config import FAILOVER_STRATEGIES, Config
 from fastq.errors import BrokerConnectionError, ConfigurationError
 from fastq.urls import redact
 
@@ -78,6 +81,55 @@ class AmqpParams:
         return f"{scheme}://{user}:{password}@{host}:{self.port}/{quote(self.vhost, safe='')}"
 
 
+def split_urls(url: str) -> list[str]:
+    """A broker URL, or Celery's list of them in one string (``;``-separated)."""
+    return [u.strip() for u in url.split(";") if u.strip()]
+
+
+@dataclass
+class AmqpServers:
+    """The broker's nodes (one URL, or one per node of a cluster) and which one a new
+    connection tries first: the first at the start, as kombu does; after a failure the next one
+    (``round-robin``) or another one at random (``shuffle``), the failed one being tried last.
+    Shared by a broker's py-amqp connections, so one that saw a node die spares the others."""
+
+    urls: tuple[str, ...]
+    params: tuple[AmqpParams, ...]
+    strategy: str = FAILOVER_STRATEGIES[0]
+    current: int = field(default=0, compare=False)
+
+    @classmethod
+    def from_url(cls, url: str, strategy: str | None = None) -> AmqpServers:
+        """``strategy``: ``broker_failover_strategy`` (checked when set; None: round-robin)."""
+        urls = tuple(split_urls(url))
+        if not urls:
+            raise ConfigurationError("no broker URL given")
+        params = tuple(AmqpParams.from_url(u) for u in urls)
+        return cls(urls, params, strategy or FAILOVER_STRATEGIES[0])
+
+    def lapin_urls(self) -> list[str]:
+        """Each node as the Rust side takes it."""
+        return [p.lapin_url() for p in self.params]
+
+    def order(self) -> list[int]:
+        """The nodes to try, in order: the current one first."""
+        n = len(self.urls)
+        rest = [(self.current + i) % n for i in range(1, n)]
+        if self.strategy == "shuffle":
+            random.shuffle(rest)
+        return [self.current % n, *rest]
+
+    def connected(self, index: int) -> None:
+        self.current = index
+
+    def advance(self) -> None:
+        """The current node failed: the next connection starts at another one."""
+        n = len(self.urls)
+        if n > 1:
+            step = random.randrange(1, n) if self.strategy == "shuffle" else 1
+            self.current = (self.current + step) % n
+
+
 def tls_files(use_ssl: Any) -> dict[str, str] | None:
     """``broker_use_ssl`` as the Rust side takes it: the PEM files of a mapping (a CA to trust,
     a client certificate and its key), None for anything else.
@@ -127,15 +179,40 @@ def why_not_connected(exc: BaseException, p: AmqpParams) -> str:
 
 
 def connect(
-    p: AmqpParams,
+    servers: AmqpServers,
     conf: Config,
     failed: str,
     set_up: Callable[[amqp.Connection], T],
     **options: Any,
 ) -> tuple[amqp.Connection, T]:
-    """Opens a py-amqp connection and runs ``set_up`` on it (a channel, declarations); when
-    either fails, the connection is dropped and a ``BrokerConnectionError`` says
-    ``<failed>: <why>``. ``options`` go to ``amqp.Connection`` (heartbeat, timeouts)."""
+    """Opens a py-amqp connection to the first node of ``servers`` that answers (in their
+    order) and runs ``set_up`` on it (a channel, declarations); when that fails on every node,
+    a ``BrokerConnectionError`` says ``<failed>: <why>`` (why for each node, with several).
+    ``options`` go to ``amqp.Connection`` (heartbeat, timeouts)."""
+    reasons = []
+    last: BrokerConnectionError | None = None
+    for index in servers.order():
+        p = servers.params[index]
+        try:
+            opened = _connect_one(p, conf, set_up, options)
+        except BrokerConnectionError as exc:
+            if len(servers.urls) == 1:
+                raise BrokerConnectionError(f"{failed}: {exc}") from exc.__cause__
+            at = f"{p.host}:{p.port}"
+            reasons.append(str(exc) if at in str(exc) else f"{at}: {exc}")
+            last = exc
+            continue
+        servers.connected(index)
+        return opened
+    raise BrokerConnectionError(
+        f"{failed}: none of the {len(servers.urls)} brokers answered: {'; '.join(reasons)}"
+    ) from (last.__cause__ if last is not None else None)
+
+
+def _connect_one(
+    p: AmqpParams, conf: Config, set_up: Callable[[amqp.Connection], T], options: dict[str, Any]
+) -> tuple[amqp.Connection, T]:
+    """One node: ``BrokerConnectionError`` saying why it failed (caused by py-amqp's error)."""
     conn = amqp.Connection(
         host=f"{p.host}:{p.port}",
         userid=p.userid,
@@ -150,7 +227,7 @@ def connect(
         return conn, set_up(conn)
     except CONNECTION_ERRORS as exc:
         discard(conn)
-        raise BrokerConnectionError(f"{failed}: {why_not_connected(exc, p)}") from exc
+        raise BrokerConnectionError(why_not_connected(exc, p)) from exc
 
 
 def connect_timeout(conf: Config) -> float:
@@ -170,9 +247,9 @@ class AmqpChannel:
     """One py-amqp connection and channel for this process: reopened after a fork or when it
     broke; used under a lock because py-amqp is not thread-safe."""
 
-    def __init__(self, url: str, params: AmqpParams, conf: Config, confirm: bool = False) -> None:
+    def __init__(self, url: str, servers: AmqpServers, conf: Config, confirm: bool = False) -> None:
         self.url = url
-        self.params = params
+        self.servers = servers
         self.conf = conf
         self.confirm = confirm
         self._lock = threading.RLock()
@@ -208,7 +285,7 @@ class AmqpChannel:
             return channel
 
         self._connection, self._channel = connect(
-            self.params,
+            self.servers,
             self.conf,
             f"cannot connect to {redact(self.url)}",
             set_up,
@@ -219,11 +296,13 @@ class AmqpChannel:
         self.declared = set()
 
     def reset(self) -> None:
-        """Drops a connection that failed; the next call reconnects."""
+        """Drops a connection that failed; the next call reconnects, to another node first if
+        there are several."""
         conn, self._connection, self._channel = self._connection, None, None
         self.declared = set()
         if conn is not None:
             discard(conn)
+            self.servers.advance()
 
     def close(self) -> None:
         conn, self._connection, self._channel = self._connection, None, None

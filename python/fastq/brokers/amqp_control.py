@@ -253,7 +253,7 @@ class AmqpControlListener:
 
         timeout = connect_timeout(conf)
         self._connection, self._channel = connect(
-            self.broker.params,
+            self.broker.servers,
             conf,
             f"cannot listen for control commands on {self._url}",
             set_up,
@@ -279,6 +279,7 @@ class AmqpControlListener:
         conn, self._connection, self._channel = self._connection, None, None
         if conn is not None:
             discard(conn)
+            self.broker.servers.advance()  # the node may be gone: another one first
 
     def _reconnect(self) -> bool:
         now = time.monotonic()

@@ -7,16 +7,13 @@ Python declares (remote control, the RabbitMQ result backends).
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from fastq.config import Config
-from fastq.errors import QueueNotFound
+from fastq.errors import ConfigurationError, QueueNotFound
 from fastq.routing import QueueSpec, queue_fields, queue_specs
-
-log = logging.getLogger("fastq.amqp")
 
 
 @dataclass(frozen=True)
@@ -56,7 +53,13 @@ def queue_arguments(conf: Config) -> dict[str, Any]:
     if conf.task_default_queue_type == "quorum":
         args["x-queue-type"] = "quorum"
         if conf.task_queue_max_priority:
-            log.warning("quorum queues have no x-max-priority; task_queue_max_priority ignored")
+            # Not ignored with a warning: tasks sent with priorities would run in another
+            # order than asked, and RabbitMQ refuses the argument on a quorum queue anyway.
+            raise ConfigurationError(
+                "task_queue_max_priority cannot apply to quorum queues "
+                "(task_default_queue_type = 'quorum'): RabbitMQ quorum queues have no "
+                "priorities (x-max-priority). Unset one of the two"
+            )
     elif conf.task_queue_max_priority:
         args["x-max-priority"] = int(conf.task_queue_max_priority)
     return args

@@ -7,7 +7,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use fastq_core::amqp::{
-    self, AmqpError, Body, ConsumerConfig, Endpoint, Failure, Incoming, QueueSpec, Target, Tls,
+    self, AmqpError, Body, ConsumerConfig, Endpoint, Failover, Failure, Incoming, QueueSpec,
+    Target, Tls,
 };
 use fastq_core::protocol::TaskMessage as CoreMessage;
 use fastq_core::Value;
@@ -66,15 +67,35 @@ fn delivery(py: Python<'_>, mut inc: Incoming, accept: &[String]) -> PyResult<De
     })
 }
 
-/// Where to connect, as the consumer and the publisher take it from Python; `tls` holds the
-/// files of `broker_use_ssl` (`ca_certs`, `certfile`, `keyfile`).
+/// One broker URL, or the URLs of a cluster's nodes tried in turn.
+#[derive(FromPyObject)]
+pub(crate) enum Urls {
+    One(String),
+    Many(Vec<String>),
+}
+
+/// Where to connect, as the consumer and the publisher take it from Python; `failover` is
+/// `broker_failover_strategy` (`round-robin` or `shuffle`), `tls` holds the files of
+/// `broker_use_ssl` (`ca_certs`, `certfile`, `keyfile`).
 pub(crate) fn endpoint(
     py: Python<'_>,
-    url: String,
+    urls: Urls,
+    failover: &str,
     heartbeat: Option<u16>,
     connect_timeout: f64,
     tls: Option<HashMap<String, PathBuf>>,
 ) -> PyResult<Endpoint> {
+    let urls = match urls {
+        Urls::One(url) => vec![url],
+        Urls::Many(urls) => urls,
+    };
+    if urls.is_empty() {
+        return Err(AmqpError::Config("no broker URL".into()).into_py_err(py));
+    }
+    let failover = Failover::from_name(failover).ok_or_else(|| {
+        let message = format!("unknown failover strategy {failover:?}: round-robin or shuffle");
+        AmqpError::Config(message).into_py_err(py)
+    })?;
     let mut files = tls.unwrap_or_default();
     let tls = Tls {
         ca_certs: files.remove("ca_certs"),
@@ -86,7 +107,8 @@ pub(crate) fn endpoint(
         return Err(AmqpError::Config(message).into_py_err(py));
     }
     Ok(Endpoint {
-        url,
+        urls,
+        failover,
         heartbeat,
         connect_timeout: Duration::from_secs_f64(connect_timeout.max(0.1)),
         tls,
@@ -162,12 +184,12 @@ impl AmqpConsumer {
     #[new]
     #[pyo3(signature = (
         url, queues, *, accept, prefetch, consumer_tag, global_qos = true, heartbeat = None,
-        connect_timeout = 10.0, tls = None
+        connect_timeout = 10.0, tls = None, failover = "round-robin"
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
-        url: String,
+        url: Urls,
         queues: Vec<Bound<'_, PyDict>>,
         accept: Vec<String>,
         prefetch: u16,
@@ -176,9 +198,10 @@ impl AmqpConsumer {
         heartbeat: Option<u16>,
         connect_timeout: f64,
         tls: Option<HashMap<String, PathBuf>>,
+        failover: &str,
     ) -> PyResult<Self> {
         let cfg = ConsumerConfig {
-            endpoint: endpoint(py, url, heartbeat, connect_timeout, tls)?,
+            endpoint: endpoint(py, url, failover, heartbeat, connect_timeout, tls)?,
             queues: queues.iter().map(queue_spec).collect::<PyResult<_>>()?,
             prefetch,
             global_qos,
@@ -243,6 +266,12 @@ impl AmqpConsumer {
     #[getter]
     fn generation(&self) -> u64 {
         self.inner.generation()
+    }
+
+    /// The broker of the current connection (password redacted), None while disconnected.
+    #[getter]
+    fn broker(&self) -> Option<String> {
+        self.inner.broker().map(str::to_owned)
     }
 
     fn close(&mut self, py: Python<'_>) {

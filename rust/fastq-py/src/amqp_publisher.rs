@@ -11,7 +11,7 @@ use fastq_core::amqp::{self, PublisherConfig};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
-use crate::amqp::{endpoint, queue_spec};
+use crate::amqp::{endpoint, queue_spec, Urls};
 use crate::errors::IntoPyResult;
 use crate::outgoing::outgoing;
 
@@ -35,23 +35,24 @@ impl AmqpPublisher {
     #[new]
     #[pyo3(signature = (
         url, *, confirm = true, heartbeat = None, connect_timeout = 10.0, connection_name = None,
-        timeout = None, tls = None
+        timeout = None, tls = None, failover = "round-robin"
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
-        url: String,
+        url: Urls,
         confirm: bool,
         heartbeat: Option<u16>,
         connect_timeout: f64,
         connection_name: Option<String>,
         timeout: Option<f64>,
         tls: Option<HashMap<String, PathBuf>>,
+        failover: &str,
     ) -> PyResult<Self> {
         let connection_name = connection_name
             .unwrap_or_else(|| format!("fastq publisher pid {}", std::process::id()));
         let cfg = PublisherConfig {
-            endpoint: endpoint(py, url, heartbeat, connect_timeout, tls)?,
+            endpoint: endpoint(py, url, failover, heartbeat, connect_timeout, tls)?,
             confirm,
             connection_name: connection_name.clone(),
             timeout: timeout.map(|t| Duration::from_secs_f64(t.max(0.0))),

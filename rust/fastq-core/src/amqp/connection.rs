@@ -44,8 +44,12 @@ pub fn redact(url: &str) -> String {
 /// Where a consumer or publisher connects, and how.
 #[derive(Debug, Clone)]
 pub struct Endpoint {
-    /// An AMQP URI lapin understands (`amqp://` or `amqps://`, vhost percent-encoded).
-    pub url: String,
+    /// AMQP URIs lapin understands (`amqp://` or `amqps://`, vhost percent-encoded): one, or
+    /// one per node of a cluster (Celery's `broker_url = "amqp://h1;amqp://h2"`), tried in the
+    /// order `failover` says until one answers.
+    pub urls: Vec<String>,
+    /// Which URL a new connection tries next (`broker_failover_strategy`).
+    pub failover: Failover,
     /// Seconds; `None` takes the broker's proposal, `Some(0)` disables heartbeats.
     pub heartbeat: Option<u16>,
     /// The longest a connection, and then its set-up (channel, declarations), may take.
@@ -105,21 +109,187 @@ impl Tls {
 }
 
 impl Endpoint {
-    /// The URL with its password replaced by `***`, for every message that names the broker.
+    /// One broker: what a single URL makes.
+    pub fn single(url: String, heartbeat: Option<u16>, connect_timeout: Duration) -> Self {
+        Endpoint {
+            urls: vec![url],
+            failover: Failover::RoundRobin,
+            heartbeat,
+            connect_timeout,
+            tls: Tls::default(),
+        }
+    }
+
+    /// The URLs with their passwords replaced by `***`, `;`-separated as Celery writes a list,
+    /// for every message that names the broker.
     pub fn display_url(&self) -> String {
-        redact(&self.url)
+        let shown: Vec<String> = self.urls.iter().map(|u| redact(u)).collect();
+        shown.join(";")
     }
 }
 
-/// Opens a connection named `name` (shown by `rabbitmqctl list_connections client_properties`).
+/// kombu's failover strategies: which broker of a list a new connection tries next.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Failover {
+    /// The next URL of the list after the one that failed, wrapping around (the default).
+    #[default]
+    RoundRobin,
+    /// Another URL picked at random.
+    Shuffle,
+}
+
+impl Failover {
+    /// `round-robin` or `shuffle`, the names `broker_failover_strategy` takes.
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "round-robin" => Some(Failover::RoundRobin),
+            "shuffle" => Some(Failover::Shuffle),
+            _ => None,
+        }
+    }
+}
+
+/// Where in its list of brokers a consumer or publisher stands. The first connection tries the
+/// first URL, as kombu's does; when it is refused the others are tried at once, each in turn
+/// (a broker list is one attempt: the caller backs off only when all failed). A connection that
+/// was lost moves on, so the next one starts at another node, the one that died being tried
+/// last.
+#[derive(Debug, Clone)]
+pub struct Rotation {
+    current: usize,
+    len: usize,
+    failover: Failover,
+    /// xorshift state for `Shuffle` (seeded from a random UUID: no dependency for so little).
+    seed: u64,
+}
+
+impl Rotation {
+    pub fn new(endpoint: &Endpoint) -> Self {
+        let bytes = uuid::Uuid::new_v4().into_bytes();
+        let mut seed = [0u8; 8];
+        seed.copy_from_slice(&bytes[..8]);
+        Rotation {
+            current: 0,
+            len: endpoint.urls.len().max(1),
+            failover: endpoint.failover,
+            seed: u64::from_le_bytes(seed) | 1,
+        }
+    }
+
+    /// The URL index in use (or to be tried first).
+    pub fn current(&self) -> usize {
+        self.current
+    }
+
+    fn random(&mut self) -> u64 {
+        let mut x = self.seed;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.seed = x;
+        x
+    }
+
+    /// The order of one attempt: the current URL, then every other one in the strategy's order.
+    pub fn round(&mut self) -> Vec<usize> {
+        let mut order: Vec<usize> = (0..self.len)
+            .map(|i| (self.current + i) % self.len)
+            .collect();
+        if self.failover == Failover::Shuffle {
+            // Fisher-Yates over the others: the current one stays first.
+            for i in (2..self.len).rev() {
+                let j = 1 + (self.random() % i as u64) as usize;
+                order.swap(i, j);
+            }
+        }
+        order
+    }
+
+    /// A connection to `index` succeeded: it is the current one.
+    pub fn connected(&mut self, index: usize) {
+        self.current = index % self.len;
+    }
+
+    /// The current connection was lost: the next attempt starts at another URL.
+    pub fn advance(&mut self) {
+        if self.len < 2 {
+            return;
+        }
+        self.current = match self.failover {
+            Failover::RoundRobin => (self.current + 1) % self.len,
+            Failover::Shuffle => {
+                let step = 1 + (self.random() % (self.len as u64 - 1)) as usize;
+                (self.current + step) % self.len
+            }
+        };
+    }
+}
+
+/// Connects to the first broker of `endpoint` that answers, in `rotation`'s order, and returns
+/// the connection and the index of its URL. With several URLs, a failure says why each one was
+/// refused.
+pub(super) async fn connect_any(
+    endpoint: &Endpoint,
+    rotation: &mut Rotation,
+    name: &str,
+    handle: Handle,
+) -> Result<(Connection, usize), AmqpError> {
+    let order = rotation.round();
+    if endpoint.urls.len() < 2 {
+        let url = endpoint.urls.first().map(String::as_str).unwrap_or("");
+        return Ok((connect(endpoint, url, name, handle).await?, 0));
+    }
+    let mut why = Vec::with_capacity(order.len());
+    for index in order {
+        match connect(endpoint, &endpoint.urls[index], name, handle.clone()).await {
+            Ok(connection) => {
+                rotation.connected(index);
+                return Ok((connection, index));
+            }
+            // A URL that cannot work (a typo) is a configuration error at once.
+            Err(AmqpError::Config(m)) => {
+                return Err(AmqpError::Config(format!(
+                    "{}: {m}",
+                    redact(&endpoint.urls[index])
+                )))
+            }
+            Err(AmqpError::Connection(m)) => {
+                let m = m.replacen("cannot connect: ", "", 1);
+                // Each reason names its broker (a login refusal does not by itself).
+                let at = host_port(&endpoint.urls[index]);
+                why.push(if m.contains(&at) {
+                    m
+                } else {
+                    format!("{at}: {m}")
+                });
+            }
+        }
+    }
+    Err(AmqpError::Connection(format!(
+        "cannot connect to any of the {} brokers: {}",
+        endpoint.urls.len(),
+        why.join("; ")
+    )))
+}
+
+/// `host:port` of an AMQP URI (as the failure messages write it).
+fn host_port(url: &str) -> String {
+    match url.parse::<AMQPUri>() {
+        Ok(uri) => format!("{}:{}", uri.authority.host, uri.authority.port),
+        Err(_) => redact(url),
+    }
+}
+
+/// Opens a connection named `name` (shown by `rabbitmqctl list_connections client_properties`)
+/// to one broker, `url`.
 pub(super) async fn connect(
     endpoint: &Endpoint,
+    url: &str,
     name: &str,
     handle: Handle,
 ) -> Result<Connection, AmqpError> {
     let limit = endpoint.connect_timeout;
-    let mut uri: AMQPUri = endpoint
-        .url
+    let mut uri: AMQPUri = url
         .parse()
         .map_err(|e: String| AmqpError::Config(format!("invalid AMQP URL: {e}")))?;
     if endpoint.heartbeat.is_some() {
@@ -351,7 +521,53 @@ pub(super) async fn close(connection: &Connection, who: &str) {
 
 #[cfg(test)]
 mod tests {
-    use super::{redact, Duration, Failure, Target};
+    use super::{redact, Duration, Endpoint, Failover, Failure, Rotation, Target};
+
+    fn endpoint(n: usize, failover: Failover) -> Endpoint {
+        let urls = (0..n).map(|i| format!("amqp://h{i}/")).collect();
+        Endpoint {
+            failover,
+            urls,
+            ..Endpoint::single(String::new(), None, Duration::from_secs(1))
+        }
+    }
+
+    #[test]
+    fn round_robin_starts_at_the_first_url_and_moves_on_after_a_loss() {
+        let mut r = Rotation::new(&endpoint(3, Failover::RoundRobin));
+        assert_eq!(r.round(), vec![0, 1, 2]);
+        r.advance();
+        assert_eq!(r.round(), vec![1, 2, 0]);
+        r.connected(2);
+        r.advance();
+        assert_eq!((r.current(), r.round()), (0, vec![0, 1, 2]));
+        let mut one = Rotation::new(&endpoint(1, Failover::RoundRobin));
+        one.advance();
+        assert_eq!(one.round(), vec![0]);
+    }
+
+    #[test]
+    fn shuffle_tries_the_current_url_first_and_never_stays_after_a_loss() {
+        let mut r = Rotation::new(&endpoint(4, Failover::Shuffle));
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..100 {
+            let mut round = r.round();
+            assert_eq!(round[0], r.current());
+            round.sort_unstable();
+            assert_eq!(round, vec![0, 1, 2, 3]);
+            let before = r.current();
+            r.advance();
+            assert_ne!(r.current(), before);
+            seen.insert(r.current());
+        }
+        assert_eq!(seen.len(), 4);
+        assert_eq!(Failover::from_name("shuffle"), Some(Failover::Shuffle));
+        assert_eq!(Failover::from_name("random"), None);
+        assert_eq!(
+            endpoint(2, Failover::RoundRobin).display_url(),
+            "amqp://h0/;amqp://h1/"
+        );
+    }
 
     #[test]
     fn failures_are_worded_for_the_operator() {

@@ -33,7 +33,9 @@ use lapin::{Channel, Connection};
 use tokio::runtime::{Handle, Runtime};
 
 use super::acks::plan_acks;
-use super::connection::{close, connect, open_channel, runtime, set_up_or_close, Endpoint};
+use super::connection::{
+    close, connect_any, open_channel, redact, runtime, set_up_or_close, Endpoint, Rotation,
+};
 use super::table::table_to_value;
 use super::topology::{declare_error, declare_queue, QueueSpec};
 use super::AmqpError;
@@ -127,6 +129,8 @@ type Events = Pin<Box<dyn Stream<Item = Event> + Send + Sync>>;
 
 struct Session {
     generation: u64,
+    /// The broker it is connected to (redacted), for the message when it is lost.
+    broker: String,
     connection: Connection,
     channel: Channel,
     /// Tags handed to the caller and not yet settled.
@@ -137,9 +141,12 @@ struct Session {
 pub struct AmqpConsumer {
     rt: Runtime,
     cfg: Arc<ConsumerConfig>,
+    /// Every broker of the list (redacted), for the message when none answers.
     display_url: String,
     session: Option<Session>,
     generation: u64,
+    /// Which broker of the list the next connection tries first.
+    rotation: Rotation,
 }
 
 impl AmqpConsumer {
@@ -153,12 +160,14 @@ impl AmqpConsumer {
         }
         let rt = runtime("fastq-amqp")?;
         let display_url = cfg.endpoint.display_url();
+        let rotation = Rotation::new(&cfg.endpoint);
         let mut consumer = AmqpConsumer {
             rt,
             cfg: Arc::new(cfg),
             display_url,
             session: None,
             generation: 0,
+            rotation,
         };
         consumer.connect()?;
         Ok(consumer)
@@ -179,7 +188,7 @@ impl AmqpConsumer {
         let handle = self.rt.handle().clone();
         let session = self
             .rt
-            .block_on(open_session(cfg, generation, handle))
+            .block_on(open_session(cfg, generation, handle, &mut self.rotation))
             .map_err(|e| e.context(&self.display_url))?;
         self.session = Some(session);
         Ok(())
@@ -208,12 +217,21 @@ impl AmqpConsumer {
         }
     }
 
+    /// The session broke: it is dropped, and the next connection starts at another broker of
+    /// the list (the node may be gone).
     fn lost(&mut self, reason: &str) -> AmqpError {
+        let broker = self
+            .session
+            .as_ref()
+            .map_or_else(|| self.display_url.clone(), |s| s.broker.clone());
         self.drop_session();
-        AmqpError::Connection(format!(
-            "lost the connection to {}: {reason}",
-            self.display_url
-        ))
+        self.rotation.advance();
+        AmqpError::Connection(format!("lost the connection to {broker}: {reason}"))
+    }
+
+    /// The broker of the current session (redacted), if connected.
+    pub fn broker(&self) -> Option<&str> {
+        self.session.as_ref().map(|s| s.broker.as_str())
     }
 
     /// Waits up to `timeout` for the first delivery, then takes every one already received.
@@ -370,13 +388,24 @@ async fn open_session(
     cfg: Arc<ConsumerConfig>,
     generation: u64,
     handle: Handle,
+    rotation: &mut Rotation,
 ) -> Result<Session, AmqpError> {
     let limit = cfg.endpoint.connect_timeout;
-    let connection = connect(&cfg.endpoint, &cfg.consumer_tag, handle).await?;
-    let (channel, events) =
-        set_up_or_close(&connection, "consumer", limit, set_up(&connection, &cfg)).await?;
+    let (connection, index) =
+        connect_any(&cfg.endpoint, rotation, &cfg.consumer_tag, handle).await?;
+    let ready = set_up_or_close(&connection, "consumer", limit, set_up(&connection, &cfg)).await;
+    let (channel, events) = match ready {
+        Ok(ready) => ready,
+        Err(e) => {
+            // A node that accepts connections but cannot serve the queue (still booting, or
+            // cut off from the cluster): the next attempt tries another one.
+            rotation.advance();
+            return Err(e);
+        }
+    };
     Ok(Session {
         generation,
+        broker: redact(&cfg.endpoint.urls[index]),
         connection,
         channel,
         outstanding: BTreeSet::new(),

@@ -10,7 +10,7 @@ pub mod publisher;
 pub mod table;
 pub mod topology;
 
-pub use connection::{redact, Endpoint, Failure, Target, Tls};
+pub use connection::{redact, Endpoint, Failover, Failure, Rotation, Target, Tls};
 pub use consumer::{AmqpConsumer, Body, ConsumerConfig, Incoming};
 pub use publisher::{publish_via, AmqpPublisher, PublishError, PublisherConfig};
 pub use topology::QueueSpec;

@@ -34,7 +34,7 @@ use thiserror::Error;
 use tokio::runtime::{Handle, Runtime};
 
 use super::connection::{
-    channel_error, close, connect, open_channel, runtime, set_up_or_close, Endpoint,
+    channel_error, close, connect_any, open_channel, runtime, set_up_or_close, Endpoint, Rotation,
 };
 use super::table::headers_table;
 use super::topology::{declare_exchange, declare_queue, QueueSpec};
@@ -91,10 +91,15 @@ struct Failure {
     retryable: bool,
     /// The session it happened on (`Session::serial`), dropped unless `keeps_session`.
     session: Option<u64>,
-    /// A nack or a `publish_timeout`: the connection is as good as before. Dropping it would
-    /// cut the calls of other threads waiting on it (their messages then sent again, possibly
-    /// twice) and lose the frames of this call still queued for a blocked broker.
+    /// A nack, a `publish_timeout` or an unroutable message: the connection is as good as
+    /// before. Dropping it would cut the calls of other threads waiting on it (their messages
+    /// then sent again, possibly twice) and lose the frames of this call still queued for a
+    /// blocked broker.
     keeps_session: bool,
+    /// A nack: the channel is replaced once no call waits on it. After a quorum queue's leader
+    /// died, RabbitMQ (3.10) can go on nacking every publish of a channel that had published
+    /// to it, where a new channel succeeds.
+    renew_channel: bool,
 }
 
 impl Failure {
@@ -105,11 +110,17 @@ impl Failure {
             retryable,
             session: None,
             keeps_session: false,
+            renew_channel: false,
         }
     }
 
     fn keeping_session(mut self) -> Self {
         self.keeps_session = true;
+        self
+    }
+
+    fn renewing_channel(mut self) -> Self {
+        self.renew_channel = true;
         self
     }
 
@@ -139,6 +150,11 @@ struct Session {
     /// Tells this connection from the next one: a failure seen by a thread that waited for
     /// confirms without the publisher drops the session it happened on, not a newer one.
     serial: u64,
+    /// The broker it is connected to (redacted URL), for error messages.
+    broker: String,
+    /// A publish on `channel` was nacked: the next call with no other call waiting on the
+    /// channel's confirms opens a new one.
+    renew_channel: bool,
     connection: Connection,
     channel: Channel,
     /// Queues (by name) and `exchange:<name>`s declared on this connection.
@@ -160,6 +176,8 @@ struct State {
     /// The calls waiting for confirms on the runtime without the publisher: `close` lets them
     /// finish before it stops the runtime.
     waiters: Waiters,
+    /// Which broker of the list the next connection tries first.
+    rotation: Rotation,
 }
 
 /// Counts the calls waiting for their confirms; `close` sleeps until the count is 0.
@@ -173,6 +191,11 @@ impl Waiters {
     fn enter(&self) -> Waiting {
         *lock(&self.0 .0) += 1;
         Waiting(self.clone())
+    }
+
+    /// Whether no call waits now.
+    fn idle(&self) -> bool {
+        *lock(&self.0 .0) == 0
     }
 
     /// Whether every call finished before `deadline`.
@@ -303,13 +326,33 @@ impl AmqpPublisher {
         })
     }
 
+    /// Marks session `serial` (if current) for a new channel, opened by the next call that
+    /// finds no call waiting on the old one.
+    fn renew_channel(&mut self, serial: u64) {
+        let current = self.state.as_mut().and_then(|s| s.session.as_mut());
+        if let Some(session) = current.filter(|s| s.serial == serial) {
+            session.renew_channel = true;
+        }
+    }
+
+    /// The broker (redacted URL) of session `serial` if it is the current one, else the list.
+    fn broker_of(&self, serial: Option<u64>) -> String {
+        let current = self.state.as_ref().and_then(|s| s.session.as_ref());
+        match current {
+            Some(session) if Some(session.serial) == serial => session.broker.clone(),
+            _ => self.display_url.clone(),
+        }
+    }
+
     /// Forgets the session a failure happened on (if it is still the current one); a broken
-    /// connection fails its close at once.
+    /// connection fails its close at once. The next connection starts at another broker of the
+    /// list (the node may be gone).
     fn drop_session(&mut self, serial: u64) {
         if let Some(state) = self.state.as_mut() {
             if state.session.as_ref().is_some_and(|s| s.serial == serial) {
                 if let Some(session) = state.session.take() {
                     state.rt.block_on(close(&session.connection, "publisher"));
+                    state.rotation.advance();
                 }
             }
         }
@@ -320,12 +363,14 @@ impl AmqpPublisher {
     fn send(&mut self, pubs: &mut [Publication]) -> Result<Option<Unconfirmed>, Failure> {
         let cfg = &self.cfg;
         let queues = &self.queues;
-        let state = state_of(&mut self.state).map_err(|e| Failure::new(0, e.into(), false))?;
+        let state = state_of(&mut self.state, &cfg.endpoint)
+            .map_err(|e| Failure::new(0, e.into(), false))?;
         // A connection the broker closed since the last call (lapin's I/O thread noticed):
-        // replace it before writing into it.
+        // replace it before writing into it, starting at another broker of the list.
         if state.session.as_ref().is_some_and(|s| !s.usable()) {
             if let Some(stale) = state.session.take() {
                 state.rt.block_on(close(&stale.connection, "publisher"));
+                state.rotation.advance();
             }
         }
         if state.session.is_none() {
@@ -333,7 +378,7 @@ impl AmqpPublisher {
             state.serial += 1;
             let session = state
                 .rt
-                .block_on(open(cfg, handle, state.serial))
+                .block_on(open(cfg, handle, state.serial, &mut state.rotation))
                 .map_err(|e| Failure::new(0, e.into(), true))?;
             state.session = Some(session);
         }
@@ -345,6 +390,19 @@ impl AmqpPublisher {
             ));
         };
         let serial = session.serial;
+        // After a nack, a new channel, once no call waits on the old one's confirms (none can
+        // start while this one holds the publisher). The queues declared stay declared.
+        if session.renew_channel && state.waiters.idle() {
+            let renewed = state.rt.block_on(async {
+                let channel = new_channel(&session.connection, cfg.confirm).await?;
+                let old = std::mem::replace(&mut session.channel, channel);
+                let bye = old.close(200, "fastq publisher: a new channel after a nack".into());
+                let _ = tokio::time::timeout(Duration::from_secs(2), bye).await;
+                Ok::<_, AmqpError>(())
+            });
+            session.renew_channel = false;
+            renewed.map_err(|e| Failure::new(0, e.into(), true).on(serial))?;
+        }
         let confirms = state
             .rt
             .block_on(async {
@@ -413,10 +471,15 @@ pub fn publish_via(
             Err(failure) => failure,
         };
         let display_url = publisher.with(|p| {
+            // The broker the failed session was connected to, before it is dropped.
+            let broker = p.broker_of(failure.session);
             if let (Some(serial), false) = (failure.session, failure.keeps_session) {
                 p.drop_session(serial);
             }
-            p.display_url.clone()
+            if let (Some(serial), true) = (failure.session, failure.renew_channel) {
+                p.renew_channel(serial);
+            }
+            broker
         });
         start += failure.done;
         if !(retry && failure.retryable && reconnects == 0) {
@@ -484,7 +547,8 @@ impl Unconfirmed {
                             )),
                             false,
                         )
-                        .keeping_session())
+                        .keeping_session()
+                        .renewing_channel())
                     }
                     Err(e) => return Err(Failure::lapin(i, "waiting for the confirm", &e)),
                 }
@@ -535,7 +599,10 @@ impl Drop for AmqpPublisher {
 }
 
 /// The state of this process: a child of a fork leaks its parent's and starts afresh.
-fn state_of(slot: &mut Option<State>) -> Result<&mut State, AmqpError> {
+fn state_of<'a>(
+    slot: &'a mut Option<State>,
+    endpoint: &Endpoint,
+) -> Result<&'a mut State, AmqpError> {
     let pid = std::process::id();
     if slot.as_ref().is_some_and(|s| s.pid != pid) {
         std::mem::forget(slot.take());
@@ -548,6 +615,7 @@ fn state_of(slot: &mut Option<State>) -> Result<&mut State, AmqpError> {
             session: None,
             serial: 0,
             waiters: Waiters::default(),
+            rotation: Rotation::new(endpoint),
         });
     }
     match slot.as_mut() {
@@ -610,26 +678,43 @@ fn basic_properties(
     Ok(props)
 }
 
-async fn open(cfg: &PublisherConfig, handle: Handle, serial: u64) -> Result<Session, AmqpError> {
+async fn open(
+    cfg: &PublisherConfig,
+    handle: Handle,
+    serial: u64,
+    rotation: &mut Rotation,
+) -> Result<Session, AmqpError> {
     let limit = cfg.endpoint.connect_timeout;
-    let connection = connect(&cfg.endpoint, &cfg.connection_name, handle).await?;
-    let set_up = async {
-        let channel = open_channel(&connection).await?;
-        if cfg.confirm {
-            channel
-                .confirm_select(ConfirmSelectOptions::default())
-                .await
-                .map_err(|e| AmqpError::Connection(format!("confirm.select failed: {e}")))?;
+    let (connection, index) =
+        connect_any(&cfg.endpoint, rotation, &cfg.connection_name, handle).await?;
+    let set_up = new_channel(&connection, cfg.confirm);
+    let channel = match set_up_or_close(&connection, "publisher", limit, set_up).await {
+        Ok(channel) => channel,
+        Err(e) => {
+            rotation.advance(); // a node that cannot serve: the next attempt tries another
+            return Err(e);
         }
-        Ok(channel)
     };
-    let channel = set_up_or_close(&connection, "publisher", limit, set_up).await?;
     Ok(Session {
         serial,
+        broker: super::connection::redact(&cfg.endpoint.urls[index]),
+        renew_channel: false,
         connection,
         channel,
         declared: HashSet::new(),
     })
+}
+
+/// A channel for publishing, in confirm mode with confirms.
+async fn new_channel(connection: &Connection, confirm: bool) -> Result<Channel, AmqpError> {
+    let channel = open_channel(connection).await?;
+    if confirm {
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await
+            .map_err(|e| AmqpError::Connection(format!("confirm.select failed: {e}")))?;
+    }
+    Ok(channel)
 }
 
 /// Declares what the batch needs and this connection has not declared yet (a round trip each,
@@ -761,12 +846,11 @@ mod tests {
 
     fn publisher() -> AmqpPublisher {
         let mut p = AmqpPublisher::new(PublisherConfig {
-            endpoint: Endpoint {
-                url: "amqp://guest:s3cret@127.0.0.1:5679/%2f".into(),
-                heartbeat: None,
-                connect_timeout: Duration::from_millis(500),
-                tls: Default::default(),
-            },
+            endpoint: Endpoint::single(
+                "amqp://guest:s3cret@127.0.0.1:5679/%2f".into(),
+                None,
+                Duration::from_millis(500),
+            ),
             confirm: false,
             connection_name: "fastq test".into(),
             timeout: None,
