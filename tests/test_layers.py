@@ -35,6 +35,7 @@ LAYERS = {
     "fastq.routing": 2,
     "fastq.publish_retry": 2,  # Celery's publish retry policy around a broker's publish
     "fastq.sqlitedb": 2,  # the SQLite file shared by the sqlite broker and backend
+    "fastq.sentinel": 2,  # Redis Sentinel: the master a sentinel:// URL's sentinels name
     "fastq.brokers": 2,
     "fastq.backends": 2,
     # 3. the programming model, and running a task (eager mode and the worker alike)
