@@ -129,6 +129,10 @@ def test_celery_inspect_reserved_and_scheduled_on_a_fastq_worker(
     # Until it is handled, "later" (a 60 s countdown) is held in the fetched batch behind
     # "long"; the asyncio pool handles a batch at once, and on Redis hands it to the broker.
     held_eta = pool != "asyncio" or not transport.startswith("redis")
+    # The asyncio pool on RabbitMQ: "later" may still sit in the client library's buffer while
+    # "long" runs (docs/operations.md), so it may be listed only once "long" ended (checked at
+    # the end). Seen in about one run in three.
+    maybe_late = pool == "asyncio" and not transport.startswith("redis")
 
     def ask(method: str, *args: str) -> Any:
         """Celery's CLI on the prefork pool; Celery's API (the same messages, quicker) else."""
@@ -165,8 +169,12 @@ def test_celery_inspect_reserved_and_scheduled_on_a_fastq_worker(
             info = reserved["delivery_info"]
             assert info["routing_key"] == "celery" and info["redelivered"] is False
             assert set(info) == {"exchange", "routing_key", "priority", "redelivered"}
+            listed = ask("scheduled") if held_eta else []
+            late = maybe_late and not listed
+            if late:
+                held_eta = False  # not fetched yet: the end of the test waits for it
             if held_eta:
-                [scheduled] = ask("scheduled")
+                [scheduled] = listed
                 assert scheduled["request"]["id"] == later.id and set(scheduled) == {
                     "eta",
                     "priority",
@@ -174,8 +182,10 @@ def test_celery_inspect_reserved_and_scheduled_on_a_fastq_worker(
                 }
                 assert abs(datetime.fromisoformat(scheduled["eta"]).timestamp() - due) < 5
             else:
-                assert ask("scheduled") == []
+                assert listed == []
             states = ask("query_task", long.id, waiting.id, later.id)
+            if late and later.id in states:  # fetched since: listed as Celery would
+                assert states.pop(later.id)[0] == "scheduled"
             assert {task_id: state for task_id, (state, _) in states.items()} == {
                 long.id: "active",
                 waiting.id: "reserved",
@@ -185,7 +195,8 @@ def test_celery_inspect_reserved_and_scheduled_on_a_fastq_worker(
             mine = fastq_client.control.inspect([node], timeout=5)
             assert [r["id"] for r in mine.reserved()[node]] == [waiting.id]
             expected = [later.id] if held_eta else []
-            assert [s["request"]["id"] for s in mine.scheduled()[node]] == expected
+            seen = [s["request"]["id"] for s in mine.scheduled()[node]]
+            assert seen == expected or (late and seen == [later.id])
             assert runs.hget("runs", "long") is None  # all of it while "long" still ran
             assert first.get(timeout=20) == "first" and long.get(timeout=20) == "long"
             assert waiting.get(timeout=20) == "waiting"
@@ -198,7 +209,7 @@ def test_celery_inspect_reserved_and_scheduled_on_a_fastq_worker(
                 assert redis.Redis.from_url(transport).zcard("fastq.delayed") == 1
             else:  # RabbitMQ: held by the worker, unacknowledged, until it is due
                 time.sleep(1)
-                assert [s["request"]["id"] for s in ask("scheduled")] == [later.id]
+                wait_until(lambda: [s["request"]["id"] for s in ask("scheduled")] == [later.id], 10)
             assert mine.active() == {node: []}
     finally:
         celery_client.control.purge()  # RabbitMQ: "later" went back to the queue
