@@ -36,6 +36,7 @@ LAYERS = {
     "fastq.publish_retry": 2,  # Celery's publish retry policy around a broker's publish
     "fastq.sqlitedb": 2,  # the SQLite file shared by the sqlite broker and backend
     "fastq.sentinel": 2,  # Redis Sentinel: the master a sentinel:// URL's sentinels name
+    "fastq.redis_cluster": 2,  # Redis Cluster: the seeds of a redis+cluster:// URL, its client
     "fastq.brokers": 2,
     "fastq.backends": 2,
     # 3. the programming model, and running a task (eager mode and the worker alike)

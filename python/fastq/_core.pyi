@@ -466,23 +466,27 @@ class RedisResultStore:
 @final
 class RedisKeys:
     """kombu's Redis key layout, and fastq's additions, under a ``global_keyprefix`` (the
-    consumer's and publisher's own, from ``keys.rs``)."""
+    consumer's and publisher's own, from ``keys.rs``). With ``cluster=True``, fastq's Redis
+    Cluster layout: every key of a queue carries ``{queue}`` as its hash tag, and the
+    ack-emulation keys are per queue (``queue=`` required for them)."""
 
-    def __new__(cls, global_keyprefix: str = "") -> RedisKeys: ...
+    def __new__(cls, global_keyprefix: str = "", cluster: bool = False) -> RedisKeys: ...
+    @property
+    def cluster(self) -> bool: ...
     def queue(self, queue: str, priority: int = 0) -> str:
         """The list a message of ``priority`` for ``queue`` waits in: ``queue`` for priority
         step 0, else ``queue + "\\x06\\x16" + step`` (the largest of kombu's steps 0, 3, 6, 9
-        not above the priority, clamped to 0-9)."""
+        not above the priority, clamped to 0-9); ``{queue}`` on a cluster."""
     def queue_keys(self, queue: str) -> list[str]:
         """The lists of every priority step of ``queue``, step 0 first."""
-    def unacked(self) -> str:
+    def unacked(self, queue: str | None = None) -> str:
         """HASH delivery tag -> ``[envelope, exchange, routing_key]``."""
-    def unacked_index(self) -> str:
+    def unacked_index(self, queue: str | None = None) -> str:
         """ZSET of delivery tags scored by delivery time."""
-    def consumer(self, consumer_id: str) -> str:
+    def consumer(self, consumer_id: str, queue: str | None = None) -> str:
         """SET of the delivery tags one consumer holds."""
-    def delayed(self) -> str:
+    def delayed(self, queue: str | None = None) -> str:
         """ZSET of deferred ETA messages (``queue key NUL envelope``, the queue key unprefixed)
         scored by due time."""
-    def quarantine(self) -> str:
+    def quarantine(self, queue: str | None = None) -> str:
         """LIST of messages that killed their workers too often, newest first."""

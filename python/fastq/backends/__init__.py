@@ -19,7 +19,7 @@ def backend_from_url(url: str | None, conf: Config, oid: str) -> Backend:
     if not url:
         return DisabledBackend(conf)
     scheme = url.split("://", 1)[0].lower()
-    if scheme in ("redis", "rediss", "sentinel"):
+    if scheme in ("redis", "rediss", "sentinel", "redis+cluster", "rediss+cluster"):
         from fastq.backends.redis import RedisBackend
 
         return RedisBackend(conf, url)
@@ -41,5 +41,6 @@ def backend_from_url(url: str | None, conf: Config, oid: str) -> Backend:
         return RabbitMQBackend(conf, url)
     raise ConfigurationError(
         f"result backend {scheme}:// is not supported; use redis://, rediss://, sentinel://, "
+        "redis+cluster://, "
         "rpc://, rabbitmq://, sqlite:///path.db or cache+memory://"
     )

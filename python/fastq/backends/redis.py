@@ -1,4 +1,10 @@
-"""The Redis result backend in Celery's layout: ``celery-task-meta-<id>`` keys, pub/sub wake-up."""
+"""The Redis result backend in Celery's layout: ``celery-task-meta-<id>`` keys, pub/sub wake-up.
+
+On a Redis Cluster (``redis+cluster://``, fastq only) task results spread over the slots by task
+id as they are; a group's keys (its result, its chord counters) carry the group id as a hash tag,
+``celery-taskset-meta-{<group id>}.j``, so a chord's scripts run in one slot. The wake-up listens on
+one node (``PUBLISH`` reaches every node of a cluster).
+"""
 
 from __future__ import annotations
 
@@ -20,7 +26,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from fastq import _core, errors, sentinel, states
+from fastq import _core, errors, redis_cluster, sentinel, states
 from fastq.backends.base import Backend, ChordJoin, exception_to_meta
 from fastq.backends.waiting import BlockingListener, CallbackListener, Listener, LoopListener
 from fastq.backoff import Backoff
@@ -154,6 +160,15 @@ class RedisBackend(Backend):
         self.sentinel: sentinel.SentinelSpec | None = None
         if sentinel.is_sentinel_url(url):
             self.sentinel = sentinel.parse(url, options, "result_backend_transport_options")
+        #: With a redis+cluster:// URL: the seed nodes.
+        self.cluster: redis_cluster.ClusterSpec | None = None
+        if redis_cluster.is_cluster_url(url):
+            self.cluster = redis_cluster.parse(url)
+            if "{" in self.prefix or "}" in self.prefix:
+                raise errors.ConfigurationError(
+                    f"global_keyprefix {self.prefix!r} contains a brace: on a Redis Cluster a "
+                    "group's keys carry {group id} as their hash tag, which it would break"
+                )
         self.client = self.redis_client(**connection_options(conf))
         self._watch = sentinel.MasterWatch(self.client) if self.sentinel else None
         self._store = self.client.register_script(_STORE)
@@ -172,7 +187,15 @@ class RedisBackend(Backend):
         """A redis-py client of the backend (of the master the sentinels name, with Sentinel)."""
         if self.sentinel is not None:
             return sentinel.master_client(self.sentinel, **options)
+        if self.cluster is not None:
+            return redis_cluster.client(self.cluster, **options)
         return redis.Redis.from_url(self.url, **options)
+
+    def mget(self, client: redis.Redis, keys: list[str]) -> list[bytes | None]:
+        """``MGET``, or on a cluster one per slot (``mget_nonatomic``)."""
+        if self.cluster is not None:
+            return client.mget_nonatomic(keys)  # type: ignore[attr-defined,no-any-return]
+        return client.mget(keys)  # type: ignore[return-value]
 
     def follow(self, force: bool = False) -> tuple[str, int] | None:
         """With Sentinel, moves ``client`` to a new master (``MasterWatch``); the master's
@@ -183,6 +206,8 @@ class RedisBackend(Backend):
         return f"{self.prefix}{TASK_KEY}{task_id}"
 
     def group_key(self, group_id: str, suffix: str = "") -> str:
+        if self.cluster is not None:  # one slot for a group's keys
+            return f"{self.prefix}{GROUP_KEY}{{{group_id}}}{suffix}"
         return f"{self.prefix}{GROUP_KEY}{group_id}{suffix}"
 
     def _ttl(self) -> int:
@@ -251,7 +276,7 @@ class RedisBackend(Backend):
             return []
         self.follow()
         try:
-            values: list[bytes | None] = self.client.mget([self.key_for(t) for t in task_ids])  # type: ignore[assignment]
+            values = self.mget(self.client, [self.key_for(t) for t in task_ids])
         except redis.RedisError as exc:
             raise self._error("read results", exc) from exc
         return [
@@ -290,7 +315,7 @@ class RedisBackend(Backend):
         data = self.encode_value({"result": result})
         self.follow(force=True)
         try:
-            with self.client.pipeline() as pipe:
+            with self.client.pipeline(transaction=self.cluster is None) as pipe:
                 pipe.set(key, data, ex=ttl or None)
                 pipe.publish(key, data)
                 pipe.execute()
@@ -318,7 +343,7 @@ class RedisBackend(Backend):
         ttl = self._ttl()
         self.follow(force=True)
         try:
-            with self.client.pipeline() as pipe:
+            with self.client.pipeline(transaction=self.cluster is None) as pipe:
                 pipe.delete(self.group_key(group_id, ".c"))
                 pipe.set(self.group_key(group_id, ".s"), size, ex=ttl or None)
                 pipe.execute()
@@ -623,6 +648,24 @@ class ResultHub:
                 self._drop(conn)
 
     def _connect(self) -> Any:
+        spec = self.backend.cluster
+        if spec is not None:
+            # Any node hears every PUBLISH of the cluster: one the client knows, at random.
+            node = self._reader.get_random_node()  # type: ignore[attr-defined]
+            cls = redis.SSLConnection if spec.tls else redis.Connection
+            extra: dict[str, Any] = dict(spec.options) if spec.tls else {}
+            conn = cls(
+                host=node.host,
+                port=node.port,
+                username=spec.username,
+                password=spec.password,
+                socket_connect_timeout=5,
+                socket_timeout=10,
+                protocol=2,
+                **extra,
+            )
+            conn.connect()
+            return conn
         pool = self._reader.connection_pool
         # RESP2: messages arrive as replies (RESP3 would route them to push handlers instead).
         kwargs = {**pool.connection_kwargs, "protocol": 2}
@@ -724,7 +767,7 @@ class ResultHub:
         for i in range(0, len(todo), BATCH):
             batch = todo[i : i + BATCH]
             try:
-                values: list[bytes | None] = self._reader.mget(batch)  # type: ignore[assignment]
+                values = self.backend.mget(self._reader, batch)
             except (redis.RedisError, OSError) as exc:
                 self._note(exc)
                 return  # they stay scheduled: read again on their backoff

@@ -12,7 +12,7 @@ __all__ = ["Broker", "Consumer", "Delivery", "broker_from_url"]
 
 def broker_from_url(url: str, conf: Config) -> Broker:
     scheme = url.split("://", 1)[0].lower()
-    if scheme in ("redis", "rediss", "sentinel"):
+    if scheme in ("redis", "rediss", "sentinel", "redis+cluster", "rediss+cluster"):
         from fastq.brokers.redis import RedisBroker
 
         return RedisBroker(url, conf)
@@ -30,5 +30,5 @@ def broker_from_url(url: str, conf: Config) -> Broker:
         return AmqpBroker(url, conf)
     raise ConfigurationError(
         f"broker URL {redact(url)}: the scheme {scheme}:// is not supported; use redis://, "
-        "rediss://, sentinel://, amqp://, amqps://, sqlite:///path.db or memory://"
+        "rediss://, sentinel://, redis+cluster://, amqp://, amqps://, sqlite:///path.db or memory://"
     )

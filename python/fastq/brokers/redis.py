@@ -3,6 +3,9 @@
 Publishing is the Rust ``RedisPublisher`` (one LPUSH, pipelined for batches) and consuming the
 Rust ``RedisConsumer``: the key layout (queue lists per priority step, bindings, ack emulation)
 is theirs. redis-py serves the rest (ETA deferral, quarantine, purge, remote control).
+
+On a Redis Cluster (``redis+cluster://``, see ``fastq.redis_cluster``) the layout is fastq's own,
+per queue and hash-tagged; remote control and events are not carried there.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from collections.abc import Sequence
 
 import redis
 
-from fastq import _core, sentinel
+from fastq import _core, redis_cluster, sentinel
 from fastq.brokers.base import Broker, Consumer, EventPublisher
 from fastq.config import Config
 from fastq.control_channel import ControlChannel
@@ -64,11 +67,30 @@ class RedisBroker(Broker):
         options = conf.broker_transport_options
         self.prefix: str = str(options.get("global_keyprefix") or "")
         self.visibility_timeout = float(options.get("visibility_timeout", 3600))
-        self.keys = _core.RedisKeys(self.prefix)
         #: With a sentinel:// URL: the sentinels and the master's name (and the URL the Rust
         #: side reads, which carries them); None for a plain Redis.
         self.sentinel: sentinel.SentinelSpec | None = None
+        #: With a redis+cluster:// URL: the seed nodes (the Rust side reads the URL as it is).
+        self.cluster: redis_cluster.ClusterSpec | None = None
+        #: On a cluster, the queues whose deferred-message sets this process looks at (each
+        #: queue has its own): those it consumes and those it deferred to.
+        self._delayed_queues: dict[str, None] = {}
         self.core_url = url
+        if redis_cluster.is_cluster_url(url):
+            self.cluster = redis_cluster.parse(url)
+            if conf.broker_use_ssl:
+                raise ConfigurationError(
+                    "broker_use_ssl with a redis+cluster:// broker: write rediss+cluster:// "
+                    "with the ssl_* options in the URL"
+                )
+            if "{" in self.prefix or "}" in self.prefix:
+                raise ConfigurationError(
+                    f"global_keyprefix {self.prefix!r} contains a brace: on a Redis Cluster "
+                    "fastq hash-tags each queue's keys with {queue}, which it would break"
+                )
+        self.keys = _core.RedisKeys(self.prefix, cluster=self.cluster is not None)
+        #: Key names without the prefix, as deferred-message members name their queue.
+        self._unprefixed = _core.RedisKeys(cluster=True) if self.cluster else _UNPREFIXED
         if sentinel.is_sentinel_url(url):
             self.sentinel = sentinel.parse(url, options, "broker_transport_options")
             self.core_url = sentinel.core_url(self.sentinel)
@@ -88,6 +110,8 @@ class RedisBroker(Broker):
         """A redis-py client of the broker (of the master the sentinels name, with Sentinel)."""
         if self.sentinel is not None:
             return sentinel.master_client(self.sentinel, **options)
+        if self.cluster is not None:
+            return redis_cluster.client(self.cluster, **options)
         return redis.Redis.from_url(self.url, **options)  # type: ignore[arg-type]
 
     def _follow(self, force: bool = False) -> None:
@@ -116,6 +140,7 @@ class RedisBroker(Broker):
     def consumer(
         self, queues: list[str], *, prefetch: int, consumer_id: str, accept: list[str]
     ) -> Consumer:
+        self._delayed_queues.update(dict.fromkeys(queues))
         return _core.RedisConsumer(
             self.core_url,
             queues,
@@ -136,57 +161,99 @@ class RedisBroker(Broker):
         ids = list(consumer_ids)
         return _core.renew_leases(self.core_url, ids, self.visibility_timeout, self.prefix)
 
+    def _delayed_keys(self) -> list[str]:
+        """The deferred-message sets to look at: one, or on a cluster one per known queue."""
+        if self.cluster is None:
+            return [self.keys.delayed()]
+        return [self.keys.delayed(queue) for queue in self._delayed_queues]
+
     def defer(self, raw: bytes, queue: str, priority: int, when: float) -> bool:
-        member = _UNPREFIXED.queue(queue, priority).encode() + b"\x00" + raw
+        member = self._unprefixed.queue(queue, priority).encode() + b"\x00" + raw
         self._follow(force=True)
+        if self.cluster is not None:
+            self._delayed_queues[queue] = None
+            key = self.keys.delayed(queue)
+        else:
+            key = self.keys.delayed()
         try:
-            self.client.zadd(self.keys.delayed(), {member: when})
+            self.client.zadd(key, {member: when})
         except redis.RedisError as exc:
             raise BrokerConnectionError(redis_failure("cannot defer to", self.url, exc)) from exc
         return True
 
     def move_due(self) -> int:
         self._follow()
+        moved = 0
         try:
-            moved = self._move_due(keys=[self.keys.delayed()], args=[time.time(), 500, self.prefix])
+            for key in self._delayed_keys():
+                moved += int(self._move_due(keys=[key], args=[time.time(), 500, self.prefix]))
         except redis.RedisError as exc:
             raise BrokerConnectionError(redis_failure("cannot reach", self.url, exc)) from exc
-        return int(moved)
+        return moved
 
     def next_due(self) -> float | None:
+        due: list[float] = []
         try:
-            first = self.client.zrange(self.keys.delayed(), 0, 0, withscores=True)
+            for key in self._delayed_keys():
+                first = self.client.zrange(key, 0, 0, withscores=True)
+                if first:
+                    due.append(float(first[0][1]))  # type: ignore[index]
         except redis.RedisError as exc:
             raise BrokerConnectionError(redis_failure("cannot reach", self.url, exc)) from exc
-        return float(first[0][1]) if first else None  # type: ignore[index]
+        return min(due) if due else None
+
+    def _holding_queues(self, consumer_id: str) -> list[str | None]:
+        """Where a consumer's sets are: the one set of a single Redis (``None``), or on a
+        cluster every queue with a set of this consumer's (a ``SCAN`` of every master)."""
+        if self.cluster is None:
+            return [None]
+        escaped = "".join("\\" + c if c in "*?[]\\" else c for c in self.prefix)
+        pattern = f"{escaped}{{*}}fastq.consumer.{consumer_id}"
+        queues: list[str | None] = []
+        for key in self.client.scan_iter(match=pattern, count=1000, target_nodes="primaries"):  # type: ignore[call-arg]
+            text = key.decode() if isinstance(key, bytes) else str(key)
+            queue = text[len(self.prefix) + 1 :].split("}", 1)[0]
+            if queue not in queues:
+                queues.append(queue)
+        return queues
 
     def quarantine(self, consumer_id: str, delivery_tag: str) -> None:
         """The message goes, as held in ``unacked`` (kombu's ``[payload, exchange,
         routing_key]``), to the list ``fastq.quarantine`` (newest first, capped), for a look."""
         self._follow()
         try:
-            self._quarantine(
-                keys=[
-                    self.keys.unacked(),
-                    self.keys.unacked_index(),
-                    self.keys.consumer(consumer_id),
-                    self.keys.quarantine(),
-                ],
-                args=[delivery_tag, QUARANTINE_CAP],
-            )
+            for queue in self._holding_queues(consumer_id):
+                self._quarantine(
+                    keys=[
+                        self.keys.unacked(queue),
+                        self.keys.unacked_index(queue),
+                        self.keys.consumer(consumer_id, queue),
+                        self.keys.quarantine(queue),
+                    ],
+                    args=[delivery_tag, QUARANTINE_CAP],
+                )
         except redis.RedisError as exc:
             raise BrokerConnectionError(redis_failure("cannot reach", self.url, exc)) from exc
 
     def discard(self, consumer_id: str, delivery_tag: str) -> None:
-        with self.client.pipeline() as pipe:
-            pipe.hdel(self.keys.unacked(), delivery_tag)
-            pipe.zrem(self.keys.unacked_index(), delivery_tag)
-            pipe.srem(self.keys.consumer(consumer_id), delivery_tag)
-            pipe.execute()
+        for queue in self._holding_queues(consumer_id):
+            with self.client.pipeline(transaction=self.cluster is None) as pipe:
+                pipe.hdel(self.keys.unacked(queue), delivery_tag)
+                pipe.zrem(self.keys.unacked_index(queue), delivery_tag)
+                pipe.srem(self.keys.consumer(consumer_id, queue), delivery_tag)
+                pipe.execute()
+
+    def _refuse_on_cluster(self, what: str) -> None:
+        if self.cluster is not None:
+            raise ConfigurationError(
+                f"{what} is not carried by a Redis Cluster broker (redis+cluster://) in this "
+                f"version of fastq; {redis_cluster.CELERY_CANNOT_SHARE}"
+            )
 
     def control_channel(self) -> ControlChannel:
         from fastq.brokers.redis_control import RedisControlChannel
 
+        self._refuse_on_cluster("remote control (inspect, control, broadcast revoke)")
         # The worker's listener gets a client of its own with short timeouts (a TLS handshake
         # waits on the read timeout): the supervisor polls it from its loop, which must never be
         # held up long by a broker that cannot answer.
@@ -200,6 +267,7 @@ class RedisBroker(Broker):
     def event_publisher(self, hostname: str) -> EventPublisher:
         from fastq.brokers.redis_events import RedisEventPublisher
 
+        self._refuse_on_cluster("Celery's event stream")
         # Short timeouts, as the control listener's: the prefork supervisor publishes from its loop.
         client = self.redis_client(
             socket_connect_timeout=CONTROL_TIMEOUT, socket_timeout=CONTROL_TIMEOUT
@@ -209,7 +277,7 @@ class RedisBroker(Broker):
 
     def purge(self, queue: str) -> int:
         keys = self.keys.queue_keys(queue)
-        with self.client.pipeline() as pipe:
+        with self.client.pipeline(transaction=self.cluster is None) as pipe:
             for key in keys:
                 pipe.llen(key)
             pipe.delete(*keys)

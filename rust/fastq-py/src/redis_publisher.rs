@@ -7,6 +7,7 @@ use std::sync::{Mutex, PoisonError};
 use fastq_core::redis as core;
 use fastq_core::redis::keys::KeyLayout;
 use fastq_core::Outgoing;
+use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 
 use crate::errors::IntoPyResult;
@@ -73,20 +74,43 @@ impl RedisPublisher {
 }
 
 /// kombu's Redis key layout (and fastq's additions) under a `global_keyprefix`, for the
-/// commands the Python broker still sends itself.
+/// commands the Python broker still sends itself. With `cluster=True`, fastq's Redis Cluster
+/// layout: a queue's keys carry `{queue}` as their hash tag, and the ack-emulation keys are per
+/// queue (`queue=` is then required for them).
 #[pyclass(frozen, module = "fastq._core")]
 pub struct RedisKeys {
     keys: KeyLayout,
 }
 
+impl RedisKeys {
+    fn scoped(&self, queue: Option<&str>) -> PyResult<KeyLayout> {
+        match (self.keys.is_cluster(), queue) {
+            (true, Some(q)) => Ok(self.keys.scoped(q)),
+            (true, None) => Err(PyValueError::new_err(
+                "on a Redis Cluster this key is per queue: pass queue=",
+            )),
+            (false, _) => Ok(self.keys.clone()),
+        }
+    }
+}
+
 #[pymethods]
 impl RedisKeys {
     #[new]
-    #[pyo3(signature = (global_keyprefix = ""))]
-    fn new(global_keyprefix: &str) -> Self {
+    #[pyo3(signature = (global_keyprefix = "", cluster = false))]
+    fn new(global_keyprefix: &str, cluster: bool) -> Self {
         RedisKeys {
-            keys: KeyLayout::new(global_keyprefix),
+            keys: if cluster {
+                KeyLayout::cluster(global_keyprefix)
+            } else {
+                KeyLayout::new(global_keyprefix)
+            },
         }
+    }
+
+    #[getter]
+    fn cluster(&self) -> bool {
+        self.keys.is_cluster()
     }
 
     /// The list a message of `priority` for `queue` waits in (kombu's priority steps).
@@ -100,23 +124,28 @@ impl RedisKeys {
         self.keys.queue_keys(queue)
     }
 
-    fn unacked(&self) -> String {
-        self.keys.unacked()
+    #[pyo3(signature = (queue = None))]
+    fn unacked(&self, queue: Option<&str>) -> PyResult<String> {
+        Ok(self.scoped(queue)?.unacked())
     }
 
-    fn unacked_index(&self) -> String {
-        self.keys.unacked_index()
+    #[pyo3(signature = (queue = None))]
+    fn unacked_index(&self, queue: Option<&str>) -> PyResult<String> {
+        Ok(self.scoped(queue)?.unacked_index())
     }
 
-    fn consumer(&self, consumer_id: &str) -> String {
-        self.keys.consumer(consumer_id)
+    #[pyo3(signature = (consumer_id, queue = None))]
+    fn consumer(&self, consumer_id: &str, queue: Option<&str>) -> PyResult<String> {
+        Ok(self.scoped(queue)?.consumer(consumer_id))
     }
 
-    fn delayed(&self) -> String {
-        self.keys.delayed()
+    #[pyo3(signature = (queue = None))]
+    fn delayed(&self, queue: Option<&str>) -> PyResult<String> {
+        Ok(self.scoped(queue)?.delayed())
     }
 
-    fn quarantine(&self) -> String {
-        self.keys.quarantine()
+    #[pyo3(signature = (queue = None))]
+    fn quarantine(&self, queue: Option<&str>) -> PyResult<String> {
+        Ok(self.scoped(queue)?.quarantine())
     }
 }

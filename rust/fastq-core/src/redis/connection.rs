@@ -12,6 +12,7 @@ use ::redis::{
 };
 use thiserror::Error;
 
+use super::cluster::{self, Cluster, ClusterConfig};
 use super::sentinel::{self, Resolver, SentinelConfig};
 use super::url::{client_url, redact_url, scrub, TlsOptions};
 
@@ -44,11 +45,21 @@ pub enum BrokerError {
 
 pub type BrokerResult<T> = std::result::Result<T, BrokerError>;
 
+/// A failed call before its error is mapped: the server's own error is kept, so a cluster client
+/// can follow a `MOVED` or `ASK`.
+pub(super) enum Raw {
+    Broker(BrokerError),
+    Redis(RedisError),
+}
+
 pub struct Connector {
     /// The server's client; with Sentinel, the master's found by the last connect.
     client: Client,
     /// With a `sentinel://` URL: who to ask for the master, and when it was last asked.
     sentinel: Option<Resolver>,
+    /// With a `redis+cluster://` URL: a connector per node and the slot map (`client` is then
+    /// the first seed's, never used to connect).
+    cluster: Option<Box<Cluster>>,
     /// The URL with its password hidden: the only form that goes into messages.
     url: String,
     password: Option<String>,
@@ -71,6 +82,9 @@ impl Connector {
     pub fn new(url: &str, client_name: &str) -> BrokerResult<Self> {
         if sentinel::is_sentinel(url) {
             return Self::with_sentinel(url, client_name);
+        }
+        if cluster::is_cluster(url) {
+            return Self::with_cluster(url, client_name);
         }
         let redacted = redact_url(url);
         let (target, tls) = client_url(url);
@@ -108,6 +122,7 @@ impl Connector {
         Connector {
             client,
             sentinel,
+            cluster: None,
             url,
             password,
             client_name: client_name.replace(|c: char| c.is_whitespace(), "_"),
@@ -137,6 +152,69 @@ impl Connector {
             password,
             client_name,
         ))
+    }
+
+    /// A connector to a Redis Cluster: commands go through [`run_at`](Self::run_at), routed by
+    /// their key's slot.
+    fn with_cluster(url: &str, client_name: &str) -> BrokerResult<Self> {
+        let config = ClusterConfig::parse(url)?;
+        let redacted = cluster::redact(url);
+        let placeholder = Connector::new(&config.node_url(&config.seeds[0]), client_name)?;
+        let mut connector = Self::assemble(
+            placeholder.client,
+            None,
+            redacted.clone(),
+            placeholder.password,
+            client_name,
+        );
+        connector.cluster = Some(Box::new(Cluster::new(
+            config,
+            redacted,
+            &connector.client_name,
+            CONNECT_TIMEOUT,
+        )));
+        Ok(connector)
+    }
+
+    /// Whether the URL is a Redis Cluster URL (commands must be routed by key).
+    pub fn is_cluster(&self) -> bool {
+        self.cluster.is_some()
+    }
+
+    /// Runs `op` where `route` (a key) lives: on a cluster, on the master owning its slot,
+    /// following `MOVED`/`ASK` (so `op` may run more than once, each time on a server that did
+    /// not run it); otherwise on the one server, `route` unused.
+    pub fn run_at<T>(
+        &mut self,
+        route: Option<&str>,
+        timeout: Duration,
+        mut op: impl FnMut(&mut Connection) -> RedisResult<T>,
+    ) -> BrokerResult<T> {
+        match (self.cluster.as_mut(), route) {
+            (Some(cluster), Some(key)) => cluster.run(key, timeout, &mut op),
+            (Some(_), None) => Err(unrouted()),
+            (None, _) => self.run_with_timeout(timeout, op),
+        }
+    }
+
+    /// The masters of a cluster (`host:port`); the one server otherwise (an empty name).
+    pub fn masters(&mut self) -> BrokerResult<Vec<String>> {
+        match self.cluster.as_mut() {
+            Some(cluster) => cluster.masters(),
+            None => Ok(vec![String::new()]),
+        }
+    }
+
+    /// Runs `op` on one master named by [`masters`](Self::masters) (a command without a key).
+    pub fn run_on<T>(
+        &mut self,
+        master: &str,
+        op: impl FnOnce(&mut Connection) -> RedisResult<T>,
+    ) -> BrokerResult<T> {
+        match self.cluster.as_mut() {
+            Some(cluster) => cluster.run_on(master, op),
+            None => self.run(op),
+        }
     }
 
     /// Whether the URL is a Sentinel URL (the server's address changes with failovers).
@@ -176,6 +254,9 @@ impl Connector {
     /// How long opening a connection may take, instead of `CONNECT_TIMEOUT`.
     pub fn with_connect_timeout(mut self, timeout: Duration) -> Self {
         self.connect_timeout = timeout;
+        if let Some(cluster) = self.cluster.as_mut() {
+            cluster.connect_timeout = timeout;
+        }
         self
     }
 
@@ -186,12 +267,18 @@ impl Connector {
 
     /// Whether a connection was ever opened (so a command may have reached the server).
     pub fn ever_connected(&self) -> bool {
-        self.ever_connected
+        match &self.cluster {
+            Some(cluster) => cluster.ever_connected(),
+            None => self.ever_connected,
+        }
     }
 
     /// Whether a connection is open now (opened by an earlier call and not dropped since).
     pub fn connected(&self) -> bool {
-        self.conn.is_some()
+        match &self.cluster {
+            Some(cluster) => cluster.connected(),
+            None => self.conn.is_some(),
+        }
     }
 
     /// Runs `op` with the usual reply timeout.
@@ -211,15 +298,38 @@ impl Connector {
         read_timeout: Duration,
         op: impl FnOnce(&mut Connection) -> RedisResult<T>,
     ) -> BrokerResult<T> {
-        self.follow_failover()?;
+        if self.cluster.is_some() {
+            return Err(unrouted());
+        }
+        match self.run_raw(read_timeout, false, op) {
+            Ok(value) => Ok(value),
+            Err(Raw::Broker(e)) => Err(e),
+            Err(Raw::Redis(e)) => Err(self.error(&e)),
+        }
+    }
+
+    /// [`run_with_timeout`](Self::run_with_timeout) with the server's error kept as it is;
+    /// `asking` sends `ASKING` first (a cluster's `ASK` redirection).
+    pub(super) fn run_raw<T>(
+        &mut self,
+        read_timeout: Duration,
+        asking: bool,
+        op: impl FnOnce(&mut Connection) -> RedisResult<T>,
+    ) -> Result<T, Raw> {
+        self.follow_failover().map_err(Raw::Broker)?;
         let mut conn = match self.conn.take() {
             Some(conn) => conn,
-            None => self.connect()?,
+            None => self.connect().map_err(Raw::Broker)?,
         };
         let result = self
             .set_read_timeout(&conn, read_timeout)
             .and_then(|()| drain(&mut conn, std::mem::take(&mut self.unread)))
-            .and_then(|()| op(&mut conn));
+            .and_then(|()| {
+                if asking {
+                    ::redis::cmd("ASKING").exec(&mut conn)?;
+                }
+                op(&mut conn)
+            });
         match result {
             Ok(value) => {
                 self.conn = Some(conn);
@@ -228,7 +338,7 @@ impl Connector {
             Err(e) => {
                 self.read_timeout = None;
                 self.unread = 0;
-                Err(self.error(&e))
+                Err(Raw::Redis(e))
             }
         }
     }
@@ -237,6 +347,9 @@ impl Connector {
     /// the next command. The bytes are in the server's socket before this returns, so the command
     /// takes effect even if this process dies before reading the reply.
     pub fn send_unread(&mut self, packed: &[u8], replies: usize) -> BrokerResult<()> {
+        if self.cluster.is_some() {
+            return Err(unrouted());
+        }
         self.follow_failover()?;
         let mut conn = match self.conn.take() {
             Some(conn) => conn,
@@ -259,6 +372,9 @@ impl Connector {
     /// Reads the replies still owed, then drops the connection. Unread replies would make the
     /// kernel reset the socket, which can discard commands the server has not read yet.
     pub fn close(&mut self) {
+        if let Some(cluster) = self.cluster.as_mut() {
+            cluster.close();
+        }
         if let Some(mut conn) = self.conn.take() {
             let _ = conn
                 .set_read_timeout(Some(Duration::from_secs(2)))
@@ -450,6 +566,15 @@ impl Connector {
             }
         }
     }
+}
+
+/// A command sent to a cluster without a key to route it by: a fastq bug, never the user's.
+fn unrouted() -> BrokerError {
+    BrokerError::Config(
+        "a command without a key was sent to a Redis Cluster, where it cannot be routed (a fastq \
+         bug: please report it)"
+            .into(),
+    )
 }
 
 fn is_auth_error(e: &RedisError) -> bool {

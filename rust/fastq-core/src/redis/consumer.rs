@@ -4,14 +4,14 @@
 //! Synchronous on purpose: no runtime and no threads, so the prefork supervisor can fork freely
 //! and each child builds its own consumer (the connection opens on first use).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ::redis::{Connection, RedisResult};
 
 use super::connection::{BrokerError, BrokerResult, Connector, COMMAND_TIMEOUT};
 use super::delivery::Delivery;
-use super::keys::{KeyLayout, QueueKey};
+use super::keys::{cluster_name_problem, KeyLayout, QueueKey};
 use super::restore::{restore_tags, End, RestoreReport};
 use super::scripts::Scripts;
 use crate::codec::Accept;
@@ -41,33 +41,49 @@ pub struct ConsumerConfig {
     pub visibility_timeout: f64,
 }
 
+/// The keys one claim script covers: every queue on a single Redis; on a cluster, one queue
+/// (its slot), with its own `unacked`, index, consumer set and malformed list.
+struct Group {
+    keys: KeyLayout,
+    order: Vec<QueueKey>,
+    consumer_key: String,
+    /// A key of the group's slot (on a cluster).
+    route: Option<String>,
+}
+
+/// How long a consumer of queues in several slots blocks on one of them before it looks at the
+/// next (a cluster: one blocking pop cannot span slots).
+const GROUP_BLOCK: Duration = Duration::from_millis(50);
+
 pub struct RedisConsumer {
     conn: Connector,
     scripts: Scripts,
-    keys: KeyLayout,
-    order: Vec<QueueKey>,
+    groups: Vec<Group>,
+    /// The group the next fetch starts with (round robin over a cluster's queues).
+    cursor: usize,
     accept: Accept,
     prefetch: usize,
-    consumer_key: String,
     visibility_timeout: f64,
-    /// Tags delivered and not yet acked, rejected or restored, with their delivery sequence so
-    /// a restore can put them back in the order they were taken.
-    in_flight: HashMap<String, u64>,
+    /// Tags delivered and not yet acked, rejected or restored, with their delivery sequence (so
+    /// a restore can put them back in the order they were taken) and their group.
+    in_flight: HashMap<String, (u64, usize)>,
     sequence: u64,
     /// An envelope a blocking pop took whose claim has not completed (the connection broke in
-    /// between): it is claimed first on the next fetch, so only the death of this process
-    /// between the pop and the claim can lose it — the one non-atomic step, see `fetch`.
-    popped: Option<(usize, Vec<u8>)>,
+    /// between), with its group and list index: it is claimed first on the next fetch, so only
+    /// the death of this process between the pop and the claim can lose it — the one
+    /// non-atomic step, see `fetch`.
+    popped: Option<(usize, usize, Vec<u8>)>,
     /// Acks written by `ack_unread` whose replies are not read yet. A later reply on the same
     /// connection proves Redis processed them; if the connection dies first they may be lost
     /// (written into a socket the server had already closed), so they move to `pending_acks`.
     unconfirmed: Vec<String>,
-    /// Acks the worker decided that Redis may not have: sent again (HDEL/ZREM/SREM, idempotent)
-    /// before anything else on the next connection. Never raised into the task loop.
-    pending_acks: HashSet<String>,
+    /// Acks the worker decided that Redis may not have, with their group: sent again
+    /// (HDEL/ZREM/SREM, idempotent) before anything else on the next connection. Never raised
+    /// into the task loop.
+    pending_acks: HashMap<String, usize>,
     /// Rejects with requeue that failed on a dead connection; replayed like `pending_acks`
     /// (the move back is a compare-and-set, so a replay of one that did happen does nothing).
-    pending_requeues: Vec<String>,
+    pending_requeues: Vec<(String, usize)>,
     /// A connection died since the last reconcile: a claim's reply may have been lost, leaving
     /// messages recorded in this consumer's set that nobody here knows of.
     broken: bool,
@@ -98,16 +114,36 @@ impl RedisConsumer {
             )));
         }
         let accept = Accept::new(&config.accept).map_err(|e| BrokerError::Config(e.to_string()))?;
-        let keys = KeyLayout::new(&config.global_keyprefix);
-        Ok(RedisConsumer {
-            conn: Connector::new(
-                &config.url,
-                &format!("fastq-consumer:{}", config.consumer_id),
-            )?,
-            scripts: Scripts::new(),
-            order: keys.consume_order(&config.queues),
+        let conn = Connector::new(
+            &config.url,
+            &format!("fastq-consumer:{}", config.consumer_id),
+        )?;
+        let keys = layout(&conn, &config.global_keyprefix)?;
+        let group = |keys: KeyLayout, queues: &[String]| Group {
+            order: keys.consume_order(queues),
             consumer_key: keys.consumer(&config.consumer_id),
+            route: keys.route(),
             keys,
+        };
+        let groups = if keys.is_cluster() {
+            let mut groups: Vec<Group> = Vec::new();
+            for queue in &config.queues {
+                if let Some(problem) = cluster_name_problem("queue name", queue) {
+                    return Err(BrokerError::Config(problem));
+                }
+                if groups.iter().all(|g| g.keys.scope() != Some(queue)) {
+                    groups.push(group(keys.scoped(queue), std::slice::from_ref(queue)));
+                }
+            }
+            groups
+        } else {
+            vec![group(keys, &config.queues)]
+        };
+        Ok(RedisConsumer {
+            conn,
+            scripts: Scripts::new(),
+            groups,
+            cursor: 0,
             accept,
             prefetch: config.prefetch,
             visibility_timeout: config.visibility_timeout,
@@ -115,7 +151,7 @@ impl RedisConsumer {
             sequence: 0,
             popped: None,
             unconfirmed: Vec::new(),
-            pending_acks: HashSet::new(),
+            pending_acks: HashMap::new(),
             pending_requeues: Vec::new(),
             broken: false,
         })
@@ -132,6 +168,10 @@ impl RedisConsumer {
     /// a claim's reply is lost, what it recorded is in `unacked` and in this consumer's set, so
     /// `restore_unacked`/`restore_consumer` bring it back.
     ///
+    /// On a cluster each queue (slot) has its own claim: the fetch claims from the queues in
+    /// turn, starting one further each time, until the window is full; when all are empty it
+    /// blocks on one queue for at most `GROUP_BLOCK` (all of `timeout` with a single queue).
+    ///
     /// After a dropped connection the first fetch that reaches Redis again first replays the
     /// acks and requeues the worker decided meanwhile, then claims, then returns to the head of
     /// their queues the messages this consumer's set holds that nobody here knows of (a claim
@@ -144,17 +184,42 @@ impl RedisConsumer {
             self.reconcile()?;
             return Ok(Vec::new());
         }
-        let mut claimed = self.claim(window)?;
-        if claimed.is_empty() && timeout >= MIN_BLOCK && !self.broken {
-            if let Some(popped) = self.block(timeout)? {
-                self.popped = Some(popped);
-                claimed = self.claim(window)?;
+        let n = self.groups.len();
+        // A popped envelope is claimed first, by its own group.
+        let start = self.popped.as_ref().map_or(self.cursor, |p| p.0);
+        self.cursor = (start + 1) % n;
+        let mut claimed: Vec<(usize, Claimed)> = Vec::new();
+        for g in (0..n).map(|i| (start + i) % n) {
+            let want = window - claimed.len();
+            if want == 0 {
+                break;
+            }
+            match self.claim(g, want) {
+                Ok(got) => claimed.extend(got.into_iter().map(|c| (g, c))),
+                Err(e) if claimed.is_empty() => return Err(e),
+                // What was claimed is delivered; the error is the next fetch's.
+                Err(_) => break,
             }
         }
-        let malformed = self.keys.malformed();
+        if claimed.is_empty() && timeout >= MIN_BLOCK && !self.broken {
+            let block = if n == 1 {
+                timeout
+            } else {
+                timeout.min(GROUP_BLOCK)
+            };
+            if let Some((index, raw)) = self.block(start, block)? {
+                self.popped = Some((start, index, raw));
+                claimed = self
+                    .claim(start, window)?
+                    .into_iter()
+                    .map(|c| (start, c))
+                    .collect();
+            }
+        }
         let mut deliveries = Vec::with_capacity(claimed.len());
-        for (index, tag, raw) in claimed {
-            let queue = self
+        for (g, (index, tag, raw)) in claimed {
+            let group = &self.groups[g];
+            let queue = group
                 .order
                 .get(index.wrapping_sub(1))
                 .map(|k| k.queue.clone())
@@ -162,8 +227,9 @@ impl RedisConsumer {
             let tag = String::from_utf8_lossy(&tag).into_owned();
             if !tag.is_empty() {
                 self.sequence += 1;
-                self.in_flight.insert(tag.clone(), self.sequence);
+                self.in_flight.insert(tag.clone(), (self.sequence, g));
             }
+            let malformed = group.keys.malformed();
             deliveries.push(Delivery::decode(raw, tag, queue, &self.accept, &malformed));
         }
         // After the claim, so a claim replayed with the popped envelope is in `in_flight`.
@@ -175,57 +241,100 @@ impl RedisConsumer {
         }
     }
 
+    /// The groups `tag` may belong to: its own if known, else every one (an ack of an unknown
+    /// tag is harmless where the tag is not).
+    fn groups_of(&self, tag: &str) -> Vec<usize> {
+        match self.in_flight.get(tag) {
+            Some(&(_, g)) => vec![g],
+            None => (0..self.groups.len()).collect(),
+        }
+    }
+
+    /// HDEL/ZREM/SREM of `tags` in group `g`, in one round trip.
+    fn forget(&mut self, g: usize, tags: &[&String]) -> BrokerResult<()> {
+        let group = &self.groups[g];
+        let (unacked, index) = (group.keys.unacked(), group.keys.unacked_index());
+        let set = &group.consumer_key;
+        let result = self
+            .conn
+            .run_at(group.route.as_deref(), COMMAND_TIMEOUT, |c| {
+                forget(c, &unacked, &index, set, tags)
+            });
+        self.after(&result);
+        result
+    }
+
     /// Sends again the acks and requeues a dead connection may have lost.
     fn replay(&mut self) -> BrokerResult<()> {
         if !self.pending_acks.is_empty() {
-            let tags: Vec<String> = self.pending_acks.iter().cloned().collect();
-            let refs: Vec<&String> = tags.iter().collect();
-            let (unacked, index) = (self.keys.unacked(), self.keys.unacked_index());
-            let set = &self.consumer_key;
-            let result = self.conn.run(|c| forget(c, &unacked, &index, set, &refs));
-            self.after(&result);
-            result?;
+            let pending: Vec<(String, usize)> = self
+                .pending_acks
+                .iter()
+                .map(|(t, g)| (t.clone(), *g))
+                .collect();
+            for g in 0..self.groups.len() {
+                let tags: Vec<&String> = pending
+                    .iter()
+                    .filter(|(_, tg)| *tg == g || *tg == usize::MAX)
+                    .map(|(t, _)| t)
+                    .collect();
+                if !tags.is_empty() {
+                    self.forget(g, &tags)?;
+                }
+            }
             self.pending_acks.clear();
         }
         if !self.pending_requeues.is_empty() {
-            let tags = self.pending_requeues.clone();
-            self.requeue(&tags)?;
+            let requeues = self.pending_requeues.clone();
+            for g in 0..self.groups.len() {
+                let tags: Vec<String> = requeues
+                    .iter()
+                    .filter(|(_, tg)| *tg == g)
+                    .map(|(t, _)| t.clone())
+                    .collect();
+                if !tags.is_empty() {
+                    self.requeue(g, &tags)?;
+                }
+            }
             self.pending_requeues.clear();
         }
         Ok(())
     }
 
-    /// After a dropped connection: puts back what this consumer's set holds and nobody here
+    /// After a dropped connection: puts back what this consumer's sets hold and nobody here
     /// knows of, so it is served again now instead of after the visibility timeout.
     fn reconcile(&mut self) -> BrokerResult<()> {
         if !self.broken {
             return Ok(());
         }
-        let set = self.consumer_key.clone();
-        let result = self
-            .conn
-            .run(|c| ::redis::cmd("SMEMBERS").arg(&set).query::<Vec<String>>(c));
-        self.after(&result);
-        let orphans: Vec<String> = result?
-            .into_iter()
-            .filter(|t| {
-                !self.in_flight.contains_key(t)
-                    && !self.pending_acks.contains(t)
-                    && !self.unconfirmed.contains(t)
-                    && !self.pending_requeues.contains(t)
-            })
-            .collect();
-        if !orphans.is_empty() {
-            let result = restore_tags(
-                &mut self.conn,
-                &self.scripts,
-                &self.keys,
-                &orphans,
-                Some(&set),
-                End::Head,
-            );
+        for g in 0..self.groups.len() {
+            let set = self.groups[g].consumer_key.clone();
+            let route = self.groups[g].route.clone();
+            let result = self.conn.run_at(route.as_deref(), COMMAND_TIMEOUT, |c| {
+                ::redis::cmd("SMEMBERS").arg(&set).query::<Vec<String>>(c)
+            });
             self.after(&result);
-            result?;
+            let orphans: Vec<String> = result?
+                .into_iter()
+                .filter(|t| {
+                    !self.in_flight.contains_key(t)
+                        && !self.pending_acks.contains_key(t)
+                        && !self.unconfirmed.contains(t)
+                        && !self.pending_requeues.iter().any(|(r, _)| r == t)
+                })
+                .collect();
+            if !orphans.is_empty() {
+                let result = restore_tags(
+                    &mut self.conn,
+                    &self.scripts,
+                    &self.groups[g].keys,
+                    &orphans,
+                    Some(&set),
+                    End::Head,
+                );
+                self.after(&result);
+                result?;
+            }
         }
         self.broken = false;
         Ok(())
@@ -240,9 +349,12 @@ impl RedisConsumer {
         }
     }
 
-    /// The connection died: acks written on it unconfirmed are to be sent again.
+    /// The connection died: acks written on it unconfirmed are to be sent again (only a single
+    /// Redis writes unread acks: group 0).
     fn lost(&mut self) {
-        self.pending_acks.extend(self.unconfirmed.drain(..));
+        for tag in self.unconfirmed.drain(..) {
+            self.pending_acks.insert(tag, 0);
+        }
         self.broken = true;
     }
 
@@ -253,12 +365,12 @@ impl RedisConsumer {
     }
 
     /// Rejects with requeue: to the back of their queues, marked redelivered.
-    fn requeue(&mut self, tags: &[String]) -> BrokerResult<()> {
-        let set = self.consumer_key.clone();
+    fn requeue(&mut self, g: usize, tags: &[String]) -> BrokerResult<()> {
+        let set = self.groups[g].consumer_key.clone();
         let result = restore_tags(
             &mut self.conn,
             &self.scripts,
-            &self.keys,
+            &self.groups[g].keys,
             tags,
             Some(&set),
             End::Back,
@@ -267,54 +379,65 @@ impl RedisConsumer {
         result.map(|_| ())
     }
 
-    /// Runs the claim script for up to `want` envelopes, the popped one first if any.
-    fn claim(&mut self, want: usize) -> BrokerResult<Vec<Claimed>> {
+    /// Runs group `g`'s claim script for up to `want` envelopes, the popped one first if it is
+    /// this group's.
+    fn claim(&mut self, g: usize, want: usize) -> BrokerResult<Vec<Claimed>> {
+        let group = &self.groups[g];
         let mut invocation = self.scripts.claim.prepare_invoke();
-        for k in &self.order {
+        for k in &group.order {
             invocation.key(&k.key);
         }
         invocation
-            .key(self.keys.unacked())
-            .key(self.keys.unacked_index())
-            .key(&self.consumer_key)
-            .key(self.keys.malformed())
+            .key(group.keys.unacked())
+            .key(group.keys.unacked_index())
+            .key(&group.consumer_key)
+            .key(group.keys.malformed())
             .arg(want)
             .arg(unix_now().to_string())
             .arg(MALFORMED_CAP)
             .arg(super::lease::consumer_set_ttl(self.visibility_timeout));
-        if let Some((index, raw)) = &self.popped {
+        let with_popped = matches!(&self.popped, Some((pg, _, _)) if *pg == g);
+        if let Some((_, index, raw)) = self.popped.as_ref().filter(|_| with_popped) {
             invocation.arg(*index).arg(raw);
         }
-        let result = self.conn.run(|c| invocation.invoke(c));
+        let result = self
+            .conn
+            .run_at(group.route.as_deref(), COMMAND_TIMEOUT, |c| {
+                invocation.invoke(c)
+            });
         self.after(&result);
         let claimed = result?;
-        self.popped = None;
+        if with_popped {
+            self.popped = None;
+        }
         Ok(claimed)
     }
 
-    /// BRPOP over every list; the 1-based index of the list and the envelope, or `None` on timeout.
-    fn block(&mut self, timeout: Duration) -> BrokerResult<Option<(usize, Vec<u8>)>> {
+    /// BRPOP over group `g`'s lists; the 1-based index of the list and the envelope, or `None`
+    /// on timeout.
+    fn block(&mut self, g: usize, timeout: Duration) -> BrokerResult<Option<(usize, Vec<u8>)>> {
+        let group = &self.groups[g];
         let mut cmd = ::redis::cmd("BRPOP");
-        for k in &self.order {
+        for k in &group.order {
             cmd.arg(&k.key);
         }
         cmd.arg(format!("{:.3}", timeout.as_secs_f64()));
         let result = self
             .conn
-            .run_with_timeout(timeout + COMMAND_TIMEOUT, |c| cmd.query(c));
+            .run_at(group.route.as_deref(), timeout + COMMAND_TIMEOUT, |c| {
+                cmd.query(c)
+            });
         self.after(&result);
         let popped: Option<(String, Vec<u8>)> = result?;
+        let order = &self.groups[g].order;
         Ok(popped.map(|(key, raw)| {
-            let index = self
-                .order
-                .iter()
-                .position(|k| k.key == key)
-                .map_or(0, |i| i + 1);
+            let index = order.iter().position(|k| k.key == key).map_or(0, |i| i + 1);
             (index, raw)
         }))
     }
 
-    /// Acknowledges `tags` in one round trip (kombu: `ZREM unacked_index` + `HDEL unacked`).
+    /// Acknowledges `tags` in one round trip per group (kombu: `ZREM unacked_index` + `HDEL
+    /// unacked`).
     ///
     /// On a dropped connection the acks are kept and sent again by the next fetch, and this
     /// returns `Ok`: the worker's decision stands, its window is free again, and the task loop
@@ -328,30 +451,41 @@ impl RedisConsumer {
             self.keep_pending(&tags);
             return Ok(());
         }
-        let (unacked, index) = (self.keys.unacked(), self.keys.unacked_index());
-        let set = &self.consumer_key;
-        let result = self.conn.run(|c| forget(c, &unacked, &index, set, &tags));
-        self.after(&result);
-        match result {
-            Ok(()) => {
-                for tag in tags {
-                    self.in_flight.remove(tag);
-                }
-                Ok(())
+        let mut by_group: Vec<Vec<&String>> = vec![Vec::new(); self.groups.len()];
+        for tag in &tags {
+            for g in self.groups_of(tag) {
+                by_group[g].push(tag);
             }
-            Err(BrokerError::Connection { .. }) => {
-                self.keep_pending(&tags);
-                Ok(())
-            }
-            Err(e) => Err(e),
         }
+        for (g, group_tags) in by_group.iter().enumerate() {
+            if group_tags.is_empty() {
+                continue;
+            }
+            match self.forget(g, group_tags) {
+                Ok(()) => {}
+                Err(BrokerError::Connection { .. }) => {
+                    self.keep_pending(&tags);
+                    return Ok(());
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        for tag in tags {
+            self.in_flight.remove(tag);
+        }
+        Ok(())
     }
 
     /// Acks to send when the connection is back; out of the window now.
     fn keep_pending(&mut self, tags: &[&String]) {
         for tag in tags {
-            self.in_flight.remove(*tag);
-            self.pending_acks.insert((*tag).clone());
+            let group = match self.in_flight.remove(*tag) {
+                Some((_, g)) => g,
+                // Unknown here (acked twice?): sent to every group.
+                None if self.groups.len() > 1 => usize::MAX,
+                None => 0,
+            };
+            self.pending_acks.entry((*tag).clone()).or_insert(group);
         }
     }
 
@@ -365,27 +499,33 @@ impl RedisConsumer {
         if !requeue {
             return self.ack(&tags);
         }
+        let groups = self.groups_of(tag);
         // As `ack`: on a dropped connection the requeue waits for the next fetch.
         if self.deferring() {
             self.in_flight.remove(tag);
-            self.pending_requeues.push(tag.to_owned());
+            for g in groups {
+                self.pending_requeues.push((tag.to_owned(), g));
+            }
             return Ok(());
         }
-        match self.requeue(&tags) {
-            Ok(()) => {
-                self.in_flight.remove(tag);
-                Ok(())
+        for (i, &g) in groups.iter().enumerate() {
+            match self.requeue(g, &tags) {
+                Ok(()) => {}
+                Err(BrokerError::Connection { .. }) => {
+                    self.in_flight.remove(tag);
+                    for &g in &groups[i..] {
+                        self.pending_requeues.push((tag.to_owned(), g));
+                    }
+                    return Ok(());
+                }
+                Err(e) => return Err(e),
             }
-            Err(BrokerError::Connection { .. }) => {
-                self.in_flight.remove(tag);
-                self.pending_requeues.push(tag.to_owned());
-                Ok(())
-            }
-            Err(e) => Err(e),
         }
+        self.in_flight.remove(tag);
+        Ok(())
     }
 
-    /// Warm shutdown: every tag this consumer holds (by its Redis set, so also what an earlier
+    /// Warm shutdown: every tag this consumer holds (by its Redis sets, so also what an earlier
     /// run under the same id left) goes back to the head of its queue, the first taken served
     /// first again.
     pub fn restore_unacked(&mut self) -> BrokerResult<RestoreReport> {
@@ -400,30 +540,36 @@ impl RedisConsumer {
         }
         // Acked tags are in the set until their acks are replayed: never restore those.
         self.replay()?;
-        let set = self.consumer_key.clone();
-        let result = self
-            .conn
-            .run(|c| ::redis::cmd("SMEMBERS").arg(&set).query(c));
-        self.after(&result);
-        let mut tags: Vec<String> = result?;
-        for tag in self.in_flight.keys() {
-            if !tags.contains(tag) {
-                tags.push(tag.clone());
+        let mut report = RestoreReport::default();
+        for g in 0..self.groups.len() {
+            let set = self.groups[g].consumer_key.clone();
+            let route = self.groups[g].route.clone();
+            let result = self.conn.run_at(route.as_deref(), COMMAND_TIMEOUT, |c| {
+                ::redis::cmd("SMEMBERS").arg(&set).query(c)
+            });
+            self.after(&result);
+            let mut tags: Vec<String> = result?;
+            for (tag, &(_, tg)) in &self.in_flight {
+                if tg == g && !tags.contains(tag) {
+                    tags.push(tag.clone());
+                }
             }
+            // RPUSH puts the last pushed at the head: push the latest taken first. Tags from
+            // an earlier run (unknown sequence) go deepest.
+            tags.sort_by_key(|t| {
+                std::cmp::Reverse(self.in_flight.get(t).map_or(u64::MAX, |&(seq, _)| seq))
+            });
+            let result = restore_tags(
+                &mut self.conn,
+                &self.scripts,
+                &self.groups[g].keys,
+                &tags,
+                Some(&set),
+                End::Head,
+            );
+            self.after(&result);
+            report += result?;
         }
-        // RPUSH puts the last pushed at the head: push the latest taken first. Tags from an
-        // earlier run (unknown sequence) go deepest.
-        tags.sort_by_key(|t| std::cmp::Reverse(self.in_flight.get(t).copied().unwrap_or(u64::MAX)));
-        let result = restore_tags(
-            &mut self.conn,
-            &self.scripts,
-            &self.keys,
-            &tags,
-            Some(&set),
-            End::Head,
-        );
-        self.after(&result);
-        let report = result?;
         self.in_flight.clear();
         self.broken = false;
         Ok(report)
@@ -442,8 +588,9 @@ impl RedisConsumer {
     }
 
     pub fn queues(&self) -> impl Iterator<Item = &str> {
-        self.order
+        self.groups
             .iter()
+            .flat_map(|g| g.order.iter())
             .filter(|k| k.step == 0)
             .map(|k| k.queue.as_str())
     }
@@ -456,16 +603,20 @@ impl RedisConsumer {
     /// Acknowledges `tags` without waiting for the reply: for early acks, written before the
     /// task runs (so a task that kills its worker is not redelivered, as in Celery) at no round
     /// trip's cost. The tags stay unconfirmed until a later reply on the same connection; if it
-    /// dies first they are sent again on the next (see `unconfirmed`).
+    /// dies first they are sent again on the next (see `unconfirmed`). On a cluster, an `ack`.
     pub fn ack_unread(&mut self, tags: &[String]) -> BrokerResult<()> {
+        if self.conn.is_cluster() {
+            return self.ack(tags);
+        }
         let tags: Vec<&String> = tags.iter().filter(|t| !t.is_empty()).collect();
         if tags.is_empty() {
             return Ok(());
         }
+        let group = &self.groups[0];
         let packed = forget_pipeline(
-            &self.keys.unacked(),
-            &self.keys.unacked_index(),
-            &self.consumer_key,
+            &group.keys.unacked(),
+            &group.keys.unacked_index(),
+            &group.consumer_key,
             &tags,
         )
         .get_packed_pipeline();
@@ -494,6 +645,17 @@ impl RedisConsumer {
     /// Drops the connection; a later call opens a new one. Held tags stay held.
     pub fn close(&mut self) {
         self.conn.close();
+    }
+}
+
+/// The key layout for the connector's server: hash-tagged by queue on a cluster.
+pub(super) fn layout(conn: &Connector, global_keyprefix: &str) -> BrokerResult<KeyLayout> {
+    if !conn.is_cluster() {
+        return Ok(KeyLayout::new(global_keyprefix));
+    }
+    match cluster_name_problem("global_keyprefix", global_keyprefix) {
+        Some(problem) => Err(BrokerError::Config(problem)),
+        None => Ok(KeyLayout::cluster(global_keyprefix)),
     }
 }
 
@@ -526,7 +688,8 @@ fn forget_pipeline(unacked: &str, index: &str, set: &str, tags: &[&String]) -> :
 }
 
 /// Puts back every tag a consumer (typically a dead prefork child) held, to the head of its
-/// queue; the supervisor calls this when a child exits.
+/// queue; the supervisor calls this when a child exits. On a cluster the consumer's sets (one
+/// per queue) are found with `SCAN` on every master.
 pub fn restore_consumer(
     url: &str,
     consumer_id: &str,
@@ -536,22 +699,85 @@ pub fn restore_consumer(
         return Err(BrokerError::Config("consumer_id cannot be empty".into()));
     }
     let mut conn = Connector::new(url, "fastq-restore")?;
-    let keys = KeyLayout::new(global_keyprefix);
-    let set = keys.consumer(consumer_id);
-    let tags: Vec<String> = conn.run(|c| ::redis::cmd("SMEMBERS").arg(&set).query(c))?;
-    restore_tags(
+    let base = layout(&conn, global_keyprefix)?;
+    let scripts = Scripts::new();
+    let mut report = RestoreReport::default();
+    for keys in scoped_layouts(
         &mut conn,
-        &Scripts::new(),
-        &keys,
-        &tags,
-        Some(&set),
-        End::Head,
-    )
+        &base,
+        &glob_escape(&format!("fastq.consumer.{consumer_id}")),
+    )? {
+        let set = keys.consumer(consumer_id);
+        let route = keys.route();
+        let tags: Vec<String> = conn.run_at(route.as_deref(), COMMAND_TIMEOUT, |c| {
+            ::redis::cmd("SMEMBERS").arg(&set).query(c)
+        })?;
+        report += restore_tags(&mut conn, &scripts, &keys, &tags, Some(&set), End::Head)?;
+    }
+    Ok(report)
+}
+
+/// The layouts to work on: `base` on a single Redis; on a cluster, `base` scoped to every
+/// queue that has a key matching `prefix{queue}<name>` (`name` a `SCAN MATCH` glob; `SCAN`
+/// on every master).
+pub(super) fn scoped_layouts(
+    conn: &mut Connector,
+    base: &KeyLayout,
+    name: &str,
+) -> BrokerResult<Vec<KeyLayout>> {
+    if !base.is_cluster() {
+        return Ok(vec![base.clone()]);
+    }
+    let head = base.queue("", 0); // `prefix{}`
+    let prefix = &head[..head.len() - 2];
+    let pattern = format!("{}{{*}}{name}", glob_escape(prefix));
+    let mut queues: Vec<String> = Vec::new();
+    for master in conn.masters()? {
+        let mut cursor: u64 = 0;
+        loop {
+            let (next, keys): (u64, Vec<String>) = conn.run_on(&master, |c| {
+                ::redis::cmd("SCAN")
+                    .arg(cursor)
+                    .arg("MATCH")
+                    .arg(&pattern)
+                    .arg("COUNT")
+                    .arg(1000)
+                    .query(c)
+            })?;
+            for key in keys {
+                let queue = key
+                    .get(prefix.len() + 1..)
+                    .and_then(|rest| rest.split_once('}'))
+                    .map(|(q, _)| q.to_owned());
+                if let Some(q) = queue.filter(|q| !q.is_empty() && !queues.contains(q)) {
+                    queues.push(q);
+                }
+            }
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
+    }
+    Ok(queues.iter().map(|q| base.scoped(q)).collect())
+}
+
+/// `text` with the glob characters of `SCAN MATCH` escaped.
+fn glob_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for ch in text.chars() {
+        if matches!(ch, '*' | '?' | '[' | ']' | '\\') {
+            out.push('\\');
+        }
+        out.push(ch);
+    }
+    out
 }
 
 /// kombu's `QoS.restore_visible`: under kombu's `unacked_mutex` lock, restores every message
 /// unacknowledged for longer than `visibility_timeout` seconds, whoever holds it. Returns an
-/// empty report when another process holds the lock.
+/// empty report when another process holds the lock. On a cluster, queue by queue (each has
+/// its own `unacked_index` and lock), found with `SCAN` on every master.
 pub fn restore_visible(
     url: &str,
     visibility_timeout: f64,
@@ -563,11 +789,26 @@ pub fn restore_visible(
         )));
     }
     let mut conn = Connector::new(url, "fastq-restore")?;
-    let keys = KeyLayout::new(global_keyprefix);
+    let base = layout(&conn, global_keyprefix)?;
     let scripts = Scripts::new();
+    let mut report = RestoreReport::default();
+    for keys in scoped_layouts(&mut conn, &base, "unacked_index")? {
+        report += restore_visible_in(&mut conn, &scripts, &keys, visibility_timeout)?;
+    }
+    Ok(report)
+}
+
+fn restore_visible_in(
+    conn: &mut Connector,
+    scripts: &Scripts,
+    keys: &KeyLayout,
+    visibility_timeout: f64,
+) -> BrokerResult<RestoreReport> {
+    let route = keys.route();
+    let route = route.as_deref();
     let mutex = keys.unacked_mutex();
     let token = uuid::Uuid::new_v4().simple().to_string();
-    let locked: Option<String> = conn.run(|c| {
+    let locked: Option<String> = conn.run_at(route, COMMAND_TIMEOUT, |c| {
         ::redis::cmd("SET")
             .arg(&mutex)
             .arg(&token)
@@ -581,7 +822,7 @@ pub fn restore_visible(
     }
     let result = (|| {
         let ceiling = unix_now() - visibility_timeout;
-        let mut tags: Vec<String> = conn.run(|c| {
+        let mut tags: Vec<String> = conn.run_at(route, COMMAND_TIMEOUT, |c| {
             ::redis::cmd("ZRANGEBYSCORE")
                 .arg(keys.unacked_index())
                 .arg("-inf")
@@ -590,10 +831,12 @@ pub fn restore_visible(
         })?;
         // Newest first, as kombu does, so the oldest ends up at the head of its queue.
         tags.reverse();
-        restore_tags(&mut conn, &scripts, &keys, &tags, None, End::Head)
+        restore_tags(conn, scripts, keys, &tags, None, End::Head)
     })();
     // The lock expires by itself; failing to release it early only delays the next restore.
-    let _ = conn.run(|c| scripts.unlock.key(&mutex).arg(&token).invoke::<i64>(c));
+    let _ = conn.run_at(route, COMMAND_TIMEOUT, |c| {
+        scripts.unlock.key(&mutex).arg(&token).invoke::<i64>(c)
+    });
     result
 }
 

@@ -42,28 +42,91 @@ pub struct QueueKey {
 }
 
 /// Every key fastq touches, with kombu's `global_keyprefix` applied.
+///
+/// On a Redis Cluster (fastq's own layout, not kombu's) every key of one queue carries the
+/// queue's name as its hash tag, so one queue lives in one slot and the claim and restore
+/// scripts touch one node: the lists `prefix{queue}` and `prefix{queue} SEP step`, and, in the
+/// layout [`scoped`](Self::scoped) to that queue, `prefix{queue}unacked`,
+/// `prefix{queue}unacked_index`, `prefix{queue}fastq.consumer.<id>`, `prefix{queue}fastq.delayed`
+/// and the rest. Queues spread over the cluster by their names' slots.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyLayout {
     prefix: String,
+    cluster: bool,
+    /// On a cluster, the queue whose hash tag the ack-emulation keys carry.
+    scope: Option<String>,
+}
+
+/// Why a prefix or queue name cannot be used on a Redis Cluster: a brace in it would change
+/// the hash tag, and with it the slot, of some of the queue's keys.
+pub fn cluster_name_problem(what: &str, name: &str) -> Option<String> {
+    (name.contains('{') || name.contains('}')).then(|| {
+        format!(
+            "the {what} {name:?} contains a brace: on a Redis Cluster fastq puts each queue's \
+             keys in one slot with the hash tag {{queue}}, which braces in names would break"
+        )
+    })
 }
 
 impl KeyLayout {
     pub fn new(global_keyprefix: &str) -> Self {
         KeyLayout {
             prefix: global_keyprefix.to_owned(),
+            cluster: false,
+            scope: None,
         }
     }
 
-    fn key(&self, name: &str) -> String {
-        format!("{}{name}", self.prefix)
+    /// The Redis Cluster layout: queue keys hash-tagged by queue (see the type's doc).
+    pub fn cluster(global_keyprefix: &str) -> Self {
+        KeyLayout {
+            cluster: true,
+            ..Self::new(global_keyprefix)
+        }
     }
 
-    /// kombu's `_q_for_pri`: `queue` for step 0, `queue + SEP + step` otherwise.
+    /// On a cluster, the layout whose ack-emulation keys (`unacked`, the consumer sets, the
+    /// delayed set...) are `queue`'s, in its slot; a plain layout is returned unchanged.
+    pub fn scoped(&self, queue: &str) -> Self {
+        KeyLayout {
+            scope: self.cluster.then(|| queue.to_owned()),
+            ..self.clone()
+        }
+    }
+
+    pub fn is_cluster(&self) -> bool {
+        self.cluster
+    }
+
+    /// The queue this layout is scoped to (on a cluster).
+    pub fn scope(&self) -> Option<&str> {
+        self.scope.as_deref()
+    }
+
+    /// A key in the slot of the scoped queue, to route commands by (on a cluster).
+    pub fn route(&self) -> Option<String> {
+        self.scope.as_deref().map(|q| self.queue(q, 0))
+    }
+
+    fn key(&self, name: &str) -> String {
+        match &self.scope {
+            Some(q) => format!("{}{{{q}}}{name}", self.prefix),
+            None => format!("{}{name}", self.prefix),
+        }
+    }
+
+    /// kombu's `_q_for_pri`: `queue` for step 0, `queue + SEP + step` otherwise (on a
+    /// cluster, `{queue}` instead of `queue`).
     pub fn queue(&self, queue: &str, step: u8) -> String {
-        if step == 0 {
-            self.key(queue)
+        let base = if self.cluster {
+            format!("{}{{{queue}}}", self.prefix)
         } else {
-            format!("{}{queue}{SEP}{step}", self.prefix)
+            format!("{}{queue}", self.prefix)
+        };
+        if step == 0 {
+            base
+        } else {
+            format!("{base}{SEP}{step}")
         }
     }
 
@@ -184,6 +247,22 @@ mod tests {
             binding_member("celery", "", "celery"),
             "celery\x06\x16\x06\x16celery"
         );
+    }
+
+    #[test]
+    fn cluster_keys_of_a_queue_share_its_hash_tag() {
+        let keys = KeyLayout::cluster("p.");
+        assert_eq!(keys.queue("celery", 0), "p.{celery}");
+        assert_eq!(keys.queue("celery", 3), "p.{celery}\x06\x163");
+        let q = keys.scoped("celery");
+        assert_eq!(q.unacked(), "p.{celery}unacked");
+        assert_eq!(q.unacked_index(), "p.{celery}unacked_index");
+        assert_eq!(q.consumer("w1"), "p.{celery}fastq.consumer.w1");
+        assert_eq!(q.delayed(), "p.{celery}fastq.delayed");
+        assert_eq!(q.route().as_deref(), Some("p.{celery}"));
+        assert_eq!(KeyLayout::new("p.").scoped("celery").unacked(), "p.unacked");
+        assert!(cluster_name_problem("queue", "a{b").is_some());
+        assert!(cluster_name_problem("queue", "ab").is_none());
     }
 
     #[test]

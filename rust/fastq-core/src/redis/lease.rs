@@ -3,8 +3,7 @@
 //! again by another worker (Celery's long-standing Redis pain). A dead worker stops renewing,
 //! and its messages come back after the visibility timeout as before.
 
-use super::connection::{BrokerError, BrokerResult, Connector};
-use super::keys::KeyLayout;
+use super::connection::{BrokerError, BrokerResult, Connector, COMMAND_TIMEOUT};
 use super::scripts::Scripts;
 
 /// A consumer's set lives this many visibility timeouts past its last renewal or claim, and at
@@ -38,17 +37,25 @@ pub fn renew_leases(
         return Ok(0);
     }
     let mut conn = Connector::new(url, "fastq-lease")?;
-    let keys = KeyLayout::new(global_keyprefix);
+    let base = super::consumer::layout(&conn, global_keyprefix)?;
     let scripts = Scripts::new();
-    let mut invocation = scripts.renew.prepare_invoke();
-    invocation.key(keys.unacked_index());
-    for id in ids {
-        invocation.key(keys.consumer(id));
+    // On a cluster each queue has its own index and sets: one renewal per queue holding any.
+    let layouts = super::consumer::scoped_layouts(&mut conn, &base, "fastq.consumer.*")?;
+    let mut renewed = 0;
+    for keys in layouts {
+        let mut invocation = scripts.renew.prepare_invoke();
+        invocation.key(keys.unacked_index());
+        for id in &ids {
+            invocation.key(keys.consumer(id));
+        }
+        invocation
+            .arg(super::consumer::unix_now().to_string())
+            .arg(consumer_set_ttl(visibility_timeout));
+        let route = keys.route();
+        renewed += conn.run_at(route.as_deref(), COMMAND_TIMEOUT, |c| {
+            invocation.invoke::<usize>(c)
+        })?;
     }
-    invocation
-        .arg(super::consumer::unix_now().to_string())
-        .arg(consumer_set_ttl(visibility_timeout));
-    let renewed = conn.run(|c| invocation.invoke::<usize>(c));
     conn.close();
-    renewed
+    Ok(renewed)
 }

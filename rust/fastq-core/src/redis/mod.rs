@@ -20,6 +20,7 @@
 //! of a few visibility timeouts, refreshed by every claim and renewal, so a worker killed
 //! outright leaves none behind.
 
+pub mod cluster;
 mod connection;
 mod consumer;
 mod delivery;

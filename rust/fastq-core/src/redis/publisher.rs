@@ -20,7 +20,9 @@ use std::collections::HashSet;
 
 use thiserror::Error;
 
-use super::connection::{BrokerError, BrokerResult, Connector, CLIENT_CONNECT_TIMEOUT};
+use super::connection::{
+    BrokerError, BrokerResult, Connector, CLIENT_CONNECT_TIMEOUT, COMMAND_TIMEOUT,
+};
 use super::keys::{binding_member, KeyLayout};
 use super::spin_socket::{plain_tcp, SpinSocket};
 use crate::error::CodecError;
@@ -65,9 +67,10 @@ impl RedisPublisher {
     pub fn new(url: &str, global_keyprefix: &str) -> BrokerResult<Self> {
         let pid = std::process::id();
         let connector = client_connector(url, pid)?;
-        // With Sentinel the master's address changes: published to through the connector,
-        // which finds it.
-        let plain = if connector.is_sentinel() {
+        let keys = super::consumer::layout(&connector, global_keyprefix)?;
+        // With Sentinel the master's address changes, and a cluster has many: published to
+        // through the connector, which finds them.
+        let plain = if connector.is_sentinel() || connector.is_cluster() {
             None
         } else {
             plain_tcp(connector.connection_info())
@@ -75,7 +78,7 @@ impl RedisPublisher {
         Ok(RedisPublisher {
             raw_url: url.to_owned(),
             url: connector.url().to_owned(),
-            keys: KeyLayout::new(global_keyprefix),
+            keys,
             plain,
             connector: Some(connector),
             socket: None,
@@ -96,6 +99,9 @@ impl RedisPublisher {
             .iter()
             .map(Outgoing::redis_envelope)
             .collect::<Result<Vec<_>, _>>()?;
+        if self.keys.is_cluster() {
+            return self.publish_cluster(batch, payloads);
+        }
         for attempt in 1..=2 {
             let (pipe, bindings) = self.pipeline(batch, &payloads);
             let (reused, result) = self.exec(&pipe)?;
@@ -120,10 +126,58 @@ impl RedisPublisher {
         unreachable!("the second attempt returns")
     }
 
+    /// On a cluster: one `LPUSH` per list (all of a batch's messages for it, in order) on the
+    /// master owning its queue's slot, one list after the other. No binding is recorded: on a
+    /// cluster a message is restored to the queue it was taken from, never routed again.
+    fn publish_cluster(
+        &mut self,
+        batch: &[Outgoing],
+        payloads: Vec<Vec<u8>>,
+    ) -> Result<(), PublishError> {
+        let mut lists: Vec<(String, Vec<Vec<u8>>)> = Vec::new();
+        for (m, payload) in batch.iter().zip(payloads) {
+            if let Some(problem) = super::keys::cluster_name_problem("queue name", &m.queue) {
+                return Err(BrokerError::Config(problem).into());
+            }
+            let key = self
+                .keys
+                .queue_for_priority(&m.queue, i64::from(m.properties.priority));
+            match lists.iter_mut().find(|(k, _)| *k == key) {
+                Some((_, list)) => list.push(payload),
+                None => lists.push((key, vec![payload])),
+            }
+        }
+        let connector = self.connector()?;
+        for (key, list) in &lists {
+            for attempt in 1..=2 {
+                let reused = connector.connected();
+                let result = connector.run_at(Some(key), COMMAND_TIMEOUT, |c| {
+                    ::redis::cmd("LPUSH").arg(key).arg(list).exec(c)
+                });
+                match result {
+                    Ok(()) => break,
+                    Err(BrokerError::Command { url, reason }) => {
+                        return Err(PublishError::Refused { url, reason })
+                    }
+                    Err(BrokerError::Connection { .. }) if reused && attempt == 1 => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Runs `pipe` (commands other than task publishes: the worker's result stores) on this
     /// process's connection, with a publish's retry: a reused connection found dead is
-    /// reopened and `pipe` sent once more.
+    /// reopened and `pipe` sent once more. Not on a cluster (a pipeline spans slots).
     pub fn run(&mut self, pipe: &::redis::Pipeline) -> BrokerResult<()> {
+        if self.keys.is_cluster() {
+            return Err(BrokerError::Config(
+                "the Rust result store speaks to a single Redis, not a Redis Cluster (fastq \
+                 stores results on a cluster from Python)"
+                    .into(),
+            ));
+        }
         let (reused, result) = self.exec(pipe)?;
         match result {
             Err(BrokerError::Connection { .. }) if reused => {

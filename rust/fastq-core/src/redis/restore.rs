@@ -11,7 +11,7 @@ use std::collections::{HashMap, HashSet};
 use ::redis::{Connection, RedisResult};
 use serde_json::Value as Json;
 
-use super::connection::{BrokerResult, Connector};
+use super::connection::{BrokerResult, Connector, COMMAND_TIMEOUT};
 use super::keys::{clamp_priority, KeyLayout, SEP};
 use super::scripts::Scripts;
 
@@ -230,9 +230,11 @@ pub fn restore_tags(
 ) -> BrokerResult<RestoreReport> {
     let mut report = RestoreReport::default();
     let mut bindings: HashMap<String, Vec<Binding>> = HashMap::new();
+    let route = keys.route();
     for chunk in tags.chunks(CHUNK) {
-        report +=
-            conn.run(|c| restore_chunk(c, scripts, keys, chunk, consumer_set, end, &mut bindings))?;
+        report += conn.run_at(route.as_deref(), COMMAND_TIMEOUT, |c| {
+            restore_chunk(c, scripts, keys, chunk, consumer_set, end, &mut bindings)
+        })?;
     }
     Ok(report)
 }
@@ -263,7 +265,11 @@ fn restore_chunk(
         .iter()
         .map(|e| e.as_deref().map(redelivery))
         .collect();
-    load_bindings(c, keys, &parsed, bindings)?;
+    // On a cluster a message goes back to the queue it was claimed from (the one whose slot
+    // this is): a binding could name a queue in another slot, which one script cannot reach.
+    if keys.scope().is_none() {
+        load_bindings(c, keys, &parsed, bindings)?;
+    }
 
     let mut moves = Vec::with_capacity(tags.len());
     for ((tag, entry), parsed) in tags.iter().zip(entries).zip(parsed) {
@@ -278,7 +284,10 @@ fn restore_chunk(
             },
             Some(Ok(r)) => {
                 let table = bindings.get(&r.exchange).map_or(&[][..], Vec::as_slice);
-                let queues = route(&r.exchange, &r.routing_key, table);
+                let queues = match keys.scope() {
+                    Some(queue) => vec![queue.to_owned()],
+                    None => route(&r.exchange, &r.routing_key, table),
+                };
                 if queues.is_empty() {
                     dead_letter(keys, tag, expected)
                 } else {
