@@ -170,10 +170,21 @@ start() {
     for i in $(seq "$masters"); do echo "redis://127.0.0.1:$(cat "$dir/n$i/port")"; done
 }
 
-stop() {
-    local dir=$1 i
+stop() { # SIGKILL every node at once, then wait for each
+    local dir=$1 i pid pids=()
     [ -e "$dir/count" ] || return 0
-    for i in $(seq "$(node_count "$dir")"); do kill_node "$dir" "$i"; done
+    for i in $(seq "$(node_count "$dir")"); do
+        pid=$(cat "$dir/n$i/pid" 2>/dev/null || true)
+        [ -n "$pid" ] || continue
+        kill -KILL "$pid" 2>/dev/null || true
+        pids+=("$pid")
+    done
+    for pid in "${pids[@]}"; do
+        for _ in $(seq 100); do
+            kill -0 "$pid" 2>/dev/null || break
+            sleep 0.05
+        done
+    done
     rm -rf "$dir"
 }
 

@@ -64,6 +64,18 @@ class RedisCluster:
         count = int((self.dir / "count").read_text())
         return [int((self.dir / f"n{i}" / "port").read_text()) for i in range(1, count + 1)]
 
+    def master_ports(self) -> list[int]:
+        """The ports of the live masters."""
+        masters = []
+        for port in self.ports():
+            try:
+                role = self.node(port, 0.5).execute_command("ROLE")[0]
+            except redis.RedisError:
+                continue
+            if role in (b"master", "master"):
+                masters.append(port)
+        return masters
+
     def url(self) -> str:
         """fastq's broker and backend URL: every master as a seed."""
         return ";".join(f"redis+cluster://127.0.0.1:{p}" for p in self.ports()[: self.masters])
@@ -72,7 +84,7 @@ class RedisCluster:
         return redis.Redis(host="127.0.0.1", port=port, socket_timeout=timeout)
 
     def client(self) -> redis.RedisCluster:
-        return redis.RedisCluster(host="127.0.0.1", port=self.ports()[0])
+        return redis.RedisCluster(host="127.0.0.1", port=self._live_port())
 
     def owner(self, slot: int) -> int:
         """The port of the master serving ``slot``."""
@@ -94,23 +106,31 @@ class RedisCluster:
         return int(self.node(self._live_port()).execute_command("CLUSTER KEYSLOT", key))
 
     # -- faults ----------------------------------------------------------------------------------
-    def migrate(self, slot: int, to_port: int, pause: float = 0.0) -> int:
+    def migrate(self, slot: int, to_port: int, pause: float = 0.0, when: str = "") -> int:
         """Moves ``slot`` to the master on ``to_port`` as ``redis-cli --cluster reshard`` does
         (IMPORTING/MIGRATING, ``MIGRATE`` key by key, ``SETSLOT NODE`` everywhere), waiting
         ``pause`` seconds between keys so clients meet the half-migrated slot; returns how many
-        keys moved."""
+        keys moved. With ``when``, first waits (up to 5 s) for a key of the slot ending so."""
         src_port = self.owner(slot)
         src, dst = self.node(src_port, 10), self.node(to_port, 10)
+        deadline = time.monotonic() + 5
+        while when and time.monotonic() < deadline:
+            keys = src.execute_command("CLUSTER GETKEYSINSLOT", slot, 100)
+            if any((k.decode() if isinstance(k, bytes) else str(k)).endswith(when) for k in keys):
+                break
+            time.sleep(0.005)
         src_id, dst_id = src.execute_command("CLUSTER MYID"), dst.execute_command("CLUSTER MYID")
         dst.execute_command("CLUSTER SETSLOT", slot, "IMPORTING", src_id)
         src.execute_command("CLUSTER SETSLOT", slot, "MIGRATING", dst_id)
         moved = 0
+        self.migrated_keys: list[str] = []
         while True:
             keys = src.execute_command("CLUSTER GETKEYSINSLOT", slot, 1)
             if not keys:
                 break
             src.execute_command("MIGRATE", "127.0.0.1", to_port, "", 0, 5000, "KEYS", *keys)
             moved += len(keys)
+            self.migrated_keys += [k.decode() if isinstance(k, bytes) else str(k) for k in keys]
             if pause:
                 time.sleep(pause)
         for port in self.ports():

@@ -161,11 +161,13 @@ class RedisBroker(Broker):
         ids = list(consumer_ids)
         return _core.renew_leases(self.core_url, ids, self.visibility_timeout, self.prefix)
 
-    def _delayed_keys(self) -> list[str]:
-        """The deferred-message sets to look at: one, or on a cluster one per known queue."""
+    def _delayed_keys(self) -> list[tuple[str, list[str]]]:
+        """The deferred-message sets to look at, each with the lists its messages go back to
+        (declared to the script on a cluster, where they share the set's slot): one set, or on
+        a cluster one per known queue."""
         if self.cluster is None:
-            return [self.keys.delayed()]
-        return [self.keys.delayed(queue) for queue in self._delayed_queues]
+            return [(self.keys.delayed(), [])]
+        return [(self.keys.delayed(q), self.keys.queue_keys(q)) for q in self._delayed_queues]
 
     def defer(self, raw: bytes, queue: str, priority: int, when: float) -> bool:
         member = self._unprefixed.queue(queue, priority).encode() + b"\x00" + raw
@@ -185,8 +187,9 @@ class RedisBroker(Broker):
         self._follow()
         moved = 0
         try:
-            for key in self._delayed_keys():
-                moved += int(self._move_due(keys=[key], args=[time.time(), 500, self.prefix]))
+            for key, lists in self._delayed_keys():
+                args = [time.time(), 500, self.prefix]
+                moved += int(self._move_due(keys=[key, *lists], args=args))
         except redis.RedisError as exc:
             raise BrokerConnectionError(redis_failure("cannot reach", self.url, exc)) from exc
         return moved
@@ -194,7 +197,7 @@ class RedisBroker(Broker):
     def next_due(self) -> float | None:
         due: list[float] = []
         try:
-            for key in self._delayed_keys():
+            for key, _ in self._delayed_keys():
                 first = self.client.zrange(key, 0, 0, withscores=True)
                 if first:
                     due.append(float(first[0][1]))  # type: ignore[index]

@@ -255,11 +255,17 @@ impl RedisConsumer {
         let group = &self.groups[g];
         let (unacked, index) = (group.keys.unacked(), group.keys.unacked_index());
         let set = &group.consumer_key;
-        let result = self
-            .conn
-            .run_at(group.route.as_deref(), COMMAND_TIMEOUT, |c| {
-                forget(c, &unacked, &index, set, tags)
-            });
+        let result = match &group.route {
+            // One script, not a MULTI: see `scripts::FORGET`.
+            Some(route) => {
+                let mut invocation = self.scripts.forget.prepare_invoke();
+                invocation.key(&unacked).key(&index).key(set).arg(tags);
+                self.conn.run_at(Some(route), COMMAND_TIMEOUT, |c| {
+                    invocation.invoke::<i64>(c).map(|_| ())
+                })
+            }
+            None => self.conn.run(|c| forget(c, &unacked, &index, set, tags)),
+        };
         self.after(&result);
         result
     }

@@ -232,8 +232,13 @@ pub fn restore_tags(
     let mut bindings: HashMap<String, Vec<Binding>> = HashMap::new();
     let route = keys.route();
     for chunk in tags.chunks(CHUNK) {
+        // Read, then move, in two calls: on a cluster each may be redirected on its own (an
+        // `ASK` holds for one command), and the move is a compare-and-set of what was read.
+        let moves = conn.run_at(route.as_deref(), COMMAND_TIMEOUT, |c| {
+            plan_chunk(c, keys, chunk, &mut bindings)
+        })?;
         report += conn.run_at(route.as_deref(), COMMAND_TIMEOUT, |c| {
-            restore_chunk(c, scripts, keys, chunk, consumer_set, end, &mut bindings)
+            move_chunk(c, scripts, keys, &moves, consumer_set, end)
         })?;
     }
     Ok(report)
@@ -248,15 +253,13 @@ struct Move {
     restores: bool,
 }
 
-fn restore_chunk(
+/// Reads the `unacked` entries of `tags` and plans where each goes.
+fn plan_chunk(
     c: &mut Connection,
-    scripts: &Scripts,
     keys: &KeyLayout,
     tags: &[String],
-    consumer_set: Option<&str>,
-    end: End,
     bindings: &mut HashMap<String, Vec<Binding>>,
-) -> RedisResult<RestoreReport> {
+) -> RedisResult<Vec<Move>> {
     let entries: Vec<Option<Vec<u8>>> = ::redis::cmd("HMGET")
         .arg(keys.unacked())
         .arg(tags)
@@ -307,7 +310,18 @@ fn restore_chunk(
         };
         moves.push(mv);
     }
+    Ok(moves)
+}
 
+/// Runs the planned moves (`MOVE_BACK`, a compare-and-set per tag).
+fn move_chunk(
+    c: &mut Connection,
+    scripts: &Scripts,
+    keys: &KeyLayout,
+    moves: &[Move],
+    consumer_set: Option<&str>,
+    end: End,
+) -> RedisResult<RestoreReport> {
     let mut invocation = scripts.move_back.prepare_invoke();
     invocation.key(keys.unacked()).key(keys.unacked_index());
     if let Some(set) = consumer_set {
@@ -316,7 +330,7 @@ fn restore_chunk(
     invocation
         .arg(end.command())
         .arg(if consumer_set.is_some() { "1" } else { "0" });
-    for mv in &moves {
+    for mv in moves {
         for dest in &mv.destinations {
             invocation.key(dest);
         }

@@ -146,6 +146,23 @@ end
 return renewed
 "#;
 
+/// Forgets acknowledged tags: `HDEL unacked`, `ZREM unacked_index`, `SREM` the consumer set.
+/// On a Redis Cluster acks go through this script rather than a MULTI: while a queue's slot is
+/// migrated key by key, a script whose keys are split between the two nodes is refused as a
+/// whole (`TRYAGAIN`), where a MULTI would run on whichever node its first key sent it to and
+/// leave the entries on the other.
+///
+/// KEYS: unacked, unacked_index, consumer set. ARGV: the tags.
+pub const FORGET: &str = r#"
+for first = 1, #ARGV, 500 do
+  local last = math.min(first + 499, #ARGV)
+  redis.call('HDEL', KEYS[1], unpack(ARGV, first, last))
+  redis.call('ZREM', KEYS[2], unpack(ARGV, first, last))
+  redis.call('SREM', KEYS[3], unpack(ARGV, first, last))
+end
+return 0
+"#;
+
 /// Releases a lock only if this caller still holds it (redis-py `Lock.release`).
 pub const UNLOCK: &str = r#"
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
@@ -158,6 +175,7 @@ pub struct Scripts {
     pub move_back: Script,
     pub unlock: Script,
     pub renew: Script,
+    pub forget: Script,
 }
 
 impl Scripts {
@@ -167,6 +185,7 @@ impl Scripts {
             move_back: Script::new(MOVE_BACK),
             unlock: Script::new(UNLOCK),
             renew: Script::new(RENEW),
+            forget: Script::new(FORGET),
         }
     }
 }
