@@ -14,12 +14,16 @@ the group's hash tag (see ``fastq.backends.redis``).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import cast
+from typing import Any, cast
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 import redis
 from redis.cluster import ClusterNode, RedisCluster
+from redis.commands.core import Script
+from redis.connection import Encoder
+from redis.exceptions import RedisClusterException
 
 from fastq.errors import ConfigurationError
 from fastq.urls import redact
@@ -93,8 +97,9 @@ def parse(url: str) -> ClusterSpec:
 
 
 def client(spec: ClusterSpec, **options: object) -> redis.Redis:
-    """A redis-py ``RedisCluster`` of the cluster. Typed as ``redis.Redis``: it answers the
-    single-slot commands fastq sends (each of them names keys of one slot) in the same way."""
+    """A redis-py ``RedisCluster`` of the cluster, made on first use (:class:`LazyCluster`).
+    Typed as ``redis.Redis``: it answers the single-slot commands fastq sends (each names keys
+    of one slot) in the same way."""
     kwargs: dict[str, object] = {
         "startup_nodes": [ClusterNode(host, port) for host, port in spec.nodes],
         "username": spec.username,
@@ -105,4 +110,41 @@ def client(spec: ClusterSpec, **options: object) -> redis.Redis:
     if spec.tls:
         kwargs["ssl"] = True
         kwargs.update(dict(spec.options))
-    return cast(redis.Redis, RedisCluster(**kwargs))  # type: ignore[arg-type]
+    return cast(redis.Redis, LazyCluster(lambda: RedisCluster(**kwargs), spec.url))  # type: ignore[arg-type]
+
+
+class LazyCluster:
+    """A ``RedisCluster`` made on first use: redis-py's reads the slot map as it is made, and
+    raises if no seed answers, where a plain client connects on its first command. A broker or
+    backend object is made before anything is sent (an app's configuration, a worker starting
+    while the cluster is down): its first command raises ``redis.ConnectionError`` instead,
+    which callers already retry."""
+
+    def __init__(self, factory: Callable[[], RedisCluster], url: str) -> None:
+        self._factory = factory
+        self._url = url
+        self._client: RedisCluster | None = None
+
+    def _made(self) -> RedisCluster:
+        if self._client is None:
+            try:
+                self._client = self._factory()
+            except RedisClusterException as exc:
+                raise redis.ConnectionError(
+                    f"no seed of the Redis Cluster {redact(self._url)} answered: {exc}"
+                ) from exc
+        return self._client
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._made(), name)
+
+    def register_script(self, script: str) -> Script:
+        return Script(self, script)  # type: ignore[arg-type]
+
+    def get_encoder(self) -> Encoder:
+        """What ``Script`` hashes with (redis-py's default encoding), without connecting."""
+        return Encoder("utf-8", "strict", False)
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()

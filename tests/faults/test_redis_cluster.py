@@ -180,7 +180,8 @@ def test_master_killed_mid_drain(cluster: RedisCluster, ledger_path: str) -> Non
         began = time.monotonic()
         cluster.kill(victim)
         wait_until(lambda: _promoted(cluster, slot, victim), timeout=20)
-        return f", master of {queues[0]} SIGKILLed, replica serving after {time.monotonic() - began:.2f}s"
+        took = time.monotonic() - began
+        return f", master of {queues[0]} SIGKILLed, replica serving after {took:.2f}s"
 
     _drain(cluster, ledger_path, "master-kill mid-drain", kill)
 

@@ -188,7 +188,7 @@ class RedisBroker(Broker):
         moved = 0
         try:
             for key, lists in self._delayed_keys():
-                args = [time.time(), 500, self.prefix]
+                args: list[float | int | str] = [time.time(), 500, self.prefix]
                 moved += int(self._move_due(keys=[key, *lists], args=args))
         except redis.RedisError as exc:
             raise BrokerConnectionError(redis_failure("cannot reach", self.url, exc)) from exc
