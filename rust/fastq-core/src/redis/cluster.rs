@@ -9,7 +9,7 @@
 //! while its slot is half migrated) is a transient error for the caller, who retries as after
 //! any outage: none of these replies means the command ran, so repeating it is safe.
 //!
-//! Synchronous, as the rest of the Redis side: one lazily opened [`Connector`] per node, no
+//! Synchronous, as the rest of the Redis side: one lazily opened `Connector` per node, no
 //! threads, nothing to take care of across a fork that the single-node case does not have.
 
 use std::collections::HashMap;

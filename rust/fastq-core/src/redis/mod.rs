@@ -6,8 +6,10 @@
 //! Where fastq departs from kombu it is to lose less: popping and recording as unacknowledged
 //! is one atomic script (kombu: two round trips), envelopes that cannot be recorded are kept in
 //! `fastq.malformed`, and unacked entries that cannot be restored are kept in
-//! `fastq.unrestorable` (kombu drops both). Every script declares its keys but the layout, like
-//! kombu's, is for a single Redis (or Sentinel), not Redis Cluster.
+//! `fastq.unrestorable` (kombu drops both). Every script declares its keys. kombu's layout is for
+//! a single Redis (or Sentinel); on a Redis Cluster (`redis+cluster://`, `cluster`) fastq uses
+//! its own, every key of a queue hash-tagged `{queue}` so each queue's scripts run in one slot
+//! (see `KeyLayout::cluster`): Celery cannot share those queues.
 //!
 //! Each consumer also keeps the tags it holds in a set, so the supervisor can restore a dead
 //! child's messages at once instead of after the visibility timeout. A visibility restore does
