@@ -19,6 +19,11 @@ use fastq_core::protocol::{EMBED_KEYS, V2_HEADERS};
 use pyo3::prelude::*;
 use pyo3::types::PyTuple;
 
+/// Every Rust allocation of the extension (decoding, encoding, the brokers' buffers) goes to
+/// mimalloc; Python objects keep Python's allocator.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
