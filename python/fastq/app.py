@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from datetime import datetime, timedelta, tzinfo
 from functools import cached_property
-from types import FunctionType
+from types import FunctionType, MappingProxyType
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple, overload
 
 from fastq import builtin_tasks, protocol, publish_retry, pydantic_models, stamping
@@ -623,12 +623,13 @@ class App:
         kwargs = dict(kwargs) if kwargs is not None else {}
         task_id = task_id or protocol.new_task_id()
         defaults = self._send_defaults()
+        destination = (
+            _NO_DESTINATION
+            if queue is None and exchange is None and routing_key is None
+            else {"queue": queue, "exchange": exchange, "routing_key": routing_key}
+        )
         route = self.router.route(
-            route_name or name,
-            {"queue": queue, "exchange": exchange, "routing_key": routing_key},
-            args,
-            kwargs,
-            task=self.tasks.get(name),
+            route_name or name, destination, args, kwargs, task=self.tasks.get(name)
         )
         if route.options:  # what the matching task_routes entry sets, unless this call did
             given = route.options
@@ -645,13 +646,15 @@ class App:
             else protocol.to_iso(eta)
         )
         properties: dict[str, Any] = {}
-        if isinstance(expires, timedelta):
-            expires = expires.total_seconds()
-        if isinstance(expires, (int, float)):
-            properties["expiration"] = str(int(expires * 1000))
-            expires_text: str | None = protocol.seconds_from_now(expires, tz)
-        else:
-            expires_text = protocol.to_iso(expires)
+        expires_text: str | None = None
+        if expires is not None:  # most messages have none: skip the checks
+            if isinstance(expires, timedelta):
+                expires = expires.total_seconds()
+            if isinstance(expires, (int, float)):
+                properties["expiration"] = str(int(expires * 1000))
+                expires_text = protocol.seconds_from_now(expires, tz)
+            else:
+                expires_text = protocol.to_iso(expires)
         if ignore_result is None and defaults.ignore_result:
             ignore_result = True
         # Otherwise None, as Celery's send_task sends it: the worker then asks the task.
@@ -684,8 +687,8 @@ class App:
         if compression:  # kombu's header: the encoders compress the body by it
             message_headers["compression"] = compression_type(compression)
         embed = {
-            "callbacks": _as_list(link),
-            "errbacks": _as_list(link_error),
+            "callbacks": None if link is None else _as_list(link),
+            "errbacks": None if link_error is None else _as_list(link_error),
             "chain": chain,
             "chord": chord,
         }
@@ -768,6 +771,12 @@ def _own_class(task: Task) -> type[Task]:
         cls = type(cls.__name__, (cls,), {"_annotated": True, "__module__": cls.__module__})
         task.__class__ = cls
     return cls
+
+
+#: The destination of a call that names none (``route`` only reads it).
+_NO_DESTINATION: Mapping[str, Any] = MappingProxyType(
+    {"queue": None, "exchange": None, "routing_key": None}
+)
 
 
 def _as_list(value: Any) -> list[Any] | None:

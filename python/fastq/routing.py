@@ -109,7 +109,8 @@ class Router:
         exchange = options.get("exchange")
         routing_key = options.get("routing_key")
         extra: dict[str, Any] | None = None
-        spec = self._lookup(name, args, kwargs or {}, options, task)
+        # A router function gets a copy it may change, as Celery's do.
+        spec = self._lookup(name, args, kwargs or {}, dict(options), task) if self._routes else None
         if isinstance(spec, str):
             queue = queue or spec
         elif spec:
@@ -117,7 +118,8 @@ class Router:
             exchange = exchange or spec.get("exchange")
             routing_key = routing_key or spec.get("routing_key")
             extra = _route_options(name, spec)
-        if isinstance(queue, Mapping):  # a kombu-style Queue given as a dict
+        if queue is not None and not isinstance(queue, str) and isinstance(queue, Mapping):
+            # a kombu-style Queue given as a dict
             exchange = exchange or queue.get("exchange")
             routing_key = routing_key or queue.get("routing_key")
             queue = queue.get("name")
