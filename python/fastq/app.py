@@ -547,7 +547,10 @@ class App:
     ) -> list[AsyncResult]:
         """Sends many tasks in one pipelined round trip: ``[(name, args, kwargs), ...]``."""
         retry, policy = options.pop("retry", None), options.pop("retry_policy", None)
-        messages = [self.build_message(n, a, k, **options) for n, a, k in calls]
+        if options or not self.router.by_name_only or self.tracing is not None:
+            messages = [self.build_message(n, a, k, **options) for n, a, k in calls]
+        else:
+            messages = self._plain_messages(calls)
         # Before publishing, as send_task does: rpc:// loses replies sent before its queue exists.
         self.backend.on_tasks_sent([m.id for m in messages if not m.headers.get("ignore_result")])
         what = f"{len(messages)} tasks"
@@ -567,6 +570,50 @@ class App:
         for message, result in zip(messages, results, strict=True):
             result.ignored = bool(message.headers.get("ignore_result"))
         return results
+
+    def _plain_messages(
+        self, calls: Iterable[tuple[str, Sequence[Any] | None, Mapping[str, Any] | None]]
+    ) -> list[protocol.OutgoingMessage]:
+        """``build_message(name, args, kwargs)`` for each call, when nothing but its arguments
+        differs between two calls of one task (no send options, routes by name only): one
+        message is built per task name and the others are copies with their own id and
+        arguments, at about half the cost per message (``send_many``'s batches)."""
+        made: dict[str, protocol.OutgoingMessage] = {}
+        messages = []
+        for name, args, kwargs in calls:
+            first = made.get(name)
+            if first is None:
+                first = made[name] = self.build_message(name, args, kwargs)
+                messages.append(first)
+                continue
+            args = tuple(args) if args is not None else ()
+            if not isinstance(args, tuple):
+                raise TypeError("task args must be a list or tuple")
+            kwargs = dict(kwargs) if kwargs is not None else {}
+            task_id = protocol.new_task_id()
+            headers = first.headers.copy()
+            headers["id"] = headers["root_id"] = task_id
+            headers["timelimit"] = list(headers["timelimit"])
+            headers["argsrepr"] = protocol.short_repr(args)
+            headers["kwargsrepr"] = protocol.short_repr(kwargs)
+            headers["stamps"] = {}
+            messages.append(
+                protocol.OutgoingMessage(
+                    headers,
+                    args,
+                    kwargs,
+                    dict(first.embed) if first.embed is not None else None,
+                    first.queue,
+                    first.exchange,
+                    first.routing_key,
+                    first.priority,
+                    first.serializer,
+                    first.reply_to,
+                    first.delivery_mode,
+                    dict(first.properties),
+                )
+            )
+        return messages
 
     def _sent_events(self, messages: Sequence[protocol.OutgoingMessage]) -> None:
         """``task-sent`` events (``task_send_sent_event``), as a Celery client sends them."""
