@@ -17,7 +17,7 @@ from collections.abc import Sequence
 import redis
 
 from fastq import _core, redis_cluster, sentinel
-from fastq.brokers.base import Broker, Consumer, EventPublisher
+from fastq.brokers.base import Broker, Consumer, EventPublisher, Settler
 from fastq.config import Config
 from fastq.control_channel import ControlChannel
 from fastq.errors import BrokerConnectionError, ConfigurationError
@@ -237,6 +237,13 @@ class RedisBroker(Broker):
                 )
         except redis.RedisError as exc:
             raise BrokerConnectionError(redis_failure("cannot reach", self.url, exc)) from exc
+
+    def settler(self) -> Settler | None:
+        # On a cluster the supervisor would not know which queue (slot) each tag is in: the
+        # children ack their early acks themselves.
+        if self.cluster is not None:
+            return None
+        return _core.RedisSettler(self.core_url, self.prefix)
 
     def discard(self, consumer_id: str, delivery_tag: str) -> None:
         for queue in self._holding_queues(consumer_id):

@@ -4,7 +4,7 @@
 //! Synchronous on purpose: no runtime and no threads, so the prefork supervisor can fork freely
 //! and each child builds its own consumer (the connection opens on first use).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ::redis::{Connection, RedisResult};
@@ -19,6 +19,9 @@ use crate::codec::Accept;
 /// Envelopes kept in `fastq.malformed` at most; the oldest are trimmed, so a flood of garbage
 /// cannot fill Redis.
 const MALFORMED_CAP: usize = 10_000;
+/// Released tags remembered (see `RedisConsumer::release`): far more than a supervisor acks
+/// between two of its reads, so none of them is ever taken for an orphan.
+const RELEASED_KEPT: usize = 65_536;
 /// Below this a fetch does not block: `BRPOP … 0` would wait forever.
 const MIN_BLOCK: Duration = Duration::from_millis(1);
 /// kombu's `unacked_mutex_expire`.
@@ -87,6 +90,10 @@ pub struct RedisConsumer {
     /// A connection died since the last reconcile: a claim's reply may have been lost, leaving
     /// messages recorded in this consumer's set that nobody here knows of.
     broken: bool,
+    /// Tags the prefork supervisor acknowledges for this consumer (`release`), newest last:
+    /// still in this consumer's set until it does, and never to be restored from there.
+    released: VecDeque<String>,
+    released_set: HashSet<String>,
 }
 
 impl RedisConsumer {
@@ -154,6 +161,8 @@ impl RedisConsumer {
             pending_acks: HashMap::new(),
             pending_requeues: Vec::new(),
             broken: false,
+            released: VecDeque::new(),
+            released_set: HashSet::new(),
         })
     }
 
@@ -324,6 +333,7 @@ impl RedisConsumer {
                 .into_iter()
                 .filter(|t| {
                     !self.in_flight.contains_key(t)
+                        && !self.released_set.contains(t)
                         && !self.pending_acks.contains_key(t)
                         && !self.unconfirmed.contains(t)
                         && !self.pending_requeues.iter().any(|(r, _)| r == t)
@@ -555,6 +565,8 @@ impl RedisConsumer {
             });
             self.after(&result);
             let mut tags: Vec<String> = result?;
+            // Released tags are the supervisor's to acknowledge (it read their start reports).
+            tags.retain(|t| !self.released_set.contains(t));
             for (tag, &(_, tg)) in &self.in_flight {
                 if tg == g && !tags.contains(tag) {
                     tags.push(tag.clone());
@@ -645,6 +657,26 @@ impl RedisConsumer {
                 Ok(())
             }
             Err(e) => Err(e),
+        }
+    }
+
+    /// Forgets `tags` here without telling Redis: the prefork supervisor acknowledges them for
+    /// this consumer, batched with other children's (`Settler`), from the start reports it
+    /// reads anyway. Their prefetch slots are free at once; until the supervisor's ack lands
+    /// they stay in this consumer's set, so neither a reconcile nor a warm shutdown may take
+    /// them for messages to restore. Not on a cluster (see `is_cluster`): there the supervisor
+    /// would not know each tag's queue, and the child acks itself.
+    pub fn release(&mut self, tags: &[String]) {
+        for tag in tags.iter().filter(|t| !t.is_empty()) {
+            self.in_flight.remove(tag);
+            if self.released_set.insert(tag.clone()) {
+                self.released.push_back(tag.clone());
+            }
+        }
+        while self.released.len() > RELEASED_KEPT {
+            if let Some(old) = self.released.pop_front() {
+                self.released_set.remove(&old);
+            }
         }
     }
 
