@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 import uuid
@@ -546,6 +547,22 @@ class App:
         **options: Any,
     ) -> list[AsyncResult]:
         """Sends many tasks in one pipelined round trip: ``[(name, args, kwargs), ...]``."""
+        # Every message and result of a batch lives until the batch is sent and returned: the
+        # cyclic collector's passes over them find nothing to free, and were a sixth of the CPU.
+        collecting = gc.isenabled()
+        if collecting:
+            gc.disable()
+        try:
+            return self._send_many(calls, options)
+        finally:
+            if collecting:
+                gc.enable()
+
+    def _send_many(
+        self,
+        calls: Iterable[tuple[str, Sequence[Any] | None, Mapping[str, Any] | None]],
+        options: dict[str, Any],
+    ) -> list[AsyncResult]:
         retry, policy = options.pop("retry", None), options.pop("retry_policy", None)
         if options or not self.router.by_name_only or self.tracing is not None:
             messages = [self.build_message(n, a, k, **options) for n, a, k in calls]
