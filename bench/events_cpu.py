@@ -2,6 +2,7 @@
 and the drain time.
 
     python bench/events_cpu.py BROKER_URL [--counter REDIS_URL] [-n 10000] [-c 2] [-E]
+                               [--perf FILE]
 
 Starts ``fastq worker -c 2`` (with ``-E`` when given) on a queue of its own, waits until it is
 idle, reads each worker process's CPU seconds (user + system, ``/proc``, Linux), sends the tasks
@@ -10,16 +11,23 @@ completion counter, in Redis: ``--counter``, the broker's URL when it is Redis),
 CPU seconds again. The difference is the cost of the tasks alone, without the worker's start,
 split between the supervisor (reading reports, publishing events) and the children (running
 tasks, encoding events): far less sensitive to other load on the machine than a drain rate.
-Run it interleaved, off and on, a few times. The load average (1 min) is printed with each run.
+Run it interleaved, off and on, a few times. The load average (1 min) is printed with each run,
+and the context switches per task (voluntary + involuntary) of the supervisor and the children;
+with a Redis broker, the Redis server's CPU per task too (``INFO cpu``: the server's own, so
+meaningful only for a Redis nothing else uses). ``--perf FILE``: ``perf record -g`` of the
+children over the drain, into ``FILE`` (``perf report -i FILE``).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import signal
+import statistics
 import subprocess
 import sys
 import time
+from typing import Any
 
 import redis
 from fastq import App
@@ -36,9 +44,64 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def switches(pid: int) -> int:
+    """Context switches of ``pid`` so far (voluntary + involuntary)."""
+    with open(f"/proc/{pid}/status") as f:
+        return sum(int(line.split()[1]) for line in f if "ctxt_switches" in line)
+
+
+def redis_cpu(client: redis.Redis) -> float:
+    info = client.info("cpu")
+    return float(info["used_cpu_sys"]) + float(info["used_cpu_user"])
+
+
 def children(pid: int) -> list[int]:
     out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True)
     return sorted(int(p) for p in out.stdout.split())
+
+
+class Probe:
+    """CPU seconds and context switches of the worker's processes, and the Redis server's CPU."""
+
+    def __init__(self, pids: list[int], broker: str) -> None:
+        self.pids = pids
+        self.redis = redis.Redis.from_url(broker) if broker.startswith("redis") else None
+
+    def read(self) -> tuple[list[float], list[int], float]:
+        return (
+            [cpu_seconds(pid) for pid in self.pids],
+            [switches(pid) for pid in self.pids],
+            redis_cpu(self.redis) if self.redis is not None else 0.0,
+        )
+
+
+def drain(app: App, counter: redis.Redis, done_key: str, target: int, n: int) -> float:
+    """Sends ``n`` tasks and waits until the completion counter reaches ``target``: seconds."""
+    started = time.monotonic()
+    for start in range(0, n, 1000):
+        batch = min(1000, n - start)
+        app.send_many([(TASK_NAME, ("", "noop"), None)] * batch, queue=QUEUE)
+    while int(counter.get(done_key) or 0) < target:
+        time.sleep(0.005)
+        if time.monotonic() - started > 300:
+            raise SystemExit(f"only {counter.get(done_key)} of {target} tasks ran")
+    return time.monotonic() - started
+
+
+def report(on: bool, load: float, n: int, drained: float, before: Any, after: Any) -> list[float]:
+    """Prints one drain's figures; returns µs per task: supervisor, children, Redis."""
+    per_k = [(b - a) * 1000 / n for a, b in zip(before[0], after[0], strict=True)]
+    switched = [b - a for a, b in zip(before[1], after[1], strict=True)]
+    redis_used = (after[2] - before[2]) * 1000 / n
+    print(
+        f"events {'on ' if on else 'off'} load {load:4.1f} drain {drained:5.2f} s "
+        f"({n / drained:5.0f}/s)  CPU s/1k tasks: supervisor {per_k[0]:.3f} "
+        f"children {sum(per_k[1:]):.3f} ({' + '.join(f'{c:.3f}' for c in per_k[1:])})"
+        f" redis {redis_used:.3f}  switches/1k tasks: supervisor "
+        f"{switched[0] * 1000 / n:.1f} children {sum(switched[1:]) * 1000 / n:.1f}",
+        flush=True,
+    )
+    return [per_k[0] * 1000, sum(per_k[1:]) * 1000, redis_used * 1000, drained]
 
 
 def main() -> None:
@@ -48,6 +111,14 @@ def main() -> None:
     p.add_argument("-n", type=int, default=10_000, help="tasks (default 10 000)")
     p.add_argument("-c", type=int, default=2, help="prefork children (default 2)")
     p.add_argument("-E", action="store_true", help="task events on")
+    p.add_argument("--perf", help="perf record -g the children over the drain, into this file")
+    p.add_argument(
+        "--alternate",
+        type=int,
+        metavar="PAIRS",
+        help="one worker started with -E; PAIRS drains of -n tasks each with events off, then "
+        "on (disable_events / enable_events), and the medians of the differences",
+    )
     options = p.parse_args()
     counter_url = options.counter or options.broker
     counter = redis.Redis.from_url(counter_url)
@@ -57,7 +128,7 @@ def main() -> None:
            "FASTQ_BENCH_COUNTER": counter_url, "FASTQ_BENCH_RUN": RUN}  # fmt: skip
     argv = [sys.executable, "-m", "fastq.cli", "-A", "fastq.bench.apps.fastq_app", "worker",
             "-c", str(options.c), "-Q", QUEUE, "-l", "WARNING"]  # fmt: skip
-    if options.E:
+    if options.E or options.alternate:
         argv.append("-E")
     worker = subprocess.Popen(argv, env=env)
     app = App("events-bench", broker=options.broker, set_as_current=False)
@@ -66,30 +137,58 @@ def main() -> None:
         pids = [worker.pid, *children(worker.pid)]
         if len(pids) != options.c + 1:
             raise SystemExit(f"expected {options.c} children, found {pids[1:]}")
-        before = [cpu_seconds(pid) for pid in pids]
-        load = os.getloadavg()[0]
-        started = time.monotonic()
-        for start in range(0, options.n, 1000):
-            batch = min(1000, options.n - start)
-            app.send_many([(TASK_NAME, ("", "noop"), None)] * batch, queue=QUEUE)
-        while int(counter.get(done_key) or 0) < options.n:
-            time.sleep(0.005)
-            if time.monotonic() - started > 300:
-                raise SystemExit(f"only {counter.get(done_key)} of {options.n} tasks ran")
-        drained = time.monotonic() - started
-        after = [cpu_seconds(pid) for pid in pids]
-        per_k = [(b - a) * 1000 / options.n for a, b in zip(before, after, strict=True)]
-        print(
-            f"events {'on ' if options.E else 'off'} load {load:4.1f} drain {drained:5.2f} s "
-            f"({options.n / drained:5.0f}/s)  CPU s/1k tasks: supervisor {per_k[0]:.3f} "
-            f"children {sum(per_k[1:]):.3f} ({' + '.join(f'{c:.3f}' for c in per_k[1:])})",
-            flush=True,
-        )
+        probe = Probe(pids, options.broker)
+        perf = None
+        if options.perf:
+            perf = subprocess.Popen(
+                ["perf", "record", "-g", "-q", "-o", options.perf,
+                 "-p", ",".join(map(str, pids[1:]))],
+                stdout=subprocess.DEVNULL,
+            )  # fmt: skip
+            time.sleep(1)
+        if not options.alternate:
+            before, load = probe.read(), os.getloadavg()[0]
+            drained = drain(app, counter, done_key, options.n, options.n)
+            report(options.E, load, options.n, drained, before, probe.read())
+        else:
+            alternate(app, probe, counter, done_key, options.n, options.alternate)
+        if perf is not None:
+            perf.send_signal(signal.SIGINT)
+            perf.wait(60)
     finally:
         app.close()
         worker.terminate()
         worker.wait(30)
         counter.delete(*keys(RUN).values())
+
+
+def alternate(
+    app: App, probe: Probe, counter: redis.Redis, done_key: str, n: int, pairs: int
+) -> None:
+    done = 0
+    figures: dict[bool, list[list[float]]] = {False: [], True: []}
+    for _ in range(pairs):
+        for on in (False, True):
+            (app.control.enable_events if on else app.control.disable_events)(reply=True)
+            time.sleep(0.3)  # the children hear it on their next cycle
+            before, load = probe.read(), os.getloadavg()[0]
+            done += n
+            drained = drain(app, counter, done_key, done, n)
+            figures[on].append(report(on, load, n, drained, before, probe.read()))
+    off, on = figures[False], figures[True]
+    diff = [[b - a for a, b in zip(x, y, strict=True)] for x, y in zip(off, on, strict=True)]
+    ratio = [y[3] / x[3] for x, y in zip(off, on, strict=True)]
+    print(
+        f"medians over {pairs} pairs, µs/task on - off: supervisor "
+        f"{statistics.median(d[0] for d in diff):+.2f} children "
+        f"{statistics.median(d[1] for d in diff):+.2f} redis "
+        f"{statistics.median(d[2] for d in diff):+.2f}; off: supervisor "
+        f"{statistics.median(x[0] for x in off):.2f} children "
+        f"{statistics.median(x[1] for x in off):.2f} redis "
+        f"{statistics.median(x[2] for x in off):.2f}; drain time on/off "
+        f"{statistics.median(ratio):.3f}",
+        flush=True,
+    )
 
 
 if __name__ == "__main__":

@@ -1,20 +1,27 @@
 """The CPU cost of task events per task, in isolation: a prefork child's side (the events of a
-no-op task encoded and written with its reports, to /dev/null) and the supervisor's (those
-reports read from a pipe, the events stamped with their clocks and put in kombu's Redis
-envelope; no network), events on vs off, best of 5 rounds of 20 000 tasks (process CPU time).
+no-op task encoded and written with its reports, to /dev/null; the ``task-received`` of a
+fetched batch of 10 in one call) and the supervisor's (those reports read from a pipe, the
+events stamped with their clocks and put in kombu's Redis envelope; no network), events on vs
+off, best of 5 rounds of 20 000 tasks (process CPU time).
 
-    python bench/events_micro.py
+    python bench/events_micro.py [REDIS_URL]
 
-Far less sensitive to other load than a worker's drain. Also runs against fastq as it was
-before 2026-12-03 (``PYTHONPATH=<old checkout>/python``), whose child handed each event to the
-reporter encoded (``SupervisorReporter.event``), for an A/B comparison.
+With ``REDIS_URL`` (a Redis nothing else uses), the deliveries are real ones, fetched from it
+by the Rust consumer (sent with ``send_many`` first); without, stand-ins with the same
+attributes (slower to read). Far less sensitive to other load than a worker's drain. Also runs
+against older fastq (``PYTHONPATH=<old checkout>/python``) for an A/B comparison: before
+2026-12-03 the child handed each event to the reporter encoded (``SupervisorReporter.event``);
+until the evening of 2026-12-03, it encoded each task's ``task-received`` when it handled the
+task (no ``TaskEvents.fetched``) and its start and outcome as events of their own.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 import time
 import uuid
+from types import SimpleNamespace
 from typing import Any
 
 from fastq.brokers.redis_events import event_envelope
@@ -54,10 +61,49 @@ def child_side(fd: int, on: bool) -> tuple[SupervisorReporter, TaskEvents]:
     return reporter, events
 
 
-def context() -> Context:
+TASKS = {"fastq.bench.task": None}
+BATCH = 10
+
+
+def deliveries(url: str | None) -> list[Any]:
+    """``N`` deliveries of a no-op task sent as fastq sends it: fetched from ``url`` by the Rust
+    consumer, or stand-ins with the attributes the loop reads."""
+    if url is None:
+        return [
+            SimpleNamespace(
+                message=SimpleNamespace(
+                    id=str(uuid.uuid4()), task="fastq.bench.task", args=("", "noop"), kwargs={},
+                    headers={"argsrepr": "('', 'noop')", "kwargsrepr": "{}", "retries": 0},
+                )
+            )
+            for _ in range(N)
+        ]  # fmt: skip
+    from fastq import App
+
+    app = App("events-micro", broker=url, set_as_current=False)
+    queue = f"fastq.bench.micro.{os.getpid()}"
+    for _ in range(0, N, 1000):
+        app.send_many([("fastq.bench.task", ("", "noop"), None)] * 1000, queue=queue)
+    consumer = app.broker.consumer(
+        [queue], prefetch=1000, consumer_id=queue, accept=["application/json"]
+    )
+    got: list[Any] = []
+    while len(got) < N:
+        batch = list(consumer.fetch(1.0))
+        if not batch:
+            raise SystemExit(f"only {len(got)} of {N} messages came back from {url}")
+        consumer.ack([d.delivery_tag for d in batch])
+        got += batch
+    consumer.close()
+    app.close()
+    return got
+
+
+def context(delivery: Any) -> Context:
+    message = delivery.message
     return Context(
-        id=str(uuid.uuid4()), task="fastq.bench.task", args=("", "noop"), kwargs={}, retries=0,
-        headers={"argsrepr": "('', 'noop')", "kwargsrepr": "{}"}, ignore_result=True,
+        id=message.id, task=message.task, args=message.args, kwargs=message.kwargs,
+        retries=0, headers=message.headers, ignore_result=True,
     )  # fmt: skip
 
 
@@ -73,36 +119,48 @@ def one_task(reporter: SupervisorReporter, events: TaskEvents, ctx: Context) -> 
     reporter.hand_over([], False)
 
 
-def child(on: bool, contexts: list[Context]) -> float:
+def run(reporter: SupervisorReporter, events: TaskEvents, batch: list[Any]) -> None:
+    """A fetched batch: its task-received (when ``TaskEvents.fetched`` exists), its tasks."""
+    if events.enabled and hasattr(events, "fetched"):
+        events.fetched(batch, TASKS)
+    for delivery in batch:
+        one_task(reporter, events, context(delivery))
+
+
+def child(on: bool, got: list[Any]) -> float:
     best = float("inf")
     for _ in range(ROUNDS):
         fd = os.open(os.devnull, os.O_WRONLY)
         reporter, events = child_side(fd, on)
         started = time.process_time()
-        for ctx in contexts:
-            one_task(reporter, events, ctx)
+        for i in range(0, len(got), BATCH):
+            run(reporter, events, got[i : i + BATCH])
         best = min(best, time.process_time() - started)
         os.close(fd)
-    return best / len(contexts) * 1e6
+    return best / len(got) * 1e6
 
 
-def report_chunks(on: bool, contexts: list[Context]) -> list[bytes]:
+def report_chunks(on: bool, got: list[Any]) -> list[bytes]:
     """What a child writes, read in chunks of 50 tasks (a pipe holds 64 KiB)."""
     read_fd, write_fd = os.pipe()
     os.set_blocking(read_fd, False)
     reporter, events = child_side(write_fd, on)
     chunks = []
-    for i, ctx in enumerate(contexts):
-        one_task(reporter, events, ctx)
-        if i % 50 == 49:
+    for i in range(0, len(got), BATCH):
+        run(reporter, events, got[i : i + BATCH])
+        if i % 50 == 40:
             chunks.append(os.read(read_fd, 1 << 20))
+    try:
+        chunks.append(os.read(read_fd, 1 << 20))
+    except BlockingIOError:
+        pass
     os.close(read_fd)
     os.close(write_fd)
     return chunks
 
 
-def supervisor(on: bool, contexts: list[Context]) -> float:
-    chunks = report_chunks(on, contexts)
+def supervisor(on: bool, got: list[Any]) -> float:
+    chunks = report_chunks(on, got)
     best = float("inf")
     for _ in range(ROUNDS):
         dispatcher = EventDispatcher(Publisher, "celery@host")
@@ -121,13 +179,13 @@ def supervisor(on: bool, contexts: list[Context]) -> float:
         best = min(best, time.process_time() - started)
         os.close(read_fd)
         os.close(write_fd)
-    return best / len(contexts) * 1e6
+    return best / len(got) * 1e6
 
 
 def main() -> None:
-    contexts = [context() for _ in range(N)]
+    got = deliveries(sys.argv[1] if len(sys.argv) > 1 else None)
     for name, side in (("child", child), ("supervisor", supervisor)):
-        off, on = side(False, contexts), side(True, contexts)
+        off, on = side(False, got), side(True, got)
         print(f"{name:10s} µs/task: events off {off:.2f}, on {on:.2f}, extra {on - off:.2f}")
 
 

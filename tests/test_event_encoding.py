@@ -1,18 +1,33 @@
 """How task events are encoded where they happen and stamped with the clock where they are sent
 (``_core.encode_events``, ``_core.stamp_events``), without a broker: Celery's fields, JSON a
-receiver reads, consecutive Lamport clocks, and a prefork child's events carried by its next
-report."""
+receiver reads, consecutive Lamport clocks, and a prefork child's events carried by its reports
+(a batch's ``task-received`` encoded when it is fetched, a task's start and success told by its
+start and end reports and written as events by the supervisor)."""
 
 from __future__ import annotations
 
 import json
 import os
+import time
+from collections.abc import Callable
+from types import SimpleNamespace
+from typing import Any
 
-from fastq import _core
+from fastq import _core, states
 from fastq.control_channel import _Clock
-from fastq.events import TaskEvents, common_members, encode_events, utcoffset, with_clock
+from fastq.events import (
+    REPR_MAX,
+    TaskEvents,
+    common_members,
+    encode_events,
+    short_repr,
+    utcoffset,
+    with_clock,
+)
+from fastq.execution.tracer import Outcome, Settle
 from fastq.task import Context
 from fastq.worker.reports import SupervisorReporter
+from fastq.worker.supervisor import Child, Supervisor
 
 
 class Switch:
@@ -60,25 +75,164 @@ def test_stamping_splices_consecutive_clocks_as_with_clock_does() -> None:
     assert _core.stamp_events([], 1) == b"[]"
 
 
-def test_a_prefork_childs_events_go_before_the_report_that_carries_them() -> None:
+def _stand_in(task_id: str, task: str, **headers: Any) -> SimpleNamespace:
+    """A delivery as the loop reads it (another broker's: ``encode_received`` reads attributes)."""
+    message = SimpleNamespace(id=task_id, task=task, args=(1,), kwargs={}, headers=headers)
+    return SimpleNamespace(message=message)
+
+
+def _child_reports(run: Callable[[SupervisorReporter, TaskEvents], None]) -> bytes:
+    """What a prefork child writes on its report pipe while ``run`` plays a loop's part."""
     read_fd, write_fd = os.pipe()
     try:
         reporter = SupervisorReporter(write_fd)
         events = TaskEvents("w@h", 7, None, Switch())
         reporter.events = events
-        context = Context(id="id-1", task="t", args=(1,), kwargs={}, headers={})
-        events.received(context)
-        events.started(context)
-        reporter.started(context, None, False)
-        reporter.flush_events()  # nothing held: nothing written
-        lines = os.read(read_fd, 65536).decode().splitlines()
+        run(reporter, events)
+        reporter.flush_events()
+        return os.read(read_fd, 65536)
     finally:
         os.close(read_fd)
         os.close(write_fd)
-    assert [line[:2] for line in lines] == ["E ", "E ", "S "]
-    received, started = (json.loads(line[2:]) for line in lines[:2])
-    assert (received["type"], received["args"], received["pid"]) == ("task-received", "(1,)", 7)
-    assert started["type"] == "task-started" and started["timestamp"] >= received["timestamp"]
+
+
+def _published(reports: bytes) -> list[dict[str, Any]]:
+    """The events a supervisor publishes from ``reports`` (one ``task.multi`` body)."""
+    read_fd, write_fd = os.pipe()
+    os.set_blocking(read_fd, False)
+    taken: list[bytes | tuple[Any, ...]] = []
+    noop: Any = None
+    supervisor = Supervisor(1, noop, noop, noop, on_events=taken.extend)
+    try:
+        os.write(write_fd, reports)
+        supervisor._read_reports(Child(0, 1, "c", 0.0, read_fd, -1))
+    finally:
+        os.close(read_fd)
+        os.close(write_fd)
+    events: list[dict[str, Any]] = json.loads(
+        _core.stamp_events(taken, 5, common_members("w@h", 7))
+    )
+    return events
+
+
+def test_a_prefork_childs_events_reach_the_supervisor_with_its_reports() -> None:
+    """The batch's task-received in one line when it is fetched, a task's start and success in
+    its start and end reports: the supervisor publishes Celery's three events, in order."""
+    batch = [
+        _stand_in("id-1", "t", argsrepr="(1,)", root_id="r", retries=2, eta="2026-01-01T00:00:00"),
+        _stand_in("id-2", "t"),  # no argsrepr: the args' repr
+        _stand_in("id-3", "unknown"),  # not registered: refused, no task-received
+        SimpleNamespace(message=None),  # did not decode: none either
+    ]
+
+    def run(reporter: SupervisorReporter, events: TaskEvents) -> None:
+        events.fetched(batch, {"t": None})
+        context = Context(id="id-1", task="t", args=(1,), kwargs={}, headers={})
+        events.started(context)
+        reporter.started(context, None, False)
+        events.outcome(context, Outcome(states.SUCCESS, {"a": 1}, None, Settle.ACK), 0.25)
+        reporter.hand_over([], False)
+
+    reports = _child_reports(run)
+    assert [line[:2] for line in reports.splitlines()] == [b"E ", b"E ", b"S ", b"D "]
+    events = _published(reports)
+    assert [(e["type"], e["uuid"], e["clock"]) for e in events] == [
+        ("task-received", "id-1", 5),
+        ("task-received", "id-2", 6),
+        ("task-started", "id-1", 7),
+        ("task-succeeded", "id-1", 8),
+    ]
+    received, other, started, succeeded = events
+    for event in events:
+        assert (event["hostname"], event["pid"], event["utcoffset"]) == ("w@h", 7, utcoffset())
+    assert received == {
+        **received,
+        "name": "t",
+        "args": "(1,)",
+        "kwargs": "{}",
+        "root_id": "r",
+        "parent_id": None,
+        "retries": 2,
+        "eta": "2026-01-01T00:00:00",
+        "expires": None,
+    }
+    assert (other["args"], other["retries"], other["root_id"]) == ("(1,)", 0, None)
+    assert received["timestamp"] <= started["timestamp"] <= succeeded["timestamp"]
+    assert abs(succeeded["timestamp"] - time.time()) < 5
+    assert (succeeded["result"], succeeded["runtime"]) == ("{'a': 1}", 0.25)
+
+
+def test_reprs_are_cut_as_celery_cuts_them() -> None:
+    def run(reporter: SupervisorReporter, events: TaskEvents) -> None:
+        message = SimpleNamespace(id="id-1", task="t", args=("é" * 2000,), kwargs=None, headers={})
+        events.fetched([SimpleNamespace(message=message)], {"t": None})
+        context = Context(id="id-1", task="t")
+        events.started(context)
+        reporter.started(context, None, False)
+        events.outcome(context, Outcome(states.SUCCESS, "x" * 5000, None, Settle.ACK), 0.5)
+        reporter.finished()
+
+    received, _, succeeded = _published(_child_reports(run))
+    assert received["args"] == short_repr(("é" * 2000,)) and len(received["args"]) == REPR_MAX
+    assert received["kwargs"] == "{}"
+    assert succeeded["result"] == short_repr("x" * 5000) and succeeded["result"].endswith("...")
+
+
+def test_an_outcome_a_report_line_cannot_carry_goes_as_an_event_of_its_own() -> None:
+    """A result whose repr spans lines, and every outcome but success: ``E`` lines."""
+
+    class Lines:
+        def __repr__(self) -> str:
+            return "two\nlines"
+
+    def run(reporter: SupervisorReporter, events: TaskEvents) -> None:
+        for task_id, outcome in [
+            ("id-1", Outcome(states.SUCCESS, Lines(), None, Settle.ACK)),
+            ("id-2", Outcome(states.FAILURE, KeyError("k"), "Traceback…", Settle.ACK)),
+        ]:
+            context = Context(id=task_id, task="t")
+            events.started(context)
+            reporter.started(context, None, False)
+            events.outcome(context, outcome, 0.5)
+            reporter.hand_over([], False)
+
+    events = _published(_child_reports(run))
+    assert [(e["type"], e["uuid"]) for e in events] == [
+        ("task-started", "id-1"),
+        ("task-succeeded", "id-1"),
+        ("task-started", "id-2"),
+        ("task-failed", "id-2"),
+    ]
+    assert events[1]["result"] == "two\nlines"
+    assert (events[3]["exception"], events[3]["traceback"]) == ("KeyError('k')", "Traceback…")
+
+
+def test_with_events_off_the_reports_say_nothing_of_them() -> None:
+    def run(reporter: SupervisorReporter, events: TaskEvents) -> None:
+        events.switch.send_events = False
+        context = Context(id="id-1", task="t")
+        reporter.started(context, None, False)
+        reporter.hand_over([], False)
+
+    reports = _child_reports(run)
+    assert reports.split(b" ")[6] == b"-" and reports.endswith(b"\nD\n")
+    assert _published(reports) == []
+
+
+def test_a_malformed_report_event_is_left_out_with_its_clock() -> None:
+    reports = [
+        (b"S", b"1.5", "a"),  # not whole microseconds
+        (b"D", "1500000", "b", b"x", "'r'"),  # runtime not a number
+        (b"D", "1500000", "b", b"500000000", "'r'"),
+        (b"S", "2500000", "c"),
+    ]
+    body = _core.stamp_events(reports, 1, b'"pid":1')
+    assert json.loads(body) == [
+        {"clock": 3, "type": "task-succeeded", "timestamp": 1.5, "pid": 1, "uuid": "b",
+         "result": "'r'", "runtime": 0.5},
+        {"clock": 4, "type": "task-started", "timestamp": 2.5, "pid": 1, "uuid": "c"},
+    ]  # fmt: skip
+    assert b'"timestamp":1.500000,' in body and b'"runtime":0.500000000}' in body
 
 
 def test_without_a_report_pipe_each_event_is_handed_on_at_once() -> None:

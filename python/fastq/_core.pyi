@@ -6,7 +6,7 @@ their content type), ``InvalidMessage`` (valid data that is not a task message),
 """
 
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Container, Iterable, Mapping, Sequence
 from typing import Any, Literal, final
 
 # The module's own list (PyO3 fills it from every `m.add*` in lib.rs); stubtest compares the two.
@@ -31,6 +31,7 @@ __all__ = [
     "dumps",
     "encode_event_lines",
     "encode_events",
+    "encode_received",
     "encode_task_envelope",
     "encode_task_message",
     "loads",
@@ -99,10 +100,24 @@ def encode_event_lines(
     """``encode_events`` as lines, each ``<prefix><JSON>\\n`` (JSON holds no raw newline): a
     prefork child's ``E`` report lines."""
 
-def stamp_events(events: Iterable[bytes], clock: int) -> bytes:
-    """A ``task.multi`` body: the JSON array of ``events`` (``encode_events``' objects), each with
-    ``"clock"`` spliced in as its first member, numbered from ``clock`` on. An item that is not a
-    JSON object (``{…}``) is left out, and its clock number with it."""
+def encode_received(
+    deliveries: Iterable[Any], tasks: Container[str], common: bytes, timestamp: float, prefix: bytes
+) -> bytes:
+    """The ``task-received`` of each delivery of a fetched batch whose message decoded and whose
+    task is in ``tasks``, all at ``timestamp``, as lines ``<prefix><JSON>\\n``: Celery's fields,
+    ``args``/``kwargs`` from the ``argsrepr``/``kwargsrepr`` headers or else the arguments'
+    reprs cut to 1024 characters. A header JSON cannot carry raises ``EncodeError``."""
+
+def stamp_events(
+    events: Iterable[bytes | tuple[Any, ...]], clock: int, common: bytes = b""
+) -> bytes:
+    """A ``task.multi`` body: the JSON array of ``events``, each with ``"clock"`` spliced in as its
+    first member, numbered from ``clock`` on. An event is a JSON object (``encode_events``'), or
+    a prefork child's report of a task written as its event here with ``common``:
+    ``(b"S", timestamp, uuid)`` a ``task-started``, ``(b"D", timestamp, uuid, runtime, result)``
+    a ``task-succeeded`` (timestamp and runtime numbers as text; each part bytes or str). An item
+    that does not read (not a JSON object ``{…}``, a malformed report) is left out, and its clock
+    number with it."""
 
 def encode_task_envelope(
     headers: dict[str, Any],

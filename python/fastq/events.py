@@ -7,12 +7,18 @@ An event is a JSON object with Celery's fields: ``type`` (``task-succeeded``), `
 are batched as Celery's own prefork worker batches them: a JSON list on ``task.multi``, which
 Celery's receivers (``celery events``, Flower) read as the events it holds.
 
-Each event is encoded once, in Rust (``_core.encode_events``), by the process where it happens (a
-prefork child holds its events until its next report, which carries them to the supervisor: the
-``task-received`` and ``task-started`` of a task are encoded in one call), and published off the
-task's path: ``EventDispatcher.tick`` runs from the supervisor's loop (prefork) or a thread of
-its own (threads, solo). The Lamport clock is stamped at publish time, by the process that
-publishes, spliced into the encoded events in one call per batch (``_core.stamp_events``).
+Each event is encoded once, in Rust (``_core.encode_events``), and published off the task's
+path: ``EventDispatcher.tick`` runs from the supervisor's loop (prefork) or a thread of its own
+(threads, solo). The Lamport clock is stamped at publish time, by the process that publishes,
+spliced into the encoded events in one call per batch (``_core.stamp_events``).
+
+A prefork child does as little as it can per task (``TaskEvents`` without ``emit``): the
+``task-received`` of a fetched batch are encoded in one call when it arrives
+(``_core.encode_received``), and go to the supervisor with the child's next report; a
+``task-started`` is the start report's timestamp, a ``task-succeeded`` the end report's
+timestamp, runtime and result repr (``worker/reports.py``), which the supervisor turns into
+events when it publishes them (``stamp_events`` again, from the reports' parts). Other events
+(failed, retried, revoked, rejected) are encoded by the child and carried as ``E`` lines.
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ import socket
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from fastq import _core, errors, states
@@ -33,7 +39,7 @@ from fastq.control_channel import CLOCK
 
 if TYPE_CHECKING:
     from fastq.app import App
-    from fastq.brokers.base import EventPublisher
+    from fastq.brokers.base import Delivery, EventPublisher
     from fastq.execution.tracer import Outcome
     from fastq.protocol import OutgoingMessage
     from fastq.task import Context
@@ -110,6 +116,17 @@ def with_clock(raw: bytes, clock: int) -> bytes:
     return b'{"clock":%d,%s' % (clock, raw[1:])
 
 
+def _utf8(text: str) -> bool:
+    """``text`` encodes as UTF-8 (no lone surrogate), as a report line must."""
+    if text.isascii():
+        return True
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _plain(value: Any) -> bool:
     return isinstance(value, (str, int, float, bool, type(None)))
 
@@ -131,7 +148,9 @@ class TaskEvents:
 
     ``pid`` is the worker's main process, as in Celery, where the main process sends them.
     Without ``emit`` (a prefork child), events are ``held`` until ``take``: the child's next
-    report carries them, and the events held meanwhile are encoded in one call.
+    report carries them, and the events held meanwhile are encoded in one call; the
+    ``task-received`` of a batch are encoded when it is fetched (``fetched``), and a task's
+    start and success are left to its reports (``start_stamp``, ``end_stamp``).
     """
 
     def __init__(
@@ -146,8 +165,14 @@ class TaskEvents:
         self.emit = emit
         self.switch = switch
         self.common = common_members(hostname, pid)
-        #: Events not encoded yet (``emit`` None): (type, timestamp, fields).
-        self.held: list[tuple[str, float, dict[str, Any]]] = []
+        #: Events not written yet (``emit`` None): (type, timestamp, fields) not encoded yet, or
+        #: lines encoded already (a batch's ``task-received``).
+        self.held: list[tuple[str, float, dict[str, Any]] | bytes] = []
+        #: When the task about to start started, for its start report: ``time.time()`` in whole
+        #: microseconds (0: none; an int is written faster than a float).
+        self.start_stamp = 0
+        #: A task's success for its end report: when (µs), its runtime (ns), its result's repr.
+        self.end_stamp: tuple[int, int, str] | None = None
 
     @property
     def enabled(self) -> bool:
@@ -163,9 +188,48 @@ class TaskEvents:
     def take(self, prefix: bytes) -> bytes:
         """The events held so far as lines, each ``<prefix><JSON>\\n`` (``emit`` None)."""
         held, self.held = self.held, []
-        return encode_lines(held, self.common, prefix) if held else b""
+        if not held:
+            return b""
+        parts: list[bytes] = []
+        run: list[tuple[str, float, dict[str, Any]]] = []
+        for item in held:
+            if isinstance(item, bytes):
+                if run:
+                    parts.append(encode_lines(run, self.common, prefix))
+                    run = []
+                parts.append(item)
+            else:
+                run.append(item)
+        if run:
+            parts.append(encode_lines(run, self.common, prefix))
+        return b"".join(parts)
+
+    def fetched(self, deliveries: Sequence[Delivery], tasks: Mapping[str, Any]) -> None:
+        """A batch arrived (a prefork child): the ``task-received`` of its tasks, in one call
+        (those whose message did not decode or whose task is not registered have none)."""
+        if self.emit is not None:
+            return  # ``received`` per task
+        now = time.time()
+        try:
+            lines = _core.encode_received(deliveries, tasks, self.common, now, b"E ")
+        except (errors.EncodeError, TypeError, AttributeError):  # one by one, reprs if need be
+            for delivery in deliveries:
+                try:
+                    lines = _core.encode_received([delivery], tasks, self.common, now, b"E ")
+                except (errors.EncodeError, TypeError, AttributeError):
+                    fields = _received_fields(delivery)
+                    if fields is not None:
+                        self.held.append(("task-received", now, fields))
+                    continue
+                if lines:
+                    self.held.append(lines)
+            return
+        if lines:
+            self.held.append(lines)
 
     def received(self, context: Context) -> None:
+        if self.emit is None:
+            return  # the batch's, when it was fetched
         headers = context.headers or {}
         argsrepr, kwargsrepr = headers.get("argsrepr"), headers.get("kwargsrepr")
         self._send(
@@ -186,6 +250,9 @@ class TaskEvents:
         )
 
     def started(self, context: Context) -> None:
+        if self.emit is None:
+            self.start_stamp = int(time.time() * 1e6)  # the start report carries it
+            return
         self._send("task-started", {"uuid": context.id})
 
     def outcome(self, context: Context, outcome: Outcome, runtime: float) -> None:
@@ -193,7 +260,12 @@ class TaskEvents:
         what the task's run came to."""
         state = outcome.state
         if state == states.SUCCESS:
-            fields = {"uuid": context.id, "result": short_repr(outcome.value), "runtime": runtime}
+            result = short_repr(outcome.value)
+            if self.emit is None and "\n" not in result and _utf8(result):
+                # the end report carries it
+                self.end_stamp = (int(time.time() * 1e6), int(max(runtime, 0.0) * 1e9), result)
+                return
+            fields = {"uuid": context.id, "result": result, "runtime": runtime}
             self._send("task-succeeded", fields)
         elif state in (states.FAILURE, states.RETRY):
             error = outcome.error if state == states.RETRY else outcome.value
@@ -230,6 +302,27 @@ class TaskEvents:
         self._send("task-rejected", {"uuid": context.id, "requeue": requeue})
 
 
+def _received_fields(delivery: Delivery) -> dict[str, Any] | None:
+    """A ``task-received``'s fields from a delivery's message, where ``_core.encode_received``
+    cannot write them (a header JSON cannot carry: ``encode_lines`` writes its repr)."""
+    message = delivery.message
+    if message is None:
+        return None
+    headers = message.headers if isinstance(message.headers, Mapping) else {}
+    argsrepr, kwargsrepr = headers.get("argsrepr"), headers.get("kwargsrepr")
+    return {
+        "uuid": message.id,
+        "name": message.task,
+        "args": argsrepr if isinstance(argsrepr, str) else short_repr(message.args),
+        "kwargs": kwargsrepr if isinstance(kwargsrepr, str) else short_repr(message.kwargs or {}),
+        "root_id": headers.get("root_id"),
+        "parent_id": headers.get("parent_id"),
+        "retries": headers.get("retries") or 0,
+        "eta": headers.get("eta"),
+        "expires": headers.get("expires"),
+    }
+
+
 class EventDispatcher:
     """Sends this process's events: task events buffered (``put_many``) and published in batches by
     ``tick``, worker events (online, heartbeat, offline) as they come.
@@ -251,7 +344,8 @@ class EventDispatcher:
         self.pid = os.getpid()
         self.common = common_members(hostname, self.pid)
         self._publisher: EventPublisher | None = None
-        self._buffer: deque[bytes] = deque(maxlen=MAX_BUFFERED)
+        #: Encoded events, or a prefork child's start and end reports of a task (``stamp_events``).
+        self._buffer: deque[bytes | tuple[Any, ...]] = deque(maxlen=MAX_BUFFERED)
         self._lock = threading.Lock()
         self._next_heartbeat = 0.0
         self._next_flush = 0.0
@@ -260,8 +354,9 @@ class EventDispatcher:
         #: Heartbeats on: between ``online()`` and ``offline()``.
         self.beating = False
 
-    def put_many(self, raws: list[bytes]) -> None:
-        """Buffers encoded task events (thread-safe)."""
+    def put_many(self, raws: Sequence[bytes | tuple[Any, ...]]) -> None:
+        """Buffers task events (thread-safe): encoded, or as a child's reports give them
+        (``_core.stamp_events``)."""
         with self._lock:
             self._buffer.extend(raws)
 
@@ -321,7 +416,7 @@ class EventDispatcher:
                 batch = list(self._buffer)
                 self._buffer.clear()
             if batch:
-                body = _core.stamp_events(batch, CLOCK.forward_many(len(batch)))
+                body = _core.stamp_events(batch, CLOCK.forward_many(len(batch)), self.common)
                 self._publish([("task.multi", body)])
         if self.beating and time.monotonic() >= self._next_heartbeat:
             self.heartbeat()

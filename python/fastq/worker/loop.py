@@ -360,6 +360,8 @@ class WorkerLoop:
                 self.observer.tick(consumer.in_flight)
             if deliveries:  # what came while the fetch waited applies to them too
                 self._read_supervisor()
+                if self.events is not None and self.events.enabled:
+                    self.events.fetched(deliveries, self.app.tasks)  # their task-received
         self._dispatch(consumer, deliveries)
         self._run_due(consumer)
         self._flush(consumer)
@@ -637,6 +639,10 @@ class WorkerLoop:
                 delivery.queue,
                 exc,
             )
+            events = self.events
+            if events is not None and events.enabled and events.emit is None:
+                if message.task in self.app.tasks:  # its task-received went when it was fetched
+                    events.failed(message.id, exc)
             self._reject_bad(consumer, delivery, exc)
             return
         if log.isEnabledFor(logging.INFO):  # Celery's line (a worker at WARNING pays nothing)

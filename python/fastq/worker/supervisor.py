@@ -105,7 +105,7 @@ class Supervisor:
         settle_done: Callable[[str, list[str]], None] | None = None,
         fails_when_lost: Callable[[str], bool] | None = None,
         on_metrics: Callable[[int, bytes | None], None] | None = None,
-        on_events: Callable[[list[bytes]], None] | None = None,
+        on_events: Callable[[list[bytes | tuple[Any, ...]]], None] | None = None,
         early_acks: EarlyAcks | None = None,
     ) -> None:
         """``child_main(index, consumer_id, reporter, revoked_fd)`` runs in each child and returns
@@ -122,9 +122,11 @@ class Supervisor:
         task whose child died fails (``WorkerLostError``) instead of running again
         (``task_reject_on_worker_lost=False``); ``on_metrics(index, data)`` takes a child's
         metrics line (``M``), and ``None`` when that child is gone (it holds no message now);
-        ``on_events(raws)`` takes the task events the children reported (``E`` lines, JSON);
-        ``early_acks`` acknowledges the tasks children start with an early ack, from their start
-        reports (the children then only release them: ``worker/early_acks.py``)."""
+        ``on_events(raws)`` takes the task events the children reported: ``E`` lines (JSON), and
+        the ``task-started``/``task-succeeded`` their start and end reports carry, as tuples
+        (``_core.stamp_events``); ``early_acks`` acknowledges the tasks children start with an
+        early ack, from their start reports (the children then only release them:
+        ``worker/early_acks.py``)."""
         self.concurrency = concurrency
         self.child_main = child_main
         self.restore = restore
@@ -329,19 +331,24 @@ class Supervisor:
             return
         lines = (child.buffer + b"".join(chunks)).split(b"\n")
         child.buffer = lines.pop()
-        events = []
+        events: list[bytes | tuple[Any, ...]] = []
         for line in lines:
             if line[:2] == b"E ":
                 events.append(line[2:])
             elif line[:2] == b"S ":
-                self._started(child, line)
+                task = self._started(child, line)
+                if task is not None and task.stamp:  # its task-started (events.stamp_events)
+                    events.append((b"S", task.stamp, task.task_id))
             elif line[:2] == b"K ":  # decoded only if the child dies
                 _, task_id, data = line.split(b" ", 2)
                 child.kept.append((task_id.decode(errors="replace"), data))
-            elif line == b"D" or line == b"DL":
+            elif line[:1] == b"D":  # D or DL, and with events a success's stamp, runtime, repr
+                parts = line.split(b" ", 3)
                 running = child.running
-                if line == b"DL" and running is not None and running.delivery_tag:
+                if parts[0] == b"DL" and running is not None and running.delivery_tag:
                     child.done.append((running.task_id, running.delivery_tag))
+                if len(parts) == 4 and running is not None:  # its task-succeeded
+                    events.append((b"D", parts[1], running.task_id, parts[2], parts[3]))
                 child.running = None
                 if self.active_tasks is not None:
                     self.active_tasks.finished(child.index)
@@ -357,17 +364,18 @@ class Supervisor:
         if events and self.on_events is not None:
             self.on_events(events)
 
-    def _started(self, child: Child, line: bytes) -> None:
+    def _started(self, child: Child, line: bytes) -> ReportedTask | None:
         task = parse_start(line)
         if task is None:
             log.warning("child %d sent a malformed report: %r", child.index, line[:200])
-            return
+            return None
         child.running = task
         if self.early_acks is not None and not task.acks_late and task.delivery_tag:
             self.early_acks.add(child.consumer_id, task.delivery_tag)
         if self.active_tasks is not None:
             name = task.name or "-"
             self.active_tasks.started(child.index, child.pid, task.task_id, name, task.delivery_tag)
+        return task
 
     def _enforce_deadlines(self) -> None:
         now = time.time()

@@ -16,7 +16,21 @@ pub enum Field<'a> {
     Int(i64),
     Float(f64),
     Str(&'a str),
+    /// A JSON number as text, written as it is (the caller wrote it: `decimal`).
+    Number(&'a str),
     Value(Value),
+}
+
+/// `units / 10^scale` as a JSON number's text, exactly (`1_500_000, 6` → `1.500000`): a
+/// timestamp or duration counted in integer micro- or nanoseconds, without a float's formatting.
+pub fn decimal(units: u64, scale: u32) -> String {
+    let div = 10u64.pow(scale);
+    format!(
+        "{}.{:0width$}",
+        units / div,
+        units % div,
+        width = scale as usize
+    )
 }
 
 /// Appends one event: `{"type":…,"timestamp":…,<common>,<fields>}`. `common` holds the JSON
@@ -49,10 +63,24 @@ impl<'o> EventWriter<'o> {
         timestamp: f64,
         common: &[u8],
     ) -> Result<Self> {
+        Self::begin_at(out, event_type, Field::Float(timestamp), common)
+    }
+
+    /// `begin` with the timestamp as a `Field` (`Float`, or `Number` text from `decimal`).
+    pub fn begin_at(
+        out: &'o mut Vec<u8>,
+        event_type: &str,
+        timestamp: Field<'_>,
+        common: &[u8],
+    ) -> Result<Self> {
         out.extend_from_slice(b"{\"type\":");
         json::to_writer(out, event_type)?;
         out.extend_from_slice(b",\"timestamp\":");
-        json::write(out, &Value::Float(timestamp))?;
+        match timestamp {
+            Field::Number(text) => out.extend_from_slice(text.as_bytes()),
+            Field::Float(f) => json::write(out, &Value::Float(f))?,
+            other => json::write(out, &field_value(other))?,
+        }
         if !common.is_empty() {
             out.push(b',');
             out.extend_from_slice(common);
@@ -74,6 +102,7 @@ impl<'o> EventWriter<'o> {
             }
             Field::Float(f) => json::write(out, &Value::Float(f))?,
             Field::Str(text) => json::to_writer(out, text)?,
+            Field::Number(text) => out.extend_from_slice(text.as_bytes()),
             Field::Value(value) => json::write(out, &value)?,
         }
         Ok(())
@@ -81,6 +110,17 @@ impl<'o> EventWriter<'o> {
 
     pub fn end(self) {
         self.out.push(b'}');
+    }
+}
+
+fn field_value(field: Field<'_>) -> Value {
+    match field {
+        Field::Null => Value::Null,
+        Field::Bool(b) => Value::Bool(b),
+        Field::Int(i) => Value::Int(i),
+        Field::Float(f) => Value::Float(f),
+        Field::Str(text) | Field::Number(text) => Value::Str(text.to_owned()),
+        Field::Value(value) => value,
     }
 }
 
@@ -137,6 +177,19 @@ mod tests {
             String::from_utf8(out).unwrap(),
             r#"{"type":"task-succeeded","timestamp":1.25,"pid":7,"uuid":"a\"b","runtime":0.5,"retries":-3,"requeue":false,"eta":null,"loadavg":[0.25]}"#
         );
+    }
+
+    #[test]
+    fn decimal_writes_integer_units_exactly() {
+        assert_eq!(decimal(1_764_770_000_123_456, 6), "1764770000.123456");
+        assert_eq!(decimal(123_456, 9), "0.000123456");
+        assert_eq!(decimal(5, 6), "0.000005");
+        let mut out = Vec::new();
+        let at = decimal(2_500_000, 6);
+        EventWriter::begin_at(&mut out, "task-started", Field::Number(&at), b"")
+            .unwrap()
+            .end();
+        assert_eq!(out, br#"{"type":"task-started","timestamp":2.500000}"#);
     }
 
     #[test]

@@ -2,12 +2,21 @@
 //! (`fastq_core::events`). Both run with the GIL held: an event is a few hundred bytes, less
 //! work than releasing and taking the GIL back.
 
+use std::borrow::Cow;
+
 use fastq_core::events::{self, EventWriter, Field};
+use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyInt, PyList, PyString};
+use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
 
 use crate::convert::to_value;
+use crate::delivery::Delivery;
 use crate::errors::{encode_error, IntoPyResult};
+use crate::message::TaskMessage;
+
+/// Celery's `resultrepr_maxsize`, and its bound on `argsrepr`/`kwargsrepr`: longer reprs are cut
+/// (`fastq.events.REPR_MAX`).
+const REPR_MAX: usize = 1024;
 
 /// Encodes `events`, each `(type, timestamp, fields)`, as JSON objects without their clock.
 #[pyfunction]
@@ -96,17 +105,238 @@ fn field<'a>(value: &'a Bound<'_, PyAny>) -> PyResult<Field<'a>> {
     Ok(Field::Value(to_value(value)?)) // with to_value's errors (a lone surrogate, a big int…)
 }
 
-/// The JSON array of `events` with their clocks spliced in, from `clock` on.
+/// The `task-received` of each delivery of a fetched batch whose message decoded and whose task
+/// is in `tasks`, all at `timestamp` (when the batch arrived), as lines `<prefix><JSON>\n`:
+/// Celery's fields, `args`/`kwargs` from the message's `argsrepr`/`kwargsrepr` or else the
+/// arguments' reprs cut as Celery cuts them.
 #[pyfunction]
+pub fn encode_received<'py>(
+    py: Python<'py>,
+    deliveries: &Bound<'py, PyAny>,
+    tasks: &Bound<'py, PyAny>,
+    common: &[u8],
+    timestamp: f64,
+    prefix: &[u8],
+) -> PyResult<Bound<'py, PyBytes>> {
+    let mut out = Vec::with_capacity(512);
+    let mut last: Option<(String, bool)> = None;
+    for item in deliveries.try_iter()? {
+        let item = item?;
+        let message = match item.cast::<Delivery>() {
+            Ok(delivery) => match &delivery.get().message {
+                Some(message) => message.bind(py).clone().into_any(),
+                None => continue,
+            },
+            Err(_) => item.getattr("message")?, // another broker's delivery
+        };
+        if message.is_none() {
+            continue;
+        }
+        let (id, task, headers, args, kwargs): (Cow<'_, str>, Cow<'_, str>, _, _, _) =
+            match message.cast::<TaskMessage>() {
+                Ok(m) => {
+                    let m = m.get();
+                    (
+                        Cow::Borrowed(m.id.as_str()),
+                        Cow::Borrowed(m.task.as_str()),
+                        m.headers.bind(py).clone().into_any(),
+                        m.args.bind(py).clone().into_any(),
+                        m.kwargs.bind(py).clone().into_any(),
+                    )
+                }
+                Err(_) => (
+                    Cow::Owned(message.getattr("id")?.extract::<String>()?),
+                    Cow::Owned(message.getattr("task")?.extract::<String>()?),
+                    message.getattr("headers")?,
+                    message.getattr("args")?,
+                    message.getattr("kwargs")?,
+                ),
+            };
+        // A batch is mostly one task's: its name is looked up once.
+        let registered = match &last {
+            Some((name, known)) if *name == task => *known,
+            _ => {
+                let known = tasks.contains(task.as_ref())?;
+                last = Some((task.clone().into_owned(), known));
+                known
+            }
+        };
+        if !registered {
+            continue; // unregistered: refused, as Celery does, without a task-received
+        }
+        let headers = headers.cast_into::<PyDict>()?;
+        let header = |name: &Bound<'py, PyString>| headers.get_item(name);
+        let argsrepr = repr_or(header(intern!(py, "argsrepr"))?, &args)?;
+        let kwargsrepr = match header(intern!(py, "kwargsrepr"))? {
+            Some(text) if text.is_instance_of::<PyString>() => text,
+            _ if kwargs.is_none() => short_repr(&PyDict::new(py).into_any()),
+            _ => short_repr(&kwargs),
+        };
+        let (root_id, parent_id) = (
+            header(intern!(py, "root_id"))?,
+            header(intern!(py, "parent_id"))?,
+        );
+        let (retries, eta, expires) = (
+            header(intern!(py, "retries"))?,
+            header(intern!(py, "eta"))?,
+            header(intern!(py, "expires"))?,
+        );
+        out.extend_from_slice(prefix);
+        let mut event =
+            EventWriter::begin(&mut out, "task-received", timestamp, common).py_err(py)?;
+        event.field("uuid", Field::Str(&id)).py_err(py)?;
+        event.field("name", Field::Str(&task)).py_err(py)?;
+        event.field("args", field(&argsrepr)?).py_err(py)?;
+        event.field("kwargs", field(&kwargsrepr)?).py_err(py)?;
+        for (name, value) in [("root_id", root_id), ("parent_id", parent_id)] {
+            event.field(name, optional(&value)?).py_err(py)?;
+        }
+        let retries = match &retries {
+            Some(value) if !value.is_none() => field(value)?,
+            _ => Field::Int(0),
+        };
+        event.field("retries", retries).py_err(py)?;
+        for (name, value) in [("eta", eta), ("expires", expires)] {
+            event.field(name, optional(&value)?).py_err(py)?;
+        }
+        event.end();
+        out.push(b'\n');
+    }
+    Ok(PyBytes::new(py, &out))
+}
+
+fn optional<'a>(value: &'a Option<Bound<'_, PyAny>>) -> PyResult<Field<'a>> {
+    match value {
+        Some(value) => field(value),
+        None => Ok(Field::Null),
+    }
+}
+
+/// `text` when it is a str (the message's `argsrepr`), else `value`'s repr, cut.
+fn repr_or<'py>(
+    text: Option<Bound<'py, PyAny>>,
+    value: &Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyAny>> {
+    Ok(match text {
+        Some(text) if text.is_instance_of::<PyString>() => text,
+        _ => short_repr(value),
+    })
+}
+
+/// `fastq.events.short_repr`: the repr, cut to `REPR_MAX` characters with `...`; a repr that
+/// raises is named instead.
+fn short_repr<'py>(value: &Bound<'py, PyAny>) -> Bound<'py, PyAny> {
+    let py = value.py();
+    let text = match value.repr() {
+        Ok(text) => text,
+        Err(err) => {
+            let kind = value
+                .get_type()
+                .name()
+                .map(|n| n.to_string())
+                .unwrap_or_default();
+            let error = err
+                .value(py)
+                .repr()
+                .map(|r| r.to_string())
+                .unwrap_or_default();
+            return PyString::new(py, &format!("<unrepresentable {kind}: {error}>")).into_any();
+        }
+    };
+    match text.to_str() {
+        Ok(s) if s.len() > REPR_MAX && s.chars().count() > REPR_MAX => {
+            let end = s
+                .char_indices()
+                .nth(REPR_MAX - 3)
+                .map_or(s.len(), |(i, _)| i);
+            PyString::new(py, &format!("{}...", &s[..end])).into_any()
+        }
+        _ => text.into_any(),
+    }
+}
+
+/// The JSON array of `events` with their clocks spliced in, from `clock` on. An item is an
+/// encoded event (bytes), or what a prefork child's start or end report says of a task, turned
+/// into its event here with `common`: `(b"S", timestamp, uuid)` a `task-started`,
+/// `(b"D", timestamp, uuid, runtime, result)` a `task-succeeded` (timestamp in integer
+/// microseconds, runtime in integer nanoseconds, as text; result the repr; each bytes or str). One that does not read is left out,
+/// and its clock number with it.
+#[pyfunction]
+#[pyo3(signature = (events, clock, common = b"".as_slice()), text_signature = "(events, clock, common=b'')")]
 pub fn stamp_events<'py>(
     py: Python<'py>,
     events: &Bound<'py, PyAny>,
     clock: u64,
+    common: &[u8],
 ) -> PyResult<Bound<'py, PyBytes>> {
-    let items = events
-        .try_iter()?
-        .map(|item| Ok(item?.cast_into::<PyBytes>()?))
-        .collect::<PyResult<Vec<_>>>()?;
-    let body = events::stamp(items.iter().map(|b| b.as_bytes()), clock);
+    let items = events.try_iter()?.collect::<PyResult<Vec<_>>>()?;
+    let mut encoded: Vec<Cow<'_, [u8]>> = Vec::with_capacity(items.len());
+    for item in &items {
+        if let Ok(raw) = item.cast::<PyBytes>() {
+            encoded.push(Cow::Borrowed(raw.as_bytes()));
+        } else if let Ok(report) = item.cast::<PyTuple>() {
+            encoded.push(Cow::Owned(reported_event(report, common)?));
+        } else {
+            return Err(encode_error(
+                py,
+                format!(
+                    "an event is bytes or a tuple, not {}",
+                    item.get_type().name()?
+                ),
+            ));
+        }
+    }
+    let body = events::stamp(encoded.iter().map(|b| b.as_ref()), clock);
     Ok(PyBytes::new(py, &body))
+}
+
+/// A report's part: bytes (UTF-8, invalid sequences replaced) or str.
+fn text_of<'a>(item: &'a Bound<'_, PyAny>) -> PyResult<Cow<'a, str>> {
+    if let Ok(raw) = item.cast::<PyBytes>() {
+        return Ok(String::from_utf8_lossy(raw.as_bytes()));
+    }
+    Ok(Cow::Borrowed(item.cast::<PyString>()?.to_str()?))
+}
+
+/// The event of a child's start or end report (`stamp_events`); empty when it does not read.
+fn reported_event(report: &Bound<'_, PyTuple>, common: &[u8]) -> PyResult<Vec<u8>> {
+    let py = report.py();
+    let count = |i: usize| -> PyResult<Option<u64>> {
+        let item = report.get_item(i)?;
+        Ok(text_of(&item)?.parse::<u64>().ok())
+    };
+    let kind = report.get_item(0)?;
+    let kind = kind.cast::<PyBytes>()?.as_bytes();
+    let mut out = Vec::with_capacity(256);
+    let (Some(micros), Ok(uuid)) = (count(1)?, report.get_item(2)?.cast_into::<PyString>()) else {
+        return Ok(out);
+    };
+    let uuid = uuid.to_str()?;
+    let at = events::decimal(micros, 6);
+    match (kind, report.len()) {
+        (b"S", 3) => {
+            let mut event =
+                EventWriter::begin_at(&mut out, "task-started", Field::Number(&at), common)
+                    .py_err(py)?;
+            event.field("uuid", Field::Str(uuid)).py_err(py)?;
+            event.end();
+        }
+        (b"D", 5) => {
+            let Some(nanos) = count(3)? else {
+                return Ok(out);
+            };
+            let result = report.get_item(4)?;
+            let result = text_of(&result)?;
+            let runtime = events::decimal(nanos, 9);
+            let mut event =
+                EventWriter::begin_at(&mut out, "task-succeeded", Field::Number(&at), common)
+                    .py_err(py)?;
+            event.field("uuid", Field::Str(uuid)).py_err(py)?;
+            event.field("result", Field::Str(&result)).py_err(py)?;
+            event.field("runtime", Field::Number(&runtime)).py_err(py)?;
+            event.end();
+        }
+        _ => {}
+    }
+    Ok(out)
 }

@@ -48,6 +48,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(codec::decode_task_envelope, m)?)?;
     m.add_function(wrap_pyfunction!(events::encode_events, m)?)?;
     m.add_function(wrap_pyfunction!(events::encode_event_lines, m)?)?;
+    m.add_function(wrap_pyfunction!(events::encode_received, m)?)?;
     m.add_function(wrap_pyfunction!(events::stamp_events, m)?)?;
     m.add_function(wrap_pyfunction!(redis_consumer::restore_consumer, m)?)?;
     m.add_function(wrap_pyfunction!(redis_consumer::restore_visible, m)?)?;
