@@ -276,7 +276,31 @@ def claim_script() -> str:
     return found.group(1)
 
 
-def claim_and_ack(port: int, n: int, want: int, pipeline: int) -> tuple[float, float]:
+def claim_parts() -> dict[str, str]:
+    """The claim script without its parts, to tell their costs apart: reading the delivery tag
+    out of the envelope (Lua patterns), and recording the message as unacknowledged (HSET of
+    the envelope, ZADD, SADD)."""
+    full = claim_script()
+    parse = "local tag, ex, rk = fields(raw)"
+    record = re.search(
+        r"  redis\.call\('HSET', unacked.*?redis\.call\('SADD', mine, tag\)", full, re.S
+    )
+    if parse not in full or not record:
+        raise RuntimeError("the claim script changed: update claim_parts()")
+    unique_tag = (
+        "local tag, ex, rk = now .. ':' .. k .. ':' .. #out .. ':' .. math.random(), '', ''"
+    )
+    no_record = full.replace(record.group(0), "")
+    return {
+        "without the tag parse": full.replace(parse, unique_tag),
+        "without the record": no_record,
+        "pop only (neither)": no_record.replace(parse, unique_tag),
+    }
+
+
+def claim_and_ack(
+    port: int, n: int, want: int, pipeline: int, script: str | None = None
+) -> tuple[float, float]:
     """Redis CPU µs per message to claim ``n`` real task messages ``want`` a call, and to ack
     them one tag a MULTI/EXEC, ``pipeline`` calls a round trip."""
     client = redis.Redis(port=port)
@@ -284,7 +308,7 @@ def claim_and_ack(port: int, n: int, want: int, pipeline: int) -> tuple[float, f
     app, task = make_app(f"redis://127.0.0.1:{port}/0", None, queue=queue)
     fill(app, task, n)
     app.close()
-    sha = client.script_load(claim_script())
+    sha = client.script_load(script or claim_script())
     keys = [queue, "unacked", "unacked_index", f"consumer.{queue}", "malformed"]
     _, cpu0, _ = redis_snapshot(client)
     tags: list[bytes] = []
@@ -309,35 +333,47 @@ def claim_and_ack(port: int, n: int, want: int, pipeline: int) -> tuple[float, f
     return (cpu1 - cpu0) / n * 1e6, (cpu2 - cpu1) / n * 1e6
 
 
-def redis_benchmark(port: int, n: int, claims: int) -> str:
-    """redis-benchmark on plain commands, then the worker's claim script and ack transaction on
-    real task messages, each with the server's CPU per request or message."""
+def redis_benchmark_round(port: int, n: int, claims: int) -> dict[str, tuple[float, float]]:
+    """One round: {operation | pipeline: (requests/s or nan, Redis CPU µs per request or
+    message)}, for plain commands (redis-benchmark, 10 clients), then the worker's claim script
+    and ack transaction on real task messages, then the claim script without its parts."""
     client = redis.Redis(port=port)
-    rows = [
-        "| operation | pipeline | requests/s (client and server on this machine) "
-        "| Redis CPU µs / request or message |",
-        "|---|---:|---:|---:|",
-    ]
+    nan = float("nan")
+    out: dict[str, tuple[float, float]] = {}
     for test in ("lpush", "rpop", "set"):
         for pipeline in (1, 16):
             _, cpu0, _ = redis_snapshot(client)
-            out = subprocess.run(
+            text = subprocess.run(
                 ["redis-benchmark", "-p", str(port), "-t", test, "-n", str(n), "-P",
                  str(pipeline), "-q", "-c", "10"],
                 check=True, capture_output=True, text=True,
             ).stdout  # fmt: skip
             _, cpu1, _ = redis_snapshot(client)
-            found = re.findall(r"([\d.]+) requests per second", out)
-            rps = float(found[-1]) if found else float("nan")
-            rows.append(
-                f"| redis-benchmark {test.upper()} | {pipeline} | {rps:,.0f} "
-                f"| {(cpu1 - cpu0) / n * 1e6:.2f} |"
-            )
+            found = re.findall(r"([\d.]+) requests per second", text)
+            rps = float(found[-1]) if found else nan
+            out[f"redis-benchmark {test.upper()} | {pipeline}"] = (rps, (cpu1 - cpu0) / n * 1e6)
     client.flushall()
     for want, pipeline in ((1, 1), (4, 1), (16, 1), (4, 50)):
         claim, ack = claim_and_ack(port, claims, want, pipeline)
-        rows.append(f"| claim script, {want} message(s) a call | {pipeline} | | {claim:.2f} |")
-        rows.append(f"| ack (MULTI HDEL ZREM SREM EXEC), 1 tag | {pipeline} | | {ack:.2f} |")
+        out[f"claim script, {want} message(s) a call | {pipeline}"] = (nan, claim)
+        out[f"ack (MULTI HDEL ZREM SREM EXEC), 1 tag; claims of {want} | {pipeline}"] = (nan, ack)
+    for name, script in claim_parts().items():
+        claim, _ = claim_and_ack(port, claims, 4, 50, script)
+        out[f"claim script {name}, 4 messages a call | 50"] = (nan, claim)
+    return out
+
+
+def redis_benchmark(port: int, n: int, claims: int, rounds: int) -> str:
+    runs = [redis_benchmark_round(port, n, claims) for _ in range(rounds)]
+    rows = [
+        "| operation | pipeline | requests/s (client and server on this machine) "
+        "| Redis CPU µs / request or message |",
+        "|---|---:|---:|---:|",
+    ]
+    for name in runs[0]:
+        rps = [r[name][0] for r in runs]
+        rate = "" if rps[0] != rps[0] else fmt(spread(rps), 0)  # nan: not a redis-benchmark row
+        rows.append(f"| {name} | {rate} | {fmt(spread([r[name][1] for r in runs]))} |")
     return "\n".join(rows)
 
 
@@ -528,7 +564,7 @@ def main() -> int:
         start_redis(args.port)
         try:
             if args.broker == "redis-benchmark":
-                print(redis_benchmark(args.port, args.tasks * 10, args.tasks))
+                print(redis_benchmark(args.port, args.tasks * 10, args.tasks, args.rounds))
                 results = {}
             else:
                 start_redis(args.port + 1)

@@ -40,6 +40,11 @@ def free_port_pair() -> int:
 def test_claim_script_is_read_from_the_rust_source() -> None:
     script = broker_ops.claim_script()
     assert "redis.call('RPOP'" in script and "redis.call('HSET', unacked" in script
+    parts = broker_ops.claim_parts()
+    assert "= fields(raw)" in script and "= fields(raw)" not in parts["without the tag parse"]
+    assert "redis.call('HSET'" not in parts["without the record"]
+    assert "= fields(raw)" not in parts["pop only (neither)"]
+    assert "redis.call('HSET'" not in parts["pop only (neither)"]
 
 
 def test_worker_i_connects_first_to_node_i() -> None:
