@@ -340,3 +340,39 @@ def test_task_inherit_parent_priority() -> None:
     finally:
         app.pop_request()
     assert app.build_message("child").priority == 1  # not sent from a task
+
+
+def test_send_many_copies_of_one_message_per_task_are_what_build_message_makes() -> None:
+    """``send_many`` without options builds one message per task name and copies it for the
+    other calls: each copy must be exactly the message ``build_message`` makes for its call."""
+    app = App("copies", broker="memory://copies", set_as_current=False)
+    calls = [
+        ("t.add", (1, 2), None),
+        ("t.add", [3, 4], {"x": "y" * 2000}),
+        ("t.mul", (), {"n": 1}),
+        ("t.add", None, None),
+    ]
+    messages = app._plain_messages(calls)
+    assert len({m.id for m in messages}) == len(calls)
+    for message, (name, args, kwargs) in zip(messages, calls, strict=True):
+        expected = app.build_message(name, args, kwargs, task_id=message.id)
+        assert message == expected
+        assert message.headers is not expected.headers
+    # Nothing is shared between two copies that a later change to one would show in the other.
+    first, second = messages[0], messages[1]
+    assert first.headers["timelimit"] is not second.headers["timelimit"]
+    assert first.headers["stamps"] is not second.headers["stamps"]
+    assert first.embed is not second.embed and first.properties is not second.properties
+
+
+def test_send_many_builds_each_message_when_a_router_function_may_read_the_arguments() -> None:
+    seen: list[tuple[object, ...]] = []
+
+    def route(name: str, args: tuple[object, ...], kwargs: object, options: object, **kw: object):
+        seen.append(tuple(args))
+        return {"queue": f"q{args[0]}"}
+
+    app = App("routed", broker="memory://routed", set_as_current=False, task_routes=(route,))
+    app.send_many([("t.add", (1,), None), ("t.add", (2,), None)])
+    assert seen == [(1,), (2,)]
+    assert app.broker.queue_length("q1") == 1 and app.broker.queue_length("q2") == 1

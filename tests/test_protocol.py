@@ -60,3 +60,22 @@ def test_a_setting_changed_between_sends_applies_to_the_next() -> None:
     assert second.headers["ignore_result"] is True
     app.conf.task_inherit_parent_priority = True  # read from the running task: per message
     assert app.build_message("t.add", (1, 2)).priority == 5
+
+
+def test_origin_names_the_process_after_a_fork() -> None:
+    import os
+
+    from fastq import protocol
+
+    parent = protocol.origin()
+    assert parent.startswith(f"gen{os.getpid()}@")
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child says what it would send
+        os.write(write, protocol.origin().encode())
+        os._exit(0)
+    os.waitpid(pid, 0)
+    child = os.read(read, 200).decode()
+    os.close(read)
+    os.close(write)
+    assert child.startswith(f"gen{pid}@") and protocol.origin() == parent

@@ -21,6 +21,7 @@ __all__ = [
     "RedisKeys",
     "RedisPublisher",
     "RedisResultStore",
+    "RedisSettler",
     "TaskMessage",
     "__version__",
     "amqp_connect_failure",
@@ -240,6 +241,12 @@ class RedisConsumer:
         Never raises for a dropped connection: the acks are kept (as are unread ones whose
         connection died) and sent again by the next ``fetch``; the tags leave the window at once.
         """
+
+    def release(self, delivery_tags: list[str]) -> None:
+        """Forget these tags here without telling Redis: the prefork supervisor acknowledges
+        them for this consumer (``RedisSettler``), from the start reports it reads anyway. Their
+        window slots are free at once; ``restore_unacked`` and the reconcile after a dropped
+        connection leave them alone until the supervisor's ack lands."""
 
     def reject(self, delivery_tag: str, requeue: bool = False) -> None:
         """Without ``requeue``, the same as ``ack``. With it, the message goes to the back of its
@@ -462,6 +469,21 @@ class RedisResultStore:
         """Runs the script on each ``(key, meta)`` with ``ttl`` (seconds, 0: none), in order."""
     def close(self) -> None:
         """Closes this process's connection; the next store opens a new one."""
+
+@final
+class RedisSettler:
+    """The prefork supervisor's acknowledgements for its children's consumers: the messages
+    they started with an early ack, or finished before dying, taken out of ``unacked``, the
+    index and each consumer's set in one transaction per batch. One connection, opened on the
+    first ack; the GIL is released for the round trip. Raises ``BrokerConnectionError`` when
+    Redis cannot be reached (the batch can be sent again: acks are idempotent)."""
+
+    def __new__(cls, url: str, global_keyprefix: str = "") -> RedisSettler:
+        """Parses ``url``; connects on the first ack."""
+    def ack(self, batch: list[tuple[str, list[str]]]) -> None:
+        """Acknowledges each ``(consumer_id, delivery_tags)``, all in one round trip."""
+    def close(self) -> None:
+        """Closes the connection; the next ack opens a new one."""
 
 @final
 class RedisKeys:

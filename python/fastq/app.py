@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 import uuid
@@ -10,7 +11,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from datetime import datetime, timedelta, tzinfo
 from functools import cached_property
-from types import FunctionType
+from types import FunctionType, MappingProxyType
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple, overload
 
 from fastq import builtin_tasks, protocol, publish_retry, pydantic_models, stamping
@@ -546,8 +547,27 @@ class App:
         **options: Any,
     ) -> list[AsyncResult]:
         """Sends many tasks in one pipelined round trip: ``[(name, args, kwargs), ...]``."""
+        # Every message and result of a batch lives until the batch is sent and returned: the
+        # cyclic collector's passes over them find nothing to free, and were a sixth of the CPU.
+        collecting = gc.isenabled()
+        if collecting:
+            gc.disable()
+        try:
+            return self._send_many(calls, options)
+        finally:
+            if collecting:
+                gc.enable()
+
+    def _send_many(
+        self,
+        calls: Iterable[tuple[str, Sequence[Any] | None, Mapping[str, Any] | None]],
+        options: dict[str, Any],
+    ) -> list[AsyncResult]:
         retry, policy = options.pop("retry", None), options.pop("retry_policy", None)
-        messages = [self.build_message(n, a, k, **options) for n, a, k in calls]
+        if options or not self.router.by_name_only or self.tracing is not None:
+            messages = [self.build_message(n, a, k, **options) for n, a, k in calls]
+        else:
+            messages = self._plain_messages(calls)
         # Before publishing, as send_task does: rpc:// loses replies sent before its queue exists.
         self.backend.on_tasks_sent([m.id for m in messages if not m.headers.get("ignore_result")])
         what = f"{len(messages)} tasks"
@@ -567,6 +587,50 @@ class App:
         for message, result in zip(messages, results, strict=True):
             result.ignored = bool(message.headers.get("ignore_result"))
         return results
+
+    def _plain_messages(
+        self, calls: Iterable[tuple[str, Sequence[Any] | None, Mapping[str, Any] | None]]
+    ) -> list[protocol.OutgoingMessage]:
+        """``build_message(name, args, kwargs)`` for each call, when nothing but its arguments
+        differs between two calls of one task (no send options, routes by name only): one
+        message is built per task name and the others are copies with their own id and
+        arguments, at about half the cost per message (``send_many``'s batches)."""
+        made: dict[str, protocol.OutgoingMessage] = {}
+        messages = []
+        for name, args, kwargs in calls:
+            first = made.get(name)
+            if first is None:
+                first = made[name] = self.build_message(name, args, kwargs)
+                messages.append(first)
+                continue
+            args = tuple(args) if args is not None else ()
+            if not isinstance(args, tuple):
+                raise TypeError("task args must be a list or tuple")
+            kwargs = dict(kwargs) if kwargs is not None else {}
+            task_id = protocol.new_task_id()
+            headers = first.headers.copy()
+            headers["id"] = headers["root_id"] = task_id
+            headers["timelimit"] = list(headers["timelimit"])
+            headers["argsrepr"] = protocol.short_repr(args)
+            headers["kwargsrepr"] = protocol.short_repr(kwargs)
+            headers["stamps"] = {}
+            messages.append(
+                protocol.OutgoingMessage(
+                    headers,
+                    args,
+                    kwargs,
+                    dict(first.embed) if first.embed is not None else None,
+                    first.queue,
+                    first.exchange,
+                    first.routing_key,
+                    first.priority,
+                    first.serializer,
+                    first.reply_to,
+                    first.delivery_mode,
+                    dict(first.properties),
+                )
+            )
+        return messages
 
     def _sent_events(self, messages: Sequence[protocol.OutgoingMessage]) -> None:
         """``task-sent`` events (``task_send_sent_event``), as a Celery client sends them."""
@@ -623,12 +687,13 @@ class App:
         kwargs = dict(kwargs) if kwargs is not None else {}
         task_id = task_id or protocol.new_task_id()
         defaults = self._send_defaults()
+        destination = (
+            _NO_DESTINATION
+            if queue is None and exchange is None and routing_key is None
+            else {"queue": queue, "exchange": exchange, "routing_key": routing_key}
+        )
         route = self.router.route(
-            route_name or name,
-            {"queue": queue, "exchange": exchange, "routing_key": routing_key},
-            args,
-            kwargs,
-            task=self.tasks.get(name),
+            route_name or name, destination, args, kwargs, task=self.tasks.get(name)
         )
         if route.options:  # what the matching task_routes entry sets, unless this call did
             given = route.options
@@ -645,13 +710,15 @@ class App:
             else protocol.to_iso(eta)
         )
         properties: dict[str, Any] = {}
-        if isinstance(expires, timedelta):
-            expires = expires.total_seconds()
-        if isinstance(expires, (int, float)):
-            properties["expiration"] = str(int(expires * 1000))
-            expires_text: str | None = protocol.seconds_from_now(expires, tz)
-        else:
-            expires_text = protocol.to_iso(expires)
+        expires_text: str | None = None
+        if expires is not None:  # most messages have none: skip the checks
+            if isinstance(expires, timedelta):
+                expires = expires.total_seconds()
+            if isinstance(expires, (int, float)):
+                properties["expiration"] = str(int(expires * 1000))
+                expires_text = protocol.seconds_from_now(expires, tz)
+            else:
+                expires_text = protocol.to_iso(expires)
         if ignore_result is None and defaults.ignore_result:
             ignore_result = True
         # Otherwise None, as Celery's send_task sends it: the worker then asks the task.
@@ -684,8 +751,8 @@ class App:
         if compression:  # kombu's header: the encoders compress the body by it
             message_headers["compression"] = compression_type(compression)
         embed = {
-            "callbacks": _as_list(link),
-            "errbacks": _as_list(link_error),
+            "callbacks": None if link is None else _as_list(link),
+            "errbacks": None if link_error is None else _as_list(link_error),
             "chain": chain,
             "chord": chord,
         }
@@ -768,6 +835,12 @@ def _own_class(task: Task) -> type[Task]:
         cls = type(cls.__name__, (cls,), {"_annotated": True, "__module__": cls.__module__})
         task.__class__ = cls
     return cls
+
+
+#: The destination of a call that names none (``route`` only reads it).
+_NO_DESTINATION: Mapping[str, Any] = MappingProxyType(
+    {"queue": None, "exchange": None, "routing_key": None}
+)
 
 
 def _as_list(value: Any) -> list[Any] | None:

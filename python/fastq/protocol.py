@@ -15,12 +15,21 @@ _ORIGIN: tuple[int, str] | None = None
 
 
 def origin() -> str:
-    """``gen<pid>@<host>``, recomputed after a fork."""
+    """``gen<pid>@<host>``, recomputed after a fork (without a ``getpid`` system call per
+    message: a fork clears it)."""
     global _ORIGIN
-    pid = os.getpid()
-    if _ORIGIN is None or _ORIGIN[0] != pid:
+    if _ORIGIN is None:
+        pid = os.getpid()
         _ORIGIN = (pid, f"gen{pid}@{socket.gethostname()}")
     return _ORIGIN[1]
+
+
+def _forget_origin() -> None:
+    global _ORIGIN
+    _ORIGIN = None
+
+
+os.register_at_fork(after_in_child=_forget_origin)
 
 
 #: Task ids made ahead, 256 from one system call; ``list.pop`` hands each out once, whichever

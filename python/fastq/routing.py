@@ -78,7 +78,7 @@ class Router:
 
     def __init__(self, conf: Config) -> None:
         self.conf = conf
-        self._routes = _compile(conf.task_routes)
+        self._routes, self.by_name_only = _compile(conf.task_routes)
         self.queues = queue_specs(conf)
         self._plain: dict[tuple[Any, Any, Any], Route] = {}
 
@@ -109,7 +109,8 @@ class Router:
         exchange = options.get("exchange")
         routing_key = options.get("routing_key")
         extra: dict[str, Any] | None = None
-        spec = self._lookup(name, args, kwargs or {}, options, task)
+        # A router function gets a copy it may change, as Celery's do.
+        spec = self._lookup(name, args, kwargs or {}, dict(options), task) if self._routes else None
         if isinstance(spec, str):
             queue = queue or spec
         elif spec:
@@ -117,7 +118,8 @@ class Router:
             exchange = exchange or spec.get("exchange")
             routing_key = routing_key or spec.get("routing_key")
             extra = _route_options(name, spec)
-        if isinstance(queue, Mapping):  # a kombu-style Queue given as a dict
+        if queue is not None and not isinstance(queue, str) and isinstance(queue, Mapping):
+            # a kombu-style Queue given as a dict
             exchange = exchange or queue.get("exchange")
             routing_key = routing_key or queue.get("routing_key")
             queue = queue.get("name")
@@ -170,15 +172,17 @@ def _route_options(name: str, spec: Mapping[str, Any]) -> dict[str, Any] | None:
     return {k: v for k, v in spec.items() if k in ROUTE_OPTIONS} or None
 
 
-def _compile(routes: Any) -> list[RouterFn]:
+def _compile(routes: Any) -> tuple[list[RouterFn], bool]:
     """Celery's forms of ``task_routes``: one entry or a list/tuple of them, each a dict (names
     and glob/regex patterns), a list of (pattern, route) pairs, a router function, or the
-    dotted name of one (``"proj.routers.route_task"``)."""
+    dotted name of one (``"proj.routers.route_task"``). And whether the routes depend on the
+    task's name alone (no router function, which may read the arguments)."""
     if routes is None:
-        return []
+        return [], True
     if not isinstance(routes, (list, tuple)):
         routes = [routes]
     compiled: list[RouterFn] = []
+    by_name_only = True
     for entry in routes:
         if isinstance(entry, str):
             entry = _import_router(entry)
@@ -187,16 +191,18 @@ def _compile(routes: Any) -> list[RouterFn]:
         elif isinstance(entry, (list, tuple)):
             compiled.append(_map_router(_pairs(entry)))
         elif hasattr(entry, "route_for_task"):  # a router object, Celery's older form
+            by_name_only = False
             method = entry.route_for_task
             compiled.append(lambda name, args, kwargs, _o, _t, m=method: m(name, args, kwargs))
         elif callable(entry):
+            by_name_only = False
             compiled.append(_call_router(entry))
         else:
             raise ConfigurationError(
                 "task_routes entries must be dicts, lists of (pattern, route) pairs, router "
                 f"functions or their dotted names, got {type(entry).__name__}"
             )
-    return compiled
+    return compiled, by_name_only
 
 
 def _pairs(entry: Sequence[Any]) -> list[tuple[Any, Any]]:

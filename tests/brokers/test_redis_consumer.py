@@ -642,6 +642,56 @@ def test_after_a_dropped_connection_what_the_set_holds_unknown_here_comes_back(
     assert again.task_id == "b" and again.redelivered
 
 
+def test_released_tags_are_left_for_the_supervisor_to_acknowledge(
+    r: redis.Redis, make_consumer: MakeConsumer
+) -> None:
+    publish(r, "a", "b", "c")
+    consumer = make_consumer(consumer_id="child-1", prefetch=2)
+    a, b = consumer.fetch(0)
+    consumer.release([a.delivery_tag])
+    assert consumer.in_flight == 1  # its window slot is free at once
+    assert r.hexists("unacked", a.delivery_tag)  # Redis was not told
+    [c] = consumer.fetch(0)
+    assert c.task_id == "c"
+    # After a dropped connection the released tag is no orphan to put back...
+    drop_connections(r, "child-1")
+    consumer.ack([b.delivery_tag])
+    assert consumer.fetch(0) == []
+    assert r.llen("celery") == 0
+    # ...nor does a warm shutdown restore it: only what the consumer still holds goes back.
+    assert consumer.restore_unacked() == 1
+    assert r.lrange("celery", 0, -1) != [] and r.hexists("unacked", a.delivery_tag)
+
+    settler = _core.RedisSettler(URL)
+    settler.ack([("child-1", [a.delivery_tag]), ("child-2", [])])
+    assert unacked_tags(r) == set() and r.zcard("unacked_index") == 0
+    assert not r.exists("fastq.consumer.child-1")
+    settler.ack([("child-1", [a.delivery_tag])])  # again: idempotent
+    settler.close()
+
+
+def test_the_settler_acknowledges_for_several_consumers_in_one_batch(
+    r: redis.Redis, make_consumer: MakeConsumer
+) -> None:
+    publish(r, "a", "b", "c", "d")
+    one = make_consumer(consumer_id="one", prefetch=2)
+    two = make_consumer(consumer_id="two", prefetch=2)
+    held = {"one": one.fetch(0), "two": two.fetch(0)}
+    settler = _core.RedisSettler(URL)
+    settler.ack([(cid, [d.delivery_tag for d in got]) for cid, got in held.items()])
+    assert r.hlen("unacked") == 0 and r.zcard("unacked_index") == 0
+    assert not r.exists("fastq.consumer.one") and not r.exists("fastq.consumer.two")
+    assert "RedisSettler" in repr(settler)
+
+
+def test_the_settler_reports_an_unreachable_redis() -> None:
+    settler = _core.RedisSettler("redis://:secret@127.0.0.1:1/0")
+    with pytest.raises(errors.BrokerConnectionError) as raised:
+        settler.ack([("c", ["t"])])
+    assert "secret" not in str(raised.value)
+    settler.ack([])  # nothing to send: no connection needed
+
+
 def test_renew_leases_rescores_what_live_consumers_hold(
     r: redis.Redis, make_consumer: MakeConsumer
 ) -> None:

@@ -75,6 +75,26 @@ class Consumer(Protocol):
     def close(self) -> None: ...
 
 
+class ReleasingConsumer(Consumer, Protocol):
+    """A consumer whose early acks its prefork supervisor sends (``Broker.settler``)."""
+
+    def release(self, delivery_tags: list[str]) -> None:
+        """Forgets these tags here without telling the broker: the supervisor acknowledges them
+        (it reads their start reports anyway), batched with the other children's."""
+        ...
+
+
+class Settler(Protocol):
+    """A prefork supervisor's acknowledgements for its children's consumers, batched."""
+
+    def ack(self, batch: list[tuple[str, list[str]]]) -> None:
+        """Acknowledges each ``(consumer_id, delivery_tags)``; idempotent, so a batch that
+        raised can be sent again."""
+        ...
+
+    def close(self) -> None: ...
+
+
 class EventPublisher(Protocol):
     """A broker's side of Celery's events (``fastq.events``): sends ``(routing_key, JSON body)``
     messages to the event exchange, in order."""
@@ -141,6 +161,13 @@ class Broker(ABC):
     def next_due(self) -> float | None:
         """When the earliest deferred message is due (unix time), if any: a worker waits no
         longer than that for new messages, so ETA tasks start on time."""
+        return None
+
+    def settler(self) -> Settler | None:
+        """What a prefork supervisor acknowledges its children's early-acked messages with, in
+        one round trip per batch, their consumers then only ``release``-ing them (a
+        ``ReleasingConsumer``); None where each consumer must ack its own (AMQP: an ack belongs
+        to the channel that received the message)."""
         return None
 
     def discard(self, consumer_id: str, delivery_tag: str) -> None:  # noqa: B027 - optional

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import redis
 
 from fastq import _core, sentinel
-from fastq.brokers.base import Broker, Consumer, EventPublisher
+from fastq.brokers.base import Broker, Consumer, EventPublisher, Settler
 from fastq.config import Config
 from fastq.control_channel import ControlChannel
 from fastq.errors import BrokerConnectionError, ConfigurationError
@@ -176,6 +176,9 @@ class RedisBroker(Broker):
             )
         except redis.RedisError as exc:
             raise BrokerConnectionError(redis_failure("cannot reach", self.url, exc)) from exc
+
+    def settler(self) -> Settler:
+        return _core.RedisSettler(self.core_url, self.prefix)
 
     def discard(self, consumer_id: str, delivery_tag: str) -> None:
         with self.client.pipeline() as pipe:

@@ -23,13 +23,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from fastq import errors, signals, states
 from fastq.app import App
 from fastq.backends import DisabledBackend
 from fastq.backoff import Backoff
-from fastq.brokers.base import Consumer, Delivery
+from fastq.brokers.base import Consumer, Delivery, ReleasingConsumer
 from fastq.events import TaskEvents
 from fastq.execution.followups import on_revoked, send_followups
 from fastq.execution.limits import effective_limits
@@ -135,6 +135,7 @@ class WorkerLoop:
         revoked_fd: int | None = None,
         observer: TaskObserver | None = None,
         events: TaskEvents | None = None,
+        early_acks_by_supervisor: bool = False,
     ) -> None:
         self.app = app
         self.queues = queues
@@ -189,6 +190,9 @@ class WorkerLoop:
         #: Prefork: the supervisor's report pipe, which also takes copies of the results not
         #: stored yet (``SupervisorReporter.hand_over``).
         self._supervisor = reporter if isinstance(reporter, SupervisorReporter) else None
+        #: Prefork on a broker with a ``settler``: the supervisor acknowledges early-acked
+        #: messages from their start reports, batched; this consumer only releases them.
+        self._supervisor_acks = early_acks_by_supervisor and self._supervisor is not None
         #: Metrics and tracing (``worker/observe.py``); None when both are off, so a task pays
         #: one attribute check for them.
         self.observer = observer
@@ -791,8 +795,13 @@ class WorkerLoop:
         limits = effective_limits(task, context)  # before the ack: a bad one is refused whole
         if not acks_late:
             # Celery's default: acked before it runs, so a task that kills its worker is not
-            # redelivered; written without waiting for the reply.
-            consumer.ack([delivery.delivery_tag], wait=False)
+            # redelivered. Under a supervisor that acks for its children, the start report below
+            # is the ack (the supervisor reads it, even after this child dies); else written
+            # without waiting for the reply.
+            if self._supervisor_acks:
+                cast(ReleasingConsumer, consumer).release([delivery.delivery_tag])
+            else:
+                consumer.ack([delivery.delivery_tag], wait=False)
         if self._tracks_started(task):
             started = {"pid": os.getpid(), "hostname": self.hostname}
             self._record(context.id, started, states.STARTED, None, context)

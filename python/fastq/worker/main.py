@@ -21,6 +21,7 @@ from fastq.task import Context
 from fastq.urls import redact
 from fastq.worker.active import ActiveTasks, ActiveTasksReporter
 from fastq.worker.control_server import ControlServer, PoolInfo
+from fastq.worker.early_acks import EarlyAcks
 from fastq.worker.lease import LeaseRenewer
 from fastq.worker.loop import TaskReporter, WorkerLoop
 from fastq.worker.lost import QUARANTINED, TERMINATED, lost_error, record_lost, store_lost
@@ -172,6 +173,7 @@ def run_worker(
         revoked: RevokedIds | None = None,
         observer: TaskObserver | None = None,
         task_events: TaskEvents | None = None,
+        early_acks_by_supervisor: bool = False,
     ) -> WorkerLoop:
         return WorkerLoop(
             app,
@@ -186,12 +188,15 @@ def run_worker(
             revoked=revoked,
             observer=observer,
             events=task_events,
+            early_acks_by_supervisor=early_acks_by_supervisor,
         )
 
     def consumer_id(index: int, generation: int) -> str:
         return f"{hostname}.{os.getpid()}.{index}.{generation}"
 
     if pool == "prefork":
+        settler = app.broker.settler()
+        early_acks = EarlyAcks(settler) if settler is not None else None
 
         def child_main(index: int, cid: str, reporter: SupervisorReporter, revoked_fd: int) -> int:
             signals.worker_process_init.send(None)
@@ -208,6 +213,7 @@ def run_worker(
                 revoked=supervisor.revoked,
                 observer=watch,
                 task_events=child_events,
+                early_acks_by_supervisor=early_acks is not None,
             )
             loop.revoked_fd = revoked_fd
             loop.install_signal_handlers()
@@ -287,6 +293,7 @@ def run_worker(
             fails_when_lost=fails_when_lost,
             on_metrics=on_metrics if metrics is not None else None,
             on_events=events.put_many if events is not None else None,
+            early_acks=early_acks,
         )
         served: list[bool] = []
         if metrics is not None:

@@ -21,32 +21,75 @@ from fastq.task import Context
 
 def build_context(delivery: Delivery, hostname: str) -> Context:
     """``self.request`` for a task run; only called for deliveries whose message decoded.
-    Raises ``InvalidMessage`` for a field of the wrong type or that does not parse."""
+    Raises ``InvalidMessage`` for a field of the wrong type or that does not parse.
+
+    Once per task, so written for the common message: each field is checked by a test inline
+    and handed to its checker (which raises naming it) only when that test fails."""
     message = delivery.message
     assert message is not None
     headers = message.headers
     embed = message.embed
-    if not isinstance(headers, Mapping):
+    if type(headers) is not dict and not isinstance(headers, Mapping):
         raise InvalidMessage(f"headers must be a mapping, not {_kind(headers)}")
-    if not isinstance(embed, Mapping):
+    if type(embed) is not dict and not isinstance(embed, Mapping):
         raise InvalidMessage(f"embed must be a mapping, not {_kind(embed)}")
-    eta, expires = headers.get("eta"), headers.get("expires")
-    _when_of("eta", eta)
-    _when_of("expires", expires)
+    get = headers.get
+    eta, expires = get("eta"), get("expires")
+    if eta is not None:
+        _when_of("eta", eta)
+    if expires is not None:
+        _when_of("expires", expires)
+    retries = get("retries")
+    if type(retries) is not int or retries < 0:
+        retries = _count("retries", retries)
+    nesting = get("replaced_task_nesting")
+    if type(nesting) is not int or nesting < 0:
+        nesting = _count("replaced_task_nesting", nesting)
+    group, root_id, parent_id = get("group"), get("root_id"), get("parent_id")
+    if not (_text_or_none(group) and _text_or_none(root_id) and _text_or_none(parent_id)):
+        group, root_id = _text("group", group), _text("root_id", root_id)
+        parent_id = _text("parent_id", parent_id)
+    reply_to, correlation_id = delivery.reply_to, delivery.correlation_id
+    if not (_text_or_none(reply_to) and _text_or_none(correlation_id)):
+        reply_to = _text("reply_to", reply_to)
+        correlation_id = _text("correlation_id", correlation_id)
+    group_index = get("group_index")
+    if group_index is not None:
+        group_index = _count("group_index", group_index)
+    timelimit = get("timelimit")
+    timelimit = _NO_LIMITS if timelimit in _NONE_LIMITS else _timelimit(timelimit)
+    ignore_result = get("ignore_result")
+    if type(ignore_result) is not bool:
+        ignore_result = _flag("ignore_result", ignore_result)
+    egot = embed.get
+    callbacks, errbacks, chain, chord = (
+        egot("callbacks"),
+        egot("errbacks"),
+        egot("chain"),
+        egot("chord"),
+    )
+    if callbacks is not None:
+        callbacks = _signatures("callbacks", callbacks)
+    if errbacks is not None:
+        errbacks = _signatures("errbacks", errbacks)
+    if chain is not None:
+        chain = _signatures("chain", chain)
+    if chord is not None:
+        chord = _mapping("chord", chord)
     return Context(
         id=message.id,
         task=message.task,
         args=message.args,
         kwargs=message.kwargs,
-        retries=_count("retries", headers.get("retries")),
+        retries=retries,
         eta=eta,
         expires=expires,
-        group=_text("group", headers.get("group")),
-        group_index=_index("group_index", headers.get("group_index")),
-        root_id=_text("root_id", headers.get("root_id")),
-        parent_id=_text("parent_id", headers.get("parent_id")),
-        reply_to=_text("reply_to", delivery.reply_to),
-        correlation_id=_text("correlation_id", delivery.correlation_id),
+        group=group,
+        group_index=group_index,
+        root_id=root_id,
+        parent_id=parent_id,
+        reply_to=reply_to,
+        correlation_id=correlation_id,
         hostname=hostname,
         delivery_info={
             "exchange": delivery.exchange,
@@ -56,17 +99,26 @@ def build_context(delivery: Delivery, hostname: str) -> Context:
         },
         headers=headers,
         called_directly=False,
-        timelimit=_timelimit(headers.get("timelimit")),
-        callbacks=_signatures("callbacks", embed.get("callbacks")),
-        errbacks=_signatures("errbacks", embed.get("errbacks")),
-        chain=_signatures("chain", embed.get("chain")),
-        chord=_mapping("chord", embed.get("chord")),
-        ignore_result=_flag("ignore_result", headers.get("ignore_result")),
-        replaced_task_nesting=_count("replaced_task_nesting", headers.get("replaced_task_nesting")),
-        stamped_headers=headers.get("stamped_headers"),
-        stamps=headers.get("stamps") or {},
+        timelimit=timelimit,
+        callbacks=callbacks,
+        errbacks=errbacks,
+        chain=chain,
+        chord=chord,
+        ignore_result=ignore_result,
+        replaced_task_nesting=nesting,
+        stamped_headers=get("stamped_headers"),
+        stamps=get("stamps") or {},
         delivery_tag=delivery.delivery_tag,
     )
+
+
+#: The ``timelimit`` of a message without limits, as Celery and fastq send it (or omit it).
+_NO_LIMITS: tuple[float | None, float | None] = (None, None)
+_NONE_LIMITS = (None, [None, None], (None, None))
+
+
+def _text_or_none(value: Any) -> bool:
+    return value is None or type(value) is str
 
 
 def eta_of(context: Context) -> datetime | None:

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 from fastq import _core, errors
 from fastq.backoff import Backoff
 from fastq.worker import task_settings
+from fastq.worker.early_acks import EarlyAcks
 from fastq.worker.held import decode_entries
 from fastq.worker.lost import QUARANTINED, TERMINATED, TIME_LIMIT, WORKER_LOST
 from fastq.worker.reports import JSON, ReportedTask, SupervisorReporter, parse_start
@@ -105,6 +106,7 @@ class Supervisor:
         fails_when_lost: Callable[[str], bool] | None = None,
         on_metrics: Callable[[int, bytes | None], None] | None = None,
         on_events: Callable[[list[bytes]], None] | None = None,
+        early_acks: EarlyAcks | None = None,
     ) -> None:
         """``child_main(index, consumer_id, reporter, revoked_fd)`` runs in each child and returns
         its exit code; ``restore(consumer_id)`` returns a dead child's messages to their queues;
@@ -120,7 +122,9 @@ class Supervisor:
         task whose child died fails (``WorkerLostError``) instead of running again
         (``task_reject_on_worker_lost=False``); ``on_metrics(index, data)`` takes a child's
         metrics line (``M``), and ``None`` when that child is gone (it holds no message now);
-        ``on_events(raws)`` takes the task events the children reported (``E`` lines, JSON)."""
+        ``on_events(raws)`` takes the task events the children reported (``E`` lines, JSON);
+        ``early_acks`` acknowledges the tasks children start with an early ack, from their start
+        reports (the children then only release them: ``worker/early_acks.py``)."""
         self.concurrency = concurrency
         self.child_main = child_main
         self.restore = restore
@@ -137,6 +141,7 @@ class Supervisor:
         #: Children started again after one ended, since the worker started.
         self.restarts = 0
         self.on_events = on_events
+        self.early_acks = early_acks
         #: Stores to retry while the backend is down (what, how), oldest first, and when.
         self._unrecorded: list[tuple[str, Callable[[], None]]] = []
         self._unrecorded_at = 0.0
@@ -358,6 +363,8 @@ class Supervisor:
             log.warning("child %d sent a malformed report: %r", child.index, line[:200])
             return
         child.running = task
+        if self.early_acks is not None and not task.acks_late and task.delivery_tag:
+            self.early_acks.add(child.consumer_id, task.delivery_tag)
         if self.active_tasks is not None:
             name = task.name or "-"
             self.active_tasks.started(child.index, child.pid, task.task_id, name, task.delivery_tag)
@@ -452,6 +459,8 @@ class Supervisor:
             self._wait()
             _drain(self._wake_r)
             self._read_all_reports()
+            if self.early_acks is not None:
+                self.early_acks.flush()
             self._enforce_deadlines()
             if self.on_tick is not None:
                 self.on_tick()
@@ -472,6 +481,8 @@ class Supervisor:
                 os.close(child.fd)
                 os.close(child.revoked_fd)
                 self._on_death(child, os.waitstatus_to_exitcode(status))
+        if self.early_acks is not None:
+            self.early_acks.close()
         if self._unrecorded:
             self._unrecorded_at = 0.0
             self._unrecorded_backoff.reset()
@@ -641,6 +652,13 @@ class Supervisor:
         self._unrecorded_backoff.reset()
 
     def _restore(self, child: Child) -> None:
+        if self.early_acks is not None and not self.early_acks.flush():
+            # Restoring now would put back tasks it started (acked early): they would run
+            # twice. Left to the visibility timeout, which the acks will have beaten.
+            log.error(
+                "could not return the tasks of child %d: the broker cannot be reached", child.index
+            )
+            return
         try:
             count = self.restore(child.consumer_id)
         except errors.FastqError as exc:

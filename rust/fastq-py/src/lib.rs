@@ -12,11 +12,17 @@ mod outgoing;
 mod redis_consumer;
 mod redis_publisher;
 mod redis_results;
+mod shared;
 mod signals;
 
 use fastq_core::protocol::{EMBED_KEYS, V2_HEADERS};
 use pyo3::prelude::*;
 use pyo3::types::PyTuple;
+
+/// Every Rust allocation of the extension (decoding, encoding, the brokers' buffers) goes to
+/// mimalloc; Python objects keep Python's allocator.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -27,6 +33,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<message::Envelope>()?;
     m.add_class::<delivery::Delivery>()?;
     m.add_class::<redis_consumer::RedisConsumer>()?;
+    m.add_class::<redis_consumer::RedisSettler>()?;
     m.add_class::<amqp::AmqpConsumer>()?;
     m.add_class::<amqp_publisher::AmqpPublisher>()?;
     m.add_class::<redis_publisher::RedisPublisher>()?;

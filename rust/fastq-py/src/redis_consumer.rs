@@ -2,7 +2,6 @@
 //! `fastq_core::redis`. The GIL is released for all I/O and decoding; only the finished
 //! deliveries are converted with it held.
 
-use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use fastq_core::redis::{self as core, ConsumerConfig};
@@ -14,6 +13,7 @@ use pyo3::types::PyList;
 
 use crate::delivery::{decoded_fields, Delivery, PropertiesAndBody};
 use crate::errors::{decode_failure, IntoPyResult};
+use crate::shared::Shared;
 
 fn delivery(py: Python<'_>, d: core::Delivery) -> PyResult<Delivery> {
     let decoded = d.message.map_err(|e| decode_failure(&e));
@@ -39,18 +39,16 @@ fn delivery(py: Python<'_>, d: core::Delivery) -> PyResult<Delivery> {
 /// The worker's Redis consumer. Meant for one thread; calls from others wait their turn.
 #[pyclass(frozen, module = "fastq._core")]
 pub struct RedisConsumer {
-    inner: Mutex<core::RedisConsumer>,
+    inner: Shared<core::RedisConsumer>,
 }
 
 impl RedisConsumer {
-    /// Runs `f` on the consumer without the GIL; the lock is taken and released inside, so a
-    /// thread waiting for it never holds the GIL.
     fn with<T: Send>(
         &self,
         py: Python<'_>,
         f: impl FnOnce(&mut core::RedisConsumer) -> T + Send,
     ) -> T {
-        py.detach(|| f(&mut self.inner.lock().unwrap_or_else(PoisonError::into_inner)))
+        self.inner.with(py, f)
     }
 }
 
@@ -83,7 +81,7 @@ impl RedisConsumer {
         })
         .py_err(py)?;
         Ok(RedisConsumer {
-            inner: Mutex::new(consumer),
+            inner: Shared::new(consumer),
         })
     }
 
@@ -114,6 +112,12 @@ impl RedisConsumer {
         } else {
             self.with(py, |c| c.ack_unread(&delivery_tags)).py_err(py)
         }
+    }
+
+    /// Forgets `delivery_tags` without telling Redis: the prefork supervisor acknowledges them
+    /// (`RedisSettler`).
+    fn release(&self, py: Python<'_>, delivery_tags: Vec<String>) {
+        self.with(py, |c| c.release(&delivery_tags));
     }
 
     #[pyo3(signature = (delivery_tag, requeue = false))]
@@ -156,6 +160,39 @@ impl RedisConsumer {
                 c.prefetch()
             )
         })
+    }
+}
+
+/// The prefork supervisor's acknowledgements for its children's consumers, batched; one
+/// connection, opened on the first ack.
+#[pyclass(frozen, module = "fastq._core")]
+pub struct RedisSettler {
+    inner: Shared<core::Settler>,
+}
+
+#[pymethods]
+impl RedisSettler {
+    #[new]
+    #[pyo3(signature = (url, global_keyprefix = ""))]
+    fn new(py: Python<'_>, url: &str, global_keyprefix: &str) -> PyResult<Self> {
+        let inner = core::Settler::new(url, global_keyprefix).py_err(py)?;
+        Ok(RedisSettler {
+            inner: Shared::new(inner),
+        })
+    }
+
+    /// Acknowledges each `(consumer_id, delivery_tags)` in one transaction.
+    fn ack(&self, py: Python<'_>, batch: Vec<(String, Vec<String>)>) -> PyResult<()> {
+        self.inner.with(py, |inner| inner.ack(&batch)).py_err(py)
+    }
+
+    fn close(&self, py: Python<'_>) {
+        self.inner.with(py, |inner| inner.close());
+    }
+
+    fn __repr__(&self, py: Python<'_>) -> String {
+        self.inner
+            .with(py, |inner| format!("<RedisSettler {}>", inner.url()))
     }
 }
 

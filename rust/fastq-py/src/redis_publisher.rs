@@ -2,8 +2,6 @@
 //! queue key names for the broker's other commands. Python values are read with the GIL held;
 //! encoding, the round trip and waiting for the connection run with it released.
 
-use std::sync::{Mutex, PoisonError};
-
 use fastq_core::redis as core;
 use fastq_core::redis::keys::KeyLayout;
 use fastq_core::Outgoing;
@@ -11,21 +9,20 @@ use pyo3::prelude::*;
 
 use crate::errors::IntoPyResult;
 use crate::outgoing::outgoing;
+use crate::shared::Shared;
 
 /// The client's Redis publisher: one connection per process (a forked child opens its own),
 /// shared by the process's threads, which take turns.
 #[pyclass(frozen, module = "fastq._core")]
 pub struct RedisPublisher {
-    inner: Mutex<core::RedisPublisher>,
+    inner: Shared<core::RedisPublisher>,
 }
 
 impl RedisPublisher {
     fn send(&self, py: Python<'_>, batch: Vec<Outgoing>) -> PyResult<()> {
-        py.detach(|| {
-            let mut inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
-            inner.publish(&batch)
-        })
-        .py_err(py)
+        self.inner
+            .with(py, |inner| inner.publish(&batch))
+            .py_err(py)
     }
 }
 
@@ -37,7 +34,7 @@ impl RedisPublisher {
     fn new(py: Python<'_>, url: &str, global_keyprefix: &str) -> PyResult<Self> {
         let inner = core::RedisPublisher::new(url, global_keyprefix).py_err(py)?;
         Ok(RedisPublisher {
-            inner: Mutex::new(inner),
+            inner: Shared::new(inner),
         })
     }
 
@@ -56,19 +53,12 @@ impl RedisPublisher {
     }
 
     fn close(&self, py: Python<'_>) {
-        py.detach(|| {
-            self.inner
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .close()
-        });
+        self.inner.with(py, |inner| inner.close());
     }
 
     fn __repr__(&self, py: Python<'_>) -> String {
-        py.detach(|| {
-            let inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
-            format!("<RedisPublisher {}>", inner.url())
-        })
+        self.inner
+            .with(py, |inner| format!("<RedisPublisher {}>", inner.url()))
     }
 }
 

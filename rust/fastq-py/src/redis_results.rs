@@ -1,18 +1,17 @@
 //! `RedisResultStore`: the worker's result stores for the Redis backend, from `fastq-core`.
 //! The items are read with the GIL held; the round trip runs with it released.
 
-use std::sync::{Mutex, PoisonError};
-
 use fastq_core::redis as core;
 use pyo3::prelude::*;
 
 use crate::errors::IntoPyResult;
+use crate::shared::Shared;
 
 /// One connection per process (a forked child opens its own), shared by the process's threads,
 /// which take turns.
 #[pyclass(frozen, module = "fastq._core")]
 pub struct RedisResultStore {
-    inner: Mutex<core::ResultStore>,
+    inner: Shared<core::ResultStore>,
 }
 
 #[pymethods]
@@ -22,38 +21,28 @@ impl RedisResultStore {
     fn new(py: Python<'_>, url: &str, script: &str) -> PyResult<Self> {
         let inner = core::ResultStore::new(url, script).py_err(py)?;
         Ok(RedisResultStore {
-            inner: Mutex::new(inner),
+            inner: Shared::new(inner),
         })
     }
 
     /// Runs the script on each `(key, meta)` with `ttl`, in order, in one round trip.
     fn store(&self, py: Python<'_>, items: Vec<(String, Vec<u8>)>, ttl: u64) -> PyResult<()> {
-        py.detach(|| {
-            let mut inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
-            inner.store(&items, ttl)
-        })
-        .py_err(py)
+        self.inner
+            .with(py, |inner| inner.store(&items, ttl))
+            .py_err(py)
     }
 
     #[getter]
-    fn sha(&self) -> String {
-        let inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
-        inner.sha().to_owned()
+    fn sha(&self, py: Python<'_>) -> String {
+        self.inner.with(py, |inner| inner.sha().to_owned())
     }
 
     fn close(&self, py: Python<'_>) {
-        py.detach(|| {
-            self.inner
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .close()
-        });
+        self.inner.with(py, |inner| inner.close());
     }
 
     fn __repr__(&self, py: Python<'_>) -> String {
-        py.detach(|| {
-            let inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
-            format!("<RedisResultStore {}>", inner.url())
-        })
+        self.inner
+            .with(py, |inner| format!("<RedisResultStore {}>", inner.url()))
     }
 }

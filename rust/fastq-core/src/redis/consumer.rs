@@ -4,7 +4,7 @@
 //! Synchronous on purpose: no runtime and no threads, so the prefork supervisor can fork freely
 //! and each child builds its own consumer (the connection opens on first use).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ::redis::{Connection, RedisResult};
@@ -23,6 +23,9 @@ const MALFORMED_CAP: usize = 10_000;
 const MIN_BLOCK: Duration = Duration::from_millis(1);
 /// kombu's `unacked_mutex_expire`.
 const RESTORE_LOCK_MS: u64 = 300_000;
+/// Released tags remembered (see `RedisConsumer::release`): far more than a supervisor acks
+/// between two of its reads, so none of them is ever taken for an orphan.
+const RELEASED_KEPT: usize = 65_536;
 
 /// One claim script result: the 1-based index of the list it came from, its tag (empty when it
 /// could not be recorded) and the envelope.
@@ -71,6 +74,10 @@ pub struct RedisConsumer {
     /// A connection died since the last reconcile: a claim's reply may have been lost, leaving
     /// messages recorded in this consumer's set that nobody here knows of.
     broken: bool,
+    /// Tags the prefork supervisor acknowledges for this consumer (`release`), newest last:
+    /// still in this consumer's set until it does, and never to be restored from there.
+    released: VecDeque<String>,
+    released_set: HashSet<String>,
 }
 
 impl RedisConsumer {
@@ -118,6 +125,8 @@ impl RedisConsumer {
             pending_acks: HashSet::new(),
             pending_requeues: Vec::new(),
             broken: false,
+            released: VecDeque::new(),
+            released_set: HashSet::new(),
         })
     }
 
@@ -210,6 +219,7 @@ impl RedisConsumer {
             .into_iter()
             .filter(|t| {
                 !self.in_flight.contains_key(t)
+                    && !self.released_set.contains(t)
                     && !self.pending_acks.contains(t)
                     && !self.unconfirmed.contains(t)
                     && !self.pending_requeues.contains(t)
@@ -406,6 +416,8 @@ impl RedisConsumer {
             .run(|c| ::redis::cmd("SMEMBERS").arg(&set).query(c));
         self.after(&result);
         let mut tags: Vec<String> = result?;
+        // Released tags are the supervisor's to acknowledge (it read their start reports).
+        tags.retain(|t| !self.released_set.contains(t));
         for tag in self.in_flight.keys() {
             if !tags.contains(tag) {
                 tags.push(tag.clone());
@@ -488,6 +500,25 @@ impl RedisConsumer {
                 Ok(())
             }
             Err(e) => Err(e),
+        }
+    }
+
+    /// Forgets `tags` here without telling Redis: the prefork supervisor acknowledges them for
+    /// this consumer, batched with other children's (`Settler`), from the start reports it
+    /// reads anyway. Their prefetch slots are free at once; until the supervisor's ack lands
+    /// they stay in this consumer's set, so neither a reconcile nor a warm shutdown may take
+    /// them for messages to restore.
+    pub fn release(&mut self, tags: &[String]) {
+        for tag in tags.iter().filter(|t| !t.is_empty()) {
+            self.in_flight.remove(tag);
+            if self.released_set.insert(tag.clone()) {
+                self.released.push_back(tag.clone());
+            }
+        }
+        while self.released.len() > RELEASED_KEPT {
+            if let Some(old) = self.released.pop_front() {
+                self.released_set.remove(&old);
+            }
         }
     }
 

@@ -30,6 +30,7 @@ mod restore;
 mod results;
 mod scripts;
 pub mod sentinel;
+mod settle;
 mod spin_socket;
 pub mod url;
 
@@ -40,3 +41,4 @@ pub use lease::{consumer_set_ttl, renew_leases};
 pub use publisher::{PublishError, RedisPublisher};
 pub use restore::{route, topic_matches, Binding, RestoreReport};
 pub use results::ResultStore;
+pub use settle::Settler;

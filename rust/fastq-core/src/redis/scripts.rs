@@ -17,7 +17,9 @@ use ::redis::Script;
 /// tag) so the worker can report it.
 ///
 /// The envelope is embedded into the `unacked` value as it is, not re-encoded: it is valid JSON
-/// (cjson just read it), and cjson would turn empty lists into objects and round floats.
+/// (cjson just read it), and cjson would turn empty lists into objects and round floats. The
+/// records of a batch go in one `HSET`, one `ZADD` and one `SADD`: each `redis.call` costs about
+/// as much as reading a message's fields.
 ///
 /// The consumer set's TTL is set again with every claim that records something (see `RENEW`).
 ///
@@ -30,21 +32,26 @@ pub const CLAIM: &str = r#"
 local nq = #KEYS - 4
 local unacked, index, mine, malformed = KEYS[nq + 1], KEYS[nq + 2], KEYS[nq + 3], KEYS[nq + 4]
 local want, now, cap, ttl = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
-local out, recorded = {}, false
+local out, hset, zadd, sadd = {}, {unacked}, {index}, {mine}
+local find, match = string.find, string.match
 
--- kombu and fastq write `properties` after `headers`; reading its three fields with patterns
--- avoids decoding the whole envelope, most of a claim's cost. Anything unusual (another key
--- order, escapes, a missing field) falls back to a full decode.
+-- kombu and fastq write `properties` after `headers`; its three fields are read by plain
+-- searches and anchored matches, which avoids decoding the whole envelope (most of a claim's
+-- cost). Anything unusual (another key order, escapes, a missing field) falls back to a full
+-- decode. Returns the tag and the exchange and routing key as JSON strings.
+local function field(raw, name, from)
+  local at, stop = find(raw, name, from, true)
+  if not at then return nil end
+  return match(raw, '^%s*:%s*"([^"\\]*)"', stop + 1)
+end
+
 local function fields(raw)
-  local at = string.find(raw, '"properties"%s*:%s*{')
-  if at then
-    local tail = string.sub(raw, at)
-    if not string.find(tail, '"headers"', 1, true) then
-      local tag = string.match(tail, '"delivery_tag"%s*:%s*"([^"\\]*)"')
-      local ex = string.match(tail, '"exchange"%s*:%s*"([^"\\]*)"')
-      local rk = string.match(tail, '"routing_key"%s*:%s*"([^"\\]*)"')
-      if tag and tag ~= '' and ex and rk then return tag, ex, rk end
-    end
+  local _, stop = find(raw, '"properties"', 1, true)
+  if stop and match(raw, '^%s*:%s*{', stop + 1) and not find(raw, '"headers"', stop, true) then
+    local tag = field(raw, '"delivery_tag"', stop)
+    local ex = field(raw, '"exchange"', stop)
+    local rk = field(raw, '"routing_key"', stop)
+    if tag and tag ~= '' and ex and rk then return tag, '"' .. ex .. '"', '"' .. rk .. '"' end
   end
   local ok, env = pcall(cjson.decode, raw)
   local props = ok and type(env) == 'table' and env.properties
@@ -55,7 +62,7 @@ local function fields(raw)
     if type(info.exchange) == 'string' then ex = info.exchange end
     if type(info.routing_key) == 'string' then rk = info.routing_key end
   end
-  return tag, ex, rk
+  return tag, cjson.encode(ex), cjson.encode(rk)
 end
 
 local function claim(k, raw)
@@ -66,11 +73,11 @@ local function claim(k, raw)
     out[#out + 1] = {k, '', raw}
     return
   end
-  redis.call('HSET', unacked, tag,
-    '[' .. raw .. ', ' .. cjson.encode(ex) .. ', ' .. cjson.encode(rk) .. ']')
-  redis.call('ZADD', index, now, tag)
-  redis.call('SADD', mine, tag)
-  recorded = true
+  hset[#hset + 1] = tag
+  hset[#hset + 1] = '[' .. raw .. ', ' .. ex .. ', ' .. rk .. ']'
+  zadd[#zadd + 1] = now
+  zadd[#zadd + 1] = tag
+  sadd[#sadd + 1] = tag
   out[#out + 1] = {k, tag, raw}
 end
 
@@ -80,7 +87,12 @@ while #out < want and k <= nq do
   local raw = redis.call('RPOP', KEYS[k])
   if raw then claim(k, raw) else k = k + 1 end
 end
-if recorded then redis.call('EXPIRE', mine, ttl) end
+if #sadd > 1 then
+  redis.call('HSET', unpack(hset))
+  redis.call('ZADD', unpack(zadd))
+  redis.call('SADD', unpack(sadd))
+  redis.call('EXPIRE', mine, ttl)
+end
 return out
 "#;
 
