@@ -39,7 +39,7 @@ def free_port_pair() -> int:
 
 def test_claim_script_is_read_from_the_rust_source() -> None:
     script = broker_ops.claim_script()
-    assert "redis.call('RPOP'" in script and "redis.call('HSET', unacked" in script
+    assert "redis.call('RPOP'" in script and "redis.call('HSET'" in script
     parts = broker_ops.claim_parts()
     assert "= fields(raw)" in script and "= fields(raw)" not in parts["without the tag parse"]
     assert "redis.call('HSET'" not in parts["without the record"]
@@ -84,14 +84,16 @@ def test_redis_commands_per_task(tmp_path: Path) -> None:
     assert figures["`.delay()`, results off"]["commands"] == {"lpush": 1.0}
 
     early = figures["drain, results off, early ack"]["commands"]
-    # One ack transaction per task; claims of up to 4 (the window), a few smaller at the ends.
-    assert early["multi"] == early["exec"] == early["hdel"] == 1.0
+    # Claims of up to 4 (the window), a few smaller at the ends; the supervisor acks the
+    # children's early acks in batches, one transaction (MULTI HDEL ZREM SREM EXEC) for several.
     assert 0.25 <= early["evalsha"] < 0.4
+    assert 0 < early["exec"] == early["multi"] == early["hdel"] < 1.0
     # An RPOP per message, and one finding the queue empty now and then (idle polls, the end).
     assert 1.0 <= early["rpop"] < 1.1 and "setex" not in early
 
     late = figures["drain, results off, acks_late"]["commands"]
-    assert late["hset"] == 1.0 and late["exec"] < 0.5  # acks batched after the tasks ran
+    # The child acks after the tasks ran, several tags a transaction.
+    assert 1.0 <= late["rpop"] < 1.1 and 0.2 <= late["exec"] < 0.5
 
     results = figures["drain, results on, early ack"]["commands"]
     assert results["setex"] == 1.0 and results["publish"] >= 1.0
