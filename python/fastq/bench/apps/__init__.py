@@ -18,4 +18,5 @@ def settings_from_env() -> dict[str, Any]:
         "backend": os.environ.get("FASTQ_BENCH_BACKEND") or None,
         "acks_late": os.environ.get("FASTQ_BENCH_ACKS_LATE") == "1",
         "queue": os.environ.get("FASTQ_BENCH_QUEUE") or QUEUE,
+        "queue_type": os.environ.get("FASTQ_BENCH_QUEUE_TYPE") or "classic",
     }

@@ -15,12 +15,17 @@ from fastq.bench.spec import QUEUE, TASK_NAME
 
 
 def make_app(
-    broker: str, backend: str | None, acks_late: bool = False, queue: str = QUEUE
+    broker: str,
+    backend: str | None,
+    acks_late: bool = False,
+    queue: str = QUEUE,
+    queue_type: str = "classic",
 ) -> tuple[Any, Any]:
     """A Celery app with the benchmark task, configured like the fastq one."""
     app = Celery("fastq-bench", broker=broker, backend=backend, set_as_current=False)
     app.conf.update(
         task_default_queue=queue,
+        task_default_queue_type=queue_type,
         task_acks_late=acks_late,
         task_ignore_result=backend is None,
         worker_hijack_root_logger=False,

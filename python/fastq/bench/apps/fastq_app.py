@@ -10,9 +10,14 @@ from fastq.task import Task
 
 
 def make_app(
-    broker: str, backend: str | None, acks_late: bool = False, queue: str = QUEUE
+    broker: str,
+    backend: str | None,
+    acks_late: bool = False,
+    queue: str = QUEUE,
+    queue_type: str = "classic",
 ) -> tuple[App, Task]:
-    """A fastq app with the benchmark task; no backend means results are off."""
+    """A fastq app with the benchmark task; no backend means results are off. ``queue_type``
+    ("quorum") matters on RabbitMQ only."""
     app = App(
         "fastq-bench",
         broker=broker,
@@ -21,6 +26,7 @@ def make_app(
         task_default_queue=queue,
         task_acks_late=acks_late,
         task_ignore_result=backend is None,
+        task_default_queue_type=queue_type,
     )
     task = app.task(name=TASK_NAME)(probe.run)
     return app, task
