@@ -158,7 +158,12 @@ def main() -> None:
     parser.add_argument("--worker-concurrency", type=int, default=1)
     parser.add_argument("--json")
     parser.add_argument("--markdown")
+    parser.add_argument("--png", help="the curve: tasks/s and Redis CPU per task over masters")
+    parser.add_argument("--replot", help="only redraw --png from a --json of an earlier run")
     args = parser.parse_args()
+    if args.replot:
+        plot(json.loads(Path(args.replot).read_text())["runs"], args.png)
+        return
     sizes = [int(n) for n in args.masters.split(",")]
     runs: list[dict[str, float]] = []
     for r in range(args.rounds):
@@ -188,6 +193,36 @@ def main() -> None:
         Path(args.json).write_text(json.dumps({"uptime": uptime, "runs": runs}, indent=1))
     if args.markdown:
         Path(args.markdown).write_text(table + "\n")
+    if args.png:
+        plot(runs, args.png)
+
+
+def plot(runs: list[dict[str, float]], path: str) -> None:
+    """Medians with min-max bars over the rounds, per number of masters."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sizes = sorted({int(x["masters"]) for x in runs})
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for ax, (key, label) in zip(
+        axes,
+        [("tasks_per_s", "drain, tasks/s"), ("redis_cpu_us_per_task", "Redis CPU µs / task")],
+        strict=True,
+    ):
+        values = [[x[key] for x in runs if x["masters"] == n] for n in sizes]
+        med = [statistics.median(v) for v in values]
+        pairs = list(zip(med, values, strict=True))
+        err = [[m - min(v) for m, v in pairs], [max(v) - m for m, v in pairs]]
+        ax.errorbar(sizes, med, yerr=err, marker="o", capsize=4)
+        ax.set_xticks(sizes)
+        ax.set_xlabel("Redis Cluster masters (one worker each)")
+        ax.set_ylabel(label)
+        ax.set_ylim(bottom=0)
+    fig.suptitle("Redis Cluster on one 2-core machine (every master and worker shares the cores)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
 
 
 if __name__ == "__main__":
