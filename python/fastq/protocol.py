@@ -11,7 +11,7 @@ from typing import Any
 #: Celery cuts argsrepr/kwargsrepr to this many characters.
 REPR_MAXSIZE = 1024
 
-_ORIGIN: tuple[int, str] | None = None
+_ORIGIN: str | None = None
 
 
 def origin() -> str:
@@ -19,9 +19,8 @@ def origin() -> str:
     message: a fork clears it)."""
     global _ORIGIN
     if _ORIGIN is None:
-        pid = os.getpid()
-        _ORIGIN = (pid, f"gen{pid}@{socket.gethostname()}")
-    return _ORIGIN[1]
+        _ORIGIN = f"gen{os.getpid()}@{socket.gethostname()}"
+    return _ORIGIN
 
 
 def _forget_origin() -> None:

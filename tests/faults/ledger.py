@@ -4,7 +4,9 @@
 from __future__ import annotations
 
 import os
+import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -66,3 +68,25 @@ def tally(path: str | Path, sent: int) -> Tally:
 def ended(path: str | Path) -> int:
     """How many distinct tasks have ended at least once."""
     return len(read(path)[1])
+
+
+def runs_ended(path: str | Path) -> int:
+    """Every run that ended so far, repeats included."""
+    return sum(read(path)[1].values())
+
+
+def wait_drained(
+    path: str | Path, sent: int, bound: float, started: float, log: Callable[[], str]
+) -> None:
+    """Waits until every one of ``sent`` tasks ended, within ``bound`` seconds of ``started``
+    (monotonic; at least one more second); fails with the tally and the end of the worker's
+    ``log()``."""
+    from tests.processes import wait_until
+
+    remaining = bound - (time.monotonic() - started)
+    try:
+        wait_until(lambda: ended(path) >= sent, timeout=max(remaining, 1))
+    except AssertionError:
+        raise AssertionError(
+            f"not drained in {bound}s: {tally(path, sent)}\n{log()[-4000:]}"
+        ) from None

@@ -57,14 +57,7 @@ def _run(
                 before = ledger.ended(ledger_path)
                 wait_until(_ended_once_more(ledger_path, before), timeout=15)
                 recoveries.append(time.monotonic() - back)
-            remaining = DRAIN_BOUND - (time.monotonic() - started)
-            try:
-                wait_until(lambda: ledger.ended(ledger_path) >= SENT, timeout=max(remaining, 1))
-            except AssertionError:
-                raise AssertionError(
-                    f"not drained in {DRAIN_BOUND}s: {ledger.tally(ledger_path, SENT)}\n"
-                    f"{worker.log()[-4000:]}"
-                ) from None
+            ledger.wait_drained(ledger_path, SENT, DRAIN_BOUND, started, worker.log)
             time.sleep(0.5)  # a duplicate run would show now
             _assert_full_windows(own_redis, client, ledger_path, acks_late)
         return ledger.tally(ledger_path, SENT), recoveries

@@ -33,11 +33,6 @@ DRAIN_BOUND = 40.0
 HELD_PER_CHILD = 4 + 1
 
 
-def _end_lines(path: str) -> int:
-    """Every run that ended so far, repeats included."""
-    return sum(ledger.read(path)[1].values())
-
-
 MASTER_PASSWORD = "master-secret"
 SENTINEL_PASSWORD = "sentinel-secret"
 #: The shared set-up's options: the sentinels' own password apart from the master's (in the URL).
@@ -154,7 +149,7 @@ def _drain_through(
         ) as worker:
             started = time.monotonic()
             wait_until(lambda: ledger.ended(ledger_path) >= 250, timeout=20)
-            ended_before = _end_lines(ledger_path)
+            ended_before = ledger.runs_ended(ledger_path)
             fault_at = time.monotonic()
             old = fault()
             switched = s.wait_for_new_master(old)
@@ -165,15 +160,8 @@ def _drain_through(
             since_fault = time.monotonic() - fault_at
             # Runs that ended between the fault and the consumers' move: their claims or acks
             # may have gone to a master whose writes are then lost.
-            window = _end_lines(ledger_path) - ended_before
-            remaining = DRAIN_BOUND - (time.monotonic() - started)
-            try:
-                wait_until(lambda: ledger.ended(ledger_path) >= SENT, timeout=max(remaining, 1))
-            except AssertionError:
-                raise AssertionError(
-                    f"not drained in {DRAIN_BOUND}s: {ledger.tally(ledger_path, SENT)}\n"
-                    f"{worker.log()[-4000:]}"
-                ) from None
+            window = ledger.runs_ended(ledger_path) - ended_before
+            ledger.wait_drained(ledger_path, SENT, DRAIN_BOUND, started, worker.log)
             # The client found the new master too: a task sent now runs and its result returns.
             after = client.send_task("faults.work", (SENT,))
             assert after.get(timeout=10) == SENT
