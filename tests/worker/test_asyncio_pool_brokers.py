@@ -4,8 +4,10 @@ Celery client sending to a fastq asyncio worker."""
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import celery
 import pytest
@@ -13,7 +15,7 @@ import redis
 from fastq import App
 
 from tests.amqp_support import AMQP_URL, delete, requires_rabbitmq, unique
-from tests.processes import fastq_worker
+from tests.processes import fastq_worker, wait_until
 
 APP = "tests.apps.asyncio_app"
 
@@ -86,3 +88,79 @@ def test_a_celery_client_sends_to_a_fastq_asyncio_worker(
         soft = celery_client.send_task("aio.soft", ("celery",))
         assert soft.get(timeout=30) == "cleaned up"
     assert max(levels(runs)) > 20
+
+
+@pytest.fixture(params=["redis", pytest.param("amqp", marks=requires_rabbitmq)])
+def held_transport(request: pytest.FixtureRequest, broker_url: str) -> str:
+    return AMQP_URL if request.param == "amqp" else broker_url
+
+
+def test_what_waits_behind_a_running_coroutine_is_listed_at_once(
+    held_transport: str, backend_url: str, runs: redis.Redis
+) -> None:
+    """``inspect reserved``/``scheduled`` list what the worker holds while its one slot runs a
+    long coroutine, within about a second. On RabbitMQ that includes what the broker pushed to
+    it meanwhile (an ETA task, plain and rate-limited ones), and a revoked one is settled then;
+    on Redis the worker takes nothing while every slot is busy: it lists only the task it
+    fetched before, the rest waits in the queue."""
+    amqp = held_transport == AMQP_URL
+    queue = unique("held")
+    node = f"held-{queue[-8:]}@asyncio"
+    env = {"FASTQ_BROKER_URL": held_transport, "FASTQ_RESULT_BACKEND": backend_url}
+    client = celery.Celery(
+        "client", broker=held_transport, backend=backend_url, set_as_current=False
+    )
+
+    def send(name: str, *args: Any, **options: Any) -> str:
+        return str(client.send_task(name, args, queue=queue, **options).id)
+
+    def listed() -> tuple[list[str], list[str]]:
+        inspector = client.control.inspect([node], timeout=1)
+        reserved = sorted(r["id"] for r in (inspector.reserved() or {}).get(node, []))
+        scheduled = [s["request"]["id"] for s in (inspector.scheduled() or {}).get(node, [])]
+        return reserved, scheduled
+
+    try:
+        # A window of 8 (RabbitMQ pushes no more unacknowledged messages): room for all.
+        args = (
+            "-n",
+            node,
+            "--pool",
+            "asyncio",
+            "-c",
+            "1",
+            "--prefetch-multiplier",
+            "8",
+            "-Q",
+            queue,
+        )
+        with fastq_worker(*args, app=APP, env=env):
+            client.send_task("aio.sleep", ("long", 8.0), queue=queue)
+            wait_until(lambda: runs.hexists("started", "long"), timeout=20)
+            first = send("aio.sleep", "first", 0.1)
+            wait_until(lambda: listed() == ([first], []), timeout=5)
+            # Revoked before it is sent: skipped (stored REVOKED) as soon as the worker takes it.
+            gone = str(uuid.uuid4())
+            client.control.revoke(gone, destination=[node])
+            wait_until(lambda: gone in client.control.inspect([node]).revoked()[node], 5)
+            # Sent while "first" waits for the slot "long" holds.
+            send("aio.sleep", "gone", 0.1, task_id=gone)
+            later = send("aio.sleep", "later", 0.1, countdown=30)
+            plain = send("aio.sleep", "plain", 0.1)
+            limited = [send("aio.limited", f"limited{i}") for i in range(2)]
+            if amqp:
+                expected = (sorted([first, plain, *limited]), [later])
+            else:
+                expected = ([first], [])
+            sent = time.monotonic()
+            seen: list[tuple[list[str], list[str]]] = []
+            while time.monotonic() - sent < 1.5 and (not seen or seen[-1] != expected):
+                seen.append(listed())
+            assert seen[-1] == expected, seen
+            assert client.AsyncResult(gone).state == ("REVOKED" if amqp else "PENDING")
+            assert runs.hget("runs", "long") is None  # all of it while "long" still ran
+    finally:
+        client.control.purge()
+        client.close()
+        if amqp:
+            delete(queue)

@@ -61,6 +61,7 @@ def confirm_publish(conf: Config) -> bool:
 
 class AmqpBroker(Broker):
     returns_on_close = True
+    pushes = True
 
     def __init__(self, url: str, conf: Config) -> None:
         super().__init__(url, conf)

@@ -112,6 +112,9 @@ class Broker(ABC):
     #: The broker itself gives a dead consumer's unacknowledged messages back (RabbitMQ, when
     #: the channel closes), before the worker can settle those it had finished.
     returns_on_close: ClassVar[bool] = False
+    #: The broker sends a consumer messages ahead of its fetches, up to its window (RabbitMQ's
+    #: ``basic.consume``): they are the worker's from then on, though it has not fetched them.
+    pushes: ClassVar[bool] = False
 
     def __init__(self, url: str, conf: Config) -> None:
         self.url = url

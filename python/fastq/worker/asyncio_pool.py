@@ -17,6 +17,7 @@ import concurrent.futures
 import contextvars
 import inspect
 import logging
+import math
 import os
 import signal
 import time
@@ -44,6 +45,10 @@ log = logging.getLogger("fastq.worker")
 #: How long a fetch may block while tasks are in flight: the late acks and rejects of tasks that
 #: end meanwhile wait for it (their results are stored at once).
 BUSY_FETCH_WAIT = 0.05
+#: While every slot is busy, how often the loop takes what a broker that pushes (RabbitMQ) sent
+#: it meanwhile, without waiting: those messages are this worker's, so ``inspect reserved`` and
+#: ``scheduled`` list them from then on. A task ending wakes the loop without a fetch.
+PUSHED_POLL = 0.25
 #: The loop's key in ``ActiveTasks`` for what it holds (its slots are the tasks in flight).
 HELD_BY = -1
 
@@ -155,6 +160,9 @@ class AsyncioLoop(WorkerLoop):
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.Event | None = None
         self._serial: _SerialConsumer | None = None
+        #: The broker pushes messages ahead of fetches, and when to take them next (monotonic).
+        self._pushes = app.broker.pushes
+        self._next_poll = 0.0
         self._tell_held = lambda entries: active_tasks.held(HELD_BY, entries)
 
     # -- lifecycle -------------------------------------------------------------------------------
@@ -249,21 +257,30 @@ class AsyncioLoop(WorkerLoop):
         if self._interrupted:
             deliveries, self._interrupted = self._interrupted, []
         elif self._waiting:  # every slot busy: wait for one (or the next ETA) instead
-            await self._nap(sleep + timeout)
+            poll_in = self._next_poll - time.monotonic() if self._pushes else math.inf
+            if poll_in <= 0:
+                deliveries = await self._fetch(consumer, 0.0)
+            else:
+                await self._nap(min(sleep + timeout, poll_in))
         else:
             if sleep:
                 await self._nap(sleep)
             if self._in_flight:
                 timeout = min(timeout, BUSY_FETCH_WAIT)
-            deliveries = await consumer.fetch_in(self._io, timeout)
-            self._received = time.perf_counter()
-            if self.observer is not None:  # the window in use, as full as it gets
-                self.observer.tick(consumer.in_flight)
-            await asyncio.sleep(0)  # tasks that ended meanwhile settle before the next starts
+            deliveries = await self._fetch(consumer, timeout)
         self._dispatch(consumer, deliveries)
         self._run_due(consumer)
         self._flush(consumer)
         self._sync_held()
+
+    async def _fetch(self, consumer: _SerialConsumer, timeout: float) -> list[Delivery]:
+        deliveries = await consumer.fetch_in(self._io, timeout)
+        self._received = time.perf_counter()
+        self._next_poll = time.monotonic() + PUSHED_POLL
+        if self.observer is not None:  # the window in use, as full as it gets
+            self.observer.tick(consumer.in_flight)
+        await asyncio.sleep(0)  # tasks that ended meanwhile settle before the next starts
+        return deliveries
 
     def _start_waiting(self, consumer: _SerialConsumer) -> None:
         while self._waiting and self._free_slots and not self.stopping.is_set():
