@@ -28,23 +28,90 @@ def test_meta_layout_is_celerys(app: App, backend_redis: redis.Redis) -> None:
     assert 86000 < ttl <= 86400
 
 
-def test_a_batch_is_stored_in_one_round_trip_and_after_a_script_flush(
+def _published(pubsub: redis.client.PubSub, count: int) -> list[tuple[str, bytes]]:
+    got: list[tuple[str, bytes]] = []
+    deadline = time.monotonic() + 5
+    while len(got) < count and time.monotonic() < deadline:
+        message = pubsub.get_message(timeout=0.1)
+        if message is not None and message["type"] == "message":
+            got.append((message["channel"].decode(), message["data"]))
+    return got
+
+
+def _calls(stats: dict, command: str) -> int:
+    return int(stats.get(f"cmdstat_{command}", {}).get("calls", 0))
+
+
+def test_new_results_are_set_and_published_without_the_script(
     app: App, backend_redis: redis.Redis
 ) -> None:
-    """A worker's batch: one pipeline of EVALSHAs, without redis-py's SCRIPT EXISTS before it;
-    a server that lost its scripts (restarted, SCRIPT FLUSH) gets the script loaded again."""
+    """A worker's batch of first states: SET NX with the TTL, then PUBLISH of each in order, and
+    no script call (a third of its Redis time)."""
     backend = app.backend
-    meta = backend.build_meta("b1", 1, states.SUCCESS, None, None)
-    backend_redis.script_flush()
-    backend.store_many([("b1", meta), ("b2", {**meta, "task_id": "b2"})])
+    metas = [(f"n{i}", backend.build_meta(f"n{i}", i, states.SUCCESS)) for i in range(3)]
+    pubsub = backend_redis.pubsub()
+    pubsub.subscribe(*(backend.key_for(task_id) for task_id, _ in metas))
+    assert len(_published(pubsub, 0)) == 0 and pubsub.get_message(timeout=1)  # subscribed
     before = backend_redis.info("commandstats")
-    backend.store_many([("b3", {**meta, "task_id": "b3"}), ("b4", {**meta, "task_id": "b4"})])
+    backend.store_many(metas)
+    published = _published(pubsub, 3)
     after = backend_redis.info("commandstats")
-    scripts = {k: v for k, v in after.items() if k.startswith("cmdstat_script")}  # |exists
-    assert scripts == {k: v for k, v in before.items() if k.startswith("cmdstat_script")}
-    assert after["cmdstat_evalsha"]["calls"] - before["cmdstat_evalsha"]["calls"] == 2
-    stored = [AsyncResult(f"b{i}", app=app) for i in range(1, 5)]
-    assert [r.get(timeout=1) for r in stored] == [1, 1, 1, 1]
+    assert _calls(after, "evalsha") == _calls(before, "evalsha")
+    assert _calls(after, "set") - _calls(before, "set") == 3
+    assert [channel for channel, _ in published] == [backend.key_for(t) for t, _ in metas]
+    assert [json.loads(data)["result"] for _, data in published] == [0, 1, 2]
+    assert 86000 < backend_redis.ttl(backend.key_for("n2")) <= 86400
+    assert [AsyncResult(t, app=app).get(timeout=1) for t, _ in metas] == [0, 1, 2]
+    pubsub.close()
+
+
+def test_keys_that_held_a_state_go_through_the_script_even_after_a_script_flush(
+    app: App, backend_redis: redis.Redis
+) -> None:
+    """A key that already holds something (STARTED, a duplicate's SUCCESS) is stored by the script,
+    which a server that lost its scripts (restarted, SCRIPT FLUSH) gets loaded again: STARTED is
+    replaced, SUCCESS is kept, and only what was stored is published."""
+    backend = app.backend
+    backend.store_many([("s1", backend.build_meta("s1", None, states.STARTED, None, None))])
+    backend.store_many([("s2", backend.build_meta("s2", 7, states.SUCCESS, None, None))])
+    backend_redis.script_flush()
+    pubsub = backend_redis.pubsub()
+    pubsub.subscribe(backend.key_for("s1"), backend.key_for("s2"), backend.key_for("s3"))
+    for _ in range(3):
+        assert pubsub.get_message(timeout=1)  # subscribed
+    before = backend_redis.info("commandstats")
+    backend.store_many(
+        [
+            ("s1", backend.build_meta("s1", 1, states.SUCCESS, None, None)),
+            ("s2", backend.build_meta("s2", ValueError("dup"), states.FAILURE, None, None)),
+            ("s3", backend.build_meta("s3", 3, states.SUCCESS, None, None)),
+        ]
+    )
+    published = _published(pubsub, 2)
+    assert _published(pubsub, 1) == []  # s2's FAILURE is neither stored nor published
+    after = backend_redis.info("commandstats")
+    assert _calls(after, "evalsha") - _calls(before, "evalsha") >= 2  # s1, s2 (+ NOSCRIPT)
+    assert sorted(channel for channel, _ in published) == [
+        backend.key_for("s1"),
+        backend.key_for("s3"),
+    ]
+    results = [AsyncResult(t, app=app) for t in ("s1", "s2", "s3")]
+    assert [r.get(timeout=1) for r in results] == [1, 7, 3]
+    pubsub.close()
+
+
+def test_a_result_stored_again_as_it_is_is_published(app: App, backend_redis: redis.Redis) -> None:
+    """A batch sent again after its reply was lost finds its own SET done: it is published then
+    (the first attempt may not have published it), not skipped as a duplicate of a SUCCESS."""
+    backend = app.backend
+    meta = backend.build_meta("a1", 5, states.SUCCESS, None, None)
+    backend_redis.set(backend.key_for("a1"), backend.encode_meta(meta))
+    pubsub = backend_redis.pubsub()
+    pubsub.subscribe(backend.key_for("a1"))
+    assert pubsub.get_message(timeout=1)
+    backend.store_many([("a1", meta)])
+    assert [json.loads(data)["result"] for _, data in _published(pubsub, 1)] == [5]
+    pubsub.close()
 
 
 def test_success_is_never_overwritten(app: App) -> None:

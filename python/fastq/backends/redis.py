@@ -44,8 +44,14 @@ GROUP_KEY = "celery-taskset-meta-"
 
 # Stores a meta and publishes it on the key's channel, unless the task already succeeded (a
 # duplicate delivery must not turn a SUCCESS back into FAILURE or STARTED), as Celery's worker does.
+# The worker's Rust store runs it only for keys its SET NX found taken: a meta already stored as
+# given (a batch sent again after a lost reply) is published, which its first attempt may not have.
 _STORE = """
 local old = redis.call('GET', KEYS[1])
+if old == ARGV[1] then
+  redis.call('PUBLISH', KEYS[1], ARGV[1])
+  return 1
+end
 if old then
   local ok, meta = pcall(cjson.decode, old)
   if not ok then ok, meta = pcall(cmsgpack.unpack, old) end

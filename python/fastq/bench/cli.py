@@ -33,7 +33,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--queue", default=QUEUE, help=f"the queue to use (default {QUEUE})")
     p.add_argument("--tasks", "-n", type=int, default=20_000, metavar="N")
     p.add_argument("--payload", type=int, default=0, metavar="BYTES", help="argument size")
-    p.add_argument("--work", default="noop", help="noop | sleep:MS | cpu:MS (default noop)")
+    p.add_argument("--work", default="noop", help="noop | incr (a Redis INCR) | sleep:MS | cpu:MS")
     p.add_argument("--concurrency", "-c", type=int, default=2, metavar="C")
     p.add_argument("--pool", "-P", choices=POOLS, default="prefork")
     p.add_argument("--prefetch-multiplier", type=int, default=4, metavar="M")

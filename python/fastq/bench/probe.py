@@ -29,6 +29,7 @@ def keys(run: str) -> dict[str, str]:
         "done": f"fastq.bench.{run}.done",
         "first": f"fastq.bench.{run}.first",
         "last": f"fastq.bench.{run}.last",
+        "incr": f"fastq.bench.{run}.incr",  # the ``incr`` work's counter
     }
 
 
@@ -105,6 +106,8 @@ def run(payload: str, work: str) -> int:
     kind, seconds = _work(work)
     if kind == "sleep":
         time.sleep(seconds)
+    elif kind == "incr" and rec is not None:
+        rec.client.incr(rec.keys["incr"])
     elif kind == "cpu":
         end = time.thread_time() + seconds
         while time.thread_time() < end:

@@ -19,10 +19,11 @@ POOLS = ("prefork", "threads", "solo")
 
 
 def parse_work(spec: str) -> tuple[str, float]:
-    """``noop``, ``sleep:MS`` or ``cpu:MS`` → (kind, seconds)."""
+    """``noop``, ``incr``, ``sleep:MS`` or ``cpu:MS`` → (kind, seconds). ``incr``: one Redis
+    ``INCR`` on the counter per task (a round trip inside every task, as the peer benchmark's)."""
     kind, _, amount = spec.partition(":")
-    if kind == "noop" and not amount:
-        return "noop", 0.0
+    if kind in ("noop", "incr") and not amount:
+        return kind, 0.0
     if kind in ("sleep", "cpu") and amount:
         try:
             ms = float(amount)
@@ -30,7 +31,7 @@ def parse_work(spec: str) -> tuple[str, float]:
             ms = -1.0
         if ms >= 0:
             return kind, ms / 1000.0
-    raise ConfigurationError(f"--work {spec!r}: use noop, sleep:MS or cpu:MS")
+    raise ConfigurationError(f"--work {spec!r}: use noop, incr, sleep:MS or cpu:MS")
 
 
 @dataclass

@@ -106,7 +106,7 @@ impl RedisPublisher {
             let (pipe, bindings) = self.pipeline(batch, &payloads);
             let (reused, result) = self.exec(&pipe)?;
             match result {
-                Ok(()) => {
+                Ok(_) => {
                     self.bound.extend(bindings);
                     return Ok(());
                 }
@@ -171,13 +171,12 @@ impl RedisPublisher {
     /// process's connection, with a publish's retry: a reused connection found dead is
     /// reopened and `pipe` sent once more. Not on a cluster (a pipeline spans slots).
     pub fn run(&mut self, pipe: &::redis::Pipeline) -> BrokerResult<()> {
-        if self.keys.is_cluster() {
-            return Err(BrokerError::Config(
-                "the Rust result store speaks to a single Redis, not a Redis Cluster (fastq \
-                 stores results on a cluster from Python)"
-                    .into(),
-            ));
-        }
+        self.query(pipe).map(drop)
+    }
+
+    /// `run`, returning the replies in order.
+    pub fn query(&mut self, pipe: &::redis::Pipeline) -> BrokerResult<Vec<::redis::Value>> {
+        self.refuse_cluster()?;
         let (reused, result) = self.exec(pipe)?;
         match result {
             Err(BrokerError::Connection { .. }) if reused => {
@@ -188,14 +187,46 @@ impl RedisPublisher {
         }
     }
 
+    /// Writes `pipe` on this process's connection without waiting for its replies (read before
+    /// the next call's); no retry. Not on a cluster.
+    pub fn send_unread(&mut self, pipe: &::redis::Pipeline) -> BrokerResult<()> {
+        self.refuse_cluster()?;
+        self.connector()?;
+        let connector = self.connector.as_mut().expect("made above");
+        let Some(mut socket) = self.socket.take() else {
+            // No spin socket (TLS, unix, or none open yet): the connector's own.
+            return connector.send_unread(&pipe.get_packed_pipeline(), pipe.len());
+        };
+        let result = socket.send_unread(pipe).map_err(|e| connector.error(&e));
+        if result.is_ok() {
+            self.socket = Some(socket);
+        }
+        result
+    }
+
+    fn refuse_cluster(&self) -> BrokerResult<()> {
+        if self.keys.is_cluster() {
+            return Err(BrokerError::Config(
+                "the Rust result store speaks to a single Redis, not a Redis Cluster (fastq \
+                 stores results on a cluster from Python)"
+                    .into(),
+            ));
+        }
+        Ok(())
+    }
+
     /// Runs `pipe` on this process's connection (opened first if needed); tells whether that
     /// connection was already open. The outer error is a connector that cannot be made.
-    fn exec(&mut self, pipe: &::redis::Pipeline) -> BrokerResult<(bool, BrokerResult<()>)> {
+    #[allow(clippy::type_complexity)]
+    fn exec(
+        &mut self,
+        pipe: &::redis::Pipeline,
+    ) -> BrokerResult<(bool, BrokerResult<Vec<::redis::Value>>)> {
         self.connector()?;
         let connector = self.connector.as_mut().expect("made above");
         let Some((host, port)) = &self.plain else {
             let reused = connector.connected();
-            return Ok((reused, connector.run(|c| pipe.exec(c))));
+            return Ok((reused, connector.run(|c| pipe.query(c))));
         };
         let reused = self.socket.is_some();
         let mut socket = match self.socket.take() {
@@ -216,7 +247,7 @@ impl RedisPublisher {
         };
         // Any error drops the socket: after a timeout or a half-read reply it may be out of
         // step with the server, and reconnecting is cheap.
-        let result = socket.exec(pipe).map_err(|e| connector.error(&e));
+        let result = socket.query(pipe).map_err(|e| connector.error(&e));
         if result.is_ok() {
             self.socket = Some(socket);
         }
@@ -272,8 +303,9 @@ impl RedisPublisher {
             if let Some(connector) = &mut self.connector {
                 connector.close();
             }
-            // Every reply of a spin socket is read before its call returns.
-            self.socket = None;
+            if let Some(socket) = self.socket.take() {
+                socket.close();
+            }
         }
     }
 }

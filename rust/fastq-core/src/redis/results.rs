@@ -1,11 +1,19 @@
 //! The worker's side of the Redis result backend: a batch of results stored in one pipelined
-//! round trip, each by the backend's store script (`EVALSHA`: Celery's key, never overwriting a
-//! `SUCCESS`, `PUBLISH`ed on the key's channel for waiting clients), on the publisher's
-//! connection code (one connection per process, fork-aware, the spin socket for plain TCP).
+//! round trip, on the publisher's connection code (one connection per process, fork-aware, the
+//! spin socket for plain TCP).
+//!
+//! Most results are a task's first state under its key, so each is first `SET ... NX` (Celery's
+//! key): a plain command costs Redis a third of a script call. Those stored are then
+//! `PUBLISH`ed on the key's channel for waiting clients, written without waiting for the
+//! replies. A key that already held something (`STARTED`, a retry's state, a duplicate
+//! delivery's result) goes through the backend's store script instead (`EVALSHA`: never
+//! overwriting a `SUCCESS`, publishing what it stores), awaited as before.
 //!
 //! The script's body is the caller's (the Python backend owns the layout); a server that does
 //! not know it (restarted, `SCRIPT FLUSH`) answers `NOSCRIPT` to every `EVALSHA` of the batch,
 //! so none of them ran: the script is loaded and the batch sent again.
+
+use ::redis::Value;
 
 use super::connection::{BrokerError, BrokerResult};
 use super::publisher::RedisPublisher;
@@ -36,24 +44,53 @@ impl ResultStore {
         self.script.get_hash()
     }
 
-    /// Stores `(key, meta)` pairs in order, in one round trip; `ttl` in seconds (0: none) is
-    /// the script's second argument. Returns once Redis has answered every command.
+    /// Stores `(key, meta)` pairs in order; `ttl` in seconds (0: none). Returns once every
+    /// result is stored: one round trip, two for a batch with keys that already held something.
     pub fn store(&mut self, items: &[(String, Vec<u8>)], ttl: u64) -> BrokerResult<()> {
-        let mut pipe = ::redis::pipe();
+        let mut first = ::redis::pipe();
         for (key, meta) in items {
-            pipe.cmd("EVALSHA")
-                .arg(self.sha())
-                .arg(1)
-                .arg(key)
-                .arg(meta)
-                .arg(ttl);
+            let set = first.cmd("SET").arg(key).arg(meta).arg("NX");
+            if ttl > 0 {
+                set.arg("EX").arg(ttl);
+            }
         }
-        match self.conn.run(&pipe) {
+        let replies = self.conn.query(&first)?;
+        let mut publish = ::redis::pipe();
+        let mut checked = ::redis::pipe();
+        for ((key, meta), reply) in items.iter().zip(&replies) {
+            if matches!(reply, Value::Nil) {
+                // The script publishes what it stores, after the PUBLISHes before it are sent.
+                self.script_call(&mut checked, key, meta, ttl);
+            } else {
+                publish.cmd("PUBLISH").arg(key).arg(meta);
+            }
+        }
+        if !publish.is_empty() {
+            self.conn.send_unread(&publish)?;
+        }
+        if !checked.is_empty() {
+            self.run_script(&checked)?;
+        }
+        Ok(())
+    }
+
+    fn script_call(&self, pipe: &mut ::redis::Pipeline, key: &str, meta: &[u8], ttl: u64) {
+        pipe.cmd("EVALSHA")
+            .arg(self.sha())
+            .arg(1)
+            .arg(key)
+            .arg(meta)
+            .arg(ttl);
+    }
+
+    /// Runs a pipeline of script calls, loading the script first if the server lost it.
+    fn run_script(&mut self, pipe: &::redis::Pipeline) -> BrokerResult<()> {
+        match self.conn.run(pipe) {
             Err(BrokerError::Command { reason, .. }) if is_noscript(&reason) => {
                 let mut load = ::redis::pipe();
                 load.cmd("SCRIPT").arg("LOAD").arg(&self.code);
                 self.conn.run(&load)?;
-                self.conn.run(&pipe)
+                self.conn.run(pipe)
             }
             other => other,
         }

@@ -21,6 +21,8 @@ use super::connection::COMMAND_TIMEOUT;
 /// How long a reply is polled for before the reader sleeps: above a loopback or same-rack round
 /// trip to an idle Redis (~30 µs here), well below a scheduler's wake-up cost on a loaded host.
 pub const SPIN: Duration = Duration::from_micros(50);
+/// How long `close` waits for the replies still owed.
+const CLOSE_WAIT: Duration = Duration::from_secs(2);
 
 /// A plain-TCP address the spin socket can serve: `Some` for `redis://host:port`, `None` for TLS
 /// and unix sockets.
@@ -35,6 +37,8 @@ pub struct SpinSocket {
     stream: TcpStream,
     /// Holds bytes read past a reply, for the next one.
     parser: Parser,
+    /// Replies owed to commands sent without waiting (`send_unread`); read before the next call.
+    unread: usize,
 }
 
 impl SpinSocket {
@@ -74,6 +78,7 @@ impl SpinSocket {
         let mut socket = SpinSocket {
             stream,
             parser: Parser::new(),
+            unread: 0,
         };
         let mut setup = ::redis::pipe();
         if let Some(password) = settings.password() {
@@ -95,17 +100,55 @@ impl SpinSocket {
     /// Sends `pipe` and reads every reply; the first error reply is the result (after all of
     /// them are read, so the connection stays in step).
     pub fn exec(&mut self, pipe: &Pipeline) -> RedisResult<()> {
+        self.query(pipe).map(drop)
+    }
+
+    /// Sends `pipe` and returns its replies, in order; the first error reply is the result
+    /// instead (after all of them are read, so the connection stays in step).
+    pub fn query(&mut self, pipe: &Pipeline) -> RedisResult<Vec<Value>> {
+        self.read_unread()?;
         self.stream.write_all(&pipe.get_packed_pipeline())?;
+        let mut replies = Vec::with_capacity(pipe.len());
         let mut first_error = None;
         for _ in 0..pipe.len() {
-            let reply = self.parser.parse_value(Spin {
-                stream: &self.stream,
-            })?;
+            let reply = self.read_reply()?;
             if let Value::ServerError(e) = reply {
                 first_error.get_or_insert(RedisError::from(e));
+            } else {
+                replies.push(reply);
             }
         }
-        first_error.map_or(Ok(()), Err)
+        first_error.map_or(Ok(replies), Err)
+    }
+
+    /// Writes `pipe` without waiting for its replies: they are read (and dropped) before the
+    /// next call's, or by `close`. Once this returns the commands are in the kernel's hands.
+    pub fn send_unread(&mut self, pipe: &Pipeline) -> RedisResult<()> {
+        self.stream.write_all(&pipe.get_packed_pipeline())?;
+        self.unread += pipe.len();
+        Ok(())
+    }
+
+    /// Reads the replies still owed, then closes the socket: closing with replies unread would
+    /// make the kernel reset the connection, which can discard commands Redis has not read yet.
+    pub fn close(mut self) {
+        if self.unread > 0 && self.stream.set_read_timeout(Some(CLOSE_WAIT)).is_ok() {
+            let _ = self.read_unread();
+        }
+    }
+
+    fn read_unread(&mut self) -> RedisResult<()> {
+        while self.unread > 0 {
+            self.read_reply()?; // an error reply to a fire-and-forget command changes nothing
+            self.unread -= 1;
+        }
+        Ok(())
+    }
+
+    fn read_reply(&mut self) -> RedisResult<Value> {
+        self.parser.parse_value(Spin {
+            stream: &self.stream,
+        })
     }
 }
 
