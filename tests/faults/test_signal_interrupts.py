@@ -10,18 +10,24 @@ from __future__ import annotations
 import os
 import re
 import signal
+import sys
 import time
 
+import pytest
 from fastq import App
 
 from tests.faults import ledger
 from tests.faults.conftest import report, worker_env
 from tests.faults.redis_server import RedisServer
-from tests.processes import children_of, fastq_worker
+from tests.processes import WorkerProcess, children_of, fastq_worker
 
 SENT = 2000
 #: A child ends every 25 tasks: ~80 child deaths in the drain, each one a SIGCHLD.
 MAX_TASKS = 25
+#: Runs the worker CLI as a Python without ``os.pidfd_open`` would.
+WITHOUT_PIDFDS = (
+    "import os, runpy; del os.pidfd_open; runpy.run_module('fastq.cli', run_name='__main__')"
+)
 #: What a broker error looks like in the worker's log.
 BROKER_ERRORS = re.compile(
     r"Interrupted system call|could not acknowledge|broker unavailable|cannot reach the Redis"
@@ -32,15 +38,31 @@ def _broker_errors(log: str) -> list[str]:
     return [line for line in log.splitlines() if BROKER_ERRORS.search(line)]
 
 
-def test_child_restarts_read_as_no_broker_error(own_redis: RedisServer, ledger_path: str) -> None:
+def _worker_without_pidfds(*args: str, env: dict[str, str]) -> WorkerProcess:
+    """A worker whose Python has no ``os.pidfd_open`` (older than 3.9, or not Linux): its
+    supervisor learns of a child's end from SIGCHLD, through a handler."""
+    worker = WorkerProcess(
+        [sys.executable, "-c", WITHOUT_PIDFDS, "-A", "tests.faults.app", "worker",
+         "--loglevel", "INFO", *args],
+        env,
+    )  # fmt: skip
+    worker.wait_for_log("ready")
+    return worker
+
+
+@pytest.mark.parametrize("pidfds", [True, False], ids=["pidfds", "sigchld-handler"])
+def test_child_restarts_read_as_no_broker_error(
+    own_redis: RedisServer, ledger_path: str, pidfds: bool
+) -> None:
     env = worker_env(own_redis.url(0), own_redis.url(1), ledger_path)
     client = App("client", broker=own_redis.url(0), backend=own_redis.url(1), set_as_current=False)
+    start = fastq_worker if pidfds else _worker_without_pidfds
     try:
         client.send_many([("faults.work", (i,), None) for i in range(SENT)])
         started = time.monotonic()
-        with fastq_worker(
+        with start(
             "--concurrency", "2", "--max-tasks-per-child", str(MAX_TASKS), "-E",
-            app="tests.faults.app", env=env,
+            **({"app": "tests.faults.app"} if pidfds else {}), env=env,
         ) as worker:  # fmt: skip
             ledger.wait_drained(ledger_path, SENT, 120, started, worker.log)
             worker.stop()
@@ -48,7 +70,8 @@ def test_child_restarts_read_as_no_broker_error(own_redis: RedisServer, ledger_p
     finally:
         client.close()
     tally = ledger.tally(ledger_path, SENT)
-    report(f"prefork, a child restart every {MAX_TASKS} tasks (Redis, early ack)", tally)
+    how = "pidfds" if pidfds else "SIGCHLD handler"
+    report(f"prefork, a child restart every {MAX_TASKS} tasks, {how} (Redis, early ack)", tally)
     restarts = log.count("exited; starting a new one")
     assert restarts >= SENT // MAX_TASKS // 2, f"children did not restart:\n{log[-3000:]}"
     errors = _broker_errors(log)
