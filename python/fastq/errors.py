@@ -43,6 +43,12 @@ class BrokerConnectionError(BrokerError, ConnectionError):
     """The broker cannot be reached, went away or is not ready; retrying later may work."""
 
 
+class BrokerInterruptedError(BrokerConnectionError):
+    """A call to the broker was interrupted by a signal (a handler ran, or the process was stopped
+    and resumed by a debugger or profiler): the broker is fine, but the command may have run and
+    its connection is reopened, as after a dropped one. Retrying at once may work."""
+
+
 class QueueNotFound(ConfigurationError, KeyError):
     """A task was routed to a queue that is not in ``task_queues`` while
     ``task_create_missing_queues`` is off."""

@@ -241,6 +241,10 @@ class WorkerLoop:
                 fetches = not self._interrupted
                 self._cycle(consumer)
                 self._reached(fetches)
+            except errors.BrokerInterruptedError as exc:
+                # A signal (a stop, a debugger or profiler attaching), not the broker: no outage
+                # to wait out, and a stop it brought is seen at once.
+                log.debug("%s; again at once", exc)
             except errors.BrokerConnectionError as exc:
                 delay = self._unreachable(exc)
                 if delay is None:

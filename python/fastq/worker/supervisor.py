@@ -62,8 +62,8 @@ _UNRECORDED_KEPT = 10_000
 #: How often the supervisor looks for dead children when nothing else wakes it.
 TICK = 0.25
 #: After reports woke it, how long the supervisor leaves the report pipes unwatched: what comes
-#: meanwhile (a few hundred tasks at most) waits in the pipe and is read in one go. Signals
-#: (SIGCHLD included) still wake it at once.
+#: meanwhile (a few hundred tasks at most) waits in the pipe and is read in one go. Signals and
+#: a child's end (its pidfd, or SIGCHLD where there are none) still wake it at once.
 REPORT_GAP = 0.01
 #: What stops a worker (warm, cold).
 _STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT, signal.SIGQUIT}
@@ -80,6 +80,8 @@ class Child:
     fd: int
     #: The supervisor's end of the pipe that carries revoked task ids to the child.
     revoked_fd: int
+    #: Readable once the child has ended (``os.pidfd_open``); None where the OS has none.
+    pidfd: int | None = None
     buffer: bytes = b""
     running: ReportedTask | None = None
     #: What the supervisor killed the child for: the task and "time limit" or "terminated".
@@ -154,7 +156,7 @@ class Supervisor:
         #: The worker's exit code: 1 once a child gave up on the broker.
         self.exit_code = 0
         self._generation = 0
-        #: Signals (SIGCHLD included) wake the loop here.
+        #: Signals (SIGCHLD where children have no pidfd) wake the loop here.
         self._wake_r: int | None = None
         self._wake_w: int | None = None
         #: Until when (monotonic) the loop leaves the report pipes unwatched.
@@ -198,8 +200,7 @@ class Supervisor:
                 if fd is not None:
                     os.close(fd)
             for other in self.children.values():
-                os.close(other.fd)
-                os.close(other.revoked_fd)
+                _close_child_fds(other)
             code = 1
             try:
                 code = self.child_main(
@@ -215,7 +216,7 @@ class Supervisor:
         os.set_blocking(read_fd, False)
         os.set_blocking(revoked_write, False)
         self.children[pid] = Child(
-            index, pid, consumer_id, time.monotonic(), read_fd, revoked_write
+            index, pid, consumer_id, time.monotonic(), read_fd, revoked_write, _pidfd(pid)
         )
         signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
 
@@ -390,11 +391,12 @@ class Supervisor:
                 self._kill_running(child, running, TIME_LIMIT, signal.SIGKILL)
 
     def _wait(self) -> None:
-        """Until a signal, a report (unless within ``REPORT_GAP`` of the last one that woke
-        it), or the next deadline or tick."""
+        """Until a signal, a child's end, a report (unless within ``REPORT_GAP`` of the last one
+        that woke it), or the next deadline or tick."""
         assert self._wake_r is not None
         timeout = self._next_wakeup()
         fds = [self._wake_r]
+        fds += [c.pidfd for c in self.children.values() if c.pidfd is not None]
         gap = self._deaf_until - time.monotonic()
         if gap > 0:
             timeout = min(timeout, gap)
@@ -404,7 +406,8 @@ class Supervisor:
             readable, _, _ = select.select(fds, [], [], timeout)
         except InterruptedError:
             return
-        if any(fd != self._wake_r for fd in readable):
+        pidfds = {c.pidfd for c in self.children.values()}
+        if any(fd != self._wake_r and fd not in pidfds for fd in readable):
             self._deaf_until = time.monotonic() + REPORT_GAP
 
     def _next_wakeup(self) -> float:
@@ -456,7 +459,11 @@ class Supervisor:
         signal.signal(signal.SIGTERM, self._on_term)
         signal.signal(signal.SIGINT, self._on_term)
         signal.signal(signal.SIGQUIT, self._on_quit)
-        signal.signal(signal.SIGCHLD, _on_child)  # a handler, so its wake-up byte is written
+        if not _pidfds_work():
+            # A handler, so its wake-up byte is written. Only where children have no pidfd: a
+            # handled signal interrupts whatever this process waits in (a Redis read fails with
+            # EINTR), while one left at its default interrupts nothing.
+            signal.signal(signal.SIGCHLD, _on_child)
         for index in range(self.concurrency):
             self._spawn(index)
         if self.on_tick is not None:
@@ -486,8 +493,7 @@ class Supervisor:
                 if child is None:
                     continue
                 self._read_reports(child)
-                os.close(child.fd)
-                os.close(child.revoked_fd)
+                _close_child_fds(child)
                 self._on_death(child, os.waitstatus_to_exitcode(status))
         if self.early_acks is not None:
             self.early_acks.close()
@@ -688,6 +694,32 @@ def _widen(fd: int) -> None:
         fcntl.fcntl(fd, getattr(fcntl, "F_SETPIPE_SZ", 1031), PIPE_SIZE)
     except OSError:
         pass  # unprivileged and above /proc/sys/fs/pipe-max-size: the default 64 KiB it is
+
+
+def _pidfds_work() -> bool:
+    """Whether a child's end can be watched with a descriptor (``os.pidfd_open``: Linux >= 5.3,
+    Python >= 3.9; a container's seccomp profile may still refuse it)."""
+    try:
+        os.close(os.pidfd_open(os.getpid()))
+    except (AttributeError, OSError):
+        return False
+    return True
+
+
+def _pidfd(pid: int) -> int | None:
+    """A descriptor that turns readable when the child ``pid`` ends, or None: the loop then finds
+    its end on a SIGCHLD (where pidfds do not work) or on its next tick."""
+    try:
+        return os.pidfd_open(pid)
+    except (AttributeError, OSError):
+        return None
+
+
+def _close_child_fds(child: Child) -> None:
+    os.close(child.fd)
+    os.close(child.revoked_fd)
+    if child.pidfd is not None:
+        os.close(child.pidfd)
 
 
 def _on_child(_signum: int, _frame: object) -> None:

@@ -11,6 +11,7 @@ use pyo3::PyTypeInfo;
 
 import_exception!(fastq.errors, BrokerConnectionError);
 import_exception!(fastq.errors, BrokerError);
+import_exception!(fastq.errors, BrokerInterruptedError);
 import_exception!(fastq.errors, ConfigurationError);
 import_exception!(fastq.errors, ContentDisallowed);
 import_exception!(fastq.errors, DecodeError);
@@ -68,6 +69,7 @@ impl IntoPyErr for redis::BrokerError {
         let message = self.to_string();
         match self {
             redis::BrokerError::Connection { .. } => raise::<BrokerConnectionError>(py, message),
+            redis::BrokerError::Interrupted { .. } => raise::<BrokerInterruptedError>(py, message),
             redis::BrokerError::Command { .. } => raise::<BrokerError>(py, message),
             redis::BrokerError::Config(_) => raise::<ConfigurationError>(py, message),
         }

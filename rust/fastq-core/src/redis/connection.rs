@@ -4,6 +4,7 @@
 //! The caller (the worker's Python loop) owns retries and backoff: a failed call raises, the
 //! next call reconnects. Nothing here sleeps or loops.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use ::redis::{
@@ -35,6 +36,15 @@ pub enum BrokerError {
     /// (loading its data, a read-only replica after failover). Retrying later may work.
     #[error("cannot reach the Redis broker at {url}: {reason}")]
     Connection { url: String, reason: String },
+    /// A call was interrupted by a signal (EINTR: a handler ran, or the process was stopped and
+    /// resumed by a debugger or a profiler). The broker is fine, but whether the command ran is
+    /// unknown: as after a dropped connection, the connection is reopened by the next call and
+    /// the caller treats the command as possibly done.
+    #[error(
+        "a call to the Redis broker at {url} was interrupted by a signal before its reply came \
+         (the broker is fine; the command may have run): {reason}"
+    )]
+    Interrupted { url: String, reason: String },
     /// Redis answered with an error (a key of the wrong type, out of memory, a script error).
     #[error("the Redis broker at {url} refused a command: {reason}")]
     Command { url: String, reason: String },
@@ -43,7 +53,21 @@ pub enum BrokerError {
     Config(String),
 }
 
+impl BrokerError {
+    /// Whether the connection was lost for the call (unreachable or interrupted): what it wrote
+    /// may or may not have taken effect, and the next call reconnects.
+    pub fn is_connection(&self) -> bool {
+        matches!(
+            self,
+            BrokerError::Connection { .. } | BrokerError::Interrupted { .. }
+        )
+    }
+}
+
 pub type BrokerResult<T> = std::result::Result<T, BrokerError>;
+
+/// How often [`Connector::run_idempotent`] sends a command again that a signal interrupted.
+const INTERRUPTED_RETRIES: usize = 3;
 
 /// A failed call before its error is mapped: the server's own error is kept, so a cluster client
 /// can follow a `MOVED` or `ASK`.
@@ -287,6 +311,23 @@ impl Connector {
         op: impl FnOnce(&mut Connection) -> RedisResult<T>,
     ) -> BrokerResult<T> {
         self.run_with_timeout(COMMAND_TIMEOUT, op)
+    }
+
+    /// [`run`](Self::run) for an `op` whose second run changes nothing (an ack): one interrupted
+    /// by a signal is run again, on a new connection, instead of failing.
+    pub fn run_idempotent<T>(
+        &mut self,
+        mut op: impl FnMut(&mut Connection) -> RedisResult<T>,
+    ) -> BrokerResult<T> {
+        let mut retries = 0;
+        loop {
+            match self.run(&mut op) {
+                Err(BrokerError::Interrupted { .. }) if retries < INTERRUPTED_RETRIES => {
+                    retries += 1;
+                }
+                other => return other,
+            }
+        }
     }
 
     /// Runs `op` on the connection, opening it first if needed, with the socket read timeout set
@@ -548,9 +589,11 @@ impl Connector {
     }
 
     fn connection_error(&self, e: &RedisError) -> BrokerError {
-        BrokerError::Connection {
-            url: self.url.clone(),
-            reason: self.reason(e),
+        let (url, reason) = (self.url.clone(), self.reason(e));
+        if is_interrupted(e) {
+            BrokerError::Interrupted { url, reason }
+        } else {
+            BrokerError::Connection { url, reason }
         }
     }
 
@@ -587,6 +630,21 @@ fn drain(conn: &mut Connection, replies: usize) -> RedisResult<()> {
         conn.recv_response()?;
     }
     Ok(())
+}
+
+/// Whether `e` is a read or write interrupted by a signal (EINTR). Linux never restarts a socket
+/// read with a timeout (`SO_RCVTIMEO`, set on every connection here) after a signal handler ran,
+/// and fails it after the process was stopped (SIGSTOP, ptrace) even without one.
+fn is_interrupted(e: &RedisError) -> bool {
+    let Some(source) = std::error::Error::source(e) else {
+        return false;
+    };
+    // The client keeps its io error behind an `Arc`, which `source` hands out as it is (the
+    // unit test below checks that this still finds it).
+    source
+        .downcast_ref::<Arc<dyn std::error::Error + Send + Sync>>()
+        .and_then(|inner| inner.downcast_ref::<std::io::Error>())
+        .is_some_and(|io| io.kind() == std::io::ErrorKind::Interrupted)
 }
 
 /// Errors that mean "the broker is not there (or not ready) right now", as opposed to a command
@@ -653,4 +711,71 @@ fn password_in(url: &str) -> Option<String> {
     let rest = &url[url.find("://")? + 3..];
     let userinfo = &rest[..rest.rfind('@')?];
     userinfo.split_once(':').map(|(_, p)| p.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::redis::signal_test::interrupt_me_after;
+
+    #[test]
+    fn an_interrupted_call_is_not_an_unreachable_broker() {
+        let connector = Connector::new("redis://:secret@127.0.0.1:1/0", "test").unwrap();
+        let interrupted = RedisError::from(std::io::Error::from(std::io::ErrorKind::Interrupted));
+        let error = connector.error(&interrupted);
+        assert!(
+            matches!(error, BrokerError::Interrupted { .. }),
+            "{error:?}"
+        );
+        assert!(error.is_connection());
+        assert!(!error.to_string().contains("cannot reach"), "{error}");
+        let reset = RedisError::from(std::io::Error::from(std::io::ErrorKind::ConnectionReset));
+        assert!(matches!(
+            connector.error(&reset),
+            BrokerError::Connection { .. }
+        ));
+    }
+
+    /// A Redis to test against (`FASTQ_TEST_REDIS`, else the local default), or None: skipped.
+    fn test_redis() -> Option<Connector> {
+        let url =
+            std::env::var("FASTQ_TEST_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+        let mut connector = Connector::new(&url, "test").ok()?;
+        let pong = connector.run(|c| ::redis::cmd("PING").query::<String>(c));
+        if pong.is_err() {
+            eprintln!("skipped: no Redis at {url}");
+            return None;
+        }
+        Some(connector)
+    }
+
+    /// A `BLPOP` that waits 0.3 s for nothing: a reply a signal can come before.
+    fn wait(c: &mut Connection) -> RedisResult<Option<(String, String)>> {
+        ::redis::cmd("BLPOP")
+            .arg("fastq-test-eintr-nothing")
+            .arg(0.3)
+            .query(c)
+    }
+
+    #[test]
+    fn a_call_a_signal_interrupts_says_so_and_an_idempotent_one_runs_again() {
+        let Some(mut connector) = test_redis() else {
+            return;
+        };
+        let signal = interrupt_me_after(Duration::from_millis(100));
+        let interrupted = connector.run(wait);
+        signal.join().unwrap();
+        assert!(
+            matches!(interrupted, Err(BrokerError::Interrupted { .. })),
+            "{interrupted:?}"
+        );
+        let mut runs = 0;
+        let signal = interrupt_me_after(Duration::from_millis(100));
+        let again = connector.run_idempotent(|c| {
+            runs += 1;
+            wait(c)
+        });
+        signal.join().unwrap();
+        assert_eq!((again, runs), (Ok(None), 2));
+    }
 }

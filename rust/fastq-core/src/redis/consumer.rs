@@ -479,7 +479,7 @@ impl RedisConsumer {
             }
             match self.forget(g, group_tags) {
                 Ok(()) => {}
-                Err(BrokerError::Connection { .. }) => {
+                Err(e) if e.is_connection() => {
                     self.keep_pending(&tags);
                     return Ok(());
                 }
@@ -527,7 +527,7 @@ impl RedisConsumer {
         for (i, &g) in groups.iter().enumerate() {
             match self.requeue(g, &tags) {
                 Ok(()) => {}
-                Err(BrokerError::Connection { .. }) => {
+                Err(e) if e.is_connection() => {
                     self.in_flight.remove(tag);
                     for &g in &groups[i..] {
                         self.pending_requeues.push((tag.to_owned(), g));
@@ -651,7 +651,7 @@ impl RedisConsumer {
                 }
                 Ok(())
             }
-            Err(BrokerError::Connection { .. }) => {
+            Err(e) if e.is_connection() => {
                 self.lost();
                 self.keep_pending(&tags);
                 Ok(())

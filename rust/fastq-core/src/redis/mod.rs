@@ -34,6 +34,8 @@ mod results;
 mod scripts;
 pub mod sentinel;
 mod settle;
+#[cfg(test)]
+mod signal_test;
 mod spin_socket;
 pub mod url;
 

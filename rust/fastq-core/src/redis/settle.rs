@@ -60,7 +60,8 @@ impl Settler {
                     .ignore();
             }
         }
-        self.conn.run(|c| pipe.query::<()>(c))
+        // Acknowledging twice changes nothing: one a signal interrupted is sent again.
+        self.conn.run_idempotent(|c| pipe.query::<()>(c))
     }
 
     pub fn url(&self) -> &str {

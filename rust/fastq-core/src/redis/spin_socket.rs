@@ -157,6 +157,20 @@ struct Spin<'a> {
     stream: &'a TcpStream,
 }
 
+impl Spin<'_> {
+    /// A blocking read, begun again when a signal interrupts it: a handler that ran (Python's
+    /// interrupt system calls) or a stop and resume (ptrace, SIGSTOP) says nothing of Redis, and
+    /// the reply is still on its way.
+    fn wait(&self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            match (&mut &*self.stream).read(buf) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                other => return other,
+            }
+        }
+    }
+}
+
 impl Read for Spin<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let fd = self.stream.as_raw_fd();
@@ -175,12 +189,51 @@ impl Read for Spin<'_> {
                 _ => return Err(err),
             }
             if start.elapsed() >= SPIN {
-                return (&mut &*self.stream).read(buf);
+                return self.wait(buf);
             }
             // Gives the core to anything runnable (Redis itself on a busy host); returns at
             // once on an idle one.
             // SAFETY: no arguments, no memory touched.
             unsafe { libc::sched_yield() };
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::redis::signal_test::interrupt_me_after;
+    use std::net::TcpListener;
+    use std::thread;
+
+    #[test]
+    fn a_signal_does_not_fail_a_read_waiting_for_its_reply() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = thread::spawn(move || {
+            let (mut conn, _) = listener.accept().unwrap();
+            let mut buf = [0u8; 1024];
+            assert!(conn.read(&mut buf).unwrap() > 0); // CLIENT SETNAME
+            conn.write_all(b"+OK\r\n").unwrap();
+            assert!(conn.read(&mut buf).unwrap() > 0); // PING
+            thread::sleep(Duration::from_millis(300));
+            conn.write_all(b"+PONG\r\n").unwrap();
+        });
+        let info: ::redis::ConnectionInfo = format!("redis://127.0.0.1:{port}/0").parse().unwrap();
+        let mut socket = SpinSocket::open(
+            ("127.0.0.1", port),
+            info.redis_settings(),
+            "test",
+            Duration::from_secs(5),
+        )
+        .unwrap();
+        let mut ping = ::redis::pipe();
+        ping.cmd("PING");
+        // Past the spin: the read sleeps in recv when the signal comes.
+        let signal = interrupt_me_after(Duration::from_millis(100));
+        let result = socket.exec(&ping);
+        signal.join().unwrap();
+        server.join().unwrap();
+        assert!(result.is_ok(), "{result:?}");
     }
 }
