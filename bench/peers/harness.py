@@ -299,8 +299,11 @@ def run(options: argparse.Namespace) -> dict[str, Any]:
         print(f"{name}: {system.error or system.info['version']}", file=sys.stderr, flush=True)
     trials: dict[str, list[dict[str, Any]]] = {s.name: [] for s in systems}
     ceilings: list[dict[str, float]] = []
+    steal: list[float] = []
     for round_no in range(1, options.rounds + 1):
-        for system in systems:
+        before = cpu_times()
+        # Every other round in reverse: no system always goes first (or last) in a round.
+        for system in systems if round_no % 2 else systems[::-1]:
             if system.error:
                 continue
             for results in (False, True) if system.info["results"] else (False,):
@@ -315,6 +318,7 @@ def run(options: argparse.Namespace) -> dict[str, Any]:
                         bench.flush()
                     trials[system.name].append({"round": round_no, **out})
         ceilings.append(ceiling.measure(bench.broker_url, options.tasks))
+        steal.append(steal_share(before, cpu_times()))
     bench.flush()
     return {
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -326,12 +330,31 @@ def run(options: argparse.Namespace) -> dict[str, Any]:
             "redis": redis.Redis.from_url(options.redis).info().get("redis_version"),
             "loadavg_start": load_start,
             "loadavg_end": list(os.getloadavg()),
+            "steal_by_round": steal,
         },
         "systems": [
             {"name": s.name, "error": s.error, **s.info, "trials": trials[s.name]} for s in systems
         ],
         "ceiling": ceilings,
     }
+
+
+def cpu_times() -> list[int]:
+    """The machine's CPU time so far by kind (/proc/stat's first line: user, nice, system,
+    idle, iowait, irq, softirq, steal, ...); empty where there is no /proc."""
+    try:
+        with open("/proc/stat") as f:
+            return [int(x) for x in f.readline().split()[1:]]
+    except OSError:
+        return []
+
+
+def steal_share(before: list[int], after: list[int]) -> float:
+    """Of the CPU time between two readings, the share stolen by the host (field 8)."""
+    if len(before) < 8 or len(after) < 8:
+        return 0.0
+    total = sum(after[:8]) - sum(before[:8])
+    return (after[7] - before[7]) / total if total > 0 else 0.0
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -104,8 +104,38 @@ def figures_table(data: dict[str, Any]) -> str:
     return table(rows, ["system", *(c[0] for c in COLUMNS)])
 
 
+def by_round(system: dict[str, Any], column: int) -> dict[int, float]:
+    """The column's figure in each round (the trials of a round are one per column)."""
+    _, which, pick, _, _ = COLUMNS[column]
+    out: dict[int, float] = {}
+    for t in system["trials"]:
+        if "error" not in t and which(t):
+            value = pick(t)
+            if value is not None:
+                out[t["round"]] = float(value)
+    return out
+
+
+def paired(mine: dict[int, float], theirs: dict[int, float], higher: bool) -> list[float]:
+    """fastq's figure over the other's, round by round (> 1: fastq ahead)."""
+    return [
+        (mine[r] / theirs[r] if higher else theirs[r] / mine[r])
+        for r in sorted(mine.keys() & theirs.keys())
+        if mine[r] and theirs[r]
+    ]
+
+
+def ratio_cell(ratios: list[float], fmt_one: Callable[[float], str]) -> str:
+    if not ratios:
+        return "—"
+    med = fmt_one(statistics.median(ratios))
+    return med if len(ratios) == 1 else f"{med} ({fmt_one(min(ratios))}-{fmt_one(max(ratios))})"
+
+
 def ratio_table(data: dict[str, Any]) -> str:
-    """How many times better fastq is than each system (> 1: fastq ahead), medians."""
+    """How many times better fastq is than each system (> 1: fastq ahead): the median over
+    rounds of the two systems' ratio within a round, so that a round the machine ran slower in
+    (another tenant, CPU steal) weighs on both alike."""
     systems = {s["name"]: s for s in data["systems"] if not s["error"]}
     fastq = systems.get("fastq")
     if fastq is None:
@@ -116,24 +146,32 @@ def ratio_table(data: dict[str, Any]) -> str:
             continue
         row = [name]
         for i, (_, _, _, higher, _) in enumerate(COLUMNS):
-            mine, theirs = values(fastq, i), values(s, i)
-            if not mine or not theirs:
-                row.append("—")
-                continue
-            a, b = statistics.median(mine), statistics.median(theirs)
-            row.append(f"{(a / b if higher else b / a):.2f}x" if a and b else "—")
+            ratios = paired(by_round(fastq, i), by_round(s, i), higher)
+            row.append(ratio_cell(ratios, lambda x: f"{x:.2f}x"))
         rows.append(row)
-    ceilings = data["ceiling"]
+    ceilings = {n: c for n, c in enumerate(data["ceiling"], start=1)}
     row = ["fastq as % of Redis itself"]
     for i, (_, _, _, _, key) in enumerate(COLUMNS):
-        mine = values(fastq, i)
-        if key and ceilings and mine:
-            broker = statistics.median(c[key] for c in ceilings)
-            row.append(f"{100 * statistics.median(mine) / broker:.0f}%")
+        if key and ceilings:
+            broker = {n: c[key] for n, c in ceilings.items()}
+            row.append(ratio_cell(paired(by_round(fastq, i), broker, True), _percent))
         else:
             row.append("")
     rows.append(row)
     return table(rows, ["fastq ÷ system", *(c[0] for c in COLUMNS)])
+
+
+def steal_line(data: dict[str, Any]) -> str:
+    """The share of CPU time the hypervisor gave other tenants, per round (Linux /proc/stat)."""
+    steal = data["machine"].get("steal_by_round")
+    if not steal:
+        return ""
+    shares = ", ".join(f"{100 * x:.0f}%" for x in steal)
+    return f"CPU steal (time the host gave other guests) by round: {shares}."
+
+
+def _percent(x: float) -> str:
+    return f"{100 * x:.0f}%"
 
 
 def config_table(data: dict[str, Any]) -> str:
@@ -174,8 +212,11 @@ task's start to the last task's end (results on: to the last result stored), so 
 is not counted. Enqueue = one client sending N tasks one at a time (or through the batch API).
 Worker CPU = user + system seconds of the workers' whole process tree (/proc) from the first
 task's start, buffered counter, results off. Latency = send → result available, tasks sent one at
-a time with the workers idle. Rounds are interleaved (every system once per round); a cell is the
-median with min-max over rounds. A system or trial that failed shows as such, with the reason.
+a time with the workers idle. Rounds are interleaved (every system once per round, in reverse
+order every other round); a cell is the median with min-max over rounds. A ratio is the median
+(min-max) over rounds of the two systems' figures within a round, so that a round the machine
+ran slower in (CPU steal by other tenants of the host: its share is given per round) weighs on
+both alike. A system or trial that failed shows as such, with the reason.
 """
 
 
@@ -200,8 +241,9 @@ def section(data: dict[str, Any], plot_name: str, command: str) -> str:
         f"{data['machine'].get('redis') or 'n/a'}; load average (1, 5, "
         f"15 min) at the start {load('loadavg_start')}, at the end {load('loadavg_end')}.",
         figures_table(data),
-        "Ratios, fastq ÷ system (throughput) or system ÷ fastq (CPU, latency): above 1, fastq is "
-        "ahead. The last row is fastq against Redis itself for the same pattern "
+        steal_line(data),
+        "Ratios, fastq ÷ system (throughput) or system ÷ fastq (CPU, latency), round by round: "
+        "above 1, fastq is ahead. The last row is fastq against Redis itself for the same pattern "
         "(the Redis row above: " + "; ".join(f"{k}: {v}" for k, v in CEILING_NAMES.items()) + ").",
         ratio_table(data),
         config_table(data),

@@ -71,6 +71,37 @@ def test_report_keeps_failed_systems_and_trials_with_their_reason() -> None:
     assert "quick run" not in text  # 20 000 tasks, 3 rounds: a measurement
 
 
+def test_ratios_pair_the_systems_within_each_round() -> None:
+    """A round the machine ran slow in (CPU steal) counts against both systems alike: the ratio is
+    the median of the ratios within rounds, not a ratio of medians taken over different rounds."""
+
+    def rounds(*rates: float) -> list[dict[str, Any]]:
+        return [
+            {**trial("incr", False, drain_per_s=rate), "round": n}
+            for n, rate in enumerate(rates, start=1)
+        ]
+
+    fastq = system("fastq", rounds(600.0, 600.0, 300.0))  # slow in round 3
+    peer = system("peer", rounds(500.0, 250.0, 250.0))  # slow in rounds 2 and 3
+    run = data(fastq, peer)
+    run["ceiling"] = [{**run["ceiling"][0], "rpop_incr_2": c} for c in (1000.0, 500.0, 500.0)]
+    run["machine"]["steal_by_round"] = [0.01, 0.1, 0.12]
+    text = report.section(run, "peers.png", "cmd")
+    assert "| peer | 1.20x (1.20x-2.40x) |" in text  # not 600/250 = 2.40x
+    assert "| fastq as % of Redis itself | 60% (60%-120%) |" in text
+    assert "CPU steal (time the host gave other guests) by round: 1%, 10%, 12%." in text
+
+
+def test_steal_share_is_read_from_proc_stat_fields() -> None:
+    import harness
+
+    before = [100, 0, 50, 800, 0, 0, 0, 50]
+    after = [200, 0, 100, 1550, 0, 0, 0, 150]  # 1 000 ticks in all, 100 of them stolen
+    assert harness.steal_share(before, after) == pytest.approx(0.1)
+    assert harness.steal_share([], after) == 0.0
+    assert len(harness.cpu_times()) >= 8  # Linux
+
+
 def test_a_small_run_says_it_is_not_a_measurement() -> None:
     small = data(system("fastq", [trial("incr", False, drain_per_s=1.0)]))
     small["tasks"] = 500
