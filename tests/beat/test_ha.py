@@ -111,6 +111,8 @@ def test_a_restarted_beat_continues_from_the_stored_state(
 def test_after_30_s_of_downtime_each_entry_runs_once(
     broker_url: str, broker_redis: redis.Redis
 ) -> None:
+    if 60 - time.time() % 60 < 8:  # the crontab entry would rightly run again at the minute
+        time.sleep(60 - time.time() % 60 + 0.5)
     now = time.time()
     # What a beat stopped 30 s ago left (the 1 minute entry: 5 minutes ago).
     broker_redis.hset(
