@@ -22,8 +22,8 @@ from tests.faults.conftest import report, worker_env
 from tests.faults.rabbit import RabbitNode, Vhost, own_rabbit, own_vhost  # noqa: F401
 from tests.processes import WorkerProcess, fastq_worker, wait_until
 
-#: These drains of 1 500 tasks on RabbitMQ judge progress by time: they run one after another on
-#: one xdist worker rather than side by side (seen stalling when two ran at once).
+#: These drains of up to 2 000 tasks on RabbitMQ judge progress by time: they run one after
+#: another on one xdist worker rather than side by side (seen stalling when two ran at once).
 pytestmark = pytest.mark.xdist_group("amqp-faults")
 
 PREFETCH = 4  # worker_prefetch_multiplier's default: each child's window
@@ -71,7 +71,9 @@ def test_connections_closed_mid_drain(
     consumes again on its own within 2 s, each child with its full window, and loses nothing.
     With early ack only a task whose ack was in flight may run again; with late acks only the
     tasks a child had fetched and not yet acked (its window)."""
-    sent = 1500
+    # Each close costs two rabbitmqctl calls (seconds on a busy machine) while the drain goes
+    # on at ~200 tasks/s: the second close leaves ~1 200 tasks, so the drain cannot end first.
+    sent = 2000
     url = own_vhost.url()
     client = client_app(url)
     try:
@@ -84,11 +86,13 @@ def test_connections_closed_mid_drain(
         "--concurrency", str(CHILDREN), app="tests.faults.app",
         env=worker_env(url, "", ledger_path, acks_late),
     ) as worker:  # fmt: skip
-        for at in (300, 900):
+        for at in (300, 800):
             wait_until(lambda at=at: ledger.ended(ledger_path) >= at, timeout=60)
             closed = own_vhost.close_connections("fastq fault test")
             cut = time.monotonic()
             baseline = starts(ledger_path)
+            left = sent - ledger.ended(ledger_path)
+            assert left > 4 * CHILDREN * PREFETCH, f"the drain nearly ended first: {left} left"
             # Tasks a child had already fetched may still start; past a whole window each,
             # the worker is consuming again.
             took = wait_for_progress(ledger_path, baseline + CHILDREN * PREFETCH, 10, works(worker))

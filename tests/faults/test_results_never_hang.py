@@ -329,15 +329,19 @@ def own_vhost() -> Iterator[str]:
         rabbitmqctl("delete_vhost", name)
 
 
-def close_connections(vhost: str) -> int:
-    """Has the broker close every connection of this vhost (the test's own), none other."""
-    closed = 0
-    for row in rabbitmqctl("list_connections", "pid", "vhost").splitlines():
-        pid, _, name = row.partition("\t")
-        if name.strip() == vhost:
-            rabbitmqctl("close_connection", pid, "fastq test: connection loss")
-            closed += 1
-    return closed
+def connection_pids(vhost: str) -> list[str]:
+    """The broker's pids of this vhost's connections (the test's own), none other."""
+    listed = rabbitmqctl("list_connections", "pid", "vhost").splitlines()
+    rows = (row.partition("\t") for row in listed)
+    return [pid for pid, _, name in rows if name.strip() == vhost]
+
+
+def close_connections(vhost: str, pids: list[str] | None = None) -> int:
+    """Has the broker close ``pids`` (default: every connection of this vhost)."""
+    pids = connection_pids(vhost) if pids is None else pids
+    for pid in pids:
+        rabbitmqctl("close_connection", pid, "fastq test: connection loss")
+    return len(pids)
 
 
 def amqp_apps(vhost: str, backend: str) -> tuple[App, App]:
@@ -393,6 +397,10 @@ def test_get_survives_a_dropped_connection_while_it_waits(own_vhost: str, backen
         worker.close()
 
 
+#: How long a wait across a closed connection lasts: past a rabbitmqctl call on a busy machine.
+LOST_WAIT = 12
+
+
 @requires_rabbitmq
 def test_rpc_timeout_names_the_lost_connection(own_vhost: str) -> None:
     # What rpc:// cannot know: whether a reply was lost with a restarted broker. A wait that
@@ -401,10 +409,16 @@ def test_rpc_timeout_names_the_lost_connection(own_vhost: str) -> None:
     try:
         task_id = str(uuid.uuid4())
         client.backend.on_task_sent(task_id)
-        waiting = Waiting([lambda: client.AsyncResult(task_id).get(timeout=4)])
+        # Each rabbitmqctl call starts an Erlang VM (seconds on a loaded machine): the
+        # connection is looked up before the wait starts, and the wait outlasts the close.
+        pids = connection_pids(own_vhost)
+        assert len(pids) == 1
+        began = time.monotonic()
+        waiting = Waiting([lambda: client.AsyncResult(task_id).get(timeout=LOST_WAIT)])
         time.sleep(0.5)
-        assert close_connections(own_vhost) == 1
-        waiting.join(10)
+        close_connections(own_vhost, pids)
+        assert time.monotonic() - began < LOST_WAIT - 1, "the close came after the wait ended"
+        waiting.join(LOST_WAIT + 10)
         (outcome,) = waiting.outcomes
         assert isinstance(outcome, TimeoutError)
         assert "was lost meanwhile" in str(outcome) and "CONNECTION_FORCED" in str(outcome)
