@@ -160,6 +160,10 @@ class _Sentinel(Sentinel):
     def discover_master(self, service_name: str) -> tuple[str, int]:
         failures = []
         for index, node in enumerate(self.sentinels):
+            # redis-py's annotations of these replies change between versions (8.2 adds `bool`,
+            # for its `return_responses` flag): the reply shapes are the server's, checked below.
+            state: Any
+            address: Any
             try:
                 if self.min_other_sentinels:
                     state = node.sentinel_master(service_name)
