@@ -481,7 +481,9 @@ class RedisResultStore:
     def sha(self) -> str:
         """The script's SHA1."""
     def store(self, items: list[tuple[str, bytes]], ttl: int) -> None:
-        """Runs the script on each ``(key, meta)`` with ``ttl`` (seconds, 0: none), in order."""
+        """Stores each ``(key, meta)`` with ``ttl`` (seconds, 0: none), in order, and publishes it
+        for waiting clients; a key that held something goes through the store script. Raises
+        ``BackendError`` ("cannot store results in <url>: <reason>") for any failure."""
     def close(self) -> None:
         """Closes this process's connection; the next store opens a new one."""
 

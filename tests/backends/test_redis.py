@@ -227,8 +227,18 @@ def test_dead_backend_is_a_clear_error() -> None:
     app = App("x", backend="redis://:secret@127.0.0.1:6390/0", set_as_current=False)
     with pytest.raises(BackendError) as info:
         app.backend.mark_as_done("t", 1)
-    assert "secret" not in str(info.value)
-    assert "127.0.0.1:6390" in str(info.value)
+    assert str(info.value).startswith("cannot store results in redis://:***@127.0.0.1:6390/0: ")
+    assert "secret" not in str(info.value) and "broker" not in str(info.value)
+
+
+def test_a_refused_store_names_the_backend(app: App, backend_redis: redis.Redis) -> None:
+    # A key of another type where the result goes: Redis refuses the store script's GET.
+    backend_redis.rpush(app.backend.key_for("t"), "not a result")
+    with pytest.raises(BackendError) as info:
+        app.backend.mark_as_done("t", 1)
+    message = str(info.value)
+    assert message.startswith(f"cannot store results in {app.backend.url}: ")
+    assert "WRONGTYPE" in message and "broker" not in message
 
 
 async def _await(result: AsyncResult) -> object:

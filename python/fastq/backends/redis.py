@@ -12,7 +12,6 @@ import heapq
 import logging
 import math
 import os
-import re
 import select
 import socket
 import threading
@@ -123,15 +122,18 @@ def result_keyprefix(options: dict[str, Any]) -> str:
     return prefix
 
 
+#: The client's connection options where the app sets none of Celery's ``redis_*`` settings.
+BASE_OPTIONS: dict[str, Any] = {"socket_connect_timeout": 5, "health_check_interval": 30}
+
+
 def connection_options(conf: Config) -> dict[str, Any]:
     """The client's connection options: fastq's, with Celery's ``redis_socket_timeout``,
     ``redis_socket_connect_timeout``, ``redis_socket_keepalive``, ``redis_retry_on_timeout`` and
     ``redis_max_connections`` where the app sets them (a socket timeout left at Celery's 120 s
     default: none, as fastq's)."""
-    options: dict[str, Any] = {
-        "socket_connect_timeout": conf.redis_socket_connect_timeout or 5,
-        "health_check_interval": 30,
-    }
+    options: dict[str, Any] = dict(BASE_OPTIONS)
+    if conf.redis_socket_connect_timeout:
+        options["socket_connect_timeout"] = conf.redis_socket_connect_timeout
     if conf.redis_socket_timeout != SETTINGS["redis_socket_timeout"][0]:
         options["socket_timeout"] = conf.redis_socket_timeout
     if conf.redis_socket_keepalive:
@@ -143,18 +145,10 @@ def connection_options(conf: Config) -> dict[str, Any]:
     return options
 
 
-_BROKER_WORDING = re.compile(
-    r"^(cannot reach the Redis broker at \S+: |the Redis broker at \S+ refused a command: )"
-)
-#: ``connection_options`` of an app that sets none of Celery's ``redis_*`` client settings.
-_DEFAULT_OPTIONS = {"socket_connect_timeout": 5, "health_check_interval": 30}
-
-
 def _rust_stores(conf: Config, url: str) -> bool:
+    """Whether results go through the Rust store, which takes none of the client settings."""
     parts = urlsplit(url)
-    return (
-        parts.scheme == "redis" and not parts.query and connection_options(conf) == _DEFAULT_OPTIONS
-    )
+    return parts.scheme == "redis" and not parts.query and connection_options(conf) == BASE_OPTIONS
 
 
 class RedisBackend(Backend):
@@ -223,13 +217,7 @@ class RedisBackend(Backend):
         ttl = self._ttl()
         if self._rust_store is not None:
             items = [(self.key_for(task_id), self.encode_meta(meta)) for task_id, meta in metas]
-            try:
-                self._rust_store.store(items, ttl)
-            except (errors.BrokerError, errors.ConfigurationError) as exc:
-                reason = _BROKER_WORDING.sub("", str(exc))  # the Rust client says "broker"
-                raise errors.BackendError(
-                    f"cannot store results in {redact(self.url)}: {reason}"
-                ) from exc
+            self._rust_store.store(items, ttl)  # raises BackendError
             return
         # Before every store: a worker acks a late-acked task once its result is stored, and
         # its Rust consumer follows a failover on its own; a result written to the demoted

@@ -9,6 +9,7 @@ use pyo3::prelude::*;
 use pyo3::types::PyType;
 use pyo3::PyTypeInfo;
 
+import_exception!(fastq.errors, BackendError);
 import_exception!(fastq.errors, BrokerConnectionError);
 import_exception!(fastq.errors, BrokerError);
 import_exception!(fastq.errors, BrokerInterruptedError);
@@ -73,6 +74,32 @@ impl IntoPyErr for redis::BrokerError {
             redis::BrokerError::Command { .. } => raise::<BrokerError>(py, message),
             redis::BrokerError::Config(_) => raise::<ConfigurationError>(py, message),
         }
+    }
+}
+
+/// A Redis result store's failure, in the result backend's words (the client's own speak of a
+/// broker): `BackendError`, whatever the kind, as the worker keeps the results and retries.
+pub struct StoreError {
+    /// The store's URL, redacted.
+    pub url: String,
+    pub error: redis::BrokerError,
+}
+
+impl IntoPyErr for StoreError {
+    fn into_py_err(self, py: Python<'_>) -> PyErr {
+        let reason = match self.error {
+            redis::BrokerError::Connection { reason, .. }
+            | redis::BrokerError::Command { reason, .. } => reason,
+            redis::BrokerError::Interrupted { reason, .. } => format!(
+                "interrupted by a signal before the reply came (the results may be stored): \
+                 {reason}"
+            ),
+            redis::BrokerError::Config(message) => message,
+        };
+        raise::<BackendError>(
+            py,
+            format!("cannot store results in {}: {reason}", self.url),
+        )
     }
 }
 

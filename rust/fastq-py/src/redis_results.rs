@@ -4,7 +4,7 @@
 use fastq_core::redis as core;
 use pyo3::prelude::*;
 
-use crate::errors::IntoPyResult;
+use crate::errors::{IntoPyResult, StoreError};
 use crate::shared::Shared;
 
 /// One connection per process (a forked child opens its own), shared by the process's threads,
@@ -25,10 +25,16 @@ impl RedisResultStore {
         })
     }
 
-    /// Runs the script on each `(key, meta)` with `ttl`, in order, in one round trip.
+    /// Stores each `(key, meta)` with `ttl`, in order (see the core's `ResultStore::store`);
+    /// a failure is a `BackendError` naming the store.
     fn store(&self, py: Python<'_>, items: Vec<(String, Vec<u8>)>, ttl: u64) -> PyResult<()> {
         self.inner
-            .with(py, |inner| inner.store(&items, ttl))
+            .with(py, |inner| {
+                inner.store(&items, ttl).map_err(|error| StoreError {
+                    url: inner.url().to_owned(),
+                    error,
+                })
+            })
             .py_err(py)
     }
 
