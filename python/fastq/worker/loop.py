@@ -803,15 +803,14 @@ class WorkerLoop:
         ``record`` its run calls with its outcome."""
         acks_late = task.acks_late if task.acks_late is not None else self.app.conf.task_acks_late
         limits = effective_limits(task, context)  # before the ack: a bad one is refused whole
-        if not acks_late:
-            # Celery's default: acked before it runs, so a task that kills its worker is not
-            # redelivered. Under a supervisor that acks for its children, the start report below
-            # is the ack (the supervisor reads it, even after this child dies); else written
-            # without waiting for the reply.
-            if self._supervisor_acks:
-                cast(ReleasingConsumer, consumer).release([delivery.delivery_tag])
-            else:
-                consumer.ack([delivery.delivery_tag], wait=False)
+        # Celery's default: acked before it runs, so a task that kills its worker is not
+        # redelivered. Under a supervisor that acks for its children, the start report below is
+        # the ack (the supervisor reads it, even after this child dies), and the message is
+        # released here only once that report is written: should anything before it raise,
+        # the message is still this consumer's to refuse. Else written without waiting.
+        release = not acks_late and self._supervisor_acks
+        if not acks_late and not release:
+            consumer.ack([delivery.delivery_tag], wait=False)
         if self._tracks_started(task):
             started = {"pid": os.getpid(), "hostname": self.hostname}
             self._record(context.id, started, states.STARTED, None, context)
@@ -828,6 +827,8 @@ class WorkerLoop:
             deadline = time.time() + hard if hard else None
             self.reporter.started(context, deadline, acks_late)
             self._reported = True
+        if release:
+            cast(ReleasingConsumer, consumer).release([delivery.delivery_tag])
         supervisor = self._supervisor
         if acks_late and self.app.broker.returns_on_close:
             supervisor = None  # the broker would give it back before the supervisor can settle it
