@@ -22,8 +22,9 @@ from fastq.canvas import chord, group, signature
 from fastq.result import AsyncResult, GroupResult
 from fastq.task import Context
 
-from tests.amqp_support import AMQP_HOST, rabbitmqctl, requires_rabbitmq
+from tests.amqp_support import requires_rabbitmq
 from tests.faults.conftest import worker_env
+from tests.faults.rabbit import Vhost, own_vhost  # noqa: F401
 from tests.faults.redis_server import RedisServer, client_kill_all
 from tests.processes import celery_worker, fastq_worker
 
@@ -318,34 +319,8 @@ def test_redis_error_kinds_are_not_swallowed(own_redis: RedisServer, client: App
 
 
 # -- rpc:// and rabbitmq:// across a dropped connection ------------------------------------------
-@pytest.fixture
-def own_vhost() -> Iterator[str]:
-    name = f"fastq_test_results_{uuid.uuid4().hex[:8]}"
-    rabbitmqctl("add_vhost", name)
-    try:
-        rabbitmqctl("set_permissions", "-p", name, "guest", ".*", ".*", ".*")
-        yield name
-    finally:
-        rabbitmqctl("delete_vhost", name)
-
-
-def connection_pids(vhost: str) -> list[str]:
-    """The broker's pids of this vhost's connections (the test's own), none other."""
-    listed = rabbitmqctl("list_connections", "pid", "vhost").splitlines()
-    rows = (row.partition("\t") for row in listed)
-    return [pid for pid, _, name in rows if name.strip() == vhost]
-
-
-def close_connections(vhost: str, pids: list[str] | None = None) -> int:
-    """Has the broker close ``pids`` (default: every connection of this vhost)."""
-    pids = connection_pids(vhost) if pids is None else pids
-    for pid in pids:
-        rabbitmqctl("close_connection", pid, "fastq test: connection loss")
-    return len(pids)
-
-
-def amqp_apps(vhost: str, backend: str) -> tuple[App, App]:
-    url = f"amqp://guest:guest@{AMQP_HOST}/{vhost}"
+def amqp_apps(vhost: Vhost, backend: str) -> tuple[App, App]:
+    url = vhost.url()
     client = App("c", broker=url, backend=backend, set_as_current=False, result_expires=60)
     worker = App("w", broker=url, backend=backend, set_as_current=False, result_expires=60)
     return client, worker
@@ -359,12 +334,15 @@ def reply(worker: App, client: App, task_id: str, value: Any) -> None:
 
 @requires_rabbitmq
 @pytest.mark.parametrize("backend", ["rpc://", "rabbitmq://"])
-def test_result_stored_while_the_client_is_disconnected(own_vhost: str, backend: str) -> None:
+def test_result_stored_while_the_client_is_disconnected(
+    own_vhost: Vhost,  # noqa: F811
+    backend: str,
+) -> None:
     client, worker = amqp_apps(own_vhost, backend)
     try:
         task_id = str(uuid.uuid4())
         client.backend.on_task_sent(task_id)  # the reply queue exists and is consumed
-        assert close_connections(own_vhost) == 1
+        assert own_vhost.close_connections("fastq test: connection loss") == 1
         time.sleep(0.3)
         reply(worker, client, task_id, 42)  # before the client notices and reconnects
         assert client.AsyncResult(task_id).get(timeout=10) == 42
@@ -375,7 +353,10 @@ def test_result_stored_while_the_client_is_disconnected(own_vhost: str, backend:
 
 @requires_rabbitmq
 @pytest.mark.parametrize("backend", ["rpc://", "rabbitmq://"])
-def test_get_survives_a_dropped_connection_while_it_waits(own_vhost: str, backend: str) -> None:
+def test_get_survives_a_dropped_connection_while_it_waits(
+    own_vhost: Vhost,  # noqa: F811
+    backend: str,
+) -> None:
     client, worker = amqp_apps(own_vhost, backend)
     try:
         ids = [str(uuid.uuid4()) for _ in range(5)]
@@ -383,7 +364,7 @@ def test_get_survives_a_dropped_connection_while_it_waits(own_vhost: str, backen
             client.backend.on_task_sent(task_id)
         waiting = Waiting([lambda i=i: client.AsyncResult(i).get(timeout=20) for i in ids])  # type: ignore[misc]
         time.sleep(0.5)
-        assert close_connections(own_vhost) == 1
+        assert own_vhost.close_connections("fastq test: connection loss") == 1
         reply(worker, client, ids[0], 0)  # while the client may still be reconnecting
         time.sleep(0.5)
         stored = time.monotonic()
@@ -402,7 +383,7 @@ LOST_WAIT = 12
 
 
 @requires_rabbitmq
-def test_rpc_timeout_names_the_lost_connection(own_vhost: str) -> None:
+def test_rpc_timeout_names_the_lost_connection(own_vhost: Vhost) -> None:  # noqa: F811
     # What rpc:// cannot know: whether a reply was lost with a restarted broker. A wait that
     # saw its connection drop and no reply says so when it times out.
     client, worker = amqp_apps(own_vhost, "rpc://")
@@ -411,12 +392,11 @@ def test_rpc_timeout_names_the_lost_connection(own_vhost: str) -> None:
         client.backend.on_task_sent(task_id)
         # Each rabbitmqctl call starts an Erlang VM (seconds on a loaded machine): the
         # connection is looked up before the wait starts, and the wait outlasts the close.
-        pids = connection_pids(own_vhost)
-        assert len(pids) == 1
+        assert len(own_vhost.connections()) == 1
         began = time.monotonic()
         waiting = Waiting([lambda: client.AsyncResult(task_id).get(timeout=LOST_WAIT)])
         time.sleep(0.5)
-        close_connections(own_vhost, pids)
+        own_vhost.close_all("fastq test: connection loss")
         assert time.monotonic() - began < LOST_WAIT - 1, "the close came after the wait ended"
         waiting.join(LOST_WAIT + 10)
         (outcome,) = waiting.outcomes
