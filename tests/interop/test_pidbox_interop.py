@@ -58,6 +58,13 @@ def hostname(kind: str) -> str:
     return f"{kind}-{uuid.uuid4().hex[:8]}@pidbox"
 
 
+def until_it_answers(client: App, node: str) -> None:
+    """Waits until ``node`` answers a ping. A Celery worker logs "ready" before its event loop
+    subscribes to the pidbox's fanout (on Redis, a pub/sub channel that keeps nothing), so a
+    broadcast sent at once can reach no one."""
+    wait_until(lambda: client.control.inspect([node], timeout=0.5).ping() is not None, 30)
+
+
 def celery_cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [str(BIN / "celery"), "-A", "tests.apps.celery_app", *args],
@@ -252,6 +259,7 @@ def test_fastq_control_reaches_a_celery_worker_and_both_answer_celery(
         celery_worker("-P", "solo", "-n", celery_node, env=env),
         fastq_worker("-n", fastq_node, "--pool", "threads", env=env),
     ):
+        until_it_answers(fastq_client, celery_node)
         inspector = fastq_client.control.inspect([celery_node], timeout=5)
         assert inspector.ping() == {celery_node: {"ok": "pong"}}
         assert "interop.add" in inspector.registered()[celery_node]
@@ -312,6 +320,7 @@ def test_a_celery_worker_learns_a_fastq_workers_revoked_ids_at_mingle(
         argv += ["-n", celery_node, "--without-gossip", "--without-heartbeat", "-l", "INFO"]
         with WorkerProcess(argv, env) as cw:  # with mingle: it says hello to the fleet
             cw.wait_for_log("ready", timeout=60)
+            until_it_answers(fastq_client, celery_node)
             revoked = fastq_client.control.inspect([celery_node], timeout=5).revoked()
             assert revoked == {celery_node: ["revoked-before"]}
 
