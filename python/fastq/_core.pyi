@@ -480,10 +480,12 @@ class RedisResultStore:
     @property
     def sha(self) -> str:
         """The script's SHA1."""
-    def store(self, items: list[tuple[str, bytes]], ttl: int) -> None:
+    def store(self, items: list[tuple[str, bytes]], ttl: int) -> list[tuple[int, str]]:
         """Stores each ``(key, meta)`` with ``ttl`` (seconds, 0: none), in order, and publishes it
-        for waiting clients; a key that held something goes through the store script. Raises
-        ``BackendError`` ("cannot store results in <url>: <reason>") for any failure."""
+        for waiting clients; a key that held something goes through the store script. Returns
+        ``(index, reason)`` of the items Redis refused for their key alone (``WRONGTYPE``: a
+        value of another type there), the others stored. Raises ``BackendError`` ("cannot store
+        results in <url>: <reason>") for any other failure."""
     def close(self) -> None:
         """Closes this process's connection; the next store opens a new one."""
 

@@ -61,6 +61,16 @@ class BackendError(FastqError):
     """The result backend failed or is not configured."""
 
 
+class ResultsRefused(BackendError):
+    """The backend stored a batch of results except some it refused for their key alone (on
+    Redis, a value of another type where the result goes): storing them again cannot help, so
+    a worker logs each and goes on. ``refused`` maps their task ids to the backend's reason."""
+
+    def __init__(self, message: str, refused: dict[str, str]) -> None:
+        super().__init__(message)
+        self.refused = refused
+
+
 class NotSupportedByBackend(BackendError, NotImplementedError):
     """The result backend cannot do this (a chord or a saved group on rpc://). Celery raises
     ``NotImplementedError`` there, and this is one."""

@@ -231,14 +231,38 @@ def test_dead_backend_is_a_clear_error() -> None:
     assert "secret" not in str(info.value) and "broker" not in str(info.value)
 
 
-def test_a_refused_store_names_the_backend(app: App, backend_redis: redis.Redis) -> None:
-    # A key of another type where the result goes: Redis refuses the store script's GET.
-    backend_redis.rpush(app.backend.key_for("t"), "not a result")
-    with pytest.raises(BackendError) as info:
-        app.backend.mark_as_done("t", 1)
-    message = str(info.value)
-    assert message.startswith(f"cannot store results in {app.backend.url}: ")
-    assert "WRONGTYPE" in message and "broker" not in message
+@pytest.mark.parametrize("path", ["rust", "redis-py"])
+def test_a_key_of_another_type_refuses_its_result_alone(
+    backend_url: str, backend_redis: redis.Redis, path: str
+) -> None:
+    """A foreign value where a result goes (here a list): Redis refuses that result for good,
+    and only it. The batch's other results are stored and published; the error names the
+    backend, the task and Redis's reason, on the Rust store and on redis-py's (a URL option)."""
+    url = backend_url if path == "rust" else backend_url + "?health_check_interval=30"
+    app = App("t", backend=url, set_as_current=False)
+    try:
+        backend = app.backend
+        assert (backend._rust_store is None) is (path == "redis-py")
+        backend_redis.rpush(backend.key_for("taken"), "not a result")
+        backend.mark_as_started("late")  # a key that held something: the store script's path
+        metas = [
+            (task_id, backend.build_meta(task_id, task_id, states.SUCCESS))
+            for task_id in ("first", "taken", "late")
+        ]
+        with pytest.raises(errors.ResultsRefused) as info:
+            backend.store_many(metas)
+        assert list(info.value.refused) == ["taken"]
+        assert "WRONGTYPE" in info.value.refused["taken"]
+        message = str(info.value)
+        assert message.startswith(f"cannot store results in {backend.url}: ")
+        assert "task taken: WRONGTYPE" in message and "broker" not in message
+        assert [backend.get_meta(t)["result"] for t in ("first", "late")] == ["first", "late"]
+        assert backend_redis.lrange(backend.key_for("taken"), 0, -1) == [b"not a result"]
+        # One result alone takes the same way (redis-py's single script call).
+        with pytest.raises(errors.ResultsRefused, match="task taken: WRONGTYPE"):
+            backend.mark_as_done("taken", 1)
+    finally:
+        app.close()
 
 
 async def _await(result: AsyncResult) -> object:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 
 import pytest
+import redis
 from fastq import App, states
 
 from tests.faults import ledger
@@ -92,3 +93,47 @@ def test_a_task_lost_while_the_backend_is_down_is_recorded_when_it_returns(
             assert found[1]["result"]["exc_type"] == "WorkerLostError"
         finally:
             client.close()
+
+
+@pytest.mark.parametrize("pool", ["prefork", "threads"])
+def test_a_result_refused_for_its_key_holds_back_nothing(
+    own_redis: RedisServer, ledger_path: str, pool: str
+) -> None:
+    """acks_late: a few tasks' result keys hold a foreign value (a list), which Redis refuses to
+    store over (WRONGTYPE) as long as it is there. The worker logs each such loss with the
+    reason and goes on: every other result is stored, every message acknowledged (none runs
+    again, none is left unacked), where retrying the refused ones would hold back the rest."""
+    sent, taken = 300, (5, 120, 121, 299)
+    env = worker_env(own_redis.url(0), own_redis.url(1), ledger_path, acks_late=True)
+    client = App("client", broker=own_redis.url(0), backend=own_redis.url(1), set_as_current=False)
+    try:
+        backend_redis = client.backend.client
+        ids = [f"refused-{i}" for i in range(sent)]
+        for i in taken:
+            backend_redis.rpush(client.backend.key_for(ids[i]), "someone else's")
+        for i, task_id in enumerate(ids):
+            client.send_task("faults.work", (i,), task_id=task_id)
+        args = ("--pool", pool, "--concurrency", "2")
+        with fastq_worker(*args, app="tests.faults.app", env=env) as worker:
+            stored = [i for i in range(sent) if i not in taken]
+            wait_until(
+                lambda: all(
+                    m["status"] == states.SUCCESS
+                    for m in client.backend.get_many([ids[i] for i in stored])
+                ),
+                timeout=30,
+            )
+            broker = redis.Redis.from_url(own_redis.url(0))
+            wait_until(lambda: broker.hlen("unacked") == 0, timeout=10)
+            log = worker.log()
+        tally = ledger.tally(ledger_path, sent)
+        report(f"result keys of {len(taken)} tasks hold a list ({pool}, acks_late)", tally)
+        assert (tally.once, tally.twice_or_more, tally.never) == (sent, 0, 0), tally
+        assert broker.llen("celery") == 0
+        for i in taken:
+            assert f"the result of task {ids[i]} cannot be stored, and is lost: WRONGTYPE" in log
+            assert backend_redis.lrange(client.backend.key_for(ids[i]), 0, -1) == [
+                b"someone else's"
+            ]
+    finally:
+        client.close()

@@ -145,6 +145,11 @@ def connection_options(conf: Config) -> dict[str, Any]:
     return options
 
 
+def _wrong_type(exc: redis.RedisError) -> bool:
+    """A key holding a value of another type: refused for that key alone, for good."""
+    return isinstance(exc, redis.ResponseError) and "WRONGTYPE " in str(exc)
+
+
 def _rust_stores(conf: Config, url: str) -> bool:
     """Whether results go through the Rust store, which takes none of the client settings."""
     parts = urlsplit(url)
@@ -216,8 +221,11 @@ class RedisBackend(Backend):
     def store_many(self, metas: Iterable[tuple[str, dict[str, Any]]]) -> None:
         ttl = self._ttl()
         if self._rust_store is not None:
+            metas = list(metas)
             items = [(self.key_for(task_id), self.encode_meta(meta)) for task_id, meta in metas]
-            self._rust_store.store(items, ttl)  # raises BackendError
+            refused = self._rust_store.store(items, ttl)  # raises BackendError
+            if refused:
+                raise self._refused({metas[index][0]: reason for index, reason in refused})
             return
         # Before every store: a worker acks a late-acked task once its result is stored, and
         # its Rust consumer follows a failover on its own; a result written to the demoted
@@ -229,6 +237,10 @@ class RedisBackend(Backend):
             task_id, meta = metas[0]
             try:
                 self._store(keys=[self.key_for(task_id)], args=[self.encode_meta(meta), ttl])
+            except redis.ResponseError as exc:
+                if _wrong_type(exc):
+                    raise self._refused({task_id: str(exc)}) from exc
+                raise self._error("store results", exc) from exc
             except redis.RedisError as exc:
                 raise errors.BackendError(
                     redis_failure("cannot store results in", self.url, exc)
@@ -236,24 +248,38 @@ class RedisBackend(Backend):
             return
         metas = list(metas)
         try:
-            try:
-                self._store_pipelined(metas, ttl)
-            except redis.exceptions.NoScriptError:  # a restarted or flushed server: none ran
-                self.client.script_load(_STORE)
-                self._store_pipelined(metas, ttl)
+            replies = self._store_pipelined(metas, ttl)
+            if any(isinstance(r, redis.exceptions.NoScriptError) for r in replies):
+                self.client.script_load(_STORE)  # a restarted or flushed server
+                replies = self._store_pipelined(metas, ttl)
         except redis.RedisError as exc:
-            raise errors.BackendError(
-                redis_failure("cannot store results in", self.url, exc)
-            ) from exc
+            raise self._error("store results", exc) from exc
+        reasons: dict[str, str] = {}
+        for (task_id, _), reply in zip(metas, replies, strict=True):
+            if isinstance(reply, redis.RedisError):
+                if not _wrong_type(reply):
+                    raise self._error("store results", reply) from reply
+                reasons[task_id] = str(reply)
+        if reasons:
+            raise self._refused(reasons)
 
-    def _store_pipelined(self, metas: list[tuple[str, dict[str, Any]]], ttl: int) -> None:
-        """EVALSHA in one pipeline. Not through redis-py's registered script, whose pipeline
-        asks SCRIPT EXISTS first: a second round trip for every batch a worker stores."""
+    def _store_pipelined(self, metas: list[tuple[str, dict[str, Any]]], ttl: int) -> list[Any]:
+        """EVALSHA in one pipeline, each call's reply or error in its place. Not through
+        redis-py's registered script, whose pipeline asks SCRIPT EXISTS first: a second round
+        trip for every batch a worker stores."""
         sha = self._store.sha
         with self.client.pipeline(transaction=False) as pipe:
             for task_id, meta in metas:
                 pipe.evalsha(sha, 1, self.key_for(task_id), self.encode_meta(meta), ttl)
-            pipe.execute()
+            return pipe.execute(raise_on_error=False)
+
+    def _refused(self, refused: dict[str, str]) -> errors.ResultsRefused:
+        """The results Redis refused for their key alone (the rest of the batch is stored)."""
+        reasons = "; ".join(f"task {task_id}: {reason}" for task_id, reason in refused.items())
+        return errors.ResultsRefused(
+            f"cannot store results in {redact(self.url)}: refused for their keys: {reasons}",
+            refused,
+        )
 
     def get_meta(self, task_id: str) -> dict[str, Any]:
         self.follow()

@@ -39,6 +39,7 @@ from fastq.worker import task_settings
 from fastq.worker.held import Entry, delivery_entry, waiting_entry
 from fastq.worker.observe import TaskObserver
 from fastq.worker.ratelimit import RateLimiter
+from fastq.worker.refused import log_refused
 from fastq.worker.reports import SupervisorReporter
 from fastq.worker.request import build_context, eta_of, expired
 from fastq.worker.revoke import RevokedIds
@@ -533,6 +534,8 @@ class WorkerLoop:
         try:
             try:
                 self.app.backend.store_many(results)
+            except errors.ResultsRefused as exc:  # the others are stored
+                log_refused(exc)
             except errors.BackendError:
                 raise
             except Exception:  # not the backend's availability: this batch would never store
@@ -569,6 +572,8 @@ class WorkerLoop:
         for index, item in enumerate(results):
             try:
                 self.app.backend.store_many([item])
+            except errors.ResultsRefused as exc:
+                log_refused(exc)
             except errors.BackendError:
                 self._results = results[index:]
                 self._told_kept = max(0, self._told_kept - index)

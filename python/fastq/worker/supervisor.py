@@ -28,6 +28,7 @@ from fastq.worker import task_settings
 from fastq.worker.early_acks import EarlyAcks
 from fastq.worker.held import decode_entries
 from fastq.worker.lost import QUARANTINED, TERMINATED, TIME_LIMIT, WORKER_LOST
+from fastq.worker.refused import log_refused
 from fastq.worker.reports import JSON, ReportedTask, SupervisorReporter, parse_start
 from fastq.worker.revoke import (
     RevokedIds,
@@ -521,6 +522,8 @@ class Supervisor:
             running, reason = lost
             try:
                 self.on_lost(child.consumer_id, running, reason, code)
+            except errors.ResultsRefused as exc:  # retrying cannot store it
+                log_refused(exc)
             except errors.FastqError as exc:
                 if self.retry_lost is None:
                     log.error("could not record task %s (%s): %s", running.task_id, reason, exc)
@@ -621,6 +624,8 @@ class Supervisor:
             store = self.store_results
             try:
                 store(kept)
+            except errors.ResultsRefused as exc:  # the others are stored
+                log_refused(exc)
             except errors.FastqError as exc:
                 stored = False
                 log.error(
@@ -657,6 +662,8 @@ class Supervisor:
             what, store = self._unrecorded[0]
             try:
                 store()
+            except errors.ResultsRefused as exc:  # the others are stored
+                log_refused(exc)
             except errors.FastqError:
                 self._unrecorded_at = now + self._unrecorded_backoff.next()
                 return

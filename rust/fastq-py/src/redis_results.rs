@@ -26,16 +26,24 @@ impl RedisResultStore {
     }
 
     /// Stores each `(key, meta)` with `ttl`, in order (see the core's `ResultStore::store`);
-    /// a failure is a `BackendError` naming the store.
-    fn store(&self, py: Python<'_>, items: Vec<(String, Vec<u8>)>, ttl: u64) -> PyResult<()> {
-        self.inner
+    /// returns `(index, reason)` of those refused for their key alone. A failure is a
+    /// `BackendError` naming the store.
+    fn store(
+        &self,
+        py: Python<'_>,
+        items: Vec<(String, Vec<u8>)>,
+        ttl: u64,
+    ) -> PyResult<Vec<(usize, String)>> {
+        let refused = self
+            .inner
             .with(py, |inner| {
                 inner.store(&items, ttl).map_err(|error| StoreError {
                     url: inner.url().to_owned(),
                     error,
                 })
             })
-            .py_err(py)
+            .py_err(py)?;
+        Ok(refused.into_iter().map(|r| (r.index, r.reason)).collect())
     }
 
     #[getter]

@@ -45,5 +45,5 @@ pub use delivery::Delivery;
 pub use lease::{consumer_set_ttl, renew_leases};
 pub use publisher::{PublishError, RedisPublisher};
 pub use restore::{route, topic_matches, Binding, RestoreReport};
-pub use results::ResultStore;
+pub use results::{Refused, ResultStore};
 pub use settle::Settler;

@@ -104,7 +104,7 @@ impl RedisPublisher {
         }
         for attempt in 1..=2 {
             let (pipe, bindings) = self.pipeline(batch, &payloads);
-            let (reused, result) = self.exec(&pipe)?;
+            let (reused, result) = self.exec(&pipe, false)?;
             match result {
                 Ok(_) => {
                     self.bound.extend(bindings);
@@ -176,12 +176,38 @@ impl RedisPublisher {
 
     /// `run`, returning the replies in order.
     pub fn query(&mut self, pipe: &::redis::Pipeline) -> BrokerResult<Vec<::redis::Value>> {
+        self.query_with(pipe, false)
+    }
+
+    /// `query`, except that a command Redis refused has its error reply in its place
+    /// (`Value::ServerError`, see [`refusal`](Self::refusal)) instead of failing the batch: for
+    /// batches of commands that stand alone. An unreachable Redis still fails it.
+    pub fn query_each(&mut self, pipe: &::redis::Pipeline) -> BrokerResult<Vec<::redis::Value>> {
+        self.query_with(pipe, true)
+    }
+
+    /// What a refused command's error reply means for the caller, as `query` would report it.
+    pub fn refusal(&self, error: &::redis::RedisError) -> BrokerError {
+        match &self.connector {
+            Some(connector) => connector.error(error),
+            None => BrokerError::Command {
+                url: self.url.clone(),
+                reason: error.to_string(),
+            },
+        }
+    }
+
+    fn query_with(
+        &mut self,
+        pipe: &::redis::Pipeline,
+        each: bool,
+    ) -> BrokerResult<Vec<::redis::Value>> {
         self.refuse_cluster()?;
-        let (reused, result) = self.exec(pipe)?;
+        let (reused, result) = self.exec(pipe, each)?;
         match result {
             Err(BrokerError::Connection { .. }) if reused => {
                 self.bound.clear(); // a Redis that came back empty has lost its bindings too
-                self.exec(pipe)?.1
+                self.exec(pipe, each)?.1
             }
             other => other,
         }
@@ -218,14 +244,21 @@ impl RedisPublisher {
     /// Runs `pipe` on this process's connection (opened first if needed); tells whether that
     /// connection was already open. The outer error is a connector that cannot be made.
     #[allow(clippy::type_complexity)]
+    /// `each`: error replies are returned in their places (`query_each`).
     fn exec(
         &mut self,
         pipe: &::redis::Pipeline,
+        each: bool,
     ) -> BrokerResult<(bool, BrokerResult<Vec<::redis::Value>>)> {
         self.connector()?;
         let connector = self.connector.as_mut().expect("made above");
         let Some((host, port)) = &self.plain else {
             let reused = connector.connected();
+            if each {
+                let mut each_pipe = pipe.clone();
+                each_pipe.ignore_errors();
+                return Ok((reused, connector.run(|c| each_pipe.query(c))));
+            }
             return Ok((reused, connector.run(|c| pipe.query(c))));
         };
         let reused = self.socket.is_some();
@@ -247,7 +280,12 @@ impl RedisPublisher {
         };
         // Any error drops the socket: after a timeout or a half-read reply it may be out of
         // step with the server, and reconnecting is cheap.
-        let result = socket.query(pipe).map_err(|e| connector.error(&e));
+        let result = if each {
+            socket.replies(pipe)
+        } else {
+            socket.query(pipe)
+        };
+        let result = result.map_err(|e| connector.error(&e));
         if result.is_ok() {
             self.socket = Some(socket);
         }

@@ -9,14 +9,25 @@
 //! delivery's result) goes through the backend's store script instead (`EVALSHA`: never
 //! overwriting a `SUCCESS`, publishing what it stores), awaited as before.
 //!
+//! A key that holds a value of another type (`WRONGTYPE`: something else wrote there) refuses
+//! its result for good; that result is reported back and the rest of the batch stored, so one
+//! such key does not hold back every result after it. Any other refusal fails the batch.
+//!
 //! The script's body is the caller's (the Python backend owns the layout); a server that does
 //! not know it (restarted, `SCRIPT FLUSH`) answers `NOSCRIPT` to every `EVALSHA` of the batch,
 //! so none of them ran: the script is loaded and the batch sent again.
 
-use ::redis::Value;
+use ::redis::{RedisError, Value};
 
-use super::connection::{BrokerError, BrokerResult};
+use super::connection::BrokerResult;
 use super::publisher::RedisPublisher;
+
+/// A result Redis refused for its key alone: `items[index]`, with Redis's reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refused {
+    pub index: usize,
+    pub reason: String,
+}
 
 pub struct ResultStore {
     conn: RedisPublisher,
@@ -45,8 +56,10 @@ impl ResultStore {
     }
 
     /// Stores `(key, meta)` pairs in order; `ttl` in seconds (0: none). Returns once every
-    /// result is stored: one round trip, two for a batch with keys that already held something.
-    pub fn store(&mut self, items: &[(String, Vec<u8>)], ttl: u64) -> BrokerResult<()> {
+    /// result is stored but those refused for their key alone (see the module's comment): one
+    /// round trip, two for a batch with keys that already held something. On an error the
+    /// batch can be stored again (the script never overwrites a `SUCCESS`).
+    pub fn store(&mut self, items: &[(String, Vec<u8>)], ttl: u64) -> BrokerResult<Vec<Refused>> {
         let mut first = ::redis::pipe();
         for (key, meta) in items {
             let set = first.cmd("SET").arg(key).arg(meta).arg("NX");
@@ -57,10 +70,12 @@ impl ResultStore {
         let replies = self.conn.query(&first)?;
         let mut publish = ::redis::pipe();
         let mut checked = ::redis::pipe();
-        for ((key, meta), reply) in items.iter().zip(&replies) {
+        let mut checked_items = Vec::new();
+        for (index, ((key, meta), reply)) in items.iter().zip(&replies).enumerate() {
             if matches!(reply, Value::Nil) {
                 // The script publishes what it stores, after the PUBLISHes before it are sent.
                 self.script_call(&mut checked, key, meta, ttl);
+                checked_items.push(index);
             } else {
                 publish.cmd("PUBLISH").arg(key).arg(meta);
             }
@@ -68,10 +83,23 @@ impl ResultStore {
         if !publish.is_empty() {
             self.conn.send_unread(&publish)?;
         }
-        if !checked.is_empty() {
-            self.run_script(&checked)?;
+        if checked.is_empty() {
+            return Ok(Vec::new());
         }
-        Ok(())
+        let mut refused = Vec::new();
+        for (index, reply) in checked_items.into_iter().zip(self.run_script(&checked)?) {
+            if let Value::ServerError(reply) = reply {
+                let error = RedisError::from(reply);
+                if !is_wrong_type(&error) {
+                    return Err(self.conn.refusal(&error));
+                }
+                refused.push(Refused {
+                    index,
+                    reason: reply_text(&error),
+                });
+            }
+        }
+        Ok(refused)
     }
 
     fn script_call(&self, pipe: &mut ::redis::Pipeline, key: &str, meta: &[u8], ttl: u64) {
@@ -83,22 +111,40 @@ impl ResultStore {
             .arg(ttl);
     }
 
-    /// Runs a pipeline of script calls, loading the script first if the server lost it.
-    fn run_script(&mut self, pipe: &::redis::Pipeline) -> BrokerResult<()> {
-        match self.conn.run(pipe) {
-            Err(BrokerError::Command { reason, .. }) if is_noscript(&reason) => {
-                let mut load = ::redis::pipe();
-                load.cmd("SCRIPT").arg("LOAD").arg(&self.code);
-                self.conn.run(&load)?;
-                self.conn.run(pipe)
-            }
-            other => other,
+    /// Runs a pipeline of script calls, loading the script first if the server lost it; each
+    /// call's reply, an error reply in its place.
+    fn run_script(&mut self, pipe: &::redis::Pipeline) -> BrokerResult<Vec<Value>> {
+        let replies = self.conn.query_each(pipe)?;
+        let lost = replies.iter().any(|reply| match reply {
+            Value::ServerError(e) => is_noscript(&RedisError::from(e.clone()).to_string()),
+            _ => false,
+        });
+        if !lost {
+            return Ok(replies);
         }
+        let mut load = ::redis::pipe();
+        load.cmd("SCRIPT").arg("LOAD").arg(&self.code);
+        self.conn.run(&load)?;
+        self.conn.query_each(pipe)
     }
 
     /// Closes this process's connection; the next store opens a new one.
     pub fn close(&mut self) {
         self.conn.close();
+    }
+}
+
+/// A key holding a value of another type: Redis 7 passes the script's `WRONGTYPE` on as its
+/// code, older servers inside an `ERR Error running script` text.
+fn is_wrong_type(error: &RedisError) -> bool {
+    error.code() == Some("WRONGTYPE") || error.to_string().contains("WRONGTYPE ")
+}
+
+/// An error reply as Redis wrote it (`WRONGTYPE Operation against ...`).
+fn reply_text(error: &RedisError) -> String {
+    match (error.code(), error.detail()) {
+        (Some(code), Some(detail)) => format!("{code} {detail}"),
+        _ => error.to_string(),
     }
 }
 

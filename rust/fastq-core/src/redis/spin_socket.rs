@@ -106,19 +106,20 @@ impl SpinSocket {
     /// Sends `pipe` and returns its replies, in order; the first error reply is the result
     /// instead (after all of them are read, so the connection stays in step).
     pub fn query(&mut self, pipe: &Pipeline) -> RedisResult<Vec<Value>> {
+        let replies = self.replies(pipe)?;
+        let refused = replies.iter().find_map(|reply| match reply {
+            Value::ServerError(e) => Some(RedisError::from(e.clone())),
+            _ => None,
+        });
+        refused.map_or(Ok(replies), Err)
+    }
+
+    /// Sends `pipe` and returns its replies in order, a refused command's error reply in its
+    /// place (`Value::ServerError`).
+    pub fn replies(&mut self, pipe: &Pipeline) -> RedisResult<Vec<Value>> {
         self.read_unread()?;
         self.stream.write_all(&pipe.get_packed_pipeline())?;
-        let mut replies = Vec::with_capacity(pipe.len());
-        let mut first_error = None;
-        for _ in 0..pipe.len() {
-            let reply = self.read_reply()?;
-            if let Value::ServerError(e) = reply {
-                first_error.get_or_insert(RedisError::from(e));
-            } else {
-                replies.push(reply);
-            }
-        }
-        first_error.map_or(Ok(replies), Err)
+        (0..pipe.len()).map(|_| self.read_reply()).collect()
     }
 
     /// Writes `pipe` without waiting for its replies: they are read (and dropped) before the
