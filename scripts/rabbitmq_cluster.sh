@@ -22,6 +22,9 @@ set -euo pipefail
 SBIN=${RABBITMQ_SBIN:-/usr/lib/rabbitmq/bin}
 BOOT_TIMEOUT=${RABBITMQ_CLUSTER_BOOT_TIMEOUT:-90}
 
+# shellcheck source=scripts/lib/nodes.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/nodes.sh"
+
 die() { echo "rabbitmq_cluster: $*" >&2; exit 1; }
 
 free_port() { # a free loopback port, outside 35672-35682 (where rabbitmqctl itself listens)
@@ -78,15 +81,7 @@ await_boot() { # await_boot DIR I: until node I runs the broker (its pid file wr
 }
 
 kill_node() { # kill_node DIR I: SIGKILL node I's VM and wait until it is gone
-    local dir=$1 i=$2 pid
-    pid=$(cat "$dir/n$i/node.pid" 2>/dev/null || true)
-    [ -n "$pid" ] || return 0
-    kill -KILL "$pid" 2>/dev/null || true
-    for _ in $(seq 100); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.05
-    done
-    rm -f "$dir/n$i/node.pid"
+    kill_pid_files "$1/n$2/node.pid"
 }
 
 urls() {
@@ -132,10 +127,10 @@ start() {
     urls "$dir"
 }
 
-stop() {
-    local dir=$1 i
+stop() { # SIGKILL every node at once, then wait for each
+    local dir=$1
     [ -e "$dir/count" ] || return 0
-    for i in $(seq "$(cat "$dir/count")"); do kill_node "$dir" "$i"; done
+    kill_pid_files "$dir"/n*/node.pid
     rm -rf "$dir"
 }
 

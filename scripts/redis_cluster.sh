@@ -23,6 +23,9 @@ BOOT_TIMEOUT=${REDIS_CLUSTER_BOOT_TIMEOUT:-30}
 NODE_TIMEOUT=${REDIS_CLUSTER_NODE_TIMEOUT:-2000}
 AOF=${REDIS_CLUSTER_AOF:-no}
 
+# shellcheck source=scripts/lib/nodes.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/nodes.sh"
+
 die() { echo "redis_cluster: $*" >&2; exit 1; }
 
 free_port() { # a free loopback port whose cluster bus port (+10000) is free as well
@@ -69,15 +72,7 @@ broker_url() {
 }
 
 kill_node() { # kill_node DIR I: SIGKILL node I and wait until it is gone
-    local dir=$1 i=$2 pid
-    pid=$(cat "$dir/n$i/pid" 2>/dev/null || true)
-    [ -n "$pid" ] || return 0
-    kill -KILL "$pid" 2>/dev/null || true
-    for _ in $(seq 100); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.05
-    done
-    rm -f "$dir/n$i/pid"
+    kill_pid_files "$1/n$2/pid"
 }
 
 wait_ok() { # wait_ok DIR: until every live node says cluster_state:ok and knows every node
@@ -171,20 +166,9 @@ start() {
 }
 
 stop() { # SIGKILL every node at once, then wait for each
-    local dir=$1 i pid pids=()
+    local dir=$1
     [ -e "$dir/count" ] || return 0
-    for i in $(seq "$(node_count "$dir")"); do
-        pid=$(cat "$dir/n$i/pid" 2>/dev/null || true)
-        [ -n "$pid" ] || continue
-        kill -KILL "$pid" 2>/dev/null || true
-        pids+=("$pid")
-    done
-    for pid in "${pids[@]}"; do
-        for _ in $(seq 100); do
-            kill -0 "$pid" 2>/dev/null || break
-            sleep 0.05
-        done
-    done
+    kill_pid_files "$dir"/n*/pid
     rm -rf "$dir"
 }
 
