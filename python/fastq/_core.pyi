@@ -470,9 +470,8 @@ class RedisResultStore:
     ``EVALSHA`` on each ``(key, meta)``, a batch in one pipelined round trip (a server that lost
     the script gets it loaded and the batch again). One connection per process, opened on the
     first store (a forked child opens its own); threads take turns; the GIL is released for the
-    round trip. Raises ``BrokerError`` when Redis refused a command, ``BrokerConnectionError``
-    when it cannot be reached (a connection found dead when reused is reopened and the batch
-    sent once more), ``ConfigurationError`` for an unusable URL.
+    round trip. A store that fails raises ``BackendError`` (a connection found dead when reused
+    is reopened and the batch sent once more); an unusable URL, ``ConfigurationError``.
     """
 
     def __new__(cls, url: str, script: str) -> RedisResultStore:

@@ -4,6 +4,7 @@ import json
 import os
 import threading
 import time
+from collections.abc import Iterator
 
 import pytest
 import redis
@@ -65,12 +66,24 @@ def test_new_results_are_set_and_published_without_the_script(
     pubsub.close()
 
 
+@pytest.fixture(params=["rust", "redis-py"])
+def either_store(request: pytest.FixtureRequest, backend_url: str) -> Iterator[App]:
+    """An app whose backend stores a worker's results through the Rust store, or through
+    redis-py (a URL option, which only redis-py's client takes)."""
+    url = backend_url if request.param == "rust" else backend_url + "?health_check_interval=30"
+    app = App("t", backend=url, set_as_current=False)
+    assert (app.backend._rust_store is None) is (request.param == "redis-py")
+    yield app
+    app.close()
+
+
 def test_keys_that_held_a_state_go_through_the_script_even_after_a_script_flush(
-    app: App, backend_redis: redis.Redis
+    either_store: App, backend_redis: redis.Redis
 ) -> None:
     """A key that already holds something (STARTED, a duplicate's SUCCESS) is stored by the script,
     which a server that lost its scripts (restarted, SCRIPT FLUSH) gets loaded again: STARTED is
     replaced, SUCCESS is kept, and only what was stored is published."""
+    app = either_store
     backend = app.backend
     backend.store_many([("s1", backend.build_meta("s1", None, states.STARTED, None, None))])
     backend.store_many([("s2", backend.build_meta("s2", 7, states.SUCCESS, None, None))])
@@ -231,38 +244,47 @@ def test_dead_backend_is_a_clear_error() -> None:
     assert "secret" not in str(info.value) and "broker" not in str(info.value)
 
 
-@pytest.mark.parametrize("path", ["rust", "redis-py"])
 def test_a_key_of_another_type_refuses_its_result_alone(
-    backend_url: str, backend_redis: redis.Redis, path: str
+    either_store: App, backend_redis: redis.Redis
 ) -> None:
     """A foreign value where a result goes (here a list): Redis refuses that result for good,
     and only it. The batch's other results are stored and published; the error names the
-    backend, the task and Redis's reason, on the Rust store and on redis-py's (a URL option)."""
-    url = backend_url if path == "rust" else backend_url + "?health_check_interval=30"
-    app = App("t", backend=url, set_as_current=False)
-    try:
-        backend = app.backend
-        assert (backend._rust_store is None) is (path == "redis-py")
-        backend_redis.rpush(backend.key_for("taken"), "not a result")
-        backend.mark_as_started("late")  # a key that held something: the store script's path
-        metas = [
-            (task_id, backend.build_meta(task_id, task_id, states.SUCCESS))
-            for task_id in ("first", "taken", "late")
-        ]
-        with pytest.raises(errors.ResultsRefused) as info:
-            backend.store_many(metas)
-        assert list(info.value.refused) == ["taken"]
-        assert "WRONGTYPE" in info.value.refused["taken"]
-        message = str(info.value)
-        assert message.startswith(f"cannot store results in {backend.url}: ")
-        assert "task taken: WRONGTYPE" in message and "broker" not in message
-        assert [backend.get_meta(t)["result"] for t in ("first", "late")] == ["first", "late"]
-        assert backend_redis.lrange(backend.key_for("taken"), 0, -1) == [b"not a result"]
-        # One result alone takes the same way (redis-py's single script call).
-        with pytest.raises(errors.ResultsRefused, match="task taken: WRONGTYPE"):
-            backend.mark_as_done("taken", 1)
-    finally:
-        app.close()
+    backend, the task and Redis's reason, on the Rust store and on redis-py's."""
+    backend = either_store.backend
+    backend_redis.rpush(backend.key_for("taken"), "not a result")
+    backend.mark_as_started("late")  # a key that held something: the store script's path
+    metas = [
+        (task_id, backend.build_meta(task_id, task_id, states.SUCCESS))
+        for task_id in ("first", "taken", "late")
+    ]
+    with pytest.raises(errors.ResultsRefused) as info:
+        backend.store_many(metas)
+    assert list(info.value.refused) == ["taken"]
+    assert "WRONGTYPE" in info.value.refused["taken"]
+    message = str(info.value)
+    assert message.startswith(f"cannot store results in {backend.url}: ")
+    assert "task taken: WRONGTYPE" in message and "broker" not in message
+    assert [backend.get_meta(t)["result"] for t in ("first", "late")] == ["first", "late"]
+    assert backend_redis.lrange(backend.key_for("taken"), 0, -1) == [b"not a result"]
+    # One result alone takes the same way (redis-py's single script call).
+    with pytest.raises(errors.ResultsRefused, match="task taken: WRONGTYPE"):
+        backend.mark_as_done("taken", 1)
+
+
+def test_a_wait_on_a_key_of_another_type_fails_at_once(
+    app: App, backend_redis: redis.Redis
+) -> None:
+    """MGET reads a key of another type as missing: the wait looks at the key's type at its
+    first poll and fails, as Celery's GET raises WRONGTYPE, instead of waiting out its timeout."""
+    backend_redis.hset(app.backend.key_for("foreign"), "a", "b")
+    started = time.monotonic()
+    with pytest.raises(BackendError, match="holds a hash, not a task result") as info:
+        AsyncResult("foreign", app=app).get(timeout=20)
+    assert time.monotonic() - started < 2
+    assert app.backend.key_for("foreign") in str(info.value)
+    # A wait on a key that stays missing is not failed by the look.
+    with pytest.raises(FastqTimeout):
+        AsyncResult("missing", app=app).get(timeout=0.5)
 
 
 async def _await(result: AsyncResult) -> object:

@@ -429,13 +429,15 @@ IDLE_EXIT = 10.0
 
 
 class _Watch:
-    __slots__ = ("delay", "due", "listeners", "task_id")
+    __slots__ = ("delay", "due", "listeners", "task_id", "typed")
 
     def __init__(self, task_id: str, now: float) -> None:
         self.task_id = task_id
         self.listeners: list[Listener] = []
         self.delay = POLL_FIRST
         self.due = now
+        #: Whether the key's type was looked at (``_foreign``): once, if a poll finds nothing.
+        self.typed = False
 
 
 #: Taken by the first waits of a forked child, so that one of them replaces the parent's hub.
@@ -770,6 +772,7 @@ class ResultHub:
         """Reads the keys just subscribed and those due, and schedules their next read."""
         now = time.monotonic()
         keys = dict.fromkeys(confirmed)
+        just_subscribed = set(keys)
         with self._lock:
             while self._due and self._due[0][0] <= now:
                 due, key = heapq.heappop(self._due)
@@ -794,8 +797,13 @@ class ResultHub:
             if self.trouble is not None:
                 log.warning("result backend %s answers again", redact(self.backend.url))
                 self.trouble = None
+            untyped = []
             for key, data in zip(batch, values, strict=True):
                 if data is None:
+                    watch = self._watches.get(key)
+                    if watch is not None and not watch.typed and key not in just_subscribed:
+                        watch.typed = True
+                        untyped.append(key)
                     continue
                 try:
                     meta = self.backend.decode_meta(data)
@@ -804,6 +812,31 @@ class ResultHub:
                     continue
                 if meta["status"] in states.READY_STATES:
                     self._deliver(key, meta)
+            if untyped:
+                self._foreign(untyped)
+
+    def _foreign(self, keys: list[str]) -> None:
+        """Fails the waits on keys that hold a value of another type than a result (MGET reads
+        them as missing, so the wait would never end; Celery's GET raises WRONGTYPE). Asked once
+        per wait, at its first poll that found nothing: off the path of a result that comes at
+        once."""
+        try:
+            with self._reader.pipeline(transaction=False) as pipe:
+                for key in keys:
+                    pipe.type(key)
+                kinds = pipe.execute()
+        except (redis.RedisError, OSError) as exc:
+            self._note(exc)
+            return
+        for key, kind in zip(keys, kinds, strict=True):
+            kind = kind.decode() if isinstance(kind, bytes) else str(kind)
+            if kind not in ("none", "string"):
+                error = errors.BackendError(
+                    f"cannot read results from {redact(self.backend.url)}: the key {key} holds a "
+                    f"{kind}, not a task result (something other than Celery or fastq writes "
+                    "there); the result of its task cannot be stored"
+                )
+                self._deliver(key, error)
 
     def _sleep(self, conn: Any, retry_at: float) -> None:
         now = time.monotonic()
