@@ -2,7 +2,8 @@
 and the drain time.
 
     python bench/events_cpu.py BROKER_URL [--counter REDIS_URL] [-n 10000] [-c 2] [-E]
-                               [--perf FILE]
+                               [--perf FILE] [--work noop|incr] [--backend URL]
+                               [--worker-args "--prefetch-multiplier 16"]
 
 Starts ``fastq worker -c 2`` (with ``-E`` when given) on a queue of its own, waits until it is
 idle, reads each worker process's CPU seconds (user + system, ``/proc``, Linux), sends the tasks
@@ -75,12 +76,16 @@ class Probe:
         )
 
 
+#: What each task does (``fastq.bench.spec``'s work: ``noop``, ``incr``, ``sleep:0.01``…).
+WORK = "noop"
+
+
 def drain(app: App, counter: redis.Redis, done_key: str, target: int, n: int) -> float:
     """Sends ``n`` tasks and waits until the completion counter reaches ``target``: seconds."""
     started = time.monotonic()
     for start in range(0, n, 1000):
         batch = min(1000, n - start)
-        app.send_many([(TASK_NAME, ("", "noop"), None)] * batch, queue=QUEUE)
+        app.send_many([(TASK_NAME, ("", WORK), None)] * batch, queue=QUEUE)
     while int(counter.get(done_key) or 0) < target:
         time.sleep(0.005)
         if time.monotonic() - started > 300:
@@ -113,6 +118,13 @@ def main() -> None:
     p.add_argument("-E", action="store_true", help="task events on")
     p.add_argument("--perf", help="perf record -g the children over the drain, into this file")
     p.add_argument(
+        "--work", default="noop", help="what each task does (default noop; incr: one INCR)"
+    )
+    p.add_argument("--backend", help="result backend URL (default: results off)")
+    p.add_argument(
+        "--worker-args", default="", help='more worker options, e.g. "--prefetch-multiplier 16"'
+    )
+    p.add_argument(
         "--alternate",
         type=int,
         metavar="PAIRS",
@@ -120,14 +132,18 @@ def main() -> None:
         "on (disable_events / enable_events), and the medians of the differences",
     )
     options = p.parse_args()
+    global WORK
+    WORK = options.work
     counter_url = options.counter or options.broker
     counter = redis.Redis.from_url(counter_url)
     done_key = keys(RUN)["done"]
     counter.delete(*keys(RUN).values())
     env = {**os.environ, "FASTQ_BENCH_BROKER": options.broker, "FASTQ_BENCH_QUEUE": QUEUE,
-           "FASTQ_BENCH_COUNTER": counter_url, "FASTQ_BENCH_RUN": RUN}  # fmt: skip
+           "FASTQ_BENCH_COUNTER": counter_url, "FASTQ_BENCH_RUN": RUN,
+           "FASTQ_BENCH_BACKEND": options.backend or ""}  # fmt: skip
     argv = [sys.executable, "-m", "fastq.cli", "-A", "fastq.bench.apps.fastq_app", "worker",
             "-c", str(options.c), "-Q", QUEUE, "-l", "WARNING"]  # fmt: skip
+    argv += options.worker_args.split()
     if options.E or options.alternate:
         argv.append("-E")
     worker = subprocess.Popen(argv, env=env)
