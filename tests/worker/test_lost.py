@@ -4,10 +4,13 @@ from it to record the result of a task the child did not finish (no broker neede
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
+from fastq import errors
 from fastq.task import Context
 from fastq.worker.reports import ReportedTask, SupervisorReporter, decode_request
 from fastq.worker.supervisor import Child, Supervisor
@@ -147,3 +150,34 @@ def test_a_result_with_no_copy_leaves_its_message_to_come_back(
     reporter.hand_over([("t1", meta)], late_ack=True)
     supervisor._read_reports(child)
     assert (child.kept, child.done, child.running) == ([], [], None)
+
+
+def test_a_dead_childs_result_refused_for_its_key_is_logged_and_its_message_settled(
+    pipe: tuple[SupervisorReporter, Supervisor, Child], caplog: pytest.LogCaptureFixture
+) -> None:
+    """The supervisor stores what a dead child finished: a result the backend refuses for its
+    key alone (``ResultsRefused``) is logged as lost, not retried for ever, and the finished
+    tasks' messages are settled all the same (they ran; running them again could not store it)."""
+    reporter, supervisor, child = pipe
+    stored: list[list[str]] = []
+    settled: list[tuple[str, list[str]]] = []
+
+    def store(metas: list[tuple[str, dict[str, Any]]]) -> None:
+        stored.append([task_id for task_id, _ in metas])
+        raise errors.ResultsRefused("refused", {"t2": "WRONGTYPE Operation against a key"})
+
+    supervisor.store_results = store
+    supervisor.settle_done = lambda consumer, tags: settled.append((consumer, tags))
+    for task_id in ("t1", "t2"):
+        meta = {"status": "SUCCESS", "result": 1, "task_id": task_id, "traceback": None}
+        report(
+            pipe, Context(id=task_id, task="proj.add", delivery_tag=f"tag-{task_id}"), None, True
+        )
+        reporter.hand_over([(task_id, meta)], late_ack=True)
+    supervisor._read_reports(child)
+    with caplog.at_level(logging.ERROR, logger="fastq.worker"):
+        supervisor._settle_finished(child)
+    assert stored == [["t1", "t2"]]
+    assert settled == [("c0.1", ["tag-t1", "tag-t2"])]
+    assert supervisor._unrecorded == []
+    assert "the result of task t2 cannot be stored, and is lost: WRONGTYPE" in caplog.text
