@@ -319,7 +319,7 @@ def claim_and_ack(
         pipe = client.pipeline(transaction=False)
         for _ in range(pipeline):
             pipe.evalsha(sha, len(keys), *keys, want, int(time.time()), 100, 3600)
-        for claimed in pipe.execute():
+        for claimed, _refused, _visited in pipe.execute():
             tags += [tag for _, tag, _ in claimed]
     _, cpu1, _ = redis_snapshot(client)
     for start in range(0, n, pipeline):

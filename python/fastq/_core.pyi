@@ -245,7 +245,10 @@ class RedisConsumer:
         After a dropped connection, the fetch that reaches Redis again first sends the acks and
         requeues decided meanwhile, then puts back at the head of their queues the messages
         recorded for this consumer that it does not hold (a claim whose reply was lost). Raises
-        ``BrokerConnectionError`` while Redis cannot be reached."""
+        ``BrokerConnectionError`` while Redis cannot be reached.
+
+        A queue whose key holds another type than a list is skipped (the others are served) and
+        logged on ``fastq.worker`` when it begins, and when it stops, refusing its pops."""
 
     def ack(self, delivery_tags: list[str], wait: bool = True) -> None:
         """Acknowledge these tags in one round trip; unknown or empty tags are ignored.

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import shutil
 import socket
 import subprocess
@@ -706,13 +707,46 @@ def test_renew_leases_rescores_what_live_consumers_hold(
     assert _core.restore_visible(URL, 60) == 0  # not past the timeout: left alone
 
 
-def test_a_command_redis_refuses_is_a_broker_error(
+def test_a_queue_key_of_another_type_is_skipped_and_loses_nothing(
+    r: redis.Redis, make_consumer: MakeConsumer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A queue whose key holds something else (here a string) refuses its pops. The claim skips
+    it and goes on: what it popped from the queues before is recorded and delivered (a script
+    stopped by the error kept those pops unrecorded: the messages were in neither a list nor
+    ``unacked``), the other queues are served, the blocking pop leaves it out, and the worker's
+    log says so once, then once more when the key reads as a list again."""
+    r.set("bad", "not a list")
+    publish(r, "first", queue="good")
+    consumer = make_consumer(["good", "bad", "later"])
+    with caplog.at_level(logging.WARNING, logger="fastq.worker"):
+        [first] = consumer.fetch(0)
+        assert first.task_id == "first" and unacked_tags(r) == {first.delivery_tag.encode()}
+        publish(r, "after", queue="later")
+        [after] = consumer.fetch(0)
+        assert after.task_id == "after"
+        started = time.monotonic()
+        assert consumer.fetch(0.3) == []  # blocks on good and later only: no WRONGTYPE
+        assert time.monotonic() - started >= 0.25
+        refused = [m for m in caplog.messages if "cannot be consumed" in m]
+        assert len(refused) == 1, caplog.messages
+        assert "queue 'bad'" in refused[0] and "WRONGTYPE" in refused[0]
+        r.delete("bad")
+        publish(r, "healed", queue="bad")
+        [healed] = consumer.fetch(0)
+        assert healed.task_id == "healed"
+    assert any("queue 'bad' can be consumed again" in m for m in caplog.messages)
+    assert r.get("bad") is None and r.llen("good") == 0
+
+
+def test_a_blocking_fetch_over_refusing_queues_only_waits(
     r: redis.Redis, make_consumer: MakeConsumer
 ) -> None:
     r.set("celery", "not a list")
-    with pytest.raises(errors.BrokerError, match="WRONGTYPE") as caught:
-        make_consumer().fetch(0)
-    assert not isinstance(caught.value, errors.BrokerConnectionError)
+    consumer = make_consumer()
+    started = time.monotonic()
+    assert consumer.fetch(0.3) == []
+    assert consumer.fetch(0.3) == []
+    assert time.monotonic() - started >= 0.5
 
 
 # -- TLS -------------------------------------------------------------------------------------------

@@ -36,6 +36,39 @@ fn delivery(py: Python<'_>, d: core::Delivery) -> PyResult<Delivery> {
     })
 }
 
+/// Says on the worker's log (`fastq.worker`) that a queue's key began or stopped refusing its
+/// reads: the one thing the consumer tells that is neither a delivery nor an error, since the
+/// other queues go on being consumed. Rare (a change of state), so logged from here.
+fn log_refusals(py: Python<'_>, refusals: Vec<core::QueueRefusal>) -> PyResult<()> {
+    if refusals.is_empty() {
+        return Ok(());
+    }
+    let logger = py
+        .import("logging")?
+        .call_method1("getLogger", ("fastq.worker",))?;
+    for refusal in refusals {
+        match refusal.reason {
+            Some(reason) => logger.call_method1(
+                "error",
+                (format!(
+                    "queue '{}' cannot be consumed: Redis refuses to pop from its key '{}', which \
+                     holds something other than a list of messages ({reason}); the worker goes \
+                     on with its other queues and tries this one again at each fetch",
+                    refusal.queue, refusal.key
+                ),),
+            )?,
+            None => logger.call_method1(
+                "warning",
+                (format!(
+                    "queue '{}' can be consumed again (its key '{}' holds a list or nothing)",
+                    refusal.queue, refusal.key
+                ),),
+            )?,
+        };
+    }
+    Ok(())
+}
+
 /// The worker's Redis consumer. Meant for one thread; calls from others wait their turn.
 #[pyclass(frozen, module = "fastq._core")]
 pub struct RedisConsumer {
@@ -92,11 +125,12 @@ impl RedisConsumer {
                 "timeout must be a finite number of seconds >= 0, got {timeout}"
             ))
         })?;
-        let deliveries = {
+        let (deliveries, refusals) = {
             let _deferred = DeferSignals::new();
-            self.with(py, |c| c.fetch(timeout))
-        }
-        .py_err(py)?;
+            self.with(py, |c| (c.fetch(timeout), c.take_refusals()))
+        };
+        log_refusals(py, refusals)?;
+        let deliveries = deliveries.py_err(py)?;
         let converted = deliveries
             .into_iter()
             .map(|d| delivery(py, d))

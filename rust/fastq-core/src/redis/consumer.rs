@@ -31,6 +31,19 @@ const RESTORE_LOCK_MS: u64 = 300_000;
 /// could not be recorded) and the envelope.
 type Claimed = (usize, Vec<u8>, Vec<u8>);
 
+/// The claim script's reply: the claimed envelopes, the lists that refused their `RPOP` (a key
+/// of another type: 1-based index, Redis's error), how many lists were looked at to the end.
+type ClaimReply = (Vec<Claimed>, Vec<(usize, String)>, usize);
+
+/// A change in whether a queue's list can be read: `reason` is Redis's refusal of its key, or
+/// `None` once the key reads as a list (or nothing) again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueRefusal {
+    pub queue: String,
+    pub key: String,
+    pub reason: Option<String>,
+}
+
 /// What a consumer needs; the binding builds it from the Python arguments.
 #[derive(Debug, Clone)]
 pub struct ConsumerConfig {
@@ -52,6 +65,10 @@ struct Group {
     consumer_key: String,
     /// A key of the group's slot (on a cluster).
     route: Option<String>,
+    /// Lists whose key holds another type (1-based index in `order`): the claim skips them as
+    /// it goes (and says so), the blocking pop leaves them out (Redis would refuse the whole
+    /// `BRPOP`). Known from the last claim that looked at them.
+    refused: HashSet<usize>,
 }
 
 /// How long a consumer of queues in several slots blocks on one of them before it looks at the
@@ -94,6 +111,8 @@ pub struct RedisConsumer {
     /// still in this consumer's set until it does, and never to be restored from there.
     released: VecDeque<String>,
     released_set: HashSet<String>,
+    /// Queues that began or stopped refusing, not yet taken by `take_refusals`.
+    refusals: Vec<QueueRefusal>,
 }
 
 impl RedisConsumer {
@@ -131,6 +150,7 @@ impl RedisConsumer {
             consumer_key: keys.consumer(&config.consumer_id),
             route: keys.route(),
             keys,
+            refused: HashSet::new(),
         };
         let groups = if keys.is_cluster() {
             let mut groups: Vec<Group> = Vec::new();
@@ -163,6 +183,7 @@ impl RedisConsumer {
             broken: false,
             released: VecDeque::new(),
             released_set: HashSet::new(),
+            refusals: Vec::new(),
         })
     }
 
@@ -422,20 +443,69 @@ impl RedisConsumer {
                 invocation.invoke(c)
             });
         self.after(&result);
-        let claimed = result?;
+        let (claimed, refused, visited): ClaimReply = result?;
         if with_popped {
             self.popped = None;
         }
+        self.note_refused(g, &refused, visited);
         Ok(claimed)
+    }
+
+    /// Records which of group `g`'s lists refused in a claim that looked at the first
+    /// `visited`, and what changed.
+    fn note_refused(&mut self, g: usize, refused: &[(usize, String)], visited: usize) {
+        let group = &mut self.groups[g];
+        for (index, reason) in refused {
+            if group.refused.insert(*index) {
+                if let Some(list) = group.order.get(index.wrapping_sub(1)) {
+                    self.refusals.push(QueueRefusal {
+                        queue: list.queue.clone(),
+                        key: list.key.clone(),
+                        reason: Some(reason.clone()),
+                    });
+                }
+            }
+        }
+        let cleared: Vec<usize> = group
+            .refused
+            .iter()
+            .copied()
+            .filter(|i| *i <= visited && !refused.iter().any(|(r, _)| r == i))
+            .collect();
+        for index in cleared {
+            group.refused.remove(&index);
+            if let Some(list) = group.order.get(index.wrapping_sub(1)) {
+                self.refusals.push(QueueRefusal {
+                    queue: list.queue.clone(),
+                    key: list.key.clone(),
+                    reason: None,
+                });
+            }
+        }
+    }
+
+    /// The queues that began or stopped refusing since the last call, in order.
+    pub fn take_refusals(&mut self) -> Vec<QueueRefusal> {
+        std::mem::take(&mut self.refusals)
     }
 
     /// BRPOP over group `g`'s lists; the 1-based index of the list and the envelope, or `None`
     /// on timeout.
+    /// Lists that refuse are left out; with none left it only waits out `timeout`. A list that
+    /// began refusing since the last claim fails the pop: `None`, and the next claim names it.
     fn block(&mut self, g: usize, timeout: Duration) -> BrokerResult<Option<(usize, Vec<u8>)>> {
         let group = &self.groups[g];
         let mut cmd = ::redis::cmd("BRPOP");
-        for k in &group.order {
-            cmd.arg(&k.key);
+        let mut listed = 0;
+        for (i, k) in group.order.iter().enumerate() {
+            if !group.refused.contains(&(i + 1)) {
+                cmd.arg(&k.key);
+                listed += 1;
+            }
+        }
+        if listed == 0 {
+            std::thread::sleep(timeout);
+            return Ok(None);
         }
         cmd.arg(format!("{:.3}", timeout.as_secs_f64()));
         let result = self
@@ -444,7 +514,10 @@ impl RedisConsumer {
                 cmd.query(c)
             });
         self.after(&result);
-        let popped: Option<(String, Vec<u8>)> = result?;
+        let popped: Option<(String, Vec<u8>)> = match result {
+            Err(BrokerError::Command { reason, .. }) if reason.contains("WRONGTYPE") => None,
+            other => other?,
+        };
         let order = &self.groups[g].order;
         Ok(popped.map(|(key, raw)| {
             let index = order.iter().position(|k| k.key == key).map_or(0, |i| i + 1);

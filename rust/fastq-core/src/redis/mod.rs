@@ -40,7 +40,9 @@ mod spin_socket;
 pub mod url;
 
 pub use connection::{BrokerError, BrokerResult};
-pub use consumer::{restore_consumer, restore_visible, ConsumerConfig, RedisConsumer};
+pub use consumer::{
+    restore_consumer, restore_visible, ConsumerConfig, QueueRefusal, RedisConsumer,
+};
 pub use delivery::Delivery;
 pub use lease::{consumer_set_ttl, renew_leases};
 pub use publisher::{PublishError, RedisPublisher};

@@ -23,11 +23,18 @@ use ::redis::Script;
 ///
 /// The consumer set's TTL is set again with every claim that records something (see `RENEW`).
 ///
+/// A queue key that holds another type than a list (something else wrote there) refuses its
+/// `RPOP`: that list is skipped and named in the reply, and the claim goes on with the next.
+/// A script stopped by the error would keep the pops before it without recording them: those
+/// messages would be in neither a list nor `unacked`.
+///
 /// KEYS: the queue lists in consume order, then unacked, unacked_index, consumer set, malformed.
 /// ARGV: want, now (unix seconds), malformed cap, consumer set TTL (seconds), and optionally the
 /// index (1-based) of the list a blocking pop already took an envelope from and that envelope,
 /// to be recorded first.
-/// Returns `{{list index, tag or "", envelope}, …}`.
+/// Returns `{{{list index, tag or "", envelope}, …}, {{list index, error}, …}, visited}`: the
+/// claimed envelopes, the lists that refused, and how many lists (from the first) were looked
+/// at to the end.
 pub const CLAIM: &str = r#"
 local nq = #KEYS - 4
 local unacked, index, mine, malformed = KEYS[nq + 1], KEYS[nq + 2], KEYS[nq + 3], KEYS[nq + 4]
@@ -82,10 +89,17 @@ local function claim(k, raw)
 end
 
 if ARGV[5] then claim(tonumber(ARGV[5]), ARGV[6]) end
-local k = 1
+local k, refused = 1, {}
 while #out < want and k <= nq do
-  local raw = redis.call('RPOP', KEYS[k])
-  if raw then claim(k, raw) else k = k + 1 end
+  local raw = redis.pcall('RPOP', KEYS[k])
+  if type(raw) == 'table' then
+    refused[#refused + 1] = {k, raw.err or 'refused'}
+    k = k + 1
+  elseif raw then
+    claim(k, raw)
+  else
+    k = k + 1
+  end
 end
 if #sadd > 1 then
   redis.call('HSET', unpack(hset))
@@ -93,7 +107,7 @@ if #sadd > 1 then
   redis.call('SADD', unpack(sadd))
   redis.call('EXPIRE', mine, ttl)
 end
-return out
+return {out, refused, k - 1}
 "#;
 
 /// Moves `unacked` entries back onto queue lists, each only if its entry is still exactly what
