@@ -220,6 +220,10 @@ class Supervisor:
             index, pid, consumer_id, time.monotonic(), read_fd, revoked_write, _pidfd(pid)
         )
         signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
+        if self.stopping:
+            # A stop taken after the caller decided to replace a child, and before this one was
+            # known, signalled the children there were: this one would run on, unstopped.
+            _kill(pid, signal.SIGKILL if self.cold else signal.SIGTERM)
 
     def revoke(self, task_ids: list[str], terminate: bool, sig: str) -> None:
         """Tells every child to skip ``task_ids``; with ``terminate``, kills the child running
