@@ -146,3 +146,16 @@ def test_max_memory_per_child_needs_prefork() -> None:
     app = App("mem", broker="memory://", set_as_current=False)
     with pytest.raises(ConfigurationError, match="needs --pool prefork"):
         run_worker(app, pool="threads", max_memory_per_child=1000)
+
+
+def test_a_child_stops_when_its_supervisor_is_killed(
+    worker_env: dict[str, str], client_app: App
+) -> None:
+    """SIGKILL of the worker's main process: its children stop too (warm: what they prefetched
+    goes back to the queue), instead of running on with nobody to ack what they start."""
+    with fastq_worker("--pool", "prefork", "--concurrency", "1", env=worker_env) as w:
+        assert client_app.send_task("interop.add", (1, 2)).get(timeout=20) == 3
+        [child] = children_of(w.proc.pid)
+        w.proc.kill()
+        w.proc.wait(10)
+        wait_until(lambda: not os.path.exists(f"/proc/{child}"), timeout=10)

@@ -255,6 +255,9 @@ class WorkerLoop:
 
     # -- reconnecting (shared with the asyncio pool's loop) ---------------------------------------
     def _begin_run(self) -> None:
+        #: A prefork child's supervisor (its parent): should it die, nobody acks what this child
+        #: starts or stores what a death would leave, so the child stops (``_housekeeping``).
+        self._parent = os.getppid() if self._supervisor is not None else 0
         self._backoff = Backoff(BACKOFF_START, BACKOFF_MAX, jitter=0.25)
         self._outage: float | None = None  # when the broker stopped answering
         self._retries = 0  # in this outage
@@ -376,6 +379,12 @@ class WorkerLoop:
             self._supervisor.flush_events()
 
     def _housekeeping(self) -> None:
+        if self._parent and os.getppid() != self._parent:
+            log.error(
+                "the worker's main process (pid %d) is gone; this child stops (warm)", self._parent
+            )
+            self._parent = 0
+            self.stop()
         self._read_supervisor()
         self._maybe_restore_visible()
         self._maybe_move_due()
