@@ -39,7 +39,7 @@ def free_port_pair() -> int:
 
 def test_claim_script_is_read_from_the_rust_source() -> None:
     script = broker_ops.claim_script()
-    assert "redis.call('RPOP'" in script and "redis.call('HSET'" in script
+    assert "redis.pcall('RPOP'" in script and "redis.call('HSET'" in script
     parts = broker_ops.claim_parts()
     assert "= fields(raw)" in script and "= fields(raw)" not in parts["without the tag parse"]
     assert "redis.call('HSET'" not in parts["without the record"]
