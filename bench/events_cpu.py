@@ -76,16 +76,13 @@ class Probe:
         )
 
 
-#: What each task does (``fastq.bench.spec``'s work: ``noop``, ``incr``, ``sleep:0.01``…).
-WORK = "noop"
-
-
-def drain(app: App, counter: redis.Redis, done_key: str, target: int, n: int) -> float:
-    """Sends ``n`` tasks and waits until the completion counter reaches ``target``: seconds."""
+def drain(app: App, counter: redis.Redis, done_key: str, target: int, n: int, work: str) -> float:
+    """Sends ``n`` tasks doing ``work`` (``fastq.bench.spec``'s: ``noop``, ``incr``…) and waits
+    until the completion counter reaches ``target``: seconds."""
     started = time.monotonic()
     for start in range(0, n, 1000):
         batch = min(1000, n - start)
-        app.send_many([(TASK_NAME, ("", WORK), None)] * batch, queue=QUEUE)
+        app.send_many([(TASK_NAME, ("", work), None)] * batch, queue=QUEUE)
     while int(counter.get(done_key) or 0) < target:
         time.sleep(0.005)
         if time.monotonic() - started > 300:
@@ -132,8 +129,6 @@ def main() -> None:
         "on (disable_events / enable_events), and the medians of the differences",
     )
     options = p.parse_args()
-    global WORK
-    WORK = options.work
     counter_url = options.counter or options.broker
     counter = redis.Redis.from_url(counter_url)
     done_key = keys(RUN)["done"]
@@ -164,10 +159,10 @@ def main() -> None:
             time.sleep(1)
         if not options.alternate:
             before, load = probe.read(), os.getloadavg()[0]
-            drained = drain(app, counter, done_key, options.n, options.n)
+            drained = drain(app, counter, done_key, options.n, options.n, options.work)
             report(options.E, load, options.n, drained, before, probe.read())
         else:
-            alternate(app, probe, counter, done_key, options.n, options.alternate)
+            alternate(app, probe, counter, done_key, options.n, options.alternate, options.work)
         if perf is not None:
             perf.send_signal(signal.SIGINT)
             perf.wait(60)
@@ -179,7 +174,7 @@ def main() -> None:
 
 
 def alternate(
-    app: App, probe: Probe, counter: redis.Redis, done_key: str, n: int, pairs: int
+    app: App, probe: Probe, counter: redis.Redis, done_key: str, n: int, pairs: int, work: str
 ) -> None:
     done = 0
     figures: dict[bool, list[list[float]]] = {False: [], True: []}
@@ -189,7 +184,7 @@ def alternate(
             time.sleep(0.3)  # the children hear it on their next cycle
             before, load = probe.read(), os.getloadavg()[0]
             done += n
-            drained = drain(app, counter, done_key, done, n)
+            drained = drain(app, counter, done_key, done, n, work)
             figures[on].append(report(on, load, n, drained, before, probe.read()))
     off, on = figures[False], figures[True]
     diff = [[b - a for a, b in zip(x, y, strict=True)] for x, y in zip(off, on, strict=True)]

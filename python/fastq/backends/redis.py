@@ -221,7 +221,7 @@ class RedisBackend(Backend):
     def store_many(self, metas: Iterable[tuple[str, dict[str, Any]]]) -> None:
         ttl = self._ttl()
         if self._rust_store is not None:
-            metas = list(metas)
+            metas = metas if isinstance(metas, list) else list(metas)  # indexed when refused
             items = [(self.key_for(task_id), self.encode_meta(meta)) for task_id, meta in metas]
             refused = self._rust_store.store(items, ttl)  # raises BackendError
             if refused:
@@ -237,14 +237,10 @@ class RedisBackend(Backend):
             task_id, meta = metas[0]
             try:
                 self._store(keys=[self.key_for(task_id)], args=[self.encode_meta(meta), ttl])
-            except redis.ResponseError as exc:
+            except redis.RedisError as exc:
                 if _wrong_type(exc):
                     raise self._refused({task_id: str(exc)}) from exc
                 raise self._error("store results", exc) from exc
-            except redis.RedisError as exc:
-                raise errors.BackendError(
-                    redis_failure("cannot store results in", self.url, exc)
-                ) from exc
             return
         metas = list(metas)
         try:

@@ -647,6 +647,12 @@ fn is_interrupted(e: &RedisError) -> bool {
         .is_some_and(|io| io.kind() == std::io::ErrorKind::Interrupted)
 }
 
+/// A refusal of a key that holds another type than the command reads (`WRONGTYPE`; inside a
+/// script's error text on servers before 7): that key's alone, for as long as it holds it.
+pub(super) fn is_wrong_type(reason: &str) -> bool {
+    reason.contains("WRONGTYPE")
+}
+
 /// Errors that mean "the broker is not there (or not ready) right now", as opposed to a command
 /// Redis understood and refused.
 fn is_transient(e: &RedisError) -> bool {

@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ::redis::{Connection, RedisResult};
 
-use super::connection::{BrokerError, BrokerResult, Connector, COMMAND_TIMEOUT};
+use super::connection::{is_wrong_type, BrokerError, BrokerResult, Connector, COMMAND_TIMEOUT};
 use super::delivery::Delivery;
 use super::keys::{cluster_name_problem, KeyLayout, QueueKey};
 use super::restore::{restore_tags, End, RestoreReport};
@@ -490,8 +490,7 @@ impl RedisConsumer {
     }
 
     /// BRPOP over group `g`'s lists; the 1-based index of the list and the envelope, or `None`
-    /// on timeout.
-    /// Lists that refuse are left out; with none left it only waits out `timeout`. A list that
+    /// on timeout. Lists that refuse are left out; with none left it only waits out `timeout`. A list that
     /// began refusing since the last claim fails the pop: `None`, and the next claim names it.
     fn block(&mut self, g: usize, timeout: Duration) -> BrokerResult<Option<(usize, Vec<u8>)>> {
         let group = &self.groups[g];
@@ -515,7 +514,7 @@ impl RedisConsumer {
             });
         self.after(&result);
         let popped: Option<(String, Vec<u8>)> = match result {
-            Err(BrokerError::Command { reason, .. }) if reason.contains("WRONGTYPE") => None,
+            Err(BrokerError::Command { reason, .. }) if is_wrong_type(&reason) => None,
             other => other?,
         };
         let order = &self.groups[g].order;

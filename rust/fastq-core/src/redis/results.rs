@@ -19,7 +19,7 @@
 
 use ::redis::{RedisError, Value};
 
-use super::connection::BrokerResult;
+use super::connection::{is_wrong_type, BrokerResult};
 use super::publisher::RedisPublisher;
 
 /// A result Redis refused for its key alone: `items[index]`, with Redis's reason.
@@ -90,7 +90,7 @@ impl ResultStore {
         for (index, reply) in checked_items.into_iter().zip(self.run_script(&checked)?) {
             if let Value::ServerError(reply) = reply {
                 let error = RedisError::from(reply);
-                if !is_wrong_type(&error) {
+                if !is_wrong_type(&error.to_string()) {
                     return Err(self.conn.refusal(&error));
                 }
                 refused.push(Refused {
@@ -132,12 +132,6 @@ impl ResultStore {
     pub fn close(&mut self) {
         self.conn.close();
     }
-}
-
-/// A key holding a value of another type: Redis 7 passes the script's `WRONGTYPE` on as its
-/// code, older servers inside an `ERR Error running script` text.
-fn is_wrong_type(error: &RedisError) -> bool {
-    error.code() == Some("WRONGTYPE") || error.to_string().contains("WRONGTYPE ")
 }
 
 /// An error reply as Redis wrote it (`WRONGTYPE Operation against ...`).
