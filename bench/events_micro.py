@@ -24,7 +24,7 @@ import uuid
 from types import SimpleNamespace
 from typing import Any
 
-from fastq.brokers.redis_events import event_envelope
+from fastq import _core
 from fastq.events import EventDispatcher, TaskEvents
 from fastq.execution.tracer import Outcome, Settle
 from fastq.task import Context
@@ -43,7 +43,9 @@ class Switch:
 class Publisher:
     def publish(self, messages: list[tuple[str, bytes]]) -> None:
         for routing_key, body in messages:
-            event_envelope(body, "celery@host", "celeryev", routing_key)
+            _core.redis_event_command(
+                "/0.celeryev/" + routing_key, body, "celery@host", "celeryev", routing_key
+            )
 
     def close(self) -> None:
         pass

@@ -119,6 +119,13 @@ def stamp_events(
     that does not read (not a JSON object ``{…}``, a malformed report) is left out, and its clock
     number with it."""
 
+def redis_event_command(
+    channel: str, body: bytes, hostname: str, exchange: str, routing_key: str
+) -> bytes:
+    """The RESP ``PUBLISH channel <message>`` of an event message on Redis: kombu's transient
+    envelope around the JSON ``body`` (base64, header ``hostname``, a fresh ``delivery_tag``),
+    written to a connection as it is."""
+
 def encode_task_envelope(
     headers: dict[str, Any],
     args: Any,

@@ -12,17 +12,16 @@ from __future__ import annotations
 
 import redis
 
-from fastq.brokers.redis_control import json_envelope
+from fastq import _core
 from fastq.errors import BrokerConnectionError
 from fastq.redis_errors import redis_failure
 
 
-def event_envelope(body: bytes, hostname: str, exchange: str, routing_key: str) -> bytes:
-    """A transient kombu Redis message around a JSON ``body``."""
-    return json_envelope(body, {"hostname": hostname}, exchange, routing_key)
-
-
 class RedisEventPublisher:
+    """Publishes event messages on the broker's Redis: each batch's commands are built whole in
+    Rust (``_core.redis_event_command``) and written in one go on a connection of the client's
+    pool, then their replies read (an error reply fails the batch)."""
+
     def __init__(
         self, client: redis.Redis, prefix: str, url: str, exchange: str, hostname: str
     ) -> None:
@@ -34,12 +33,26 @@ class RedisEventPublisher:
         self.topic = f"{prefix}/{db}.{exchange}/"
 
     def publish(self, messages: list[tuple[str, bytes]]) -> None:
+        if not messages:
+            return
+        packed = b"".join(
+            _core.redis_event_command(
+                self.topic + routing_key, body, self.hostname, self.exchange, routing_key
+            )
+            for routing_key, body in messages
+        )
+        pool = self.client.connection_pool
         try:
-            with self.client.pipeline(transaction=False) as pipe:
-                for routing_key, body in messages:
-                    data = event_envelope(body, self.hostname, self.exchange, routing_key)
-                    pipe.publish(self.topic + routing_key, data)
-                pipe.execute()
+            connection = pool.get_connection()
+            try:
+                connection.send_packed_command([packed])
+                for _ in messages:
+                    connection.read_response()  # an error reply raises
+            except BaseException:
+                connection.disconnect()  # a reply may be left unread: out of step
+                raise
+            finally:
+                pool.release(connection)
         except redis.RedisError as exc:
             raise BrokerConnectionError(
                 redis_failure("cannot send events to", self.url, exc)

@@ -5,6 +5,7 @@
 use std::borrow::Cow;
 
 use fastq_core::events::{self, EventWriter, Field};
+use fastq_core::redis::event_envelope;
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
@@ -288,6 +289,21 @@ pub fn stamp_events<'py>(
     }
     let body = events::stamp(encoded.iter().map(|b| b.as_ref()), clock);
     Ok(PyBytes::new(py, &body))
+}
+
+/// The RESP `PUBLISH` of an event message on Redis: kombu's envelope around the JSON `body`
+/// (`fastq_core::redis::event_envelope`), sent on `channel` as it is.
+#[pyfunction]
+pub fn redis_event_command<'py>(
+    py: Python<'py>,
+    channel: &str,
+    body: &[u8],
+    hostname: &str,
+    exchange: &str,
+    routing_key: &str,
+) -> Bound<'py, PyBytes> {
+    let command = event_envelope::publish_command(channel, body, hostname, exchange, routing_key);
+    PyBytes::new(py, &command)
 }
 
 /// A report's part: bytes (UTF-8, invalid sequences replaced) or str.

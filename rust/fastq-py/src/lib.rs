@@ -50,6 +50,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(events::encode_event_lines, m)?)?;
     m.add_function(wrap_pyfunction!(events::encode_received, m)?)?;
     m.add_function(wrap_pyfunction!(events::stamp_events, m)?)?;
+    m.add_function(wrap_pyfunction!(events::redis_event_command, m)?)?;
     m.add_function(wrap_pyfunction!(redis_consumer::restore_consumer, m)?)?;
     m.add_function(wrap_pyfunction!(redis_consumer::restore_visible, m)?)?;
     m.add_function(wrap_pyfunction!(redis_consumer::renew_leases, m)?)?;

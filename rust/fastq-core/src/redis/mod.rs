@@ -26,6 +26,7 @@ pub mod cluster;
 mod connection;
 mod consumer;
 mod delivery;
+pub mod event_envelope;
 pub mod keys;
 mod lease;
 mod publisher;
