@@ -126,6 +126,11 @@ def redis_event_command(
     envelope around the JSON ``body`` (base64, header ``hostname``, a fresh ``delivery_tag``),
     written to a connection as it is."""
 
+def encode_held(deliveries: list[Any]) -> bytes | None:
+    """The JSON array of ``fastq.worker.held`` entries of ``deliveries`` (those without a task
+    id left out), or None when Python must read them: not this extension's deliveries, a message
+    with an ``eta`` header, text that is not UTF-8."""
+
 def encode_task_envelope(
     headers: dict[str, Any],
     args: Any,

@@ -6,13 +6,17 @@ from __future__ import annotations
 
 import os
 import time
+import uuid
 from datetime import datetime, timedelta, timezone
 from types import SimpleNamespace
 from typing import Any
 
+from fastq import App, _core
 from fastq.task import Context
 from fastq.worker.held import decode_entries, delivery_entry, is_scheduled
 from fastq.worker.reports import SupervisorReporter
+
+JSON = "application/json"
 
 
 def delivery(task_id: str | None, headers: Any) -> Any:
@@ -66,3 +70,32 @@ def test_a_childs_holdings_go_with_its_next_start_report() -> None:
     finally:
         os.close(read_fd)
         os.close(write_fd)
+
+
+def test_the_rest_of_a_fetched_batch_is_written_in_one_call_as_python_would(
+    broker_url: str,
+) -> None:
+    """``_core.encode_held``, the prefork child's common case, against ``delivery_entry`` on real
+    deliveries; a batch it leaves to Python (an ETA, another broker's deliveries) says so."""
+    app = App("t", broker=broker_url, set_as_current=False)
+    queue = f"held-{uuid.uuid4().hex[:8]}"
+    try:
+        app.send_task("proj.add", (1, "é" * 3000), queue=queue)  # argsrepr cut by characters
+        app.send_task("proj.mul", (), {"k": [1]}, queue=queue)
+        app.send_task("proj.due", queue=queue, eta=datetime.now(timezone.utc) - timedelta(1))
+        consumer = app.broker.consumer([queue], prefetch=10, consumer_id="c", accept=[JSON])
+        deliveries = list(consumer.fetch(2.0))
+        assert len(deliveries) == 3
+        plain = [d for d in deliveries if d.task_name != "proj.due"]
+        now = time.time()
+        assert decode_entries(_core.encode_held(plain) or b"") == [
+            delivery_entry(d, now) for d in plain
+        ]
+        assert _core.encode_held(deliveries) is None  # the ETA is read in Python
+        assert _core.encode_held([delivery("t-1", {})]) is None  # not the extension's
+        assert _core.encode_held([]) == b"[]"
+        consumer.restore_unacked()
+        consumer.close()
+    finally:
+        app.broker.purge(queue)
+        app.close()

@@ -204,6 +204,10 @@ class WorkerLoop:
         #: the index of its next message, whether a fetch brought messages not told yet, and
         #: what was told (id → waits for an ETA) less the tasks started since.
         self._tell_held: Callable[[list[Entry]], None] | None = getattr(reporter, "held", None)
+        #: The same for the rest of a batch, written in one call (False: read them here).
+        self._tell_batch: Callable[[list[Delivery]], bool] | None = getattr(
+            reporter, "held_deliveries", None
+        )
         self._batch: list[Delivery] = []
         self._batch_next = 0
         self._held_new = False
@@ -430,6 +434,12 @@ class WorkerLoop:
 
     def _report_held(self, entries: list[Entry] | None = None) -> None:
         assert self._tell_held is not None
+        if entries is None and self._tell_batch is not None and not self._holds():
+            rest = self._batch[self._batch_next :]  # the common case: the rest of a batch
+            if self._tell_batch(rest):
+                self._told = {d.task_id: False for d in rest if d.task_id}
+                self._held_new = False
+                return
         if entries is None:
             entries = self._held()
         self._tell_held(entries)

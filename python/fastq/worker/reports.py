@@ -32,11 +32,14 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from fastq import _core, errors
 from fastq.task import Context
 from fastq.worker.held import Entry, encode_entries
+
+if TYPE_CHECKING:
+    from fastq.brokers.base import Delivery
 
 log = logging.getLogger("fastq.worker")
 
@@ -222,6 +225,15 @@ class SupervisorReporter:
         """What the child holds and has not started, sent with the next report
         (``flush_events`` if none follows)."""
         self._pending.append(b"R " + encode_entries(entries) + b"\n")
+
+    def held_deliveries(self, deliveries: list[Delivery]) -> bool:
+        """``held`` for what the child holds when that is the rest of a fetched batch, written
+        in one call (``_core.encode_held``); False when Python must read them (``held``)."""
+        encoded = _core.encode_held(deliveries)
+        if encoded is None:
+            return False
+        self._pending.append(b"R " + encoded + b"\n")
+        return True
 
     def flush_events(self) -> None:
         """Writes the lines waiting for a report (task events, what the child holds), when no

@@ -7,6 +7,7 @@ mod convert;
 mod delivery;
 mod errors;
 mod events;
+mod held;
 mod message;
 mod outgoing;
 mod redis_consumer;
@@ -51,6 +52,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(events::encode_received, m)?)?;
     m.add_function(wrap_pyfunction!(events::stamp_events, m)?)?;
     m.add_function(wrap_pyfunction!(events::redis_event_command, m)?)?;
+    m.add_function(wrap_pyfunction!(held::encode_held, m)?)?;
     m.add_function(wrap_pyfunction!(redis_consumer::restore_consumer, m)?)?;
     m.add_function(wrap_pyfunction!(redis_consumer::restore_visible, m)?)?;
     m.add_function(wrap_pyfunction!(redis_consumer::renew_leases, m)?)?;
