@@ -738,6 +738,44 @@ def test_a_queue_key_of_another_type_is_skipped_and_loses_nothing(
     assert r.get("bad") is None and r.llen("good") == 0
 
 
+def test_a_restore_to_a_queue_key_of_another_type_holds_back_only_its_messages(
+    r: redis.Redis, make_consumer: MakeConsumer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A message restored (warm shutdown, visibility timeout) or requeued to a queue whose key now
+    holds something else: Redis refuses the push (WRONGTYPE), which stopped the whole restore
+    script there, so every message after it in the batch stayed unrestored, at each pass. It is
+    now held back alone: it stays in ``unacked`` (nothing lost, no copy pushed anywhere), the
+    rest of the batch goes back, the log names the key, and once the key is a list again a
+    restore moves it."""
+    publish(r, "to-bad", queue="bad")
+    publish(r, "to-good", queue="good")
+    publish(r, "requeued", queue="bad2")
+    consumer = make_consumer(["bad", "good", "bad2"], prefetch=3)
+    got = {d.task_id: d for d in consumer.fetch(1.0)}
+    assert sorted(got) == ["requeued", "to-bad", "to-good"]
+    r.set("bad", "not a list")
+    r.hset("bad2", "a", "hash")
+    with caplog.at_level(logging.ERROR, logger="fastq.worker"):
+        consumer.reject(got["requeued"].delivery_tag, requeue=True)  # no error: held back
+        assert consumer.restore_unacked() == 1
+    assert r.llen("good") == 1
+    held = {got[t].delivery_tag.encode() for t in ("to-bad", "requeued")}
+    assert unacked_tags(r) == held
+    said = [m for m in caplog.messages if "cannot be put back on their queue" in m]
+    assert len(said) == 2, caplog.messages
+    assert "key 'bad2' holds a hash" in said[0] and got["requeued"].delivery_tag in said[0]
+    assert "key 'bad' holds a string" in said[1] and got["to-bad"].delivery_tag in said[1]
+    r.delete("bad", "bad2")
+    assert _core.restore_visible(URL, 0) == 2
+    assert r.hlen("unacked") == 0 and r.llen("bad") == 1 and r.llen("bad2") == 1
+    other = make_consumer(["bad", "bad2"], consumer_id="other")
+    back = other.fetch(1.0)
+    assert sorted((d.task_id, d.redelivered) for d in back) == [
+        ("requeued", True),
+        ("to-bad", True),
+    ]
+
+
 def test_a_blocking_fetch_over_refusing_queues_only_waits(
     r: redis.Redis, make_consumer: MakeConsumer
 ) -> None:

@@ -149,7 +149,8 @@ fn a_dead_consumers_messages_come_back_redelivered() {
         report,
         RestoreReport {
             restored: 2,
-            unrestorable: 0
+            unrestorable: 0,
+            held_back: Vec::new(),
         }
     );
     assert_eq!(sb.count("HLEN", "unacked"), 0);

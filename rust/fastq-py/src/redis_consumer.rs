@@ -36,6 +36,38 @@ fn delivery(py: Python<'_>, d: core::Delivery) -> PyResult<Delivery> {
     })
 }
 
+/// Says on the worker's log (`fastq.worker`) which messages could not be put back on their
+/// queue because its key holds something other than a list: they stay unacknowledged in Redis
+/// (nothing lost), and a later restore moves them once the key is a list again.
+fn log_held_back(py: Python<'_>, held: &[core::HeldBack]) -> PyResult<()> {
+    if held.is_empty() {
+        return Ok(());
+    }
+    let logger = py
+        .import("logging")?
+        .call_method1("getLogger", ("fastq.worker",))?;
+    let mut keys: Vec<(&str, &str, Vec<&str>)> = Vec::new();
+    for h in held {
+        match keys.iter_mut().find(|(key, _, _)| *key == h.key) {
+            Some((_, _, tags)) => tags.push(&h.tag),
+            None => keys.push((&h.key, &h.kind, vec![&h.tag])),
+        }
+    }
+    for (key, kind, tags) in keys {
+        logger.call_method1(
+            "error",
+            (format!(
+                "{} message(s) cannot be put back on their queue: its key '{key}' holds a {kind}, \
+                 not a list of messages; they stay unacknowledged in Redis and are restored once \
+                 the key holds a list again (delivery tags: {})",
+                tags.len(),
+                tags.join(", ")
+            ),),
+        )?;
+    }
+    Ok(())
+}
+
 /// Says on the worker's log (`fastq.worker`) that a queue's key began or stopped refusing its
 /// reads: the one thing the consumer tells that is neither a delivery nor an error, since the
 /// other queues go on being consumed. Rare (a change of state), so logged from here.
@@ -156,12 +188,17 @@ impl RedisConsumer {
 
     #[pyo3(signature = (delivery_tag, requeue = false))]
     fn reject(&self, py: Python<'_>, delivery_tag: &str, requeue: bool) -> PyResult<()> {
-        self.with(py, |c| c.reject(delivery_tag, requeue))
-            .py_err(py)
+        let (result, held) = self.with(py, |c| {
+            let result = c.reject(delivery_tag, requeue);
+            (result, c.take_held_back())
+        });
+        log_held_back(py, &held)?;
+        result.py_err(py)
     }
 
     fn restore_unacked(&self, py: Python<'_>) -> PyResult<usize> {
         let report = self.with(py, |c| c.restore_unacked()).py_err(py)?;
+        log_held_back(py, &report.held_back)?;
         Ok(report.restored)
     }
 
@@ -242,6 +279,7 @@ pub fn restore_consumer(
     let report = py
         .detach(|| core::restore_consumer(url, consumer_id, global_keyprefix))
         .py_err(py)?;
+    log_held_back(py, &report.held_back)?;
     Ok(report.restored)
 }
 
@@ -257,6 +295,7 @@ pub fn restore_visible(
     let report = py
         .detach(|| core::restore_visible(url, visibility_timeout, global_keyprefix))
         .py_err(py)?;
+    log_held_back(py, &report.held_back)?;
     Ok(report.restored)
 }
 

@@ -12,7 +12,7 @@ use ::redis::{Connection, RedisResult};
 use super::connection::{is_wrong_type, BrokerError, BrokerResult, Connector, COMMAND_TIMEOUT};
 use super::delivery::Delivery;
 use super::keys::{cluster_name_problem, KeyLayout, QueueKey};
-use super::restore::{restore_tags, End, RestoreReport};
+use super::restore::{restore_tags, End, HeldBack, RestoreReport};
 use super::scripts::Scripts;
 use crate::codec::Accept;
 
@@ -113,6 +113,9 @@ pub struct RedisConsumer {
     released_set: HashSet<String>,
     /// Queues that began or stopped refusing, not yet taken by `take_refusals`.
     refusals: Vec<QueueRefusal>,
+    /// Requeued messages left in `unacked` (`RestoreReport::held_back`), not yet taken by
+    /// `take_held_back`.
+    held_back: Vec<HeldBack>,
 }
 
 impl RedisConsumer {
@@ -184,6 +187,7 @@ impl RedisConsumer {
             released: VecDeque::new(),
             released_set: HashSet::new(),
             refusals: Vec::new(),
+            held_back: Vec::new(),
         })
     }
 
@@ -413,7 +417,8 @@ impl RedisConsumer {
             End::Back,
         );
         self.after(&result);
-        result.map(|_| ())
+        self.held_back.extend(result?.held_back);
+        Ok(())
     }
 
     /// Runs group `g`'s claim script for up to `want` envelopes, the popped one first if it is
@@ -487,6 +492,11 @@ impl RedisConsumer {
     /// The queues that began or stopped refusing since the last call, in order.
     pub fn take_refusals(&mut self) -> Vec<QueueRefusal> {
         std::mem::take(&mut self.refusals)
+    }
+
+    /// The requeued messages a queue key of another type held back since the last call.
+    pub fn take_held_back(&mut self) -> Vec<HeldBack> {
+        std::mem::take(&mut self.held_back)
     }
 
     /// BRPOP over group `g`'s lists; the 1-based index of the list and the envelope, or `None`

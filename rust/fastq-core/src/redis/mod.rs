@@ -47,6 +47,6 @@ pub use consumer::{
 pub use delivery::Delivery;
 pub use lease::{consumer_set_ttl, renew_leases};
 pub use publisher::{PublishError, RedisPublisher};
-pub use restore::{route, topic_matches, Binding, RestoreReport};
+pub use restore::{route, topic_matches, Binding, HeldBack, RestoreReport};
 pub use results::{Refused, ResultStore};
 pub use settle::Settler;

@@ -37,18 +37,31 @@ impl End {
 }
 
 /// What a restore did.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RestoreReport {
     /// Messages put back on a queue.
     pub restored: usize,
     /// Entries moved to the `fastq.unrestorable` list: unreadable, or no queue for them.
     pub unrestorable: usize,
+    /// Messages left in `unacked` because a queue of theirs has a key of another type.
+    pub held_back: Vec<HeldBack>,
+}
+
+/// A message not restored: the list it goes to is a key of another type (`MOVE_BACK`). It stays
+/// in `unacked`, restored by a later pass once the key is a list again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeldBack {
+    pub tag: String,
+    pub key: String,
+    /// What the key holds (`TYPE`: string, hash, …).
+    pub kind: String,
 }
 
 impl std::ops::AddAssign for RestoreReport {
     fn add_assign(&mut self, other: Self) {
         self.restored += other.restored;
         self.unrestorable += other.unrestorable;
+        self.held_back.extend(other.held_back);
     }
 }
 
@@ -340,8 +353,18 @@ fn move_chunk(
             .arg(&mv.payload)
             .arg(mv.destinations.len());
     }
-    let moved: HashSet<String> = invocation.invoke(c)?;
-    let mut report = RestoreReport::default();
+    let (moved, held): (HashSet<String>, Vec<String>) = invocation.invoke(c)?;
+    let mut report = RestoreReport {
+        held_back: held
+            .chunks_exact(3)
+            .map(|h| HeldBack {
+                tag: h[0].clone(),
+                key: h[1].clone(),
+                kind: h[2].clone(),
+            })
+            .collect(),
+        ..RestoreReport::default()
+    };
     for mv in moves.iter().filter(|mv| moved.contains(&mv.tag)) {
         if mv.restores {
             report.restored += 1;

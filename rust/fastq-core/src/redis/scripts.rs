@@ -120,30 +120,49 @@ return {out, refused, k - 1}
 /// index if it is still missing from `unacked`, as kombu's restore does, so an orphaned index
 /// entry cannot be restored over and over.
 ///
+/// A destination whose key holds something other than a list (Redis would refuse the push with
+/// `WRONGTYPE`) holds its tag back: the entry stays in `unacked`, to be restored once the key is
+/// a list again, and no copy goes to its other destinations (a later restore would push them a
+/// second one). Checked before any push, so one such key neither stops the tags after it nor
+/// leaves a tag half moved.
+///
 /// KEYS: unacked, unacked_index, [consumer set], then the destination lists of every tag in turn.
 /// ARGV: LPUSH (back of the queue: reject with requeue) or RPUSH (head: restore), "1" when a
 /// consumer set is given, then per tag: tag, expected entry, payload, number of destinations.
-/// Returns the tags that were moved.
+/// Returns `{moved tags, held back}`, the latter flat: tag, key, the type the key holds.
 pub const MOVE_BACK: &str = r#"
 local push, has_set = ARGV[1], ARGV[2] == '1'
 local unacked, index = KEYS[1], KEYS[2]
 local k = has_set and 4 or 3
-local moved = {}
+local moved, held = {}, {}
 for i = 3, #ARGV, 4 do
   local tag, expected, payload, ndest = ARGV[i], ARGV[i + 1], ARGV[i + 2], tonumber(ARGV[i + 3])
   local current = redis.call('HGET', unacked, tag)
   if expected ~= '' and current == expected then
-    for d = k, k + ndest - 1 do redis.call(push, KEYS[d], payload) end
-    redis.call('HDEL', unacked, tag)
-    redis.call('ZREM', index, tag)
-    moved[#moved + 1] = tag
+    local blocked = false
+    for d = k, k + ndest - 1 do
+      local kind = redis.call('TYPE', KEYS[d])['ok']
+      if kind ~= 'list' and kind ~= 'none' then
+        held[#held + 1] = tag
+        held[#held + 1] = KEYS[d]
+        held[#held + 1] = kind
+        blocked = true
+        break
+      end
+    end
+    if not blocked then
+      for d = k, k + ndest - 1 do redis.call(push, KEYS[d], payload) end
+      redis.call('HDEL', unacked, tag)
+      redis.call('ZREM', index, tag)
+      moved[#moved + 1] = tag
+    end
   elseif expected == '' and not current then
     redis.call('ZREM', index, tag)
   end
   if has_set then redis.call('SREM', KEYS[3], tag) end
   k = k + ndest
 end
-return moved
+return {moved, held}
 "#;
 
 /// Renews the leases of what live consumers hold: every tag in their sets gets `now` as its
