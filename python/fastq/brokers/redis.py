@@ -10,6 +10,7 @@ per queue and hash-tagged; remote control and events are not carried there.
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections.abc import Sequence
@@ -24,6 +25,8 @@ from fastq.errors import BrokerConnectionError, ConfigurationError
 from fastq.protocol import OutgoingMessage
 from fastq.redis_errors import redis_failure
 
+log = logging.getLogger("fastq.worker")
+
 #: Seconds the worker's remote control listener waits to connect or for a reply (as the Rust
 #: consumer waits to connect).
 CONTROL_TIMEOUT = 1.0
@@ -31,17 +34,40 @@ CONTROL_TIMEOUT = 1.0
 #: Key names without the prefix: the members of the deferred-messages ZSET name their queue so.
 _UNPREFIXED = _core.RedisKeys()
 
-# Moves due deferred messages to the head of their queues, atomically per batch.
+# Moves due deferred messages to the head of their queues, atomically per batch. A queue whose
+# key holds something other than a list (Redis would refuse the push: WRONGTYPE) keeps its
+# messages in the set, without stopping the others: they move once the key is a list again.
+# Returns {moved, {key, type, ...}}; ARGV: now, how many to move, the key prefix.
 _MOVE_DUE = """
-local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
-for _, member in ipairs(due) do
-  local cut = string.find(member, '\0', 1, true)
-  if cut then
-    redis.call('RPUSH', ARGV[3] .. string.sub(member, 1, cut - 1), string.sub(member, cut + 1))
+local limit = tonumber(ARGV[2])
+local moved, offset = 0, 0
+local kinds, held = {}, {}
+repeat
+  local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', offset, limit)
+  for _, member in ipairs(due) do
+    local cut = string.find(member, '\\0', 1, true)
+    local dest = cut and ARGV[3] .. string.sub(member, 1, cut - 1)
+    local kind = dest and kinds[dest]
+    if dest and not kind then
+      kind = redis.call('TYPE', dest)['ok']
+      kinds[dest] = kind
+      if kind ~= 'list' and kind ~= 'none' then
+        held[#held + 1] = dest
+        held[#held + 1] = kind
+      end
+    end
+    if dest and kind ~= 'list' and kind ~= 'none' then
+      offset = offset + 1  -- left in the set, ahead of the next page
+    else
+      if dest then
+        redis.call('RPUSH', dest, string.sub(member, cut + 1))
+        moved = moved + 1
+      end
+      redis.call('ZREM', KEYS[1], member)
+    end
   end
-  redis.call('ZREM', KEYS[1], member)
-end
-return #due
+until #due < limit or moved >= limit
+return {moved, held}
 """
 
 #: How many messages that killed their workers too often are kept (``Broker.quarantine``).
@@ -57,6 +83,10 @@ redis.call('ZREM', KEYS[2], ARGV[1])
 redis.call('SREM', KEYS[3], ARGV[1])
 return raw and 1 or 0
 """
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode(errors="replace") if isinstance(value, bytes) else value
 
 
 class RedisBroker(Broker):
@@ -104,6 +134,9 @@ class RedisBroker(Broker):
         self._publisher: _core.RedisPublisher | None = None
         self._publisher_pid = 0
         self._move_due = self.client.register_script(_MOVE_DUE)
+        #: Queue keys of another type holding back due ETA messages (key → its type), as last
+        #: logged.
+        self._held_due: dict[str, str] = {}
         self._quarantine = self.client.register_script(_QUARANTINE)
 
     def redis_client(self, **options: object) -> redis.Redis:
@@ -186,13 +219,32 @@ class RedisBroker(Broker):
     def move_due(self) -> int:
         self._follow()
         moved = 0
+        held: dict[str, str] = {}
         try:
             for key, lists in self._delayed_keys():
                 args: list[float | int | str] = [time.time(), 500, self.prefix]
-                moved += int(self._move_due(keys=[key, *lists], args=args))
+                count, refusing = self._move_due(keys=[key, *lists], args=args)
+                moved += int(count)
+                held.update(zip(map(_text, refusing[::2]), map(_text, refusing[1::2]), strict=True))
         except redis.RedisError as exc:
             raise BrokerConnectionError(redis_failure("cannot reach", self.url, exc)) from exc
+        self._say_held_due(held)
         return moved
+
+    def _say_held_due(self, held: dict[str, str]) -> None:
+        """Logs a queue key that begins or stops holding back due ETA messages (once each)."""
+        for key, kind in held.items():
+            if key not in self._held_due:
+                log.error(
+                    "due ETA tasks cannot be moved to their queue: its key %r holds a %s, not a "
+                    "list of messages; they stay deferred (nothing is lost) and move once the key "
+                    "holds a list again",
+                    key,
+                    kind,
+                )
+        for key in self._held_due.keys() - held.keys():
+            log.warning("due ETA tasks can be moved to %r again", key)
+        self._held_due = held
 
     def next_due(self) -> float | None:
         due: list[float] = []
