@@ -9,6 +9,7 @@ import logging
 import shutil
 import socket
 import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -736,6 +737,33 @@ def test_a_queue_key_of_another_type_is_skipped_and_loses_nothing(
         assert healed.task_id == "healed"
     assert any("queue 'bad' can be consumed again" in m for m in caplog.messages)
     assert r.get("bad") is None and r.llen("good") == 0
+
+
+def test_a_log_line_that_fails_does_not_take_the_claimed_messages_with_it(
+    r: redis.Redis, make_consumer: MakeConsumer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The consumer's own log lines (a queue that refuses) are written after the claim has
+    recorded its messages in ``unacked``: a logger that raises must not keep them from the loop
+    (they would wait out the visibility timeout)."""
+
+    class Broken(logging.Filter):
+        def filter(self, record: logging.LogRecord) -> bool:
+            raise RuntimeError("a broken log filter")
+
+    r.set("bad", "not a list")
+    publish(r, "claimed", queue="good")
+    consumer = make_consumer(["good", "bad"])
+    reported: list[BaseException | None] = []
+    monkeypatch.setattr(sys, "unraisablehook", lambda u: reported.append(u.exc_value))
+    logger = logging.getLogger("fastq.worker")
+    broken = Broken()
+    logger.addFilter(broken)
+    try:
+        [claimed] = consumer.fetch(0)
+    finally:
+        logger.removeFilter(broken)
+    assert claimed.task_id == "claimed" and unacked_tags(r) == {claimed.delivery_tag.encode()}
+    assert [str(e) for e in reported] == ["a broken log filter"]  # said, not swallowed
 
 
 def test_a_restore_to_a_queue_key_of_another_type_holds_back_only_its_messages(

@@ -36,16 +36,22 @@ fn delivery(py: Python<'_>, d: core::Delivery) -> PyResult<Delivery> {
     })
 }
 
-/// Says on the worker's log (`fastq.worker`) which messages could not be put back on their
-/// queue because its key holds something other than a list: they stay unacknowledged in Redis
-/// (nothing lost), and a later restore moves them once the key is a list again.
-fn log_held_back(py: Python<'_>, held: &[core::HeldBack]) -> PyResult<()> {
-    if held.is_empty() {
-        return Ok(());
+/// The worker's log, for what the consumer tells that is neither a delivery nor an error.
+fn worker_log(py: Python<'_>, level: &str, message: String) {
+    let logged = py
+        .import("logging")
+        .and_then(|logging| logging.call_method1("getLogger", ("fastq.worker",)))
+        .and_then(|logger| logger.call_method1(level, (message,)));
+    if let Err(err) = logged {
+        // Never in place of what the call returns: claimed messages must reach the loop.
+        err.write_unraisable(py, None);
     }
-    let logger = py
-        .import("logging")?
-        .call_method1("getLogger", ("fastq.worker",))?;
+}
+
+/// Says which messages could not be put back on their queue because its key holds something
+/// other than a list: they stay unacknowledged in Redis (nothing lost), and a later restore
+/// moves them once the key is a list again.
+fn log_held_back(py: Python<'_>, held: &[core::HeldBack]) {
     let mut keys: Vec<(&str, &str, Vec<&str>)> = Vec::new();
     for h in held {
         match keys.iter_mut().find(|(key, _, _)| *key == h.key) {
@@ -54,51 +60,42 @@ fn log_held_back(py: Python<'_>, held: &[core::HeldBack]) -> PyResult<()> {
         }
     }
     for (key, kind, tags) in keys {
-        logger.call_method1(
-            "error",
-            (format!(
-                "{} message(s) cannot be put back on their queue: its key '{key}' holds a {kind}, \
-                 not a list of messages; they stay unacknowledged in Redis and are restored once \
-                 the key holds a list again (delivery tags: {})",
-                tags.len(),
-                tags.join(", ")
-            ),),
-        )?;
+        let message = format!(
+            "{} message(s) cannot be put back on their queue: its key '{key}' holds a {kind}, \
+             not a list of messages; they stay unacknowledged in Redis and are restored once the \
+             key holds a list again (delivery tags: {})",
+            tags.len(),
+            tags.join(", ")
+        );
+        worker_log(py, "error", message);
     }
-    Ok(())
 }
 
-/// Says on the worker's log (`fastq.worker`) that a queue's key began or stopped refusing its
-/// reads: the one thing the consumer tells that is neither a delivery nor an error, since the
-/// other queues go on being consumed. Rare (a change of state), so logged from here.
-fn log_refusals(py: Python<'_>, refusals: Vec<core::QueueRefusal>) -> PyResult<()> {
-    if refusals.is_empty() {
-        return Ok(());
-    }
-    let logger = py
-        .import("logging")?
-        .call_method1("getLogger", ("fastq.worker",))?;
+/// Says that a queue's key began or stopped refusing its reads, since the other queues go on
+/// being consumed. Rare (a change of state), so logged from here.
+fn log_refusals(py: Python<'_>, refusals: Vec<core::QueueRefusal>) {
     for refusal in refusals {
         match refusal.reason {
-            Some(reason) => logger.call_method1(
+            Some(reason) => worker_log(
+                py,
                 "error",
-                (format!(
+                format!(
                     "queue '{}' cannot be consumed: Redis refuses to pop from its key '{}', which \
                      holds something other than a list of messages ({reason}); the worker goes \
                      on with its other queues and tries this one again at each fetch",
                     refusal.queue, refusal.key
-                ),),
-            )?,
-            None => logger.call_method1(
+                ),
+            ),
+            None => worker_log(
+                py,
                 "warning",
-                (format!(
+                format!(
                     "queue '{}' can be consumed again (its key '{}' holds a list or nothing)",
                     refusal.queue, refusal.key
-                ),),
-            )?,
-        };
+                ),
+            ),
+        }
     }
-    Ok(())
 }
 
 /// The worker's Redis consumer. Meant for one thread; calls from others wait their turn.
@@ -161,7 +158,7 @@ impl RedisConsumer {
             let _deferred = DeferSignals::new();
             self.with(py, |c| (c.fetch(timeout), c.take_refusals()))
         };
-        log_refusals(py, refusals)?;
+        log_refusals(py, refusals);
         let deliveries = deliveries.py_err(py)?;
         let converted = deliveries
             .into_iter()
@@ -192,13 +189,13 @@ impl RedisConsumer {
             let result = c.reject(delivery_tag, requeue);
             (result, c.take_held_back())
         });
-        log_held_back(py, &held)?;
+        log_held_back(py, &held);
         result.py_err(py)
     }
 
     fn restore_unacked(&self, py: Python<'_>) -> PyResult<usize> {
         let report = self.with(py, |c| c.restore_unacked()).py_err(py)?;
-        log_held_back(py, &report.held_back)?;
+        log_held_back(py, &report.held_back);
         Ok(report.restored)
     }
 
@@ -279,7 +276,7 @@ pub fn restore_consumer(
     let report = py
         .detach(|| core::restore_consumer(url, consumer_id, global_keyprefix))
         .py_err(py)?;
-    log_held_back(py, &report.held_back)?;
+    log_held_back(py, &report.held_back);
     Ok(report.restored)
 }
 
@@ -295,7 +292,7 @@ pub fn restore_visible(
     let report = py
         .detach(|| core::restore_visible(url, visibility_timeout, global_keyprefix))
         .py_err(py)?;
-    log_held_back(py, &report.held_back)?;
+    log_held_back(py, &report.held_back);
     Ok(report.restored)
 }
 

@@ -7,6 +7,8 @@ use std::io::Write as _;
 
 use base64::Engine as _;
 
+use crate::codec::json;
+
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
 
 /// The RESP `PUBLISH channel <envelope>` of an event message whose `body` is JSON, with kombu's
@@ -55,8 +57,7 @@ pub fn envelope(body: &[u8], hostname: &str, exchange: &str, routing_key: &str) 
 }
 
 fn json_str(out: &mut Vec<u8>, text: &str) {
-    // A str always serializes; writing to a Vec cannot fail.
-    let _ = serde_json::to_writer(&mut *out, text);
+    json::to_writer(out, text).expect("a str always serializes");
 }
 
 fn bulk(out: &mut Vec<u8>, data: &[u8]) {

@@ -134,14 +134,18 @@ pub const MOVE_BACK: &str = r#"
 local push, has_set = ARGV[1], ARGV[2] == '1'
 local unacked, index = KEYS[1], KEYS[2]
 local k = has_set and 4 or 3
-local moved, held = {}, {}
+local moved, held, kinds = {}, {}, {}
 for i = 3, #ARGV, 4 do
   local tag, expected, payload, ndest = ARGV[i], ARGV[i + 1], ARGV[i + 2], tonumber(ARGV[i + 3])
   local current = redis.call('HGET', unacked, tag)
   if expected ~= '' and current == expected then
     local blocked = false
     for d = k, k + ndest - 1 do
-      local kind = redis.call('TYPE', KEYS[d])['ok']
+      local kind = kinds[KEYS[d]]
+      if not kind then
+        kind = redis.call('TYPE', KEYS[d])['ok']
+        kinds[KEYS[d]] = kind
+      end
       if kind ~= 'list' and kind ~= 'none' then
         held[#held + 1] = tag
         held[#held + 1] = KEYS[d]
