@@ -14,7 +14,7 @@ split between the supervisor (reading reports, publishing events) and the childr
 tasks, encoding events): far less sensitive to other load on the machine than a drain rate.
 Run it interleaved, off and on, a few times. The load average (1 min) is printed with each run,
 and the context switches per task (voluntary + involuntary) of the supervisor and the children;
-with a Redis broker, the Redis server's CPU per task too (``INFO cpu``: the server's own, so
+with a Redis broker, the Redis server's CPU per task too (``INFO``: the server's own, so
 meaningful only for a Redis nothing else uses). ``--perf FILE``: ``perf record -g`` of the
 children over the drain, into ``FILE`` (``perf report -i FILE``).
 """
@@ -51,9 +51,13 @@ def switches(pid: int) -> int:
         return sum(int(line.split()[1]) for line in f if "ctxt_switches" in line)
 
 
-def redis_cpu(client: redis.Redis) -> float:
-    info = client.info("cpu")
-    return float(info["used_cpu_sys"]) + float(info["used_cpu_user"])
+def redis_cpu(client: redis.Redis) -> tuple[float, int]:
+    """The server's CPU seconds so far, and the reads it has processed (one per batch of
+    commands a client wrote at once)."""
+    info = client.info()
+    return float(info["used_cpu_sys"]) + float(info["used_cpu_user"]), int(
+        info.get("total_reads_processed", 0)
+    )
 
 
 def children(pid: int) -> list[int]:
@@ -68,11 +72,11 @@ class Probe:
         self.pids = pids
         self.redis = redis.Redis.from_url(broker) if broker.startswith("redis") else None
 
-    def read(self) -> tuple[list[float], list[int], float]:
+    def read(self) -> tuple[list[float], list[int], tuple[float, int]]:
         return (
             [cpu_seconds(pid) for pid in self.pids],
             [switches(pid) for pid in self.pids],
-            redis_cpu(self.redis) if self.redis is not None else 0.0,
+            redis_cpu(self.redis) if self.redis is not None else (0.0, 0),
         )
 
 
@@ -94,12 +98,13 @@ def report(on: bool, load: float, n: int, drained: float, before: Any, after: An
     """Prints one drain's figures; returns µs per task: supervisor, children, Redis."""
     per_k = [(b - a) * 1000 / n for a, b in zip(before[0], after[0], strict=True)]
     switched = [b - a for a, b in zip(before[1], after[1], strict=True)]
-    redis_used = (after[2] - before[2]) * 1000 / n
+    redis_used = (after[2][0] - before[2][0]) * 1000 / n
+    reads = (after[2][1] - before[2][1]) / n
     print(
         f"events {'on ' if on else 'off'} load {load:4.1f} drain {drained:5.2f} s "
         f"({n / drained:5.0f}/s)  CPU s/1k tasks: supervisor {per_k[0]:.3f} "
         f"children {sum(per_k[1:]):.3f} ({' + '.join(f'{c:.3f}' for c in per_k[1:])})"
-        f" redis {redis_used:.3f}  switches/1k tasks: supervisor "
+        f" redis {redis_used:.3f} ({reads:.2f} reads/task)  switches/1k tasks: supervisor "
         f"{switched[0] * 1000 / n:.1f} children {sum(switched[1:]) * 1000 / n:.1f}",
         flush=True,
     )

@@ -43,8 +43,6 @@ GROUP_KEY = "celery-taskset-meta-"
 
 # Stores a meta and publishes it on the key's channel, unless the task already succeeded (a
 # duplicate delivery must not turn a SUCCESS back into FAILURE or STARTED), as Celery's worker does.
-# The worker's Rust store runs it only for keys its SET NX found taken: a meta already stored as
-# given (a batch sent again after a lost reply) is published, which its first attempt may not have.
 _STORE = """
 local old = redis.call('GET', KEYS[1])
 if old == ARGV[1] then
@@ -64,6 +62,54 @@ else
 end
 redis.call('PUBLISH', KEYS[1], ARGV[1])
 return 1
+"""
+
+
+# _STORE for a whole batch in one call, as the worker's Rust store sends it (one round trip and
+# one read for Redis, where a SET NX pipeline and its PUBLISHes were two): KEYS are the result
+# keys, ARGV[1] the TTL (0: none), ARGV[i + 1] the meta of KEYS[i]. Most keys are new: SET NX
+# stores and the meta is published. A taken key gets _STORE's rule, and a meta already stored as
+# given (a batch sent again after a lost reply) is published, which the first attempt may not
+# have. A key of another type refuses its result alone: the reply is {index, error, ...}.
+_STORE_MANY = """
+local ttl = tonumber(ARGV[1])
+local refused = {}
+for i, key in ipairs(KEYS) do
+  local meta = ARGV[i + 1]
+  local stored
+  if ttl > 0 then
+    stored = redis.call('SET', key, meta, 'NX', 'EX', ttl)
+  else
+    stored = redis.call('SET', key, meta, 'NX')
+  end
+  local publish = stored
+  if not stored then
+    local old = redis.pcall('GET', key)
+    if type(old) == 'table' and old['err'] then
+      refused[#refused + 1] = i
+      refused[#refused + 1] = old['err']
+    elseif old == meta then
+      publish = true
+    else
+      local succeeded = false
+      if old then
+        local ok, prior = pcall(cjson.decode, old)
+        if not ok then ok, prior = pcall(cmsgpack.unpack, old) end
+        succeeded = ok and type(prior) == 'table' and prior['status'] == 'SUCCESS'
+      end
+      if not succeeded then
+        if ttl > 0 then
+          redis.call('SETEX', key, ttl, meta)
+        else
+          redis.call('SET', key, meta)
+        end
+        publish = true
+      end
+    end
+  end
+  if publish then redis.call('PUBLISH', key, meta) end
+end
+return refused
 """
 
 
@@ -180,7 +226,9 @@ class RedisBackend(Backend):
         #: Stores from Rust (no redis-py per command, GIL released) where the connection is
         #: all in the URL: plain TCP and none of Celery's ``redis_*`` client settings, which
         #: only redis-py's client applies.
-        self._rust_store = _core.RedisResultStore(url, _STORE) if _rust_stores(conf, url) else None
+        self._rust_store = (
+            _core.RedisResultStore(url, _STORE_MANY) if _rust_stores(conf, url) else None
+        )
         self._chord_part = self.client.register_script(_CHORD_PART)
         self._chord_done = self.client.register_script(_CHORD_DONE)
         ordered = conf.result_backend_transport_options.get("result_chord_ordered")

@@ -1,25 +1,21 @@
-//! The worker's side of the Redis result backend: a batch of results stored in one pipelined
-//! round trip, on the publisher's connection code (one connection per process, fork-aware, the
-//! spin socket for plain TCP).
+//! The worker's side of the Redis result backend: a batch of results stored in one round trip,
+//! on the publisher's connection code (one connection per process, fork-aware, the spin socket
+//! for plain TCP).
 //!
-//! Most results are a task's first state under its key, so each is first `SET ... NX` (Celery's
-//! key): a plain command costs Redis a third of a script call. Those stored are then
-//! `PUBLISH`ed on the key's channel for waiting clients, written without waiting for the
-//! replies. A key that already held something (`STARTED`, a retry's state, a duplicate
-//! delivery's result) goes through the backend's store script instead (`EVALSHA`: never
-//! overwriting a `SUCCESS`, publishing what it stores), awaited as before.
+//! The batch is one call of the caller's store script (the Python backend owns the layout and
+//! the rule: never overwrite a `SUCCESS`, publish what is stored): `EVALSHA sha N key.. ttl
+//! meta..`. One command is one read for Redis, where a pipeline of `SET NX` and then one of
+//! `PUBLISH`es cost it two (each a few times what the commands themselves cost on a VM).
 //!
 //! A key that holds a value of another type (`WRONGTYPE`: something else wrote there) refuses
-//! its result for good; that result is reported back and the rest of the batch stored, so one
-//! such key does not hold back every result after it. Any other refusal fails the batch.
-//!
-//! The script's body is the caller's (the Python backend owns the layout); a server that does
-//! not know it (restarted, `SCRIPT FLUSH`) answers `NOSCRIPT` to every `EVALSHA` of the batch,
-//! so none of them ran: the script is loaded and the batch sent again.
+//! its result for good; the script reports it (`{index, error, ...}`, 1-based) and stores the
+//! rest, so one such key does not hold back every result after it. Any other refusal fails the
+//! batch. A server that does not know the script (restarted, `SCRIPT FLUSH`) answers
+//! `NOSCRIPT`, so nothing ran: the script is loaded and the batch sent again.
 
 use ::redis::{RedisError, Value};
 
-use super::connection::{is_wrong_type, BrokerResult};
+use super::connection::{is_wrong_type, BrokerError, BrokerResult};
 use super::publisher::RedisPublisher;
 
 /// A result Redis refused for its key alone: `items[index]`, with Redis's reason.
@@ -57,75 +53,54 @@ impl ResultStore {
 
     /// Stores `(key, meta)` pairs in order; `ttl` in seconds (0: none). Returns once every
     /// result is stored but those refused for their key alone (see the module's comment): one
-    /// round trip, two for a batch with keys that already held something. On an error the
-    /// batch can be stored again (the script never overwrites a `SUCCESS`).
+    /// round trip. On an error the batch can be stored again (the script never overwrites a
+    /// `SUCCESS`).
     pub fn store(&mut self, items: &[(String, Vec<u8>)], ttl: u64) -> BrokerResult<Vec<Refused>> {
-        let mut first = ::redis::pipe();
-        for (key, meta) in items {
-            let set = first.cmd("SET").arg(key).arg(meta).arg("NX");
-            if ttl > 0 {
-                set.arg("EX").arg(ttl);
-            }
-        }
-        let replies = self.conn.query(&first)?;
-        let mut publish = ::redis::pipe();
-        let mut checked = ::redis::pipe();
-        let mut checked_items = Vec::new();
-        for (index, ((key, meta), reply)) in items.iter().zip(&replies).enumerate() {
-            if matches!(reply, Value::Nil) {
-                // The script publishes what it stores, after the PUBLISHes before it are sent.
-                self.script_call(&mut checked, key, meta, ttl);
-                checked_items.push(index);
-            } else {
-                publish.cmd("PUBLISH").arg(key).arg(meta);
-            }
-        }
-        if !publish.is_empty() {
-            self.conn.send_unread(&publish)?;
-        }
-        if checked.is_empty() {
+        if items.is_empty() {
             return Ok(Vec::new());
         }
-        let mut refused = Vec::new();
-        for (index, reply) in checked_items.into_iter().zip(self.run_script(&checked)?) {
-            if let Value::ServerError(reply) = reply {
-                let error = RedisError::from(reply);
-                if !is_wrong_type(&error.to_string()) {
-                    return Err(self.conn.refusal(&error));
-                }
-                refused.push(Refused {
-                    index,
-                    reason: reply_text(&error),
-                });
+        let mut call = ::redis::pipe();
+        self.script_call(&mut call, items, ttl);
+        let reply = match self.conn.query_each(&call)?.pop() {
+            Some(Value::ServerError(e))
+                if is_noscript(&RedisError::from(e.clone()).to_string()) =>
+            {
+                let mut load = ::redis::pipe();
+                load.cmd("SCRIPT").arg("LOAD").arg(&self.code);
+                self.conn.run(&load)?;
+                self.conn.query_each(&call)?.pop()
             }
+            other => other,
+        };
+        match reply {
+            Some(Value::ServerError(e)) => Err(self.conn.refusal(&RedisError::from(e))),
+            Some(Value::Array(flat)) => {
+                refusals(items.len(), &flat).ok_or_else(|| self.unexpected(&flat))
+            }
+            other => Err(self.unexpected(&other)),
         }
-        Ok(refused)
     }
 
-    fn script_call(&self, pipe: &mut ::redis::Pipeline, key: &str, meta: &[u8], ttl: u64) {
-        pipe.cmd("EVALSHA")
-            .arg(self.sha())
-            .arg(1)
-            .arg(key)
-            .arg(meta)
-            .arg(ttl);
+    fn script_call(&self, pipe: &mut ::redis::Pipeline, items: &[(String, Vec<u8>)], ttl: u64) {
+        let call = pipe.cmd("EVALSHA").arg(self.sha()).arg(items.len());
+        for (key, _) in items {
+            call.arg(key);
+        }
+        call.arg(ttl);
+        for (_, meta) in items {
+            call.arg(meta);
+        }
     }
 
-    /// Runs a pipeline of script calls, loading the script first if the server lost it; each
-    /// call's reply, an error reply in its place.
-    fn run_script(&mut self, pipe: &::redis::Pipeline) -> BrokerResult<Vec<Value>> {
-        let replies = self.conn.query_each(pipe)?;
-        let lost = replies.iter().any(|reply| match reply {
-            Value::ServerError(e) => is_noscript(&RedisError::from(e.clone()).to_string()),
-            _ => false,
-        });
-        if !lost {
-            return Ok(replies);
+    /// A reply the script does not give: another script under its SHA1, or a refusal other
+    /// than `WRONGTYPE` (the batch fails, as a refused command would).
+    fn unexpected(&self, reply: &impl std::fmt::Debug) -> BrokerError {
+        BrokerError::Command {
+            url: self.url().to_owned(),
+            reason: format!(
+                "the result store script answered {reply:?}, not {{index, WRONGTYPE error, ...}}"
+            ),
         }
-        let mut load = ::redis::pipe();
-        load.cmd("SCRIPT").arg("LOAD").arg(&self.code);
-        self.conn.run(&load)?;
-        self.conn.query_each(pipe)
     }
 
     /// Closes this process's connection; the next store opens a new one.
@@ -134,12 +109,31 @@ impl ResultStore {
     }
 }
 
-/// An error reply as Redis wrote it (`WRONGTYPE Operation against ...`).
-fn reply_text(error: &RedisError) -> String {
-    match (error.code(), error.detail()) {
-        (Some(code), Some(detail)) => format!("{code} {detail}"),
-        _ => error.to_string(),
+/// The script's reply, `{index, error, ...}` with 1-based indexes, as refusals of `items[index]`;
+/// `None` for anything else.
+fn refusals(items: usize, flat: &[Value]) -> Option<Vec<Refused>> {
+    let mut refused = Vec::with_capacity(flat.len() / 2);
+    for pair in flat.chunks(2) {
+        let (Some(Value::Int(index)), Some(reason)) = (pair.first(), pair.get(1)) else {
+            return None;
+        };
+        let reason = match reason {
+            Value::BulkString(bytes) => String::from_utf8_lossy(bytes).into_owned(),
+            Value::SimpleString(text) => text.clone(),
+            _ => return None,
+        };
+        let index = usize::try_from(*index)
+            .ok()
+            .filter(|i| (1..=items).contains(i))?;
+        if !is_wrong_type(&reason) {
+            return None;
+        }
+        refused.push(Refused {
+            index: index - 1,
+            reason,
+        });
     }
+    Some(refused)
 }
 
 fn is_noscript(reason: &str) -> bool {
@@ -158,6 +152,25 @@ mod tests {
         ));
         assert!(is_noscript("NOSCRIPT No matching script"));
         assert!(!is_noscript("WRONGTYPE Operation against a key"));
+    }
+
+    #[test]
+    fn the_scripts_refusals_are_read_by_index() {
+        let wrong = |text: &str| Value::BulkString(text.as_bytes().to_vec());
+        let flat = [
+            Value::Int(2),
+            wrong("WRONGTYPE Operation against a key holding the wrong kind of value"),
+            Value::Int(3),
+            wrong("WRONGTYPE again"),
+        ];
+        let refused = refusals(3, &flat).unwrap();
+        assert_eq!(refused.iter().map(|r| r.index).collect::<Vec<_>>(), [1, 2]);
+        assert!(refused[0].reason.starts_with("WRONGTYPE Operation"));
+        assert_eq!(refusals(3, &[]), Some(Vec::new()));
+        // Out of range, another error, an odd length: not this script's reply.
+        assert_eq!(refusals(1, &flat[..2]), None);
+        assert_eq!(refusals(3, &[Value::Int(1), wrong("OOM no memory")]), None);
+        assert_eq!(refusals(3, &[Value::Int(1)]), None);
     }
 
     #[test]
