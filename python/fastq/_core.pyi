@@ -294,7 +294,13 @@ class RedisConsumer:
         """Messages delivered and not yet acked, rejected or restored by this consumer."""
 
     @property
-    def prefetch(self) -> int: ...
+    def prefetch(self) -> int:
+        """The window: how many messages may be held unacknowledged."""
+
+    @prefetch.setter
+    def prefetch(self, prefetch: int) -> None:
+        """A new window for the next fetches (at least 1); nothing held is given back."""
+
     @property
     def visibility_timeout(self) -> float:
         """Seconds, for the worker's periodic ``restore_visible``; fetch does not use it."""

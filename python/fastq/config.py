@@ -467,6 +467,9 @@ class Config(MutableMapping[str, Any]):
     def __init__(self, **settings: Any) -> None:
         object.__setattr__(self, "_values", {k: _copy(d) for k, (d, _) in SETTINGS.items()})
         object.__setattr__(self, "_warned", set())
+        #: The settings given a value (by the app, the environment or a config object), as
+        #: opposed to left at their default: some defaults adapt (``is_set``).
+        object.__setattr__(self, "_given", set())
         #: Called with a setting's name after it is set (the app re-annotates its tasks).
         object.__setattr__(self, "_on_change", None)
         #: Counts the settings set or reset, so a reader may keep what it derived from them.
@@ -474,6 +477,7 @@ class Config(MutableMapping[str, Any]):
         for name, env in ENVIRONMENT.items():
             if os.environ.get(env):
                 self._values[name] = os.environ[env]
+                self._given.add(name)
         self.update(settings)
 
     def on_change(self, callback: Callable[[str], None]) -> None:
@@ -506,6 +510,7 @@ class Config(MutableMapping[str, Any]):
         if name in REFUSED and value != default:
             raise ConfigurationError(f"setting {name!r} is not supported: {REFUSED[name]}")
         self._values[name] = value
+        self._given.add(name)
         object.__setattr__(self, "version", self.version + 1)
         if self._on_change is not None:
             self._on_change(name)
@@ -522,7 +527,12 @@ class Config(MutableMapping[str, Any]):
     def __delitem__(self, name: str) -> None:
         name = self._check(name)
         self._values[name] = _copy(SETTINGS[name][0])
+        self._given.discard(name)
         object.__setattr__(self, "version", self.version + 1)
+
+    def is_set(self, name: str) -> bool:
+        """Whether ``name`` was given a value (even its default's), not left at its default."""
+        return self._check(name) in self._given
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._values)

@@ -175,6 +175,21 @@ def test_the_prefetch_window_is_honoured(r: redis.Redis, make_consumer: MakeCons
     assert consumer.in_flight == 2
 
 
+def test_the_window_can_be_resized_between_fetches(
+    r: redis.Redis, make_consumer: MakeConsumer
+) -> None:
+    publish(r, *(f"m{i}" for i in range(1, 9)))
+    consumer = make_consumer(prefetch=2)
+    assert ids(consumer.fetch(1.0)) == ["m1", "m2"]
+    consumer.prefetch = 5  # grown: the next fetch tops up to 5
+    assert ids(consumer.fetch(1.0)) == ["m3", "m4", "m5"]
+    consumer.prefetch = 1  # shrunk below what is held: nothing more, nothing given back
+    assert consumer.fetch(1.0) == [] and consumer.in_flight == 5
+    assert r.hlen("unacked") == 5 and r.llen("celery") == 3
+    consumer.prefetch = 0  # at least one
+    assert consumer.prefetch == 1
+
+
 def test_a_blocking_fetch_wakes_up_on_publish_and_tops_up(
     r: redis.Redis, make_consumer: MakeConsumer
 ) -> None:

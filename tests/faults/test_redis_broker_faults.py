@@ -48,7 +48,9 @@ def _run(
     recoveries: list[float] = []
     try:
         client.send_many([("faults.work", (i, TASK_SECONDS), None) for i in range(SENT)])
-        with fastq_worker("--concurrency", "2", app="tests.faults.app", env=env) as worker:
+        # A fixed window, so that its being whole again after the faults can be counted.
+        args = ("--concurrency", "2", "--prefetch-multiplier", "4")
+        with fastq_worker(*args, app="tests.faults.app", env=env) as worker:
             started = time.monotonic()
             for n in range(faults):
                 wait_until(lambda n=n: ledger.ended(ledger_path) >= 250 * (n + 1), timeout=20)

@@ -1,7 +1,6 @@
-"""fastq: ``fastq worker --pool prefork --concurrency 2 --prefetch-multiplier 16`` (the README's
-setup, with the multiplier its configuration table advises for many short tasks, as Celery's
-adapter has), defaults otherwise.
-Batch enqueue: ``App.send_many`` in batches of 1 000."""
+"""fastq: ``fastq worker --pool prefork --concurrency 2`` (the README's setup), its defaults:
+``worker_prefetch_multiplier`` unset, so each child's window adapts to the tasks' times (up to
+128 for tasks this short). Batch enqueue: ``App.send_many`` in batches of 1 000."""
 
 from __future__ import annotations
 
@@ -12,7 +11,7 @@ from adapters import BACKEND, BROKER, QUEUE, RESULTS_ON, WARMUP, script
 from adapters._timing import batched, latencies, timed_loop
 
 DIST = "fastq-worker"
-CONFIG = "prefork, `--concurrency 2`, prefetch multiplier 16"
+CONFIG = "prefork, `--concurrency 2`, adaptive prefetch window (default)"
 BATCH = "send_many"
 RESULTS = True
 STORED = {"how": "dbsize", "url": BACKEND}
@@ -34,7 +33,7 @@ def work() -> None:
 
 
 def worker_argv(results: bool) -> list[list[str]]:
-    args = "-A adapters.fastq worker --pool prefork --concurrency 2 --prefetch-multiplier 16"
+    args = "-A adapters.fastq worker --pool prefork --concurrency 2"
     args += f" -Q {QUEUE}"
     return [script("fastq", args + " --loglevel WARNING")]
 

@@ -84,6 +84,13 @@ class ReleasingConsumer(Consumer, Protocol):
         ...
 
 
+class WindowedConsumer(Consumer, Protocol):
+    """A consumer whose window is only how much a fetch may claim (a broker that does not push,
+    ``Broker.pushes``): the worker may resize it between fetches."""
+
+    prefetch: int
+
+
 class Settler(Protocol):
     """A prefork supervisor's acknowledgements for its children's consumers, batched."""
 

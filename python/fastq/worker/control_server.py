@@ -53,6 +53,7 @@ LISTEN_BACKOFF_MAX = 10.0
 class PoolInfo:
     implementation: str
     concurrency: int
+    #: What one consumer may hold at most (its window; the adaptive window's largest).
     prefetch: int
     processes: Callable[[], list[int]]
     queues: list[str] = field(default_factory=list)

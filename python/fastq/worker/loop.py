@@ -29,7 +29,7 @@ from fastq import errors, signals, states
 from fastq.app import App
 from fastq.backends import DisabledBackend
 from fastq.backoff import Backoff
-from fastq.brokers.base import Consumer, Delivery, ReleasingConsumer
+from fastq.brokers.base import Consumer, Delivery, ReleasingConsumer, WindowedConsumer
 from fastq.events import TaskEvents
 from fastq.execution.followups import on_revoked, send_followups
 from fastq.execution.limits import effective_limits
@@ -38,6 +38,7 @@ from fastq.task import Context, Task
 from fastq.worker import task_settings
 from fastq.worker.held import Entry, delivery_entry, waiting_entry
 from fastq.worker.observe import TaskObserver
+from fastq.worker.prefetch import AdaptiveWindow
 from fastq.worker.ratelimit import RateLimiter
 from fastq.worker.refused import log_refused
 from fastq.worker.reports import SupervisorReporter
@@ -137,12 +138,15 @@ class WorkerLoop:
         observer: TaskObserver | None = None,
         events: TaskEvents | None = None,
         early_acks_by_supervisor: bool = False,
+        adaptive_prefetch: bool = False,
     ) -> None:
         self.app = app
         self.queues = queues
         #: The queues of the open consumer (``queues`` may change at run time).
         self._consuming: list[str] = list(queues)
         self.prefetch = max(1, prefetch)
+        #: Sizes the window from the tasks' times (``fastq.worker.prefetch``); None: fixed.
+        self._window = AdaptiveWindow(self.prefetch) if adaptive_prefetch else None
         self.hostname = hostname
         self.consumer_id = consumer_id
         self.max_tasks = max_tasks
@@ -365,9 +369,10 @@ class WorkerLoop:
             return
         if self._interrupted:
             deliveries, self._interrupted = self._interrupted, []
+            began = time.perf_counter()
         else:
             deliveries = list(consumer.fetch(self._fetch_wait()))
-            self._received = time.perf_counter()
+            self._received = began = time.perf_counter()
             if self.observer is not None:  # the window in use, as full as it gets
                 self.observer.tick(consumer.in_flight)
             if deliveries:  # what came while the fetch waited applies to them too
@@ -375,12 +380,22 @@ class WorkerLoop:
                 if self.events is not None and self.events.enabled:
                     self.events.fetched(deliveries, self.app.tasks)  # their task-received
         self._dispatch(consumer, deliveries)
+        if self._window is not None and deliveries:
+            self._resize(consumer, len(deliveries), time.perf_counter() - began)
         self._run_due(consumer)
         self._flush(consumer)
         self._sync_held()
         if self._supervisor is not None:
             # What no report carried (events of revoked or ETA tasks, what the child holds).
             self._supervisor.flush_events()
+
+    def _resize(self, consumer: Consumer, handled: int, seconds: float) -> None:
+        """The adaptive window after a batch of ``handled`` messages took ``seconds``."""
+        assert self._window is not None
+        size = self._window.observe(handled, seconds)
+        if size != self.prefetch:
+            self.prefetch = size
+            cast(WindowedConsumer, consumer).prefetch = size
 
     def _housekeeping(self) -> None:
         if self._parent and os.getppid() != self._parent:

@@ -27,6 +27,7 @@ from fastq.worker.loop import TaskReporter, WorkerLoop
 from fastq.worker.lost import QUARANTINED, TERMINATED, lost_error, record_lost, store_lost
 from fastq.worker.metrics import TaskStats, WorkerMetrics, check_serving, decode, encode, serve
 from fastq.worker.observe import TaskObserver
+from fastq.worker.prefetch import MAX_WINDOW
 from fastq.worker.reports import ReportedTask, SupervisorReporter
 from fastq.worker.revoke import RevokedIds
 from fastq.worker.supervisor import EXIT_GAVE_UP, Supervisor
@@ -82,6 +83,17 @@ def run_worker(
     prefetch = max(1, multiplier)  # per consumer: every process/thread runs one task at a time
     if pool == "asyncio":  # one consumer for every task in flight
         prefetch *= concurrency
+    # Left unset, each consumer's window follows its tasks' times (fastq.worker.prefetch), where
+    # it is only how much a fetch claims: not on a broker that pushes (RabbitMQ's basic.qos),
+    # nor for the asyncio pool's one consumer of many tasks at once.
+    adaptive = (
+        prefetch_multiplier is None
+        and not conf.is_set("worker_prefetch_multiplier")
+        and pool != "asyncio"
+        and not app.broker.pushes
+    )
+    # What one consumer may hold at most (inspect stats' prefetch_count, the metrics' capacity).
+    window_max = MAX_WINDOW if adaptive else prefetch
     # Without -Q, every queue of task_queues (else the default queue), as a Celery worker.
     queue_list = list(queues or app.router.queues)
     hostname = hostname or conf.worker_hostname or default_hostname()
@@ -110,7 +122,7 @@ def run_worker(
     if metrics_port:
         check_serving(metrics_port)
         # The asyncio pool's one consumer holds the whole window (``prefetch`` is its).
-        capacity = prefetch if pool == "asyncio" else prefetch * concurrency
+        capacity = window_max if pool == "asyncio" else window_max * concurrency
         metrics = WorkerMetrics(hostname, queue_list, capacity)
     tracing = app.tracing  # refused here, at start, when the library is missing
     stop_metrics = threading.Event()
@@ -129,14 +141,14 @@ def run_worker(
     set_task_join_will_block(True)
 
     log.info(
-        "fastq worker %s: broker %s, results %s, pool %s x%d, queues %s, prefetch %d, tasks: %s",
+        "fastq worker %s: broker %s, results %s, pool %s x%d, queues %s, prefetch %s, tasks: %s",
         hostname,
         redact(broker.url),
         redact(app.backend.url),
         pool,
         concurrency,
         ",".join(queue_list),
-        prefetch,
+        f"adaptive ({prefetch} to start, 1-{MAX_WINDOW})" if adaptive else prefetch,
         ", ".join(user_tasks(app)) or "none",
     )
     note = broker.startup_note()
@@ -148,7 +160,7 @@ def run_worker(
         app,
         hostname,
         active_tasks,
-        PoolInfo(pool, concurrency, prefetch, lambda: list(processes), queue_list, max_tasks),
+        PoolInfo(pool, concurrency, window_max, lambda: list(processes), queue_list, max_tasks),
     )
     shutdown_asked = threading.Event()
 
@@ -189,6 +201,7 @@ def run_worker(
             observer=observer,
             events=task_events,
             early_acks_by_supervisor=early_acks_by_supervisor,
+            adaptive_prefetch=adaptive,
         )
 
     def consumer_id(index: int, generation: int) -> str:

@@ -209,6 +209,11 @@ impl RedisConsumer {
         self.with(py, |c| c.prefetch())
     }
 
+    #[setter]
+    fn set_prefetch(&self, py: Python<'_>, prefetch: usize) {
+        self.with(py, |c| c.set_prefetch(prefetch));
+    }
+
     #[getter]
     fn visibility_timeout(&self, py: Python<'_>) -> f64 {
         self.with(py, |c| c.visibility_timeout())

@@ -683,6 +683,12 @@ impl RedisConsumer {
         self.prefetch
     }
 
+    /// A new window for the next fetches (at least 1). A smaller one than what is in flight
+    /// only stops fetching until enough is acked: nothing held is given back.
+    pub fn set_prefetch(&mut self, prefetch: usize) {
+        self.prefetch = prefetch.max(1);
+    }
+
     pub fn visibility_timeout(&self) -> f64 {
         self.visibility_timeout
     }
