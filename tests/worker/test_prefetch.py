@@ -130,3 +130,15 @@ def test_a_multiplier_that_is_set_stays_the_window(
         with Holding(broker_redis) as held:
             wait_until(lambda: queued(broker_redis) == 0 and broker_redis.hlen("unacked") == 0)
     assert 0 < held.most <= 4, held.most
+
+
+def test_a_child_near_its_max_tasks_claims_no_more_than_it_will_run(
+    worker_env: dict[str, str], client_app: App, broker_redis: redis.Redis
+) -> None:
+    send_adds(client_app, 300)
+    args = ("--pool", "prefork", "--concurrency", "1", "--max-tasks-per-child", "5")
+    with fastq_worker(*args, env=worker_env):
+        with Holding(broker_redis) as held:
+            wait_until(lambda: queued(broker_redis) == 0 and broker_redis.hlen("unacked") == 0)
+    # Each child runs 5 and is replaced: a bigger claim would only go back to the queue.
+    assert 0 < held.most <= 5, held.most

@@ -393,6 +393,8 @@ class WorkerLoop:
         """The adaptive window after a batch of ``handled`` messages took ``seconds``."""
         assert self._window is not None
         size = self._window.observe(handled, seconds)
+        if self.max_tasks is not None:  # what it claims past its last task only goes back
+            size = max(1, min(size, self.max_tasks - self.processed))
         if size != self.prefetch:
             self.prefetch = size
             cast(WindowedConsumer, consumer).prefetch = size
