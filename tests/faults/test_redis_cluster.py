@@ -72,9 +72,9 @@ def _drain(
             calls = [("faults.work", (i, TASK_SECONDS), None) for i in part]
             results += client.send_many(calls, queue=q)
         env = worker_env(c.url(), c.url(), ledger_path, acks_late=True, visibility_timeout=3600)
-        with fastq_worker(
-            "--concurrency", "2", "-Q", ",".join(queues), app="tests.faults.app", env=env
-        ) as worker:
+        # The fixed window HELD_PER_CHILD counts with (the adaptive one follows the tasks).
+        args = ("--concurrency", "2", "--prefetch-multiplier", "4", "-Q", ",".join(queues))
+        with fastq_worker(*args, app="tests.faults.app", env=env) as worker:
             started = time.monotonic()
             note = ""
             window = 0

@@ -144,9 +144,10 @@ def _drain_through(
     client = _client(s)
     try:
         results = client.send_many([("faults.work", (i, TASK_SECONDS), None) for i in range(SENT)])
-        with fastq_worker(
-            "--concurrency", "2", app="tests.faults.app", env=_env(s, ledger_path)
-        ) as worker:
+        # The fixed window HELD_PER_CHILD counts with (the adaptive one would follow the
+        # tasks' times).
+        args = ("--concurrency", "2", "--prefetch-multiplier", "4")
+        with fastq_worker(*args, app="tests.faults.app", env=_env(s, ledger_path)) as worker:
             started = time.monotonic()
             wait_until(lambda: ledger.ended(ledger_path) >= 250, timeout=20)
             ended_before = ledger.runs_ended(ledger_path)
