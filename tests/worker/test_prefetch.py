@@ -57,6 +57,19 @@ def test_a_setting_given_its_default_value_counts_as_set() -> None:
     assert Config(CELERYD_PREFETCH_MULTIPLIER=4).is_set("worker_prefetch_multiplier")
 
 
+@pytest.mark.parametrize("how", ["setting", "option"])
+def test_celerys_unlimited_multiplier_is_refused_with_what_to_do(how: str) -> None:
+    from fastq.errors import ConfigurationError
+    from fastq.worker import run_worker
+
+    app = App("zero", broker="memory://", set_as_current=False)
+    if how == "setting":
+        app.conf.worker_prefetch_multiplier = 0
+    option = {"prefetch_multiplier": 0} if how == "option" else {}
+    with pytest.raises(ConfigurationError, match=r"no unlimited prefetch.*leave it unset"):
+        run_worker(app, pool="solo", **option)
+
+
 # -- a worker on Redis ----------------------------------------------------------------------------
 @pytest.fixture
 def client_app(broker_url: str, backend_url: str) -> Iterator[App]:

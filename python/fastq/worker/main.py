@@ -80,7 +80,13 @@ def run_worker(
     multiplier = (
         prefetch_multiplier if prefetch_multiplier is not None else conf.worker_prefetch_multiplier
     )
-    prefetch = max(1, multiplier)  # per consumer: every process/thread runs one task at a time
+    if multiplier < 1:  # Celery's 0 is "no limit": a window of 1 would be the opposite
+        raise ConfigurationError(
+            f"worker_prefetch_multiplier = {multiplier}: fastq has no unlimited prefetch (Celery's "
+            "0); leave it unset for the adaptive window (up to 128 messages a process), or set 1 "
+            "or more"
+        )
+    prefetch = multiplier  # per consumer: every process/thread runs one task at a time
     if pool == "asyncio":  # one consumer for every task in flight
         prefetch *= concurrency
     # Left unset, each consumer's window follows its tasks' times (fastq.worker.prefetch), where
