@@ -2,6 +2,8 @@
 //! `fastq_core::redis`. The GIL is released for all I/O and decoding; only the finished
 //! deliveries are converted with it held.
 
+use std::collections::HashSet;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use fastq_core::redis::{self as core, ConsumerConfig};
@@ -48,12 +50,29 @@ fn worker_log(py: Python<'_>, level: &str, message: String) {
     }
 }
 
+/// Messages this process has said it holds back (`log_held_back`): each is said once, not at
+/// every restore pass that meets it again (a visibility restore runs every few seconds).
+static HELD_BACK_SAID: Mutex<Option<HashSet<String>>> = Mutex::new(None);
+/// Past this many, the memory starts again (a message may then be said once more).
+const HELD_BACK_KEPT: usize = 65_536;
+
 /// Says which messages could not be put back on their queue because its key holds something
 /// other than a list: they stay unacknowledged in Redis (nothing lost), and a later restore
-/// moves them once the key is a list again.
+/// moves them once the key is a list again. Each message once per process.
 fn log_held_back(py: Python<'_>, held: &[core::HeldBack]) {
+    if held.is_empty() {
+        return;
+    }
+    let new: Vec<&core::HeldBack> = {
+        let mut said = HELD_BACK_SAID.lock().unwrap_or_else(|e| e.into_inner());
+        let said = said.get_or_insert_with(HashSet::new);
+        if said.len() > HELD_BACK_KEPT {
+            said.clear();
+        }
+        held.iter().filter(|h| said.insert(h.tag.clone())).collect()
+    };
     let mut keys: Vec<(&str, &str, Vec<&str>)> = Vec::new();
-    for h in held {
+    for h in new {
         match keys.iter_mut().find(|(key, _, _)| *key == h.key) {
             Some((_, _, tags)) => tags.push(&h.tag),
             None => keys.push((&h.key, &h.kind, vec![&h.tag])),
