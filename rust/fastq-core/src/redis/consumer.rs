@@ -74,6 +74,8 @@ struct Group {
 /// How long a consumer of queues in several slots blocks on one of them before it looks at the
 /// next (a cluster: one blocking pop cannot span slots).
 const GROUP_BLOCK: Duration = Duration::from_millis(50);
+/// How long a fetch waits when every list it would block on refuses (a key of another type).
+const REFUSED_NAP: Duration = Duration::from_millis(100);
 
 pub struct RedisConsumer {
     conn: Connector,
@@ -500,7 +502,8 @@ impl RedisConsumer {
     }
 
     /// BRPOP over group `g`'s lists; the 1-based index of the list and the envelope, or `None`
-    /// on timeout. Lists that refuse are left out; with none left it only waits out `timeout`. A list that
+    /// on timeout. Lists that refuse are left out; with none left it only waits (`REFUSED_NAP`
+    /// at most). A list that
     /// began refusing since the last claim fails the pop: `None`, and the next claim names it.
     fn block(&mut self, g: usize, timeout: Duration) -> BrokerResult<Option<(usize, Vec<u8>)>> {
         let group = &self.groups[g];
@@ -513,7 +516,9 @@ impl RedisConsumer {
             }
         }
         if listed == 0 {
-            std::thread::sleep(timeout);
+            // Nothing to block on: a short nap, so the caller's loop (a warm stop, say) is not
+            // held for the whole fetch timeout; the next fetch's claim looks at the lists again.
+            std::thread::sleep(timeout.min(REFUSED_NAP));
             return Ok(None);
         }
         cmd.arg(format!("{:.3}", timeout.as_secs_f64()));
