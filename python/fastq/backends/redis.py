@@ -41,37 +41,14 @@ log = logging.getLogger("fastq.backends")
 TASK_KEY = "celery-task-meta-"
 GROUP_KEY = "celery-taskset-meta-"
 
-# Stores a meta and publishes it on the key's channel, unless the task already succeeded (a
-# duplicate delivery must not turn a SUCCESS back into FAILURE or STARTED), as Celery's worker does.
+# Stores each meta and publishes it on its key's channel, unless the task already succeeded (a
+# duplicate delivery must not turn a SUCCESS back into FAILURE or STARTED), as Celery's worker
+# does; a whole batch in one call (one round trip, one read for Redis). KEYS are the result keys,
+# ARGV[1] the TTL (0: none), ARGV[i + 1] the meta of KEYS[i]. Most keys are new: SET NX stores.
+# A meta already stored as given (a batch sent again after a lost reply) is published, which the
+# first attempt may not have. A key of another type refuses its result alone: the reply is
+# {index, error, ...} (1-based).
 _STORE = """
-local old = redis.call('GET', KEYS[1])
-if old == ARGV[1] then
-  redis.call('PUBLISH', KEYS[1], ARGV[1])
-  return 1
-end
-if old then
-  local ok, meta = pcall(cjson.decode, old)
-  if not ok then ok, meta = pcall(cmsgpack.unpack, old) end
-  if ok and type(meta) == 'table' and meta['status'] == 'SUCCESS' then return 0 end
-end
-local ttl = tonumber(ARGV[2])
-if ttl > 0 then
-  redis.call('SETEX', KEYS[1], ttl, ARGV[1])
-else
-  redis.call('SET', KEYS[1], ARGV[1])
-end
-redis.call('PUBLISH', KEYS[1], ARGV[1])
-return 1
-"""
-
-
-# _STORE for a whole batch in one call, as the worker's Rust store sends it (one round trip and
-# one read for Redis, where a SET NX pipeline and its PUBLISHes were two): KEYS are the result
-# keys, ARGV[1] the TTL (0: none), ARGV[i + 1] the meta of KEYS[i]. Most keys are new: SET NX
-# stores and the meta is published. A taken key gets _STORE's rule, and a meta already stored as
-# given (a batch sent again after a lost reply) is published, which the first attempt may not
-# have. A key of another type refuses its result alone: the reply is {index, error, ...}.
-_STORE_MANY = """
 local ttl = tonumber(ARGV[1])
 local refused = {}
 for i, key in ipairs(KEYS) do
@@ -191,9 +168,13 @@ def connection_options(conf: Config) -> dict[str, Any]:
     return options
 
 
-def _wrong_type(exc: redis.RedisError) -> bool:
-    """A key holding a value of another type: refused for that key alone, for good."""
-    return isinstance(exc, redis.ResponseError) and "WRONGTYPE " in str(exc)
+def _refusals(reply: Any) -> list[tuple[int, str]]:
+    """The store script's ``{index, error, ...}`` (1-based) as ``(index, Redis's reason)``."""
+    flat = list(reply or [])
+    return [
+        (int(index) - 1, reason.decode() if isinstance(reason, bytes) else str(reason))
+        for index, reason in zip(flat[::2], flat[1::2], strict=True)
+    ]
 
 
 def _rust_stores(conf: Config, url: str) -> bool:
@@ -226,9 +207,7 @@ class RedisBackend(Backend):
         #: Stores from Rust (no redis-py per command, GIL released) where the connection is
         #: all in the URL: plain TCP and none of Celery's ``redis_*`` client settings, which
         #: only redis-py's client applies.
-        self._rust_store = (
-            _core.RedisResultStore(url, _STORE_MANY) if _rust_stores(conf, url) else None
-        )
+        self._rust_store = _core.RedisResultStore(url, _STORE) if _rust_stores(conf, url) else None
         self._chord_part = self.client.register_script(_CHORD_PART)
         self._chord_done = self.client.register_script(_CHORD_DONE)
         ordered = conf.result_backend_transport_options.get("result_chord_ordered")
@@ -279,43 +258,43 @@ class RedisBackend(Backend):
         # its Rust consumer follows a failover on its own; a result written to the demoted
         # master after that consumer moved would be lost with its ack kept.
         self.follow(force=True)
-        if isinstance(metas, list) and len(metas) == 1:
-            # A worker stores each result right after its task: no pipeline object for one
-            # script call (half the client CPU of a pipeline of one).
-            task_id, meta = metas[0]
-            try:
-                self._store(keys=[self.key_for(task_id)], args=[self.encode_meta(meta), ttl])
-            except redis.RedisError as exc:
-                if _wrong_type(exc):
-                    raise self._refused({task_id: str(exc)}) from exc
-                raise self._error("store results", exc) from exc
-            return
-        metas = list(metas)
+        metas = metas if isinstance(metas, list) else list(metas)
+        keys = [self.key_for(task_id) for task_id, _ in metas]
+        values = [self.encode_meta(meta) for _, meta in metas]
         try:
-            replies = self._store_pipelined(metas, ttl)
-            if any(isinstance(r, redis.exceptions.NoScriptError) for r in replies):
-                self.client.script_load(_STORE)  # a restarted or flushed server
-                replies = self._store_pipelined(metas, ttl)
+            if self.cluster is None or len(metas) == 1:
+                # One call (redis-py's script object loads it again if the server lost it).
+                refused = _refusals(self._store(keys=keys, args=[ttl, *values]))
+            else:
+                refused = self._store_per_key(keys, values, ttl)
         except redis.RedisError as exc:
             raise self._error("store results", exc) from exc
-        reasons: dict[str, str] = {}
-        for (task_id, _), reply in zip(metas, replies, strict=True):
-            if isinstance(reply, redis.RedisError):
-                if not _wrong_type(reply):
-                    raise self._error("store results", reply) from reply
-                reasons[task_id] = str(reply)
-        if reasons:
-            raise self._refused(reasons)
+        if refused:
+            raise self._refused({metas[index][0]: reason for index, reason in refused})
 
-    def _store_pipelined(self, metas: list[tuple[str, dict[str, Any]]], ttl: int) -> list[Any]:
-        """EVALSHA in one pipeline, each call's reply or error in its place. Not through
-        redis-py's registered script, whose pipeline asks SCRIPT EXISTS first: a second round
-        trip for every batch a worker stores."""
-        sha = self._store.sha
-        with self.client.pipeline(transaction=False) as pipe:
-            for task_id, meta in metas:
-                pipe.evalsha(sha, 1, self.key_for(task_id), self.encode_meta(meta), ttl)
-            return pipe.execute(raise_on_error=False)
+    def _store_per_key(
+        self, keys: list[str], values: list[bytes], ttl: int
+    ) -> list[tuple[int, str]]:
+        """On a cluster, where one call cannot span slots: a call per key in one pipeline (not
+        through redis-py's registered script, whose pipeline asks SCRIPT EXISTS first: a second
+        round trip for every batch)."""
+
+        def send() -> list[Any]:
+            with self.client.pipeline(transaction=False) as pipe:
+                for key, value in zip(keys, values, strict=True):
+                    pipe.evalsha(self._store.sha, 1, key, ttl, value)
+                return pipe.execute(raise_on_error=False)
+
+        replies = send()
+        if any(isinstance(r, redis.exceptions.NoScriptError) for r in replies):
+            self.client.script_load(_STORE)  # a restarted or flushed server
+            replies = send()
+        refused = []
+        for index, reply in enumerate(replies):
+            if isinstance(reply, redis.RedisError):
+                raise reply
+            refused += [(index, reason) for _, reason in _refusals(reply)]
+        return refused
 
     def _refused(self, refused: dict[str, str]) -> errors.ResultsRefused:
         """The results Redis refused for their key alone (the rest of the batch is stored)."""
