@@ -333,3 +333,20 @@ def test_config_from_a_mapping_as_celery() -> None:
     assert app.conf.task_acks_late is celery_conf.task_acks_late is True
     app.config_from_object({"CELERYD_CONCURRENCY": 2})
     assert app.conf.worker_concurrency == 2
+
+
+def test_a_setting_read_as_an_attribute_follows_every_change(monkeypatch):
+    conf = Config(task_acks_late=True)
+    assert conf.task_acks_late is True
+    conf["task_acks_late"] = False
+    assert conf.task_acks_late is False
+    conf.update(task_acks_late=True)
+    assert conf.task_acks_late is True
+    del conf["task_acks_late"]
+    assert conf.task_acks_late is False
+    conf.CELERY_ACKS_LATE = True  # an old name
+    assert conf.task_acks_late is True and conf.CELERY_ACKS_LATE is True
+    monkeypatch.setenv("CELERY_BROKER_URL", "redis://127.0.0.1:6379/3")
+    assert conf.broker_url == "redis://127.0.0.1:6379/3"  # read from the environment each time
+    with pytest.raises(AttributeError, match="unknown setting"):
+        _ = conf.task_acks_lately
