@@ -83,6 +83,9 @@ _recorder_lock = threading.Lock()
 def recorder() -> Recorder | None:
     """This process's recorder (a new one after a fork); None when not configured."""
     global _recorder
+    rec = _recorder
+    if rec is not None and rec.pid == os.getpid():
+        return rec  # the task's fast path: no environment lookup per task
     url = os.environ.get("FASTQ_BENCH_COUNTER")
     if not url:
         return None
