@@ -52,6 +52,7 @@ import report  # noqa: E402
 #: Every system, in the order of the table; fastq first (the ratios are against it).
 SYSTEMS = [
     "fastq",
+    "fastq_pinned",
     "celery",
     "dramatiq",
     "huey",
@@ -81,7 +82,7 @@ class System:
 
 def python_of(name: str) -> tuple[str, str | None]:
     """The interpreter that runs this system, or why there is none."""
-    if name == "fastq":
+    if name in ("fastq", "fastq_pinned"):
         exe = ROOT / ".venv/bin/python"
         return str(exe), None if exe.exists() else "the repo's .venv is missing (scripts/setup.sh)"
     venv = CACHE / name

@@ -264,6 +264,7 @@ SETTINGS: dict[str, tuple[Any, Callable[[Any], Any]]] = {
     # fastq's own: a Prometheus endpoint on this port (``--metrics-port``), and OpenTelemetry
     # spans of publishes and task runs (docs/operations.md).
     "worker_metrics_port": (None, _opt_int),
+    "worker_cpu_affinity": (False, _bool),
     "task_tracing": (False, _bool),
     "enable_utc": (True, _bool),
     "timezone": (None, _timezone),

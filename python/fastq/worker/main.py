@@ -20,6 +20,7 @@ from fastq.events import EventDispatcher, TaskEvents
 from fastq.task import Context
 from fastq.urls import redact
 from fastq.worker.active import ActiveTasks, ActiveTasksReporter
+from fastq.worker.affinity import allowed_cpus, child_cpu, pin
 from fastq.worker.control_server import ControlServer, PoolInfo
 from fastq.worker.early_acks import EarlyAcks
 from fastq.worker.lease import LeaseRenewer
@@ -61,13 +62,15 @@ def run_worker(
     metrics_port: int | None = None,
     task_events: bool = False,
     heartbeat: bool = True,
+    cpu_affinity: bool = False,
 ) -> int:
     """Runs a worker in this process until SIGTERM/SIGINT; returns the exit code. ``beat``:
     periodic tasks too, from a thread of this (main) process, never a pool child;
     ``metrics_port``: Prometheus metrics on this port (``worker_metrics_port``);
     ``task_events`` (``-E``, or ``worker_send_task_events``): Celery's task events;
     ``heartbeat``: worker-online/heartbeat/offline events, which a Celery worker sends even
-    without ``-E`` (``--without-heartbeat`` turns them off)."""
+    without ``-E`` (``--without-heartbeat`` turns them off); ``cpu_affinity``
+    (``--cpu-affinity``, ``worker_cpu_affinity``): each prefork child pinned to a CPU."""
     conf = app.conf
     pool = POOL_ALIASES.get(pool or conf.worker_pool, pool or conf.worker_pool)
     if pool not in POOLS:
@@ -112,6 +115,13 @@ def run_worker(
         raise ConfigurationError(
             f"--max-memory-per-child replaces pool processes: it needs --pool prefork, not {pool}"
         )
+    cpus = None
+    if cpu_affinity or conf.worker_cpu_affinity:
+        if pool != "prefork":
+            raise ConfigurationError(
+                f"--cpu-affinity pins prefork children to CPUs: it needs --pool prefork, not {pool}"
+            )
+        cpus = allowed_cpus()
     app.import_modules()
     app.finalize()  # on_after_configure / on_after_finalize, as a Celery worker sends them
     # Built now so a bad schedule stops the worker at start; its thread starts once ready.
@@ -160,6 +170,9 @@ def run_worker(
     note = broker.startup_note()
     if note:
         log.info("%s", note)
+    if cpus is not None:
+        placed = [child_cpu(i, cpus) for i in range(concurrency)]
+        log.info("children pinned to CPUs %s (child 0 first)", ", ".join(map(str, placed)))
     active_tasks = ActiveTasks()
     processes: list[int] = []
     control_server = ControlServer(
@@ -218,6 +231,8 @@ def run_worker(
         early_acks = EarlyAcks(settler) if settler is not None else None
 
         def child_main(index: int, cid: str, reporter: SupervisorReporter, revoked_fd: int) -> int:
+            if cpus is not None:  # before worker_process_init: what it starts runs there too
+                pin(child_cpu(index, cpus))
             signals.worker_process_init.send(None)
             reporter.with_args = bool(conf.result_extended)  # the stored meta carries them
             child_events = None

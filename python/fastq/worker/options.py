@@ -69,6 +69,11 @@ def add_worker_arguments(w: argparse.ArgumentParser) -> None:
         help="serve Prometheus metrics on this port (worker_metrics_port; needs the "
         "fastq-worker[metrics] extra)",
     )  # fmt: skip
+    w.add_argument(
+        "--cpu-affinity", action="store_true",
+        help="pin each prefork child to a CPU of its own (worker_cpu_affinity), for a host the "
+        "worker has to itself",
+    )  # fmt: skip
     w.add_argument("--pidfile", help="write the worker's pid here; refuse to start if it is live")
     w.add_argument("--prefetch-multiplier", type=int)
     w.add_argument("--max-tasks-per-child", type=int)
@@ -139,6 +144,7 @@ def worker_kwargs(
         "hostname": node_name(options.hostname) if options.hostname else None,
         "beat": options.beat,
         "metrics_port": options.metrics_port,
+        "cpu_affinity": options.cpu_affinity,
         "task_events": options.task_events,
         "heartbeat": not options.without_heartbeat,
     }
