@@ -20,6 +20,17 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def serves(client: redis.Redis, proc: subprocess.Popen[bytes]) -> bool:
+    """Whether ``proc`` is the server ``client`` reaches. Between ``free_port()`` and the server's
+    bind, another test (another xdist worker) may take the port: a ping would then be answered
+    by its server while ours exits."""
+    return int(client.info("server")["process_id"]) == proc.pid
+
+
+#: How many free ports a server start tries when the one it picked is taken before it binds.
+PORT_TRIES = 5
+
+
 class RedisServer:
     """``start()``, ``kill()`` (SIGKILL), ``restart()`` (same port, data from the AOF)."""
 
@@ -32,6 +43,7 @@ class RedisServer:
         self.dir = Path(tempfile.mkdtemp(prefix="fastq-fault-redis-"))
         self.appendfsync = appendfsync
         self.proc: subprocess.Popen[bytes] | None = None
+        self._started = False
 
     def url(self, db: int = 0) -> str:
         return f"redis://127.0.0.1:{self.port}/{db}"
@@ -40,6 +52,17 @@ class RedisServer:
         return redis.Redis(host="127.0.0.1", port=self.port, db=db, socket_timeout=5)
 
     def start(self, timeout: float = 10.0) -> None:
+        """Starts the server; the first start moves to another free port if its port was taken
+        before the server bound it (a restart keeps its port: its clients reconnect to it)."""
+        for _ in range(PORT_TRIES if not self._started else 1):
+            if self._launch(timeout):
+                self._started = True
+                return
+            self.port = free_port()
+        raise RuntimeError(f"redis-server could not bind a free port in {PORT_TRIES} tries")
+
+    def _launch(self, timeout: float) -> bool:
+        """False when the server exited before answering (its port was taken)."""
         argv = [
             self.binary,
             "--port", str(self.port),
@@ -52,14 +75,19 @@ class RedisServer:
             "--daemonize", "no",
         ]  # fmt: skip
         log = (self.dir / "redis.log").open("ab")
-        self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
+        proc = self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                if self._started:
+                    raise RuntimeError(f"redis-server on port {self.port} exited at restart")
+                return False
             try:
-                if self.client().ping():
-                    return
+                if serves(self.client(), proc):
+                    return True
             except redis.RedisError:
-                time.sleep(0.02)
+                pass
+            time.sleep(0.02)
         raise RuntimeError(f"redis-server on port {self.port} did not answer in {timeout}s")
 
     def kill(self) -> None:

@@ -9,11 +9,12 @@ import signal
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import redis
 
-from tests.faults.redis_server import free_port
+from tests.faults.redis_server import PORT_TRIES, free_port, serves
 
 MASTER_NAME = "mymaster"
 #: How long the master may not answer before a sentinel sees it down.
@@ -75,7 +76,35 @@ class SentinelSet:
         return ";".join(parts)
 
     # -- processes -----------------------------------------------------------------------------
-    def _data_node(self, port: int, replica_of: int | None = None) -> Node:
+    def _launch(
+        self, name: str, argv_for: Callable[[int], list[str]], password: str | None
+    ) -> Node:
+        """A server on a free port, moving to another if the one picked was taken before the
+        server bound it (``serves``)."""
+        for _ in range(PORT_TRIES):
+            port = free_port()
+            node = Node(self.dir, f"{name}-{port}", port, argv_for(port), password)
+            proc = node.proc
+            assert proc is not None
+            deadline = time.monotonic() + 10.0
+            while time.monotonic() < deadline and proc.poll() is None:
+                try:
+                    if serves(node.client(), proc):
+                        return node
+                except redis.RedisError:
+                    pass
+                time.sleep(0.05)
+            node.kill()
+            if proc.returncode is None or proc.returncode == -signal.SIGKILL:
+                raise RuntimeError(f"{name} on port {port} did not answer in 10s")
+        raise RuntimeError(f"{name} could not bind a free port in {PORT_TRIES} tries")
+
+    def _data_node(self, replica_of: int | None = None) -> Node:
+        node = self._launch("redis", lambda port: self._data_argv(port, replica_of), self.password)
+        self.data[node.port] = node
+        return node
+
+    def _data_argv(self, port: int, replica_of: int | None) -> list[str]:
         argv = [
             self.binary,
             "--port", str(port),
@@ -92,41 +121,41 @@ class SentinelSet:
             argv += ["--replicaof", "127.0.0.1", str(replica_of)]
         if self.password:
             argv += ["--requirepass", self.password, "--masterauth", self.password]
-        node = Node(self.dir, f"redis-{port}", port, argv, self.password)
-        self.data[port] = node
-        _wait(lambda: node.client().ping(), f"redis-server on port {port}")
-        return node
+        return argv
+
+    def _sentinel_argv(self, port: int, master_port: int) -> list[str]:
+        conf = self.dir / f"sentinel-{port}.conf"
+        conf.write_text(
+            f"port {port}\n"
+            "bind 127.0.0.1\n"
+            f"dir {self.dir}\n"
+            f"sentinel monitor {MASTER_NAME} 127.0.0.1 {master_port} 2\n"
+            f"sentinel down-after-milliseconds {MASTER_NAME} {DOWN_AFTER_MS}\n"
+            f"sentinel failover-timeout {MASTER_NAME} {FAILOVER_TIMEOUT_MS}\n"
+            f"sentinel parallel-syncs {MASTER_NAME} 1\n"
+        )
+        with conf.open("a") as f:
+            if self.password:
+                f.write(f"sentinel auth-pass {MASTER_NAME} {self.password}\n")
+            if self.sentinel_password:
+                f.write(f"requirepass {self.sentinel_password}\n")
+                f.write(f"sentinel sentinel-pass {self.sentinel_password}\n")
+        return [self.binary, str(conf), "--sentinel"]
 
     def start(self) -> None:
-        master_port, replica_port = free_port(), free_port()
-        self._data_node(master_port)
-        replica = self._data_node(replica_port, replica_of=master_port)
+        master = self._data_node()
+        replica = self._data_node(replica_of=master.port)
         _wait(
             lambda: replica.client().info("replication")["master_link_status"] == "up",
             "the replica's first sync",
         )
         for _ in range(self.sentinel_count):
-            port = free_port()
-            conf = self.dir / f"sentinel-{port}.conf"
-            conf.write_text(
-                f"port {port}\n"
-                "bind 127.0.0.1\n"
-                f"dir {self.dir}\n"
-                f"sentinel monitor {MASTER_NAME} 127.0.0.1 {master_port} 2\n"
-                f"sentinel down-after-milliseconds {MASTER_NAME} {DOWN_AFTER_MS}\n"
-                f"sentinel failover-timeout {MASTER_NAME} {FAILOVER_TIMEOUT_MS}\n"
-                f"sentinel parallel-syncs {MASTER_NAME} 1\n"
+            node = self._launch(
+                "sentinel",
+                lambda port: self._sentinel_argv(port, master.port),
+                self.sentinel_password,
             )
-            with conf.open("a") as f:
-                if self.password:
-                    f.write(f"sentinel auth-pass {MASTER_NAME} {self.password}\n")
-                if self.sentinel_password:
-                    f.write(f"requirepass {self.sentinel_password}\n")
-                    f.write(f"sentinel sentinel-pass {self.sentinel_password}\n")
-            argv = [self.binary, str(conf), "--sentinel"]
-            node = Node(self.dir, f"sentinel-{port}", port, argv, self.sentinel_password)
             self.sentinels.append(node)
-            _wait(lambda node=node: node.client().ping(), f"sentinel on port {port}")
         # A failover needs every sentinel to know the replica and the others (hello messages).
         for node in self.sentinels:
             _wait(
