@@ -350,3 +350,11 @@ def test_a_setting_read_as_an_attribute_follows_every_change(monkeypatch):
     assert conf.broker_url == "redis://127.0.0.1:6379/3"  # read from the environment each time
     with pytest.raises(AttributeError, match="unknown setting"):
         _ = conf.task_acks_lately
+
+
+def test_no_setting_is_hidden_by_what_config_itself_holds() -> None:
+    # Settings are mirrored as instance attributes: one named as a method of Config, or as one
+    # of its own attributes (the version counter), would hide it or be hidden.
+    own = {name for name in vars(Config()) if name.startswith("_") or name == "version"}
+    assert "version" in own and "_values" in own
+    assert [name for name in SETTINGS if hasattr(Config, name) or name in own] == []

@@ -605,8 +605,9 @@ class Config(MutableMapping[str, Any]):
         return f"<Config {changed}>"
 
 
-# A setting named as one of Config's methods would hide it (``_mirror``).
-_SHADOWING = [name for name in SETTINGS if hasattr(Config, name)]
+# A setting named as one of Config's methods, or as its ``version`` counter, would be hidden by
+# (or overwrite) it once mirrored (``_mirror``).
+_SHADOWING = [name for name in SETTINGS if hasattr(Config, name) or name == "version"]
 if _SHADOWING:
     raise RuntimeError(f"settings named as Config's methods: {_SHADOWING}")
 

@@ -9,6 +9,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import redis
@@ -29,6 +30,24 @@ def serves(client: redis.Redis, proc: subprocess.Popen[bytes]) -> bool:
 
 #: How many free ports a server start tries when the one it picked is taken before it binds.
 PORT_TRIES = 5
+
+
+def wait_serving(
+    client: Callable[[], redis.Redis], proc: subprocess.Popen[bytes], what: str, timeout: float
+) -> bool:
+    """Waits until ``proc`` answers (``serves``): True; False when it exits first (its port was
+    taken). Raises after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            return False
+        try:
+            if serves(client(), proc):
+                return True
+        except redis.RedisError:
+            pass
+        time.sleep(0.02)
+    raise RuntimeError(f"{what} did not answer in {timeout}s")
 
 
 class RedisServer:
@@ -76,19 +95,12 @@ class RedisServer:
         ]  # fmt: skip
         log = (self.dir / "redis.log").open("ab")
         proc = self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                if self._started:
-                    raise RuntimeError(f"redis-server on port {self.port} exited at restart")
-                return False
-            try:
-                if serves(self.client(), proc):
-                    return True
-            except redis.RedisError:
-                pass
-            time.sleep(0.02)
-        raise RuntimeError(f"redis-server on port {self.port} did not answer in {timeout}s")
+        what = f"redis-server on port {self.port}"
+        if wait_serving(self.client, proc, what, timeout):
+            return True
+        if self._started:
+            raise RuntimeError(f"{what} exited at restart (its port was taken meanwhile?)")
+        return False
 
     def kill(self) -> None:
         """SIGKILL: no shutdown save, clients see their connections die."""

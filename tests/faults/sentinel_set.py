@@ -14,7 +14,7 @@ from pathlib import Path
 
 import redis
 
-from tests.faults.redis_server import PORT_TRIES, free_port, serves
+from tests.faults.redis_server import PORT_TRIES, free_port, wait_serving
 
 MASTER_NAME = "mymaster"
 #: How long the master may not answer before a sentinel sees it down.
@@ -80,23 +80,18 @@ class SentinelSet:
         self, name: str, argv_for: Callable[[int], list[str]], password: str | None
     ) -> Node:
         """A server on a free port, moving to another if the one picked was taken before the
-        server bound it (``serves``)."""
+        server bound it (``wait_serving``)."""
         for _ in range(PORT_TRIES):
             port = free_port()
             node = Node(self.dir, f"{name}-{port}", port, argv_for(port), password)
-            proc = node.proc
-            assert proc is not None
-            deadline = time.monotonic() + 10.0
-            while time.monotonic() < deadline and proc.poll() is None:
-                try:
-                    if serves(node.client(), proc):
-                        return node
-                except redis.RedisError:
-                    pass
-                time.sleep(0.05)
-            node.kill()
-            if proc.returncode is None or proc.returncode == -signal.SIGKILL:
-                raise RuntimeError(f"{name} on port {port} did not answer in 10s")
+            assert node.proc is not None
+            try:
+                if wait_serving(node.client, node.proc, f"{name} on port {port}", 10.0):
+                    return node
+            except RuntimeError:
+                node.kill()  # not answering: not left running behind the error
+                raise
+            # It exited: another test took the port first; the next try picks another.
         raise RuntimeError(f"{name} could not bind a free port in {PORT_TRIES} tries")
 
     def _data_node(self, replica_of: int | None = None) -> Node:

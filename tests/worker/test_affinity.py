@@ -69,3 +69,14 @@ def test_each_child_runs_on_its_own_cpu_and_a_replacement_on_the_same(
             (replacement,) = children(worker.pid) - first
             wait_until(lambda: cpus_of(replacement) == lost, timeout=20)
             assert app.send_task("interop.add", (4, 5)).get(timeout=20) == 9
+
+
+def test_a_cpu_it_may_not_use_is_logged_and_the_process_runs_unpinned(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from fastq.worker.affinity import pin
+
+    before = os.sched_getaffinity(0)
+    pin(1_000_000)  # no such CPU
+    assert os.sched_getaffinity(0) == before
+    assert "could not pin pool process" in caplog.text and "runs unpinned" in caplog.text

@@ -10,9 +10,12 @@ its children to the same CPUs.
 
 from __future__ import annotations
 
+import logging
 import os
 
 from fastq.errors import ConfigurationError
+
+log = logging.getLogger("fastq.worker")
 
 
 def allowed_cpus() -> list[int]:
@@ -29,5 +32,12 @@ def child_cpu(index: int, cpus: list[int]) -> int:
 
 
 def pin(cpu: int) -> None:
-    """Pins the calling process to ``cpu``."""
-    os.sched_setaffinity(0, {cpu})
+    """Pins the calling process to ``cpu``. A CPU it may no longer use (its cpuset changed since
+    the worker started) is logged and the process runs unpinned: a child that died of it would
+    be replaced by one that dies the same way."""
+    try:
+        os.sched_setaffinity(0, {cpu})
+    except OSError as exc:
+        log.warning(
+            "could not pin pool process %d to CPU %d (%s); it runs unpinned", os.getpid(), cpu, exc
+        )
