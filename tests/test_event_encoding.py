@@ -1,8 +1,8 @@
 """How task events are encoded where they happen and stamped with the clock where they are sent
 (``_core.encode_events``, ``_core.stamp_events``), without a broker: Celery's fields, JSON a
 receiver reads, consecutive Lamport clocks, and a prefork child's events carried by its reports
-(a batch's ``task-received`` encoded when it is fetched, a task's start and success told by its
-start and end reports and written as events by the supervisor)."""
+as ``E`` lines (a batch's ``task-received`` encoded when it is fetched, a task's start and
+success as they happen), which the supervisor takes off and stamps as they are."""
 
 from __future__ import annotations
 
@@ -100,7 +100,7 @@ def _published(reports: bytes) -> list[dict[str, Any]]:
     """The events a supervisor publishes from ``reports`` (one ``task.multi`` body)."""
     read_fd, write_fd = os.pipe()
     os.set_blocking(read_fd, False)
-    taken: list[bytes | tuple[Any, ...]] = []
+    taken: list[bytes] = []
     noop: Any = None
     supervisor = Supervisor(1, noop, noop, noop, on_events=taken.extend)
     try:
@@ -109,15 +109,15 @@ def _published(reports: bytes) -> list[dict[str, Any]]:
     finally:
         os.close(read_fd)
         os.close(write_fd)
-    events: list[dict[str, Any]] = json.loads(
-        _core.stamp_events(taken, 5, common_members("w@h", 7))
-    )
+    events: list[dict[str, Any]] = json.loads(_core.stamp_events(taken, 5))
+    assert len(events) == _core.count_events(taken)
     return events
 
 
 def test_a_prefork_childs_events_reach_the_supervisor_with_its_reports() -> None:
-    """The batch's task-received in one line when it is fetched, a task's start and success in
-    its start and end reports: the supervisor publishes Celery's three events, in order."""
+    """The batch's task-received when it is fetched, a task's start and success as they happen,
+    each an ``E`` line written with the next report: the supervisor publishes Celery's three
+    events, in order."""
     batch = [
         _stand_in("id-1", "t", argsrepr="(1,)", root_id="r", retries=2, eta="2026-01-01T00:00:00"),
         _stand_in("id-2", "t"),  # no argsrepr: the args' repr
@@ -134,7 +134,7 @@ def test_a_prefork_childs_events_reach_the_supervisor_with_its_reports() -> None
         reporter.hand_over([], False)
 
     reports = _child_reports(run)
-    assert [line[:2] for line in reports.splitlines()] == [b"E ", b"E ", b"S ", b"D "]
+    assert [line[:2] for line in reports.splitlines()] == [b"E "] * 3 + [b"S ", b"E ", b"D"]
     events = _published(reports)
     assert [(e["type"], e["uuid"], e["clock"]) for e in events] == [
         ("task-received", "id-1", 5),
@@ -178,8 +178,8 @@ def test_reprs_are_cut_as_celery_cuts_them() -> None:
     assert succeeded["result"] == short_repr("x" * 5000) and succeeded["result"].endswith("...")
 
 
-def test_an_outcome_a_report_line_cannot_carry_goes_as_an_event_of_its_own() -> None:
-    """A result whose repr spans lines, and every outcome but success: ``E`` lines."""
+def test_a_repr_over_lines_and_the_other_outcomes_are_e_lines_too() -> None:
+    """A result whose repr spans lines is escaped in its line; a failure is an ``E`` line."""
 
     class Lines:
         def __repr__(self) -> str:
@@ -215,24 +215,46 @@ def test_with_events_off_the_reports_say_nothing_of_them() -> None:
         reporter.hand_over([], False)
 
     reports = _child_reports(run)
-    assert reports.split(b" ")[6] == b"-" and reports.endswith(b"\nD\n")
+    assert reports == b"S id-1 - - t - -\nD\n"
     assert _published(reports) == []
 
 
-def test_a_malformed_report_event_is_left_out_with_its_clock() -> None:
-    reports = [
-        (b"S", b"1.5", "a"),  # not whole microseconds
-        (b"D", "1500000", "b", b"x", "'r'"),  # runtime not a number
-        (b"D", "1500000", "b", b"500000000", "'r'"),
-        (b"S", "2500000", "c"),
+def test_a_malformed_event_line_is_left_out_with_its_clock() -> None:
+    runs = [b'{"a":1}\nnot an object\n{"b":2}\n', b"{oops", b'{"c":3}', b"\n"]
+    assert _core.count_events(runs) == 5
+    assert json.loads(_core.stamp_events(runs, 1)) == [
+        {"clock": 1, "a": 1},
+        {"clock": 3, "b": 2},
+        {"clock": 5, "c": 3},
     ]
-    body = _core.stamp_events(reports, 1, b'"pid":1')
-    assert json.loads(body) == [
-        {"clock": 3, "type": "task-succeeded", "timestamp": 1.5, "pid": 1, "uuid": "b",
-         "result": "'r'", "runtime": 0.5},
-        {"clock": 4, "type": "task-started", "timestamp": 2.5, "pid": 1, "uuid": "c"},
-    ]  # fmt: skip
-    assert b'"timestamp":1.500000,' in body and b'"runtime":0.500000000}' in body
+
+
+def test_a_chunk_splits_into_event_lines_other_lines_and_its_tail() -> None:
+    """What the supervisor reads from a child: E lines off in one pass, prefix and all."""
+    events, lines, tail = _core.split_reports(b"E {1}\nS a b\nE {2}\nD\nE {3", b"E ")
+    assert (events, lines, tail) == (b"{1}\n{2}\n", [b"S a b", b"D"], b"E {3")
+    assert _core.split_reports(b"partial", b"E ") == (b"", [], b"partial")
+    assert _core.split_reports(b"", b"E ") == (b"", [], b"")
+
+
+def test_a_lone_surrogate_in_a_result_is_sent_as_its_escape() -> None:
+    """A repr ``started_line``/``succeeded_line`` cannot write as UTF-8 takes the general path,
+    which writes what it can: the event is not lost, and the child does not fail."""
+
+    class Odd:
+        def __repr__(self) -> str:
+            return "bad \ud800 repr"
+
+    def run(reporter: SupervisorReporter, events: TaskEvents) -> None:
+        context = Context(id="id-1", task="t")
+        events.started(context)
+        reporter.started(context, None, False)
+        events.outcome(context, Outcome(states.SUCCESS, Odd(), None, Settle.ACK), 0.5)
+        reporter.finished()
+
+    started, succeeded = _published(_child_reports(run))
+    assert (started["type"], succeeded["type"]) == ("task-started", "task-succeeded")
+    assert succeeded["uuid"] == "id-1" and succeeded["result"] == "bad \\ud800 repr"
 
 
 def test_without_a_report_pipe_each_event_is_handed_on_at_once() -> None:
@@ -240,4 +262,4 @@ def test_without_a_report_pipe_each_event_is_handed_on_at_once() -> None:
     events = TaskEvents("w@h", 7, sent.append, Switch())
     events.started(Context(id="id-1"))
     assert len(sent) == 1 and json.loads(sent[0][0])["uuid"] == "id-1"
-    assert events.held == [] and events.take(b"E ") == b""
+    assert events.held == [] and events.take() == b""

@@ -26,6 +26,7 @@ __all__ = [
     "__version__",
     "amqp_connect_failure",
     "compression_type",
+    "count_events",
     "decode_task",
     "decode_task_envelope",
     "dumps",
@@ -40,7 +41,10 @@ __all__ = [
     "renew_leases",
     "restore_consumer",
     "restore_visible",
+    "split_reports",
     "stamp_events",
+    "started_line",
+    "succeeded_line",
 ]
 
 __version__: str
@@ -110,16 +114,28 @@ def encode_received(
     ``args``/``kwargs`` from the ``argsrepr``/``kwargsrepr`` headers or else the arguments'
     reprs cut to 1024 characters. A header JSON cannot carry raises ``EncodeError``."""
 
-def stamp_events(
-    events: Iterable[bytes | tuple[Any, ...]], clock: int, common: bytes = b""
-) -> bytes:
-    """A ``task.multi`` body: the JSON array of ``events``, each with ``"clock"`` spliced in as its
-    first member, numbered from ``clock`` on. An event is a JSON object (``encode_events``'), or
-    a prefork child's report of a task written as its event here with ``common``:
-    ``(b"S", timestamp, uuid)`` a ``task-started``, ``(b"D", timestamp, uuid, runtime, result)``
-    a ``task-succeeded`` (timestamp and runtime numbers as text; each part bytes or str). An item
-    that does not read (not a JSON object ``{…}``, a malformed report) is left out, and its clock
+def stamp_events(events: list[bytes], clock: int) -> bytes:
+    """A ``task.multi`` body: the JSON array of the events in ``events``, each with ``"clock"``
+    spliced in as its first member, numbered from ``clock`` on. An item is one encoded event
+    (``encode_events``'), or several each on a line of its own (a prefork child's ``E`` lines,
+    ``split_reports``). An event that is not a JSON object ``{…}`` is left out, and its clock
     number with it."""
+
+def count_events(events: list[bytes]) -> int:
+    """How many events ``events`` hold: ``stamp_events``' clock numbers (non-empty lines)."""
+
+def split_reports(data: bytes, prefix: bytes) -> tuple[bytes, list[bytes], bytes]:
+    """A prefork child's report chunk in one pass: its ``<prefix>`` lines (task events), prefix
+    off and each ending in ``\\n``, together; its other lines without their ``\\n``; and what
+    follows the last ``\\n`` (a line not whole yet)."""
+
+def started_line(uuid: str, common: bytes, prefix: bytes) -> bytes:
+    """The ``task-started`` of task ``uuid``, now, as a line ``<prefix><JSON>\\n`` (``common``
+    as for ``encode_events``). A lone surrogate raises ``UnicodeEncodeError``."""
+
+def succeeded_line(uuid: str, result: str, runtime: float, common: bytes, prefix: bytes) -> bytes:
+    """The ``task-succeeded`` of task ``uuid``, now, as a line ``<prefix><JSON>\\n``: ``result``
+    its result's repr, ``runtime`` seconds. A lone surrogate raises ``UnicodeEncodeError``."""
 
 def redis_event_command(
     channel: str, body: bytes, hostname: str, exchange: str, routing_key: str

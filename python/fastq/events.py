@@ -14,11 +14,12 @@ spliced into the encoded events in one call per batch (``_core.stamp_events``).
 
 A prefork child does as little as it can per task (``TaskEvents`` without ``emit``): the
 ``task-received`` of a fetched batch are encoded in one call when it arrives
-(``_core.encode_received``), and go to the supervisor with the child's next report; a
-``task-started`` is the start report's timestamp, a ``task-succeeded`` the end report's
-timestamp, runtime and result repr (``worker/reports.py``), which the supervisor turns into
-events when it publishes them (``stamp_events`` again, from the reports' parts). Other events
-(failed, retried, revoked, rejected) are encoded by the child and carried as ``E`` lines.
+(``_core.encode_received``), a task's ``task-started`` and ``task-succeeded`` in one call each
+(``_core.started_line``, ``succeeded_line``), and they go to the supervisor as ``E`` lines with
+the child's next report (``worker/reports.py``). The supervisor takes a chunk's ``E`` lines
+off in one call (``_core.split_reports``) and hands them on as they are: it does no per-event
+work of its own but splicing the clocks in. Other events (failed, retried, revoked, rejected)
+are encoded by the child too, as they happen.
 """
 
 from __future__ import annotations
@@ -52,10 +53,13 @@ JSON = "application/json"
 HEARTBEAT_EVERY = 2.0
 #: Celery's ``resultrepr_maxsize`` and argsrepr bound: longer reprs are cut.
 REPR_MAX = 1024
+#: What starts a prefork child's report line that carries a task event (``worker/reports.py``).
+LINE_PREFIX = b"E "
 #: How often buffered task events are published (seconds): one message per interval, however
 #: often the prefork supervisor wakes up.
 FLUSH_EVERY = 0.1
-#: Task events kept between two publishes; the oldest are dropped past this.
+#: Task events kept between two publishes, as items (an encoded event, or the events of a
+#: child's report chunk); the oldest are dropped past this.
 MAX_BUFFERED = 10_000
 #: After a failed publish, events are dropped (not tried) for this long, doubling up to the
 #: ceiling: the prefork supervisor publishes from its loop, which a broker that does not answer
@@ -107,24 +111,20 @@ def _encode_one(event: tuple[str, float, dict[str, Any]], common: bytes) -> byte
         return _core.encode_events([event], common)[0]
     except errors.EncodeError:
         event_type, timestamp, fields = event
-        fields = {k: v if _plain(v) else repr(v) for k, v in fields.items()}
+        fields = {k: _writable(v if _plain(v) else repr(v)) for k, v in fields.items()}
         return _core.encode_events([(event_type, timestamp, fields)], common)[0]
+
+
+def _writable(value: Any) -> Any:
+    """``value``, a str with what UTF-8 cannot carry (a lone surrogate) as its escape."""
+    if isinstance(value, str) and not value.isascii():
+        return value.encode("utf-8", "backslashreplace").decode()
+    return value
 
 
 def with_clock(raw: bytes, clock: int) -> bytes:
     """``raw`` (a JSON object from ``encode_events``) with ``clock`` as its first field."""
     return b'{"clock":%d,%s' % (clock, raw[1:])
-
-
-def _utf8(text: str) -> bool:
-    """``text`` encodes as UTF-8 (no lone surrogate), as a report line must."""
-    if text.isascii():
-        return True
-    try:
-        text.encode()
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def _plain(value: Any) -> bool:
@@ -147,10 +147,9 @@ class TaskEvents:
     """A consumer loop's task events, with Celery's fields, handed to ``emit`` encoded.
 
     ``pid`` is the worker's main process, as in Celery, where the main process sends them.
-    Without ``emit`` (a prefork child), events are ``held`` until ``take``: the child's next
-    report carries them, and the events held meanwhile are encoded in one call; the
-    ``task-received`` of a batch are encoded when it is fetched (``fetched``), and a task's
-    start and success are left to its reports (``start_stamp``, ``end_stamp``).
+    Without ``emit`` (a prefork child), events are ``held`` as lines until ``take``: the
+    child's next report carries them. The ``task-received`` of a batch are encoded when it is
+    fetched (``fetched``), in one call; every other event as it happens.
     """
 
     def __init__(
@@ -165,14 +164,8 @@ class TaskEvents:
         self.emit = emit
         self.switch = switch
         self.common = common_members(hostname, pid)
-        #: Events not written yet (``emit`` None): (type, timestamp, fields) not encoded yet, or
-        #: lines encoded already (a batch's ``task-received``).
-        self.held: list[tuple[str, float, dict[str, Any]] | bytes] = []
-        #: When the task about to start started, for its start report: ``time.time()`` in whole
-        #: microseconds (0: none; an int is written faster than a float).
-        self.start_stamp = 0
-        #: A task's success for its end report: when (µs), its runtime (ns), its result's repr.
-        self.end_stamp: tuple[int, int, str] | None = None
+        #: Events not written yet (``emit`` None), as lines ``E <JSON>\n``.
+        self.held: list[bytes] = []
 
     @property
     def enabled(self) -> bool:
@@ -181,28 +174,14 @@ class TaskEvents:
     def _send(self, event_type: str, fields: dict[str, Any]) -> None:
         event = (event_type, time.time(), fields)
         if self.emit is None:
-            self.held.append(event)
+            self.held.append(encode_lines([event], self.common, LINE_PREFIX))
         else:  # shared by a thread pool's loops: nothing held
             self.emit(encode_events([event], self.common))
 
-    def take(self, prefix: bytes) -> bytes:
-        """The events held so far as lines, each ``<prefix><JSON>\\n`` (``emit`` None)."""
+    def take(self) -> bytes:
+        """The events held so far, as lines (``emit`` None)."""
         held, self.held = self.held, []
-        if not held:
-            return b""
-        parts: list[bytes] = []
-        run: list[tuple[str, float, dict[str, Any]]] = []
-        for item in held:
-            if isinstance(item, bytes):
-                if run:
-                    parts.append(encode_lines(run, self.common, prefix))
-                    run = []
-                parts.append(item)
-            else:
-                run.append(item)
-        if run:
-            parts.append(encode_lines(run, self.common, prefix))
-        return b"".join(parts)
+        return b"".join(held)
 
     def fetched(self, deliveries: Sequence[Delivery], tasks: Mapping[str, Any]) -> None:
         """A batch arrived (a prefork child): the ``task-received`` of its tasks, in one call
@@ -211,15 +190,16 @@ class TaskEvents:
             return  # ``received`` per task
         now = time.time()
         try:
-            lines = _core.encode_received(deliveries, tasks, self.common, now, b"E ")
+            lines = _core.encode_received(deliveries, tasks, self.common, now, LINE_PREFIX)
         except (errors.EncodeError, TypeError, AttributeError):  # one by one, reprs if need be
             for delivery in deliveries:
                 try:
-                    lines = _core.encode_received([delivery], tasks, self.common, now, b"E ")
+                    lines = _core.encode_received([delivery], tasks, self.common, now, LINE_PREFIX)
                 except (errors.EncodeError, TypeError, AttributeError):
                     fields = _received_fields(delivery)
                     if fields is not None:
-                        self.held.append(("task-received", now, fields))
+                        event = ("task-received", now, fields)
+                        self.held.append(encode_lines([event], self.common, LINE_PREFIX))
                     continue
                 if lines:
                     self.held.append(lines)
@@ -250,9 +230,12 @@ class TaskEvents:
         )
 
     def started(self, context: Context) -> None:
-        if self.emit is None:
-            self.start_stamp = int(time.time() * 1e6)  # the start report carries it
-            return
+        if self.emit is None and isinstance(context.id, str):
+            try:
+                self.held.append(_core.started_line(context.id, self.common, LINE_PREFIX))
+                return
+            except UnicodeEncodeError:  # a lone surrogate: the general path says why
+                pass
         self._send("task-started", {"uuid": context.id})
 
     def outcome(self, context: Context, outcome: Outcome, runtime: float) -> None:
@@ -261,10 +244,15 @@ class TaskEvents:
         state = outcome.state
         if state == states.SUCCESS:
             result = short_repr(outcome.value)
-            if self.emit is None and "\n" not in result and _utf8(result):
-                # the end report carries it
-                self.end_stamp = (int(time.time() * 1e6), int(max(runtime, 0.0) * 1e9), result)
-                return
+            if self.emit is None and isinstance(context.id, str):
+                try:
+                    line = _core.succeeded_line(
+                        context.id, result, runtime, self.common, LINE_PREFIX
+                    )
+                    self.held.append(line)
+                    return
+                except UnicodeEncodeError:  # a lone surrogate: the general path writes a repr
+                    pass
             fields = {"uuid": context.id, "result": result, "runtime": runtime}
             self._send("task-succeeded", fields)
         elif state in (states.FAILURE, states.RETRY):
@@ -344,8 +332,8 @@ class EventDispatcher:
         self.pid = os.getpid()
         self.common = common_members(hostname, self.pid)
         self._publisher: EventPublisher | None = None
-        #: Encoded events, or a prefork child's start and end reports of a task (``stamp_events``).
-        self._buffer: deque[bytes | tuple[Any, ...]] = deque(maxlen=MAX_BUFFERED)
+        #: Encoded events: one each, or a child's runs of ``\n``-ended lines (``stamp_events``).
+        self._buffer: deque[bytes] = deque(maxlen=MAX_BUFFERED)
         self._lock = threading.Lock()
         self._next_heartbeat = 0.0
         self._next_flush = 0.0
@@ -354,9 +342,9 @@ class EventDispatcher:
         #: Heartbeats on: between ``online()`` and ``offline()``.
         self.beating = False
 
-    def put_many(self, raws: Sequence[bytes | tuple[Any, ...]]) -> None:
-        """Buffers task events (thread-safe): encoded, or as a child's reports give them
-        (``_core.stamp_events``)."""
+    def put_many(self, raws: Sequence[bytes]) -> None:
+        """Buffers task events (thread-safe): each item one encoded event, or several each
+        ending in ``\n`` (a prefork child's ``E`` lines)."""
         with self._lock:
             self._buffer.extend(raws)
 
@@ -416,7 +404,8 @@ class EventDispatcher:
                 batch = list(self._buffer)
                 self._buffer.clear()
             if batch:
-                body = _core.stamp_events(batch, CLOCK.forward_many(len(batch)), self.common)
+                first = CLOCK.forward_many(_core.count_events(batch))
+                body = _core.stamp_events(batch, first)
                 self._publish([("task.multi", body)])
         if self.beating and time.monotonic() >= self._next_heartbeat:
             self.heartbeat()

@@ -1,27 +1,25 @@
 """The report pipe: what a prefork child tells its supervisor, one line at a time.
 
-- ``S <id> <tag|-> <deadline|-> <name|-> <L|-> <stamp|-> <request>``: a task started (``L``:
-  acknowledged after it runs; ``<stamp>``: when, in whole microseconds, with task events on:
-  the supervisor's ``task-started``). ``<request>`` is what the supervisor needs to record the
+- ``S <id> <tag|-> <deadline|-> <name|-> <L|-> <request>``: a task started (``L``:
+  acknowledged after it runs). ``<request>`` is what the supervisor needs to record the
   task's result should the child not live to (``encode_request``): mostly the client's
   ``reply_to``, so it stays short.
-- ``D``: the task ended; ``DL``: it ended and its late ack is still to be sent. With task
-  events on and the task succeeded, `` <stamp> <runtime> <result repr>`` follow (when, in
-  microseconds; how long it ran, in nanoseconds): the supervisor's ``task-succeeded``.
+- ``D``: the task ended; ``DL``: it ended and its late ack is still to be sent.
 - ``K <id> <JSON>``: a copy of a result the child has not stored yet.
 - ``k``: every result handed over is stored, and every late ack sent.
 - ``M <JSON>``: the child's metrics since its last ``M`` line (``worker/metrics.py``), with
   ``--metrics-port`` only.
-- ``E <JSON>``: a task event (``fastq.events``), which the supervisor publishes; written with the
-  next line above, so events cost the child no write of their own (and the events held until
-  then are encoded in one call: ``TaskEvents.take``). The ``task-received`` of a fetched batch
-  are encoded in one call too, when it arrives (``TaskEvents.fetched``).
+- ``E <JSON>``: a task event (``fastq.events``), which the supervisor publishes as it is, its
+  clock spliced in; written with the next line above, so events cost the child no write of
+  their own. The ``task-received`` of a fetched batch are encoded in one call, when it arrives
+  (``TaskEvents.fetched``), a task's ``task-started`` and ``task-succeeded`` in one call each.
 - ``R <JSON>``: what the child holds and has not started (``worker/held.py``: the rest of its
   fetched batch, ETA and rate-limited tasks), replacing what it said before; written with the
   start report that follows a fetch (an ``S`` line takes its task out), on its own only when
   something left without starting (revoked, expired, handed back to the broker).
 
-The child writes them (``SupervisorReporter``); the supervisor reads them (``parse_start``), and
+The child writes them (``SupervisorReporter``); the supervisor reads them (``_core.split_reports``
+takes the ``E`` lines off a chunk in one pass; ``parse_start``), and
 decodes a request (``decode_request``) only to record a task the child did not finish
 (``worker/lost.py``). The other way, down a pipe of its own, the supervisor tells each child
 which ids to skip, drop or end (``worker/revoke.py``).
@@ -133,14 +131,11 @@ def decode_request(task: ReportedTask, hostname: str) -> Context:
 
 
 class HeldEvents(Protocol):
-    """Task events held until a report carries them (``fastq.events.TaskEvents``), and what the
-    start and end reports say for the supervisor's ``task-started`` and ``task-succeeded``."""
+    """Task events held until a report carries them (``fastq.events.TaskEvents``)."""
 
-    held: list[Any]
-    start_stamp: int
-    end_stamp: tuple[int, int, str] | None
+    held: list[bytes]
 
-    def take(self, prefix: bytes) -> bytes: ...
+    def take(self) -> bytes: ...
 
 
 class SupervisorReporter:
@@ -166,23 +161,10 @@ class SupervisorReporter:
         tag = getattr(request, "delivery_tag", None) or "-"
         late = "L" if acks_late else "-"
         encoded = encode_request(request, self.with_args)
-        stamp: int | str = "-"
-        events = self.events
-        if events is not None and events.start_stamp:
-            stamp, events.start_stamp = events.start_stamp, 0
-        self._write(f"S {request.id} {tag} {deadline} {name} {late} {stamp} {encoded}\n")
+        self._write(f"S {request.id} {tag} {deadline} {name} {late} {encoded}\n")
 
     def finished(self) -> None:
-        self._write(f"D{self._succeeded()}\n")
-
-    def _succeeded(self) -> str:
-        """What the end report says of a task that succeeded, with task events on: `` <stamp>
-        <runtime> <result repr>`` (the repr holds no newline: ``TaskEvents.outcome``)."""
-        events = self.events
-        if events is None or events.end_stamp is None:
-            return ""
-        (stamp, runtime, result), events.end_stamp = events.end_stamp, None
-        return f" {stamp} {runtime} {result}"
+        self._write("D\n")
 
     def hand_over(self, results: list[tuple[str, dict[str, Any]]], late_ack: bool) -> None:
         """The end of a task, with copies of the results not stored yet and whether its late
@@ -191,7 +173,7 @@ class SupervisorReporter:
         copies, complete = self._copies(results)
         # A result with no copy (not JSON) leaves its message to come back should the child die.
         end = "DL" if late_ack and complete else "D"
-        self._write(f"{copies}{end}{self._succeeded()}\n")
+        self._write(f"{copies}{end}\n")
 
     def kept(self, results: list[tuple[str, dict[str, Any]]]) -> None:
         """Results the child could not store (the backend is down) and keeps: copies."""
@@ -244,7 +226,7 @@ class SupervisorReporter:
         data = line.encode()
         events = self.events
         if events is not None and events.held:
-            data = events.take(b"E ") + data
+            data = events.take() + data
         if self._pending:
             data = b"".join(self._pending) + data
             self._pending.clear()
@@ -270,25 +252,21 @@ class ReportedTask:
     #: Its request as the child encoded it (``encode_request``), decoded only when needed
     #: (``decode_request``).
     request: str = ""
-    #: When it started (``time.time()`` in µs, as text), with task events on: its
-    #: ``task-started``.
-    stamp: str = ""
 
 
 def parse_start(line: bytes) -> ReportedTask | None:
     """The task of an ``S`` line; None for a malformed one."""
-    parts = line.decode(errors="replace").split(" ", 7)
-    if len(parts) < 7:
+    parts = line.decode(errors="replace").split(" ", 6)
+    if len(parts) < 6:
         return None
-    _, task_id, tag, deadline, name, late, stamp = parts[:7]
+    _, task_id, tag, deadline, name, late = parts[:6]
     return ReportedTask(
         task_id,
         "" if tag == "-" else tag,
         None if deadline == "-" else float(deadline),
         "" if name == "-" else name,
         acks_late=late == "L",
-        request=parts[7] if len(parts) == 8 else "",
-        stamp="" if stamp == "-" else stamp,
+        request=parts[6] if len(parts) == 7 else "",
     )
 
 

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from fastq import _core, errors
 from fastq.backoff import Backoff
+from fastq.events import LINE_PREFIX
 from fastq.worker import task_settings
 from fastq.worker.early_acks import EarlyAcks
 from fastq.worker.held import decode_entries
@@ -108,7 +109,7 @@ class Supervisor:
         settle_done: Callable[[str, list[str]], None] | None = None,
         fails_when_lost: Callable[[str], bool] | None = None,
         on_metrics: Callable[[int, bytes | None], None] | None = None,
-        on_events: Callable[[list[bytes | tuple[Any, ...]]], None] | None = None,
+        on_events: Callable[[list[bytes]], None] | None = None,
         early_acks: EarlyAcks | None = None,
     ) -> None:
         """``child_main(index, consumer_id, reporter, revoked_fd)`` runs in each child and returns
@@ -125,11 +126,10 @@ class Supervisor:
         task whose child died fails (``WorkerLostError``) instead of running again
         (``task_reject_on_worker_lost=False``); ``on_metrics(index, data)`` takes a child's
         metrics line (``M``), and ``None`` when that child is gone (it holds no message now);
-        ``on_events(raws)`` takes the task events the children reported: ``E`` lines (JSON), and
-        the ``task-started``/``task-succeeded`` their start and end reports carry, as tuples
-        (``_core.stamp_events``); ``early_acks`` acknowledges the tasks children start with an
-        early ack, from their start reports (the children then only release them:
-        ``worker/early_acks.py``)."""
+        ``on_events(raws)`` takes the task events the children reported: each item the ``E``
+        lines of a report chunk, prefix off (``_core.stamp_events``); ``early_acks``
+        acknowledges the tasks children start with an early ack, from their start reports (the
+        children then only release them: ``worker/early_acks.py``)."""
         self.concurrency = concurrency
         self.child_main = child_main
         self.restore = restore
@@ -335,26 +335,20 @@ class Supervisor:
             chunks.append(data)
         if not chunks:
             return
-        lines = (child.buffer + b"".join(chunks)).split(b"\n")
-        child.buffer = lines.pop()
-        events: list[bytes | tuple[Any, ...]] = []
+        # The task events (E lines) are taken off in one pass and handed on as they are.
+        events, lines, child.buffer = _core.split_reports(
+            child.buffer + b"".join(chunks), LINE_PREFIX
+        )
         for line in lines:
-            if line[:2] == b"E ":
-                events.append(line[2:])
-            elif line[:2] == b"S ":
-                task = self._started(child, line)
-                if task is not None and task.stamp:  # its task-started (events.stamp_events)
-                    events.append((b"S", task.stamp, task.task_id))
+            if line[:2] == b"S ":
+                self._started(child, line)
             elif line[:2] == b"K ":  # decoded only if the child dies
                 _, task_id, data = line.split(b" ", 2)
                 child.kept.append((task_id.decode(errors="replace"), data))
-            elif line[:1] == b"D":  # D or DL, and with events a success's stamp, runtime, repr
-                parts = line.split(b" ", 3)
+            elif line[:1] == b"D":  # D, or DL: its late ack is still to be sent
                 running = child.running
-                if parts[0] == b"DL" and running is not None and running.delivery_tag:
+                if line == b"DL" and running is not None and running.delivery_tag:
                     child.done.append((running.task_id, running.delivery_tag))
-                if len(parts) == 4 and running is not None:  # its task-succeeded
-                    events.append((b"D", parts[1], running.task_id, parts[2], parts[3]))
                 child.running = None
                 if self.active_tasks is not None:
                     self.active_tasks.finished(child.index)
@@ -368,7 +362,7 @@ class Supervisor:
                 if entries is not None:
                     self.active_tasks.held(child.index, entries)
         if events and self.on_events is not None:
-            self.on_events(events)
+            self.on_events([events])
 
     def _started(self, child: Child, line: bytes) -> ReportedTask | None:
         task = parse_start(line)

@@ -74,7 +74,7 @@ impl<'o> EventWriter<'o> {
         common: &[u8],
     ) -> Result<Self> {
         out.extend_from_slice(b"{\"type\":");
-        json::to_writer(out, event_type)?;
+        write_str(out, event_type)?;
         out.extend_from_slice(b",\"timestamp\":");
         match timestamp {
             Field::Number(text) => out.extend_from_slice(text.as_bytes()),
@@ -91,7 +91,7 @@ impl<'o> EventWriter<'o> {
     pub fn field(&mut self, key: &str, field: Field<'_>) -> Result<()> {
         let out = &mut *self.out;
         out.push(b',');
-        json::to_writer(out, key)?;
+        write_str(out, key)?;
         out.push(b':');
         match field {
             Field::Null => out.extend_from_slice(b"null"),
@@ -101,7 +101,7 @@ impl<'o> EventWriter<'o> {
                 let _ = write!(out, "{i}"); // writing to a Vec cannot fail
             }
             Field::Float(f) => json::write(out, &Value::Float(f))?,
-            Field::Str(text) => json::to_writer(out, text)?,
+            Field::Str(text) => write_str(out, text)?,
             Field::Number(text) => out.extend_from_slice(text.as_bytes()),
             Field::Value(value) => json::write(out, &value)?,
         }
@@ -111,6 +111,19 @@ impl<'o> EventWriter<'o> {
     pub fn end(self) {
         self.out.push(b'}');
     }
+}
+
+/// A JSON string, written as it is when nothing in it needs escaping (ids, names, most reprs:
+/// the usual case, and a scan the compiler vectorizes), else as serde_json escapes it.
+fn write_str(out: &mut Vec<u8>, text: &str) -> Result<()> {
+    if text.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        out.reserve(text.len() + 2);
+        out.push(b'"');
+        out.extend_from_slice(text.as_bytes());
+        out.push(b'"');
+        return Ok(());
+    }
+    json::to_writer(out, text)
 }
 
 fn field_value(field: Field<'_>) -> Value {
@@ -124,15 +137,17 @@ fn field_value(field: Field<'_>) -> Value {
     }
 }
 
-/// The JSON array of `events` (objects from `encode`), each with `"clock"` spliced in as its
+/// The JSON array of the events in `runs` (objects from `encode`, one per line of a run: a
+/// run is one event, or several each ending in `\n`), each with `"clock"` spliced in as its
 /// first member: `first_clock`, `first_clock + 1`… (the body of a `task.multi` message). An
-/// event that is not a JSON object (`{…}`) is left out, and its clock with it.
-pub fn stamp<'a>(events: impl IntoIterator<Item = &'a [u8]>, first_clock: u64) -> Vec<u8> {
-    let events = events.into_iter();
-    let mut out = Vec::with_capacity(2 + events.size_hint().0 * 320);
+/// event that is not a JSON object (`{…}`) is left out, and its clock with it; empty lines
+/// are not events.
+pub fn stamp<'a>(runs: impl IntoIterator<Item = &'a [u8]>, first_clock: u64) -> Vec<u8> {
+    let runs = runs.into_iter();
+    let mut out = Vec::with_capacity(2 + runs.size_hint().0 * 320);
     out.push(b'[');
     let mut clock = first_clock;
-    for event in events {
+    for event in runs.flat_map(lines) {
         if event.len() < 2 || event[0] != b'{' || event[event.len() - 1] != b'}' {
             clock += 1;
             continue;
@@ -152,6 +167,22 @@ pub fn stamp<'a>(events: impl IntoIterator<Item = &'a [u8]>, first_clock: u64) -
     }
     out.push(b']');
     out
+}
+
+/// How many events `runs` hold (`stamp`'s clock numbers): their non-empty lines.
+pub fn count<'a>(runs: impl IntoIterator<Item = &'a [u8]>) -> u64 {
+    runs.into_iter().flat_map(lines).count() as u64
+}
+
+/// The non-empty lines of `run`, without their `\n`.
+fn lines(run: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let ends = memchr::memchr_iter(b'\n', run).chain(std::iter::once(run.len()));
+    let mut start = 0;
+    ends.filter_map(move |end| {
+        let line = &run[start..end];
+        start = end + 1;
+        (!line.is_empty()).then_some(line)
+    })
 }
 
 #[cfg(test)]
@@ -177,6 +208,21 @@ mod tests {
             String::from_utf8(out).unwrap(),
             r#"{"type":"task-succeeded","timestamp":1.25,"pid":7,"uuid":"a\"b","runtime":0.5,"retries":-3,"requeue":false,"eta":null,"loadavg":[0.25]}"#
         );
+    }
+
+    #[test]
+    fn strings_are_written_as_serde_json_writes_them() {
+        for text in [
+            "plain-id",
+            "",
+            "é ünïcode",
+            "quote\" back\\ nl\n tab\t \u{1}",
+            "\u{7f}",
+        ] {
+            let mut fast = Vec::new();
+            write_str(&mut fast, text).unwrap();
+            assert_eq!(fast, serde_json::to_vec(text).unwrap(), "{text:?}");
+        }
     }
 
     #[test]
@@ -230,5 +276,15 @@ mod tests {
             r#"[{"clock":41,"type":"a"},{"clock":42},{"clock":44,"type":"b"}]"#
         );
         assert_eq!(stamp(std::iter::empty(), 1), b"[]");
+    }
+
+    #[test]
+    fn a_run_of_lines_is_stamped_line_by_line() {
+        let runs: [&[u8]; 3] = [b"{\"a\":1}\n{\"b\":2}\n", b"{\"c\":3}", b"\n\n"];
+        assert_eq!(count(runs), 3);
+        assert_eq!(
+            String::from_utf8(stamp(runs, 7)).unwrap(),
+            r#"[{"clock":7,"a":1},{"clock":8,"b":2},{"clock":9,"c":3}]"#
+        );
     }
 }

@@ -3,12 +3,13 @@
 //! work than releasing and taking the GIL back.
 
 use std::borrow::Cow;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use fastq_core::events::{self, EventWriter, Field};
 use fastq_core::redis::event_envelope;
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
+use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyInt, PyList, PyString};
 
 use crate::convert::to_value;
 use crate::delivery::Delivery;
@@ -256,39 +257,106 @@ fn short_repr<'py>(value: &Bound<'py, PyAny>) -> Bound<'py, PyAny> {
     }
 }
 
-/// The JSON array of `events` with their clocks spliced in, from `clock` on. An item is an
-/// encoded event (bytes), or what a prefork child's start or end report says of a task, turned
-/// into its event here with `common`: `(b"S", timestamp, uuid)` a `task-started`,
-/// `(b"D", timestamp, uuid, runtime, result)` a `task-succeeded` (timestamp in integer
-/// microseconds, runtime in integer nanoseconds, as text; result the repr; each bytes or str). One that does not read is left out,
-/// and its clock number with it.
+/// The JSON array of the events in `events` with their clocks spliced in, from `clock` on. An
+/// item is an encoded event, or several each on a line of its own (a prefork child's `E` lines,
+/// `split_reports`). One that is not a JSON object is left out, and its clock number with it.
 #[pyfunction]
-#[pyo3(signature = (events, clock, common = b"".as_slice()), text_signature = "(events, clock, common=b'')")]
 pub fn stamp_events<'py>(
     py: Python<'py>,
-    events: &Bound<'py, PyAny>,
+    events: Vec<Bound<'py, PyBytes>>,
     clock: u64,
-    common: &[u8],
-) -> PyResult<Bound<'py, PyBytes>> {
-    let items = events.try_iter()?.collect::<PyResult<Vec<_>>>()?;
-    let mut encoded: Vec<Cow<'_, [u8]>> = Vec::with_capacity(items.len());
-    for item in &items {
-        if let Ok(raw) = item.cast::<PyBytes>() {
-            encoded.push(Cow::Borrowed(raw.as_bytes()));
-        } else if let Ok(report) = item.cast::<PyTuple>() {
-            encoded.push(Cow::Owned(reported_event(report, common)?));
+) -> Bound<'py, PyBytes> {
+    let body = events::stamp(events.iter().map(|raw| raw.as_bytes()), clock);
+    PyBytes::new(py, &body)
+}
+
+/// How many events `events` hold (`stamp_events`' clock numbers).
+#[pyfunction]
+pub fn count_events(events: Vec<Bound<'_, PyBytes>>) -> u64 {
+    events::count(events.iter().map(|raw| raw.as_bytes()))
+}
+
+/// A report chunk of a prefork child split in one pass: its `<prefix>` lines (the task events)
+/// with the prefix taken off, together, each ending in `\n`; its other lines, without their
+/// `\n`; and what follows the last `\n` (a line not whole yet).
+#[pyfunction]
+pub fn split_reports<'py>(
+    py: Python<'py>,
+    data: &[u8],
+    prefix: &[u8],
+) -> PyResult<(Bound<'py, PyBytes>, Bound<'py, PyList>, Bound<'py, PyBytes>)> {
+    let mut events = Vec::with_capacity(data.len());
+    let lines = PyList::empty(py);
+    let mut start = 0;
+    for end in memchr::memchr_iter(b'\n', data) {
+        let line = &data[start..end];
+        if let Some(event) = line.strip_prefix(prefix) {
+            events.extend_from_slice(event);
+            events.push(b'\n');
         } else {
-            return Err(encode_error(
-                py,
-                format!(
-                    "an event is bytes or a tuple, not {}",
-                    item.get_type().name()?
-                ),
-            ));
+            lines.append(PyBytes::new(py, line))?;
         }
+        start = end + 1;
     }
-    let body = events::stamp(encoded.iter().map(|b| b.as_ref()), clock);
-    Ok(PyBytes::new(py, &body))
+    let whole = start;
+    Ok((
+        PyBytes::new(py, &events),
+        lines,
+        PyBytes::new(py, &data[whole..]),
+    ))
+}
+
+/// The `task-started` of task `uuid`, now, as a line `<prefix><JSON>\n`.
+#[pyfunction]
+pub fn started_line<'py>(
+    py: Python<'py>,
+    uuid: &str,
+    common: &[u8],
+    prefix: &[u8],
+) -> PyResult<Bound<'py, PyBytes>> {
+    let mut out = Vec::with_capacity(192);
+    out.extend_from_slice(prefix);
+    let at = now_micros();
+    let mut event =
+        EventWriter::begin_at(&mut out, "task-started", Field::Number(&at), common).py_err(py)?;
+    event.field("uuid", Field::Str(uuid)).py_err(py)?;
+    event.end();
+    out.push(b'\n');
+    Ok(PyBytes::new(py, &out))
+}
+
+/// The `task-succeeded` of task `uuid`, now, as a line `<prefix><JSON>\n`: `result` its
+/// result's repr, `runtime` how long it ran (seconds).
+#[pyfunction]
+pub fn succeeded_line<'py>(
+    py: Python<'py>,
+    uuid: &str,
+    result: &str,
+    runtime: f64,
+    common: &[u8],
+    prefix: &[u8],
+) -> PyResult<Bound<'py, PyBytes>> {
+    let mut out = Vec::with_capacity(256 + result.len());
+    out.extend_from_slice(prefix);
+    let at = now_micros();
+    let mut event =
+        EventWriter::begin_at(&mut out, "task-succeeded", Field::Number(&at), common).py_err(py)?;
+    event.field("uuid", Field::Str(uuid)).py_err(py)?;
+    event.field("result", Field::Str(result)).py_err(py)?;
+    event
+        .field("runtime", Field::Float(runtime.max(0.0)))
+        .py_err(py)?;
+    event.end();
+    out.push(b'\n');
+    Ok(PyBytes::new(py, &out))
+}
+
+/// `time.time()` as a JSON number's text, in whole microseconds.
+fn now_micros() -> String {
+    let since = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    events::decimal(since.as_micros() as u64, 6)
 }
 
 /// The RESP `PUBLISH` of an event message on Redis: kombu's envelope around the JSON `body`
@@ -304,55 +372,4 @@ pub fn redis_event_command<'py>(
 ) -> Bound<'py, PyBytes> {
     let command = event_envelope::publish_command(channel, body, hostname, exchange, routing_key);
     PyBytes::new(py, &command)
-}
-
-/// A report's part: bytes (UTF-8, invalid sequences replaced) or str.
-fn text_of<'a>(item: &'a Bound<'_, PyAny>) -> PyResult<Cow<'a, str>> {
-    if let Ok(raw) = item.cast::<PyBytes>() {
-        return Ok(String::from_utf8_lossy(raw.as_bytes()));
-    }
-    Ok(Cow::Borrowed(item.cast::<PyString>()?.to_str()?))
-}
-
-/// The event of a child's start or end report (`stamp_events`); empty when it does not read.
-fn reported_event(report: &Bound<'_, PyTuple>, common: &[u8]) -> PyResult<Vec<u8>> {
-    let py = report.py();
-    let count = |i: usize| -> PyResult<Option<u64>> {
-        let item = report.get_item(i)?;
-        Ok(text_of(&item)?.parse::<u64>().ok())
-    };
-    let kind = report.get_item(0)?;
-    let kind = kind.cast::<PyBytes>()?.as_bytes();
-    let mut out = Vec::with_capacity(256);
-    let (Some(micros), Ok(uuid)) = (count(1)?, report.get_item(2)?.cast_into::<PyString>()) else {
-        return Ok(out);
-    };
-    let uuid = uuid.to_str()?;
-    let at = events::decimal(micros, 6);
-    match (kind, report.len()) {
-        (b"S", 3) => {
-            let mut event =
-                EventWriter::begin_at(&mut out, "task-started", Field::Number(&at), common)
-                    .py_err(py)?;
-            event.field("uuid", Field::Str(uuid)).py_err(py)?;
-            event.end();
-        }
-        (b"D", 5) => {
-            let Some(nanos) = count(3)? else {
-                return Ok(out);
-            };
-            let result = report.get_item(4)?;
-            let result = text_of(&result)?;
-            let runtime = events::decimal(nanos, 9);
-            let mut event =
-                EventWriter::begin_at(&mut out, "task-succeeded", Field::Number(&at), common)
-                    .py_err(py)?;
-            event.field("uuid", Field::Str(uuid)).py_err(py)?;
-            event.field("result", Field::Str(&result)).py_err(py)?;
-            event.field("runtime", Field::Number(&runtime)).py_err(py)?;
-            event.end();
-        }
-        _ => {}
-    }
-    Ok(out)
 }

@@ -12,7 +12,8 @@ use crate::codec::json;
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
 
 /// The RESP `PUBLISH channel <envelope>` of an event message whose `body` is JSON, with kombu's
-/// envelope fields in kombu's order and a fresh `delivery_tag`.
+/// envelope fields in kombu's order and a fresh `delivery_tag`. Written into one buffer, the
+/// body's base64 in place: a batch's body is megabytes at a high task rate.
 pub fn publish_command(
     channel: &str,
     body: &[u8],
@@ -20,25 +21,43 @@ pub fn publish_command(
     exchange: &str,
     routing_key: &str,
 ) -> Vec<u8> {
-    let envelope = envelope(body, hostname, exchange, routing_key);
-    let mut out = Vec::with_capacity(envelope.len() + channel.len() + 48);
+    let tail = envelope_tail(hostname, exchange, routing_key);
+    let encoded = body.len().div_ceil(3) * 4;
+    let length = BODY_START.len() + encoded + tail.len();
+    let mut out = Vec::with_capacity(length + channel.len() + 48);
     out.extend_from_slice(b"*3\r\n$7\r\nPUBLISH\r\n");
     bulk(&mut out, channel.as_bytes());
-    bulk(&mut out, &envelope);
+    let _ = write!(out, "${length}\r\n");
+    write_envelope(&mut out, body, &tail);
+    out.extend_from_slice(b"\r\n");
     out
 }
 
 /// kombu's Redis message around a JSON `body`: `{"body": "<base64>", "content-encoding":
 /// "utf-8", "content-type": "application/json", "headers": {"hostname": …}, "properties": {…}}`.
 pub fn envelope(body: &[u8], hostname: &str, exchange: &str, routing_key: &str) -> Vec<u8> {
-    let mut out = Vec::with_capacity(body.len() * 4 / 3 + 320);
-    out.extend_from_slice(b"{\"body\": \"");
+    let tail = envelope_tail(hostname, exchange, routing_key);
+    let mut out = Vec::with_capacity(BODY_START.len() + body.len() * 4 / 3 + 4 + tail.len());
+    write_envelope(&mut out, body, &tail);
+    out
+}
+
+const BODY_START: &[u8] = b"{\"body\": \"";
+
+fn write_envelope(out: &mut Vec<u8>, body: &[u8], tail: &[u8]) {
+    out.extend_from_slice(BODY_START);
     let start = out.len();
     out.resize(start + body.len().div_ceil(3) * 4, 0);
     let written = B64
         .encode_slice(body, &mut out[start..])
         .expect("sized for the padded encoding");
     out.truncate(start + written);
+    out.extend_from_slice(tail);
+}
+
+/// What follows the body's base64 in the envelope: its closing quote and the other fields.
+fn envelope_tail(hostname: &str, exchange: &str, routing_key: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(320);
     out.extend_from_slice(b"\", \"content-encoding\": \"utf-8\", \"content-type\": ");
     out.extend_from_slice(b"\"application/json\", \"headers\": {\"hostname\": ");
     json_str(&mut out, hostname);
