@@ -262,4 +262,4 @@ def test_without_a_report_pipe_each_event_is_handed_on_at_once() -> None:
     events = TaskEvents("w@h", 7, sent.append, Switch())
     events.started(Context(id="id-1"))
     assert len(sent) == 1 and json.loads(sent[0][0])["uuid"] == "id-1"
-    assert events.held == [] and events.take() == b""
+    assert len(events.held) == 0 and events.take() == b""

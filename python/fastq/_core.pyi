@@ -17,6 +17,7 @@ __all__ = [
     "AmqpPublisher",
     "Delivery",
     "Envelope",
+    "EventLines",
     "RedisConsumer",
     "RedisKeys",
     "RedisPublisher",
@@ -33,7 +34,6 @@ __all__ = [
     "encode_event_lines",
     "encode_events",
     "encode_held",
-    "encode_received",
     "encode_task_envelope",
     "encode_task_message",
     "loads",
@@ -43,8 +43,6 @@ __all__ = [
     "restore_visible",
     "split_reports",
     "stamp_events",
-    "started_line",
-    "succeeded_line",
 ]
 
 __version__: str
@@ -106,14 +104,6 @@ def encode_event_lines(
     """``encode_events`` as lines, each ``<prefix><JSON>\\n`` (JSON holds no raw newline): a
     prefork child's ``E`` report lines."""
 
-def encode_received(
-    deliveries: Iterable[Any], tasks: Container[str], common: bytes, timestamp: float, prefix: bytes
-) -> bytes:
-    """The ``task-received`` of each delivery of a fetched batch whose message decoded and whose
-    task is in ``tasks``, all at ``timestamp``, as lines ``<prefix><JSON>\\n``: Celery's fields,
-    ``args``/``kwargs`` from the ``argsrepr``/``kwargsrepr`` headers or else the arguments'
-    reprs cut to 1024 characters. A header JSON cannot carry raises ``EncodeError``."""
-
 def stamp_events(events: list[bytes], clock: int) -> bytes:
     """A ``task.multi`` body: the JSON array of the events in ``events``, each with ``"clock"``
     spliced in as its first member, numbered from ``clock`` on. An item is one encoded event
@@ -129,13 +119,30 @@ def split_reports(data: bytes, prefix: bytes) -> tuple[bytes, list[bytes], bytes
     off and each ending in ``\\n``, together; its other lines without their ``\\n``; and what
     follows the last ``\\n`` (a line not whole yet)."""
 
-def started_line(uuid: str, common: bytes, prefix: bytes) -> bytes:
-    """The ``task-started`` of task ``uuid``, now, as a line ``<prefix><JSON>\\n`` (``common``
-    as for ``encode_events``). A lone surrogate raises ``UnicodeEncodeError``."""
+@final
+class EventLines:
+    """A prefork child's task events as report lines ``<prefix><JSON>\\n``, held until its next
+    report carries them: each written where it happens, in one call, into one buffer. A call
+    that fails (``EncodeError``, or ``UnicodeEncodeError`` for a lone surrogate) leaves nothing
+    of its events behind. ``len()`` is the bytes held."""
 
-def succeeded_line(uuid: str, result: str, runtime: float, common: bytes, prefix: bytes) -> bytes:
-    """The ``task-succeeded`` of task ``uuid``, now, as a line ``<prefix><JSON>\\n``: ``result``
-    its result's repr, ``runtime`` seconds. A lone surrogate raises ``UnicodeEncodeError``."""
+    def __new__(cls, common: bytes, prefix: bytes) -> EventLines:
+        """``common``: the members every event of the sender shares (``encode_events``)."""
+    def received(self, deliveries: Iterable[Any], tasks: Container[str], timestamp: float) -> None:
+        """The ``task-received`` of each delivery of a fetched batch whose message decoded and
+        whose task is in ``tasks``, all at ``timestamp``: Celery's fields, ``args``/``kwargs``
+        from the ``argsrepr``/``kwargsrepr`` headers or else the arguments' reprs cut to 1024
+        characters. A header JSON cannot carry raises ``EncodeError``."""
+    def started(self, uuid: str) -> None:
+        """The ``task-started`` of task ``uuid``, now."""
+    def succeeded(self, uuid: str, result: Any, runtime: float) -> None:
+        """The ``task-succeeded`` of task ``uuid``, now: ``result``'s repr (cut to 1024
+        characters), ``runtime`` in seconds."""
+    def push(self, lines: bytes) -> None:
+        """Lines encoded elsewhere (``encode_event_lines``), held with the rest."""
+    def take(self) -> bytes:
+        """Everything held; nothing is held after."""
+    def __len__(self) -> int: ...
 
 def redis_event_command(
     channel: str, body: bytes, hostname: str, exchange: str, routing_key: str

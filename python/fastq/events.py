@@ -13,10 +13,10 @@ path: ``EventDispatcher.tick`` runs from the supervisor's loop (prefork) or a th
 spliced into the encoded events in one call per batch (``_core.stamp_events``).
 
 A prefork child does as little as it can per task (``TaskEvents`` without ``emit``): the
-``task-received`` of a fetched batch are encoded in one call when it arrives
-(``_core.encode_received``), a task's ``task-started`` and ``task-succeeded`` in one call each
-(``_core.started_line``, ``succeeded_line``), and they go to the supervisor as ``E`` lines with
-the child's next report (``worker/reports.py``). The supervisor takes a chunk's ``E`` lines
+``task-received`` of a fetched batch are encoded in one call when it arrives, a task's
+``task-started`` and ``task-succeeded`` in one call each, into one buffer
+(``_core.EventLines``), and they go to the supervisor as ``E`` lines with the child's next
+report (``worker/reports.py``). The supervisor takes a chunk's ``E`` lines
 off in one call (``_core.split_reports``) and hands them on as they are: it does no per-event
 work of its own but splicing the clocks in. Other events (failed, retried, revoked, rejected)
 are encoded by the child too, as they happen.
@@ -165,7 +165,7 @@ class TaskEvents:
         self.switch = switch
         self.common = common_members(hostname, pid)
         #: Events not written yet (``emit`` None), as lines ``E <JSON>\n``.
-        self.held: list[bytes] = []
+        self.held = _core.EventLines(self.common, LINE_PREFIX)
 
     @property
     def enabled(self) -> bool:
@@ -174,14 +174,13 @@ class TaskEvents:
     def _send(self, event_type: str, fields: dict[str, Any]) -> None:
         event = (event_type, time.time(), fields)
         if self.emit is None:
-            self.held.append(encode_lines([event], self.common, LINE_PREFIX))
+            self.held.push(encode_lines([event], self.common, LINE_PREFIX))
         else:  # shared by a thread pool's loops: nothing held
             self.emit(encode_events([event], self.common))
 
     def take(self) -> bytes:
         """The events held so far, as lines (``emit`` None)."""
-        held, self.held = self.held, []
-        return b"".join(held)
+        return self.held.take()
 
     def fetched(self, deliveries: Sequence[Delivery], tasks: Mapping[str, Any]) -> None:
         """A batch arrived (a prefork child): the ``task-received`` of its tasks, in one call
@@ -190,22 +189,16 @@ class TaskEvents:
             return  # ``received`` per task
         now = time.time()
         try:
-            lines = _core.encode_received(deliveries, tasks, self.common, now, LINE_PREFIX)
+            self.held.received(deliveries, tasks, now)
         except (errors.EncodeError, TypeError, AttributeError):  # one by one, reprs if need be
             for delivery in deliveries:
                 try:
-                    lines = _core.encode_received([delivery], tasks, self.common, now, LINE_PREFIX)
+                    self.held.received([delivery], tasks, now)
                 except (errors.EncodeError, TypeError, AttributeError):
                     fields = _received_fields(delivery)
                     if fields is not None:
                         event = ("task-received", now, fields)
-                        self.held.append(encode_lines([event], self.common, LINE_PREFIX))
-                    continue
-                if lines:
-                    self.held.append(lines)
-            return
-        if lines:
-            self.held.append(lines)
+                        self.held.push(encode_lines([event], self.common, LINE_PREFIX))
 
     def received(self, context: Context) -> None:
         if self.emit is None:
@@ -232,7 +225,7 @@ class TaskEvents:
     def started(self, context: Context) -> None:
         if self.emit is None and isinstance(context.id, str):
             try:
-                self.held.append(_core.started_line(context.id, self.common, LINE_PREFIX))
+                self.held.started(context.id)
                 return
             except UnicodeEncodeError:  # a lone surrogate: the general path says why
                 pass
@@ -243,17 +236,13 @@ class TaskEvents:
         what the task's run came to."""
         state = outcome.state
         if state == states.SUCCESS:
-            result = short_repr(outcome.value)
             if self.emit is None and isinstance(context.id, str):
                 try:
-                    line = _core.succeeded_line(
-                        context.id, result, runtime, self.common, LINE_PREFIX
-                    )
-                    self.held.append(line)
+                    self.held.succeeded(context.id, outcome.value, runtime)  # its repr, cut
                     return
                 except UnicodeEncodeError:  # a lone surrogate: the general path writes a repr
                     pass
-            fields = {"uuid": context.id, "result": result, "runtime": runtime}
+            fields = {"uuid": context.id, "result": short_repr(outcome.value), "runtime": runtime}
             self._send("task-succeeded", fields)
         elif state in (states.FAILURE, states.RETRY):
             error = outcome.error if state == states.RETRY else outcome.value
@@ -291,7 +280,7 @@ class TaskEvents:
 
 
 def _received_fields(delivery: Delivery) -> dict[str, Any] | None:
-    """A ``task-received``'s fields from a delivery's message, where ``_core.encode_received``
+    """A ``task-received``'s fields from a delivery's message, where ``EventLines.received``
     cannot write them (a header JSON cannot carry: ``encode_lines`` writes its repr)."""
     message = delivery.message
     if message is None:

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sized
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -133,7 +134,9 @@ def decode_request(task: ReportedTask, hostname: str) -> Context:
 class HeldEvents(Protocol):
     """Task events held until a report carries them (``fastq.events.TaskEvents``)."""
 
-    held: list[bytes]
+    @property
+    def held(self) -> Sized:
+        """What it holds (``_core.EventLines``): written when not empty."""
 
     def take(self) -> bytes: ...
 

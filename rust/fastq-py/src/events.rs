@@ -111,16 +111,17 @@ fn field<'a>(value: &'a Bound<'_, PyAny>) -> PyResult<Field<'a>> {
 /// is in `tasks`, all at `timestamp` (when the batch arrived), as lines `<prefix><JSON>\n`:
 /// Celery's fields, `args`/`kwargs` from the message's `argsrepr`/`kwargsrepr` or else the
 /// arguments' reprs cut as Celery cuts them.
-#[pyfunction]
-pub fn encode_received<'py>(
-    py: Python<'py>,
+fn write_received<'py>(
+    out: &mut Vec<u8>,
     deliveries: &Bound<'py, PyAny>,
     tasks: &Bound<'py, PyAny>,
     common: &[u8],
     timestamp: f64,
     prefix: &[u8],
-) -> PyResult<Bound<'py, PyBytes>> {
-    let mut out = Vec::with_capacity(512);
+) -> PyResult<()> {
+    let py = deliveries.py();
+    // One arrival time for the batch, written once.
+    let at = events::decimal((timestamp.max(0.0) * 1e6).round() as u64, 6);
     let mut last: Option<(String, bool)> = None;
     for item in deliveries.try_iter()? {
         let item = item?;
@@ -185,7 +186,7 @@ pub fn encode_received<'py>(
         );
         out.extend_from_slice(prefix);
         let mut event =
-            EventWriter::begin(&mut out, "task-received", timestamp, common).py_err(py)?;
+            EventWriter::begin_at(out, "task-received", Field::Number(&at), common).py_err(py)?;
         event.field("uuid", Field::Str(&id)).py_err(py)?;
         event.field("name", Field::Str(&task)).py_err(py)?;
         event.field("args", field(&argsrepr)?).py_err(py)?;
@@ -204,7 +205,7 @@ pub fn encode_received<'py>(
         event.end();
         out.push(b'\n');
     }
-    Ok(PyBytes::new(py, &out))
+    Ok(())
 }
 
 fn optional<'a>(value: &'a Option<Bound<'_, PyAny>>) -> PyResult<Field<'a>> {
@@ -306,49 +307,109 @@ pub fn split_reports<'py>(
     ))
 }
 
-/// The `task-started` of task `uuid`, now, as a line `<prefix><JSON>\n`.
-#[pyfunction]
-pub fn started_line<'py>(
-    py: Python<'py>,
-    uuid: &str,
-    common: &[u8],
-    prefix: &[u8],
-) -> PyResult<Bound<'py, PyBytes>> {
-    let mut out = Vec::with_capacity(192);
-    out.extend_from_slice(prefix);
-    let at = now_micros();
-    let mut event =
-        EventWriter::begin_at(&mut out, "task-started", Field::Number(&at), common).py_err(py)?;
-    event.field("uuid", Field::Str(uuid)).py_err(py)?;
-    event.end();
-    out.push(b'\n');
-    Ok(PyBytes::new(py, &out))
+/// A prefork child's task events as report lines `<prefix><JSON>\n`, held until its next report
+/// carries them (`fastq.events.TaskEvents`): each event written where it happens, in one call,
+/// into one buffer. A call that fails leaves nothing of its events behind.
+#[pyclass(module = "fastq._core")]
+pub struct EventLines {
+    common: Vec<u8>,
+    prefix: Vec<u8>,
+    held: Vec<u8>,
 }
 
-/// The `task-succeeded` of task `uuid`, now, as a line `<prefix><JSON>\n`: `result` its
-/// result's repr, `runtime` how long it ran (seconds).
-#[pyfunction]
-pub fn succeeded_line<'py>(
-    py: Python<'py>,
-    uuid: &str,
-    result: &str,
-    runtime: f64,
-    common: &[u8],
-    prefix: &[u8],
-) -> PyResult<Bound<'py, PyBytes>> {
-    let mut out = Vec::with_capacity(256 + result.len());
-    out.extend_from_slice(prefix);
-    let at = now_micros();
-    let mut event =
-        EventWriter::begin_at(&mut out, "task-succeeded", Field::Number(&at), common).py_err(py)?;
-    event.field("uuid", Field::Str(uuid)).py_err(py)?;
-    event.field("result", Field::Str(result)).py_err(py)?;
-    event
-        .field("runtime", Field::Float(runtime.max(0.0)))
-        .py_err(py)?;
-    event.end();
-    out.push(b'\n');
-    Ok(PyBytes::new(py, &out))
+impl EventLines {
+    /// Runs `write` on the buffer; what it wrote is taken back if it fails.
+    fn atomic(
+        &mut self,
+        write: impl FnOnce(&mut Vec<u8>, &[u8], &[u8]) -> PyResult<()>,
+    ) -> PyResult<()> {
+        let mark = self.held.len();
+        let result = write(&mut self.held, &self.common, &self.prefix);
+        if result.is_err() {
+            self.held.truncate(mark);
+        }
+        result
+    }
+}
+
+#[pymethods]
+impl EventLines {
+    #[new]
+    fn new(common: &[u8], prefix: &[u8]) -> Self {
+        EventLines {
+            common: common.to_vec(),
+            prefix: prefix.to_vec(),
+            held: Vec::with_capacity(4096),
+        }
+    }
+
+    /// The `task-received` of each delivery of a fetched batch whose message decoded and whose
+    /// task is in `tasks`, all at `timestamp`: Celery's fields, `args`/`kwargs` from the
+    /// message's `argsrepr`/`kwargsrepr` or else the arguments' reprs cut as Celery cuts them.
+    fn received(
+        &mut self,
+        deliveries: &Bound<'_, PyAny>,
+        tasks: &Bound<'_, PyAny>,
+        timestamp: f64,
+    ) -> PyResult<()> {
+        self.atomic(|out, common, prefix| {
+            write_received(out, deliveries, tasks, common, timestamp, prefix)
+        })
+    }
+
+    /// The `task-started` of task `uuid`, now.
+    fn started(&mut self, py: Python<'_>, uuid: &str) -> PyResult<()> {
+        self.atomic(|out, common, prefix| {
+            out.extend_from_slice(prefix);
+            let at = now_micros();
+            let mut event = EventWriter::begin_at(out, "task-started", Field::Number(&at), common)
+                .py_err(py)?;
+            event.field("uuid", Field::Str(uuid)).py_err(py)?;
+            event.end();
+            out.push(b'\n');
+            Ok(())
+        })
+    }
+
+    /// The `task-succeeded` of task `uuid`, now: `result` the task's return value (its repr is
+    /// sent, cut as Celery cuts it), `runtime` how long it ran (seconds).
+    fn succeeded(&mut self, uuid: &str, result: &Bound<'_, PyAny>, runtime: f64) -> PyResult<()> {
+        let py = result.py();
+        let repr = short_repr(result);
+        let repr = repr.cast::<PyString>()?.to_str()?;
+        self.atomic(|out, common, prefix| {
+            out.extend_from_slice(prefix);
+            let at = now_micros();
+            let mut event =
+                EventWriter::begin_at(out, "task-succeeded", Field::Number(&at), common)
+                    .py_err(py)?;
+            event.field("uuid", Field::Str(uuid)).py_err(py)?;
+            event.field("result", Field::Str(repr)).py_err(py)?;
+            event
+                .field("runtime", Field::Float(runtime.max(0.0)))
+                .py_err(py)?;
+            event.end();
+            out.push(b'\n');
+            Ok(())
+        })
+    }
+
+    /// Lines encoded elsewhere (`encode_event_lines`), held with the rest.
+    fn push(&mut self, lines: &[u8]) {
+        self.held.extend_from_slice(lines);
+    }
+
+    /// Everything held, and nothing held after.
+    fn take<'py>(&mut self, py: Python<'py>) -> Bound<'py, PyBytes> {
+        let taken = PyBytes::new(py, &self.held);
+        self.held.clear();
+        taken
+    }
+
+    /// The bytes held (a child's report writes them when there are any).
+    fn __len__(&self) -> usize {
+        self.held.len()
+    }
 }
 
 /// `time.time()` as a JSON number's text, in whole microseconds.

@@ -49,12 +49,10 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(codec::decode_task_envelope, m)?)?;
     m.add_function(wrap_pyfunction!(events::encode_events, m)?)?;
     m.add_function(wrap_pyfunction!(events::encode_event_lines, m)?)?;
-    m.add_function(wrap_pyfunction!(events::encode_received, m)?)?;
+    m.add_class::<events::EventLines>()?;
     m.add_function(wrap_pyfunction!(events::stamp_events, m)?)?;
     m.add_function(wrap_pyfunction!(events::count_events, m)?)?;
     m.add_function(wrap_pyfunction!(events::split_reports, m)?)?;
-    m.add_function(wrap_pyfunction!(events::started_line, m)?)?;
-    m.add_function(wrap_pyfunction!(events::succeeded_line, m)?)?;
     m.add_function(wrap_pyfunction!(events::redis_event_command, m)?)?;
     m.add_function(wrap_pyfunction!(held::encode_held, m)?)?;
     m.add_function(wrap_pyfunction!(redis_consumer::restore_consumer, m)?)?;
