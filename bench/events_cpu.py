@@ -4,9 +4,10 @@ and the drain time.
     python bench/events_cpu.py BROKER_URL [--counter REDIS_URL] [-n 10000] [-c 2] [-E]
                                [--perf FILE] [--work noop|incr] [--backend URL]
                                [--worker-args "--prefetch-multiplier 16"]
+                               [--alternate PAIRS [--same]]
 
 Starts ``fastq worker -c 2`` (with ``-E`` when given) on a queue of its own, waits until it is
-idle, reads each worker process's CPU seconds (user + system, ``/proc``, Linux), sends the tasks
+idle, reads each worker process's CPU seconds (``/proc``, Linux), sends the tasks
 (no-op, results off) with ``send_many``, waits until every one has run (the benchmark task's
 completion counter, in Redis: ``--counter``, the broker's URL when it is Redis), and reads the
 CPU seconds again. The difference is the cost of the tasks alone, without the worker's start,
@@ -17,6 +18,12 @@ and the context switches per task (voluntary + involuntary) of the supervisor an
 with a Redis broker, the Redis server's CPU per task too (``INFO``: the server's own, so
 meaningful only for a Redis nothing else uses). ``--perf FILE``: ``perf record -g`` of the
 children over the drain, into ``FILE`` (``perf report -i FILE``).
+
+``--alternate PAIRS``: one worker, ``PAIRS`` pairs of drains with events off and on (switched by
+remote control), the order in a pair in turn, and the medians of what each pair differs by.
+On a 2-CPU VM, two drains in a row differ by several per cent with nothing changed between them:
+``--same`` runs the pairs with events off in both, and shows that noise for the same settings.
+Compare a few dozen pairs of each before reading anything into a figure of a few per cent.
 """
 
 from __future__ import annotations
@@ -40,6 +47,16 @@ RUN = "events"
 
 
 def cpu_seconds(pid: int) -> float:
+    """CPU seconds of ``pid``'s threads so far: from ``schedstat`` in nanoseconds (``stat``'s
+    clock ticks, 10 ms, are a few per cent of a child's share of a drain), else ``stat``."""
+    try:
+        total = 0
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                total += int(f.read().split()[0])
+        return total / 1e9
+    except (OSError, ValueError, IndexError):
+        pass
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
@@ -130,8 +147,15 @@ def main() -> None:
         "--alternate",
         type=int,
         metavar="PAIRS",
-        help="one worker started with -E; PAIRS drains of -n tasks each with events off, then "
-        "on (disable_events / enable_events), and the medians of the differences",
+        help="one worker started with -E; PAIRS pairs of drains of -n tasks, one with events off "
+        "and one on (disable_events / enable_events), in turn first, and the medians of the "
+        "differences and ratios",
+    )
+    p.add_argument(
+        "--same",
+        action="store_true",
+        help="with --alternate: both drains of a pair with events off, to see the harness's "
+        "own noise next to an events run",
     )
     options = p.parse_args()
     counter_url = options.counter or options.broker
@@ -167,7 +191,10 @@ def main() -> None:
             drained = drain(app, counter, done_key, options.n, options.n, options.work)
             report(options.E, load, options.n, drained, before, probe.read())
         else:
-            alternate(app, probe, counter, done_key, options.n, options.alternate, options.work)
+            alternate(
+                app, probe, counter, done_key, options.n, options.alternate, options.work,
+                options.same,
+            )  # fmt: skip
         if perf is not None:
             perf.send_signal(signal.SIGINT)
             perf.wait(60)
@@ -179,21 +206,33 @@ def main() -> None:
 
 
 def alternate(
-    app: App, probe: Probe, counter: redis.Redis, done_key: str, n: int, pairs: int, work: str
+    app: App,
+    probe: Probe,
+    counter: redis.Redis,
+    done_key: str,
+    n: int,
+    pairs: int,
+    work: str,
+    same: bool = False,
 ) -> None:
+    """``pairs`` pairs of drains, one with events off and one on, in turn first (ABBA: what the
+    order of a pair does cancels out); ``same``: both off (what the harness alone varies)."""
     done = 0
     figures: dict[bool, list[list[float]]] = {False: [], True: []}
-    for _ in range(pairs):
-        for on in (False, True):
-            (app.control.enable_events if on else app.control.disable_events)(reply=True)
+    for pair in range(pairs):
+        for on in (False, True) if pair % 2 == 0 else (True, False):
+            events_on = on and not same
+            (app.control.enable_events if events_on else app.control.disable_events)(reply=True)
             time.sleep(0.3)  # the children hear it on their next cycle
             before, load = probe.read(), os.getloadavg()[0]
             done += n
             drained = drain(app, counter, done_key, done, n, work)
-            figures[on].append(report(on, load, n, drained, before, probe.read()))
+            figures[on].append(report(events_on, load, n, drained, before, probe.read()))
     off, on = figures[False], figures[True]
     diff = [[b - a for a, b in zip(x, y, strict=True)] for x, y in zip(off, on, strict=True)]
     ratio = [y[3] / x[3] for x, y in zip(off, on, strict=True)]
+    cpu = [sum(y[:3]) / sum(x[:3]) for x, y in zip(off, on, strict=True)]
+    label = "second off / first off (no events: the harness's noise)" if same else "on / off"
     print(
         f"medians over {pairs} pairs, µs/task on - off: supervisor "
         f"{statistics.median(d[0] for d in diff):+.2f} children "
@@ -201,10 +240,18 @@ def alternate(
         f"{statistics.median(d[2] for d in diff):+.2f}; off: supervisor "
         f"{statistics.median(x[0] for x in off):.2f} children "
         f"{statistics.median(x[1] for x in off):.2f} redis "
-        f"{statistics.median(x[2] for x in off):.2f}; drain time on/off "
-        f"{statistics.median(ratio):.3f}",
+        f"{statistics.median(x[2] for x in off):.2f}; {label}: drain time "
+        f"{_spread(ratio)}, CPU a task (all three) {_spread(cpu)}",
         flush=True,
     )
+
+
+def _spread(values: list[float]) -> str:
+    """The median, with the middle half of ``values`` around it."""
+    if len(values) < 4:
+        return f"{statistics.median(values):.3f}"
+    q1, q2, q3 = statistics.quantiles(values, n=4)
+    return f"{q2:.3f} ({q1:.3f}-{q3:.3f})"
 
 
 if __name__ == "__main__":
