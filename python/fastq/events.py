@@ -16,10 +16,10 @@ A prefork child does as little as it can per task (``TaskEvents`` without ``emit
 ``task-received`` of a fetched batch are encoded in one call when it arrives, a task's
 ``task-started`` and ``task-succeeded`` in one call each, into one buffer
 (``_core.EventLines``), and they go to the supervisor as ``E`` lines with the child's next
-report (``worker/reports.py``). The supervisor takes a chunk's ``E`` lines
-off in one call (``_core.split_reports``) and hands them on as they are: it does no per-event
-work of its own but splicing the clocks in. Other events (failed, retried, revoked, rejected)
-are encoded by the child too, as they happen.
+report (``worker/reports.py``). The supervisor takes a chunk's ``E`` lines off in one call
+(``_core.split_reports``) and hands them on as they are: it does no per-event work of its own
+but splicing the clocks in. Other events (failed, retried, revoked, rejected) are encoded by
+the child too, as they happen.
 """
 
 from __future__ import annotations
@@ -227,7 +227,7 @@ class TaskEvents:
             try:
                 self.held.started(context.id)
                 return
-            except UnicodeEncodeError:  # a lone surrogate: the general path says why
+            except UnicodeEncodeError:  # a lone surrogate: the general path writes its escape
                 pass
         self._send("task-started", {"uuid": context.id})
 
@@ -240,7 +240,7 @@ class TaskEvents:
                 try:
                     self.held.succeeded(context.id, outcome.value, runtime)  # its repr, cut
                     return
-                except UnicodeEncodeError:  # a lone surrogate: the general path writes a repr
+                except UnicodeEncodeError:  # a lone surrogate: the general path writes its escape
                     pass
             fields = {"uuid": context.id, "result": short_repr(outcome.value), "runtime": runtime}
             self._send("task-succeeded", fields)

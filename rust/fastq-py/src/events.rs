@@ -121,7 +121,7 @@ fn write_received<'py>(
 ) -> PyResult<()> {
     let py = deliveries.py();
     // One arrival time for the batch, written once.
-    let at = events::decimal((timestamp.max(0.0) * 1e6).round() as u64, 6);
+    let at = events::decimal((timestamp.max(0.0) * 1e6) as u64, 6); // whole µs, as `started`
     let mut last: Option<(String, bool)> = None;
     for item in deliveries.try_iter()? {
         let item = item?;
