@@ -505,6 +505,12 @@ impl Connector {
 
     /// What a failure to open a connection means for the caller.
     pub fn connect_error(&self, e: &RedisError) -> BrokerError {
+        if is_interrupted(e) {
+            // A signal while connecting (the handshake's read, the connect's wait): the broker
+            // may be fine, and an idempotent call tries again (a prefork supervisor takes a
+            // SIGCHLD at every child's end).
+            return self.connection_error(e);
+        }
         match e.kind() {
             // e.g. `rediss://` without TLS support compiled in.
             ErrorKind::InvalidClientConfig => BrokerError::Config(format!(
@@ -732,6 +738,12 @@ mod tests {
         assert!(
             matches!(error, BrokerError::Interrupted { .. }),
             "{error:?}"
+        );
+        // Nor is one while connecting, which `run_idempotent` then tries again.
+        let connecting = connector.connect_error(&interrupted);
+        assert!(
+            matches!(connecting, BrokerError::Interrupted { .. }),
+            "{connecting:?}"
         );
         assert!(error.is_connection());
         assert!(!error.to_string().contains("cannot reach"), "{error}");
