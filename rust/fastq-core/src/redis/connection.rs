@@ -767,6 +767,23 @@ mod tests {
         Some(connector)
     }
 
+    #[test]
+    fn a_signal_while_connecting_is_an_interrupted_call() {
+        // A server that accepts and never answers: the connection's handshake waits for it.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = std::thread::spawn(move || listener.accept().map(|(stream, _)| stream));
+        let mut connector = Connector::new(&format!("redis://127.0.0.1:{port}/0"), "test").unwrap();
+        let signal = interrupt_me_after(Duration::from_millis(200));
+        let interrupted = connector.run(|c| ::redis::cmd("PING").query::<String>(c));
+        signal.join().unwrap();
+        assert!(
+            matches!(interrupted, Err(BrokerError::Interrupted { .. })),
+            "{interrupted:?}"
+        );
+        drop(server.join().unwrap());
+    }
+
     /// A `BLPOP` that waits 0.3 s for nothing: a reply a signal can come before.
     fn wait(c: &mut Connection) -> RedisResult<Option<(String, String)>> {
         ::redis::cmd("BLPOP")
