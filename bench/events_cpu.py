@@ -158,6 +158,8 @@ def main() -> None:
         "own noise next to an events run",
     )
     options = p.parse_args()
+    if options.same and not options.alternate:
+        p.error("--same compares the drains of --alternate's pairs: give --alternate PAIRS")
     counter_url = options.counter or options.broker
     counter = redis.Redis.from_url(counter_url)
     done_key = keys(RUN)["done"]
